@@ -1,0 +1,96 @@
+"""`Comparison`: per-occurrence base vs tuned log-probabilities, with per-specialty and per-term views."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+
+from specprobe.probe.inputs import UNASSIGNED
+from specprobe.probe.results import Result
+from specprobe.probe.stats import cluster_bootstrap_mean, holm, paired_test
+
+METRICS = ("delta", "delta_per_token")
+
+
+class Comparison(Result):
+    """One row per occurrence of a term or control word in a text; `delta = logp_tuned - logp_base`.
+
+    Summaries use `delta_per_token` by default (sum over the term's tokens divided by their
+    count), so multi-token terms and one-token control words are on the same scale.
+    """
+
+    kind: ClassVar[str] = "comparison"
+    tuple_columns: ClassVar[tuple[str, ...]] = ("specialties", "text_specialties")
+    columns: ClassVar[list[str]] = [
+        "text_id", "term", "specialties", "text_specialties", "surface", "start", "end", "n_tokens",
+        "logp_base", "logp_tuned", "delta", "delta_per_token", "token_logp_base", "token_logp_tuned",
+        "is_control", "flags",
+    ]
+
+    @property
+    def missing(self) -> list[str]:
+        """Terms found in no text: reported, never silently dropped."""
+        return list(self.extras.get("missing", []))
+
+    def scored(self) -> pd.DataFrame:
+        """Rows with a finite delta (drops occurrences that could not be scored, e.g. unconditioned starts)."""
+        df = self.to_pandas()
+        return df[np.isfinite(df["delta"].astype(float))]
+
+    def _check_metric(self, metric: str) -> None:
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+
+    def by_term(self, metric: str = "delta_per_token", *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+        """Per term: n, mean delta and a 95% CI that resamples texts."""
+        self._check_metric(metric)
+        rows = []
+        for (term, is_control), g in self.scored().groupby(["term", "is_control"], sort=True):
+            est = cluster_bootstrap_mean(g[metric], g["text_id"], n_boot=n_boot, seed=seed)
+            rows.append({"term": term, "is_control": is_control, "specialties": g["specialties"].iloc[0],
+                         "n": est.n, "n_texts": est.n_clusters, "mean_logp_base": g["logp_base"].mean(),
+                         "mean_logp_tuned": g["logp_tuned"].mean(), f"mean_{metric}": est.mean,
+                         "ci_low": est.ci_low, "ci_high": est.ci_high})
+        return pd.DataFrame(rows)
+
+    def by_specialty(self, metric: str = "delta_per_token", *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+        """Per term specialty: mean delta with a 95% text-level bootstrap CI, and a paired test against
+        control words (per text: mean term delta minus mean control delta; Wilcoxon signed-rank,
+        Holm-adjusted across specialties). A term of several specialties counts in each."""
+        self._check_metric(metric)
+        df = self.scored()
+        terms = df[~df["is_control"]].copy()
+        terms["specialty"] = terms["specialties"].map(lambda s: tuple(s) or (UNASSIGNED,))
+        terms = terms.explode("specialty")
+        ctrl = df[df["is_control"]]
+        ctrl_by_text = ctrl.groupby("text_id")[metric].mean()
+        rows = []
+        for spec, g in terms.groupby("specialty", sort=True):
+            est = cluster_bootstrap_mean(g[metric], g["text_id"], n_boot=n_boot, seed=seed)
+            per_text = g.groupby("text_id")[metric].mean()
+            shared = per_text.index.intersection(ctrl_by_text.index)
+            test = paired_test(per_text[shared].to_numpy(), ctrl_by_text[shared].to_numpy(), n_boot=n_boot, seed=seed)
+            rows.append({"specialty": spec, "n": est.n, "n_terms": g["term"].nunique(), "n_texts": est.n_clusters,
+                         f"mean_{metric}": est.mean, "ci_low": est.ci_low, "ci_high": est.ci_high,
+                         "minus_control": test.mean_diff, "minus_control_ci_low": test.ci_low,
+                         "minus_control_ci_high": test.ci_high, "n_pairs": test.n_pairs, "p_value": test.p_value})
+        if len(ctrl):
+            est = cluster_bootstrap_mean(ctrl[metric], ctrl["text_id"], n_boot=n_boot, seed=seed)
+            rows.append({"specialty": "control", "n": est.n, "n_terms": ctrl["term"].nunique(), "n_texts": est.n_clusters,
+                         f"mean_{metric}": est.mean, "ci_low": est.ci_low, "ci_high": est.ci_high,
+                         "minus_control": np.nan, "minus_control_ci_low": np.nan, "minus_control_ci_high": np.nan,
+                         "n_pairs": 0, "p_value": np.nan})
+        out = pd.DataFrame(rows)
+        if len(out):
+            out["p_holm"] = holm(out["p_value"])
+        return out
+
+    def summary(self, metric: str = "delta_per_token") -> str:
+        """A plain-text per-specialty table for terminals and logs."""
+        table = self.by_specialty(metric)
+        if table.empty:
+            return "no scored occurrences"
+        cols = ["specialty", "n", "n_terms", "n_texts", f"mean_{metric}", "ci_low", "ci_high", "minus_control", "p_holm"]
+        return table[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}")

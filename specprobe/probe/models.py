@@ -1,0 +1,260 @@
+"""`ModelPair`: the only place that loads models. One base model plus an adapter (or a second full
+model), one tokenizer, a device and a dtype; it yields "base" and "tuned" views.
+
+With a PEFT adapter the base weights are loaded once: "base" is the same module with the adapter
+disabled, so there is no second copy in memory. Models are accepted as hub ids, local directories
+or loaded objects, as in TransformerLens and nnsight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from specprobe.probe.architecture import SplitModel, check_split, split_model, unwrap_peft
+from specprobe.probe.encoding import require_fast
+from specprobe.utils.io import sha256_file
+
+log = logging.getLogger(__name__)
+
+ModelLike = Any  # str | os.PathLike | PreTrainedModel | PeftModel
+
+
+class ModelLoadError(ValueError):
+    """A model, adapter or tokenizer could not be loaded or does not fit its partner."""
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """float32 on CPU (exact), bfloat16 on a GPU that supports it, unless the user says otherwise."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in names:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(names)}")
+    return names[dtype]
+
+
+def is_adapter_dir(path: str | os.PathLike) -> bool:
+    return Path(path).is_dir() and (Path(path) / "adapter_config.json").exists()
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return 1 <= len(parts) <= 2 and all(p and not p.startswith(".") for p in parts) and not name.startswith(("/", "~"))
+
+
+def _check_source(name: str, what: str) -> None:
+    if Path(name).exists():
+        if Path(name).is_dir() and not any(Path(name).glob("*.json")):
+            raise ModelLoadError(f"{what} {name!r} is a directory without a config.json or adapter_config.json")
+        return
+    if not _looks_like_hub_id(name):
+        raise ModelLoadError(f"{what} {name!r}: no such local path, and not a valid hub id")
+
+
+def _weights_fingerprint(name: str) -> str | None:
+    """sha256 of the first safetensors file of a local checkpoint (cheap provenance for base checks)."""
+    files = sorted(Path(name).glob("*.safetensors")) if Path(name).is_dir() else []
+    return sha256_file(files[0]) if files else None
+
+
+def load_tokenizer(source: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(source, use_fast=True, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load a tokenizer from {source!r}: {exc}") from exc
+    require_fast(tok)
+    return tok
+
+
+def load_causal_lm(source: str, *, device: torch.device, dtype: torch.dtype, trust_remote_code: bool = False,
+                   revision: str | None = None) -> nn.Module:
+    """A Hugging Face causal LM from a hub id or local directory, safetensors only."""
+    from transformers import AutoModelForCausalLM
+
+    _check_source(source, "model")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code, revision=revision
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load model {source!r}: {exc}") from exc
+    return model.to(device).eval()
+
+
+def same_vocabulary(tok_a, tok_b) -> bool:
+    return tok_a.get_vocab() == tok_b.get_vocab()
+
+
+@dataclass
+class ModelPair:
+    """Base and (optionally) tuned views of one loaded model, with the tokenizer and provenance."""
+
+    base_model: nn.Module  # a PeftModel in adapter mode, else the base causal LM
+    tokenizer: Any
+    tuned_model: nn.Module | None = None  # a second full model, or None
+    adapter_mode: bool = False
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        return ("base", "tuned") if (self.adapter_mode or self.tuned_model is not None) else ("base",)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.base_model.parameters()).device
+
+    @contextlib.contextmanager
+    def view(self, variant: str) -> Iterator[SplitModel]:
+        """The model in state `variant` ("base" or "tuned"), taken apart for the scoring core."""
+        if variant not in self.variants:
+            raise ValueError(f"unknown variant {variant!r}; this pair has {self.variants}")
+        if variant == "tuned" and not self.adapter_mode:
+            yield split_model(self.tuned_model)
+        elif variant == "base" and self.adapter_mode:
+            with self.base_model.disable_adapter():
+                yield split_model(self.base_model)
+        else:
+            yield split_model(self.base_model)
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        base: ModelLike | None,
+        tuned: ModelLike | None = None,
+        *,
+        tokenizer: Any = None,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        trust_remote_code: bool = False,
+        revision: str | None = None,
+        check: bool = True,
+    ) -> "ModelPair":
+        """Load base and tuned from hub ids, local directories (full models or PEFT adapters) or objects."""
+        from peft import PeftModel
+
+        dev = resolve_device(device)
+        dt = resolve_dtype(dtype, dev)
+        meta: dict[str, Any] = {"device": str(dev), "dtype": str(dt).replace("torch.", "")}
+        load_kw = dict(device=dev, dtype=dt, trust_remote_code=trust_remote_code, revision=revision)
+
+        if base is None and not isinstance(tuned, PeftModel):
+            raise ModelLoadError("base model is required (a hub id, a local directory or a loaded model)")
+
+        # base model object
+        if isinstance(base, (str, os.PathLike)):
+            base_name = str(base)
+            if is_adapter_dir(base_name):
+                raise ModelLoadError(f"base {base_name!r} is a PEFT adapter directory; pass it as `tuned`")
+            base_obj = load_causal_lm(base_name, **load_kw)
+            meta["base"] = base_name
+            meta["base_weights_sha256"] = _weights_fingerprint(base_name)
+        elif base is not None:
+            base_obj = base.eval()
+            base_name = getattr(getattr(unwrap_peft(base), "config", None), "_name_or_path", type(base).__name__)
+            meta["base"] = f"<object {type(base).__name__}: {base_name}>"
+        else:
+            base_obj, base_name = None, None
+
+        tuned_obj, adapter_mode = None, False
+        if tuned is None:
+            pass
+        elif isinstance(tuned, PeftModel):
+            if base_obj is not None and base_obj is not tuned.get_base_model() and not isinstance(base, (str, os.PathLike)):
+                raise ModelLoadError("tuned is a PeftModel on a different base object than `base`; pass its own base")
+            base_obj, adapter_mode = tuned.eval(), True
+            meta["tuned"] = f"<object PeftModel, adapters {list(tuned.peft_config)}>"
+        elif isinstance(tuned, (str, os.PathLike)) and is_adapter_dir(tuned):
+            base_obj = cls._attach_adapter(base_obj, str(tuned), meta)
+            adapter_mode = True
+        elif isinstance(tuned, (str, os.PathLike)):
+            tuned_obj = load_causal_lm(str(tuned), **load_kw)
+            meta["tuned"] = str(tuned)
+            meta["tuned_weights_sha256"] = _weights_fingerprint(str(tuned))
+        else:
+            tuned_obj = tuned.eval()
+            meta["tuned"] = f"<object {type(tuned).__name__}>"
+
+        # tokenizer: given, else from the base's source
+        if tokenizer is None:
+            source = base_name if isinstance(base, (str, os.PathLike)) else getattr(unwrap_peft(base_obj).config, "_name_or_path", None)
+            if not source:
+                raise ModelLoadError("pass tokenizer= when base is a loaded model without a name_or_path")
+            tokenizer = load_tokenizer(source, trust_remote_code)
+        elif isinstance(tokenizer, (str, os.PathLike)):
+            tokenizer = load_tokenizer(str(tokenizer), trust_remote_code)
+        require_fast(tokenizer)
+        meta["tokenizer"] = getattr(tokenizer, "name_or_path", type(tokenizer).__name__)
+        if isinstance(tuned, (str, os.PathLike)) and not adapter_mode and (Path(tuned) / "tokenizer.json").exists():
+            tuned_tok = load_tokenizer(str(tuned), trust_remote_code)
+            if not same_vocabulary(tokenizer, tuned_tok):
+                raise ModelLoadError(f"base and tuned ({tuned}) have different tokenizers; their log-probs are not comparable")
+        pair = cls(base_obj, tokenizer, tuned_obj, adapter_mode, meta)
+        for m in [pair.base_model] + ([pair.tuned_model] if pair.tuned_model is not None else []):
+            m.eval()  # LoRA dropout and any other dropout off
+        if pair.tuned_model is not None:
+            pair._check_compatible()
+        if check:
+            pair.self_check()
+        return pair
+
+    @staticmethod
+    def _attach_adapter(base_obj: nn.Module, adapter: str, meta: dict) -> nn.Module:
+        from peft import PeftModel
+
+        cfg = json.loads((Path(adapter) / "adapter_config.json").read_text())
+        meta["tuned"] = adapter
+        meta["adapter_base_model"] = cfg.get("base_model_name_or_path")
+        files = sorted(Path(adapter).glob("adapter_model.*"))
+        meta["adapter_sha256"] = sha256_file(files[0]) if files else None
+        manifest = Path(adapter) / "manifest.json"
+        if manifest.exists() and meta.get("base_weights_sha256"):
+            expected = json.loads(manifest.read_text()).get("base_weights_sha256")
+            if expected and expected != meta["base_weights_sha256"]:
+                raise ModelLoadError(
+                    f"adapter {adapter!r} was trained on a base with weights sha256 {expected[:12]}..., "
+                    f"but the base given has {meta['base_weights_sha256'][:12]}..."
+                )
+        try:
+            model = PeftModel.from_pretrained(base_obj, adapter, is_trainable=False)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise ModelLoadError(
+                f"adapter {adapter!r} does not fit the base model {meta.get('base')!r} "
+                f"(adapter was made for {cfg.get('base_model_name_or_path')!r}): {str(exc)[:300]}"
+            ) from exc
+        return model.eval()
+
+    def _check_compatible(self) -> None:
+        a = unwrap_peft(self.base_model).get_output_embeddings().weight.shape
+        b = unwrap_peft(self.tuned_model).get_output_embeddings().weight.shape
+        if a != b:
+            raise ModelLoadError(f"base and tuned have different output vocabularies ({a[0]} vs {b[0]})")
+
+    def self_check(self) -> None:
+        """Backbone+head must reproduce each view's own logits on a short input (catches unknown heads)."""
+        ids = self.tokenizer("The patient reported chest pain.", return_tensors="pt")["input_ids"].to(self.device)
+        for variant in self.variants:
+            with self.view(variant) as split:
+                check_split(split, ids)

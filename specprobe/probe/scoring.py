@@ -1,0 +1,155 @@
+"""The one forward path: per-token log-probabilities at requested positions, batched and lean.
+
+Used by `compare`, multiple-choice evaluation and the layer views. Items are sorted by length and
+batched with right padding (no position-id pitfalls), each input is cut after its last scored
+token, hidden states are gathered at the scored positions *before* the unembedding, and the
+log-softmax runs over those rows only, in chunks: no batch x length x vocabulary tensor exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from specprobe.probe.architecture import SplitModel
+
+# Rows x vocabulary floats materialised at once by the unembedding (64 MiB of float32).
+HEAD_CHUNK_ELEMENTS = 1 << 24
+
+
+@dataclass(frozen=True)
+class ScoreItem:
+    """One input sequence and the positions p whose token is scored as log p(ids[p] | ids[:p])."""
+
+    ids: tuple[int, ...]
+    positions: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not self.positions:
+            raise ValueError("a ScoreItem needs at least one position to score")
+        if min(self.positions) < 1 or max(self.positions) >= len(self.ids):
+            raise ValueError(f"positions must lie in [1, {len(self.ids) - 1}], got {self.positions}")
+
+    @property
+    def needed_length(self) -> int:
+        """Tokens after the last scored one cannot change its probability (causal): drop them."""
+        return max(self.positions) + 1
+
+
+@dataclass
+class ScoredItem:
+    """Log-probabilities of an item's scored tokens, and optionally each layer's residual stream there."""
+
+    logps: np.ndarray  # (n_positions,) float64
+    layer_states: torch.Tensor | None = None  # (n_layers, n_positions, d_model) on CPU, before the final norm
+
+
+def plan_batches(items: Sequence[ScoreItem], batch_size: int, max_batch_tokens: int | None) -> list[list[int]]:
+    """Indices of items grouped into batches, longest first (as lm-eval's Collator), within a token budget."""
+    order = sorted(range(len(items)), key=lambda i: -items[i].needed_length)
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        longest = items[current[0]].needed_length if current else items[i].needed_length
+        full = len(current) >= batch_size or (
+            max_batch_tokens is not None and current and longest * (len(current) + 1) > max_batch_tokens
+        )
+        if full:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def model_device(split: SplitModel) -> torch.device:
+    return split.backbone.get_input_embeddings().weight.device
+
+
+@torch.no_grad()
+def logprobs_at(split: SplitModel, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) for each row of `hidden` (n, d): head + float32 log-softmax, chunked over rows."""
+    if hidden.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.float64)
+    vocab = split.causal_lm.get_output_embeddings().weight.shape[0]
+    rows = max(1, HEAD_CHUNK_ELEMENTS // vocab)
+    out = []
+    for lo in range(0, hidden.shape[0], rows):
+        logits = split.head(hidden[lo : lo + rows]).float()
+        picked = logits.gather(1, targets[lo : lo + rows, None]).squeeze(1)
+        out.append((picked - torch.logsumexp(logits, dim=-1)).double().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def score_items(
+    split: SplitModel,
+    items: Sequence[ScoreItem],
+    *,
+    batch_size: int = 8,
+    max_batch_tokens: int | None = 16384,
+    capture_layers: bool = False,
+    progress: bool = False,
+    desc: str = "scoring",
+) -> list[ScoredItem]:
+    """Score every item with one forward pass per batch; results come back in the items' order."""
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = model_device(split)
+    results: list[ScoredItem | None] = [None] * len(items)
+    batches = plan_batches(items, batch_size, max_batch_tokens)
+    captured: list[torch.Tensor] = []
+    hooks = []
+    if capture_layers:
+        if split.layers is None:
+            raise ValueError(f"{type(split.causal_lm).__name__}: cannot find the decoder layers to capture")
+
+        def keep(_module, _inputs, output):
+            captured.append(output[0] if isinstance(output, tuple) else output)
+
+        hooks = [layer.register_forward_hook(keep) for layer in split.layers]
+    try:
+        bar = tqdm(total=len(items), desc=desc, unit="seq", disable=not progress, leave=False)
+        for batch in batches:
+            captured.clear()
+            lengths = [items[i].needed_length for i in batch]
+            width = max(lengths)
+            ids = torch.zeros((len(batch), width), dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            rows, cols, targets = [], [], []
+            for r, i in enumerate(batch):
+                item = items[i]
+                n = lengths[r]
+                ids[r, :n] = torch.tensor(item.ids[:n])
+                mask[r, :n] = 1
+                for p in item.positions:
+                    rows.append(r)
+                    cols.append(p - 1)
+                    targets.append(item.ids[p])
+            out = split.backbone(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+            hidden = out.last_hidden_state
+            r_idx = torch.tensor(rows, device=hidden.device)
+            c_idx = torch.tensor(cols, device=hidden.device)
+            gathered = hidden[r_idx, c_idx]
+            logps = logprobs_at(split, gathered, torch.tensor(targets, device=hidden.device)).numpy()
+            layer_states = None
+            if capture_layers:
+                layer_states = torch.stack([h[r_idx.to(h.device), c_idx.to(h.device)].float().cpu() for h in captured])
+            offset = 0
+            for i in batch:
+                k = len(items[i].positions)
+                states = layer_states[:, offset : offset + k] if layer_states is not None else None
+                results[i] = ScoredItem(logps[offset : offset + k].copy(), states)
+                offset += k
+            bar.update(len(batch))
+        bar.close()
+    finally:
+        for h in hooks:
+            h.remove()
+    return results  # type: ignore[return-value]

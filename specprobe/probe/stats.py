@@ -1,0 +1,87 @@
+"""Uncertainty for reported numbers: cluster bootstrap CIs (texts are the unit) and paired tests.
+
+Occurrences in one text share its context, so they are not independent: intervals resample whole
+texts, and term-vs-control tests pair a term's and the control words' deltas within each text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Estimate:
+    mean: float
+    ci_low: float
+    ci_high: float
+    n: int
+    n_clusters: int
+
+
+def cluster_bootstrap_mean(values, clusters=None, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> Estimate:
+    """Mean with a percentile bootstrap CI that resamples clusters (e.g. texts) with replacement."""
+    values = np.asarray(values, dtype=float)
+    keep = ~np.isnan(values)
+    values = values[keep]
+    if values.size == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0, 0)
+    if clusters is None:
+        clusters = np.arange(values.size)
+    else:
+        clusters = np.asarray(clusters)[keep]
+    _, cluster_idx = np.unique(clusters, return_inverse=True)
+    k = int(cluster_idx.max()) + 1
+    sums = np.bincount(cluster_idx, weights=values, minlength=k)
+    counts = np.bincount(cluster_idx, minlength=k).astype(float)
+    mean = float(values.mean())
+    if k < 2:
+        return Estimate(mean, float("nan"), float("nan"), int(values.size), k)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, k, size=(n_boot, k))
+    boot = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(boot, [alpha, 1 - alpha])
+    return Estimate(mean, float(lo), float(hi), int(values.size), k)
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    mean_diff: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    n_pairs: int
+
+
+def paired_test(a, b, *, n_boot: int = 2000, seed: int = 0) -> PairedTest:
+    """Paired differences a - b: mean, bootstrap CI, and a two-sided Wilcoxon signed-rank p-value."""
+    from scipy.stats import wilcoxon
+
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    diff = diff[~np.isnan(diff)]
+    if diff.size == 0:
+        return PairedTest(float("nan"), float("nan"), float("nan"), float("nan"), 0)
+    est = cluster_bootstrap_mean(diff, n_boot=n_boot, seed=seed)
+    if diff.size < 2 or np.all(diff == 0):
+        p = float("nan") if diff.size < 2 else 1.0
+    else:
+        p = float(wilcoxon(diff, zero_method="wilcox", alternative="two-sided").pvalue)
+    return PairedTest(est.mean, est.ci_low, est.ci_high, p, int(diff.size))
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (NaNs stay NaN and do not count as tests)."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full_like(p, np.nan)
+    idx = np.where(~np.isnan(p))[0]
+    m = idx.size
+    if m == 0:
+        return out
+    order = idx[np.argsort(p[idx])]
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out

@@ -1,0 +1,1 @@
+"""Small helpers shared by every specprobe package (atomic I/O, hashing, provenance)."""
