@@ -1,0 +1,176 @@
+"""compare() against the plain reference on tiny GPT-2, Llama and Qwen2 models with LoRA adapters."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from specprobe.probe import Comparison, ModelPair, compare
+from specprobe.probe.occurrences import NO_BOS_AT_START, TRUNCATED_CONTEXT
+from tests.reference import load_plain, plain_occurrence_logp
+
+LONG = " ".join(["The committee discussed the new budget and agreed to meet again next month."] * 12)
+TEXTS = [
+    "Myocardial infarction is suspected; myocardial INFARCTION again, and chest pain.",  # start, case, repeat
+    "The patient (45-year-old) had a seizure, then another seizure! Chest pain?",  # punctuation
+    "Cirrhosis, nephrotic syndrome and psoriasis: three words, many tokens.",
+    LONG + " Finally the patient had chest pain and a seizure.",  # longer than the 128-token context
+]
+TERMS = {
+    "myocardial infarction": ["Cardiology"],
+    "chest pain": ["Cardiology", "Emergency medicine"],
+    "seizure": ["Neurology"],
+    "cirrhosis": ["Gastroenterology"],
+    "nephrotic syndrome": ["Nephrology"],
+    "psoriasis": ["Dermatology"],
+    "not present anywhere": ["Neurology"],
+}
+
+
+@pytest.fixture(scope="module")
+def results(tiny_pair):
+    arch, base, adapter = tiny_pair
+    comp = compare(str(base), str(adapter), TERMS, TEXTS, controls=["budget", "month", "words"], progress=False)
+    return arch, base, adapter, comp
+
+
+def test_every_logp_matches_plain_reference(results):
+    arch, base, adapter, comp = results
+    df = comp.to_pandas()
+    assert len(df) > 15
+    texts = dict(zip([f"text{i}" for i in range(len(TEXTS))], TEXTS))
+    max_length = comp.metadata["options"]["max_length"]
+    for variant, adapter_dir, col in (("base", None, "logp_base"), ("tuned", adapter, "logp_tuned")):
+        model, tok = load_plain(base, adapter_dir)
+        for row in df.itertuples():
+            ref = plain_occurrence_logp(model, tok, texts[row.text_id], row.start, row.end, max_length)
+            ours = getattr(row, col)
+            if math.isnan(ref):
+                assert math.isnan(ours) and NO_BOS_AT_START in row.flags
+            else:
+                assert abs(ours - ref) < 1e-4, (arch, variant, row.term, row.start, ours, ref)
+
+
+def test_cases_are_covered(results):
+    arch, _, _, comp = results
+    df = comp.to_pandas()
+    terms = df[~df["is_control"]]
+    assert (terms["n_tokens"] > 1).any(), "multi-token terms"
+    assert (terms.groupby(["text_id", "term"]).size() > 1).any(), "repeated terms"
+    assert {"INFARCTION", "Chest pain"} & set(terms["surface"].str.split().str[-1].tolist() + terms["surface"].tolist())
+    assert terms["flags"].str.contains(TRUNCATED_CONTEXT).any(), "long text scored in windows"
+    at_start = terms[(terms["text_id"] == "text0") & (terms["start"] == 0)]
+    assert len(at_start) == 1
+    if arch == "qwen2":  # no BOS token: flagged, not guessed
+        assert NO_BOS_AT_START in at_start["flags"].iloc[0] and math.isnan(at_start["logp_base"].iloc[0])
+    else:
+        assert np.isfinite(at_start["logp_base"].iloc[0])
+    assert comp.missing == ["not present anywhere"]
+    assert np.allclose(df["delta"].dropna(), (df["logp_tuned"] - df["logp_base"]).dropna())
+    assert (df["delta"].dropna().abs() > 0).all(), "the random LoRA adapter changes every logp"
+    per_tok = df.dropna(subset=["delta"])
+    assert np.allclose([sum(x) for x in per_tok["token_logp_base"]], per_tok["logp_base"])
+
+
+def test_batch_size_invariance(tiny_llama):
+    base, adapter = tiny_llama
+    pair = ModelPair.load(str(base), str(adapter))
+    one = compare(pair, terms=TERMS, texts=TEXTS, controls=None, batch_size=1, progress=False).to_pandas()
+    many = compare(pair, terms=TERMS, texts=TEXTS, controls=None, batch_size=16, progress=False).to_pandas()
+    assert np.allclose(one["logp_base"], many["logp_base"], atol=1e-5, equal_nan=True)
+    assert np.allclose(one["logp_tuned"], many["logp_tuned"], atol=1e-5, equal_nan=True)
+
+
+def test_adapter_mode_base_equals_plain_base_model(tiny_llama):
+    base, adapter = tiny_llama
+    pair = ModelPair.load(str(base), str(adapter))
+    assert pair.adapter_mode and pair.variants == ("base", "tuned")
+    alone = compare(str(base), str(base), TERMS, TEXTS[:3], controls=None, progress=False).to_pandas()
+    both = compare(pair, terms=TERMS, texts=TEXTS[:3], controls=None, progress=False).to_pandas()
+    assert np.allclose(alone["logp_base"], both["logp_base"], atol=1e-6, equal_nan=True)
+
+
+def test_full_tuned_checkpoint_matches_adapter(tiny_llama, tmp_path):
+    base, adapter = tiny_llama
+    merged, tok = load_plain(base, adapter)
+    merged = merged.merge_and_unload()
+    merged.save_pretrained(tmp_path / "merged", safe_serialization=True)
+    tok.save_pretrained(tmp_path / "merged")
+    full = compare(str(base), str(tmp_path / "merged"), TERMS, TEXTS[:3], controls=None, progress=False).to_pandas()
+    lora = compare(str(base), str(adapter), TERMS, TEXTS[:3], controls=None, progress=False).to_pandas()
+    # merged and unmerged LoRA differ by float rounding only (peft #1836)
+    assert np.allclose(full["logp_tuned"], lora["logp_tuned"], atol=1e-4, equal_nan=True)
+
+
+def test_loaded_objects_are_accepted(tiny_gpt2):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base, adapter = tiny_gpt2
+    model = AutoModelForCausalLM.from_pretrained(base)
+    peft_model = PeftModel.from_pretrained(model, adapter)
+    tok = AutoTokenizer.from_pretrained(base)
+    from_objects = compare(model, peft_model, TERMS, TEXTS[:2], tokenizer=tok, controls=None, progress=False).to_pandas()
+    from_paths = compare(str(base), str(adapter), TERMS, TEXTS[:2], controls=None, progress=False).to_pandas()
+    assert np.allclose(from_objects["logp_tuned"], from_paths["logp_tuned"], atol=1e-6)
+    assert np.allclose(from_objects["logp_base"], from_paths["logp_base"], atol=1e-6)
+
+
+def test_long_texts_error_policy(tiny_llama):
+    base, adapter = tiny_llama
+    with pytest.raises(ValueError, match="more than the model's context"):
+        compare(str(base), str(adapter), TERMS, [TEXTS[3]], long_texts="error", progress=False)
+
+
+def test_save_load_roundtrip(results, tmp_path):
+    *_, comp = results
+    for name in ("c.json", "c.json.gz"):
+        path = comp.save(tmp_path / name)
+        back = Comparison.load(path)
+        a, b = comp.to_pandas(), back.to_pandas()
+        assert list(a.columns) == list(b.columns)
+        assert np.allclose(a["logp_base"], b["logp_base"], equal_nan=True)
+        assert a["specialties"].tolist() == b["specialties"].tolist()
+        assert back.missing == comp.missing
+        assert back.metadata["adapter_sha256"] == comp.metadata["adapter_sha256"]
+        assert not list(tmp_path.glob(".*.tmp")), "no temporary files left behind"
+
+
+def test_summaries(results):
+    *_, comp = results
+    spec = comp.by_specialty()
+    assert {"Cardiology", "Neurology", "control"} <= set(spec["specialty"])
+    card = spec.set_index("specialty").loc["Cardiology"]
+    assert card["n"] >= 3 and card["n_terms"] == 2
+    assert {"ci_low", "ci_high", "minus_control", "p_value", "p_holm"} <= set(spec.columns)
+    terms = comp.by_term("delta")
+    scored = comp.scored()
+    assert set(terms[~terms["is_control"]]["term"]) == set(scored[~scored["is_control"]]["term"])
+    assert len(terms[~terms["is_control"]]) >= 4
+    with pytest.raises(ValueError, match="metric"):
+        comp.by_specialty("nonsense")
+    assert "Cardiology" in comp.summary()
+
+
+def test_template_contexts_for_plain_term_lists(tiny_llama):
+    base, adapter = tiny_llama
+    comp = compare(str(base), str(adapter), ["seizure", "psoriasis"], controls=None, progress=False)
+    df = comp.to_pandas()
+    assert sorted(df["term"]) == ["psoriasis", "seizure"]
+    assert df["text_id"].str.startswith("template:").all()
+
+
+def test_auto_controls_are_ordinary_words_outside_terms(tiny_llama):
+    base, adapter = tiny_llama
+    comp = compare(str(base), str(adapter), TERMS, TEXTS, progress=False)
+    df = comp.to_pandas()
+    ctrl = df[df["is_control"]]
+    assert len(ctrl) > 0
+    term_words = {w for t in TERMS for w in t.split()}
+    assert not set(ctrl["term"]) & term_words
+    for tid, g in df.groupby("text_id"):
+        spans = g[~g["is_control"]][["start", "end"]].to_numpy()
+        for s, e in g[g["is_control"]][["start", "end"]].to_numpy():
+            assert not any(s < te and e > ts for ts, te in spans)
