@@ -1,0 +1,82 @@
+"""`specprobe compare`: base vs tuned term log-probabilities from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="compare term log-probabilities under a base and a fine-tuned model",
+                       description="Score every occurrence of every term (and control words) under base and tuned.")
+    p.add_argument("--base", required=True, help="hub id or local directory of the base model")
+    p.add_argument("--tuned", required=True, help="PEFT adapter directory, or a full fine-tuned model (hub id / directory)")
+    p.add_argument("--terms", required=True, help="lexicon JSON (specprobe terms build), JSON mapping term -> specialties, or a text file with one term per line")
+    p.add_argument("--data", help="QA file (S-MedQA JSON) whose questions are the contexts; default: the lexicon's own")
+    p.add_argument("--out", required=True, help="output directory (comparison.json.gz, by_specialty.csv, by_term.csv)")
+    p.add_argument("--controls", default="auto", help="'auto' (frequency-matched ordinary words), 'none', or a file with one word per line")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-length", type=int, default=None, help="context length (default: the model's)")
+    p.add_argument("--long-texts", choices=["window", "error"], default="window")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N texts (quick looks)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=run_compare)
+
+
+def read_terms(path: str):
+    """A Lexicon file, a JSON mapping/list, or plain text with one term per line."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"terms file not found: {p}")
+    if p.suffix in (".json", ".gz"):
+        from specprobe.utils.io import read_json
+
+        obj = read_json(p)
+        if isinstance(obj, dict) and "schema_version" in obj and "terms" in obj:
+            from specprobe.terms.lexicon import Lexicon  # lexicon files written by `specprobe terms build`
+
+            return Lexicon.load(p)
+        if isinstance(obj, (dict, list)):
+            return obj
+        raise ValueError(f"{p}: expected a lexicon, a mapping term -> specialties, or a list of terms")
+    terms = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip() and not line.startswith("#")]
+    if not terms:
+        raise ValueError(f"{p}: no terms in file")
+    return terms
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from specprobe.probe.compare import compare
+    from specprobe.terms.datasets import load_qa
+
+    terms = read_terms(args.terms)
+    texts = None
+    if args.data:
+        texts = [r.as_text_record() for r in load_qa(args.data)]
+    if args.limit is not None:
+        if texts is None and hasattr(terms, "contexts"):
+            texts = list(terms.contexts())
+        texts = texts[: args.limit] if texts is not None else None
+    controls = args.controls
+    if controls == "none":
+        controls = None
+    elif controls != "auto":
+        controls = [w.strip() for w in Path(controls).read_text(encoding="utf-8").splitlines() if w.strip()]
+    comp = compare(args.base, args.tuned, terms, texts, controls=controls, batch_size=args.batch_size,
+                   max_length=args.max_length, long_texts=args.long_texts, device=args.device, dtype=args.dtype,
+                   progress=not args.no_progress)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    comp.save(out / "comparison.json.gz")
+    from specprobe.utils.io import atomic_write_text
+
+    atomic_write_text(out / "by_specialty.csv", comp.by_specialty().to_csv(index=False))
+    atomic_write_text(out / "by_term.csv", comp.by_term().to_csv(index=False))
+    print(comp.summary())
+    if comp.missing:
+        print(f"\n{len(comp.missing)} term(s) occur in no text: {', '.join(comp.missing[:10])}{' ...' if len(comp.missing) > 10 else ''}")
+    print(f"\nwrote {out / 'comparison.json.gz'}, by_specialty.csv, by_term.csv")
+    return 0
