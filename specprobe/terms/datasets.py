@@ -82,23 +82,53 @@ def _smedqa_record(obj: dict, path: Path, index: int) -> QARecord:
     return QARecord(rid, question, tuple(options), answer, specialties)
 
 
-def load_qa(path: str | os.PathLike, *, skip_bad: bool = False) -> list[QARecord]:
-    """Load a QA file into `QARecord`s (S-MedQA JSON format; more formats in `terms.formats`)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"QA data file not found: {path}")
+def _smedqa_items(path: Path) -> list:
     try:
         items = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(items, list):
         raise DataError(f"{path}: expected a JSON list of question objects")
+    return items
+
+
+def load_qa_report(path: str | os.PathLike, *, format: str = "auto", mapping: dict | None = None,
+                   skip_bad: bool = False) -> tuple[list[QARecord], list[str]]:
+    """Like `load_qa`, and also return the messages of the records skipped (with `skip_bad`)."""
+    from .formats import parse_file
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"QA data file not found: {path}")
     records, skipped = [], []
-    for i, obj in enumerate(items):
+    for item in parse_file(path, format=format, mapping=mapping):
         try:
-            records.append(_smedqa_record(obj, path, i))
+            records.append(item())
         except DataError as exc:
             if not skip_bad:
                 raise
             skipped.append(str(exc))
+    if not records and not skipped:
+        raise DataError(f"{path}: no records")
+    return records, skipped
+
+
+def load_qa(path: str | os.PathLike, *, format: str = "auto", mapping: dict | None = None,
+            skip_bad: bool = False) -> list[QARecord]:
+    """Load a QA file into `QARecord`s.
+
+    `format`: "auto" (guessed from the extension and the first record's keys), "smedqa" (JSON list with
+    Question/Specialty/Options/Answer), "medqa" (JSONL: question, options dict, answer_idx), "medmcqa"
+    (JSON/JSONL: question, opa..opd, cop, subject_name), "instruction" (instruction/input/output), or
+    "csv"/"jsonl" with a column `mapping` (see `specprobe.terms.formats`). A malformed record raises
+    `DataError` naming the file, the item index and the field; with `skip_bad=True` it is skipped and logged.
+    """
+    records, skipped = load_qa_report(path, format=format, mapping=mapping, skip_bad=skip_bad)
+    if skipped:
+        import logging
+
+        log = logging.getLogger(__name__)
+        log.warning("%s: skipped %d malformed record(s)", path, len(skipped))
+        for msg in skipped[:20]:
+            log.warning("  %s", msg)
     return records

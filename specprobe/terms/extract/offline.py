@@ -1,0 +1,185 @@
+"""Offline dictionary backend: ICD-10-CM and HPO names matched in text, longest match first.
+
+Works with PyPI packages alone (no model download). Texts are tokenised by spaCy's blank English tokenizer;
+dictionary strings by the same tokenizer, so both sides agree. Matching is on normalised tokens
+(lower case, simple English plural stripping: "seizures" -> "seizure", "arteries" -> "artery"), scanning
+left to right and taking the longest dictionary entry at each position (a token trie walk, equivalent to
+spaCy's PhraseMatcher with a greedy longest-match filter). Abbreviations: all-capital dictionary entries
+("COPD", "ALS") match only in capitals, and an abbreviation defined in the text itself
+("... pulmonary embolism (PE) ...") is resolved to its long form with scispaCy's AbbreviationDetector,
+which needs no model.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Sequence
+
+from ..ontology import Concept, all_concepts
+from .base import Mention, iter_progress
+
+MAX_TERM_TOKENS = 8
+_CAPS = re.compile(r"^[A-Z][A-Z0-9]{1,5}$")
+_WORDY = re.compile(r"[A-Za-z]")
+_PLAIN = re.compile(r"^[A-Za-z]{2,}( [A-Za-z]{2,})*$")
+
+
+def normalise_token(token: str) -> str:
+    """Lower-case and strip a regular English plural ending (same rule for dictionary and text)."""
+    t = token.lower()
+    if len(t) <= 3 or not t.isalpha():
+        return t
+    if t.endswith("ies") and len(t) > 4:
+        return t[:-3] + "y"
+    if t.endswith(("sses", "xes", "ches", "shes")):
+        return t[:-2]
+    if t.endswith("s") and not t.endswith(("ss", "us", "is", "ys")):
+        return t[:-1]
+    return t
+
+
+@functools.lru_cache(maxsize=1)
+def generic_terms() -> frozenset[str]:
+    """Normalised strings never used as terms (`specprobe/data/terms/generic_terms.txt`)."""
+    text = (resources.files("specprobe") / "data" / "terms" / "generic_terms.txt").read_text(encoding="utf-8")
+    out = set()
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            out.add(" ".join(normalise_token(t) for t in line.split()))
+    return frozenset(out)
+
+
+@dataclass
+class _Entry:
+    concepts: list[int]
+    norm: str
+
+
+class OfflineExtractor:
+    """Dictionary matcher over ICD-10-CM and HPO concept names (see the module docstring)."""
+
+    name = "offline"
+
+    def __init__(self, concepts: Sequence[Concept] | None = None, abbreviations: bool = True,
+                 extra_generic: Sequence[str] = ()) -> None:
+        import spacy
+        from spacy.lang.en.stop_words import STOP_WORDS
+
+        self.nlp = spacy.blank("en")
+        self.abbreviations = abbreviations
+        if abbreviations:
+            import scispacy.abbreviation  # noqa: F401  (registers the factory)
+
+            self.nlp.add_pipe("abbreviation_detector")
+        self.concepts: list[Concept] = list(concepts if concepts is not None else all_concepts())
+        self._stop = {w.lower() for w in STOP_WORDS}
+        self._generic = set(generic_terms()) | {" ".join(normalise_token(t) for t in g.split()) for g in extra_generic}
+        self._ci: dict[tuple[str, ...], _Entry] = {}  # case-insensitive, normalised tokens
+        self._cs: dict[tuple[str, ...], _Entry] = {}  # case-sensitive abbreviations, exact tokens
+        self._build()
+
+    # ----------------------------------------------------------------------------------- dictionary
+    def _keep(self, norm_tokens: tuple[str, ...]) -> bool:
+        content = [t for t in norm_tokens if _WORDY.search(t) and t not in self._stop]
+        if not content or " ".join(norm_tokens) in self._generic:
+            return False
+        if len(norm_tokens) == 1 and len(norm_tokens[0]) < 4:
+            return False
+        return True
+
+    def _build(self) -> None:
+        strings, owners = [], []
+        for i, c in enumerate(self.concepts):
+            for s in c.synonyms:
+                strings.append(s)
+                owners.append(i)
+        for toks, owner in zip(self._tokenise_all(strings), owners):
+            if not toks or len(toks) > MAX_TERM_TOKENS:
+                continue
+            if len(toks) == 1 and _CAPS.match(toks[0]):
+                entry = self._cs.setdefault(toks, _Entry([], toks[0].lower()))
+            else:
+                norm = tuple(normalise_token(t) for t in toks)
+                if not self._keep(norm):
+                    continue
+                entry = self._ci.setdefault(norm, _Entry([], " ".join(norm)))
+            if owner not in entry.concepts:
+                entry.concepts.append(owner)
+        self._max_len = max((len(k) for k in self._ci), default=1)
+
+    def _tokenise_all(self, strings: list[str]) -> list[tuple[str, ...]]:
+        """spaCy tokens of each string; plain space-separated words (most names) take a fast path that gives
+        the same tokens."""
+        out: list[tuple[str, ...] | None] = [tuple(s.split()) if _PLAIN.match(s) else None for s in strings]
+        hard = [i for i, t in enumerate(out) if t is None]
+        for i, doc in zip(hard, self.nlp.tokenizer.pipe([strings[i] for i in hard], batch_size=2000)):
+            out[i] = tuple(t.text for t in doc)
+        return out  # type: ignore[return-value]
+
+    def lookup(self, phrase: str) -> list[Concept]:
+        """The concepts a phrase names exactly (after normalisation); [] if it is not in the dictionary."""
+        toks = tuple(t.text for t in self.nlp.make_doc(phrase))
+        entry = self._cs.get(toks) or self._ci.get(tuple(normalise_token(t) for t in toks))
+        return [self.concepts[i] for i in entry.concepts] if entry else []
+
+    def _mention(self, doc, i: int, j: int, entry: _Entry, abbreviation_of: str | None = None) -> Mention:
+        span = doc[i:j]
+        cs = [self.concepts[k] for k in entry.concepts]
+        # primary concept: one whose preferred name is this string, HPO before ICD-10-CM
+        primary = sorted(cs, key=lambda c: (normalise_phrase(c.synonyms[0]) != entry.norm, c.source != "hpo"))[0]
+        canonical = primary.synonyms[0] if primary.source == "icd10cm" else primary.name
+        return Mention(span.text, span.start_char, span.end_char, canonical, primary.id, primary.source,
+                       tuple(c.id for c in cs), entry.norm, abbreviation_of)
+
+    # ----------------------------------------------------------------------------------- matching
+    def _match_doc(self, doc) -> list[Mention]:
+        texts = [t.text for t in doc]
+        norms = [normalise_token(t) for t in texts]
+        short_forms: dict[str, tuple[_Entry, str]] = {}
+        if self.abbreviations:
+            for short in doc._.abbreviations:
+                long = short._.long_form
+                lt = tuple(normalise_token(t.text) for t in long)
+                entry = self._ci.get(lt)
+                if entry is None:  # the long form may start with a modifier: take its longest matching tail
+                    entry = next((self._ci[lt[k:]] for k in range(1, len(lt)) if lt[k:] in self._ci), None)
+                if entry is not None and short.text not in short_forms:
+                    short_forms[short.text] = (entry, long.text)
+        out: list[Mention] = []
+        i, n = 0, len(doc)
+        while i < n:
+            hit = None
+            cs = self._cs.get((texts[i],))
+            if texts[i] in short_forms:
+                entry, long_text = short_forms[texts[i]]
+                hit = (i + 1, entry, long_text)
+            for L in range(min(self._max_len, n - i), 0, -1):
+                entry = self._ci.get(tuple(norms[i:i + L]))
+                if entry is not None and (hit is None or i + L > hit[0]):
+                    hit = (i + L, entry, None)
+                    break
+            if hit is None and cs is not None:
+                hit = (i + 1, cs, None)
+            if hit is None:
+                i += 1
+                continue
+            j, entry, long_text = hit
+            out.append(self._mention(doc, i, j, entry, long_text))
+            i = j
+        return out
+
+    def extract(self, text: str) -> list[Mention]:
+        return self._match_doc(self.nlp(text))
+
+    def extract_many(self, texts: Sequence[str], progress: bool = False) -> list[list[Mention]]:
+        docs = self.nlp.pipe(texts, batch_size=64)
+        return [self._match_doc(d) for d in iter_progress(docs, len(texts), progress, "extracting terms")]
+
+
+def normalise_phrase(phrase: str) -> str:
+    """Normalised form of a phrase, tokenised on whitespace and hyphens (a cheap approximation)."""
+    return " ".join(normalise_token(t) for t in re.findall(r"\w+|[^\w\s]", phrase))

@@ -1,0 +1,241 @@
+"""Parsers for the QA file formats `datasets.load_qa` accepts; each yields one thunk per item that returns a
+`QARecord` or raises `DataError` naming the file, the item index and the field.
+
+Formats:
+
+- ``smedqa``: a JSON list of {"Question", "Specialty" (string or list), "Options" (list), "Answer" (text)}.
+- ``medqa``: JSON lines of {"question", "options": {"A": ..., ...}, "answer_idx": "A", optional "answer",
+  "specialty"}.
+- ``medmcqa``: JSON lines (or a JSON list) of {"question", "opa", "opb", "opc", "opd", "cop", "subject_name",
+  "id"}; ``cop`` is 1-based (1-4) as in the original release; pass ``mapping={"cop_base": 0}`` for the
+  0-based copies (e.g. the Hugging Face one).
+- ``instruction``: JSON/JSON lines of {"instruction", "input", "output"}: the options are the lettered lines
+  ("A. ...", "(B) ...") of ``input`` (or of ``instruction`` when ``input`` has none); the question is the
+  text before them; ``output`` is the answer letter or text; optional "specialty".
+- ``csv`` / ``jsonl``: any columns, named by ``mapping``: {"question": col, "options": [cols] or col
+  (a JSON list or a "||"-separated string), "answer": col, "answer_format": "text" | "letter" | "index",
+  "specialty": col (";"-separated for several), "id": col}.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .datasets import DataError, QARecord, _as_specialties, _smedqa_items, _smedqa_record
+
+FORMATS = ("auto", "smedqa", "medqa", "medmcqa", "instruction", "csv", "jsonl")
+LETTERS = "ABCDEFGHIJ"
+_OPTION_LINE = re.compile(r"^\s*\(?([A-J])[\).:]\s+(.+?)\s*$")
+
+Thunk = Callable[[], QARecord]
+
+
+def _err(path: Path, i: int, msg: str) -> DataError:
+    return DataError(f"{path}: item {i}: {msg}")
+
+
+def _read_json_items(path: Path) -> list:
+    """A JSON list, or JSON lines (one object per line, blank lines ignored)."""
+    text = path.read_text(encoding="utf-8")
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: not valid JSON ({exc})") from exc
+        return items
+    items = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            items.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: item {len(items)} (line {lineno}): not valid JSON ({exc.msg})") from exc
+    return items
+
+
+def detect_format(path: Path, mapping: dict | None = None) -> str:
+    """Guess the format from the extension and the first record's keys."""
+    if path.suffix.lower() in (".csv", ".tsv"):
+        return "csv"
+    if mapping:
+        return "jsonl"
+    items = _read_json_items(path)
+    first = next((x for x in items if isinstance(x, dict)), None)
+    if first is None:
+        raise DataError(f"{path}: cannot tell the format: no JSON object found")
+    keys = set(first)
+    if {"Question", "Options"} <= keys:
+        return "smedqa"
+    if "answer_idx" in keys or isinstance(first.get("options"), dict):
+        return "medqa"
+    if {"opa", "cop"} <= keys:
+        return "medmcqa"
+    if "instruction" in keys and "output" in keys:
+        return "instruction"
+    raise DataError(f"{path}: cannot tell the format from keys {sorted(keys)}; pass format= and mapping=")
+
+
+def _need_str(path, i, obj, key) -> str:
+    if key not in obj:
+        raise _err(path, i, f"missing field {key!r}")
+    v = obj[key]
+    if not isinstance(v, str) or not v.strip():
+        raise _err(path, i, f"field {key!r} must be a non-empty string")
+    return v
+
+
+def _need_obj(path, i, obj):
+    if not isinstance(obj, dict):
+        raise _err(path, i, f"expected an object, got {type(obj).__name__}")
+
+
+def _medqa(path: Path, i: int, obj) -> QARecord:
+    _need_obj(path, i, obj)
+    q = _need_str(path, i, obj, "question")
+    opts = obj.get("options")
+    if not isinstance(opts, dict) or not opts or not all(isinstance(v, str) for v in opts.values()):
+        raise _err(path, i, "field 'options' must be an object of letter -> option text")
+    letters = sorted(opts)
+    options = tuple(opts[k] for k in letters)
+    idx = obj.get("answer_idx")
+    if idx not in opts:
+        raise _err(path, i, f"field 'answer_idx' {idx!r} is not one of the option letters {letters}")
+    spec = _as_specialties(obj.get("specialty", obj.get("Specialty", ())), path, i)
+    return QARecord(str(obj.get("id", f"{path.stem}:{i}")), q, options, opts[idx], spec,
+                    {"meta_info": obj["meta_info"]} if "meta_info" in obj else {})
+
+
+def _medmcqa(path: Path, i: int, obj, base: int) -> QARecord:
+    _need_obj(path, i, obj)
+    q = _need_str(path, i, obj, "question")
+    options = []
+    for key in ("opa", "opb", "opc", "opd"):
+        v = obj.get(key)
+        if not isinstance(v, str):
+            raise _err(path, i, f"field {key!r} must be a string")
+        options.append(v)
+    cop = obj.get("cop")
+    if not isinstance(cop, int) or not 0 <= cop - base < 4:
+        raise _err(path, i, f"field 'cop' {cop!r} must be an option number {base}..{base + 3}")
+    subject = obj.get("subject_name")
+    spec = (subject.strip(),) if isinstance(subject, str) and subject.strip() else ()
+    return QARecord(str(obj.get("id", f"{path.stem}:{i}")), q, tuple(options), options[cop - base], spec)
+
+
+def _instruction(path: Path, i: int, obj) -> QARecord:
+    _need_obj(path, i, obj)
+    out = _need_str(path, i, obj, "output").strip()
+    for field in ("input", "instruction"):
+        text = obj.get(field) or ""
+        if not isinstance(text, str):
+            raise _err(path, i, f"field {field!r} must be a string")
+        lines = text.splitlines()
+        opt_idx = [k for k, ln in enumerate(lines) if _OPTION_LINE.match(ln)]
+        if len(opt_idx) >= 2:
+            break
+    else:
+        raise _err(path, i, "field 'input': no lettered options (lines like 'A. ...') found")
+    question = "\n".join(lines[:opt_idx[0]]).strip()
+    if not question and field == "input":
+        question = (obj.get("instruction") or "").strip()
+    if not question:
+        raise _err(path, i, f"field {field!r}: no question text before the options")
+    pairs = [_OPTION_LINE.match(lines[k]).groups() for k in opt_idx]
+    options = tuple(t for _, t in pairs)
+    by_letter = dict(pairs)
+    m = re.match(r"^\(?([A-J])(?:[\).:]|\s|$)", out)
+    if m and m.group(1) in by_letter:
+        answer = by_letter[m.group(1)]
+    elif out in options:
+        answer = out
+    else:
+        hit = [o for o in options if o.lower() == out.lower() or out.lower().endswith(o.lower())]
+        if len(hit) != 1:
+            raise _err(path, i, f"field 'output' {out[:60]!r} names none of the options")
+        answer = hit[0]
+    spec = _as_specialties(obj.get("specialty", obj.get("Specialty", ())), path, i)
+    return QARecord(str(obj.get("id", f"{path.stem}:{i}")), question, options, answer, spec)
+
+
+def _mapped(path: Path, i: int, row, mapping: dict) -> QARecord:
+    _need_obj(path, i, row)
+    qcol = mapping.get("question", "question")
+    q = _need_str(path, i, row, qcol)
+    ocols = mapping.get("options", "options")
+    if isinstance(ocols, (list, tuple)):
+        options = []
+        for c in ocols:
+            v = row.get(c)
+            if not isinstance(v, str) or not v.strip():
+                raise _err(path, i, f"field {c!r} (an option) must be a non-empty string")
+            options.append(v)
+    else:
+        v = row.get(ocols)
+        if isinstance(v, str):
+            try:
+                v = json.loads(v) if v.strip().startswith("[") else v.split("||")
+            except json.JSONDecodeError:
+                raise _err(path, i, f"field {ocols!r}: not a JSON list") from None
+        if isinstance(v, dict):
+            v = [v[k] for k in sorted(v)]
+        if not isinstance(v, list) or len(v) < 2 or not all(isinstance(o, str) for o in v):
+            raise _err(path, i, f"field {ocols!r} must hold a list of at least 2 option strings")
+        options = [o.strip() for o in v]
+    acol = mapping.get("answer", "answer")
+    if acol not in row:
+        raise _err(path, i, f"missing field {acol!r}")
+    a, fmt = row[acol], mapping.get("answer_format", "text")
+    try:
+        if fmt == "letter":
+            answer = options[LETTERS.index(str(a).strip().strip("().").upper())]
+        elif fmt == "index":
+            answer = options[int(a) - int(mapping.get("index_base", 0))]
+        else:
+            answer = str(a).strip()
+            if answer not in options:
+                raise ValueError
+    except (ValueError, IndexError):
+        raise _err(path, i, f"field {acol!r} {a!r} is not one of the options ({fmt})") from None
+    scol = mapping.get("specialty")
+    spec: tuple[str, ...] = ()
+    if scol and row.get(scol) not in (None, ""):
+        v = row[scol]
+        spec = _as_specialties(v.split(";") if isinstance(v, str) else v, path, i)
+    icol = mapping.get("id")
+    rid = str(row[icol]) if icol and row.get(icol) not in (None, "") else f"{path.stem}:{i}"
+    return QARecord(rid, q, tuple(options), answer, spec)
+
+
+def parse_file(path: Path, format: str = "auto", mapping: dict | None = None) -> Iterator[Thunk]:
+    """Yield one thunk per item of `path`; calling it parses the item (so a caller can skip bad ones)."""
+    if format not in FORMATS:
+        raise ValueError(f"unknown QA format {format!r}; choose one of {', '.join(FORMATS)}")
+    fmt = detect_format(path, mapping) if format == "auto" else format
+    mapping = dict(mapping or {})
+    if fmt == "smedqa":
+        items = _smedqa_items(path)
+        yield from (lambda o=o, i=i: _smedqa_record(o, path, i) for i, o in enumerate(items))
+    elif fmt == "csv":
+        delim = "\t" if path.suffix.lower() == ".tsv" else mapping.get("delimiter", ",")
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh, delimiter=delim))
+        yield from (lambda r=r, i=i: _mapped(path, i, r, mapping) for i, r in enumerate(rows))
+    else:
+        items = _read_json_items(path)
+        if not isinstance(items, list):
+            raise DataError(f"{path}: expected a JSON list or JSON lines")
+        if fmt == "medqa":
+            yield from (lambda o=o, i=i: _medqa(path, i, o) for i, o in enumerate(items))
+        elif fmt == "medmcqa":
+            base = int(mapping.get("cop_base", 1))
+            yield from (lambda o=o, i=i: _medmcqa(path, i, o, base) for i, o in enumerate(items))
+        elif fmt == "instruction":
+            yield from (lambda o=o, i=i: _instruction(path, i, o) for i, o in enumerate(items))
+        else:  # jsonl with a mapping
+            yield from (lambda o=o, i=i: _mapped(path, i, o, mapping) for i, o in enumerate(items))
