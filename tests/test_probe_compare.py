@@ -174,3 +174,38 @@ def test_auto_controls_are_ordinary_words_outside_terms(tiny_llama):
         spans = g[~g["is_control"]][["start", "end"]].to_numpy()
         for s, e in g[g["is_control"]][["start", "end"]].to_numpy():
             assert not any(s < te and e > ts for ts, te in spans)
+
+
+def test_unembedding_only_at_scored_rows_in_chunks(tiny_llama, monkeypatch):
+    """The head sees gathered rows only, at most HEAD_CHUNK_ELEMENTS / vocab at a time; results unchanged."""
+    from specprobe.probe import scoring
+
+    base, adapter = tiny_llama
+    pair = ModelPair.load(str(base), str(adapter))
+    reference = compare(pair, terms=TERMS, texts=TEXTS, controls=None, progress=False).to_pandas()
+    vocab = len(pair.tokenizer)
+    shapes = []
+    real_split = scoring.SplitModel
+
+    monkeypatch.setattr(scoring, "HEAD_CHUNK_ELEMENTS", vocab * 3)
+    original_view = ModelPair.view
+
+    import contextlib
+
+    @contextlib.contextmanager
+    def spying_view(self, variant):
+        with original_view(self, variant) as split:
+            head = split.head
+
+            def recording_head(h):
+                shapes.append(tuple(h.shape))
+                return head(h)
+
+            yield real_split(split.causal_lm, split.backbone, recording_head, split.layers, split.final_norm)
+
+    monkeypatch.setattr(ModelPair, "view", spying_view)
+    chunked = compare(pair, terms=TERMS, texts=TEXTS, controls=None, progress=False).to_pandas()
+    assert shapes and all(len(s) == 2 and s[0] <= 3 for s in shapes), shapes[:5]
+    n_scored_tokens = int(reference.dropna(subset=["delta"])["n_tokens"].sum())
+    assert sum(s[0] for s in shapes) <= 2 * n_scored_tokens  # rows for scored tokens only, per variant
+    assert np.allclose(reference["logp_tuned"], chunked["logp_tuned"], atol=1e-6, equal_nan=True)
