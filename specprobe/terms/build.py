@@ -72,7 +72,7 @@ def lexicon_from_mentions(records: Sequence[QARecord], mentions: Sequence[Sequen
             continue
         canon = canonical[key].most_common(1)[0][0]
         cids = list(concepts[key])
-        onto, evidence = smap.ontology_specialties(cids, f"{name} | {canon}")
+        onto, evidence = smap.ontology_specialties(cids, name)
         chosen, specific = combine(onto, z[key], counts[key], rule)
         srcs = sorted({"hpo" if c.startswith("HP:") else c.split(":", 1)[0].lower() for c in cids})
         terms[name] = TermEntry(
@@ -111,9 +111,33 @@ def build_lexicon(path: str | Path, *, backend: str = "offline", format: str = "
     meta = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "backend": backend,
             "sources": [source], "specialty_map": {"path": str(map_path), "sha256": sha256_file(map_path)},
             "versions": _versions()}
+    if backend != "offline":
+        mentions = _bridge_to_offline_concepts(mentions)
     lex = lexicon_from_mentions(records, mentions, rule=rule or AssignmentRule(), specialty_map=smap,
                                 min_count=min_count, meta=meta)
     t3 = time.perf_counter()
     lex.meta["timings_s"] = {"load_and_setup": round(t1 - t0, 2), "extract": round(t2 - t1, 2),
                              "assign": round(t3 - t2, 2), "total": round(t3 - t0, 2)}
     return lex
+
+
+def _bridge_to_offline_concepts(mentions: Sequence[Sequence[Mention]]) -> list[list[Mention]]:
+    """Give mentions from another backend (UMLS ids) the ICD-10-CM/HPO concepts whose names match their
+    surface or canonical name exactly, so the ontology signal applies to them too."""
+    from dataclasses import replace
+
+    from .extract.offline import OfflineExtractor
+
+    dictionary = OfflineExtractor(abbreviations=False)
+    cache: dict[str, tuple[str, ...]] = {}
+
+    def ids(phrase: str) -> tuple[str, ...]:
+        if phrase not in cache:
+            cache[phrase] = tuple(c.id for c in dictionary.lookup(phrase))
+        return cache[phrase]
+
+    out = []
+    for ms in mentions:
+        out.append([replace(m, concept_ids=tuple(dict.fromkeys((*m.concept_ids, *ids(m.surface), *ids(m.canonical)))))
+                    for m in ms])
+    return out

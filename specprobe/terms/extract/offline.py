@@ -28,15 +28,18 @@ _PLAIN = re.compile(r"^[A-Za-z]{2,}( [A-Za-z]{2,})*$")
 
 
 def normalise_token(token: str) -> str:
-    """Lower-case and strip a regular English plural ending (same rule for dictionary and text)."""
+    """Lower-case and strip a regular English plural or a final "e" (same rule for dictionary and text), so
+    "seizures" ~ "seizure", "headaches" ~ "headache", "arteries" ~ "artery". Only used to compare strings."""
     t = token.lower()
     if len(t) <= 3 or not t.isalpha():
         return t
     if t.endswith("ies") and len(t) > 4:
         return t[:-3] + "y"
-    if t.endswith(("sses", "xes", "ches", "shes")):
+    if t.endswith("es"):
         return t[:-2]
     if t.endswith("s") and not t.endswith(("ss", "us", "is", "ys")):
+        return t[:-1]
+    if t.endswith("e"):
         return t[:-1]
     return t
 
@@ -173,11 +176,15 @@ class OfflineExtractor:
         return out
 
     def extract(self, text: str) -> list[Mention]:
-        return self._match_doc(self.nlp(text))
+        return self.extract_many([text])[0]
 
     def extract_many(self, texts: Sequence[str], progress: bool = False) -> list[list[Mention]]:
-        docs = self.nlp.pipe(texts, batch_size=64)
-        return [self._match_doc(d) for d in iter_progress(docs, len(texts), progress, "extracting terms")]
+        import warnings
+
+        with warnings.catch_warnings():  # scispaCy's detector warns that its global matcher has no patterns
+            warnings.filterwarnings("ignore", message=r".*\[W036\]")
+            docs = self.nlp.pipe(texts, batch_size=64)
+            return [self._match_doc(d) for d in iter_progress(docs, len(texts), progress, "extracting terms")]
 
 
 def normalise_phrase(phrase: str) -> str:

@@ -1,0 +1,127 @@
+"""`specprobe terms ...`: build, show, stats and export specialty term lexicons."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("terms", help="specialty term lexicons from QA data",
+                              description="Build and inspect specialty term lexicons.")
+    sub = p.add_subparsers(dest="terms_command", metavar="ACTION")
+    p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
+
+    b = sub.add_parser("build", help="build a lexicon from a QA data file")
+    b.add_argument("data", help="QA data file (S-MedQA JSON, MedQA JSONL, MedMCQA, instruction, CSV/JSONL)")
+    b.add_argument("--out", required=True, help="lexicon JSON to write (atomically)")
+    b.add_argument("--backend", choices=("offline", "scispacy"), default="offline")
+    b.add_argument("--format", default="auto",
+                   choices=("auto", "smedqa", "medqa", "medmcqa", "instruction", "csv", "jsonl"))
+    b.add_argument("--mapping", help="column mapping for csv/jsonl, as JSON: "
+                   '\'{"question": "q", "options": ["a","b","c","d"], "answer": "ans", "answer_format": "letter"}\'')
+    b.add_argument("--skip-bad", action="store_true", help="skip malformed records and report them")
+    b.add_argument("--min-count", type=int, default=1, help="drop terms seen fewer times (default 1)")
+    b.add_argument("--max-specialties", type=int, default=3, help="a term is specific with at most this many (3)")
+    b.add_argument("--z-min", type=float, default=1.96, help="corpus z-score needed for a corpus assignment")
+    b.add_argument("--prior-strength", type=float, default=1.0, help="Dirichlet prior size, x corpus counts")
+    b.add_argument("--signals", choices=("both", "ontology", "corpus"), default="both")
+    b.add_argument("--specialty-map", help="an edited copy of specprobe/data/terms/specialty_map.csv")
+    b.add_argument("--scispacy-model", help="path of an en_core_sci_sm/md model (or $SPECPROBE_SCISPACY_MODEL)")
+    b.add_argument("--linker-dir", help="folder with the linker files (or $SPECPROBE_SCISPACY_LINKER)")
+    b.add_argument("--kb", help="knowledge base .jsonl for the linker (or $SPECPROBE_SCISPACY_KB)")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.set_defaults(handler=cmd_build)
+
+    s = sub.add_parser("show", help="list a lexicon's terms")
+    s.add_argument("lexicon")
+    s.add_argument("--specialty", help="only this specialty's terms, strongest corpus signal first")
+    s.add_argument("--top", type=int, default=30)
+    s.add_argument("--all", action="store_true", help="include non-specific terms")
+    s.set_defaults(handler=cmd_show)
+
+    st = sub.add_parser("stats", help="a lexicon's size per specialty and its build settings")
+    st.add_argument("lexicon")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(handler=cmd_stats)
+
+    e = sub.add_parser("export", help="export a lexicon as a table")
+    e.add_argument("lexicon")
+    e.add_argument("--csv", action="store_true", required=True, help="write CSV")
+    e.add_argument("--out", help="file to write (default: stdout)")
+    e.set_defaults(handler=cmd_export)
+
+
+def cmd_build(args) -> int:
+    from .build import build_lexicon
+    from .specialties import AssignmentRule
+
+    mapping = json.loads(args.mapping) if args.mapping else None
+    rule = AssignmentRule(z_min=args.z_min, max_specialties=args.max_specialties, min_count=1,
+                          prior_strength=args.prior_strength, use_ontology=args.signals != "corpus",
+                          use_corpus=args.signals != "ontology")
+    opts = {}
+    if args.backend == "scispacy":
+        opts = {"model": args.scispacy_model, "linker_dir": args.linker_dir, "kb_path": args.kb}
+    lex = build_lexicon(args.data, backend=args.backend, format=args.format, mapping=mapping,
+                        skip_bad=args.skip_bad, min_count=args.min_count, rule=rule,
+                        specialty_map=args.specialty_map, progress=not args.no_progress, extractor_options=opts)
+    lex.save(args.out)
+    src = lex.meta["sources"][0]
+    if src["n_skipped"]:
+        print(f"skipped {src['n_skipped']} malformed record(s):", file=sys.stderr)
+        for msg in src["skipped"]:
+            print(f"  {msg}", file=sys.stderr)
+    st = lex.stats()
+    print(f"wrote {args.out}: {st['terms']} terms, {st['specific_terms']} specific, from {src['n_records']} "
+          f"records in {lex.meta['timings_s']['total']:.1f} s")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from .lexicon import Lexicon
+
+    lex = Lexicon.load(args.lexicon)
+    if args.specialty:
+        entries = lex.for_specialty(args.specialty, specific_only=not args.all)
+    else:
+        entries = sorted((e for e in lex.terms.values() if e.specific or args.all), key=lambda e: (-e.count, e.term))
+    print(f"{'term':40} {'count':>5} {'z':>6}  specialties   [ontology evidence]")
+    for e in entries[:args.top]:
+        z = e.z.get(args.specialty, 0.0) if args.specialty else e.top_z()
+        print(f"{e.term[:40]:40} {e.count:5d} {z:6.2f}  {'; '.join(e.specialties) or '-'}   "
+              f"[{', '.join(e.ontology_evidence) or 'corpus only'}]")
+    return 0
+
+
+def cmd_stats(args) -> int:
+    from .lexicon import Lexicon
+
+    lex = Lexicon.load(args.lexicon)
+    st = lex.stats()
+    if args.json:
+        print(json.dumps({"stats": st, "rule": lex.meta.get("rule"), "sources": lex.meta.get("sources")}, indent=1))
+        return 0
+    print(f"{st['terms']} terms, {st['assigned_terms']} with a specialty, {st['specific_terms']} specific")
+    qs = lex.meta.get("questions_per_specialty", {})
+    print(f"{'specialty':28} {'specific terms':>14} {'questions':>9}")
+    for s, n in st["specific_per_specialty"].items():
+        print(f"{s:28} {n:14d} {qs.get(s, 0):9d}")
+    print(f"rule: {lex.meta.get('rule')}")
+    for src in lex.meta.get("sources", []):
+        print(f"source: {src['path']} (sha256 {src['sha256'][:12]}..., {src['n_records']} records, "
+              f"{src['n_skipped']} skipped)")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .lexicon import Lexicon
+
+    df = Lexicon.load(args.lexicon).to_pandas()
+    if args.out:
+        df.to_csv(args.out, index=False)
+        print(f"wrote {args.out}: {len(df)} rows")
+    else:
+        df.to_csv(sys.stdout, index=False)
+    return 0
