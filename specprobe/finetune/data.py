@@ -1,0 +1,74 @@
+"""Loading QA data for fine-tuning/evaluation and selecting questions by specialty."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from specprobe.finetune.prompts import check_records
+from specprobe.terms.datasets import DataError, QARecord, load_qa
+from specprobe.utils.io import sha256_file
+
+ALL = "all"
+NO_SPECIALTY = "(none)"
+
+
+def load_records(data: str | os.PathLike | Sequence[QARecord]) -> tuple[list[QARecord], dict]:
+    """Records plus provenance ({"path", "sha256"} for a file) from a path or a list of `QARecord`s."""
+    if isinstance(data, (str, os.PathLike)):
+        path = Path(data)
+        records = load_qa(path)
+        check_records(records, str(path))
+        return records, {"path": str(path), "sha256": sha256_file(path), "n_records": len(records)}
+    records = list(data)
+    if not all(isinstance(r, QARecord) for r in records):
+        raise TypeError("data must be a path to a QA file or a list of QARecord")
+    check_records(records)
+    from specprobe.utils.io import sha256_text
+    import json
+
+    digest = sha256_text(json.dumps([[r.id, r.question, list(r.options), r.answer, list(r.specialties)] for r in records]))
+    return records, {"path": None, "sha256": digest, "n_records": len(records)}
+
+
+def specialty_counts(records: Iterable[QARecord]) -> Counter:
+    counts: Counter = Counter()
+    for r in records:
+        for s in (r.specialties or (NO_SPECIALTY,)):
+            counts[s] += 1
+    return counts
+
+
+def normalize_specialty(specialty: str | Sequence[str] | None) -> list[str] | None:
+    """None (all), or a sorted list of distinct names; "all" means all. A comma list is accepted."""
+    if specialty is None:
+        return None
+    if isinstance(specialty, str):
+        specialty = [specialty]
+    names: list[str] = []
+    for s in specialty:
+        names += [p.strip() for p in str(s).split(",") if p.strip()] if "," in str(s) else [str(s).strip()]
+    if not names or any(n.lower() == ALL for n in names):
+        return None
+    return sorted(set(names))
+
+
+def select(records: Sequence[QARecord], specialty: str | Sequence[str] | None, source: str = "data") -> list[QARecord]:
+    """The records of the given specialties (case-insensitive); an unknown or empty one is an error
+    listing the available specialties with their question counts."""
+    wanted = normalize_specialty(specialty)
+    if wanted is None:
+        if not records:
+            raise DataError(f"{source}: no questions")
+        return list(records)
+    counts = specialty_counts(records)
+    lower = {k.lower(): k for k in counts}
+    missing = [w for w in wanted if w.lower() not in lower]
+    if missing:
+        available = ", ".join(f"{k} ({n})" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        raise DataError(f"{source}: no questions for specialty {', '.join(map(repr, missing))}; "
+                        f"available: {available or 'none'}")
+    keep = {lower[w.lower()] for w in wanted}
+    return [r for r in records if set(r.specialties or (NO_SPECIALTY,)) & keep]

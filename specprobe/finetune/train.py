@@ -1,0 +1,620 @@
+"""`train(base, data, specialty=..., out=...)`: LoRA supervised fine-tuning on one specialty's questions.
+
+A plain, explicit torch loop driven by accelerate's `Accelerator`, so the same code runs on one CPU,
+one GPU, or under `accelerate launch` (DDP; FSDP/DeepSpeed through an accelerate config).
+
+Determinism and resumption
+  * The data order is a function of (seed, epoch) only; an optimizer step k always sees the same
+    examples (its "group"), whatever happened before.
+  * Dropout randomness is re-seeded from (seed, step, process) at the start of every optimizer step,
+    so no RNG state has to be saved and a resumed run draws exactly what an uninterrupted one draws.
+  * Every `save_every` steps (and on Ctrl-C/SIGTERM) the adapter weights, optimizer and scheduler
+    state and the loss curve are written to `out/checkpoints/.tmp-step-N` and then renamed to
+    `out/checkpoints/step-N`: the rename is the commit, so a SIGKILL never leaves a half checkpoint.
+  * Running the same command again continues from the newest checkpoint, provided the run's identity
+    (base weights, data hash, specialty filter, all result-affecting options, number of processes)
+    is the same; a different run in the directory is refused unless `overwrite=True`.
+  * On CPU a resumed run ends with bit-identical weights to an uninterrupted one (tested).
+
+Loss: cross-entropy on the answer tokens only (the option continuation, plus EOS by default),
+summed over the tokens of the whole optimizer step (all micro-batches, all processes) and divided by
+their number, so 2 processes x batch b give the same update as 1 process x batch 2b.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from specprobe.finetune.data import load_records, normalize_specialty, select, specialty_counts
+from specprobe.finetune.prompts import PromptFormat, encode_continuation
+from specprobe.terms.datasets import QARecord
+from specprobe.utils.io import atomic_write_text, read_json, sha256_text, write_json
+from specprobe.utils.provenance import library_versions, now_iso
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+CHECKPOINTS = "checkpoints"
+SCHEDULERS = ("linear", "cosine", "constant")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Entries of an output directory that a run writes (and `overwrite` removes).
+OWNED = (MANIFEST, CHECKPOINTS, "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "README.md",
+         ".final-tmp")
+# Options that do not change the trained weights (not part of the run identity).
+NON_IDENTITY = ("save_every", "keep_checkpoints")
+
+
+@dataclass
+class TrainOptions:
+    """Every training option, with its default. Options not in NON_IDENTITY define the run."""
+
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.05
+    target_modules: list[str] | None = None  # None: every linear projection inside the decoder layers
+    learning_rate: float = 2e-4
+    scheduler: str = "cosine"  # linear | cosine | constant (after warmup)
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
+    epochs: int = 3
+    max_steps: int | None = None  # overrides epochs
+    batch_size: int = 4  # per process
+    grad_accum: int = 1
+    max_length: int = 1024  # longer prompts lose tokens from the left (after BOS)
+    seed: int = 0
+    precision: str = "auto"  # auto: bf16 (fp16 if unsupported) on GPU, fp32 on CPU
+    load_in_4bit: bool = False  # QLoRA; needs CUDA and bitsandbytes
+    gradient_checkpointing: bool = False
+    template: str = PromptFormat.template
+    option_format: str = PromptFormat.option_format
+    continuation: str = "letter"
+    append_eos: bool = True
+    save_every: int = 50
+    keep_checkpoints: int = 1
+
+    def __post_init__(self) -> None:
+        positive = ("rank", "epochs", "batch_size", "grad_accum", "max_length", "save_every", "keep_checkpoints")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"option {name} must be a positive integer, got {value!r}")
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
+            raise ValueError(f"option max_steps must be a positive integer or None, got {self.max_steps!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"option dropout must lie in [0, 1), got {self.dropout}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"option learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"option warmup_ratio must lie in [0, 1), got {self.warmup_ratio}")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"option scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"option precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if isinstance(self.target_modules, str):
+            self.target_modules = [t.strip() for t in self.target_modules.split(",") if t.strip()]
+        self.prompt_format()  # validates the template
+
+    def prompt_format(self) -> PromptFormat:
+        return PromptFormat(self.template, self.option_format, self.continuation)
+
+    @classmethod
+    def from_kwargs(cls, options: dict) -> "TrainOptions":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(f"unknown training option(s) {unknown}; valid: {sorted(known)}")
+        return cls(**options)
+
+
+@dataclass
+class TrainRun:
+    """What `train` returns: the output directory, its manifest, and whether training finished."""
+
+    path: Path
+    manifest: dict
+    completed: bool = True
+
+    @property
+    def adapter(self) -> Path:
+        return self.path
+
+
+@dataclass
+class Example:
+    ids: tuple[int, ...]
+    positions: tuple[int, ...]  # target token positions (their labels are the ids there)
+
+
+# -- helpers ---------------------------------------------------------------------------------------------
+def find_lora_targets(model) -> list[str]:
+    """Names (last component) of every linear projection inside the decoder layers of `model`.
+
+    Works per architecture without a table: Llama/Qwen/Mistral give q,k,v,o,gate,up,down_proj,
+    GPT-2 gives its Conv1D c_attn, c_proj, c_fc. Embeddings and the LM head are never targets.
+    """
+    import torch.nn as nn
+
+    from specprobe.probe.architecture import split_model
+
+    try:
+        from transformers.pytorch_utils import Conv1D
+        linear = (nn.Linear, Conv1D)
+    except ImportError:  # pragma: no cover
+        linear = (nn.Linear,)
+    split = split_model(model)
+    if split.layers is None:
+        raise ValueError(f"{type(split.causal_lm).__name__}: cannot find the decoder layers; pass target_modules")
+    names = {name.rsplit(".", 1)[-1] for name, mod in split.layers.named_modules() if isinstance(mod, linear) and name}
+    if not names:
+        raise ValueError(f"{type(split.causal_lm).__name__}: no linear layers in the decoder layers; pass target_modules")
+    return sorted(names)
+
+
+def uses_conv1d(model, targets: Sequence[str]) -> bool:
+    try:
+        from transformers.pytorch_utils import Conv1D
+    except ImportError:  # pragma: no cover
+        return False
+    return any(isinstance(m, Conv1D) and n.rsplit(".", 1)[-1] in targets for n, m in model.named_modules())
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
+
+
+def group_indices(n: int, seed: int, epoch: int, k: int, group_size: int) -> list[int]:
+    """The example indices of optimizer step k of `epoch`: a seeded permutation, wrapped to full groups."""
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    need = math.ceil(n / group_size) * group_size
+    if need > n:
+        perm = np.concatenate([perm, perm[: need - n]] if need - n <= n else [np.resize(perm, need)])[:need]
+    return [int(i) for i in perm[k * group_size:(k + 1) * group_size]]
+
+
+def build_examples(tokenizer, records: Sequence[QARecord], fmt: PromptFormat, max_length: int,
+                   append_eos: bool) -> tuple[list[Example], int]:
+    examples, truncated = [], 0
+    for rec in records:
+        enc = encode_continuation(tokenizer, fmt.prompt(rec), fmt.target(rec), max_length=max_length,
+                                  append_eos=append_eos)
+        truncated += enc.n_dropped > 0
+        examples.append(Example(enc.ids, enc.positions))
+    return examples, truncated
+
+
+def collate(examples: Sequence[Example], pad_id: int):
+    import torch
+
+    width = max(len(e.ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    for r, e in enumerate(examples):
+        ids[r, :len(e.ids)] = torch.tensor(e.ids)
+        mask[r, :len(e.ids)] = 1
+        for p in e.positions:
+            labels[r, p] = e.ids[p]
+    return ids, mask, labels
+
+
+def resolve_precision(precision: str, cuda: bool) -> str:
+    import torch
+
+    if precision == "auto":
+        if not cuda:
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision in ("bf16", "fp16") and not cuda:
+        raise ValueError(f"precision={precision} needs a GPU; use fp32 on CPU")
+    return precision
+
+
+def base_fingerprint(base: str, revision: str | None = None) -> str | None:
+    """sha256 of the base's first safetensors file (as `ModelPair` checks it), local dir or hub cache."""
+    from specprobe.probe.models import _weights_fingerprint
+
+    if Path(base).is_dir():
+        return _weights_fingerprint(base)
+    try:
+        from huggingface_hub import snapshot_download
+
+        snap = snapshot_download(base, revision=revision, local_files_only=True, allow_patterns=["*.safetensors"])
+        return _weights_fingerprint(snap)
+    except Exception:  # noqa: BLE001 - provenance only; the base may be unavailable offline
+        return None
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}: {vb!r} there vs {va!r} now")
+    return out
+
+
+class _StopFlag:
+    """First Ctrl-C/SIGTERM: finish the current step, checkpoint, exit. Second Ctrl-C: abort at once."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self._old: dict = {}
+
+    def __enter__(self) -> "_StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.set and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.set = True
+        log.warning("interrupted: saving a checkpoint after the current step (Ctrl-C again to abort at once)")
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+# -- output directory ------------------------------------------------------------------------------------
+def _checkpoints(out: Path) -> list[Path]:
+    root = out / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / "trainer_state.json").exists()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def _inspect_out(out: Path, identity: dict, identity_hash: str, overwrite: bool) -> tuple[str, Any]:
+    """("fresh", None) | ("done", manifest) | ("resume", checkpoint dir); refuses a different run."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"output {out} exists and is not a directory")
+    if not out.exists() or not any(out.iterdir()):
+        return "fresh", None
+    if overwrite:
+        return "overwrite", None
+    manifest = out / MANIFEST
+    if manifest.exists():
+        m = read_json(manifest)
+        if m.get("identity_hash") == identity_hash:
+            return "done", m
+        diffs = _diff(identity, m.get("identity", {}))
+        raise FileExistsError(f"output directory {out} already holds a different finished run "
+                              f"({'; '.join(diffs[:6]) or 'unknown identity'}); pass --overwrite to replace it")
+    ckpts = _checkpoints(out)
+    if ckpts:
+        state = read_json(ckpts[-1] / "trainer_state.json")
+        if state.get("identity_hash") == identity_hash:
+            return "resume", ckpts[-1]
+        diffs = _diff(identity, state.get("identity", {}))
+        raise FileExistsError(f"output directory {out} holds checkpoints of a different run "
+                              f"({'; '.join(diffs[:6]) or 'unknown identity'}); pass --overwrite to start over")
+    if (out / "adapter_config.json").exists():
+        raise FileExistsError(f"output directory {out} already holds an adapter that this run did not write; "
+                              "pass --overwrite to replace it")
+    others = sorted(p.name for p in out.iterdir())
+    if set(others) <= {CHECKPOINTS}:
+        return "fresh", None
+    raise FileExistsError(f"output directory {out} is not empty ({', '.join(others[:5])}) and holds no specprobe run; "
+                          "choose another directory or pass --overwrite")
+
+
+def _clear_owned(out: Path) -> None:
+    for name in OWNED:
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+    left = [p.name for p in out.iterdir()] if out.exists() else []
+    if left:
+        log.warning("--overwrite kept files that a training run does not write: %s", ", ".join(left[:10]))
+
+
+# -- the entry point -------------------------------------------------------------------------------------
+def train(
+    base: str,
+    data: str | os.PathLike | Sequence[QARecord],
+    specialty: str | Sequence[str] | None = None,
+    out: str | os.PathLike | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    on_step: Callable[[int, float], None] | None = None,
+    **options: Any,
+) -> TrainRun:
+    """Fine-tune a LoRA adapter on the questions of `specialty` (a name, a list, or None/"all").
+
+    `base`: a hub id or local model directory. `data`: a QA file (S-MedQA JSON) or `QARecord`s.
+    `out`: the adapter directory (PEFT format plus manifest.json). `options`: see `TrainOptions`.
+    Re-running the same call resumes from the last checkpoint; a finished run is returned as is.
+    `on_step(step, loss)` is called after every optimizer step (on every process).
+    """
+    if out is None:
+        raise ValueError("out= (the adapter output directory) is required")
+    opts = TrainOptions.from_kwargs(options)
+    fmt = opts.prompt_format()
+    out = Path(out)
+    t_start = time.time()
+
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType, broadcast_object_list
+
+    cuda = torch.cuda.is_available()
+    precision = resolve_precision(opts.precision, cuda)
+    if opts.load_in_4bit:
+        if not cuda:
+            raise ValueError("load_in_4bit (QLoRA) needs a CUDA GPU")
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError as exc:
+            raise ValueError("load_in_4bit (QLoRA) needs the bitsandbytes package (pip install bitsandbytes)") from exc
+    accelerator = Accelerator(gradient_accumulation_steps=opts.grad_accum,
+                              mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision])
+    world, rank = accelerator.num_processes, accelerator.process_index
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+    # data and run identity (before any model is loaded: bad input fails fast)
+    source = str(data) if isinstance(data, (str, os.PathLike)) else "data"
+    records, data_meta = load_records(data)
+    chosen = select(records, specialty, source)
+    wanted = normalize_specialty(specialty)
+    fp = [base_fingerprint(base, revision) if accelerator.is_main_process else None]
+    if world > 1:
+        broadcast_object_list(fp)
+    ident_options = {k: v for k, v in asdict(opts).items() if k not in NON_IDENTITY}
+    ident_options["precision"] = precision
+    identity = {
+        "base": str(base), "revision": revision, "base_weights_sha256": fp[0],
+        "data_sha256": data_meta["sha256"], "specialty": wanted, "n_examples": len(chosen),
+        "options": ident_options, "world_size": world,
+    }
+    identity_hash = sha256_text(json.dumps(identity, sort_keys=True, default=str))
+    state, found = _inspect_out(out, identity, identity_hash, overwrite)
+    if state == "done":
+        log.info("%s already holds this finished run; nothing to do", out)
+        return TrainRun(out, found, True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if state == "overwrite":
+            _clear_owned(out)
+        out.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+
+    # model
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+    from transformers import get_scheduler
+
+    from specprobe.probe.models import load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer(base, trust_remote_code)
+    base_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    if opts.load_in_4bit:
+        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+        from peft import prepare_model_for_kbit_training
+
+        qcfg = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=base_dtype if precision != "fp32" else torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(base, quantization_config=qcfg, dtype=base_dtype, revision=revision,
+                                                     device_map={"": accelerator.local_process_index},
+                                                     trust_remote_code=trust_remote_code)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=opts.gradient_checkpointing)
+    else:
+        model = load_causal_lm(base, device=accelerator.device, dtype=base_dtype, revision=revision,
+                               trust_remote_code=trust_remote_code)
+        if opts.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+            model.enable_input_require_grads()
+    model.config.use_cache = False
+    base_commit = getattr(model.config, "_commit_hash", None)
+    targets = list(opts.target_modules) if opts.target_modules else find_lora_targets(model)
+    lcfg = LoraConfig(r=opts.rank, lora_alpha=opts.alpha, lora_dropout=opts.dropout, target_modules=targets,
+                      bias="none", task_type="CAUSAL_LM", fan_in_fan_out=uses_conv1d(model, targets))
+    torch.manual_seed(opts.seed)  # LoRA A init
+    try:
+        model = get_peft_model(model, lcfg)
+    except ValueError as exc:
+        raise ValueError(f"cannot put LoRA on target modules {targets}: {exc}") from exc
+    examples, n_truncated = build_examples(tokenizer, chosen, fmt, opts.max_length, opts.append_eos)
+    if n_truncated:
+        log.warning("%d of %d prompts were longer than max_length=%d and lost tokens from the left",
+                    n_truncated, len(examples), opts.max_length)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+
+    group_size = opts.batch_size * world * opts.grad_accum
+    steps_per_epoch = math.ceil(len(examples) / group_size)
+    total = opts.max_steps or opts.epochs * steps_per_epoch
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=opts.learning_rate, weight_decay=opts.weight_decay)
+    scheduler = get_scheduler("constant_with_warmup" if opts.scheduler == "constant" else opts.scheduler, optimizer,
+                              num_warmup_steps=int(round(opts.warmup_ratio * total)), num_training_steps=total)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    if sharded:
+        accelerator.register_for_checkpointing(scheduler)
+
+    step, curve, wall_before, resumed_from = 0, [], 0.0, []
+    if state == "resume":
+        ck: Path = found
+        tstate = read_json(ck / "trainer_state.json")
+        if sharded:
+            accelerator.load_state(str(ck / "accelerate"))
+        else:
+            from safetensors.torch import load_file
+
+            set_peft_model_state_dict(accelerator.unwrap_model(model), load_file(str(ck / "adapter.safetensors")))
+            optimizer.load_state_dict(torch.load(ck / "optimizer.pt", map_location="cpu", weights_only=True))
+            scheduler.load_state_dict(torch.load(ck / "scheduler.pt", map_location="cpu", weights_only=True))
+        step, curve = tstate["step"], tstate["loss_curve"]
+        wall_before, resumed_from = tstate["wall_time_s"], tstate.get("resumed_from", []) + [step]
+        if accelerator.is_main_process:
+            log.info("resuming %s from step %d of %d", out, step, total)
+
+    def save_checkpoint(at_step: int, wall: float) -> None:
+        root = out / CHECKPOINTS
+        tmp = root / f".tmp-step-{at_step:08d}"
+        final = root / f"step-{at_step:08d}"
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        if sharded:
+            accelerator.save_state(str(tmp / "accelerate"))
+        if accelerator.is_main_process:
+            from safetensors.torch import save_file
+
+            if not sharded:
+                sd = get_peft_model_state_dict(accelerator.unwrap_model(model))
+                save_file({k: v.detach().cpu().contiguous() for k, v in sd.items()}, str(tmp / "adapter.safetensors"))
+                torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+                torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+            write_json(tmp / "trainer_state.json", {
+                "step": at_step, "total_steps": total, "identity": identity, "identity_hash": identity_hash,
+                "loss_curve": curve, "wall_time_s": wall, "resumed_from": resumed_from, "saved": now_iso(),
+            })
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)  # the commit point
+            for old in _checkpoints(out)[:-opts.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        accelerator.wait_for_everyone()
+
+    # the loop
+    from tqdm.auto import tqdm
+
+    model.train()
+    t_segment = time.time()
+    bar = tqdm(total=total, initial=step, desc=f"finetune {', '.join(wanted) if wanted else 'all'}", unit="step",
+               disable=not (progress and accelerator.is_local_main_process), dynamic_ncols=True)
+    interrupted = False
+    with _StopFlag() as stop:
+        while step < total:
+            epoch, k = divmod(step, steps_per_epoch)
+            group = group_indices(len(examples), opts.seed, epoch, k, group_size)
+            global_tokens = sum(len(examples[i].positions) for i in group)
+            torch.manual_seed(step_seed(opts.seed, step, rank))
+            local_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+            for j in range(opts.grad_accum):
+                lo = (j * world + rank) * opts.batch_size
+                ids, mask, labels = collate([examples[i] for i in group[lo:lo + opts.batch_size]], pad_id)
+                ids, mask, labels = ids.to(accelerator.device), mask.to(accelerator.device), labels.to(accelerator.device)
+                with accelerator.accumulate(model):
+                    logits = model(input_ids=ids, attention_mask=mask).logits
+                    shift = labels[:, 1:]
+                    sel = shift != -100
+                    rows = logits[:, :-1][sel].float()
+                    tok_loss = torch.nn.functional.cross_entropy(rows, shift[sel], reduction="sum")
+                    accelerator.backward(tok_loss * (world * opts.grad_accum / global_tokens))
+                    if accelerator.sync_gradients and opts.max_grad_norm:
+                        accelerator.clip_grad_norm_(params, opts.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                local_sum += tok_loss.detach().double()
+            lr = scheduler.get_last_lr()[0]
+            scheduler.step()
+            loss = (accelerator.reduce(local_sum, "sum").item() if world > 1 else local_sum.item()) / global_tokens
+            step += 1
+            curve.append({"step": step, "epoch": epoch + (k + 1) / steps_per_epoch, "loss": loss, "lr": lr})
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", epoch=f"{epoch + 1}/{math.ceil(total / steps_per_epoch)}")
+            if on_step is not None:
+                on_step(step, loss)
+            stop_now = stop.set
+            if world > 1:
+                flag = torch.tensor([1.0 if stop.set else 0.0], device=accelerator.device)
+                stop_now = accelerator.reduce(flag, "max").item() > 0
+            wall = wall_before + time.time() - t_segment
+            if stop_now and step < total:
+                save_checkpoint(step, wall)
+                interrupted = True
+                break
+            if step % opts.save_every == 0 and step < total:
+                save_checkpoint(step, wall)
+    bar.close()
+    wall = wall_before + time.time() - t_segment
+    if interrupted:
+        if accelerator.is_main_process:
+            log.warning("stopped at step %d of %d; run the same command again to resume", step, total)
+        return TrainRun(out, {"step": step, "total_steps": total, "identity": identity}, completed=False)
+
+    # final adapter + manifest (the manifest is written last: its presence means "finished")
+    state_dict = accelerator.get_state_dict(model) if sharded else None
+    manifest = {
+        "specprobe_finetune": 1,
+        "identity_hash": identity_hash,
+        "identity": identity,
+        "base": str(base),
+        "revision": revision,
+        "base_commit": base_commit,
+        "base_weights_sha256": fp[0],
+        "data": data_meta,
+        "filter": {"specialty": wanted if wanted else "all", "n_examples": len(chosen),
+                   "specialty_counts": dict(specialty_counts(chosen)), "truncated_prompts": n_truncated},
+        "specialty": wanted,
+        "options": {**asdict(opts), "precision": precision, "target_modules": targets},
+        "prompt": fmt.to_dict(),
+        "seed": opts.seed,
+        "world_size": world,
+        "distributed_type": str(accelerator.distributed_type),
+        "steps": step,
+        "steps_per_epoch": steps_per_epoch,
+        "examples_per_step": group_size,
+        "n_target_tokens": sum(len(e.positions) for e in examples),
+        "loss_curve": curve,
+        "final_loss": curve[-1]["loss"] if curve else None,
+        "wall_time_s": wall,
+        "total_time_s": wall_before + time.time() - t_start,
+        "resumed_from": resumed_from,
+        "versions": {**library_versions(), **_more_versions()},
+        "created": now_iso(),
+    }
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        tmp = out / ".final-tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        unwrapped = accelerator.unwrap_model(model)
+        unwrapped.save_pretrained(str(tmp), state_dict=state_dict, safe_serialization=True)
+        tokenizer_name = getattr(tokenizer, "name_or_path", None)
+        manifest["tokenizer"] = tokenizer_name
+        for f in tmp.iterdir():
+            os.replace(f, out / f.name)
+        tmp.rmdir()
+        write_json(out / MANIFEST, json.loads(json.dumps(manifest, default=str)))
+        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+        log.info("wrote %s (%d steps, final loss %.4f, %.1f s)", out, step, manifest["final_loss"] or math.nan, wall)
+    accelerator.wait_for_everyone()
+    return TrainRun(out, manifest, True)
+
+
+def _more_versions() -> dict:
+    from importlib import metadata
+
+    out = {}
+    for name in ("accelerate", "safetensors", "bitsandbytes"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
