@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from pathlib import Path
@@ -72,3 +73,16 @@ def select(records: Sequence[QARecord], specialty: str | Sequence[str] | None, s
                         f"available: {available or 'none'}")
     keep = {lower[w.lower()] for w in wanted}
     return [r for r in records if set(r.specialties or (NO_SPECIALTY,)) & keep]
+
+
+def read_manifest(adapter: str | os.PathLike | None) -> dict:
+    """The manifest.json a `train` run wrote beside the adapter ({} when absent or not a directory)."""
+    if adapter is None or not isinstance(adapter, (str, os.PathLike)):
+        return {}
+    path = Path(adapter) / "manifest.json"
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc

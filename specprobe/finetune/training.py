@@ -32,7 +32,7 @@ import shutil
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -41,7 +41,7 @@ import numpy as np
 from specprobe.finetune.data import load_records, normalize_specialty, select, specialty_counts
 from specprobe.finetune.prompts import PromptFormat, encode_continuation
 from specprobe.terms.datasets import QARecord
-from specprobe.utils.io import atomic_write_text, read_json, sha256_text, write_json
+from specprobe.utils.io import read_json, sha256_text, write_json
 from specprobe.utils.provenance import library_versions, now_iso
 
 log = logging.getLogger(__name__)
@@ -366,7 +366,7 @@ def train(
         if not cuda:
             raise ValueError("load_in_4bit (QLoRA) needs a CUDA GPU")
         try:
-            import bitsandbytes  # noqa: F401
+            import bitsandbytes  # noqa: F401  # pyflakes: ignore
         except ImportError as exc:
             raise ValueError("load_in_4bit (QLoRA) needs the bitsandbytes package (pip install bitsandbytes)") from exc
     accelerator = Accelerator(gradient_accumulation_steps=opts.grad_accum,

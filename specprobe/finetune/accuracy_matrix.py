@@ -1,0 +1,248 @@
+"""`matrix(base, adapters, data)`: every adapter (and the base) on every specialty, one loaded model.
+
+The study's question is whether a specialty's own adapter is the best one on that specialty. For
+each evaluated specialty s that some adapter was trained on (alone), `AccuracyMatrix.contrast()`
+compares the own adapter's accuracy on s with the other adapters' accuracies on s (same questions,
+so question difficulty cancels), and a permutation test over the adapter-to-specialty assignment
+gives a p-value for "own adapters are better than others" across all specialties.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from specprobe.finetune.data import load_records, read_manifest, select
+from specprobe.finetune.evaluation import (
+    OVERALL,
+    accuracy_table,
+    build_option_items,
+    format_table,
+    score_records,
+)
+from specprobe.finetune.prompts import PromptFormat
+from specprobe.probe.results import Result
+from specprobe.terms.datasets import QARecord
+
+log = logging.getLogger(__name__)
+
+BASE = "base"
+
+
+class AccuracyMatrix(Result):
+    """Accuracy of each model (base and adapters) on each specialty: one row per (model, specialty)."""
+
+    kind = "accuracy_matrix"
+    columns = ["model", "trained_on", "specialty", "n", "n_correct", "acc", "acc_lo", "acc_hi", "n_correct_norm",
+               "acc_norm", "acc_norm_lo", "acc_norm_hi"]
+
+    @property
+    def models(self) -> list[str]:
+        return list(dict.fromkeys(self._frame["model"]))
+
+    def table(self, metric: str = "acc", overall: bool = True) -> pd.DataFrame:
+        """Model x specialty pivot of `metric` (acc, acc_norm, acc_lo, ...)."""
+        if metric not in self._frame:
+            raise ValueError(f"unknown metric {metric!r}; choose from {[c for c in self.columns if c.startswith('acc')]}")
+        t = self._frame.pivot(index="model", columns="specialty", values=metric)
+        specs = sorted(c for c in t.columns if c != OVERALL) + ([OVERALL] if overall and OVERALL in t.columns else [])
+        return t.reindex(index=self.models, columns=specs)
+
+    def trained_on(self) -> dict[str, str | None]:
+        first = self._frame.drop_duplicates("model").set_index("model")["trained_on"]
+        return {m: (v if isinstance(v, str) and v else None) for m, v in first.items()}
+
+    def contrast(self, metric: str = "acc", *, n_perm: int = 10000, seed: int = 0) -> pd.DataFrame:
+        """Own adapter vs the other adapters on each specialty some adapter was trained on.
+
+        Columns: specialty, own (model), n, own_<metric>, others_mean, others_max, diff (own - others_mean),
+        rank (1 = own adapter is best among adapters), is_best, base, gain (own - base). `.attrs` holds the
+        summary: mean_diag, mean_offdiag, mean_diff, n_best, n_specialties, p_value (one-sided
+        permutation test of mean_diff over adapter-to-specialty assignments).
+        """
+        t = self.table(metric, overall=False)
+        own = {m: s for m, s in self.trained_on().items() if m != BASE and s is not None and s in t.columns}
+        adapters = [m for m in self.models if m != BASE]
+        rows = []
+        n_col = self.table("n", overall=False)
+        for m, s in own.items():
+            col = t.loc[adapters, s]
+            others = col.drop(m)
+            rank = int((col > col[m]).sum()) + 1
+            base = float(t.loc[BASE, s]) if BASE in t.index else math.nan
+            rows.append({"specialty": s, "own": m, "n": int(n_col.loc[m, s]), f"own_{metric}": float(col[m]),
+                         "others_mean": float(others.mean()) if len(others) else math.nan,
+                         "others_max": float(others.max()) if len(others) else math.nan,
+                         "diff": float(col[m] - others.mean()) if len(others) else math.nan,
+                         "rank": rank, "is_best": rank == 1, "base": base, "gain": float(col[m]) - base})
+        frame = pd.DataFrame(rows)
+        summary: dict[str, Any] = {"metric": metric, "n_specialties": len(rows)}
+        if rows and len(adapters) > 1:
+            owners = list(own)
+            specs = [own[m] for m in owners]
+            D = t.loc[adapters, specs].to_numpy(dtype=float)  # adapters x own-specialties
+            # centred: each cell minus the mean of the *other* adapters on that specialty
+            A = len(adapters)
+            C = (D * A - D.sum(axis=0, keepdims=True)) / (A - 1)
+            own_rows = np.array([adapters.index(m) for m in owners])
+            cols = np.arange(len(specs))
+            observed = float(C[own_rows, cols].mean())
+            rng = np.random.default_rng(seed)
+            perm_stats = np.array([C[rng.permutation(A)[: len(specs)], cols].mean() for _ in range(n_perm)])
+            summary.update({
+                "mean_diag": float(D[own_rows, cols].mean()),
+                "mean_offdiag": float(np.mean([np.delete(D[:, j], own_rows[j]).mean() for j in cols])),
+                "mean_diff": observed,
+                "n_best": int(frame["is_best"].sum()),
+                "p_value": float((1 + np.sum(perm_stats >= observed - 1e-12)) / (1 + n_perm)),
+                "n_perm": n_perm,
+            })
+        frame.attrs.update(summary)
+        return frame
+
+    def summary(self, metric: str = "acc") -> str:
+        lines = [format_table(self._frame.rename(columns={}), by="model")]
+        c = self.contrast(metric)
+        a = c.attrs
+        if a.get("n_specialties") and "mean_diff" in a:
+            lines.append("")
+            lines.append(f"own specialty vs other adapters ({metric}): diagonal {a['mean_diag']:.3f}, off-diagonal "
+                         f"{a['mean_offdiag']:.3f}, difference {a['mean_diff']:+.3f}; own adapter best on "
+                         f"{a['n_best']}/{a['n_specialties']} specialties; permutation p = {a['p_value']:.3g}")
+        return "\n".join(lines)
+
+
+def _normalize_adapters(adapters: Any) -> list[tuple[str, str, dict]]:
+    """[(name, directory, manifest)]; names from a mapping, else the trained specialty, else the folder name."""
+    if adapters is None:
+        return []
+    if isinstance(adapters, (str, os.PathLike)):
+        adapters = [adapters]
+    items = list(adapters.items()) if isinstance(adapters, Mapping) else [(None, a) for a in adapters]
+    out, seen = [], set()
+    for name, path in items:
+        path = str(path)
+        from specprobe.probe.models import is_adapter_dir
+
+        if not is_adapter_dir(path):
+            raise ValueError(f"{path!r} is not a PEFT adapter directory (no adapter_config.json)")
+        manifest = read_manifest(path)
+        spec = manifest.get("specialty")
+        if name is None:
+            name = spec[0] if isinstance(spec, list) and len(spec) == 1 else Path(path).name
+        name = str(name)
+        base_name, i = name, 2
+        while name in seen or name == BASE:
+            name, i = f"{base_name}#{i}", i + 1
+        seen.add(name)
+        out.append((name, path, manifest))
+    return out
+
+
+def expand_adapter_dirs(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """Adapter directories, where a folder that is not an adapter stands for its adapter subfolders."""
+    from specprobe.probe.models import is_adapter_dir
+
+    found: list[str] = []
+    for p in paths:
+        if is_adapter_dir(p):
+            found.append(str(p))
+        elif Path(p).is_dir():
+            subs = sorted(str(s) for s in Path(p).iterdir() if is_adapter_dir(s))
+            if not subs:
+                raise ValueError(f"{p!r} is neither an adapter directory nor a folder of adapter directories")
+            found += subs
+        else:
+            raise FileNotFoundError(f"adapter directory not found: {p}")
+    return found
+
+
+def matrix(
+    base: Any,
+    adapters: Mapping[str, str | os.PathLike] | Sequence[str | os.PathLike],
+    data: str | os.PathLike | Sequence[QARecord],
+    *,
+    specialty: str | Sequence[str] | None = None,
+    include_base: bool = True,
+    template: str | None = None,
+    option_format: str | None = None,
+    continuation: str | None = None,
+    batch_size: int = 8,
+    max_length: int | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    progress: bool = True,
+) -> AccuracyMatrix:
+    """Accuracy of the base and of every adapter on every specialty of `data` (one loaded base).
+
+    `adapters`: adapter directories (names from their manifests' specialty) or a mapping name -> dir.
+    Every adapter must have been trained on this base (manifest weights hash, and PEFT's own checks).
+    """
+    from specprobe.probe.compare import context_length
+    from specprobe.probe.models import ModelLoadError, ModelPair
+
+    named = _normalize_adapters(adapters)
+    if not named and not include_base:
+        raise ValueError("nothing to evaluate: no adapters and include_base=False")
+    source = str(data) if isinstance(data, (str, os.PathLike)) else "data"
+    records, data_meta = load_records(data)
+    records = select(records, specialty, source)
+    formats = {json.dumps(m.get("prompt"), sort_keys=True) for _, _, m in named if m.get("prompt")}
+    if len(formats) > 1 and not (template or option_format or continuation):
+        log.warning("the adapters were trained with different prompt formats; using the first one's")
+    trained = PromptFormat.from_dict(next((m["prompt"] for _, _, m in named if m.get("prompt")), None))
+    fmt = PromptFormat(template or trained.template, option_format or trained.option_format,
+                       continuation or trained.continuation)
+
+    first = named[0][1] if named else None
+    pair = ModelPair.load(base, first, device=device, dtype=dtype)
+    base_hash = pair.metadata.get("base_weights_sha256")
+    peft_model = pair.base_model
+    labels: dict[str, str] = {}
+    for i, (name, path, manifest) in enumerate(named):
+        expected = manifest.get("base_weights_sha256")
+        if expected and base_hash and expected != base_hash:
+            raise ModelLoadError(f"adapter {path!r} ({name}) was trained on a base with weights sha256 {expected[:12]}..., "
+                                 f"but the base given has {base_hash[:12]}...")
+        if i > 0:
+            try:
+                peft_model.load_adapter(path, adapter_name=f"adapter{i}", is_trainable=False)
+            except (RuntimeError, ValueError, KeyError) as exc:
+                raise ModelLoadError(f"adapter {path!r} ({name}) does not fit the base {base!r}: {str(exc)[:300]}") from exc
+        labels[name] = f"adapter{i}" if i > 0 else "default"
+    L = max_length or context_length(pair)
+    prepared = build_option_items(pair.tokenizer, records, fmt, L)
+    frames = []
+    if include_base:
+        frames.append(score_records(pair, records, fmt, variants={BASE: "base"}, max_length=L, batch_size=batch_size,
+                                    progress=progress, prepared=prepared))
+    for name, adapter_name in labels.items():
+        peft_model.set_adapter(adapter_name)
+        frames.append(score_records(pair, records, fmt, variants={name: "tuned"}, max_length=L, batch_size=batch_size,
+                                    progress=progress, prepared=prepared))
+    items = pd.concat(frames, ignore_index=True)
+    table = accuracy_table(items, ("model",))
+    trained_on = {name: (m.get("specialty")[0] if isinstance(m.get("specialty"), list) and len(m["specialty"]) == 1 else None)
+                  for name, _, m in named}
+    spec_names = set(table["specialty"])
+    for name, _, m in named:  # a mapping key that names a specialty counts as "trained on" when the manifest is silent
+        if trained_on[name] is None and not m and name in spec_names:
+            trained_on[name] = name
+    table.insert(1, "trained_on", table["model"].map(lambda m: trained_on.get(m) or ""))
+    meta = dict(pair.metadata)
+    meta.update({
+        "data": data_meta, "specialty": specialty, "prompt": fmt.to_dict(), "max_length": L, "batch_size": batch_size,
+        "adapters": {name: {"path": path, "identity_hash": m.get("identity_hash"), "trained_on": trained_on[name],
+                            "steps": m.get("steps")} for name, path, m in named},
+        "n_questions": len(records),
+    })
+    extras = {"items": {m: {"ids": list(g["item_id"]), "correct": [bool(x) for x in g["correct"]],
+                            "correct_norm": [bool(x) for x in g["correct_norm"]]} for m, g in items.groupby("model", sort=False)}}
+    return AccuracyMatrix(table[AccuracyMatrix.columns], meta, extras)

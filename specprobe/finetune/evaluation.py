@@ -1,0 +1,226 @@
+"""`evaluate(model, data, adapter=None)`: multiple-choice accuracy by option log-likelihood.
+
+As lm-evaluation-harness does for multiple-choice tasks, every option is scored as a continuation
+of the prompt (see `specprobe.finetune.prompts`), through the shared scoring core
+(`specprobe.probe.scoring.score_items`, the same forward path `compare` uses). Two predictions are
+reported per question:
+
+* ``acc``: the option with the largest summed log-likelihood log p(continuation | prompt);
+* ``acc_norm``: the largest log-likelihood per character of the continuation (lm-eval's acc_norm,
+  which divides by the continuation's length in characters, without the leading delimiter).
+
+Accuracies come per specialty with Wilson 95% intervals. With an adapter, the base (adapter
+disabled) and the tuned model are scored from one loaded model.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from specprobe.finetune.data import NO_SPECIALTY, load_records, read_manifest, select
+from specprobe.finetune.prompts import PromptFormat, encode_continuation
+from specprobe.probe.results import Result
+from specprobe.terms.datasets import QARecord
+
+log = logging.getLogger(__name__)
+
+Z95 = 1.959963984540054
+OVERALL = "ALL"
+
+
+def wilson_interval(k: int | float, n: int | float, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for k successes out of n (NaNs when n == 0)."""
+    if n <= 0:
+        return math.nan, math.nan
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def accuracy_table(items: pd.DataFrame, by: Sequence[str] = ("model",)) -> pd.DataFrame:
+    """Per model and specialty (and overall, specialty "ALL"): n, acc and acc_norm with Wilson 95% CIs.
+
+    An item with several specialties counts towards each of them (and once towards ALL).
+    """
+    rows = []
+    exploded = items.assign(specialty=items["specialties"].map(lambda s: list(s) if s else [NO_SPECIALTY])).explode("specialty")
+    groups = [(k if isinstance(k, tuple) else (k,), g) for k, g in exploded.groupby(list(by) + ["specialty"], sort=False)]
+    groups += [((k if isinstance(k, tuple) else (k,)) + (OVERALL,), g) for k, g in items.groupby(list(by), sort=False)]
+    for keys, g in groups:
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        row = dict(zip(list(by) + ["specialty"], keys))
+        n = len(g)
+        for metric, col in (("acc", "correct"), ("acc_norm", "correct_norm")):
+            k = int(g[col].sum())
+            lo, hi = wilson_interval(k, n)
+            row.update({f"{metric}": k / n if n else math.nan, f"{metric}_lo": lo, f"{metric}_hi": hi,
+                        f"n_correct{'' if metric == 'acc' else '_norm'}": k})
+        row["n"] = n
+        rows.append(row)
+    cols = list(by) + ["specialty", "n", "n_correct", "acc", "acc_lo", "acc_hi", "n_correct_norm", "acc_norm",
+                       "acc_norm_lo", "acc_norm_hi"]
+    table = pd.DataFrame(rows, columns=cols)
+    if table.empty:
+        return table
+    order = {k: i for i, k in enumerate(dict.fromkeys(items[by[0]]))}
+    table["_m"] = table[by[0]].map(order)
+    table["_all"] = table["specialty"] == OVERALL
+    return table.sort_values(["_m", "_all", "specialty"]).drop(columns=["_m", "_all"]).reset_index(drop=True)
+
+
+def format_table(acc: pd.DataFrame, by: str = "model") -> str:
+    """A plain-text per-specialty table: one row per specialty, acc [CI] and acc_norm per model."""
+    lines = []
+    models = list(dict.fromkeys(acc[by]))
+    specs = [s for s in dict.fromkeys(acc["specialty"]) if s != OVERALL] + [OVERALL]
+    width = max([len(s) for s in specs] + [9])
+    header = f"{'specialty':<{width}} {'n':>5}" + "".join(f"  {m[:24]:>24} {'(norm)':>7}" for m in models)
+    lines.append(header)
+    lines.append("-" * len(header))
+    for s in specs:
+        sub = acc[acc["specialty"] == s].set_index(by)
+        if sub.empty:
+            continue
+        n = int(sub["n"].iloc[0])
+        cells = ""
+        for m in models:
+            if m in sub.index:
+                r = sub.loc[m]
+                cells += f"  {r['acc']:>6.3f} [{r['acc_lo']:.3f},{r['acc_hi']:.3f}] {r['acc_norm']:>7.3f}"
+            else:
+                cells += f"  {'':>24} {'':>7}"
+        lines.append(f"{s:<{width}} {n:>5}{cells}")
+    return "\n".join(lines)
+
+
+class MCEvaluation(Result):
+    """Per-item multiple-choice scores, one row per (model, question); `.accuracy()` aggregates."""
+
+    kind = "mc_evaluation"
+    tuple_columns = ("specialties", "option_logp", "option_n_tokens", "option_n_chars")
+    columns = ["model", "item_id", "specialties", "n_options", "answer_index", "option_logp", "option_n_tokens",
+               "option_n_chars", "pred", "pred_norm", "correct", "correct_norm", "truncated", "straddles"]
+
+    def accuracy(self) -> pd.DataFrame:
+        """Per model and specialty (plus "ALL"): n, acc, acc_norm with Wilson 95% intervals."""
+        return accuracy_table(self._frame, ("model",))
+
+    def table(self) -> str:
+        return format_table(self.accuracy())
+
+    def summary(self) -> str:
+        return self.table()
+
+
+# -- scoring -----------------------------------------------------------------------------------------------
+def build_option_items(tokenizer, records: Sequence[QARecord], fmt: PromptFormat, max_length: int):
+    """ScoreItems for every option of every record, plus per-option (n_tokens, n_chars, truncated, straddles)."""
+    from specprobe.probe.scoring import ScoreItem
+
+    items, info = [], []
+    for rec in records:
+        prompt = fmt.prompt(rec)
+        per = []
+        for cont in fmt.continuations(rec):
+            enc = encode_continuation(tokenizer, prompt, cont, max_length=max_length)
+            items.append(ScoreItem(enc.ids, enc.positions))
+            per.append((len(enc.positions), len(cont[len(fmt.delimiter):]) if cont.startswith(fmt.delimiter) else len(cont),
+                        enc.n_dropped > 0, enc.straddles))
+        info.append(per)
+    return items, info
+
+
+def score_records(pair, records: Sequence[QARecord], fmt: PromptFormat, *, variants: Sequence[str] | dict,
+                  max_length: int, batch_size: int = 8, progress: bool = False, prepared=None) -> pd.DataFrame:
+    """Per-(model, item) rows for each variant of `pair` ({label: variant} or variant names)."""
+    from specprobe.probe.scoring import score_items
+
+    items, info = prepared if prepared is not None else build_option_items(pair.tokenizer, records, fmt, max_length)
+    labels = dict(variants) if isinstance(variants, dict) else {v: v for v in variants}
+    rows = []
+    for label, variant in labels.items():
+        with pair.view(variant) as split:
+            scored = score_items(split, items, batch_size=batch_size, progress=progress, desc=f"options {label}")
+        k = 0
+        for rec, per in zip(records, info):
+            n_opt = len(rec.options)
+            sums = np.array([float(scored[k + j].logps.sum()) for j in range(n_opt)])
+            chars = np.array([max(1, c) for _, c, _, _ in per], dtype=float)
+            pred, pred_norm = int(np.argmax(sums)), int(np.argmax(sums / chars))
+            ans = rec.answer_index
+            rows.append({
+                "model": label, "item_id": rec.id, "specialties": tuple(rec.specialties), "n_options": n_opt,
+                "answer_index": ans, "option_logp": tuple(float(x) for x in sums),
+                "option_n_tokens": tuple(t for t, _, _, _ in per), "option_n_chars": tuple(int(c) for c in chars),
+                "pred": pred, "pred_norm": pred_norm, "correct": pred == ans, "correct_norm": pred_norm == ans,
+                "truncated": any(tr for _, _, tr, _ in per), "straddles": any(st for _, _, _, st in per),
+            })
+            k += n_opt
+    return pd.DataFrame(rows, columns=MCEvaluation.columns)
+
+
+def prompt_format(template: str | None, option_format: str | None, continuation: str | None) -> PromptFormat:
+    d = PromptFormat()
+    return PromptFormat(template or d.template, option_format or d.option_format, continuation or d.continuation)
+
+
+def evaluate(
+    model: Any,
+    data: str | os.PathLike | Sequence[QARecord],
+    adapter: str | os.PathLike | None = None,
+    *,
+    specialty: str | Sequence[str] | None = None,
+    variants: Sequence[str] | None = None,
+    template: str | None = None,
+    option_format: str | None = None,
+    continuation: str | None = None,
+    batch_size: int = 8,
+    max_length: int | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    tokenizer: Any = None,
+    progress: bool = True,
+) -> MCEvaluation:
+    """Multiple-choice accuracy of `model` (and `model` + `adapter`) on `data`, per specialty.
+
+    `model`: a hub id, local directory, loaded model, or a ready `ModelPair` (then adapter=None).
+    `adapter`: a PEFT adapter directory (or a full fine-tuned model); base and tuned are then both
+    scored (pick with `variants=("tuned",)`). The prompt format defaults to the one the adapter
+    was trained with (its manifest), else `PromptFormat()`.
+    """
+    from specprobe.probe.compare import context_length
+    from specprobe.probe.models import ModelPair
+
+    source = str(data) if isinstance(data, (str, os.PathLike)) else "data"
+    records, data_meta = load_records(data)
+    records = select(records, specialty, source)
+    manifest = read_manifest(adapter) if adapter is not None else {}
+    trained = PromptFormat.from_dict(manifest.get("prompt")) if manifest.get("prompt") else PromptFormat()
+    fmt = PromptFormat(template or trained.template, option_format or trained.option_format,
+                       continuation or trained.continuation)
+    if isinstance(model, ModelPair):
+        if adapter is not None:
+            raise ValueError("pass either a ModelPair or model + adapter, not both")
+        pair = model
+    else:
+        pair = ModelPair.load(model, adapter, tokenizer=tokenizer, device=device, dtype=dtype)
+    chosen = tuple(variants) if variants else pair.variants
+    L = max_length or context_length(pair)
+    frame = score_records(pair, records, fmt, variants=chosen, max_length=L, batch_size=batch_size, progress=progress)
+    n_trunc = int(frame["truncated"].sum())
+    if n_trunc:
+        log.warning("%d of %d scored questions were longer than %d tokens; their prompts lost tokens from the left",
+                    n_trunc // max(1, len(chosen)), len(records), L)
+    meta = dict(pair.metadata)
+    meta.update({"data": data_meta, "specialty": specialty, "prompt": fmt.to_dict(), "max_length": L,
+                 "batch_size": batch_size, "variants": list(chosen), "adapter_manifest_identity": manifest.get("identity_hash"),
+                 "adapter_trained_on": manifest.get("specialty")})
+    return MCEvaluation(frame, meta)
