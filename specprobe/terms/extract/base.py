@@ -47,9 +47,9 @@ def get_extractor(backend: str = "offline", **options) -> Extractor:
     """Build the named backend; `options` go to its constructor (see `offline.OfflineExtractor`,
     `scispacy_backend.ScispacyExtractor`)."""
     if backend == "offline":
-        from .offline import OfflineExtractor
+        from .offline import OfflineExtractor, default_offline_extractor
 
-        return OfflineExtractor(**options)
+        return OfflineExtractor(**options) if options else default_offline_extractor()
     if backend == "scispacy":
         from .scispacy_backend import ScispacyExtractor
 

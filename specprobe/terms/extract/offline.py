@@ -190,3 +190,9 @@ class OfflineExtractor:
 def normalise_phrase(phrase: str) -> str:
     """Normalised form of a phrase, tokenised on whitespace and hyphens (a cheap approximation)."""
     return " ".join(normalise_token(t) for t in re.findall(r"\w+|[^\w\s]", phrase))
+
+
+@functools.lru_cache(maxsize=1)
+def default_offline_extractor() -> OfflineExtractor:
+    """One shared extractor with the default dictionary (building it takes a few seconds)."""
+    return OfflineExtractor()

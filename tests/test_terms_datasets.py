@@ -1,0 +1,125 @@
+"""Loaders: every format, malformed-record errors naming file/item/field, skip_bad."""
+
+import json
+
+import pytest
+
+from specprobe.terms.datasets import DataError, QARecord, load_qa, load_qa_report
+
+
+def _smedqa(tmp_path, items, name="s.json"):
+    p = tmp_path / name
+    p.write_text(json.dumps(items))
+    return p
+
+
+GOOD = {"Question": "A man has chest pain.", "Specialty": "Cardiology", "Options": ["a", "b", "c", "d"], "Answer": "b"}
+
+
+def test_smedqa_string_and_list_specialty(tmp_path):
+    p = _smedqa(tmp_path, [GOOD, dict(GOOD, Specialty=["Cardiology", "Emergency medicine"])])
+    recs = load_qa(p)
+    assert recs[0].specialties == ("Cardiology",)
+    assert recs[1].specialties == ("Cardiology", "Emergency medicine")
+    assert recs[0].answer_index == 1
+    assert recs[0].context_text().endswith("D. d")
+
+
+def test_old_signature_still_works(tmp_path):
+    recs = load_qa(_smedqa(tmp_path, [GOOD]), skip_bad=False)
+    assert isinstance(recs[0], QARecord)
+
+
+@pytest.mark.parametrize("bad, field", [
+    ({k: v for k, v in GOOD.items() if k != "Options"}, "Options"),
+    (dict(GOOD, Answer="zzz"), "Answer"),
+    (dict(GOOD, Question=""), "Question"),
+    (dict(GOOD, Specialty=3), "Specialty"),
+])
+def test_malformed_record_error_names_file_index_field(tmp_path, bad, field):
+    p = _smedqa(tmp_path, [GOOD, GOOD, bad])
+    with pytest.raises(DataError) as exc:
+        load_qa(p)
+    msg = str(exc.value)
+    assert str(p) in msg and "item 2" in msg and field in msg
+
+
+def test_skip_bad_reports(tmp_path, caplog):
+    p = _smedqa(tmp_path, [GOOD, dict(GOOD, Answer="zzz"), GOOD])
+    recs, skipped = load_qa_report(p, skip_bad=True)
+    assert len(recs) == 2 and len(skipped) == 1 and "item 1" in skipped[0]
+    with caplog.at_level("WARNING"):
+        assert len(load_qa(p, skip_bad=True)) == 2
+    assert "skipped 1" in caplog.text
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_qa(tmp_path / "nope.json")
+
+
+def test_medqa_jsonl(tmp_path):
+    p = tmp_path / "m.jsonl"
+    rows = [{"question": "Q1?", "options": {"A": "x", "B": "y"}, "answer_idx": "B", "meta_info": "step1"},
+            {"question": "Q2?", "options": {"A": "x", "B": "y"}, "answer_idx": "C"}]
+    p.write_text("\n".join(json.dumps(r) for r in rows))
+    with pytest.raises(DataError, match=r"item 1: field 'answer_idx'"):
+        load_qa(p)
+    recs = load_qa(p, skip_bad=True)
+    assert recs[0].answer == "y" and recs[0].options == ("x", "y")
+
+
+def test_medmcqa(tmp_path):
+    p = tmp_path / "mc.json"
+    row = {"id": "q1", "question": "Q?", "opa": "a", "opb": "b", "opc": "c", "opd": "d", "cop": 3, "subject_name": "Medicine"}
+    p.write_text(json.dumps(row) + "\n")
+    rec = load_qa(p)[0]
+    assert rec.answer == "c" and rec.specialties == ("Medicine",) and rec.id == "q1"
+    assert load_qa(p, mapping={"cop_base": 0}, format="medmcqa")[0].answer == "d"
+    p.write_text(json.dumps(dict(row, cop=9)) + "\n")
+    with pytest.raises(DataError, match=r"item 0: field 'cop'"):
+        load_qa(p)
+
+
+def test_instruction_format(tmp_path):
+    p = tmp_path / "i.json"
+    rows = [{"instruction": "Answer the question.", "input": "A woman has a rash.\nA. Psoriasis\nB. Eczema\nC. Acne",
+             "output": "B. Eczema", "specialty": "Dermatology"},
+            {"instruction": "Answer.", "input": "Q?\n(A) one\n(B) two", "output": "two"},
+            {"instruction": "Answer.", "input": "Q? no options", "output": "A"}]
+    p.write_text(json.dumps(rows))
+    with pytest.raises(DataError, match=r"item 2: field 'input'"):
+        load_qa(p)
+    recs = load_qa(p, skip_bad=True)
+    assert recs[0].question == "A woman has a rash." and recs[0].answer == "Eczema"
+    assert recs[0].specialties == ("Dermatology",)
+    assert recs[1].answer == "two"
+
+
+def test_csv_with_mapping(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text("qid,q,o1,o2,o3,ans,spec\n1,Chest pain?,MI,PE,GERD,A,Cardiology;Emergency medicine\n2,Q?,x,y,z,Q,\n")
+    mapping = {"id": "qid", "question": "q", "options": ["o1", "o2", "o3"], "answer": "ans",
+               "answer_format": "letter", "specialty": "spec"}
+    with pytest.raises(DataError, match=r"d.csv: item 1: field 'ans'"):
+        load_qa(p, mapping=mapping)
+    recs = load_qa(p, mapping=mapping, skip_bad=True)
+    assert recs[0].id == "1" and recs[0].answer == "MI"
+    assert recs[0].specialties == ("Cardiology", "Emergency medicine")
+
+
+def test_jsonl_with_mapping(tmp_path):
+    p = tmp_path / "g.jsonl"
+    p.write_text(json.dumps({"text": "Q?", "choices": ["a", "b"], "label": 1}) + "\n")
+    recs = load_qa(p, format="jsonl", mapping={"question": "text", "options": "choices", "answer": "label",
+                                                "answer_format": "index"})
+    assert recs[0].answer == "b"
+
+
+def test_unknown_format(tmp_path):
+    p = tmp_path / "x.jsonl"
+    p.write_text(json.dumps({"foo": 1}) + "\n")
+    with pytest.raises(DataError, match="cannot tell the format"):
+        load_qa(p)
+    with pytest.raises(ValueError, match="unknown QA format"):
+        load_qa(p, format="bogus")

@@ -1,0 +1,98 @@
+"""Extraction backends: the offline dictionary matcher, and the scispaCy backend's file checks."""
+
+import os
+
+import pytest
+
+from specprobe.terms.extract import get_extractor
+from specprobe.terms.extract.offline import normalise_token
+from specprobe.terms.extract.scispacy_backend import (ENV_LINKER, ENV_MODEL, LINKER_FILES, MissingResourceError,
+                                                      resolve_paths)
+
+
+@pytest.fixture(scope="module")
+def offline():
+    return get_extractor("offline")
+
+
+def test_normalise_token():
+    assert normalise_token("Seizures") == normalise_token("seizure")
+    assert normalise_token("headaches") == normalise_token("headache")
+    assert normalise_token("arteries") == normalise_token("artery")
+    assert normalise_token("abscess") == "abscess"
+
+
+def test_offline_longest_match_plural_case(offline):
+    text = "A boy with Acute Myocardial Infarction and new seizures."
+    ms = offline.extract(text)
+    surfaces = [m.surface for m in ms]
+    assert "Acute Myocardial Infarction" in surfaces  # longest match wins over "myocardial infarction"
+    assert "seizures" in surfaces
+    for m in ms:
+        assert text[m.start:m.end] == m.surface
+        assert m.concept_id and m.source in ("hpo", "icd10cm") and m.canonical
+
+
+def test_offline_abbreviation_defined_in_text(offline):
+    text = "He has chronic obstructive pulmonary disease (COPD). His COPD got worse."
+    ms = offline.extract(text)
+    copd = [m for m in ms if m.surface == "COPD"]
+    assert len(copd) == 2
+    assert all(m.norm == ms[0].norm and m.abbreviation_of for m in copd)
+
+
+def test_offline_generic_words_skipped(offline):
+    assert offline.extract("The patient has a history of disease.") == []
+
+
+def test_unknown_backend():
+    with pytest.raises(ValueError, match="unknown extraction backend"):
+        get_extractor("nope")
+
+
+def test_scispacy_paths_missing_named(monkeypatch, tmp_path):
+    monkeypatch.delenv(ENV_MODEL, raising=False)
+    monkeypatch.delenv(ENV_LINKER, raising=False)
+    with pytest.raises(MissingResourceError) as exc:
+        resolve_paths()
+    assert ENV_MODEL in str(exc.value) and ENV_LINKER in str(exc.value)
+    model = tmp_path / "en_core_sci_sm"
+    model.mkdir()
+    with pytest.raises(MissingResourceError, match="has no config.cfg"):
+        resolve_paths(model, require_linker=False)
+    (model / "config.cfg").write_text("")
+    linker = tmp_path / "linker"
+    linker.mkdir()
+    (linker / "nmslib_index.bin").write_text("")
+    with pytest.raises(MissingResourceError) as exc:
+        resolve_paths(model, linker)
+    for f in LINKER_FILES[1:]:
+        assert f in str(exc.value)
+    assert "knowledge base" in str(exc.value)
+    for f in LINKER_FILES:
+        (linker / f).write_text("")
+    (linker / "kb.jsonl").write_text("")
+    paths = resolve_paths(model, linker)
+    assert paths["kb"] == linker / "kb.jsonl" and paths["model"] == model
+    monkeypatch.setenv(ENV_MODEL, str(model))
+    assert resolve_paths(require_linker=False)["linker_dir"] is None
+
+
+def test_scispacy_backend_error_is_clear_in_cli(monkeypatch, tmp_path, capsys):
+    from specprobe.app.cli import main
+
+    monkeypatch.delenv(ENV_MODEL, raising=False)
+    data = tmp_path / "d.json"
+    data.write_text('[{"Question": "Q?", "Specialty": "Cardiology", "Options": ["a", "b"], "Answer": "a"}]')
+    assert main(["terms", "build", str(data), "--out", str(tmp_path / "l.json"), "--backend", "scispacy"]) == 1
+    assert "scispaCy backend: no scispaCy model given" in capsys.readouterr().err
+
+
+_HAVE = bool(os.environ.get(ENV_MODEL) and os.environ.get(ENV_LINKER))
+
+
+@pytest.mark.skipif(not _HAVE, reason=f"scispaCy model/linker files absent (set ${ENV_MODEL} and ${ENV_LINKER})")
+def test_scispacy_backend_real():
+    ex = get_extractor("scispacy")
+    ms = ex.extract("The patient had a myocardial infarction and seizures.")
+    assert ms and all(m.concept_id for m in ms)

@@ -1,0 +1,73 @@
+"""The specialty table, the log-odds z-scores (toy example by hand) and the combination rule."""
+
+import math
+
+import pytest
+
+from specprobe.terms.specialties import (SPECIALTIES, AssignmentRule, SpecialtyMap, combine, load_map,
+                                         log_odds_z)
+
+
+def test_log_odds_toy_example_by_hand():
+    counts = {"a": {"X": 10, "Y": 0}, "b": {"X": 0, "Y": 10}, "c": {"X": 5, "Y": 5}}
+    z = log_odds_z(counts, ["X", "Y"], prior_strength=1.0)
+    # N = 30, n_X = n_Y = 15, alpha_0 = 30, alpha_a = 10 (term a's corpus count)
+    delta = math.log(20 / 25) - math.log(10 / 35)
+    expected = delta / math.sqrt(1 / 20 + 1 / 10)
+    assert z["a"]["X"] == pytest.approx(expected)
+    assert z["a"]["X"] == pytest.approx(2.6585, abs=1e-3)
+    assert z["a"]["Y"] == pytest.approx(-expected)
+    assert z["b"]["Y"] == pytest.approx(expected)
+    assert z["c"]["X"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_log_odds_prior_shrinks_small_counts():
+    counts = {"rare": {"X": 2}, "common": {"X": 20}, "other": {"X": 50, "Y": 200}}
+    z = log_odds_z(counts, ["X", "Y"])
+    assert 0 < z["rare"]["X"] < z["common"]["X"]
+    weak = log_odds_z(counts, ["X", "Y"], prior_strength=0.1)
+    assert weak["rare"]["X"] > z["rare"]["X"]
+    with pytest.raises(ValueError):
+        log_odds_z(counts, ["X", "Y"], prior_strength=0)
+
+
+def test_combine_rule():
+    z = {"Cardiology": 3.0, "Neurology": 2.5, "Psychiatry": 0.1}
+    counts = {"Cardiology": 5, "Neurology": 1, "Psychiatry": 1}
+    specs, specific = combine(["Cardiology"], z, counts)
+    assert specs == ("Cardiology",) and specific  # Neurology: z high but only 1 occurrence
+    specs, specific = combine(["A", "B", "C"], {"D": 5.0}, {"D": 3})
+    assert len(specs) == 4 and not specific
+    assert combine([], {"X": 0.0}, {"X": 4}) == ((), False)
+    assert combine(["A"], {"X": 9.0}, {"X": 9}, AssignmentRule(use_corpus=False)) == (("A",), True)
+    assert combine(["A"], {"X": 9.0}, {"X": 9}, AssignmentRule(use_ontology=False)) == (("X",), True)
+
+
+def test_map_loads_and_uses_only_known_specialties():
+    m = load_map()
+    assert {s for r in m.rows for s in r.specialties} <= set(SPECIALTIES)
+    assert {s for r in m.rows for s in r.specialties} == set(SPECIALTIES)  # every specialty is reachable
+    assert len(SPECIALTIES) == 15
+
+
+def test_map_lookups():
+    m = load_map()
+    assert m.icd10cm("ICD10CM:I21.9")[0] == ("Cardiology",)
+    assert m.icd10cm("I63.9")[0] == ("Neurology",)  # cerebrovascular block overrides the circulatory chapter
+    assert m.icd10cm("O14")[0] == ("Obstetrics and gynecology",)
+    assert "Pediatrics" in m.icd10cm("P07.3")[0]
+    assert m.icd10cm("H40.9")[0] == ()  # eye: no S-MedQA specialty
+    assert m.hpo("HP:0001250")[0] == ("Neurology",)  # seizure
+    assert m.hpo("HP:0000716")[0] == ("Psychiatry",)  # depression
+    assert m.keywords("neonatal jaundice")[0] == ("Pediatrics",)
+    assert "Emergency medicine" in m.keywords("opioid overdose")[0]
+
+
+def test_map_rejects_unknown_specialty(tmp_path):
+    p = tmp_path / "map.csv"
+    p.write_text("source,key,specialties,label,note\nicd10cm,9,Cardiologgy,x,\n")
+    with pytest.raises(ValueError, match="line 2: unknown specialty 'Cardiologgy'"):
+        SpecialtyMap.load(p)
+    p.write_text("source,key,specialties\nwhatever,9,Cardiology\n")
+    with pytest.raises(ValueError, match="unknown source"):
+        SpecialtyMap.load(p)
