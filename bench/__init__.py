@@ -1,0 +1,1 @@
+"""Benchmark of `probe.compare` against the plain approach (run `python -m bench`)."""

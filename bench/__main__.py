@@ -1,0 +1,222 @@
+"""`python -m bench`: probe.compare vs the plain approach, speed and memory, in one run.
+
+Every number is measured in this run: methods alternate over several repeats (median reported),
+each run in its own process so that peak memory is attributable. Prints a table and writes
+bench/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+def rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def peak_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+# --------------------------------------------------------------------------- worker (one method, one process)
+def worker(args: argparse.Namespace) -> None:
+    import numpy as np  # noqa: F401
+
+    from bench import baseline
+    from specprobe.probe import ModelPair, compare
+    from specprobe.probe.encoding import encode
+    from specprobe.probe.occurrences import token_span
+
+    after_import = rss_bytes()
+    spec = json.loads(Path(args.spec).read_text())
+    texts, terms = spec["texts"][: args.n], spec["terms"]
+    if args.worker == "compare":
+        pair = ModelPair.load(spec["base"], spec["adapter"], dtype="float32")
+        compare(pair, terms=terms, texts=texts[:2], controls=None, progress=False)  # warm-up
+        t0 = time.perf_counter()
+        comp = compare(pair, terms=terms, texts=texts, controls=None, batch_size=args.batch_size, progress=False)
+        seconds = time.perf_counter() - t0
+        df = comp.scored()
+        encs = [encode(pair.tokenizer, t) for t in texts]
+        rows, needed = [], {}
+        for r in df.itertuples():
+            ti = int(r.text_id[4:])
+            span = token_span(encs[ti], texts[ti], r.start, r.end)
+            needed[ti] = max(needed.get(ti, 0), span.last + 1)
+            rows.append((ti, r.term, span.first, r.logp_base, r.logp_tuned))
+        useful_tokens = sum(needed.values())
+    else:
+        base, tuned, tok = baseline.load_two_copies(spec["base"], spec["adapter"])
+        baseline.score(base, tuned, tok, texts[:2], terms)  # warm-up
+        t0 = time.perf_counter()
+        rows = baseline.score(base, tuned, tok, texts, terms)
+        seconds = time.perf_counter() - t0
+        useful_tokens = None
+    scored_tokens = None
+    if args.worker == "compare":
+        scored_tokens = int(df["n_tokens"].sum())
+    print(json.dumps({"method": args.worker, "n": len(texts), "seconds": seconds, "after_import": after_import,
+                      "peak": peak_bytes(), "rows": rows, "scored_tokens": scored_tokens,
+                      "useful_tokens": useful_tokens}))
+
+
+def run_worker(method: str, spec: Path, n: int, batch_size: int) -> dict:
+    cmd = [sys.executable, "-m", "bench", "--worker", method, "--spec", str(spec), "--n", str(n), "--batch-size", str(batch_size)]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent)
+    if out.returncode != 0:
+        raise RuntimeError(f"worker {method} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- measurements
+def matmul_peak(hidden: int, inter: int, rows: int = 512, repeats: int = 5) -> float:
+    """Best FLOP/s of torch matmul on the model's own projection shapes (float32)."""
+    best = 0.0
+    for k, n in ((hidden, hidden), (hidden, inter), (inter, hidden)):
+        a, b = torch.randn(rows, k), torch.randn(k, n)
+        torch.matmul(a, b)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(5):
+                torch.matmul(a, b)
+            dt = (time.perf_counter() - t0) / 5
+            best = max(best, 2 * rows * k * n / dt)
+    return best
+
+
+def agreement(compare_rows, baseline_rows) -> tuple[float, int, int]:
+    ours = {(ti, term, first): (b, t) for ti, term, first, b, t in compare_rows}
+    diffs, found = [], set()
+    for ti, term, first, b, t in baseline_rows:
+        key = (ti, term, first)
+        if key in ours:
+            found.add(key)
+            diffs += [abs(ours[key][0] - b), abs(ours[key][1] - t)]
+    missed = len(set(ours) - found)
+    return (max(diffs) if diffs else float("nan")), len(found), missed
+
+
+def param_counts(base_dir: Path) -> tuple[int, int, int, int]:
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(base_dir)
+    d, v = cfg.hidden_size, cfg.vocab_size
+    per_layer = (2 * d * d + 2 * d * (cfg.num_key_value_heads * d // cfg.num_attention_heads)) + 3 * d * cfg.intermediate_size
+    nonembed = cfg.num_hidden_layers * per_layer
+    return nonembed, d, v, cfg.intermediate_size
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--data", default=None, help="S-MedQA JSON (default: $SPECPROBE_SMEDQA or ../shared/data/...)")
+    p.add_argument("--n-texts", type=int, default=32, help="texts in the main run (scaling uses 1/4, 1/2, 1x)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--hidden", type=int, default=512)
+    p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--vocab", type=int, default=32000)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--no-vocab-scaling", action="store_true", help="skip the 1x vs 8x vocabulary memory test")
+    p.add_argument("--out", default=str(HERE / "results.json"))
+    p.add_argument("--worker", choices=["compare", "baseline"], help=argparse.SUPPRESS)
+    p.add_argument("--spec", help=argparse.SUPPRESS)
+    p.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        worker(args)
+        return 0
+
+    from bench.workload import CACHE, build_model, load_texts, workload_terms
+    from specprobe.terms.datasets import default_data_path
+    from specprobe.utils.io import write_json
+
+    data = Path(args.data) if args.data else default_data_path()
+    texts = load_texts(data, args.n_texts)
+    terms = workload_terms(texts)
+    base, adapter = build_model(texts, args.hidden, args.layers, args.vocab)
+    spec = CACHE / "spec.json"
+    spec.write_text(json.dumps({"texts": texts, "terms": terms, "base": str(base), "adapter": str(adapter)}))
+    print(f"workload: {len(texts)} S-MedQA texts, {len(terms)} terms, Llama {args.hidden}x{args.layers} vocab {args.vocab}, "
+          f"{torch.get_num_threads()} threads", flush=True)
+
+    runs = {"compare": [], "baseline": []}
+    for r in range(args.repeats):  # alternate the methods
+        for method in ("compare", "baseline"):
+            runs[method].append(run_worker(method, spec, len(texts), args.batch_size))
+            print(f"  repeat {r + 1} {method}: {runs[method][-1]['seconds']:.2f} s", flush=True)
+    med = {m: statistics.median(x["seconds"] for x in runs[m]) for m in runs}
+    mem = {m: statistics.median(x["peak"] - x["after_import"] for x in runs[m]) for m in runs}
+    c0 = runs["compare"][0]
+    max_diff, n_matched, n_missed = agreement(c0["rows"], runs["baseline"][0]["rows"])
+
+    nonembed, d, v, inter = param_counts(base)
+    peak = matmul_peak(d, inter)
+    useful = 2 * (2 * nonembed * c0["useful_tokens"] + 2 * d * v * c0["scored_tokens"])  # two models
+    achieved = useful / med["compare"]
+
+    scaling = []
+    for frac in (4, 2, 1):
+        n = max(1, len(texts) // frac)
+        res = run_worker("compare", spec, n, args.batch_size)
+        scaling.append({"n_texts": n, "seconds": res["seconds"]})
+
+    vocab_mem = []
+    if not args.no_vocab_scaling:
+        for mult in (1, 8):
+            b2, a2 = build_model(texts, 128, 2, args.vocab * mult)
+            s2 = CACHE / f"spec-v{mult}.json"
+            s2.write_text(json.dumps({"texts": texts[:8], "terms": terms, "base": str(b2), "adapter": str(a2)}))
+            weights = sum(f.stat().st_size for f in b2.glob("*.safetensors"))
+            row = {"vocab": args.vocab * mult, "weights_bytes": weights}
+            for method in ("compare", "baseline"):
+                res = run_worker(method, s2, 8, args.batch_size)
+                row[f"{method}_peak_minus_import"] = res["peak"] - res["after_import"]
+            vocab_mem.append(row)
+
+    results = {
+        "machine": {"threads": torch.get_num_threads(), "device": "cpu", "torch": torch.__version__},
+        "workload": {"n_texts": len(texts), "n_terms": len(terms), "hidden": args.hidden, "layers": args.layers,
+                     "vocab": args.vocab, "nonembedding_params": nonembed},
+        "seconds": {m: [x["seconds"] for x in runs[m]] for m in runs},
+        "texts_per_s": {m: len(texts) / med[m] for m in med},
+        "scored_tokens_per_s_compare": c0["scored_tokens"] / med["compare"],
+        "speedup": med["baseline"] / med["compare"],
+        "peak_minus_import_bytes": mem,
+        "memory_ratio": mem["compare"] / mem["baseline"],
+        "matmul_peak_flops": peak, "useful_flops_per_s": achieved, "fraction_of_peak": achieved / peak,
+        "agreement": {"max_abs_diff": max_diff, "matched": n_matched, "missed_by_baseline": n_missed},
+        "scaling": scaling, "vocab_memory": vocab_mem,
+    }
+    write_json(args.out, results)
+    print("\n| metric | compare | baseline | ratio |\n|---|---|---|---|")
+    print(f"| texts/s | {results['texts_per_s']['compare']:.2f} | {results['texts_per_s']['baseline']:.2f} | {results['speedup']:.2f}x |")
+    print(f"| peak memory - after import (MB) | {mem['compare'] / 2**20:.0f} | {mem['baseline'] / 2**20:.0f} | {results['memory_ratio']:.2f} |")
+    print(f"\nscored tokens/s (compare): {results['scored_tokens_per_s_compare']:.0f}")
+    print(f"matmul peak {peak / 1e9:.1f} GFLOP/s; compare's useful throughput {achieved / 1e9:.1f} GFLOP/s "
+          f"= {100 * achieved / peak:.0f}% of peak")
+    print(f"agreement: max |logp diff| {max_diff:.2e} over {n_matched} occurrences; "
+          f"{n_missed} occurrences found by compare are missed by the re-tokenizing search")
+    print("scaling (compare): " + ", ".join(f"{s['n_texts']} texts {s['seconds']:.2f} s" for s in scaling))
+    for row in vocab_mem:
+        print(f"vocab {row['vocab']}: weights {row['weights_bytes'] / 2**20:.0f} MB; peak-import compare "
+              f"{row['compare_peak_minus_import'] / 2**20:.0f} MB, baseline {row['baseline_peak_minus_import'] / 2**20:.0f} MB")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
