@@ -1,0 +1,255 @@
+"""`layers(base, tuned, terms)`: the logit lens, per layer, for every occurrence compare() scores.
+
+Occurrences are found by the same pieces as `compare` (`locate`, `build_items`), and the forward
+pass is the same scoring core with its layer hooks (`score_items(capture_layers=True)`): one pass
+per batch of texts and model, whatever the number of layers. Each layer's residual stream at the
+positions that predict the term's tokens goes through the final norm (fresh statistics) and head.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import pandas as pd
+
+from specprobe.probe.compare import Occurrence, build_items, context_length, locate
+from specprobe.probe.controls import choose_controls
+from specprobe.probe.encoding import encode
+from specprobe.probe.inputs import DEFAULT_TEMPLATE, UNASSIGNED, normalize_terms, normalize_texts
+from specprobe.probe.models import ModelPair
+from specprobe.probe.occurrences import MatchOptions
+from specprobe.probe.results import Result
+from specprobe.probe.scoring import ScoreItem, plan_batches, score_items
+from specprobe.probe.stats import cluster_bootstrap_mean
+from specprobe.terms.datasets import TextRecord
+
+OCCURRENCE_COLUMNS = ["text_id", "term", "specialties", "start", "end", "n_tokens", "is_control", "flags"]
+
+
+@dataclass
+class Prepared:
+    """Occurrences of terms (and control words) and the score items that cover them, as in compare()."""
+
+    records: list[TextRecord]
+    term_map: dict[str, tuple[str, ...]]
+    occs: list[Occurrence]
+    items: list[ScoreItem]
+    where: list[tuple[int, list[int]]]  # per occurrence: (item index or -1, slots in that item's positions)
+    control_words: list[str]
+    options: dict
+
+    def occurrence_row(self, oi: int) -> dict:
+        occ = self.occs[oi]
+        return {"text_id": self.records[occ.text_index].id, "term": occ.term, "specialties": occ.specialties,
+                "start": occ.start, "end": occ.end, "n_tokens": occ.n_tokens, "is_control": occ.is_control,
+                "flags": ",".join(occ.flags)}
+
+    def by_item(self) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = defaultdict(list)
+        for oi, (item_i, _) in enumerate(self.where):
+            if item_i >= 0:
+                out[item_i].append(oi)
+        return out
+
+
+def load_pair(base: Any, tuned: Any, tokenizer: Any, device: str | None, dtype: str | None) -> ModelPair:
+    pair = base if isinstance(base, ModelPair) else ModelPair.load(base, tuned, tokenizer=tokenizer, device=device, dtype=dtype)
+    if len(pair.variants) < 2:
+        raise ValueError("the layer views need a tuned model: pass tuned= (an adapter directory, a model, or a PeftModel)")
+    return pair
+
+
+def prepare(pair_or_tokenizer: Any, terms: Any, texts: Any, *, controls: str | Sequence[str] | None = "auto",
+            n_controls: int | None = None, template: str = DEFAULT_TEMPLATE, match: MatchOptions = MatchOptions(),
+            add_bos: bool | None = None, max_length: int | None = None, long_texts: str = "window",
+            seed: int = 0) -> Prepared:
+    """Locate terms and control words exactly as compare() does (same functions, same order)."""
+    if terms is None:
+        raise ValueError("terms is required (a Lexicon, a mapping term -> specialties, or a list)")
+    if long_texts not in ("window", "error"):
+        raise ValueError(f"long_texts must be 'window' or 'error', got {long_texts!r}")
+    term_map = normalize_terms(terms)
+    records = normalize_texts(texts, terms, term_map, template)
+    if isinstance(pair_or_tokenizer, ModelPair):
+        tokenizer, L = pair_or_tokenizer.tokenizer, max_length or context_length(pair_or_tokenizer)
+    else:
+        tokenizer, L = pair_or_tokenizer, max_length
+        if L is None:
+            raise ValueError("max_length is required when no loaded model gives the context length")
+    encodings = [encode(tokenizer, r.text, add_bos) for r in records]
+    occs = locate(records, encodings, term_map, False, match)
+    term_counts = Counter(o.term for o in occs)
+    control_words: list[str] = []
+    if controls == "auto":
+        control_words = choose_controls([r.text for r in records], {t: term_counts.get(t, 0) for t in term_map},
+                                        n=n_controls, seed=seed)
+    elif controls:
+        if isinstance(controls, str):
+            raise TypeError("controls must be 'auto', None, or a list of words")
+        control_words = [str(c) for c in controls]
+    if control_words:
+        taken: dict[int, list[tuple[int, int]]] = defaultdict(list)
+        for o in occs:
+            taken[o.text_index].append((o.start, o.end))
+        occs += locate(records, encodings, {w: ("control",) for w in control_words}, True, match, exclude=taken)
+    items, where = build_items(encodings, occs, L, long_texts)
+    options = {"match": asdict(match), "add_bos": add_bos, "max_length": L, "long_texts": long_texts,
+               "controls": controls if isinstance(controls, (str, type(None))) else "given", "n_controls": n_controls,
+               "template": template if texts is None else None, "seed": seed}
+    return Prepared(records, term_map, occs, items, where, control_words, options)
+
+
+class LayerView(Result):
+    """Logit lens: one row per occurrence x layer x model ("base"/"tuned").
+
+    `logp` is the term's log-probability (summed over its tokens) when that layer's residual stream
+    is read through the final norm and unembedding; at the last layer it is compare()'s logp.
+    """
+
+    kind: ClassVar[str] = "layers"
+    tuple_columns: ClassVar[tuple[str, ...]] = ("specialties",)
+    columns: ClassVar[list[str]] = OCCURRENCE_COLUMNS + ["layer", "model", "logp", "logp_per_token", "token_logp"]
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.metadata.get("n_layers", 0))
+
+    def wide(self) -> pd.DataFrame:
+        """One row per occurrence x layer with logp_base, logp_tuned and delta columns."""
+        df = self.to_pandas()
+        keys = ["text_id", "term", "start", "is_control", "layer"]
+        cols = ["logp", "logp_per_token"]
+        base = df[df["model"] == "base"].drop(columns=["model", "token_logp"])
+        tuned = df[df["model"] == "tuned"][keys + cols]
+        out = base.merge(tuned, on=keys, how="outer", suffixes=("_base", "_tuned"), validate="one_to_one")
+        out["delta"] = out["logp_tuned"] - out["logp_base"]
+        out["delta_per_token"] = out["logp_per_token_tuned"] - out["logp_per_token_base"]
+        return out.reset_index(drop=True)
+
+    def by_specialty(self, metric: str = "logp_per_token", *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+        """Per specialty (controls pooled as "control"), layer and model ("base", "tuned", "delta"):
+        mean with a 95% bootstrap CI that resamples texts."""
+        if metric not in ("logp", "logp_per_token"):
+            raise ValueError(f"metric must be 'logp' or 'logp_per_token', got {metric!r}")
+        w = self.wide()
+        w = w[np.isfinite(w[f"{metric}_base"].astype(float))]
+        w["specialty"] = [("control",) if c else (tuple(s) or (UNASSIGNED,)) for s, c in zip(w["specialties"], w["is_control"])]
+        w = w.explode("specialty")
+        delta_col = "delta" if metric == "logp" else "delta_per_token"
+        rows = []
+        for (spec, layer), g in w.groupby(["specialty", "layer"], sort=True):
+            for model, col in (("base", f"{metric}_base"), ("tuned", f"{metric}_tuned"), ("delta", delta_col)):
+                est = cluster_bootstrap_mean(g[col], g["text_id"], n_boot=n_boot, seed=seed)
+                rows.append({"specialty": spec, "layer": int(layer), "model": model, "n": est.n,
+                             "n_texts": est.n_clusters, "mean": est.mean, "ci_low": est.ci_low, "ci_high": est.ci_high})
+        return pd.DataFrame(rows, columns=["specialty", "layer", "model", "n", "n_texts", "mean", "ci_low", "ci_high"])
+
+    def summary(self, metric: str = "logp_per_token") -> str:
+        t = self.by_specialty(metric, n_boot=500)
+        if t.empty:
+            return "no scored occurrences"
+        piv = t.pivot_table(index=["specialty", "layer"], columns="model", values="mean").reset_index()
+        return piv.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+
+
+def layers(
+    base: Any,
+    tuned: Any = None,
+    terms: Any = None,
+    texts: Any = None,
+    *,
+    layer_ids: Sequence[int] | int | None = None,
+    controls: str | Sequence[str] | None = "auto",
+    n_controls: int | None = None,
+    template: str = DEFAULT_TEMPLATE,
+    match: MatchOptions = MatchOptions(),
+    add_bos: bool | None = None,
+    batch_size: int = 8,
+    max_length: int | None = None,
+    long_texts: str = "window",
+    device: str | None = None,
+    dtype: str | None = None,
+    tokenizer: Any = None,
+    progress: bool = True,
+    seed: int = 0,
+    remote: bool | str = False,
+) -> LayerView:
+    """Logit lens of every occurrence of every term (and control word), at every layer, base and tuned.
+
+    Arguments as `compare`. `layer_ids`: which decoder layers (default all; negative counts from the
+    end; out of range is an error). `remote`: run the lens through nnsight instead of local hooks
+    (True: NDIF's servers, "local": nnsight's serverless dry run); see `specprobe.probe.remote`.
+    """
+    from specprobe.probe.hooks import layer_modules, resolve_layers
+    from specprobe.probe.lens import lens_logprobs
+
+    if remote:
+        from specprobe.probe.remote import remote_layers
+
+        return remote_layers(base, tuned, terms, texts, layer_ids=layer_ids, controls=controls, n_controls=n_controls,
+                             template=template, match=match, add_bos=add_bos, max_length=max_length,
+                             long_texts=long_texts, tokenizer=tokenizer, seed=seed, remote=remote)
+    pair = load_pair(base, tuned, tokenizer, device, dtype)
+    with pair.view("base") as split:
+        n_layers = len(layer_modules(split))  # refuses architectures it cannot hook
+    chosen = resolve_layers(layer_ids, n_layers)
+    prep = prepare(pair, terms, texts, controls=controls, n_controls=n_controls, template=template, match=match,
+                   add_bos=add_bos, max_length=max_length, long_texts=long_texts, seed=seed)
+    import torch
+
+    lens: dict[str, list[np.ndarray]] = {}
+    timings = {}
+    for variant in pair.variants:
+        t0 = time.perf_counter()
+        with pair.view(variant) as split:
+            scored = score_items(split, prep.items, batch_size=batch_size, capture_layers=True, progress=progress,
+                                 desc=f"lens {variant}")
+            per_item = []
+            for item, s in zip(prep.items, scored):
+                targets = torch.tensor([item.ids[p] for p in item.positions])
+                per_item.append(lens_logprobs(split, s.layer_states[chosen], targets).numpy())  # (n_chosen, n_pos)
+            lens[variant] = per_item
+        timings[variant] = round(time.perf_counter() - t0, 4)
+    frame = lens_frame(prep, chosen, lens)
+    meta = dict(pair.metadata)
+    meta.update(options_meta(prep, batch_size))
+    meta["n_layers"] = n_layers
+    meta["layers"] = chosen
+    meta["engine"] = "torch hooks on the Hugging Face modules (scoring core)"
+    meta["cost"] = {"forward_passes_per_model": len(plan_batches(prep.items, batch_size, 16384)),
+                    "items": len(prep.items), "seconds": timings}
+    return LayerView(frame, meta, {"term_specialties": {t: list(s) for t, s in prep.term_map.items()}})
+
+
+def options_meta(prep: Prepared, batch_size: int | None = None) -> dict:
+    opts = dict(prep.options)
+    if batch_size is not None:
+        opts["batch_size"] = batch_size
+    return {"options": opts, "n_texts": len(prep.records), "n_terms": len(prep.term_map),
+            "control_words": prep.control_words}
+
+
+def lens_frame(prep: Prepared, chosen: list[int], lens: dict[str, list[np.ndarray]]) -> pd.DataFrame:
+    """Rows occurrence x layer x model from per-item (n_layers, n_positions) lens log-probabilities."""
+    rows = []
+    for oi, occ in enumerate(prep.occs):
+        base_row = prep.occurrence_row(oi)
+        item_i, slots = prep.where[oi]
+        for variant in ("base", "tuned"):
+            for k, layer in enumerate(chosen):
+                if item_i >= 0:
+                    tok = lens[variant][item_i][k, slots]
+                    lp = float(tok.sum())
+                    per = lp / occ.n_tokens
+                    toks = [float(x) for x in tok]
+                else:
+                    lp = per = math.nan
+                    toks = []
+                rows.append({**base_row, "layer": layer, "model": variant, "logp": lp, "logp_per_token": per,
+                             "token_logp": toks})
+    return pd.DataFrame(rows, columns=LayerView.columns)

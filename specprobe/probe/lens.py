@@ -1,0 +1,88 @@
+"""Logit-lens and direct-logit-attribution arithmetic on gathered residual-stream rows.
+
+Logit lens: a layer's residual stream goes through the model's *own* final norm, with fresh
+statistics for every row and layer (not the last layer's cached scale, cf. TransformerLens #1076),
+then the head and a float32 log-softmax (`logprobs_at`). At the last layer this is exactly what
+the model does, so the lens there equals `compare`'s log-probability.
+
+Direct logit attribution: the final residual h = embed + sum of attention and MLP outputs. With the
+final norm's scale frozen at its value for h (1/sigma for LayerNorm, 1/rms for RMSNorm), the norm
+is linear, and token t's logit splits exactly into one term per part plus the norm's and head's
+biases. Frozen scale is the standard convention (TransformerLens `apply_ln_to_stack`); it says
+what each part writes along the token's direction, not what would happen without it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from specprobe.probe.architecture import SplitModel, UnsupportedArchitectureError
+from specprobe.probe.scoring import logprobs_at
+
+
+@torch.no_grad()
+def lens_logprobs(split: SplitModel, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) read off each layer: `states` (n_layers, n, d) before the final norm -> (n_layers, n)."""
+    if split.final_norm is None:
+        raise UnsupportedArchitectureError(f"{type(split.causal_lm).__name__}: no final norm found for the logit lens")
+    ref = split.causal_lm.get_output_embeddings().weight
+    out = []
+    for layer_rows in states:
+        normed = split.final_norm(layer_rows.to(device=ref.device, dtype=ref.dtype))
+        out.append(logprobs_at(split, normed, targets.to(ref.device)))
+    return torch.stack(out) if out else torch.zeros((0, states.shape[1]), dtype=torch.float64)
+
+
+def _norm_parts(norm: nn.Module) -> tuple[str, torch.Tensor | None, torch.Tensor | None, float]:
+    """(kind, gain, bias, eps) of a final LayerNorm or RMSNorm; anything else is refused."""
+    name = type(norm).__name__
+    if isinstance(norm, nn.LayerNorm):
+        return "layernorm", norm.weight, norm.bias, norm.eps
+    if "RMSNorm" in name:
+        eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", None))
+        weight = getattr(norm, "weight", None)
+        if eps is None or weight is None:
+            raise UnsupportedArchitectureError(f"final norm {name}: cannot read its weight and epsilon")
+        gain = (1.0 + weight.float()) if name.startswith("Gemma") else weight
+        return "rmsnorm", gain, None, float(eps)
+    raise UnsupportedArchitectureError(f"final norm {name}: direct logit attribution knows LayerNorm and RMSNorm only")
+
+
+@torch.no_grad()
+def direct_logit_attribution(split: SplitModel, parts: torch.Tensor, targets: torch.Tensor,
+                             check_atol: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Contributions of `parts` (k, n, d), which sum to the final residual rows, to each row's target logit.
+
+    Returns (contributions (k, n), bias (n,)) in float64: the norm's bias and the head's bias on the
+    target. Their sum equals the model's logit for the target (checked; before any logit soft-capping).
+    """
+    kind, gain, bias, eps = _norm_parts(split.final_norm)
+    head = split.causal_lm.get_output_embeddings()
+    w = head.weight.double()[targets.to(head.weight.device)]  # (n, d)
+    x = parts.double().to(w.device)
+    h = x.sum(0)
+    if kind == "layernorm":
+        x = x - x.mean(-1, keepdim=True)
+        scale = (h.var(-1, unbiased=False, keepdim=True) + eps).rsqrt()
+    else:
+        scale = (h.pow(2).mean(-1, keepdim=True) + eps).rsqrt()
+    g = gain.double().to(w.device) if gain is not None else torch.ones_like(h[0])
+    contrib = ((x * scale) * g * w).sum(-1)  # (k, n)
+    const = torch.zeros(h.shape[0], dtype=torch.float64, device=w.device)
+    if bias is not None:
+        const = const + (bias.double().to(w.device) * w).sum(-1)
+    head_bias = getattr(head, "bias", None)
+    if head_bias is not None:
+        const = const + head_bias.double()[targets.to(head_bias.device)].to(w.device)
+    # the parts must add up to the model's own logit: catches components that are not residual writes
+    ref_dtype = head.weight.dtype
+    normed = split.final_norm(h.to(ref_dtype))
+    logit = head(normed).double().gather(1, targets.to(normed.device)[:, None]).squeeze(1)
+    err = (contrib.sum(0) + const - logit).abs().max().item() if len(logit) else 0.0
+    if not err <= check_atol * max(1.0, logit.abs().max().item()):
+        raise UnsupportedArchitectureError(
+            f"{type(split.causal_lm).__name__}: direct logit attribution does not add up to the logit "
+            f"(off by {err:.3g}); this architecture's layers do not write to the residual stream as assumed"
+        )
+    return contrib.cpu(), const.cpu()
