@@ -40,7 +40,7 @@ DEFAULT_OUT = REPO / "specprobe" / "data" / "demo" / "questions.json"
 class Condition:
     name: str
     ages: tuple[int, int]
-    findings: list[str]  # phrases that follow "presents with"; the first is always used
+    findings: list[str]  # phrases that follow "presents with"; the first `key` are always used
     result: str = ""  # test result sentence (diagnosis/treatment questions only)
     history: str = ""  # extra sentence with {He}/{he}/{His}/{his} placeholders
     sex: str = "any"  # "any", "F" or "M"
@@ -53,6 +53,7 @@ class Condition:
     mech: str | None = None  # its mechanism of action
     avoid: tuple[str, ...] = field(default_factory=tuple)  # never use as distractors
     acute: bool = False  # may be "brought to the emergency department"
+    key: int = 1  # number of leading findings that every vignette contains
 
 
 # --------------------------------------------------------------------- knowledge
@@ -72,7 +73,7 @@ SPECIALTIES: dict[str, list[Condition]] = {
                   mech="Irreversible inhibition of cyclooxygenase",
                   avoid=("Serum troponin I", "Echocardiography")),
         Condition("Atrial fibrillation", (60, 85),
-                  ["palpitations", "fatigue", "an irregularly irregular pulse of 130/min"],
+                  ["palpitations", "an irregularly irregular pulse of 130/min", "fatigue"], key=2,
                   result="An electrocardiogram shows absent P waves and irregularly irregular narrow QRS complexes.",
                   test="Electrocardiography", tx="Metoprolol", tx_q="drug for ventricular rate control",
                   drug="metoprolol", mech="Selective blockade of beta-1 adrenergic receptors",
@@ -80,14 +81,15 @@ SPECIALTIES: dict[str, list[Condition]] = {
         Condition("Heart failure with reduced ejection fraction", (55, 80),
                   ["progressive shortness of breath on exertion", "orthopnea",
                    "bilateral pitting leg edema", "jugular venous distension", "an S3 gallop",
-                   "bibasilar crackles"],
+                   "bibasilar crackles"], key=2,
                   result="Echocardiography shows a left ventricular ejection fraction of 25%.",
                   test="Echocardiography", tx="Furosemide", tx_q="drug to relieve fluid overload",
                   drug="furosemide", mech="Inhibition of the Na-K-2Cl cotransporter in the loop of Henle",
                   avoid=("Metoprolol", "Intravenous labetalol")),
         Condition("Aortic stenosis", (70, 88),
-                  ["chest pain on exertion", "fainting while climbing stairs", "shortness of breath on exertion",
-                   "a crescendo-decrescendo systolic murmur at the right upper sternal border"],
+                  ["fainting while climbing stairs",
+                   "a crescendo-decrescendo systolic murmur at the right upper sternal border",
+                   "chest pain on exertion", "shortness of breath on exertion"], key=2,
                   result="Echocardiography shows a heavily calcified aortic valve with a valve area of 0.7 cm2.",
                   test="Echocardiography", tx="Aortic valve replacement", tx_q="definitive treatment"),
         Condition("Acute pericarditis", acute=True, ages=(20, 45),
@@ -107,7 +109,7 @@ SPECIALTIES: dict[str, list[Condition]] = {
                   avoid=("Metoprolol", "Intravenous labetalol", "Holter monitoring")),
         Condition("Cardiac tamponade", acute=True, ages=(30, 70),
                   findings=["low blood pressure", "distended neck veins", "muffled heart sounds",
-                   "a fall in systolic pressure of 15 mm Hg during inspiration"],
+                   "a fall in systolic pressure of 15 mm Hg during inspiration"], key=3,
                   result="Echocardiography shows a large pericardial effusion with right ventricular diastolic collapse.",
                   test="Echocardiography", tx="Pericardiocentesis", tx_q="next step in management"),
         Condition("Aortic dissection", acute=True, ages=(50, 75),
@@ -162,8 +164,8 @@ SPECIALTIES: dict[str, list[Condition]] = {
                   mech="Local inhibition of prostaglandin and leukotriene synthesis in the colonic mucosa",
                   avoid=("Infliximab",)),
         Condition("Celiac disease", (20, 40),
-                  ["chronic diarrhea", "bloating", "iron deficiency anemia",
-                   "an itchy blistering rash on the elbows"],
+                  ["chronic diarrhea", "an itchy blistering rash on the elbows", "bloating",
+                   "iron deficiency anemia"], key=2,
                   result="Serum anti-tissue transglutaminase IgA antibodies are elevated.",
                   test="Serum anti-tissue transglutaminase IgA", test_q="initial diagnostic test",
                   tx="Lifelong gluten-free diet", avoid=("Upper endoscopy",)),
@@ -241,7 +243,7 @@ SPECIALTIES: dict[str, list[Condition]] = {
     ],
     "Infectious diseases": [
         Condition("Pneumococcal meningitis", acute=True, ages=(20, 50),
-                  findings=["fever", "severe headache", "neck stiffness", "confusion"],
+                  findings=["fever", "neck stiffness", "severe headache", "confusion"], key=2,
                   result="Cerebrospinal fluid shows neutrophilic pleocytosis, low glucose and gram-positive "
                          "diplococci.",
                   test="Lumbar puncture", tx="Ceftriaxone, vancomycin and dexamethasone",
@@ -289,8 +291,8 @@ SPECIALTIES: dict[str, list[Condition]] = {
                   test="Stool testing for C. difficile toxin", tx="Oral vancomycin", drug="oral vancomycin",
                   mech="Binding to D-alanyl-D-alanine, blocking peptidoglycan polymerization"),
         Condition("Infectious mononucleosis", (15, 22),
-                  ["sore throat", "fever", "posterior cervical lymphadenopathy", "marked fatigue",
-                   "an enlarged spleen"],
+                  ["sore throat", "posterior cervical lymphadenopathy", "fever", "marked fatigue",
+                   "an enlarged spleen"], key=2,
                   result="A heterophile antibody test is positive, and the blood smear shows atypical lymphocytes.",
                   test="Heterophile antibody test", tx="Supportive care and avoidance of contact sports"),
     ],
@@ -313,28 +315,29 @@ SPECIALTIES: dict[str, list[Condition]] = {
                   drug="methimazole", mech="Inhibition of thyroid peroxidase"),
         Condition("Hashimoto thyroiditis", (30, 60),
                   ["fatigue", "cold intolerance", "weight gain", "constipation", "dry skin",
-                   "delayed relaxation of the ankle reflexes"],
+                   "delayed relaxation of the ankle reflexes"], key=2,
                   result="TSH is elevated, free T4 is low and anti-thyroid peroxidase antibodies are positive.",
                   sex="F", test="Serum TSH and free T4", tx="Levothyroxine", drug="levothyroxine",
                   mech="Replacement of thyroxine, which is converted to triiodothyronine in tissues"),
         Condition("Primary adrenal insufficiency", (25, 50),
                   ["fatigue and weight loss", "darkening of the skin and gums", "salt craving",
-                   "dizziness on standing"],
+                   "dizziness on standing"], key=2,
                   result="Serum sodium is low, potassium is high, and morning cortisol is low with a high ACTH.",
                   test="Cosyntropin stimulation test", tx="Hydrocortisone and fludrocortisone"),
         Condition("Cushing syndrome", (30, 50),
                   ["central obesity", "wide purple abdominal striae", "proximal muscle weakness", "easy bruising",
-                   "new high blood pressure"],
+                   "new high blood pressure"], key=2,
                   history="{He} takes no glucocorticoid medication.",
                   test="24-hour urinary free cortisol",
                   avoid=("Low-dose dexamethasone suppression test",)),
         Condition("Primary hyperparathyroidism", (50, 70),
-                  ["recurrent kidney stones", "constipation", "bone pain", "low mood"],
+                  ["recurrent kidney stones", "constipation", "bone pain", "low mood"], key=2,
                   result="Serum calcium and parathyroid hormone are elevated and phosphate is low.",
                   sex="F", test="Serum calcium and parathyroid hormone", tx="Parathyroidectomy",
                   tx_q="definitive treatment"),
         Condition("Pheochromocytoma", (30, 50),
                   ["episodic headaches", "palpitations", "profuse sweating", "spikes of very high blood pressure"],
+                  key=3,
                   result="Plasma free metanephrines are markedly elevated, and CT shows a 4-cm adrenal mass.",
                   test="Plasma free metanephrines", tx="Phenoxybenzamine followed by adrenalectomy",
                   drug="phenoxybenzamine", mech="Irreversible blockade of alpha-adrenergic receptors"),
@@ -347,13 +350,13 @@ SPECIALTIES: dict[str, list[Condition]] = {
     ],
     "Hematology": [
         Condition("Iron deficiency anemia", (25, 45),
-                  ["fatigue", "heavy menstrual periods", "a craving to chew ice", "pale conjunctivae"],
+                  ["fatigue", "heavy menstrual periods", "a craving to chew ice", "pale conjunctivae"], key=2,
                   result="Hemoglobin is 9.1 g/dL with a low mean corpuscular volume and a low ferritin.",
                   sex="F", test="Serum ferritin", tx="Oral ferrous sulfate",
                   avoid=("Complete blood count and peripheral smear",)),
         Condition("Pernicious anemia", (55, 75),
                   ["fatigue", "numbness and tingling in the feet", "loss of vibration sense in the toes",
-                   "a smooth beefy red tongue"],
+                   "a smooth beefy red tongue"], key=2,
                   result="Hemoglobin is 9.0 g/dL, mean corpuscular volume is 115 fL, and the smear shows "
                          "hypersegmented neutrophils.",
                   test="Serum vitamin B12 level", tx="Intramuscular cyanocobalamin",
@@ -387,7 +390,7 @@ SPECIALTIES: dict[str, list[Condition]] = {
                   test="Compression ultrasonography of the leg", tx="Apixaban", drug="apixaban",
                   mech="Direct inhibition of factor Xa"),
         Condition("Chronic myeloid leukemia", (40, 65),
-                  ["fatigue", "early satiety", "a massively enlarged spleen", "night sweats"],
+                  ["fatigue", "a massively enlarged spleen", "early satiety", "night sweats"], key=2,
                   result="White cell count is 150,000/mm3 with granulocytes at all stages of maturation.",
                   test="Testing for the BCR-ABL fusion gene", tx="Imatinib", drug="imatinib",
                   mech="Inhibition of the BCR-ABL tyrosine kinase",
@@ -491,9 +494,10 @@ def make_question(rng: random.Random, c: Condition, qtype: str, pools: dict) -> 
     sex = c.sex if c.sex != "any" else rng.choice("MF")
     age = rng.randint(*c.ages)
     who, pron = _who(age, sex)
-    k = rng.randint(min(2, len(c.findings)), len(c.findings))
-    rest = rng.sample(c.findings[1:], k - 1)
-    findings = [c.findings[0]] + [f for f in c.findings[1:] if f in rest]
+    n = len(c.findings)
+    k = rng.randint(max(c.key, min(2, n)), n)
+    rest = rng.sample(c.findings[c.key:], k - c.key)
+    findings = c.findings[:c.key] + [f for f in c.findings[c.key:] if f in rest]
     findings = [f.format(**pron) for f in findings]
     opening = rng.choice(OPENINGS if c.acute else [o for o in OPENINGS if "emergency" not in o])
     parts = [opening.format(age=age, who=who, findings=_join(findings))]
