@@ -1,0 +1,214 @@
+"""Altair (Vega-Lite) chart builders. Every builder takes a small, already aggregated DataFrame.
+
+Keep data small: pages embed each chart's data, so pass aggregates (per specialty, per cell, per
+layer), never one row per occurrence.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+DIVERGING = "blueorange"
+WIDTH = 560
+STEP = 22  # pixels per category row
+
+_VALID = "isValid(datum.{c}) && isFinite(datum.{c})"
+
+
+def _valid(*cols: str) -> str:
+    return " && ".join(_VALID.format(c=c) for c in cols)
+
+
+def _any_finite(df: pd.DataFrame, *cols: str) -> bool:
+    ok = pd.Series(True, index=df.index)
+    for c in cols:
+        ok &= np.isfinite(pd.to_numeric(df[c], errors="coerce").astype(float))
+    return bool(ok.any())
+
+
+def _clean(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy with non-finite numbers as None (JSON has no NaN) and tuples as strings."""
+    out = df.copy()
+    for c in out.columns:
+        if out[c].dtype.kind == "f":
+            vals = out[c].astype(float)
+            out[c] = vals.astype(object).where(np.isfinite(vals), None)
+        elif out[c].dtype == object or str(out[c].dtype).startswith("str"):
+            out[c] = out[c].map(lambda v: ", ".join(map(str, v)) if isinstance(v, (tuple, list)) else v)
+    return out
+
+
+def _order(values: Sequence, last: Sequence = ("control",)) -> list:
+    """Categories sorted alphabetically, with `last` ones at the end."""
+    uniq = [v for v in dict.fromkeys(values) if v is not None]
+    head = sorted((v for v in uniq if v not in last), key=str)
+    return head + [v for v in last if v in uniq]
+
+
+def ci_label(mean: float, lo: float, hi: float, fmt: str = "+.3f") -> str:
+    if mean is None or not np.isfinite(mean):
+        return ""
+    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
+        return format(mean, fmt)
+    return f"{format(mean, fmt)}\n[{format(lo, fmt)}, {format(hi, fmt)}]"
+
+
+def heatmap(df: pd.DataFrame, *, x: str, y: str, value: str, x_title: str, y_title: str, value_title: str,
+            ci_low: str | None = None, ci_high: str | None = None, diverging: bool = True, fmt: str = "+.3f",
+            scheme: str | None = None, domain: Sequence[float] | None = None, tooltip_extra: Sequence[str] = (),
+            outline_diagonal: bool = True) -> alt.Chart:
+    """A cell per (y, x) coloured by `value`, labelled with the value and its CI; the diagonal
+    (x == y, e.g. fine-tuned on the specialty of the terms) is outlined."""
+    data = df.copy()
+    lo = data[ci_low] if ci_low and ci_low in data else pd.Series(np.nan, index=data.index)
+    hi = data[ci_high] if ci_high and ci_high in data else pd.Series(np.nan, index=data.index)
+    data["label"] = [ci_label(m, a, b, fmt) for m, a, b in zip(data[value].astype(float), lo.astype(float), hi.astype(float))]
+    data = _clean(data)
+    xs, ys = _order(data[x]), _order(data[y])
+    cell = max(48, min(90, int(900 / max(1, len(xs)))))
+    if diverging:
+        vals = pd.to_numeric(df[value], errors="coerce").abs()
+        m = float(vals.max()) if vals.notna().any() and vals.max() > 0 else 1.0
+        scale = alt.Scale(scheme=scheme or DIVERGING, domain=list(domain) if domain else [-m, m], domainMid=0)
+    else:
+        scale = alt.Scale(scheme=scheme or "viridis", domain=list(domain) if domain else alt.Undefined, zero=False)
+    tips = [alt.Tooltip(f"{y}:N", title=y_title), alt.Tooltip(f"{x}:N", title=x_title),
+            alt.Tooltip(f"{value}:Q", title=value_title, format=".4f")]
+    if ci_low and ci_low in df:
+        tips += [alt.Tooltip(f"{ci_low}:Q", title="95% CI low", format=".4f"),
+                 alt.Tooltip(f"{ci_high}:Q", title="95% CI high", format=".4f")]
+    tips += [alt.Tooltip(f"{c}:Q" if df[c].dtype.kind in "fiu" else f"{c}:N", title=c) for c in tooltip_extra if c in df]
+    base = alt.Chart(data).encode(
+        x=alt.X(f"{x}:N", title=x_title, sort=xs, axis=alt.Axis(labelAngle=-35, labelLimit=160)),
+        y=alt.Y(f"{y}:N", title=y_title, sort=ys, axis=alt.Axis(labelLimit=180)),
+    )
+    rect = base.mark_rect(stroke="#ffffff", strokeWidth=1).encode(
+        color=alt.Color(f"{value}:Q", title=value_title, scale=scale, legend=alt.Legend(orient="right")),
+        tooltip=tips,
+    )
+    text = base.mark_text(fontSize=10, lineBreak="\n", color="#111111").encode(text="label:N", tooltip=tips)
+    layers = [rect, text]
+    if outline_diagonal and set(xs) & set(ys):
+        layers.append(base.mark_rect(filled=False, stroke="#111111", strokeWidth=2)
+                      .transform_filter(f"datum['{x}'] === datum['{y}']"))
+    return alt.layer(*layers).properties(width=cell * len(xs), height=max(40, int(cell * 0.7)) * len(ys))
+
+
+def interval_chart(df: pd.DataFrame, *, category: str, value: str, ci_low: str, ci_high: str, value_title: str,
+                   category_title: str, color: str | None = None, color_title: str = "", reference: float | None = 0.0,
+                   reference_rule: tuple[float, str] | None = None, tooltip_extra: Sequence[str] = (),
+                   fmt: str = ".4f") -> alt.LayerChart:
+    """Means with 95% CIs, one row per category (a forest plot). `reference`: a solid rule (e.g. 0);
+    `reference_rule`: (value, label) drawn dashed, e.g. the control words' mean."""
+    data = _clean(df)
+    cats = _order(df[category])
+    y = alt.Y(f"{category}:N", title=category_title, sort=cats, axis=alt.Axis(labelLimit=200))
+    tips = [alt.Tooltip(f"{category}:N", title=category_title),
+            alt.Tooltip(f"{value}:Q", title=value_title, format=fmt),
+            alt.Tooltip(f"{ci_low}:Q", title="95% CI low", format=fmt),
+            alt.Tooltip(f"{ci_high}:Q", title="95% CI high", format=fmt)]
+    tips += [alt.Tooltip(f"{c}:Q" if df[c].dtype.kind in "fiu" else f"{c}:N", title=c) for c in tooltip_extra if c in df]
+    col = (alt.Color(f"{color}:N", title=color_title or None, sort=_order(df[color], last=("control",)),
+                     scale=alt.Scale(range=["#2f5d9e", "#999999", "#d9822b", "#3a9e5d"]))
+           if color else alt.value("#2f5d9e"))
+    base = alt.Chart(data).encode(y=y)
+    bars = (base.mark_rule(strokeWidth=2).encode(x=alt.X(f"{ci_low}:Q", title=value_title), x2=f"{ci_high}:Q",
+                                                color=col, tooltip=tips)
+            .transform_filter(_valid(ci_low, ci_high)))
+    points = (base.mark_point(filled=True, size=70).encode(x=alt.X(f"{value}:Q", title=value_title), color=col, tooltip=tips)
+              .transform_filter(_valid(value)))
+    layers = []
+    if reference is not None:
+        layers.append(alt.Chart(pd.DataFrame({"ref": [reference]})).mark_rule(color="#444444", strokeWidth=1)
+                      .encode(x="ref:Q"))
+    if reference_rule is not None and reference_rule[0] is not None and np.isfinite(reference_rule[0]):
+        layers.append(alt.Chart(pd.DataFrame({"ref": [reference_rule[0]], "what": [reference_rule[1]]}))
+                      .mark_rule(color="#999999", strokeDash=[5, 4], strokeWidth=1.5)
+                      .encode(x="ref:Q", tooltip=alt.Tooltip("what:N", title="reference")))
+    if _any_finite(df, ci_low, ci_high):  # an all-empty CI layer would make Vega warn about infinite extents
+        layers.append(bars)
+    layers.append(points)
+    return alt.layer(*layers).properties(width=WIDTH, height=alt.Step(STEP))
+
+
+def box_summary(values: pd.Series) -> dict:
+    """Tukey box statistics of finite values (whiskers at the most extreme points within 1.5 IQR)."""
+    v = pd.to_numeric(values, errors="coerce").astype(float)
+    v = v[np.isfinite(v)].to_numpy()
+    if v.size == 0:
+        return {}
+    q1, med, q3 = np.quantile(v, [0.25, 0.5, 0.75])
+    iqr = q3 - q1
+    inside = v[(v >= q1 - 1.5 * iqr) & (v <= q3 + 1.5 * iqr)]
+    return {"n": int(v.size), "mean": float(v.mean()), "q1": float(q1), "median": float(med), "q3": float(q3),
+            "lo": float(inside.min()), "hi": float(inside.max()), "min": float(v.min()), "max": float(v.max())}
+
+
+def box_chart(stats: pd.DataFrame, *, category: str, value_title: str, category_title: str,
+              group: str | None = None, group_title: str = "", outliers: pd.DataFrame | None = None) -> alt.LayerChart:
+    """Pre-aggregated box plots (one per category, optionally split by `group`): the data in the page
+    is a few numbers per box, plus at most a capped sample of outlying points."""
+    data = _clean(stats)
+    cats = _order(stats[category])
+    y = alt.Y(f"{category}:N", title=category_title, sort=cats, axis=alt.Axis(labelLimit=200))
+    enc = {"y": y}
+    if group:
+        enc["yOffset"] = alt.YOffset(f"{group}:N", sort=_order(stats[group]))
+        color = alt.Color(f"{group}:N", title=group_title or group, sort=_order(stats[group]))
+    else:
+        color = alt.Color("is_control:N", title="", scale=alt.Scale(domain=["clinical terms", "control words"],
+                                                                  range=["#2f5d9e", "#999999"]))
+    tips = [alt.Tooltip(f"{category}:N", title=category_title)]
+    if group:
+        tips.append(alt.Tooltip(f"{group}:N", title=group_title or group))
+    tips += [alt.Tooltip(f"{c}:Q", format=".4f" if c != "n" else "d") for c in ("n", "mean", "q1", "median", "q3", "lo", "hi")]
+    base = alt.Chart(data).encode(**enc)
+    whisker = base.mark_rule(color="#555555").encode(x=alt.X("lo:Q", title=value_title), x2="hi:Q", tooltip=tips)
+    box = base.mark_bar(size=12 if not group else 8, opacity=0.85).encode(x="q1:Q", x2="q3:Q", color=color, tooltip=tips)
+    median = base.mark_tick(color="#ffffff", thickness=2, size=12 if not group else 8).encode(x="median:Q", tooltip=tips)
+    mean = base.mark_point(shape="diamond", filled=True, color="#111111", size=30).encode(x="mean:Q", tooltip=tips)
+    zero = alt.Chart(pd.DataFrame({"ref": [0.0]})).mark_rule(color="#444444", strokeDash=[2, 2]).encode(x="ref:Q")
+    layers = [zero, whisker, box, median, mean]
+    if outliers is not None and len(outliers):
+        out = _clean(outliers)
+        o_enc = {"y": y, "x": alt.X("value:Q"), "tooltip": [alt.Tooltip(f"{category}:N"), alt.Tooltip("value:Q", format=".4f"),
+                                                            alt.Tooltip("term:N")]}
+        if group:
+            o_enc["yOffset"] = alt.YOffset(f"{group}:N", sort=_order(stats[group]))
+        layers.append(alt.Chart(out).mark_point(size=12, opacity=0.5, color="#777777").encode(**o_enc))
+    n_groups = stats[group].nunique() if group else 1
+    return alt.layer(*layers).properties(width=WIDTH, height=alt.Step(max(STEP, 12 * n_groups + 6)))
+
+
+def line_chart(df: pd.DataFrame, *, x: str, y: str, series: str | None = None, facet: str | None = None,
+               ci_low: str | None = None, ci_high: str | None = None, x_title: str = "", y_title: str = "",
+               series_title: str = "", facet_title: str = "", columns: int = 3, width: int = 260,
+               height: int = 180) -> alt.Chart:
+    """Curves of `y` over `x` (e.g. logit-lens logp over layers), one colour per `series`, one panel
+    per `facet`, with a CI band when `ci_low`/`ci_high` are given."""
+    data = _clean(df)
+    x_enc = alt.X(f"{x}:Q", title=x_title or x, axis=alt.Axis(tickMinStep=1))
+    color = alt.Color(f"{series}:N", title=series_title or series) if series else alt.value("#2f5d9e")
+    tips = [alt.Tooltip(f"{x}:Q", title=x_title or x), alt.Tooltip(f"{y}:Q", title=y_title or y, format=".4f")]
+    if series:
+        tips.insert(0, alt.Tooltip(f"{series}:N", title=series_title or series))
+    if facet:
+        tips.insert(0, alt.Tooltip(f"{facet}:N", title=facet_title or facet))
+    base = alt.Chart().encode(x=x_enc, color=color)
+    layers = []
+    if ci_low and ci_high and ci_low in df and ci_high in df and _any_finite(df, ci_low, ci_high):
+        tips += [alt.Tooltip(f"{ci_low}:Q", title="95% CI low", format=".4f"),
+                 alt.Tooltip(f"{ci_high}:Q", title="95% CI high", format=".4f")]
+        layers.append(base.mark_area(opacity=0.18).encode(y=alt.Y(f"{ci_low}:Q", title=y_title or y), y2=f"{ci_high}:Q")
+                      .transform_filter(_valid(ci_low, ci_high)))
+    layers.append(base.mark_line(point=True).encode(y=alt.Y(f"{y}:Q", title=y_title or y, scale=alt.Scale(zero=False)),
+                                                   tooltip=tips).transform_filter(_valid(y)))
+    chart = alt.layer(*layers, data=data).properties(width=width, height=height)
+    if facet:
+        chart = chart.facet(facet=alt.Facet(f"{facet}:N", title=facet_title or facet, sort=_order(df[facet])),
+                            columns=columns)
+    return chart
