@@ -369,7 +369,8 @@ def train(
             import bitsandbytes  # noqa: F401  # pyflakes: ignore
         except ImportError as exc:
             raise ValueError("load_in_4bit (QLoRA) needs the bitsandbytes package (pip install bitsandbytes)") from exc
-    accelerator = Accelerator(gradient_accumulation_steps=opts.grad_accum,
+    # cpu=True without CUDA: lets `accelerate launch`/torchrun run several CPU processes (gloo) too
+    accelerator = Accelerator(gradient_accumulation_steps=opts.grad_accum, cpu=not cuda,
                               mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision])
     world, rank = accelerator.num_processes, accelerator.process_index
     sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
