@@ -109,7 +109,7 @@ def _with_tensor(output, tensor):
 
 
 @contextlib.contextmanager
-def capture_outputs(modules: dict[str, nn.Module], store: dict[str, torch.Tensor]) -> Iterator[None]:
+def capture_outputs(modules: dict, store: dict) -> Iterator[None]:
     """Record each named module's output tensor (the first element of a tuple output) into `store`."""
     handles = []
     for key, module in modules.items():
@@ -125,7 +125,7 @@ def capture_outputs(modules: dict[str, nn.Module], store: dict[str, torch.Tensor
 
 
 @contextlib.contextmanager
-def capture_input(module: nn.Module, store: dict[str, torch.Tensor], key: str) -> Iterator[None]:
+def capture_input(module: nn.Module, store: dict, key) -> Iterator[None]:
     """Record the hidden states a module receives (first positional argument or `hidden_states=`)."""
     def keep(_m, args, kwargs):
         store[key] = (args[0] if args else kwargs["hidden_states"]).detach()

@@ -1,0 +1,301 @@
+"""Attribution of the base -> tuned change: activation patching and direct logit attribution.
+
+Activation patching ("denoise"): run the base model with one component's output (a layer's
+attention output, MLP output, or the whole layer's output) replaced by the tuned model's output on
+the same input, and report the fraction of the term's delta logp that the patch recovers:
+(logp_patched - logp_base) / (logp_tuned - logp_base). "noise" is the reverse: the tuned model with
+the base model's component, and the fraction of the delta that the patch removes:
+(logp_tuned - logp_patched) / (logp_tuned - logp_base). The site `component="all"` patches every
+attention and MLP output at once: with an adapter that leaves the embeddings and head alone (LoRA on
+attention/MLP weights) it recovers the whole delta, which the tests check.
+
+Cost: one capture pass per text and model (hooks record every component's output), then the
+patched runs, batched: the text is repeated once per patch site and each batch row patches its own
+site, so a text costs ceil(sites / site_batch) passes per direction, not one pass per site.
+Inputs are cut after the last scored token, as everywhere in the scoring core.
+
+Direct logit attribution: each component's contribution to the term token's logit (summed over
+the term's tokens), base and tuned, through the final norm with its scale frozen at the value for
+the model's own final residual (see `specprobe.probe.lens`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from specprobe.probe.hooks import COMPONENTS, capture_input, capture_outputs, layer_modules, replace_outputs, resolve_layers
+from specprobe.probe.inputs import DEFAULT_TEMPLATE, UNASSIGNED
+from specprobe.probe.layers import OCCURRENCE_COLUMNS, Prepared, load_pair, options_meta, prepare
+from specprobe.probe.lens import direct_logit_attribution
+from specprobe.probe.occurrences import MatchOptions
+from specprobe.probe.results import Result
+from specprobe.probe.scoring import ScoreItem, score_items
+from specprobe.probe.stats import cluster_bootstrap_mean
+
+DIRECTIONS = ("denoise", "noise")
+ALL = "all"
+
+
+def _capture(split, mods, item: ScoreItem, layer_ids: Sequence[int], with_embed: bool = False):
+    """One forward pass of `item`: its log-probs and every chosen component's full output (1, T, d)."""
+    store: dict = {}
+    named = {}
+    for l in range(len(mods)):
+        for c in ("attn", "mlp", "layer"):
+            named[(c, l)] = mods[l].get(c)
+    with capture_outputs(named, store):
+        if with_embed:
+            with capture_input(mods[0].layer, store, "embed"):
+                scored = score_items(split, [item], batch_size=1, max_batch_tokens=None)
+        else:
+            scored = score_items(split, [item], batch_size=1, max_batch_tokens=None)
+    return scored[0].logps, store
+
+
+def _sites(layer_ids: Sequence[int], components: Sequence[str]) -> list[tuple[int, str]]:
+    return [(l, c) for l in layer_ids for c in components] + [(-1, ALL)]
+
+
+def _patched_logps(split, mods, item: ScoreItem, sites: list[tuple[int, str]], donor: dict,
+                   positions: str, site_batch: int) -> list[np.ndarray]:
+    """Log-probs of `item` under `split` with each site's output replaced by the donor's, one row per site."""
+    cols = list(range(item.needed_length)) if positions == "all" else sorted({p - 1 for p in item.positions})
+    out: list[np.ndarray] = []
+    for lo in range(0, len(sites), site_batch):
+        chunk = sites[lo : lo + site_batch]
+        rows_for: dict[tuple[str, int], list[int]] = {}
+        for r, (l, c) in enumerate(chunk):
+            keys = [(cc, k) for k in range(len(mods)) for cc in ("attn", "mlp")] if c == ALL else [(c, l)]
+            for key in keys:
+                rows_for.setdefault(key, []).append(r)
+        patches = {}
+        for key, rows in rows_for.items():
+            module = mods[key[1]].get(key[0])
+            src = donor[key][0]
+
+            def fn(t, rows=rows, src=src, n=len(chunk)):
+                if t.shape[0] != n:
+                    raise RuntimeError(f"patching expected a batch of {n} copies of one text, got {t.shape[0]} rows")
+                t = t.clone()
+                idx_r = torch.tensor(rows, device=t.device)[:, None]
+                idx_c = torch.tensor(cols, device=t.device)[None, :]
+                t[idx_r, idx_c] = src[cols].to(t.dtype)
+                return t
+
+            patches[module] = fn
+        with replace_outputs(patches):
+            # identical items form one batch in their own order (plan_batches sorts stably by length)
+            scored = score_items(split, [item] * len(chunk), batch_size=len(chunk), max_batch_tokens=None)
+        out.extend(s.logps for s in scored)
+    return out
+
+
+class Patching(Result):
+    """One row per occurrence x direction x patch site (layer, component)."""
+
+    kind: ClassVar[str] = "patching"
+    tuple_columns: ClassVar[tuple[str, ...]] = ("specialties",)
+    columns: ClassVar[list[str]] = OCCURRENCE_COLUMNS + [
+        "direction", "layer", "component", "logp_base", "logp_tuned", "logp_patched", "delta", "recovered"]
+
+    def by_site(self, *, by_specialty: bool = False, min_abs_delta: float = 0.0, n_boot: int = 2000,
+                seed: int = 0) -> pd.DataFrame:
+        """Per direction and site (and specialty): pooled recovery sum(patched effect) / sum(delta), and the
+        mean per-occurrence fraction with a 95% bootstrap CI over texts. Occurrences with
+        |delta| <= min_abs_delta are left out (their fractions are noise)."""
+        df = self.to_pandas()
+        df = df[np.isfinite(df["delta"].astype(float)) & (df["delta"].abs() > min_abs_delta)]
+        keys = ["direction", "layer", "component"]
+        if by_specialty:
+            df = df.assign(specialty=[("control",) if c else (tuple(s) or (UNASSIGNED,))
+                                      for s, c in zip(df["specialties"], df["is_control"])]).explode("specialty")
+            keys = ["specialty"] + keys
+        rows = []
+        for key, g in df.groupby(keys, sort=True):
+            est = cluster_bootstrap_mean(g["recovered"], g["text_id"], n_boot=n_boot, seed=seed)
+            effect = (g["recovered"] * g["delta"]).sum()
+            rows.append({**dict(zip(keys, key)), "n": est.n, "n_texts": est.n_clusters,
+                         "pooled_recovered": float(effect / g["delta"].sum()) if g["delta"].sum() else math.nan,
+                         "mean_recovered": est.mean, "ci_low": est.ci_low, "ci_high": est.ci_high})
+        return pd.DataFrame(rows)
+
+    def summary(self) -> str:
+        t = self.by_site(n_boot=200)
+        if t.empty:
+            return "no scored occurrences"
+        return t.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+
+
+def patch(
+    base: Any,
+    tuned: Any = None,
+    terms: Any = None,
+    texts: Any = None,
+    *,
+    layer_ids: Sequence[int] | int | None = None,
+    components: Sequence[str] = COMPONENTS,
+    directions: Sequence[str] = DIRECTIONS,
+    positions: str = "all",
+    site_batch: int = 16,
+    controls: str | Sequence[str] | None = None,
+    n_controls: int | None = None,
+    template: str = DEFAULT_TEMPLATE,
+    match: MatchOptions = MatchOptions(),
+    add_bos: bool | None = None,
+    max_length: int | None = None,
+    long_texts: str = "window",
+    device: str | None = None,
+    dtype: str | None = None,
+    tokenizer: Any = None,
+    progress: bool = True,
+    seed: int = 0,
+) -> Patching:
+    """Activation patching of each layer's attention output, MLP output and layer output between base
+    and tuned, for every occurrence compare() scores. `positions`: "all" patches every position of
+    the input (up to the last scored token), "scored" only the positions that predict the term."""
+    from tqdm.auto import tqdm
+
+    bad = [c for c in components if c not in COMPONENTS]
+    if bad:
+        raise ValueError(f"components must be among {COMPONENTS}, got {bad}")
+    bad = [d for d in directions if d not in DIRECTIONS]
+    if bad:
+        raise ValueError(f"directions must be among {DIRECTIONS}, got {bad}")
+    if positions not in ("all", "scored"):
+        raise ValueError(f"positions must be 'all' or 'scored', got {positions!r}")
+    if site_batch < 1:
+        raise ValueError(f"site_batch must be >= 1, got {site_batch}")
+    pair = load_pair(base, tuned, tokenizer, device, dtype)
+    with pair.view("base") as split:
+        n_layers = len(layer_modules(split))
+    chosen = resolve_layers(layer_ids, n_layers)
+    prep = prepare(pair, terms, texts, controls=controls, n_controls=n_controls, template=template, match=match,
+                   add_bos=add_bos, max_length=max_length, long_texts=long_texts, seed=seed)
+    sites = _sites(chosen, list(components))
+    t0 = time.perf_counter()
+    passes = 0
+    rows = []
+    for item_i, ois in tqdm(sorted(prep.by_item().items()), desc="patching", disable=not progress, leave=False):
+        item = prep.items[item_i]
+        logps, stores = {}, {}
+        for variant in ("base", "tuned"):
+            with pair.view(variant) as split:
+                logps[variant], stores[variant] = _capture(split, layer_modules(split), item, chosen)
+                passes += 1
+        for direction in directions:
+            receiver, donor = ("base", "tuned") if direction == "denoise" else ("tuned", "base")
+            with pair.view(receiver) as split:
+                patched = _patched_logps(split, layer_modules(split), item, sites, stores[donor], positions, site_batch)
+            passes += math.ceil(len(sites) / site_batch)
+            for oi in ois:
+                slots = prep.where[oi][1]
+                lb, lt = float(logps["base"][slots].sum()), float(logps["tuned"][slots].sum())
+                delta = lt - lb
+                for (layer, comp), lp in zip(sites, patched):
+                    lpp = float(lp[slots].sum())
+                    effect = (lpp - lb) if direction == "denoise" else (lt - lpp)
+                    rows.append({**prep.occurrence_row(oi), "direction": direction, "layer": layer, "component": comp,
+                                 "logp_base": lb, "logp_tuned": lt, "logp_patched": lpp, "delta": delta,
+                                 "recovered": effect / delta if delta != 0 else math.nan})
+        del stores
+    meta = dict(pair.metadata)
+    meta.update(options_meta(prep))
+    meta.update({"n_layers": n_layers, "layers": chosen, "components": list(components), "directions": list(directions),
+                 "positions": positions, "site_batch": site_batch,
+                 "cost": {"forward_passes": passes, "items": len(prep.by_item()), "sites": len(sites),
+                          "seconds": round(time.perf_counter() - t0, 4)}})
+    return Patching(pd.DataFrame(rows, columns=Patching.columns), meta)
+
+
+class LogitAttribution(Result):
+    """Direct logit attribution: one row per occurrence x model x part (embed, each layer's attention
+    and MLP, and the constant from the norm's and head's biases), summed over the term's tokens."""
+
+    kind: ClassVar[str] = "logit_attribution"
+    tuple_columns: ClassVar[tuple[str, ...]] = ("specialties",)
+    columns: ClassVar[list[str]] = OCCURRENCE_COLUMNS + ["model", "layer", "component", "contribution"]
+
+    def delta(self) -> pd.DataFrame:
+        """Per occurrence and part: contribution_base, contribution_tuned and their difference."""
+        df = self.to_pandas()
+        keys = ["text_id", "term", "start", "is_control", "layer", "component"]
+        b = df[df["model"] == "base"].drop(columns=["model"])
+        t = df[df["model"] == "tuned"][keys + ["contribution"]]
+        out = b.merge(t, on=keys, suffixes=("_base", "_tuned"), validate="one_to_one")
+        out["delta"] = out["contribution_tuned"] - out["contribution_base"]
+        return out
+
+    def by_specialty(self, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+        """Per specialty and part: mean change (tuned - base) of the contribution, 95% CI over texts."""
+        d = self.delta()
+        d["specialty"] = [("control",) if c else (tuple(s) or (UNASSIGNED,)) for s, c in zip(d["specialties"], d["is_control"])]
+        d = d.explode("specialty")
+        rows = []
+        for (spec, layer, comp), g in d.groupby(["specialty", "layer", "component"], sort=True):
+            est = cluster_bootstrap_mean(g["delta"], g["text_id"], n_boot=n_boot, seed=seed)
+            rows.append({"specialty": spec, "layer": layer, "component": comp, "n": est.n, "n_texts": est.n_clusters,
+                         "mean_base": g["contribution_base"].mean(), "mean_tuned": g["contribution_tuned"].mean(),
+                         "mean_delta": est.mean, "ci_low": est.ci_low, "ci_high": est.ci_high})
+        return pd.DataFrame(rows)
+
+
+def logit_attribution(
+    base: Any,
+    tuned: Any = None,
+    terms: Any = None,
+    texts: Any = None,
+    *,
+    controls: str | Sequence[str] | None = None,
+    n_controls: int | None = None,
+    template: str = DEFAULT_TEMPLATE,
+    match: MatchOptions = MatchOptions(),
+    add_bos: bool | None = None,
+    max_length: int | None = None,
+    long_texts: str = "window",
+    device: str | None = None,
+    dtype: str | None = None,
+    tokenizer: Any = None,
+    progress: bool = True,
+    seed: int = 0,
+) -> LogitAttribution:
+    """Each component's direct contribution to the term tokens' logits, base and tuned (frozen final-norm
+    scale; the parts plus the bias constant add up to the model's logit, checked per text)."""
+    from tqdm.auto import tqdm
+
+    pair = load_pair(base, tuned, tokenizer, device, dtype)
+    with pair.view("base") as split:
+        n_layers = len(layer_modules(split))
+    prep = prepare(pair, terms, texts, controls=controls, n_controls=n_controls, template=template, match=match,
+                   add_bos=add_bos, max_length=max_length, long_texts=long_texts, seed=seed)
+    parts = [(-1, "embed")] + [(l, c) for l in range(n_layers) for c in ("attn", "mlp")]
+    rows = []
+    t0 = time.perf_counter()
+    for item_i, ois in tqdm(sorted(prep.by_item().items()), desc="attribution", disable=not progress, leave=False):
+        item = prep.items[item_i]
+        cols = torch.tensor([p - 1 for p in item.positions])
+        targets = torch.tensor([item.ids[p] for p in item.positions])
+        for variant in ("base", "tuned"):
+            with pair.view(variant) as split:
+                _, store = _capture(split, layer_modules(split), item, range(n_layers), with_embed=True)
+                stack = torch.stack([store["embed" if c == "embed" else (c, l)][0, cols.to(store["embed"].device)]
+                                     for l, c in parts])
+                contrib, const = direct_logit_attribution(split, stack, targets)
+            for oi in ois:
+                slots = prep.where[oi][1]
+                occ = prep.occurrence_row(oi)
+                for k, (l, c) in enumerate(parts):
+                    rows.append({**occ, "model": variant, "layer": l, "component": c,
+                                 "contribution": float(contrib[k, slots].sum())})
+                rows.append({**occ, "model": variant, "layer": -1, "component": "bias",
+                             "contribution": float(const[slots].sum())})
+    meta = dict(pair.metadata)
+    meta.update(options_meta(prep))
+    meta.update({"n_layers": n_layers, "final_norm_scale": "frozen at the value for the model's own final residual",
+                 "cost": {"forward_passes": 2 * len(prep.by_item()), "seconds": round(time.perf_counter() - t0, 4)}})
+    return LogitAttribution(pd.DataFrame(rows, columns=LogitAttribution.columns), meta)
