@@ -1,0 +1,180 @@
+"""The whole study in one call: data -> lexicon -> one LoRA adapter per specialty -> accuracy matrix ->
+compare matrix -> report. Each stage is cached by a hash of its inputs (see `stages`)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from specprobe.app.stages import run_stage, stage_seconds
+from specprobe.terms.datasets import QARecord, load_qa
+from specprobe.utils.io import atomic_write_text, sha256_file
+
+log = logging.getLogger(__name__)
+
+
+def builtin_model() -> Path:
+    return Path(str(resources.files("specprobe").joinpath("data/demo/model")))
+
+
+def builtin_questions() -> Path:
+    return Path(str(resources.files("specprobe").joinpath("data/demo/questions.json")))
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything that defines a run; every field goes into the stage hashes that depend on it."""
+
+    base: str = ""  # empty: the built-in demo model
+    data: str = ""  # empty: the built-in demo questions
+    out: str = "specprobe-demo"
+    specialties: list[str] | None = None  # None: every specialty in the data
+    include_all: bool = True  # also one adapter trained on all specialties
+    test_fraction: float = 0.3
+    seed: int = 0
+    train: dict = field(default_factory=lambda: {"max_steps": 60, "batch_size": 8, "learning_rate": 2e-3,
+                                                 "rank": 8, "continuation": "text"})
+    compare: dict = field(default_factory=lambda: {"batch_size": 16})
+    max_texts: int | None = None  # cap on test texts used by compare (None: all)
+
+    def resolved(self) -> "ExperimentConfig":
+        c = ExperimentConfig(**asdict(self))
+        c.base = c.base or str(builtin_model())
+        c.data = c.data or str(builtin_questions())
+        return c
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "ExperimentConfig":
+        import tomllib
+
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown key(s) {unknown}; valid keys: {sorted(known)}")
+        return cls(**raw)
+
+
+def split_records(records: list[QARecord], test_fraction: float, seed: int) -> tuple[list[QARecord], list[QARecord]]:
+    """A deterministic per-specialty train/test split (by a seeded hash of the record id)."""
+    by_spec: dict[tuple, list[QARecord]] = {}
+    for r in records:
+        by_spec.setdefault(r.specialties, []).append(r)
+    train, test = [], []
+    for group in by_spec.values():
+        group = sorted(group, key=lambda r: hashlib.sha256(f"{seed}:{r.id}".encode()).hexdigest())
+        k = max(1, round(len(group) * test_fraction))
+        test += group[:k]
+        train += group[k:]
+    return train, test
+
+
+def interleave_by_specialty(records: list[QARecord]) -> list[QARecord]:
+    """Round-robin over specialties, so that any prefix covers every specialty evenly."""
+    groups: dict[tuple, list[QARecord]] = {}
+    for r in records:
+        groups.setdefault(r.specialties, []).append(r)
+    out, queues = [], [list(g) for _, g in sorted(groups.items())]
+    while any(queues):
+        for q in queues:
+            if q:
+                out.append(q.pop(0))
+    return out
+
+
+def write_smedqa(path: Path, records: list[QARecord]) -> None:
+    rows = [{"id": r.id, "Question": r.question, "Specialty": list(r.specialties) if len(r.specialties) != 1 else r.specialties[0],
+             "Options": list(r.options), "Answer": r.answer} for r in records]
+    atomic_write_text(path, json.dumps(rows, ensure_ascii=False, indent=1))
+
+
+def slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-")
+
+
+def run_experiment(config: ExperimentConfig, *, progress: bool = True, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or resume) every stage; returns paths and tables of the results."""
+    from specprobe import finetune
+    from specprobe.probe import ModelPair, compare
+    from specprobe.probe.comparison import Comparison
+    from specprobe.terms.build import build_lexicon
+    from specprobe.terms.lexicon import Lexicon
+
+    cfg = config.resolved()
+    root = Path(cfg.out)
+    root.mkdir(parents=True, exist_ok=True)
+    data_hash = sha256_file(cfg.data)
+    base_hash = next((sha256_file(f) for f in sorted(Path(cfg.base).glob("*.safetensors"))), cfg.base) if Path(cfg.base).is_dir() else cfg.base
+
+    # 1. data split
+    split_in = {"data": data_hash, "test_fraction": cfg.test_fraction, "seed": cfg.seed}
+
+    def do_split(folder: Path) -> None:
+        train, test = split_records(load_qa(cfg.data), cfg.test_fraction, cfg.seed)
+        write_smedqa(folder / "train.json", train)
+        write_smedqa(folder / "test.json", test)
+
+    split_dir = run_stage(root, "split", split_in, do_split, say=say)
+    train_path, test_path = split_dir / "train.json", split_dir / "test.json"
+    test_records = load_qa(test_path)
+    available = sorted({s for r in load_qa(train_path) for s in r.specialties})
+    specialties = cfg.specialties or available
+    unknown = [s for s in specialties if s not in available]
+    if unknown:
+        raise ValueError(f"specialties {unknown} have no questions in {cfg.data}; available: {available}")
+
+    # 2. lexicon from the test questions (the texts that will be probed)
+    lex_dir = run_stage(root, "lexicon", {"split": split_in}, lambda f: build_lexicon(test_path, progress=progress).save(f / "lexicon.json"), say=say)
+    lexicon = Lexicon.load(lex_dir / "lexicon.json")
+
+    # 3. one adapter per specialty (+ all)
+    targets = [(s, s) for s in specialties] + ([("All specialties", None)] if cfg.include_all else [])
+    adapters: dict[str, Path] = {}
+    for name, spec in targets:
+        key = {"base": base_hash, "split": split_in, "specialty": spec, "train": cfg.train}
+        folder = run_stage(root, f"adapter-{slug(name)}", key,
+                           lambda f, spec=spec: finetune.train(cfg.base, train_path, specialty=spec, out=f / "adapter",
+                                                               progress=progress, overwrite=False, **cfg.train), say=say)
+        adapters[name] = folder / "adapter"
+
+    # 4. accuracy matrix
+    acc_key = {"base": base_hash, "split": split_in, "adapters": {n: str(p) for n, p in adapters.items()}, "train": cfg.train}
+    acc_dir = run_stage(root, "accuracy", acc_key,
+                        lambda f: finetune.matrix(cfg.base, {n: str(p) for n, p in adapters.items()}, test_path,
+                                                  progress=progress).save(f / "accuracy.json"), say=say)
+    accuracy = finetune.AccuracyMatrix.load(acc_dir / "accuracy.json")
+
+    # 5. compare: every adapter against the base on the test questions
+    texts = [r.as_text_record() for r in interleave_by_specialty(test_records)][: cfg.max_texts]
+    comparisons: dict[str, Comparison] = {}
+    for name, adapter in adapters.items():
+        key = {"base": base_hash, "adapter": acc_key["adapters"][name], "train": cfg.train, "lexicon": sha256_file(lex_dir / "lexicon.json"),
+               "compare": cfg.compare, "max_texts": cfg.max_texts, "seed": cfg.seed}
+        folder = run_stage(root, f"compare-{slug(name)}", key,
+                           lambda f, adapter=adapter: compare(ModelPair.load(cfg.base, str(adapter)), terms=lexicon, texts=texts,
+                                                              progress=progress, seed=cfg.seed, **cfg.compare).save(f / "comparison.json.gz"),
+                           say=say)
+        comparisons[name] = Comparison.load(folder / "comparison.json.gz")
+
+    matrix = compare_matrix(comparisons)
+    atomic_write_text(root / "compare_matrix.csv", matrix.to_csv(index=False))
+    atomic_write_text(root / "accuracy_matrix.csv", accuracy.to_pandas().to_csv(index=False))
+    return {"root": root, "config": asdict(cfg), "accuracy": accuracy, "comparisons": comparisons,
+            "compare_matrix": matrix, "lexicon": lexicon, "adapters": adapters}
+
+
+def compare_matrix(comparisons: dict[str, Any], metric: str = "delta_per_token") -> pd.DataFrame:
+    """Fine-tuning specialty x term specialty: mean delta with CI, and its difference from control words."""
+    frames = []
+    for name, comp in comparisons.items():
+        table = comp.by_specialty(metric)
+        table.insert(0, "finetune_specialty", name)
+        frames.append(table)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
