@@ -96,3 +96,17 @@ def test_scispacy_backend_real():
     ex = get_extractor("scispacy")
     ms = ex.extract("The patient had a myocardial infarction and seizures.")
     assert ms and all(m.concept_id for m in ms)
+
+
+def test_normalise_does_not_conflate_latin_ae():
+    assert normalise_token("agalactiae") != normalise_token("agalactia")
+
+
+def test_abbreviation_keys_keep_capitals():
+    from specprobe.terms.build import lexicon_from_mentions
+    from specprobe.terms.datasets import QARecord
+    from specprobe.terms.extract.base import Mention
+
+    rec = QARecord("q", "He had an MI.", ("a", "b"), "a", ("Cardiology",))
+    m = Mention("MI", 10, 12, "Myocardial infarction", "HP:0001658", "hpo", ("HP:0001658",), "mi")
+    assert "MI" in lexicon_from_mentions([rec], [[m]]).terms

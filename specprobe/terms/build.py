@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
@@ -16,6 +17,7 @@ from .lexicon import Lexicon, TermEntry, sha256_file
 from .specialties import SPECIALTIES, AssignmentRule, SpecialtyMap, combine, default_map_path, log_odds_z
 
 log = logging.getLogger(__name__)
+_ABBREV = re.compile(r"^[A-Z][A-Z0-9]{1,5}$")
 
 
 def _versions() -> dict:
@@ -64,8 +66,8 @@ def lexicon_from_mentions(records: Sequence[QARecord], mentions: Sequence[Sequen
         if n < min_count:
             continue
         lower = Counter()
-        for s, c in surfaces[key].items():
-            lower[s.lower()] += c
+        for s, c in surfaces[key].items():  # abbreviations matched in capitals keep them ("MI", not "mi")
+            lower[s if _ABBREV.match(s) else s.lower()] += c
         name = (min(lower.items(), key=lambda kv: (-kv[1], len(kv[0]), kv[0]))[0] if lower
                 else canonical[key].most_common(1)[0][0].lower())
         if name in terms:  # two normalised forms with the same surface: keep the first (commoner)

@@ -39,7 +39,7 @@ def normalise_token(token: str) -> str:
         return t[:-2]
     if t.endswith("s") and not t.endswith(("ss", "us", "is", "ys")):
         return t[:-1]
-    if t.endswith("e"):
+    if t.endswith("e") and t[-2] not in "aeiou":  # "headache" ~ "headach(es)", not "agalactiae" ~ "agalactia"
         return t[:-1]
     return t
 
