@@ -1,0 +1,152 @@
+"""The logit lens through nnsight, for models too large for the local GPU (NDIF remote execution).
+
+`layers(..., remote=True)` builds, per text and model, one nnsight trace on an
+`nnsight.LanguageModel` that reads every chosen layer's output at the scored positions, applies the
+model's own final norm and head inside the trace, and saves only the (n_layers, n_positions)
+log-probabilities: the weights never leave the server and only small tensors come back. The trace
+body uses torch and the model's modules only, so it serialises for the server.
+
+`remote=True` ships to NDIF (an NDIF API key, a model NDIF hosts, given as a hub id; a tuned
+adapter as `peft=` on the server), `remote="local"` runs nnsight's serverless dry run (serialise,
+deserialise, execute here), `remote=False` with nnsight objects runs the trace locally.
+
+UNTESTED AGAINST A LIVE SERVICE: the tests run this code path with the NDIF call replaced by
+nnsight's local simulation backend (`_ndif_backend` is the mocked boundary) and check that the
+numbers equal the local hook engine's.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from specprobe.probe.architecture import split_model, unwrap_peft
+from specprobe.probe.hooks import layer_modules, resolve_layers
+from specprobe.probe.inputs import DEFAULT_TEMPLATE
+from specprobe.probe.occurrences import MatchOptions
+
+
+def nnsight_model(model: Any, tokenizer: Any = None, peft: str | None = None):
+    """An nnsight LanguageModel: given one as is; a loaded model wrapped; a hub id without loading weights."""
+    import nnsight
+
+    if isinstance(model, nnsight.NNsight):
+        return model
+    kwargs = {"tokenizer": tokenizer} if tokenizer is not None else {}
+    if peft is not None:
+        kwargs["peft"] = peft
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # LanguageModel's deprecation notice (0.8 prefers TransformersModel)
+        return nnsight.LanguageModel(model, **kwargs)
+
+
+def _torch_model(lm) -> torch.nn.Module:
+    return getattr(lm, "_module", lm)
+
+
+def module_paths(lm) -> tuple[str, str, str, int]:
+    """Dotted paths of the decoder layer list, final norm and head inside the nnsight model, and n_layers."""
+    root = _torch_model(lm)
+    split = split_model(root)
+    layer_modules(split)  # same supported families as the local engine
+    names = {id(m): n for n, m in root.named_modules()}
+    head = unwrap_peft(root).get_output_embeddings()
+    return names[id(split.layers)], names[id(split.final_norm)], names[id(head)], len(split.layers)
+
+
+def _envoy(lm, path: str):
+    obj = lm
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _ndif_backend(lm, remote: bool | str):
+    """The boundary with NDIF: nnsight's RemoteBackend for this model (mocked in the tests)."""
+    return lm._remote_backend(remote, True, None, False)
+
+
+def _backend(lm, remote: bool | str):
+    if not remote:
+        return None
+    if remote == "local":
+        from nnsight.intervention.backends.local import LocalSimulationBackend
+
+        return LocalSimulationBackend(lm)
+    return _ndif_backend(lm, remote)
+
+
+def trace_lens(lm, ids: Sequence[int], positions: Sequence[int], layer_ids: Sequence[int], *,
+               remote: bool | str = False, paths: tuple[str, str, str, int] | None = None) -> np.ndarray:
+    """(len(layer_ids), len(positions)) log p(ids[p] | ids[:p]) read off each layer, in one nnsight trace."""
+    layers_path, norm_path, head_path, _ = paths or module_paths(lm)
+    layers = _envoy(lm, layers_path)
+    norm = _envoy(lm, norm_path)
+    head = _envoy(lm, head_path)
+    rows = [p - 1 for p in positions]
+    targets = [ids[p] for p in positions]
+    chosen = list(layer_ids)
+    inputs = torch.tensor([list(ids[: max(positions) + 1])])
+    with torch.no_grad(), lm.trace(inputs, backend=_backend(lm, remote)):
+        outs = []
+        for layer in chosen:
+            h = layers[layer].output
+            h = h[0] if isinstance(h, tuple) else h
+            logits = head(norm(h[0, rows])).float()
+            outs.append(torch.log_softmax(logits, dim=-1)[torch.arange(len(rows)), targets])
+        lens = torch.stack(outs).cpu().save()
+    return lens.double().numpy()
+
+
+def remote_layers(base: Any, tuned: Any, terms: Any, texts: Any = None, *, layer_ids=None,
+                  controls: str | Sequence[str] | None = "auto", n_controls: int | None = None,
+                  template: str = DEFAULT_TEMPLATE, match: MatchOptions = MatchOptions(), add_bos: bool | None = None,
+                  max_length: int | None = None, long_texts: str = "window", tokenizer: Any = None, seed: int = 0,
+                  remote: bool | str = True):
+    """`layers()` through nnsight: base/tuned are nnsight models, loaded models or hub ids (tuned may be a
+    PEFT adapter id, attached on the server with nnsight's `peft=`). Same occurrences and table."""
+    from specprobe.probe.layers import LayerView, lens_frame, options_meta, prepare
+
+    if tuned is None:
+        raise ValueError("the layer views need a tuned model: pass tuned=")
+    base_lm = nnsight_model(base, tokenizer)
+    if isinstance(tuned, str) and isinstance(base, str) and _is_adapter(tuned):
+        tuned_lm = nnsight_model(base, tokenizer, peft=tuned)
+    else:
+        tuned_lm = nnsight_model(tuned, tokenizer)
+    tok = tokenizer if tokenizer is not None and not isinstance(tokenizer, str) else getattr(base_lm, "tokenizer", None)
+    if tok is None:
+        raise ValueError("pass tokenizer= (the nnsight model has none)")
+    cfg = unwrap_peft(_torch_model(base_lm)).config
+    if max_length is None:
+        limits = [getattr(cfg, a) for a in ("max_position_embeddings", "n_positions") if isinstance(getattr(cfg, a, None), int)]
+        max_length = min(limits) if limits else 2048
+    prep = prepare(tok, terms, texts, controls=controls, n_controls=n_controls, template=template, match=match,
+                   add_bos=add_bos, max_length=max_length, long_texts=long_texts, seed=seed)
+    lens, timings, n_layers, chosen = {}, {}, 0, []
+    for variant, lm in (("base", base_lm), ("tuned", tuned_lm)):
+        paths = module_paths(lm)
+        n_layers = paths[3]
+        chosen = resolve_layers(layer_ids, n_layers)
+        t0 = time.perf_counter()
+        lens[variant] = [trace_lens(lm, item.ids, item.positions, chosen, remote=remote, paths=paths)
+                         for item in prep.items]
+        timings[variant] = round(time.perf_counter() - t0, 4)
+    meta = {"base": str(getattr(base_lm, "repo_id", None) or type(_torch_model(base_lm)).__name__),
+            "tuned": str(tuned if isinstance(tuned, str) else type(_torch_model(tuned_lm)).__name__)}
+    meta.update(options_meta(prep))
+    meta.update({"n_layers": n_layers, "layers": chosen,
+                 "engine": f"nnsight trace (remote={remote!r}; live NDIF service untested)",
+                 "cost": {"traces_per_model": len(prep.items), "seconds": timings}})
+    return LayerView(lens_frame(prep, chosen, lens), meta,
+                     {"term_specialties": {t: list(s) for t, s in prep.term_map.items()}})
+
+
+def _is_adapter(name: str) -> bool:
+    from specprobe.probe.models import is_adapter_dir
+
+    return is_adapter_dir(name)  # a hub adapter id: pass tuned=nnsight.LanguageModel(base_id, peft=adapter_id)
