@@ -1,0 +1,216 @@
+"""HTML reports without a browser: one self-contained file, escaping, registry dispatch, sections."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from specprobe.probe import Comparison
+from specprobe.probe.results import Result
+from specprobe.reports import (build_page, experiment_page, generic_page, register, registered_kinds, render,
+                               renderer_for, sections as S)
+render_module = importlib.import_module("specprobe.reports.render")  # the package's `render` is the function
+
+XSS = "<script>alert('xss')</script>"
+XSS_IMG = '<img src=x onerror="alert(1)">'
+
+
+def make_comparison(xss: bool = True, n_texts: int = 12, seed: int = 0) -> Comparison:
+    """A synthetic Comparison (no model) with dataset text that tries to inject HTML."""
+    rng = np.random.default_rng(seed)
+    terms = {"seizure": ("Neurology",), "chest pain": ("Cardiology", "Emergency medicine"),
+             "cirrhosis": ("Gastroenterology",)}
+    if xss:
+        terms[XSS] = (XSS_IMG,)
+    controls = ["budget", "month", "words & <b>bold</b>" if xss else "words"]
+    rows = []
+    for t in range(n_texts):
+        for term, specs in list(terms.items()) + [(c, ()) for c in controls]:
+            n_tok = int(rng.integers(1, 4))
+            base = -rng.uniform(5, 30)
+            delta = rng.normal(0.3 if term == "seizure" else 0.0, 0.2) * n_tok
+            rows.append({"text_id": f"text{t}", "term": term, "specialties": specs, "text_specialties": (),
+                         "surface": term, "start": 0, "end": len(term), "n_tokens": n_tok, "logp_base": base,
+                         "logp_tuned": base + delta, "delta": delta, "delta_per_token": delta / n_tok,
+                         "token_logp_base": [base / n_tok] * n_tok, "token_logp_tuned": [(base + delta) / n_tok] * n_tok,
+                         "is_control": not specs, "flags": ""})
+    meta = {"base": f"base-model {XSS}", "tuned": "adapter-dir", "base_weights_sha256": "ab" * 32,
+            "adapter_sha256": "cd" * 32, "options": {"template": XSS, "seed": 0}, "n_texts": n_texts,
+            "control_words": controls}
+    return Comparison(pd.DataFrame(rows), meta, {"missing": [f"missing {XSS}"]})
+
+
+def _scripts(html: str) -> list[tuple[str, str]]:
+    return re.findall(r"<script([^>]*)>(.*?)</script>", html, flags=re.S)
+
+
+@pytest.fixture(scope="module")
+def comparison_html(tmp_path_factory) -> tuple[Path, str]:
+    path = tmp_path_factory.mktemp("report") / "sub" / "comparison.html"
+    out = make_comparison().report(path)
+    return out, out.read_text(encoding="utf-8")
+
+
+def test_report_is_one_self_contained_file(comparison_html):
+    path, html = comparison_html
+    assert path.exists() and path.suffix == ".html"
+    assert [p.name for p in path.parent.iterdir()] == ["comparison.html"], "atomic write leaves no temp file"
+    assert 500_000 < len(html.encode()) < 3_000_000, "Vega JS inlined once, data kept small"
+    # nothing is loaded from elsewhere: no src/href in the markup, no CSS imports, a strict CSP
+    markup = re.sub(r"(<script[^>]*>).*?</script>", r"\1</script>", html, flags=re.S)
+    assert not re.search(r"""<(script|img|link|iframe|object|embed)[^>]*\s(src|href|data)\s*=""", markup, flags=re.I)
+    assert not re.search(r"@import|url\(", markup)
+    assert "connect-src 'none'" in html and "default-src 'none'" in html
+    scripts = _scripts(html)
+    code = [body for attrs, body in scripts if "application/json" not in attrs]
+    assert sum("vegaEmbed" in body and len(body) > 500_000 for body in code) == 1, "the bundle is inlined exactly once"
+    assert html.count("vega-embed") >= 1
+
+
+def test_dataset_text_is_escaped(comparison_html):
+    _, html = comparison_html
+    # the only <script> elements are ours: the bundle, the page code and JSON specs
+    assert "alert('xss')</script>" not in html
+    assert "<img src=x" not in html and "<b>bold</b>" not in html
+    assert "&lt;script&gt;alert(&#39;xss&#39;)&lt;/script&gt;" in html  # shown as text in tables/lists/metadata
+    assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in html
+    for attrs, body in _scripts(html):
+        if "application/json" in attrs:
+            assert "<" not in body and ">" not in body
+            spec = json.loads(body)  # \u003c escapes decode back to the original text
+            assert spec.get("$schema", "").startswith("https://vega.github.io/schema/vega-lite/")
+
+
+def test_specs_carry_the_data(comparison_html):
+    _, html = comparison_html
+    specs = [json.loads(body) for attrs, body in _scripts(html) if "application/json" in attrs]
+    assert len(specs) == 3  # terms vs control, minus control, distributions
+    texts = json.dumps(specs)
+    assert json.dumps(XSS_IMG) in texts and "Neurology" in texts and "control" in texts
+    for spec in specs:
+        rows = sum(len(v) for v in spec.get("datasets", {}).values())
+        assert 0 < rows < 200, "aggregated data only"
+
+
+def test_registry_dispatch_and_generic_fallback(tmp_path):
+    assert "comparison" in registered_kinds()
+    assert renderer_for("comparison") is render_module.comparison_page
+    assert renderer_for("no-such-kind") is generic_page
+
+    class Fancy(Result):
+        kind = "test_reports_fancy"
+
+    frame = pd.DataFrame({"name": [XSS, "b"], "value": [1.5, np.nan], "vec": [[1, 2, 3], [4]]})
+    fancy = Fancy(frame, {"model": "m", "options": {"k": 1}}, {"note": XSS})
+    out = fancy.report(tmp_path / "fancy.html")
+    html = out.read_text()
+    assert "specprobe test_reports_fancy" in html and "&lt;script&gt;" in html and XSS not in html
+    assert "vegaEmbed(" in html and "<script>" in html  # page code present
+    assert "Vega-Lite" in html
+
+    calls = []
+
+    @register("test_reports_fancy")
+    def fancy_page(result, **options):
+        calls.append(options)
+        return experiment_page([S.table_section(result.to_pandas(), title="Fancy table")], title="Fancy!")
+
+    try:
+        out = render(fancy, tmp_path / "fancy2.html", flavour="x")
+        assert calls == [{"flavour": "x"}]
+        assert "<title>Fancy!</title>" in out.read_text()
+    finally:
+        render_module._RENDERERS.pop("test_reports_fancy", None)
+
+
+def test_generic_page_has_no_chart_js(tmp_path):
+    class Plain(Result):
+        kind = "test_reports_plain"
+
+    out = render(Plain(pd.DataFrame({"a": [1, 2]})), tmp_path / "plain.html")
+    html = out.read_text()
+    assert len(html) < 100_000, "no charts, no Vega bundle"
+    assert "<table" in html
+
+
+def test_saved_and_loaded_comparison_renders_the_same_sections(tmp_path):
+    comp = make_comparison(xss=False)
+    comp.save(tmp_path / "c.json.gz")
+    loaded = Result.load(tmp_path / "c.json.gz")
+    titles = [s.title for s in build_page(loaded).sections]
+    assert titles == [s.title for s in build_page(comp).sections]
+    assert titles[:4] == ["Overview", "Clinical terms vs control words", "Per-specialty distributions", "Top movers"]
+
+
+def test_empty_comparison_renders_without_charts(tmp_path):
+    comp = make_comparison(xss=False)
+    empty = Comparison(comp.to_pandas().iloc[:0], {})
+    page = build_page(empty)
+    assert page.charts() == []
+    html = render(empty, tmp_path / "empty.html").read_text()
+    assert "No scored occurrences." in html
+
+
+def test_comparison_without_controls(tmp_path):
+    comp = make_comparison(xss=False)
+    df = comp.to_pandas()
+    no_ctrl = Comparison(df[~df["is_control"]], comp.metadata)
+    page = build_page(no_ctrl)
+    html = render(page, tmp_path / "noctrl.html").read_text()
+    assert "No control words were scored" in html
+    assert len(page.charts()) == 2
+
+
+def experiment_sections(comps: dict, *, n_layers: int = 6) -> list:
+    """Every experiment section, with small synthetic accuracy and layer tables."""
+    specs = list(comps)
+    acc = pd.DataFrame([{"train_specialty": a, "test_specialty": b, "accuracy": 0.6 if a == b else 0.4,
+                         "n": 50} for a in specs for b in specs])
+    layers = pd.DataFrame([{"layer": layer, "model": model, "group": group,
+                            "mean_logp": -10 + layer * (1.2 if model == "tuned" else 1.0) - (group == "control"),
+                            "ci_low": -10.5 + layer, "ci_high": -9.5 + layer * 1.3}
+                           for layer in range(n_layers) for model in ("base", "tuned")
+                           for group in ("Neurology", "Cardiology", "control")])
+    return [
+        S.accuracy_heatmap_section(acc),
+        S.delta_heatmap_section(S.specialty_delta_matrix(comps, n_boot=200)),
+        S.terms_vs_control_section(comps, n_boot=200),
+        S.distributions_section(comps),
+        S.top_movers_section(comps, n_boot=200),
+        S.layer_curves_section(layers),
+        S.metadata_section(next(iter(comps.values()))),
+        S.method_notes_section(),
+    ]
+
+
+def test_experiment_page_from_sections(tmp_path):
+    comps = {"Neurology": make_comparison(seed=1), "Cardiology": make_comparison(seed=2)}
+    secs = experiment_sections(comps)
+    page = experiment_page([secs[:2], None, *secs[2:]], title=f"Experiment {XSS}")
+    assert [s.title for s in page.sections][:2] == ["Accuracy: fine-tuning specialty × test specialty",
+                                                   "Fine-tuning specialty × term specialty"]
+    assert len(page.charts()) == 5  # accuracy, delta, terms-minus-control heatmaps, distributions, layers
+    out = render(page, tmp_path / "experiment.html")
+    html = out.read_text()
+    assert f"<title>Experiment &lt;script&gt;" in html
+    # the heatmap cells carry mean and CI
+    heat = json.loads(re.search(r'id="fine-tuning-specialty-term-specialty-chart-1-spec">(.*?)</script>', html, re.S).group(1))
+    cells = [r for v in heat["datasets"].values() for r in v]
+    assert {"finetune_specialty", "term_specialty", "mean", "ci_low", "ci_high", "label"} <= set(cells[0])
+    assert len(cells) == 2 * 6  # 2 fine-tunes x (5 term specialties + a control-words column)
+    neuro = [c for c in cells if c["finetune_specialty"] == "Neurology" and c["term_specialty"] == "Neurology"][0]
+    assert neuro["ci_low"] <= neuro["mean"] <= neuro["ci_high"]
+
+
+def test_sections_validate_inputs():
+    with pytest.raises(KeyError):
+        S.method_notes_section(["no-such-topic"])
+    assert "No data." in S.delta_heatmap_section(pd.DataFrame()).blocks[0].text
+    assert "No data." in S.accuracy_heatmap_section(pd.DataFrame()).blocks[0].text
+    assert "No data." in S.layer_curves_section(pd.DataFrame()).blocks[0].text
