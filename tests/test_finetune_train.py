@@ -1,0 +1,197 @@
+"""LoRA training: targets per architecture, manifest, output-directory rules, Ctrl-C/SIGKILL resume, 2-process DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from specprobe.finetune.training import TrainOptions, find_lora_targets, group_indices, train
+from specprobe.terms.datasets import DataError, QARecord
+
+OPTIONS = ("aspirin", "heparin", "insulin", "rest")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_records(n: int = 16) -> list[QARecord]:
+    return [QARecord(f"q{i}", f"Which drug helps patient {i} with {'chest' if i % 2 else 'head'} pain?", OPTIONS,
+                     OPTIONS[i % 4], ("Cardiology" if i % 2 else "Neurology",)) for i in range(n)]
+
+
+def write_qa(path: Path, n: int = 16) -> Path:
+    path.write_text(json.dumps([{"Question": r.question, "Options": list(r.options), "Answer": r.answer,
+                                 "Specialty": r.specialties[0]} for r in make_records(n)]))
+    return path
+
+
+def load_adapter(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "adapter_model.safetensors"))
+
+
+def max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+FAST = dict(max_steps=6, batch_size=2, save_every=2, progress=False)
+
+
+def test_lora_targets_found_per_architecture(tiny_llama, tiny_gpt2):
+    from transformers import AutoModelForCausalLM
+
+    assert find_lora_targets(AutoModelForCausalLM.from_pretrained(tiny_llama[0])) == [
+        "down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+    assert find_lora_targets(AutoModelForCausalLM.from_pretrained(tiny_gpt2[0])) == ["c_attn", "c_fc", "c_proj"]
+
+
+def test_data_order_is_a_function_of_seed_and_epoch():
+    a = group_indices(10, 0, 0, 1, 4)
+    assert a == group_indices(10, 0, 0, 1, 4) and len(a) == 4
+    epoch = sum((group_indices(10, 0, 0, k, 4) for k in range(3)), [])
+    assert set(epoch) == set(range(10)) and len(epoch) == 12  # wrapped to full groups
+    assert group_indices(10, 0, 1, 0, 4) != group_indices(10, 0, 0, 0, 4) or group_indices(10, 1, 0, 0, 4) != a
+
+
+def test_options_are_validated():
+    with pytest.raises(TypeError, match="unknown training option"):
+        TrainOptions.from_kwargs({"learning_rat": 1e-3})
+    with pytest.raises(ValueError, match="rank"):
+        TrainOptions(rank=0)
+    with pytest.raises(ValueError, match="scheduler"):
+        TrainOptions(scheduler="step")
+
+
+def test_train_writes_adapter_and_manifest(tiny_llama, tmp_path):
+    from specprobe.probe.models import ModelPair
+
+    base, _ = tiny_llama
+    data = write_qa(tmp_path / "qa.json")
+    run = train(str(base), data, "Cardiology", tmp_path / "out", **FAST)
+    assert run.completed
+    m = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert m["steps"] == 6 and len(m["loss_curve"]) == 6
+    assert m["filter"]["specialty"] == ["Cardiology"] and m["filter"]["n_examples"] == 8
+    assert m["data"]["sha256"] and m["base_weights_sha256"] and m["seed"] == 0
+    assert m["options"]["target_modules"] == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+    assert {"torch", "transformers", "peft", "accelerate"} <= set(m["versions"])
+    assert m["wall_time_s"] > 0 and not (tmp_path / "out" / "checkpoints").exists()
+    assert (tmp_path / "out" / "adapter_config.json").exists()
+    pair = ModelPair.load(base, tmp_path / "out")  # a standard PEFT adapter directory
+    assert pair.variants == ("base", "tuned")
+    # the same call again: nothing to do, same manifest
+    again = train(str(base), data, "Cardiology", tmp_path / "out", **FAST)
+    assert again.manifest["identity_hash"] == m["identity_hash"]
+
+
+def test_unknown_specialty_lists_available(tiny_llama, tmp_path):
+    with pytest.raises(DataError, match=r"no questions for specialty 'Dermatology'; available: Cardiology \(8\), Neurology \(8\)"):
+        train(str(tiny_llama[0]), make_records(), "Dermatology", tmp_path / "out", **FAST)
+
+
+def test_output_directory_with_a_different_run_is_refused(tiny_llama, tmp_path):
+    base = str(tiny_llama[0])
+    recs = make_records()
+    out = tmp_path / "out"
+    train(base, recs, "Cardiology", out, **FAST)
+    with pytest.raises(FileExistsError, match=r"different finished run.*learning_rate"):
+        train(base, recs, "Cardiology", out, learning_rate=1e-3, **FAST)
+    with pytest.raises(FileExistsError, match="specialty"):
+        train(base, recs, "Neurology", out, **FAST)
+    run = train(base, recs, "Neurology", out, overwrite=True, **FAST)
+    assert run.manifest["specialty"] == ["Neurology"]
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not empty"):
+        train(base, recs, "Neurology", other, **FAST)
+
+
+def test_ctrl_c_leaves_a_checkpoint_and_resume_matches(tiny_llama, tmp_path):
+    """SIGINT mid-run: checkpoint at the step boundary; re-running ends with identical weights (dropout on)."""
+    base = str(tiny_llama[0])
+    recs = make_records()
+    opts = dict(max_steps=8, batch_size=2, save_every=100, dropout=0.1, grad_accum=2, progress=False)
+    full = train(base, recs, None, tmp_path / "full", **opts)
+
+    def interrupt(step, loss):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    part = train(base, recs, None, tmp_path / "part", on_step=interrupt, **opts)
+    assert not part.completed and part.manifest["step"] == 3
+    assert (tmp_path / "part" / "checkpoints" / "step-00000003" / "optimizer.pt").exists()
+    assert not (tmp_path / "part" / "manifest.json").exists()
+    # a different configuration must not resume these checkpoints
+    with pytest.raises(FileExistsError, match="checkpoints of a different run"):
+        train(base, recs, None, tmp_path / "part", **{**opts, "seed": 1})
+    resumed = train(base, recs, None, tmp_path / "part", **opts)
+    assert resumed.completed and resumed.manifest["steps"] == full.manifest["steps"] == 8
+    assert resumed.manifest["resumed_from"] == [3]
+    assert max_diff(load_adapter(tmp_path / "full"), load_adapter(tmp_path / "part")) == 0.0
+    assert [c["loss"] for c in resumed.manifest["loss_curve"]] == [c["loss"] for c in full.manifest["loss_curve"]]
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "specprobe.app.cli", "finetune", *args]
+
+
+def _env() -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+@pytest.mark.slow
+def test_sigkill_and_rerun_ends_like_an_uninterrupted_run(tiny_llama, tmp_path):
+    base = str(tiny_llama[0])
+    data = write_qa(tmp_path / "qa.json", 24)
+    args = ["--base", base, "--data", str(data), "--max-steps", "40", "--batch-size", "2", "--save-every", "3",
+            "--no-progress"]
+    full = tmp_path / "full"
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(*args, "--out", str(killed)), env=_env(), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckdir = killed / "checkpoints"
+    deadline = time.time() + 50
+    while time.time() < deadline and proc.poll() is None:
+        if ckdir.exists() and any(p.name.startswith("step-") for p in ckdir.iterdir()):
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "manifest.json").exists(), "the run finished before it could be killed"
+    steps = sorted(int(p.name.split("-")[1]) for p in ckdir.iterdir() if p.name.startswith("step-"))
+    assert steps and steps[-1] < 40
+    subprocess.run(_cli(*args, "--out", str(killed)), env=_env(), cwd=REPO, check=True, capture_output=True)
+    subprocess.run(_cli(*args, "--out", str(full)), env=_env(), cwd=REPO, check=True, capture_output=True)
+    a = json.loads((killed / "manifest.json").read_text())
+    b = json.loads((full / "manifest.json").read_text())
+    assert a["steps"] == b["steps"] == 40 and a["resumed_from"] == [steps[-1]]
+    assert max_diff(load_adapter(full), load_adapter(killed)) == 0.0
+
+
+@pytest.mark.slow
+def test_two_processes_under_accelerate_launch_match_one_process(tiny_llama, tmp_path):
+    """2 CPU processes x batch 1 (accelerate launch, DDP over gloo) == 1 process x batch 2."""
+    base = str(tiny_llama[0])
+    data = write_qa(tmp_path / "qa.json")
+    common = ["--base", base, "--data", str(data), "--specialty", "Cardiology", "--max-steps", "4", "--dropout", "0",
+              "--no-progress", "--save-every", "2"]
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+                "-m", "specprobe.app.cli", "finetune"]
+    res = subprocess.run(launcher + common + ["--batch-size", "1", "--out", str(tmp_path / "ddp")], env=_env(), cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    m = json.loads((tmp_path / "ddp" / "manifest.json").read_text())
+    assert m["world_size"] == 2 and "MULTI_CPU" in m["distributed_type"] and m["examples_per_step"] == 2
+    single = train(base, data, "Cardiology", tmp_path / "single", max_steps=4, batch_size=2, dropout=0.0, progress=False)
+    assert max_diff(load_adapter(tmp_path / "ddp"), load_adapter(tmp_path / "single")) < 1e-6
+    for x, y in zip(m["loss_curve"], single.manifest["loss_curve"]):
+        assert x["loss"] == pytest.approx(y["loss"], rel=1e-6)
