@@ -1,0 +1,181 @@
+"""Layer views: logit lens == compare() at the last layer, patching recovers the whole delta, direct logit
+attribution adds up to the logit, bad input, save/load, CLI. Tiny GPT-2, Llama and Qwen2 with LoRA."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from specprobe.probe import LayerView, ModelPair, Patching, compare, layers, logit_attribution, patch
+from specprobe.probe.architecture import UnsupportedArchitectureError
+from specprobe.probe.hooks import LayerIndexError
+
+TEXTS = [
+    "Myocardial infarction is suspected; myocardial INFARCTION again, and chest pain.",
+    "The patient had a seizure, then another seizure! Chest pain?",
+]
+TERMS = {"myocardial infarction": ["Cardiology"], "chest pain": ["Cardiology", "Emergency medicine"], "seizure": ["Neurology"]}
+KEYS = ["text_id", "term", "start", "is_control"]
+
+
+def term_tokens(tokenizer, text: str, start: int, end: int) -> tuple[list[int], list[int]]:
+    """Token ids (BOS spelled out as in tests/reference.py) and the positions of the span's tokens."""
+    from tests.reference import plain_ids
+
+    ids, offs = plain_ids(tokenizer, text)
+    return ids, [k for k, (s, e) in enumerate(offs) if e > s and s < end and e > start]
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_pair):
+    arch, base, adapter = tiny_pair
+    return arch, ModelPair.load(str(base), str(adapter))
+
+
+def test_lens_last_layer_equals_compare(loaded):
+    arch, pair = loaded
+    comp = compare(pair, terms=TERMS, texts=TEXTS, controls=["again", "then"], progress=False).to_pandas()
+    view = layers(pair, terms=TERMS, texts=TEXTS, controls=["again", "then"], progress=False)
+    n_layers = view.n_layers
+    assert n_layers == 2 and len(view) == len(comp) * n_layers * 2
+    last = view.wide().query("layer == @n_layers - 1")
+    merged = comp.merge(last, on=KEYS, suffixes=("", "_lens"), validate="one_to_one")
+    assert len(merged) == len(comp)
+    for col in ("logp_base", "logp_tuned"):
+        a, b = merged[col].to_numpy(float), merged[f"{col}_lens"].to_numpy(float)
+        assert np.array_equal(np.isnan(a), np.isnan(b))
+        diff = np.nanmax(np.abs(a - b))
+        assert diff < 1e-4, (arch, col, diff)
+    # earlier layers differ from the output (the lens is not a copy of the last layer)
+    first = view.wide().query("layer == 0").dropna(subset=["logp_base"])
+    assert (np.abs(first["logp_base"].to_numpy() - merged.dropna(subset=["logp_base"])["logp_base"].to_numpy()) > 1e-6).any()
+    assert view.metadata["cost"]["forward_passes_per_model"] == 1, "one pass per batch of texts, not per layer"
+
+
+def test_lens_uses_fresh_norm_statistics(tiny_llama):
+    """Layer 0's lens equals head(final_norm(h0)) computed by hand from a plain forward pass."""
+    from specprobe.probe.architecture import split_model
+
+    base, adapter = tiny_llama
+    pair = ModelPair.load(str(base), str(adapter))
+    view = layers(pair, terms=["seizure"], texts=["The patient had a seizure."], controls=None, layer_ids=[0],
+                  progress=False).to_pandas()
+    row = view[view["model"] == "base"].iloc[0]
+    ids, toks = term_tokens(pair.tokenizer, "The patient had a seizure.", row["start"], row["end"])
+    with pair.view("base") as split, torch.no_grad():
+        hs = split.causal_lm(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
+        logp = torch.log_softmax(split.head(split.final_norm(hs[1][0])).float(), -1)
+    assert len(row["token_logp"]) == row["n_tokens"] == len(toks) >= 1
+    ref = [float(logp[p - 1, ids[p]]) for p in toks]
+    assert np.allclose(row["token_logp"], ref, atol=1e-5)
+
+
+def test_patching_every_layer_recovers_the_whole_delta(loaded):
+    arch, pair = loaded
+    res = patch(pair, terms=TERMS, texts=TEXTS[1:], progress=False)
+    df = res.to_pandas()
+    assert set(df["component"]) == {"attn", "mlp", "layer", "all"} and set(df["direction"]) == {"denoise", "noise"}
+    full = df[(df["component"] == "all") | ((df["component"] == "layer") & (df["layer"] == 1))]
+    assert len(full) > 0
+    assert np.allclose(full["logp_patched"].where(full["direction"] == "denoise", full["logp_base"]),
+                       full["logp_tuned"].where(full["direction"] == "denoise", full["logp_base"]), atol=1e-4)
+    assert np.allclose(full["recovered"], 1.0, atol=1e-3), (arch, full["recovered"].tolist())
+    partial = df[df["component"].isin(["attn", "mlp"])]
+    assert (np.abs(partial["recovered"] - 1) > 1e-3).any(), "single components do not all recover everything"
+    sites = res.by_site()
+    assert np.allclose(sites.query("component == 'all'")["pooled_recovered"], 1.0, atol=1e-3)
+    cost = res.metadata["cost"]
+    assert cost["forward_passes"] == cost["items"] * (2 + 2 * 1), "capture x2 + one batched pass per direction"
+
+
+def test_patching_scored_positions_and_layer_subset(tiny_gpt2):
+    base, adapter = tiny_gpt2
+    res = patch(str(base), str(adapter), TERMS, TEXTS[1:], layer_ids=[-1], components=["mlp"], directions=["noise"],
+                positions="scored", site_batch=1, progress=False).to_pandas()
+    assert set(res["layer"]) == {1, -1} and set(res["component"]) == {"mlp", "all"}
+    assert np.allclose(res.query("component == 'all'")["recovered"], 1.0, atol=1e-3)
+
+
+def test_logit_attribution_adds_up_to_the_logit(tiny_pair):
+    arch, base, adapter = tiny_pair
+    pair = ModelPair.load(str(base), str(adapter))
+    text = "The patient had a seizure."
+    dla = logit_attribution(pair, terms=["seizure"], texts=[text], progress=False)
+    df = dla.to_pandas()
+    assert set(df["component"]) == {"embed", "attn", "mlp", "bias"}
+    assert dla.metadata["final_norm_scale"].startswith("frozen")
+    occ = df.iloc[0]
+    ids, toks = term_tokens(pair.tokenizer, text, occ["start"], occ["end"])
+    for variant in ("base", "tuned"):
+        total = df[df["model"] == variant]["contribution"].sum()
+        with pair.view(variant) as split, torch.no_grad():
+            logits = split.causal_lm(input_ids=torch.tensor([ids])).logits[0].double()
+        ref = sum(float(logits[p - 1, ids[p]]) for p in toks)
+        assert abs(total - ref) < 1e-3 * max(1.0, abs(ref)), (arch, variant, total, ref)
+    spec = dla.by_specialty()
+    assert {"mean_delta", "ci_low"} <= set(spec.columns)
+
+
+def test_unsupported_architecture_is_named(tiny_llama):
+    from transformers import AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM
+
+    base, _ = tiny_llama
+    tok = AutoTokenizer.from_pretrained(base)
+    cfg = GPTNeoXConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    torch.manual_seed(0)
+    a, b = GPTNeoXForCausalLM(cfg).eval(), GPTNeoXForCausalLM(cfg).eval()
+    for fn in (layers, patch, logit_attribution):
+        with pytest.raises(UnsupportedArchitectureError, match=r"GPTNeoXForCausalLM.*gpt_neox.*supported families: .*llama.*qwen2"):
+            fn(a, b, ["seizure"], ["The patient had a seizure."], tokenizer=tok, progress=False)
+
+
+def test_layer_index_out_of_range(loaded):
+    _, pair = loaded
+    with pytest.raises(LayerIndexError, match="layer index 2 is out of range for a model with 2 layers"):
+        layers(pair, terms=TERMS, texts=TEXTS, layer_ids=[0, 2], progress=False)
+    with pytest.raises(IndexError, match="-3"):
+        patch(pair, terms=TERMS, texts=TEXTS, layer_ids=[-3], progress=False)
+    view = layers(pair, terms=TERMS, texts=TEXTS[:1], layer_ids=[-1], controls=None, progress=False)
+    assert set(view.to_pandas()["layer"]) == {1}
+
+
+def test_save_load_and_summaries(tiny_gpt2, tmp_path):
+    base, adapter = tiny_gpt2
+    view = layers(str(base), str(adapter), TERMS, TEXTS, progress=False)
+    back = LayerView.load(view.save(tmp_path / "l.json.gz"))
+    a, b = view.to_pandas(), back.to_pandas()
+    assert list(a.columns) == list(b.columns) and len(a) == len(b)
+    assert np.allclose(a["logp"], b["logp"], equal_nan=True)
+    assert a["specialties"].tolist() == b["specialties"].tolist()
+    spec = back.by_specialty()
+    assert {"Cardiology", "Neurology", "control"} <= set(spec["specialty"])
+    assert set(spec["model"]) == {"base", "tuned", "delta"} and set(spec["layer"]) == {0, 1}
+    assert {"mean", "ci_low", "ci_high", "n_texts"} <= set(spec.columns)
+    pat = patch(str(base), str(adapter), TERMS, TEXTS[1:], layer_ids=[1], progress=False)
+    pback = Patching.load(pat.save(tmp_path / "p.json"))
+    assert np.allclose(pat.to_pandas()["recovered"], pback.to_pandas()["recovered"], equal_nan=True)
+
+
+def test_cli_writes_results(tiny_gpt2, tmp_path, capsys):
+    from specprobe.probe import layers_cli
+
+    base, adapter = tiny_gpt2
+    terms = tmp_path / "terms.json"
+    terms.write_text(json.dumps(TERMS))
+    parser = argparse.ArgumentParser()
+    layers_cli.register(parser.add_subparsers())
+    args = parser.parse_args(["layers", "--base", str(base), "--tuned", str(adapter), "--terms", str(terms),
+                              "--out", str(tmp_path / "out"), "--patch", "--attribution", "--layers", "0,-1",
+                              "--no-progress", "--controls", "none"])
+    assert args.handler(args) == 0
+    for name in ("layers.json.gz", "layers_by_specialty.csv", "patching.json.gz", "patching_by_site.csv",
+                 "logit_attribution.json.gz", "logit_attribution_by_specialty.csv"):
+        assert (tmp_path / "out" / name).exists(), name
+    assert "wrote" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        parser.parse_args(["layers", "--base", "b", "--tuned", "t", "--terms", "x", "--out", "o", "--layers", "a"])

@@ -1,0 +1,62 @@
+"""The nnsight code path of the logit lens, with the NDIF call mocked at the boundary.
+
+UNTESTED AGAINST A LIVE NDIF SERVICE: `_ndif_backend` (which would ship the trace to NDIF) is
+replaced by nnsight's local simulation backend, which serialises and deserialises the trace as the
+server would and runs it here. The numbers must equal the local hook engine's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("nnsight")
+
+from specprobe.probe import ModelPair, layers  # noqa: E402
+
+TEXTS = ["The patient had a seizure, then chest pain.", "Chest pain and a seizure again."]
+TERMS = {"chest pain": ["Cardiology"], "seizure": ["Neurology"]}
+
+
+def test_remote_lens_matches_local_engine(tiny_llama, monkeypatch):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import specprobe.probe.remote as remote_mod
+    from nnsight.intervention.backends.local import LocalSimulationBackend
+
+    base, adapter = tiny_llama
+    calls = []
+
+    def fake_ndif_backend(lm, remote):
+        calls.append((type(lm).__name__, remote))
+        return LocalSimulationBackend(lm)  # stands in for the NDIF round trip
+
+    monkeypatch.setattr(remote_mod, "_ndif_backend", fake_ndif_backend)
+    tok = AutoTokenizer.from_pretrained(base)
+    base_model = AutoModelForCausalLM.from_pretrained(base).eval()
+    tuned_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), adapter).eval()
+    got = layers(base_model, tuned_model, TERMS, TEXTS, tokenizer=tok, controls=None, remote=True).to_pandas()
+    ref = layers(ModelPair.load(str(base), str(adapter)), terms=TERMS, texts=TEXTS, controls=None, progress=False).to_pandas()
+    assert len(calls) == 2 * len(TEXTS) and all(r is True for _, r in calls), "one remote trace per text and model"
+    assert list(got.columns) == list(ref.columns) and len(got) == len(ref)
+    assert (got[["text_id", "term", "start", "layer", "model"]].values == ref[["text_id", "term", "start", "layer", "model"]].values).all()
+    assert np.nanmax(np.abs(got["logp"].to_numpy(float) - ref["logp"].to_numpy(float))) < 1e-4
+    assert "untested" in remote_mod.__doc__.lower()
+
+
+def test_remote_refuses_unhookable_architecture_before_any_call(tiny_llama, monkeypatch):
+    import torch
+    from transformers import AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM
+
+    import specprobe.probe.remote as remote_mod
+    from specprobe.probe.architecture import UnsupportedArchitectureError
+
+    monkeypatch.setattr(remote_mod, "_ndif_backend", lambda lm, remote: pytest.fail("must not reach NDIF"))
+    base, _ = tiny_llama
+    tok = AutoTokenizer.from_pretrained(base)
+    cfg = GPTNeoXConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    torch.manual_seed(0)
+    m = GPTNeoXForCausalLM(cfg).eval()
+    with pytest.raises(UnsupportedArchitectureError, match="supported families"):
+        layers(m, m, TERMS, TEXTS, tokenizer=tok, controls=None, remote=True)
