@@ -66,16 +66,24 @@ def heatmap(df: pd.DataFrame, *, x: str, y: str, value: str, x_title: str, y_tit
     data = df.copy()
     lo = data[ci_low] if ci_low and ci_low in data else pd.Series(np.nan, index=data.index)
     hi = data[ci_high] if ci_high and ci_high in data else pd.Series(np.nan, index=data.index)
-    data["label"] = [ci_label(m, a, b, fmt) for m, a, b in zip(data[value].astype(float), lo.astype(float), hi.astype(float))]
-    data = _clean(data)
     xs, ys = _order(data[x]), _order(data[y])
-    cell = max(48, min(90, int(900 / max(1, len(xs)))))
+    cell = max(44, min(96, int(1000 / max(1, len(xs)))))
+    if cell < 90:  # too narrow for "mean [lo, hi]": the CI stays in the tooltip and the table
+        lo = hi = pd.Series(np.nan, index=data.index)
+    data["label"] = [ci_label(m, a, b, fmt) for m, a, b in zip(data[value].astype(float), lo.astype(float), hi.astype(float))]
+    vals = pd.to_numeric(df[value], errors="coerce").astype(float)
     if diverging:
-        vals = pd.to_numeric(df[value], errors="coerce").abs()
-        m = float(vals.max()) if vals.notna().any() and vals.max() > 0 else 1.0
-        scale = alt.Scale(scheme=scheme or DIVERGING, domain=list(domain) if domain else [-m, m], domainMid=0)
+        m = float(vals.abs().max()) if vals.notna().any() and vals.abs().max() > 0 else 1.0
+        lo_d, hi_d = (list(domain) if domain else [-m, m])
+        scale = alt.Scale(scheme=scheme or DIVERGING, domain=[lo_d, hi_d], domainMid=0)
+        dark = vals.abs() > 0.55 * max(abs(lo_d), abs(hi_d))  # saturated ends of the diverging scheme
     else:
+        lo_d, hi_d = (list(domain) if domain else [vals.min(), vals.max()])
         scale = alt.Scale(scheme=scheme or "viridis", domain=list(domain) if domain else alt.Undefined, zero=False)
+        span = (hi_d - lo_d) if np.isfinite(hi_d - lo_d) and hi_d > lo_d else 1.0
+        dark = (vals - lo_d) / span < 0.5  # the dark (purple) half of viridis
+    data["dark_cell"] = dark.fillna(False).to_numpy()
+    data = _clean(data)
     tips = [alt.Tooltip(f"{y}:N", title=y_title), alt.Tooltip(f"{x}:N", title=x_title),
             alt.Tooltip(f"{value}:Q", title=value_title, format=".4f")]
     if ci_low and ci_low in df:
@@ -90,7 +98,9 @@ def heatmap(df: pd.DataFrame, *, x: str, y: str, value: str, x_title: str, y_tit
         color=alt.Color(f"{value}:Q", title=value_title, scale=scale, legend=alt.Legend(orient="right")),
         tooltip=tips,
     )
-    text = base.mark_text(fontSize=10, lineBreak="\n", color="#111111").encode(text="label:N", tooltip=tips)
+    text = base.mark_text(fontSize=10, lineBreak="\n").encode(
+        text="label:N", tooltip=tips,
+        color=alt.condition("datum.dark_cell", alt.value("#ffffff"), alt.value("#111111")))
     layers = [rect, text]
     if outline_diagonal and set(xs) & set(ys):
         layers.append(base.mark_rect(filled=False, stroke="#111111", strokeWidth=2)
@@ -149,7 +159,8 @@ def box_summary(values: pd.Series) -> dict:
 
 
 def box_chart(stats: pd.DataFrame, *, category: str, value_title: str, category_title: str,
-              group: str | None = None, group_title: str = "", outliers: pd.DataFrame | None = None) -> alt.LayerChart:
+              group: str | None = None, group_title: str = "", group_order: Sequence[str] | None = None,
+              outliers: pd.DataFrame | None = None) -> alt.LayerChart:
     """Pre-aggregated box plots (one per category, optionally split by `group`): the data in the page
     is a few numbers per box, plus at most a capped sample of outlying points."""
     data = _clean(stats)
@@ -157,8 +168,10 @@ def box_chart(stats: pd.DataFrame, *, category: str, value_title: str, category_
     y = alt.Y(f"{category}:N", title=category_title, sort=cats, axis=alt.Axis(labelLimit=200))
     enc = {"y": y}
     if group:
-        enc["yOffset"] = alt.YOffset(f"{group}:N", sort=_order(stats[group]))
-        color = alt.Color(f"{group}:N", title=group_title or group, sort=_order(stats[group]))
+        g_order = [g for g in (group_order or _order(stats[group])) if g in set(stats[group])]
+        enc["yOffset"] = alt.YOffset(f"{group}:N", sort=g_order)
+        color = alt.Color(f"{group}:N", title=group_title or None, sort=g_order,
+                          scale=alt.Scale(domain=g_order, range=["#d9822b", "#2f5d9e", "#999999", "#3a9e5d"][:len(g_order)]))
     else:
         color = alt.Color("is_control:N", title="", scale=alt.Scale(domain=["clinical terms", "control words"],
                                                                   range=["#2f5d9e", "#999999"]))
@@ -178,7 +191,7 @@ def box_chart(stats: pd.DataFrame, *, category: str, value_title: str, category_
         o_enc = {"y": y, "x": alt.X("value:Q"), "tooltip": [alt.Tooltip(f"{category}:N"), alt.Tooltip("value:Q", format=".4f"),
                                                             alt.Tooltip("term:N")]}
         if group:
-            o_enc["yOffset"] = alt.YOffset(f"{group}:N", sort=_order(stats[group]))
+            o_enc["yOffset"] = alt.YOffset(f"{group}:N", sort=g_order)
         layers.append(alt.Chart(out).mark_point(size=12, opacity=0.5, color="#777777").encode(**o_enc))
     n_groups = stats[group].nunique() if group else 1
     return alt.layer(*layers).properties(width=WIDTH, height=alt.Step(max(STEP, 12 * n_groups + 6)))
@@ -193,20 +206,22 @@ def line_chart(df: pd.DataFrame, *, x: str, y: str, series: str | None = None, f
     data = _clean(df)
     x_enc = alt.X(f"{x}:Q", title=x_title or x, axis=alt.Axis(tickMinStep=1))
     color = alt.Color(f"{series}:N", title=series_title or series) if series else alt.value("#2f5d9e")
+    band_color = alt.Color(f"{series}:N", legend=None) if series else alt.value("#2f5d9e")
     tips = [alt.Tooltip(f"{x}:Q", title=x_title or x), alt.Tooltip(f"{y}:Q", title=y_title or y, format=".4f")]
     if series:
         tips.insert(0, alt.Tooltip(f"{series}:N", title=series_title or series))
     if facet:
         tips.insert(0, alt.Tooltip(f"{facet}:N", title=facet_title or facet))
-    base = alt.Chart().encode(x=x_enc, color=color)
+    base = alt.Chart().encode(x=x_enc)
     layers = []
     if ci_low and ci_high and ci_low in df and ci_high in df and _any_finite(df, ci_low, ci_high):
         tips += [alt.Tooltip(f"{ci_low}:Q", title="95% CI low", format=".4f"),
                  alt.Tooltip(f"{ci_high}:Q", title="95% CI high", format=".4f")]
-        layers.append(base.mark_area(opacity=0.18).encode(y=alt.Y(f"{ci_low}:Q", title=y_title or y), y2=f"{ci_high}:Q")
+        layers.append(base.mark_area(opacity=0.18).encode(y=alt.Y(f"{ci_low}:Q", title=y_title or y), y2=f"{ci_high}:Q",
+                                                          color=band_color)
                       .transform_filter(_valid(ci_low, ci_high)))
     layers.append(base.mark_line(point=True).encode(y=alt.Y(f"{y}:Q", title=y_title or y, scale=alt.Scale(zero=False)),
-                                                   tooltip=tips).transform_filter(_valid(y)))
+                                                   color=color, tooltip=tips).transform_filter(_valid(y)))
     chart = alt.layer(*layers, data=data).properties(width=width, height=height)
     if facet:
         chart = chart.facet(facet=alt.Facet(f"{facet}:N", title=facet_title or facet, sort=_order(df[facet])),

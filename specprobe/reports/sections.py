@@ -228,7 +228,7 @@ def distributions_section(comps: Comparisons, *, metric: str = "delta_per_token"
     stats = pd.DataFrame([{**dict(zip(keys, k if isinstance(k, tuple) else (k,))), **charts.box_summary(g["value"])}
                           for k, g in long.groupby(keys, sort=True)])
     chart = charts.box_chart(stats, category="category", value_title=mt, category_title=cat_title, group=group,
-                             group_title="")
+                             group_order=["own-specialty terms", "other terms", "control words"])
     return Section(title, [ChartBlock(chart, title=f"{mt} per occurrence")], notes=notes)
 
 
