@@ -110,3 +110,30 @@ def test_abbreviation_keys_keep_capitals():
     rec = QARecord("q", "He had an MI.", ("a", "b"), "a", ("Cardiology",))
     m = Mention("MI", 10, 12, "Myocardial infarction", "HP:0001658", "hpo", ("HP:0001658",), "mi")
     assert "MI" in lexicon_from_mentions([rec], [[m]]).terms
+
+
+def test_scispacy_linker_built_from_local_files_only(monkeypatch, tmp_path):
+    """The linker is assembled from the given folder; scispaCy's downloader is never reached."""
+    import json
+
+    import joblib
+    import scispacy.candidate_generation as cg_mod
+    import scispacy.file_cache as fc
+
+    from specprobe.terms.extract.scispacy_backend import _local_linker
+
+    def no_network(*a, **k):
+        raise AssertionError("scispaCy tried to download something")
+
+    monkeypatch.setattr(fc, "get_from_cache", no_network)
+    monkeypatch.setattr(cg_mod, "load_approximate_nearest_neighbours_index", lambda paths, **k: object())
+    monkeypatch.setattr(joblib, "load", lambda path: object())
+    for f in LINKER_FILES:
+        (tmp_path / f).write_text("")
+    (tmp_path / "concept_aliases.json").write_text(json.dumps(["myocardial infarction"]))
+    kb = tmp_path / "kb.jsonl"
+    kb.write_text(json.dumps({"concept_id": "C0027051", "canonical_name": "Myocardial Infarction",
+                              "aliases": ["myocardial infarction", "heart attack"], "types": ["T047"]}) + "\n")
+    linker = _local_linker(tmp_path, kb, threshold=0.8)
+    assert linker.kb.cui_to_entity["C0027051"].canonical_name == "Myocardial Infarction"
+    assert linker.candidate_generator.ann_concept_aliases_list == ["myocardial infarction"]
