@@ -11,6 +11,7 @@ from typing import Sequence
 # Modules exposing `register(subparsers)`; each adds one or more subcommands.
 COMMAND_MODULES = (
     "specprobe.probe.cli",
+    "specprobe.probe.layers_cli",
     "specprobe.terms.cli",
     "specprobe.finetune.cli",
     "specprobe.app.demo_cli",
