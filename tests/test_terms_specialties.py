@@ -71,3 +71,9 @@ def test_map_rejects_unknown_specialty(tmp_path):
     p.write_text("source,key,specialties\nwhatever,9,Cardiology\n")
     with pytest.raises(ValueError, match="unknown source"):
         SpecialtyMap.load(p)
+
+
+def test_none_rows_block_the_ccsr_fallback():
+    m = load_map()
+    assert m.icd10cm("E53.8")[0] == ()  # nutritional deficiency: "none", even where CCSR says END
+    assert m.icd10cm("R51.9")[0] in ((), ("Neurology",))  # symptoms chapter: empty, CCSR may decide

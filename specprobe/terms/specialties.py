@@ -46,11 +46,13 @@ class MapRow:
     specialties: tuple[str, ...]
     label: str = ""
     note: str = ""
+    final: bool = False  # specialties cell "none": no specialty and no fallback to CCSR
 
 
 class SpecialtyMap:
     """The ontology -> specialty table (`specialty_map.csv`: source, key, specialties ';'-separated, label,
-    note; lines whose first cell starts with '#' are comments)."""
+    note; lines whose first cell starts with '#' are comments). For ICD-10-CM an empty specialties cell
+    lets the CCSR rows decide; "none" means no specialty at all."""
 
     def __init__(self, rows: Iterable[MapRow], path: str = "<memory>") -> None:
         self.rows = list(rows)
@@ -73,7 +75,8 @@ class SpecialtyMap:
             source, key, specs = rec[0].strip(), rec[1].strip(), rec[2]
             if source not in MAP_SOURCES:
                 raise ValueError(f"{path}: line {lineno}: unknown source {source!r} (one of {MAP_SOURCES})")
-            spec = tuple(s.strip() for s in specs.split(";") if s.strip())
+            final = specs.strip().lower() == "none"  # "none": no specialty, and no CCSR fallback either
+            spec = () if final else tuple(s.strip() for s in specs.split(";") if s.strip())
             bad = [s for s in spec if s not in SPECIALTIES]
             if bad:
                 raise ValueError(f"{path}: line {lineno}: unknown specialty {bad[0]!r}; known: {', '.join(SPECIALTIES)}")
@@ -82,7 +85,7 @@ class SpecialtyMap:
                     re.compile(key)
                 except re.error as exc:
                     raise ValueError(f"{path}: line {lineno}: bad regular expression {key!r}: {exc}") from exc
-            rows.append(MapRow(source, key, spec, *(c.strip() for c in rec[3:5])))
+            rows.append(MapRow(source, key, spec, *(c.strip() for c in rec[3:5]), final=final))
         return cls(rows, str(path))
 
     # ------------------------------------------------------------------------------ per source
@@ -92,8 +95,8 @@ class SpecialtyMap:
         for anc in ontology.icd10cm_ancestors(code):
             if anc in table:
                 row = table[anc]
-                if row.specialties:
-                    return row.specialties, [f"icd10cm:{anc}"]
+                if row.specialties or row.final:
+                    return row.specialties, [f"icd10cm:{anc}"] if row.specialties else []
                 break
         cat = ontology.ccsr_category(code)
         if cat and cat[:3] in self._by["ccsr"]:
