@@ -198,7 +198,7 @@ def test_experiment_page_from_sections(tmp_path):
     assert len(page.charts()) == 5  # accuracy, delta, terms-minus-control heatmaps, distributions, layers
     out = render(page, tmp_path / "experiment.html")
     html = out.read_text()
-    assert f"<title>Experiment &lt;script&gt;" in html
+    assert "<title>Experiment &lt;script&gt;" in html
     # the heatmap cells carry mean and CI
     heat = json.loads(re.search(r'id="fine-tuning-specialty-term-specialty-chart-1-spec">(.*?)</script>', html, re.S).group(1))
     cells = [r for v in heat["datasets"].values() for r in v]
