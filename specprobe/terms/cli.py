@@ -123,5 +123,10 @@ def cmd_export(args) -> int:
         df.to_csv(args.out, index=False)
         print(f"wrote {args.out}: {len(df)} rows")
     else:
-        df.to_csv(sys.stdout, index=False)
+        try:
+            df.to_csv(sys.stdout, index=False)
+        except BrokenPipeError:  # e.g. piped into `head`
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
