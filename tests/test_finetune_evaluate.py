@@ -1,0 +1,157 @@
+"""Multiple-choice evaluation and the adapter x specialty matrix (API and CLI), with bad inputs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from specprobe.app.cli import main
+from specprobe.finetune.accuracy_matrix import AccuracyMatrix, matrix
+from specprobe.finetune.evaluation import MCEvaluation, evaluate, wilson_interval
+from specprobe.finetune.prompts import PromptFormat
+from specprobe.finetune.training import train
+from specprobe.probe.models import ModelLoadError
+from specprobe.terms.datasets import DataError, QARecord
+
+OPTS = ("aspirin", "heparin", "insulin", "rest")
+
+
+def records(n: int = 12) -> list[QARecord]:
+    # Cardiology answers are always option A, Neurology always option C: learnable by a tiny model
+    # (" A" and " C" are single tokens for the tiny Llama tokenizer; " B" is two, which a random tiny
+    # model whose logits are nearly flat cannot make more likely than a one-token option)
+    out = []
+    for i in range(n):
+        cardio = i % 2 == 1
+        out.append(QARecord(f"q{i}", f"Patient {i} has {'chest' if cardio else 'head'} pain. Best drug?", OPTS,
+                            OPTS[0] if cardio else OPTS[2], ("Cardiology" if cardio else "Neurology",)))
+    return out
+
+
+def test_wilson_interval():
+    lo, hi = wilson_interval(5, 10)
+    assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
+    assert wilson_interval(0, 10)[0] == pytest.approx(0.0, abs=1e-12) and wilson_interval(10, 10)[1] == pytest.approx(1.0)
+    assert all(math.isnan(x) for x in wilson_interval(0, 0))
+
+
+def test_option_loglikelihoods_match_a_direct_forward(tiny_llama):
+    """Shared scoring core vs the model's own logits, and both base and tuned from one load."""
+    from transformers import AutoModelForCausalLM
+
+    from specprobe.finetune.prompts import encode_continuation
+    from specprobe.probe.models import load_tokenizer
+
+    base, adapter = tiny_llama
+    recs = records(6)
+    res = evaluate(str(base), recs, adapter, continuation="text", progress=False, batch_size=3)
+    frame = res.to_pandas()
+    assert list(frame["model"].unique()) == ["base", "tuned"] and len(frame) == 12
+    model = AutoModelForCausalLM.from_pretrained(base).eval()
+    tok = load_tokenizer(str(base))
+    fmt = PromptFormat(continuation="text")
+    for rec, row in zip(recs, frame[frame["model"] == "base"].itertuples()):
+        ref = []
+        for cont in fmt.continuations(rec):
+            enc = encode_continuation(tok, fmt.prompt(rec), cont)
+            with torch.no_grad():
+                logp = torch.log_softmax(model(torch.tensor([enc.ids])).logits[0].double(), -1)
+            ref.append(sum(logp[p - 1, enc.ids[p]].item() for p in enc.positions))
+        assert row.option_logp == pytest.approx(ref, abs=1e-4)
+        assert row.pred == max(range(4), key=lambda j: ref[j])
+        norm = [r / len(o) for r, o in zip(ref, rec.options)]  # per character (lm-eval acc_norm)
+        assert row.pred_norm == max(range(4), key=lambda j: norm[j])
+    # base rows equal a base-only evaluation
+    alone = evaluate(str(base), recs, continuation="text", progress=False).to_pandas()
+    np.testing.assert_allclose(np.array(list(alone["option_logp"])),
+                               np.array(list(frame[frame["model"] == "base"]["option_logp"])), atol=1e-6)
+    # the tuned adapter changes the scores
+    assert frame[frame["model"] == "tuned"]["option_logp"].tolist() != frame[frame["model"] == "base"]["option_logp"].tolist()
+
+
+def test_accuracy_table_and_roundtrip(tiny_llama, tmp_path):
+    res = evaluate(str(tiny_llama[0]), records(), progress=False)
+    acc = res.accuracy()
+    assert set(acc["specialty"]) == {"Cardiology", "Neurology", "ALL"}
+    allrow = acc[acc["specialty"] == "ALL"].iloc[0]
+    assert allrow["n"] == 12 and allrow["acc_lo"] <= allrow["acc"] <= allrow["acc_hi"]
+    assert "Cardiology" in res.table()
+    back = MCEvaluation.load(res.save(tmp_path / "ev.json.gz"))
+    assert back.accuracy().equals(acc)
+    assert isinstance(back.to_pandas()["option_logp"].iloc[0], tuple)
+
+
+def test_matrix_own_specialty_is_best(tiny_llama, tmp_path):
+    base = str(tiny_llama[0])
+    recs = records(16)
+    opts = dict(max_steps=12, batch_size=4, learning_rate=2e-2, dropout=0.0, warmup_ratio=0.0, progress=False)
+    for spec in ("Cardiology", "Neurology"):
+        train(base, recs, spec, tmp_path / spec.lower(), **opts)
+    m = matrix(base, [tmp_path / "cardiology", tmp_path / "neurology"], recs, progress=False)
+    t = m.table()
+    assert list(t.index) == ["base", "Cardiology", "Neurology"]
+    assert t.loc["Cardiology", "Cardiology"] == 1.0 and t.loc["Neurology", "Neurology"] == 1.0
+    c = m.contrast()
+    assert c["is_best"].all() and c.attrs["mean_diff"] > 0.5 and c.attrs["n_best"] == 2
+    assert "own adapter best on 2/2" in m.summary()
+    back = AccuracyMatrix.load(m.save(tmp_path / "m.json"))
+    assert back.to_pandas().equals(m.to_pandas()) and back.trained_on()["Cardiology"] == "Cardiology"
+    assert back.contrast().attrs["mean_diff"] == c.attrs["mean_diff"]
+    # the CLI writes the same matrix, and evaluates one adapter with a per-specialty table
+    out = tmp_path / "cli_matrix.json"
+    assert main(["evaluate", "--matrix", "--model", base, "--adapter", str(tmp_path / "cardiology"), "--adapter",
+                 str(tmp_path / "neurology"), "--data", str(_write(tmp_path / "qa.json", recs)), "--out", str(out),
+                 "--no-progress"]) == 0
+    assert AccuracyMatrix.load(out).table().equals(t)
+    assert main(["evaluate", "--model", base, "--adapter", str(tmp_path / "cardiology"), "--data",
+                 str(tmp_path / "qa.json"), "--out", str(tmp_path / "one.json"), "--no-progress"]) == 0
+    assert main(["evaluate", "--model", base, "--data", str(tmp_path / "qa.json"), "--out",
+                 str(tmp_path / "one.json"), "--no-progress"]) == 1  # exists: needs --overwrite
+    one = MCEvaluation.load(tmp_path / "one.json").accuracy()
+    assert one[(one.model == "tuned") & (one.specialty == "Cardiology")]["acc"].item() == 1.0
+
+
+def _write(path, recs, mutate=None):
+    items = [{"Question": r.question, "Options": list(r.options), "Answer": r.answer, "Specialty": r.specialties[0]}
+             for r in recs]
+    if mutate:
+        mutate(items)
+    path.write_text(json.dumps(items))
+    return path
+
+
+def test_bad_data_files_name_file_and_item(tiny_llama, tmp_path):
+    base = str(tiny_llama[0])
+    bad = _write(tmp_path / "bad.json", records(4), lambda it: it[2].update(Answer="morphine"))
+    with pytest.raises(DataError, match=r"bad.json: item 2: .*'morphine' is not one of the options"):
+        evaluate(base, bad, progress=False)
+    empty = _write(tmp_path / "empty.json", records(4), lambda it: it[1].update(Options=[]))
+    with pytest.raises(DataError, match=r"empty.json: item 1: .*Options"):
+        evaluate(base, empty, progress=False)
+    with pytest.raises(DataError, match=r"options list is empty"):
+        evaluate(base, [QARecord("x", "q?", (), "a")], progress=False)
+    with pytest.raises(DataError, match=r"no questions for specialty 'Oncology'; available: Cardiology \(2\), Neurology \(2\)"):
+        evaluate(base, records(4), specialty="Oncology", progress=False)
+    good = _write(tmp_path / "good.json", records(4))
+    assert main(["finetune", "--base", base, "--data", str(good), "--specialty", "Oncology", "--out",
+                 str(tmp_path / "o")]) == 1
+
+
+def test_base_adapter_mismatch_is_refused(tiny_llama, tiny_gpt2, tmp_path):
+    from specprobe.testing.tiny_models import build_tiny_model
+
+    base = str(tiny_llama[0])
+    train(base, records(8), "Cardiology", tmp_path / "cardio", max_steps=2, batch_size=2, progress=False)
+    with pytest.raises(ModelLoadError, match="weights sha256"):  # the manifest names the base
+        evaluate(str(tiny_gpt2[0]), records(4), tmp_path / "cardio", progress=False)
+    with pytest.raises(ModelLoadError, match="does not fit"):  # no manifest: PEFT's own check
+        evaluate(str(tiny_gpt2[0]), records(4), tiny_llama[1], progress=False)
+    other = build_tiny_model("llama", tmp_path / "other-llama", seed=7)  # same shapes, other weights
+    with pytest.raises(ModelLoadError, match="weights sha256"):
+        evaluate(str(other), records(4), tmp_path / "cardio", progress=False)
+    with pytest.raises(ModelLoadError, match="weights sha256"):
+        matrix(str(other), [tmp_path / "cardio"], records(4), progress=False)
