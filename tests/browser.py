@@ -94,6 +94,23 @@ class _CDP:
                                              "params": {"accept": False}}))
         raise TimeoutError(method)
 
+    def wait_event(self, method: str, timeout: float = 60) -> dict:
+        """Block until an event `method` arrives (or has arrived); returns its params."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for ev in self.events:
+                if ev["method"] == method:
+                    return ev.get("params", {})
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {method} event")
+            self.ws.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                msg = json.loads(self.ws.recv())
+            finally:
+                self.ws.settimeout(60)
+            if "method" in msg:
+                self.events.append(msg)
+
     def evaluate(self, expression: str) -> Any:
         res = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
         if "exceptionDetails" in res:
@@ -151,11 +168,17 @@ def load_page(path: str | os.PathLike, *, screenshot: str | os.PathLike | None =
                 cdp.send(f"{domain}.enable")
             cdp.send("Emulation.setDeviceMetricsOverride",
                      {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
-            cdp.send("Page.navigate", {"url": url})
+            nav = cdp.send("Page.navigate", {"url": url})
+            if nav.get("errorText"):
+                raise RuntimeError(f"navigation failed: {nav['errorText']}")
+            cdp.wait_event("Page.loadEventFired", timeout=timeout)
             deadline = time.monotonic() + timeout
             done = False
             while time.monotonic() < deadline:
-                state = cdp.evaluate("document.readyState === 'complete' && !!(window.__specprobe && window.__specprobe.done)")
+                try:
+                    state = cdp.evaluate("document.readyState === 'complete' && !!(window.__specprobe && window.__specprobe.done)")
+                except RuntimeError:  # e.g. the execution context was replaced by the navigation
+                    state = False
                 if state:
                     done = True
                     break
