@@ -214,3 +214,18 @@ def test_sections_validate_inputs():
     assert "No data." in S.delta_heatmap_section(pd.DataFrame()).blocks[0].text
     assert "No data." in S.accuracy_heatmap_section(pd.DataFrame()).blocks[0].text
     assert "No data." in S.layer_curves_section(pd.DataFrame()).blocks[0].text
+
+
+def test_accuracy_matrix_and_layers_renderers(tmp_path):
+    from specprobe.finetune.accuracy_matrix import AccuracyMatrix
+    from specprobe.probe.layers import LayerView  # noqa: F401  (registers kind "layers")
+
+    assert {"accuracy_matrix", "layers"} <= set(registered_kinds())
+    rows = [{"model": m, "trained_on": t, "specialty": s, "n": 50, "n_correct": 20, "acc": 0.4 + 0.2 * (t == s),
+             "acc_lo": 0.3, "acc_hi": 0.7, "n_correct_norm": 20, "acc_norm": 0.4, "acc_norm_lo": 0.3, "acc_norm_hi": 0.5}
+            for m, t in (("base", None), ("a1", "Neurology"), ("a2", XSS)) for s in ("Neurology", XSS)]
+    html = render(AccuracyMatrix(pd.DataFrame(rows), {}), tmp_path / "acc.html").read_text()
+    spec = json.loads(re.search(r'-chart-1-spec">(.*?)</script>', html, re.S).group(1))
+    cells = [r for v in spec["datasets"].values() for r in v]
+    assert len(cells) == 6 and {c["fine-tuned on"] for c in cells} == {"base", "Neurology", XSS}
+    assert XSS not in html.replace(json.dumps(XSS), "")
