@@ -156,7 +156,7 @@ def run_experiment(config: ExperimentConfig, *, progress: bool = True, say: Call
     comparisons: dict[str, Comparison] = {}
     for name, adapter in adapters.items():
         key = {"base": base_hash, "adapter": acc_key["adapters"][name], "train": cfg.train, "lexicon": sha256_file(lex_dir / "lexicon.json"),
-               "compare": cfg.compare, "max_texts": cfg.max_texts, "seed": cfg.seed}
+               "compare": cfg.compare, "texts": hashlib.sha256("\n".join(t.id for t in texts).encode()).hexdigest(), "seed": cfg.seed}
         folder = run_stage(root, f"compare-{slug(name)}", key,
                            lambda f, adapter=adapter: compare(ModelPair.load(cfg.base, str(adapter)), terms=lexicon, texts=texts,
                                                               progress=progress, seed=cfg.seed, **cfg.compare).save(f / "comparison.json.gz"),

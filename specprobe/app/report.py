@@ -1,0 +1,54 @@
+"""Assemble the experiment report from the runner's results (the only place that knows every result type)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+def accuracy_frame(accuracy) -> pd.DataFrame:
+    """Long (fine-tuned on, test specialty, accuracy, CI, n) rows; the base model is the row 'base'."""
+    df = accuracy.to_pandas()
+    df = df[df["specialty"] != "overall"] if "overall" in set(df["specialty"]) else df
+    out = pd.DataFrame({
+        "train_specialty": df["trained_on"].where(df["trained_on"].astype(bool), df["model"]).fillna(df["model"]),
+        "test_specialty": df["specialty"], "accuracy": df["acc"], "acc_lo": df["acc_lo"], "acc_hi": df["acc_hi"],
+        "n": df["n"], "acc_norm": df["acc_norm"],
+    })
+    out.loc[df["model"] == "base", "train_specialty"] = "base"
+    return out
+
+
+def write_experiment_report(result: dict[str, Any], path: str | Path | None = None, *, layer_frame: pd.DataFrame | None = None) -> Path:
+    """One self-contained HTML page with the study's two findings, controls, distributions, top movers."""
+    from specprobe.reports import experiment_page, sections as S, write_page
+
+    comps = result["comparisons"]
+    accuracy = result["accuracy"]
+    contrast = accuracy.contrast()
+    a = contrast.attrs
+    findings = []
+    if a.get("n_specialties") and "mean_diff" in a:
+        findings.append(f"Accuracy: own-specialty adapter vs other adapters, diagonal {a['mean_diag']:.3f} vs "
+                        f"off-diagonal {a['mean_offdiag']:.3f} (difference {a['mean_diff']:+.3f}); the own adapter is "
+                        f"best on {a['n_best']} of {a['n_specialties']} specialties; permutation p = {a['p_value']:.3g}.")
+    sections = [
+        S.accuracy_heatmap_section(accuracy_frame(accuracy), ci_low="acc_lo", ci_high="acc_hi"),
+        S.table_section(contrast, title="Is the own specialty best? (accuracy)", notes=findings),
+        S.delta_heatmap_section(S.specialty_delta_matrix(comps)),
+        S.delta_heatmap_section(S.specialty_delta_matrix(comps, relative_to_control=True),
+                                title="Fine-tuning specialty × term specialty, minus control words"),
+        S.terms_vs_control_section(comps),
+        S.distributions_section(comps),
+        S.top_movers_section(comps),
+        S.layer_curves_section(layer_frame) if layer_frame is not None else None,
+        S.metadata_section({"config": result["config"], "adapters": {k: str(v) for k, v in result["adapters"].items()},
+                            "lexicon": {"terms": len(result["lexicon"]), **{k: v for k, v in result["lexicon"].meta.items() if k in ("backend", "sources")}},
+                            "compare": next(iter(comps.values())).metadata if comps else {}}),
+        S.method_notes_section(),
+    ]
+    page = experiment_page(sections, title="specprobe: what did specialty fine-tuning change?",
+                           subtitle=f"base {result['config']['base']} · data {result['config']['data']}")
+    return write_page(page, Path(path) if path else Path(result["root"]) / "report.html")

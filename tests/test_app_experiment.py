@@ -1,0 +1,67 @@
+"""The experiment runner: every stage runs once, reruns skip, a changed option reruns only its dependants."""
+
+from __future__ import annotations
+
+import pytest
+
+from specprobe.app.experiment import ExperimentConfig, interleave_by_specialty, run_experiment, split_records
+from specprobe.terms.datasets import QARecord, load_qa
+
+
+def _config(base, out, **kw) -> ExperimentConfig:
+    return ExperimentConfig(base=str(base), out=str(out), specialties=["Cardiology", "Neurology"], include_all=False,
+                            train={"max_steps": 2, "batch_size": 4, "learning_rate": 1e-3, "rank": 2, "max_length": 256},
+                            max_texts=8, **kw)
+
+
+@pytest.mark.slow
+def test_stages_are_cached_and_invalidated_precisely(tiny_llama, tmp_path):
+    base, _ = tiny_llama
+    log1: list[str] = []
+    res = run_experiment(_config(base, tmp_path / "exp"), progress=False, say=log1.append)
+    assert sum(line.startswith("[run ]") for line in log1) == 7  # split, lexicon, 2 adapters, accuracy, 2 compares
+    assert set(res["comparisons"]) == {"Cardiology", "Neurology"}
+    assert {"Cardiology", "Neurology"} <= set(res["compare_matrix"]["finetune_specialty"])
+    assert (tmp_path / "exp" / "compare_matrix.csv").exists()
+
+    log2: list[str] = []
+    run_experiment(_config(base, tmp_path / "exp"), progress=False, say=log2.append)
+    assert all(not line.startswith("[run ]") for line in log2)
+
+    log3: list[str] = []
+    cfg = _config(base, tmp_path / "exp")
+    cfg.compare = {"batch_size": 2}
+    run_experiment(cfg, progress=False, say=log3.append)
+    reran = [line.split()[2] for line in log3 if line.startswith("[run ]")]
+    assert reran == ["compare-cardiology", "compare-neurology"]
+
+    from specprobe.app.report import write_experiment_report
+
+    html = write_experiment_report(res).read_text(encoding="utf-8")
+    assert "Fine-tuning specialty × term specialty" in html and "Is the own specialty best?" in html
+
+
+def test_unknown_specialty_lists_available(tiny_llama, tmp_path):
+    base, _ = tiny_llama
+    cfg = _config(base, tmp_path / "exp")
+    cfg.specialties = ["Astrology"]
+    with pytest.raises(ValueError, match="Astrology.*available.*Cardiology"):
+        run_experiment(cfg, progress=False, say=lambda s: None)
+
+
+def test_split_is_deterministic_per_specialty_and_interleaving_covers_all():
+    recs = [QARecord(f"{s}{i}", "q", ("a", "b"), "a", (s,)) for s in "XYZ" for i in range(10)]
+    train, test = split_records(recs, 0.3, seed=0)
+    assert len(test) == 9 and len(train) == 21 and not {r.id for r in train} & {r.id for r in test}
+    assert [r.id for r in split_records(recs, 0.3, seed=0)[1]] == [r.id for r in test]
+    assert [r.id for r in split_records(recs, 0.3, seed=1)[1]] != [r.id for r in test]
+    assert [r.specialties[0] for r in interleave_by_specialty(test)[:3]] == ["X", "Y", "Z"]
+
+
+def test_toml_config_rejects_unknown_keys(tmp_path):
+    p = tmp_path / "e.toml"
+    p.write_text('out = "x"\nspecialites = ["Cardiology"]\n')
+    with pytest.raises(ValueError, match="specialites"):
+        ExperimentConfig.from_toml(p)
+    p.write_text('out = "x"\nspecialties = ["Cardiology"]\n[train]\nmax_steps = 3\n')
+    assert ExperimentConfig.from_toml(p).train == {"max_steps": 3}
