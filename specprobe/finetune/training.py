@@ -225,15 +225,15 @@ def resolve_precision(precision: str, cuda: bool) -> str:
 
 def base_fingerprint(base: str, revision: str | None = None) -> str | None:
     """sha256 of the base's first safetensors file (as `ModelPair` checks it), local dir or hub cache."""
-    from specprobe.probe.models import _weights_fingerprint
+    from specprobe.probe.models import weights_fingerprint
 
     if Path(base).is_dir():
-        return _weights_fingerprint(base)
+        return weights_fingerprint(base)
     try:
         from huggingface_hub import snapshot_download
 
         snap = snapshot_download(base, revision=revision, local_files_only=True, allow_patterns=["*.safetensors"])
-        return _weights_fingerprint(snap)
+        return weights_fingerprint(snap)
     except Exception:  # noqa: BLE001 - provenance only; the base may be unavailable offline
         return None
 

@@ -71,7 +71,7 @@ def _check_source(name: str, what: str) -> None:
         raise ModelLoadError(f"{what} {name!r}: no such local path, and not a valid hub id")
 
 
-def _weights_fingerprint(name: str) -> str | None:
+def weights_fingerprint(name: str) -> str | None:
     """sha256 of the first safetensors file of a local checkpoint (cheap provenance for base checks)."""
     files = sorted(Path(name).glob("*.safetensors")) if Path(name).is_dir() else []
     return sha256_file(files[0]) if files else None
@@ -170,7 +170,7 @@ class ModelPair:
                 raise ModelLoadError(f"base {base_name!r} is a PEFT adapter directory; pass it as `tuned`")
             base_obj = load_causal_lm(base_name, **load_kw)
             meta["base"] = base_name
-            meta["base_weights_sha256"] = _weights_fingerprint(base_name)
+            meta["base_weights_sha256"] = weights_fingerprint(base_name)
         elif base is not None:
             base_obj = base.eval()
             base_name = getattr(getattr(unwrap_peft(base), "config", None), "_name_or_path", type(base).__name__)
@@ -192,7 +192,7 @@ class ModelPair:
         elif isinstance(tuned, (str, os.PathLike)):
             tuned_obj = load_causal_lm(str(tuned), **load_kw)
             meta["tuned"] = str(tuned)
-            meta["tuned_weights_sha256"] = _weights_fingerprint(str(tuned))
+            meta["tuned_weights_sha256"] = weights_fingerprint(str(tuned))
         else:
             tuned_obj = tuned.eval()
             meta["tuned"] = f"<object {type(tuned).__name__}>"
