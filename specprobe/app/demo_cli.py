@@ -31,11 +31,21 @@ def _finish(result: dict, started: float) -> int:
     acc = result["accuracy"]
     matrix = result["compare_matrix"]
     print("\nAccuracy (rows: fine-tuned on; columns: tested on):")
-    print(acc.pivot().to_string(float_format=lambda v: f"{v:.2f}") if hasattr(acc, "pivot") else acc.to_pandas().head(20).to_string())
+    print(acc.table("acc").to_string(float_format=lambda v: f"{v:.2f}"))
+    c = acc.contrast().attrs
+    if "mean_diff" in c:
+        print(f"own specialty vs other adapters: diagonal {c['mean_diag']:.3f}, off-diagonal {c['mean_offdiag']:.3f}, "
+              f"own adapter best on {c['n_best']}/{c['n_specialties']} specialties (permutation p = {c['p_value']:.3g})")
     if not matrix.empty:
         wide = matrix.pivot_table(index="finetune_specialty", columns="specialty", values="mean_delta_per_token")
         print("\nMean delta log-prob per token (rows: fine-tuned on; columns: term specialty; 'control' = ordinary words):")
         print(wide.to_string(float_format=lambda v: f"{v:+.3f}"))
+        terms = matrix[matrix["specialty"] != "control"]
+        control = matrix[matrix["specialty"] == "control"]
+        print(f"\nclinical terms: mean delta/token {terms['mean_delta_per_token'].mean():+.3f} over "
+              f"{len(terms)} (adapter, specialty) cells; control words {control['mean_delta_per_token'].mean():+.3f}; "
+              f"cells with terms - control > 0 at p_holm < 0.05: "
+              f"{int(((terms['minus_control'] > 0) & (terms['p_holm'] < 0.05)).sum())}/{len(terms)}")
     print(f"\nfinished in {time.perf_counter() - started:.0f} s")
     print(f"report: {path}")
     return 0

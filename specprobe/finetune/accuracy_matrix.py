@@ -185,7 +185,7 @@ def matrix(
     `adapters`: adapter directories (names from their manifests' specialty) or a mapping name -> dir.
     Every adapter must have been trained on this base (manifest weights hash, and PEFT's own checks).
     """
-    from specprobe.probe.compare import context_length
+    from specprobe.probe.prepare import context_length
     from specprobe.probe.models import ModelLoadError, ModelPair
 
     named = _normalize_adapters(adapters)

@@ -198,7 +198,7 @@ def evaluate(
     scored (pick with `variants=("tuned",)`). The prompt format defaults to the one the adapter
     was trained with (its manifest), else `PromptFormat()`.
     """
-    from specprobe.probe.compare import context_length
+    from specprobe.probe.prepare import context_length
     from specprobe.probe.models import ModelPair
 
     source = str(data) if isinstance(data, (str, os.PathLike)) else "data"

@@ -10,98 +10,18 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import pandas as pd
 
-from specprobe.probe.compare import Occurrence, build_items, context_length, locate
-from specprobe.probe.controls import choose_controls
-from specprobe.probe.encoding import encode
-from specprobe.probe.inputs import DEFAULT_TEMPLATE, UNASSIGNED, normalize_terms, normalize_texts
-from specprobe.probe.models import ModelPair
+from specprobe.probe.prepare import OCCURRENCE_COLUMNS, Prepared, load_pair, prepare  # noqa: F401
+from specprobe.probe.inputs import DEFAULT_TEMPLATE, UNASSIGNED
 from specprobe.probe.occurrences import MatchOptions
 from specprobe.probe.results import Result
-from specprobe.probe.scoring import ScoreItem, plan_batches, score_items
+from specprobe.probe.scoring import plan_batches, score_items
 from specprobe.probe.stats import cluster_bootstrap_mean
-from specprobe.terms.datasets import TextRecord
 
-OCCURRENCE_COLUMNS = ["text_id", "term", "specialties", "start", "end", "n_tokens", "is_control", "flags"]
-
-
-@dataclass
-class Prepared:
-    """Occurrences of terms (and control words) and the score items that cover them, as in compare()."""
-
-    records: list[TextRecord]
-    term_map: dict[str, tuple[str, ...]]
-    occs: list[Occurrence]
-    items: list[ScoreItem]
-    where: list[tuple[int, list[int]]]  # per occurrence: (item index or -1, slots in that item's positions)
-    control_words: list[str]
-    options: dict
-
-    def occurrence_row(self, oi: int) -> dict:
-        occ = self.occs[oi]
-        return {"text_id": self.records[occ.text_index].id, "term": occ.term, "specialties": occ.specialties,
-                "start": occ.start, "end": occ.end, "n_tokens": occ.n_tokens, "is_control": occ.is_control,
-                "flags": ",".join(occ.flags)}
-
-    def by_item(self) -> dict[int, list[int]]:
-        out: dict[int, list[int]] = defaultdict(list)
-        for oi, (item_i, _) in enumerate(self.where):
-            if item_i >= 0:
-                out[item_i].append(oi)
-        return out
-
-
-def load_pair(base: Any, tuned: Any, tokenizer: Any, device: str | None, dtype: str | None) -> ModelPair:
-    pair = base if isinstance(base, ModelPair) else ModelPair.load(base, tuned, tokenizer=tokenizer, device=device, dtype=dtype)
-    if len(pair.variants) < 2:
-        raise ValueError("the layer views need a tuned model: pass tuned= (an adapter directory, a model, or a PeftModel)")
-    return pair
-
-
-def prepare(pair_or_tokenizer: Any, terms: Any, texts: Any, *, controls: str | Sequence[str] | None = "auto",
-            n_controls: int | None = None, template: str = DEFAULT_TEMPLATE, match: MatchOptions = MatchOptions(),
-            add_bos: bool | None = None, max_length: int | None = None, long_texts: str = "window",
-            seed: int = 0) -> Prepared:
-    """Locate terms and control words exactly as compare() does (same functions, same order)."""
-    if terms is None:
-        raise ValueError("terms is required (a Lexicon, a mapping term -> specialties, or a list)")
-    if long_texts not in ("window", "error"):
-        raise ValueError(f"long_texts must be 'window' or 'error', got {long_texts!r}")
-    term_map = normalize_terms(terms)
-    records = normalize_texts(texts, terms, term_map, template)
-    if isinstance(pair_or_tokenizer, ModelPair):
-        tokenizer, L = pair_or_tokenizer.tokenizer, max_length or context_length(pair_or_tokenizer)
-    else:
-        tokenizer, L = pair_or_tokenizer, max_length
-        if L is None:
-            raise ValueError("max_length is required when no loaded model gives the context length")
-    encodings = [encode(tokenizer, r.text, add_bos) for r in records]
-    occs = locate(records, encodings, term_map, False, match)
-    term_counts = Counter(o.term for o in occs)
-    control_words: list[str] = []
-    if controls == "auto":
-        control_words = choose_controls([r.text for r in records], {t: term_counts.get(t, 0) for t in term_map},
-                                        n=n_controls, seed=seed)
-    elif controls:
-        if isinstance(controls, str):
-            raise TypeError("controls must be 'auto', None, or a list of words")
-        control_words = [str(c) for c in controls]
-    if control_words:
-        taken: dict[int, list[tuple[int, int]]] = defaultdict(list)
-        for o in occs:
-            taken[o.text_index].append((o.start, o.end))
-        occs += locate(records, encodings, {w: ("control",) for w in control_words}, True, match, exclude=taken)
-    items, where = build_items(encodings, occs, L, long_texts)
-    options = {"match": asdict(match), "add_bos": add_bos, "max_length": L, "long_texts": long_texts,
-               "controls": controls if isinstance(controls, (str, type(None))) else "given", "n_controls": n_controls,
-               "template": template if texts is None else None, "seed": seed}
-    return Prepared(records, term_map, occs, items, where, control_words, options)
 
 
 class LayerView(Result):

@@ -31,7 +31,8 @@ import torch
 
 from specprobe.probe.hooks import COMPONENTS, capture_input, capture_outputs, layer_modules, replace_outputs, resolve_layers
 from specprobe.probe.inputs import DEFAULT_TEMPLATE, UNASSIGNED
-from specprobe.probe.layers import OCCURRENCE_COLUMNS, Prepared, load_pair, options_meta, prepare
+from specprobe.probe.layers import options_meta
+from specprobe.probe.prepare import OCCURRENCE_COLUMNS, load_pair, prepare
 from specprobe.probe.lens import direct_logit_attribution
 from specprobe.probe.occurrences import MatchOptions
 from specprobe.probe.results import Result

@@ -1,0 +1,205 @@
+"""Locate terms and control words in texts and plan the score items that cover them.
+
+Shared by `compare`, the layer views and patching, so all of them see exactly the same occurrences.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+from specprobe.probe.controls import choose_controls
+from specprobe.probe.encoding import EncodedText, encode
+from specprobe.probe.inputs import DEFAULT_TEMPLATE, normalize_terms, normalize_texts
+from specprobe.probe.models import ModelPair
+from specprobe.probe.occurrences import (
+    NO_BOS_AT_START,
+    STRADDLES,
+    TRUNCATED_CONTEXT,
+    MatchOptions,
+    find_spans,
+    token_span,
+)
+from specprobe.probe.scoring import ScoreItem
+from specprobe.terms.datasets import TextRecord
+
+OCCURRENCE_COLUMNS = ["text_id", "term", "specialties", "start", "end", "n_tokens", "is_control", "flags"]
+
+
+@dataclass
+class Occurrence:
+    """One located occurrence of a term or control word, with its token positions."""
+
+    text_index: int
+    term: str
+    specialties: tuple[str, ...]
+    start: int
+    end: int
+    is_control: bool
+    first: int = -1  # token positions (inclusive) in the encoded text
+    last: int = -1
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def n_tokens(self) -> int:
+        return self.last - self.first + 1 if self.first >= 0 else 0
+
+    @property
+    def scorable(self) -> bool:
+        return self.first >= 1
+
+
+def context_length(pair: ModelPair) -> int:
+    """The longest input the model takes (its position table), capped by the tokenizer's limit."""
+    from specprobe.probe.architecture import unwrap_peft
+
+    cfg = unwrap_peft(pair.base_model).config
+    limits = [getattr(cfg, a) for a in ("max_position_embeddings", "n_positions", "seq_length") if isinstance(getattr(cfg, a, None), int)]
+    tok_limit = getattr(pair.tokenizer, "model_max_length", None)
+    if isinstance(tok_limit, int) and tok_limit < 10**7:
+        limits.append(tok_limit)
+    return min(limits) if limits else 2048
+
+
+def locate(records: Sequence[TextRecord], encodings: Sequence[EncodedText], words: dict[str, tuple[str, ...]],
+           is_control: bool, opts: MatchOptions, exclude: dict[int, list[tuple[int, int]]] | None = None) -> list[Occurrence]:
+    """Every occurrence of every word in every text, mapped to tokens and flagged."""
+    occs: list[Occurrence] = []
+    for ti, (rec, enc) in enumerate(zip(records, encodings)):
+        for word, specs in words.items():
+            for s, e in find_spans(rec.text, word, opts):
+                if exclude and any(s < xe and e > xs for xs, xe in exclude.get(ti, ())):
+                    continue
+                occ = Occurrence(ti, word, specs, s, e, is_control)
+                span = token_span(enc, rec.text, s, e)
+                if span is None:
+                    occ.flags.append("no_tokens")
+                else:
+                    occ.first, occ.last = span.first, span.last
+                    if span.straddles:
+                        occ.flags.append(STRADDLES)
+                    if span.first == 0:
+                        occ.flags.append(NO_BOS_AT_START)
+                occs.append(occ)
+    return occs
+
+
+def build_items(encodings: Sequence[EncodedText], occs: Sequence[Occurrence], max_length: int,
+                long_texts: str) -> tuple[list[ScoreItem], list[tuple[int, list[int]]]]:
+    """Score items (one per text, or per window for long texts) and, per occurrence, (item, slots)."""
+    by_text: dict[int, list[int]] = defaultdict(list)
+    for oi, occ in enumerate(occs):
+        if occ.scorable:
+            by_text[occ.text_index].append(oi)
+    items: list[ScoreItem] = []
+    where: list[tuple[int, list[int]]] = [(-1, [])] * len(occs)
+    for ti, ois in sorted(by_text.items()):
+        enc = encodings[ti]
+        needed = max(occs[oi].last for oi in ois) + 1
+        if needed <= max_length:
+            groups = {0: ois}
+        elif long_texts == "error":
+            raise ValueError(f"text {ti} needs {needed} tokens, more than the model's context of {max_length}; "
+                             "pass long_texts='window' to score it in sliding windows")
+        else:
+            groups = defaultdict(list)
+            keep = max_length - (1 if enc.has_bos else 0)
+            for oi in ois:
+                ws = max(0, occs[oi].last + 1 - keep)
+                if ws > 0 and occs[oi].first - ws < 1 and not enc.has_bos:
+                    ws = occs[oi].first - 1
+                groups[ws].append(oi)
+        for ws, members in sorted(groups.items()):
+            if ws == 0:
+                ids, shift = enc.ids, 0
+            else:
+                prefix = (enc.ids[0],) if enc.has_bos else ()
+                ids, shift = prefix + enc.ids[ws:], ws - len(prefix)
+                for oi in members:
+                    occs[oi].flags.append(TRUNCATED_CONTEXT)
+            positions = sorted({p - shift for oi in members for p in range(occs[oi].first, occs[oi].last + 1)})
+            end = max(positions) + 1
+            item = ScoreItem(tuple(ids[:end]), tuple(positions))
+            slot = {p: k for k, p in enumerate(positions)}
+            for oi in members:
+                where[oi] = (len(items), [slot[p - shift] for p in range(occs[oi].first, occs[oi].last + 1)])
+            items.append(item)
+    return items, where
+
+
+@dataclass
+class Prepared:
+    """Occurrences of terms (and control words) and the score items that cover them, as in compare()."""
+
+    records: list[TextRecord]
+    term_map: dict[str, tuple[str, ...]]
+    occs: list[Occurrence]
+    items: list[ScoreItem]
+    where: list[tuple[int, list[int]]]  # per occurrence: (item index or -1, slots in that item's positions)
+    control_words: list[str]
+    options: dict
+    offsets_source: dict = field(default_factory=dict)  # how many texts got offsets from the tokenizer / by decoding
+
+    def occurrence_row(self, oi: int) -> dict:
+        occ = self.occs[oi]
+        return {"text_id": self.records[occ.text_index].id, "term": occ.term, "specialties": occ.specialties,
+                "start": occ.start, "end": occ.end, "n_tokens": occ.n_tokens, "is_control": occ.is_control,
+                "flags": ",".join(occ.flags)}
+
+    def by_item(self) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = defaultdict(list)
+        for oi, (item_i, _) in enumerate(self.where):
+            if item_i >= 0:
+                out[item_i].append(oi)
+        return out
+
+
+def load_pair(base: Any, tuned: Any, tokenizer: Any, device: str | None, dtype: str | None,
+              purpose: str = "the layer views") -> ModelPair:
+    """A ready `ModelPair` (passed through) or one loaded from base/tuned; it must have a tuned view."""
+    pair = base if isinstance(base, ModelPair) else ModelPair.load(base, tuned, tokenizer=tokenizer, device=device, dtype=dtype)
+    if len(pair.variants) < 2:
+        raise ValueError(f"{purpose} needs a tuned model: pass tuned= (an adapter directory, a model, or a PeftModel)")
+    return pair
+
+
+def prepare(pair_or_tokenizer: Any, terms: Any, texts: Any, *, controls: str | Sequence[str] | None = "auto",
+            n_controls: int | None = None, template: str = DEFAULT_TEMPLATE, match: MatchOptions = MatchOptions(),
+            add_bos: bool | None = None, max_length: int | None = None, long_texts: str = "window",
+            seed: int = 0) -> Prepared:
+    """Locate terms and control words exactly as compare() does (same functions, same order)."""
+    if terms is None:
+        raise ValueError("terms is required (a Lexicon, a mapping term -> specialties, or a list)")
+    if long_texts not in ("window", "error"):
+        raise ValueError(f"long_texts must be 'window' or 'error', got {long_texts!r}")
+    term_map = normalize_terms(terms)
+    records = normalize_texts(texts, terms, term_map, template)
+    if isinstance(pair_or_tokenizer, ModelPair):
+        tokenizer, L = pair_or_tokenizer.tokenizer, max_length or context_length(pair_or_tokenizer)
+    else:
+        tokenizer, L = pair_or_tokenizer, max_length
+        if L is None:
+            raise ValueError("max_length is required when no loaded model gives the context length")
+    encodings = [encode(tokenizer, r.text, add_bos) for r in records]
+    occs = locate(records, encodings, term_map, False, match)
+    term_counts = Counter(o.term for o in occs)
+    control_words: list[str] = []
+    if controls == "auto":
+        control_words = choose_controls([r.text for r in records], {t: term_counts.get(t, 0) for t in term_map},
+                                        n=n_controls, seed=seed)
+    elif controls:
+        if isinstance(controls, str):
+            raise TypeError("controls must be 'auto', None, or a list of words")
+        control_words = [str(c) for c in controls]
+    if control_words:
+        taken: dict[int, list[tuple[int, int]]] = defaultdict(list)
+        for o in occs:
+            taken[o.text_index].append((o.start, o.end))
+        occs += locate(records, encodings, {w: ("control",) for w in control_words}, True, match, exclude=taken)
+    items, where = build_items(encodings, occs, L, long_texts)
+    options = {"match": asdict(match), "add_bos": add_bos, "max_length": L, "long_texts": long_texts,
+               "controls": controls if isinstance(controls, (str, type(None))) else "given", "n_controls": n_controls,
+               "template": template if texts is None else None, "seed": seed}
+    return Prepared(records, term_map, occs, items, where, control_words, options,
+                    dict(Counter(e.offsets_source for e in encodings)))
