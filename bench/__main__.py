@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -35,7 +34,6 @@ def peak_bytes() -> int:
 
 # --------------------------------------------------------------------------- worker (one method, one process)
 def worker(args: argparse.Namespace) -> None:
-    import numpy as np  # noqa: F401
 
     from bench import baseline
     from specprobe.probe import ModelPair, compare
@@ -146,11 +144,11 @@ def main(argv=None) -> int:
 
     data = Path(args.data) if args.data else default_data_path()
     texts = load_texts(data, args.n_texts)
-    terms = workload_terms(texts)
+    terms, terms_note = workload_terms(data, texts)
     base, adapter = build_model(texts, args.hidden, args.layers, args.vocab)
     spec = CACHE / "spec.json"
     spec.write_text(json.dumps({"texts": texts, "terms": terms, "base": str(base), "adapter": str(adapter)}))
-    print(f"workload: {len(texts)} S-MedQA texts, {len(terms)} terms, Llama {args.hidden}x{args.layers} vocab {args.vocab}, "
+    print(f"workload: {len(texts)} S-MedQA texts; terms: {terms_note}; Llama {args.hidden}x{args.layers} vocab {args.vocab}, "
           f"{torch.get_num_threads()} threads", flush=True)
 
     runs = {"compare": [], "baseline": []}
@@ -189,7 +187,7 @@ def main(argv=None) -> int:
 
     results = {
         "machine": {"threads": torch.get_num_threads(), "device": "cpu", "torch": torch.__version__},
-        "workload": {"n_texts": len(texts), "n_terms": len(terms), "hidden": args.hidden, "layers": args.layers,
+        "workload": {"n_texts": len(texts), "n_terms": len(terms), "terms": terms_note, "hidden": args.hidden, "layers": args.layers,
                      "vocab": args.vocab, "nonembedding_params": nonembed},
         "seconds": {m: [x["seconds"] for x in runs[m]] for m in runs},
         "texts_per_s": {m: len(texts) / med[m] for m in med},

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-from collections import Counter
 from pathlib import Path
 
 CACHE = Path.home() / ".cache" / "specprobe-bench"
@@ -17,21 +15,15 @@ def load_texts(data: Path, n: int) -> list[str]:
     return [r.context_text() for r in load_qa(data)][:n]
 
 
-def workload_terms(texts: list[str], max_terms: int = 300) -> list[str]:
-    """Terms to score: the lexicon builder's when available, else words rare in general English (Zipf < 3.5)
-    that recur in these texts (a stand-in good enough for timing)."""
-    try:
-        from specprobe.terms.lexicon import build_lexicon  # type: ignore[attr-defined]
+def workload_terms(data: Path, texts: list[str]) -> tuple[list[str], str]:
+    """The terms to score: the specialty lexicon `specprobe terms build` makes from the data file
+    (offline backend), restricted to terms that occur in the benchmark's texts."""
+    from specprobe.probe.occurrences import find_spans
+    from specprobe.terms.build import build_lexicon
 
-        lex = build_lexicon(texts)  # pragma: no cover - depends on terms/ API
-        return sorted(lex.term_specialties())[:max_terms]
-    except Exception:
-        pass
-    from wordfreq import zipf_frequency
-
-    counts = Counter(w.lower() for t in texts for w in re.findall(r"[A-Za-z][a-z]{4,}", t))
-    rare = [w for w, c in counts.most_common() if c >= 2 and zipf_frequency(w, "en") < 3.5]
-    return sorted(rare[:max_terms])
+    lexicon = build_lexicon(data)
+    terms = sorted(t for t in lexicon.term_specialties() if any(find_spans(x, t) for x in texts))
+    return terms, f"lexicon of {data.name} ({len(lexicon)} terms), {len(terms)} occurring in these texts"
 
 
 def model_config(hidden: int, layers: int, vocab: int, context: int = 1024):

@@ -47,8 +47,8 @@ def read_terms(path: str):
     return terms
 
 
-def run_compare(args: argparse.Namespace) -> int:
-    from specprobe.probe.compare import compare
+def read_inputs(args: argparse.Namespace):
+    """(terms, texts, controls) from the shared --terms/--data/--limit/--controls options."""
     from specprobe.terms.datasets import load_qa
 
     terms = read_terms(args.terms)
@@ -64,6 +64,13 @@ def run_compare(args: argparse.Namespace) -> int:
         controls = None
     elif controls != "auto":
         controls = [w.strip() for w in Path(controls).read_text(encoding="utf-8").splitlines() if w.strip()]
+    return terms, texts, controls
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from specprobe.probe.compare import compare
+
+    terms, texts, controls = read_inputs(args)
     comp = compare(args.base, args.tuned, terms, texts, controls=controls, batch_size=args.batch_size,
                    max_length=args.max_length, long_texts=args.long_texts, device=args.device, dtype=args.dtype,
                    progress=not args.no_progress)

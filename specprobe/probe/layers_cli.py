@@ -42,25 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_layers(args: argparse.Namespace) -> int:
-    from specprobe.probe.cli import read_terms
+    from specprobe.probe.cli import read_inputs
     from specprobe.probe.layers import layers
     from specprobe.utils.io import atomic_write_text
 
-    terms = read_terms(args.terms)
-    texts = None
-    if args.data:
-        from specprobe.terms.datasets import load_qa
-
-        texts = [r.as_text_record() for r in load_qa(args.data)]
-    if args.limit is not None:
-        if texts is None and hasattr(terms, "contexts"):
-            texts = list(terms.contexts())
-        texts = texts[: args.limit] if texts is not None else None
-    controls = args.controls
-    if controls == "none":
-        controls = None
-    elif controls != "auto":
-        controls = [w.strip() for w in Path(controls).read_text(encoding="utf-8").splitlines() if w.strip()]
+    terms, texts, controls = read_inputs(args)
     remote = {"no": False, "ndif": True, "local": "local"}[args.remote]
     common = dict(max_length=args.max_length, long_texts=args.long_texts, progress=not args.no_progress)
     out = Path(args.out)
