@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from specprobe.app.stages import run_stage, stage_seconds
+from specprobe.app.stages import run_stage
 from specprobe.terms.datasets import QARecord, load_qa
 from specprobe.utils.io import atomic_write_text, sha256_file
 
