@@ -19,7 +19,7 @@ def test_stages_are_cached_and_invalidated_precisely(tiny_llama, tmp_path):
     base, _ = tiny_llama
     log1: list[str] = []
     res = run_experiment(_config(base, tmp_path / "exp"), progress=False, say=log1.append)
-    assert sum(line.startswith("[run ]") for line in log1) == 7  # split, lexicon, 2 adapters, accuracy, 2 compares
+    assert sum(line.startswith("[run ]") for line in log1) == 9  # split, lexicon, 2 adapters, accuracy, 2 compares, 2 layers
     assert set(res["comparisons"]) == {"Cardiology", "Neurology"}
     assert {"Cardiology", "Neurology"} <= set(res["compare_matrix"]["finetune_specialty"])
     assert (tmp_path / "exp" / "compare_matrix.csv").exists()
@@ -33,12 +33,13 @@ def test_stages_are_cached_and_invalidated_precisely(tiny_llama, tmp_path):
     cfg.compare = {"batch_size": 2}
     run_experiment(cfg, progress=False, say=log3.append)
     reran = [line.split()[2] for line in log3 if line.startswith("[run ]")]
-    assert reran == ["compare-cardiology", "compare-neurology"]
+    assert reran == ["compare-cardiology", "compare-neurology", "layers-cardiology", "layers-neurology"]
 
     from specprobe.app.report import write_experiment_report
 
     html = write_experiment_report(res).read_text(encoding="utf-8")
     assert "Fine-tuning specialty × term specialty" in html and "Is the own specialty best?" in html
+    assert "Layer curves (logit lens)" in html
 
 
 def test_unknown_specialty_lists_available(tiny_llama, tmp_path):

@@ -43,6 +43,7 @@ class ExperimentConfig:
                                                  "rank": 8, "continuation": "text"})
     compare: dict = field(default_factory=lambda: {"batch_size": 16})
     max_texts: int | None = None  # cap on test texts used by compare (None: all)
+    layers: bool = True  # logit-lens layer views for every adapter
 
     def resolved(self) -> "ExperimentConfig":
         c = ExperimentConfig(**asdict(self))
@@ -163,11 +164,26 @@ def run_experiment(config: ExperimentConfig, *, progress: bool = True, say: Call
                            say=say)
         comparisons[name] = Comparison.load(folder / "comparison.json.gz")
 
+    # 6. layer views (logit lens): where in depth the change appears
+    layer_views: dict[str, Any] = {}
+    if cfg.layers:
+        from specprobe.probe.layers import LayerView, layers
+
+        for name, adapter in adapters.items():
+            key = {"base": base_hash, "adapter": acc_key["adapters"][name], "train": cfg.train,
+                   "lexicon": sha256_file(lex_dir / "lexicon.json"), "compare": cfg.compare,
+                   "texts": hashlib.sha256("\n".join(t.id for t in texts).encode()).hexdigest(), "seed": cfg.seed}
+            folder = run_stage(root, f"layers-{slug(name)}", key,
+                               lambda f, adapter=adapter: layers(ModelPair.load(cfg.base, str(adapter)), terms=lexicon, texts=texts,
+                                                                 progress=progress, seed=cfg.seed, **cfg.compare).save(f / "layers.json.gz"),
+                               say=say)
+            layer_views[name] = LayerView.load(folder / "layers.json.gz")
+
     matrix = compare_matrix(comparisons)
     atomic_write_text(root / "compare_matrix.csv", matrix.to_csv(index=False))
     atomic_write_text(root / "accuracy_matrix.csv", accuracy.to_pandas().to_csv(index=False))
     return {"root": root, "config": asdict(cfg), "accuracy": accuracy, "comparisons": comparisons,
-            "compare_matrix": matrix, "lexicon": lexicon, "adapters": adapters}
+            "compare_matrix": matrix, "lexicon": lexicon, "adapters": adapters, "layers": layer_views}
 
 
 def compare_matrix(comparisons: dict[str, Any], metric: str = "delta_per_token") -> pd.DataFrame:

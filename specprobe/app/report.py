@@ -21,7 +21,24 @@ def accuracy_frame(accuracy) -> pd.DataFrame:
     return out
 
 
-def write_experiment_report(result: dict[str, Any], path: str | Path | None = None, *, layer_frame: pd.DataFrame | None = None) -> Path:
+def layer_frame(views: dict[str, Any], n_boot: int = 1000) -> pd.DataFrame:
+    """Per adapter and layer: mean lens delta log-prob per token of clinical terms and of control words, with CIs."""
+    import numpy as np
+
+    from specprobe.probe.stats import cluster_bootstrap_mean
+
+    rows = []
+    for name, view in views.items():
+        w = view.wide()
+        w = w[np.isfinite(w["delta_per_token"].astype(float))]
+        for (is_control, layer), g in w.groupby(["is_control", "layer"], sort=True):
+            est = cluster_bootstrap_mean(g["delta_per_token"], g["text_id"], n_boot=n_boot)
+            rows.append({"group": name, "model": "control words" if is_control else "clinical terms", "layer": int(layer),
+                         "mean_logp": est.mean, "ci_low": est.ci_low, "ci_high": est.ci_high, "n": est.n})
+    return pd.DataFrame(rows)
+
+
+def write_experiment_report(result: dict[str, Any], path: str | Path | None = None) -> Path:
     """One self-contained HTML page with the study's two findings, controls, distributions, top movers."""
     from specprobe.reports import experiment_page, sections as S, write_page
 
@@ -43,7 +60,9 @@ def write_experiment_report(result: dict[str, Any], path: str | Path | None = No
         S.terms_vs_control_section(comps),
         S.distributions_section(comps),
         S.top_movers_section(comps),
-        S.layer_curves_section(layer_frame) if layer_frame is not None else None,
+        S.layer_curves_section(layer_frame(result["layers"]), value_title="mean Δ logp/token through the lens",
+                               title="Layer curves (logit lens): where the change appears")
+        if result.get("layers") else None,
         S.metadata_section({"config": result["config"], "adapters": {k: str(v) for k, v in result["adapters"].items()},
                             "lexicon": {"terms": len(result["lexicon"]), **{k: v for k, v in result["lexicon"].meta.items() if k in ("backend", "sources")}},
                             "compare": next(iter(comps.values())).metadata if comps else {}}),
