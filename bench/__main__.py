@@ -35,6 +35,12 @@ def peak_bytes() -> int:
 # --------------------------------------------------------------------------- worker (one method, one process)
 def worker(args: argparse.Namespace) -> None:
 
+    # every module either method uses is imported before the "after imports" reading, so that the
+    # difference to the peak is what the model, its adapter and the scoring allocate
+    import peft.tuners.lora  # noqa: F401
+    import transformers.models.llama.modeling_llama  # noqa: F401
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+
     from bench import baseline
     from specprobe.probe import ModelPair, compare
     from specprobe.probe.encoding import encode

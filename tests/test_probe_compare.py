@@ -209,3 +209,20 @@ def test_unembedding_only_at_scored_rows_in_chunks(tiny_llama, monkeypatch):
     n_scored_tokens = int(reference.dropna(subset=["delta"])["n_tokens"].sum())
     assert sum(s[0] for s in shapes) <= 2 * n_scored_tokens  # rows for scored tokens only, per variant
     assert np.allclose(reference["logp_tuned"], chunked["logp_tuned"], atol=1e-6, equal_nan=True)
+
+
+def test_unmasked_right_padding_equals_masked(tiny_pair):
+    """Right padding in a causal model needs no attention mask: scores equal the masked run."""
+    from specprobe.probe.prepare import prepare
+    from specprobe.probe.scoring import score_items
+
+    arch, base, adapter = tiny_pair
+    pair = ModelPair.load(str(base), str(adapter))
+    prep = prepare(pair, TERMS, TEXTS, controls=None)
+    assert len({len(i.ids) for i in prep.items}) > 1, "items of different lengths, so batches are padded"
+    for variant in pair.variants:
+        with pair.view(variant) as split:
+            masked = score_items(split, prep.items, batch_size=8, attention_mask=True)
+            plain = score_items(split, prep.items, batch_size=8)
+        for a, b in zip(masked, plain):
+            assert np.allclose(a.logps, b.logps, atol=1e-5), arch

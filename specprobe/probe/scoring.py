@@ -4,6 +4,11 @@ Used by `compare`, multiple-choice evaluation and the layer views. Items are sor
 batched with right padding (no position-id pitfalls), each input is cut after its last scored
 token, hidden states are gathered at the scored positions *before* the unembedding, and the
 log-softmax runs over those rows only, in chunks: no batch x length x vocabulary tensor exists.
+
+No attention mask is passed by default: with right padding in a causal model, real tokens never
+attend to the padding after them and keep positions 0..n-1, so their outputs are those of the
+unpadded text; without a mask, SDPA takes its causal kernel instead of materialising a
+batch x heads x length x length mask and score matrix. Only the (unread) padded rows differ.
 """
 
 from __future__ import annotations
@@ -93,6 +98,7 @@ def score_items(
     batch_size: int = 8,
     max_batch_tokens: int | None = 16384,
     capture_layers: bool = False,
+    attention_mask: bool = False,
     progress: bool = False,
     desc: str = "scoring",
 ) -> list[ScoredItem]:
@@ -132,7 +138,8 @@ def score_items(
                     rows.append(r)
                     cols.append(p - 1)
                     targets.append(item.ids[p])
-            out = split.backbone(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+            kwargs = {"attention_mask": mask.to(device)} if attention_mask else {}
+            out = split.backbone(input_ids=ids.to(device), use_cache=False, **kwargs)
             hidden = out.last_hidden_state
             r_idx = torch.tensor(rows, device=hidden.device)
             c_idx = torch.tensor(cols, device=hidden.device)
