@@ -64,6 +64,18 @@ def worker(args: argparse.Namespace) -> None:
             needed[ti] = max(needed.get(ti, 0), span.last + 1)
             rows.append((ti, r.term, span.first, r.logp_base, r.logp_tuned))
         useful_tokens = sum(needed.values())
+    elif args.worker == "layers":
+        from specprobe.probe.layers import layers
+
+        pair = ModelPair.load(spec["base"], spec["adapter"], dtype="float32")
+        layers(pair, terms=terms, texts=texts[:2], controls=None, progress=False)  # warm-up
+        t0 = time.perf_counter()
+        view = layers(pair, terms=terms, texts=texts, controls=None, batch_size=args.batch_size, progress=False)
+        seconds = time.perf_counter() - t0
+        print(json.dumps({"method": "layers", "n": len(texts), "seconds": seconds, "after_import": after_import,
+                          "peak": peak_bytes(), "rows": [], "n_layers": view.n_layers, "scored_tokens": None,
+                          "useful_tokens": None}))
+        return
     else:
         base, tuned, tok = baseline.load_two_copies(spec["base"], spec["adapter"])
         baseline.score(base, tuned, tok, texts[:2], terms)  # warm-up
@@ -136,7 +148,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--no-vocab-scaling", action="store_true", help="skip the 1x vs 8x vocabulary memory test")
     p.add_argument("--out", default=str(HERE / "results.json"))
-    p.add_argument("--worker", choices=["compare", "baseline"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=["compare", "baseline", "layers"], help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -172,6 +184,10 @@ def main(argv=None) -> int:
     useful = 2 * (2 * nonembed * c0["useful_tokens"] + 2 * d * v * c0["scored_tokens"])  # two models
     achieved = useful / med["compare"]
 
+    lens = run_worker("layers", spec, len(texts), args.batch_size)
+    lens_cost = {"seconds": lens["seconds"], "n_layers": lens["n_layers"], "relative_to_compare": lens["seconds"] / med["compare"],
+                 "peak_minus_import_bytes": lens["peak"] - lens["after_import"]}
+
     scaling = []
     for frac in (4, 2, 1):
         n = max(1, len(texts) // frac)
@@ -203,7 +219,7 @@ def main(argv=None) -> int:
         "memory_ratio": mem["compare"] / mem["baseline"],
         "matmul_peak_flops": peak, "useful_flops_per_s": achieved, "fraction_of_peak": achieved / peak,
         "agreement": {"max_abs_diff": max_diff, "matched": n_matched, "missed_by_baseline": n_missed},
-        "scaling": scaling, "vocab_memory": vocab_mem,
+        "scaling": scaling, "vocab_memory": vocab_mem, "logit_lens": lens_cost,
     }
     write_json(args.out, results)
     print("\n| metric | compare | baseline | ratio |\n|---|---|---|---|")
@@ -214,6 +230,8 @@ def main(argv=None) -> int:
           f"= {100 * achieved / peak:.0f}% of peak")
     print(f"agreement: max |logp diff| {max_diff:.2e} over {n_matched} occurrences; "
           f"{n_missed} occurrences found by compare are missed by the re-tokenizing search")
+    print(f"logit lens over all {lens_cost['n_layers']} layers (one pass per model): {lens_cost['seconds']:.2f} s = "
+          f"{lens_cost['relative_to_compare']:.2f} x compare's time")
     print("scaling (compare): " + ", ".join(f"{s['n_texts']} texts {s['seconds']:.2f} s" for s in scaling))
     for row in vocab_mem:
         print(f"vocab {row['vocab']}: weights {row['weights_bytes'] / 2**20:.0f} MB; peak-import compare "
