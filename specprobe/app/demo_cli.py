@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(handler=run_demo)
     r = sub.add_parser("run", help="run an experiment described by a TOML file (cached, resumable stages)")
-    r.add_argument("config", help="experiment.toml (keys: base, data, out, specialties, include_all, test_fraction, seed, train, compare, max_texts)")
+    r.add_argument("config", help="experiment.toml (keys: base, data, out, specialties, include_all, test_fraction, seed, train, compare, max_texts, layers)")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(handler=run_toml)
 
