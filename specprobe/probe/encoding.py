@@ -111,7 +111,8 @@ def encode(tokenizer, text: str, add_bos: bool | None = None) -> EncodedText:
     """Token ids and character offsets of `text`, with one BOS in front where the tokenizer has one."""
     if not isinstance(text, str):
         raise TypeError(f"texts must be strings, got {type(text).__name__}: {text!r:.80}")
-    enc = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
+    # verbose=False: long texts are expected here (windows handle them); no "longer than maximum" warning
+    enc = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True, verbose=False)
     ids = list(enc["input_ids"])
     special_ids = set(getattr(tokenizer, "all_special_ids", []))
     special = [i in special_ids and (s, e) == (0, 0) for i, (s, e) in zip(ids, enc["offset_mapping"])]
