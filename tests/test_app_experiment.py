@@ -20,8 +20,8 @@ def test_stages_are_cached_and_invalidated_precisely(tiny_llama, tmp_path):
     log1: list[str] = []
     res = run_experiment(_config(base, tmp_path / "exp"), progress=False, say=log1.append)
     assert sum(line.startswith("[run ]") for line in log1) == 9  # split, lexicon, 2 adapters, accuracy, 2 compares, 2 layers
-    assert set(res["comparisons"]) == {"Cardiology", "Neurology"}
-    assert {"Cardiology", "Neurology"} <= set(res["compare_matrix"]["finetune_specialty"])
+    assert set(res.comparisons) == {"Cardiology", "Neurology"}
+    assert {"Cardiology", "Neurology"} <= set(res.compare_matrix["finetune_specialty"])
     assert (tmp_path / "exp" / "compare_matrix.csv").exists()
 
     log2: list[str] = []
@@ -35,9 +35,11 @@ def test_stages_are_cached_and_invalidated_precisely(tiny_llama, tmp_path):
     reran = [line.split()[2] for line in log3 if line.startswith("[run ]")]
     assert reran == ["compare-cardiology", "compare-neurology", "layers-cardiology", "layers-neurology"]
 
-    from specprobe.app.report import write_experiment_report
+    from specprobe.app.experiment import ExperimentResult
 
-    html = write_experiment_report(res).read_text(encoding="utf-8")
+    reopened = ExperimentResult.load(tmp_path / "exp" / "experiment.json")  # from files alone
+    assert set(reopened.layer_views) == {"Cardiology", "Neurology"}
+    html = reopened.report(tmp_path / "report.html").read_text(encoding="utf-8")
     assert "Fine-tuning specialty × term specialty" in html and "Is the own specialty best?" in html
     assert "Layer curves (logit lens)" in html
 

@@ -24,12 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(handler=run_toml)
 
 
-def _finish(result: dict, started: float) -> int:
-    from specprobe.app.report import write_experiment_report
-
-    path = write_experiment_report(result)
-    acc = result["accuracy"]
-    matrix = result["compare_matrix"]
+def _finish(result, started: float) -> int:
+    path = result.report()
+    acc = result.accuracy
+    matrix = result.compare_matrix
     print("\nAccuracy (rows: fine-tuned on; columns: tested on):")
     print(acc.table("acc").to_string(float_format=lambda v: f"{v:.2f}"))
     c = acc.contrast().attrs

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from specprobe.app.stages import run_stage
+from specprobe.probe.results import Result
 from specprobe.terms.datasets import QARecord, load_qa
 from specprobe.utils.io import atomic_write_text, sha256_file
 
@@ -100,8 +102,8 @@ def slug(name: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-")
 
 
-def run_experiment(config: ExperimentConfig, *, progress: bool = True, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run (or resume) every stage; returns paths and tables of the results."""
+def run_experiment(config: ExperimentConfig, *, progress: bool = True, say: Callable[[str], None] = print) -> "ExperimentResult":
+    """Run (or resume) every stage; returns an `ExperimentResult` (also saved as experiment.json)."""
     from specprobe import finetune
     from specprobe.probe import ModelPair, compare
     from specprobe.probe.comparison import Comparison
@@ -155,6 +157,7 @@ def run_experiment(config: ExperimentConfig, *, progress: bool = True, say: Call
     # 5. compare: every adapter against the base on the test questions
     texts = [r.as_text_record() for r in interleave_by_specialty(test_records)][: cfg.max_texts]
     comparisons: dict[str, Comparison] = {}
+    files: dict[str, dict[str, str]] = {"comparisons": {}, "layers": {}}
     for name, adapter in adapters.items():
         key = {"base": base_hash, "adapter": acc_key["adapters"][name], "train": cfg.train, "lexicon": sha256_file(lex_dir / "lexicon.json"),
                "compare": cfg.compare, "texts": hashlib.sha256("\n".join(t.id for t in texts).encode()).hexdigest(), "seed": cfg.seed}
@@ -162,7 +165,8 @@ def run_experiment(config: ExperimentConfig, *, progress: bool = True, say: Call
                            lambda f, adapter=adapter: compare(ModelPair.load(cfg.base, str(adapter)), terms=lexicon, texts=texts,
                                                               progress=progress, seed=cfg.seed, **cfg.compare).save(f / "comparison.json.gz"),
                            say=say)
-        comparisons[name] = Comparison.load(folder / "comparison.json.gz")
+        files["comparisons"][name] = str(folder / "comparison.json.gz")
+        comparisons[name] = Comparison.load(files["comparisons"][name])
 
     # 6. layer views (logit lens): where in depth the change appears
     layer_views: dict[str, Any] = {}
@@ -177,13 +181,89 @@ def run_experiment(config: ExperimentConfig, *, progress: bool = True, say: Call
                                lambda f, adapter=adapter: layers(ModelPair.load(cfg.base, str(adapter)), terms=lexicon, texts=texts,
                                                                  progress=progress, seed=cfg.seed, **cfg.compare).save(f / "layers.json.gz"),
                                say=say)
-            layer_views[name] = LayerView.load(folder / "layers.json.gz")
+            files["layers"][name] = str(folder / "layers.json.gz")
+            layer_views[name] = LayerView.load(files["layers"][name])
 
     matrix = compare_matrix(comparisons)
     atomic_write_text(root / "compare_matrix.csv", matrix.to_csv(index=False))
     atomic_write_text(root / "accuracy_matrix.csv", accuracy.to_pandas().to_csv(index=False))
-    return {"root": root, "config": asdict(cfg), "accuracy": accuracy, "comparisons": comparisons,
-            "compare_matrix": matrix, "lexicon": lexicon, "adapters": adapters, "layers": layer_views}
+    paths = {"lexicon": str(lex_dir / "lexicon.json"), "accuracy": str(acc_dir / "accuracy.json"),
+             "adapters": {n: str(p) for n, p in adapters.items()}, **files}
+    result = ExperimentResult(matrix, {"config": asdict(cfg), "root": str(root)}, {"paths": paths})
+    result._cache.update({"accuracy": accuracy, "comparisons": comparisons, "layers": layer_views, "lexicon": lexicon})
+    result.save(root / "experiment.json")
+    return result
+
+
+class ExperimentResult(Result):
+    """The runner's output: the compare matrix as the table, and paths to every stage's result.
+
+    Sub-results load lazily from their files, so a saved experiment reopens on a machine without
+    the models: `ExperimentResult.load("specprobe-demo/experiment.json").report("report.html")`.
+    """
+
+    kind = "experiment"
+
+    def __init__(self, frame: pd.DataFrame, metadata: dict | None = None, extras: dict | None = None):
+        super().__init__(frame, metadata, extras)
+        self._cache: dict[str, Any] = {}
+
+    def _cached(self, key: str, load: Callable[[], Any]) -> Any:
+        if not hasattr(self, "_cache"):
+            self._cache = {}
+        if key not in self._cache:
+            self._cache[key] = load()
+        return self._cache[key]
+
+    @property
+    def paths(self) -> dict:
+        return self.extras["paths"]
+
+    @property
+    def config(self) -> dict:
+        return self.metadata["config"]
+
+    @property
+    def root(self) -> Path:
+        return Path(self.metadata["root"])
+
+    @property
+    def adapters(self) -> dict[str, str]:
+        return dict(self.paths["adapters"])
+
+    @property
+    def compare_matrix(self) -> pd.DataFrame:
+        return self.to_pandas()
+
+    @property
+    def accuracy(self):
+        from specprobe.finetune import AccuracyMatrix
+
+        return self._cached("accuracy", lambda: AccuracyMatrix.load(self.paths["accuracy"]))
+
+    @property
+    def comparisons(self) -> dict:
+        from specprobe.probe.comparison import Comparison
+
+        return self._cached("comparisons", lambda: {n: Comparison.load(p) for n, p in self.paths["comparisons"].items()})
+
+    @property
+    def layer_views(self) -> dict:
+        from specprobe.probe.layers import LayerView
+
+        return self._cached("layers", lambda: {n: LayerView.load(p) for n, p in self.paths["layers"].items()})
+
+    @property
+    def lexicon(self):
+        from specprobe.terms.lexicon import Lexicon
+
+        return self._cached("lexicon", lambda: Lexicon.load(self.paths["lexicon"]))
+
+    def report(self, path: str | os.PathLike | None = None) -> Path:
+        """The experiment page (default: report.html in the run's folder)."""
+        from specprobe.app.report import write_experiment_report
+
+        return write_experiment_report(self, path)
 
 
 def compare_matrix(comparisons: dict[str, Any], metric: str = "delta_per_token") -> pd.DataFrame:

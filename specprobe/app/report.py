@@ -38,12 +38,12 @@ def layer_frame(views: dict[str, Any], n_boot: int = 1000) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_experiment_report(result: dict[str, Any], path: str | Path | None = None) -> Path:
+def write_experiment_report(result: Any, path: str | Path | None = None) -> Path:
     """One self-contained HTML page with the study's two findings, controls, distributions, top movers."""
     from specprobe.reports import experiment_page, sections as S, write_page
 
-    comps = result["comparisons"]
-    accuracy = result["accuracy"]
+    comps = result.comparisons
+    accuracy = result.accuracy
     contrast = accuracy.contrast()
     a = contrast.attrs
     findings = []
@@ -60,14 +60,14 @@ def write_experiment_report(result: dict[str, Any], path: str | Path | None = No
         S.terms_vs_control_section(comps),
         S.distributions_section(comps),
         S.top_movers_section(comps),
-        S.layer_curves_section(layer_frame(result["layers"]), value_title="mean Δ logp/token through the lens",
+        S.layer_curves_section(layer_frame(result.layer_views), value_title="mean Δ logp/token through the lens",
                                title="Layer curves (logit lens): where the change appears")
-        if result.get("layers") else None,
-        S.metadata_section({"config": result["config"], "adapters": {k: str(v) for k, v in result["adapters"].items()},
-                            "lexicon": {"terms": len(result["lexicon"]), **{k: v for k, v in result["lexicon"].meta.items() if k in ("backend", "sources")}},
+        if result.layer_views else None,
+        S.metadata_section({"config": result.config, "adapters": result.adapters,
+                            "lexicon": {"terms": len(result.lexicon), **{k: v for k, v in result.lexicon.meta.items() if k in ("backend", "sources")}},
                             "compare": next(iter(comps.values())).metadata if comps else {}}),
         S.method_notes_section(),
     ]
     page = experiment_page(sections, title="specprobe: what did specialty fine-tuning change?",
-                           subtitle=f"base {result['config']['base']} · data {result['config']['data']}")
-    return write_page(page, Path(path) if path else Path(result["root"]) / "report.html")
+                           subtitle=f"base {result.config['base']} · data {result.config['data']}")
+    return write_page(page, Path(path) if path else result.root / "report.html")
