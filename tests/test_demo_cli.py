@@ -29,6 +29,22 @@ def test_demo_shows_terms_rising_more_than_control_words(tmp_path, capsys):
     # within the same texts, terms of most specialties rise more than the control words (paired, CI above 0)
     assert (pooled["minus_control_ci_low"] > 0).mean() >= 0.75
 
+    # the real experiment page renders in a browser: no request, no error, every chart drawn
+    import os
+
+    from tests.browser import find_chromium, load_page
+    from tests.test_reports_browser import PROBES
+
+    chromium = find_chromium()
+    if chromium is None and os.environ.get("CI", "").lower() == "true":
+        pytest.fail("CI: no Chromium binary")
+    if chromium is not None:
+        run = load_page(report, screenshot=tmp_path / "demo.png", probes={"charts": PROBES["charts"]}, chromium=chromium)
+        assert run.status.get("finished") and run.external_requests == [] and run.errors == []
+        assert run.status["charts"] >= 6 and run.status["rendered"] == run.status["charts"] and run.status["failed"] == 0
+        assert all(c["status"] == "ok" and c["marks"] >= 3 for c in run.probes["charts"])
+        print(f"\nscreenshot: {run.screenshot}")
+
     # a rerun skips every finished stage
     assert main(["demo", "--out", str(out), "--specialties", "Cardiology", "Neurology", "--no-progress"]) == 0
     assert "[run ]" not in capsys.readouterr().out
