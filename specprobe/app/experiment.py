@@ -15,6 +15,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from specprobe.app.stages import run_stage
+from specprobe.probe.models import weights_fingerprint
 from specprobe.probe.results import Result
 from specprobe.terms.datasets import QARecord, load_qa
 from specprobe.utils.io import atomic_write_text, sha256_file
@@ -114,7 +115,7 @@ def run_experiment(config: ExperimentConfig, *, progress: bool = True, say: Call
     root = Path(cfg.out)
     root.mkdir(parents=True, exist_ok=True)
     data_hash = sha256_file(cfg.data)
-    base_hash = next((sha256_file(f) for f in sorted(Path(cfg.base).glob("*.safetensors"))), cfg.base) if Path(cfg.base).is_dir() else cfg.base
+    base_hash = weights_fingerprint(cfg.base) or cfg.base
 
     # 1. data split
     split_in = {"data": data_hash, "test_fraction": cfg.test_fraction, "seed": cfg.seed}
@@ -156,12 +157,18 @@ def run_experiment(config: ExperimentConfig, *, progress: bool = True, say: Call
 
     # 5. compare: every adapter against the base on the test questions
     texts = [r.as_text_record() for r in interleave_by_specialty(test_records)][: cfg.max_texts]
+    lexicon_hash = sha256_file(lex_dir / "lexicon.json")
+    texts_hash = hashlib.sha256("\n".join(t.id for t in texts).encode()).hexdigest()
+
+    def probe_key(name: str) -> dict:
+        """Inputs of the compare and layer stages of one adapter (both probe the same texts and terms)."""
+        return {"base": base_hash, "adapter": acc_key["adapters"][name], "train": cfg.train, "lexicon": lexicon_hash,
+                "compare": cfg.compare, "texts": texts_hash, "seed": cfg.seed}
+
     comparisons: dict[str, Comparison] = {}
     files: dict[str, dict[str, str]] = {"comparisons": {}, "layers": {}}
     for name, adapter in adapters.items():
-        key = {"base": base_hash, "adapter": acc_key["adapters"][name], "train": cfg.train, "lexicon": sha256_file(lex_dir / "lexicon.json"),
-               "compare": cfg.compare, "texts": hashlib.sha256("\n".join(t.id for t in texts).encode()).hexdigest(), "seed": cfg.seed}
-        folder = run_stage(root, f"compare-{slug(name)}", key,
+        folder = run_stage(root, f"compare-{slug(name)}", probe_key(name),
                            lambda f, adapter=adapter: compare(ModelPair.load(cfg.base, str(adapter)), terms=lexicon, texts=texts,
                                                               progress=progress, seed=cfg.seed, **cfg.compare).save(f / "comparison.json.gz"),
                            say=say)
@@ -174,10 +181,7 @@ def run_experiment(config: ExperimentConfig, *, progress: bool = True, say: Call
         from specprobe.probe.layers import LayerView, layers
 
         for name, adapter in adapters.items():
-            key = {"base": base_hash, "adapter": acc_key["adapters"][name], "train": cfg.train,
-                   "lexicon": sha256_file(lex_dir / "lexicon.json"), "compare": cfg.compare,
-                   "texts": hashlib.sha256("\n".join(t.id for t in texts).encode()).hexdigest(), "seed": cfg.seed}
-            folder = run_stage(root, f"layers-{slug(name)}", key,
+            folder = run_stage(root, f"layers-{slug(name)}", probe_key(name),
                                lambda f, adapter=adapter: layers(ModelPair.load(cfg.base, str(adapter)), terms=lexicon, texts=texts,
                                                                  progress=progress, seed=cfg.seed, **cfg.compare).save(f / "layers.json.gz"),
                                say=say)
