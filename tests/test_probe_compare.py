@@ -187,7 +187,7 @@ def test_unembedding_only_at_scored_rows_in_chunks(tiny_llama, monkeypatch):
     shapes = []
     real_split = scoring.SplitModel
 
-    monkeypatch.setattr(scoring, "HEAD_CHUNK_ELEMENTS", vocab * 3)
+    monkeypatch.setattr(scoring, "HEAD_CHUNK_ELEMENTS", {"cpu": vocab * 3})
     original_view = ModelPair.view
 
     import contextlib

@@ -21,6 +21,7 @@ from torch import nn
 
 from specprobe.probe.architecture import SplitModel, check_split, split_model, unwrap_peft
 from specprobe.probe.encoding import require_fast
+from specprobe.probe.lora_fold import foldable_layers, folded_lora, should_fold
 from specprobe.utils.io import sha256_file
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,7 @@ class ModelPair:
     tuned_model: nn.Module | None = None  # a second full model, or None
     adapter_mode: bool = False
     metadata: dict = field(default_factory=dict)
+    fold_mode: str = "auto"  # how the tuned view runs LoRA layers: see probe/lora_fold.py
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -135,8 +137,18 @@ class ModelPair:
         elif variant == "base" and self.adapter_mode:
             with self.base_model.disable_adapter():
                 yield split_model(self.base_model)
+        elif variant == "tuned" and should_fold(self.base_model, self.fold_mode):
+            with folded_lora(self.base_model):
+                yield split_model(self.base_model)
         else:
             yield split_model(self.base_model)
+
+    @property
+    def lora_forward(self) -> str | None:
+        """How the tuned view runs its LoRA layers: "folded", "unmerged", or None without an adapter."""
+        if not self.adapter_mode:
+            return None
+        return "folded" if should_fold(self.base_model, self.fold_mode) and foldable_layers(self.base_model) else "unmerged"
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -151,8 +163,13 @@ class ModelPair:
         trust_remote_code: bool = False,
         revision: str | None = None,
         check: bool = True,
+        fold_mode: str = "auto",
     ) -> "ModelPair":
-        """Load base and tuned from hub ids, local directories (full models or PEFT adapters) or objects."""
+        """Load base and tuned from hub ids, local directories (full models or PEFT adapters) or objects.
+
+        `fold_mode`: "auto" runs a float32 LoRA adapter folded into the weights (as fast as the base,
+        equal to peft's merged model), 16-bit ones unmerged as peft does; "fold" or "unmerged" force it.
+        """
         from peft import PeftModel
 
         dev = resolve_device(device)
@@ -211,7 +228,10 @@ class ModelPair:
             tuned_tok = load_tokenizer(str(tuned), trust_remote_code)
             if not same_vocabulary(tokenizer, tuned_tok):
                 raise ModelLoadError(f"base and tuned ({tuned}) have different tokenizers; their log-probs are not comparable")
-        pair = cls(base_obj, tokenizer, tuned_obj, adapter_mode, meta)
+        should_fold(base_obj, fold_mode)  # validates the mode before any work
+        pair = cls(base_obj, tokenizer, tuned_obj, adapter_mode, meta, fold_mode)
+        if adapter_mode:
+            meta["lora_forward"] = pair.lora_forward
         for m in [pair.base_model] + ([pair.tuned_model] if pair.tuned_model is not None else []):
             m.eval()  # LoRA dropout and any other dropout off
         if pair.tuned_model is not None:

@@ -21,8 +21,15 @@ import torch
 
 from specprobe.probe.architecture import SplitModel
 
-# Rows x vocabulary floats materialised at once by the unembedding (64 MiB of float32).
-HEAD_CHUNK_ELEMENTS = 1 << 24
+# Rows x vocabulary float32 logits materialised at once by the unembedding: 16 MiB on a CPU, where
+# larger chunks fall out of cache and cost both time and resident memory; 128 MiB on a GPU, where
+# fewer, larger head matmuls re-read the (vocabulary x d_model) weight fewer times.
+HEAD_CHUNK_ELEMENTS = {"cpu": 1 << 22, "cuda": 1 << 25}
+
+# Tokens (rows x padded length) in one batch when the caller does not say. Activation memory grows
+# with it (about 40 kB per token for a 50M-parameter Llama); on a CPU larger batches gain no speed,
+# since a 1k-row matmul already runs at the core's peak, so they only cost memory.
+DEFAULT_BATCH_TOKENS = {"cpu": 1024, "cuda": 16384}
 
 
 @dataclass(frozen=True)
@@ -80,8 +87,9 @@ def logprobs_at(split: SplitModel, hidden: torch.Tensor, targets: torch.Tensor) 
     """log p(target) for each row of `hidden` (n, d): head + float32 log-softmax, chunked over rows."""
     if hidden.shape[0] == 0:
         return torch.zeros(0, dtype=torch.float64)
-    vocab = split.causal_lm.get_output_embeddings().weight.shape[0]
-    rows = max(1, HEAD_CHUNK_ELEMENTS // vocab)
+    weight = split.causal_lm.get_output_embeddings().weight
+    budget = HEAD_CHUNK_ELEMENTS.get(weight.device.type, HEAD_CHUNK_ELEMENTS["cpu"])
+    rows = max(1, budget // weight.shape[0])
     out = []
     for lo in range(0, hidden.shape[0], rows):
         logits = split.head(hidden[lo : lo + rows]).float()
@@ -96,18 +104,24 @@ def score_items(
     items: Sequence[ScoreItem],
     *,
     batch_size: int = 8,
-    max_batch_tokens: int | None = 16384,
+    max_batch_tokens: int | None | str = "auto",
     capture_layers: bool = False,
     attention_mask: bool = False,
     progress: bool = False,
     desc: str = "scoring",
 ) -> list[ScoredItem]:
-    """Score every item with one forward pass per batch; results come back in the items' order."""
+    """Score every item with one forward pass per batch; results come back in the items' order.
+
+    A batch holds at most `batch_size` items and `max_batch_tokens` padded tokens ("auto": by
+    device, see DEFAULT_BATCH_TOKENS; None: no token limit); an item longer than the budget goes alone.
+    """
     from tqdm.auto import tqdm
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = model_device(split)
+    if max_batch_tokens == "auto":
+        max_batch_tokens = DEFAULT_BATCH_TOKENS.get(device.type, DEFAULT_BATCH_TOKENS["cuda"])
     results: list[ScoredItem | None] = [None] * len(items)
     batches = plan_batches(items, batch_size, max_batch_tokens)
     captured: list[torch.Tensor] = []

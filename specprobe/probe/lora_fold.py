@@ -1,0 +1,72 @@
+"""Run a LoRA-adapted model with each adapter folded into its layer's weight, for the duration of a pass.
+
+Unmerged LoRA costs two thin matmuls, a scale and an add per adapted layer and token: 25-30% of the
+forward time of a 50M-parameter model on a CPU. Folding computes W + scaling * B @ A once per layer
+and batch (rank / tokens of the layer's matmul work) and runs the base layer with it, so the tuned
+pass costs what the base pass costs. The base weights are never modified (unlike peft's
+merge/unmerge, whose round trip leaves rounding error behind), and nothing is kept afterwards.
+
+Folding equals peft's merged model exactly; it differs from the unmerged forward by rounding
+(peft #1836): about 1e-6 in float32, but visibly in 16-bit weights, so `fold_mode="auto"` folds
+float32 models only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+from torch import nn
+
+FOLD_MODES = ("auto", "fold", "unmerged")
+
+
+def _foldable(module: nn.Module) -> bool:
+    """A plain peft LoRA Linear (nn.Linear or GPT-2 Conv1D base), active, unmerged, without DoRA-like variants."""
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    if type(module) is not LoraLinear or module.disable_adapters or module.merged:
+        return False
+    active = [a for a in module.active_adapters if a in module.lora_A]
+    return bool(active) and not any(a in module.lora_variant for a in active)
+
+
+def foldable_layers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if _foldable(m)]
+
+
+def _folded_forward(module: nn.Module):
+    base = module.base_layer
+
+    def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        weight = base.weight
+        for name in module.active_adapters:
+            if name in module.lora_A:
+                weight = weight + module.get_delta_weight(name).to(weight.dtype)
+        return torch.func.functional_call(base, {"weight": weight}, (x, *args), kwargs)
+
+    return forward
+
+
+def should_fold(model: nn.Module, mode: str) -> bool:
+    """Whether `mode` folds this model: "fold" always, "unmerged" never, "auto" for float32 weights."""
+    if mode not in FOLD_MODES:
+        raise ValueError(f"fold_mode must be one of {FOLD_MODES}, got {mode!r}")
+    if mode == "auto":
+        params = next(model.parameters(), None)
+        return params is not None and params.dtype == torch.float32
+    return mode == "fold"
+
+
+@contextlib.contextmanager
+def folded_lora(model: nn.Module) -> Iterator[int]:
+    """Within the block every foldable LoRA layer of `model` runs as one folded matmul; yields how many."""
+    layers = foldable_layers(model)
+    for m in layers:
+        m.forward = _folded_forward(m)
+    try:
+        yield len(layers)
+    finally:
+        for m in layers:
+            del m.forward

@@ -1,0 +1,77 @@
+"""Folded LoRA: the tuned view runs W + scaling * B @ A in one matmul, equal to peft's forward, base untouched."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from specprobe.probe import ModelPair, compare
+from specprobe.probe.lora_fold import folded_lora, foldable_layers
+
+TEXTS = ["The patient with angina pectoris was given aspirin.", "Hypertension and diabetes mellitus were noted."]
+TERMS = ["angina pectoris", "aspirin", "hypertension", "diabetes mellitus"]
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def test_folded_equals_peft_unmerged_forward_and_leaves_base_untouched(tiny_pair):
+    arch, base, adapter = tiny_pair
+    pair = ModelPair.load(str(base), str(adapter), fold_mode="unmerged")
+    model = pair.base_model
+    ids = pair.tokenizer(TEXTS[0], return_tensors="pt")["input_ids"]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    peft_logits = _logits(model, ids)
+    layers = foldable_layers(model)
+    assert len(layers) > 0, arch
+    with folded_lora(model) as n:
+        assert n == len(layers)
+        folded_logits = _logits(model, ids)
+    assert (folded_logits - peft_logits).abs().max().item() < 1e-4
+    # the adapter is not a no-op, so the check above has teeth
+    with model.disable_adapter():
+        assert (_logits(model, ids) - peft_logits).abs().max().item() > 1e-3
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "folding must not modify any weight"
+    assert all("forward" not in vars(m) for m in layers), "the per-instance forward is removed afterwards"
+
+
+def test_compare_folded_and_unmerged_agree(tiny_llama):
+    base, adapter = tiny_llama
+    folded = ModelPair.load(str(base), str(adapter))
+    unmerged = ModelPair.load(str(base), str(adapter), fold_mode="unmerged")
+    assert folded.metadata["lora_forward"] == "folded"
+    assert unmerged.metadata["lora_forward"] == "unmerged"
+    a = compare(folded, terms=TERMS, texts=TEXTS, controls=None, progress=False).to_pandas()
+    b = compare(unmerged, terms=TERMS, texts=TEXTS, controls=None, progress=False).to_pandas()
+    assert len(a) == len(b) > 0
+    assert (a["logp_tuned"] - b["logp_tuned"]).abs().max() < 1e-4
+    assert (a["logp_base"] - b["logp_base"]).abs().max() == 0.0
+    assert (a["delta"].abs() > 0).all()
+
+
+def test_auto_mode_does_not_fold_16_bit_weights(tiny_llama):
+    base, adapter = tiny_llama
+    pair = ModelPair.load(str(base), str(adapter), dtype="bfloat16", check=False)
+    assert pair.metadata["lora_forward"] == "unmerged"
+    forced = ModelPair.load(str(base), str(adapter), dtype="bfloat16", check=False, fold_mode="fold")
+    assert forced.metadata["lora_forward"] == "folded"
+
+
+def test_dora_layers_are_left_to_peft(tiny_llama):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base, _ = tiny_llama
+    model = AutoModelForCausalLM.from_pretrained(base)
+    cfg = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], use_dora=True, init_lora_weights=False)
+    dora = get_peft_model(model, cfg).eval()
+    assert foldable_layers(dora) == []
+
+
+def test_unknown_fold_mode_is_refused(tiny_llama):
+    base, adapter = tiny_llama
+    with pytest.raises(ValueError, match="fold_mode"):
+        ModelPair.load(str(base), str(adapter), fold_mode="merge")
