@@ -32,6 +32,37 @@ def peak_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+# --------------------------------------------------------------------------- the machine's limit
+def projection_shapes(cfg) -> dict[str, tuple[int, int]]:
+    """(in, out) of every weight matrix a Llama-style layer multiplies each token by."""
+    d, inter = cfg.hidden_size, cfg.intermediate_size
+    kv = cfg.num_key_value_heads * (d // cfg.num_attention_heads)
+    return {"q": (d, d), "k": (d, kv), "v": (d, kv), "o": (d, d), "gate": (d, inter), "up": (d, inter), "down": (inter, d)}
+
+
+def matmul_rates(shapes: dict[str, tuple[int, int]], rows: int = 1024, repeats: int = 5) -> dict[str, float]:
+    """Best float32 FLOP/s of torch.matmul for (rows x in) @ (in x out), per distinct shape."""
+    rates: dict[tuple[int, int], float] = {}
+    for k, n in set(shapes.values()):
+        a, b = torch.randn(rows, k), torch.randn(k, n)
+        torch.matmul(a, b)
+        best = 0.0
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(5):
+                torch.matmul(a, b)
+            best = max(best, 2 * rows * k * n * 5 / (time.perf_counter() - t0))
+        rates[(k, n)] = best
+    return {name: rates[shape] for name, shape in shapes.items()}
+
+
+def mix_peak(shapes: dict[str, tuple[int, int]], rates: dict[str, float]) -> float:
+    """The rate at which this machine does the model's own mix of matmuls: total FLOPs over the time
+    each shape's share takes at its measured best rate (a FLOP-weighted harmonic mean)."""
+    flops = {name: k * n for name, (k, n) in shapes.items()}
+    return sum(flops.values()) / sum(flops[name] / rates[name] for name in shapes)
+
+
 # --------------------------------------------------------------------------- worker (one method, one process)
 def worker(args: argparse.Namespace) -> None:
 
@@ -39,7 +70,7 @@ def worker(args: argparse.Namespace) -> None:
     # difference to the peak is what the model, its adapter and the scoring allocate
     import peft.tuners.lora  # noqa: F401
     import transformers.models.llama.modeling_llama  # noqa: F401
-    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: F401
 
     from bench import baseline
     from specprobe.probe import ModelPair, compare
@@ -49,12 +80,15 @@ def worker(args: argparse.Namespace) -> None:
     after_import = rss_bytes()
     spec = json.loads(Path(args.spec).read_text())
     texts, terms = spec["texts"][: args.n], spec["terms"]
+    batch = {"batch_size": args.batch_size} if args.batch_size else {}
+    result: dict = {"method": args.worker, "n": len(texts), "after_import": after_import}
     if args.worker == "compare":
         pair = ModelPair.load(spec["base"], spec["adapter"], dtype="float32")
         compare(pair, terms=terms, texts=texts[:2], controls=None, progress=False)  # warm-up
         t0 = time.perf_counter()
-        comp = compare(pair, terms=terms, texts=texts, controls=None, batch_size=args.batch_size, progress=False)
-        seconds = time.perf_counter() - t0
+        comp = compare(pair, terms=terms, texts=texts, controls=None, progress=False, **batch)
+        result["seconds"] = time.perf_counter() - t0
+        result["peak"] = peak_bytes()
         df = comp.scored()
         encs = [encode(pair.tokenizer, t) for t in texts]
         rows, needed = [], {}
@@ -63,56 +97,42 @@ def worker(args: argparse.Namespace) -> None:
             span = token_span(encs[ti], texts[ti], r.start, r.end)
             needed[ti] = max(needed.get(ti, 0), span.last + 1)
             rows.append((ti, r.term, span.first, r.logp_base, r.logp_tuned))
-        useful_tokens = sum(needed.values())
-    elif args.worker == "layers":
+        result.update(rows=rows, useful_tokens=sum(needed.values()), scored_tokens=int(df["n_tokens"].sum()),
+                      lora_forward=pair.metadata.get("lora_forward"))
+        if args.measure_peak:  # right after the timed run, in the same process: the machine as compare saw it
+            shapes = projection_shapes(AutoConfig.from_pretrained(spec["base"]))
+            rates = matmul_rates(shapes)
+            result.update(mix_peak=mix_peak(shapes, rates), best_shape_rate=max(rates.values()))
+    elif args.worker in ("layers", "patching"):
         from specprobe.probe.layers import layers
+        from specprobe.probe.patching import patch
 
+        from specprobe.probe.architecture import split_model
+
+        run, kwargs = (layers, batch) if args.worker == "layers" else (patch, {})
         pair = ModelPair.load(spec["base"], spec["adapter"], dtype="float32")
-        layers(pair, terms=terms, texts=texts[:2], controls=None, progress=False)  # warm-up
+        run(pair, terms=terms, texts=texts[:1], controls=None, progress=False)  # warm-up
         t0 = time.perf_counter()
-        view = layers(pair, terms=terms, texts=texts, controls=None, batch_size=args.batch_size, progress=False)
-        seconds = time.perf_counter() - t0
-        print(json.dumps({"method": "layers", "n": len(texts), "seconds": seconds, "after_import": after_import,
-                          "peak": peak_bytes(), "rows": [], "n_layers": view.n_layers, "scored_tokens": None,
-                          "useful_tokens": None}))
-        return
+        out = run(pair, terms=terms, texts=texts, controls=None, progress=False, **kwargs)
+        result.update(seconds=time.perf_counter() - t0, peak=peak_bytes(), n_rows=len(out.to_pandas()),
+                      n_layers=len(split_model(pair.base_model).layers))
     else:
         base, tuned, tok = baseline.load_two_copies(spec["base"], spec["adapter"])
         baseline.score(base, tuned, tok, texts[:2], terms)  # warm-up
         t0 = time.perf_counter()
         rows = baseline.score(base, tuned, tok, texts, terms)
-        seconds = time.perf_counter() - t0
-        useful_tokens = None
-    scored_tokens = None
-    if args.worker == "compare":
-        scored_tokens = int(df["n_tokens"].sum())
-    print(json.dumps({"method": args.worker, "n": len(texts), "seconds": seconds, "after_import": after_import,
-                      "peak": peak_bytes(), "rows": rows, "scored_tokens": scored_tokens,
-                      "useful_tokens": useful_tokens}))
+        result.update(seconds=time.perf_counter() - t0, peak=peak_bytes(), rows=rows)
+    print(json.dumps(result))
 
 
-def run_worker(method: str, spec: Path, n: int, batch_size: int) -> dict:
-    cmd = [sys.executable, "-m", "bench", "--worker", method, "--spec", str(spec), "--n", str(n), "--batch-size", str(batch_size)]
+def run_worker(method: str, spec: Path, n: int, batch_size: int | None, measure_peak: bool = False) -> dict:
+    cmd = [sys.executable, "-m", "bench", "--worker", method, "--spec", str(spec), "--n", str(n)]
+    cmd += ["--batch-size", str(batch_size)] if batch_size else []
+    cmd += ["--measure-peak"] if measure_peak else []
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent)
     if out.returncode != 0:
         raise RuntimeError(f"worker {method} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-# --------------------------------------------------------------------------- measurements
-def matmul_peak(hidden: int, inter: int, rows: int = 512, repeats: int = 5) -> float:
-    """Best FLOP/s of torch matmul on the model's own projection shapes (float32)."""
-    best = 0.0
-    for k, n in ((hidden, hidden), (hidden, inter), (inter, hidden)):
-        a, b = torch.randn(rows, k), torch.randn(k, n)
-        torch.matmul(a, b)
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            for _ in range(5):
-                torch.matmul(a, b)
-            dt = (time.perf_counter() - t0) / 5
-            best = max(best, 2 * rows * k * n / dt)
-    return best
 
 
 def agreement(compare_rows, baseline_rows) -> tuple[float, int, int]:
@@ -127,30 +147,31 @@ def agreement(compare_rows, baseline_rows) -> tuple[float, int, int]:
     return (max(diffs) if diffs else float("nan")), len(found), missed
 
 
-def param_counts(base_dir: Path) -> tuple[int, int, int, int]:
+def param_counts(base_dir: Path) -> tuple[int, int, int]:
+    """Non-embedding parameters (the matrices every token passes through), d_model and vocabulary."""
     from transformers import AutoConfig
 
     cfg = AutoConfig.from_pretrained(base_dir)
-    d, v = cfg.hidden_size, cfg.vocab_size
-    per_layer = (2 * d * d + 2 * d * (cfg.num_key_value_heads * d // cfg.num_attention_heads)) + 3 * d * cfg.intermediate_size
-    nonembed = cfg.num_hidden_layers * per_layer
-    return nonembed, d, v, cfg.intermediate_size
+    per_layer = sum(k * n for k, n in projection_shapes(cfg).values())
+    return cfg.num_hidden_layers * per_layer, cfg.hidden_size, cfg.vocab_size
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--data", default=None, help="S-MedQA JSON (default: $SPECPROBE_SMEDQA or ../shared/data/...)")
     p.add_argument("--n-texts", type=int, default=32, help="texts in the main run (scaling uses 1/4, 1/2, 1x)")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5, help="alternating repeats of each method (median reported)")
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--vocab", type=int, default=32000)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=None, help="compare's batch_size (default: compare's own default)")
+    p.add_argument("--patch-texts", type=int, default=4, help="texts for the activation-patching cost (0 skips it)")
     p.add_argument("--no-vocab-scaling", action="store_true", help="skip the 1x vs 8x vocabulary memory test")
     p.add_argument("--out", default=str(HERE / "results.json"))
-    p.add_argument("--worker", choices=["compare", "baseline", "layers"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=["compare", "baseline", "layers", "patching"], help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--measure-peak", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         worker(args)
@@ -169,24 +190,34 @@ def main(argv=None) -> int:
     print(f"workload: {len(texts)} S-MedQA texts; terms: {terms_note}; Llama {args.hidden}x{args.layers} vocab {args.vocab}, "
           f"{torch.get_num_threads()} threads", flush=True)
 
+    nonembed, d, v = param_counts(base)
     runs = {"compare": [], "baseline": []}
     for r in range(args.repeats):  # alternate the methods
         for method in ("compare", "baseline"):
-            runs[method].append(run_worker(method, spec, len(texts), args.batch_size))
+            runs[method].append(run_worker(method, spec, len(texts), args.batch_size, measure_peak=method == "compare"))
             print(f"  repeat {r + 1} {method}: {runs[method][-1]['seconds']:.2f} s", flush=True)
     med = {m: statistics.median(x["seconds"] for x in runs[m]) for m in runs}
     mem = {m: statistics.median(x["peak"] - x["after_import"] for x in runs[m]) for m in runs}
     c0 = runs["compare"][0]
     max_diff, n_matched, n_missed = agreement(c0["rows"], runs["baseline"][0]["rows"])
 
-    nonembed, d, v, inter = param_counts(base)
-    peak = matmul_peak(d, inter)
-    useful = 2 * (2 * nonembed * c0["useful_tokens"] + 2 * d * v * c0["scored_tokens"])  # two models
-    achieved = useful / med["compare"]
+    # useful FLOPs: both models, 2 x non-embedding params per token up to each text's last scored
+    # token, plus the unembedding at scored positions only
+    useful = 2 * (2 * nonembed * c0["useful_tokens"] + 2 * d * v * c0["scored_tokens"])
+    fractions = [useful / x["seconds"] / x["mix_peak"] for x in runs["compare"]]
+    fractions_best = [useful / x["seconds"] / x["best_shape_rate"] for x in runs["compare"]]
+    peak = statistics.median(x["mix_peak"] for x in runs["compare"])
 
     lens = run_worker("layers", spec, len(texts), args.batch_size)
     lens_cost = {"seconds": lens["seconds"], "n_layers": lens["n_layers"], "relative_to_compare": lens["seconds"] / med["compare"],
                  "peak_minus_import_bytes": lens["peak"] - lens["after_import"]}
+    patch_cost = None
+    if args.patch_texts:
+        pr = run_worker("patching", spec, args.patch_texts, args.batch_size)
+        per_text = med["compare"] / len(texts)
+        patch_cost = {"n_texts": args.patch_texts, "seconds": pr["seconds"], "rows": pr["n_rows"], "n_layers": pr["n_layers"],
+                      "relative_to_compare_per_text": pr["seconds"] / args.patch_texts / per_text,
+                      "peak_minus_import_bytes": pr["peak"] - pr["after_import"]}
 
     scaling = []
     for frac in (4, 2, 1):
@@ -210,28 +241,40 @@ def main(argv=None) -> int:
     results = {
         "machine": {"threads": torch.get_num_threads(), "device": "cpu", "torch": torch.__version__},
         "workload": {"n_texts": len(texts), "n_terms": len(terms), "terms": terms_note, "hidden": args.hidden, "layers": args.layers,
-                     "vocab": args.vocab, "nonembedding_params": nonembed},
+                     "vocab": args.vocab, "nonembedding_params": nonembed, "batch_size": args.batch_size or "compare's default",
+                     "lora_forward": c0["lora_forward"]},
         "seconds": {m: [x["seconds"] for x in runs[m]] for m in runs},
         "texts_per_s": {m: len(texts) / med[m] for m in med},
         "scored_tokens_per_s_compare": c0["scored_tokens"] / med["compare"],
         "speedup": med["baseline"] / med["compare"],
         "peak_minus_import_bytes": mem,
         "memory_ratio": mem["compare"] / mem["baseline"],
-        "matmul_peak_flops": peak, "useful_flops_per_s": achieved, "fraction_of_peak": achieved / peak,
+        "useful_flops": useful, "useful_flops_per_s": useful / med["compare"],
+        "matmul_mix_peak_flops": [x["mix_peak"] for x in runs["compare"]],
+        "matmul_best_shape_flops": [x["best_shape_rate"] for x in runs["compare"]],
+        "fraction_of_peak": statistics.median(fractions), "fraction_of_peak_per_repeat": fractions,
+        "fraction_of_best_shape_rate": statistics.median(fractions_best),
         "agreement": {"max_abs_diff": max_diff, "matched": n_matched, "missed_by_baseline": n_missed},
-        "scaling": scaling, "vocab_memory": vocab_mem, "logit_lens": lens_cost,
+        "scaling": scaling, "vocab_memory": vocab_mem, "logit_lens": lens_cost, "patching": patch_cost,
     }
     write_json(args.out, results)
     print("\n| metric | compare | baseline | ratio |\n|---|---|---|---|")
     print(f"| texts/s | {results['texts_per_s']['compare']:.2f} | {results['texts_per_s']['baseline']:.2f} | {results['speedup']:.2f}x |")
     print(f"| peak memory - after import (MB) | {mem['compare'] / 2**20:.0f} | {mem['baseline'] / 2**20:.0f} | {results['memory_ratio']:.2f} |")
-    print(f"\nscored tokens/s (compare): {results['scored_tokens_per_s_compare']:.0f}")
-    print(f"matmul peak {peak / 1e9:.1f} GFLOP/s; compare's useful throughput {achieved / 1e9:.1f} GFLOP/s "
-          f"= {100 * achieved / peak:.0f}% of peak")
+    print(f"\nscored tokens/s (compare): {results['scored_tokens_per_s_compare']:.0f}; tuned view's LoRA: {c0['lora_forward']}")
+    print(f"matmul rate for the model's own shapes {peak / 1e9:.1f} GFLOP/s (median; measured in each compare process right "
+          f"after its timed run); compare's useful throughput {useful / med['compare'] / 1e9:.1f} GFLOP/s; "
+          f"fraction of that rate {100 * results['fraction_of_peak']:.0f}% (median of per-repeat "
+          f"{', '.join(f'{100 * f:.0f}%' for f in fractions)}); of the best single shape's rate "
+          f"{100 * results['fraction_of_best_shape_rate']:.0f}%")
     print(f"agreement: max |logp diff| {max_diff:.2e} over {n_matched} occurrences; "
           f"{n_missed} occurrences found by compare are missed by the re-tokenizing search")
     print(f"logit lens over all {lens_cost['n_layers']} layers (one pass per model): {lens_cost['seconds']:.2f} s = "
           f"{lens_cost['relative_to_compare']:.2f} x compare's time")
+    if patch_cost:
+        print(f"activation patching ({patch_cost['n_layers']} layers x attn/mlp/layer + all, both directions) on "
+              f"{patch_cost['n_texts']} texts: {patch_cost['seconds']:.2f} s = {patch_cost['relative_to_compare_per_text']:.1f} x "
+              f"compare's time per text; peak-import {patch_cost['peak_minus_import_bytes'] / 2**20:.0f} MB")
     print("scaling (compare): " + ", ".join(f"{s['n_texts']} texts {s['seconds']:.2f} s" for s in scaling))
     for row in vocab_mem:
         print(f"vocab {row['vocab']}: weights {row['weights_bytes'] / 2**20:.0f} MB; peak-import compare "

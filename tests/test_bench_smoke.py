@@ -19,3 +19,6 @@ def test_bench_runs_on_tiny_size(smedqa_path, tmp_path, monkeypatch):
     assert res["agreement"]["max_abs_diff"] < 1e-4
     assert len(res["scaling"]) == 3
     assert res["logit_lens"]["n_layers"] == 1 and res["logit_lens"]["seconds"] > 0
+    assert res["patching"]["n_layers"] == 1 and res["patching"]["rows"] > 0
+    assert res["workload"]["lora_forward"] == "folded"
+    assert 0 < res["fraction_of_peak"] and all(x > 0 for x in res["matmul_mix_peak_flops"])

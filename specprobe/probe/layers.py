@@ -19,7 +19,7 @@ from specprobe.probe.prepare import OCCURRENCE_COLUMNS, Prepared, load_pair, pre
 from specprobe.probe.inputs import DEFAULT_TEMPLATE, UNASSIGNED
 from specprobe.probe.occurrences import MatchOptions
 from specprobe.probe.results import Result
-from specprobe.probe.scoring import plan_batches, score_items
+from specprobe.probe.scoring import batch_token_budget, plan_batches, score_items
 from specprobe.probe.stats import cluster_bootstrap_mean
 
 
@@ -141,7 +141,7 @@ def layers(
     meta["n_layers"] = n_layers
     meta["layers"] = chosen
     meta["engine"] = "torch hooks on the Hugging Face modules (scoring core)"
-    meta["cost"] = {"forward_passes_per_model": len(plan_batches(prep.items, batch_size, 16384)),
+    meta["cost"] = {"forward_passes_per_model": len(plan_batches(prep.items, batch_size, batch_token_budget(pair.device))),
                     "items": len(prep.items), "seconds": timings}
     return LayerView(frame, meta, {"term_specialties": {t: list(s) for t, s in prep.term_map.items()}})
 

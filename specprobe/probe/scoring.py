@@ -78,6 +78,13 @@ def plan_batches(items: Sequence[ScoreItem], batch_size: int, max_batch_tokens: 
     return batches
 
 
+def batch_token_budget(device: torch.device, max_batch_tokens: int | None | str = "auto") -> int | None:
+    """The token budget a batch gets on `device`: the given one, or DEFAULT_BATCH_TOKENS for "auto"."""
+    if max_batch_tokens == "auto":
+        return DEFAULT_BATCH_TOKENS.get(device.type, DEFAULT_BATCH_TOKENS["cuda"])
+    return max_batch_tokens  # type: ignore[return-value]
+
+
 def model_device(split: SplitModel) -> torch.device:
     return split.backbone.get_input_embeddings().weight.device
 
@@ -120,8 +127,7 @@ def score_items(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = model_device(split)
-    if max_batch_tokens == "auto":
-        max_batch_tokens = DEFAULT_BATCH_TOKENS.get(device.type, DEFAULT_BATCH_TOKENS["cuda"])
+    max_batch_tokens = batch_token_budget(device, max_batch_tokens)
     results: list[ScoredItem | None] = [None] * len(items)
     batches = plan_batches(items, batch_size, max_batch_tokens)
     captured: list[torch.Tensor] = []
