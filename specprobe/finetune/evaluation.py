@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 
 from specprobe.finetune.data import NO_SPECIALTY, load_records, read_manifest, select
 from specprobe.finetune.prompts import PromptFormat, encode_continuation
@@ -140,9 +141,30 @@ def build_option_items(tokenizer, records: Sequence[QARecord], fmt: PromptFormat
     return items, info
 
 
+def prompt_sharing_works(split, items, n_first: int) -> bool:
+    """Whether scoring the first question's options in one shared-prompt row reproduces scoring them
+    one by one on this model (an architecture that ignored the custom attention mask would not)."""
+    from specprobe.probe.scoring import score_items
+
+    first = items[:n_first]
+    alone = score_items(split, first, batch_size=len(first))
+    shared = score_items(split, first, batch_size=len(first), share_prefixes=True)
+    dtype = next(split.causal_lm.parameters()).dtype
+    tol = 1e-3 if dtype == torch.float32 else 5e-2
+    diff = max(float(np.max(np.abs(a.logps - s.logps))) for a, s in zip(alone, shared))
+    if diff > tol:
+        log.warning("%s: shared-prompt scoring differs from per-option scoring by %.3g; scoring each option "
+                    "separately", type(split.causal_lm).__name__, diff)
+    return diff <= tol
+
+
 def score_records(pair, records: Sequence[QARecord], fmt: PromptFormat, *, variants: Sequence[str] | dict,
-                  max_length: int, batch_size: int = 8, progress: bool = False, prepared=None) -> pd.DataFrame:
-    """Per-(model, item) rows for each variant of `pair` ({label: variant} or variant names)."""
+                  max_length: int, batch_size: int = 8, progress: bool = False, prepared=None,
+                  share_prompt: bool = True) -> pd.DataFrame:
+    """Per-(model, item) rows for each variant of `pair` ({label: variant} or variant names).
+
+    `share_prompt`: the options of a question go through the model as one row that encodes the
+    prompt once (checked against per-option scoring on the first question; see probe/rows.py)."""
     from specprobe.probe.scoring import score_items
 
     items, info = prepared if prepared is not None else build_option_items(pair.tokenizer, records, fmt, max_length)
@@ -150,7 +172,9 @@ def score_records(pair, records: Sequence[QARecord], fmt: PromptFormat, *, varia
     rows = []
     for label, variant in labels.items():
         with pair.view(variant) as split:
-            scored = score_items(split, items, batch_size=batch_size, progress=progress, desc=f"options {label}")
+            share = share_prompt and bool(records) and prompt_sharing_works(split, items, len(records[0].options))
+            scored = score_items(split, items, batch_size=batch_size, share_prefixes=share, progress=progress,
+                                 desc=f"options {label}")
         k = 0
         for rec, per in zip(records, info):
             n_opt = len(rec.options)

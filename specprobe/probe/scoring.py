@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from specprobe.probe.architecture import SplitModel
+from specprobe.probe.rows import build_rows, row_position_ids, segment_mask
 
 # Rows x vocabulary float32 logits materialised at once by the unembedding: 16 MiB on a CPU, where
 # larger chunks fall out of cache and cost both time and resident memory; 128 MiB on a GPU, where
@@ -59,8 +60,9 @@ class ScoredItem:
     layer_states: torch.Tensor | None = None  # (n_layers, n_positions, d_model) on CPU, before the final norm
 
 
-def plan_batches(items: Sequence[ScoreItem], batch_size: int, max_batch_tokens: int | None) -> list[list[int]]:
-    """Indices of items grouped into batches, longest first (as lm-eval's Collator), within a token budget."""
+def plan_batches(items: Sequence, batch_size: int, max_batch_tokens: int | None) -> list[list[int]]:
+    """Indices of items (anything with `needed_length`) grouped into batches, longest first (as
+    lm-eval's Collator), within a token budget."""
     order = sorted(range(len(items)), key=lambda i: -items[i].needed_length)
     batches: list[list[int]] = []
     current: list[int] = []
@@ -114,13 +116,16 @@ def score_items(
     max_batch_tokens: int | None | str = "auto",
     capture_layers: bool = False,
     attention_mask: bool = False,
+    share_prefixes: bool = False,
     progress: bool = False,
     desc: str = "scoring",
 ) -> list[ScoredItem]:
     """Score every item with one forward pass per batch; results come back in the items' order.
 
-    A batch holds at most `batch_size` items and `max_batch_tokens` padded tokens ("auto": by
-    device, see DEFAULT_BATCH_TOKENS; None: no token limit); an item longer than the budget goes alone.
+    A batch holds at most `batch_size` rows and `max_batch_tokens` padded tokens ("auto": by
+    device, see DEFAULT_BATCH_TOKENS; None: no token limit); a row longer than the budget goes alone.
+    `share_prefixes`: items with the same unscored context (the options of one question) share one
+    row with a segment mask (see `specprobe.probe.rows`): the context is encoded once.
     """
     from tqdm.auto import tqdm
 
@@ -129,7 +134,8 @@ def score_items(
     device = model_device(split)
     max_batch_tokens = batch_token_budget(device, max_batch_tokens)
     results: list[ScoredItem | None] = [None] * len(items)
-    batches = plan_batches(items, batch_size, max_batch_tokens)
+    all_rows = build_rows(items, share_prefixes)
+    batches = plan_batches(all_rows, batch_size, max_batch_tokens)
     captured: list[torch.Tensor] = []
     hooks = []
     if capture_layers:
@@ -144,37 +150,38 @@ def score_items(
         bar = tqdm(total=len(items), desc=desc, unit="seq", disable=not progress, leave=False)
         for batch in batches:
             captured.clear()
-            lengths = [items[i].needed_length for i in batch]
-            width = max(lengths)
-            ids = torch.zeros((len(batch), width), dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            rows, cols, targets = [], [], []
-            for r, i in enumerate(batch):
-                item = items[i]
-                n = lengths[r]
-                ids[r, :n] = torch.tensor(item.ids[:n])
-                mask[r, :n] = 1
-                for p in item.positions:
-                    rows.append(r)
-                    cols.append(p - 1)
-                    targets.append(item.ids[p])
-            kwargs = {"attention_mask": mask.to(device)} if attention_mask else {}
+            rows = [all_rows[b] for b in batch]
+            width = max(row.needed_length for row in rows)
+            ids = torch.zeros((len(rows), width), dtype=torch.long)
+            for r, row in enumerate(rows):
+                ids[r, : len(row.ids)] = torch.tensor(row.ids)
+            scored = [(r,) + s for r, row in enumerate(rows) for s in row.scored]  # (row, item, slot, source, target)
+            if any(row.segments is not None for row in rows):
+                kwargs = {"attention_mask": segment_mask(rows, width).to(device),
+                          "position_ids": row_position_ids(rows, width).to(device)}
+            elif attention_mask:
+                mask = torch.zeros((len(rows), width), dtype=torch.long)
+                for r, row in enumerate(rows):
+                    mask[r, : len(row.ids)] = 1
+                kwargs = {"attention_mask": mask.to(device)}
+            else:
+                kwargs = {}
             out = split.backbone(input_ids=ids.to(device), use_cache=False, **kwargs)
             hidden = out.last_hidden_state
-            r_idx = torch.tensor(rows, device=hidden.device)
-            c_idx = torch.tensor(cols, device=hidden.device)
-            gathered = hidden[r_idx, c_idx]
-            logps = logprobs_at(split, gathered, torch.tensor(targets, device=hidden.device)).numpy()
+            r_idx = torch.tensor([s[0] for s in scored], device=hidden.device)
+            c_idx = torch.tensor([s[3] for s in scored], device=hidden.device)
+            targets = torch.tensor([s[4] for s in scored], device=hidden.device)
+            logps = logprobs_at(split, hidden[r_idx, c_idx], targets).numpy()
             layer_states = None
             if capture_layers:
                 layer_states = torch.stack([h[r_idx.to(h.device), c_idx.to(h.device)].float().cpu() for h in captured])
-            offset = 0
-            for i in batch:
-                k = len(items[i].positions)
-                states = layer_states[:, offset : offset + k] if layer_states is not None else None
-                results[i] = ScoredItem(logps[offset : offset + k].copy(), states)
-                offset += k
-            bar.update(len(batch))
+            where: dict[int, list[int]] = {}
+            for n, s in enumerate(scored):
+                where.setdefault(s[1], []).append(n)  # slots come in order within an item
+            for i, picks in where.items():
+                states = layer_states[:, picks] if layer_states is not None else None
+                results[i] = ScoredItem(logps[picks].copy(), states)
+            bar.update(sum(len(row.items) for row in rows))
         bar.close()
     finally:
         for h in hooks:
