@@ -28,8 +28,18 @@ def rss_bytes() -> int:
     return 0
 
 
-def peak_bytes() -> int:
+def peak_bytes(device: str = "cpu") -> int:
+    """Peak memory so far: resident set size on a CPU, allocated GPU memory on CUDA."""
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated()
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def memory_now(device: str = "cpu") -> int:
+    return torch.cuda.memory_allocated() if device.startswith("cuda") else rss_bytes()
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 # --------------------------------------------------------------------------- the machine's limit
@@ -40,17 +50,22 @@ def projection_shapes(cfg) -> dict[str, tuple[int, int]]:
     return {"q": (d, d), "k": (d, kv), "v": (d, kv), "o": (d, d), "gate": (d, inter), "up": (d, inter), "down": (inter, d)}
 
 
-def matmul_rates(shapes: dict[str, tuple[int, int]], rows: int = 1024, repeats: int = 5) -> dict[str, float]:
-    """Best float32 FLOP/s of torch.matmul for (rows x in) @ (in x out), per distinct shape."""
+def matmul_rates(shapes: dict[str, tuple[int, int]], rows: int = 1024, repeats: int = 5, device: str = "cpu",
+                 dtype: str = "float32") -> dict[str, float]:
+    """Best FLOP/s of torch.matmul for (rows x in) @ (in x out) on `device` in `dtype`, per distinct shape."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     rates: dict[tuple[int, int], float] = {}
     for k, n in set(shapes.values()):
-        a, b = torch.randn(rows, k), torch.randn(k, n)
+        a = torch.randn(rows, k, device=device, dtype=DTYPES[dtype])
+        b = torch.randn(k, n, device=device, dtype=DTYPES[dtype])
         torch.matmul(a, b)
+        sync()
         best = 0.0
         for _ in range(repeats):
             t0 = time.perf_counter()
             for _ in range(5):
                 torch.matmul(a, b)
+            sync()
             best = max(best, 2 * rows * k * n * 5 / (time.perf_counter() - t0))
         rates[(k, n)] = best
     return {name: rates[shape] for name, shape in shapes.items()}
@@ -77,18 +92,19 @@ def worker(args: argparse.Namespace) -> None:
     from specprobe.probe.encoding import encode
     from specprobe.probe.occurrences import token_span
 
-    after_import = rss_bytes()
     spec = json.loads(Path(args.spec).read_text())
+    device, dtype = spec.get("device", "cpu"), spec.get("dtype", "float32")
+    after_import = memory_now(device)
     texts, terms = spec["texts"][: args.n], spec["terms"]
     batch = {"batch_size": args.batch_size} if args.batch_size else {}
     result: dict = {"method": args.worker, "n": len(texts), "after_import": after_import}
     if args.worker == "compare":
-        pair = ModelPair.load(spec["base"], spec["adapter"], dtype="float32")
+        pair = ModelPair.load(spec["base"], spec["adapter"], device=device, dtype=dtype)
         compare(pair, terms=terms, texts=texts[:2], controls=None, progress=False)  # warm-up
         t0 = time.perf_counter()
         comp = compare(pair, terms=terms, texts=texts, controls=None, progress=False, **batch)
         result["seconds"] = time.perf_counter() - t0
-        result["peak"] = peak_bytes()
+        result["peak"] = peak_bytes(device)
         df = comp.scored()
         encs = [encode(pair.tokenizer, t) for t in texts]
         rows, needed = [], {}
@@ -101,7 +117,7 @@ def worker(args: argparse.Namespace) -> None:
                       lora_forward=pair.metadata.get("lora_forward"))
         if args.measure_peak:  # right after the timed run, in the same process: the machine as compare saw it
             shapes = projection_shapes(AutoConfig.from_pretrained(spec["base"]))
-            rates = matmul_rates(shapes)
+            rates = matmul_rates(shapes, device=device, dtype=dtype)
             result.update(mix_peak=mix_peak(shapes, rates), best_shape_rate=max(rates.values()))
     elif args.worker in ("layers", "patching"):
         from specprobe.probe.layers import layers
@@ -110,18 +126,18 @@ def worker(args: argparse.Namespace) -> None:
         from specprobe.probe.architecture import split_model
 
         run, kwargs = (layers, batch) if args.worker == "layers" else (patch, {})
-        pair = ModelPair.load(spec["base"], spec["adapter"], dtype="float32")
+        pair = ModelPair.load(spec["base"], spec["adapter"], device=device, dtype=dtype)
         run(pair, terms=terms, texts=texts[:1], controls=None, progress=False)  # warm-up
         t0 = time.perf_counter()
         out = run(pair, terms=terms, texts=texts, controls=None, progress=False, **kwargs)
-        result.update(seconds=time.perf_counter() - t0, peak=peak_bytes(), n_rows=len(out.to_pandas()),
+        result.update(seconds=time.perf_counter() - t0, peak=peak_bytes(device), n_rows=len(out.to_pandas()),
                       n_layers=len(split_model(pair.base_model).layers))
     else:
-        base, tuned, tok = baseline.load_two_copies(spec["base"], spec["adapter"])
+        base, tuned, tok = baseline.load_two_copies(spec["base"], spec["adapter"], device, DTYPES[dtype])
         baseline.score(base, tuned, tok, texts[:2], terms)  # warm-up
         t0 = time.perf_counter()
         rows = baseline.score(base, tuned, tok, texts, terms)
-        result.update(seconds=time.perf_counter() - t0, peak=peak_bytes(), rows=rows)
+        result.update(seconds=time.perf_counter() - t0, peak=peak_bytes(device), rows=rows)
     print(json.dumps(result))
 
 
@@ -165,6 +181,8 @@ def main(argv=None) -> int:
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--vocab", type=int, default=32000)
     p.add_argument("--batch-size", type=int, default=None, help="compare's batch_size (default: compare's own default)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (both methods run there)")
+    p.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="default: float32 on cpu, bfloat16 on cuda")
     p.add_argument("--patch-texts", type=int, default=4, help="texts for the activation-patching cost (0 skips it)")
     p.add_argument("--no-vocab-scaling", action="store_true", help="skip the 1x vs 8x vocabulary memory test")
     p.add_argument("--out", default=str(HERE / "results.json"))
@@ -185,10 +203,12 @@ def main(argv=None) -> int:
     texts = load_texts(data, args.n_texts)
     terms, terms_note = workload_terms(data, texts)
     base, adapter = build_model(texts, args.hidden, args.layers, args.vocab)
+    dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+    where = {"device": args.device, "dtype": dtype}
     spec = CACHE / "spec.json"
-    spec.write_text(json.dumps({"texts": texts, "terms": terms, "base": str(base), "adapter": str(adapter)}))
+    spec.write_text(json.dumps({"texts": texts, "terms": terms, "base": str(base), "adapter": str(adapter), **where}))
     print(f"workload: {len(texts)} S-MedQA texts; terms: {terms_note}; Llama {args.hidden}x{args.layers} vocab {args.vocab}, "
-          f"{torch.get_num_threads()} threads", flush=True)
+          f"{torch.get_num_threads()} threads, {args.device} {dtype}", flush=True)
 
     nonembed, d, v = param_counts(base)
     runs = {"compare": [], "baseline": []}
@@ -230,7 +250,7 @@ def main(argv=None) -> int:
         for mult in (1, 8):
             b2, a2 = build_model(texts, 128, 2, args.vocab * mult)
             s2 = CACHE / f"spec-v{mult}.json"
-            s2.write_text(json.dumps({"texts": texts[:8], "terms": terms, "base": str(b2), "adapter": str(a2)}))
+            s2.write_text(json.dumps({"texts": texts[:8], "terms": terms, "base": str(b2), "adapter": str(a2), **where}))
             weights = sum(f.stat().st_size for f in b2.glob("*.safetensors"))
             row = {"vocab": args.vocab * mult, "weights_bytes": weights}
             for method in ("compare", "baseline"):
@@ -239,7 +259,8 @@ def main(argv=None) -> int:
             vocab_mem.append(row)
 
     results = {
-        "machine": {"threads": torch.get_num_threads(), "device": "cpu", "torch": torch.__version__},
+        "machine": {"threads": torch.get_num_threads(), "device": args.device, "dtype": dtype, "torch": torch.__version__,
+                    "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None},
         "workload": {"n_texts": len(texts), "n_terms": len(terms), "terms": terms_note, "hidden": args.hidden, "layers": args.layers,
                      "vocab": args.vocab, "nonembedding_params": nonembed, "batch_size": args.batch_size or "compare's default",
                      "lora_forward": c0["lora_forward"]},
@@ -260,7 +281,8 @@ def main(argv=None) -> int:
     write_json(args.out, results)
     print("\n| metric | compare | baseline | ratio |\n|---|---|---|---|")
     print(f"| texts/s | {results['texts_per_s']['compare']:.2f} | {results['texts_per_s']['baseline']:.2f} | {results['speedup']:.2f}x |")
-    print(f"| peak memory - after import (MB) | {mem['compare'] / 2**20:.0f} | {mem['baseline'] / 2**20:.0f} | {results['memory_ratio']:.2f} |")
+    mem_label = "GPU memory allocated" if args.device.startswith("cuda") else "memory - after import"
+    print(f"| peak {mem_label} (MB) | {mem['compare'] / 2**20:.0f} | {mem['baseline'] / 2**20:.0f} | {results['memory_ratio']:.2f} |")
     print(f"\nscored tokens/s (compare): {results['scored_tokens_per_s_compare']:.0f}; tuned view's LoRA: {c0['lora_forward']}")
     print(f"matmul rate for the model's own shapes {peak / 1e9:.1f} GFLOP/s (median; measured in each compare process right "
           f"after its timed run); compare's useful throughput {useful / med['compare'] / 1e9:.1f} GFLOP/s; "

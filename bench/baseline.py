@@ -7,12 +7,13 @@ from __future__ import annotations
 import torch
 
 
-def load_two_copies(base_dir, adapter_dir):
+def load_two_copies(base_dir, adapter_dir, device="cpu", dtype=torch.float32):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    base = AutoModelForCausalLM.from_pretrained(base_dir).eval()
-    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), adapter_dir).merge_and_unload().eval()
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype).to(device).eval()
+    tuned = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype).to(device)
+    tuned = PeftModel.from_pretrained(tuned, adapter_dir).merge_and_unload().eval()
     return base, tuned, AutoTokenizer.from_pretrained(base_dir)
 
 
@@ -28,7 +29,7 @@ def score(base, tuned, tok, texts: list[str], terms: list[str]) -> list[tuple[in
     out = []
     for ti, text in enumerate(texts):
         ids = tok(text)["input_ids"]
-        x = torch.tensor([ids])
+        x = torch.tensor([ids], device=base.device)
         lp_b = torch.log_softmax(base(x).logits[0].float(), dim=-1)
         lp_t = torch.log_softmax(tuned(x).logits[0].float(), dim=-1)
         for term, tids in term_ids.items():
