@@ -195,3 +195,27 @@ def test_two_processes_under_accelerate_launch_match_one_process(tiny_llama, tmp
     assert max_diff(load_adapter(tmp_path / "ddp"), load_adapter(tmp_path / "single")) < 1e-6
     for x, y in zip(m["loss_curve"], single.manifest["loss_curve"]):
         assert x["loss"] == pytest.approx(y["loss"], rel=1e-6)
+
+
+def test_bf16_recipe_runs_on_cpu(tiny_llama, tmp_path):
+    """The GPU recipe (bf16 base weights, autocast, float32 adapter weights) runs end to end on a CPU.
+    fp16 stays GPU-only, with a clear error."""
+    import math
+
+    import torch
+
+    from specprobe.finetune.evaluation import evaluate
+
+    base, _ = tiny_llama
+    data = write_qa(tmp_path / "qa.json")
+    run = train(str(base), data, "Cardiology", tmp_path / "bf16", **FAST, precision="bf16")
+    m = json.loads((tmp_path / "bf16" / "manifest.json").read_text())
+    assert run.completed and m["options"]["precision"] == "bf16" and m["steps"] == 6
+    assert all(math.isfinite(p["loss"]) for p in m["loss_curve"])
+    weights = load_adapter(tmp_path / "bf16")
+    assert {w.dtype for w in weights.values()} == {torch.float32}  # peft keeps trainable LoRA weights in fp32
+    assert any(k.endswith("lora_B.weight") and w.abs().max() > 0 for k, w in weights.items())  # it trained
+    res = evaluate(str(base), data, tmp_path / "bf16", dtype="bfloat16", progress=False)
+    assert res.metadata["dtype"] == "bfloat16" and len(res.to_pandas()) == 2 * 16
+    with pytest.raises(ValueError, match="fp16 needs a GPU"):
+        train(str(base), data, "Cardiology", tmp_path / "fp16", **FAST, precision="fp16")

@@ -39,7 +39,7 @@ def register(subparsers) -> None:
     g.add_argument("--max-length", type=int, default=None, help="max tokens per example (default 1024)")
     g.add_argument("--seed", type=int, default=None, help="default 0")
     g.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=None,
-                   help="auto: bf16 (fp16) on GPU, fp32 on CPU")
+                   help="auto: bf16 (fp16) on GPU, fp32 on CPU; bf16 also runs on a CPU, fp16 needs a GPU")
     g.add_argument("--load-in-4bit", action="store_true", default=None, help="QLoRA (needs CUDA and bitsandbytes)")
     g.add_argument("--gradient-checkpointing", action="store_true", default=None)
     g.add_argument("--template", default=None, help="prompt template with {question} and {options}")
