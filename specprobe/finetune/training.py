@@ -369,6 +369,12 @@ def train(
             import bitsandbytes  # noqa: F401  # pyflakes: ignore
         except ImportError as exc:
             raise ValueError("load_in_4bit (QLoRA) needs the bitsandbytes package (pip install bitsandbytes)") from exc
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        # accelerate keeps one process-wide state: a second train() in the same Python session with
+        # another precision would be refused. A single process owns it, so start it afresh.
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
     # cpu=True without CUDA: lets `accelerate launch`/torchrun run several CPU processes (gloo) too
     accelerator = Accelerator(gradient_accumulation_steps=opts.grad_accum, cpu=not cuda,
                               mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision])
