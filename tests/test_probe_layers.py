@@ -56,6 +56,20 @@ def test_lens_last_layer_equals_compare(loaded):
     assert view.metadata["cost"]["forward_passes_per_model"] == 1, "one pass per batch of texts, not per layer"
 
 
+def test_lens_rows_in_small_chunks_give_the_same_result(tiny_llama, monkeypatch):
+    """All items' rows go through the head together, in chunks of LENS_ROWS: chunking changes nothing."""
+    from specprobe.probe import lens
+
+    base, adapter = tiny_llama
+    pair = ModelPair.load(str(base), str(adapter))
+    whole = layers(pair, terms=TERMS, texts=TEXTS, controls=["again"], progress=False).to_pandas()
+    monkeypatch.setattr(lens, "LENS_ROWS", 3)
+    chunked = layers(pair, terms=TERMS, texts=TEXTS, controls=["again"], progress=False, batch_size=1).to_pandas()
+    assert len(whole) == len(chunked) > 0
+    a, b = whole["logp"].to_numpy(float), chunked["logp"].to_numpy(float)
+    assert np.array_equal(np.isnan(a), np.isnan(b)) and np.nanmax(np.abs(a - b)) < 1e-5
+
+
 def test_lens_uses_fresh_norm_statistics(tiny_llama):
     """Layer 0's lens equals head(final_norm(h0)) computed by hand from a plain forward pass."""
     from specprobe.probe.architecture import split_model

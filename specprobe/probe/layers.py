@@ -129,11 +129,12 @@ def layers(
         with pair.view(variant) as split:
             scored = score_items(split, prep.items, batch_size=batch_size, capture_layers=True, progress=progress,
                                  desc=f"lens {variant}")
-            per_item = []
-            for item, s in zip(prep.items, scored):
-                targets = torch.tensor([item.ids[p] for p in item.positions])
-                per_item.append(lens_logprobs(split, s.layer_states[chosen], targets).numpy())  # (n_chosen, n_pos)
-            lens[variant] = per_item
+            # every item's rows in one lens call: the head's weight is read per chunk of rows, not per item
+            targets = torch.tensor([item.ids[p] for item in prep.items for p in item.positions])
+            states = torch.cat([s.layer_states[chosen] for s in scored], dim=1) if scored else torch.zeros(len(chosen), 0, 1)
+            all_rows = lens_logprobs(split, states, targets).numpy()  # (n_chosen, total positions)
+            bounds = np.cumsum([0] + [len(item.positions) for item in prep.items])
+            lens[variant] = [all_rows[:, lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
         timings[variant] = round(time.perf_counter() - t0, 4)
     frame = lens_frame(prep, chosen, lens)
     meta = dict(pair.metadata)

@@ -21,17 +21,27 @@ from specprobe.probe.architecture import SplitModel, UnsupportedArchitectureErro
 from specprobe.probe.scoring import logprobs_at
 
 
+# rows moved to the model's device and normed at once (bounds device memory for long runs)
+LENS_ROWS = 4096
+
+
 @torch.no_grad()
 def lens_logprobs(split: SplitModel, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """log p(target) read off each layer: `states` (n_layers, n, d) before the final norm -> (n_layers, n)."""
     if split.final_norm is None:
         raise UnsupportedArchitectureError(f"{type(split.causal_lm).__name__}: no final norm found for the logit lens")
     ref = split.causal_lm.get_output_embeddings().weight
+    n_layers, n, d = states.shape
+    if n_layers == 0 or n == 0:
+        return torch.zeros((n_layers, n), dtype=torch.float64)
+    # all layers' rows through the head together: the (vocab x d) weight is read once per chunk of
+    # rows, not once per layer and text (the norm is per row, so stacking changes nothing)
+    flat, flat_targets = states.reshape(n_layers * n, d), targets.repeat(n_layers)
     out = []
-    for layer_rows in states:
-        normed = split.final_norm(layer_rows.to(device=ref.device, dtype=ref.dtype))
-        out.append(logprobs_at(split, normed, targets.to(ref.device)))
-    return torch.stack(out) if out else torch.zeros((0, states.shape[1]), dtype=torch.float64)
+    for lo in range(0, flat.shape[0], LENS_ROWS):
+        normed = split.final_norm(flat[lo : lo + LENS_ROWS].to(device=ref.device, dtype=ref.dtype))
+        out.append(logprobs_at(split, normed, flat_targets[lo : lo + LENS_ROWS].to(ref.device)))
+    return torch.cat(out).reshape(n_layers, n)
 
 
 def _norm_parts(norm: nn.Module) -> tuple[str, torch.Tensor | None, torch.Tensor | None, float]:
