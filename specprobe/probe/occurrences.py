@@ -40,6 +40,45 @@ def _pattern(term: str, opts: MatchOptions) -> re.Pattern:
     return re.compile(body, 0 if opts.case_sensitive else re.IGNORECASE)
 
 
+_WORD = re.compile(r"\w+")
+
+
+@lru_cache(maxsize=65536)
+def _ascii_runs(term: str, case_sensitive: bool) -> tuple[str, ...]:
+    """The term's word runs, folded exactly as TextIndex folds texts, keeping the ASCII ones."""
+    return tuple(r for r in _WORD.findall(_fold(term, case_sensitive)) if r.isascii())
+
+
+def _fold(text: str, case_sensitive: bool) -> str:
+    return text if case_sensitive else text.translate(_ASCII_EQUIVALENTS).lower()
+
+
+# the only non-ASCII characters that case-insensitive regex matching equates with ASCII letters
+# (Python `re` docs: U+0130, U+0131, U+017F, U+212A); mapped before lower-casing the text
+_ASCII_EQUIVALENTS = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"})
+
+
+class TextIndex:
+    """The words of one text, for a cheap and exact pre-check before running a term's regex.
+
+    With whole-word matching every word run of a term (maximal \\w+) occurs as a whole word of
+    any text it matches (case-folded as the regex folds), so a term with a run missing from the
+    text's words cannot occur there; without whole-word matching the runs must still be
+    substrings. Only ASCII runs are checked: a non-ASCII run never rules a term out."""
+
+    def __init__(self, text: str, opts: MatchOptions = MatchOptions()):
+        self.opts = opts
+        self.folded = _fold(text, opts.case_sensitive)
+        self.words = set(_WORD.findall(self.folded))
+
+    def may_occur(self, term: str) -> bool:
+        """False only if `term` cannot occur in the text."""
+        runs = _ascii_runs(term, self.opts.case_sensitive)
+        if self.opts.whole_word:
+            return all(r in self.words for r in runs)
+        return all(r in self.folded for r in runs)
+
+
 def find_spans(text: str, term: str, opts: MatchOptions = MatchOptions()) -> list[tuple[int, int]]:
     """Character spans of every (non-overlapping) occurrence of `term` in `text`."""
     if not term.strip():

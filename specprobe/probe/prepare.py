@@ -18,6 +18,7 @@ from specprobe.probe.occurrences import (
     STRADDLES,
     TRUNCATED_CONTEXT,
     MatchOptions,
+    TextIndex,
     find_spans,
     token_span,
 )
@@ -67,7 +68,10 @@ def locate(records: Sequence[TextRecord], encodings: Sequence[EncodedText], word
     """Every occurrence of every word in every text, mapped to tokens and flagged."""
     occs: list[Occurrence] = []
     for ti, (rec, enc) in enumerate(zip(records, encodings)):
+        index = TextIndex(rec.text, opts)  # skips the regex of words that cannot occur in this text
         for word, specs in words.items():
+            if not index.may_occur(word):
+                continue
             for s, e in find_spans(rec.text, word, opts):
                 if exclude and any(s < xe and e > xs for xs, xe in exclude.get(ti, ())):
                     continue
