@@ -75,3 +75,15 @@ def test_unknown_fold_mode_is_refused(tiny_llama):
     base, adapter = tiny_llama
     with pytest.raises(ValueError, match="fold_mode"):
         ModelPair.load(str(base), str(adapter), fold_mode="merge")
+
+
+def test_shard_device_loads_through_accelerate_and_scores_the_same(tiny_llama):
+    """device="shard" loads with device_map="auto" (here: no GPU, so all on the CPU) and gives the same logps.
+    Spreading over several GPUs itself is untested here (no GPU)."""
+    base, adapter = tiny_llama
+    sharded = ModelPair.load(str(base), str(adapter), device="shard")
+    plain = ModelPair.load(str(base), str(adapter))
+    assert sharded.metadata["device"].startswith("shard") and sharded.metadata["devices"] == ["cpu"]
+    a = compare(sharded, terms=TERMS, texts=TEXTS, controls=None, progress=False).to_pandas()
+    b = compare(plain, terms=TERMS, texts=TEXTS, controls=None, progress=False).to_pandas()
+    assert (a["logp_tuned"] - b["logp_tuned"]).abs().max() < 1e-5 and (a["logp_base"] - b["logp_base"]).abs().max() < 1e-5

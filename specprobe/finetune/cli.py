@@ -69,7 +69,7 @@ def register(subparsers) -> None:
     e.add_argument("--continuation", choices=("letter", "text"), default=None)
     e.add_argument("--batch-size", type=int, default=8)
     e.add_argument("--max-length", type=int, default=None)
-    e.add_argument("--device", default=None)
+    e.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N, or shard (spread over all GPUs)")
     e.add_argument("--dtype", default=None)
     e.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     e.add_argument("--no-progress", action="store_true")

@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-length", type=int, default=None)
     p.add_argument("--long-texts", choices=["window", "error"], default="window")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, or shard (spread over all GPUs)")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--limit", type=int, default=None, help="use only the first N texts")
     p.add_argument("--no-progress", action="store_true")

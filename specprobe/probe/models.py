@@ -33,8 +33,12 @@ class ModelLoadError(ValueError):
     """A model, adapter or tokenizer could not be loaded or does not fit its partner."""
 
 
+SHARD = "shard"  # device value: spread the model over every visible GPU (accelerate's device_map="auto")
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device in (None, "auto"):
+    """The device inputs go to: "auto"/None picks CUDA when present; "shard" starts on the first GPU."""
+    if device in (None, "auto", SHARD):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
@@ -90,18 +94,20 @@ def load_tokenizer(source: str, trust_remote_code: bool = False):
 
 
 def load_causal_lm(source: str, *, device: torch.device, dtype: torch.dtype, trust_remote_code: bool = False,
-                   revision: str | None = None) -> nn.Module:
-    """A Hugging Face causal LM from a hub id or local directory, safetensors only."""
+                   revision: str | None = None, shard: bool = False) -> nn.Module:
+    """A Hugging Face causal LM from a hub id or local directory, safetensors only. `shard`: layers
+    spread over all visible GPUs by accelerate (`device_map="auto"`), for models larger than one GPU."""
     from transformers import AutoModelForCausalLM
 
     _check_source(source, "model")
+    placement = {"device_map": "auto"} if shard else {}
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code, revision=revision
+            source, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code, revision=revision, **placement
         )
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load model {source!r}: {exc}") from exc
-    return model.to(device).eval()
+    return (model if shard else model.to(device)).eval()
 
 
 def same_vocabulary(tok_a, tok_b) -> bool:
@@ -125,7 +131,8 @@ class ModelPair:
 
     @property
     def device(self) -> torch.device:
-        return next(self.base_model.parameters()).device
+        """Where inputs go: the input embedding's device (the first GPU when sharded)."""
+        return unwrap_peft(self.base_model).get_input_embeddings().weight.device
 
     @contextlib.contextmanager
     def view(self, variant: str) -> Iterator[SplitModel]:
@@ -174,8 +181,9 @@ class ModelPair:
 
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        meta: dict[str, Any] = {"device": str(dev), "dtype": str(dt).replace("torch.", "")}
-        load_kw = dict(device=dev, dtype=dt, trust_remote_code=trust_remote_code, revision=revision)
+        shard = device == SHARD
+        meta: dict[str, Any] = {"device": f"{SHARD} from {dev}" if shard else str(dev), "dtype": str(dt).replace("torch.", "")}
+        load_kw = dict(device=dev, dtype=dt, trust_remote_code=trust_remote_code, revision=revision, shard=shard)
 
         if base is None and not isinstance(tuned, PeftModel):
             raise ModelLoadError("base model is required (a hub id, a local directory or a loaded model)")
@@ -229,6 +237,8 @@ class ModelPair:
             if not same_vocabulary(tokenizer, tuned_tok):
                 raise ModelLoadError(f"base and tuned ({tuned}) have different tokenizers; their log-probs are not comparable")
         should_fold(base_obj, fold_mode)  # validates the mode before any work
+        if shard:  # where the layers went
+            meta["devices"] = sorted({str(p.device) for p in base_obj.parameters()})
         pair = cls(base_obj, tokenizer, tuned_obj, adapter_mode, meta, fold_mode)
         if adapter_mode:
             meta["lora_forward"] = pair.lora_forward

@@ -86,7 +86,7 @@ def _patched_logps(split, mods, item: ScoreItem, sites: list[tuple[int, str]], d
                 t = t.clone()
                 idx_r = torch.tensor(rows, device=t.device)[:, None]
                 idx_c = torch.tensor(cols, device=t.device)[None, :]
-                t[idx_r, idx_c] = src[cols].to(t.dtype)
+                t[idx_r, idx_c] = src[cols].to(device=t.device, dtype=t.dtype)
                 return t
 
             patches[module] = fn
@@ -284,8 +284,9 @@ def logit_attribution(
         for variant in ("base", "tuned"):
             with pair.view(variant) as split:
                 _, store = _capture(split, layer_modules(split), item, range(n_layers), with_embed=True)
-                stack = torch.stack([store["embed" if c == "embed" else (c, l)][0, cols.to(store["embed"].device)]
-                                     for l, c in parts])
+                outs = [store["embed" if c == "embed" else (c, l)] for l, c in parts]
+                # each output where its layer ran (several GPUs when sharded), gathered on one device
+                stack = torch.stack([o[0, cols.to(o.device)].to(store["embed"].device) for o in outs])
                 contrib, const = direct_logit_attribution(split, stack, targets)
             for oi in ois:
                 slots = prep.where[oi][1]

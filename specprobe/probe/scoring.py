@@ -101,8 +101,8 @@ def logprobs_at(split: SplitModel, hidden: torch.Tensor, targets: torch.Tensor) 
     rows = max(1, budget // weight.shape[0])
     out = []
     for lo in range(0, hidden.shape[0], rows):
-        logits = split.head(hidden[lo : lo + rows]).float()
-        picked = logits.gather(1, targets[lo : lo + rows, None]).squeeze(1)
+        logits = split.head(hidden[lo : lo + rows]).float()  # on the head's device (may differ when sharded)
+        picked = logits.gather(1, targets[lo : lo + rows, None].to(logits.device)).squeeze(1)
         out.append((picked - torch.logsumexp(logits, dim=-1)).double().cpu())
     return torch.cat(out)
 
