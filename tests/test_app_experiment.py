@@ -15,7 +15,7 @@ def _config(base, out, **kw) -> ExperimentConfig:
 
 
 @pytest.mark.slow
-def test_stages_are_cached_and_invalidated_precisely(tiny_llama, tmp_path):
+def test_stages_are_cached_and_invalidated_precisely(tiny_llama, tmp_path, monkeypatch):
     base, _ = tiny_llama
     log1: list[str] = []
     res = run_experiment(_config(base, tmp_path / "exp"), progress=False, say=log1.append)
@@ -28,12 +28,18 @@ def test_stages_are_cached_and_invalidated_precisely(tiny_llama, tmp_path):
     run_experiment(_config(base, tmp_path / "exp"), progress=False, say=log2.append)
     assert all(not line.startswith("[run ]") for line in log2)
 
+    from specprobe.probe import ModelPair
+
+    loads: list[tuple] = []
+    original_load = ModelPair.load
+    monkeypatch.setattr(ModelPair, "load", classmethod(lambda cls, *a, **k: loads.append(a) or original_load(*a, **k)))
     log3: list[str] = []
     cfg = _config(base, tmp_path / "exp")
     cfg.compare = {"batch_size": 2}
     run_experiment(cfg, progress=False, say=log3.append)
     reran = [line.split()[2] for line in log3 if line.startswith("[run ]")]
     assert reran == ["compare-cardiology", "compare-neurology", "layers-cardiology", "layers-neurology"]
+    assert len(loads) == 1, "4 probe stages over 2 adapters load the base once"
 
     from specprobe.app.experiment import ExperimentResult
 

@@ -87,3 +87,28 @@ def test_shard_device_loads_through_accelerate_and_scores_the_same(tiny_llama):
     a = compare(sharded, terms=TERMS, texts=TEXTS, controls=None, progress=False).to_pandas()
     b = compare(plain, terms=TERMS, texts=TEXTS, controls=None, progress=False).to_pandas()
     assert (a["logp_tuned"] - b["logp_tuned"]).abs().max() < 1e-5 and (a["logp_base"] - b["logp_base"]).abs().max() < 1e-5
+
+
+def test_with_adapter_reuses_the_base_and_each_pair_keeps_its_adapter(tiny_llama, tmp_path):
+    from specprobe.probe.models import ModelLoadError
+    from specprobe.testing.tiny_models import build_tiny_adapter
+
+    base, adapter = tiny_llama
+    other = build_tiny_adapter(base, "llama", tmp_path / "other", seed=7)
+    first = ModelPair.load(str(base), str(adapter))
+    weights = first.base_model.get_base_model().model.embed_tokens.weight
+    second = first.with_adapter(other)
+    assert second.base_model.get_base_model().model.embed_tokens.weight is weights  # no second copy
+    assert second.metadata["tuned"] == str(other) and second.metadata["adapter_sha256"] != first.metadata["adapter_sha256"]
+    fresh_second = ModelPair.load(str(base), str(other))
+
+    def tuned(pair):
+        return compare(pair, terms=TERMS, texts=TEXTS, controls=None, progress=False).to_pandas()["logp_tuned"]
+
+    a2, a1 = tuned(second), tuned(first)  # alternate: each pair re-activates its own adapter
+    assert (a2 - tuned(fresh_second)).abs().max() < 1e-5
+    assert (a1 - tuned(ModelPair.load(str(base), str(adapter)))).abs().max() < 1e-5
+    assert (a1 - a2).abs().max() > 1e-3
+    assert not any(p.requires_grad for p in first.base_model.parameters())
+    with pytest.raises(ModelLoadError, match="not a PEFT adapter directory"):
+        first.with_adapter(tmp_path)

@@ -165,11 +165,20 @@ def run_experiment(config: ExperimentConfig, *, progress: bool = True, say: Call
         return {"base": base_hash, "adapter": acc_key["adapters"][name], "train": cfg.train, "lexicon": lexicon_hash,
                 "compare": cfg.compare, "texts": texts_hash, "seed": cfg.seed}
 
+    pairs: dict[str, ModelPair] = {}
+
+    def pair_for(adapter) -> ModelPair:
+        """The base is loaded once, by the first probe stage that runs; later adapters are added to it."""
+        key = str(adapter)
+        if key not in pairs:
+            pairs[key] = next(iter(pairs.values())).with_adapter(key) if pairs else ModelPair.load(cfg.base, key)
+        return pairs[key]
+
     comparisons: dict[str, Comparison] = {}
     files: dict[str, dict[str, str]] = {"comparisons": {}, "layers": {}}
     for name, adapter in adapters.items():
         folder = run_stage(root, f"compare-{slug(name)}", probe_key(name),
-                           lambda f, adapter=adapter: compare(ModelPair.load(cfg.base, str(adapter)), terms=lexicon, texts=texts,
+                           lambda f, adapter=adapter: compare(pair_for(adapter), terms=lexicon, texts=texts,
                                                               progress=progress, seed=cfg.seed, **cfg.compare).save(f / "comparison.json.gz"),
                            say=say)
         files["comparisons"][name] = str(folder / "comparison.json.gz")
@@ -182,7 +191,7 @@ def run_experiment(config: ExperimentConfig, *, progress: bool = True, say: Call
 
         for name, adapter in adapters.items():
             folder = run_stage(root, f"layers-{slug(name)}", probe_key(name),
-                               lambda f, adapter=adapter: layers(ModelPair.load(cfg.base, str(adapter)), terms=lexicon, texts=texts,
+                               lambda f, adapter=adapter: layers(pair_for(adapter), terms=lexicon, texts=texts,
                                                                  progress=progress, seed=cfg.seed, **cfg.compare).save(f / "layers.json.gz"),
                                say=say)
             files["layers"][name] = str(folder / "layers.json.gz")

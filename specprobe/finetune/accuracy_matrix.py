@@ -224,7 +224,7 @@ def matrix(
         frames.append(score_records(pair, records, fmt, variants={BASE: "base"}, max_length=L, batch_size=batch_size,
                                     progress=progress, prepared=prepared))
     for name, adapter_name in labels.items():
-        peft_model.set_adapter(adapter_name)
+        peft_model.set_adapter(adapter_name, inference_mode=True)
         frames.append(score_records(pair, records, fmt, variants={name: "tuned"}, max_length=L, batch_size=batch_size,
                                     progress=progress, prepared=prepared))
     items = pd.concat(frames, ignore_index=True)

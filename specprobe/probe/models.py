@@ -124,6 +124,7 @@ class ModelPair:
     adapter_mode: bool = False
     metadata: dict = field(default_factory=dict)
     fold_mode: str = "auto"  # how the tuned view runs LoRA layers: see probe/lora_fold.py
+    adapter_name: str | None = None  # the PEFT adapter this pair's tuned view activates (None: the model's own)
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -144,6 +145,10 @@ class ModelPair:
         elif variant == "base" and self.adapter_mode:
             with self.base_model.disable_adapter():
                 yield split_model(self.base_model)
+        elif variant == "tuned" and self.adapter_name is not None and self.adapter_name not in self.base_model.active_adapters:
+            self.base_model.set_adapter(self.adapter_name, inference_mode=True)  # pairs made by with_adapter share one module
+            with self.view("tuned") as split:
+                yield split
         elif variant == "tuned" and should_fold(self.base_model, self.fold_mode):
             with folded_lora(self.base_model):
                 yield split_model(self.base_model)
@@ -156,6 +161,24 @@ class ModelPair:
         if not self.adapter_mode:
             return None
         return "folded" if should_fold(self.base_model, self.fold_mode) and foldable_layers(self.base_model) else "unmerged"
+
+    def with_adapter(self, adapter: str | os.PathLike) -> "ModelPair":
+        """The same loaded base with another PEFT adapter directory as the tuned view.
+
+        The adapter is loaded next to the ones already there (LoRA weights only; the base weights
+        are not loaded again), with the same base-hash and fit checks as `load`. Pairs made this way
+        share one module; each activates its own adapter when its tuned view is entered.
+        """
+        if not self.adapter_mode:
+            raise ValueError("with_adapter needs a pair loaded with a PEFT adapter (ModelPair.load(base, adapter_dir))")
+        if not is_adapter_dir(adapter):
+            raise ModelLoadError(f"{str(adapter)!r} is not a PEFT adapter directory (no adapter_config.json)")
+        keep = ("device", "dtype", "base", "base_weights_sha256", "tokenizer", "devices")
+        meta = {k: v for k, v in self.metadata.items() if k in keep}
+        model = self._attach_adapter(self.base_model, str(adapter), meta)
+        pair = ModelPair(model, self.tokenizer, None, True, meta, self.fold_mode, meta.pop("_adapter_name"))
+        meta["lora_forward"] = pair.lora_forward
+        return pair
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -241,6 +264,8 @@ class ModelPair:
             meta["devices"] = sorted({str(p.device) for p in base_obj.parameters()})
         pair = cls(base_obj, tokenizer, tuned_obj, adapter_mode, meta, fold_mode)
         if adapter_mode:
+            active = list(pair.base_model.active_adapters)
+            pair.adapter_name = active[0] if len(active) == 1 else None  # re-activated by view() if changed
             meta["lora_forward"] = pair.lora_forward
         for m in [pair.base_model] + ([pair.tuned_model] if pair.tuned_model is not None else []):
             m.eval()  # LoRA dropout and any other dropout off
@@ -268,6 +293,13 @@ class ModelPair:
                     f"but the base given has {meta['base_weights_sha256'][:12]}..."
                 )
         try:
+            if isinstance(base_obj, PeftModel):  # another adapter on an already adapted model
+                name = "adapter-" + (meta["adapter_sha256"] or adapter)[:16]
+                if name not in base_obj.peft_config:
+                    base_obj.load_adapter(adapter, adapter_name=name, is_trainable=False)
+                base_obj.set_adapter(name, inference_mode=True)
+                meta["_adapter_name"] = name
+                return base_obj.eval()
             model = PeftModel.from_pretrained(base_obj, adapter, is_trainable=False)
         except (RuntimeError, ValueError, KeyError) as exc:
             raise ModelLoadError(
