@@ -204,28 +204,24 @@ def matrix(
     first = named[0][1] if named else None
     pair = ModelPair.load(base, first, device=device, dtype=dtype)
     base_hash = pair.metadata.get("base_weights_sha256")
-    peft_model = pair.base_model
-    labels: dict[str, str] = {}
+    pairs: dict[str, ModelPair] = {}
     for i, (name, path, manifest) in enumerate(named):
         expected = manifest.get("base_weights_sha256")
         if expected and base_hash and expected != base_hash:
             raise ModelLoadError(f"adapter {path!r} ({name}) was trained on a base with weights sha256 {expected[:12]}..., "
                                  f"but the base given has {base_hash[:12]}...")
-        if i > 0:
-            try:
-                peft_model.load_adapter(path, adapter_name=f"adapter{i}", is_trainable=False)
-            except (RuntimeError, ValueError, KeyError) as exc:
-                raise ModelLoadError(f"adapter {path!r} ({name}) does not fit the base {base!r}: {str(exc)[:300]}") from exc
-        labels[name] = f"adapter{i}" if i > 0 else "default"
+        try:
+            pairs[name] = pair if i == 0 else pair.with_adapter(path)  # one base in memory, adapters beside it
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"{name}: {exc}") from exc
     L = max_length or context_length(pair)
     prepared = build_option_items(pair.tokenizer, records, fmt, L)
     frames = []
     if include_base:
         frames.append(score_records(pair, records, fmt, variants={BASE: "base"}, max_length=L, batch_size=batch_size,
                                     progress=progress, prepared=prepared))
-    for name, adapter_name in labels.items():
-        peft_model.set_adapter(adapter_name, inference_mode=True)
-        frames.append(score_records(pair, records, fmt, variants={name: "tuned"}, max_length=L, batch_size=batch_size,
+    for name, adapter_pair in pairs.items():
+        frames.append(score_records(adapter_pair, records, fmt, variants={name: "tuned"}, max_length=L, batch_size=batch_size,
                                     progress=progress, prepared=prepared))
     items = pd.concat(frames, ignore_index=True)
     table = accuracy_table(items, ("model",))
