@@ -145,12 +145,10 @@ class ModelPair:
         elif variant == "base" and self.adapter_mode:
             with self.base_model.disable_adapter():
                 yield split_model(self.base_model)
-        elif variant == "tuned" and self.adapter_name is not None and self.adapter_name not in self.base_model.active_adapters:
-            self.base_model.set_adapter(self.adapter_name, inference_mode=True)  # pairs made by with_adapter share one module
-            with self.view("tuned") as split:
-                yield split
-        elif variant == "tuned" and should_fold(self.base_model, self.fold_mode):
-            with folded_lora(self.base_model):
+        elif variant == "tuned":  # adapter mode
+            if self.adapter_name is not None and self.adapter_name not in self.base_model.active_adapters:
+                self.base_model.set_adapter(self.adapter_name, inference_mode=True)  # pairs from with_adapter share one module
+            with folded_lora(self.base_model) if should_fold(self.base_model, self.fold_mode) else contextlib.nullcontext():
                 yield split_model(self.base_model)
         else:
             yield split_model(self.base_model)
@@ -175,8 +173,8 @@ class ModelPair:
             raise ModelLoadError(f"{str(adapter)!r} is not a PEFT adapter directory (no adapter_config.json)")
         keep = ("device", "dtype", "base", "base_weights_sha256", "tokenizer", "devices")
         meta = {k: v for k, v in self.metadata.items() if k in keep}
-        model = self._attach_adapter(self.base_model, str(adapter), meta)
-        pair = ModelPair(model, self.tokenizer, None, True, meta, self.fold_mode, meta.pop("_adapter_name"))
+        model, name = self._attach_adapter(self.base_model, str(adapter), meta)
+        pair = ModelPair(model, self.tokenizer, None, True, meta, self.fold_mode, name)
         meta["lora_forward"] = pair.lora_forward
         return pair
 
@@ -235,7 +233,7 @@ class ModelPair:
             base_obj, adapter_mode = tuned.eval(), True
             meta["tuned"] = f"<object PeftModel, adapters {list(tuned.peft_config)}>"
         elif isinstance(tuned, (str, os.PathLike)) and is_adapter_dir(tuned):
-            base_obj = cls._attach_adapter(base_obj, str(tuned), meta)
+            base_obj, _ = cls._attach_adapter(base_obj, str(tuned), meta)
             adapter_mode = True
         elif isinstance(tuned, (str, os.PathLike)):
             tuned_obj = load_causal_lm(str(tuned), **load_kw)
@@ -276,7 +274,8 @@ class ModelPair:
         return pair
 
     @staticmethod
-    def _attach_adapter(base_obj: nn.Module, adapter: str, meta: dict) -> nn.Module:
+    def _attach_adapter(base_obj: nn.Module, adapter: str, meta: dict) -> tuple[nn.Module, str]:
+        """Put the adapter directory on `base_obj` (beside existing adapters on a PeftModel); (model, adapter name)."""
         from peft import PeftModel
 
         cfg = json.loads((Path(adapter) / "adapter_config.json").read_text())
@@ -298,15 +297,14 @@ class ModelPair:
                 if name not in base_obj.peft_config:
                     base_obj.load_adapter(adapter, adapter_name=name, is_trainable=False)
                 base_obj.set_adapter(name, inference_mode=True)
-                meta["_adapter_name"] = name
-                return base_obj.eval()
+                return base_obj.eval(), name
             model = PeftModel.from_pretrained(base_obj, adapter, is_trainable=False)
         except (RuntimeError, ValueError, KeyError) as exc:
             raise ModelLoadError(
                 f"adapter {adapter!r} does not fit the base model {meta.get('base')!r} "
                 f"(adapter was made for {cfg.get('base_model_name_or_path')!r}): {str(exc)[:300]}"
             ) from exc
-        return model.eval()
+        return model.eval(), "default"
 
     def _check_compatible(self) -> None:
         a = unwrap_peft(self.base_model).get_output_embeddings().weight.shape
