@@ -174,28 +174,27 @@ def run_experiment(config: ExperimentConfig, *, progress: bool = True, say: Call
             pairs[key] = next(iter(pairs.values())).with_adapter(key) if pairs else ModelPair.load(cfg.base, key)
         return pairs[key]
 
-    comparisons: dict[str, Comparison] = {}
-    files: dict[str, dict[str, str]] = {"comparisons": {}, "layers": {}}
-    for name, adapter in adapters.items():
-        folder = run_stage(root, f"compare-{slug(name)}", probe_key(name),
-                           lambda f, adapter=adapter: compare(pair_for(adapter), terms=lexicon, texts=texts,
-                                                              progress=progress, seed=cfg.seed, **cfg.compare).save(f / "comparison.json.gz"),
-                           say=say)
-        files["comparisons"][name] = str(folder / "comparison.json.gz")
-        comparisons[name] = Comparison.load(files["comparisons"][name])
+    def probe_stages(kind: str, run: Callable, filename: str, result_type) -> tuple[dict[str, Any], dict[str, str]]:
+        """One cached stage per adapter running `run` (compare or layers) on the same texts and terms."""
+        results, paths = {}, {}
+        for name, adapter in adapters.items():
+            folder = run_stage(root, f"{kind}-{slug(name)}", probe_key(name),
+                               lambda f, adapter=adapter: run(pair_for(adapter), terms=lexicon, texts=texts, progress=progress,
+                                                              seed=cfg.seed, **cfg.compare).save(f / filename),
+                               say=say)
+            paths[name] = str(folder / filename)
+            results[name] = result_type.load(paths[name])
+        return results, paths
+
+    comparisons, compare_paths = probe_stages("compare", compare, "comparison.json.gz", Comparison)
+    files: dict[str, dict[str, str]] = {"comparisons": compare_paths, "layers": {}}
 
     # 6. layer views (logit lens): where in depth the change appears
     layer_views: dict[str, Any] = {}
     if cfg.layers:
         from specprobe.probe.layers import LayerView, layers
 
-        for name, adapter in adapters.items():
-            folder = run_stage(root, f"layers-{slug(name)}", probe_key(name),
-                               lambda f, adapter=adapter: layers(pair_for(adapter), terms=lexicon, texts=texts,
-                                                                 progress=progress, seed=cfg.seed, **cfg.compare).save(f / "layers.json.gz"),
-                               say=say)
-            files["layers"][name] = str(folder / "layers.json.gz")
-            layer_views[name] = LayerView.load(files["layers"][name])
+        layer_views, files["layers"] = probe_stages("layers", layers, "layers.json.gz", LayerView)
 
     matrix = compare_matrix(comparisons)
     atomic_write_text(root / "compare_matrix.csv", matrix.to_csv(index=False))
