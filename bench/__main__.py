@@ -89,7 +89,7 @@ def worker(args: argparse.Namespace) -> None:
 
     from bench import baseline
     from specprobe.probe import ModelPair, compare
-    from specprobe.probe.encoding import encode
+    from specprobe.core.encoding import encode
     from specprobe.probe.occurrences import token_span
 
     spec = json.loads(Path(args.spec).read_text())
@@ -123,7 +123,7 @@ def worker(args: argparse.Namespace) -> None:
         from specprobe.probe.layers import layers
         from specprobe.probe.patching import patch
 
-        from specprobe.probe.architecture import split_model
+        from specprobe.core.architecture import split_model
 
         run, kwargs = (layers, batch) if args.worker == "layers" else (patch, {})
         pair = ModelPair.load(spec["base"], spec["adapter"], device=device, dtype=dtype)

@@ -14,7 +14,7 @@ from specprobe.finetune.accuracy_matrix import AccuracyMatrix, matrix
 from specprobe.finetune.evaluation import MCEvaluation, evaluate, wilson_interval
 from specprobe.finetune.prompts import PromptFormat
 from specprobe.finetune.training import train
-from specprobe.probe.models import ModelLoadError
+from specprobe.core.models import ModelLoadError
 from specprobe.terms.datasets import DataError, QARecord
 
 OPTS = ("aspirin", "heparin", "insulin", "rest")
@@ -44,7 +44,7 @@ def test_option_loglikelihoods_match_a_direct_forward(tiny_llama):
     from transformers import AutoModelForCausalLM
 
     from specprobe.finetune.prompts import encode_continuation
-    from specprobe.probe.models import load_tokenizer
+    from specprobe.core.models import load_tokenizer
 
     base, adapter = tiny_llama
     recs = records(6)

@@ -6,7 +6,7 @@ import pytest
 
 from specprobe.finetune.data import select, specialty_counts
 from specprobe.finetune.prompts import PromptFormat, check_record, encode_continuation
-from specprobe.probe.models import load_tokenizer
+from specprobe.core.models import load_tokenizer
 from specprobe.terms.datasets import DataError, QARecord
 
 REC = QARecord("q1", "Which drug treats angina?", ("nitroglycerin", "insulin", "heparin"), "heparin", ("Cardiology",))

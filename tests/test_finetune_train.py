@@ -70,7 +70,7 @@ def test_options_are_validated():
 
 
 def test_train_writes_adapter_and_manifest(tiny_llama, tmp_path):
-    from specprobe.probe.models import ModelPair
+    from specprobe.core.models import ModelPair
 
     base, _ = tiny_llama
     data = write_qa(tmp_path / "qa.json")

@@ -178,7 +178,7 @@ def test_auto_controls_are_ordinary_words_outside_terms(tiny_llama):
 
 def test_unembedding_only_at_scored_rows_in_chunks(tiny_llama, monkeypatch):
     """The head sees gathered rows only, at most HEAD_CHUNK_ELEMENTS / vocab at a time; results unchanged."""
-    from specprobe.probe import scoring
+    from specprobe.core import scoring
 
     base, adapter = tiny_llama
     pair = ModelPair.load(str(base), str(adapter))
@@ -214,7 +214,7 @@ def test_unembedding_only_at_scored_rows_in_chunks(tiny_llama, monkeypatch):
 def test_unmasked_right_padding_equals_masked(tiny_pair):
     """Right padding in a causal model needs no attention mask: scores equal the masked run."""
     from specprobe.probe.prepare import prepare
-    from specprobe.probe.scoring import score_items
+    from specprobe.core.scoring import score_items
 
     arch, base, adapter = tiny_pair
     pair = ModelPair.load(str(base), str(adapter))

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from specprobe.probe import ModelLoadError, ModelPair, compare
-from specprobe.probe.encoding import TokenizerError, encode, offsets_look_valid
+from specprobe.core.encoding import TokenizerError, encode, offsets_look_valid
 from specprobe.testing.tiny_models import train_tokenizer
 
 

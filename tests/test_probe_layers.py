@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from specprobe.probe import LayerView, ModelPair, Patching, compare, layers, logit_attribution, patch
-from specprobe.probe.architecture import UnsupportedArchitectureError
+from specprobe.core.architecture import UnsupportedArchitectureError
 from specprobe.probe.hooks import LayerIndexError
 
 TEXTS = [
@@ -72,7 +72,7 @@ def test_lens_rows_in_small_chunks_give_the_same_result(tiny_llama, monkeypatch)
 
 def test_lens_uses_fresh_norm_statistics(tiny_llama):
     """Layer 0's lens equals head(final_norm(h0)) computed by hand from a plain forward pass."""
-    from specprobe.probe.architecture import split_model
+    from specprobe.core.architecture import split_model
 
     base, adapter = tiny_llama
     pair = ModelPair.load(str(base), str(adapter))

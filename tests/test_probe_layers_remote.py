@@ -49,7 +49,7 @@ def test_remote_refuses_unhookable_architecture_before_any_call(tiny_llama, monk
     from transformers import AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM
 
     import specprobe.probe.remote as remote_mod
-    from specprobe.probe.architecture import UnsupportedArchitectureError
+    from specprobe.core.architecture import UnsupportedArchitectureError
 
     monkeypatch.setattr(remote_mod, "_ndif_backend", lambda lm, remote: pytest.fail("must not reach NDIF"))
     base, _ = tiny_llama

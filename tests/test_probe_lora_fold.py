@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from specprobe.probe import ModelPair, compare
-from specprobe.probe.lora_fold import folded_lora, foldable_layers
+from specprobe.core.lora_fold import folded_lora, foldable_layers
 
 TEXTS = ["The patient with angina pectoris was given aspirin.", "Hypertension and diabetes mellitus were noted."]
 TERMS = ["angina pectoris", "aspirin", "hypertension", "diabetes mellitus"]
@@ -90,7 +90,7 @@ def test_shard_device_loads_through_accelerate_and_scores_the_same(tiny_llama):
 
 
 def test_with_adapter_reuses_the_base_and_each_pair_keeps_its_adapter(tiny_llama, tmp_path):
-    from specprobe.probe.models import ModelLoadError
+    from specprobe.core.models import ModelLoadError
     from specprobe.testing.tiny_models import build_tiny_adapter
 
     base, adapter = tiny_llama

@@ -8,8 +8,8 @@ import pytest
 from specprobe.finetune.evaluation import build_option_items
 from specprobe.finetune.prompts import PromptFormat
 from specprobe.probe import ModelPair
-from specprobe.probe.rows import build_rows, segment_mask
-from specprobe.probe.scoring import ScoreItem, score_items
+from specprobe.core.rows import build_rows, segment_mask
+from specprobe.core.scoring import ScoreItem, score_items
 from specprobe.terms.datasets import QARecord
 
 OPTIONS = ("aspirin", "intravenous heparin", "insulin", "bed rest and fluids")
@@ -54,7 +54,7 @@ def test_shared_prefix_scores_equal_separate_scores(tiny_pair, batch_size):
 
 def test_evaluation_shares_prompts_and_falls_back_when_the_mask_is_ignored(tiny_llama, monkeypatch, caplog):
     from specprobe.finetune import evaluation
-    from specprobe.probe import rows as rows_module
+    from specprobe.core import rows as rows_module
 
     base, adapter = tiny_llama
     pair = ModelPair.load(str(base), str(adapter))
@@ -71,7 +71,7 @@ def test_evaluation_shares_prompts_and_falls_back_when_the_mask_is_ignored(tiny_
         return causal | __import__("torch").ones_like(causal).tril()
 
     monkeypatch.setattr(rows_module, "segment_mask", ignored_mask)
-    monkeypatch.setattr("specprobe.probe.scoring.segment_mask", ignored_mask)
+    monkeypatch.setattr("specprobe.core.scoring.segment_mask", ignored_mask)
     with caplog.at_level("WARNING"):
         fallback = evaluation.score_records(pair, recs, fmt, **kw)
     assert "scoring each option separately" in caplog.text

@@ -53,7 +53,7 @@ def test_precheck_never_misses_on_random_texts():
 
 def test_locate_finds_the_same_occurrences_as_brute_force(smedqa_path):
     from specprobe.probe.prepare import locate
-    from specprobe.probe.encoding import encode
+    from specprobe.core.encoding import encode
     from specprobe.terms.build import build_lexicon
     from specprobe.terms.datasets import TextRecord, load_qa
     from specprobe.testing.tiny_models import train_tokenizer

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from specprobe.probe import Comparison
-from specprobe.probe.results import Result
+from specprobe.core.results import Result
 from specprobe.reports import (build_page, experiment_page, generic_page, register, registered_kinds, render,
                                renderer_for, sections as S)
 render_module = importlib.import_module("specprobe.reports.render")  # the package's `render` is the function

@@ -15,8 +15,8 @@ from typing import Any, Callable
 import pandas as pd
 
 from specprobe.app.stages import run_stage
-from specprobe.probe.models import weights_fingerprint
-from specprobe.probe.results import Result
+from specprobe.core.models import weights_fingerprint
+from specprobe.core.results import Result
 from specprobe.terms.datasets import QARecord, load_qa
 from specprobe.utils.io import atomic_write_text, sha256_file
 

@@ -28,7 +28,7 @@ from specprobe.finetune.evaluation import (
     score_records,
 )
 from specprobe.finetune.prompts import PromptFormat
-from specprobe.probe.results import Result
+from specprobe.core.results import Result
 from specprobe.terms.datasets import QARecord
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ def _normalize_adapters(adapters: Any) -> list[tuple[str, str, dict]]:
     out, seen = [], set()
     for name, path in items:
         path = str(path)
-        from specprobe.probe.models import is_adapter_dir
+        from specprobe.core.models import is_adapter_dir
 
         if not is_adapter_dir(path):
             raise ValueError(f"{path!r} is not a PEFT adapter directory (no adapter_config.json)")
@@ -148,7 +148,7 @@ def _normalize_adapters(adapters: Any) -> list[tuple[str, str, dict]]:
 
 def expand_adapter_dirs(paths: Sequence[str | os.PathLike]) -> list[str]:
     """Adapter directories, where a folder that is not an adapter stands for its adapter subfolders."""
-    from specprobe.probe.models import is_adapter_dir
+    from specprobe.core.models import is_adapter_dir
 
     found: list[str] = []
     for p in paths:
@@ -185,8 +185,8 @@ def matrix(
     `adapters`: adapter directories (names from their manifests' specialty) or a mapping name -> dir.
     Every adapter must have been trained on this base (manifest weights hash, and PEFT's own checks).
     """
-    from specprobe.probe.prepare import context_length
-    from specprobe.probe.models import ModelLoadError, ModelPair
+    from specprobe.core.models import context_length
+    from specprobe.core.models import ModelLoadError, ModelPair
 
     named = _normalize_adapters(adapters)
     if not named and not include_base:

@@ -2,7 +2,7 @@
 
 As lm-evaluation-harness does for multiple-choice tasks, every option is scored as a continuation
 of the prompt (see `specprobe.finetune.prompts`), through the shared scoring core
-(`specprobe.probe.scoring.score_items`, the same forward path `compare` uses). Two predictions are
+(`specprobe.core.scoring.score_items`, the same forward path `compare` uses). Two predictions are
 reported per question:
 
 * ``acc``: the option with the largest summed log-likelihood log p(continuation | prompt);
@@ -26,7 +26,7 @@ import torch
 
 from specprobe.finetune.data import NO_SPECIALTY, load_records, read_manifest, select
 from specprobe.finetune.prompts import PromptFormat, encode_continuation
-from specprobe.probe.results import Result
+from specprobe.core.results import Result
 from specprobe.terms.datasets import QARecord
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class MCEvaluation(Result):
 # -- scoring -----------------------------------------------------------------------------------------------
 def build_option_items(tokenizer, records: Sequence[QARecord], fmt: PromptFormat, max_length: int):
     """ScoreItems for every option of every record, plus per-option (n_tokens, n_chars, truncated, straddles)."""
-    from specprobe.probe.scoring import ScoreItem
+    from specprobe.core.scoring import ScoreItem
 
     items, info = [], []
     for rec in records:
@@ -144,7 +144,7 @@ def build_option_items(tokenizer, records: Sequence[QARecord], fmt: PromptFormat
 def prompt_sharing_works(split, items, n_first: int) -> bool:
     """Whether scoring the first question's options in one shared-prompt row reproduces scoring them
     one by one on this model (an architecture that ignored the custom attention mask would not)."""
-    from specprobe.probe.scoring import score_items
+    from specprobe.core.scoring import score_items
 
     first = items[:n_first]
     alone = score_items(split, first, batch_size=len(first))
@@ -164,8 +164,8 @@ def score_records(pair, records: Sequence[QARecord], fmt: PromptFormat, *, varia
     """Per-(model, item) rows for each variant of `pair` ({label: variant} or variant names).
 
     `share_prompt`: the options of a question go through the model as one row that encodes the
-    prompt once (checked against per-option scoring on the first question; see probe/rows.py)."""
-    from specprobe.probe.scoring import score_items
+    prompt once (checked against per-option scoring on the first question; see core/rows.py)."""
+    from specprobe.core.scoring import score_items
 
     items, info = prepared if prepared is not None else build_option_items(pair.tokenizer, records, fmt, max_length)
     labels = dict(variants) if isinstance(variants, dict) else {v: v for v in variants}
@@ -222,8 +222,8 @@ def evaluate(
     scored (pick with `variants=("tuned",)`). The prompt format defaults to the one the adapter
     was trained with (its manifest), else `PromptFormat()`.
     """
-    from specprobe.probe.prepare import context_length
-    from specprobe.probe.models import ModelPair
+    from specprobe.core.models import context_length
+    from specprobe.core.models import ModelPair
 
     source = str(data) if isinstance(data, (str, os.PathLike)) else "data"
     records, data_meta = load_records(data)

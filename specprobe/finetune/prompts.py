@@ -10,7 +10,7 @@ A question becomes a prompt (the question, its lettered options, then "Answer:")
   useful for base models that have never seen the letter format. Length normalisation matters here.
 
 Continuation tokens are located by encoding ``prompt + continuation`` once (one BOS where the model
-has one, via `specprobe.probe.encoding.encode`) and taking the tokens whose character span ends
+has one, via `specprobe.core.encoding.encode`) and taking the tokens whose character span ends
 after the prompt, so tokenizers that merge the space into the next token (GPT-2, Llama's ``▁``)
 are handled the same way. A token that straddles the prompt/continuation boundary is flagged.
 """
@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
-from specprobe.probe.encoding import encode
+from specprobe.core.encoding import encode
 from specprobe.terms.datasets import DataError, QARecord
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"

@@ -148,7 +148,7 @@ def find_lora_targets(model) -> list[str]:
     """
     import torch.nn as nn
 
-    from specprobe.probe.architecture import split_model
+    from specprobe.core.architecture import split_model
 
     try:
         from transformers.pytorch_utils import Conv1D
@@ -225,7 +225,7 @@ def resolve_precision(precision: str, cuda: bool) -> str:
 
 def base_fingerprint(base: str, revision: str | None = None) -> str | None:
     """sha256 of the base's first safetensors file (as `ModelPair` checks it), local dir or hub cache."""
-    from specprobe.probe.models import weights_fingerprint
+    from specprobe.core.models import weights_fingerprint
 
     if Path(base).is_dir():
         return weights_fingerprint(base)
@@ -412,7 +412,7 @@ def train(
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
     from transformers import get_scheduler
 
-    from specprobe.probe.models import load_causal_lm, load_tokenizer
+    from specprobe.core.models import load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(base, trust_remote_code)
     base_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]

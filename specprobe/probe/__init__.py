@@ -2,7 +2,7 @@
 
 from specprobe.probe.compare import compare
 from specprobe.probe.comparison import Comparison
-from specprobe.probe.models import ModelLoadError, ModelPair
+from specprobe.core.models import ModelLoadError, ModelPair
 from specprobe.probe.occurrences import MatchOptions
 from specprobe.probe.layers import LayerView, layers
 from specprobe.probe.patching import LogitAttribution, Patching, logit_attribution, patch

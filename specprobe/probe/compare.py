@@ -14,7 +14,7 @@ from specprobe.probe.comparison import Comparison
 from specprobe.probe.inputs import DEFAULT_TEMPLATE, normalize_terms, normalize_texts
 from specprobe.probe.occurrences import MatchOptions
 from specprobe.probe.prepare import load_pair, prepare
-from specprobe.probe.scoring import score_items
+from specprobe.core.scoring import score_items
 
 log = logging.getLogger(__name__)
 

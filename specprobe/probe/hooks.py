@@ -19,7 +19,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from specprobe.probe.architecture import SplitModel, UnsupportedArchitectureError, unwrap_peft
+from specprobe.core.architecture import SplitModel, UnsupportedArchitectureError, unwrap_peft
 
 # model_type -> (attention submodule, MLP submodule) of each decoder layer
 FAMILIES: dict[str, tuple[str, str]] = {

@@ -18,8 +18,8 @@ import pandas as pd
 from specprobe.probe.prepare import OCCURRENCE_COLUMNS, Prepared, load_pair, prepare  # noqa: F401
 from specprobe.probe.inputs import DEFAULT_TEMPLATE, UNASSIGNED
 from specprobe.probe.occurrences import MatchOptions
-from specprobe.probe.results import Result
-from specprobe.probe.scoring import batch_token_budget, plan_batches, score_items
+from specprobe.core.results import Result
+from specprobe.core.scoring import batch_token_budget, plan_batches, score_items
 from specprobe.probe.stats import cluster_bootstrap_mean
 
 

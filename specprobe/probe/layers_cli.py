@@ -56,7 +56,7 @@ def run_layers(args: argparse.Namespace) -> int:
                       max_length=args.max_length, long_texts=args.long_texts)
         pair = None
     else:
-        from specprobe.probe.models import ModelPair
+        from specprobe.core.models import ModelPair
 
         pair = ModelPair.load(args.base, args.tuned, device=args.device, dtype=args.dtype)
         view = layers(pair, terms=terms, texts=texts, layer_ids=args.layers, controls=controls,

@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from specprobe.probe.architecture import SplitModel, UnsupportedArchitectureError
-from specprobe.probe.scoring import logprobs_at
+from specprobe.core.architecture import SplitModel, UnsupportedArchitectureError
+from specprobe.core.scoring import logprobs_at
 
 
 # rows moved to the model's device and normed at once (bounds device memory for long runs)

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from specprobe.probe.encoding import EncodedText
+from specprobe.core.encoding import EncodedText
 
 # flags attached to an occurrence
 STRADDLES = "straddles_boundary"  # a token covers characters outside the term

@@ -35,8 +35,8 @@ from specprobe.probe.layers import options_meta
 from specprobe.probe.prepare import OCCURRENCE_COLUMNS, load_pair, prepare
 from specprobe.probe.lens import direct_logit_attribution
 from specprobe.probe.occurrences import MatchOptions
-from specprobe.probe.results import Result
-from specprobe.probe.scoring import ScoreItem, score_items
+from specprobe.core.results import Result
+from specprobe.core.scoring import ScoreItem, score_items
 from specprobe.probe.stats import cluster_bootstrap_mean
 
 DIRECTIONS = ("denoise", "noise")

@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 from specprobe.probe.controls import choose_controls
-from specprobe.probe.encoding import EncodedText, encode
+from specprobe.core.encoding import EncodedText, encode
 from specprobe.probe.inputs import DEFAULT_TEMPLATE, normalize_terms, normalize_texts
-from specprobe.probe.models import ModelPair
+from specprobe.core.models import ModelPair, context_length
 from specprobe.probe.occurrences import (
     NO_BOS_AT_START,
     STRADDLES,
@@ -22,7 +22,7 @@ from specprobe.probe.occurrences import (
     find_spans,
     token_span,
 )
-from specprobe.probe.scoring import ScoreItem
+from specprobe.core.scoring import ScoreItem
 from specprobe.terms.datasets import TextRecord
 
 OCCURRENCE_COLUMNS = ["text_id", "term", "specialties", "start", "end", "n_tokens", "is_control", "flags"]
@@ -49,18 +49,6 @@ class Occurrence:
     @property
     def scorable(self) -> bool:
         return self.first >= 1
-
-
-def context_length(pair: ModelPair) -> int:
-    """The longest input the model takes (its position table), capped by the tokenizer's limit."""
-    from specprobe.probe.architecture import unwrap_peft
-
-    cfg = unwrap_peft(pair.base_model).config
-    limits = [getattr(cfg, a) for a in ("max_position_embeddings", "n_positions", "seq_length") if isinstance(getattr(cfg, a, None), int)]
-    tok_limit = getattr(pair.tokenizer, "model_max_length", None)
-    if isinstance(tok_limit, int) and tok_limit < 10**7:
-        limits.append(tok_limit)
-    return min(limits) if limits else 2048
 
 
 def locate(records: Sequence[TextRecord], encodings: Sequence[EncodedText], words: dict[str, tuple[str, ...]],

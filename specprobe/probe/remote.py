@@ -24,7 +24,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from specprobe.probe.architecture import split_model, unwrap_peft
+from specprobe.core.architecture import split_model, unwrap_peft
+from specprobe.core.models import model_context_length
 from specprobe.probe.hooks import layer_modules, resolve_layers
 from specprobe.probe.inputs import DEFAULT_TEMPLATE
 from specprobe.probe.occurrences import MatchOptions
@@ -121,10 +122,8 @@ def remote_layers(base: Any, tuned: Any, terms: Any, texts: Any = None, *, layer
     tok = tokenizer if tokenizer is not None and not isinstance(tokenizer, str) else getattr(base_lm, "tokenizer", None)
     if tok is None:
         raise ValueError("pass tokenizer= (the nnsight model has none)")
-    cfg = unwrap_peft(_torch_model(base_lm)).config
     if max_length is None:
-        limits = [getattr(cfg, a) for a in ("max_position_embeddings", "n_positions") if isinstance(getattr(cfg, a, None), int)]
-        max_length = min(limits) if limits else 2048
+        max_length = model_context_length(_torch_model(base_lm), tok)
     prep = prepare(tok, terms, texts, controls=controls, n_controls=n_controls, template=template, match=match,
                    add_bos=add_bos, max_length=max_length, long_texts=long_texts, seed=seed)
     lens, timings, n_layers, chosen = {}, {}, 0, []
@@ -147,6 +146,6 @@ def remote_layers(base: Any, tuned: Any, terms: Any, texts: Any = None, *, layer
 
 
 def _is_adapter(name: str) -> bool:
-    from specprobe.probe.models import is_adapter_dir
+    from specprobe.core.models import is_adapter_dir
 
     return is_adapter_dir(name)  # a hub adapter id: pass tuned=nnsight.LanguageModel(base_id, peft=adapter_id)

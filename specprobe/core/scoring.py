@@ -19,8 +19,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from specprobe.probe.architecture import SplitModel
-from specprobe.probe.rows import build_rows, row_position_ids, segment_mask
+from specprobe.core.architecture import SplitModel
+from specprobe.core.rows import build_rows, row_position_ids, segment_mask
 
 # Rows x vocabulary float32 logits materialised at once by the unembedding: 16 MiB on a CPU, where
 # larger chunks fall out of cache and cost both time and resident memory; 128 MiB on a GPU, where
@@ -125,7 +125,7 @@ def score_items(
     A batch holds at most `batch_size` rows and `max_batch_tokens` padded tokens ("auto": by
     device, see DEFAULT_BATCH_TOKENS; None: no token limit); a row longer than the budget goes alone.
     `share_prefixes`: items with the same unscored context (the options of one question) share one
-    row with a segment mask (see `specprobe.probe.rows`): the context is encoded once.
+    row with a segment mask (see `specprobe.core.rows`): the context is encoded once.
     """
     from tqdm.auto import tqdm
 

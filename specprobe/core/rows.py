@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 
 if TYPE_CHECKING:
-    from specprobe.probe.scoring import ScoreItem
+    from specprobe.core.scoring import ScoreItem
 
 
 @dataclass

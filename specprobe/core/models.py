@@ -19,9 +19,9 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from specprobe.probe.architecture import SplitModel, check_split, split_model, unwrap_peft
-from specprobe.probe.encoding import require_fast
-from specprobe.probe.lora_fold import foldable_layers, folded_lora, should_fold
+from specprobe.core.architecture import SplitModel, check_split, split_model, unwrap_peft
+from specprobe.core.encoding import require_fast
+from specprobe.core.lora_fold import foldable_layers, folded_lora, should_fold
 from specprobe.utils.io import sha256_file
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class ModelPair:
     tuned_model: nn.Module | None = None  # a second full model, or None
     adapter_mode: bool = False
     metadata: dict = field(default_factory=dict)
-    fold_mode: str = "auto"  # how the tuned view runs LoRA layers: see probe/lora_fold.py
+    fold_mode: str = "auto"  # how the tuned view runs LoRA layers: see core/lora_fold.py
     adapter_name: str | None = None  # the PEFT adapter this pair's tuned view activates (None: the model's own)
 
     @property
@@ -318,3 +318,21 @@ class ModelPair:
         for variant in self.variants:
             with self.view(variant) as split:
                 check_split(split, ids)
+
+
+def context_length(pair: ModelPair) -> int:
+    """The longest input the pair's model takes; see `model_context_length`."""
+    return model_context_length(pair.base_model, pair.tokenizer)
+
+
+def model_context_length(model: Any, tokenizer: Any) -> int:
+    """The longest input a model takes (its position table), capped by the tokenizer's limit.
+
+    The one definition shared by local scoring, evaluation and the remote (nnsight) path."""
+    cfg = unwrap_peft(model).config
+    names = ("max_position_embeddings", "n_positions", "seq_length")
+    limits = [getattr(cfg, a) for a in names if isinstance(getattr(cfg, a, None), int)]
+    tok_limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_limit, int) and tok_limit < 10**7:
+        limits.append(tok_limit)
+    return min(limits) if limits else 2048
