@@ -9,10 +9,16 @@ verifies on a real input that backbone+head reproduces the model's own logits.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
+
+
+#: A Hugging Face causal LM or a PeftModel around one. Typed Any on purpose: their attributes are
+#: created at run time (config, get_base_model, active_adapters), and torch's `Module.__getattr__`
+#: would type every one of them `Tensor | Module`.
+HFModel = Any
 
 
 class UnsupportedArchitectureError(ValueError):
@@ -23,20 +29,20 @@ class UnsupportedArchitectureError(ValueError):
 class SplitModel:
     """A causal LM seen as backbone (ids -> final hidden states) and head (hidden -> logits)."""
 
-    causal_lm: nn.Module
-    backbone: nn.Module
+    causal_lm: HFModel
+    backbone: HFModel
     head: Callable[[torch.Tensor], torch.Tensor]
     layers: nn.ModuleList | None
     final_norm: nn.Module | None
 
 
-def unwrap_peft(model: nn.Module) -> nn.Module:
+def unwrap_peft(model: HFModel) -> HFModel:
     """The Hugging Face causal LM inside a PEFT model (adapter layers stay injected), else the model."""
     get_base = getattr(model, "get_base_model", None)
     return get_base() if callable(get_base) else model
 
 
-def _find_layers(backbone: nn.Module) -> nn.ModuleList | None:
+def _find_layers(backbone: HFModel) -> nn.ModuleList | None:
     for name in ("layers", "h", "blocks", "decoder.layers", "encoder.layers"):
         obj = backbone
         for part in name.split("."):
@@ -48,7 +54,7 @@ def _find_layers(backbone: nn.Module) -> nn.ModuleList | None:
     return None
 
 
-def _find_final_norm(backbone: nn.Module) -> nn.Module | None:
+def _find_final_norm(backbone: HFModel) -> nn.Module | None:
     for name in ("norm", "ln_f", "final_layernorm", "final_layer_norm", "norm_f"):
         mod = getattr(backbone, name, None)
         if isinstance(mod, nn.Module):
@@ -56,7 +62,7 @@ def _find_final_norm(backbone: nn.Module) -> nn.Module | None:
     return None
 
 
-def split_model(model: nn.Module) -> SplitModel:
+def split_model(model: HFModel) -> SplitModel:
     """Take a (possibly PEFT-wrapped) causal LM apart into backbone and head."""
     lm = unwrap_peft(model)
     prefix = getattr(lm, "base_model_prefix", None)

@@ -14,10 +14,12 @@ float32 models only.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import nn
+
+from specprobe.core.architecture import HFModel
 
 FOLD_MODES = ("auto", "fold", "unmerged")
 
@@ -32,11 +34,11 @@ def _foldable(module: nn.Module) -> bool:
     return bool(active) and not any(a in module.lora_variant for a in active)
 
 
-def foldable_layers(model: nn.Module) -> list[nn.Module]:
+def foldable_layers(model: HFModel) -> list[Any]:
     return [m for m in model.modules() if _foldable(m)]
 
 
-def _folded_forward(module: nn.Module):
+def _folded_forward(module: Any) -> Any:
     base = module.base_layer
 
     def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
@@ -49,10 +51,15 @@ def _folded_forward(module: nn.Module):
     return forward
 
 
-def should_fold(model: nn.Module, mode: str) -> bool:
-    """Whether `mode` folds this model: "fold" always, "unmerged" never, "auto" for float32 weights."""
+def check_fold_mode(mode: str) -> None:
+    """A `ValueError` naming the choices for an unknown fold mode."""
     if mode not in FOLD_MODES:
         raise ValueError(f"fold_mode must be one of {FOLD_MODES}, got {mode!r}")
+
+
+def should_fold(model: HFModel, mode: str) -> bool:
+    """Whether `mode` folds this model: "fold" always, "unmerged" never, "auto" for float32 weights."""
+    check_fold_mode(mode)
     if mode == "auto":
         params = next(model.parameters(), None)
         return params is not None and params.dtype == torch.float32
@@ -60,7 +67,7 @@ def should_fold(model: nn.Module, mode: str) -> bool:
 
 
 @contextlib.contextmanager
-def folded_lora(model: nn.Module) -> Iterator[int]:
+def folded_lora(model: HFModel) -> Iterator[int]:
     """Within the block every foldable LoRA layer of `model` runs as one folded matmul; yields how many."""
     layers = foldable_layers(model)
     for m in layers:

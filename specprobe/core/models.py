@@ -19,9 +19,10 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from specprobe.core.architecture import SplitModel, check_split, split_model, unwrap_peft
+from specprobe.core.adapter_fit import AdapterMismatchError, check_adapter_fits
+from specprobe.core.architecture import HFModel, SplitModel, check_split, split_model, unwrap_peft
 from specprobe.core.encoding import require_fast
-from specprobe.core.lora_fold import foldable_layers, folded_lora, should_fold
+from specprobe.core.lora_fold import check_fold_mode, foldable_layers, folded_lora, should_fold
 from specprobe.utils.io import sha256_file
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,17 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """The device inputs go to: "auto"/None picks CUDA when present; "shard" starts on the first GPU."""
     if device in (None, "auto", SHARD):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ModelLoadError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N, mps or {SHARD}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} asked for, but this torch build sees no CUDA GPU (use cpu or auto)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ModelLoadError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError(f"device {device!r} asked for, but MPS is not available here")
+    return dev
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -82,6 +93,16 @@ def weights_fingerprint(name: str) -> str | None:
     return sha256_file(files[0]) if files else None
 
 
+def check_adapter_base(adapter: str, manifest: dict, base_hash: str | None, name: str | None = None) -> None:
+    """The base-hash check: `ModelLoadError` when the adapter's manifest (`finetune.train` writes one)
+    records base weights other than `base_hash`. Silent when either fingerprint is unknown."""
+    expected = manifest.get("base_weights_sha256")
+    if expected and base_hash and expected != base_hash:
+        label = repr(adapter) if name is None else f"{adapter!r} ({name})"
+        raise ModelLoadError(f"adapter {label} was trained on a base with weights sha256 {expected[:12]}..., "
+                             f"but the base given has {base_hash[:12]}...")
+
+
 def load_tokenizer(source: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
@@ -94,7 +115,7 @@ def load_tokenizer(source: str, trust_remote_code: bool = False):
 
 
 def load_causal_lm(source: str, *, device: torch.device, dtype: torch.dtype, trust_remote_code: bool = False,
-                   revision: str | None = None, shard: bool = False) -> nn.Module:
+                   revision: str | None = None, shard: bool = False) -> HFModel:
     """A Hugging Face causal LM from a hub id or local directory, safetensors only. `shard`: layers
     spread over all visible GPUs by accelerate (`device_map="auto"`), for models larger than one GPU."""
     from transformers import AutoModelForCausalLM
@@ -102,7 +123,7 @@ def load_causal_lm(source: str, *, device: torch.device, dtype: torch.dtype, tru
     _check_source(source, "model")
     placement = {"device_map": "auto"} if shard else {}
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        model: HFModel = AutoModelForCausalLM.from_pretrained(
             source, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code, revision=revision, **placement
         )
     except (OSError, ValueError) as exc:
@@ -118,9 +139,9 @@ def same_vocabulary(tok_a, tok_b) -> bool:
 class ModelPair:
     """Base and (optionally) tuned views of one loaded model, with the tokenizer and provenance."""
 
-    base_model: nn.Module  # a PeftModel in adapter mode, else the base causal LM
+    base_model: HFModel  # a PeftModel in adapter mode, else the base causal LM
     tokenizer: Any
-    tuned_model: nn.Module | None = None  # a second full model, or None
+    tuned_model: HFModel | None = None  # a second full model, or None
     adapter_mode: bool = False
     metadata: dict = field(default_factory=dict)
     fold_mode: str = "auto"  # how the tuned view runs LoRA layers: see core/lora_fold.py
@@ -160,7 +181,7 @@ class ModelPair:
             return None
         return "folded" if should_fold(self.base_model, self.fold_mode) and foldable_layers(self.base_model) else "unmerged"
 
-    def with_adapter(self, adapter: str | os.PathLike) -> "ModelPair":
+    def with_adapter(self, adapter: str | os.PathLike, force: bool = False) -> ModelPair:
         """The same loaded base with another PEFT adapter directory as the tuned view.
 
         The adapter is loaded next to the ones already there (LoRA weights only; the base weights
@@ -173,7 +194,7 @@ class ModelPair:
             raise ModelLoadError(f"{str(adapter)!r} is not a PEFT adapter directory (no adapter_config.json)")
         keep = ("device", "dtype", "base", "base_weights_sha256", "tokenizer", "devices")
         meta = {k: v for k, v in self.metadata.items() if k in keep}
-        model, name = self._attach_adapter(self.base_model, str(adapter), meta)
+        model, name = self._attach_adapter(self.base_model, str(adapter), meta, force=force)
         pair = ModelPair(model, self.tokenizer, None, True, meta, self.fold_mode, name)
         meta["lora_forward"] = pair.lora_forward
         return pair
@@ -192,72 +213,24 @@ class ModelPair:
         revision: str | None = None,
         check: bool = True,
         fold_mode: str = "auto",
-    ) -> "ModelPair":
+        force_adapter: bool = False,
+    ) -> ModelPair:
         """Load base and tuned from hub ids, local directories (full models or PEFT adapters) or objects.
 
         `fold_mode`: "auto" runs a float32 LoRA adapter folded into the weights (as fast as the base,
         equal to peft's merged model), 16-bit ones unmerged as peft does; "fold" or "unmerged" force it.
+        `force_adapter`: load an adapter whose recorded architecture or shapes differ from the base's.
         """
-        from peft import PeftModel
-
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
         shard = device == SHARD
         meta: dict[str, Any] = {"device": f"{SHARD} from {dev}" if shard else str(dev), "dtype": str(dt).replace("torch.", "")}
         load_kw = dict(device=dev, dtype=dt, trust_remote_code=trust_remote_code, revision=revision, shard=shard)
-
-        if base is None and not isinstance(tuned, PeftModel):
-            raise ModelLoadError("base model is required (a hub id, a local directory or a loaded model)")
-
-        # base model object
-        if isinstance(base, (str, os.PathLike)):
-            base_name = str(base)
-            if is_adapter_dir(base_name):
-                raise ModelLoadError(f"base {base_name!r} is a PEFT adapter directory; pass it as `tuned`")
-            base_obj = load_causal_lm(base_name, **load_kw)
-            meta["base"] = base_name
-            meta["base_weights_sha256"] = weights_fingerprint(base_name)
-        elif base is not None:
-            base_obj = base.eval()
-            base_name = getattr(getattr(unwrap_peft(base), "config", None), "_name_or_path", type(base).__name__)
-            meta["base"] = f"<object {type(base).__name__}: {base_name}>"
-        else:
-            base_obj, base_name = None, None
-
-        tuned_obj, adapter_mode = None, False
-        if tuned is None:
-            pass
-        elif isinstance(tuned, PeftModel):
-            if base_obj is not None and base_obj is not tuned.get_base_model() and not isinstance(base, (str, os.PathLike)):
-                raise ModelLoadError("tuned is a PeftModel on a different base object than `base`; pass its own base")
-            base_obj, adapter_mode = tuned.eval(), True
-            meta["tuned"] = f"<object PeftModel, adapters {list(tuned.peft_config)}>"
-        elif isinstance(tuned, (str, os.PathLike)) and is_adapter_dir(tuned):
-            base_obj, _ = cls._attach_adapter(base_obj, str(tuned), meta)
-            adapter_mode = True
-        elif isinstance(tuned, (str, os.PathLike)):
-            tuned_obj = load_causal_lm(str(tuned), **load_kw)
-            meta["tuned"] = str(tuned)
-            meta["tuned_weights_sha256"] = weights_fingerprint(str(tuned))
-        else:
-            tuned_obj = tuned.eval()
-            meta["tuned"] = f"<object {type(tuned).__name__}>"
-
-        # tokenizer: given, else from the base's source
-        if tokenizer is None:
-            source = base_name if isinstance(base, (str, os.PathLike)) else getattr(unwrap_peft(base_obj).config, "_name_or_path", None)
-            if not source:
-                raise ModelLoadError("pass tokenizer= when base is a loaded model without a name_or_path")
-            tokenizer = load_tokenizer(source, trust_remote_code)
-        elif isinstance(tokenizer, (str, os.PathLike)):
-            tokenizer = load_tokenizer(str(tokenizer), trust_remote_code)
-        require_fast(tokenizer)
+        check_fold_mode(fold_mode)  # before any work
+        base_obj, base_name = _load_base(base, tuned, meta, load_kw)
+        base_obj, tuned_obj, adapter_mode = _load_tuned(base, base_obj, tuned, meta, load_kw, force_adapter)
+        tokenizer = _pair_tokenizer(tokenizer, base, base_name, base_obj, tuned, adapter_mode, trust_remote_code)
         meta["tokenizer"] = getattr(tokenizer, "name_or_path", type(tokenizer).__name__)
-        if isinstance(tuned, (str, os.PathLike)) and not adapter_mode and (Path(tuned) / "tokenizer.json").exists():
-            tuned_tok = load_tokenizer(str(tuned), trust_remote_code)
-            if not same_vocabulary(tokenizer, tuned_tok):
-                raise ModelLoadError(f"base and tuned ({tuned}) have different tokenizers; their log-probs are not comparable")
-        should_fold(base_obj, fold_mode)  # validates the mode before any work
         if shard:  # where the layers went
             meta["devices"] = sorted({str(p.device) for p in base_obj.parameters()})
         pair = cls(base_obj, tokenizer, tuned_obj, adapter_mode, meta, fold_mode)
@@ -274,23 +247,25 @@ class ModelPair:
         return pair
 
     @staticmethod
-    def _attach_adapter(base_obj: nn.Module, adapter: str, meta: dict) -> tuple[nn.Module, str]:
+    def _attach_adapter(base_obj: HFModel, adapter: str, meta: dict, force: bool = False) -> tuple[HFModel, str]:
         """Put the adapter directory on `base_obj` (beside existing adapters on a PeftModel); (model, adapter name)."""
         from peft import PeftModel
 
-        cfg = json.loads((Path(adapter) / "adapter_config.json").read_text())
+        cfg = _read_adapter_json(Path(adapter) / "adapter_config.json", required=True)
+        manifest = _read_adapter_json(Path(adapter) / "manifest.json", required=False)
         meta["tuned"] = adapter
         meta["adapter_base_model"] = cfg.get("base_model_name_or_path")
         files = sorted(Path(adapter).glob("adapter_model.*"))
         meta["adapter_sha256"] = sha256_file(files[0]) if files else None
-        manifest = Path(adapter) / "manifest.json"
-        if manifest.exists() and meta.get("base_weights_sha256"):
-            expected = json.loads(manifest.read_text()).get("base_weights_sha256")
-            if expected and expected != meta["base_weights_sha256"]:
-                raise ModelLoadError(
-                    f"adapter {adapter!r} was trained on a base with weights sha256 {expected[:12]}..., "
-                    f"but the base given has {meta['base_weights_sha256'][:12]}..."
-                )
+        if manifest and meta.get("base_weights_sha256"):
+            check_adapter_base(adapter, manifest, meta["base_weights_sha256"])
+        try:
+            forced = check_adapter_fits(adapter, cfg, manifest, base_obj, force=force)
+        except AdapterMismatchError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        if forced:
+            meta["adapter_mismatch_forced"] = forced
+            log.warning("loading adapter %s despite: %s", adapter, "; ".join(forced))
         try:
             if isinstance(base_obj, PeftModel):  # another adapter on an already adapted model
                 name = "adapter-" + (meta["adapter_sha256"] or adapter)[:16]
@@ -336,3 +311,79 @@ def model_context_length(model: Any, tokenizer: Any) -> int:
     if isinstance(tok_limit, int) and tok_limit < 10**7:
         limits.append(tok_limit)
     return min(limits) if limits else 2048
+
+
+def _load_base(base: ModelLike | None, tuned: ModelLike | None, meta: dict, load_kw: dict) -> tuple[Any, str | None]:
+    """The base model object and its name (None when the base comes with a PeftModel `tuned`)."""
+    from peft import PeftModel
+
+    if base is None and not isinstance(tuned, PeftModel):
+        raise ModelLoadError("base model is required (a hub id, a local directory or a loaded model)")
+    if isinstance(base, (str, os.PathLike)):
+        base_name = str(base)
+        if is_adapter_dir(base_name):
+            raise ModelLoadError(f"base {base_name!r} is a PEFT adapter directory; pass it as `tuned`")
+        meta["base"] = base_name
+        meta["base_weights_sha256"] = weights_fingerprint(base_name)
+        return load_causal_lm(base_name, **load_kw), base_name
+    if base is not None:
+        base_name = getattr(getattr(unwrap_peft(base), "config", None), "_name_or_path", type(base).__name__)
+        meta["base"] = f"<object {type(base).__name__}: {base_name}>"
+        return base.eval(), base_name
+    return None, None
+
+
+def _load_tuned(base: ModelLike | None, base_obj: Any, tuned: ModelLike | None, meta: dict, load_kw: dict,
+                force_adapter: bool) -> tuple[Any, Any, bool]:
+    """(base object, tuned full model or None, adapter mode): an adapter goes onto the base object."""
+    from peft import PeftModel
+
+    if tuned is None:
+        return base_obj, None, False
+    if isinstance(tuned, PeftModel):
+        if base_obj is not None and base_obj is not tuned.get_base_model() and not isinstance(base, (str, os.PathLike)):
+            raise ModelLoadError("tuned is a PeftModel on a different base object than `base`; pass its own base")
+        meta["tuned"] = f"<object PeftModel, adapters {list(tuned.peft_config)}>"
+        return tuned.eval(), None, True
+    if isinstance(tuned, (str, os.PathLike)) and is_adapter_dir(tuned):
+        model, _ = ModelPair._attach_adapter(base_obj, str(tuned), meta, force=force_adapter)
+        return model, None, True
+    if isinstance(tuned, (str, os.PathLike)):
+        meta["tuned"] = str(tuned)
+        meta["tuned_weights_sha256"] = weights_fingerprint(str(tuned))
+        return base_obj, load_causal_lm(str(tuned), **load_kw), False
+    meta["tuned"] = f"<object {type(tuned).__name__}>"
+    return base_obj, tuned.eval(), False
+
+
+def _pair_tokenizer(tokenizer: Any, base: ModelLike | None, base_name: str | None, base_obj: Any,
+                    tuned: ModelLike | None, adapter_mode: bool, trust_remote_code: bool) -> Any:
+    """The tokenizer given (object or path), else the base's; a full tuned model must share its vocabulary."""
+    if tokenizer is None:
+        source = base_name if isinstance(base, (str, os.PathLike)) else getattr(unwrap_peft(base_obj).config, "_name_or_path", None)
+        if not source:
+            raise ModelLoadError("pass tokenizer= when base is a loaded model without a name_or_path")
+        tokenizer = load_tokenizer(source, trust_remote_code)
+    elif isinstance(tokenizer, (str, os.PathLike)):
+        tokenizer = load_tokenizer(str(tokenizer), trust_remote_code)
+    require_fast(tokenizer)
+    if isinstance(tuned, (str, os.PathLike)) and not adapter_mode and (Path(tuned) / "tokenizer.json").exists():
+        tuned_tok = load_tokenizer(str(tuned), trust_remote_code)
+        if not same_vocabulary(tokenizer, tuned_tok):
+            raise ModelLoadError(f"base and tuned ({tuned}) have different tokenizers; their log-probs are not comparable")
+    return tokenizer
+
+
+def _read_adapter_json(path: Path, required: bool) -> dict:
+    """An adapter's JSON file as a dict; damage is a `ModelLoadError` naming the file."""
+    if not path.exists():
+        if required:
+            raise ModelLoadError(f"{path}: missing")
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ModelLoadError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data

@@ -76,9 +76,7 @@ class Result:
         for col in target.tuple_columns:
             if col in frame:
                 frame[col] = frame[col].map(lambda v: tuple(v) if isinstance(v, list) else v)
-        obj = target.__new__(target)
-        Result.__init__(obj, frame, payload.get("metadata"), payload.get("extras"))
-        return obj
+        return target(frame, payload.get("metadata"), payload.get("extras"))
 
     def report(self, path: str | os.PathLike) -> Path:
         """Render a self-contained HTML report of this result (see `specprobe.reports`)."""

@@ -11,12 +11,11 @@ alone, while the context is encoded once instead of once per option.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import torch
 
-if TYPE_CHECKING:
-    from specprobe.core.scoring import ScoreItem
+from specprobe.core.items import ScoreItem
 
 
 @dataclass

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from specprobe.core.architecture import SplitModel
+from specprobe.core.items import ScoreItem
 from specprobe.core.rows import build_rows, row_position_ids, segment_mask
 
 # Rows x vocabulary float32 logits materialised at once by the unembedding: 16 MiB on a CPU, where
@@ -31,25 +32,6 @@ HEAD_CHUNK_ELEMENTS = {"cpu": 1 << 22, "cuda": 1 << 25}
 # with it (about 40 kB per token for a 50M-parameter Llama); on a CPU larger batches gain no speed,
 # since a 1k-row matmul already runs at the core's peak, so they only cost memory.
 DEFAULT_BATCH_TOKENS = {"cpu": 1024, "cuda": 16384}
-
-
-@dataclass(frozen=True)
-class ScoreItem:
-    """One input sequence and the positions p whose token is scored as log p(ids[p] | ids[:p])."""
-
-    ids: tuple[int, ...]
-    positions: tuple[int, ...]
-
-    def __post_init__(self) -> None:
-        if not self.positions:
-            raise ValueError("a ScoreItem needs at least one position to score")
-        if min(self.positions) < 1 or max(self.positions) >= len(self.ids):
-            raise ValueError(f"positions must lie in [1, {len(self.ids) - 1}], got {self.positions}")
-
-    @property
-    def needed_length(self) -> int:
-        """Tokens after the last scored one cannot change its probability (causal): drop them."""
-        return max(self.positions) + 1
 
 
 @dataclass

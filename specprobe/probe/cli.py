@@ -7,21 +7,12 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from specprobe.probe.options import add_probe_arguments
+
     p = sub.add_parser("compare", help="compare term log-probabilities under a base and a fine-tuned model",
                        description="Score every occurrence of every term (and control words) under base and tuned.")
-    p.add_argument("--base", required=True, help="hub id or local directory of the base model")
-    p.add_argument("--tuned", required=True, help="PEFT adapter directory, or a full fine-tuned model (hub id / directory)")
-    p.add_argument("--terms", required=True, help="lexicon JSON (specprobe terms build), JSON mapping term -> specialties, or a text file with one term per line")
-    p.add_argument("--data", help="QA file (S-MedQA JSON) whose questions are the contexts; default: the lexicon's own")
+    add_probe_arguments(p)
     p.add_argument("--out", required=True, help="output directory (comparison.json.gz, by_specialty.csv, by_term.csv)")
-    p.add_argument("--controls", default="auto", help="'auto' (frequency-matched ordinary words), 'none', or a file with one word per line")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-length", type=int, default=None, help="context length (default: the model's)")
-    p.add_argument("--long-texts", choices=["window", "error"], default="window")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, or shard (spread over all GPUs)")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N texts (quick looks)")
-    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=run_compare)
 
 
@@ -47,8 +38,8 @@ def read_terms(path: str):
     return terms
 
 
-def read_inputs(args: argparse.Namespace):
-    """(terms, texts, controls) from the shared --terms/--data/--limit/--controls options."""
+def read_terms_and_texts(args: argparse.Namespace):
+    """(terms, texts) from the shared --terms/--data/--limit options."""
     from specprobe.terms.datasets import load_qa
 
     terms = read_terms(args.terms)
@@ -59,21 +50,23 @@ def read_inputs(args: argparse.Namespace):
         if texts is None and hasattr(terms, "contexts"):
             texts = list(terms.contexts())
         texts = texts[: args.limit] if texts is not None else None
-    controls = args.controls
-    if controls == "none":
-        controls = None
-    elif controls != "auto":
-        controls = [w.strip() for w in Path(controls).read_text(encoding="utf-8").splitlines() if w.strip()]
-    return terms, texts, controls
+    return terms, texts
+
+
+def read_inputs(args: argparse.Namespace):
+    """(terms, texts, controls) from the shared --terms/--data/--limit/--controls options."""
+    from specprobe.probe.options import read_controls
+
+    terms, texts = read_terms_and_texts(args)
+    return terms, texts, read_controls(args.controls)
 
 
 def run_compare(args: argparse.Namespace) -> int:
     from specprobe.probe.compare import compare
+    from specprobe.probe.options import ProbeOptions
 
-    terms, texts, controls = read_inputs(args)
-    comp = compare(args.base, args.tuned, terms, texts, controls=controls, batch_size=args.batch_size,
-                   max_length=args.max_length, long_texts=args.long_texts, device=args.device, dtype=args.dtype,
-                   progress=not args.no_progress)
+    terms, texts = read_terms_and_texts(args)
+    comp = compare(args.base, args.tuned, terms, texts, options=ProbeOptions.from_args(args))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     comp.save(out / "comparison.json.gz")

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from specprobe.core.scoring import score_items
 from specprobe.probe.comparison import Comparison
 from specprobe.probe.inputs import DEFAULT_TEMPLATE, normalize_terms, normalize_texts
 from specprobe.probe.occurrences import MatchOptions
-from specprobe.probe.prepare import load_pair, prepare
-from specprobe.core.scoring import score_items
+from specprobe.probe.options import ProbeOptions
+from specprobe.probe.prepare import Prepared, load_pair, options_meta, prepare
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ def compare(
     tokenizer: Any = None,
     progress: bool = True,
     seed: int = 0,
+    options: ProbeOptions | None = None,
 ) -> Comparison:
     """Log-probabilities of every occurrence of every term, under base and tuned, with control words.
 
@@ -46,27 +49,48 @@ def compare(
     mapping term -> specialties, or a list. `texts`: strings or records; default: the lexicon's
     contexts, or `template` filled with each term. `controls`: "auto" (frequency-matched ordinary
     words), a list of words, or None. Long texts: "window" scores each occurrence with as much
-    left context as fits (flagged `truncated_context`); "error" refuses.
+    left context as fits (flagged `truncated_context`); "error" refuses. `options`: a `ProbeOptions`
+    in place of the keyword arguments from `controls` to `seed` (a keyword argument set to another
+    value as well is an error).
     """
+    opts = ProbeOptions.resolve(
+        options, compare, controls=controls, n_controls=n_controls, template=template, match=match, add_bos=add_bos,
+        batch_size=batch_size, max_length=max_length, long_texts=long_texts, device=device, dtype=dtype,
+        tokenizer=tokenizer, progress=progress, seed=seed)
+    return _compare(base, tuned, terms, texts, opts)
+
+
+def _compare(base: Any, tuned: Any, terms: Any, texts: Any, opts: ProbeOptions) -> Comparison:
     if terms is None:
         raise ValueError("terms is required (a Lexicon, a mapping term -> specialties, or a list)")
     # validate cheap inputs before loading any model
     term_map = normalize_terms(terms)
     if texts is not None:
-        normalize_texts(texts, terms, term_map, template)
-    pair = load_pair(base, tuned, tokenizer, device, dtype, purpose="compare")
-    prep = prepare(pair, terms, texts, controls=controls, n_controls=n_controls, template=template, match=match,
-                   add_bos=add_bos, max_length=max_length, long_texts=long_texts, seed=seed)
-    records, occs, where = prep.records, prep.occs, prep.where
+        normalize_texts(texts, terms, term_map, opts.template)
+    pair = load_pair(base, tuned, opts.tokenizer, opts.device, opts.dtype, purpose="compare")
+    prep = prepare(pair, terms, texts, opts)
     scored: dict[str, list] = {}
     for variant in pair.variants:
         with pair.view(variant) as split:
-            scored[variant] = score_items(split, prep.items, batch_size=batch_size, progress=progress, desc=f"scoring {variant}")
+            scored[variant] = score_items(split, prep.items, batch_size=opts.batch_size, progress=opts.progress,
+                                          desc=f"scoring {variant}")
+    frame = pd.DataFrame(_occurrence_rows(prep, scored), columns=Comparison.columns)
+    found = {o.term for o in prep.occs if not o.is_control}
+    missing = sorted(t for t in prep.term_map if t not in found)
+    if missing:
+        log.warning("%d of %d terms occur in no text (see Comparison.missing)", len(missing), len(prep.term_map))
+    meta = dict(pair.metadata)
+    meta.update(options_meta(prep, opts.batch_size))
+    meta["offsets_source"] = prep.offsets_source
+    return Comparison(frame, meta, {"missing": missing, "term_specialties": {t: list(s) for t, s in prep.term_map.items()}})
 
+
+def _occurrence_rows(prep: Prepared, scored: dict[str, list]) -> list[dict]:
+    """One row per occurrence: its log-probability under base and tuned (NaN where not scorable)."""
     rows = []
-    for oi, occ in enumerate(occs):
-        rec = records[occ.text_index]
-        item_i, slots = where[oi]
+    for oi, occ in enumerate(prep.occs):
+        rec = prep.records[occ.text_index]
+        item_i, slots = prep.where[oi]
         if item_i >= 0:
             tok_b = scored["base"][item_i].logps[slots]
             tok_t = scored["tuned"][item_i].logps[slots]
@@ -92,15 +116,4 @@ def compare(
             "is_control": occ.is_control,
             "flags": ",".join(occ.flags),
         })
-    frame = pd.DataFrame(rows, columns=Comparison.columns)
-    found = {o.term for o in occs if not o.is_control}
-    missing = sorted(t for t in prep.term_map if t not in found)
-    if missing:
-        log.warning("%d of %d terms occur in no text (see Comparison.missing)", len(missing), len(prep.term_map))
-    meta = dict(pair.metadata)
-    meta["options"] = {**prep.options, "batch_size": batch_size}
-    meta["n_texts"] = len(records)
-    meta["n_terms"] = len(prep.term_map)
-    meta["control_words"] = prep.control_words
-    meta["offsets_source"] = prep.offsets_source
-    return Comparison(frame, meta, {"missing": missing, "term_specialties": {t: list(s) for t, s in prep.term_map.items()}})
+    return rows

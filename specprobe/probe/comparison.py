@@ -7,8 +7,8 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from specprobe.probe.inputs import UNASSIGNED
 from specprobe.core.results import Result
+from specprobe.probe.inputs import UNASSIGNED
 from specprobe.probe.stats import cluster_bootstrap_mean, holm, paired_test
 
 METRICS = ("delta", "delta_per_token")

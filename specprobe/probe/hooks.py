@@ -13,8 +13,8 @@ relies on it, and checks it: the parts must add up to the last layer's output).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -80,7 +80,7 @@ def layer_modules(split: SplitModel) -> list[LayerModules]:
     return out
 
 
-def resolve_layers(layer_ids: Sequence[int] | None, n_layers: int) -> list[int]:
+def resolve_layers(layer_ids: Sequence[int] | int | None, n_layers: int) -> list[int]:
     """Layer indices (negative ones count from the end), sorted and unique; out of range is an error."""
     if layer_ids is None:
         return list(range(n_layers))

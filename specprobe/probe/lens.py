@@ -10,16 +10,27 @@ final norm's scale frozen at its value for h (1/sigma for LayerNorm, 1/rms for R
 is linear, and token t's logit splits exactly into one term per part plus the norm's and head's
 biases. Frozen scale is the standard convention (TransformerLens `apply_ln_to_stack`); it says
 what each part writes along the token's direction, not what would happen without it.
+
+`lens_frame` and `LayerView` are the lens's table and result, filled alike by the local engine
+(`specprobe.probe.layers`) and the nnsight one (`specprobe.probe.remote`).
 """
 
 from __future__ import annotations
 
+import math
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
 from specprobe.core.architecture import SplitModel, UnsupportedArchitectureError
+from specprobe.core.results import Result
 from specprobe.core.scoring import logprobs_at
-
+from specprobe.probe.inputs import UNASSIGNED
+from specprobe.probe.prepare import OCCURRENCE_COLUMNS, Prepared
+from specprobe.probe.stats import cluster_bootstrap_mean
 
 # rows moved to the model's device and normed at once (bounds device memory for long runs)
 LENS_ROWS = 4096
@@ -96,3 +107,77 @@ def direct_logit_attribution(split: SplitModel, parts: torch.Tensor, targets: to
             f"(off by {err:.3g}); this architecture's layers do not write to the residual stream as assumed"
         )
     return contrib.cpu(), const.cpu()
+
+
+class LayerView(Result):
+    """Logit lens: one row per occurrence x layer x model ("base"/"tuned").
+
+    `logp` is the term's log-probability (summed over its tokens) when that layer's residual stream
+    is read through the final norm and unembedding; at the last layer it is compare()'s logp.
+    """
+
+    kind: ClassVar[str] = "layers"
+    tuple_columns: ClassVar[tuple[str, ...]] = ("specialties",)
+    columns: ClassVar[list[str]] = OCCURRENCE_COLUMNS + ["layer", "model", "logp", "logp_per_token", "token_logp"]
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.metadata.get("n_layers", 0))
+
+    def wide(self) -> pd.DataFrame:
+        """One row per occurrence x layer with logp_base, logp_tuned and delta columns."""
+        df = self.to_pandas()
+        keys = ["text_id", "term", "start", "is_control", "layer"]
+        cols = ["logp", "logp_per_token"]
+        base = df[df["model"] == "base"].drop(columns=["model", "token_logp"])
+        tuned = df[df["model"] == "tuned"][keys + cols]
+        out = base.merge(tuned, on=keys, how="outer", suffixes=("_base", "_tuned"), validate="one_to_one")
+        out["delta"] = out["logp_tuned"] - out["logp_base"]
+        out["delta_per_token"] = out["logp_per_token_tuned"] - out["logp_per_token_base"]
+        return out.reset_index(drop=True)
+
+    def by_specialty(self, metric: str = "logp_per_token", *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+        """Per specialty (controls pooled as "control"), layer and model ("base", "tuned", "delta"):
+        mean with a 95% bootstrap CI that resamples texts."""
+        if metric not in ("logp", "logp_per_token"):
+            raise ValueError(f"metric must be 'logp' or 'logp_per_token', got {metric!r}")
+        w = self.wide()
+        w = w[np.isfinite(w[f"{metric}_base"].astype(float))]
+        w["specialty"] = [("control",) if c else (tuple(s) or (UNASSIGNED,)) for s, c in zip(w["specialties"], w["is_control"])]
+        w = w.explode("specialty")
+        delta_col = "delta" if metric == "logp" else "delta_per_token"
+        rows = []
+        for (spec, layer), g in w.groupby(["specialty", "layer"], sort=True):
+            for model, col in (("base", f"{metric}_base"), ("tuned", f"{metric}_tuned"), ("delta", delta_col)):
+                est = cluster_bootstrap_mean(g[col], g["text_id"], n_boot=n_boot, seed=seed)
+                rows.append({"specialty": spec, "layer": int(layer), "model": model, "n": est.n,
+                             "n_texts": est.n_clusters, "mean": est.mean, "ci_low": est.ci_low, "ci_high": est.ci_high})
+        return pd.DataFrame(rows, columns=["specialty", "layer", "model", "n", "n_texts", "mean", "ci_low", "ci_high"])
+
+    def summary(self, metric: str = "logp_per_token") -> str:
+        t = self.by_specialty(metric, n_boot=500)
+        if t.empty:
+            return "no scored occurrences"
+        piv = t.pivot_table(index=["specialty", "layer"], columns="model", values="mean").reset_index()
+        return piv.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+
+
+def lens_frame(prep: Prepared, chosen: list[int], lens: dict[str, list[np.ndarray]]) -> pd.DataFrame:
+    """Rows occurrence x layer x model from per-item (n_layers, n_positions) lens log-probabilities."""
+    rows = []
+    for oi, occ in enumerate(prep.occs):
+        base_row = prep.occurrence_row(oi)
+        item_i, slots = prep.where[oi]
+        for variant in ("base", "tuned"):
+            for k, layer in enumerate(chosen):
+                if item_i >= 0:
+                    tok = lens[variant][item_i][k, slots]
+                    lp = float(tok.sum())
+                    per = lp / occ.n_tokens
+                    toks = [float(x) for x in tok]
+                else:
+                    lp = per = math.nan
+                    toks = []
+                rows.append({**base_row, "layer": layer, "model": variant, "logp": lp, "logp_per_token": per,
+                             "token_logp": toks})
+    return pd.DataFrame(rows, columns=LayerView.columns)

@@ -23,20 +23,28 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import torch
 
-from specprobe.probe.hooks import COMPONENTS, capture_input, capture_outputs, layer_modules, replace_outputs, resolve_layers
-from specprobe.probe.inputs import DEFAULT_TEMPLATE, UNASSIGNED
-from specprobe.probe.layers import options_meta
-from specprobe.probe.prepare import OCCURRENCE_COLUMNS, load_pair, prepare
-from specprobe.probe.lens import direct_logit_attribution
-from specprobe.probe.occurrences import MatchOptions
 from specprobe.core.results import Result
 from specprobe.core.scoring import ScoreItem, score_items
+from specprobe.probe.hooks import (
+    COMPONENTS,
+    capture_input,
+    capture_outputs,
+    layer_modules,
+    replace_outputs,
+    resolve_layers,
+)
+from specprobe.probe.inputs import DEFAULT_TEMPLATE, UNASSIGNED
+from specprobe.probe.lens import direct_logit_attribution
+from specprobe.probe.occurrences import MatchOptions
+from specprobe.probe.options import ProbeOptions
+from specprobe.probe.prepare import OCCURRENCE_COLUMNS, Prepared, load_pair, options_meta, prepare
 from specprobe.probe.stats import cluster_bootstrap_mean
 
 DIRECTIONS = ("denoise", "noise")
@@ -47,9 +55,9 @@ def _capture(split, mods, item: ScoreItem, layer_ids: Sequence[int], with_embed:
     """One forward pass of `item`: its log-probs and every chosen component's full output (1, T, d)."""
     store: dict = {}
     named = {}
-    for l in range(len(mods)):
+    for layer in range(len(mods)):
         for c in ("attn", "mlp", "layer"):
-            named[(c, l)] = mods[l].get(c)
+            named[(c, layer)] = mods[layer].get(c)
     with capture_outputs(named, store):
         if with_embed:
             with capture_input(mods[0].layer, store, "embed"):
@@ -60,7 +68,7 @@ def _capture(split, mods, item: ScoreItem, layer_ids: Sequence[int], with_embed:
 
 
 def _sites(layer_ids: Sequence[int], components: Sequence[str]) -> list[tuple[int, str]]:
-    return [(l, c) for l in layer_ids for c in components] + [(-1, ALL)]
+    return [(layer, c) for layer in layer_ids for c in components] + [(-1, ALL)]
 
 
 def _patched_logps(split, mods, item: ScoreItem, sites: list[tuple[int, str]], donor: dict,
@@ -71,8 +79,8 @@ def _patched_logps(split, mods, item: ScoreItem, sites: list[tuple[int, str]], d
     for lo in range(0, len(sites), site_batch):
         chunk = sites[lo : lo + site_batch]
         rows_for: dict[tuple[str, int], list[int]] = {}
-        for r, (l, c) in enumerate(chunk):
-            keys = [(cc, k) for k in range(len(mods)) for cc in ("attn", "mlp")] if c == ALL else [(c, l)]
+        for r, (layer, c) in enumerate(chunk):
+            keys = [(cc, k) for k in range(len(mods)) for cc in ("attn", "mlp")] if c == ALL else [(c, layer)]
             for key in keys:
                 rows_for.setdefault(key, []).append(r)
         patches = {}
@@ -156,12 +164,43 @@ def patch(
     tokenizer: Any = None,
     progress: bool = True,
     seed: int = 0,
+    options: ProbeOptions | None = None,
 ) -> Patching:
     """Activation patching of each layer's attention output, MLP output and layer output between base
     and tuned, for every occurrence compare() scores. `positions`: "all" patches every position of
-    the input (up to the last scored token), "scored" only the positions that predict the term."""
+    the input (up to the last scored token), "scored" only the positions that predict the term.
+    `options`: a `ProbeOptions` in place of the keyword arguments from `controls` to `seed` (note:
+    without control words here by default, while a `ProbeOptions` defaults to controls="auto")."""
+    opts = ProbeOptions.resolve(
+        options, patch, controls=controls, n_controls=n_controls, template=template, match=match, add_bos=add_bos,
+        max_length=max_length, long_texts=long_texts, device=device, dtype=dtype, tokenizer=tokenizer,
+        progress=progress, seed=seed)
     from tqdm.auto import tqdm
 
+    _check_patch_args(components, directions, positions, site_batch)
+    pair = load_pair(base, tuned, opts.tokenizer, opts.device, opts.dtype)
+    with pair.view("base") as split:
+        n_layers = len(layer_modules(split))
+    chosen = resolve_layers(layer_ids, n_layers)
+    prep = prepare(pair, terms, texts, opts)
+    sites = _sites(chosen, list(components))
+    t0 = time.perf_counter()
+    passes = 0
+    rows = []
+    for item_i, ois in tqdm(sorted(prep.by_item().items()), desc="patching", disable=not opts.progress, leave=False):
+        item_rows, item_passes = _patch_item(pair, prep, item_i, ois, chosen, sites, directions, positions, site_batch)
+        rows += item_rows
+        passes += item_passes
+    meta = dict(pair.metadata)
+    meta.update(options_meta(prep))
+    meta.update({"n_layers": n_layers, "layers": chosen, "components": list(components), "directions": list(directions),
+                 "positions": positions, "site_batch": site_batch,
+                 "cost": {"forward_passes": passes, "items": len(prep.by_item()), "sites": len(sites),
+                          "seconds": round(time.perf_counter() - t0, 4)}})
+    return Patching(pd.DataFrame(rows, columns=Patching.columns), meta)
+
+
+def _check_patch_args(components: Sequence[str], directions: Sequence[str], positions: str, site_batch: int) -> None:
     bad = [c for c in components if c not in COMPONENTS]
     if bad:
         raise ValueError(f"components must be among {COMPONENTS}, got {bad}")
@@ -172,46 +211,36 @@ def patch(
         raise ValueError(f"positions must be 'all' or 'scored', got {positions!r}")
     if site_batch < 1:
         raise ValueError(f"site_batch must be >= 1, got {site_batch}")
-    pair = load_pair(base, tuned, tokenizer, device, dtype)
-    with pair.view("base") as split:
-        n_layers = len(layer_modules(split))
-    chosen = resolve_layers(layer_ids, n_layers)
-    prep = prepare(pair, terms, texts, controls=controls, n_controls=n_controls, template=template, match=match,
-                   add_bos=add_bos, max_length=max_length, long_texts=long_texts, seed=seed)
-    sites = _sites(chosen, list(components))
-    t0 = time.perf_counter()
+
+
+def _patch_item(pair: Any, prep: Prepared, item_i: int, ois: list[int], chosen: list[int],
+                sites: list[tuple[int, str]], directions: Sequence[str], positions: str,
+                site_batch: int) -> tuple[list[dict], int]:
+    """One item's rows (occurrence x direction x site) and the forward passes they took."""
+    item = prep.items[item_i]
     passes = 0
+    logps, stores = {}, {}
+    for variant in ("base", "tuned"):
+        with pair.view(variant) as split:
+            logps[variant], stores[variant] = _capture(split, layer_modules(split), item, chosen)
+            passes += 1
     rows = []
-    for item_i, ois in tqdm(sorted(prep.by_item().items()), desc="patching", disable=not progress, leave=False):
-        item = prep.items[item_i]
-        logps, stores = {}, {}
-        for variant in ("base", "tuned"):
-            with pair.view(variant) as split:
-                logps[variant], stores[variant] = _capture(split, layer_modules(split), item, chosen)
-                passes += 1
-        for direction in directions:
-            receiver, donor = ("base", "tuned") if direction == "denoise" else ("tuned", "base")
-            with pair.view(receiver) as split:
-                patched = _patched_logps(split, layer_modules(split), item, sites, stores[donor], positions, site_batch)
-            passes += math.ceil(len(sites) / site_batch)
-            for oi in ois:
-                slots = prep.where[oi][1]
-                lb, lt = float(logps["base"][slots].sum()), float(logps["tuned"][slots].sum())
-                delta = lt - lb
-                for (layer, comp), lp in zip(sites, patched):
-                    lpp = float(lp[slots].sum())
-                    effect = (lpp - lb) if direction == "denoise" else (lt - lpp)
-                    rows.append({**prep.occurrence_row(oi), "direction": direction, "layer": layer, "component": comp,
-                                 "logp_base": lb, "logp_tuned": lt, "logp_patched": lpp, "delta": delta,
-                                 "recovered": effect / delta if delta != 0 else math.nan})
-        del stores
-    meta = dict(pair.metadata)
-    meta.update(options_meta(prep))
-    meta.update({"n_layers": n_layers, "layers": chosen, "components": list(components), "directions": list(directions),
-                 "positions": positions, "site_batch": site_batch,
-                 "cost": {"forward_passes": passes, "items": len(prep.by_item()), "sites": len(sites),
-                          "seconds": round(time.perf_counter() - t0, 4)}})
-    return Patching(pd.DataFrame(rows, columns=Patching.columns), meta)
+    for direction in directions:
+        receiver, donor = ("base", "tuned") if direction == "denoise" else ("tuned", "base")
+        with pair.view(receiver) as split:
+            patched = _patched_logps(split, layer_modules(split), item, sites, stores[donor], positions, site_batch)
+        passes += math.ceil(len(sites) / site_batch)
+        for oi in ois:
+            slots = prep.where[oi][1]
+            lb, lt = float(logps["base"][slots].sum()), float(logps["tuned"][slots].sum())
+            delta = lt - lb
+            for (layer, comp), lp in zip(sites, patched):
+                lpp = float(lp[slots].sum())
+                effect = (lpp - lb) if direction == "denoise" else (lt - lpp)
+                rows.append({**prep.occurrence_row(oi), "direction": direction, "layer": layer, "component": comp,
+                             "logp_base": lb, "logp_tuned": lt, "logp_patched": lpp, "delta": delta,
+                             "recovered": effect / delta if delta != 0 else math.nan})
+    return rows, passes
 
 
 class LogitAttribution(Result):
@@ -264,40 +293,54 @@ def logit_attribution(
     tokenizer: Any = None,
     progress: bool = True,
     seed: int = 0,
+    options: ProbeOptions | None = None,
 ) -> LogitAttribution:
     """Each component's direct contribution to the term tokens' logits, base and tuned (frozen final-norm
-    scale; the parts plus the bias constant add up to the model's logit, checked per text)."""
+    scale; the parts plus the bias constant add up to the model's logit, checked per text). `options`:
+    a `ProbeOptions` in place of the keyword arguments from `controls` to `seed` (note: without control
+    words here by default, while a `ProbeOptions` defaults to controls="auto")."""
+    opts = ProbeOptions.resolve(
+        options, logit_attribution, controls=controls, n_controls=n_controls, template=template, match=match,
+        add_bos=add_bos, max_length=max_length, long_texts=long_texts, device=device, dtype=dtype,
+        tokenizer=tokenizer, progress=progress, seed=seed)
     from tqdm.auto import tqdm
 
-    pair = load_pair(base, tuned, tokenizer, device, dtype)
+    pair = load_pair(base, tuned, opts.tokenizer, opts.device, opts.dtype)
     with pair.view("base") as split:
         n_layers = len(layer_modules(split))
-    prep = prepare(pair, terms, texts, controls=controls, n_controls=n_controls, template=template, match=match,
-                   add_bos=add_bos, max_length=max_length, long_texts=long_texts, seed=seed)
-    parts = [(-1, "embed")] + [(l, c) for l in range(n_layers) for c in ("attn", "mlp")]
+    prep = prepare(pair, terms, texts, opts)
+    parts = [(-1, "embed")] + [(layer, c) for layer in range(n_layers) for c in ("attn", "mlp")]
     rows = []
     t0 = time.perf_counter()
-    for item_i, ois in tqdm(sorted(prep.by_item().items()), desc="attribution", disable=not progress, leave=False):
-        item = prep.items[item_i]
-        cols = torch.tensor([p - 1 for p in item.positions])
-        targets = torch.tensor([item.ids[p] for p in item.positions])
-        for variant in ("base", "tuned"):
-            with pair.view(variant) as split:
-                _, store = _capture(split, layer_modules(split), item, range(n_layers), with_embed=True)
-                outs = [store["embed" if c == "embed" else (c, l)] for l, c in parts]
-                # each output where its layer ran (several GPUs when sharded), gathered on one device
-                stack = torch.stack([o[0, cols.to(o.device)].to(store["embed"].device) for o in outs])
-                contrib, const = direct_logit_attribution(split, stack, targets)
-            for oi in ois:
-                slots = prep.where[oi][1]
-                occ = prep.occurrence_row(oi)
-                for k, (l, c) in enumerate(parts):
-                    rows.append({**occ, "model": variant, "layer": l, "component": c,
-                                 "contribution": float(contrib[k, slots].sum())})
-                rows.append({**occ, "model": variant, "layer": -1, "component": "bias",
-                             "contribution": float(const[slots].sum())})
+    for item_i, ois in tqdm(sorted(prep.by_item().items()), desc="attribution", disable=not opts.progress, leave=False):
+        rows += _attribute_item(pair, prep, item_i, ois, parts, n_layers)
     meta = dict(pair.metadata)
     meta.update(options_meta(prep))
     meta.update({"n_layers": n_layers, "final_norm_scale": "frozen at the value for the model's own final residual",
                  "cost": {"forward_passes": 2 * len(prep.by_item()), "seconds": round(time.perf_counter() - t0, 4)}})
     return LogitAttribution(pd.DataFrame(rows, columns=LogitAttribution.columns), meta)
+
+
+def _attribute_item(pair: Any, prep: Prepared, item_i: int, ois: list[int], parts: list[tuple[int, str]],
+                    n_layers: int) -> list[dict]:
+    """One item's rows: per occurrence, model and part, its contribution summed over the term's tokens."""
+    item = prep.items[item_i]
+    cols = torch.tensor([p - 1 for p in item.positions])
+    targets = torch.tensor([item.ids[p] for p in item.positions])
+    rows = []
+    for variant in ("base", "tuned"):
+        with pair.view(variant) as split:
+            _, store = _capture(split, layer_modules(split), item, range(n_layers), with_embed=True)
+            outs = [store["embed" if c == "embed" else (c, layer)] for layer, c in parts]
+            # each output where its layer ran (several GPUs when sharded), gathered on one device
+            stack = torch.stack([o[0, cols.to(o.device)].to(store["embed"].device) for o in outs])
+            contrib, const = direct_logit_attribution(split, stack, targets)
+        for oi in ois:
+            slots = prep.where[oi][1]
+            occ = prep.occurrence_row(oi)
+            for k, (layer, c) in enumerate(parts):
+                rows.append({**occ, "model": variant, "layer": layer, "component": c,
+                             "contribution": float(contrib[k, slots].sum())})
+            rows.append({**occ, "model": variant, "layer": -1, "component": "bias",
+                         "contribution": float(const[slots].sum())})
+    return rows

@@ -1,18 +1,22 @@
 """Locate terms and control words in texts and plan the score items that cover them.
 
 Shared by `compare`, the layer views and patching, so all of them see exactly the same occurrences.
+`prepare` takes the analyses' shared `ProbeOptions`; `options_meta` is how every probe result
+records those options (and its input counts) in its metadata.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-from specprobe.probe.controls import choose_controls
 from specprobe.core.encoding import EncodedText, encode
-from specprobe.probe.inputs import DEFAULT_TEMPLATE, normalize_terms, normalize_texts
 from specprobe.core.models import ModelPair, context_length
+from specprobe.core.scoring import ScoreItem
+from specprobe.probe.controls import choose_controls
+from specprobe.probe.inputs import normalize_terms, normalize_texts
 from specprobe.probe.occurrences import (
     NO_BOS_AT_START,
     STRADDLES,
@@ -22,7 +26,7 @@ from specprobe.probe.occurrences import (
     find_spans,
     token_span,
 )
-from specprobe.core.scoring import ScoreItem
+from specprobe.probe.options import ProbeOptions
 from specprobe.terms.datasets import TextRecord
 
 OCCURRENCE_COLUMNS = ["text_id", "term", "specialties", "start", "end", "n_tokens", "is_control", "flags"]
@@ -156,42 +160,60 @@ def load_pair(base: Any, tuned: Any, tokenizer: Any, device: str | None, dtype: 
     return pair
 
 
-def prepare(pair_or_tokenizer: Any, terms: Any, texts: Any, *, controls: str | Sequence[str] | None = "auto",
-            n_controls: int | None = None, template: str = DEFAULT_TEMPLATE, match: MatchOptions = MatchOptions(),
-            add_bos: bool | None = None, max_length: int | None = None, long_texts: str = "window",
-            seed: int = 0) -> Prepared:
-    """Locate terms and control words exactly as compare() does (same functions, same order)."""
+def prepare(pair_or_tokenizer: Any, terms: Any, texts: Any, options: ProbeOptions | None = None,
+            **kwargs: Any) -> Prepared:
+    """Locate terms and control words exactly as compare() does (same functions, same order).
+
+    `options`: the shared `ProbeOptions`; or, without it, its fields as keyword arguments.
+    """
+    if options is not None and kwargs:
+        raise ValueError(f"prepare: pass options= or keyword arguments ({', '.join(kwargs)}), not both")
+    opts = options if options is not None else ProbeOptions(**kwargs)
     if terms is None:
         raise ValueError("terms is required (a Lexicon, a mapping term -> specialties, or a list)")
-    if long_texts not in ("window", "error"):
-        raise ValueError(f"long_texts must be 'window' or 'error', got {long_texts!r}")
+    if opts.long_texts not in ("window", "error"):
+        raise ValueError(f"long_texts must be 'window' or 'error', got {opts.long_texts!r}")
     term_map = normalize_terms(terms)
-    records = normalize_texts(texts, terms, term_map, template)
+    records = normalize_texts(texts, terms, term_map, opts.template)
     if isinstance(pair_or_tokenizer, ModelPair):
-        tokenizer, L = pair_or_tokenizer.tokenizer, max_length or context_length(pair_or_tokenizer)
+        tokenizer, L = pair_or_tokenizer.tokenizer, opts.max_length or context_length(pair_or_tokenizer)
     else:
-        tokenizer, L = pair_or_tokenizer, max_length
+        tokenizer, L = pair_or_tokenizer, opts.max_length
         if L is None:
             raise ValueError("max_length is required when no loaded model gives the context length")
-    encodings = [encode(tokenizer, r.text, add_bos) for r in records]
-    occs = locate(records, encodings, term_map, False, match)
-    term_counts = Counter(o.term for o in occs)
-    control_words: list[str] = []
-    if controls == "auto":
-        control_words = choose_controls([r.text for r in records], {t: term_counts.get(t, 0) for t in term_map},
-                                        n=n_controls, seed=seed)
-    elif controls:
-        if isinstance(controls, str):
-            raise TypeError("controls must be 'auto', None, or a list of words")
-        control_words = [str(c) for c in controls]
+    encodings = [encode(tokenizer, r.text, opts.add_bos) for r in records]
+    occs = locate(records, encodings, term_map, False, opts.match)
+    control_words = _control_words(opts, records, term_map, occs)
     if control_words:
         taken: dict[int, list[tuple[int, int]]] = defaultdict(list)
         for o in occs:
             taken[o.text_index].append((o.start, o.end))
-        occs += locate(records, encodings, {w: ("control",) for w in control_words}, True, match, exclude=taken)
-    items, where = build_items(encodings, occs, L, long_texts)
-    options = {"match": asdict(match), "add_bos": add_bos, "max_length": L, "long_texts": long_texts,
-               "controls": controls if isinstance(controls, (str, type(None))) else "given", "n_controls": n_controls,
-               "template": template if texts is None else None, "seed": seed}
-    return Prepared(records, term_map, occs, items, where, control_words, options,
+        occs += locate(records, encodings, {w: ("control",) for w in control_words}, True, opts.match, exclude=taken)
+    items, where = build_items(encodings, occs, L, opts.long_texts)
+    return Prepared(records, term_map, occs, items, where, control_words, opts.metadata(L, texts is not None),
                     dict(Counter(e.offsets_source for e in encodings)))
+
+
+def _control_words(opts: ProbeOptions, records: Sequence[TextRecord], term_map: dict[str, tuple[str, ...]],
+                   occs: Sequence[Occurrence]) -> list[str]:
+    """The control words: chosen to match the terms' frequencies ("auto"), given, or none."""
+    controls = opts.controls
+    if controls == "auto":
+        term_counts = Counter(o.term for o in occs)
+        return choose_controls([r.text for r in records], {t: term_counts.get(t, 0) for t in term_map},
+                               n=opts.n_controls, seed=opts.seed)
+    if controls:
+        if isinstance(controls, str):
+            raise TypeError("controls must be 'auto', None, or a list of words")
+        return [str(c) for c in controls]
+    return []
+
+
+def options_meta(prep: Prepared, batch_size: int | None = None) -> dict:
+    """The options and input counts a probe result records in its metadata: the same keys, values and
+    order as always (caches and saved results depend on them). `batch_size` where the analysis batches."""
+    opts = dict(prep.options)
+    if batch_size is not None:
+        opts["batch_size"] = batch_size
+    return {"options": opts, "n_texts": len(prep.records), "n_terms": len(prep.term_map),
+            "control_words": prep.control_words}

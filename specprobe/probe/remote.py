@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +30,10 @@ from specprobe.core.architecture import split_model, unwrap_peft
 from specprobe.core.models import model_context_length
 from specprobe.probe.hooks import layer_modules, resolve_layers
 from specprobe.probe.inputs import DEFAULT_TEMPLATE
+from specprobe.probe.lens import LayerView, lens_frame
 from specprobe.probe.occurrences import MatchOptions
+from specprobe.probe.options import ProbeOptions
+from specprobe.probe.prepare import options_meta, prepare
 
 
 def nnsight_model(model: Any, tokenizer: Any = None, peft: str | None = None):
@@ -107,13 +112,17 @@ def remote_layers(base: Any, tuned: Any, terms: Any, texts: Any = None, *, layer
                   controls: str | Sequence[str] | None = "auto", n_controls: int | None = None,
                   template: str = DEFAULT_TEMPLATE, match: MatchOptions = MatchOptions(), add_bos: bool | None = None,
                   max_length: int | None = None, long_texts: str = "window", tokenizer: Any = None, seed: int = 0,
-                  remote: bool | str = True):
+                  remote: bool | str = True, options: ProbeOptions | None = None) -> LayerView:
     """`layers()` through nnsight: base/tuned are nnsight models, loaded models or hub ids (tuned may be a
-    PEFT adapter id, attached on the server with nnsight's `peft=`). Same occurrences and table."""
-    from specprobe.probe.layers import LayerView, lens_frame, options_meta, prepare
-
+    PEFT adapter id, attached on the server with nnsight's `peft=`). Same occurrences and table.
+    `options`: a `ProbeOptions` in place of the keyword arguments from `controls` to `seed` (of which
+    this engine uses these; batch size, device, dtype and progress do not apply)."""
+    opts = ProbeOptions.resolve(
+        options, remote_layers, controls=controls, n_controls=n_controls, template=template, match=match,
+        add_bos=add_bos, max_length=max_length, long_texts=long_texts, tokenizer=tokenizer, seed=seed)
     if tuned is None:
         raise ValueError("the layer views need a tuned model: pass tuned=")
+    tokenizer = opts.tokenizer
     base_lm = nnsight_model(base, tokenizer)
     if isinstance(tuned, str) and isinstance(base, str) and _is_adapter(tuned):
         tuned_lm = nnsight_model(base, tokenizer, peft=tuned)
@@ -122,10 +131,9 @@ def remote_layers(base: Any, tuned: Any, terms: Any, texts: Any = None, *, layer
     tok = tokenizer if tokenizer is not None and not isinstance(tokenizer, str) else getattr(base_lm, "tokenizer", None)
     if tok is None:
         raise ValueError("pass tokenizer= (the nnsight model has none)")
-    if max_length is None:
-        max_length = model_context_length(_torch_model(base_lm), tok)
-    prep = prepare(tok, terms, texts, controls=controls, n_controls=n_controls, template=template, match=match,
-                   add_bos=add_bos, max_length=max_length, long_texts=long_texts, seed=seed)
+    if opts.max_length is None:
+        opts = replace(opts, max_length=model_context_length(_torch_model(base_lm), tok))
+    prep = prepare(tok, terms, texts, opts)
     lens, timings, n_layers, chosen = {}, {}, 0, []
     for variant, lm in (("base", base_lm), ("tuned", tuned_lm)):
         paths = module_paths(lm)
