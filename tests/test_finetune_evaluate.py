@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from specprobe.app.cli import main
+from specprobe.core.models import ModelLoadError
 from specprobe.finetune.accuracy_matrix import AccuracyMatrix, matrix
 from specprobe.finetune.evaluation import MCEvaluation, evaluate, wilson_interval
 from specprobe.finetune.prompts import PromptFormat
 from specprobe.finetune.training import train
-from specprobe.core.models import ModelLoadError
 from specprobe.terms.datasets import DataError, QARecord
 
 OPTS = ("aspirin", "heparin", "insulin", "rest")
@@ -43,8 +43,8 @@ def test_option_loglikelihoods_match_a_direct_forward(tiny_llama):
     """Shared scoring core vs the model's own logits, and both base and tuned from one load."""
     from transformers import AutoModelForCausalLM
 
-    from specprobe.finetune.prompts import encode_continuation
     from specprobe.core.models import load_tokenizer
+    from specprobe.finetune.prompts import encode_continuation
 
     base, adapter = tiny_llama
     recs = records(6)
@@ -148,10 +148,18 @@ def test_base_adapter_mismatch_is_refused(tiny_llama, tiny_gpt2, tmp_path):
     train(base, records(8), "Cardiology", tmp_path / "cardio", max_steps=2, batch_size=2, progress=False)
     with pytest.raises(ModelLoadError, match="weights sha256"):  # the manifest names the base
         evaluate(str(tiny_gpt2[0]), records(4), tmp_path / "cardio", progress=False)
-    with pytest.raises(ModelLoadError, match="does not fit"):  # no manifest: PEFT's own check
+    with pytest.raises(ModelLoadError, match="does not fit|does not belong to this base"):  # no manifest: the fit checks
         evaluate(str(tiny_gpt2[0]), records(4), tiny_llama[1], progress=False)
     other = build_tiny_model("llama", tmp_path / "other-llama", seed=7)  # same shapes, other weights
     with pytest.raises(ModelLoadError, match="weights sha256"):
         evaluate(str(other), records(4), tmp_path / "cardio", progress=False)
     with pytest.raises(ModelLoadError, match="weights sha256"):
         matrix(str(other), [tmp_path / "cardio"], records(4), progress=False)
+    # the accuracy matrix checks every adapter, and names the one trained on another base
+    import shutil
+
+    shutil.copytree(tmp_path / "cardio", tmp_path / "stranger")
+    manifest = json.loads((tmp_path / "stranger" / "manifest.json").read_text())
+    (tmp_path / "stranger" / "manifest.json").write_text(json.dumps({**manifest, "base_weights_sha256": "0" * 64}))
+    with pytest.raises(ModelLoadError, match=r"stranger' \(Cardiology#2\) was trained on a base with weights sha256 000000"):
+        matrix(base, [tmp_path / "cardio", tmp_path / "stranger"], records(4), progress=False)

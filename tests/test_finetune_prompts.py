@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from specprobe.finetune.data import select, specialty_counts
-from specprobe.finetune.prompts import PromptFormat, check_record, encode_continuation
 from specprobe.core.models import load_tokenizer
+from specprobe.finetune.data import NO_SPECIALTY, explode_specialties, load_selected, select, specialty_counts
+from specprobe.finetune.prompts import PromptFormat, check_record, encode_continuation, resolve_format
 from specprobe.terms.datasets import DataError, QARecord
 
 REC = QARecord("q1", "Which drug treats angina?", ("nitroglycerin", "insulin", "heparin"), "heparin", ("Cardiology",))
@@ -66,3 +66,52 @@ def test_select_specialty_errors_list_counts():
     assert len(select(recs, "all")) == 3 and len(select(recs, ["Cardiology", "Neurology"])) == 3
     with pytest.raises(DataError, match=r"'Dermatology'.*available: Neurology \(2\), Cardiology \(1\)"):
         select(recs, "Dermatology", "qa.json")
+
+
+def test_one_specialty_explosion_and_record_loading():
+    import pandas as pd
+
+    recs = [REC, QARecord("q2", "q?", ("a", "b"), "a", ("Cardiology", "Neurology")), QARecord("q3", "q?", ("a", "b"), "b")]
+    frame = pd.DataFrame({"item_id": [r.id for r in recs], "specialties": [r.specialties for r in recs]})
+    rows = explode_specialties(frame)
+    assert list(zip(rows["item_id"], rows["specialty"])) == [
+        ("q1", "Cardiology"), ("q2", "Cardiology"), ("q2", "Neurology"), ("q3", NO_SPECIALTY)]
+    assert specialty_counts(recs) == {"Cardiology": 2, "Neurology": 1, NO_SPECIALTY: 1}
+    chosen, meta = load_selected(recs, "Neurology")
+    assert [r.id for r in chosen] == ["q2"] and meta["path"] is None and meta["n_records"] == 3
+    with pytest.raises(DataError, match="^data: no questions for specialty 'Oncology'"):
+        load_selected(recs, "Oncology")
+
+
+def test_resolve_format_prefers_given_parts_then_trained_then_defaults():
+    trained = PromptFormat(template="Q: {question}\n{options}\nA:", continuation="text").to_dict()
+    assert resolve_format(None) == PromptFormat()
+    assert resolve_format(trained) == PromptFormat.from_dict(trained)
+    fmt = resolve_format(trained, option_format="({letter}) {option}", continuation="letter")
+    assert (fmt.template, fmt.option_format, fmt.continuation) == (
+        "Q: {question}\n{options}\nA:", "({letter}) {option}", "letter")
+
+
+def test_library_versions_extra_packages_follow_the_defaults():
+    from specprobe.finetune.training import EXTRA_VERSIONS
+    from specprobe.utils.provenance import library_versions
+
+    base = library_versions()
+    both = library_versions(EXTRA_VERSIONS)
+    assert list(both) == list(base) + list(EXTRA_VERSIONS) and {k: both[k] for k in base} == base
+    assert library_versions(["specprobe", "no-such-package-xyz"], defaults=False) == {
+        "specprobe": base["specprobe"], "no-such-package-xyz": "not installed"}
+    assert library_versions(["no-such-package-xyz"], defaults=False, missing=None) == {}
+
+
+def test_cli_help_texts_print_as_written():
+    import argparse
+
+    from specprobe.finetune.cli import register
+
+    parser = argparse.ArgumentParser(prog="specprobe")
+    sub = parser.add_subparsers()
+    register(sub)
+    text = sub.choices["evaluate"].format_help()
+    assert "Wilson 95% intervals" in " ".join(text.split()) and "%%" not in text
+    assert "%%" not in sub.choices["finetune"].format_help()

@@ -7,29 +7,13 @@
     m = finetune.matrix("base-model", ["lora/cardiology", "lora/neurology"], "S-MedQA_validation.json")
     m.contrast()
 
-Heavy libraries (torch, peft, accelerate) are imported when a function is called.
+peft, accelerate and transformers' training parts are imported when a function is called.
 """
 
-from __future__ import annotations
-
-from typing import Any
+from specprobe.finetune.accuracy_matrix import AccuracyMatrix, matrix
+from specprobe.finetune.evaluation import MCEvaluation, evaluate, wilson_interval
+from specprobe.finetune.prompts import PromptFormat
+from specprobe.finetune.training import TrainOptions, TrainRun, find_lora_targets, train
 
 __all__ = ["train", "evaluate", "matrix", "TrainOptions", "TrainRun", "MCEvaluation", "AccuracyMatrix", "PromptFormat",
            "wilson_interval", "find_lora_targets"]
-
-_WHERE = {
-    "train": "specprobe.finetune.training", "TrainOptions": "specprobe.finetune.training", "TrainRun": "specprobe.finetune.training",
-    "find_lora_targets": "specprobe.finetune.training",
-    "evaluate": "specprobe.finetune.evaluation", "MCEvaluation": "specprobe.finetune.evaluation",
-    "wilson_interval": "specprobe.finetune.evaluation",
-    "matrix": "specprobe.finetune.accuracy_matrix", "AccuracyMatrix": "specprobe.finetune.accuracy_matrix",
-    "PromptFormat": "specprobe.finetune.prompts",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        import importlib
-
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'specprobe.finetune' has no attribute {name!r}")

@@ -13,13 +13,16 @@ import json
 import logging
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from specprobe.finetune.data import load_records, read_manifest, select
+from specprobe.core.models import ModelLoadError, ModelPair, check_adapter_base, context_length, is_adapter_dir
+from specprobe.core.results import Result
+from specprobe.finetune.data import load_selected, read_manifest
 from specprobe.finetune.evaluation import (
     OVERALL,
     accuracy_table,
@@ -27,8 +30,7 @@ from specprobe.finetune.evaluation import (
     format_table,
     score_records,
 )
-from specprobe.finetune.prompts import PromptFormat
-from specprobe.core.results import Result
+from specprobe.finetune.prompts import PromptFormat, resolve_format
 from specprobe.terms.datasets import QARecord
 
 log = logging.getLogger(__name__)
@@ -108,7 +110,7 @@ class AccuracyMatrix(Result):
         return frame
 
     def summary(self, metric: str = "acc") -> str:
-        lines = [format_table(self._frame.rename(columns={}), by="model")]
+        lines = [format_table(self._frame, by="model")]
         c = self.contrast(metric)
         a = c.attrs
         if a.get("n_specialties") and "mean_diff" in a:
@@ -129,8 +131,6 @@ def _normalize_adapters(adapters: Any) -> list[tuple[str, str, dict]]:
     out, seen = [], set()
     for name, path in items:
         path = str(path)
-        from specprobe.core.models import is_adapter_dir
-
         if not is_adapter_dir(path):
             raise ValueError(f"{path!r} is not a PEFT adapter directory (no adapter_config.json)")
         manifest = read_manifest(path)
@@ -148,8 +148,6 @@ def _normalize_adapters(adapters: Any) -> list[tuple[str, str, dict]]:
 
 def expand_adapter_dirs(paths: Sequence[str | os.PathLike]) -> list[str]:
     """Adapter directories, where a folder that is not an adapter stands for its adapter subfolders."""
-    from specprobe.core.models import is_adapter_dir
-
     found: list[str] = []
     for p in paths:
         if is_adapter_dir(p):
@@ -185,35 +183,12 @@ def matrix(
     `adapters`: adapter directories (names from their manifests' specialty) or a mapping name -> dir.
     Every adapter must have been trained on this base (manifest weights hash, and PEFT's own checks).
     """
-    from specprobe.core.models import context_length
-    from specprobe.core.models import ModelLoadError, ModelPair
-
     named = _normalize_adapters(adapters)
     if not named and not include_base:
         raise ValueError("nothing to evaluate: no adapters and include_base=False")
-    source = str(data) if isinstance(data, (str, os.PathLike)) else "data"
-    records, data_meta = load_records(data)
-    records = select(records, specialty, source)
-    formats = {json.dumps(m.get("prompt"), sort_keys=True) for _, _, m in named if m.get("prompt")}
-    if len(formats) > 1 and not (template or option_format or continuation):
-        log.warning("the adapters were trained with different prompt formats; using the first one's")
-    trained = PromptFormat.from_dict(next((m["prompt"] for _, _, m in named if m.get("prompt")), None))
-    fmt = PromptFormat(template or trained.template, option_format or trained.option_format,
-                       continuation or trained.continuation)
-
-    first = named[0][1] if named else None
-    pair = ModelPair.load(base, first, device=device, dtype=dtype)
-    base_hash = pair.metadata.get("base_weights_sha256")
-    pairs: dict[str, ModelPair] = {}
-    for i, (name, path, manifest) in enumerate(named):
-        expected = manifest.get("base_weights_sha256")
-        if expected and base_hash and expected != base_hash:
-            raise ModelLoadError(f"adapter {path!r} ({name}) was trained on a base with weights sha256 {expected[:12]}..., "
-                                 f"but the base given has {base_hash[:12]}...")
-        try:
-            pairs[name] = pair if i == 0 else pair.with_adapter(path)  # one base in memory, adapters beside it
-        except ModelLoadError as exc:
-            raise ModelLoadError(f"{name}: {exc}") from exc
+    records, data_meta = load_selected(data, specialty)
+    fmt = _shared_format(named, template, option_format, continuation)
+    pair, pairs = _load_pairs(base, named, device, dtype)
     L = max_length or context_length(pair)
     prepared = build_option_items(pair.tokenizer, records, fmt, L)
     frames = []
@@ -225,12 +200,7 @@ def matrix(
                                     progress=progress, prepared=prepared))
     items = pd.concat(frames, ignore_index=True)
     table = accuracy_table(items, ("model",))
-    trained_on = {name: (m.get("specialty")[0] if isinstance(m.get("specialty"), list) and len(m["specialty"]) == 1 else None)
-                  for name, _, m in named}
-    spec_names = set(table["specialty"])
-    for name, _, m in named:  # a mapping key that names a specialty counts as "trained on" when the manifest is silent
-        if trained_on[name] is None and not m and name in spec_names:
-            trained_on[name] = name
+    trained_on = _trained_on(named, set(table["specialty"]))
     table.insert(1, "trained_on", table["model"].map(lambda m: trained_on.get(m) or ""))
     meta = dict(pair.metadata)
     meta.update({
@@ -242,3 +212,40 @@ def matrix(
     extras = {"items": {m: {"ids": list(g["item_id"]), "correct": [bool(x) for x in g["correct"]],
                             "correct_norm": [bool(x) for x in g["correct_norm"]]} for m, g in items.groupby("model", sort=False)}}
     return AccuracyMatrix(table[AccuracyMatrix.columns], meta, extras)
+
+
+def _shared_format(named: list[tuple[str, str, dict]], template: str | None, option_format: str | None,
+                   continuation: str | None) -> PromptFormat:
+    """The prompt format for every adapter: the parts given, else the first adapter's trained format."""
+    formats = {json.dumps(m.get("prompt"), sort_keys=True) for _, _, m in named if m.get("prompt")}
+    if len(formats) > 1 and not (template or option_format or continuation):
+        log.warning("the adapters were trained with different prompt formats; using the first one's")
+    trained = next((m["prompt"] for _, _, m in named if m.get("prompt")), None)
+    return resolve_format(trained, template, option_format, continuation)
+
+
+def _load_pairs(base: Any, named: list[tuple[str, str, dict]], device: str | None,
+                dtype: str | None) -> tuple[ModelPair, dict[str, ModelPair]]:
+    """The base loaded once (with the first adapter) and one pair per adapter, all sharing that base;
+    each adapter's recorded base fingerprint is checked against the base's."""
+    first = named[0][1] if named else None
+    pair = ModelPair.load(base, first, device=device, dtype=dtype)
+    base_hash = pair.metadata.get("base_weights_sha256")
+    pairs: dict[str, ModelPair] = {}
+    for i, (name, path, manifest) in enumerate(named):
+        check_adapter_base(path, manifest, base_hash, name)
+        try:
+            pairs[name] = pair if i == 0 else pair.with_adapter(path)  # one base in memory, adapters beside it
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"{name}: {exc}") from exc
+    return pair, pairs
+
+
+def _trained_on(named: list[tuple[str, str, dict]], spec_names: set[str]) -> dict[str, str | None]:
+    """The one specialty each adapter was trained on (None: several, all, or unknown)."""
+    trained_on = {name: (m.get("specialty")[0] if isinstance(m.get("specialty"), list) and len(m["specialty"]) == 1 else None)
+                  for name, _, m in named}
+    for name, _, m in named:  # a mapping key that names a specialty counts as "trained on" when the manifest is silent
+        if trained_on[name] is None and not m and name in spec_names:
+            trained_on[name] = name
+    return trained_on

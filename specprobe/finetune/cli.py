@@ -7,6 +7,12 @@ import sys
 
 
 def register(subparsers) -> None:
+    _register_finetune(subparsers)
+    _register_evaluate(subparsers)
+
+
+def _register_finetune(subparsers) -> None:
+    """`specprobe finetune`: a training option left unset (None) keeps its `TrainOptions` default."""
     p = subparsers.add_parser(
         "finetune", help="fine-tune a LoRA adapter on one specialty's questions (resumable)",
         description="Supervised LoRA fine-tuning on the multiple-choice questions of one specialty (or several, or "
@@ -50,10 +56,12 @@ def register(subparsers) -> None:
     g.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps (default 50)")
     p.set_defaults(handler=run_finetune)
 
+
+def _register_evaluate(subparsers) -> None:
     e = subparsers.add_parser(
         "evaluate", help="multiple-choice accuracy per specialty (base and adapter), or the adapter x specialty matrix",
         description="Multiple-choice accuracy by log-likelihood of each option given the prompt (summed: acc; per "
-                    "character: acc_norm), per specialty with Wilson 95%% intervals. With --matrix: every adapter "
+                    "character: acc_norm), per specialty with Wilson 95% intervals. With --matrix: every adapter "
                     "and the base on every specialty.")
     e.add_argument("--model", required=True, help="base model: hub id or local directory")
     e.add_argument("--adapter", action="append", default=None,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from specprobe.finetune.prompts import check_records
 from specprobe.terms.datasets import DataError, QARecord, load_qa
-from specprobe.utils.io import sha256_file
+from specprobe.utils.io import sha256_file, sha256_text
 
 ALL = "all"
 NO_SPECIALTY = "(none)"
@@ -27,17 +27,34 @@ def load_records(data: str | os.PathLike | Sequence[QARecord]) -> tuple[list[QAR
     if not all(isinstance(r, QARecord) for r in records):
         raise TypeError("data must be a path to a QA file or a list of QARecord")
     check_records(records)
-    from specprobe.utils.io import sha256_text
-    import json
-
     digest = sha256_text(json.dumps([[r.id, r.question, list(r.options), r.answer, list(r.specialties)] for r in records]))
     return records, {"path": None, "sha256": digest, "n_records": len(records)}
+
+
+def load_selected(data: str | os.PathLike | Sequence[QARecord],
+                  specialty: str | Sequence[str] | None) -> tuple[list[QARecord], dict]:
+    """The records of `specialty` in `data` (see `select`) and the provenance of all of `data`
+    (see `load_records`): how training, evaluation and the accuracy matrix read their questions."""
+    source = str(data) if isinstance(data, (str, os.PathLike)) else "data"
+    records, meta = load_records(data)
+    return select(records, specialty, source), meta
+
+
+def specialties_of(specialties: Sequence[str] | None) -> tuple[str, ...]:
+    """The specialties a question counts towards: its own, or (NO_SPECIALTY,) when it has none."""
+    return tuple(specialties) if specialties else (NO_SPECIALTY,)
+
+
+def explode_specialties(frame, column: str = "specialties"):
+    """One row per (row of `frame`, specialty of its `column`), the specialty in a new "specialty"
+    column: a question of several specialties counts towards each (index values repeat)."""
+    return frame.assign(specialty=frame[column].map(lambda s: list(specialties_of(s)))).explode("specialty")
 
 
 def specialty_counts(records: Iterable[QARecord]) -> Counter:
     counts: Counter = Counter()
     for r in records:
-        for s in (r.specialties or (NO_SPECIALTY,)):
+        for s in specialties_of(r.specialties):
             counts[s] += 1
     return counts
 
@@ -72,7 +89,7 @@ def select(records: Sequence[QARecord], specialty: str | Sequence[str] | None, s
         raise DataError(f"{source}: no questions for specialty {', '.join(map(repr, missing))}; "
                         f"available: {available or 'none'}")
     keep = {lower[w.lower()] for w in wanted}
-    return [r for r in records if set(r.specialties or (NO_SPECIALTY,)) & keep]
+    return [r for r in records if set(specialties_of(r.specialties)) & keep]
 
 
 def read_manifest(adapter: str | os.PathLike | None) -> dict:

@@ -18,15 +18,17 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from specprobe.finetune.data import NO_SPECIALTY, load_records, read_manifest, select
-from specprobe.finetune.prompts import PromptFormat, encode_continuation
+from specprobe.core.models import ModelPair, context_length
 from specprobe.core.results import Result
+from specprobe.finetune.data import explode_specialties, load_selected, read_manifest
+from specprobe.finetune.prompts import PromptFormat, encode_continuation, resolve_format
 from specprobe.terms.datasets import QARecord
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ def accuracy_table(items: pd.DataFrame, by: Sequence[str] = ("model",)) -> pd.Da
     An item with several specialties counts towards each of them (and once towards ALL).
     """
     rows = []
-    exploded = items.assign(specialty=items["specialties"].map(lambda s: list(s) if s else [NO_SPECIALTY])).explode("specialty")
+    exploded = explode_specialties(items)
     groups = [(k if isinstance(k, tuple) else (k,), g) for k, g in exploded.groupby(list(by) + ["specialty"], sort=False)]
     groups += [((k if isinstance(k, tuple) else (k,)) + (OVERALL,), g) for k, g in items.groupby(list(by), sort=False)]
     for keys, g in groups:
@@ -193,11 +195,6 @@ def score_records(pair, records: Sequence[QARecord], fmt: PromptFormat, *, varia
     return pd.DataFrame(rows, columns=MCEvaluation.columns)
 
 
-def prompt_format(template: str | None, option_format: str | None, continuation: str | None) -> PromptFormat:
-    d = PromptFormat()
-    return PromptFormat(template or d.template, option_format or d.option_format, continuation or d.continuation)
-
-
 def evaluate(
     model: Any,
     data: str | os.PathLike | Sequence[QARecord],
@@ -222,16 +219,9 @@ def evaluate(
     scored (pick with `variants=("tuned",)`). The prompt format defaults to the one the adapter
     was trained with (its manifest), else `PromptFormat()`.
     """
-    from specprobe.core.models import context_length
-    from specprobe.core.models import ModelPair
-
-    source = str(data) if isinstance(data, (str, os.PathLike)) else "data"
-    records, data_meta = load_records(data)
-    records = select(records, specialty, source)
+    records, data_meta = load_selected(data, specialty)
     manifest = read_manifest(adapter) if adapter is not None else {}
-    trained = PromptFormat.from_dict(manifest.get("prompt")) if manifest.get("prompt") else PromptFormat()
-    fmt = PromptFormat(template or trained.template, option_format or trained.option_format,
-                       continuation or trained.continuation)
+    fmt = resolve_format(manifest.get("prompt"), template, option_format, continuation)
     if isinstance(model, ModelPair):
         if adapter is not None:
             raise ValueError("pass either a ModelPair or model + adapter, not both")

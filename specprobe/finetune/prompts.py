@@ -17,8 +17,8 @@ are handled the same way. A token that straddles the prompt/continuation boundar
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 from specprobe.core.encoding import encode
 from specprobe.terms.datasets import DataError, QARecord
@@ -70,8 +70,16 @@ class PromptFormat:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "PromptFormat":
+    def from_dict(cls, d: dict | None) -> PromptFormat:
         return cls(**(d or {}))
+
+
+def resolve_format(trained: dict | None, template: str | None = None, option_format: str | None = None,
+                   continuation: str | None = None) -> PromptFormat:
+    """The format to evaluate with: each part given here, else the trained one's (a manifest's
+    "prompt"; None: the defaults). The delimiter is always the default one."""
+    t = PromptFormat.from_dict(trained)
+    return PromptFormat(template or t.template, option_format or t.option_format, continuation or t.continuation)
 
 
 def check_record(record: QARecord, where: str = "") -> None:

@@ -32,13 +32,14 @@ import shutil
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from specprobe.finetune.data import load_records, normalize_specialty, select, specialty_counts
+from specprobe.finetune.data import load_selected, normalize_specialty, specialty_counts
 from specprobe.finetune.prompts import PromptFormat, encode_continuation
 from specprobe.terms.datasets import QARecord
 from specprobe.utils.io import read_json, sha256_text, write_json
@@ -112,7 +113,7 @@ class TrainOptions:
         return PromptFormat(self.template, self.option_format, self.continuation)
 
     @classmethod
-    def from_kwargs(cls, options: dict) -> "TrainOptions":
+    def from_kwargs(cls, options: dict) -> TrainOptions:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
@@ -256,7 +257,7 @@ class _StopFlag:
         self.set = False
         self._old: dict = {}
 
-    def __enter__(self) -> "_StopFlag":
+    def __enter__(self) -> _StopFlag:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handle)
@@ -328,6 +329,387 @@ def _clear_owned(out: Path) -> None:
         log.warning("--overwrite kept files that a training run does not write: %s", ", ".join(left[:10]))
 
 
+# -- the trainer -----------------------------------------------------------------------------------------
+EXTRA_VERSIONS = ("accelerate", "safetensors", "bitsandbytes")  # recorded beside `library_versions()`' own
+
+
+@dataclass
+class _Progress:
+    """The loop state that a checkpoint saves and a resumed run restores (besides the weights)."""
+
+    step: int = 0
+    curve: list = field(default_factory=list)  # {"step", "epoch", "loss", "lr"} per optimizer step
+    wall_before: float = 0.0  # training wall time of the earlier segments of a resumed run
+    resumed_from: list = field(default_factory=list)  # the steps the run was resumed at
+
+
+def _check_4bit(cuda: bool) -> None:
+    if not cuda:
+        raise ValueError("load_in_4bit (QLoRA) needs a CUDA GPU")
+    try:
+        import bitsandbytes  # noqa: F401  # pyflakes: ignore
+    except ImportError as exc:
+        raise ValueError("load_in_4bit (QLoRA) needs the bitsandbytes package (pip install bitsandbytes)") from exc
+
+
+class _Trainer:
+    """One `train` call as named steps, which `train` runs in this order:
+
+    start (accelerator, precision) -> identify (data, run identity) -> prepare_out (fresh, resume or
+    done) -> load (model, LoRA, examples, optimizer) -> restore (a checkpoint, when resuming) ->
+    loop (`optimizer_step`s, with a `checkpoint` every `save_every` steps) -> finish (adapter, manifest).
+    """
+
+    def __init__(self, base: str, out: Path, opts: TrainOptions, *, progress: bool, revision: str | None,
+                 trust_remote_code: bool, on_step: Callable[[int, float], None] | None) -> None:
+        self.base, self.out, self.opts = base, out, opts
+        self.show_progress, self.revision, self.trust_remote_code = progress, revision, trust_remote_code
+        self.on_step = on_step
+        self.fmt = opts.prompt_format()
+        self.t_start = time.time()
+        self.progress = _Progress()
+
+    # -- start, identity, output directory --------------------------------------------------------------
+    def start(self) -> None:
+        """The accelerator (one process, or `accelerate launch`: DDP, FSDP, DeepSpeed) and the precision."""
+        import torch
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedType
+
+        opts = self.opts
+        cuda = torch.cuda.is_available()
+        self.precision = resolve_precision(opts.precision, cuda)
+        if opts.load_in_4bit:
+            _check_4bit(cuda)
+        if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+            # accelerate keeps one process-wide state: a second train() in the same Python session with
+            # another precision would be refused. A single process owns it, so start it afresh.
+            from accelerate.state import AcceleratorState
+
+            AcceleratorState._reset_state(reset_partial_state=True)
+        # cpu=True without CUDA: lets `accelerate launch`/torchrun run several CPU processes (gloo) too
+        self.accelerator = Accelerator(gradient_accumulation_steps=opts.grad_accum, cpu=not cuda,
+                                       mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[self.precision])
+        self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
+        self.sharded = self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+    def identify(self, data: str | os.PathLike | Sequence[QARecord], specialty: str | Sequence[str] | None) -> None:
+        """The questions, the base fingerprint, and the run identity: everything that defines the trained
+        weights, hashed (before any model is loaded, so that bad input fails fast)."""
+        from accelerate.utils import broadcast_object_list
+
+        self.chosen, self.data_meta = load_selected(data, specialty)
+        self.wanted = normalize_specialty(specialty)
+        fp = [base_fingerprint(self.base, self.revision) if self.accelerator.is_main_process else None]
+        if self.world > 1:
+            broadcast_object_list(fp)
+        self.base_sha256 = fp[0]
+        ident_options = {k: v for k, v in asdict(self.opts).items() if k not in NON_IDENTITY}
+        ident_options["precision"] = self.precision
+        self.identity = {
+            "base": str(self.base), "revision": self.revision, "base_weights_sha256": self.base_sha256,
+            "data_sha256": self.data_meta["sha256"], "specialty": self.wanted, "n_examples": len(self.chosen),
+            "options": ident_options, "world_size": self.world,
+        }
+        self.identity_hash = sha256_text(json.dumps(self.identity, sort_keys=True, default=str))
+
+    def prepare_out(self, overwrite: bool) -> tuple[str, Any]:
+        """What the output directory holds (see `_inspect_out`); unless "done", it is made ready to write."""
+        state, found = _inspect_out(self.out, self.identity, self.identity_hash, overwrite)
+        if state == "done":
+            return state, found
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            if state == "overwrite":
+                _clear_owned(self.out)
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.accelerator.wait_for_everyone()
+        return state, found
+
+    # -- load ----------------------------------------------------------------------------------------------
+    def load(self) -> None:
+        """Tokenizer and model, the LoRA layers, the training examples, optimizer and scheduler."""
+        model = self._load_model()
+        model = self._add_lora(model)
+        self._build_examples()
+        self._build_optimizer(model)
+
+    def _load_model(self):
+        import torch
+
+        from specprobe.core.models import load_causal_lm, load_tokenizer
+
+        opts, precision = self.opts, self.precision
+        self.tokenizer = load_tokenizer(self.base, self.trust_remote_code)
+        base_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        if opts.load_in_4bit:
+            from peft import prepare_model_for_kbit_training
+            from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+            qcfg = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                      bnb_4bit_compute_dtype=base_dtype if precision != "fp32" else torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(self.base, quantization_config=qcfg, dtype=base_dtype,
+                                                         revision=self.revision,
+                                                         device_map={"": self.accelerator.local_process_index},
+                                                         trust_remote_code=self.trust_remote_code)
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=opts.gradient_checkpointing)
+        else:
+            model = load_causal_lm(self.base, device=self.accelerator.device, dtype=base_dtype, revision=self.revision,
+                                   trust_remote_code=self.trust_remote_code)
+            if opts.gradient_checkpointing:
+                model.gradient_checkpointing_enable()
+                model.enable_input_require_grads()
+        model.config.use_cache = False
+        self.base_commit = getattr(model.config, "_commit_hash", None)
+        return model
+
+    def _add_lora(self, model):
+        import torch
+        from peft import LoraConfig, get_peft_model
+
+        opts = self.opts
+        self.targets = targets = list(opts.target_modules) if opts.target_modules else find_lora_targets(model)
+        lcfg = LoraConfig(r=opts.rank, lora_alpha=opts.alpha, lora_dropout=opts.dropout, target_modules=targets,
+                          bias="none", task_type="CAUSAL_LM", fan_in_fan_out=uses_conv1d(model, targets))
+        torch.manual_seed(opts.seed)  # LoRA A init
+        try:
+            return get_peft_model(model, lcfg)
+        except ValueError as exc:
+            raise ValueError(f"cannot put LoRA on target modules {targets}: {exc}") from exc
+
+    def _build_examples(self) -> None:
+        opts, tok = self.opts, self.tokenizer
+        self.examples, self.n_truncated = build_examples(tok, self.chosen, self.fmt, opts.max_length, opts.append_eos)
+        if self.n_truncated:
+            log.warning("%d of %d prompts were longer than max_length=%d and lost tokens from the left",
+                        self.n_truncated, len(self.examples), opts.max_length)
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+        self.group_size = opts.batch_size * self.world * opts.grad_accum
+        self.steps_per_epoch = math.ceil(len(self.examples) / self.group_size)
+        self.total = opts.max_steps or opts.epochs * self.steps_per_epoch
+
+    def _build_optimizer(self, model) -> None:
+        import torch
+        from transformers import get_scheduler
+
+        opts = self.opts
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(self.params, lr=opts.learning_rate, weight_decay=opts.weight_decay)
+        self.scheduler = get_scheduler("constant_with_warmup" if opts.scheduler == "constant" else opts.scheduler,
+                                       optimizer, num_warmup_steps=int(round(opts.warmup_ratio * self.total)),
+                                       num_training_steps=self.total)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        if self.sharded:
+            self.accelerator.register_for_checkpointing(self.scheduler)
+
+    # -- restore, checkpoint ----------------------------------------------------------------------------------
+    def restore(self, ck: Path) -> None:
+        """Adapter weights, optimizer, scheduler and the loop state from the checkpoint directory `ck`."""
+        import torch
+        from peft import set_peft_model_state_dict
+
+        tstate = read_json(ck / "trainer_state.json")
+        if self.sharded:
+            self.accelerator.load_state(str(ck / "accelerate"))
+        else:
+            from safetensors.torch import load_file
+
+            set_peft_model_state_dict(self.accelerator.unwrap_model(self.model), load_file(str(ck / "adapter.safetensors")))
+            self.optimizer.load_state_dict(torch.load(ck / "optimizer.pt", map_location="cpu", weights_only=True))
+            self.scheduler.load_state_dict(torch.load(ck / "scheduler.pt", map_location="cpu", weights_only=True))
+        step = tstate["step"]
+        self.progress = _Progress(step, tstate["loss_curve"], tstate["wall_time_s"], tstate.get("resumed_from", []) + [step])
+        if self.accelerator.is_main_process:
+            log.info("resuming %s from step %d of %d", self.out, step, self.total)
+
+    def checkpoint(self, at_step: int, wall: float) -> None:
+        """Write `checkpoints/.tmp-step-N`, then rename it to `step-N` (the commit point); keep the newest."""
+        import torch
+
+        acc, pr = self.accelerator, self.progress
+        root = self.out / CHECKPOINTS
+        tmp = root / f".tmp-step-{at_step:08d}"
+        final = root / f"step-{at_step:08d}"
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        if self.sharded:
+            acc.save_state(str(tmp / "accelerate"))
+        if acc.is_main_process:
+            from peft import get_peft_model_state_dict
+            from safetensors.torch import save_file
+
+            if not self.sharded:
+                sd = get_peft_model_state_dict(acc.unwrap_model(self.model))
+                save_file({k: v.detach().cpu().contiguous() for k, v in sd.items()}, str(tmp / "adapter.safetensors"))
+                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+                torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
+            write_json(tmp / "trainer_state.json", {
+                "step": at_step, "total_steps": self.total, "identity": self.identity,
+                "identity_hash": self.identity_hash, "loss_curve": pr.curve, "wall_time_s": wall,
+                "resumed_from": pr.resumed_from, "saved": now_iso(),
+            })
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)  # the commit point
+            for old in _checkpoints(self.out)[:-self.opts.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+
+    # -- the loop ------------------------------------------------------------------------------------------
+    def wall(self) -> float:
+        """Training wall time so far, over all segments of a resumed run."""
+        return self.progress.wall_before + time.time() - self.t_segment
+
+    def loop(self) -> bool:
+        """Optimizer steps up to the total, checkpointing every `save_every` steps. False when stopped
+        early (Ctrl-C/SIGTERM on any process), after a checkpoint of the step reached."""
+        from tqdm.auto import tqdm
+
+        pr, total = self.progress, self.total
+        self.model.train()
+        self.t_segment = time.time()
+        bar = tqdm(total=total, initial=pr.step, desc=f"finetune {', '.join(self.wanted) if self.wanted else 'all'}",
+                   unit="step", disable=not (self.show_progress and self.accelerator.is_local_main_process),
+                   dynamic_ncols=True)
+        completed = True
+        with _StopFlag() as stop:
+            while pr.step < total:
+                epoch, k = divmod(pr.step, self.steps_per_epoch)
+                loss, lr = self.optimizer_step(epoch, k)
+                pr.step += 1
+                pr.curve.append({"step": pr.step, "epoch": epoch + (k + 1) / self.steps_per_epoch, "loss": loss, "lr": lr})
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", epoch=f"{epoch + 1}/{math.ceil(total / self.steps_per_epoch)}")
+                if self.on_step is not None:
+                    self.on_step(pr.step, loss)
+                stop_now = self._stop_anywhere(stop.set)
+                wall = self.wall()
+                if stop_now and pr.step < total:
+                    self.checkpoint(pr.step, wall)
+                    completed = False
+                    break
+                if pr.step % self.opts.save_every == 0 and pr.step < total:
+                    self.checkpoint(pr.step, wall)
+        bar.close()
+        return completed
+
+    def _stop_anywhere(self, flag: bool) -> bool:
+        """Whether any process was asked to stop."""
+        if self.world == 1:
+            return flag
+        import torch
+
+        t = torch.tensor([1.0 if flag else 0.0], device=self.accelerator.device)
+        return self.accelerator.reduce(t, "max").item() > 0
+
+    def optimizer_step(self, epoch: int, k: int) -> tuple[float, float]:
+        """Step k of `epoch` over its group of examples (all micro-batches, all processes), dropout seeded
+        from (seed, step, process). Returns the mean loss per target token and the learning rate used."""
+        import torch
+
+        acc, opts, world, rank = self.accelerator, self.opts, self.world, self.rank
+        group = group_indices(len(self.examples), opts.seed, epoch, k, self.group_size)
+        global_tokens = sum(len(self.examples[i].positions) for i in group)
+        torch.manual_seed(step_seed(opts.seed, self.progress.step, rank))
+        local_sum = torch.zeros((), dtype=torch.float64, device=acc.device)
+        for j in range(opts.grad_accum):
+            lo = (j * world + rank) * opts.batch_size
+            local_sum += self._micro_step([self.examples[i] for i in group[lo:lo + opts.batch_size]], global_tokens)
+        lr = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        loss = (acc.reduce(local_sum, "sum").item() if world > 1 else local_sum.item()) / global_tokens
+        return loss, lr
+
+    def _micro_step(self, batch: Sequence[Example], global_tokens: int):
+        """Forward and backward of one micro-batch (the optimizer steps on the group's last one); the
+        summed token loss, detached, as float64."""
+        import torch
+
+        acc, opts = self.accelerator, self.opts
+        ids, mask, labels = collate(batch, self.pad_id)
+        ids, mask, labels = ids.to(acc.device), mask.to(acc.device), labels.to(acc.device)
+        with acc.accumulate(self.model):
+            logits = self.model(input_ids=ids, attention_mask=mask).logits
+            shift = labels[:, 1:]
+            sel = shift != -100
+            rows = logits[:, :-1][sel].float()
+            tok_loss = torch.nn.functional.cross_entropy(rows, shift[sel], reduction="sum")
+            acc.backward(tok_loss * (self.world * opts.grad_accum / global_tokens))
+            if acc.sync_gradients and opts.max_grad_norm:
+                acc.clip_grad_norm_(self.params, opts.max_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return tok_loss.detach().double()
+
+    # -- finish ----------------------------------------------------------------------------------------------
+    def stopped(self) -> TrainRun:
+        """The result of a run stopped early: where it stands, resumable."""
+        if self.accelerator.is_main_process:
+            log.warning("stopped at step %d of %d; run the same command again to resume", self.progress.step, self.total)
+        return TrainRun(self.out, {"step": self.progress.step, "total_steps": self.total, "identity": self.identity},
+                        completed=False)
+
+    def manifest(self, wall: float) -> dict:
+        """Everything about the finished run (manifest.json; `tokenizer` is added when it is written)."""
+        opts, pr = self.opts, self.progress
+        return {
+            "specprobe_finetune": 1,
+            "identity_hash": self.identity_hash,
+            "identity": self.identity,
+            "base": str(self.base),
+            "revision": self.revision,
+            "base_commit": self.base_commit,
+            "base_weights_sha256": self.base_sha256,
+            "data": self.data_meta,
+            "filter": {"specialty": self.wanted if self.wanted else "all", "n_examples": len(self.chosen),
+                       "specialty_counts": dict(specialty_counts(self.chosen)), "truncated_prompts": self.n_truncated},
+            "specialty": self.wanted,
+            "options": {**asdict(opts), "precision": self.precision, "target_modules": self.targets},
+            "prompt": self.fmt.to_dict(),
+            "seed": opts.seed,
+            "world_size": self.world,
+            "distributed_type": str(self.accelerator.distributed_type),
+            "steps": pr.step,
+            "steps_per_epoch": self.steps_per_epoch,
+            "examples_per_step": self.group_size,
+            "n_target_tokens": sum(len(e.positions) for e in self.examples),
+            "loss_curve": pr.curve,
+            "final_loss": pr.curve[-1]["loss"] if pr.curve else None,
+            "wall_time_s": wall,
+            "total_time_s": pr.wall_before + time.time() - self.t_start,
+            "resumed_from": pr.resumed_from,
+            "versions": library_versions(EXTRA_VERSIONS),
+            "created": now_iso(),
+        }
+
+    def finish(self, wall: float) -> TrainRun:
+        """Write the final adapter, then the manifest (written last: its presence means "finished"),
+        then drop the checkpoints."""
+        acc, out = self.accelerator, self.out
+        state_dict = acc.get_state_dict(self.model) if self.sharded else None
+        manifest = self.manifest(wall)
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            tmp = out / ".final-tmp"
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            acc.unwrap_model(self.model).save_pretrained(str(tmp), state_dict=state_dict, safe_serialization=True)
+            manifest["tokenizer"] = getattr(self.tokenizer, "name_or_path", None)
+            for f in tmp.iterdir():
+                os.replace(f, out / f.name)
+            tmp.rmdir()
+            write_json(out / MANIFEST, json.loads(json.dumps(manifest, default=str)))
+            shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+            log.info("wrote %s (%d steps, final loss %.4f, %.1f s)", out, self.progress.step,
+                     manifest["final_loss"] or math.nan, wall)
+        acc.wait_for_everyone()
+        return TrainRun(out, manifest, True)
+
+
 # -- the entry point -------------------------------------------------------------------------------------
 def train(
     base: str,
@@ -351,277 +733,17 @@ def train(
     """
     if out is None:
         raise ValueError("out= (the adapter output directory) is required")
-    opts = TrainOptions.from_kwargs(options)
-    fmt = opts.prompt_format()
-    out = Path(out)
-    t_start = time.time()
-
-    import torch
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedType, broadcast_object_list
-
-    cuda = torch.cuda.is_available()
-    precision = resolve_precision(opts.precision, cuda)
-    if opts.load_in_4bit:
-        if not cuda:
-            raise ValueError("load_in_4bit (QLoRA) needs a CUDA GPU")
-        try:
-            import bitsandbytes  # noqa: F401  # pyflakes: ignore
-        except ImportError as exc:
-            raise ValueError("load_in_4bit (QLoRA) needs the bitsandbytes package (pip install bitsandbytes)") from exc
-    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        # accelerate keeps one process-wide state: a second train() in the same Python session with
-        # another precision would be refused. A single process owns it, so start it afresh.
-        from accelerate.state import AcceleratorState
-
-        AcceleratorState._reset_state(reset_partial_state=True)
-    # cpu=True without CUDA: lets `accelerate launch`/torchrun run several CPU processes (gloo) too
-    accelerator = Accelerator(gradient_accumulation_steps=opts.grad_accum, cpu=not cuda,
-                              mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision])
-    world, rank = accelerator.num_processes, accelerator.process_index
-    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
-
-    # data and run identity (before any model is loaded: bad input fails fast)
-    source = str(data) if isinstance(data, (str, os.PathLike)) else "data"
-    records, data_meta = load_records(data)
-    chosen = select(records, specialty, source)
-    wanted = normalize_specialty(specialty)
-    fp = [base_fingerprint(base, revision) if accelerator.is_main_process else None]
-    if world > 1:
-        broadcast_object_list(fp)
-    ident_options = {k: v for k, v in asdict(opts).items() if k not in NON_IDENTITY}
-    ident_options["precision"] = precision
-    identity = {
-        "base": str(base), "revision": revision, "base_weights_sha256": fp[0],
-        "data_sha256": data_meta["sha256"], "specialty": wanted, "n_examples": len(chosen),
-        "options": ident_options, "world_size": world,
-    }
-    identity_hash = sha256_text(json.dumps(identity, sort_keys=True, default=str))
-    state, found = _inspect_out(out, identity, identity_hash, overwrite)
+    trainer = _Trainer(base, Path(out), TrainOptions.from_kwargs(options), progress=progress, revision=revision,
+                       trust_remote_code=trust_remote_code, on_step=on_step)
+    trainer.start()
+    trainer.identify(data, specialty)
+    state, found = trainer.prepare_out(overwrite)
     if state == "done":
-        log.info("%s already holds this finished run; nothing to do", out)
-        return TrainRun(out, found, True)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if state == "overwrite":
-            _clear_owned(out)
-        out.mkdir(parents=True, exist_ok=True)
-    accelerator.wait_for_everyone()
-
-    # model
-    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
-    from transformers import get_scheduler
-
-    from specprobe.core.models import load_causal_lm, load_tokenizer
-
-    tokenizer = load_tokenizer(base, trust_remote_code)
-    base_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    if opts.load_in_4bit:
-        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-        from peft import prepare_model_for_kbit_training
-
-        qcfg = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                  bnb_4bit_compute_dtype=base_dtype if precision != "fp32" else torch.float32)
-        model = AutoModelForCausalLM.from_pretrained(base, quantization_config=qcfg, dtype=base_dtype, revision=revision,
-                                                     device_map={"": accelerator.local_process_index},
-                                                     trust_remote_code=trust_remote_code)
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=opts.gradient_checkpointing)
-    else:
-        model = load_causal_lm(base, device=accelerator.device, dtype=base_dtype, revision=revision,
-                               trust_remote_code=trust_remote_code)
-        if opts.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
-            model.enable_input_require_grads()
-    model.config.use_cache = False
-    base_commit = getattr(model.config, "_commit_hash", None)
-    targets = list(opts.target_modules) if opts.target_modules else find_lora_targets(model)
-    lcfg = LoraConfig(r=opts.rank, lora_alpha=opts.alpha, lora_dropout=opts.dropout, target_modules=targets,
-                      bias="none", task_type="CAUSAL_LM", fan_in_fan_out=uses_conv1d(model, targets))
-    torch.manual_seed(opts.seed)  # LoRA A init
-    try:
-        model = get_peft_model(model, lcfg)
-    except ValueError as exc:
-        raise ValueError(f"cannot put LoRA on target modules {targets}: {exc}") from exc
-    examples, n_truncated = build_examples(tokenizer, chosen, fmt, opts.max_length, opts.append_eos)
-    if n_truncated:
-        log.warning("%d of %d prompts were longer than max_length=%d and lost tokens from the left",
-                    n_truncated, len(examples), opts.max_length)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-
-    group_size = opts.batch_size * world * opts.grad_accum
-    steps_per_epoch = math.ceil(len(examples) / group_size)
-    total = opts.max_steps or opts.epochs * steps_per_epoch
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=opts.learning_rate, weight_decay=opts.weight_decay)
-    scheduler = get_scheduler("constant_with_warmup" if opts.scheduler == "constant" else opts.scheduler, optimizer,
-                              num_warmup_steps=int(round(opts.warmup_ratio * total)), num_training_steps=total)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    if sharded:
-        accelerator.register_for_checkpointing(scheduler)
-
-    step, curve, wall_before, resumed_from = 0, [], 0.0, []
+        log.info("%s already holds this finished run; nothing to do", trainer.out)
+        return TrainRun(trainer.out, found, True)
+    trainer.load()
     if state == "resume":
-        ck: Path = found
-        tstate = read_json(ck / "trainer_state.json")
-        if sharded:
-            accelerator.load_state(str(ck / "accelerate"))
-        else:
-            from safetensors.torch import load_file
-
-            set_peft_model_state_dict(accelerator.unwrap_model(model), load_file(str(ck / "adapter.safetensors")))
-            optimizer.load_state_dict(torch.load(ck / "optimizer.pt", map_location="cpu", weights_only=True))
-            scheduler.load_state_dict(torch.load(ck / "scheduler.pt", map_location="cpu", weights_only=True))
-        step, curve = tstate["step"], tstate["loss_curve"]
-        wall_before, resumed_from = tstate["wall_time_s"], tstate.get("resumed_from", []) + [step]
-        if accelerator.is_main_process:
-            log.info("resuming %s from step %d of %d", out, step, total)
-
-    def save_checkpoint(at_step: int, wall: float) -> None:
-        root = out / CHECKPOINTS
-        tmp = root / f".tmp-step-{at_step:08d}"
-        final = root / f"step-{at_step:08d}"
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            tmp.mkdir(parents=True)
-        accelerator.wait_for_everyone()
-        if sharded:
-            accelerator.save_state(str(tmp / "accelerate"))
-        if accelerator.is_main_process:
-            from safetensors.torch import save_file
-
-            if not sharded:
-                sd = get_peft_model_state_dict(accelerator.unwrap_model(model))
-                save_file({k: v.detach().cpu().contiguous() for k, v in sd.items()}, str(tmp / "adapter.safetensors"))
-                torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-                torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-            write_json(tmp / "trainer_state.json", {
-                "step": at_step, "total_steps": total, "identity": identity, "identity_hash": identity_hash,
-                "loss_curve": curve, "wall_time_s": wall, "resumed_from": resumed_from, "saved": now_iso(),
-            })
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)  # the commit point
-            for old in _checkpoints(out)[:-opts.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
-        accelerator.wait_for_everyone()
-
-    # the loop
-    from tqdm.auto import tqdm
-
-    model.train()
-    t_segment = time.time()
-    bar = tqdm(total=total, initial=step, desc=f"finetune {', '.join(wanted) if wanted else 'all'}", unit="step",
-               disable=not (progress and accelerator.is_local_main_process), dynamic_ncols=True)
-    interrupted = False
-    with _StopFlag() as stop:
-        while step < total:
-            epoch, k = divmod(step, steps_per_epoch)
-            group = group_indices(len(examples), opts.seed, epoch, k, group_size)
-            global_tokens = sum(len(examples[i].positions) for i in group)
-            torch.manual_seed(step_seed(opts.seed, step, rank))
-            local_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)
-            for j in range(opts.grad_accum):
-                lo = (j * world + rank) * opts.batch_size
-                ids, mask, labels = collate([examples[i] for i in group[lo:lo + opts.batch_size]], pad_id)
-                ids, mask, labels = ids.to(accelerator.device), mask.to(accelerator.device), labels.to(accelerator.device)
-                with accelerator.accumulate(model):
-                    logits = model(input_ids=ids, attention_mask=mask).logits
-                    shift = labels[:, 1:]
-                    sel = shift != -100
-                    rows = logits[:, :-1][sel].float()
-                    tok_loss = torch.nn.functional.cross_entropy(rows, shift[sel], reduction="sum")
-                    accelerator.backward(tok_loss * (world * opts.grad_accum / global_tokens))
-                    if accelerator.sync_gradients and opts.max_grad_norm:
-                        accelerator.clip_grad_norm_(params, opts.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                local_sum += tok_loss.detach().double()
-            lr = scheduler.get_last_lr()[0]
-            scheduler.step()
-            loss = (accelerator.reduce(local_sum, "sum").item() if world > 1 else local_sum.item()) / global_tokens
-            step += 1
-            curve.append({"step": step, "epoch": epoch + (k + 1) / steps_per_epoch, "loss": loss, "lr": lr})
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", epoch=f"{epoch + 1}/{math.ceil(total / steps_per_epoch)}")
-            if on_step is not None:
-                on_step(step, loss)
-            stop_now = stop.set
-            if world > 1:
-                flag = torch.tensor([1.0 if stop.set else 0.0], device=accelerator.device)
-                stop_now = accelerator.reduce(flag, "max").item() > 0
-            wall = wall_before + time.time() - t_segment
-            if stop_now and step < total:
-                save_checkpoint(step, wall)
-                interrupted = True
-                break
-            if step % opts.save_every == 0 and step < total:
-                save_checkpoint(step, wall)
-    bar.close()
-    wall = wall_before + time.time() - t_segment
-    if interrupted:
-        if accelerator.is_main_process:
-            log.warning("stopped at step %d of %d; run the same command again to resume", step, total)
-        return TrainRun(out, {"step": step, "total_steps": total, "identity": identity}, completed=False)
-
-    # final adapter + manifest (the manifest is written last: its presence means "finished")
-    state_dict = accelerator.get_state_dict(model) if sharded else None
-    manifest = {
-        "specprobe_finetune": 1,
-        "identity_hash": identity_hash,
-        "identity": identity,
-        "base": str(base),
-        "revision": revision,
-        "base_commit": base_commit,
-        "base_weights_sha256": fp[0],
-        "data": data_meta,
-        "filter": {"specialty": wanted if wanted else "all", "n_examples": len(chosen),
-                   "specialty_counts": dict(specialty_counts(chosen)), "truncated_prompts": n_truncated},
-        "specialty": wanted,
-        "options": {**asdict(opts), "precision": precision, "target_modules": targets},
-        "prompt": fmt.to_dict(),
-        "seed": opts.seed,
-        "world_size": world,
-        "distributed_type": str(accelerator.distributed_type),
-        "steps": step,
-        "steps_per_epoch": steps_per_epoch,
-        "examples_per_step": group_size,
-        "n_target_tokens": sum(len(e.positions) for e in examples),
-        "loss_curve": curve,
-        "final_loss": curve[-1]["loss"] if curve else None,
-        "wall_time_s": wall,
-        "total_time_s": wall_before + time.time() - t_start,
-        "resumed_from": resumed_from,
-        "versions": {**library_versions(), **_more_versions()},
-        "created": now_iso(),
-    }
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        tmp = out / ".final-tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        unwrapped = accelerator.unwrap_model(model)
-        unwrapped.save_pretrained(str(tmp), state_dict=state_dict, safe_serialization=True)
-        tokenizer_name = getattr(tokenizer, "name_or_path", None)
-        manifest["tokenizer"] = tokenizer_name
-        for f in tmp.iterdir():
-            os.replace(f, out / f.name)
-        tmp.rmdir()
-        write_json(out / MANIFEST, json.loads(json.dumps(manifest, default=str)))
-        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
-        log.info("wrote %s (%d steps, final loss %.4f, %.1f s)", out, step, manifest["final_loss"] or math.nan, wall)
-    accelerator.wait_for_everyone()
-    return TrainRun(out, manifest, True)
-
-
-def _more_versions() -> dict:
-    from importlib import metadata
-
-    out = {}
-    for name in ("accelerate", "safetensors", "bitsandbytes"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+        trainer.restore(found)
+    if not trainer.loop():
+        return trainer.stopped()
+    return trainer.finish(trainer.wall())

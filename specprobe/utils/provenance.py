@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import platform
 import sys
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from importlib import metadata
 
 _PACKAGES = ("specprobe", "torch", "transformers", "tokenizers", "peft", "transformer-lens", "nnsight", "numpy")
+NOT_INSTALLED = "not installed"
 
 
-def library_versions() -> dict[str, str]:
-    versions = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for name in _PACKAGES:
+def library_versions(extra: Sequence[str] = (), *, defaults: bool = True,
+                     missing: str | None = NOT_INSTALLED) -> dict[str, str]:
+    """Installed versions, in order: python, platform and the core packages (unless `defaults=False`),
+    then the `extra` packages. `missing`: the value recorded for a package that is not installed
+    (None leaves it out)."""
+    versions = {"python": sys.version.split()[0], "platform": platform.platform()} if defaults else {}
+    for name in (_PACKAGES if defaults else ()) + tuple(extra):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
+            if missing is not None:
+                versions[name] = missing
     return versions
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
