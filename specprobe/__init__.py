@@ -1,3 +1,63 @@
-"""specprobe: what did clinical-specialty fine-tuning put into a language model?"""
+"""specprobe: what did clinical-specialty fine-tuning put into a language model?
+
+The main entry points, importable from here:
+
+    import specprobe
+    lex = specprobe.build_lexicon("S-MedQA_validation.json")          # a Lexicon: terms -> specialties
+    run = specprobe.finetune.train("base", "S-MedQA_validation.json", specialty="Cardiology", out="lora/cardio")
+    cmp = specprobe.compare("base", "lora/cardio", lex, texts)          # per-token log-prob deltas
+    cmp.report("compare.html")
+
+Names resolve on first use (PEP 562), so `import specprobe.terms` alone does not load torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+#: public name -> the module that defines it
+_API = {
+    "compare": "specprobe.probe",
+    "layers": "specprobe.probe",
+    "patch": "specprobe.probe",
+    "logit_attribution": "specprobe.probe",
+    "ProbeOptions": "specprobe.probe",
+    "MatchOptions": "specprobe.probe",
+    "Comparison": "specprobe.probe",
+    "LayerView": "specprobe.probe",
+    "Patching": "specprobe.probe",
+    "LogitAttribution": "specprobe.probe",
+    "ModelPair": "specprobe.core",
+    "ModelLoadError": "specprobe.core",
+    "Result": "specprobe.core",
+    "Lexicon": "specprobe.terms",
+    "build_lexicon": "specprobe.terms.build",
+    "QARecord": "specprobe.terms",
+    "load_qa": "specprobe.terms",
+    "MCEvaluation": "specprobe.finetune",
+    "AccuracyMatrix": "specprobe.finetune",
+    "ExperimentResult": "specprobe.app.experiment_result",
+    "run_experiment": "specprobe.app.experiment",
+    "load_result": "specprobe.core.results",
+    "render": "specprobe.reports",
+}
+_SUBPACKAGES = ("core", "terms", "probe", "finetune", "reports", "app")
+
+__all__ = ["__version__", *_SUBPACKAGES, *_API]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"specprobe.{name}")
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'specprobe' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -6,6 +6,7 @@ machine without the model, aggregate and render.
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,7 +17,18 @@ from specprobe.utils.io import read_json, write_json
 from specprobe.utils.provenance import library_versions, now_iso
 
 SCHEMA_VERSION = 1
-_RESULT_TYPES: dict[str, type["Result"]] = {}
+_RESULT_TYPES: dict[str, type[Result]] = {}
+#: where each built-in result kind is defined, so that `Result.load` reads any saved file without the
+#: caller importing its class first (a plugin-style lookup: core names no class of the layers above)
+_KIND_MODULES = {
+    "comparison": "specprobe.probe.comparison",
+    "layers": "specprobe.probe.lens",
+    "patching": "specprobe.probe.patching",
+    "logit_attribution": "specprobe.probe.patching",
+    "mc_evaluation": "specprobe.finetune.evaluation",
+    "accuracy_matrix": "specprobe.finetune.accuracy_matrix",
+    "experiment": "specprobe.app.experiment_result",
+}
 
 
 class Result:
@@ -61,10 +73,12 @@ class Result:
         return write_json(path, _jsonable(payload))
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Result":
+    def load(cls, path: str | os.PathLike) -> Result:
         """Load any saved result; called on a subclass it checks the kind matches."""
         payload = read_json(path)
         kind = payload.get("specprobe_result") if isinstance(payload, dict) else None
+        if kind in _KIND_MODULES and kind not in _RESULT_TYPES:
+            importlib.import_module(_KIND_MODULES[kind])
         if kind not in _RESULT_TYPES:
             raise ValueError(f"{path}: not a specprobe result file (kind {kind!r})")
         if payload.get("schema_version", 0) > SCHEMA_VERSION:
@@ -102,3 +116,8 @@ def _jsonable(obj: Any) -> Any:
     if obj is pd.NA or obj is pd.NaT:
         return None
     return obj
+
+
+def load_result(path: str | os.PathLike) -> Result:
+    """Load any saved specprobe result (Comparison, LayerView, MCEvaluation, ...) as its own class."""
+    return Result.load(path)
