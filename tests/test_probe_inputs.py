@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from specprobe.probe import ModelLoadError, ModelPair, compare
 from specprobe.core.encoding import TokenizerError, encode, offsets_look_valid
+from specprobe.probe import ModelLoadError, ModelPair, compare
 from specprobe.testing.tiny_models import train_tokenizer
 
 
@@ -18,7 +18,7 @@ def test_unknown_model_path(tmp_path):
 
 
 def test_adapter_for_another_base(tiny_llama, tiny_gpt2):
-    with pytest.raises(ModelLoadError, match="does not fit the base model"):
+    with pytest.raises(ModelLoadError, match="does not fit the base model|does not belong to this base"):
         ModelPair.load(str(tiny_llama[0]), str(tiny_gpt2[1]))
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import random
 
-import pytest
-
 from specprobe.probe.occurrences import MatchOptions, TextIndex, find_spans
 
 ALL_OPTIONS = [MatchOptions(c, w, f) for c in (False, True) for w in (False, True) for f in (False, True)]
@@ -52,8 +50,8 @@ def test_precheck_never_misses_on_random_texts():
 
 
 def test_locate_finds_the_same_occurrences_as_brute_force(smedqa_path):
-    from specprobe.probe.prepare import locate
     from specprobe.core.encoding import encode
+    from specprobe.probe.prepare import locate
     from specprobe.terms.build import build_lexicon
     from specprobe.terms.datasets import TextRecord, load_qa
     from specprobe.testing.tiny_models import train_tokenizer

@@ -6,8 +6,13 @@ import pytest
 
 from specprobe.terms.extract import get_extractor
 from specprobe.terms.extract.offline import normalise_token
-from specprobe.terms.extract.scispacy_backend import (ENV_LINKER, ENV_MODEL, LINKER_FILES, MissingResourceError,
-                                                      resolve_paths)
+from specprobe.terms.extract.scispacy_backend import (
+    ENV_LINKER,
+    ENV_MODEL,
+    LINKER_FILES,
+    MissingResourceError,
+    resolve_paths,
+)
 
 
 @pytest.fixture(scope="module")

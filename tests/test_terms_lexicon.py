@@ -4,9 +4,9 @@ import json
 
 import pytest
 
+from specprobe.terms.build import lexicon_from_mentions
 from specprobe.terms.datasets import QARecord
 from specprobe.terms.extract.base import Mention
-from specprobe.terms.build import lexicon_from_mentions
 from specprobe.terms.lexicon import SCHEMA_VERSION, Lexicon, TermEntry, sha256_file
 from specprobe.terms.specialties import AssignmentRule
 

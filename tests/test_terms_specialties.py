@@ -4,8 +4,7 @@ import math
 
 import pytest
 
-from specprobe.terms.specialties import (SPECIALTIES, AssignmentRule, SpecialtyMap, combine, load_map,
-                                         log_odds_z)
+from specprobe.terms.specialties import SPECIALTIES, AssignmentRule, SpecialtyMap, combine, load_map, log_odds_z
 
 
 def test_log_odds_toy_example_by_hand():

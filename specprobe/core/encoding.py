@@ -3,14 +3,124 @@
 Offsets come from the fast tokenizer; they are checked (in range, non-zero width, monotone, and
 covering every non-space character) because some tokenizers report zero-width or shifted offsets
 (tokenizers #1553). Where the check fails we rebuild offsets by incremental decoding.
+
+Unicode: offsets always refer to the text as given. A tokenizer that normalises (Qwen2's NFC
+normaliser) reports the offsets of a composed character on its base letter only, leaving the
+combining marks uncovered; for a text that is not in NFC those gaps are given to the token they
+were composed into, and decoding is compared with the text under NFC. `nfc_map` is the shared
+NFC view of a text with its map back to the original offsets (an identity on NFC text).
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
+import re
+import unicodedata
 from dataclasses import dataclass
+from functools import cached_property
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NFCText:
+    """The NFC form of a text and a map from its character positions back to the original's.
+
+    `starts[i]`/`ends[i]`: the original span of normalised character i. A character produced by
+    composition (or reordering) maps to the whole original cluster it came from, so a mapped span
+    always covers every original character that the normalised span stands for. Both are None
+    when the text is already NFC (the map is the identity)."""
+
+    original: str
+    text: str
+    starts: tuple[int, ...] | None = None
+    ends: tuple[int, ...] | None = None
+
+    @property
+    def identity(self) -> bool:
+        return self.starts is None
+
+    @cached_property
+    def is_ascii(self) -> bool:
+        return self.text.isascii()
+
+    def to_original(self, start: int, end: int) -> tuple[int, int]:
+        """The original span of the normalised span [start, end)."""
+        if self.starts is None:
+            return start, end
+        n = len(self.text)
+        if end <= start:
+            pos = self.starts[start] if start < n else len(self.original)
+            return pos, pos
+        assert self.ends is not None
+        return self.starts[start], self.ends[end - 1]
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+
+
+def _nfc_segments(text: str, lo: int, hi: int) -> list[int]:
+    """Start positions of the pieces of text[lo:hi] that NFC normalises independently (a piece is a
+    starter with the characters that follow it and may combine with it)."""
+    nfc = unicodedata.normalize
+    bounds = [lo]
+    for i in range(lo + 1, hi):
+        ch = text[i]
+        if ch < "\x80":  # ASCII never composes with what precedes it
+            bounds.append(i)
+        elif unicodedata.combining(ch):
+            continue
+        else:  # a non-ASCII starter: a boundary unless it composes or reorders with the piece before
+            piece = text[bounds[-1]:i]
+            if nfc("NFC", piece + ch) == nfc("NFC", piece) + nfc("NFC", ch):
+                bounds.append(i)
+    return bounds
+
+
+def nfc_map(text: str) -> NFCText:
+    """`text` in NFC with the map back to its own offsets; the identity (no copy) when already NFC.
+
+    Only the non-ASCII runs (with the character before each, which marks may compose with) can
+    change; ASCII between them is a boundary NFC never crosses, so each run is normalised alone."""
+    if unicodedata.is_normalized("NFC", text):
+        return NFCText(text, text)
+    parts: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+
+    def same(a: int, b: int) -> None:
+        parts.append(text[a:b])
+        starts.extend(range(a, b))
+        ends.extend(range(a + 1, b + 1))
+
+    done = 0
+    for m in _NON_ASCII.finditer(text):
+        lo, hi = max(done, m.start() - 1), m.end()
+        same(done, lo)
+        run = text[lo:hi]
+        if unicodedata.is_normalized("NFC", run):
+            same(lo, hi)
+        else:
+            bounds = _nfc_segments(text, lo, hi) + [hi]
+            for a, b in zip(bounds, bounds[1:]):
+                piece = text[a:b]
+                norm = unicodedata.normalize("NFC", piece)
+                if norm == piece:
+                    same(a, b)
+                else:
+                    parts.append(norm)
+                    starts.extend([a] * len(norm))
+                    ends.extend([b] * len(norm))
+        done = hi
+    same(done, len(text))
+    out = "".join(parts)
+    if out != unicodedata.normalize("NFC", text):  # never seen; if it happens, map coarsely but safely
+        log.warning("NFC of a text did not split into independent pieces; mapping its matches to the whole text")
+        out = unicodedata.normalize("NFC", text)
+        return NFCText(text, out, (0,) * len(out), (len(text),) * len(out))
+    return NFCText(text, out, tuple(starts), tuple(ends))
 
 
 class TokenizerError(ValueError):
@@ -28,6 +138,31 @@ class EncodedText:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @cached_property
+    def _content(self) -> tuple[list[int], list[int], list[int], list[int]]:
+        """Token positions with a non-empty character span, their starts, ends and running max end."""
+        spans = [(k, o[0], o[1]) for k, o in enumerate(self.offsets) if o is not None and o[1] > o[0]]
+        pos = [k for k, _, _ in spans]
+        starts = [s for _, s, _ in spans]
+        ends = [e for _, _, e in spans]
+        return pos, starts, ends, list(itertools.accumulate(ends, max))
+
+    def tokens_overlapping(self, start: int, end: int) -> tuple[int, int] | None:
+        """(first, last) token positions whose character spans overlap [start, end), or None.
+
+        O(log n): offsets are monotone in their starts (checked by `offsets_look_valid` or built so
+        by decoding), so the tokens starting before `end` form a prefix, and the first one ending
+        after `start` is found on the running maximum of the ends."""
+        pos, starts, ends, maxend = self._content
+        hi = bisect.bisect_left(starts, end)  # tokens [0, hi) start before `end`
+        lo = bisect.bisect_right(maxend, start)  # first token ending after `start`
+        if lo >= hi:
+            return None
+        last = hi - 1
+        while last > lo and ends[last] <= start:  # only with non-monotone ends
+            last -= 1
+        return pos[lo], pos[last]
 
 
 def require_fast(tokenizer) -> None:
@@ -70,9 +205,36 @@ def _whitespace_around(text: str, i: int) -> bool:
     return (i < len(text) and text[i].isspace()) or (i > 0 and text[i - 1].isspace()) or i == len(text)
 
 
-def offsets_by_decoding(tokenizer, text: str, ids: list[int], special: list[bool]) -> list[tuple[int, int] | None]:
-    """Rebuild offsets from the growing decoded prefix; tokens inside one character share its span."""
+def offsets_by_decoding(tokenizer, text: str, ids: list[int], special: list[bool],
+                        label: str | None = None) -> list[tuple[int, int] | None]:
+    """Rebuild offsets from the growing decoded prefix; tokens inside one character share its span.
+
+    A tokenizer that normalises to NFC decodes to the NFC form of a text that is not NFC: then the
+    offsets are built on the NFC form and mapped back to the text (`nfc_map`)."""
     content = [i for i, sp in zip(ids, special) if not sp]
+    decoded = tokenizer.decode(content, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    target, view = text, None
+    if decoded != text:
+        view = nfc_map(text)
+        if not view.identity and unicodedata.normalize("NFC", decoded) == view.text:
+            target = view.text
+        else:
+            view = None
+    offsets = _offsets_by_decoding(tokenizer, target, content, special)
+    if decoded != target or offsets is None:
+        raise TokenizerError(
+            f"{_where(label)}{type(tokenizer).__name__}: offsets are invalid and decoding does not reproduce "
+            f"the text ({decoded[:60]!r} vs {text[:60]!r}); cannot map terms to tokens")
+    if view is not None:
+        offsets = [None if o is None else view.to_original(*o) for o in offsets]
+    return offsets
+
+
+def _where(label: str | None) -> str:
+    return f"{label}: " if label else ""
+
+
+def _offsets_by_decoding(tokenizer, text: str, content: list[int], special: list[bool]) -> list[tuple[int, int] | None] | None:
     offsets: list[tuple[int, int] | None] = []
     prev_end, k = 0, 0
     for sp in special:
@@ -92,25 +254,59 @@ def offsets_by_decoding(tokenizer, text: str, ids: list[int], special: list[bool
             start += 1
         # fill the spans of preceding partial-character tokens
         for j in range(len(offsets) - 1, -1, -1):
-            if offsets[j] is not None and offsets[j][1] == -1:
+            oj = offsets[j]
+            if oj is not None and oj[1] == -1:
                 offsets[j] = (start, end)
             else:
                 break
         offsets.append((start, end) if end > start else (prev_end, end))
         prev_end = end
-    decoded = tokenizer.decode(content, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-    if decoded != text or any(o is not None and o[1] == -1 for o in offsets):
-        raise TokenizerError(
-            f"{type(tokenizer).__name__}: offsets are invalid and decoding does not reproduce the text "
-            f"({decoded[:60]!r} vs {text[:60]!r}); cannot map terms to tokens"
-        )
+    if any(o is not None and o[1] == -1 for o in offsets):
+        return None
     return offsets
 
 
-def encode(tokenizer, text: str, add_bos: bool | None = None) -> EncodedText:
-    """Token ids and character offsets of `text`, with one BOS in front where the tokenizer has one."""
+def _is_mark(ch: str) -> bool:
+    return unicodedata.category(ch)[0] == "M"
+
+
+def fill_normalisation_gaps(text: str, offsets: list[tuple[int, int] | None]) -> list[tuple[int, int] | None]:
+    """Give combining marks no token covers (a normalising tokenizer composed them into the character
+    before them) to the tokens that end just before them: those tokens stand for them. Only marks,
+    and only after a token of non-zero width: any other gap is left for the decoding fallback."""
+    covered = [False] * len(text)
+    for o in offsets:
+        if o is not None:
+            for i in range(max(o[0], 0), min(o[1], len(text))):
+                covered[i] = True
+    grow: dict[int, int] = {}  # a token end -> the end of the uncovered marks after it
+    for o in offsets:
+        if o is None or o[1] <= o[0] or o[1] >= len(text) or covered[o[1]]:
+            continue
+        e = o[1]
+        while e < len(text) and not covered[e] and _is_mark(text[e]):
+            e += 1
+        if e > o[1]:
+            grow[o[1]] = e
+    return [o if o is None or o[1] <= o[0] or o[1] not in grow else (o[0], grow[o[1]]) for o in offsets]
+
+
+def encode(tokenizer, text: str, add_bos: bool | None = None, label: str | None = None) -> EncodedText:
+    """Token ids and character offsets of `text`, with one BOS in front where the tokenizer has one.
+
+    `label` (e.g. "text 'q17'") names the text in any error. Offsets refer to `text` as given,
+    also when the tokenizer normalises it (see the module docstring)."""
     if not isinstance(text, str):
-        raise TypeError(f"texts must be strings, got {type(text).__name__}: {text!r:.80}")
+        raise TypeError(f"{_where(label)}texts must be strings, got {type(text).__name__}: {text!r:.80}")
+    try:
+        return _encode(tokenizer, text, add_bos, label)
+    except TokenizerError as exc:
+        if label and not str(exc).startswith(label):
+            raise TokenizerError(f"{label}: {exc}") from exc
+        raise
+
+
+def _encode(tokenizer, text: str, add_bos: bool | None, label: str | None) -> EncodedText:
     # verbose=False: long texts are expected here (windows handle them); no "longer than maximum" warning
     enc = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True, verbose=False)
     ids = list(enc["input_ids"])
@@ -118,7 +314,8 @@ def encode(tokenizer, text: str, add_bos: bool | None = None) -> EncodedText:
     special = [i in special_ids and (s, e) == (0, 0) for i, (s, e) in zip(ids, enc["offset_mapping"])]
     # drop trailing specials (EOS appended by some templates): nothing after the text is scored
     while ids and special[-1]:
-        ids.pop(), special.pop()
+        ids.pop()
+        special.pop()
     offsets = [None if sp else tuple(o) for sp, o in zip(special, enc["offset_mapping"])]
     # exactly one BOS: drop a leading run of specials, then prepend BOS where wanted
     want = bos_id(tokenizer, add_bos)
@@ -137,8 +334,13 @@ def encode(tokenizer, text: str, add_bos: bool | None = None) -> EncodedText:
     special = [True] * len(leading) + special[lead:]
     offsets = [None] * len(leading) + offsets[lead:]
     source = "tokenizer"
+    if not offsets_look_valid(text, offsets) and not unicodedata.is_normalized("NFC", text):
+        filled = fill_normalisation_gaps(text, offsets)
+        if offsets_look_valid(text, filled):  # a normalising tokenizer: marks composed into a character
+            offsets = filled
     if not offsets_look_valid(text, offsets):
-        log.warning("%s gave invalid character offsets; rebuilding them by decoding", type(tokenizer).__name__)
-        offsets = offsets_by_decoding(tokenizer, text, ids, special)
+        log.warning("%s%s gave invalid character offsets; rebuilding them by decoding", _where(label),
+                    type(tokenizer).__name__)
+        offsets = offsets_by_decoding(tokenizer, text, ids, special, label)
         source = "decode"
     return EncodedText(tuple(ids), tuple(offsets), has_bos=want is not None, offsets_source=source)

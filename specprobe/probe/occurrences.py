@@ -3,15 +3,24 @@
 Terms are found in the text itself (regex, case-insensitive whole-word by default) and mapped to
 tokens through the fast tokenizer's offsets: never by re-tokenizing the term on its own, which
 misses occurrences whose tokenization depends on context.
+
+Matching is under Unicode NFC: the term and the text are both normalised to NFC ("Sjo\\u0308gren",
+decomposed, matches "Sjögren"), and the spans found are mapped back to the text as given (a span
+covers every original character its match stands for). On text that is already NFC, as nearly
+all text is, this is a no-op. Case-insensitive matching is Python `re.IGNORECASE` on the NFC forms
+(simple per-character case folding: "ß" does not match "ss"). A whole word is not preceded or
+followed by a word character (`\\w`) or a combining mark, so "Sjo" does not match inside
+"Sjo\\u0308gren" even where no precomposed character exists.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
-from specprobe.core.encoding import EncodedText
+from specprobe.core.encoding import EncodedText, NFCText, nfc_map
 
 # flags attached to an occurrence
 STRADDLES = "straddles_boundary"  # a token covers characters outside the term
@@ -26,6 +35,17 @@ class MatchOptions:
     case_sensitive: bool = False
     whole_word: bool = True
     flexible_whitespace: bool = True  # "heart  failure" matches "heart failure"
+
+
+@lru_cache(maxsize=16)
+def _nfc_text(text: str) -> NFCText:
+    """The NFC view of a text, cached: locate() searches one text for many terms in a row."""
+    return nfc_map(text)
+
+
+@lru_cache(maxsize=65536)
+def _nfc_term(term: str) -> str:
+    return unicodedata.normalize("NFC", term.strip())
 
 
 @lru_cache(maxsize=65536)
@@ -46,7 +66,7 @@ _WORD = re.compile(r"\w+")
 @lru_cache(maxsize=65536)
 def _ascii_runs(term: str, case_sensitive: bool) -> tuple[str, ...]:
     """The term's word runs, folded exactly as TextIndex folds texts, keeping the ASCII ones."""
-    return tuple(r for r in _WORD.findall(_fold(term, case_sensitive)) if r.isascii())
+    return tuple(r for r in _WORD.findall(_fold(_nfc_term(term), case_sensitive)) if r.isascii())
 
 
 def _fold(text: str, case_sensitive: bool) -> str:
@@ -68,7 +88,7 @@ class TextIndex:
 
     def __init__(self, text: str, opts: MatchOptions = MatchOptions()):
         self.opts = opts
-        self.folded = _fold(text, opts.case_sensitive)
+        self.folded = _fold(_nfc_text(text).text, opts.case_sensitive)  # the NFC form, as find_spans searches
         self.words = set(_WORD.findall(self.folded))
 
     def may_occur(self, term: str) -> bool:
@@ -79,11 +99,30 @@ class TextIndex:
         return all(r in self.folded for r in runs)
 
 
+def _is_mark(ch: str) -> bool:
+    return unicodedata.category(ch)[0] == "M"
+
+
 def find_spans(text: str, term: str, opts: MatchOptions = MatchOptions()) -> list[tuple[int, int]]:
-    """Character spans of every (non-overlapping) occurrence of `term` in `text`."""
-    if not term.strip():
+    """Character spans (in `text` as given) of every non-overlapping occurrence of `term`, matched
+    under NFC (see the module docstring)."""
+    term = _nfc_term(term)
+    if not term:
         return []
-    return [(m.start(), m.end()) for m in _pattern(term.strip(), opts).finditer(text)]
+    view = _nfc_text(text)
+    norm, pattern = view.text, _pattern(term, opts)
+    if not opts.whole_word or view.is_ascii:
+        spans = [m.span() for m in pattern.finditer(norm)]
+    else:  # a combining mark next to a match continues the word: no whole-word match there
+        spans, pos, n = [], 0, len(norm)
+        while (m := pattern.search(norm, pos)) is not None:
+            s, e = m.span()
+            if (s > 0 and _is_mark(norm[s - 1])) or (e < n and _is_mark(norm[e])):
+                pos = s + 1
+                continue
+            spans.append((s, e))
+            pos = e if e > s else e + 1
+    return spans if view.identity else [view.to_original(s, e) for s, e in spans]
 
 
 @dataclass(frozen=True)
@@ -100,14 +139,19 @@ class TokenSpan:
 
 
 def token_span(enc: EncodedText, text: str, start: int, end: int) -> TokenSpan | None:
-    """Tokens overlapping [start, end); None if no token does (cannot happen with valid offsets)."""
-    hits = [k for k, o in enumerate(enc.offsets) if o is not None and o[0] < end and o[1] > start and o[1] > o[0]]
-    if not hits:
+    """Tokens overlapping [start, end); None if no token does (cannot happen with valid offsets).
+
+    O(log n) per occurrence: a bisection on the token offsets (`EncodedText.tokens_overlapping`)."""
+    hit = enc.tokens_overlapping(start, end)
+    if hit is None:
         return None
-    first, last = hits[0], hits[-1]
+    first, last = hit
     straddles = False
     for k in (first, last):
-        s, e = enc.offsets[k]
+        o = enc.offsets[k]
+        if o is None:  # cannot happen: located tokens have spans
+            continue
+        s, e = o
         outside = text[s:start] + text[end:e]
         if outside.strip():
             straddles = True

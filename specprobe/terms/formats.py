@@ -20,12 +20,14 @@ Formats:
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
-from .datasets import DataError, QARecord, _as_specialties, _smedqa_items, _smedqa_record
+from .records import DataError, QARecord, _as_specialties, read_text
 
 FORMATS = ("auto", "smedqa", "medqa", "medmcqa", "instruction", "csv", "jsonl")
 LETTERS = "ABCDEFGHIJ"
@@ -38,9 +40,17 @@ def _err(path: Path, i: int, msg: str) -> DataError:
     return DataError(f"{path}: item {i}: {msg}")
 
 
+@dataclass(frozen=True)
+class BadLine:
+    """A JSON line that does not parse: its item raises `error` when read (skipped with skip_bad)."""
+
+    error: DataError
+
+
 def _read_json_items(path: Path) -> list:
-    """A JSON list, or JSON lines (one object per line, blank lines ignored)."""
-    text = path.read_text(encoding="utf-8")
+    """A JSON list, or JSON lines (one object per line, blank lines ignored; a line that is not valid
+    JSON becomes a `BadLine` item, so that skip_bad can skip it)."""
+    text = read_text(path)
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
@@ -55,8 +65,16 @@ def _read_json_items(path: Path) -> list:
         try:
             items.append(json.loads(line))
         except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: item {len(items)} (line {lineno}): not valid JSON ({exc.msg})") from exc
+            items.append(BadLine(DataError(f"{path}: item {len(items)} (line {lineno}): not valid JSON ({exc.msg})")))
+    if items and all(isinstance(x, BadLine) for x in items):
+        raise items[0].error  # nothing parses: not a JSON-lines file at all
     return items
+
+
+def _checked(parse: Callable, path: Path, i: int, obj, *args) -> QARecord:
+    if isinstance(obj, BadLine):
+        raise obj.error
+    return parse(path, i, obj, *args)
 
 
 def detect_format(path: Path, mapping: dict | None = None) -> str:
@@ -66,7 +84,7 @@ def detect_format(path: Path, mapping: dict | None = None) -> str:
     if mapping:
         return "jsonl"
     items = _read_json_items(path)
-    first = next((x for x in items if isinstance(x, dict)), None)
+    first = next((x for x in items if isinstance(x, dict)), None) if isinstance(items, list) else None
     if first is None:
         raise DataError(f"{path}: cannot tell the format: no JSON object found")
     keys = set(first)
@@ -146,7 +164,11 @@ def _instruction(path: Path, i: int, obj) -> QARecord:
         question = (obj.get("instruction") or "").strip()
     if not question:
         raise _err(path, i, f"field {field!r}: no question text before the options")
-    pairs = [_OPTION_LINE.match(lines[k]).groups() for k in opt_idx]
+    pairs: list[tuple[str, str]] = []
+    for k in opt_idx:
+        m = _OPTION_LINE.match(lines[k])
+        assert m is not None  # opt_idx holds the lines that match
+        pairs.append((m.group(1), m.group(2)))
     options = tuple(t for _, t in pairs)
     by_letter = dict(pairs)
     m = re.match(r"^\(?([A-J])(?:[\).:]|\s|$)", out)
@@ -212,30 +234,60 @@ def _mapped(path: Path, i: int, row, mapping: dict) -> QARecord:
     return QARecord(rid, q, tuple(options), answer, spec)
 
 
+def _smedqa_record(obj: dict, path: Path, index: int) -> QARecord:
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: item {index}: expected an object, got {type(obj).__name__}")
+    for key in ("Question", "Options", "Answer"):
+        if key not in obj:
+            raise DataError(f"{path}: item {index}: missing field {key!r}")
+    question, options, answer = obj["Question"], obj["Options"], obj["Answer"]
+    if not isinstance(question, str) or not question.strip():
+        raise DataError(f"{path}: item {index}: field 'Question' must be a non-empty string")
+    if not isinstance(options, list) or not options or not all(isinstance(o, str) for o in options):
+        raise DataError(f"{path}: item {index}: field 'Options' must be a non-empty list of strings")
+    if answer not in options:
+        raise DataError(f"{path}: item {index}: field 'Answer' {answer!r} is not one of the options")
+    specialties = _as_specialties(obj.get("Specialty", ()), path, index)
+    rid = str(obj.get("id", obj.get("ID", f"{path.stem}:{index}")))
+    return QARecord(rid, question, tuple(options), answer, specialties)
+
+
+def _smedqa_items(path: Path) -> list:
+    try:
+        items = json.loads(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(items, list):
+        raise DataError(f"{path}: expected a JSON list of question objects")
+    return items
+
+
 def parse_file(path: Path, format: str = "auto", mapping: dict | None = None) -> Iterator[Thunk]:
     """Yield one thunk per item of `path`; calling it parses the item (so a caller can skip bad ones)."""
     if format not in FORMATS:
         raise ValueError(f"unknown QA format {format!r}; choose one of {', '.join(FORMATS)}")
     fmt = detect_format(path, mapping) if format == "auto" else format
-    mapping = dict(mapping or {})
+    columns: dict = dict(mapping or {})
     if fmt == "smedqa":
         items = _smedqa_items(path)
         yield from (lambda o=o, i=i: _smedqa_record(o, path, i) for i, o in enumerate(items))
     elif fmt == "csv":
-        delim = "\t" if path.suffix.lower() == ".tsv" else mapping.get("delimiter", ",")
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh, delimiter=delim))
-        yield from (lambda r=r, i=i: _mapped(path, i, r, mapping) for i, r in enumerate(rows))
+        delim = "\t" if path.suffix.lower() == ".tsv" else columns.get("delimiter", ",")
+        try:
+            rows = list(csv.DictReader(io.StringIO(read_text(path), newline=""), delimiter=delim))
+        except csv.Error as exc:
+            raise DataError(f"{path}: not valid CSV ({exc})") from exc
+        yield from (lambda r=r, i=i: _mapped(path, i, r, columns) for i, r in enumerate(rows))
     else:
         items = _read_json_items(path)
         if not isinstance(items, list):
             raise DataError(f"{path}: expected a JSON list or JSON lines")
         if fmt == "medqa":
-            yield from (lambda o=o, i=i: _medqa(path, i, o) for i, o in enumerate(items))
+            yield from (lambda o=o, i=i: _checked(_medqa, path, i, o) for i, o in enumerate(items))
         elif fmt == "medmcqa":
-            base = int(mapping.get("cop_base", 1))
-            yield from (lambda o=o, i=i: _medmcqa(path, i, o, base) for i, o in enumerate(items))
+            base = int(columns.get("cop_base", 1))
+            yield from (lambda o=o, i=i: _checked(_medmcqa, path, i, o, base) for i, o in enumerate(items))
         elif fmt == "instruction":
-            yield from (lambda o=o, i=i: _instruction(path, i, o) for i, o in enumerate(items))
+            yield from (lambda o=o, i=i: _checked(_instruction, path, i, o) for i, o in enumerate(items))
         else:  # jsonl with a mapping
-            yield from (lambda o=o, i=i: _mapped(path, i, o, mapping) for i, o in enumerate(items))
+            yield from (lambda o=o, i=i: _checked(_mapped, path, i, o, columns) for i, o in enumerate(items))

@@ -12,20 +12,27 @@ File layout (``schema_version`` 1)::
                       "specific": bool}}}
 
 A term key is the commonest lower-cased surface form of its normalised form, so it occurs in the texts.
+`Lexicon.load` checks every field's type and refuses a malformed file with a `DataError` naming the
+file, the term and the field.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import os
-import tempfile
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Any
 
-from .datasets import TextRecord
+from specprobe.utils.io import atomic_write_text, sha256_file
+
+from .records import DataError, TextRecord, read_text, unique_ids
 from .specialties import AssignmentRule, combine, log_odds_z
+
+log = logging.getLogger(__name__)
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "Lexicon", "TermEntry", "sha256_file"]
 
 SCHEMA = "specprobe.terms.lexicon"
 SCHEMA_VERSION = 1
@@ -56,26 +63,73 @@ class TermEntry:
         return d
 
     @classmethod
-    def from_dict(cls, term: str, d: Mapping) -> "TermEntry":
+    def from_dict(cls, term: str, d: Mapping, where: str = "lexicon") -> TermEntry:
+        """An entry from its JSON object; every known field is type-checked (unknown ones are ignored),
+        and a bad one raises `DataError` naming `where` (the file), the term and the field."""
+        if not isinstance(term, str) or not term.strip():
+            raise DataError(f"{where}: field 'terms': empty term key {term!r}")
+        if not isinstance(d, Mapping):
+            raise DataError(f"{where}: term {term!r}: expected an object, got {type(d).__name__}")
         known = cls.__dataclass_fields__
-        return cls(term=term, **{k: v for k, v in d.items() if k in known and k != "term"})
+        values = {}
+        for k, v in d.items():
+            if k in known and k != "term":
+                problem = _FIELD_CHECKS[k](v)
+                if problem:
+                    raise DataError(f"{where}: term {term!r}: field {k!r} must be {problem}, got {v!r:.60}")
+                values[k] = v
+        return cls(term=term, **values)
 
     def top_z(self) -> float:
         return max(self.z.values(), default=0.0)
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check(ok: Callable[[Any], bool], what: str) -> Callable[[Any], str | None]:
+    return lambda v: None if ok(v) else what
+
+
+_STRINGS = _check(lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of strings")
+_COUNTS = _check(lambda v: isinstance(v, dict) and all(isinstance(k, str) and _is_int(n) and n >= 0 for k, n in v.items()),
+                 "an object of string -> non-negative integer")
+_FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "canonical": _check(lambda v: isinstance(v, str), "a string"),
+    "concept_ids": _STRINGS,
+    "sources": _STRINGS,
+    "surfaces": _COUNTS,
+    "count": _check(lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+    "counts": _COUNTS,
+    "questions": _STRINGS,
+    "ontology": _STRINGS,
+    "ontology_evidence": _STRINGS,
+    "z": _check(lambda v: isinstance(v, dict) and all(isinstance(k, str) and _is_number(x) for k, x in v.items()),
+                "an object of string -> number"),
+    "specialties": _STRINGS,
+    "specific": _check(lambda v: isinstance(v, bool), "true or false"),
+}
 
 
 class Lexicon:
     """Specialty term lexicon. Build one with `specprobe.terms.build.build_lexicon` or `Lexicon.load`."""
 
     def __init__(self, terms: Mapping[str, TermEntry], meta: Mapping | None = None) -> None:
+        if not isinstance(terms, Mapping):  # a DataFrame iterates its column names: refuse, don't guess
+            raise TypeError(f"Lexicon(terms=...) needs a mapping term -> TermEntry, got {type(terms).__name__}; "
+                            "load a saved lexicon with Lexicon.load, or build one with build_lexicon")
+        for t, e in terms.items():
+            if not isinstance(t, str) or not t.strip():
+                raise ValueError(f"Lexicon: empty or non-string term key {t!r}")
+            if not isinstance(e, TermEntry):
+                raise TypeError(f"Lexicon: term {t!r} must map to a TermEntry, got {type(e).__name__}")
+        if meta is not None and not isinstance(meta, Mapping):
+            raise TypeError(f"Lexicon(meta=...) must be a mapping, got {type(meta).__name__}")
         self.terms: dict[str, TermEntry] = dict(terms)
         self.meta: dict = dict(meta or {})
 
@@ -87,10 +141,14 @@ class Lexicon:
     def contexts(self) -> list[TextRecord]:
         """Reload the source data files recorded in the metadata and return their probed texts.
 
-        Raises FileNotFoundError naming the path if a file is gone, ValueError if its sha256 changed."""
+        Raises FileNotFoundError naming the path if a file is gone, ValueError if its sha256 changed.
+        Text ids are unique: a source listed twice (a lexicon merged with itself) is read once, an exact
+        repeat of a record is dropped, and a different text under a used id is renamed "<id>#2" (with a
+        warning), so that no two texts are ever taken for one."""
         from .datasets import load_qa
 
         out: list[TextRecord] = []
+        read: set[tuple[str, str]] = set()
         for src in self.meta.get("sources", []):
             path = Path(src["path"])
             if not path.exists():
@@ -99,10 +157,15 @@ class Lexicon:
             if src.get("sha256") and digest != src["sha256"]:
                 raise ValueError(f"the lexicon's source data file changed since the build: {path} "
                                  f"(sha256 {digest[:12]}..., recorded {src['sha256'][:12]}...); rebuild the lexicon")
+            key = (str(path.resolve()), digest)
+            if key in read:
+                log.warning("the lexicon lists the source data file %s more than once; reading it once", path)
+                continue
+            read.add(key)
             records = load_qa(path, format=src.get("format", "auto"), mapping=src.get("mapping"),
                               skip_bad=bool(src.get("n_skipped")))
             out += [r.as_text_record() for r in records]
-        return out
+        return unique_ids(out, "the lexicon's contexts")
 
     # ------------------------------------------------------------------------------ access
     def __len__(self) -> int:
@@ -147,7 +210,7 @@ class Lexicon:
 
         rows = []
         for e in self.terms.values():
-            top = max(e.z, key=e.z.get) if e.z else ""
+            top = max(e.z, key=lambda s, z=e.z: z[s]) if e.z else ""
             row = {"term": e.term, "canonical": e.canonical, "count": e.count,
                    "specialties": ";".join(e.specialties), "specific": e.specific,
                    "ontology": ";".join(e.ontology), "corpus_top": top, "corpus_top_z": e.z.get(top, 0.0),
@@ -161,8 +224,10 @@ class Lexicon:
 
     # ------------------------------------------------------------------------------ transformations
     def filter(self, *, min_count: int | None = None, specialties: Iterable[str] | None = None,
-               specific_only: bool = False, predicate: Callable[[TermEntry], bool] | None = None) -> "Lexicon":
+               specific_only: bool = False, predicate: Callable[[TermEntry], bool] | None = None) -> Lexicon:
         """A new lexicon with the terms that pass every given condition (signals are not recomputed)."""
+        if isinstance(specialties, str):  # one specialty, not its letters
+            specialties = [specialties]
         wanted = set(specialties) if specialties is not None else None
         keep = {}
         for t, e in self.terms.items():
@@ -179,7 +244,7 @@ class Lexicon:
         meta["filtered"] = list(meta.get("filtered", [])) + [{"min_count": min_count, "specialties": sorted(wanted) if wanted else None, "specific_only": specific_only, "predicate": bool(predicate)}]
         return Lexicon(keep, meta)
 
-    def reassign(self, rule: AssignmentRule | None = None) -> "Lexicon":
+    def reassign(self, rule: AssignmentRule | None = None) -> Lexicon:
         """Recompute the corpus z-scores from the stored counts and re-apply `rule` (default: the stored one)."""
         rule = rule or self.rule
         specs = self.specialties
@@ -191,7 +256,7 @@ class Lexicon:
         meta = dict(self.meta, rule=rule.to_dict())
         return Lexicon(terms, meta)
 
-    def merge(self, other: "Lexicon") -> "Lexicon":
+    def merge(self, other: Lexicon) -> Lexicon:
         """Pool two lexicons (e.g. two data splits): counts, surfaces, questions and ontology evidence are
         united, then the corpus signal is recomputed on the pooled counts with this lexicon's rule."""
         terms = {t: replace(e, counts=dict(e.counts), surfaces=dict(e.surfaces), questions=list(e.questions),
@@ -229,37 +294,53 @@ class Lexicon:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the lexicon as JSON atomically (a temporary file in the same folder, then a rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(self.to_dict(), fh, ensure_ascii=False, indent=1)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Lexicon":
+    def load(cls, path: str | os.PathLike) -> Lexicon:
+        """Read a lexicon file, checking its schema and every field (see the module docstring); a
+        malformed file raises `DataError` (a ValueError) naming the file, the term and the field."""
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"lexicon file not found: {path}")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_text(path))
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not a lexicon (invalid JSON: {exc})") from exc
+            raise DataError(f"{path}: not a lexicon (invalid JSON: {exc})") from exc
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-            raise ValueError(f"{path}: not a specprobe lexicon (missing schema {SCHEMA!r})")
+            raise DataError(f"{path}: not a specprobe lexicon (missing schema {SCHEMA!r})")
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
-            raise ValueError(f"{path}: lexicon schema version {version} is not supported (expected {SCHEMA_VERSION})")
-        terms = {t: TermEntry.from_dict(t, d) for t, d in data.get("terms", {}).items()}
-        return cls(terms, data.get("meta", {}))
+            raise DataError(f"{path}: lexicon schema version {version} is not supported (expected {SCHEMA_VERSION})")
+        raw_terms, meta = data.get("terms", {}), data.get("meta", {})
+        if not isinstance(raw_terms, dict):
+            raise DataError(f"{path}: field 'terms' must be an object term -> entry, got {type(raw_terms).__name__}")
+        if not isinstance(meta, dict):
+            raise DataError(f"{path}: field 'meta' must be an object, got {type(meta).__name__}")
+        _check_meta(meta, path)
+        terms = {t: TermEntry.from_dict(t, d, where=str(path)) for t, d in raw_terms.items()}
+        return cls(terms, meta)
 
     def __repr__(self) -> str:
         s = self.stats()
         return f"Lexicon({s['terms']} terms, {s['specific_terms']} specific)"
+
+
+def _check_meta(meta: dict, path: Path) -> None:
+    """The metadata fields the lexicon reads back (sources, specialties, rule) have the right types."""
+    sources = meta.get("sources", [])
+    if not isinstance(sources, list):
+        raise DataError(f"{path}: field 'meta.sources' must be a list, got {type(sources).__name__}")
+    for i, src in enumerate(sources):
+        if not isinstance(src, dict) or not isinstance(src.get("path"), str) or not src["path"]:
+            raise DataError(f"{path}: field 'meta.sources[{i}]' must be an object with a 'path' string")
+        if src.get("sha256") is not None and not isinstance(src["sha256"], str):
+            raise DataError(f"{path}: field 'meta.sources[{i}].sha256' must be a string")
+    specs = meta.get("specialties", [])
+    if not (isinstance(specs, list) and all(isinstance(s, str) for s in specs)):
+        raise DataError(f"{path}: field 'meta.specialties' must be a list of strings, got {specs!r:.60}")
+    if not isinstance(meta.get("rule", {}), dict):
+        raise DataError(f"{path}: field 'meta.rule' must be an object")
+    if not isinstance(meta.get("totals", {}), dict):
+        raise DataError(f"{path}: field 'meta.totals' must be an object")
+

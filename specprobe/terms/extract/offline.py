@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Sequence
 
 from ..ontology import Concept, all_concepts
-from .base import Mention, iter_progress
+from .base import Mention, as_text_list, iter_progress
 
 MAX_TERM_TOKENS = 8
 _CAPS = re.compile(r"^[A-Z][A-Z0-9]{1,5}$")
@@ -183,6 +183,7 @@ class OfflineExtractor:
 
         with warnings.catch_warnings():  # scispaCy's detector warns that its global matcher has no patterns
             warnings.filterwarnings("ignore", message=r".*\[W036\]")
+            texts = as_text_list(texts)
             docs = self.nlp.pipe(texts, batch_size=64)
             return [self._match_doc(d) for d in iter_progress(docs, len(texts), progress, "extracting terms")]
 

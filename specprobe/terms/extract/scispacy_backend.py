@@ -19,10 +19,10 @@ when ``require_linker=False``.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from .base import Mention, iter_progress
+from .base import Mention, as_text_list, iter_progress
 
 ENV_MODEL = "SPECPROBE_SCISPACY_MODEL"
 ENV_LINKER = "SPECPROBE_SCISPACY_LINKER"
@@ -87,8 +87,8 @@ class ScispacyExtractor:
     def __init__(self, model: str | None = None, linker_dir: str | None = None, kb_path: str | None = None,
                  require_linker: bool = True, threshold: float = 0.8, source: str = "umls") -> None:
         paths = resolve_paths(model, linker_dir, kb_path, require_linker)
-        import spacy
         import scispacy.abbreviation  # noqa: F401  (registers the factory)
+        import spacy
 
         self.nlp = spacy.load(paths["model"])
         if "abbreviation_detector" not in self.nlp.pipe_names:
@@ -116,6 +116,7 @@ class ScispacyExtractor:
         return self.extract_many([text])[0]
 
     def extract_many(self, texts: Sequence[str], progress: bool = False) -> list[list[Mention]]:
+        texts = as_text_list(texts)
         docs = self.nlp.pipe(texts, batch_size=32)
         docs = iter_progress(docs, len(texts), progress, "extracting terms (scispaCy)")
         return [self._link(d) for d in docs]
