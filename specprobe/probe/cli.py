@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
+
+from specprobe.probe.inputs import normalize_terms
+from specprobe.terms.records import read_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_compare)
 
 
-def read_terms(path: str):
+def read_terms(path: str) -> Any:
     """A Lexicon file, a JSON mapping/list, or plain text with one term per line."""
     p = Path(path)
     if not p.exists():
@@ -30,9 +34,13 @@ def read_terms(path: str):
 
             return Lexicon.load(p)
         if isinstance(obj, (dict, list)):
+            try:
+                normalize_terms(obj)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{p}: {exc}") from exc
             return obj
         raise ValueError(f"{p}: expected a lexicon, a mapping term -> specialties, or a list of terms")
-    terms = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip() and not line.startswith("#")]
+    terms = [line.strip() for line in read_text(p).splitlines() if line.strip() and not line.startswith("#")]
     if not terms:
         raise ValueError(f"{p}: no terms in file")
     return terms

@@ -13,7 +13,7 @@ import pandas as pd
 
 from specprobe.core.scoring import score_items
 from specprobe.probe.comparison import Comparison
-from specprobe.probe.inputs import DEFAULT_TEMPLATE, normalize_terms, normalize_texts
+from specprobe.probe.inputs import DEFAULT_TEMPLATE, materialize, normalize_terms, normalize_texts
 from specprobe.probe.occurrences import MatchOptions
 from specprobe.probe.options import ProbeOptions
 from specprobe.probe.prepare import Prepared, load_pair, options_meta, prepare
@@ -63,10 +63,17 @@ def compare(
 def _compare(base: Any, tuned: Any, terms: Any, texts: Any, opts: ProbeOptions) -> Comparison:
     if terms is None:
         raise ValueError("terms is required (a Lexicon, a mapping term -> specialties, or a list)")
-    # validate cheap inputs before loading any model
-    term_map = normalize_terms(terms)
-    if texts is not None:
-        normalize_texts(texts, terms, term_map, opts.template)
+    # validate cheap inputs before loading any model (quietly: prepare() repeats it and warns once)
+    terms, texts = materialize(terms), materialize(texts)
+    inputs_log = logging.getLogger("specprobe.probe.inputs")
+    level = inputs_log.level
+    inputs_log.setLevel(logging.ERROR)
+    try:
+        term_map = normalize_terms(terms, match=opts.match)
+        if texts is not None:
+            normalize_texts(texts, terms, term_map, opts.template)
+    finally:
+        inputs_log.setLevel(level)
     pair = load_pair(base, tuned, opts.tokenizer, opts.device, opts.dtype, purpose="compare")
     prep = prepare(pair, terms, texts, opts)
     scored: dict[str, list] = {}

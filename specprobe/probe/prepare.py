@@ -16,7 +16,7 @@ from specprobe.core.encoding import EncodedText, encode
 from specprobe.core.models import ModelPair, context_length
 from specprobe.core.scoring import ScoreItem
 from specprobe.probe.controls import choose_controls
-from specprobe.probe.inputs import normalize_terms, normalize_texts
+from specprobe.probe.inputs import materialize, normalize_terms, normalize_texts
 from specprobe.probe.occurrences import (
     NO_BOS_AT_START,
     STRADDLES,
@@ -173,7 +173,8 @@ def prepare(pair_or_tokenizer: Any, terms: Any, texts: Any, options: ProbeOption
         raise ValueError("terms is required (a Lexicon, a mapping term -> specialties, or a list)")
     if opts.long_texts not in ("window", "error"):
         raise ValueError(f"long_texts must be 'window' or 'error', got {opts.long_texts!r}")
-    term_map = normalize_terms(terms)
+    terms, texts = materialize(terms), materialize(texts)
+    term_map = normalize_terms(terms, match=opts.match)
     records = normalize_texts(texts, terms, term_map, opts.template)
     if isinstance(pair_or_tokenizer, ModelPair):
         tokenizer, L = pair_or_tokenizer.tokenizer, opts.max_length or context_length(pair_or_tokenizer)
@@ -181,7 +182,7 @@ def prepare(pair_or_tokenizer: Any, terms: Any, texts: Any, options: ProbeOption
         tokenizer, L = pair_or_tokenizer, opts.max_length
         if L is None:
             raise ValueError("max_length is required when no loaded model gives the context length")
-    encodings = [encode(tokenizer, r.text, opts.add_bos) for r in records]
+    encodings = [encode(tokenizer, r.text, opts.add_bos, label=f"text {r.id!r}") for r in records]
     occs = locate(records, encodings, term_map, False, opts.match)
     control_words = _control_words(opts, records, term_map, occs)
     if control_words:
