@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from specprobe.finetune.training import TrainOptions, find_lora_targets, group_indices, train
+from specprobe.finetune.training import TrainingInterrupted, TrainOptions, find_lora_targets, group_indices, train
 from specprobe.terms.datasets import DataError, QARecord
 
 OPTIONS = ("aspirin", "heparin", "insulin", "rest")
@@ -61,7 +61,9 @@ def test_data_order_is_a_function_of_seed_and_epoch():
 
 
 def test_options_are_validated():
-    with pytest.raises(TypeError, match="unknown training option"):
+    with pytest.raises(ValueError, match="unknown training option 'learning_rat'"):
+        TrainOptions.from_kwargs({"learning_rat": 1e-3})
+    with pytest.raises(TypeError, match="unknown training option"):  # still a TypeError, as before
         TrainOptions.from_kwargs({"learning_rat": 1e-3})
     with pytest.raises(ValueError, match="rank"):
         TrainOptions(rank=0)
@@ -115,7 +117,8 @@ def test_output_directory_with_a_different_run_is_refused(tiny_llama, tmp_path):
 
 
 def test_ctrl_c_leaves_a_checkpoint_and_resume_matches(tiny_llama, tmp_path):
-    """SIGINT mid-run: checkpoint at the step boundary; re-running ends with identical weights (dropout on)."""
+    """SIGINT mid-run: checkpoint at the step boundary, then TrainingInterrupted; re-running ends with
+    identical weights (dropout on)."""
     base = str(tiny_llama[0])
     recs = make_records()
     opts = dict(max_steps=8, batch_size=2, save_every=100, dropout=0.1, grad_accum=2, progress=False)
@@ -125,8 +128,11 @@ def test_ctrl_c_leaves_a_checkpoint_and_resume_matches(tiny_llama, tmp_path):
         if step == 3:
             os.kill(os.getpid(), signal.SIGINT)
 
-    part = train(base, recs, None, tmp_path / "part", on_step=interrupt, **opts)
-    assert not part.completed and part.manifest["step"] == 3
+    with pytest.raises(TrainingInterrupted) as info:  # never a silently incomplete TrainRun
+        train(base, recs, None, tmp_path / "part", on_step=interrupt, **opts)
+    stop = info.value
+    assert stop.signum == signal.SIGINT and stop.exit_code == 130 and (stop.step, stop.total_steps) == (3, 8)
+    assert stop.checkpoint == tmp_path / "part" / "checkpoints" / "step-00000003" and not stop.completed
     assert (tmp_path / "part" / "checkpoints" / "step-00000003" / "optimizer.pt").exists()
     assert not (tmp_path / "part" / "manifest.json").exists()
     # a different configuration must not resume these checkpoints

@@ -8,12 +8,12 @@ verifies on a real input that backbone+head reproduces the model's own logits.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
-
 
 #: A Hugging Face causal LM or a PeftModel around one. Typed Any on purpose: their attributes are
 #: created at run time (config, get_base_model, active_adapters), and torch's `Module.__getattr__`

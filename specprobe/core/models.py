@@ -12,12 +12,12 @@ import contextlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
-from torch import nn
 
 from specprobe.core.adapter_fit import AdapterMismatchError, check_adapter_fits
 from specprobe.core.architecture import HFModel, SplitModel, check_split, split_model, unwrap_peft

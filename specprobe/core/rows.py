@@ -10,8 +10,8 @@ alone, while the context is encoded once instead of once per option.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 

@@ -13,8 +13,8 @@ batch x heads x length x length mask and score matrix. Only the (unread) padded 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

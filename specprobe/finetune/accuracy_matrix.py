@@ -15,7 +15,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -30,7 +30,7 @@ from specprobe.finetune.evaluation import (
     format_table,
     score_records,
 )
-from specprobe.finetune.prompts import PromptFormat, resolve_format
+from specprobe.finetune.prompts import PromptFormat, check_max_length, fit_max_length, resolve_format
 from specprobe.terms.datasets import QARecord
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class AccuracyMatrix(Result):
 
     def trained_on(self) -> dict[str, str | None]:
         first = self._frame.drop_duplicates("model").set_index("model")["trained_on"]
-        return {m: (v if isinstance(v, str) and v else None) for m, v in first.items()}
+        return cast(dict[str, str | None], {m: (v if isinstance(v, str) and v else None) for m, v in first.items()})
 
     def contrast(self, metric: str = "acc", *, n_perm: int = 10000, seed: int = 0) -> pd.DataFrame:
         """Own adapter vs the other adapters on each specialty some adapter was trained on.
@@ -102,7 +102,7 @@ class AccuracyMatrix(Result):
                 "mean_diag": float(D[own_rows, cols].mean()),
                 "mean_offdiag": float(np.mean([np.delete(D[:, j], own_rows[j]).mean() for j in cols])),
                 "mean_diff": observed,
-                "n_best": int(frame["is_best"].sum()),
+                "n_best": int(cast(pd.Series, frame["is_best"]).sum()),
                 "p_value": float((1 + np.sum(perm_stats >= observed - 1e-12)) / (1 + n_perm)),
                 "n_perm": n_perm,
             })
@@ -183,13 +183,14 @@ def matrix(
     `adapters`: adapter directories (names from their manifests' specialty) or a mapping name -> dir.
     Every adapter must have been trained on this base (manifest weights hash, and PEFT's own checks).
     """
+    check_max_length(max_length)
     named = _normalize_adapters(adapters)
     if not named and not include_base:
         raise ValueError("nothing to evaluate: no adapters and include_base=False")
     records, data_meta = load_selected(data, specialty)
     fmt = _shared_format(named, template, option_format, continuation)
     pair, pairs = _load_pairs(base, named, device, dtype)
-    L = max_length or context_length(pair)
+    L = fit_max_length(max_length, context_length(pair))
     prepared = build_option_items(pair.tokenizer, records, fmt, L)
     frames = []
     if include_base:
@@ -211,7 +212,7 @@ def matrix(
     })
     extras = {"items": {m: {"ids": list(g["item_id"]), "correct": [bool(x) for x in g["correct"]],
                             "correct_norm": [bool(x) for x in g["correct_norm"]]} for m, g in items.groupby("model", sort=False)}}
-    return AccuracyMatrix(table[AccuracyMatrix.columns], meta, extras)
+    return AccuracyMatrix(cast(pd.DataFrame, table[AccuracyMatrix.columns]), meta, extras)
 
 
 def _shared_format(named: list[tuple[str, str, dict]], template: str | None, option_format: str | None,
@@ -243,7 +244,7 @@ def _load_pairs(base: Any, named: list[tuple[str, str, dict]], device: str | Non
 
 def _trained_on(named: list[tuple[str, str, dict]], spec_names: set[str]) -> dict[str, str | None]:
     """The one specialty each adapter was trained on (None: several, all, or unknown)."""
-    trained_on = {name: (m.get("specialty")[0] if isinstance(m.get("specialty"), list) and len(m["specialty"]) == 1 else None)
+    trained_on = {name: (m["specialty"][0] if isinstance(m.get("specialty"), list) and len(m["specialty"]) == 1 else None)
                   for name, _, m in named}
     for name, _, m in named:  # a mapping key that names a specialty counts as "trained on" when the manifest is silent
         if trained_on[name] is None and not m and name in spec_names:

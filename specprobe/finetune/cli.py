@@ -3,7 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (0 is not "the default")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
 
 
 def register(subparsers) -> None:
@@ -28,22 +51,24 @@ def _register_finetune(subparsers) -> None:
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     g = p.add_argument_group("training options")
-    g.add_argument("--max-steps", type=int, default=None, help="optimizer steps (overrides --epochs)")
-    g.add_argument("--epochs", type=int, default=None, help="epochs (default 3)")
-    g.add_argument("--batch-size", type=int, default=None, help="examples per process per micro-batch (default 4)")
-    g.add_argument("--grad-accum", type=int, default=None, help="micro-batches per optimizer step (default 1)")
+    g.add_argument("--max-steps", type=positive_int, default=None, help="optimizer steps (overrides --epochs)")
+    g.add_argument("--epochs", type=positive_int, default=None, help="epochs (default 3)")
+    g.add_argument("--batch-size", type=positive_int, default=None, help="examples per process per micro-batch (default 4)")
+    g.add_argument("--grad-accum", type=positive_int, default=None, help="micro-batches per optimizer step (default 1)")
     g.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float, default=None, help="default 2e-4")
     g.add_argument("--scheduler", choices=("linear", "cosine", "constant"), default=None, help="default cosine")
     g.add_argument("--warmup-ratio", type=float, default=None, help="default 0.03")
     g.add_argument("--weight-decay", type=float, default=None)
     g.add_argument("--max-grad-norm", type=float, default=None, help="default 1.0 (0 disables clipping)")
-    g.add_argument("--rank", type=int, default=None, help="LoRA rank (default 8)")
+    g.add_argument("--rank", type=positive_int, default=None, help="LoRA rank (default 8)")
     g.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default 16)")
     g.add_argument("--dropout", type=float, default=None, help="LoRA dropout (default 0.05)")
     g.add_argument("--target-modules", default=None,
                    help="comma-separated module names (default: every linear layer in the decoder layers)")
-    g.add_argument("--max-length", type=int, default=None, help="max tokens per example (default 1024)")
-    g.add_argument("--seed", type=int, default=None, help="default 0")
+    g.add_argument("--max-length", type=positive_int, default=None,
+                   help="max tokens per example (default: 1024, or the model's context if shorter; more than the "
+                        "context is an error)")
+    g.add_argument("--seed", type=non_negative_int, default=None, help="default 0")
     g.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=None,
                    help="auto: bf16 (fp16) on GPU, fp32 on CPU; bf16 also runs on a CPU, fp16 needs a GPU")
     g.add_argument("--load-in-4bit", action="store_true", default=None, help="QLoRA (needs CUDA and bitsandbytes)")
@@ -53,7 +78,7 @@ def _register_finetune(subparsers) -> None:
     g.add_argument("--continuation", choices=("letter", "text"), default=None,
                    help="answer continuation: ' A' (letter, default) or ' <option text>'")
     g.add_argument("--no-eos", dest="append_eos", action="store_false", default=None, help="do not train an EOS after the answer")
-    g.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps (default 50)")
+    g.add_argument("--save-every", type=positive_int, default=None, help="checkpoint every N steps (default 50)")
     p.set_defaults(handler=run_finetune)
 
 
@@ -75,8 +100,9 @@ def _register_evaluate(subparsers) -> None:
     e.add_argument("--template", default=None)
     e.add_argument("--option-format", default=None)
     e.add_argument("--continuation", choices=("letter", "text"), default=None)
-    e.add_argument("--batch-size", type=int, default=8)
-    e.add_argument("--max-length", type=int, default=None)
+    e.add_argument("--batch-size", type=positive_int, default=8)
+    e.add_argument("--max-length", type=positive_int, default=None,
+                   help="max tokens per prompt+option (default: the model's context; more is an error)")
     e.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N, or shard (spread over all GPUs)")
     e.add_argument("--dtype", default=None)
     e.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
@@ -91,21 +117,21 @@ _TRAIN_OPTS = ("max_steps", "epochs", "batch_size", "grad_accum", "learning_rate
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    from specprobe.finetune.training import train
+    """Train; on SIGINT/SIGTERM print where it stopped (one line) and return 128 + the signal number."""
+    from specprobe.finetune.training import TrainingInterrupted, train
 
     options = {k: getattr(args, k) for k in _TRAIN_OPTS if getattr(args, k) is not None}
     if options.get("max_grad_norm") == 0:
         options["max_grad_norm"] = None
-    run = train(args.base, args.data, args.specialty, args.out, overwrite=args.overwrite,
-                progress=not args.no_progress, revision=args.revision, trust_remote_code=args.trust_remote_code,
-                **options)
-    if not run.completed:
-        print(f"stopped at step {run.manifest['step']} of {run.manifest['total_steps']}; "
-              "run the same command again to resume", file=sys.stderr)
-        return 130
+    try:
+        run = train(args.base, args.data, args.specialty, args.out, overwrite=args.overwrite,
+                    progress=not args.no_progress, revision=args.revision, trust_remote_code=args.trust_remote_code,
+                    **options)
+    except TrainingInterrupted as stop:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(str(stop), file=sys.stderr)
+        return stop.exit_code
     m = run.manifest
-    import os
-
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"adapter written to {run.path}: {m.get('steps')} steps, final loss {m.get('final_loss'):.4f}, "
               f"{m.get('wall_time_s', 0):.1f} s")

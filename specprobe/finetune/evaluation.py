@@ -19,7 +19,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -28,7 +28,13 @@ import torch
 from specprobe.core.models import ModelPair, context_length
 from specprobe.core.results import Result
 from specprobe.finetune.data import explode_specialties, load_selected, read_manifest
-from specprobe.finetune.prompts import PromptFormat, encode_continuation, resolve_format
+from specprobe.finetune.prompts import (
+    PromptFormat,
+    check_max_length,
+    encode_continuation,
+    fit_max_length,
+    resolve_format,
+)
 from specprobe.terms.datasets import QARecord
 
 log = logging.getLogger(__name__)
@@ -64,7 +70,7 @@ def accuracy_table(items: pd.DataFrame, by: Sequence[str] = ("model",)) -> pd.Da
         row = dict(zip(list(by) + ["specialty"], keys))
         n = len(g)
         for metric, col in (("acc", "correct"), ("acc_norm", "correct_norm")):
-            k = int(g[col].sum())
+            k = int(cast(pd.Series, g[col]).sum())
             lo, hi = wilson_interval(k, n)
             row.update({f"{metric}": k / n if n else math.nan, f"{metric}_lo": lo, f"{metric}_hi": hi,
                         f"n_correct{'' if metric == 'acc' else '_norm'}": k})
@@ -76,7 +82,7 @@ def accuracy_table(items: pd.DataFrame, by: Sequence[str] = ("model",)) -> pd.Da
     if table.empty:
         return table
     order = {k: i for i, k in enumerate(dict.fromkeys(items[by[0]]))}
-    table["_m"] = table[by[0]].map(order)
+    table["_m"] = cast(pd.Series, table[by[0]]).map(order)
     table["_all"] = table["specialty"] == OVERALL
     return table.sort_values(["_m", "_all", "specialty"]).drop(columns=["_m", "_all"]).reset_index(drop=True)
 
@@ -219,6 +225,7 @@ def evaluate(
     scored (pick with `variants=("tuned",)`). The prompt format defaults to the one the adapter
     was trained with (its manifest), else `PromptFormat()`.
     """
+    check_max_length(max_length)
     records, data_meta = load_selected(data, specialty)
     manifest = read_manifest(adapter) if adapter is not None else {}
     fmt = resolve_format(manifest.get("prompt"), template, option_format, continuation)
@@ -229,9 +236,9 @@ def evaluate(
     else:
         pair = ModelPair.load(model, adapter, tokenizer=tokenizer, device=device, dtype=dtype)
     chosen = tuple(variants) if variants else pair.variants
-    L = max_length or context_length(pair)
+    L = fit_max_length(max_length, context_length(pair))
     frame = score_records(pair, records, fmt, variants=chosen, max_length=L, batch_size=batch_size, progress=progress)
-    n_trunc = int(frame["truncated"].sum())
+    n_trunc = int(cast(pd.Series, frame["truncated"]).sum())
     if n_trunc:
         log.warning("%d of %d scored questions were longer than %d tokens; their prompts lost tokens from the left",
                     n_trunc // max(1, len(chosen)), len(records), L)

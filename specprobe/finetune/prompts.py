@@ -17,6 +17,7 @@ are handled the same way. A token that straddles the prompt/continuation boundar
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -121,7 +122,9 @@ def encode_continuation(tokenizer, prompt: str, continuation: str, *, max_length
     positions = [i for i, o in enumerate(enc.offsets) if o is not None and o[1] > cut]
     if not positions:
         raise ValueError(f"no token of continuation {continuation!r} found after the prompt")
-    straddles = enc.offsets[positions[0]][0] < cut
+    first = enc.offsets[positions[0]]
+    assert first is not None  # positions only holds tokens that have offsets
+    straddles = first[0] < cut
     ids = list(enc.ids)
     if append_eos:
         eos = getattr(tokenizer, "eos_token_id", None)
@@ -139,3 +142,23 @@ def encode_continuation(tokenizer, prompt: str, continuation: str, *, max_length
     if positions[0] < 1:
         raise ValueError("the continuation starts at the first token: nothing to condition it on")
     return EncodedContinuation(tuple(ids), tuple(positions), n_dropped, straddles)
+
+
+def check_max_length(max_length) -> None:
+    """A ValueError unless `max_length` is None (the model's context) or a positive integer."""
+    if max_length is None:
+        return
+    if isinstance(max_length, bool) or not isinstance(max_length, numbers.Integral) or max_length < 1:
+        raise ValueError(f"max_length must be a positive integer (or None: the model's context), got {max_length!r}")
+
+
+def fit_max_length(max_length, context: int) -> int:
+    """The token limit for scoring: `max_length` (None: the model's `context`); more than the context is
+    an error naming both, as positions past it do not exist (GPT-2) or were never trained (RoPE)."""
+    check_max_length(max_length)
+    if max_length is None:
+        return context
+    if max_length > context:
+        raise ValueError(f"max_length={max_length} is longer than the model's context of {context} tokens; "
+                         f"use at most {context} (or leave it out)")
+    return int(max_length)

@@ -8,9 +8,14 @@ Determinism and resumption
     examples (its "group"), whatever happened before.
   * Dropout randomness is re-seeded from (seed, step, process) at the start of every optimizer step,
     so no RNG state has to be saved and a resumed run draws exactly what an uninterrupted one draws.
-  * Every `save_every` steps (and on Ctrl-C/SIGTERM) the adapter weights, optimizer and scheduler
-    state and the loss curve are written to `out/checkpoints/.tmp-step-N` and then renamed to
-    `out/checkpoints/step-N`: the rename is the commit, so a SIGKILL never leaves a half checkpoint.
+  * Every `save_every` steps the adapter weights, optimizer and scheduler state and the loss curve
+    are written to `out/checkpoints/.tmp-step-N` and then renamed to `out/checkpoints/step-N`: the
+    rename is the commit, so a SIGKILL never leaves a half checkpoint.
+  * SIGINT/SIGTERM (Ctrl-C, a cluster's pre-emption) stop training after the current step: a
+    checkpoint is written, then `TrainingInterrupted` (a KeyboardInterrupt) is raised, so no caller
+    takes a stopped run for a finished one. A second signal stops at once.
+  * The output directory is locked for the whole call (`specprobe.utils.locks.output_lock`); a
+    second run into it is refused with the holder's PID.
   * Running the same command again continues from the newest checkpoint, provided the run's identity
     (base weights, data hash, specialty filter, all result-affecting options, number of processes)
     is the same; a different run in the directory is refused unless `overwrite=True`.
@@ -23,19 +28,23 @@ their number, so 2 processes x batch b give the same update as 1 process x batch
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import difflib
 import json
 import logging
 import math
+import numbers
 import os
 import shutil
 import signal
 import threading
 import time
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -52,15 +61,104 @@ CHECKPOINTS = "checkpoints"
 SCHEDULERS = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Entries of an output directory that a run writes (and `overwrite` removes).
+FINISHING = ".finishing.json"  # present while the final adapter is being moved into place
 OWNED = (MANIFEST, CHECKPOINTS, "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "README.md",
-         ".final-tmp")
+         ".final-tmp", FINISHING)
 # Options that do not change the trained weights (not part of the run identity).
 NON_IDENTITY = ("save_every", "keep_checkpoints")
 
 
+class TrainOptionError(ValueError):
+    """An invalid training option; `field` names it, and the message starts with it."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        super().__init__(f"training option {field}: {problem}")
+
+    def __reduce__(self):
+        return type(self), (self.field, str(self).split(": ", 1)[1])
+
+
+class UnknownTrainOptionError(TrainOptionError, TypeError):
+    """A key that is not a training option (a TypeError too, as an unknown keyword argument is)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        ValueError.__init__(self, problem)
+
+    def __reduce__(self):
+        return type(self), (self.field, str(self))
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """`train` was stopped by SIGINT or SIGTERM; raised after the checkpoint is written.
+
+    A KeyboardInterrupt, so that `except Exception` does not take it for an ordinary error. Running the
+    same call (or command) again resumes from `checkpoint` and ends with the same adapter as an
+    uninterrupted run.
+
+    Attributes: `signum` (the signal), `signal_name` ("SIGTERM"), `step` (the optimizer step a rerun
+    resumes from: that of the newest checkpoint, 0 if none), `total_steps` (None if the signal came
+    before the run's length was known), `out` (the output directory), `checkpoint` (the checkpoint
+    directory, or None), `completed` (True when the signal came while the final adapter was being
+    written, which was finished first: the adapter in `out` is complete), `exit_code` (128 + signum:
+    130 for SIGINT, 143 for SIGTERM). `str(exc)` is the one-line message for the user.
+    """
+
+    def __init__(self, signum: int, step: int, total_steps: int | None, out: str | os.PathLike,
+                 checkpoint: str | os.PathLike | None = None, completed: bool = False) -> None:
+        self.signum, self.step, self.total_steps = int(signum), int(step), total_steps
+        self.out = Path(out)
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        self.completed = completed
+        super().__init__(self.message)
+
+    @property
+    def signal_name(self) -> str:
+        try:
+            return signal.Signals(self.signum).name
+        except ValueError:
+            return f"signal {self.signum}"
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    @property
+    def message(self) -> str:
+        at = f"step {self.step} of {self.total_steps if self.total_steps is not None else '?'}"
+        if self.completed:
+            return (f"stopped after {self.signal_name} once training had finished ({at}); the adapter in {self.out} "
+                    "is complete; rerun the same command to go on")
+        if self.checkpoint is None:
+            return (f"stopped at {at} after {self.signal_name}, before any checkpoint was saved in {self.out}; "
+                    "rerun the same command to start again")
+        return f"stopped at {at} after {self.signal_name}; checkpoint in {self.out}; rerun the same command to resume"
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self):
+        return type(self), (self.signum, self.step, self.total_steps, self.out, self.checkpoint, self.completed)
+
+
+_POSITIVE_INTS = ("rank", "epochs", "batch_size", "grad_accum", "max_length", "save_every", "keep_checkpoints")
+_BOOLS = ("load_in_4bit", "gradient_checkpointing", "append_eos")
+_STRINGS = ("template", "option_format", "continuation", "scheduler", "precision")
+
+
+def _kind(value: Any) -> str:
+    return f"{value!r} (a {type(value).__name__})"
+
+
 @dataclass
 class TrainOptions:
-    """Every training option, with its default. Options not in NON_IDENTITY define the run."""
+    """Every training option, with its default. Options not in NON_IDENTITY define the run.
+
+    Checked when made: a wrong type or value raises `TrainOptionError` (a ValueError) naming the
+    option; `from_kwargs` also refuses unknown keys (`UnknownTrainOptionError`). Values are kept as
+    given (an int learning rate stays an int), so run identities do not change.
+    """
 
     rank: int = 8
     alpha: float = 16.0
@@ -70,12 +168,12 @@ class TrainOptions:
     scheduler: str = "cosine"  # linear | cosine | constant (after warmup)
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
-    max_grad_norm: float | None = 1.0
+    max_grad_norm: float | None = 1.0  # None or 0: no clipping
     epochs: int = 3
     max_steps: int | None = None  # overrides epochs
     batch_size: int = 4  # per process
     grad_accum: int = 1
-    max_length: int = 1024  # longer prompts lose tokens from the left (after BOS)
+    max_length: int = 1024  # capped at the model's context; longer prompts lose tokens from the left (after BOS)
     seed: int = 0
     precision: str = "auto"  # auto: bf16 (fp16 if unsupported) on GPU, fp32 on CPU
     load_in_4bit: bool = False  # QLoRA; needs CUDA and bitsandbytes
@@ -88,42 +186,101 @@ class TrainOptions:
     keep_checkpoints: int = 1
 
     def __post_init__(self) -> None:
-        positive = ("rank", "epochs", "batch_size", "grad_accum", "max_length", "save_every", "keep_checkpoints")
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"option {name} must be a positive integer, got {value!r}")
-        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
-            raise ValueError(f"option max_steps must be a positive integer or None, got {self.max_steps!r}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"option dropout must lie in [0, 1), got {self.dropout}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"option learning_rate must be > 0, got {self.learning_rate}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"option warmup_ratio must lie in [0, 1), got {self.warmup_ratio}")
+        for name in _POSITIVE_INTS:
+            self._int(name, minimum=1)
+        if self.max_steps is not None:
+            self._int("max_steps", minimum=1, what="a positive integer or None")
+        self._int("seed", minimum=0)
+        self._number("alpha", lambda v: v > 0, "> 0")
+        self._number("dropout", lambda v: 0 <= v < 1, "in [0, 1)")
+        self._number("learning_rate", lambda v: v > 0, "> 0")
+        self._number("warmup_ratio", lambda v: 0 <= v < 1, "in [0, 1)")
+        self._number("weight_decay", lambda v: v >= 0, ">= 0")
+        if self.max_grad_norm is not None:
+            self._number("max_grad_norm", lambda v: v >= 0, ">= 0 (or None: no clipping)")
+        for name in _BOOLS:
+            if not isinstance(getattr(self, name), bool):
+                raise TrainOptionError(name, f"must be true or false, got {_kind(getattr(self, name))}")
+        for name in _STRINGS:
+            if not isinstance(getattr(self, name), str):
+                raise TrainOptionError(name, f"must be a string, got {_kind(getattr(self, name))}")
         if self.scheduler not in SCHEDULERS:
-            raise ValueError(f"option scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
+            raise TrainOptionError("scheduler", f"must be one of {SCHEDULERS}, got {self.scheduler!r}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"option precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if isinstance(self.target_modules, str):
-            self.target_modules = [t.strip() for t in self.target_modules.split(",") if t.strip()]
-        self.prompt_format()  # validates the template
+            raise TrainOptionError("precision", f"must be one of {PRECISIONS}, got {self.precision!r}")
+        self._target_modules()
+        try:
+            self.prompt_format()  # validates the template, option format and continuation
+        except ValueError as exc:
+            field = next((f for f in ("continuation", "option_format") if f in str(exc)), "template")
+            raise TrainOptionError(field, str(exc)) from exc
+
+    def _int(self, name: str, minimum: int, what: str | None = None) -> None:
+        value = getattr(self, name)
+        what = what or ("a positive integer" if minimum == 1 else f"an integer >= {minimum}")
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TrainOptionError(name, f"must be {what}, got {_kind(value)}")
+        if value < minimum:
+            raise TrainOptionError(name, f"must be {what}, got {value}")
+        if not isinstance(value, int):
+            setattr(self, name, int(value))  # a numpy integer
+
+    def _number(self, name: str, ok: Callable[[float], bool], rule: str) -> None:
+        value = getattr(self, name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TrainOptionError(name, f"must be a number {rule}, got {_kind(value)}")
+        if not math.isfinite(value) or not ok(cast(float, value)):  # a Real compares like a float
+            raise TrainOptionError(name, f"must be {rule}, got {value}")
+        if not isinstance(value, (int, float)):
+            setattr(self, name, float(value))  # a numpy number
+
+    def _target_modules(self) -> None:
+        value = self.target_modules
+        if value is None:
+            return
+        if isinstance(value, str):
+            value = self.target_modules = [t.strip() for t in value.split(",") if t.strip()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(t, str) and t.strip() for t in value):
+            raise TrainOptionError("target_modules", f"must be a list of module names (or a comma-separated string), "
+                                                     f"got {_kind(value)}")
+        if not value:
+            raise TrainOptionError("target_modules", "names no module; leave it out to target every linear layer")
 
     def prompt_format(self) -> PromptFormat:
         return PromptFormat(self.template, self.option_format, self.continuation)
 
+    def is_explicit(self, name: str) -> bool:
+        """Whether option `name` was given (by `from_kwargs`), or, for an instance made directly,
+        differs from its default."""
+        given = getattr(self, "_given", None)
+        if given is not None:
+            return name in given
+        return getattr(self, name) != next(f.default for f in dataclasses.fields(self) if f.name == name)
+
     @classmethod
     def from_kwargs(cls, options: dict) -> TrainOptions:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(options) - known)
+        """Options from keyword arguments (a TOML table, CLI flags); unknown keys are refused."""
+        if not isinstance(options, dict):
+            raise TypeError(f"training options must be a mapping, got {type(options).__name__}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(options) - set(known), key=str)
         if unknown:
-            raise TypeError(f"unknown training option(s) {unknown}; valid: {sorted(known)}")
-        return cls(**options)
+            key = unknown[0]
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            more = f"; also unknown: {unknown[1:]}" if len(unknown) > 1 else ""
+            raise UnknownTrainOptionError(str(key), f"unknown training option {key!r}{hint}{more}; valid: "
+                                                   f"{', '.join(known)}")
+        opts = cls(**options)
+        # deliberately not a dataclass field: it stays out of asdict() and so out of the run identity
+        opts._given = frozenset(options)  # pyright: ignore[reportAttributeAccessIssue]
+        return opts
 
 
 @dataclass
 class TrainRun:
-    """What `train` returns: the output directory, its manifest, and whether training finished."""
+    """What `train` returns: the output directory and its manifest. `train` only returns finished runs
+    (a stopped one raises `TrainingInterrupted`), so `completed` is always True."""
 
     path: Path
     manifest: dict
@@ -250,28 +407,40 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
-class _StopFlag:
-    """First Ctrl-C/SIGTERM: finish the current step, checkpoint, exit. Second Ctrl-C: abort at once."""
+class _SignalGuard:
+    """SIGINT/SIGTERM during `train` (main thread only; elsewhere the handlers are left alone).
 
-    def __init__(self) -> None:
-        self.set = False
+    Outside `deferring` (loading, the output checks) a signal raises `abort(signum)` at once: nothing
+    is lost. While deferring (the training loop, the final write), the first signal is noted in
+    `signum`, for the loop to checkpoint after the current step and raise; a second one raises at
+    once (the newest checkpoint on disk stays the resume point).
+    """
+
+    def __init__(self, abort: Callable[[int], BaseException]) -> None:
+        self.abort = abort
+        self.signum = 0
+        self.deferring = False
         self._old: dict = {}
 
-    def __enter__(self) -> _StopFlag:
+    def __enter__(self) -> _SignalGuard:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.set and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.set = True
-        log.warning("interrupted: saving a checkpoint after the current step (Ctrl-C again to abort at once)")
+        if self.deferring and not self.signum:
+            self.signum = signum
+            log.warning("%s: saving a checkpoint after the current step, then stopping (send it again to stop at "
+                        "once)", signal.Signals(signum).name)
+            return
+        self.deferring = False
+        raise self.abort(signum)
 
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
+        self._old.clear()
 
 
 # -- output directory ------------------------------------------------------------------------------------
@@ -283,11 +452,19 @@ def _checkpoints(out: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
+def _entries(out: Path) -> list[Path]:
+    """What `out` holds, apart from the files of its output lock."""
+    from specprobe.utils.locks import LOCK_FILES
+
+    return [p for p in out.iterdir() if p.name not in LOCK_FILES] if out.is_dir() else []
+
+
 def _inspect_out(out: Path, identity: dict, identity_hash: str, overwrite: bool) -> tuple[str, Any]:
-    """("fresh", None) | ("done", manifest) | ("resume", checkpoint dir); refuses a different run."""
+    """("fresh", None) | ("overwrite", None) | ("done", manifest) | ("resume", checkpoint dir); refuses
+    a different run."""
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"output {out} exists and is not a directory")
-    if not out.exists() or not any(out.iterdir()):
+    if not out.exists() or not _entries(out):
         return "fresh", None
     if overwrite:
         return "overwrite", None
@@ -307,10 +484,19 @@ def _inspect_out(out: Path, identity: dict, identity_hash: str, overwrite: bool)
         diffs = _diff(identity, state.get("identity", {}))
         raise FileExistsError(f"output directory {out} holds checkpoints of a different run "
                               f"({'; '.join(diffs[:6]) or 'unknown identity'}); pass --overwrite to start over")
+    if (out / FINISHING).exists():
+        try:
+            marker = read_json(out / FINISHING)
+        except (OSError, ValueError):
+            marker = {}
+        if isinstance(marker, dict) and marker.get("identity_hash") == identity_hash:
+            log.warning("%s: this run was stopped while writing its final adapter, with no checkpoint left; "
+                        "training it again", out)
+            return "overwrite", None
     if (out / "adapter_config.json").exists():
         raise FileExistsError(f"output directory {out} already holds an adapter that this run did not write; "
                               "pass --overwrite to replace it")
-    others = sorted(p.name for p in out.iterdir())
+    others = sorted(p.name for p in _entries(out))
     if set(others) <= {CHECKPOINTS}:
         return "fresh", None
     raise FileExistsError(f"output directory {out} is not empty ({', '.join(others[:5])}) and holds no specprobe run; "
@@ -324,7 +510,7 @@ def _clear_owned(out: Path) -> None:
             shutil.rmtree(p)
         elif p.exists():
             p.unlink()
-    left = [p.name for p in out.iterdir()] if out.exists() else []
+    left = [p.name for p in _entries(out)]
     if left:
         log.warning("--overwrite kept files that a training run does not write: %s", ", ".join(left[:10]))
 
@@ -355,9 +541,10 @@ def _check_4bit(cuda: bool) -> None:
 class _Trainer:
     """One `train` call as named steps, which `train` runs in this order:
 
-    start (accelerator, precision) -> identify (data, run identity) -> prepare_out (fresh, resume or
-    done) -> load (model, LoRA, examples, optimizer) -> restore (a checkpoint, when resuming) ->
-    loop (`optimizer_step`s, with a `checkpoint` every `save_every` steps) -> finish (adapter, manifest).
+    start (accelerator, precision) -> identify (data, max_length, run identity) -> [locked: the output
+    lock] prepare_out (fresh, resume or done) -> load (model, LoRA, examples, optimizer) -> restore
+    (a checkpoint, when resuming) -> loop (`optimizer_step`s, with a `checkpoint` every `save_every`
+    steps; a signal: checkpoint, then `TrainingInterrupted`) -> finish (adapter, manifest).
     """
 
     def __init__(self, base: str, out: Path, opts: TrainOptions, *, progress: bool, revision: str | None,
@@ -368,6 +555,9 @@ class _Trainer:
         self.fmt = opts.prompt_format()
         self.t_start = time.time()
         self.progress = _Progress()
+        self.guard: _SignalGuard | None = None  # set by `train`
+        self.total: int | None = None
+        self.identity_hash: str | None = None
 
     # -- start, identity, output directory --------------------------------------------------------------
     def start(self) -> None:
@@ -400,6 +590,7 @@ class _Trainer:
 
         self.chosen, self.data_meta = load_selected(data, specialty)
         self.wanted = normalize_specialty(specialty)
+        self.max_length = self._fit_max_length()
         fp = [base_fingerprint(self.base, self.revision) if self.accelerator.is_main_process else None]
         if self.world > 1:
             broadcast_object_list(fp)
@@ -413,8 +604,73 @@ class _Trainer:
         }
         self.identity_hash = sha256_text(json.dumps(self.identity, sort_keys=True, default=str))
 
+    def _fit_max_length(self) -> int:
+        """`max_length` capped at the model's context (read from its config, before the weights load):
+        a default that is larger is capped (logged); a larger value given explicitly is an error."""
+        from transformers import AutoConfig
+
+        from specprobe.core.models import load_tokenizer, model_context_length
+
+        self.tokenizer = load_tokenizer(self.base, self.trust_remote_code)
+        try:
+            config = AutoConfig.from_pretrained(self.base, revision=self.revision, trust_remote_code=self.trust_remote_code)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read the model configuration of {self.base!r}: {exc}") from exc
+        self.context_length = model_context_length(types.SimpleNamespace(config=config), self.tokenizer)
+        wanted = self.opts.max_length
+        if wanted <= self.context_length:
+            return wanted
+        if self.opts.is_explicit("max_length"):
+            raise TrainOptionError("max_length", f"{wanted} is longer than the model's context of {self.context_length} "
+                                                 f"tokens ({self.base}); use at most {self.context_length}")
+        if self.accelerator.is_main_process:
+            log.info("max_length: using the model's context of %d tokens (the default %d is longer)",
+                     self.context_length, wanted)
+        return self.context_length
+
+    @contextlib.contextmanager
+    def locked(self):
+        """Hold the output directory's lock (`specprobe.utils.locks.output_lock`) for the body; under
+        several processes the main one holds it, and all of them raise if it is taken."""
+        from specprobe.utils.locks import output_lock
+
+        with contextlib.ExitStack() as stack:
+            if self.world == 1:
+                stack.enter_context(output_lock(self.out))
+            else:
+                from accelerate.utils import broadcast_object_list
+
+                failure = [None]
+                if self.accelerator.is_main_process:
+                    try:
+                        stack.enter_context(output_lock(self.out))
+                    except (ValueError, OSError) as exc:
+                        failure = [exc]
+                broadcast_object_list(failure)
+                if failure[0] is not None:
+                    raise failure[0]
+            yield
+
+    def interrupted(self, signum: int, *, completed: bool = False) -> TrainingInterrupted:
+        """The exception for a stop by `signum`, pointing at the newest checkpoint of this run on disk."""
+        if completed:
+            return TrainingInterrupted(signum, self.progress.step, self.total, self.out, None, completed=True)
+        step, ck = 0, None
+        for cand in reversed(_checkpoints(self.out) if self.out.is_dir() else []):
+            try:
+                state = read_json(cand / "trainer_state.json")
+            except (OSError, ValueError):
+                continue
+            if self.identity_hash is None or state.get("identity_hash") == self.identity_hash:
+                step, ck = int(state.get("step", 0)), cand
+                if self.total is None:
+                    self.total = state.get("total_steps")
+                break
+        return TrainingInterrupted(signum, step, self.total, self.out, ck)
+
     def prepare_out(self, overwrite: bool) -> tuple[str, Any]:
         """What the output directory holds (see `_inspect_out`); unless "done", it is made ready to write."""
+        assert self.identity_hash is not None  # set by identify(), which runs first
         state, found = _inspect_out(self.out, self.identity, self.identity_hash, overwrite)
         if state == "done":
             return state, found
@@ -440,7 +696,8 @@ class _Trainer:
         from specprobe.core.models import load_causal_lm, load_tokenizer
 
         opts, precision = self.opts, self.precision
-        self.tokenizer = load_tokenizer(self.base, self.trust_remote_code)
+        if getattr(self, "tokenizer", None) is None:
+            self.tokenizer = load_tokenizer(self.base, self.trust_remote_code)
         base_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         if opts.load_in_4bit:
             from peft import prepare_model_for_kbit_training
@@ -469,7 +726,8 @@ class _Trainer:
 
         opts = self.opts
         self.targets = targets = list(opts.target_modules) if opts.target_modules else find_lora_targets(model)
-        lcfg = LoraConfig(r=opts.rank, lora_alpha=opts.alpha, lora_dropout=opts.dropout, target_modules=targets,
+        # peft annotates lora_alpha as int; it only divides by it (scaling = alpha / r), so a float is fine
+        lcfg = LoraConfig(r=opts.rank, lora_alpha=opts.alpha, lora_dropout=opts.dropout, target_modules=targets,  # pyright: ignore[reportArgumentType]
                           bias="none", task_type="CAUSAL_LM", fan_in_fan_out=uses_conv1d(model, targets))
         torch.manual_seed(opts.seed)  # LoRA A init
         try:
@@ -479,10 +737,10 @@ class _Trainer:
 
     def _build_examples(self) -> None:
         opts, tok = self.opts, self.tokenizer
-        self.examples, self.n_truncated = build_examples(tok, self.chosen, self.fmt, opts.max_length, opts.append_eos)
+        self.examples, self.n_truncated = build_examples(tok, self.chosen, self.fmt, self.max_length, opts.append_eos)
         if self.n_truncated:
             log.warning("%d of %d prompts were longer than max_length=%d and lost tokens from the left",
-                        self.n_truncated, len(self.examples), opts.max_length)
+                        self.n_truncated, len(self.examples), self.max_length)
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
         self.group_size = opts.batch_size * self.world * opts.grad_accum
         self.steps_per_epoch = math.ceil(len(self.examples) / self.group_size)
@@ -492,12 +750,13 @@ class _Trainer:
         import torch
         from transformers import get_scheduler
 
-        opts = self.opts
+        opts, total = self.opts, self.total
+        assert total is not None  # set by _build_examples(), which runs first
         self.params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(self.params, lr=opts.learning_rate, weight_decay=opts.weight_decay)
         self.scheduler = get_scheduler("constant_with_warmup" if opts.scheduler == "constant" else opts.scheduler,
-                                       optimizer, num_warmup_steps=int(round(opts.warmup_ratio * self.total)),
-                                       num_training_steps=self.total)
+                                       optimizer, num_warmup_steps=int(round(opts.warmup_ratio * total)),
+                                       num_training_steps=total)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         if self.sharded:
             self.accelerator.register_for_checkpointing(self.scheduler)
@@ -564,19 +823,20 @@ class _Trainer:
         """Training wall time so far, over all segments of a resumed run."""
         return self.progress.wall_before + time.time() - self.t_segment
 
-    def loop(self) -> bool:
-        """Optimizer steps up to the total, checkpointing every `save_every` steps. False when stopped
-        early (Ctrl-C/SIGTERM on any process), after a checkpoint of the step reached."""
+    def loop(self) -> None:
+        """Optimizer steps up to the total, checkpointing every `save_every` steps. A SIGINT/SIGTERM on
+        any process (see `_SignalGuard`) stops it after the current step: checkpoint, then
+        `TrainingInterrupted`."""
         from tqdm.auto import tqdm
 
-        pr, total = self.progress, self.total
+        pr, total, guard = self.progress, self.total, self.guard
+        assert total is not None  # set by load()
         self.model.train()
         self.t_segment = time.time()
         bar = tqdm(total=total, initial=pr.step, desc=f"finetune {', '.join(self.wanted) if self.wanted else 'all'}",
                    unit="step", disable=not (self.show_progress and self.accelerator.is_local_main_process),
                    dynamic_ncols=True)
-        completed = True
-        with _StopFlag() as stop:
+        try:
             while pr.step < total:
                 epoch, k = divmod(pr.step, self.steps_per_epoch)
                 loss, lr = self.optimizer_step(epoch, k)
@@ -586,25 +846,24 @@ class _Trainer:
                 bar.set_postfix(loss=f"{loss:.4f}", epoch=f"{epoch + 1}/{math.ceil(total / self.steps_per_epoch)}")
                 if self.on_step is not None:
                     self.on_step(pr.step, loss)
-                stop_now = self._stop_anywhere(stop.set)
+                signum = self._stop_anywhere(guard.signum if guard is not None else 0)
                 wall = self.wall()
-                if stop_now and pr.step < total:
+                if signum and pr.step < total:
                     self.checkpoint(pr.step, wall)
-                    completed = False
-                    break
+                    raise self.interrupted(signum)
                 if pr.step % self.opts.save_every == 0 and pr.step < total:
                     self.checkpoint(pr.step, wall)
-        bar.close()
-        return completed
+        finally:
+            bar.close()
 
-    def _stop_anywhere(self, flag: bool) -> bool:
-        """Whether any process was asked to stop."""
+    def _stop_anywhere(self, signum: int) -> int:
+        """The signal any process was stopped by (the largest number), or 0."""
         if self.world == 1:
-            return flag
+            return signum
         import torch
 
-        t = torch.tensor([1.0 if flag else 0.0], device=self.accelerator.device)
-        return self.accelerator.reduce(t, "max").item() > 0
+        t = torch.tensor([float(signum)], device=self.accelerator.device)
+        return int(cast(torch.Tensor, self.accelerator.reduce(t, "max")).item())
 
     def optimizer_step(self, epoch: int, k: int) -> tuple[float, float]:
         """Step k of `epoch` over its group of examples (all micro-batches, all processes), dropout seeded
@@ -619,9 +878,9 @@ class _Trainer:
         for j in range(opts.grad_accum):
             lo = (j * world + rank) * opts.batch_size
             local_sum += self._micro_step([self.examples[i] for i in group[lo:lo + opts.batch_size]], global_tokens)
-        lr = self.scheduler.get_last_lr()[0]
+        lr = cast(float, self.scheduler.get_last_lr()[0])  # a tensor only when the optimizer's lr is one
         self.scheduler.step()
-        loss = (acc.reduce(local_sum, "sum").item() if world > 1 else local_sum.item()) / global_tokens
+        loss = (cast(torch.Tensor, acc.reduce(local_sum, "sum")).item() if world > 1 else local_sum.item()) / global_tokens
         return loss, lr
 
     def _micro_step(self, batch: Sequence[Example], global_tokens: int):
@@ -646,13 +905,6 @@ class _Trainer:
         return tok_loss.detach().double()
 
     # -- finish ----------------------------------------------------------------------------------------------
-    def stopped(self) -> TrainRun:
-        """The result of a run stopped early: where it stands, resumable."""
-        if self.accelerator.is_main_process:
-            log.warning("stopped at step %d of %d; run the same command again to resume", self.progress.step, self.total)
-        return TrainRun(self.out, {"step": self.progress.step, "total_steps": self.total, "identity": self.identity},
-                        completed=False)
-
     def manifest(self, wall: float) -> dict:
         """Everything about the finished run (manifest.json; `tokenizer` is added when it is written)."""
         opts, pr = self.opts, self.progress
@@ -668,7 +920,9 @@ class _Trainer:
             "filter": {"specialty": self.wanted if self.wanted else "all", "n_examples": len(self.chosen),
                        "specialty_counts": dict(specialty_counts(self.chosen)), "truncated_prompts": self.n_truncated},
             "specialty": self.wanted,
-            "options": {**asdict(opts), "precision": self.precision, "target_modules": self.targets},
+            "options": {**asdict(opts), "precision": self.precision, "target_modules": self.targets,
+                        "max_length": self.max_length},
+            "context_length": self.context_length,
             "prompt": self.fmt.to_dict(),
             "seed": opts.seed,
             "world_size": self.world,
@@ -699,10 +953,14 @@ class _Trainer:
                 shutil.rmtree(tmp)
             acc.unwrap_model(self.model).save_pretrained(str(tmp), state_dict=state_dict, safe_serialization=True)
             manifest["tokenizer"] = getattr(self.tokenizer, "name_or_path", None)
+            # a run killed from here to the manifest leaves adapter files but no manifest: the marker
+            # lets the rerun know them for its own (and train again) when no checkpoint is left
+            write_json(out / FINISHING, {"identity_hash": self.identity_hash})
             for f in tmp.iterdir():
                 os.replace(f, out / f.name)
             tmp.rmdir()
             write_json(out / MANIFEST, json.loads(json.dumps(manifest, default=str)))
+            (out / FINISHING).unlink()
             shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
             log.info("wrote %s (%d steps, final loss %.4f, %.1f s)", out, self.progress.step,
                      manifest["final_loss"] or math.nan, wall)
@@ -727,23 +985,36 @@ def train(
     """Fine-tune a LoRA adapter on the questions of `specialty` (a name, a list, or None/"all").
 
     `base`: a hub id or local model directory. `data`: a QA file (S-MedQA JSON) or `QARecord`s.
-    `out`: the adapter directory (PEFT format plus manifest.json). `options`: see `TrainOptions`.
+    `out`: the adapter directory (PEFT format plus manifest.json). `options`: see `TrainOptions`
+    (checked first; `max_length` is capped at the model's context, and a larger explicit value is an error).
     Re-running the same call resumes from the last checkpoint; a finished run is returned as is.
     `on_step(step, loss)` is called after every optimizer step (on every process).
+
+    Only a finished run is returned. SIGINT/SIGTERM stop training after the current step and a
+    checkpoint, then raise `TrainingInterrupted` (a KeyboardInterrupt; see there). `out` is locked for
+    the whole call (`specprobe.utils.locks.output_lock`): a second run into it gets `OutputLockedError`.
     """
     if out is None:
         raise ValueError("out= (the adapter output directory) is required")
-    trainer = _Trainer(base, Path(out), TrainOptions.from_kwargs(options), progress=progress, revision=revision,
+    opts = TrainOptions.from_kwargs(options)
+    trainer = _Trainer(base, Path(out), opts, progress=progress, revision=revision,
                        trust_remote_code=trust_remote_code, on_step=on_step)
-    trainer.start()
-    trainer.identify(data, specialty)
-    state, found = trainer.prepare_out(overwrite)
-    if state == "done":
-        log.info("%s already holds this finished run; nothing to do", trainer.out)
-        return TrainRun(trainer.out, found, True)
-    trainer.load()
-    if state == "resume":
-        trainer.restore(found)
-    if not trainer.loop():
-        return trainer.stopped()
-    return trainer.finish(trainer.wall())
+    with _SignalGuard(trainer.interrupted) as guard:
+        trainer.guard = guard
+        trainer.start()
+        trainer.identify(data, specialty)
+        with trainer.locked():
+            state, found = trainer.prepare_out(overwrite)
+            if state == "done":
+                log.info("%s already holds this finished run; nothing to do", trainer.out)
+                return TrainRun(trainer.out, found, True)
+            trainer.load()
+            if state == "resume":
+                trainer.restore(found)
+            guard.deferring = True  # from here a signal stops after the current step, with a checkpoint
+            trainer.loop()
+            run = trainer.finish(trainer.wall())
+            guard.deferring = False
+        if guard.signum:  # it came while the final adapter was written: that was finished first
+            raise trainer.interrupted(guard.signum, completed=True)
+    return run

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import numpy as np
 import pandas as pd
@@ -37,7 +37,7 @@ class Comparison(Result):
     def scored(self) -> pd.DataFrame:
         """Rows with a finite delta (drops occurrences that could not be scored, e.g. unconditioned starts)."""
         df = self.to_pandas()
-        return df[np.isfinite(df["delta"].astype(float))]
+        return cast(pd.DataFrame, df[np.isfinite(df["delta"].astype(float))])
 
     def _check_metric(self, metric: str) -> None:
         if metric not in METRICS:
@@ -47,7 +47,8 @@ class Comparison(Result):
         """Per term: n, mean delta and a 95% CI that resamples texts."""
         self._check_metric(metric)
         rows = []
-        for (term, is_control), g in self.scored().groupby(["term", "is_control"], sort=True):
+        for key, g in self.scored().groupby(["term", "is_control"], sort=True):
+            term, is_control = cast(tuple, key)
             est = cluster_bootstrap_mean(g[metric], g["text_id"], n_boot=n_boot, seed=seed)
             rows.append({"term": term, "is_control": is_control, "specialties": g["specialties"].iloc[0],
                          "n": est.n, "n_texts": est.n_clusters, "mean_logp_base": g["logp_base"].mean(),
@@ -61,17 +62,17 @@ class Comparison(Result):
         Holm-adjusted across specialties). A term of several specialties counts in each."""
         self._check_metric(metric)
         df = self.scored()
-        terms = df[~df["is_control"]].copy()
+        terms = cast(pd.DataFrame, df[~df["is_control"]]).copy()
         terms["specialty"] = terms["specialties"].map(lambda s: tuple(s) or (UNASSIGNED,))
         terms = terms.explode("specialty")
-        ctrl = df[df["is_control"]]
-        ctrl_by_text = ctrl.groupby("text_id")[metric].mean()
+        ctrl = cast(pd.DataFrame, df[df["is_control"]])
+        ctrl_by_text = cast(pd.Series, ctrl.groupby("text_id")[metric].mean())
         rows = []
         for spec, g in terms.groupby("specialty", sort=True):
             est = cluster_bootstrap_mean(g[metric], g["text_id"], n_boot=n_boot, seed=seed)
-            per_text = g.groupby("text_id")[metric].mean()
+            per_text = cast(pd.Series, g.groupby("text_id")[metric].mean())
             shared = per_text.index.intersection(ctrl_by_text.index)
-            test = paired_test(per_text[shared].to_numpy(), ctrl_by_text[shared].to_numpy(), n_boot=n_boot, seed=seed)
+            test = paired_test(per_text.loc[shared].to_numpy(), ctrl_by_text.loc[shared].to_numpy(), n_boot=n_boot, seed=seed)
             rows.append({"specialty": spec, "n": est.n, "n_terms": g["term"].nunique(), "n_texts": est.n_clusters,
                          f"mean_{metric}": est.mean, "ci_low": est.ci_low, "ci_high": est.ci_high,
                          "minus_control": test.mean_diff, "minus_control_ci_low": test.ci_low,
@@ -93,4 +94,4 @@ class Comparison(Result):
         if table.empty:
             return "no scored occurrences"
         cols = ["specialty", "n", "n_terms", "n_texts", f"mean_{metric}", "ci_low", "ci_high", "minus_control", "p_holm"]
-        return table[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}")
+        return cast(pd.DataFrame, table[cols]).to_string(index=False, float_format=lambda v: f"{v:.4f}")

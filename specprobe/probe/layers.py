@@ -102,7 +102,11 @@ def _lens_items(split: SplitModel, prep: Prepared, chosen: list[int], opts: Prob
                          desc=desc)
     # every item's rows in one lens call: the head's weight is read per chunk of rows, not per item
     targets = torch.tensor([item.ids[p] for item in prep.items for p in item.positions])
-    states = torch.cat([s.layer_states[chosen] for s in scored], dim=1) if scored else torch.zeros(len(chosen), 0, 1)
+    per_item = []
+    for s in scored:
+        assert s.layer_states is not None  # capture_layers=True keeps every item's states
+        per_item.append(s.layer_states[chosen])
+    states = torch.cat(per_item, dim=1) if scored else torch.zeros(len(chosen), 0, 1)
     all_rows = lens_logprobs(split, states, targets).numpy()  # (n_chosen, total positions)
     bounds = np.cumsum([0] + [len(item.positions) for item in prep.items])
     return [all_rows[:, lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]

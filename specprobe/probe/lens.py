@@ -18,7 +18,7 @@ what each part writes along the token's direction, not what would happen without
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import numpy as np
 import pandas as pd
@@ -78,7 +78,10 @@ def direct_logit_attribution(split: SplitModel, parts: torch.Tensor, targets: to
     Returns (contributions (k, n), bias (n,)) in float64: the norm's bias and the head's bias on the
     target. Their sum equals the model's logit for the target (checked; before any logit soft-capping).
     """
-    kind, gain, bias, eps = _norm_parts(split.final_norm)
+    final_norm = split.final_norm
+    if final_norm is None:
+        raise UnsupportedArchitectureError(f"{type(split.causal_lm).__name__}: no final norm found for direct logit attribution")
+    kind, gain, bias, eps = _norm_parts(final_norm)
     head = split.causal_lm.get_output_embeddings()
     w = head.weight.double()[targets.to(head.weight.device)]  # (n, d)
     x = parts.double().to(w.device)
@@ -98,7 +101,7 @@ def direct_logit_attribution(split: SplitModel, parts: torch.Tensor, targets: to
         const = const + head_bias.double()[targets.to(head_bias.device)].to(w.device)
     # the parts must add up to the model's own logit: catches components that are not residual writes
     ref_dtype = head.weight.dtype
-    normed = split.final_norm(h.to(ref_dtype))
+    normed = final_norm(h.to(ref_dtype))
     logit = head(normed).double().gather(1, targets.to(normed.device)[:, None]).squeeze(1)
     err = (contrib.sum(0) + const - logit).abs().max().item() if len(logit) else 0.0
     if not err <= check_atol * max(1.0, logit.abs().max().item()):
@@ -130,7 +133,7 @@ class LayerView(Result):
         keys = ["text_id", "term", "start", "is_control", "layer"]
         cols = ["logp", "logp_per_token"]
         base = df[df["model"] == "base"].drop(columns=["model", "token_logp"])
-        tuned = df[df["model"] == "tuned"][keys + cols]
+        tuned = cast(pd.DataFrame, df[df["model"] == "tuned"][keys + cols])
         out = base.merge(tuned, on=keys, how="outer", suffixes=("_base", "_tuned"), validate="one_to_one")
         out["delta"] = out["logp_tuned"] - out["logp_base"]
         out["delta_per_token"] = out["logp_per_token_tuned"] - out["logp_per_token_base"]
@@ -142,12 +145,13 @@ class LayerView(Result):
         if metric not in ("logp", "logp_per_token"):
             raise ValueError(f"metric must be 'logp' or 'logp_per_token', got {metric!r}")
         w = self.wide()
-        w = w[np.isfinite(w[f"{metric}_base"].astype(float))]
+        w = cast(pd.DataFrame, w[np.isfinite(w[f"{metric}_base"].astype(float))])
         w["specialty"] = [("control",) if c else (tuple(s) or (UNASSIGNED,)) for s, c in zip(w["specialties"], w["is_control"])]
         w = w.explode("specialty")
         delta_col = "delta" if metric == "logp" else "delta_per_token"
         rows = []
-        for (spec, layer), g in w.groupby(["specialty", "layer"], sort=True):
+        for key, g in w.groupby(["specialty", "layer"], sort=True):
+            spec, layer = cast(tuple, key)
             for model, col in (("base", f"{metric}_base"), ("tuned", f"{metric}_tuned"), ("delta", delta_col)):
                 est = cluster_bootstrap_mean(g[col], g["text_id"], n_boot=n_boot, seed=seed)
                 rows.append({"specialty": spec, "layer": int(layer), "model": model, "n": est.n,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import pandas as pd
@@ -128,9 +128,10 @@ class Patching(Result):
         rows = []
         for key, g in df.groupby(keys, sort=True):
             est = cluster_bootstrap_mean(g["recovered"], g["text_id"], n_boot=n_boot, seed=seed)
-            effect = (g["recovered"] * g["delta"]).sum()
-            rows.append({**dict(zip(keys, key)), "n": est.n, "n_texts": est.n_clusters,
-                         "pooled_recovered": float(effect / g["delta"].sum()) if g["delta"].sum() else math.nan,
+            delta = cast(pd.Series, g["delta"])
+            effect = (g["recovered"] * delta).sum()
+            rows.append({**dict(zip(keys, cast(tuple, key))), "n": est.n, "n_texts": est.n_clusters,
+                         "pooled_recovered": float(effect / delta.sum()) if delta.sum() else math.nan,
                          "mean_recovered": est.mean, "ci_low": est.ci_low, "ci_high": est.ci_high})
         return pd.DataFrame(rows)
 
@@ -256,7 +257,7 @@ class LogitAttribution(Result):
         df = self.to_pandas()
         keys = ["text_id", "term", "start", "is_control", "layer", "component"]
         b = df[df["model"] == "base"].drop(columns=["model"])
-        t = df[df["model"] == "tuned"][keys + ["contribution"]]
+        t = cast(pd.DataFrame, df[df["model"] == "tuned"][keys + ["contribution"]])
         out = b.merge(t, on=keys, suffixes=("_base", "_tuned"), validate="one_to_one")
         out["delta"] = out["contribution_tuned"] - out["contribution_base"]
         return out
@@ -267,7 +268,8 @@ class LogitAttribution(Result):
         d["specialty"] = [("control",) if c else (tuple(s) or (UNASSIGNED,)) for s, c in zip(d["specialties"], d["is_control"])]
         d = d.explode("specialty")
         rows = []
-        for (spec, layer, comp), g in d.groupby(["specialty", "layer", "component"], sort=True):
+        for key, g in d.groupby(["specialty", "layer", "component"], sort=True):
+            spec, layer, comp = cast(tuple, key)
             est = cluster_bootstrap_mean(g["delta"], g["text_id"], n_boot=n_boot, seed=seed)
             rows.append({"specialty": spec, "layer": layer, "component": comp, "n": est.n, "n_texts": est.n_clusters,
                          "mean_base": g["contribution_base"].mean(), "mean_tuned": g["contribution_tuned"].mean(),

@@ -59,6 +59,7 @@ def module_paths(lm) -> tuple[str, str, str, int]:
     root = _torch_model(lm)
     split = split_model(root)
     layer_modules(split)  # same supported families as the local engine
+    assert split.layers is not None  # layer_modules refuses models without a layer list
     names = {id(m): n for n, m in root.named_modules()}
     head = unwrap_peft(root).get_output_embeddings()
     return names[id(split.layers)], names[id(split.final_norm)], names[id(head)], len(split.layers)
@@ -104,7 +105,7 @@ def trace_lens(lm, ids: Sequence[int], positions: Sequence[int], layer_ids: Sequ
             h = h[0] if isinstance(h, tuple) else h
             logits = head(norm(h[0, rows])).float()
             outs.append(torch.log_softmax(logits, dim=-1)[torch.arange(len(rows)), targets])
-        lens = torch.stack(outs).cpu().save()
+        lens = torch.stack(outs).cpu().save()  # pyright: ignore[reportAttributeAccessIssue]  # nnsight adds .save() in a trace
     return lens.double().numpy()
 
 
@@ -143,7 +144,7 @@ def remote_layers(base: Any, tuned: Any, terms: Any, texts: Any = None, *, layer
         lens[variant] = [trace_lens(lm, item.ids, item.positions, chosen, remote=remote, paths=paths)
                          for item in prep.items]
         timings[variant] = round(time.perf_counter() - t0, 4)
-    meta = {"base": str(getattr(base_lm, "repo_id", None) or type(_torch_model(base_lm)).__name__),
+    meta: dict[str, Any] = {"base": str(getattr(base_lm, "repo_id", None) or type(_torch_model(base_lm)).__name__),
             "tuned": str(tuned if isinstance(tuned, str) else type(_torch_model(tuned_lm)).__name__)}
     meta.update(options_meta(prep))
     meta.update({"n_layers": n_layers, "layers": chosen,

@@ -67,7 +67,8 @@ def paired_test(a, b, *, n_boot: int = 2000, seed: int = 0) -> PairedTest:
     if diff.size < 2 or np.all(diff == 0):
         p = float("nan") if diff.size < 2 else 1.0
     else:
-        p = float(wilcoxon(diff, zero_method="wilcox", alternative="two-sided").pvalue)
+        # scipy's nan-policy decorator hides the WilcoxonResult return type
+        p = float(wilcoxon(diff, zero_method="wilcox", alternative="two-sided").pvalue)  # pyright: ignore[reportAttributeAccessIssue]
     return PairedTest(est.mean, est.ci_low, est.ci_high, p, int(diff.size))
 
 

@@ -6,7 +6,8 @@ layer), never one row per occurrence.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
 
 import altair as alt
 import numpy as np
@@ -23,10 +24,15 @@ def _valid(*cols: str) -> str:
     return " && ".join(_VALID.format(c=c) for c in cols)
 
 
+def _floats(values: pd.Series) -> pd.Series:
+    """`values` as floats, with what is not a number as NaN."""
+    return cast(pd.Series, pd.to_numeric(values, errors="coerce")).astype(float)
+
+
 def _any_finite(df: pd.DataFrame, *cols: str) -> bool:
     ok = pd.Series(True, index=df.index)
     for c in cols:
-        ok &= np.isfinite(pd.to_numeric(df[c], errors="coerce").astype(float))
+        ok &= np.isfinite(_floats(cast(pd.Series, df[c])))
     return bool(ok.any())
 
 
@@ -42,11 +48,16 @@ def _clean(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _order(values: Sequence, last: Sequence = ("control",)) -> list:
+def _order(values: Iterable, last: Sequence = ("control",)) -> list:
     """Categories sorted alphabetically, with `last` ones at the end."""
     uniq = [v for v in dict.fromkeys(values) if v is not None]
     head = sorted((v for v in uniq if v not in last), key=str)
     return head + [v for v in last if v in uniq]
+
+
+def _layer(*charts: alt.Chart, **kwargs) -> alt.LayerChart:
+    """`alt.layer`, which only returns a FacetChart when the layers have facet channels (these never do)."""
+    return cast(alt.LayerChart, alt.layer(*charts, **kwargs))
 
 
 def ci_label(mean: float, lo: float, hi: float, fmt: str = "+.3f") -> str:
@@ -60,7 +71,7 @@ def ci_label(mean: float, lo: float, hi: float, fmt: str = "+.3f") -> str:
 def heatmap(df: pd.DataFrame, *, x: str, y: str, value: str, x_title: str, y_title: str, value_title: str,
             ci_low: str | None = None, ci_high: str | None = None, diverging: bool = True, fmt: str = "+.3f",
             scheme: str | None = None, domain: Sequence[float] | None = None, tooltip_extra: Sequence[str] = (),
-            outline_diagonal: bool = True) -> alt.Chart:
+            outline_diagonal: bool = True) -> alt.LayerChart:
     """A cell per (y, x) coloured by `value`, labelled with the value and its CI; the diagonal
     (x == y, e.g. fine-tuned on the specialty of the terms) is outlined."""
     data = df.copy()
@@ -71,15 +82,15 @@ def heatmap(df: pd.DataFrame, *, x: str, y: str, value: str, x_title: str, y_tit
     if cell < 90:  # too narrow for "mean [lo, hi]": the CI stays in the tooltip and the table
         lo = hi = pd.Series(np.nan, index=data.index)
     data["label"] = [ci_label(m, a, b, fmt) for m, a, b in zip(data[value].astype(float), lo.astype(float), hi.astype(float))]
-    vals = pd.to_numeric(df[value], errors="coerce").astype(float)
+    vals = _floats(cast(pd.Series, df[value]))
     if diverging:
         m = float(vals.abs().max()) if vals.notna().any() and vals.abs().max() > 0 else 1.0
         lo_d, hi_d = (list(domain) if domain else [-m, m])
-        scale = alt.Scale(scheme=scheme or DIVERGING, domain=[lo_d, hi_d], domainMid=0)
+        scale = alt.Scale(scheme=scheme or DIVERGING, domain=[lo_d, hi_d], domainMid=0)  # pyright: ignore[reportArgumentType]  # altair types scheme as a Literal of scheme names
         dark = vals.abs() > 0.55 * max(abs(lo_d), abs(hi_d))  # saturated ends of the diverging scheme
     else:
-        lo_d, hi_d = (list(domain) if domain else [vals.min(), vals.max()])
-        scale = alt.Scale(scheme=scheme or "viridis", domain=list(domain) if domain else alt.Undefined, zero=False)
+        lo_d, hi_d = (list(domain) if domain else [float(vals.min()), float(vals.max())])
+        scale = alt.Scale(scheme=scheme or "viridis", domain=list(domain) if domain else alt.Undefined, zero=False)  # pyright: ignore[reportArgumentType]
         span = (hi_d - lo_d) if np.isfinite(hi_d - lo_d) and hi_d > lo_d else 1.0
         dark = (vals - lo_d) / span < 0.5  # the dark (purple) half of viridis
     data["dark_cell"] = dark.fillna(False).to_numpy()
@@ -105,7 +116,7 @@ def heatmap(df: pd.DataFrame, *, x: str, y: str, value: str, x_title: str, y_tit
     if outline_diagonal and set(xs) & set(ys):
         layers.append(base.mark_rect(filled=False, stroke="#111111", strokeWidth=2)
                       .transform_filter(f"datum['{x}'] === datum['{y}']"))
-    return alt.layer(*layers).properties(width=cell * len(xs), height=max(40, int(cell * 0.7)) * len(ys))
+    return _layer(*layers).properties(width=cell * len(xs), height=max(40, int(cell * 0.7)) * len(ys))
 
 
 def interval_chart(df: pd.DataFrame, *, category: str, value: str, ci_low: str, ci_high: str, value_title: str,
@@ -142,13 +153,13 @@ def interval_chart(df: pd.DataFrame, *, category: str, value: str, ci_low: str, 
     if _any_finite(df, ci_low, ci_high):  # an all-empty CI layer would make Vega warn about infinite extents
         layers.append(bars)
     layers.append(points)
-    return alt.layer(*layers).properties(width=WIDTH, height=alt.Step(STEP))
+    return _layer(*layers).properties(width=WIDTH, height=alt.Step(STEP))
 
 
 def box_summary(values: pd.Series) -> dict:
     """Tukey box statistics of finite values (whiskers at the most extreme points within 1.5 IQR)."""
-    v = pd.to_numeric(values, errors="coerce").astype(float)
-    v = v[np.isfinite(v)].to_numpy()
+    v = _floats(values).to_numpy()
+    v = v[np.isfinite(v)]
     if v.size == 0:
         return {}
     q1, med, q3 = np.quantile(v, [0.25, 0.5, 0.75])
@@ -166,7 +177,7 @@ def box_chart(stats: pd.DataFrame, *, category: str, value_title: str, category_
     data = _clean(stats)
     cats = _order(stats[category])
     y = alt.Y(f"{category}:N", title=category_title, sort=cats, axis=alt.Axis(labelLimit=200))
-    enc = {"y": y}
+    enc: dict[str, Any] = {"y": y}
     if group:
         g_order = [g for g in (group_order or _order(stats[group])) if g in set(stats[group])]
         enc["yOffset"] = alt.YOffset(f"{group}:N", sort=g_order)
@@ -194,13 +205,13 @@ def box_chart(stats: pd.DataFrame, *, category: str, value_title: str, category_
             o_enc["yOffset"] = alt.YOffset(f"{group}:N", sort=g_order)
         layers.append(alt.Chart(out).mark_point(size=12, opacity=0.5, color="#777777").encode(**o_enc))
     n_groups = stats[group].nunique() if group else 1
-    return alt.layer(*layers).properties(width=WIDTH, height=alt.Step(max(STEP, 12 * n_groups + 6)))
+    return _layer(*layers).properties(width=WIDTH, height=alt.Step(max(STEP, 12 * n_groups + 6)))
 
 
 def line_chart(df: pd.DataFrame, *, x: str, y: str, series: str | None = None, facet: str | None = None,
                ci_low: str | None = None, ci_high: str | None = None, x_title: str = "", y_title: str = "",
                series_title: str = "", facet_title: str = "", columns: int = 3, width: int = 260,
-               height: int = 180) -> alt.Chart:
+               height: int = 180) -> alt.LayerChart | alt.FacetChart:
     """Curves of `y` over `x` (e.g. logit-lens logp over layers), one colour per `series`, one panel
     per `facet`, with a CI band when `ci_low`/`ci_high` are given."""
     data = _clean(df)
@@ -222,7 +233,7 @@ def line_chart(df: pd.DataFrame, *, x: str, y: str, series: str | None = None, f
                       .transform_filter(_valid(ci_low, ci_high)))
     layers.append(base.mark_line(point=True).encode(y=alt.Y(f"{y}:Q", title=y_title or y, scale=alt.Scale(zero=False)),
                                                    color=color, tooltip=tips).transform_filter(_valid(y)))
-    chart = alt.layer(*layers, data=data).properties(width=width, height=height)
+    chart: alt.LayerChart | alt.FacetChart = _layer(*layers, data=data).properties(width=width, height=height)
     if facet:
         chart = chart.facet(facet=alt.Facet(f"{facet}:N", title=facet_title or facet, sort=_order(df[facet])),
                             columns=columns)

@@ -13,9 +13,10 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -106,7 +107,7 @@ class TableBlock:
     @classmethod
     def from_frame(cls, df: pd.DataFrame, *, title: str = "", caption: str = "", max_rows: int | None = 500,
                    formats: Mapping[str, str] | None = None, descriptions: Mapping[str, str] | None = None,
-                   rename: Mapping[str, str] | None = None, sortable: bool = True, searchable: bool = True) -> "TableBlock":
+                   rename: Mapping[str, str] | None = None, sortable: bool = True, searchable: bool = True) -> TableBlock:
         """Build from a DataFrame. `formats`: column -> Python format spec for numbers (default `.4g`);
         `descriptions`: column -> header tooltip; `rename`: column -> shown header."""
         formats = dict(formats or {})
@@ -192,7 +193,7 @@ class Page:
     sections: list[Section] = field(default_factory=list)
     subtitle: str = ""
 
-    def add(self, *sections: Section | None) -> "Page":
+    def add(self, *sections: Section | None) -> Page:
         self.sections.extend(s for s in sections if s is not None)
         return self
 
@@ -278,7 +279,8 @@ def vega_javascript(vl_version: str | None = None) -> str:
     """The Vega + Vega-Lite + Vega-Embed bundle from vl-convert (about 0.9 MB; built once per process)."""
     import vl_convert as vlc
 
-    js = vlc.javascript_bundle(vl_version=vl_version) if vl_version else vlc.javascript_bundle()
+    # The stub makes `snippet` required; at run time it defaults to None (the default snippet).
+    js = vlc.javascript_bundle(vl_version=vl_version) if vl_version else vlc.javascript_bundle()  # pyright: ignore[reportCallIssue]
     # Cannot happen with the current bundle; guarantees the inline <script> is never closed early.
     return js.replace("</script", "<\\/script").replace("<!--", "<\\!--")
 
@@ -321,8 +323,8 @@ def _assign_anchors(page: Page) -> None:
 
 def render_html(page: Page) -> str:
     """The page as one self-contained HTML string."""
-    from markupsafe import Markup
     import vl_convert as vlc
+    from markupsafe import Markup
 
     import specprobe
     from specprobe.utils.provenance import now_iso

@@ -13,8 +13,9 @@ Kinds without a renderer get the generic page: the metadata and the result's tab
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from specprobe.reports import sections as S
 from specprobe.reports.page import Page, Section, flatten, write_page

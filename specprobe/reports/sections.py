@@ -18,13 +18,14 @@ Renderers and the app layer assemble pages from these; e.g. an experiment page:
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
 from specprobe.reports import charts
-from specprobe.reports.page import ChartBlock, ListBlock, MetaBlock, Section, TableBlock, TextBlock
+from specprobe.reports.page import Block, ChartBlock, ListBlock, MetaBlock, Section, TableBlock, TextBlock
 
 #: Short method notes, one per topic; sections quote the ones they need, `method_notes_section` lists them.
 NOTES: dict[str, str] = {
@@ -107,7 +108,7 @@ def terms_vs_control_section(comps: Comparisons, *, metric: str = "delta_per_tok
                                value_title=f"{mt}, terms − control", tooltip_extra=("n_pairs", "p_holm"))
         return Section(title, [ChartBlock(chart, title=f"Mean {mt} of terms minus control words (paired by text)"),
                                TableBlock.from_frame(frame, title="Values", max_rows=2000)], notes=notes)
-    table = comps.by_specialty(metric, n_boot=n_boot) if table is None else table
+    table = cast(pd.DataFrame, comps.by_specialty(metric, n_boot=n_boot)) if table is None else table
     if table.empty:
         return Section(title, [TextBlock("No scored occurrences.", muted=True)], notes=notes)
     mean = _mean_col(metric)
@@ -115,13 +116,13 @@ def terms_vs_control_section(comps: Comparisons, *, metric: str = "delta_per_tok
     data["group"] = np.where(data["specialty"] == "control", "control words", "clinical terms")
     ctrl = data.loc[data["specialty"] == "control", mean]
     ctrl_mean = float(ctrl.iloc[0]) if len(ctrl) else None
-    blocks = [ChartBlock(charts.interval_chart(
+    blocks: list[Block] = [ChartBlock(charts.interval_chart(
         data, category="specialty", value=mean, ci_low="ci_low", ci_high="ci_high", value_title=f"mean {mt}",
         category_title="term specialty", color="group", color_title="",
         reference_rule=(ctrl_mean, "control words' mean") if ctrl_mean is not None else None,
         tooltip_extra=("n", "n_terms", "n_texts")), title=f"Mean {mt} with 95% CI; dashed: control words' mean")]
-    diff = data[data["specialty"] != "control"]
-    if ctrl_mean is not None and diff["minus_control"].notna().any():
+    diff = cast(pd.DataFrame, data[data["specialty"] != "control"])
+    if ctrl_mean is not None and bool(diff["minus_control"].notna().any()):
         blocks.append(ChartBlock(charts.interval_chart(
             diff, category="specialty", value="minus_control", ci_low="minus_control_ci_low",
             ci_high="minus_control_ci_high", value_title=f"{mt}: terms − control", category_title="term specialty",
@@ -198,7 +199,7 @@ def _occurrence_groups(comps: Comparisons, metric: str) -> tuple[pd.DataFrame, s
         parts = []
         for label, comp in comps.items():
             df = comp.scored()
-            own = df["specialties"].map(lambda s: str(label) in tuple(s))
+            own = df["specialties"].map(lambda s, label=label: str(label) in tuple(s))
             group = np.where(df["is_control"], "control words", np.where(own, "own-specialty terms", "other terms"))
             parts.append(pd.DataFrame({"category": str(label), "group": group, "value": df[metric].astype(float).to_numpy()}))
         return (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["category", "group", "value"]),
@@ -225,7 +226,7 @@ def distributions_section(comps: Comparisons, *, metric: str = "delta_per_token"
     if long.empty:
         return Section(title, [TextBlock("No scored occurrences.", muted=True)], notes=notes)
     keys = ["category"] + ([group] if group else ["is_control"])
-    stats = pd.DataFrame([{**dict(zip(keys, k if isinstance(k, tuple) else (k,))), **charts.box_summary(g["value"])}
+    stats = pd.DataFrame([{**dict(zip(keys, k if isinstance(k, tuple) else (k,))), **charts.box_summary(cast(pd.Series, g["value"]))}
                           for k, g in long.groupby(keys, sort=True)])
     chart = charts.box_chart(stats, category="category", value_title=mt, category_title=cat_title, group=group,
                              group_order=["own-specialty terms", "other terms", "control words"])
@@ -242,7 +243,7 @@ def top_movers_section(comps: Comparisons, *, metric: str = "delta_per_token", n
             parts = [p for p in parts if len(p)]
             table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
         else:
-            table = comps.by_term(metric, n_boot=n_boot)
+            table = cast(pd.DataFrame, comps.by_term(metric, n_boot=n_boot))
     notes = [NOTES["top_movers"], NOTES["ci"]]
     if table.empty:
         return Section(title, [TextBlock("No scored occurrences.", muted=True)], notes=notes)
@@ -277,11 +278,11 @@ def layer_curves_section(frame: pd.DataFrame, *, layer: str = "layer", value: st
     notes = list(notes) if notes is not None else [NOTES["layers"]]
     if frame is None or frame.empty:
         return Section(title, [TextBlock("No data.", muted=True)], notes=notes)
-    blocks = []
+    blocks: list[Block] = []
     data = frame
     if facet and facet in frame and frame[facet].nunique() > max_facets:
         keep = sorted(frame[facet].dropna().unique(), key=str)[:max_facets]
-        data = frame[frame[facet].isin(keep)]
+        data = cast(pd.DataFrame, frame[frame[facet].isin(keep)])
         blocks.append(TextBlock(f"Showing {max_facets} of {frame[facet].nunique()} panels.", muted=True))
     chart = charts.line_chart(data, x=layer, y=value, series=series if series in frame else None,
                               facet=facet if facet and facet in frame else None,

@@ -18,15 +18,17 @@ file, the term and the field.
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import os
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from specprobe.utils.io import atomic_write_text, sha256_file
+from specprobe.utils.io import atomic_write_bytes, atomic_write_text, sha256_file
 
 from .records import DataError, TextRecord, read_text, unique_ids
 from .specialties import AssignmentRule, combine, log_odds_z
@@ -293,8 +295,12 @@ class Lexicon:
                 "terms": {t: e.to_dict() for t, e in self.terms.items()}}
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the lexicon as JSON atomically (a temporary file in the same folder, then a rename)."""
-        return atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
+        """Write the lexicon as JSON atomically (a temporary file in the same folder, then a rename);
+        a name ending in `.gz` is gzipped."""
+        text = json.dumps(self.to_dict(), ensure_ascii=False, indent=1)
+        if str(path).endswith(".gz"):
+            return atomic_write_bytes(path, gzip.compress(text.encode("utf-8"), mtime=0))
+        return atomic_write_text(path, text)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Lexicon:
@@ -304,7 +310,7 @@ class Lexicon:
         if not path.exists():
             raise FileNotFoundError(f"lexicon file not found: {path}")
         try:
-            data = json.loads(read_text(path))
+            data = json.loads(_read_lexicon_text(path))
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: not a lexicon (invalid JSON: {exc})") from exc
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
@@ -344,3 +350,18 @@ def _check_meta(meta: dict, path: Path) -> None:
     if not isinstance(meta.get("totals", {}), dict):
         raise DataError(f"{path}: field 'meta.totals' must be an object")
 
+
+def _read_lexicon_text(path: Path) -> str:
+    """The file's JSON text, gunzipped when it is gzip; damage is a `DataError` naming the file."""
+    with open(path, "rb") as fh:
+        gzipped = fh.read(2) == b"\x1f\x8b"
+    if not gzipped:
+        return read_text(path)
+    try:
+        raw = gzip.decompress(path.read_bytes())
+    except (EOFError, OSError, zlib.error) as exc:
+        raise DataError(f"{path}: truncated or corrupt gzip file ({exc})") from exc
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not valid UTF-8 at byte {exc.start} of the decompressed data") from exc

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 ARCHITECTURES = ("gpt2", "llama", "qwen2")
 
@@ -56,7 +57,7 @@ def tiny_config(arch: str, vocab_size: int, *, hidden: int = 64, layers: int = 2
     if arch == "gpt2":
         return GPT2Config(vocab_size=vocab_size, n_positions=context, n_embd=hidden, n_layer=layers, n_head=heads,
                           bos_token_id=0, eos_token_id=0)
-    common = dict(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+    common: dict[str, Any] = dict(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
                   num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), max_position_embeddings=context)
     if arch == "llama":
         return LlamaConfig(**common, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
@@ -92,8 +93,9 @@ def build_tiny_adapter(base_dir: str | Path, arch: str, out: str | Path, *, seed
 
     base = AutoModelForCausalLM.from_pretrained(base_dir)
     torch.manual_seed(seed)
-    cfg = LoraConfig(r=rank, lora_alpha=rank * scale, target_modules=lora_targets(arch), init_lora_weights=False,
+    # peft annotates lora_alpha as int; it only divides by it (scaling = alpha / r), so a float alpha is fine.
+    cfg = LoraConfig(r=rank, lora_alpha=rank * scale, target_modules=lora_targets(arch), init_lora_weights=False,  # pyright: ignore[reportArgumentType]
                      lora_dropout=0.1, fan_in_fan_out=(arch == "gpt2"))
     model = get_peft_model(base, cfg)
-    model.save_pretrained(out)
+    model.save_pretrained(str(out))
     return Path(out)
