@@ -23,6 +23,7 @@ from typing import Any
 
 from specprobe.probe.inputs import DEFAULT_TEMPLATE
 from specprobe.probe.occurrences import MatchOptions
+from specprobe.utils.argtypes import positive_int
 
 
 @dataclass(frozen=True)
@@ -127,10 +128,10 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="QA file (S-MedQA JSON) whose questions are the contexts; default: the lexicon's own")
     parser.add_argument("--controls", default="auto",
                         help="'auto' (frequency-matched ordinary words), 'none', or a file with one word per line")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-length", type=int, default=None, help="context length (default: the model's)")
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--max-length", type=positive_int, default=None, help="context length (default: the model's)")
     parser.add_argument("--long-texts", choices=["window", "error"], default="window")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, or shard (spread over all GPUs)")
     parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N texts (quick looks)")
+    parser.add_argument("--limit", type=positive_int, default=None, help="use only the first N texts (quick looks)")
     parser.add_argument("--no-progress", action="store_true")
