@@ -88,8 +88,9 @@ def worker(args: argparse.Namespace) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: F401
 
     from bench import baseline
-    from specprobe.probe import ModelPair, compare
+    from specprobe.core import ModelPair
     from specprobe.core.encoding import encode
+    from specprobe.probe import compare
     from specprobe.probe.occurrences import token_span
 
     spec = json.loads(Path(args.spec).read_text())
@@ -120,10 +121,9 @@ def worker(args: argparse.Namespace) -> None:
             rates = matmul_rates(shapes, device=device, dtype=dtype)
             result.update(mix_peak=mix_peak(shapes, rates), best_shape_rate=max(rates.values()))
     elif args.worker in ("layers", "patching"):
+        from specprobe.core.architecture import split_model
         from specprobe.probe.layers import layers
         from specprobe.probe.patching import patch
-
-        from specprobe.core.architecture import split_model
 
         run, kwargs = (layers, batch) if args.worker == "layers" else (patch, {})
         pair = ModelPair.load(spec["base"], spec["adapter"], device=device, dtype=dtype)

@@ -14,6 +14,24 @@ from specprobe.terms.datasets import default_data_path  # noqa: E402
 from specprobe.testing.tiny_models import ARCHITECTURES, build_tiny_adapter, build_tiny_model  # noqa: E402
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` need a GPU: skipped, with the reason, when CUDA is not available, unless
+    SPECPROBE_GPU_CHECK_CPU=1 (bench/gpu_check.sh's CPU mode), which runs them on the CPU at tiny sizes."""
+    cuda_items = [item for item in items if item.get_closest_marker("cuda")]
+    if not cuda_items or os.environ.get("SPECPROBE_GPU_CHECK_CPU") == "1":
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(
+        reason="needs a CUDA GPU (torch.cuda.is_available() is False); run bench/gpu_check.sh "
+        "on a GPU machine, or set SPECPROBE_GPU_CHECK_CPU=1 to run these on the CPU"
+    )
+    for item in cuda_items:
+        item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("tiny")

@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# The GPU check kit: proves specprobe on CUDA in one command (docs/gpu.md).
+#
+#   bash bench/gpu_check.sh                               on a GPU machine (carry .whl: bench/fetch_gpu_wheels.sh)
+#   SPECPROBE_GPU_CHECK_CPU=1 OUT=/tmp/gc bash bench/gpu_check.sh   the same steps on the CPU, tiny sizes
+#
+# Steps, each with its own timeout inside one budget (420 s on a GPU), each run even if an earlier one failed:
+#   0. refuse (exit 2, with a summary) if torch sees no CUDA, unless SPECPROBE_GPU_CHECK_CPU=1; install the
+#      carried wheels (.whl/*.whl) into a temporary folder on PYTHONPATH; print GPU, driver and versions
+#   1. pytest -m cuda tests/test_cuda.py
+#   2. python -m bench --device cuda --dtype bfloat16 (through bench.gpu_kit, with the precomputed lexicon)
+#   3. the same with --shape llama-3.2-3b, if bench has that option
+#   4. the summary: $OUT/gpu_check.json (copy it to bench/results-cuda.json to keep it)
+# Writes to $OUT (default out/gpu-check), plain files only: gpu_check.json, gpu_check.log, pytest.log,
+# bench.log, bench.json, bench-shape.log, bench-shape.json. Exit status: 0 all passed, 1 something failed,
+# 2 refused (no CUDA).
+# Environment: PYTHON (default .venv/bin/python if present, else python3), SPECPROBE_GPU_CHECK_BUDGET_S,
+# SPECPROBE_GPU_BENCH_ARGS (the GPU bench's size options, default "--n-texts 64 --repeats 3"),
+# SPECPROBE_SMEDQA (the S-MedQA file; default ../shared/data/s-medqa/, then .whl/data/).
+set -u -o pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OUT="${OUT:-$REPO/out/gpu-check}"
+mkdir -p "$OUT" && OUT="$(cd "$OUT" && pwd)"
+cd "$REPO" || exit 1
+rm -f "$OUT"/{gpu_check.json,gpu_check.log,pytest.log,bench.log,bench.json,bench-shape.log,bench-shape.json}
+
+CPU_MODE=0
+[ "${SPECPROBE_GPU_CHECK_CPU:-0}" = "1" ] && CPU_MODE=1
+if (( CPU_MODE )); then MODE=cpu; else MODE=cuda; fi
+if [ -n "${PYTHON:-}" ]; then PY="$PYTHON"
+elif [ -x "$REPO/.venv/bin/python" ]; then PY="$REPO/.venv/bin/python"
+else PY=python3; fi
+
+# time: one budget for the whole kit; each step gets min(its cap, what is left - RESERVE)
+if (( CPU_MODE )); then
+  BUDGET="${SPECPROBE_GPU_CHECK_BUDGET_S:-3000}"; CAP_PYTEST=1500; CAP_BENCH=900; CAP_SHAPE=0
+else
+  BUDGET="${SPECPROBE_GPU_CHECK_BUDGET_S:-420}"; CAP_PYTEST=180; CAP_BENCH=200; CAP_SHAPE=120
+fi
+RESERVE=20
+START="$(date +%s)"
+DEADLINE=$(( START + BUDGET ))
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/specprobe-gpu-check.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export HF_HUB_DISABLE_PROGRESS_BARS=1 TRANSFORMERS_VERBOSITY=error
+export SPECPROBE_GPU_CHECK_RECORD="$WORK/observations.jsonl" SPECPROBE_GPU_CHECK_TESTS="$WORK/tests.jsonl"
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+if (( CPU_MODE )); then export CUDA_VISIBLE_DEVICES=""; fi
+
+now() { date +%s.%N; }
+
+record_step() {  # name status rc seconds timeout_s message log
+  local msg="${6//\\/\\\\}"
+  msg="${msg//\"/\\\"}"
+  printf '{"step": "%s", "status": "%s", "rc": %s, "seconds": %s, "timeout_s": %s, "message": "%s", "log": "%s"}\n' \
+    "$1" "$2" "$3" "$4" "$5" "$msg" "$7" >> "$WORK/steps.jsonl"
+  echo "gpu_check: step $1: $2${6:+ ($6)}"
+}
+
+run_step() {  # name cap log command...: runs the command under its timeout, its output into $OUT/log too
+  local name="$1" cap="$2" log="$3"; shift 3
+  local left=$(( DEADLINE - $(date +%s) - RESERVE ))
+  local t=$(( cap < left ? cap : left ))
+  if (( t < 30 )); then
+    record_step "$name" skipped null 0 "$t" "not started: ${left}s left of the kit's ${BUDGET}s budget" "$log"
+    return 0
+  fi
+  echo
+  echo "== gpu_check: $name (timeout ${t}s): $*"
+  local t0; t0="$(now)"
+  timeout --kill-after=15 "$t" "$@" 2>&1 | tee "$OUT/$log"
+  local rc="${PIPESTATUS[0]}"
+  local secs; secs="$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')"
+  local status=ok msg=""
+  if (( rc == 124 || rc == 137 )); then status=timeout; msg="stopped after its ${t}s timeout"
+  elif (( rc != 0 )); then status=failed; msg="exit status $rc"; fi
+  record_step "$name" "$status" "$rc" "$secs" "$t" "$msg" "$log"
+}
+
+main() {
+  echo "== gpu_check: $MODE mode, python $PY, out $OUT, budget ${BUDGET}s"
+
+  # 0. CUDA or refuse; the carried wheels; the machine
+  if ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 3)'; then
+    if (( ! CPU_MODE )); then
+      local why="CUDA is not available to torch (torch.cuda.is_available() is False): this kit checks specprobe on a GPU. Run it on a GPU machine, or set SPECPROBE_GPU_CHECK_CPU=1 to run the same steps on the CPU at tiny sizes."
+      echo "gpu_check: REFUSED: $why" >&2
+      "$PY" -m bench.gpu_kit env --out "$WORK/env.json" || true
+      "$PY" -m bench.gpu_kit summary --work "$WORK" --out-dir "$OUT" --mode "$MODE" --started "$START" --refused "$why"
+      return 2
+    fi
+  elif (( CPU_MODE )); then
+    echo "gpu_check: SPECPROBE_GPU_CHECK_CPU=1 but torch still sees CUDA" >&2
+  fi
+  shopt -s nullglob
+  local wheels=("$REPO"/.whl/*.whl)
+  shopt -u nullglob
+  if (( ${#wheels[@]} == 0 )); then
+    record_step wheels skipped null 0 null "no wheels in .whl/ (bench/fetch_gpu_wheels.sh fetches them)" gpu_check.log
+  else
+    local t0; t0="$(now)"
+    echo "== gpu_check: installing ${#wheels[@]} carried wheel(s): ${wheels[*]##*/}"
+    if "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" "${wheels[@]}"; then
+      export PYTHONPATH="$REPO:$WORK/site${PYTHONPATH#"$REPO"}"
+      record_step wheels ok 0 "$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')" null "" gpu_check.log
+    else
+      record_step wheels failed 1 0 null "pip could not install the carried wheels (the tests that need them skip)" gpu_check.log
+    fi
+  fi
+  if command -v nvidia-smi >/dev/null 2>&1 && (( ! CPU_MODE )); then nvidia-smi -L || true; fi
+  "$PY" -m bench.gpu_kit env --out "$WORK/env.json" || echo "gpu_check: could not read the machine's versions"
+
+  # 1. the cuda tests
+  run_step pytest-cuda "$CAP_PYTEST" pytest.log \
+    "$PY" -m pytest -m cuda tests/test_cuda.py -p bench.gpu_pytest -p no:cacheprovider -v -s --tb=short -rs
+
+  # 2. the benchmark, bf16
+  local data=""
+  for cand in "${SPECPROBE_SMEDQA:-}" "$REPO/../shared/data/s-medqa/S-MedQA_validation.json" \
+              "$REPO/shared/data/s-medqa/S-MedQA_validation.json" "$REPO/.whl/data/S-MedQA_validation.json"; do
+    if [ -n "$cand" ] && [ -f "$cand" ]; then data="$cand"; break; fi
+  done
+  local lexicon="$REPO/.whl/data/bench-lexicon.json"
+  local size device
+  if (( CPU_MODE )); then
+    device=(--device cpu --dtype bfloat16)
+    size=(--n-texts 4 --repeats 1 --hidden 64 --layers 1 --vocab 1000 --no-vocab-scaling --patch-texts 1)
+  else
+    device=(--device cuda --dtype bfloat16)
+    read -r -a size <<< "${SPECPROBE_GPU_BENCH_ARGS:---n-texts 64 --repeats 3}"
+  fi
+  if [ -z "$data" ]; then
+    record_step bench skipped null 0 null "no S-MedQA data: set SPECPROBE_SMEDQA, or run bench/fetch_gpu_wheels.sh (it copies the file into .whl/data/)" bench.log
+  else
+    run_step bench "$CAP_BENCH" bench.log "$PY" -m bench.gpu_kit bench --lexicon "$lexicon" --cache "$WORK/bench-cache" \
+      -- --data "$data" "${device[@]}" "${size[@]}" --out "$OUT/bench.json"
+  fi
+
+  # 3. the llama-3.2-3b shape, where bench supports it
+  if (( CPU_MODE )); then
+    record_step bench-shape skipped null 0 null "CPU mode: the llama-3.2-3b shape runs on a GPU only" bench-shape.log
+  elif [ -z "$data" ]; then
+    record_step bench-shape skipped null 0 null "no S-MedQA data" bench-shape.log
+  elif "$PY" -m bench --help 2>/dev/null | grep -q -- '--shape'; then
+    run_step bench-shape "$CAP_SHAPE" bench-shape.log "$PY" -m bench.gpu_kit bench --lexicon "$lexicon" \
+      --cache "$WORK/bench-cache" -- --data "$data" "${device[@]}" --shape llama-3.2-3b --repeats 1 --no-vocab-scaling \
+      --out "$OUT/bench-shape.json"
+  else
+    record_step bench-shape skipped null 0 null "python -m bench has no --shape option (bench/__main__.py): the llama-3.2-3b shape was not run" bench-shape.log
+  fi
+
+  # 4. the summary
+  "$PY" -m bench.gpu_kit summary --work "$WORK" --out-dir "$OUT" --mode "$MODE" --started "$START"
+  local rc=$?
+  if (( rc > 1 )) || [ ! -f "$OUT/gpu_check.json" ]; then  # the summary itself broke: still leave a JSON behind
+    printf '{"kit": "specprobe bench/gpu_check.sh", "schema": 1, "mode": "%s", "status": "failed", "failures": ["the summary step failed (exit %s); see gpu_check.log"]}\n' \
+      "$MODE" "$rc" > "$OUT/gpu_check.json"
+    return 1
+  fi
+  return "$rc"
+}
+
+main 2>&1 | tee "$OUT/gpu_check.log"
+exit "${PIPESTATUS[0]}"

@@ -1,0 +1,111 @@
+"""The GPU check kit (`bench/gpu_check.sh`) runs end to end in its CPU mode and writes its summary.
+
+On a GPU machine the same script runs the `cuda` tests and the bf16 benchmark on the GPU (docs/gpu.md);
+here SPECPROBE_GPU_CHECK_CPU=1 runs every step on the CPU at tiny sizes, so the kit is ready when a
+GPU is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_in_cpu_mode(tmp_path):
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPECPROBE_GPU_CHECK")}
+    env.update(SPECPROBE_GPU_CHECK_CPU="1", OUT=str(out), PYTHON=sys.executable, TMPDIR=str(tmp_path))
+    res = subprocess.run(
+        ["bash", str(REPO / "bench" / "gpu_check.sh")],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=2400,
+    )
+    summary_path = out / "gpu_check.json"
+    assert summary_path.exists(), res.stdout[-3000:] + res.stderr[-3000:]
+    summary = json.loads(summary_path.read_text())
+    assert res.returncode == 0, (summary.get("failures"), res.stdout[-4000:])
+
+    # the summary: every section there, the machine described, no failures
+    for key in (
+        "kit",
+        "schema",
+        "mode",
+        "status",
+        "created",
+        "wall_s",
+        "machine",
+        "gpu",
+        "driver",
+        "torch",
+        "cuda",
+        "steps",
+        "tests",
+        "observations",
+        "bench",
+        "bench_shape",
+        "failures",
+    ):
+        assert key in summary, key
+    assert summary["mode"] == "cpu" and summary["status"] == "passed" and summary["failures"] == []
+    assert summary["machine"]["torch"] and summary["machine"]["cuda_available"] is False
+
+    # every cuda test ran on the CPU and passed, except QLoRA, which needs CUDA and says so
+    counts, results = summary["tests"]["counts"], summary["tests"]["results"]
+    assert counts["total"] == len(results) >= 12
+    assert counts["failed"] == counts["error"] == 0 and counts["passed"] == counts["total"] - counts["skipped"]
+    skipped = [t for t in results if t["outcome"] == "skipped"]
+    assert [t["test"].split("::")[-1] for t in skipped] == ["test_qlora_4bit"] and "CUDA" in skipped[0]["message"]
+    assert all(t["test"].startswith("tests/test_cuda.py::") and t["seconds"] >= 0 for t in results)
+
+    # observed errors reach the summary
+    checks = {o["check"] for o in summary["observations"]}
+    assert {"compare_float32_vs_cpu", "compare_bfloat16_vs_cpu_float32", "resume_after_sigkill"} <= checks
+    bf16 = next(o for o in summary["observations"] if o["check"] == "compare_bfloat16_vs_cpu_float32")
+    assert 0 < bf16["max_abs_err_per_token"] < bf16["tol_per_token"]
+
+    # steps: pytest ran; the bench ran where the S-MedQA data is, else it says why not; the 3B shape is GPU-only
+    steps = {s["step"]: s for s in summary["steps"]}
+    assert steps["pytest-cuda"]["status"] == "ok" and steps["bench-shape"]["status"] == "skipped"
+    if steps["bench"]["status"] == "ok":
+        bench = summary["bench"]
+        assert bench["results"]["machine"]["dtype"] == "bfloat16" and bench["results"]["texts_per_s"]["compare"] > 0
+        assert [r["metric"] for r in bench["rows"]][0] == "texts/s" and bench["table"]
+        assert "compare_speedup_met" in bench["targets"] and (out / "bench.json").exists()
+    else:
+        assert steps["bench"]["status"] == "skipped" and "S-MedQA" in steps["bench"]["message"]
+
+    # what comes back from a device run: at most 8 plain files, no folders
+    files = list(out.iterdir())
+    assert len(files) <= 8 and all(f.is_file() and re.fullmatch(r"[A-Za-z0-9._-]+", f.name) for f in files)
+    assert {"gpu_check.json", "gpu_check.log", "pytest.log"} <= {f.name for f in files}
+
+
+def test_gpu_check_refuses_without_cuda(tmp_path):
+    """Without CUDA and without the CPU mode the kit refuses at once, saying why, and leaves a summary."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPECPROBE_GPU_CHECK")}
+    env.update(OUT=str(out), PYTHON=sys.executable, TMPDIR=str(tmp_path))
+    res = subprocess.run(
+        ["bash", str(REPO / "bench" / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert res.returncode == 2
+    assert "CUDA is not available" in res.stdout + res.stderr and "SPECPROBE_GPU_CHECK_CPU=1" in res.stdout + res.stderr
+    summary = json.loads((out / "gpu_check.json").read_text())
+    assert summary["status"] == "refused" and "CUDA" in summary["refused"]
+    assert summary["steps"] == [] and summary["tests"]["counts"]["total"] == 0
