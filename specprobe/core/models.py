@@ -227,6 +227,7 @@ class ModelPair:
         meta: dict[str, Any] = {"device": f"{SHARD} from {dev}" if shard else str(dev), "dtype": str(dt).replace("torch.", "")}
         load_kw = dict(device=dev, dtype=dt, trust_remote_code=trust_remote_code, revision=revision, shard=shard)
         check_fold_mode(fold_mode)  # before any work
+        base, tuned, tokenizer = _engine_inputs(base, tuned, tokenizer, meta)
         base_obj, base_name = _load_base(base, tuned, meta, load_kw)
         base_obj, tuned_obj, adapter_mode = _load_tuned(base, base_obj, tuned, meta, load_kw, force_adapter)
         tokenizer = _pair_tokenizer(tokenizer, base, base_name, base_obj, tuned, adapter_mode, trust_remote_code)
@@ -311,6 +312,30 @@ def model_context_length(model: Any, tokenizer: Any) -> int:
     if isinstance(tok_limit, int) and tok_limit < 10**7:
         limits.append(tok_limit)
     return min(limits) if limits else 2048
+
+
+def _engine_inputs(base: Any, tuned: Any, tokenizer: Any, meta: dict) -> tuple[Any, Any, Any]:
+    """TransformerLens / nnsight objects as base or tuned: the model inside (see `core.engines`), their
+    tokenizer unless one is given, and `meta["engines"]` saying which object came in (and for
+    TransformerLens whether weight processing changed the weights)."""
+    from specprobe.core.engines import engine_metadata, unwrap_engine
+
+    engines: dict[str, Any] = {}
+    out = []
+    for role, obj in (("base", base), ("tuned", tuned)):
+        info = None if obj is None or isinstance(obj, (str, os.PathLike)) else engine_metadata(obj)
+        if info is None:
+            out.append(obj)
+            continue
+        model, tok, desc = unwrap_engine(obj)
+        info["description"] = desc
+        engines[role] = info
+        out.append(model)
+        if tokenizer is None and tok is not None:
+            tokenizer = tok
+    if engines:
+        meta["engines"] = engines
+    return out[0], out[1], tokenizer
 
 
 def _load_base(base: ModelLike | None, tuned: ModelLike | None, meta: dict, load_kw: dict) -> tuple[Any, str | None]:
