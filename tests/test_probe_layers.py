@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import cast
 
 import numpy as np
 import pytest
 import torch
 
-from specprobe.probe import LayerView, ModelPair, Patching, compare, layers, logit_attribution, patch
 from specprobe.core.architecture import UnsupportedArchitectureError
+from specprobe.probe import LayerView, ModelPair, Patching, compare, layers, logit_attribution, patch
 from specprobe.probe.hooks import LayerIndexError
 
 TEXTS = [
@@ -72,7 +73,6 @@ def test_lens_rows_in_small_chunks_give_the_same_result(tiny_llama, monkeypatch)
 
 def test_lens_uses_fresh_norm_statistics(tiny_llama):
     """Layer 0's lens equals head(final_norm(h0)) computed by hand from a plain forward pass."""
-    from specprobe.core.architecture import split_model
 
     base, adapter = tiny_llama
     pair = ModelPair.load(str(base), str(adapter))
@@ -82,7 +82,7 @@ def test_lens_uses_fresh_norm_statistics(tiny_llama):
     ids, toks = term_tokens(pair.tokenizer, "The patient had a seizure.", row["start"], row["end"])
     with pair.view("base") as split, torch.no_grad():
         hs = split.causal_lm(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
-        logp = torch.log_softmax(split.head(split.final_norm(hs[1][0])).float(), -1)
+        logp = torch.log_softmax(split.head(split.normed(hs[1][0])).float(), -1)
     assert len(row["token_logp"]) == row["n_tokens"] == len(toks) >= 1
     ref = [float(logp[p - 1, ids[p]]) for p in toks]
     assert np.allclose(row["token_logp"], ref, atol=1e-5)
@@ -95,8 +95,9 @@ def test_patching_every_layer_recovers_the_whole_delta(loaded):
     assert set(df["component"]) == {"attn", "mlp", "layer", "all"} and set(df["direction"]) == {"denoise", "noise"}
     full = df[(df["component"] == "all") | ((df["component"] == "layer") & (df["layer"] == 1))]
     assert len(full) > 0
-    assert np.allclose(full["logp_patched"].where(full["direction"] == "denoise", full["logp_base"]),
-                       full["logp_tuned"].where(full["direction"] == "denoise", full["logp_base"]), atol=1e-4)
+    denoise = (full["direction"] == "denoise").to_numpy()
+    assert np.allclose(np.where(denoise, full["logp_patched"], full["logp_base"]),
+                       np.where(denoise, full["logp_tuned"], full["logp_base"]), atol=1e-4)
     assert np.allclose(full["recovered"], 1.0, atol=1e-3), (arch, full["recovered"].tolist())
     partial = df[df["component"].isin(["attn", "mlp"])]
     assert (np.abs(partial["recovered"] - 1) > 1e-3).any(), "single components do not all recover everything"
@@ -134,8 +135,10 @@ def test_logit_attribution_adds_up_to_the_logit(tiny_pair):
     assert {"mean_delta", "ci_low"} <= set(spec.columns)
 
 
-def test_unsupported_architecture_is_named(tiny_llama):
-    from transformers import AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM
+def test_pythia_architecture_is_found_and_post_norm_blocks_are_refused(tiny_llama):
+    """GPT-NeoX (Pythia) is hooked structurally; blocks that do not write attn + mlp to the residual stream
+    (post-LN OPT) get an error naming the model and what is missing."""
+    from transformers import AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM, OPTConfig, OPTForCausalLM
 
     base, _ = tiny_llama
     tok = AutoTokenizer.from_pretrained(base)
@@ -143,8 +146,14 @@ def test_unsupported_architecture_is_named(tiny_llama):
                         intermediate_size=64, max_position_embeddings=64)
     torch.manual_seed(0)
     a, b = GPTNeoXForCausalLM(cfg).eval(), GPTNeoXForCausalLM(cfg).eval()
+    view = layers(a, b, ["seizure"], ["The patient had a seizure."], tokenizer=tok, progress=False)
+    assert view.n_layers == 1 and len(view) > 0
+    ocfg = OPTConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, ffn_dim=64,
+                     word_embed_proj_dim=32, max_position_embeddings=64, do_layer_norm_before=False)
+    a, b = OPTForCausalLM(ocfg).eval(), OPTForCausalLM(ocfg).eval()
     for fn in (layers, patch, logit_attribution):
-        with pytest.raises(UnsupportedArchitectureError, match=r"GPTNeoXForCausalLM.*gpt_neox.*supported families: .*llama.*qwen2"):
+        with pytest.raises(UnsupportedArchitectureError,
+                           match=r"OPTForCausalLM.*'opt'.*does not add attention and MLP outputs to the residual stream"):
             fn(a, b, ["seizure"], ["The patient had a seizure."], tokenizer=tok, progress=False)
 
 
@@ -161,7 +170,7 @@ def test_layer_index_out_of_range(loaded):
 def test_save_load_and_summaries(tiny_gpt2, tmp_path):
     base, adapter = tiny_gpt2
     view = layers(str(base), str(adapter), TERMS, TEXTS, progress=False)
-    back = LayerView.load(view.save(tmp_path / "l.json.gz"))
+    back = cast(LayerView, LayerView.load(view.save(tmp_path / "l.json.gz")))
     a, b = view.to_pandas(), back.to_pandas()
     assert list(a.columns) == list(b.columns) and len(a) == len(b)
     assert np.allclose(a["logp"], b["logp"], equal_nan=True)

@@ -46,7 +46,7 @@ def test_remote_lens_matches_local_engine(tiny_llama, monkeypatch):
 
 def test_remote_refuses_unhookable_architecture_before_any_call(tiny_llama, monkeypatch):
     import torch
-    from transformers import AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM
+    from transformers import AutoTokenizer, OPTConfig, OPTForCausalLM
 
     import specprobe.probe.remote as remote_mod
     from specprobe.core.architecture import UnsupportedArchitectureError
@@ -54,9 +54,9 @@ def test_remote_refuses_unhookable_architecture_before_any_call(tiny_llama, monk
     monkeypatch.setattr(remote_mod, "_ndif_backend", lambda lm, remote: pytest.fail("must not reach NDIF"))
     base, _ = tiny_llama
     tok = AutoTokenizer.from_pretrained(base)
-    cfg = GPTNeoXConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
+    cfg = OPTConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, ffn_dim=64,
+                    word_embed_proj_dim=32, max_position_embeddings=64, do_layer_norm_before=False)  # post-LN
     torch.manual_seed(0)
-    m = GPTNeoXForCausalLM(cfg).eval()
-    with pytest.raises(UnsupportedArchitectureError, match="supported families"):
+    m = OPTForCausalLM(cfg).eval()
+    with pytest.raises(UnsupportedArchitectureError, match="OPTForCausalLM"):
         layers(m, m, TERMS, TEXTS, tokenizer=tok, controls=None, remote=True)

@@ -27,13 +27,34 @@ class UnsupportedArchitectureError(ValueError):
 
 @dataclass
 class SplitModel:
-    """A causal LM seen as backbone (ids -> final hidden states) and head (hidden -> logits)."""
+    """A causal LM seen as backbone (ids -> final hidden states) and head (hidden -> logits).
+
+    `layers` is the decoder's block list and `final_norm` (then `final_proj`, OPT's `project_out`)
+    what the backbone applies to the last block's output; `logit_scale` and `softcap` the head's
+    post-processing (Cohere/Granite scaling, Gemma 2 soft-capping) after the output embedding.
+    """
 
     causal_lm: HFModel
     backbone: HFModel
     head: Callable[[torch.Tensor], torch.Tensor]
     layers: nn.ModuleList | None
     final_norm: nn.Module | None
+    final_proj: nn.Module | None = None
+    logit_scale: float = 1.0
+    softcap: float | None = None
+
+    def normed(self, hidden: torch.Tensor) -> torch.Tensor:
+        """What the backbone applies after its last block: the final norm (fresh statistics per row), then any projection."""
+        if self.final_norm is not None:
+            hidden = self.final_norm(hidden)
+        if self.final_proj is not None:
+            hidden = self.final_proj(hidden)
+        return hidden
+
+    def raw_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The output embedding times the model's logit scale: the logits before any soft-capping."""
+        logits = self.causal_lm.get_output_embeddings()(hidden)
+        return logits * self.logit_scale if self.logit_scale != 1.0 else logits
 
 
 def unwrap_peft(model: HFModel) -> HFModel:
@@ -42,24 +63,47 @@ def unwrap_peft(model: HFModel) -> HFModel:
     return get_base() if callable(get_base) else model
 
 
-def _find_layers(backbone: HFModel) -> nn.ModuleList | None:
-    for name in ("layers", "h", "blocks", "decoder.layers", "encoder.layers"):
-        obj = backbone
-        for part in name.split("."):
-            obj = getattr(obj, part, None)
-            if obj is None:
-                break
-        if isinstance(obj, nn.ModuleList) and len(obj) > 0:
-            return obj
-    return None
+def _n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
 
 
-def _find_final_norm(backbone: HFModel) -> nn.Module | None:
-    for name in ("norm", "ln_f", "final_layernorm", "final_layer_norm", "norm_f"):
-        mod = getattr(backbone, name, None)
-        if isinstance(mod, nn.Module):
-            return mod
-    return None
+def find_layers(backbone: nn.Module) -> tuple[str, nn.ModuleList] | None:
+    """The decoder's blocks: the ModuleList of same-typed modules under the backbone holding the most
+    parameters (structural discovery: `layers`, `h`, `blocks`, `decoder.layers` alike); its dotted path."""
+    best: tuple[int, int, str, nn.ModuleList] | None = None
+    for name, mod in backbone.named_modules():
+        if not isinstance(mod, nn.ModuleList) or len(mod) == 0 or len({type(m) for m in mod}) != 1:
+            continue
+        key = (_n_params(mod), -name.count("."))
+        if best is None or key > best[:2]:
+            best = (key[0], key[1], name, mod)
+    return (best[2], best[3]) if best is not None else None
+
+
+def is_norm(module: nn.Module) -> bool:
+    """LayerNorm, RMSNorm and the architectures' own norm classes (`GemmaRMSNorm`, `CohereLayerNorm`, ...)."""
+    return isinstance(module, (nn.LayerNorm, nn.RMSNorm)) or "norm" in type(module).__name__.lower()
+
+
+#: backbone children that are norms but not the final one (applied to the embeddings)
+EMBEDDING_NORMS = ("word_embeddings_layernorm", "emb_ln", "embed_layer_norm", "embedding_norm", "ln_emb", "emb_norm")
+#: projections the backbone applies after the final norm (OPT with word_embed_proj_dim != hidden_size)
+FINAL_PROJECTIONS = ("project_out",)
+
+
+def find_final_norm(backbone: nn.Module, layers_path: str) -> tuple[nn.Module | None, nn.Module | None]:
+    """(final norm, projection after it): the last norm-like child of the module that holds the blocks
+    (else of the backbone), embedding norms excluded; checked numerically by `specprobe.probe.hooks`."""
+    parent_path = layers_path.rpartition(".")[0]
+    owners = [backbone.get_submodule(parent_path)] if parent_path else []
+    owners.append(backbone)
+    for owner in owners:
+        norms = [(n, m) for n, m in owner.named_children()
+                 if m is not None and is_norm(m) and n not in EMBEDDING_NORMS and "emb" not in n]
+        if norms:
+            proj = next((m for n, m in owner.named_children() if n in FINAL_PROJECTIONS and isinstance(m, nn.Module)), None)
+            return norms[-1][1], proj
+    return None, None
 
 
 def split_model(model: HFModel) -> SplitModel:
@@ -77,6 +121,12 @@ def split_model(model: HFModel) -> SplitModel:
     softcap = getattr(config, "final_logit_softcapping", None)
     scale = getattr(config, "logit_scale", None)  # Cohere multiplies
     divide = getattr(config, "logits_scaling", None)  # Granite divides
+    logit_scale = 1.0
+    if isinstance(scale, (int, float)) and scale != 1:
+        logit_scale *= float(scale)
+    if isinstance(divide, (int, float)) and divide != 1:
+        logit_scale /= float(divide)
+    cap = float(softcap) if isinstance(softcap, (int, float)) and softcap else None
 
     def head(hidden: torch.Tensor) -> torch.Tensor:
         logits = lm_head(hidden)
@@ -84,11 +134,15 @@ def split_model(model: HFModel) -> SplitModel:
             logits = logits * scale
         if isinstance(divide, (int, float)) and divide != 1:
             logits = logits / divide
-        if softcap:
-            logits = torch.tanh(logits / softcap) * softcap
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
         return logits
 
-    return SplitModel(lm, backbone, head, _find_layers(backbone), _find_final_norm(backbone))
+    found = find_layers(backbone)
+    if found is None:
+        return SplitModel(lm, backbone, head, None, None, None, logit_scale, cap)
+    norm, proj = find_final_norm(backbone, found[0])
+    return SplitModel(lm, backbone, head, found[1], norm, proj, logit_scale, cap)
 
 
 @torch.no_grad()

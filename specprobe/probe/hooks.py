@@ -1,37 +1,54 @@
-"""The hook layer shared by the layer views: which submodules of a decoder layer are its attention and
-MLP, and context managers that capture or replace their outputs on a `SplitModel`'s own modules.
+"""The hook layer shared by the layer views: which submodules of a decoder layer write its attention and
+MLP outputs to the residual stream, and context managers that capture or replace those outputs on a
+`SplitModel`'s own modules.
 
-Like nnterp, a small table names the submodules per architecture family instead of re-implementing
-models: hooks go on the Hugging Face modules that `compare` already runs, so the lens, patching and
-direct logit attribution use the same loading (`ModelPair`) and forward path (`score_items`).
+Like nnterp, we find the pieces structurally and check them on load instead of re-implementing models:
+hooks go on the Hugging Face modules that `compare` already runs, so the lens, patching and direct
+logit attribution use the same loading (`ModelPair`) and forward path (`score_items`).
 
-Supported families are those whose decoder layer is `h + attn(norm(h))` then `+ mlp(norm(.))`, so
-a component's output is exactly what it adds to the residual stream (direct logit attribution
-relies on it, and checks it: the parts must add up to the last layer's output).
+Discovery (`layer_modules`): the blocks are `SplitModel.layers` (the backbone's ModuleList of blocks);
+in each block, candidate attention writers (a child named `self_attn`/`attn`/`attention`/..., or typed
+`*Attention*`; a post-attention norm, as in Gemma 2/3 and OLMo 2; the last linear layer inside the
+attention, as in BLOOM whose attention adds the residual itself) and MLP writers (`mlp`,
+`feed_forward`, `block_sparse_moe`, `ffn`, ..., a post-feed-forward norm, the block's last linear
+child as OPT's `fc2`) are hooked during one forward pass of a short probe input, and the first pair
+for which `block output == block input + scale * (attn + mlp)` holds is kept. Sequential blocks
+(`h + attn(norm(h))` then `+ mlp(norm(.))`) and parallel ones (GPT-J, GPT-NeoX with
+`use_parallel_residual`, Phi, Falcon, Cohere, StableLM: `h + attn(norm(h)) + mlp(norm(h))`) both
+satisfy it, so a component's output is exactly what it adds to the residual stream, which patching
+and direct logit attribution rely on. The same pass checks that the final norm (and OPT's
+`project_out`) then the head, applied to the last block's output, reproduces the model's logits.
+
+Exceptions stay in small tables: `WRITE_SCALE_ATTRS` (Granite's `residual_multiplier`); the head's
+logit scaling and soft-capping and the final norm's lookup live in `specprobe.core.architecture`.
+An architecture whose blocks do not write to the residual stream this way (post-LN OPT/BERT-style
+blocks, say) is refused with an `UnsupportedArchitectureError` that says which part is missing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from specprobe.core.architecture import SplitModel, UnsupportedArchitectureError, unwrap_peft
+from specprobe.core.architecture import SplitModel, UnsupportedArchitectureError, is_norm, unwrap_peft
 
-# model_type -> (attention submodule, MLP submodule) of each decoder layer
-FAMILIES: dict[str, tuple[str, str]] = {
-    "gpt2": ("attn", "mlp"),
-    "llama": ("self_attn", "mlp"),
-    "mistral": ("self_attn", "mlp"),
-    "qwen2": ("self_attn", "mlp"),
-    "qwen3": ("self_attn", "mlp"),
-    "phi3": ("self_attn", "mlp"),
-    "gemma": ("self_attn", "mlp"),
-}
 COMPONENTS = ("attn", "mlp", "layer")
+
+#: children of a decoder block that are its attention / MLP, by name (then by type name)
+ATTN_NAMES = ("self_attn", "attn", "attention", "self_attention", "attn_block", "mixer")
+MLP_NAMES = ("mlp", "feed_forward", "block_sparse_moe", "ffn", "moe", "mlp_block", "ff")
+#: norms applied to a component's output before the residual add (Gemma 2/3, OLMo 2)
+POST_ATTN_NORMS = ("post_attention_layernorm", "post_attn_norm", "post_attention_norm", "post_self_attn_layernorm")
+POST_MLP_NORMS = ("post_feedforward_layernorm", "post_mlp_layernorm", "post_ffn_norm", "post_mlp_norm")
+#: config attributes that scale both components' residual writes (Granite: h + residual_multiplier * attn)
+WRITE_SCALE_ATTRS = ("residual_multiplier",)
+#: length of the probe input the structure is checked on
+PROBE_TOKENS = 6
 
 
 class LayerIndexError(IndexError, ValueError):
@@ -43,40 +60,186 @@ def model_type(split: SplitModel) -> str:
 
 
 def supported_message() -> str:
-    return ", ".join(sorted(FAMILIES))
+    return ("decoder-only models whose blocks add their attention and MLP outputs to the residual stream "
+            "(h + attn + mlp, sequential or parallel), with a final norm before the unembedding")
+
+
+@dataclass(eq=False)
+class Site:
+    """A module whose output is one component's residual write. `flat`: its output is (batch*seq, d)
+    (OPT's MLP), viewed as (batch, seq, d) through the shape of `layer`'s input."""
+
+    module: nn.Module
+    layer: nn.Module
+    flat: bool = False
 
 
 @dataclass
 class LayerModules:
-    """One decoder layer's hookable modules."""
+    """One decoder layer's hookable modules; `scale` multiplies attn/mlp outputs into residual writes."""
 
     layer: nn.Module
-    attn: nn.Module
-    mlp: nn.Module
+    attn: Site
+    mlp: Site
+    scale: float = 1.0
 
-    def get(self, component: str) -> nn.Module:
-        return getattr(self, component)
+    def get(self, component: str) -> Site | nn.Module:
+        return self.layer if component == "layer" else getattr(self, component)
+
+
+@dataclass
+class _Found:
+    attn: list[str]
+    mlp: list[str]
+    flat: list[tuple[bool, bool]]
+    scale: float
+
+
+_FOUND: weakref.WeakKeyDictionary[nn.Module, _Found] = weakref.WeakKeyDictionary()
+
+
+def _describe(split: SplitModel) -> str:
+    return f"{type(unwrap_peft(split.causal_lm)).__name__} (model_type {model_type(split)!r})"
+
+
+def _candidates(layer: nn.Module, names: Sequence[str], type_words: Sequence[str], post_norms: Sequence[str],
+                other: nn.Module | None, last_child_linear: bool) -> list[str]:
+    """Dotted paths (relative to `layer`) of modules that may write this component to the residual stream."""
+    children = dict(layer.named_children())
+    main = [n for n in names if isinstance(children.get(n), nn.Module)]
+    main += [n for n, m in children.items() if n not in main and m is not other
+             and any(w in type(m).__name__.lower() for w in type_words) and not is_norm(m)]
+    out = list(main)
+    out += [n for n in post_norms if isinstance(children.get(n), nn.Module)]
+    for n in main:  # the last linear inside (BLOOM's attention and MLP add the residual themselves)
+        linears = [f"{n}.{k}" for k, m in children[n].named_modules() if k and isinstance(m, nn.Linear)]
+        out += linears[-1:]
+    if last_child_linear:  # OPT's fc2: the MLP is no submodule of its own
+        out += [n for n, m in children.items() if isinstance(m, nn.Linear)][-1:]
+    return list(dict.fromkeys(out))
+
+
+def _tol(ref: torch.Tensor) -> float:
+    eps = torch.finfo(ref.dtype).eps if ref.dtype.is_floating_point else 1e-6
+    return max(1e-4, 8 * eps) * max(1.0, ref.abs().max().item())
+
+
+@torch.no_grad()
+def _discover(split: SplitModel) -> _Found:
+    name = _describe(split)
+    if split.layers is None:
+        raise UnsupportedArchitectureError(
+            f"{name}: the layer views found no decoder layer list (an nn.ModuleList of blocks under the backbone); "
+            f"supported: {supported_message()}")
+    lm = unwrap_peft(split.causal_lm)
+    layers = list(split.layers)
+    cands: list[tuple[list[str], list[str]]] = []
+    for layer in layers:
+        attn = _candidates(layer, ATTN_NAMES, ("attention", "attn"), POST_ATTN_NORMS, None, False)
+        first = layer.get_submodule(attn[0]) if attn else None
+        mlp = _candidates(layer, MLP_NAMES, ("mlp", "moe", "feedforward", "expert"), POST_MLP_NORMS, first, True)
+        mlp = [m for m in mlp if m not in attn]
+        if not attn or not mlp:
+            raise UnsupportedArchitectureError(
+                f"{name}: decoder layer {type(layer).__name__} has no {'attention' if not attn else 'MLP'} submodule "
+                f"(looked for children named {ATTN_NAMES if not attn else MLP_NAMES} or typed like one); "
+                f"supported: {supported_message()}")
+        cands.append((attn, mlp))
+    # one forward pass with every candidate hooked
+    store: dict = {}
+    handles = []
+    for i, (layer, (attn, mlp)) in enumerate(zip(layers, cands)):
+        def pre(_m, args, kwargs, i=i):
+            store[("in", i)] = (args[0] if args else kwargs["hidden_states"]).detach().clone()
+
+        def post(_m, _a, output, i=i):
+            store[("out", i)] = _tensor_of(output).detach().clone()
+
+        handles.append(layer.register_forward_pre_hook(pre, with_kwargs=True))
+        handles.append(layer.register_forward_hook(post))
+        for path in attn + mlp:
+            def keep(_m, _a, output, key=(path, i)):
+                t = _tensor_of(output)
+                if isinstance(t, torch.Tensor):
+                    store[key] = t.detach().clone()
+
+            handles.append(layer.get_submodule(path).register_forward_hook(keep))
+    emb = lm.get_input_embeddings()
+    vocab = int(emb.weight.shape[0])
+    ids = (torch.arange(PROBE_TOKENS) * 7 + 3) % vocab
+    try:
+        logits = lm(input_ids=ids[None].to(emb.weight.device), use_cache=False).logits
+    finally:
+        for h in handles:
+            h.remove()
+    config = getattr(lm, "config", None)
+    scales = [1.0] + [float(v) for a in WRITE_SCALE_ATTRS
+                      if isinstance(v := getattr(config, a, None), (int, float)) and v != 1]
+    found = _Found([], [], [], 1.0)
+    for i, (attn, mlp) in enumerate(cands):
+        h_in, h_out = store.get(("in", i)), store.get(("out", i))
+        if h_in is None or h_out is None:
+            raise UnsupportedArchitectureError(f"{name}: decoder layer {i} did not run on the probe input")
+        delta = (h_out.double() - h_in.to(h_out.device).double())
+        best = None
+        for scale in scales:
+            for a in attn:
+                for m in mlp:
+                    ta, tm = store.get((a, i)), store.get((m, i))
+                    if ta is None or tm is None:
+                        continue
+                    flat = (ta.dim() == 2 and h_out.dim() == 3, tm.dim() == 2 and h_out.dim() == 3)
+                    try:
+                        ta, tm = ta.reshape(h_out.shape), tm.reshape(h_out.shape)
+                    except RuntimeError:
+                        continue
+                    err = (delta - scale * (ta.double().to(delta.device) + tm.double().to(delta.device))).abs().max().item()
+                    if err <= _tol(h_out):
+                        best = (a, m, flat, scale)
+                        break
+                if best:
+                    break
+            if best:
+                break
+        if best is None:
+            raise UnsupportedArchitectureError(
+                f"{name}: decoder layer {i} ({type(layers[i]).__name__}) does not add attention and MLP outputs to "
+                f"the residual stream (no pair of attention outputs {attn} and MLP outputs {mlp} sums to the layer's "
+                f"update, e.g. post-norm blocks); supported: {supported_message()}")
+        found.attn.append(best[0])
+        found.mlp.append(best[1])
+        found.flat.append(best[2])
+        found.scale = best[3]
+    # the final norm and head, on the last block's output, must give the model's logits
+    last = store[("out", len(layers) - 1)]
+    try:
+        ours = split.head(split.normed(last.to(emb.weight.device))).float()
+        err = (ours - logits.float().to(ours.device)).abs().max().item()
+    except Exception as exc:  # noqa: BLE001 - any failure means the norm or head is not the one found
+        err, ours = float("inf"), exc
+    if not err <= 1e-3 * max(1.0, logits.abs().max().item()):
+        norm = type(split.final_norm).__name__ if split.final_norm is not None else "no final norm"
+        raise UnsupportedArchitectureError(
+            f"{name}: the final norm ({norm}) and unembedding applied to the last layer's output do not give the "
+            f"model's logits (off by {err:.3g}); the layer views need the final norm the backbone applies after "
+            "its blocks")
+    return found
 
 
 def layer_modules(split: SplitModel) -> list[LayerModules]:
-    """Per decoder layer: the layer, its attention and its MLP; a clear error for other architectures."""
-    mtype = model_type(split)
-    name = type(unwrap_peft(split.causal_lm)).__name__
-    if mtype not in FAMILIES or split.layers is None or split.final_norm is None:
-        raise UnsupportedArchitectureError(
-            f"{name} (model_type {mtype!r}): the layer views cannot hook this architecture; "
-            f"supported families: {supported_message()}"
-        )
-    attn_name, mlp_name = FAMILIES[mtype]
+    """Per decoder layer: the layer and the modules writing its attention and MLP outputs (found and checked
+    on the first call per model, see the module docstring); a clear error for architectures it cannot hook."""
+    lm = unwrap_peft(split.causal_lm)
+    found = _FOUND.get(lm)
+    if found is None:
+        found = _discover(split)
+        _FOUND[lm] = found
+    assert split.layers is not None  # _discover refuses models without a layer list
     out = []
     for i, layer in enumerate(split.layers):
-        attn, mlp = getattr(layer, attn_name, None), getattr(layer, mlp_name, None)
-        if not isinstance(attn, nn.Module) or not isinstance(mlp, nn.Module):
-            raise UnsupportedArchitectureError(
-                f"{name} (model_type {mtype!r}): layer {i} has no `{attn_name}`/`{mlp_name}` submodule; "
-                f"supported families: {supported_message()}"
-            )
-        out.append(LayerModules(layer, attn, mlp))
+        fa, fm = found.flat[i]
+        out.append(LayerModules(layer, Site(layer.get_submodule(found.attn[i]), layer, fa),
+                                Site(layer.get_submodule(found.mlp[i]), layer, fm), found.scale))
     return out
 
 
@@ -108,15 +271,39 @@ def _with_tensor(output, tensor):
     return (tensor,) + tuple(output[1:]) if isinstance(output, tuple) else tensor
 
 
+def _register(target: Site | nn.Module, fn: Callable[[torch.Tensor], torch.Tensor | None], handles: list) -> None:
+    """A forward hook passing `target`'s output tensor, as (batch, seq, d), to `fn`; a returned tensor replaces it."""
+    if isinstance(target, Site):
+        module, flat = target.module, target.flat
+        shape: dict = {}
+        if flat:
+            def pre(_m, args, kwargs):
+                shape["s"] = (args[0] if args else kwargs["hidden_states"]).shape
+
+            handles.append(target.layer.register_forward_pre_hook(pre, with_kwargs=True))
+    else:
+        module, flat, shape = target, False, {}
+
+    def hook(_m, _i, output):
+        t = _tensor_of(output)
+        new = fn(t.view(shape["s"]) if flat else t)
+        if new is None:
+            return None
+        return _with_tensor(output, new.reshape(t.shape) if flat else new)
+
+    handles.append(module.register_forward_hook(hook))
+
+
 @contextlib.contextmanager
 def capture_outputs(modules: dict, store: dict) -> Iterator[None]:
-    """Record each named module's output tensor (the first element of a tuple output) into `store`."""
-    handles = []
+    """Record each named module's (or `Site`'s) output tensor (the first element of a tuple output) into `store`.
+    A copy: some blocks add to a component's output in place afterwards (Falcon's parallel MLP)."""
+    handles: list = []
     for key, module in modules.items():
-        def keep(_m, _i, output, key=key):
-            store[key] = _tensor_of(output).detach()
+        def keep(t, key=key):
+            store[key] = t.detach().clone()
 
-        handles.append(module.register_forward_hook(keep))
+        _register(module, keep, handles)
     try:
         yield
     finally:
@@ -128,7 +315,7 @@ def capture_outputs(modules: dict, store: dict) -> Iterator[None]:
 def capture_input(module: nn.Module, store: dict, key) -> Iterator[None]:
     """Record the hidden states a module receives (first positional argument or `hidden_states=`)."""
     def keep(_m, args, kwargs):
-        store[key] = (args[0] if args else kwargs["hidden_states"]).detach()
+        store[key] = (args[0] if args else kwargs["hidden_states"]).detach().clone()
 
     handle = module.register_forward_pre_hook(keep, with_kwargs=True)
     try:
@@ -138,14 +325,11 @@ def capture_input(module: nn.Module, store: dict, key) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def replace_outputs(patches: dict[nn.Module, Callable[[torch.Tensor], torch.Tensor]]) -> Iterator[None]:
-    """While active, each module's output tensor goes through its function (which returns the new one)."""
-    handles = []
+def replace_outputs(patches: dict[Site | nn.Module, Callable[[torch.Tensor], torch.Tensor]]) -> Iterator[None]:
+    """While active, each module's (or `Site`'s) output tensor goes through its function (which returns the new one)."""
+    handles: list = []
     for module, fn in patches.items():
-        def swap(_m, _i, output, fn=fn):
-            return _with_tensor(output, fn(_tensor_of(output)))
-
-        handles.append(module.register_forward_hook(swap))
+        _register(module, fn, handles)
     try:
         yield
     finally:

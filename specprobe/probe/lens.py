@@ -6,8 +6,8 @@ then the head and a float32 log-softmax (`logprobs_at`). At the last layer this 
 the model does, so the lens there equals `compare`'s log-probability.
 
 Direct logit attribution: the final residual h = embed + sum of attention and MLP outputs. With the
-final norm's scale frozen at its value for h (1/sigma for LayerNorm, 1/rms for RMSNorm), the norm
-is linear, and token t's logit splits exactly into one term per part plus the norm's and head's
+final norm's scale frozen at its value for h (1/sigma for LayerNorm, 1/rms for RMSNorm; the norm's
+kind, gain offset and bias are matched against its own output), the norm is linear, and token t's logit splits exactly into one term per part plus the norm's and head's
 biases. Frozen scale is the standard convention (TransformerLens `apply_ln_to_stack`); it says
 what each part writes along the token's direction, not what would happen without it.
 
@@ -38,9 +38,12 @@ LENS_ROWS = 4096
 
 @torch.no_grad()
 def lens_logprobs(split: SplitModel, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log p(target) read off each layer: `states` (n_layers, n, d) before the final norm -> (n_layers, n)."""
-    if split.final_norm is None:
-        raise UnsupportedArchitectureError(f"{type(split.causal_lm).__name__}: no final norm found for the logit lens")
+    """log p(target) read off each layer: `states` (n_layers, n, d) before the final norm -> (n_layers, n).
+
+    Each row goes through the model's own final norm (`SplitModel.normed`: fresh statistics per row, so
+    per layer; then OPT's `project_out` where there is one) and head (with the model's logit scaling
+    and soft-capping); `specprobe.probe.hooks.layer_modules` checked on load that this reproduces the
+    model's logits from the last layer's output."""
     ref = split.causal_lm.get_output_embeddings().weight
     n_layers, n, d = states.shape
     if n_layers == 0 or n == 0:
@@ -50,24 +53,48 @@ def lens_logprobs(split: SplitModel, states: torch.Tensor, targets: torch.Tensor
     flat, flat_targets = states.reshape(n_layers * n, d), targets.repeat(n_layers)
     out = []
     for lo in range(0, flat.shape[0], LENS_ROWS):
-        normed = split.final_norm(flat[lo : lo + LENS_ROWS].to(device=ref.device, dtype=ref.dtype))
+        normed = split.normed(flat[lo : lo + LENS_ROWS].to(device=ref.device, dtype=ref.dtype))
         out.append(logprobs_at(split, normed, flat_targets[lo : lo + LENS_ROWS].to(ref.device)))
     return torch.cat(out).reshape(n_layers, n)
 
 
-def _norm_parts(norm: nn.Module) -> tuple[str, torch.Tensor | None, torch.Tensor | None, float]:
-    """(kind, gain, bias, eps) of a final LayerNorm or RMSNorm; anything else is refused."""
+def _norm_eps(norm: nn.Module) -> list[float]:
+    out = [float(v) for a in ("eps", "variance_epsilon", "epsilon", "layer_norm_eps")
+           if isinstance(v := getattr(norm, a, None), (int, float))]
+    return out or [1e-5, 1e-6]
+
+
+@torch.no_grad()
+def _norm_parts(norm: nn.Module, h: torch.Tensor) -> tuple[bool, torch.Tensor | None, torch.Tensor | None, float]:
+    """(centers, gain, bias, eps) of a final norm y = gain * (x - [mean x]) / sqrt(mean(.^2) + eps) + bias,
+    read off the module's parameters and matched against its output on the rows `h`: LayerNorm, RMSNorm,
+    Gemma's (1 + weight) RMSNorm, Cohere's bias-free LayerNorm, OLMo's parameter-free LayerNorm."""
     name = type(norm).__name__
-    if isinstance(norm, nn.LayerNorm):
-        return "layernorm", norm.weight, norm.bias, norm.eps
-    if "RMSNorm" in name:
-        eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", None))
-        weight = getattr(norm, "weight", None)
-        if eps is None or weight is None:
-            raise UnsupportedArchitectureError(f"final norm {name}: cannot read its weight and epsilon")
-        gain = (1.0 + weight.float()) if name.startswith("Gemma") else weight
-        return "rmsnorm", gain, None, float(eps)
-    raise UnsupportedArchitectureError(f"final norm {name}: direct logit attribution knows LayerNorm and RMSNorm only")
+    weight, bias = getattr(norm, "weight", None), getattr(norm, "bias", None)
+    weight = weight if isinstance(weight, torch.Tensor) else None
+    bias = bias if isinstance(bias, torch.Tensor) else None
+    ref = norm(h.to(weight.dtype if weight is not None else h.dtype)).double()
+    x64 = h.double().to(ref.device)
+    gains: list[torch.Tensor | None] = [weight.double(), 1.0 + weight.double()] if weight is not None else [None]
+    centers = (False, True) if "rms" in name.lower() else (True, False)
+    best, best_err = None, float("inf")
+    for center in centers:
+        x = x64 - x64.mean(-1, keepdim=True) if center else x64
+        for eps in _norm_eps(norm):
+            y = x * (x.pow(2).mean(-1, keepdim=True) + eps).rsqrt()
+            for g in gains:
+                z = y * g.to(ref.device) if g is not None else y
+                if bias is not None:
+                    z = z + bias.double().to(ref.device)
+                err = (z - ref).abs().max().item() if len(ref) else 0.0
+                if err < best_err:
+                    best, best_err = (center, g, bias, eps), err
+    tol = max(1e-4, 8 * torch.finfo(ref.dtype if ref.dtype.is_floating_point else torch.float32).eps)
+    if best is None or not best_err <= tol * max(1.0, ref.abs().max().item() if len(ref) else 1.0):
+        raise UnsupportedArchitectureError(
+            f"final norm {name}: direct logit attribution knows LayerNorm- and RMSNorm-like norms (gain, optional "
+            f"bias, optional +1 gain offset); this one does not match them (off by {best_err:.3g})")
+    return best
 
 
 @torch.no_grad()
@@ -76,35 +103,46 @@ def direct_logit_attribution(split: SplitModel, parts: torch.Tensor, targets: to
     """Contributions of `parts` (k, n, d), which sum to the final residual rows, to each row's target logit.
 
     Returns (contributions (k, n), bias (n,)) in float64: the norm's bias and the head's bias on the
-    target. Their sum equals the model's logit for the target (checked; before any logit soft-capping).
+    target. Their sum equals the model's logit for the target (checked), including its logit scaling
+    (Cohere, Granite); with soft-capping (Gemma 2) the logit before the cap.
     """
-    final_norm = split.final_norm
-    if final_norm is None:
-        raise UnsupportedArchitectureError(f"{type(split.causal_lm).__name__}: no final norm found for direct logit attribution")
-    kind, gain, bias, eps = _norm_parts(final_norm)
     head = split.causal_lm.get_output_embeddings()
-    w = head.weight.double()[targets.to(head.weight.device)]  # (n, d)
+    w = head.weight.double()[targets.to(head.weight.device)]  # (n, d_out)
     x = parts.double().to(w.device)
     h = x.sum(0)
-    if kind == "layernorm":
-        x = x - x.mean(-1, keepdim=True)
-        scale = (h.var(-1, unbiased=False, keepdim=True) + eps).rsqrt()
-    else:
-        scale = (h.pow(2).mean(-1, keepdim=True) + eps).rsqrt()
-    g = gain.double().to(w.device) if gain is not None else torch.ones_like(h[0])
-    contrib = ((x * scale) * g * w).sum(-1)  # (k, n)
     const = torch.zeros(h.shape[0], dtype=torch.float64, device=w.device)
-    if bias is not None:
-        const = const + (bias.double().to(w.device) * w).sum(-1)
+    proj = split.final_proj
+    if proj is not None:  # a linear map after the norm (OPT's project_out) folds into the unembedding
+        pw = getattr(proj, "weight", None)
+        if not isinstance(pw, torch.Tensor) or pw.dim() != 2:
+            raise UnsupportedArchitectureError(f"projection after the final norm ({type(proj).__name__}) is not linear")
+        pb = getattr(proj, "bias", None)
+        if isinstance(pb, torch.Tensor):
+            const = const + (pb.double().to(w.device) * w).sum(-1)
+        w = w @ pw.double().to(w.device)  # (n, d)
+    if split.final_norm is not None:
+        center, gain, bias, eps = _norm_parts(split.final_norm, h)
+        if center:
+            x = x - x.mean(-1, keepdim=True)
+            hc = h - h.mean(-1, keepdim=True)
+        else:
+            hc = h
+        scale = (hc.pow(2).mean(-1, keepdim=True) + eps).rsqrt()
+        g = gain.double().to(w.device) if gain is not None else torch.ones_like(h[0])
+        contrib = ((x * scale) * g * w).sum(-1)  # (k, n)
+        if bias is not None:
+            const = const + (bias.double().to(w.device) * w).sum(-1)
+    else:
+        contrib = (x * w).sum(-1)
     head_bias = getattr(head, "bias", None)
-    if head_bias is not None:
+    if isinstance(head_bias, torch.Tensor):
         const = const + head_bias.double()[targets.to(head_bias.device)].to(w.device)
+    contrib, const = contrib * split.logit_scale, const * split.logit_scale
     # the parts must add up to the model's own logit: catches components that are not residual writes
-    ref_dtype = head.weight.dtype
-    normed = final_norm(h.to(ref_dtype))
-    logit = head(normed).double().gather(1, targets.to(normed.device)[:, None]).squeeze(1)
-    err = (contrib.sum(0) + const - logit).abs().max().item() if len(logit) else 0.0
-    if not err <= check_atol * max(1.0, logit.abs().max().item()):
+    normed = split.normed(h.to(head.weight.dtype))
+    logit = split.raw_logits(normed).double().gather(1, targets.to(normed.device)[:, None]).squeeze(1)
+    err = (contrib.sum(0) + const - logit.to(w.device)).abs().max().item() if len(logit) else 0.0
+    if not err <= check_atol * max(1.0, logit.abs().max().item() if len(logit) else 1.0):
         raise UnsupportedArchitectureError(
             f"{type(split.causal_lm).__name__}: direct logit attribution does not add up to the logit "
             f"(off by {err:.3g}); this architecture's layers do not write to the residual stream as assumed"

@@ -332,8 +332,10 @@ def _attribute_item(pair: Any, prep: Prepared, item_i: int, ois: list[int], part
     rows = []
     for variant in ("base", "tuned"):
         with pair.view(variant) as split:
-            _, store = _capture(split, layer_modules(split), item, range(n_layers), with_embed=True)
-            outs = [store["embed" if c == "embed" else (c, layer)] for layer, c in parts]
+            mods = layer_modules(split)
+            _, store = _capture(split, mods, item, range(n_layers), with_embed=True)
+            # what each part adds to the residual stream (Granite scales the outputs by residual_multiplier)
+            outs = [store["embed"] if c == "embed" else store[(c, layer)] * mods[layer].scale for layer, c in parts]
             # each output where its layer ran (several GPUs when sharded), gathered on one device
             stack = torch.stack([o[0, cols.to(o.device)].to(store["embed"].device) for o in outs])
             contrib, const = direct_logit_attribution(split, stack, targets)
