@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -275,7 +276,7 @@ class ModelPair:
                 base_obj.set_adapter(name, inference_mode=True)
                 return base_obj.eval(), name
             model = PeftModel.from_pretrained(base_obj, adapter, is_trainable=False)
-        except (RuntimeError, ValueError, KeyError) as exc:
+        except (RuntimeError, ValueError, KeyError, OSError, pickle.UnpicklingError) as exc:
             raise ModelLoadError(
                 f"adapter {adapter!r} does not fit the base model {meta.get('base')!r} "
                 f"(adapter was made for {cfg.get('base_model_name_or_path')!r}): {str(exc)[:300]}"

@@ -184,6 +184,9 @@ def prepare(pair_or_tokenizer: Any, terms: Any, texts: Any, options: ProbeOption
             raise ValueError("max_length is required when no loaded model gives the context length")
     encodings = [encode(tokenizer, r.text, opts.add_bos, label=f"text {r.id!r}") for r in records]
     occs = locate(records, encodings, term_map, False, opts.match)
+    if not occs:
+        raise ValueError(f"none of the {len(term_map)} term(s) occurs in the {len(records)} text(s): nothing to "
+                         "score (check the terms, the texts, and the matching options)")
     control_words = _control_words(opts, records, term_map, occs)
     if control_words:
         taken: dict[int, list[tuple[int, int]]] = defaultdict(list)

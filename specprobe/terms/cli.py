@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -18,6 +19,7 @@ def register(subparsers) -> None:
     b.add_argument("--backend", choices=("offline", "scispacy"), default="offline")
     b.add_argument("--format", default="auto",
                    choices=("auto", "smedqa", "medqa", "medmcqa", "instruction", "csv", "jsonl"))
+    b.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     b.add_argument("--mapping", help="column mapping for csv/jsonl, as JSON: "
                    '\'{"question": "q", "options": ["a","b","c","d"], "answer": "ans", "answer_format": "letter"}\'')
     b.add_argument("--skip-bad", action="store_true", help="skip malformed records and report them")
@@ -52,11 +54,27 @@ def register(subparsers) -> None:
     e.set_defaults(handler=cmd_export)
 
 
+def _mapping(text: str | None) -> dict | None:
+    """--mapping as a JSON object of column names; anything else is an error naming the option."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--mapping is not valid JSON ({exc}): {text!r}") from exc
+    if not isinstance(value, dict):
+        raise ValueError(f"--mapping must be a JSON object such as '{{\"question\": \"q\"}}', got {text!r}")
+    return value
+
+
 def cmd_build(args) -> int:
     from .build import build_lexicon
     from .specialties import AssignmentRule
 
-    mapping = json.loads(args.mapping) if args.mapping else None
+    mapping = _mapping(args.mapping)
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     rule = AssignmentRule(z_min=args.z_min, max_specialties=args.max_specialties, min_count=1,
                           prior_strength=args.prior_strength, use_ontology=args.signals != "corpus",
                           use_corpus=args.signals != "ontology")
