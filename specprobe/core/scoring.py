@@ -9,17 +9,22 @@ No attention mask is passed by default: with right padding in a causal model, re
 attend to the padding after them and keep positions 0..n-1, so their outputs are those of the
 unpadded text; without a mask, SDPA takes its causal kernel instead of materialising a
 batch x heads x length x length mask and score matrix. Only the (unread) padded rows differ.
+
+Data-parallel (`distribute=True` under an initialised process group, see `specprobe.core.distributed`):
+every rank plans the same batches, runs its share of them and gets every rank's results back, so
+the result is bit-identical to one process's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from specprobe.core.architecture import SplitModel
+from specprobe.core.distributed import all_gather_indexed, balanced_shares, is_main, world
 from specprobe.core.items import ScoreItem
 from specprobe.core.rows import build_rows, row_position_ids, segment_mask
 
@@ -39,7 +44,8 @@ class ScoredItem:
     """Log-probabilities of an item's scored tokens, and optionally each layer's residual stream there."""
 
     logps: np.ndarray  # (n_positions,) float64
-    layer_states: torch.Tensor | None = None  # (n_layers, n_positions, d_model) on CPU, before the final norm
+    # (n_layers, n_positions, d_model) on CPU, before the final norm; or what `reduce_layers` made of them
+    layer_states: torch.Tensor | None = None
 
 
 def plan_batches(items: Sequence, batch_size: int, max_batch_tokens: int | None) -> list[list[int]]:
@@ -101,6 +107,8 @@ def score_items(
     share_prefixes: bool = False,
     progress: bool = False,
     desc: str = "scoring",
+    reduce_layers: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    distribute: bool = False,
 ) -> list[ScoredItem]:
     """Score every item with one forward pass per batch; results come back in the items' order.
 
@@ -108,16 +116,33 @@ def score_items(
     device, see DEFAULT_BATCH_TOKENS; None: no token limit); a row longer than the budget goes alone.
     `share_prefixes`: items with the same unscored context (the options of one question) share one
     row with a segment mask (see `specprobe.core.rows`): the context is encoded once.
+    `capture_layers`: keep each decoder layer's output at the scored positions (`layer_states`).
+    `reduce_layers(states, targets)`: called per batch with those states (n_layers, n, d_model) and
+    the scored tokens' ids (n,), both on the CPU; its (k, n) result is kept instead (the logit lens:
+    nothing holds every layer's residual stream for every item).
+    `distribute`: under an initialised torch.distributed process group, each rank runs a share of
+    the batches (whole batches, balanced by padded tokens) and every rank returns the whole result,
+    bit-identical to one process's. A collective: every rank must call it with the same items and
+    arguments. Leave it off for callers whose hooks must see every forward pass (patching).
     """
     from tqdm.auto import tqdm
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if reduce_layers is not None and not capture_layers:
+        raise ValueError("reduce_layers needs capture_layers=True")
     device = model_device(split)
     max_batch_tokens = batch_token_budget(device, max_batch_tokens)
-    results: list[ScoredItem | None] = [None] * len(items)
+    results: dict[int, ScoredItem] = {}
     all_rows = build_rows(items, share_prefixes)
     batches = plan_batches(all_rows, batch_size, max_batch_tokens)
+    rank, size = world() if distribute else (0, 1)
+    if size > 1:
+        # padded tokens of each batch: its rows x its longest row (the first: plan_batches goes longest first)
+        costs = [len(b) * all_rows[b[0]].needed_length for b in batches]
+        batches = [batches[j] for j in balanced_shares(costs, size)[rank]]
+        desc = f"{desc} (rank 0 of {size})"
+    n_mine = sum(len(all_rows[b].items) for batch in batches for b in batch)
     captured: list[torch.Tensor] = []
     hooks = []
     if capture_layers:
@@ -129,7 +154,7 @@ def score_items(
 
         hooks = [layer.register_forward_hook(keep) for layer in split.layers]
     try:
-        bar = tqdm(total=len(items), desc=desc, unit="seq", disable=not progress, leave=False)
+        bar = tqdm(total=n_mine, desc=desc, unit="seq", disable=not (progress and is_main()), leave=False)
         for batch in batches:
             captured.clear()
             rows = [all_rows[b] for b in batch]
@@ -157,6 +182,8 @@ def score_items(
             layer_states = None
             if capture_layers:
                 layer_states = torch.stack([h[r_idx.to(h.device), c_idx.to(h.device)].float().cpu() for h in captured])
+                if reduce_layers is not None:
+                    layer_states = reduce_layers(layer_states, targets.cpu())
             where: dict[int, list[int]] = {}
             for n, s in enumerate(scored):
                 where.setdefault(s[1], []).append(n)  # slots come in order within an item
@@ -168,4 +195,6 @@ def score_items(
     finally:
         for h in hooks:
             h.remove()
-    return results  # type: ignore[return-value]
+    if size > 1:
+        return all_gather_indexed(results, len(items))
+    return [results[i] for i in range(len(items))]

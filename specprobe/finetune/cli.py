@@ -119,8 +119,12 @@ def run_finetune(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    """Under `accelerate launch`/`torchrun` the ranks share the scoring; rank 0 alone writes and prints."""
     from pathlib import Path
 
+    from specprobe.core.distributed import init_from_env, is_main
+
+    init_from_env(args.device)
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
@@ -132,6 +136,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
         adapters = expand_adapter_dirs(args.adapter or [])
         result = matrix(args.model, adapters, args.data, **common)
+        if not is_main():
+            return 0
         result.save(out)
         print(result.summary())
     else:
@@ -141,6 +147,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
             raise ValueError("several --adapter values need --matrix")
         adapter = args.adapter[0] if args.adapter else None
         result = evaluate(args.model, args.data, adapter, variants=args.variant, **common)
+        if not is_main():
+            return 0
         result.save(out)
         print(result.table())
     print(f"wrote {out}")

@@ -10,7 +10,9 @@ reported per question:
   which divides by the continuation's length in characters, without the leading delimiter).
 
 Accuracies come per specialty with Wilson 95% intervals. With an adapter, the base (adapter
-disabled) and the tuned model are scored from one loaded model.
+disabled) and the tuned model are scored from one loaded model. Under an initialised
+torch.distributed process group the ranks share the scoring (data-parallel, see
+`specprobe.core.distributed`) and each returns the same result.
 """
 
 from __future__ import annotations
@@ -173,6 +175,7 @@ def score_records(pair, records: Sequence[QARecord], fmt: PromptFormat, *, varia
 
     `share_prompt`: the options of a question go through the model as one row that encodes the
     prompt once (checked against per-option scoring on the first question; see core/rows.py)."""
+    from specprobe.core.distributed import agree
     from specprobe.core.scoring import score_items
 
     items, info = prepared if prepared is not None else build_option_items(pair.tokenizer, records, fmt, max_length)
@@ -181,8 +184,10 @@ def score_records(pair, records: Sequence[QARecord], fmt: PromptFormat, *, varia
     for label, variant in labels.items():
         with pair.view(variant) as split:
             share = share_prompt and bool(records) and prompt_sharing_works(split, items, len(records[0].options))
+            # data-parallel ranks must plan the same rows: rank 0's check decides for all
+            share = agree(share)
             scored = score_items(split, items, batch_size=batch_size, share_prefixes=share, progress=progress,
-                                 desc=f"options {label}")
+                                 desc=f"options {label}", distribute=True)
         k = 0
         for rec, per in zip(records, info):
             n_opt = len(rec.options)

@@ -70,11 +70,17 @@ def read_inputs(args: argparse.Namespace):
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    """Under `accelerate launch`/`torchrun` the ranks share the scoring; rank 0 alone writes and prints."""
+    from specprobe.core.distributed import init_from_env, is_main
     from specprobe.probe.compare import compare
     from specprobe.probe.options import ProbeOptions
 
+    opts = ProbeOptions.from_args(args)
+    init_from_env(opts.device)
     terms, texts = read_terms_and_texts(args)
-    comp = compare(args.base, args.tuned, terms, texts, options=ProbeOptions.from_args(args))
+    comp = compare(args.base, args.tuned, terms, texts, options=opts)
+    if not is_main():
+        return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     comp.save(out / "comparison.json.gz")

@@ -1,5 +1,8 @@
 """`compare(base, tuned, terms)`: in-context log-probabilities of terms (and control words) under a
-base and a fine-tuned model, one row per occurrence, through the shared scoring core."""
+base and a fine-tuned model, one row per occurrence, through the shared scoring core.
+
+Under an initialised torch.distributed process group the ranks share the scoring (data-parallel,
+see `specprobe.core.distributed`) and each returns the same `Comparison`."""
 
 from __future__ import annotations
 
@@ -80,7 +83,7 @@ def _compare(base: Any, tuned: Any, terms: Any, texts: Any, opts: ProbeOptions) 
     for variant in pair.variants:
         with pair.view(variant) as split:
             scored[variant] = score_items(split, prep.items, batch_size=opts.batch_size, progress=opts.progress,
-                                          desc=f"scoring {variant}")
+                                          desc=f"scoring {variant}", distribute=True)
     frame = pd.DataFrame(_occurrence_rows(prep, scored), columns=Comparison.columns)
     found = {o.term for o in prep.occs if not o.is_control}
     missing = sorted(t for t in prep.term_map if t not in found)

@@ -3,7 +3,8 @@
 Occurrences are found by the same pieces as `compare` (`locate`, `build_items`), and the forward
 pass is the same scoring core with its layer hooks (`score_items(capture_layers=True)`): one pass
 per batch of texts and model, whatever the number of layers. Each layer's residual stream at the
-positions that predict the term's tokens goes through the final norm (fresh statistics) and head.
+positions that predict the term's tokens goes through the final norm (fresh statistics) and head,
+batch by batch; under a process group the batches are shared out between the ranks as compare's.
 The table and its result class (`lens_frame`, `LayerView`) live in `specprobe.probe.lens`, shared
 with the nnsight engine (`specprobe.probe.remote`).
 """
@@ -97,16 +98,18 @@ def _local_layers(base: Any, tuned: Any, terms: Any, texts: Any, layer_ids: Sequ
 
 
 def _lens_items(split: SplitModel, prep: Prepared, chosen: list[int], opts: ProbeOptions, desc: str) -> list[np.ndarray]:
-    """Per item, the (n_chosen, n_positions) lens log-probabilities under one model."""
-    scored = score_items(split, prep.items, batch_size=opts.batch_size, capture_layers=True, progress=opts.progress,
-                         desc=desc)
-    # every item's rows in one lens call: the head's weight is read per chunk of rows, not per item
-    targets = torch.tensor([item.ids[p] for item in prep.items for p in item.positions])
-    per_item = []
+    """Per item, the (n_chosen, n_positions) lens log-probabilities under one model.
+
+    The lens runs per batch inside the scoring core (`reduce_layers`), so no item's full residual
+    stream outlives its batch, and a data-parallel run gathers only these log-probabilities."""
+
+    def lens(states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return lens_logprobs(split, states[chosen], targets)
+
+    scored = score_items(split, prep.items, batch_size=opts.batch_size, capture_layers=True, reduce_layers=lens,
+                         progress=opts.progress, desc=desc, distribute=True)
+    out = []
     for s in scored:
-        assert s.layer_states is not None  # capture_layers=True keeps every item's states
-        per_item.append(s.layer_states[chosen])
-    states = torch.cat(per_item, dim=1) if scored else torch.zeros(len(chosen), 0, 1)
-    all_rows = lens_logprobs(split, states, targets).numpy()  # (n_chosen, total positions)
-    bounds = np.cumsum([0] + [len(item.positions) for item in prep.items])
-    return [all_rows[:, lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
+        assert s.layer_states is not None  # capture_layers=True keeps every item's lens rows
+        out.append(s.layer_states.numpy())
+    return out

@@ -33,16 +33,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_layers(args: argparse.Namespace) -> int:
+    """Under `accelerate launch`/`torchrun` the ranks share the lens; rank 0 alone writes, prints, and
+    runs --patch/--attribution (which are not data-parallel)."""
+    from specprobe.core.distributed import init_from_env, is_main
     from specprobe.probe.cli import read_terms_and_texts
     from specprobe.probe.layers import layers
     from specprobe.probe.options import ProbeOptions
     from specprobe.utils.io import atomic_write_text
 
-    terms, texts = read_terms_and_texts(args)
     opts = ProbeOptions.from_args(args)
     remote = {"no": False, "ndif": True, "local": "local"}[args.remote]
+    if init_from_env(opts.device)[1] > 1 and remote:
+        raise ValueError("--remote runs through nnsight in one process; do not start it data-parallel")
+    terms, texts = read_terms_and_texts(args)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if is_main():
+        out.mkdir(parents=True, exist_ok=True)
     if remote:
         view = layers(args.base, args.tuned, terms, texts, layer_ids=args.layers, remote=remote, options=opts)
         pair = None
@@ -51,6 +57,8 @@ def run_layers(args: argparse.Namespace) -> int:
 
         pair = ModelPair.load(args.base, args.tuned, device=opts.device, dtype=opts.dtype)
         view = layers(pair, terms=terms, texts=texts, layer_ids=args.layers, options=opts)
+    if not is_main():
+        return 0
     view.save(out / "layers.json.gz")
     atomic_write_text(out / "layers_by_specialty.csv", view.by_specialty().to_csv(index=False))
     written = ["layers.json.gz", "layers_by_specialty.csv"]
