@@ -9,6 +9,8 @@ from typing import Any
 from specprobe.probe.inputs import normalize_terms
 from specprobe.terms.records import read_text
 
+COMPARE_OUTPUTS = ("comparison.json.gz", "by_specialty.csv", "by_term.csv")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from specprobe.probe.options import add_probe_arguments
@@ -73,15 +75,15 @@ def run_compare(args: argparse.Namespace) -> int:
     """Under `accelerate launch`/`torchrun` the ranks share the scoring; rank 0 alone writes and prints."""
     from specprobe.core.distributed import init_from_env, is_main
     from specprobe.probe.compare import compare
-    from specprobe.probe.options import ProbeOptions
+    from specprobe.probe.options import ProbeOptions, check_out_dir
 
     opts = ProbeOptions.from_args(args)
+    out = check_out_dir(args.out, COMPARE_OUTPUTS, args.overwrite)
     init_from_env(opts.device)
     terms, texts = read_terms_and_texts(args)
     comp = compare(args.base, args.tuned, terms, texts, options=opts)
     if not is_main():
         return 0
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     comp.save(out / "comparison.json.gz")
     from specprobe.utils.io import atomic_write_text

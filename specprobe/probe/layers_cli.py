@@ -14,6 +14,9 @@ def _layer_list(value: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"--layers takes comma-separated integers, got {value!r}") from exc
 
 
+LAYERS_OUTPUTS = ("layers.json.gz", "layers_by_specialty.csv", "patching.json.gz", "logit_attribution.json.gz")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from specprobe.probe.options import add_probe_arguments
 
@@ -38,17 +41,15 @@ def run_layers(args: argparse.Namespace) -> int:
     from specprobe.core.distributed import init_from_env, is_main
     from specprobe.probe.cli import read_terms_and_texts
     from specprobe.probe.layers import layers
-    from specprobe.probe.options import ProbeOptions
+    from specprobe.probe.options import ProbeOptions, check_out_dir
     from specprobe.utils.io import atomic_write_text
 
     opts = ProbeOptions.from_args(args)
     remote = {"no": False, "ndif": True, "local": "local"}[args.remote]
     if init_from_env(opts.device)[1] > 1 and remote:
         raise ValueError("--remote runs through nnsight in one process; do not start it data-parallel")
+    out = check_out_dir(args.out, LAYERS_OUTPUTS, args.overwrite)
     terms, texts = read_terms_and_texts(args)
-    out = Path(args.out)
-    if is_main():
-        out.mkdir(parents=True, exist_ok=True)
     if remote:
         view = layers(args.base, args.tuned, terms, texts, layer_ids=args.layers, remote=remote, options=opts)
         pair = None
@@ -59,6 +60,7 @@ def run_layers(args: argparse.Namespace) -> int:
         view = layers(pair, terms=terms, texts=texts, layer_ids=args.layers, options=opts)
     if not is_main():
         return 0
+    out.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves no empty folder
     view.save(out / "layers.json.gz")
     atomic_write_text(out / "layers_by_specialty.csv", view.by_specialty().to_csv(index=False))
     written = ["layers.json.gz", "layers_by_specialty.csv"]

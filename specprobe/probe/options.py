@@ -135,3 +135,16 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--limit", type=positive_int, default=None, help="use only the first N texts (quick looks)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+
+
+def check_out_dir(out: str | Path, outputs: Sequence[str], overwrite: bool) -> Path:
+    """Refuse an --out that cannot take the results, before any model loads: a file, or a folder
+    already holding one of `outputs` (unless `overwrite`). Nothing is created here."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"--out {path} is a file, not a folder")
+    existing = [name for name in outputs if (path / name).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"--out {path} already holds {', '.join(existing)}; pass --overwrite to replace")
+    return path
