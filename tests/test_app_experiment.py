@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import pytest
 
-from specprobe.app.experiment import ExperimentConfig, interleave_by_specialty, run_experiment, split_records
-from specprobe.terms.datasets import QARecord, load_qa
+from specprobe.app.experiment import (
+    ExperimentConfig,
+    check_specialties,
+    interleave_by_specialty,
+    probe_texts,
+    run_experiment,
+    split_key,
+    split_records,
+    split_stage,
+)
+from specprobe.app.stages import stage_key
+from specprobe.terms.datasets import QARecord
 
 
 def _config(base, out, **kw) -> ExperimentConfig:
     return ExperimentConfig(base=str(base), out=str(out), specialties=["Cardiology", "Neurology"], include_all=False,
-                            train={"max_steps": 2, "batch_size": 4, "learning_rate": 1e-3, "rank": 2, "max_length": 256},
+                            train={"max_steps": 2, "batch_size": 4, "learning_rate": 1e-3, "rank": 2, "max_length": 128},
                             max_texts=8, **kw)
 
 
@@ -49,6 +59,12 @@ def test_stages_are_cached_and_invalidated_precisely(tiny_llama, tmp_path, monke
     assert "Fine-tuning specialty × term specialty" in html and "Is the own specialty best?" in html
     assert "Layer curves (logit lens)" in html
 
+    from specprobe.app.report import accuracy_frame
+
+    acc = accuracy_frame(reopened.accuracy)  # per test specialty: the pooled "ALL" row is not a column of the heatmap
+    assert "ALL" not in set(acc["test_specialty"]) and {"Cardiology", "Neurology"} <= set(acc["test_specialty"])
+    assert set(acc["train_specialty"]) == {"base", "Cardiology", "Neurology"}
+
 
 def test_unknown_specialty_lists_available(tiny_llama, tmp_path):
     base, _ = tiny_llama
@@ -74,3 +90,22 @@ def test_toml_config_rejects_unknown_keys(tmp_path):
         ExperimentConfig.from_toml(p)
     p.write_text('out = "x"\nspecialties = ["Cardiology"]\n[train]\nmax_steps = 3\n')
     assert ExperimentConfig.from_toml(p).train == {"max_steps": 3}
+
+
+def test_a_stage_runs_alone_from_its_declared_inputs(tmp_path):
+    """A stage is a plain function of its inputs and returns its output path (so it can run as its own task)."""
+    from specprobe.app.config import builtin_questions
+    from specprobe.utils.io import sha256_file
+
+    data = str(builtin_questions())
+    data_hash = sha256_file(data)
+    log: list[str] = []
+    folder = split_stage(tmp_path, data, data_hash, 0.3, 0, say=log.append)
+    assert folder == tmp_path / "stages" / stage_key("split", split_key(data_hash, 0.3, 0))
+    assert split_stage(tmp_path, data, data_hash, 0.3, 0, say=log.append) == folder
+    assert [line.split()[0] for line in log] == ["[run", "[done]", "[skip]"]
+    specialties = check_specialties(folder / "train.json", None, data)
+    texts = probe_texts(folder / "test.json", len(specialties))
+    assert len(texts) == len(specialties)
+    with pytest.raises(ValueError, match="Astrology.*available"):
+        check_specialties(folder / "train.json", ["Astrology"], data)

@@ -48,3 +48,12 @@ def test_demo_shows_terms_rising_more_than_control_words(tmp_path, capsys):
     # a rerun skips every finished stage
     assert main(["demo", "--out", str(out), "--specialties", "Cardiology", "Neurology", "--no-progress"]) == 0
     assert "[run ]" not in capsys.readouterr().out
+
+
+def test_a_missing_cli_module_is_an_error(monkeypatch):
+    """A command module that cannot be imported fails the CLI loudly instead of silently dropping its commands."""
+    from specprobe.app import cli
+
+    monkeypatch.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, "specprobe.no_such_cli"))
+    with pytest.raises(ModuleNotFoundError, match="specprobe.no_such_cli"):
+        cli.build_parser()

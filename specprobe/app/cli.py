@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 # Modules exposing `register(subparsers)`; each adds one or more subcommands.
 COMMAND_MODULES = (
@@ -21,24 +21,20 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `specprobe` parser with every subcommand of `COMMAND_MODULES`."""
     parser = argparse.ArgumentParser(
         prog="specprobe",
         description="Probe what clinical-specialty fine-tuning put into a language model.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # that package has no CLI yet
-                continue
-            raise
-        module.register(sub)
+    for name in COMMAND_MODULES:  # a module that is missing or fails to import is an error, not a skipped command
+        importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one `specprobe` subcommand; user errors print one line and return 1."""
     parser = build_parser()
     args = parser.parse_args(argv)
     # Hugging Face's per-load progress bars and a transformers deprecation notice raised inside peft/accelerate

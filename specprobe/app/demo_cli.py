@@ -4,9 +4,25 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from specprobe.app.experiment_result import ExperimentResult
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer > 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `demo` and `run` subcommands."""
     d = sub.add_parser("demo", help="run the whole study offline on the built-in model and questions, write an HTML report",
                        description="Fine-tune one LoRA adapter per specialty of the built-in (or given) questions, "
                                    "measure accuracy and term log-probabilities, and write a report.")
@@ -14,8 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--base", default="", help="a base model (hub id or directory) instead of the built-in one")
     d.add_argument("--out", default="specprobe-demo", help="output folder (reruns skip finished stages)")
     d.add_argument("--specialties", nargs="*", default=None, help="specialties to fine-tune on (default: all)")
-    d.add_argument("--max-steps", type=int, default=None, help="training steps per adapter")
-    d.add_argument("--max-texts", type=int, default=None, help="cap on test questions probed by compare")
+    d.add_argument("--max-steps", type=positive_int, default=None, help="training steps per adapter")
+    d.add_argument("--max-texts", type=positive_int, default=None, help="cap on test questions probed by compare")
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(handler=run_demo)
     r = sub.add_parser("run", help="run an experiment described by a TOML file (cached, resumable stages)")
@@ -24,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(handler=run_toml)
 
 
-def _finish(result, started: float) -> int:
+def _finish(result: ExperimentResult, started: float) -> int:
+    """Write the report and print the two findings."""
     path = result.report()
     acc = result.accuracy
     matrix = result.compare_matrix
@@ -50,6 +67,7 @@ def _finish(result, started: float) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    """`specprobe demo`: the study on the built-in (or given) model and questions."""
     from specprobe.app.experiment import ExperimentConfig, run_experiment
 
     started = time.perf_counter()
@@ -61,6 +79,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_toml(args: argparse.Namespace) -> int:
+    """`specprobe run experiment.toml`."""
     from specprobe.app.experiment import ExperimentConfig, run_experiment
 
     started = time.perf_counter()

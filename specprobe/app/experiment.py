@@ -1,71 +1,41 @@
 """The whole study in one call: data -> lexicon -> one LoRA adapter per specialty -> accuracy matrix ->
-compare matrix -> report. Each stage is cached by a hash of its inputs (see `stages`)."""
+compare matrix -> report. Each stage is cached by a hash of its inputs (see `stages`).
+
+Every stage is a plain function of its declared inputs (configuration values and the paths that
+earlier stages returned) and returns its own output path, so stages can also run as independent
+tasks. `run_experiment` calls them in order.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import os
-from dataclasses import asdict, dataclass, field
-from importlib import resources
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
+from specprobe.app.config import ConfigError, ExperimentConfig, builtin_model, builtin_questions
+from specprobe.app.experiment_result import ExperimentResult
 from specprobe.app.stages import run_stage
 from specprobe.core.models import weights_fingerprint
-from specprobe.core.results import Result
 from specprobe.terms.datasets import QARecord, load_qa
 from specprobe.utils.io import atomic_write_text, sha256_file
 
-log = logging.getLogger(__name__)
+__all__ = ["ExperimentConfig", "ExperimentResult", "ConfigError", "run_experiment", "builtin_model", "builtin_questions",
+           "split_stage", "lexicon_stage", "adapter_stage", "accuracy_stage", "probe_stage", "summary_stage", "split_key",
+           "PairCache", "split_records", "interleave_by_specialty", "check_specialties", "probe_texts", "compare_matrix"]
+
+Say = Callable[[str], None]
+ALL_SPECIALTIES = "All specialties"  # the name of the adapter trained on every specialty
+TRAIN_FILE, TEST_FILE = "train.json", "test.json"
+LEXICON_FILE, ACCURACY_FILE, ADAPTER_DIR = "lexicon.json", "accuracy.json", "adapter"
+PROBE_FILES = {"compare": "comparison.json.gz", "layers": "layers.json.gz"}  # probe kind -> its result file
 
 
-def builtin_model() -> Path:
-    return Path(str(resources.files("specprobe").joinpath("data/demo/model")))
-
-
-def builtin_questions() -> Path:
-    return Path(str(resources.files("specprobe").joinpath("data/demo/questions.json")))
-
-
-@dataclass
-class ExperimentConfig:
-    """Everything that defines a run; every field goes into the stage hashes that depend on it."""
-
-    base: str = ""  # empty: the built-in demo model
-    data: str = ""  # empty: the built-in demo questions
-    out: str = "specprobe-demo"
-    specialties: list[str] | None = None  # None: every specialty in the data
-    include_all: bool = True  # also one adapter trained on all specialties
-    test_fraction: float = 0.3
-    seed: int = 0
-    train: dict = field(default_factory=lambda: {"max_steps": 60, "batch_size": 8, "learning_rate": 2e-3,
-                                                 "rank": 8, "continuation": "text"})
-    compare: dict = field(default_factory=lambda: {"batch_size": 16})
-    max_texts: int | None = None  # cap on test texts used by compare (None: all)
-    layers: bool = True  # logit-lens layer views for every adapter
-
-    def resolved(self) -> "ExperimentConfig":
-        c = ExperimentConfig(**asdict(self))
-        c.base = c.base or str(builtin_model())
-        c.data = c.data or str(builtin_questions())
-        return c
-
-    @classmethod
-    def from_toml(cls, path: str | Path) -> "ExperimentConfig":
-        import tomllib
-
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown key(s) {unknown}; valid keys: {sorted(known)}")
-        return cls(**raw)
-
-
+# -- helpers -------------------------------------------------------------------------------------------
 def split_records(records: list[QARecord], test_fraction: float, seed: int) -> tuple[list[QARecord], list[QARecord]]:
     """A deterministic per-specialty train/test split (by a seeded hash of the record id)."""
     by_spec: dict[tuple, list[QARecord]] = {}
@@ -94,191 +64,44 @@ def interleave_by_specialty(records: list[QARecord]) -> list[QARecord]:
 
 
 def write_smedqa(path: Path, records: list[QARecord]) -> None:
+    """Write records as an S-MedQA JSON file (one specialty as a string, several as a list)."""
     rows = [{"id": r.id, "Question": r.question, "Specialty": list(r.specialties) if len(r.specialties) != 1 else r.specialties[0],
              "Options": list(r.options), "Answer": r.answer} for r in records]
     atomic_write_text(path, json.dumps(rows, ensure_ascii=False, indent=1))
 
 
 def slug(name: str) -> str:
+    """A file-name-safe lower-case form of a name ("Infectious Diseases" -> "infectious-diseases")."""
     return "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-")
 
 
-def run_experiment(config: ExperimentConfig, *, progress: bool = True, say: Callable[[str], None] = print) -> "ExperimentResult":
-    """Run (or resume) every stage; returns an `ExperimentResult` (also saved as experiment.json)."""
-    from specprobe import finetune
-    from specprobe.probe import ModelPair, compare
-    from specprobe.probe.comparison import Comparison
-    from specprobe.terms.build import build_lexicon
-    from specprobe.terms.lexicon import Lexicon
+def probe_texts(test_path: str | Path, max_texts: int | None) -> list:
+    """The texts the probe stages score: the test questions interleaved by specialty, capped at `max_texts`."""
+    return [r.as_text_record() for r in interleave_by_specialty(load_qa(test_path))][:max_texts]
 
-    cfg = config.resolved()
-    root = Path(cfg.out)
-    root.mkdir(parents=True, exist_ok=True)
-    data_hash = sha256_file(cfg.data)
-    base_hash = weights_fingerprint(cfg.base) or cfg.base
 
-    # 1. data split
-    split_in = {"data": data_hash, "test_fraction": cfg.test_fraction, "seed": cfg.seed}
+def texts_hash(texts: Sequence) -> str:
+    """The identity of a list of texts in the stage keys (a hash of their ids, in order)."""
+    return hashlib.sha256("\n".join(t.id for t in texts).encode()).hexdigest()
 
-    def do_split(folder: Path) -> None:
-        train, test = split_records(load_qa(cfg.data), cfg.test_fraction, cfg.seed)
-        write_smedqa(folder / "train.json", train)
-        write_smedqa(folder / "test.json", test)
 
-    split_dir = run_stage(root, "split", split_in, do_split, say=say)
-    train_path, test_path = split_dir / "train.json", split_dir / "test.json"
-    test_records = load_qa(test_path)
+def check_specialties(train_path: str | Path, wanted: Sequence[str] | None, data: str) -> list[str]:
+    """The specialties to fine-tune on: `wanted`, or all with training questions; an unknown one is an error."""
     available = sorted({s for r in load_qa(train_path) for s in r.specialties})
-    specialties = cfg.specialties or available
+    specialties = list(wanted or available)
     unknown = [s for s in specialties if s not in available]
     if unknown:
-        raise ValueError(f"specialties {unknown} have no questions in {cfg.data}; available: {available}")
-
-    # 2. lexicon from the test questions (the texts that will be probed)
-    lex_dir = run_stage(root, "lexicon", {"split": split_in}, lambda f: build_lexicon(test_path, progress=progress).save(f / "lexicon.json"), say=say)
-    lexicon = Lexicon.load(lex_dir / "lexicon.json")
-
-    # 3. one adapter per specialty (+ all)
-    targets = [(s, s) for s in specialties] + ([("All specialties", None)] if cfg.include_all else [])
-    adapters: dict[str, Path] = {}
-    for name, spec in targets:
-        key = {"base": base_hash, "split": split_in, "specialty": spec, "train": cfg.train}
-        folder = run_stage(root, f"adapter-{slug(name)}", key,
-                           lambda f, spec=spec: finetune.train(cfg.base, train_path, specialty=spec, out=f / "adapter",
-                                                               progress=progress, overwrite=False, **cfg.train), say=say)
-        adapters[name] = folder / "adapter"
-
-    # 4. accuracy matrix
-    acc_key = {"base": base_hash, "split": split_in, "adapters": {n: str(p) for n, p in adapters.items()}, "train": cfg.train}
-    acc_dir = run_stage(root, "accuracy", acc_key,
-                        lambda f: finetune.matrix(cfg.base, {n: str(p) for n, p in adapters.items()}, test_path,
-                                                  progress=progress).save(f / "accuracy.json"), say=say)
-    accuracy = finetune.AccuracyMatrix.load(acc_dir / "accuracy.json")
-
-    # 5. compare: every adapter against the base on the test questions
-    texts = [r.as_text_record() for r in interleave_by_specialty(test_records)][: cfg.max_texts]
-    lexicon_hash = sha256_file(lex_dir / "lexicon.json")
-    texts_hash = hashlib.sha256("\n".join(t.id for t in texts).encode()).hexdigest()
-
-    def probe_key(name: str) -> dict:
-        """Inputs of the compare and layer stages of one adapter (both probe the same texts and terms)."""
-        return {"base": base_hash, "adapter": acc_key["adapters"][name], "train": cfg.train, "lexicon": lexicon_hash,
-                "compare": cfg.compare, "texts": texts_hash, "seed": cfg.seed}
-
-    pairs: dict[str, ModelPair] = {}
-
-    def pair_for(adapter) -> ModelPair:
-        """The base is loaded once, by the first probe stage that runs; later adapters are added to it."""
-        key = str(adapter)
-        if key not in pairs:
-            pairs[key] = next(iter(pairs.values())).with_adapter(key) if pairs else ModelPair.load(cfg.base, key)
-        return pairs[key]
-
-    def probe_stages(kind: str, run: Callable, filename: str, result_type) -> tuple[dict[str, Any], dict[str, str]]:
-        """One cached stage per adapter running `run` (compare or layers) on the same texts and terms."""
-        results, paths = {}, {}
-        for name, adapter in adapters.items():
-            folder = run_stage(root, f"{kind}-{slug(name)}", probe_key(name),
-                               lambda f, adapter=adapter: run(pair_for(adapter), terms=lexicon, texts=texts, progress=progress,
-                                                              seed=cfg.seed, **cfg.compare).save(f / filename),
-                               say=say)
-            paths[name] = str(folder / filename)
-            results[name] = result_type.load(paths[name])
-        return results, paths
-
-    comparisons, compare_paths = probe_stages("compare", compare, "comparison.json.gz", Comparison)
-    files: dict[str, dict[str, str]] = {"comparisons": compare_paths, "layers": {}}
-
-    # 6. layer views (logit lens): where in depth the change appears
-    layer_views: dict[str, Any] = {}
-    if cfg.layers:
-        from specprobe.probe.layers import LayerView, layers
-
-        layer_views, files["layers"] = probe_stages("layers", layers, "layers.json.gz", LayerView)
-
-    matrix = compare_matrix(comparisons)
-    atomic_write_text(root / "compare_matrix.csv", matrix.to_csv(index=False))
-    atomic_write_text(root / "accuracy_matrix.csv", accuracy.to_pandas().to_csv(index=False))
-    paths = {"lexicon": str(lex_dir / "lexicon.json"), "accuracy": str(acc_dir / "accuracy.json"),
-             "adapters": {n: str(p) for n, p in adapters.items()}, **files}
-    result = ExperimentResult(matrix, {"config": asdict(cfg), "root": str(root)}, {"paths": paths})
-    result._cache.update({"accuracy": accuracy, "comparisons": comparisons, "layers": layer_views, "lexicon": lexicon})
-    result.save(root / "experiment.json")
-    return result
+        raise ValueError(f"specialties {unknown} have no questions in {data}; available: {available}")
+    return specialties
 
 
-class ExperimentResult(Result):
-    """The runner's output: the compare matrix as the table, and paths to every stage's result.
-
-    Sub-results load lazily from their files, so a saved experiment reopens on a machine without
-    the models: `ExperimentResult.load("specprobe-demo/experiment.json").report("report.html")`.
-    """
-
-    kind = "experiment"
-
-    def __init__(self, frame: pd.DataFrame, metadata: dict | None = None, extras: dict | None = None):
-        super().__init__(frame, metadata, extras)
-        self._cache: dict[str, Any] = {}
-
-    def _cached(self, key: str, load: Callable[[], Any]) -> Any:
-        if not hasattr(self, "_cache"):
-            self._cache = {}
-        if key not in self._cache:
-            self._cache[key] = load()
-        return self._cache[key]
-
-    @property
-    def paths(self) -> dict:
-        return self.extras["paths"]
-
-    @property
-    def config(self) -> dict:
-        return self.metadata["config"]
-
-    @property
-    def root(self) -> Path:
-        return Path(self.metadata["root"])
-
-    @property
-    def adapters(self) -> dict[str, str]:
-        return dict(self.paths["adapters"])
-
-    @property
-    def compare_matrix(self) -> pd.DataFrame:
-        return self.to_pandas()
-
-    @property
-    def accuracy(self):
-        from specprobe.finetune import AccuracyMatrix
-
-        return self._cached("accuracy", lambda: AccuracyMatrix.load(self.paths["accuracy"]))
-
-    @property
-    def comparisons(self) -> dict:
-        from specprobe.probe.comparison import Comparison
-
-        return self._cached("comparisons", lambda: {n: Comparison.load(p) for n, p in self.paths["comparisons"].items()})
-
-    @property
-    def layer_views(self) -> dict:
-        from specprobe.probe.layers import LayerView
-
-        return self._cached("layers", lambda: {n: LayerView.load(p) for n, p in self.paths["layers"].items()})
-
-    @property
-    def lexicon(self):
-        from specprobe.terms.lexicon import Lexicon
-
-        return self._cached("lexicon", lambda: Lexicon.load(self.paths["lexicon"]))
-
-    def report(self, path: str | os.PathLike | None = None) -> Path:
-        """The experiment page (default: report.html in the run's folder)."""
-        from specprobe.app.report import write_experiment_report
-
-        return write_experiment_report(self, path)
+def adapter_targets(specialties: Sequence[str], include_all: bool) -> list[tuple[str, str | None]]:
+    """(adapter name, specialty filter) per adapter: one per specialty, plus one on all data (filter None)."""
+    targets: list[tuple[str, str | None]] = [(s, s) for s in specialties]
+    return targets + ([(ALL_SPECIALTIES, None)] if include_all else [])
 
 
-def compare_matrix(comparisons: dict[str, Any], metric: str = "delta_per_token") -> pd.DataFrame:
+def compare_matrix(comparisons: Mapping[str, Any], metric: str = "delta_per_token") -> pd.DataFrame:
     """Fine-tuning specialty x term specialty: mean delta with CI, and its difference from control words."""
     frames = []
     for name, comp in comparisons.items():
@@ -286,3 +109,152 @@ def compare_matrix(comparisons: dict[str, Any], metric: str = "delta_per_token")
         table.insert(0, "finetune_specialty", name)
         frames.append(table)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+class PairCache:
+    """Models loaded for the probe stages of one process: the base loads once, each adapter joins it."""
+
+    def __init__(self, base: str):
+        self.base = base
+        self._pairs: dict[str, Any] = {}
+
+    def get(self, adapter: str | Path) -> Any:
+        """The `ModelPair` of the base and `adapter` (loading the base only the first time)."""
+        from specprobe.core.models import ModelPair
+
+        key = str(adapter)
+        if key not in self._pairs:
+            first = next(iter(self._pairs.values()), None)
+            self._pairs[key] = first.with_adapter(key) if first is not None else ModelPair.load(self.base, key)
+        return self._pairs[key]
+
+
+# -- the stages: each a function of its declared inputs, returning its output path ------------------
+def split_stage(root: Path, data: str, data_hash: str, test_fraction: float, seed: int, *, say: Say = print) -> Path:
+    """Stage 1, the train/test split of `data`; returns the folder holding train.json and test.json."""
+
+    def produce(folder: Path) -> None:
+        train, test = split_records(load_qa(data), test_fraction, seed)
+        write_smedqa(folder / TRAIN_FILE, train)
+        write_smedqa(folder / TEST_FILE, test)
+
+    return run_stage(root, "split", split_key(data_hash, test_fraction, seed), produce, say=say)
+
+
+def split_key(data_hash: str, test_fraction: float, seed: int) -> dict:
+    """The split stage's inputs; the stages downstream include it in their own keys."""
+    return {"data": data_hash, "test_fraction": test_fraction, "seed": seed}
+
+
+def lexicon_stage(root: Path, split: dict, test_path: Path, *, progress: bool = True, say: Say = print) -> Path:
+    """Stage 2, the lexicon built from the test questions (the texts the probes score); returns lexicon.json."""
+    from specprobe.terms.build import build_lexicon
+
+    folder = run_stage(root, "lexicon", {"split": split},
+                       lambda f: build_lexicon(test_path, progress=progress).save(f / LEXICON_FILE), say=say)
+    return folder / LEXICON_FILE
+
+
+def adapter_stage(root: Path, name: str, specialty: str | None, base: str, base_hash: str, split: dict, train_path: Path,
+                  train: dict, *, progress: bool = True, say: Say = print) -> Path:
+    """Stage 3, one LoRA adapter trained on `specialty` (None: all) of the training split; returns its directory."""
+    from specprobe import finetune
+
+    key = {"base": base_hash, "split": split, "specialty": specialty, "train": train}
+    folder = run_stage(root, f"adapter-{slug(name)}", key,
+                       lambda f: finetune.train(base, train_path, specialty=specialty, out=f / ADAPTER_DIR,
+                                                progress=progress, overwrite=False, **train), say=say)
+    return folder / ADAPTER_DIR
+
+
+def accuracy_stage(root: Path, base: str, base_hash: str, split: dict, adapters: Mapping[str, str], train: dict,
+                   test_path: Path, *, progress: bool = True, say: Say = print) -> Path:
+    """Stage 4, the accuracy of the base and every adapter on every test specialty; returns accuracy.json."""
+    from specprobe import finetune
+
+    key = {"base": base_hash, "split": split, "adapters": dict(adapters), "train": train}
+    folder = run_stage(root, "accuracy", key,
+                       lambda f: finetune.matrix(base, dict(adapters), test_path, progress=progress).save(f / ACCURACY_FILE),
+                       say=say)
+    return folder / ACCURACY_FILE
+
+
+def probe_stage(root: Path, kind: str, name: str, adapter: str, base: str, base_hash: str, train: dict,
+                lexicon_path: Path, test_path: Path, max_texts: int | None, compare: dict, seed: int, *,
+                pairs: PairCache | None = None, progress: bool = True, say: Say = print) -> Path:
+    """Stages 5 and 6, `compare` or `layers` (`kind`) of one adapter against the base on the test texts.
+
+    Returns the result file. `pairs` shares loaded models between the probe stages of one process.
+    """
+    if pairs is None:
+        pairs = PairCache(base)
+    elif pairs.base != base:
+        raise ValueError(f"the model cache holds base {pairs.base!r}, not {base!r}")
+    texts = probe_texts(test_path, max_texts)
+    key = {"base": base_hash, "adapter": adapter, "train": train, "lexicon": sha256_file(lexicon_path),
+           "compare": compare, "texts": texts_hash(texts), "seed": seed}
+    filename = PROBE_FILES[kind]
+
+    def produce(folder: Path) -> None:
+        from specprobe.terms.lexicon import Lexicon
+
+        probe = _probe_function(kind)
+        result = probe(pairs.get(adapter), terms=Lexicon.load(lexicon_path), texts=texts, progress=progress, seed=seed,
+                       **compare)
+        result.save(folder / filename)
+
+    return run_stage(root, f"{kind}-{slug(name)}", key, produce, say=say) / filename
+
+
+def _probe_function(kind: str) -> Callable:
+    """The probe a probe stage runs: `compare` or `layers`."""
+    if kind == "compare":
+        from specprobe.probe import compare
+
+        return compare
+    from specprobe.probe.layers import layers
+
+    return layers
+
+
+def summary_stage(root: Path, config: dict, paths: dict) -> ExperimentResult:
+    """The last step (not cached): compare_matrix.csv, accuracy_matrix.csv and experiment.json from the stages' files."""
+    from specprobe.finetune import AccuracyMatrix
+    from specprobe.probe.comparison import Comparison
+
+    comparisons = {n: Comparison.load(p) for n, p in paths["comparisons"].items()}
+    accuracy = AccuracyMatrix.load(paths["accuracy"])
+    matrix = compare_matrix(comparisons)
+    atomic_write_text(root / "compare_matrix.csv", matrix.to_csv(index=False))
+    atomic_write_text(root / "accuracy_matrix.csv", accuracy.to_pandas().to_csv(index=False))
+    result = ExperimentResult(matrix, {"config": config, "root": str(root)}, {"paths": paths})
+    result._cache.update({"accuracy": accuracy, "comparisons": comparisons})
+    result.save(root / "experiment.json")
+    return result
+
+
+# -- the runner ------------------------------------------------------------------------------------------
+def run_experiment(config: ExperimentConfig, *, progress: bool = True, say: Say = print) -> ExperimentResult:
+    """Run (or resume) every stage in order; returns an `ExperimentResult` (also saved as experiment.json)."""
+    cfg = config.resolved()
+    root = Path(cfg.out)
+    root.mkdir(parents=True, exist_ok=True)
+    base_hash = weights_fingerprint(cfg.base) or cfg.base
+    data_hash = sha256_file(cfg.data)
+    split_dir = split_stage(root, cfg.data, data_hash, cfg.test_fraction, cfg.seed, say=say)
+    split = split_key(data_hash, cfg.test_fraction, cfg.seed)
+    train_path, test_path = split_dir / TRAIN_FILE, split_dir / TEST_FILE
+    specialties = check_specialties(train_path, cfg.specialties, cfg.data)
+    run = {"progress": progress, "say": say}
+    lexicon = lexicon_stage(root, split, test_path, **run)
+    adapters = {name: str(adapter_stage(root, name, spec, cfg.base, base_hash, split, train_path, cfg.train, **run))
+                for name, spec in adapter_targets(specialties, cfg.include_all)}
+    accuracy = accuracy_stage(root, cfg.base, base_hash, split, adapters, cfg.train, test_path, **run)
+    pairs = PairCache(cfg.base)  # the base loads once, by the first probe stage that runs
+    probes: dict[str, dict[str, str]] = {"comparisons": {}, "layers": {}}
+    for kind, entry in (("compare", "comparisons"), ("layers", "layers"))[: 2 if cfg.layers else 1]:
+        for name, adapter in adapters.items():
+            probes[entry][name] = str(probe_stage(root, kind, name, adapter, cfg.base, base_hash, cfg.train, lexicon,
+                                                  test_path, cfg.max_texts, cfg.compare, cfg.seed, pairs=pairs, **run))
+    paths = {"lexicon": str(lexicon), "accuracy": str(accuracy), "adapters": adapters, **probes}
+    return summary_stage(root, asdict(cfg), paths)

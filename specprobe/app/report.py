@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+if TYPE_CHECKING:
+    from specprobe.finetune import AccuracyMatrix
 
-def accuracy_frame(accuracy) -> pd.DataFrame:
-    """Long (fine-tuned on, test specialty, accuracy, CI, n) rows; the base model is the row 'base'."""
+
+def accuracy_frame(accuracy: AccuracyMatrix) -> pd.DataFrame:
+    """Long (fine-tuned on, test specialty, accuracy, CI, n) rows; the base model is the row 'base'.
+
+    The pooled row of each model (specialty "ALL") is left out: the heatmap is per test specialty.
+    """
+    from specprobe.finetune.evaluation import OVERALL
+
     df = accuracy.to_pandas()
-    df = df[df["specialty"] != "overall"] if "overall" in set(df["specialty"]) else df
+    df = df.loc[df["specialty"] != OVERALL]
+    trained = df["trained_on"]
     out = pd.DataFrame({
-        "train_specialty": df["trained_on"].where(df["trained_on"].astype(bool), df["model"]).fillna(df["model"]),
+        "train_specialty": trained.where(trained.notna() & trained.astype(bool), df["model"]),  # else the model's name
         "test_specialty": df["specialty"], "accuracy": df["acc"], "acc_lo": df["acc_lo"], "acc_hi": df["acc_hi"],
         "n": df["n"], "acc_norm": df["acc_norm"],
     })
@@ -38,9 +48,10 @@ def layer_frame(views: dict[str, Any], n_boot: int = 1000) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_experiment_report(result: Any, path: str | Path | None = None) -> Path:
+def write_experiment_report(result: Any, path: str | os.PathLike | None = None) -> Path:
     """One self-contained HTML page with the study's two findings, controls, distributions, top movers."""
-    from specprobe.reports import experiment_page, sections as S, write_page
+    from specprobe.reports import experiment_page, write_page
+    from specprobe.reports import sections as S
 
     comps = result.comparisons
     accuracy = result.accuracy

@@ -8,8 +8,9 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from specprobe.utils.io import atomic_write_text
 
@@ -18,6 +19,7 @@ DONE = ".done.json"
 
 
 def stage_key(name: str, inputs: Any) -> str:
+    """The folder name of a stage: its name and a hash of its inputs (JSON, sorted keys)."""
     blob = json.dumps(inputs, sort_keys=True, default=str)
     return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
@@ -44,6 +46,7 @@ def run_stage(root: Path, name: str, inputs: Any, produce: Callable[[Path], Any]
 
 
 def stage_seconds(folder: Path) -> float:
+    """How long a finished stage took (NaN when it is not marked done)."""
     try:
         return float(json.loads((folder / DONE).read_text())["seconds"])
     except (OSError, ValueError, KeyError):

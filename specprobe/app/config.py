@@ -1,0 +1,210 @@
+"""`ExperimentConfig`: what defines a run, validated when it is made or loaded (a typed schema, pydantic).
+
+Validation only checks: the values are kept exactly as given (an int learning rate stays an int), so
+the stage keys hashed from them, and the caches keyed on those, do not change.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails
+
+#: the TOML tables whose keys are options passed on to `finetune.train` and to `compare`/`layers`
+TABLES = ("train", "compare")
+
+
+class ConfigError(ValueError):
+    """An invalid experiment configuration; the message is one line naming the source and the key."""
+
+
+def builtin_model() -> Path:
+    """The directory of the tiny built-in demo model."""
+    return Path(str(resources.files("specprobe").joinpath("data/demo/model")))
+
+
+def builtin_questions() -> Path:
+    """The built-in demo questions (S-MedQA JSON)."""
+    return Path(str(resources.files("specprobe").joinpath("data/demo/questions.json")))
+
+
+# -- the schema ------------------------------------------------------------------------------------
+_STRICT = ConfigDict(strict=True, extra="forbid")
+
+
+def _optional(**constraints: Any) -> Any:
+    """A key that may be left out: the schema only checks what is given; defaults live elsewhere."""
+    return Field(None, **constraints)
+
+
+class TrainSchema(BaseModel):
+    """The keys of the [train] table: `finetune.train` keyword options (defaults: `finetune.TrainOptions`)."""
+
+    model_config = _STRICT
+
+    rank: int = _optional(gt=0)
+    alpha: float = _optional()
+    dropout: float = _optional(ge=0, lt=1)
+    target_modules: list[str] | str | None = _optional()  # a list, or a comma-separated string
+    learning_rate: float = _optional(gt=0)
+    scheduler: Literal["linear", "cosine", "constant"] = _optional()
+    warmup_ratio: float = _optional(ge=0, lt=1)
+    weight_decay: float = _optional()
+    max_grad_norm: float | None = _optional()
+    epochs: int = _optional(gt=0)
+    max_steps: int | None = _optional(gt=0)
+    batch_size: int = _optional(gt=0)
+    grad_accum: int = _optional(gt=0)
+    max_length: int = _optional(gt=0)
+    seed: int = _optional(ge=0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = _optional()
+    load_in_4bit: bool = _optional()
+    gradient_checkpointing: bool = _optional()
+    template: str = _optional()
+    option_format: str = _optional()
+    continuation: Literal["letter", "text"] = _optional()
+    append_eos: bool = _optional()
+    save_every: int = _optional(gt=0)
+    keep_checkpoints: int = _optional(gt=0)
+    revision: str | None = _optional()
+    trust_remote_code: bool = _optional()
+
+
+class CompareSchema(BaseModel):
+    """The keys of the [compare] table: options that `compare` and `layers` both take (defaults: theirs)."""
+
+    model_config = _STRICT
+
+    controls: Literal["auto"] | list[str] | None = _optional()  # "auto" or a list of control words
+    n_controls: int | None = _optional(gt=0)
+    template: str = _optional()
+    add_bos: bool | None = _optional()
+    batch_size: int = _optional(gt=0)
+    max_length: int | None = _optional(gt=0)
+    long_texts: Literal["window", "error"] = _optional()
+    device: str | None = _optional()
+    dtype: str | None = _optional()
+
+
+class ConfigSchema(BaseModel):
+    """The top-level keys of an experiment configuration (defaults: `ExperimentConfig`)."""
+
+    model_config = _STRICT
+
+    base: str = _optional()
+    data: str = _optional()
+    out: str = _optional(min_length=1)
+    specialties: list[str] | None = _optional()
+    include_all: bool = _optional()
+    test_fraction: float = _optional(gt=0, lt=1)
+    seed: int = _optional(ge=0)
+    train: TrainSchema = _optional()
+    compare: CompareSchema = _optional()
+    max_texts: int | None = _optional(gt=0)
+    layers: bool = _optional()
+
+
+_SCHEMAS: dict[str, type[BaseModel]] = {"": ConfigSchema, "train": TrainSchema, "compare": CompareSchema}
+
+_PROBLEMS = {
+    "int_type": "must be an integer", "float_type": "must be a number", "bool_type": "must be true or false",
+    "string_type": "must be a string", "list_type": "must be a list", "literal_error": "must be {expected}",
+    "model_type": "must be a table", "dict_type": "must be a table", "none_required": "must be left out",
+    "greater_than": "must be > {gt}", "greater_than_equal": "must be >= {ge}", "less_than": "must be < {lt}",
+    "less_than_equal": "must be <= {le}", "string_too_short": "must not be empty",
+}
+
+
+def _key(loc: tuple) -> str:
+    """The dotted key an error location names (`train.max_steps`, `specialties[1]`), without union tags."""
+    parts, rest = [str(loc[0])], list(loc[1:])
+    if parts[0] in TABLES and rest:
+        parts.append(str(rest.pop(0)))
+    index = next((r for r in rest if isinstance(r, int)), None)
+    return ".".join(parts) + (f"[{index}]" if index is not None else "")
+
+
+def _problem(error: ErrorDetails) -> str:
+    """A short phrase for one pydantic error ("must be an integer")."""
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        loc = error["loc"]
+        table = str(loc[0]) if len(loc) > 1 else ""
+        return f"unknown key; valid {table + ' ' if table else ''}keys: {sorted(_SCHEMAS[table].model_fields)}"
+    template = _PROBLEMS.get(kind)
+    return template.format(**error.get("ctx", {})) if template else error["msg"].lower()
+
+
+def describe(exc: ValidationError, source: str) -> str:
+    """One line for a validation error: the source, the first bad key, what it must be, what it got."""
+    errors = exc.errors(include_url=False)
+    key = _key(errors[0]["loc"])
+    same = [e for e in errors if _key(e["loc"]) == key]  # a union gives one error per alternative
+    phrases = list(dict.fromkeys(_problem(e) for e in same))
+    problem = phrases[0] + "".join(" or " + p.removeprefix("must be ") for p in phrases[1:])
+    got = "" if same[0]["type"] == "extra_forbidden" else f", got {same[0]['input']!r}"
+    more = len({_key(e["loc"]) for e in errors}) - 1
+    return f"{source}: {key}: {problem}{got}" + (f" (and {more} more invalid key(s))" if more else "")
+
+
+def validate_config(values: dict[str, Any], source: str) -> None:
+    """Check every key and value of a configuration; raises `ConfigError` naming `source` and the key."""
+    try:
+        ConfigSchema.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(describe(exc, source)) from None
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything that defines a run; every field goes into the stage hashes that depend on it."""
+
+    base: str = ""  # empty: the built-in demo model
+    data: str = ""  # empty: the built-in demo questions
+    out: str = "specprobe-demo"
+    specialties: list[str] | None = None  # None: every specialty in the data
+    include_all: bool = True  # also one adapter trained on all specialties
+    test_fraction: float = 0.3
+    seed: int = 0
+    train: dict = field(default_factory=lambda: {"max_steps": 60, "batch_size": 8, "learning_rate": 2e-3,
+                                                 "rank": 8, "continuation": "text"})
+    compare: dict = field(default_factory=lambda: {"batch_size": 16})
+    max_texts: int | None = None  # cap on test texts used by compare (None: all)
+    layers: bool = True  # logit-lens layer views for every adapter
+
+    def __post_init__(self) -> None:
+        for name in ("base", "data", "out"):
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                setattr(self, name, os.fspath(value))
+        if isinstance(self.specialties, tuple):
+            self.specialties = list(self.specialties)
+        self.validate()
+
+    def validate(self, source: str = "experiment config") -> None:
+        """Check every field (also after fields were changed); raises `ConfigError` naming the key."""
+        validate_config(asdict(self), source)
+
+    def resolved(self) -> ExperimentConfig:
+        """A validated copy with the built-in model and questions filled in where none are given."""
+        c = ExperimentConfig(**asdict(self))
+        c.base = c.base or str(builtin_model())
+        c.data = c.data or str(builtin_questions())
+        return c
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike) -> ExperimentConfig:
+        """Load and validate an experiment TOML file; errors name the file and the key."""
+        import tomllib
+
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not a valid TOML file: {exc}") from None
+        validate_config(raw, str(path))
+        return cls(**raw)
