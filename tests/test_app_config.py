@@ -138,7 +138,7 @@ def test_cli_prints_one_line_for_a_bad_config(tmp_path, capsys):
 
     path = tmp_path / "e.toml"
     path.write_text('seed = "zero"\n', encoding="utf-8")
-    assert main(["run", str(path)]) == 1
+    assert main(["run", str(path)]) == 2
     err = capsys.readouterr().err
     assert err == f"specprobe run: error: {path}: seed: must be an integer, got 'zero'\n"
 

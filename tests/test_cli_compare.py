@@ -33,4 +33,4 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
     rc = main(["compare", "--base", str(tmp_path / "nope"), "--tuned", str(tmp_path / "nope2"),
                "--terms", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
-    assert rc == 1 and "missing.txt" in err and "Traceback" not in err
+    assert rc == 2 and "missing.txt" in err and "Traceback" not in err

@@ -110,7 +110,7 @@ def test_matrix_own_specialty_is_best(tiny_llama, tmp_path):
     assert main(["evaluate", "--model", base, "--adapter", str(tmp_path / "cardiology"), "--data",
                  str(tmp_path / "qa.json"), "--out", str(tmp_path / "one.json"), "--no-progress"]) == 0
     assert main(["evaluate", "--model", base, "--data", str(tmp_path / "qa.json"), "--out",
-                 str(tmp_path / "one.json"), "--no-progress"]) == 1  # exists: needs --overwrite
+                 str(tmp_path / "one.json"), "--no-progress"]) == 2  # exists: needs --overwrite
     one = MCEvaluation.load(tmp_path / "one.json").accuracy()
     assert one[(one.model == "tuned") & (one.specialty == "Cardiology")]["acc"].item() == 1.0
 
@@ -138,7 +138,7 @@ def test_bad_data_files_name_file_and_item(tiny_llama, tmp_path):
         evaluate(base, records(4), specialty="Oncology", progress=False)
     good = _write(tmp_path / "good.json", records(4))
     assert main(["finetune", "--base", base, "--data", str(good), "--specialty", "Oncology", "--out",
-                 str(tmp_path / "o")]) == 1
+                 str(tmp_path / "o")]) == 2
 
 
 def test_base_adapter_mismatch_is_refused(tiny_llama, tiny_gpt2, tmp_path):

@@ -29,7 +29,7 @@ def data(tmp_path):
 
 def test_build_show_stats_export(data, tmp_path, capsys):
     out = tmp_path / "lex.json"
-    assert main(["terms", "build", str(data), "--out", str(out)]) == 1  # malformed item 4
+    assert main(["terms", "build", str(data), "--out", str(out)]) == 2  # malformed item 4
     assert "item 4" in capsys.readouterr().err
     assert main(["terms", "build", str(data), "--out", str(out), "--skip-bad", "--no-progress"]) == 0
     captured = capsys.readouterr()
@@ -60,5 +60,5 @@ def test_build_options(data, tmp_path):
 
 
 def test_errors_are_one_line(tmp_path, capsys):
-    assert main(["terms", "show", str(tmp_path / "missing.json")]) == 1
+    assert main(["terms", "show", str(tmp_path / "missing.json")]) == 2
     assert "lexicon file not found" in capsys.readouterr().err

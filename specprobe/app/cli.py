@@ -27,14 +27,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="Probe what clinical-specialty fine-tuning put into a language model.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:  # a module that is missing or fails to import is an error, not a skipped command
         importlib.import_module(name).register(sub)
     return parser
 
 
+#: what counts as bad input (a one-line error, exit 2): the library raises ValueError subclasses
+#: (ModelLoadError, DataError, ConfigError, OutputLockedError, UnsupportedArchitectureError, ...),
+#: TypeError for inputs of the wrong kind, and OSError for files it cannot read or write.
+USER_ERRORS = (ValueError, TypeError, OSError, LookupError)
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one `specprobe` subcommand; user errors print one line and return 1."""
+    """Run one `specprobe` subcommand. Bad input prints one line naming the file, field or value and
+    returns 2; an interruption returns 128 + the signal; `--debug` shows the traceback instead."""
     parser = build_parser()
     args = parser.parse_args(argv)
     # Hugging Face's per-load progress bars and a transformers deprecation notice raised inside peft/accelerate
@@ -45,15 +55,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "handler", None):
         parser.print_help()
-        return 2
+        return EXIT_BAD_INPUT
     try:
         return int(args.handler(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, OSError) as exc:
-        # User errors: one clear line, no traceback (use -v for one).
-        if args.verbose:
+    except KeyboardInterrupt as exc:  # TrainingInterrupted and the runner's signal stop carry their exit code
+        if args.debug:
             raise
-        print(f"specprobe {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        code = getattr(exc, "exit_code", 130)
+        print(f"specprobe {args.command}: {exc or 'interrupted'}", file=sys.stderr)
+        return code
+    except USER_ERRORS as exc:
+        if args.debug:
+            raise
+        print(f"specprobe {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as exc:  # a bug, not bad input: still no traceback unless asked for
+        if args.debug:
+            raise
+        print(f"specprobe {args.command}: internal error: {type(exc).__name__}: {_one_line(exc)} "
+              "(rerun with --debug for the traceback, and please report it)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception's message on one line (KeyError quotes its key; multi-line messages are joined)."""
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return " ".join(text.split()) or type(exc).__name__
 
 
 if __name__ == "__main__":
