@@ -81,7 +81,11 @@ def run_compare(args: argparse.Namespace) -> int:
     out = check_out_dir(args.out, COMPARE_OUTPUTS, args.overwrite)
     init_from_env(opts.device)
     terms, texts = read_terms_and_texts(args)
-    comp = compare(args.base, args.tuned, terms, texts, options=opts)
+    from specprobe.core.models import ModelPair
+
+    pair = ModelPair.load(args.base, args.tuned, tokenizer=opts.tokenizer, device=opts.device, dtype=opts.dtype,
+                          force_adapter=args.force_adapter)
+    comp = compare(pair, terms=terms, texts=texts, options=opts)
     if not is_main():
         return 0
     out.mkdir(parents=True, exist_ok=True)

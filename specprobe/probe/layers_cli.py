@@ -56,7 +56,8 @@ def run_layers(args: argparse.Namespace) -> int:
     else:
         from specprobe.core.models import ModelPair
 
-        pair = ModelPair.load(args.base, args.tuned, device=opts.device, dtype=opts.dtype)
+        pair = ModelPair.load(args.base, args.tuned, device=opts.device, dtype=opts.dtype,
+                              force_adapter=args.force_adapter)
         view = layers(pair, terms=terms, texts=texts, layer_ids=args.layers, options=opts)
     if not is_main():
         return 0

@@ -136,6 +136,8 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=positive_int, default=None, help="use only the first N texts (quick looks)")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    parser.add_argument("--force-adapter", action="store_true",
+                        help="load an adapter recorded for another architecture or shape (normally refused)")
 
 
 def check_out_dir(out: str | Path, outputs: Sequence[str], overwrite: bool) -> Path:
