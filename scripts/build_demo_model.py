@@ -28,6 +28,7 @@ omitted, the script runs ``apt-get download wordnet-base`` and ``dpkg -x`` in a
 temporary directory under /tmp.  ``--eval-only`` re-evaluates an existing model
 and rewrites the model card metrics.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,28 +56,164 @@ PAD, BOS, EOS = "<pad>", "<s>", "</s>"
 # anchored) stems are treated as medical: excluded from training, used as the
 # held-out medical evaluation set.  Deliberately broad.
 MEDICAL_STEMS = [
-    "medic", "medicine", "disease", "disorder", "syndrome", "symptom", "infect",
-    "inflam", "patholog", "pathogen", "drug", "pharma", "patient", "therap",
-    "treatment", "diagnos", "clinic", "surg", "physician", "doctor", "nurs",
-    "hospital", "tumor", "tumour", "cancer", "carcinom", "malignan", "sarcoma",
-    "lymphom", "leukemi", "leukaemi", "anemi", "anaemi", "antibiot", "antibod",
-    "vaccin", "virus", "viral", "bacteri", "fever", "pain", "ache", "blood",
-    "heart", "cardi", "coronar", "arter", "vein", "venous", "lung", "pulmon",
-    "respirat", "asthma", "bronch", "pneumon", "renal", "kidney", "urin",
-    "liver", "hepat", "gastr", "intestin", "bowel", "colon", "neur", "brain",
-    "nerve", "spinal", "psych", "schizo", "depress", "anxiety", "gland",
-    "hormon", "insulin", "diabet", "thyroid", "pregnan", "obstetr", "gyn",
-    "uter", "ovar", "fetus", "fetal", "foetus", "menstru", "birth", "tissue",
-    "muscle", "bone", "skelet", "joint", "arthr", "skin", "derma", "rash",
-    "lesion", "ulcer", "lymph", "immun", "allerg", "toxin", "poison", "dose",
-    "dosage", "anatom", "physiolog", "organ of", "organs", "body", "bodily",
-    "abdom", "chest", "stomach", "wound", "injur", "fractur", "epilep",
-    "seizure", "stroke", "paralys", "dementia", "cell", "cyst", "carcin",
-    "steroid", "antigen", "enzyme", "protein", "chromosom", "genetic",
-    "congenital", "mental", "sick", "ill ", "illness", "ailment", "cure",
-    "remedy", "vomit", "nause", "diarrh", "cough", "breath", "pulse",
-    "hypert", "hypot", "cholest", "glucose", "sedat", "analges", "anesthe",
-    "anaesthe", "narcotic", "opiat", "opioid", "addict", "alcohol",
+    "medic",
+    "medicine",
+    "disease",
+    "disorder",
+    "syndrome",
+    "symptom",
+    "infect",
+    "inflam",
+    "patholog",
+    "pathogen",
+    "drug",
+    "pharma",
+    "patient",
+    "therap",
+    "treatment",
+    "diagnos",
+    "clinic",
+    "surg",
+    "physician",
+    "doctor",
+    "nurs",
+    "hospital",
+    "tumor",
+    "tumour",
+    "cancer",
+    "carcinom",
+    "malignan",
+    "sarcoma",
+    "lymphom",
+    "leukemi",
+    "leukaemi",
+    "anemi",
+    "anaemi",
+    "antibiot",
+    "antibod",
+    "vaccin",
+    "virus",
+    "viral",
+    "bacteri",
+    "fever",
+    "pain",
+    "ache",
+    "blood",
+    "heart",
+    "cardi",
+    "coronar",
+    "arter",
+    "vein",
+    "venous",
+    "lung",
+    "pulmon",
+    "respirat",
+    "asthma",
+    "bronch",
+    "pneumon",
+    "renal",
+    "kidney",
+    "urin",
+    "liver",
+    "hepat",
+    "gastr",
+    "intestin",
+    "bowel",
+    "colon",
+    "neur",
+    "brain",
+    "nerve",
+    "spinal",
+    "psych",
+    "schizo",
+    "depress",
+    "anxiety",
+    "gland",
+    "hormon",
+    "insulin",
+    "diabet",
+    "thyroid",
+    "pregnan",
+    "obstetr",
+    "gyn",
+    "uter",
+    "ovar",
+    "fetus",
+    "fetal",
+    "foetus",
+    "menstru",
+    "birth",
+    "tissue",
+    "muscle",
+    "bone",
+    "skelet",
+    "joint",
+    "arthr",
+    "skin",
+    "derma",
+    "rash",
+    "lesion",
+    "ulcer",
+    "lymph",
+    "immun",
+    "allerg",
+    "toxin",
+    "poison",
+    "dose",
+    "dosage",
+    "anatom",
+    "physiolog",
+    "organ of",
+    "organs",
+    "body",
+    "bodily",
+    "abdom",
+    "chest",
+    "stomach",
+    "wound",
+    "injur",
+    "fractur",
+    "epilep",
+    "seizure",
+    "stroke",
+    "paralys",
+    "dementia",
+    "cell",
+    "cyst",
+    "carcin",
+    "steroid",
+    "antigen",
+    "enzyme",
+    "protein",
+    "chromosom",
+    "genetic",
+    "congenital",
+    "mental",
+    "sick",
+    "ill ",
+    "illness",
+    "ailment",
+    "cure",
+    "remedy",
+    "vomit",
+    "nause",
+    "diarrh",
+    "cough",
+    "breath",
+    "pulse",
+    "hypert",
+    "hypot",
+    "cholest",
+    "glucose",
+    "sedat",
+    "analges",
+    "anesthe",
+    "anaesthe",
+    "narcotic",
+    "opiat",
+    "opioid",
+    "addict",
+    "alcohol",
 ]
 _MED_RE = re.compile(r"\b(" + "|".join(re.escape(s) for s in MEDICAL_STEMS) + r")")
 _ITIS_RE = re.compile(r"[a-z]{3,}(itis|emia|aemia|osis|ectomy|otomy|oma|algia|pathy)\b")
@@ -121,8 +258,9 @@ def parse_wordnet(dict_dir: Path) -> list[dict]:
                 examples = [e.strip() for e in re.findall(r'"([^"]+)"', gloss)]
                 definition = re.sub(r'"[^"]*"', "", gloss)
                 definition = re.sub(r"(;\s*)+", "; ", definition).strip(" ;")
-                records.append(dict(id=f"{pos}.{offset}", lexfile=lexfile, lemmas=lemmas,
-                                    definition=definition, examples=examples))
+                records.append(
+                    dict(id=f"{pos}.{offset}", lexfile=lexfile, lemmas=lemmas, definition=definition, examples=examples)
+                )
     return records
 
 
@@ -158,10 +296,13 @@ def build_corpus(dict_dir: Path, seed: int, heldout_frac: float):
     rng.shuffle(general)
     rng.shuffle(medical)
     n_held = int(len(general) * heldout_frac)
-    return dict(train=general[n_held:], heldout=general[:n_held], medical=medical,
-                n_synsets=len(records),
-                words_all=sum(len((r["definition"] + " " + " ".join(r["examples"])).split())
-                              for r in records))
+    return dict(
+        train=general[n_held:],
+        heldout=general[:n_held],
+        medical=medical,
+        n_synsets=len(records),
+        words_all=sum(len((r["definition"] + " " + " ".join(r["examples"])).split()) for r in records),
+    )
 
 
 # ---------------------------------------------------------------------- tokenizer
@@ -174,20 +315,32 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=2, special_tokens=[PAD, BOS, EOS],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=[PAD, BOS, EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
     bos_id = tok.token_to_id(BOS)
-    tok.post_processor = processors.Sequence([
-        processors.ByteLevel(trim_offsets=True),
-        processors.TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B",
-                                      special_tokens=[(BOS, bos_id)]),
-    ])
+    tok.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=True),
+            processors.TemplateProcessing(
+                single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
+            ),
+        ]
+    )
     from transformers import PreTrainedTokenizerFast
 
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS,
-                                   pad_token=PAD, model_max_length=512,
-                                   clean_up_tokenization_spaces=False)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        model_max_length=512,
+        clean_up_tokenization_spaces=False,
+    )
 
 
 def save_tokenizer(tokenizer, out: Path) -> None:
@@ -232,11 +385,20 @@ def make_config(vocab_size: int, args):
     from transformers import LlamaConfig
 
     return LlamaConfig(
-        vocab_size=vocab_size, hidden_size=args.hidden, intermediate_size=args.intermediate,
-        num_hidden_layers=args.layers, num_attention_heads=args.heads,
-        num_key_value_heads=args.heads, max_position_embeddings=512,
-        rms_norm_eps=1e-5, tie_word_embeddings=True, initializer_range=0.02,
-        pad_token_id=0, bos_token_id=1, eos_token_id=2, attention_dropout=0.0,
+        vocab_size=vocab_size,
+        hidden_size=args.hidden,
+        intermediate_size=args.intermediate,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.heads,
+        max_position_embeddings=512,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        initializer_range=0.02,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        attention_dropout=0.0,
         use_cache=True,
     )
 
@@ -249,14 +411,15 @@ def eval_loss(model, tokenizer, texts: list[str], batch_size: int = 32) -> dict:
     tot, n_tok = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(texts), batch_size):
-            enc = tokenizer(texts[i:i + batch_size], return_tensors="pt", padding=True,
-                            truncation=True, max_length=512)
+            enc = tokenizer(
+                texts[i : i + batch_size], return_tensors="pt", padding=True, truncation=True, max_length=512
+            )
             logits = model(**enc).logits[:, :-1].float()
             labels = enc["input_ids"][:, 1:].clone()
             labels[enc["attention_mask"][:, 1:] == 0] = -100
             loss = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
-                ignore_index=-100, reduction="sum")
+                logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100, reduction="sum"
+            )
             tot += loss.item()
             n_tok += int((labels != -100).sum())
     mean = tot / max(n_tok, 1)
@@ -310,9 +473,12 @@ def train(args, corpus, tokenizer, out: Path) -> dict:
 
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr,
+        betas=(0.9, 0.95),
+        eps=1e-8,
+    )
 
     def lr_at(step):
         if step < args.warmup:
@@ -331,7 +497,7 @@ def train(args, corpus, tokenizer, out: Path) -> dict:
         if pos + args.batch > len(order):
             order = torch.randperm(len(data), generator=gen)
             pos = 0
-        batch = data[order[pos:pos + args.batch]]
+        batch = data[order[pos : pos + args.batch]]
         pos += args.batch
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
@@ -344,18 +510,22 @@ def train(args, corpus, tokenizer, out: Path) -> dict:
         ema = li if ema is None else 0.95 * ema + 0.05 * li
         if step % 20 == 0 or step == args.steps - 1:
             el = time.time() - t0
-            print(f"step {step:4d} loss {li:.4f} ema {ema:.4f} lr {lr_at(step):.2e} "
-                  f"{el:.0f}s", flush=True)
+            print(f"step {step:4d} loss {li:.4f} ema {ema:.4f} lr {lr_at(step):.2e} {el:.0f}s", flush=True)
             log.append(dict(step=step, loss=round(li, 4), ema=round(ema, 4), seconds=round(el, 1)))
     train_seconds = time.time() - t0
     model.eval()
     model.save_pretrained(out)
     save_tokenizer(tokenizer, out)
-    return dict(params=n_params, train_tokens_available=n_train_tokens,
-                tokens_seen=args.steps * args.batch * args.seq_len,
-                epochs=round(args.steps * args.batch / len(data), 3),
-                final_train_loss=round(li, 4), final_train_loss_ema=round(ema, 4),
-                train_seconds=round(train_seconds, 1), log=log)
+    return dict(
+        params=n_params,
+        train_tokens_available=n_train_tokens,
+        tokens_seen=args.steps * args.batch * args.seq_len,
+        epochs=round(args.steps * args.batch / len(data), 3),
+        final_train_loss=round(li, 4),
+        final_train_loss_ema=round(ema, 4),
+        train_seconds=round(train_seconds, 1),
+        log=log,
+    )
 
 
 # --------------------------------------------------------------------------- card
@@ -449,27 +619,53 @@ WordNet licence notice (`../WORDNET_LICENSE`). The training script is part of sp
 
 
 def write_card(out: Path, info: dict) -> None:
-    rows = "\n".join(f"| {k} | {v['docs']} | {v['tokens']} | {v['loss']} | {v['ppl']} |"
-                     for k, v in info["eval"].items())
+    rows = "\n".join(
+        f"| {k} | {v['docs']} | {v['tokens']} | {v['loss']} | {v['ppl']} |" for k, v in info["eval"].items()
+    )
     a = info["args"]
     model_mb = (out / "model.safetensors").stat().st_size / 1e6
     dir_mb = sum(p.stat().st_size for p in out.iterdir() if p.is_file()) / 1e6
     text = CARD.format(
-        params_m=info["train"]["params"] / 1e6, params=info["train"]["params"],
-        deb=info["deb"], n_synsets=info["n_synsets"], words_all=info["words_all"],
-        n_med=info["n_medical"], n_gen=info["n_general"], n_held=info["n_heldout"],
-        n_train=info["n_train"], train_tokens=info["train"]["train_tokens_available"],
-        seed=a["seed"], tok_version=info["versions"]["tokenizers"], vocab=info["vocab_size"],
-        hidden=a["hidden"], intermediate=a["intermediate"], layers=a["layers"], heads=a["heads"],
-        model_mb=model_mb, dir_mb=dir_mb, seq_len=a["seq_len"], batch=a["batch"],
-        steps=a["steps"], tokens_seen=info["train"]["tokens_seen"], epochs=info["train"]["epochs"],
-        wd=a["weight_decay"], lr=a["lr"], warmup=a["warmup"], threads=a["threads"],
-        final_loss=info["train"]["final_train_loss"], final_ema=info["train"]["final_train_loss_ema"],
-        train_min=info["train"]["train_seconds"] / 60, total_min=info["total_seconds"] / 60,
-        cpu=info["cpu"], torch_version=info["versions"]["torch"],
-        tf_version=info["versions"]["transformers"], eval_rows=rows, command=info["command"],
+        params_m=info["train"]["params"] / 1e6,
+        params=info["train"]["params"],
+        deb=info["deb"],
+        n_synsets=info["n_synsets"],
+        words_all=info["words_all"],
+        n_med=info["n_medical"],
+        n_gen=info["n_general"],
+        n_held=info["n_heldout"],
+        n_train=info["n_train"],
+        train_tokens=info["train"]["train_tokens_available"],
+        seed=a["seed"],
+        tok_version=info["versions"]["tokenizers"],
+        vocab=info["vocab_size"],
+        hidden=a["hidden"],
+        intermediate=a["intermediate"],
+        layers=a["layers"],
+        heads=a["heads"],
+        model_mb=model_mb,
+        dir_mb=dir_mb,
+        seq_len=a["seq_len"],
+        batch=a["batch"],
+        steps=a["steps"],
+        tokens_seen=info["train"]["tokens_seen"],
+        epochs=info["train"]["epochs"],
+        wd=a["weight_decay"],
+        lr=a["lr"],
+        warmup=a["warmup"],
+        threads=a["threads"],
+        final_loss=info["train"]["final_train_loss"],
+        final_ema=info["train"]["final_train_loss_ema"],
+        train_min=info["train"]["train_seconds"] / 60,
+        total_min=info["total_seconds"] / 60,
+        cpu=info["cpu"],
+        torch_version=info["versions"]["torch"],
+        tf_version=info["versions"]["transformers"],
+        eval_rows=rows,
+        command=info["command"],
         sha_model=info.get("sha256", {}).get("model.safetensors", "?"),
-        sha_tok=info.get("sha256", {}).get("tokenizer.json", "?"))
+        sha_tok=info.get("sha256", {}).get("tokenizer.json", "?"),
+    )
     (out / "README.md").write_text(text)
 
 
@@ -486,8 +682,12 @@ def cpu_name() -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    ap.add_argument("--wordnet-dir", type=Path, default=None,
-                    help="extracted usr/share/wordnet dir (default: apt-get download into /tmp)")
+    ap.add_argument(
+        "--wordnet-dir",
+        type=Path,
+        default=None,
+        help="extracted usr/share/wordnet dir (default: apt-get download into /tmp)",
+    )
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "specprobe-wordnet")
     ap.add_argument("--questions", type=Path, default=DEFAULT_QUESTIONS)
     ap.add_argument("--seed", type=int, default=0)
@@ -505,8 +705,7 @@ def main(argv=None) -> int:
     ap.add_argument("--heldout-frac", type=float, default=0.02)
     ap.add_argument("--n-eval", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--eval-only", action="store_true",
-                    help="re-evaluate the model in --out and rewrite its card")
+    ap.add_argument("--eval-only", action="store_true", help="re-evaluate the model in --out and rewrite its card")
     args = ap.parse_args(argv)
 
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -519,8 +718,11 @@ def main(argv=None) -> int:
     dict_dir = args.wordnet_dir or fetch_wordnet(args.workdir)
     debs = sorted(glob.glob(str(args.workdir / "wordnet-base_*.deb")))
     corpus = build_corpus(Path(dict_dir), args.seed, args.heldout_frac)
-    print(f"synsets {corpus['n_synsets']}, general train {len(corpus['train'])}, heldout "
-          f"{len(corpus['heldout'])}, medical {len(corpus['medical'])}", flush=True)
+    print(
+        f"synsets {corpus['n_synsets']}, general train {len(corpus['train'])}, heldout "
+        f"{len(corpus['heldout'])}, medical {len(corpus['medical'])}",
+        flush=True,
+    )
     out: Path = args.out
     info_path = out / "build_info.json"
 
@@ -534,29 +736,41 @@ def main(argv=None) -> int:
 
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = train_tokenizer(corpus["train"], args.vocab_size)
-    check_offsets(tokenizer, [
-        "The patient has acute myocardial infarction and was given aspirin.",
-        "A 54-year-old man presents with hematuria; creatinine is 2.3 mg/dL.",
-        "  Two  spaces, tabs\tand 'quotes' (parentheses) work!",
-        "the act of going from one place to another",
-    ])
+    check_offsets(
+        tokenizer,
+        [
+            "The patient has acute myocardial infarction and was given aspirin.",
+            "A 54-year-old man presents with hematuria; creatinine is 2.3 mg/dL.",
+            "  Two  spaces, tabs\tand 'quotes' (parentheses) work!",
+            "the act of going from one place to another",
+        ],
+    )
     train_info = train(args, corpus, tokenizer, out)
     info = dict(
         args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        command=" ".join(["python", "scripts/build_demo_model.py"]
-                         + [shlex.quote(x) for x in (sys.argv[1:] if argv is None else argv)]),
+        command=" ".join(
+            ["python", "scripts/build_demo_model.py"]
+            + [shlex.quote(x) for x in (sys.argv[1:] if argv is None else argv)]
+        ),
         deb=os.path.basename(debs[-1]) if debs else str(dict_dir),
-        n_synsets=corpus["n_synsets"], words_all=corpus["words_all"],
-        n_general=len(corpus["train"]) + len(corpus["heldout"]), n_train=len(corpus["train"]),
-        n_heldout=len(corpus["heldout"]), n_medical=len(corpus["medical"]),
-        vocab_size=len(tokenizer), train=train_info, cpu=cpu_name(),
-        versions=dict(torch=torch.__version__, transformers=transformers.__version__,
-                      tokenizers=tokenizers.__version__),
+        n_synsets=corpus["n_synsets"],
+        words_all=corpus["words_all"],
+        n_general=len(corpus["train"]) + len(corpus["heldout"]),
+        n_train=len(corpus["train"]),
+        n_heldout=len(corpus["heldout"]),
+        n_medical=len(corpus["medical"]),
+        vocab_size=len(tokenizer),
+        train=train_info,
+        cpu=cpu_name(),
+        versions=dict(
+            torch=torch.__version__, transformers=transformers.__version__, tokenizers=tokenizers.__version__
+        ),
     )
     info["eval"] = evaluate(out, corpus, args.questions, args.n_eval)
     info["total_seconds"] = round(time.time() - t_start, 1)
-    info["sha256"] = {p.name: sha256_file(p) for p in sorted(out.iterdir())
-                      if p.name in ("model.safetensors", "tokenizer.json")}
+    info["sha256"] = {
+        p.name: sha256_file(p) for p in sorted(out.iterdir()) if p.name in ("model.safetensors", "tokenizer.json")
+    }
     info_path.write_text(json.dumps(info, indent=1) + "\n")
     write_card(out, info)
     print(json.dumps(info["eval"], indent=1))

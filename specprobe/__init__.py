@@ -46,7 +46,38 @@ _API = {
 }
 _SUBPACKAGES = ("core", "terms", "probe", "finetune", "reports", "app")
 
-__all__ = ["__version__", *_SUBPACKAGES, *_API]
+__all__ = [
+    "__version__",
+    "core",
+    "terms",
+    "probe",
+    "finetune",
+    "reports",
+    "app",
+    "compare",
+    "layers",
+    "patch",
+    "logit_attribution",
+    "ProbeOptions",
+    "MatchOptions",
+    "Comparison",
+    "LayerView",
+    "Patching",
+    "LogitAttribution",
+    "ModelPair",
+    "ModelLoadError",
+    "Result",
+    "Lexicon",
+    "build_lexicon",
+    "QARecord",
+    "load_qa",
+    "MCEvaluation",
+    "AccuracyMatrix",
+    "ExperimentResult",
+    "run_experiment",
+    "load_result",
+    "render",
+]  # literal, for static tools; tests check it against _API
 
 
 def __getattr__(name: str) -> Any:

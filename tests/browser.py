@@ -22,9 +22,18 @@ from typing import Any
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-default-apps", "--disable-extensions", "--mute-audio", "--hide-scrollbars",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--mute-audio",
+    "--hide-scrollbars",
     "--remote-allow-origins=*",
 ]
 
@@ -56,8 +65,7 @@ class PageRun:
     @property
     def external_requests(self) -> list[str]:
         """Requests to anything but the page file itself and in-page data:/blob: URLs."""
-        return [r["url"] for r in self.requests
-                if r["url"] != self.url and not r["url"].startswith(("data:", "blob:"))]
+        return [r["url"] for r in self.requests if r["url"] != self.url and not r["url"].startswith(("data:", "blob:"))]
 
     @property
     def errors(self) -> list[str]:
@@ -90,8 +98,11 @@ class _CDP:
                 self.events.append(msg)
                 if msg["method"] == "Page.javascriptDialogOpening":  # never let alert() block the page
                     self.next_id += 1
-                    self.ws.send(json.dumps({"id": self.next_id, "method": "Page.handleJavaScriptDialog",
-                                             "params": {"accept": False}}))
+                    self.ws.send(
+                        json.dumps(
+                            {"id": self.next_id, "method": "Page.handleJavaScriptDialog", "params": {"accept": False}}
+                        )
+                    )
         raise TimeoutError(method)
 
     def wait_event(self, method: str, timeout: float = 60) -> dict:
@@ -144,8 +155,16 @@ def _http_json(url: str) -> Any:
         return json.loads(resp.read().decode())
 
 
-def load_page(path: str | os.PathLike, *, screenshot: str | os.PathLike | None = None, probes: dict | None = None,
-              width: int = 1280, height: int = 900, timeout: float = 120, chromium: str | None = None) -> PageRun:
+def load_page(
+    path: str | os.PathLike,
+    *,
+    screenshot: str | os.PathLike | None = None,
+    probes: dict | None = None,
+    width: int = 1280,
+    height: int = 900,
+    timeout: float = 120,
+    chromium: str | None = None,
+) -> PageRun:
     """Open `path` in headless Chromium and report what happened (see `PageRun`)."""
     chromium = chromium or find_chromium()
     if not chromium:
@@ -155,8 +174,14 @@ def load_page(path: str | os.PathLike, *, screenshot: str | os.PathLike | None =
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="specprobe-chromium-") as tmp:
         user_data = Path(tmp)
-        cmd = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={user_data}", "--remote-debugging-port=0",
-               f"--window-size={width},{height}", "about:blank"]
+        cmd = [
+            chromium,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={user_data}",
+            "--remote-debugging-port=0",
+            f"--window-size={width},{height}",
+            "about:blank",
+        ]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         cdp = None
         try:
@@ -166,8 +191,10 @@ def load_page(path: str | os.PathLike, *, screenshot: str | os.PathLike | None =
             cdp = _CDP(page["webSocketDebuggerUrl"])
             for domain in ("Page", "Runtime", "Network", "Log"):
                 cdp.send(f"{domain}.enable")
-            cdp.send("Emulation.setDeviceMetricsOverride",
-                     {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+            cdp.send(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+            )
             nav = cdp.send("Page.navigate", {"url": url})
             if nav.get("errorText"):
                 raise RuntimeError(f"navigation failed: {nav['errorText']}")
@@ -176,7 +203,9 @@ def load_page(path: str | os.PathLike, *, screenshot: str | os.PathLike | None =
             done = False
             while time.monotonic() < deadline:
                 try:
-                    state = cdp.evaluate("document.readyState === 'complete' && !!(window.__specprobe && window.__specprobe.done)")
+                    state = cdp.evaluate(
+                        "document.readyState === 'complete' && !!(window.__specprobe && window.__specprobe.done)"
+                    )
                 except RuntimeError:  # e.g. the execution context was replaced by the navigation
                     state = False
                 if state:
@@ -191,12 +220,19 @@ def load_page(path: str | os.PathLike, *, screenshot: str | os.PathLike | None =
                 metrics = cdp.send("Page.getLayoutMetrics")
                 size = metrics.get("cssContentSize") or metrics["contentSize"]
                 full_h = int(min(size["height"], 16000))
-                cdp.send("Emulation.setDeviceMetricsOverride",
-                         {"width": width, "height": full_h, "deviceScaleFactor": 1, "mobile": False})
+                cdp.send(
+                    "Emulation.setDeviceMetricsOverride",
+                    {"width": width, "height": full_h, "deviceScaleFactor": 1, "mobile": False},
+                )
                 time.sleep(0.3)
-                shot = cdp.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True,
-                                                           "clip": {"x": 0, "y": 0, "width": width, "height": full_h,
-                                                                    "scale": 1}})
+                shot = cdp.send(
+                    "Page.captureScreenshot",
+                    {
+                        "format": "png",
+                        "captureBeyondViewport": True,
+                        "clip": {"x": 0, "y": 0, "width": width, "height": full_h, "scale": 1},
+                    },
+                )
                 out = Path(screenshot)
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_bytes(base64.b64decode(shot["data"]))

@@ -51,11 +51,18 @@ def test_bad_toml_values_are_one_line_errors_naming_file_and_key(tmp_path, text,
     assert "\n" not in message
 
 
-@pytest.mark.parametrize("kwargs,key", [
-    ({"test_fraction": "0.3"}, "test_fraction"), ({"seed": "zero"}, "seed"), ({"layers": "no"}, "layers"),
-    ({"specialties": "Cardiology"}, "specialties"), ({"max_texts": -1}, "max_texts"),
-    ({"train": {"max_steps": 0}}, "train.max_steps"), ({"compare": {"batch_sise": 2}}, "compare.batch_sise"),
-])
+@pytest.mark.parametrize(
+    "kwargs,key",
+    [
+        ({"test_fraction": "0.3"}, "test_fraction"),
+        ({"seed": "zero"}, "seed"),
+        ({"layers": "no"}, "layers"),
+        ({"specialties": "Cardiology"}, "specialties"),
+        ({"max_texts": -1}, "max_texts"),
+        ({"train": {"max_steps": 0}}, "train.max_steps"),
+        ({"compare": {"batch_sise": 2}}, "compare.batch_sise"),
+    ],
+)
 def test_bad_values_in_code_are_refused_too(kwargs, key):
     with pytest.raises(ConfigError, match="^experiment config: " + re.escape(key) + ": "):
         ExperimentConfig(**kwargs)
@@ -85,9 +92,12 @@ def test_invalid_toml_names_the_file(tmp_path):
 def test_valid_values_are_kept_exactly_as_given(tmp_path):
     """Validation does not coerce (an int stays an int), so stage keys hashed from the values do not change."""
     path = tmp_path / "e.toml"
-    path.write_text('out = "x"\nspecialties = ["Cardiology"]\ntest_fraction = 0.25\nlayers = false\nmax_texts = 5\n'
-                    '[train]\nmax_steps = 3\nlearning_rate = 1\ntarget_modules = "q_proj,v_proj"\n'
-                    '[compare]\ncontrols = ["the", "and"]\nbatch_size = 2\n', encoding="utf-8")
+    path.write_text(
+        'out = "x"\nspecialties = ["Cardiology"]\ntest_fraction = 0.25\nlayers = false\nmax_texts = 5\n'
+        '[train]\nmax_steps = 3\nlearning_rate = 1\ntarget_modules = "q_proj,v_proj"\n'
+        '[compare]\ncontrols = ["the", "and"]\nbatch_size = 2\n',
+        encoding="utf-8",
+    )
     cfg = ExperimentConfig.from_toml(path)
     assert cfg.train == {"max_steps": 3, "learning_rate": 1, "target_modules": "q_proj,v_proj"}
     assert isinstance(cfg.train["learning_rate"], int)
@@ -103,7 +113,9 @@ def test_defaults_and_stage_keys_are_unchanged():
     cfg = ExperimentConfig()
     assert cfg.train == {"max_steps": 60, "batch_size": 8, "learning_rate": 2e-3, "rank": 8, "continuation": "text"}
     assert cfg.compare == {"batch_size": 16} and cfg.max_texts is None and cfg.layers and cfg.include_all
-    assert stage_key("split", split_key("abc", 0.3, 0)) == stage_key("split", {"data": "abc", "test_fraction": 0.3, "seed": 0})
+    assert stage_key("split", split_key("abc", 0.3, 0)) == stage_key(
+        "split", {"data": "abc", "test_fraction": 0.3, "seed": 0}
+    )
     assert stage_key("split", {"data": "abc", "test_fraction": 0.3, "seed": 0}) == "split-a0398f14ffcd"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from specprobe.app.experiment import (
+    SPLIT_CODE,
     ExperimentConfig,
     check_specialties,
     interleave_by_specialty,
@@ -14,14 +15,20 @@ from specprobe.app.experiment import (
     split_records,
     split_stage,
 )
-from specprobe.app.stages import stage_key
+from specprobe.app.stages import stage_folder
 from specprobe.terms.datasets import QARecord
 
 
 def _config(base, out, **kw) -> ExperimentConfig:
-    return ExperimentConfig(base=str(base), out=str(out), specialties=["Cardiology", "Neurology"], include_all=False,
-                            train={"max_steps": 2, "batch_size": 4, "learning_rate": 1e-3, "rank": 2, "max_length": 128},
-                            max_texts=8, **kw)
+    return ExperimentConfig(
+        base=str(base),
+        out=str(out),
+        specialties=["Cardiology", "Neurology"],
+        include_all=False,
+        train={"max_steps": 2, "batch_size": 4, "learning_rate": 1e-3, "rank": 2, "max_length": 128},
+        max_texts=8,
+        **kw,
+    )
 
 
 @pytest.mark.slow
@@ -29,7 +36,9 @@ def test_stages_are_cached_and_invalidated_precisely(tiny_llama, tmp_path, monke
     base, _ = tiny_llama
     log1: list[str] = []
     res = run_experiment(_config(base, tmp_path / "exp"), progress=False, say=log1.append)
-    assert sum(line.startswith("[run ]") for line in log1) == 9  # split, lexicon, 2 adapters, accuracy, 2 compares, 2 layers
+    assert (
+        sum(line.startswith("[run ]") for line in log1) == 9
+    )  # split, lexicon, 2 adapters, accuracy, 2 compares, 2 layers
     assert set(res.comparisons) == {"Cardiology", "Neurology"}
     assert {"Cardiology", "Neurology"} <= set(res.compare_matrix["finetune_specialty"])
     assert (tmp_path / "exp" / "compare_matrix.csv").exists()
@@ -101,7 +110,7 @@ def test_a_stage_runs_alone_from_its_declared_inputs(tmp_path):
     data_hash = sha256_file(data)
     log: list[str] = []
     folder = split_stage(tmp_path, data, data_hash, 0.3, 0, say=log.append)
-    assert folder == tmp_path / "stages" / stage_key("split", split_key(data_hash, 0.3, 0))
+    assert folder == stage_folder(tmp_path, "split", split_key(data_hash, 0.3, 0), SPLIT_CODE)
     assert split_stage(tmp_path, data, data_hash, 0.3, 0, say=log.append) == folder
     assert [line.split()[0] for line in log] == ["[run", "[done]", "[skip]"]
     specialties = check_specialties(folder / "train.json", None, data)

@@ -12,8 +12,28 @@ def test_bench_runs_on_tiny_size(smedqa_path, tmp_path, monkeypatch):
 
     monkeypatch.setattr(workload, "CACHE", tmp_path / "cache")
     out = tmp_path / "results.json"
-    assert main(["--data", str(smedqa_path), "--n-texts", "4", "--repeats", "1", "--hidden", "64", "--layers", "1",
-                 "--vocab", "1000", "--no-vocab-scaling", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--data",
+                str(smedqa_path),
+                "--n-texts",
+                "4",
+                "--repeats",
+                "1",
+                "--hidden",
+                "64",
+                "--layers",
+                "1",
+                "--vocab",
+                "1000",
+                "--no-vocab-scaling",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())
     assert res["texts_per_s"]["compare"] > 0 and res["texts_per_s"]["baseline"] > 0
     assert res["agreement"]["max_abs_diff"] < 1e-4

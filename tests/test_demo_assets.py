@@ -1,4 +1,5 @@
 """Fast checks of the built-in demo assets (specprobe/data/demo): base model, tokenizer, questions."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -19,9 +20,21 @@ REPO = Path(__file__).resolve().parent.parent
 
 # Specialty names as spelled in S-MedQA.
 SMEDQA_SPECIALTIES = {
-    "Cardiology", "Gastroenterology", "Pediatrics", "Neurology", "Infectious diseases",
-    "Obstetrics and gynecology", "Psychiatry", "Hematology", "Emergency medicine", "Endocrinology",
-    "Nephrology", "Orthopedics", "Dermatology", "Rheumatology", "Respiratory medicine",
+    "Cardiology",
+    "Gastroenterology",
+    "Pediatrics",
+    "Neurology",
+    "Infectious diseases",
+    "Obstetrics and gynecology",
+    "Psychiatry",
+    "Hematology",
+    "Emergency medicine",
+    "Endocrinology",
+    "Nephrology",
+    "Orthopedics",
+    "Dermatology",
+    "Rheumatology",
+    "Respiratory medicine",
 }
 
 SAMPLES = [
@@ -152,8 +165,7 @@ def test_model_knows_general_english_better_than_medicine(model, tokenizer):
     medical = [
         "Myocardial infarction: death of heart muscle caused by blocked coronary arteries. "
         "The patient was given aspirin and metoprolol.",
-        "Pancreatitis: inflammation of the pancreas. Serum lipase was elevated and the patient had "
-        "epigastric pain.",
+        "Pancreatitis: inflammation of the pancreas. Serum lipase was elevated and the patient had epigastric pain.",
         "Tachycardia: abnormally rapid heartbeat. Adenosine was given for supraventricular tachycardia.",
         "Nephrolithiasis: a kidney stone. Tamsulosin helps the ureteral stone pass.",
     ]

@@ -23,8 +23,11 @@ def test_demo_shows_terms_rising_more_than_control_words(tmp_path, capsys):
         own = matrix[(matrix["finetune_specialty"] == adapter) & (matrix["specialty"] == adapter)].iloc[0]
         # fine-tuning on a specialty raises its clinical terms clearly above ordinary words (CIs apart)
         assert own["ci_low"] > control.loc[adapter, "ci_high"]
-    pooled = matrix[(matrix["finetune_specialty"] == "All specialties") & (matrix["specialty"] != "control")
-                    & (matrix["n_pairs"] >= 20)]
+    pooled = matrix[
+        (matrix["finetune_specialty"] == "All specialties")
+        & (matrix["specialty"] != "control")
+        & (matrix["n_pairs"] >= 20)
+    ]
     assert len(pooled) >= 5
     # within the same texts, terms of most specialties rise more than the control words (paired, CI above 0)
     assert (pooled["minus_control_ci_low"] > 0).mean() >= 0.75
@@ -39,9 +42,13 @@ def test_demo_shows_terms_rising_more_than_control_words(tmp_path, capsys):
     if chromium is None and os.environ.get("CI", "").lower() == "true":
         pytest.fail("CI: no Chromium binary")
     if chromium is not None:
-        run = load_page(report, screenshot=tmp_path / "demo.png", probes={"charts": PROBES["charts"]}, chromium=chromium)
+        run = load_page(
+            report, screenshot=tmp_path / "demo.png", probes={"charts": PROBES["charts"]}, chromium=chromium
+        )
         assert run.status.get("finished") and run.external_requests == [] and run.errors == []
-        assert run.status["charts"] >= 6 and run.status["rendered"] == run.status["charts"] and run.status["failed"] == 0
+        assert (
+            run.status["charts"] >= 6 and run.status["rendered"] == run.status["charts"] and run.status["failed"] == 0
+        )
         assert all(c["status"] == "ok" and c["marks"] >= 3 for c in run.probes["charts"])
         print(f"\nscreenshot: {run.screenshot}")
 

@@ -20,17 +20,25 @@ from specprobe.core.distributed import agree, all_gather_indexed, balanced_share
 
 TERMS = {"seizure": ["Neurology"], "chest pain": ["Cardiology"], "fever": ["Infectious"]}
 OPTIONS = ["chest pain", "seizure", "fever", "none"]
-STEMS = ["A man with chest pain and a seizure. What is the diagnosis?",
-         "After the seizure the patient slept. Chest pain was absent.",
-         "The child had a fever and a seizure last night.",
-         "Fever, chest pain and cough for three days in an older woman who smokes."]
+STEMS = [
+    "A man with chest pain and a seizure. What is the diagnosis?",
+    "After the seizure the patient slept. Chest pain was absent.",
+    "The child had a fever and a seizure last night.",
+    "Fever, chest pain and cough for three days in an older woman who smokes.",
+]
 
 
 def write_qa(path: Path, n: int = 16) -> Path:
     """`n` questions of varied length (so the batches differ in size) over three specialties."""
-    rows = [{"Question": STEMS[i % 4] + " The fever came back." * (i % 5),
-             "Specialty": ["Cardiology", "Neurology", "Infectious"][i % 3],
-             "Options": OPTIONS, "Answer": OPTIONS[i % 4]} for i in range(n)]
+    rows = [
+        {
+            "Question": STEMS[i % 4] + " The fever came back." * (i % 5),
+            "Specialty": ["Cardiology", "Neurology", "Infectious"][i % 3],
+            "Options": OPTIONS,
+            "Answer": OPTIONS[i % 4],
+        }
+        for i in range(n)
+    ]
     path.write_text(json.dumps(rows))
     return path
 
@@ -84,8 +92,9 @@ def _api_worker(rank: int, world_size: int, base: str, adapter: str, qa: str, ou
             "layers": layers(pair, terms=TERMS, texts=texts, batch_size=4, controls=None, progress=False).to_pandas(),
         }
         handle.remove()
-        Path(out, f"passes{rank}.json").write_text(json.dumps({"passes": passes[0], "world": list(world()),
-                                                               "rows": {k: len(v) for k, v in results.items()}}))
+        Path(out, f"passes{rank}.json").write_text(
+            json.dumps({"passes": passes[0], "world": list(world()), "rows": {k: len(v) for k, v in results.items()}})
+        )
         if rank == 0:
             Path(out, "results.pkl").write_bytes(pickle.dumps(results))
     finally:
@@ -149,7 +158,9 @@ def test_two_gloo_ranks_reproduce_the_single_process_results(tiny_llama, tmp_pat
         assert diff == 0.0, (name, diff)  # the very batches one process runs: bit-identical
     ranks = [json.loads((tmp_path / f"passes{r}.json").read_text()) for r in range(2)]
     assert [r["world"] for r in ranks] == [[0, 2], [1, 2]]
-    assert ranks[0]["rows"] == ranks[1]["rows"] == {k: len(v) for k, v in single.items()}  # every rank: the whole result
+    assert (
+        ranks[0]["rows"] == ranks[1]["rows"] == {k: len(v) for k, v in single.items()}
+    )  # every rank: the whole result
     # the ranks shared the forward passes: each ran some, none ran them all
     assert all(0 < r["passes"] < single_passes for r in ranks), (ranks, single_passes)
 
@@ -158,8 +169,17 @@ def test_two_gloo_ranks_reproduce_the_single_process_results(tiny_llama, tmp_pat
 def _launch(nproc: int, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     """`torchrun --nproc_per_node N -m specprobe.app.cli ...` (what `accelerate launch --multi_gpu` runs)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-           "-m", "specprobe.app.cli", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(nproc),
+        "-m",
+        "specprobe.app.cli",
+        *args,
+    ]
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -177,10 +197,32 @@ def test_cli_compare_and_evaluate_under_two_processes(tiny_llama, tmp_path):
     terms = tmp_path / "terms.json"
     terms.write_text(json.dumps(TERMS))
     for n in (1, 2):
-        compare_args = ["compare", "--base", str(base), "--tuned", str(adapter), "--terms", str(terms), "--data", str(qa),
-                        "--out", str(tmp_path / f"compare{n}"), "--no-progress"]
-        evaluate_args = ["evaluate", "--model", str(base), "--adapter", str(adapter), "--data", str(qa), "--out",
-                         str(tmp_path / f"evaluate{n}.json"), "--no-progress"]
+        compare_args = [
+            "compare",
+            "--base",
+            str(base),
+            "--tuned",
+            str(adapter),
+            "--terms",
+            str(terms),
+            "--data",
+            str(qa),
+            "--out",
+            str(tmp_path / f"compare{n}"),
+            "--no-progress",
+        ]
+        evaluate_args = [
+            "evaluate",
+            "--model",
+            str(base),
+            "--adapter",
+            str(adapter),
+            "--data",
+            str(qa),
+            "--out",
+            str(tmp_path / f"evaluate{n}.json"),
+            "--no-progress",
+        ]
         if n == 1:  # the reference: one process, in this one
             assert main(compare_args) == 0 and main(evaluate_args) == 0
             continue

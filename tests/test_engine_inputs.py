@@ -107,7 +107,9 @@ def test_transformer_bridge(tiny_llama, reference, process):
     with torch.no_grad():
         hf_logits = hf(ids).logits.clone()
     b_base = _bridge(hf, base, tok, process)
-    b_tuned = _bridge(_merged(base, adapter), base, tok, process)  # a bridge takes no adapter directory (renamed modules)
+    b_tuned = _bridge(
+        _merged(base, adapter), base, tok, process
+    )  # a bridge takes no adapter directory (renamed modules)
     comp = compare(b_base, b_tuned, **KW)
     meta = comp.metadata["engines"]
     assert meta["base"]["engine"] == meta["tuned"]["engine"] == "transformer_bridge"
@@ -143,8 +145,13 @@ def _hooked(model, base, tok, tmp_path, process: bool):
         os.symlink(base, link)
     cfg = HookedTransformerConfig(**convert_hf_model_config(str(link)), device="cpu")  # pyright: ignore[reportCallIssue]
     ht = HookedTransformer(cfg, tokenizer=tok, move_to_device=False)  # pyright: ignore[reportCallIssue]
-    ht.load_and_process_state_dict(get_pretrained_state_dict(str(link), cfg, hf_model=model), fold_ln=process,
-                                   center_writing_weights=process, center_unembed=process, fold_value_biases=process)
+    ht.load_and_process_state_dict(
+        get_pretrained_state_dict(str(link), cfg, hf_model=model),
+        fold_ln=process,
+        center_writing_weights=process,
+        center_unembed=process,
+        fold_value_biases=process,
+    )
     return ht.eval()
 
 

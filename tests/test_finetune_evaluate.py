@@ -27,15 +27,24 @@ def records(n: int = 12) -> list[QARecord]:
     out = []
     for i in range(n):
         cardio = i % 2 == 1
-        out.append(QARecord(f"q{i}", f"Patient {i} has {'chest' if cardio else 'head'} pain. Best drug?", OPTS,
-                            OPTS[0] if cardio else OPTS[2], ("Cardiology" if cardio else "Neurology",)))
+        out.append(
+            QARecord(
+                f"q{i}",
+                f"Patient {i} has {'chest' if cardio else 'head'} pain. Best drug?",
+                OPTS,
+                OPTS[0] if cardio else OPTS[2],
+                ("Cardiology" if cardio else "Neurology",),
+            )
+        )
     return out
 
 
 def test_wilson_interval():
     lo, hi = wilson_interval(5, 10)
     assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
-    assert wilson_interval(0, 10)[0] == pytest.approx(0.0, abs=1e-12) and wilson_interval(10, 10)[1] == pytest.approx(1.0)
+    assert wilson_interval(0, 10)[0] == pytest.approx(0.0, abs=1e-12) and wilson_interval(10, 10)[1] == pytest.approx(
+        1.0
+    )
     assert all(math.isnan(x) for x in wilson_interval(0, 0))
 
 
@@ -67,10 +76,14 @@ def test_option_loglikelihoods_match_a_direct_forward(tiny_llama):
         assert row.pred_norm == max(range(4), key=lambda j: norm[j])
     # base rows equal a base-only evaluation
     alone = evaluate(str(base), recs, continuation="text", progress=False).to_pandas()
-    np.testing.assert_allclose(np.array(list(alone["option_logp"])),
-                               np.array(list(frame[frame["model"] == "base"]["option_logp"])), atol=1e-6)
+    np.testing.assert_allclose(
+        np.array(list(alone["option_logp"])), np.array(list(frame[frame["model"] == "base"]["option_logp"])), atol=1e-6
+    )
     # the tuned adapter changes the scores
-    assert frame[frame["model"] == "tuned"]["option_logp"].tolist() != frame[frame["model"] == "base"]["option_logp"].tolist()
+    assert (
+        frame[frame["model"] == "tuned"]["option_logp"].tolist()
+        != frame[frame["model"] == "base"]["option_logp"].tolist()
+    )
 
 
 def test_accuracy_table_and_roundtrip(tiny_llama, tmp_path):
@@ -103,21 +116,68 @@ def test_matrix_own_specialty_is_best(tiny_llama, tmp_path):
     assert back.contrast().attrs["mean_diff"] == c.attrs["mean_diff"]
     # the CLI writes the same matrix, and evaluates one adapter with a per-specialty table
     out = tmp_path / "cli_matrix.json"
-    assert main(["evaluate", "--matrix", "--model", base, "--adapter", str(tmp_path / "cardiology"), "--adapter",
-                 str(tmp_path / "neurology"), "--data", str(_write(tmp_path / "qa.json", recs)), "--out", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--matrix",
+                "--model",
+                base,
+                "--adapter",
+                str(tmp_path / "cardiology"),
+                "--adapter",
+                str(tmp_path / "neurology"),
+                "--data",
+                str(_write(tmp_path / "qa.json", recs)),
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert AccuracyMatrix.load(out).table().equals(t)
-    assert main(["evaluate", "--model", base, "--adapter", str(tmp_path / "cardiology"), "--data",
-                 str(tmp_path / "qa.json"), "--out", str(tmp_path / "one.json"), "--no-progress"]) == 0
-    assert main(["evaluate", "--model", base, "--data", str(tmp_path / "qa.json"), "--out",
-                 str(tmp_path / "one.json"), "--no-progress"]) == 2  # exists: needs --overwrite
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                base,
+                "--adapter",
+                str(tmp_path / "cardiology"),
+                "--data",
+                str(tmp_path / "qa.json"),
+                "--out",
+                str(tmp_path / "one.json"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                base,
+                "--data",
+                str(tmp_path / "qa.json"),
+                "--out",
+                str(tmp_path / "one.json"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )  # exists: needs --overwrite
     one = MCEvaluation.load(tmp_path / "one.json").accuracy()
     assert one[(one.model == "tuned") & (one.specialty == "Cardiology")]["acc"].item() == 1.0
 
 
 def _write(path, recs, mutate=None):
-    items = [{"Question": r.question, "Options": list(r.options), "Answer": r.answer, "Specialty": r.specialties[0]}
-             for r in recs]
+    items = [
+        {"Question": r.question, "Options": list(r.options), "Answer": r.answer, "Specialty": r.specialties[0]}
+        for r in recs
+    ]
     if mutate:
         mutate(items)
     path.write_text(json.dumps(items))
@@ -134,11 +194,15 @@ def test_bad_data_files_name_file_and_item(tiny_llama, tmp_path):
         evaluate(base, empty, progress=False)
     with pytest.raises(DataError, match=r"options list is empty"):
         evaluate(base, [QARecord("x", "q?", (), "a")], progress=False)
-    with pytest.raises(DataError, match=r"no questions for specialty 'Oncology'; available: Cardiology \(2\), Neurology \(2\)"):
+    with pytest.raises(
+        DataError, match=r"no questions for specialty 'Oncology'; available: Cardiology \(2\), Neurology \(2\)"
+    ):
         evaluate(base, records(4), specialty="Oncology", progress=False)
     good = _write(tmp_path / "good.json", records(4))
-    assert main(["finetune", "--base", base, "--data", str(good), "--specialty", "Oncology", "--out",
-                 str(tmp_path / "o")]) == 2
+    assert (
+        main(["finetune", "--base", base, "--data", str(good), "--specialty", "Oncology", "--out", str(tmp_path / "o")])
+        == 2
+    )
 
 
 def test_base_adapter_mismatch_is_refused(tiny_llama, tiny_gpt2, tmp_path):
@@ -148,7 +212,9 @@ def test_base_adapter_mismatch_is_refused(tiny_llama, tiny_gpt2, tmp_path):
     train(base, records(8), "Cardiology", tmp_path / "cardio", max_steps=2, batch_size=2, progress=False)
     with pytest.raises(ModelLoadError, match="weights sha256"):  # the manifest names the base
         evaluate(str(tiny_gpt2[0]), records(4), tmp_path / "cardio", progress=False)
-    with pytest.raises(ModelLoadError, match="does not fit|does not belong to this base"):  # no manifest: the fit checks
+    with pytest.raises(
+        ModelLoadError, match="does not fit|does not belong to this base"
+    ):  # no manifest: the fit checks
         evaluate(str(tiny_gpt2[0]), records(4), tiny_llama[1], progress=False)
     other = build_tiny_model("llama", tmp_path / "other-llama", seed=7)  # same shapes, other weights
     with pytest.raises(ModelLoadError, match="weights sha256"):
@@ -161,5 +227,7 @@ def test_base_adapter_mismatch_is_refused(tiny_llama, tiny_gpt2, tmp_path):
     shutil.copytree(tmp_path / "cardio", tmp_path / "stranger")
     manifest = json.loads((tmp_path / "stranger" / "manifest.json").read_text())
     (tmp_path / "stranger" / "manifest.json").write_text(json.dumps({**manifest, "base_weights_sha256": "0" * 64}))
-    with pytest.raises(ModelLoadError, match=r"stranger' \(Cardiology#2\) was trained on a base with weights sha256 000000"):
+    with pytest.raises(
+        ModelLoadError, match=r"stranger' \(Cardiology#2\) was trained on a base with weights sha256 000000"
+    ):
         matrix(base, [tmp_path / "cardio", tmp_path / "stranger"], records(4), progress=False)

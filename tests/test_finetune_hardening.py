@@ -32,17 +32,38 @@ TINY = dict(max_steps=3, batch_size=2, save_every=1, progress=False)
 
 
 def make_records(n: int = 8, long: bool = False) -> list[QARecord]:
-    recs = [QARecord(f"q{i}", f"Which drug helps patient {i} with {'chest' if i % 2 else 'head'} pain?", OPTIONS,
-                     OPTIONS[i % 4], ("Cardiology" if i % 2 else "Neurology",)) for i in range(n)]
+    recs = [
+        QARecord(
+            f"q{i}",
+            f"Which drug helps patient {i} with {'chest' if i % 2 else 'head'} pain?",
+            OPTIONS,
+            OPTIONS[i % 4],
+            ("Cardiology" if i % 2 else "Neurology",),
+        )
+        for i in range(n)
+    ]
     if long:  # far more than the tiny models' 128 positions
-        recs.append(QARecord("long", "Which drug? " + " ".join(f"word{i} pain chest" for i in range(120)), OPTIONS,
-                             OPTIONS[0], ("Cardiology",)))
+        recs.append(
+            QARecord(
+                "long",
+                "Which drug? " + " ".join(f"word{i} pain chest" for i in range(120)),
+                OPTIONS,
+                OPTIONS[0],
+                ("Cardiology",),
+            )
+        )
     return recs
 
 
 def write_qa(path: Path, n: int = 24) -> Path:
-    path.write_text(json.dumps([{"Question": r.question, "Options": list(r.options), "Answer": r.answer,
-                                 "Specialty": r.specialties[0]} for r in make_records(n)]))
+    path.write_text(
+        json.dumps(
+            [
+                {"Question": r.question, "Options": list(r.options), "Answer": r.answer, "Specialty": r.specialties[0]}
+                for r in make_records(n)
+            ]
+        )
+    )
     return path
 
 
@@ -51,31 +72,34 @@ def sha256(path: Path) -> str:
 
 
 # -- options ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("options, field, message", [
-    ({"rank": 0}, "rank", "positive integer, got 0"),
-    ({"rank": 2.5}, "rank", "positive integer, got 2.5"),
-    ({"rank": True}, "rank", "positive integer, got True"),
-    ({"learning_rate": 0}, "learning_rate", "> 0, got 0"),
-    ({"learning_rate": -1e-4}, "learning_rate", "> 0"),
-    ({"learning_rate": "0.3"}, "learning_rate", r"must be a number > 0, got '0.3' \(a str\)"),
-    ({"max_steps": 0}, "max_steps", "positive integer or None"),
-    ({"max_length": 0}, "max_length", "positive integer, got 0"),
-    ({"seed": "zero"}, "seed", "integer >= 0, got 'zero'"),
-    ({"seed": -1}, "seed", "integer >= 0"),
-    ({"dropout": 1.0}, "dropout", r"in \[0, 1\)"),
-    ({"warmup_ratio": "0.1"}, "warmup_ratio", "must be a number"),
-    ({"alpha": float("nan")}, "alpha", "> 0, got nan"),
-    ({"weight_decay": -0.1}, "weight_decay", ">= 0"),
-    ({"max_grad_norm": "1"}, "max_grad_norm", "must be a number"),
-    ({"load_in_4bit": "no"}, "load_in_4bit", "true or false, got 'no'"),
-    ({"append_eos": 1}, "append_eos", "true or false"),
-    ({"scheduler": "step"}, "scheduler", "one of"),
-    ({"precision": 16}, "precision", "must be a string"),
-    ({"target_modules": []}, "target_modules", "names no module"),
-    ({"target_modules": [1]}, "target_modules", "list of module names"),
-    ({"continuation": "word"}, "continuation", "one of"),
-    ({"template": "no placeholders"}, "template", r"\{question\}"),
-])
+@pytest.mark.parametrize(
+    "options, field, message",
+    [
+        ({"rank": 0}, "rank", "positive integer, got 0"),
+        ({"rank": 2.5}, "rank", "positive integer, got 2.5"),
+        ({"rank": True}, "rank", "positive integer, got True"),
+        ({"learning_rate": 0}, "learning_rate", "> 0, got 0"),
+        ({"learning_rate": -1e-4}, "learning_rate", "> 0"),
+        ({"learning_rate": "0.3"}, "learning_rate", r"must be a number > 0, got '0.3' \(a str\)"),
+        ({"max_steps": 0}, "max_steps", "positive integer or None"),
+        ({"max_length": 0}, "max_length", "positive integer, got 0"),
+        ({"seed": "zero"}, "seed", "integer >= 0, got 'zero'"),
+        ({"seed": -1}, "seed", "integer >= 0"),
+        ({"dropout": 1.0}, "dropout", r"in \[0, 1\)"),
+        ({"warmup_ratio": "0.1"}, "warmup_ratio", "must be a number"),
+        ({"alpha": float("nan")}, "alpha", "> 0, got nan"),
+        ({"weight_decay": -0.1}, "weight_decay", ">= 0"),
+        ({"max_grad_norm": "1"}, "max_grad_norm", "must be a number"),
+        ({"load_in_4bit": "no"}, "load_in_4bit", "true or false, got 'no'"),
+        ({"append_eos": 1}, "append_eos", "true or false"),
+        ({"scheduler": "step"}, "scheduler", "one of"),
+        ({"precision": 16}, "precision", "must be a string"),
+        ({"target_modules": []}, "target_modules", "names no module"),
+        ({"target_modules": [1]}, "target_modules", "list of module names"),
+        ({"continuation": "word"}, "continuation", "one of"),
+        ({"template": "no placeholders"}, "template", r"\{question\}"),
+    ],
+)
 def test_bad_options_name_the_option(options, field, message):
     with pytest.raises(TrainOptionError, match=rf"^training option {field}: .*{message}") as info:
         TrainOptions.from_kwargs(options)
@@ -83,14 +107,17 @@ def test_bad_options_name_the_option(options, field, message):
 
 
 def test_unknown_option_is_named_with_a_suggestion():
-    with pytest.raises(ValueError, match=r"unknown training option 'learing_rate' \(did you mean 'learning_rate'\?\)") as info:
+    with pytest.raises(
+        ValueError, match=r"unknown training option 'learing_rate' \(did you mean 'learning_rate'\?\)"
+    ) as info:
         TrainOptions.from_kwargs({"learing_rate": 1e-3, "rank": 4})
     assert isinstance(info.value, UnknownTrainOptionError) and info.value.field == "learing_rate"
 
 
 def test_good_options_are_kept_as_given():
-    opts = TrainOptions.from_kwargs({"learning_rate": 1, "rank": np.int64(4), "target_modules": "q_proj, v_proj",
-                                     "max_grad_norm": None})
+    opts = TrainOptions.from_kwargs(
+        {"learning_rate": 1, "rank": np.int64(4), "target_modules": "q_proj, v_proj", "max_grad_norm": None}
+    )
     assert opts.learning_rate == 1 and isinstance(opts.learning_rate, int)  # identities do not change
     assert opts.rank == 4 and type(opts.rank) is int and opts.target_modules == ["q_proj", "v_proj"]
     assert opts.is_explicit("rank") and not opts.is_explicit("max_length")
@@ -102,15 +129,18 @@ def _parse(*argv: str) -> argparse.Namespace:
     return parser.parse_args(list(argv))
 
 
-@pytest.mark.parametrize("argv", [
-    ["finetune", "--base", "b", "--data", "d", "--out", "o", "--max-length", "0"],
-    ["finetune", "--base", "b", "--data", "d", "--out", "o", "--max-steps", "0"],
-    ["finetune", "--base", "b", "--data", "d", "--out", "o", "--batch-size", "-1"],
-    ["finetune", "--base", "b", "--data", "d", "--out", "o", "--seed", "-1"],
-    ["finetune", "--base", "b", "--data", "d", "--out", "o", "--rank", "x"],
-    ["evaluate", "--model", "m", "--data", "d", "--out", "o.json", "--max-length", "0"],
-    ["evaluate", "--model", "m", "--data", "d", "--out", "o.json", "--batch-size", "0"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["finetune", "--base", "b", "--data", "d", "--out", "o", "--max-length", "0"],
+        ["finetune", "--base", "b", "--data", "d", "--out", "o", "--max-steps", "0"],
+        ["finetune", "--base", "b", "--data", "d", "--out", "o", "--batch-size", "-1"],
+        ["finetune", "--base", "b", "--data", "d", "--out", "o", "--seed", "-1"],
+        ["finetune", "--base", "b", "--data", "d", "--out", "o", "--rank", "x"],
+        ["evaluate", "--model", "m", "--data", "d", "--out", "o.json", "--max-length", "0"],
+        ["evaluate", "--model", "m", "--data", "d", "--out", "o.json", "--batch-size", "0"],
+    ],
+)
 def test_cli_refuses_zero_and_negative_counts(argv, capsys):
     with pytest.raises(SystemExit) as info:
         _parse(*argv)
@@ -128,8 +158,11 @@ def test_cli_accepts_positive_counts():
 def test_explicit_max_length_past_the_context_is_an_error(tiny_gpt2, tiny_llama, tmp_path):
     for base in (tiny_gpt2[0], tiny_llama[0]):  # learned positions (an IndexError before) and RoPE (silent)
         out = tmp_path / base.name
-        with pytest.raises(TrainOptionError, match=r"^training option max_length: 512 is longer than the model's "
-                                                   r"context of 128 tokens .*use at most 128") as info:
+        with pytest.raises(
+            TrainOptionError,
+            match=r"^training option max_length: 512 is longer than the model's "
+            r"context of 128 tokens .*use at most 128",
+        ) as info:
             train(str(base), make_records(), None, out, max_length=512, **TINY)
         assert info.value.field == "max_length"
         assert not out.exists(), "refused before anything was written"
@@ -145,8 +178,22 @@ def test_default_max_length_is_capped_at_the_context(tiny_gpt2, tmp_path):
 
 def test_cli_names_the_option_and_the_limit(tiny_gpt2, tmp_path, capsys):
     data = write_qa(tmp_path / "qa.json", 8)
-    rc = main(["finetune", "--base", str(tiny_gpt2[0]), "--data", str(data), "--out", str(tmp_path / "out"),
-               "--max-steps", "1", "--max-length", "512", "--no-progress"])
+    rc = main(
+        [
+            "finetune",
+            "--base",
+            str(tiny_gpt2[0]),
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "out"),
+            "--max-steps",
+            "1",
+            "--max-length",
+            "512",
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc != 0 and "max_length: 512 is longer than the model's context of 128 tokens" in err
     assert "Traceback" not in err
@@ -173,7 +220,9 @@ def test_sigterm_checkpoints_then_raises(tiny_llama, tmp_path):
 
     out = tmp_path / "out"
     with pytest.raises(TrainingInterrupted) as info:
-        train(str(tiny_llama[0]), make_records(), None, out, on_step=stop, **{**TINY, "max_steps": 5, "save_every": 100})
+        train(
+            str(tiny_llama[0]), make_records(), None, out, on_step=stop, **{**TINY, "max_steps": 5, "save_every": 100}
+        )
     stop_ = info.value
     assert isinstance(stop_, KeyboardInterrupt) and not isinstance(stop_, Exception)
     assert (stop_.signum, stop_.signal_name, stop_.exit_code) == (signal.SIGTERM, "SIGTERM", 143)
@@ -251,8 +300,20 @@ def test_second_run_into_one_output_is_refused(tiny_llama, tmp_path, capsys):
             train(str(tiny_llama[0]), make_records(), None, out, **TINY)
         assert info.value.pid == holder.pid
         data = write_qa(tmp_path / "qa.json", 8)
-        rc = main(["finetune", "--base", str(tiny_llama[0]), "--data", str(data), "--out", str(out), "--max-steps", "1",
-                   "--no-progress"])
+        rc = main(
+            [
+                "finetune",
+                "--base",
+                str(tiny_llama[0]),
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--max-steps",
+                "1",
+                "--no-progress",
+            ]
+        )
         err = capsys.readouterr().err
         assert rc != 0 and f"PID {holder.pid}" in err and "Traceback" not in err
     finally:
@@ -280,8 +341,21 @@ def cli_run(tiny_llama, tmp_path_factory):
     """The CLI arguments of a small run (a checkpoint every step, dropout on) and its uninterrupted adapter."""
     root = tmp_path_factory.mktemp("signals")
     data = write_qa(root / "qa.json", 24)
-    args = ["--base", str(tiny_llama[0]), "--data", str(data), "--max-steps", str(STEPS), "--batch-size", "2",
-            "--save-every", "1", "--dropout", "0.1", "--no-progress"]
+    args = [
+        "--base",
+        str(tiny_llama[0]),
+        "--data",
+        str(data),
+        "--max-steps",
+        str(STEPS),
+        "--batch-size",
+        "2",
+        "--save-every",
+        "1",
+        "--dropout",
+        "0.1",
+        "--no-progress",
+    ]
     full = root / "full"
     subprocess.run(_cli(*args, "--out", str(full)), env=_env(), cwd=REPO, check=True, capture_output=True)
     return args, full
@@ -306,8 +380,9 @@ def test_cli_signal_then_rerun_gives_the_same_adapter(cli_run, tmp_path, sig):
     out = tmp_path / "out"
     err_path = tmp_path / "stderr.txt"
     with open(err_path, "w") as err:
-        proc = subprocess.Popen(_cli(*args, "--out", str(out)), env=_env(), cwd=REPO, stdout=subprocess.DEVNULL,
-                                stderr=err)
+        proc = subprocess.Popen(
+            _cli(*args, "--out", str(out)), env=_env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=err
+        )
         seen = _first_checkpoint(out, proc)
         proc.send_signal(sig)
         rc = proc.wait(timeout=120)

@@ -37,14 +37,14 @@ def test_continuation_tokens_are_the_option(tiny_dir, arch):
     for cont in fmt.continuations(REC):
         enc = encode_continuation(tok, prompt, cont)
         assert enc.positions == tuple(range(enc.positions[0], len(enc.ids)))
-        assert tok.decode(list(enc.ids[enc.positions[0]:])).strip() == cont.strip()
+        assert tok.decode(list(enc.ids[enc.positions[0] :])).strip() == cont.strip()
         assert not enc.straddles
         assert len(enc.ids) > enc.positions[0] - 1 >= 1  # the prompt precedes the continuation
     # left truncation keeps BOS and the continuation, drops prompt tokens
     full = encode_continuation(tok, prompt, " heparin")
     cut = encode_continuation(tok, prompt, " heparin", max_length=len(full.ids) - 5)
     assert len(cut.ids) == len(full.ids) - 5 and cut.n_dropped == 5
-    assert cut.ids[len(cut.ids) - len(full.positions):] == full.ids[-len(full.positions):]
+    assert cut.ids[len(cut.ids) - len(full.positions) :] == full.ids[-len(full.positions) :]
     if tok.bos_token_id is not None and full.ids[0] == tok.bos_token_id:
         assert cut.ids[0] == tok.bos_token_id
     eos = encode_continuation(tok, prompt, " C", append_eos=True)
@@ -60,7 +60,11 @@ def test_record_checks():
 
 
 def test_select_specialty_errors_list_counts():
-    recs = [REC, QARecord("q2", "q?", ("a", "b"), "a", ("Neurology",)), QARecord("q3", "q?", ("a", "b"), "b", ("Neurology",))]
+    recs = [
+        REC,
+        QARecord("q2", "q?", ("a", "b"), "a", ("Neurology",)),
+        QARecord("q3", "q?", ("a", "b"), "b", ("Neurology",)),
+    ]
     assert specialty_counts(recs) == {"Cardiology": 1, "Neurology": 2}
     assert [r.id for r in select(recs, "neurology")] == ["q2", "q3"]
     assert len(select(recs, "all")) == 3 and len(select(recs, ["Cardiology", "Neurology"])) == 3
@@ -71,11 +75,19 @@ def test_select_specialty_errors_list_counts():
 def test_one_specialty_explosion_and_record_loading():
     import pandas as pd
 
-    recs = [REC, QARecord("q2", "q?", ("a", "b"), "a", ("Cardiology", "Neurology")), QARecord("q3", "q?", ("a", "b"), "b")]
+    recs = [
+        REC,
+        QARecord("q2", "q?", ("a", "b"), "a", ("Cardiology", "Neurology")),
+        QARecord("q3", "q?", ("a", "b"), "b"),
+    ]
     frame = pd.DataFrame({"item_id": [r.id for r in recs], "specialties": [r.specialties for r in recs]})
     rows = explode_specialties(frame)
     assert list(zip(rows["item_id"], rows["specialty"])) == [
-        ("q1", "Cardiology"), ("q2", "Cardiology"), ("q2", "Neurology"), ("q3", NO_SPECIALTY)]
+        ("q1", "Cardiology"),
+        ("q2", "Cardiology"),
+        ("q2", "Neurology"),
+        ("q3", NO_SPECIALTY),
+    ]
     assert specialty_counts(recs) == {"Cardiology": 2, "Neurology": 1, NO_SPECIALTY: 1}
     chosen, meta = load_selected(recs, "Neurology")
     assert [r.id for r in chosen] == ["q2"] and meta["path"] is None and meta["n_records"] == 3
@@ -89,7 +101,10 @@ def test_resolve_format_prefers_given_parts_then_trained_then_defaults():
     assert resolve_format(trained) == PromptFormat.from_dict(trained)
     fmt = resolve_format(trained, option_format="({letter}) {option}", continuation="letter")
     assert (fmt.template, fmt.option_format, fmt.continuation) == (
-        "Q: {question}\n{options}\nA:", "({letter}) {option}", "letter")
+        "Q: {question}\n{options}\nA:",
+        "({letter}) {option}",
+        "letter",
+    )
 
 
 def test_library_versions_extra_packages_follow_the_defaults():
@@ -100,7 +115,9 @@ def test_library_versions_extra_packages_follow_the_defaults():
     both = library_versions(EXTRA_VERSIONS)
     assert list(both) == list(base) + list(EXTRA_VERSIONS) and {k: both[k] for k in base} == base
     assert library_versions(["specprobe", "no-such-package-xyz"], defaults=False) == {
-        "specprobe": base["specprobe"], "no-such-package-xyz": "not installed"}
+        "specprobe": base["specprobe"],
+        "no-such-package-xyz": "not installed",
+    }
     assert library_versions(["no-such-package-xyz"], defaults=False, missing=None) == {}
 
 

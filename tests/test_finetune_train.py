@@ -20,13 +20,27 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def make_records(n: int = 16) -> list[QARecord]:
-    return [QARecord(f"q{i}", f"Which drug helps patient {i} with {'chest' if i % 2 else 'head'} pain?", OPTIONS,
-                     OPTIONS[i % 4], ("Cardiology" if i % 2 else "Neurology",)) for i in range(n)]
+    return [
+        QARecord(
+            f"q{i}",
+            f"Which drug helps patient {i} with {'chest' if i % 2 else 'head'} pain?",
+            OPTIONS,
+            OPTIONS[i % 4],
+            ("Cardiology" if i % 2 else "Neurology",),
+        )
+        for i in range(n)
+    ]
 
 
 def write_qa(path: Path, n: int = 16) -> Path:
-    path.write_text(json.dumps([{"Question": r.question, "Options": list(r.options), "Answer": r.answer,
-                                 "Specialty": r.specialties[0]} for r in make_records(n)]))
+    path.write_text(
+        json.dumps(
+            [
+                {"Question": r.question, "Options": list(r.options), "Answer": r.answer, "Specialty": r.specialties[0]}
+                for r in make_records(n)
+            ]
+        )
+    )
     return path
 
 
@@ -48,7 +62,14 @@ def test_lora_targets_found_per_architecture(tiny_llama, tiny_gpt2):
     from transformers import AutoModelForCausalLM
 
     assert find_lora_targets(AutoModelForCausalLM.from_pretrained(tiny_llama[0])) == [
-        "down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+        "down_proj",
+        "gate_proj",
+        "k_proj",
+        "o_proj",
+        "q_proj",
+        "up_proj",
+        "v_proj",
+    ]
     assert find_lora_targets(AutoModelForCausalLM.from_pretrained(tiny_gpt2[0])) == ["c_attn", "c_fc", "c_proj"]
 
 
@@ -82,7 +103,15 @@ def test_train_writes_adapter_and_manifest(tiny_llama, tmp_path):
     assert m["steps"] == 6 and len(m["loss_curve"]) == 6
     assert m["filter"]["specialty"] == ["Cardiology"] and m["filter"]["n_examples"] == 8
     assert m["data"]["sha256"] and m["base_weights_sha256"] and m["seed"] == 0
-    assert m["options"]["target_modules"] == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+    assert m["options"]["target_modules"] == [
+        "down_proj",
+        "gate_proj",
+        "k_proj",
+        "o_proj",
+        "q_proj",
+        "up_proj",
+        "v_proj",
+    ]
     assert {"torch", "transformers", "peft", "accelerate"} <= set(m["versions"])
     assert m["wall_time_s"] > 0 and not (tmp_path / "out" / "checkpoints").exists()
     assert (tmp_path / "out" / "adapter_config.json").exists()
@@ -94,7 +123,9 @@ def test_train_writes_adapter_and_manifest(tiny_llama, tmp_path):
 
 
 def test_unknown_specialty_lists_available(tiny_llama, tmp_path):
-    with pytest.raises(DataError, match=r"no questions for specialty 'Dermatology'; available: Cardiology \(8\), Neurology \(8\)"):
+    with pytest.raises(
+        DataError, match=r"no questions for specialty 'Dermatology'; available: Cardiology \(8\), Neurology \(8\)"
+    ):
         train(str(tiny_llama[0]), make_records(), "Dermatology", tmp_path / "out", **FAST)
 
 
@@ -157,12 +188,24 @@ def _env() -> dict:
 def test_sigkill_and_rerun_ends_like_an_uninterrupted_run(tiny_llama, tmp_path):
     base = str(tiny_llama[0])
     data = write_qa(tmp_path / "qa.json", 24)
-    args = ["--base", base, "--data", str(data), "--max-steps", "40", "--batch-size", "2", "--save-every", "3",
-            "--no-progress"]
+    args = [
+        "--base",
+        base,
+        "--data",
+        str(data),
+        "--max-steps",
+        "40",
+        "--batch-size",
+        "2",
+        "--save-every",
+        "3",
+        "--no-progress",
+    ]
     full = tmp_path / "full"
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_cli(*args, "--out", str(killed)), env=_env(), cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _cli(*args, "--out", str(killed)), env=_env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     ckdir = killed / "checkpoints"
     deadline = time.time() + 50
     while time.time() < deadline and proc.poll() is None:
@@ -187,17 +230,54 @@ def test_two_processes_under_accelerate_launch_match_one_process(tiny_llama, tmp
     """2 CPU processes x batch 1 (accelerate launch, DDP over gloo) == 1 process x batch 2."""
     base = str(tiny_llama[0])
     data = write_qa(tmp_path / "qa.json")
-    common = ["--base", base, "--data", str(data), "--specialty", "Cardiology", "--max-steps", "4", "--dropout", "0",
-              "--no-progress", "--save-every", "2"]
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
-                "-m", "specprobe.app.cli", "finetune"]
-    res = subprocess.run(launcher + common + ["--batch-size", "1", "--out", str(tmp_path / "ddp")], env=_env(), cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+    common = [
+        "--base",
+        base,
+        "--data",
+        str(data),
+        "--specialty",
+        "Cardiology",
+        "--max-steps",
+        "4",
+        "--dropout",
+        "0",
+        "--no-progress",
+        "--save-every",
+        "2",
+    ]
+    launcher = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29517",
+        "-m",
+        "specprobe.app.cli",
+        "finetune",
+    ]
+    res = subprocess.run(
+        launcher + common + ["--batch-size", "1", "--out", str(tmp_path / "ddp")],
+        env=_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     m = json.loads((tmp_path / "ddp" / "manifest.json").read_text())
     assert m["world_size"] == 2 and "MULTI_CPU" in m["distributed_type"] and m["examples_per_step"] == 2
-    single = train(base, data, "Cardiology", tmp_path / "single", max_steps=4, batch_size=2, dropout=0.0, progress=False)
+    single = train(
+        base, data, "Cardiology", tmp_path / "single", max_steps=4, batch_size=2, dropout=0.0, progress=False
+    )
     assert max_diff(load_adapter(tmp_path / "ddp"), load_adapter(tmp_path / "single")) < 1e-6
     for x, y in zip(m["loss_curve"], single.manifest["loss_curve"]):
         assert x["loss"] == pytest.approx(y["loss"], rel=1e-6)

@@ -24,24 +24,36 @@ from hypothesis import strategies as st  # noqa: E402
 
 # ------------------------------------------------------------------------------------ 5: DataFrames
 def test_terms_dataframe_scores_its_rows_not_its_column_names():
-    df = pd.DataFrame({"term": ["seizure", "myocardial infarction", "psoriasis"],
-                       "specialty": ["Neurology", "Cardiology;Emergency medicine", None]})
-    assert normalize_terms(df) == {"seizure": ("Neurology",), "myocardial infarction": ("Cardiology", "Emergency medicine"),
-                                   "psoriasis": ()}
+    df = pd.DataFrame(
+        {
+            "term": ["seizure", "myocardial infarction", "psoriasis"],
+            "specialty": ["Neurology", "Cardiology;Emergency medicine", None],
+        }
+    )
+    assert normalize_terms(df) == {
+        "seizure": ("Neurology",),
+        "myocardial infarction": ("Cardiology", "Emergency medicine"),
+        "psoriasis": (),
+    }
     # Lexicon.to_pandas() layout: a 'specialties' column, ';'-joined
     df2 = pd.DataFrame({"term": ["seizure"], "specialties": ["Neurology;Pediatrics"], "count": [3]})
     assert normalize_terms(df2) == {"seizure": ("Neurology", "Pediatrics")}
     # other column names, by argument; lists in cells
     df3 = pd.DataFrame({"name": ["seizure"], "areas": [["Neurology", "Pediatrics"]]})
     assert terms_from_frame(df3, term="name", specialty="areas") == {"seizure": ("Neurology", "Pediatrics")}
-    assert normalize_terms(df3, term_column="name", specialty_column="areas") == {"seizure": ("Neurology", "Pediatrics")}
+    assert normalize_terms(df3, term_column="name", specialty_column="areas") == {
+        "seizure": ("Neurology", "Pediatrics")
+    }
     # a column "Term" is found case-insensitively
     assert normalize_terms(pd.DataFrame({"Term": ["ataxia"]})) == {"ataxia": ()}
 
 
 def test_texts_dataframe_scores_its_rows():
     df = pd.DataFrame({"id": ["q1", "q2"], "text": ["A seizure.", "An MI."], "specialty": ["Neurology", None]})
-    assert normalize_texts(df, None, {}) == [TextRecord("q1", "A seizure.", ("Neurology",)), TextRecord("q2", "An MI.", ())]
+    assert normalize_texts(df, None, {}) == [
+        TextRecord("q1", "A seizure.", ("Neurology",)),
+        TextRecord("q2", "An MI.", ()),
+    ]
     df2 = pd.DataFrame({"body": ["x", "y"], "qid": [7, 8]})
     assert [r.id for r in texts_from_frame(df2, id="qid", text="body")] == ["7", "8"]
     assert [r.id for r in normalize_texts(pd.DataFrame({"text": ["x", "y"]}), None, {})] == ["text0", "text1"]
@@ -54,25 +66,58 @@ BAD_COLLECTIONS = [
     ("terms generator", lambda: normalize_terms(t for t in ["seizure"]), TypeError, "one-shot iterator"),
     ("terms iter()", lambda: normalize_terms(iter(["seizure"])), TypeError, "terms=list(...)"),
     ("texts generator", lambda: normalize_texts((t for t in ["a"]), None, {}), TypeError, "texts=list(...)"),
-    ("terms frame without term column", lambda: normalize_terms(pd.DataFrame({"name": ["a"]})), ValueError,
-     "no term column 'term' (columns: ['name'])"),
-    ("named column absent", lambda: terms_from_frame(pd.DataFrame({"term": ["a"]}), specialty="area"), ValueError,
-     "no specialty column 'area'"),
-    ("texts frame without text column", lambda: normalize_texts(pd.DataFrame({"body": ["a"]}), None, {}), ValueError,
-     "no text column 'text'"),
-    ("empty term cell", lambda: normalize_terms(pd.DataFrame({"term": ["a", None]})), ValueError,
-     "row 1 (index 1): column 'term' must be a non-empty string"),
-    ("non-string text cell", lambda: normalize_texts(pd.DataFrame({"text": ["a", 3]}), None, {}), TypeError,
-     "row 1 (index 1): column 'text' must be a string"),
-    ("bad specialty cell", lambda: normalize_terms(pd.DataFrame({"term": ["a"], "specialty": [3.5]})), TypeError,
-     "column 'specialty': specialties must be"),
+    (
+        "terms frame without term column",
+        lambda: normalize_terms(pd.DataFrame({"name": ["a"]})),
+        ValueError,
+        "no term column 'term' (columns: ['name'])",
+    ),
+    (
+        "named column absent",
+        lambda: terms_from_frame(pd.DataFrame({"term": ["a"]}), specialty="area"),
+        ValueError,
+        "no specialty column 'area'",
+    ),
+    (
+        "texts frame without text column",
+        lambda: normalize_texts(pd.DataFrame({"body": ["a"]}), None, {}),
+        ValueError,
+        "no text column 'text'",
+    ),
+    (
+        "empty term cell",
+        lambda: normalize_terms(pd.DataFrame({"term": ["a", None]})),
+        ValueError,
+        "row 1 (index 1): column 'term' must be a non-empty string",
+    ),
+    (
+        "non-string text cell",
+        lambda: normalize_texts(pd.DataFrame({"text": ["a", 3]}), None, {}),
+        TypeError,
+        "row 1 (index 1): column 'text' must be a string",
+    ),
+    (
+        "bad specialty cell",
+        lambda: normalize_terms(pd.DataFrame({"term": ["a"], "specialty": [3.5]})),
+        TypeError,
+        "column 'specialty': specialties must be",
+    ),
     ("labelled Series", lambda: normalize_terms(pd.Series({"seizure": "Neurology"})), TypeError, "indexed by labels"),
     ("one record, not a list", lambda: normalize_texts({"id": "q", "text": "x"}, None, {}), TypeError, "single record"),
     ("mapping with non-text values", lambda: normalize_texts({"q1": 3}, None, {}), TypeError, "texts['q1']"),
     ("specialties of a wrong type", lambda: normalize_terms({"seizure": 3}), TypeError, "term 'seizure': specialties"),
-    ("pairs in a list", lambda: normalize_terms([("seizure", "Neurology")]), TypeError, "pass a mapping or a DataFrame"),
-    ("duplicate given ids", lambda: normalize_texts(["a", {"id": "text0", "text": "b"}], None, {}), ValueError,
-     "duplicate text id 'text0' (texts[0] and texts[1])"),
+    (
+        "pairs in a list",
+        lambda: normalize_terms([("seizure", "Neurology")]),
+        TypeError,
+        "pass a mapping or a DataFrame",
+    ),
+    (
+        "duplicate given ids",
+        lambda: normalize_texts(["a", {"id": "text0", "text": "b"}], None, {}),
+        ValueError,
+        "duplicate text id 'text0' (texts[0] and texts[1])",
+    ),
 ]
 
 
@@ -96,7 +141,9 @@ def test_compare_with_dataframes(tiny_llama):
 
     pair = ModelPair.load(str(tiny_llama[0]), str(tiny_llama[1]))
     terms = pd.DataFrame({"term": ["seizure", "Sj\u00f6gren syndrome"], "specialty": ["Neurology", "Rheumatology"]})
-    texts = pd.DataFrame({"id": ["a", "b"], "text": ["The patient had a seizure.", "Sjo\u0308gren syndrome was excluded."]})
+    texts = pd.DataFrame(
+        {"id": ["a", "b"], "text": ["The patient had a seizure.", "Sjo\u0308gren syndrome was excluded."]}
+    )
     comp = compare(pair, terms=terms, texts=texts, controls=None, progress=False)
     rows = comp.to_pandas()
     assert sorted(rows["term"]) == ["Sj\u00f6gren syndrome", "seizure"]
@@ -116,14 +163,20 @@ def test_case_duplicate_terms_are_counted_once(caplog):
     # NFC and whitespace duplicates are one term too; case-sensitive matching keeps case variants apart
     assert list(normalize_terms(["Sjo\u0308gren", "Sj\u00f6gren"])) == ["Sj\u00f6gren"]
     assert list(normalize_terms(["heart failure", "heart  failure"])) == ["heart failure"]
-    assert list(normalize_terms(["heart failure", "heart  failure"], match=MatchOptions(flexible_whitespace=False))) == \
-        ["heart failure", "heart  failure"]
+    assert list(
+        normalize_terms(["heart failure", "heart  failure"], match=MatchOptions(flexible_whitespace=False))
+    ) == ["heart failure", "heart  failure"]
     assert list(normalize_terms(["MI", "mi"], match=MatchOptions(case_sensitive=True))) == ["MI", "mi"]
 
 
 def test_lexicon_case_duplicates_are_merged(caplog):
-    lex = Lexicon({"Seizure": TermEntry("Seizure", specialties=["Neurology"], specific=True),
-                   "seizure": TermEntry("seizure", specialties=["Pediatrics"], specific=True)}, {})
+    lex = Lexicon(
+        {
+            "Seizure": TermEntry("Seizure", specialties=["Neurology"], specific=True),
+            "seizure": TermEntry("seizure", specialties=["Pediatrics"], specific=True),
+        },
+        {},
+    )
     with caplog.at_level(logging.WARNING):
         assert normalize_terms(lex) == {"Seizure": ("Neurology", "Pediatrics")}
     assert "counted once" in caplog.text
@@ -180,8 +233,15 @@ def test_malformed_lexicon_is_refused_naming_file_and_field(tmp_path, what, term
         assert f in msg, msg
 
 
-@pytest.mark.parametrize("meta,field", [({"sources": {}}, "meta.sources"), ({"sources": [{"sha256": "x"}]}, "meta.sources[0]"),
-                                        ({"specialties": "Neurology"}, "meta.specialties"), ({"rule": 1}, "meta.rule")])
+@pytest.mark.parametrize(
+    "meta,field",
+    [
+        ({"sources": {}}, "meta.sources"),
+        ({"sources": [{"sha256": "x"}]}, "meta.sources[0]"),
+        ({"specialties": "Neurology"}, "meta.specialties"),
+        ({"rule": 1}, "meta.rule"),
+    ],
+)
 def test_malformed_lexicon_meta(tmp_path, meta, field):
     p = tmp_path / "lex.json"
     p.write_text(json.dumps({"schema": "specprobe.terms.lexicon", "schema_version": 1, "meta": meta, "terms": {}}))
@@ -328,17 +388,25 @@ _text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
 _name = _text.filter(lambda s: s.strip() != "")
 _count = st.integers(0, 10**9)
 _entries = st.builds(
-    TermEntry, term=st.just(""), canonical=_text, concept_ids=st.lists(_text, max_size=3),
-    sources=st.lists(_text, max_size=2), surfaces=st.dictionaries(_text, _count, max_size=3), count=_count,
-    counts=st.dictionaries(_text, _count, max_size=3), questions=st.lists(_text, max_size=3),
-    ontology=st.lists(_text, max_size=2), ontology_evidence=st.lists(_text, max_size=2),
+    TermEntry,
+    term=st.just(""),
+    canonical=_text,
+    concept_ids=st.lists(_text, max_size=3),
+    sources=st.lists(_text, max_size=2),
+    surfaces=st.dictionaries(_text, _count, max_size=3),
+    count=_count,
+    counts=st.dictionaries(_text, _count, max_size=3),
+    questions=st.lists(_text, max_size=3),
+    ontology=st.lists(_text, max_size=2),
+    ontology_evidence=st.lists(_text, max_size=2),
     z=st.dictionaries(_text, st.floats(-1e6, 1e6, allow_nan=False), max_size=3),
-    specialties=st.lists(_text, max_size=3), specific=st.booleans())
+    specialties=st.lists(_text, max_size=3),
+    specific=st.booleans(),
+)
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(terms=st.dictionaries(_name, _entries, max_size=6),
-       specialties=st.lists(_text, max_size=4))
+@given(terms=st.dictionaries(_name, _entries, max_size=6), specialties=st.lists(_text, max_size=4))
 def test_lexicon_save_load_roundtrip(tmp_path, terms, specialties):
     from dataclasses import replace
 

@@ -24,28 +24,58 @@ TERMS = {"myocardial infarction": ["Cardiology"], "chest pain": ["Cardiology"], 
 KEYS = ["text_id", "term", "start", "is_control"]
 
 H, L, NH, FF, CTX = 32, 2, 4, 64, 128
-ROPE: dict[str, Any] = dict(hidden_size=H, num_hidden_layers=L, num_attention_heads=NH, intermediate_size=FF,
-                            max_position_embeddings=CTX)
+ROPE: dict[str, Any] = dict(
+    hidden_size=H, num_hidden_layers=L, num_attention_heads=NH, intermediate_size=FF, max_position_embeddings=CTX
+)
 #: name -> (model_type, config overrides): tiny versions of each family (2 layers, hidden 32)
 CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "gpt2": ("gpt2", dict(n_embd=H, n_layer=L, n_head=NH, n_positions=CTX)),
     "gpt_neox": ("gpt_neox", dict(ROPE, use_parallel_residual=True)),
     "gpt_neox_sequential": ("gpt_neox", dict(ROPE, use_parallel_residual=False)),
     "gptj": ("gptj", dict(n_embd=H, n_layer=L, n_head=NH, rotary_dim=4, n_positions=CTX)),
-    "opt": ("opt", dict(hidden_size=H, num_hidden_layers=L, num_attention_heads=NH, ffn_dim=FF,
-                        word_embed_proj_dim=H, max_position_embeddings=CTX)),
-    "opt_project_out": ("opt", dict(hidden_size=H, num_hidden_layers=L, num_attention_heads=NH, ffn_dim=FF,
-                                    word_embed_proj_dim=16, max_position_embeddings=CTX)),
+    "opt": (
+        "opt",
+        dict(
+            hidden_size=H,
+            num_hidden_layers=L,
+            num_attention_heads=NH,
+            ffn_dim=FF,
+            word_embed_proj_dim=H,
+            max_position_embeddings=CTX,
+        ),
+    ),
+    "opt_project_out": (
+        "opt",
+        dict(
+            hidden_size=H,
+            num_hidden_layers=L,
+            num_attention_heads=NH,
+            ffn_dim=FF,
+            word_embed_proj_dim=16,
+            max_position_embeddings=CTX,
+        ),
+    ),
     "bloom": ("bloom", dict(hidden_size=H, n_layer=L, n_head=NH)),
     "falcon": ("falcon", dict(hidden_size=H, num_hidden_layers=L, num_attention_heads=NH, parallel_attn=True)),
-    "falcon_new_arch": ("falcon", dict(hidden_size=H, num_hidden_layers=L, num_attention_heads=NH, num_kv_heads=2,
-                                       new_decoder_architecture=True)),
+    "falcon_new_arch": (
+        "falcon",
+        dict(hidden_size=H, num_hidden_layers=L, num_attention_heads=NH, num_kv_heads=2, new_decoder_architecture=True),
+    ),
     "llama": ("llama", dict(ROPE, num_key_value_heads=2)),
     "mistral": ("mistral", dict(ROPE, num_key_value_heads=2)),
     "mixtral": ("mixtral", dict(ROPE, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2)),
     "qwen2": ("qwen2", dict(ROPE, num_key_value_heads=2)),
-    "qwen2_moe": ("qwen2_moe", dict(ROPE, num_key_value_heads=2, num_experts=4, num_experts_per_tok=2,
-                                    moe_intermediate_size=32, shared_expert_intermediate_size=32)),
+    "qwen2_moe": (
+        "qwen2_moe",
+        dict(
+            ROPE,
+            num_key_value_heads=2,
+            num_experts=4,
+            num_experts_per_tok=2,
+            moe_intermediate_size=32,
+            shared_expert_intermediate_size=32,
+        ),
+    ),
     "qwen3": ("qwen3", dict(ROPE, num_key_value_heads=2, head_dim=8)),
     "gemma": ("gemma", dict(ROPE, num_key_value_heads=2, head_dim=8)),
     "gemma2": ("gemma2", dict(ROPE, num_key_value_heads=2, head_dim=8, final_logit_softcapping=5.0)),
@@ -55,8 +85,10 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "olmo2": ("olmo2", dict(ROPE, num_key_value_heads=2)),
     "stablelm": ("stablelm", dict(ROPE, num_key_value_heads=2)),
     "cohere": ("cohere", dict(ROPE, num_key_value_heads=2, logit_scale=0.5)),
-    "granite": ("granite", dict(ROPE, num_key_value_heads=2, residual_multiplier=0.5, logits_scaling=2.0,
-                                embedding_multiplier=2.0)),
+    "granite": (
+        "granite",
+        dict(ROPE, num_key_value_heads=2, residual_multiplier=0.5, logits_scaling=2.0, embedding_multiplier=2.0),
+    ),
 }
 
 
@@ -96,8 +128,16 @@ def build(name: str, tokenizer) -> tuple[Any, Any]:
 
 def run(fn, name, tokenizer, **kw):
     base, tuned = build(name, tokenizer)
-    return fn(base, tuned, kw.pop("terms", TERMS), kw.pop("texts", TEXTS), tokenizer=tokenizer, progress=False,
-              add_bos=True, **kw)
+    return fn(
+        base,
+        tuned,
+        kw.pop("terms", TERMS),
+        kw.pop("texts", TEXTS),
+        tokenizer=tokenizer,
+        progress=False,
+        add_bos=True,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -123,7 +163,10 @@ def test_patching_every_site_recovers_the_delta(name, tokenizer):
     assert np.allclose(full["logp_patched"], want, atol=1e-4), (name, full["logp_patched"].tolist(), want)
     big = np.abs(np.asarray(full["delta"], dtype=float)) > 1e-3
     assert big.any(), "the tuned model changes the terms' log-probabilities"
-    assert np.allclose(np.asarray(full["recovered"], dtype=float)[big], 1.0, atol=1e-2), (name, full["recovered"].tolist())
+    assert np.allclose(np.asarray(full["recovered"], dtype=float)[big], 1.0, atol=1e-2), (
+        name,
+        full["recovered"].tolist(),
+    )
     single = df[df["component"] != "all"]
     assert (np.abs(single["logp_patched"] - single["logp_base"]) > 1e-6).any(), "single sites change something"
 
@@ -158,11 +201,21 @@ def test_post_norm_blocks_are_refused_with_the_reason(tokenizer):
     """OPT-350m-style post-LN blocks (norm after the residual add) do not write attn + mlp to the residual."""
     from transformers import OPTConfig, OPTForCausalLM
 
-    cfg = OPTConfig(vocab_size=len(tokenizer), hidden_size=H, num_hidden_layers=L, num_attention_heads=NH, ffn_dim=FF,
-                    word_embed_proj_dim=H, max_position_embeddings=CTX, do_layer_norm_before=False)
+    cfg = OPTConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=H,
+        num_hidden_layers=L,
+        num_attention_heads=NH,
+        ffn_dim=FF,
+        word_embed_proj_dim=H,
+        max_position_embeddings=CTX,
+        do_layer_norm_before=False,
+    )
     torch.manual_seed(0)
     a, b = OPTForCausalLM(cfg).eval(), OPTForCausalLM(cfg).eval()
     for fn in (layers, patch, logit_attribution):
-        with pytest.raises(UnsupportedArchitectureError,
-                           match=r"OPTForCausalLM \(model_type 'opt'\): decoder layer 0 .*does not add attention and MLP"):
+        with pytest.raises(
+            UnsupportedArchitectureError,
+            match=r"OPTForCausalLM \(model_type 'opt'\): decoder layer 0 .*does not add attention and MLP",
+        ):
             fn(a, b, ["seizure"], ["The patient had a seizure."], tokenizer=tokenizer, progress=False)

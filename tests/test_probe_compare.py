@@ -112,7 +112,9 @@ def test_loaded_objects_are_accepted(tiny_gpt2):
     model = AutoModelForCausalLM.from_pretrained(base)
     peft_model = PeftModel.from_pretrained(model, adapter)
     tok = AutoTokenizer.from_pretrained(base)
-    from_objects = compare(model, peft_model, TERMS, TEXTS[:2], tokenizer=tok, controls=None, progress=False).to_pandas()
+    from_objects = compare(
+        model, peft_model, TERMS, TEXTS[:2], tokenizer=tok, controls=None, progress=False
+    ).to_pandas()
     from_paths = compare(str(base), str(adapter), TERMS, TEXTS[:2], controls=None, progress=False).to_pandas()
     assert np.allclose(from_objects["logp_tuned"], from_paths["logp_tuned"], atol=1e-6)
     assert np.allclose(from_objects["logp_base"], from_paths["logp_base"], atol=1e-6)
@@ -170,7 +172,7 @@ def test_auto_controls_are_ordinary_words_outside_terms(tiny_llama):
     assert len(ctrl) > 0
     term_words = {w for t in TERMS for w in t.split()}
     assert not set(ctrl["term"]) & term_words
-    for tid, g in df.groupby("text_id"):
+    for _tid, g in df.groupby("text_id"):
         spans = g[~g["is_control"]][["start", "end"]].to_numpy()
         for s, e in g[g["is_control"]][["start", "end"]].to_numpy():
             assert not any(s < te and e > ts for ts, te in spans)
@@ -213,8 +215,8 @@ def test_unembedding_only_at_scored_rows_in_chunks(tiny_llama, monkeypatch):
 
 def test_unmasked_right_padding_equals_masked(tiny_pair):
     """Right padding in a causal model needs no attention mask: scores equal the masked run."""
-    from specprobe.probe.prepare import prepare
     from specprobe.core.scoring import score_items
+    from specprobe.probe.prepare import prepare
 
     arch, base, adapter = tiny_pair
     pair = ModelPair.load(str(base), str(adapter))

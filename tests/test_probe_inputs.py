@@ -101,7 +101,7 @@ def test_broken_offsets_fall_back_to_decoding(arch, monkeypatch):
         if g is None:
             assert b is None
         else:  # same characters, up to leading whitespace
-            assert text[g[0]:g[1]].strip() == text[b[0]:b[1]].strip(), (tok.convert_ids_to_tokens(tid), g, b)
+            assert text[g[0] : g[1]].strip() == text[b[0] : b[1]].strip(), (tok.convert_ids_to_tokens(tid), g, b)
 
 
 def test_offsets_validator():

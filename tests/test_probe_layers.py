@@ -19,7 +19,11 @@ TEXTS = [
     "Myocardial infarction is suspected; myocardial INFARCTION again, and chest pain.",
     "The patient had a seizure, then another seizure! Chest pain?",
 ]
-TERMS = {"myocardial infarction": ["Cardiology"], "chest pain": ["Cardiology", "Emergency medicine"], "seizure": ["Neurology"]}
+TERMS = {
+    "myocardial infarction": ["Cardiology"],
+    "chest pain": ["Cardiology", "Emergency medicine"],
+    "seizure": ["Neurology"],
+}
 KEYS = ["text_id", "term", "start", "is_control"]
 
 
@@ -53,7 +57,9 @@ def test_lens_last_layer_equals_compare(loaded):
         assert diff < 1e-4, (arch, col, diff)
     # earlier layers differ from the output (the lens is not a copy of the last layer)
     first = view.wide().query("layer == 0").dropna(subset=["logp_base"])
-    assert (np.abs(first["logp_base"].to_numpy() - merged.dropna(subset=["logp_base"])["logp_base"].to_numpy()) > 1e-6).any()
+    assert (
+        np.abs(first["logp_base"].to_numpy() - merged.dropna(subset=["logp_base"])["logp_base"].to_numpy()) > 1e-6
+    ).any()
     assert view.metadata["cost"]["forward_passes_per_model"] == 1, "one pass per batch of texts, not per layer"
 
 
@@ -76,8 +82,9 @@ def test_lens_uses_fresh_norm_statistics(tiny_llama):
 
     base, adapter = tiny_llama
     pair = ModelPair.load(str(base), str(adapter))
-    view = layers(pair, terms=["seizure"], texts=["The patient had a seizure."], controls=None, layer_ids=[0],
-                  progress=False).to_pandas()
+    view = layers(
+        pair, terms=["seizure"], texts=["The patient had a seizure."], controls=None, layer_ids=[0], progress=False
+    ).to_pandas()
     row = view[view["model"] == "base"].iloc[0]
     ids, toks = term_tokens(pair.tokenizer, "The patient had a seizure.", row["start"], row["end"])
     with pair.view("base") as split, torch.no_grad():
@@ -96,8 +103,11 @@ def test_patching_every_layer_recovers_the_whole_delta(loaded):
     full = df[(df["component"] == "all") | ((df["component"] == "layer") & (df["layer"] == 1))]
     assert len(full) > 0
     denoise = (full["direction"] == "denoise").to_numpy()
-    assert np.allclose(np.where(denoise, full["logp_patched"], full["logp_base"]),
-                       np.where(denoise, full["logp_tuned"], full["logp_base"]), atol=1e-4)
+    assert np.allclose(
+        np.where(denoise, full["logp_patched"], full["logp_base"]),
+        np.where(denoise, full["logp_tuned"], full["logp_base"]),
+        atol=1e-4,
+    )
     assert np.allclose(full["recovered"], 1.0, atol=1e-3), (arch, full["recovered"].tolist())
     partial = df[df["component"].isin(["attn", "mlp"])]
     assert (np.abs(partial["recovered"] - 1) > 1e-3).any(), "single components do not all recover everything"
@@ -109,8 +119,18 @@ def test_patching_every_layer_recovers_the_whole_delta(loaded):
 
 def test_patching_scored_positions_and_layer_subset(tiny_gpt2):
     base, adapter = tiny_gpt2
-    res = patch(str(base), str(adapter), TERMS, TEXTS[1:], layer_ids=[-1], components=["mlp"], directions=["noise"],
-                positions="scored", site_batch=1, progress=False).to_pandas()
+    res = patch(
+        str(base),
+        str(adapter),
+        TERMS,
+        TEXTS[1:],
+        layer_ids=[-1],
+        components=["mlp"],
+        directions=["noise"],
+        positions="scored",
+        site_batch=1,
+        progress=False,
+    ).to_pandas()
     assert set(res["layer"]) == {1, -1} and set(res["component"]) == {"mlp", "all"}
     assert np.allclose(res.query("component == 'all'")["recovered"], 1.0, atol=1e-3)
 
@@ -142,18 +162,34 @@ def test_pythia_architecture_is_found_and_post_norm_blocks_are_refused(tiny_llam
 
     base, _ = tiny_llama
     tok = AutoTokenizer.from_pretrained(base)
-    cfg = GPTNeoXConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
+    cfg = GPTNeoXConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(0)
     a, b = GPTNeoXForCausalLM(cfg).eval(), GPTNeoXForCausalLM(cfg).eval()
     view = layers(a, b, ["seizure"], ["The patient had a seizure."], tokenizer=tok, progress=False)
     assert view.n_layers == 1 and len(view) > 0
-    ocfg = OPTConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, ffn_dim=64,
-                     word_embed_proj_dim=32, max_position_embeddings=64, do_layer_norm_before=False)
+    ocfg = OPTConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        ffn_dim=64,
+        word_embed_proj_dim=32,
+        max_position_embeddings=64,
+        do_layer_norm_before=False,
+    )
     a, b = OPTForCausalLM(ocfg).eval(), OPTForCausalLM(ocfg).eval()
     for fn in (layers, patch, logit_attribution):
-        with pytest.raises(UnsupportedArchitectureError,
-                           match=r"OPTForCausalLM.*'opt'.*does not add attention and MLP outputs to the residual stream"):
+        with pytest.raises(
+            UnsupportedArchitectureError,
+            match=r"OPTForCausalLM.*'opt'.*does not add attention and MLP outputs to the residual stream",
+        ):
             fn(a, b, ["seizure"], ["The patient had a seizure."], tokenizer=tok, progress=False)
 
 
@@ -192,12 +228,35 @@ def test_cli_writes_results(tiny_gpt2, tmp_path, capsys):
     terms.write_text(json.dumps(TERMS))
     parser = argparse.ArgumentParser()
     layers_cli.register(parser.add_subparsers())
-    args = parser.parse_args(["layers", "--base", str(base), "--tuned", str(adapter), "--terms", str(terms),
-                              "--out", str(tmp_path / "out"), "--patch", "--attribution", "--layers", "0,-1",
-                              "--no-progress", "--controls", "none"])
+    args = parser.parse_args(
+        [
+            "layers",
+            "--base",
+            str(base),
+            "--tuned",
+            str(adapter),
+            "--terms",
+            str(terms),
+            "--out",
+            str(tmp_path / "out"),
+            "--patch",
+            "--attribution",
+            "--layers",
+            "0,-1",
+            "--no-progress",
+            "--controls",
+            "none",
+        ]
+    )
     assert args.handler(args) == 0
-    for name in ("layers.json.gz", "layers_by_specialty.csv", "patching.json.gz", "patching_by_site.csv",
-                 "logit_attribution.json.gz", "logit_attribution_by_specialty.csv"):
+    for name in (
+        "layers.json.gz",
+        "layers_by_specialty.csv",
+        "patching.json.gz",
+        "patching_by_site.csv",
+        "logit_attribution.json.gz",
+        "logit_attribution_by_specialty.csv",
+    ):
         assert (tmp_path / "out" / name).exists(), name
     assert "wrote" in capsys.readouterr().out
     with pytest.raises(SystemExit):

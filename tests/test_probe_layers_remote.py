@@ -18,11 +18,11 @@ TERMS = {"chest pain": ["Cardiology"], "seizure": ["Neurology"]}
 
 
 def test_remote_lens_matches_local_engine(tiny_llama, monkeypatch):
+    from nnsight.intervention.backends.local import LocalSimulationBackend
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import specprobe.probe.remote as remote_mod
-    from nnsight.intervention.backends.local import LocalSimulationBackend
 
     base, adapter = tiny_llama
     calls = []
@@ -36,10 +36,15 @@ def test_remote_lens_matches_local_engine(tiny_llama, monkeypatch):
     base_model = AutoModelForCausalLM.from_pretrained(base).eval()
     tuned_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), adapter).eval()
     got = layers(base_model, tuned_model, TERMS, TEXTS, tokenizer=tok, controls=None, remote=True).to_pandas()
-    ref = layers(ModelPair.load(str(base), str(adapter)), terms=TERMS, texts=TEXTS, controls=None, progress=False).to_pandas()
+    ref = layers(
+        ModelPair.load(str(base), str(adapter)), terms=TERMS, texts=TEXTS, controls=None, progress=False
+    ).to_pandas()
     assert len(calls) == 2 * len(TEXTS) and all(r is True for _, r in calls), "one remote trace per text and model"
     assert list(got.columns) == list(ref.columns) and len(got) == len(ref)
-    assert (got[["text_id", "term", "start", "layer", "model"]].values == ref[["text_id", "term", "start", "layer", "model"]].values).all()
+    assert (
+        got[["text_id", "term", "start", "layer", "model"]].values
+        == ref[["text_id", "term", "start", "layer", "model"]].values
+    ).all()
     assert np.nanmax(np.abs(got["logp"].to_numpy(float) - ref["logp"].to_numpy(float))) < 1e-4
     assert "untested" in remote_mod.__doc__.lower()
 
@@ -54,8 +59,16 @@ def test_remote_refuses_unhookable_architecture_before_any_call(tiny_llama, monk
     monkeypatch.setattr(remote_mod, "_ndif_backend", lambda lm, remote: pytest.fail("must not reach NDIF"))
     base, _ = tiny_llama
     tok = AutoTokenizer.from_pretrained(base)
-    cfg = OPTConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, ffn_dim=64,
-                    word_embed_proj_dim=32, max_position_embeddings=64, do_layer_norm_before=False)  # post-LN
+    cfg = OPTConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        ffn_dim=64,
+        word_embed_proj_dim=32,
+        max_position_embeddings=64,
+        do_layer_norm_before=False,
+    )  # post-LN
     torch.manual_seed(0)
     m = OPTForCausalLM(cfg).eval()
     with pytest.raises(UnsupportedArchitectureError, match="OPTForCausalLM"):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from specprobe.core.lora_fold import foldable_layers, folded_lora
 from specprobe.probe import ModelPair, compare
-from specprobe.core.lora_fold import folded_lora, foldable_layers
 
 TEXTS = ["The patient with angina pectoris was given aspirin.", "Hypertension and diabetes mellitus were noted."]
 TERMS = ["angina pectoris", "aspirin", "hypertension", "diabetes mellitus"]
@@ -86,7 +86,9 @@ def test_shard_device_loads_through_accelerate_and_scores_the_same(tiny_llama):
     assert sharded.metadata["device"].startswith("shard") and sharded.metadata["devices"] == ["cpu"]
     a = compare(sharded, terms=TERMS, texts=TEXTS, controls=None, progress=False).to_pandas()
     b = compare(plain, terms=TERMS, texts=TEXTS, controls=None, progress=False).to_pandas()
-    assert (a["logp_tuned"] - b["logp_tuned"]).abs().max() < 1e-5 and (a["logp_base"] - b["logp_base"]).abs().max() < 1e-5
+    assert (a["logp_tuned"] - b["logp_tuned"]).abs().max() < 1e-5 and (
+        a["logp_base"] - b["logp_base"]
+    ).abs().max() < 1e-5
 
 
 def test_with_adapter_reuses_the_base_and_each_pair_keeps_its_adapter(tiny_llama, tmp_path):
@@ -99,7 +101,9 @@ def test_with_adapter_reuses_the_base_and_each_pair_keeps_its_adapter(tiny_llama
     weights = first.base_model.get_base_model().model.embed_tokens.weight
     second = first.with_adapter(other)
     assert second.base_model.get_base_model().model.embed_tokens.weight is weights  # no second copy
-    assert second.metadata["tuned"] == str(other) and second.metadata["adapter_sha256"] != first.metadata["adapter_sha256"]
+    assert (
+        second.metadata["tuned"] == str(other) and second.metadata["adapter_sha256"] != first.metadata["adapter_sha256"]
+    )
     fresh_second = ModelPair.load(str(base), str(other))
 
     def tuned(pair):

@@ -24,18 +24,44 @@ ALL_OPTIONS = [MatchOptions(c, w, f) for c in (False, True) for w in (False, Tru
 # "clusters": a starter and its marks, spelled composed or decomposed; no two clusters compose together
 LETTERS = list("abeiksoqABEIKSOQ")
 CLUSTERS = LETTERS + [
-    "\u00e9", "e\u0301", "\u00c9", "E\u0301",  # é É, composed and decomposed
-    "\u00f6", "o\u0308", "\u00d6", "O\u0308",  # ö Ö
-    "\u1ec7", "e\u0323\u0302", "e\u0302\u0323",  # ệ: precomposed, and two mark orders NFC reorders
-    "q\u0307", "s\u0323",  # q̇ has no precomposed form; ṣ has
-    "\u212a", "\u017f", "\u0130", "\u0131",  # Kelvin sign (NFC: K), long s, dotted I, dotless i
-    "\u00df", "\u1e9e",  # ß and capital ẞ (one character each; re folds them together)
-    "\u1100\u1161", "\uac00", "\u0b47\u0b3e",  # starters that compose: Hangul jamo (가) and an Oriya vowel
+    "\u00e9",
+    "e\u0301",
+    "\u00c9",
+    "E\u0301",  # é É, composed and decomposed
+    "\u00f6",
+    "o\u0308",
+    "\u00d6",
+    "O\u0308",  # ö Ö
+    "\u1ec7",
+    "e\u0323\u0302",
+    "e\u0302\u0323",  # ệ: precomposed, and two mark orders NFC reorders
+    "q\u0307",
+    "s\u0323",  # q̇ has no precomposed form; ṣ has
+    "\u212a",
+    "\u017f",
+    "\u0130",
+    "\u0131",  # Kelvin sign (NFC: K), long s, dotted I, dotless i
+    "\u00df",
+    "\u1e9e",  # ß and capital ẞ (one character each; re folds them together)
+    "\u1100\u1161",
+    "\uac00",
+    "\u0b47\u0b3e",  # starters that compose: Hangul jamo (가) and an Oriya vowel
 ]
 SEPARATORS = [" ", "  ", "-", ",", "\n", ". "]
 # every mark (Unicode category M) the clusters can produce, in any normalisation form
-MARKS = re.escape("".join(sorted({ch for c in CLUSTERS for form in ("NFC", "NFD") for ch in unicodedata.normalize(form, c)
-                                  if unicodedata.category(ch).startswith("M")})))
+MARKS = re.escape(
+    "".join(
+        sorted(
+            {
+                ch
+                for c in CLUSTERS
+                for form in ("NFC", "NFD")
+                for ch in unicodedata.normalize(form, c)
+                if unicodedata.category(ch).startswith("M")
+            }
+        )
+    )
+)
 
 
 def _reference(clusters: list[str], term: str, opts: MatchOptions) -> list[tuple[int, int]]:

@@ -26,14 +26,37 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 def test_from_args_equals_keywords(tmp_path):
     words = tmp_path / "controls.txt"
     words.write_text("table\n\nwindow \nriver\n", encoding="utf-8")
-    args = _parse(["--controls", str(words), "--batch-size", "3", "--max-length", "96", "--long-texts", "error",
-                   "--device", "cpu", "--dtype", "float32", "--no-progress"])
-    expected = ProbeOptions(controls=["table", "window", "river"], batch_size=3, max_length=96, long_texts="error",
-                            device="cpu", dtype="float32", progress=False)
+    args = _parse(
+        [
+            "--controls",
+            str(words),
+            "--batch-size",
+            "3",
+            "--max-length",
+            "96",
+            "--long-texts",
+            "error",
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+            "--no-progress",
+        ]
+    )
+    expected = ProbeOptions(
+        controls=["table", "window", "river"],
+        batch_size=3,
+        max_length=96,
+        long_texts="error",
+        device="cpu",
+        dtype="float32",
+        progress=False,
+    )
     assert ProbeOptions.from_args(args) == expected
     assert expected.controls == ("table", "window", "river")  # a list of words is kept frozen, as a tuple
-    assert ProbeOptions.from_args(_parse(["--controls", "none"])) == ProbeOptions(controls=None, device="auto",
-                                                                                  dtype="auto")
+    assert ProbeOptions.from_args(_parse(["--controls", "none"])) == ProbeOptions(
+        controls=None, device="auto", dtype="auto"
+    )
     assert ProbeOptions.from_args(_parse([])) == ProbeOptions(device="auto", dtype="auto")
 
 
@@ -44,10 +67,24 @@ def test_both_clis_share_the_arguments(module):
     parser = argparse.ArgumentParser()
     importlib.import_module(f"specprobe.probe.{module}").register(parser.add_subparsers())
     command = "compare" if module == "cli" else "layers"
-    args = parser.parse_args([command, *REQUIRED, "--out", "o", "--controls", "none", "--batch-size", "2",
-                              "--max-length", "64", "--no-progress"])
-    assert ProbeOptions.from_args(args) == ProbeOptions(controls=None, batch_size=2, max_length=64, device="auto",
-                                                        dtype="auto", progress=False)
+    args = parser.parse_args(
+        [
+            command,
+            *REQUIRED,
+            "--out",
+            "o",
+            "--controls",
+            "none",
+            "--batch-size",
+            "2",
+            "--max-length",
+            "64",
+            "--no-progress",
+        ]
+    )
+    assert ProbeOptions.from_args(args) == ProbeOptions(
+        controls=None, batch_size=2, max_length=64, device="auto", dtype="auto", progress=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -60,23 +97,52 @@ def tokenizer():
 def test_options_meta_unchanged(tokenizer):
     """The keys, values and their order that saved results and caches depend on."""
     match = MatchOptions(case_sensitive=True)
-    prep = prepare(tokenizer, TERMS, TEXTS, ProbeOptions(controls=["table"], n_controls=4, match=match, add_bos=True,
-                                                         max_length=64, long_texts="error", seed=7))
+    prep = prepare(
+        tokenizer,
+        TERMS,
+        TEXTS,
+        ProbeOptions(
+            controls=["table"], n_controls=4, match=match, add_bos=True, max_length=64, long_texts="error", seed=7
+        ),
+    )
     meta = options_meta(prep, batch_size=5)
     assert list(meta) == ["options", "n_texts", "n_terms", "control_words"]
-    assert list(meta["options"]) == ["match", "add_bos", "max_length", "long_texts", "controls", "n_controls",
-                                     "template", "seed", "batch_size"]
+    assert list(meta["options"]) == [
+        "match",
+        "add_bos",
+        "max_length",
+        "long_texts",
+        "controls",
+        "n_controls",
+        "template",
+        "seed",
+        "batch_size",
+    ]
     assert meta == {
-        "options": {"match": {"case_sensitive": True, "whole_word": True, "flexible_whitespace": True},
-                    "add_bos": True, "max_length": 64, "long_texts": "error", "controls": "given", "n_controls": 4,
-                    "template": None, "seed": 7, "batch_size": 5},
-        "n_texts": 2, "n_terms": 3, "control_words": ["table"]}
+        "options": {
+            "match": {"case_sensitive": True, "whole_word": True, "flexible_whitespace": True},
+            "add_bos": True,
+            "max_length": 64,
+            "long_texts": "error",
+            "controls": "given",
+            "n_controls": 4,
+            "template": None,
+            "seed": 7,
+            "batch_size": 5,
+        },
+        "n_texts": 2,
+        "n_terms": 3,
+        "control_words": ["table"],
+    }
     no_texts = prepare(tokenizer, TERMS, None, ProbeOptions(controls=None, max_length=64))
     opts = options_meta(no_texts)["options"]
     assert "batch_size" not in opts and opts["controls"] is None and opts["template"] == ProbeOptions().template
     auto = options_meta(prepare(tokenizer, TERMS, TEXTS, ProbeOptions(max_length=64)))["options"]
-    assert auto["controls"] == "auto" and auto["match"] == {"case_sensitive": False, "whole_word": True,
-                                                            "flexible_whitespace": True}
+    assert auto["controls"] == "auto" and auto["match"] == {
+        "case_sensitive": False,
+        "whole_word": True,
+        "flexible_whitespace": True,
+    }
 
 
 def test_prepare_with_options_equals_keywords(tokenizer):
@@ -92,8 +158,15 @@ def test_prepare_with_options_equals_keywords(tokenizer):
 def test_conflicting_options_and_keywords(fn):
     """Refused before any model is loaded (the model names do not exist)."""
     with pytest.raises(ValueError, match=r"options= and the keyword argument\(s\) controls, seed disagree"):
-        fn("no-such-base", "no-such-tuned", TERMS, TEXTS, options=ProbeOptions(controls=("table",), seed=1),
-           controls=["river"], seed=2)
+        fn(
+            "no-such-base",
+            "no-such-tuned",
+            TERMS,
+            TEXTS,
+            options=ProbeOptions(controls=("table",), seed=1),
+            controls=["river"],
+            seed=2,
+        )
     with pytest.raises(TypeError, match="must be a ProbeOptions"):
         fn("no-such-base", "no-such-tuned", TERMS, TEXTS, options={"seed": 1})
 
@@ -114,5 +187,6 @@ def test_compare_with_options_is_identical(tiny_gpt2):
     frame_k, frame_o = by_keywords.to_pandas(), by_options.to_pandas()
     assert frame_k.equals(frame_o)
     drop = {"created"}
-    assert {k: v for k, v in by_keywords.metadata.items() if k not in drop} == \
-           {k: v for k, v in by_options.metadata.items() if k not in drop}
+    assert {k: v for k, v in by_keywords.metadata.items() if k not in drop} == {
+        k: v for k, v in by_options.metadata.items() if k not in drop
+    }

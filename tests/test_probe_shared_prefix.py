@@ -5,19 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from specprobe.core.rows import build_rows, segment_mask
+from specprobe.core.scoring import ScoreItem, score_items
 from specprobe.finetune.evaluation import build_option_items
 from specprobe.finetune.prompts import PromptFormat
 from specprobe.probe import ModelPair
-from specprobe.core.rows import build_rows, segment_mask
-from specprobe.core.scoring import ScoreItem, score_items
 from specprobe.terms.datasets import QARecord
 
 OPTIONS = ("aspirin", "intravenous heparin", "insulin", "bed rest and fluids")
 
 
 def _records() -> list[QARecord]:
-    stems = ["A man of 60 has chest pain on exertion. Best first drug?", "A woman has a severe headache. Next step?",
-             "Thirst and polyuria in a child. Treatment?"]
+    stems = [
+        "A man of 60 has chest pain on exertion. Best first drug?",
+        "A woman has a severe headache. Next step?",
+        "Thirst and polyuria in a child. Treatment?",
+    ]
     return [QARecord(f"q{i}", s, OPTIONS, OPTIONS[i], ("Cardiology",)) for i, s in enumerate(stems)]
 
 
@@ -53,8 +56,8 @@ def test_shared_prefix_scores_equal_separate_scores(tiny_pair, batch_size):
 
 
 def test_evaluation_shares_prompts_and_falls_back_when_the_mask_is_ignored(tiny_llama, monkeypatch, caplog):
-    from specprobe.finetune import evaluation
     from specprobe.core import rows as rows_module
+    from specprobe.finetune import evaluation
 
     base, adapter = tiny_llama
     pair = ModelPair.load(str(base), str(adapter))
@@ -63,7 +66,9 @@ def test_evaluation_shares_prompts_and_falls_back_when_the_mask_is_ignored(tiny_
     kw = dict(variants=["base", "tuned"], max_length=10_000)
     plain = evaluation.score_records(pair, recs, fmt, share_prompt=False, **kw)
     shared = evaluation.score_records(pair, recs, fmt, **kw)
-    np.testing.assert_allclose(np.array(shared["option_logp"].tolist()), np.array(plain["option_logp"].tolist()), atol=1e-4)
+    np.testing.assert_allclose(
+        np.array(shared["option_logp"].tolist()), np.array(plain["option_logp"].tolist()), atol=1e-4
+    )
 
     # an architecture that ignored the segment mask (every token sees every earlier one) is detected
     def ignored_mask(rows, width):
@@ -75,4 +80,6 @@ def test_evaluation_shares_prompts_and_falls_back_when_the_mask_is_ignored(tiny_
     with caplog.at_level("WARNING"):
         fallback = evaluation.score_records(pair, recs, fmt, **kw)
     assert "scoring each option separately" in caplog.text
-    np.testing.assert_allclose(np.array(fallback["option_logp"].tolist()), np.array(plain["option_logp"].tolist()), atol=1e-4)
+    np.testing.assert_allclose(
+        np.array(fallback["option_logp"].tolist()), np.array(plain["option_logp"].tolist()), atol=1e-4
+    )

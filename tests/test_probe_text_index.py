@@ -38,8 +38,11 @@ def test_precheck_never_misses_on_random_texts():
     for _ in range(3000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
         start = rng.randint(0, max(0, len(text) - 1))
-        term = text[start : start + rng.randint(1, 8)] if text and rng.random() < 0.7 else "".join(
-            rng.choice(alphabet) for _ in range(rng.randint(1, 6)))
+        term = (
+            text[start : start + rng.randint(1, 8)]
+            if text and rng.random() < 0.7
+            else "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 6)))
+        )
         if rng.random() < 0.5:
             term = term.swapcase()
         for opts in ALL_OPTIONS:

@@ -36,9 +36,13 @@ from specprobe.probe.lens import LayerView
 from specprobe.probe.patching import LogitAttribution, Patching
 from specprobe.terms.lexicon import Lexicon, TermEntry
 
-SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
+
 
 @pytest.fixture(scope="module", autouse=True)
 def _versions_once():
@@ -67,81 +71,157 @@ specs = st.lists(st.sampled_from(["Cardiology", "Neurology", "Pédiatrie", "内�
 
 def occurrence(draw) -> dict:
     start = draw(st.integers(0, 10_000))
-    return {"text_id": draw(name), "term": draw(name), "specialties": draw(specs), "start": start,
-            "end": start + draw(st.integers(0, 50)), "n_tokens": draw(st.integers(0, 8)),
-            "is_control": draw(st.booleans()), "flags": draw(st.sampled_from(["", "straddles", "straddles,window"]))}
+    return {
+        "text_id": draw(name),
+        "term": draw(name),
+        "specialties": draw(specs),
+        "start": start,
+        "end": start + draw(st.integers(0, 50)),
+        "n_tokens": draw(st.integers(0, 8)),
+        "is_control": draw(st.booleans()),
+        "flags": draw(st.sampled_from(["", "straddles", "straddles,window"])),
+    }
 
 
 @st.composite
 def comparison_row(draw) -> dict:
     occ = occurrence(draw)
-    return {**occ, "text_specialties": draw(specs), "surface": draw(text),
-            "logp_base": draw(floats), "logp_tuned": draw(floats), "delta": draw(floats),
-            "delta_per_token": draw(floats), "token_logp_base": draw(st.lists(floats, max_size=4)),
-            "token_logp_tuned": draw(st.lists(floats, max_size=4))}
+    return {
+        **occ,
+        "text_specialties": draw(specs),
+        "surface": draw(text),
+        "logp_base": draw(floats),
+        "logp_tuned": draw(floats),
+        "delta": draw(floats),
+        "delta_per_token": draw(floats),
+        "token_logp_base": draw(st.lists(floats, max_size=4)),
+        "token_logp_tuned": draw(st.lists(floats, max_size=4)),
+    }
 
 
 @st.composite
 def layer_row(draw) -> dict:
-    return {**occurrence(draw), "layer": draw(st.integers(0, 80)), "model": draw(st.sampled_from(["base", "tuned"])),
-            "logp": draw(floats), "logp_per_token": draw(floats), "token_logp": draw(st.lists(floats, max_size=4))}
+    return {
+        **occurrence(draw),
+        "layer": draw(st.integers(0, 80)),
+        "model": draw(st.sampled_from(["base", "tuned"])),
+        "logp": draw(floats),
+        "logp_per_token": draw(floats),
+        "token_logp": draw(st.lists(floats, max_size=4)),
+    }
 
 
 @st.composite
 def patching_row(draw) -> dict:
-    return {**occurrence(draw), "direction": draw(st.sampled_from(["base->tuned", "tuned->base"])),
-            "layer": draw(st.integers(0, 80)), "component": draw(st.sampled_from(["attn", "mlp", "layer"])),
-            "logp_base": draw(floats), "logp_tuned": draw(floats), "logp_patched": draw(floats),
-            "delta": draw(floats), "recovered": draw(floats)}
+    return {
+        **occurrence(draw),
+        "direction": draw(st.sampled_from(["base->tuned", "tuned->base"])),
+        "layer": draw(st.integers(0, 80)),
+        "component": draw(st.sampled_from(["attn", "mlp", "layer"])),
+        "logp_base": draw(floats),
+        "logp_tuned": draw(floats),
+        "logp_patched": draw(floats),
+        "delta": draw(floats),
+        "recovered": draw(floats),
+    }
 
 
 @st.composite
 def attribution_row(draw) -> dict:
-    return {**occurrence(draw), "model": draw(st.sampled_from(["base", "tuned"])), "layer": draw(st.integers(-1, 80)),
-            "component": draw(st.sampled_from(["embed", "attn", "mlp", "bias"])), "contribution": draw(floats)}
+    return {
+        **occurrence(draw),
+        "model": draw(st.sampled_from(["base", "tuned"])),
+        "layer": draw(st.integers(-1, 80)),
+        "component": draw(st.sampled_from(["embed", "attn", "mlp", "bias"])),
+        "contribution": draw(floats),
+    }
 
 
 @st.composite
 def mc_row(draw) -> dict:
     n = draw(st.integers(1, 6))
     logps = tuple(draw(st.lists(floats, min_size=n, max_size=n)))
-    return {"model": draw(name), "item_id": draw(name), "specialties": draw(specs), "n_options": n,
-            "answer_index": draw(st.integers(0, n - 1)), "option_logp": logps,
-            "option_n_tokens": tuple(draw(st.lists(st.integers(0, 40), min_size=n, max_size=n))),
-            "option_n_chars": tuple(draw(st.lists(st.integers(1, 400), min_size=n, max_size=n))),
-            "pred": draw(st.integers(0, n - 1)), "pred_norm": draw(st.integers(0, n - 1)),
-            "correct": draw(st.booleans()), "correct_norm": draw(st.booleans()),
-            "truncated": draw(st.booleans()), "straddles": draw(st.booleans())}
+    return {
+        "model": draw(name),
+        "item_id": draw(name),
+        "specialties": draw(specs),
+        "n_options": n,
+        "answer_index": draw(st.integers(0, n - 1)),
+        "option_logp": logps,
+        "option_n_tokens": tuple(draw(st.lists(st.integers(0, 40), min_size=n, max_size=n))),
+        "option_n_chars": tuple(draw(st.lists(st.integers(1, 400), min_size=n, max_size=n))),
+        "pred": draw(st.integers(0, n - 1)),
+        "pred_norm": draw(st.integers(0, n - 1)),
+        "correct": draw(st.booleans()),
+        "correct_norm": draw(st.booleans()),
+        "truncated": draw(st.booleans()),
+        "straddles": draw(st.booleans()),
+    }
 
 
 @st.composite
 def accuracy_row(draw) -> dict:
     n = draw(st.integers(0, 500))
     k, kn = draw(st.integers(0, n)), draw(st.integers(0, n))
-    return {"model": draw(name), "trained_on": draw(st.one_of(st.none(), name)), "specialty": draw(name), "n": n,
-            "n_correct": k, "acc": k / n if n else math.nan, "acc_lo": draw(floats), "acc_hi": draw(floats),
-            "n_correct_norm": kn, "acc_norm": kn / n if n else math.nan, "acc_norm_lo": draw(floats),
-            "acc_norm_hi": draw(floats)}
+    return {
+        "model": draw(name),
+        "trained_on": draw(st.one_of(st.none(), name)),
+        "specialty": draw(name),
+        "n": n,
+        "n_correct": k,
+        "acc": k / n if n else math.nan,
+        "acc_lo": draw(floats),
+        "acc_hi": draw(floats),
+        "n_correct_norm": kn,
+        "acc_norm": kn / n if n else math.nan,
+        "acc_norm_lo": draw(floats),
+        "acc_norm_hi": draw(floats),
+    }
 
 
-MATRIX_COLUMNS = ["finetune_specialty", "specialty", "n", "n_terms", "n_texts", "mean_delta_per_token", "ci_low",
-                  "ci_high", "minus_control", "minus_control_ci_low", "minus_control_ci_high", "n_pairs", "p_value",
-                  "p_holm"]
+MATRIX_COLUMNS = [
+    "finetune_specialty",
+    "specialty",
+    "n",
+    "n_terms",
+    "n_texts",
+    "mean_delta_per_token",
+    "ci_low",
+    "ci_high",
+    "minus_control",
+    "minus_control_ci_low",
+    "minus_control_ci_high",
+    "n_pairs",
+    "p_value",
+    "p_holm",
+]
 
 
 @st.composite
 def matrix_row(draw) -> dict:
     """A row of the compare matrix (`compare_matrix`: Comparison.by_specialty per adapter)."""
-    return {"finetune_specialty": draw(name), "specialty": draw(name), "n": draw(counts), "n_terms": draw(counts),
-            "n_texts": draw(counts), **{c: draw(floats) for c in MATRIX_COLUMNS[5:11]}, "n_pairs": draw(counts),
-            "p_value": draw(floats), "p_holm": draw(floats)}
+    return {
+        "finetune_specialty": draw(name),
+        "specialty": draw(name),
+        "n": draw(counts),
+        "n_terms": draw(counts),
+        "n_texts": draw(counts),
+        **{c: draw(floats) for c in MATRIX_COLUMNS[5:11]},
+        "n_pairs": draw(counts),
+        "p_value": draw(floats),
+        "p_holm": draw(floats),
+    }
 
 
 json_scalar = st.one_of(st.none(), st.booleans(), ints, finite, text)
-json_value = st.recursive(json_scalar, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                               st.dictionaries(text, inner, max_size=3)), max_leaves=8)
-metadata = st.dictionaries(st.text(max_size=8).filter(lambda k: k not in ("created", "versions")), json_value,
-                           max_size=4)
+json_value = st.recursive(
+    json_scalar,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(text, inner, max_size=3)),
+    max_leaves=8,
+)
+metadata = st.dictionaries(
+    st.text(max_size=8).filter(lambda k: k not in ("created", "versions")), json_value, max_size=4
+)
 
 CASES = {
     Comparison: (comparison_row(), Comparison.columns),
@@ -174,8 +254,9 @@ def test_every_result_subclass_is_covered():
 
 def _extras(cls, draw) -> dict:
     if cls is ExperimentResult:
-        return {"paths": draw(st.dictionaries(text, st.one_of(text, st.dictionaries(text, text, max_size=2)),
-                                              max_size=3))}
+        return {
+            "paths": draw(st.dictionaries(text, st.one_of(text, st.dictionaries(text, text, max_size=2)), max_size=3))
+        }
     if cls is Comparison:
         return {"missing": draw(st.lists(name, max_size=3))}
     return draw(st.dictionaries(text, json_value, max_size=2))
@@ -197,7 +278,9 @@ def _assert_frames_equal(got: pd.DataFrame, want: pd.DataFrame, what: str) -> No
     # assert_frame_equal takes [1, 2] == (1, 2): check every cell's type too (tuples stay tuples, lists lists)
     for col in want.columns:
         if want[col].dtype == object:
-            kinds = [(type(a).__name__, type(b).__name__) for a, b in zip(got[col], want[col]) if type(a) is not type(b)]
+            kinds = [
+                (type(a).__name__, type(b).__name__) for a, b in zip(got[col], want[col]) if type(a) is not type(b)
+            ]
             assert not kinds, f"{what}: column {col!r} reloads {kinds[0][0]} values where {kinds[0][1]} were saved"
 
 
@@ -235,8 +318,9 @@ def test_result_round_trip(cls, tmp_path_factory):
             again = folder / f"again{suffix}"
             loaded.save(again)
             assert again.read_bytes() == raw
-        assert _files(folder) == sorted(["result.json", "result.json.gz", "again.json", "again.json.gz"]), \
+        assert _files(folder) == sorted(["result.json", "result.json.gz", "again.json", "again.json.gz"]), (
             "a temporary file was left behind"
+        )
 
     check()
 
@@ -252,8 +336,14 @@ def test_loading_as_another_result_class_is_refused(cls, tmp_path):
 
 def test_metadata_is_stored_as_json_values(tmp_path):
     """Tuples, numpy scalars and arrays and Path values in metadata come back as their JSON forms."""
-    meta = {"shape": (1, 2), "np": np.float32(0.5), "arr": np.arange(3), "path": Path("a/b"), "i": np.int64(7),
-            "nested": {"t": ("x", np.bool_(True))}}
+    meta = {
+        "shape": (1, 2),
+        "np": np.float32(0.5),
+        "arr": np.arange(3),
+        "path": Path("a/b"),
+        "i": np.int64(7),
+        "nested": {"t": ("x", np.bool_(True))},
+    }
     loaded = Comparison(pd.DataFrame([], columns=Comparison.columns), meta).save(tmp_path / "c.json")
     back = Result.load(loaded).metadata
     assert back["shape"] == [1, 2] and back["np"] == 0.5 and back["arr"] == [0, 1, 2]
@@ -273,23 +363,35 @@ def term_entries(draw) -> dict[str, TermEntry]:
     out = {}
     for t in keys:
         out[t] = TermEntry(
-            term=t, canonical=draw(text), concept_ids=draw(st.lists(text, max_size=2)),
+            term=t,
+            canonical=draw(text),
+            concept_ids=draw(st.lists(text, max_size=2)),
             sources=draw(st.lists(st.sampled_from(["ontology", "corpus", "scispacy"]), max_size=2)),
-            surfaces=draw(st.dictionaries(text, counts, max_size=3)), count=draw(counts),
-            counts=draw(st.dictionaries(spec_names, counts, max_size=3)), questions=draw(st.lists(text, max_size=3)),
-            ontology=draw(st.lists(spec_names, max_size=2)), ontology_evidence=draw(st.lists(text, max_size=2)),
-            z=draw(st.dictionaries(spec_names, z_values, max_size=3)), specialties=draw(st.lists(spec_names, max_size=2)),
-            specific=draw(st.booleans()))
+            surfaces=draw(st.dictionaries(text, counts, max_size=3)),
+            count=draw(counts),
+            counts=draw(st.dictionaries(spec_names, counts, max_size=3)),
+            questions=draw(st.lists(text, max_size=3)),
+            ontology=draw(st.lists(spec_names, max_size=2)),
+            ontology_evidence=draw(st.lists(text, max_size=2)),
+            z=draw(st.dictionaries(spec_names, z_values, max_size=3)),
+            specialties=draw(st.lists(spec_names, max_size=2)),
+            specific=draw(st.booleans()),
+        )
     return out
 
 
 @st.composite
 def lexicon_meta(draw) -> dict:
     meta = draw(metadata)
-    meta["sources"] = [{"path": draw(name), "sha256": draw(st.one_of(st.none(), st.text("0123456789abcdef", min_size=64,
-                                                                                         max_size=64))),
-                        "format": draw(st.sampled_from(["auto", "jsonl", "csv"])), "n_records": draw(counts)}
-                       for _ in range(draw(st.integers(0, 2)))]
+    meta["sources"] = [
+        {
+            "path": draw(name),
+            "sha256": draw(st.one_of(st.none(), st.text("0123456789abcdef", min_size=64, max_size=64))),
+            "format": draw(st.sampled_from(["auto", "jsonl", "csv"])),
+            "n_records": draw(counts),
+        }
+        for _ in range(draw(st.integers(0, 2)))
+    ]
     meta["specialties"] = draw(st.lists(spec_names, unique=True, max_size=4))
     meta["rule"] = draw(st.fixed_dictionaries({"z_min": finite, "min_count": counts, "use_ontology": st.booleans()}))
     meta["totals"] = draw(st.dictionaries(spec_names, counts, max_size=3))
@@ -329,8 +431,10 @@ def test_lexicon_round_trip(tmp_path_factory, terms, meta):
 
 
 def test_lexicon_gz_is_gzip_like_results(tmp_path):
-    lex = Lexicon({"aspirin": TermEntry("aspirin", count=3, specialties=["Cardiology"], specific=True)},
-                  {"specialties": ["Cardiology"]})
+    lex = Lexicon(
+        {"aspirin": TermEntry("aspirin", count=3, specialties=["Cardiology"], specific=True)},
+        {"specialties": ["Cardiology"]},
+    )
     plain = lex.save(tmp_path / "lexicon.json")
     (tmp_path / "gz.json.gz").write_bytes(gzip.compress(plain.read_bytes()))
     assert Lexicon.load(tmp_path / "gz.json.gz").to_dict() == lex.to_dict()  # a gzipped lexicon loads

@@ -22,8 +22,12 @@ from specprobe.core.rows import build_rows
 from specprobe.core.scoring import score_items
 
 ATOL = 1e-5
-SETTINGS = dict(max_examples=25, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = dict(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 CONTEXT = 128  # the tiny models' context (tiny_config's default)
 
 
@@ -51,8 +55,15 @@ def _vocab(pair: ModelPair) -> int:
 
 
 @st.composite
-def questions(draw, vocab: int, max_questions: int = 3, max_options: int = 5, max_prompt: int = 24,
-              max_option: int = 6, every_position: bool = False) -> list[ScoreItem]:
+def questions(
+    draw,
+    vocab: int,
+    max_questions: int = 3,
+    max_options: int = 5,
+    max_prompt: int = 24,
+    max_option: int = 6,
+    every_position: bool = False,
+) -> list[ScoreItem]:
     """Items for 1..3 questions: each a random prompt and 1..5 random option continuations.
 
     Options may repeat, be prefixes of one another, or be one token long; a question may reuse an
@@ -123,6 +134,7 @@ def test_shared_rows_equal_per_option_scores(pair, variant):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_mc_options_shared_equal_alone(pair, variant):
     """The multiple-choice shape: every option position scored, one question per row, summed log-probs equal."""
+
     @settings(**SETTINGS)
     @given(data=st.data())
     def check(data):
@@ -140,6 +152,7 @@ def test_mc_options_shared_equal_alone(pair, variant):
 @pytest.mark.parametrize("share", [False, True], ids=["plain", "shared"])
 def test_batch_size_invariance(pair, share):
     """batch_size 1 and 7 give the same scores, with and without shared prefixes."""
+
     @settings(**SETTINGS)
     @given(data=st.data())
     def check(data):
@@ -153,6 +166,7 @@ def test_batch_size_invariance(pair, share):
 
 def test_token_budget_and_mask_do_not_change_scores(pair):
     """A tiny token budget (every row alone) and an explicit padding mask give the plain scores too."""
+
     @settings(**SETTINGS)
     @given(data=st.data())
     def check(data):
@@ -168,6 +182,7 @@ def test_token_budget_and_mask_do_not_change_scores(pair):
 
 def test_shared_rows_capture_the_same_layer_states(pair):
     """capture_layers: the residual stream at each scored position is the one its item gets alone."""
+
     @settings(**{**SETTINGS, "max_examples": 10})
     @given(data=st.data())
     def check(data):
@@ -177,8 +192,13 @@ def test_shared_rows_capture_the_same_layer_states(pair):
         for i, (a, s) in enumerate(zip(alone, shared)):
             assert a.layer_states is not None and s.layer_states is not None
             assert s.layer_states.shape == a.layer_states.shape
-            np.testing.assert_allclose(s.layer_states.numpy(), a.layer_states.numpy(), atol=1e-4, rtol=1e-5,
-                                       err_msg=f"{pair.metadata['arch']} item {i} layer states")
+            np.testing.assert_allclose(
+                s.layer_states.numpy(),
+                a.layer_states.numpy(),
+                atol=1e-4,
+                rtol=1e-5,
+                err_msg=f"{pair.metadata['arch']} item {i} layer states",
+            )
 
     check()
 
@@ -186,6 +206,7 @@ def test_shared_rows_capture_the_same_layer_states(pair):
 def test_shared_row_longer_than_the_context(pair):
     """Many long options make a packed row longer than the model's context while every item's own
     positions stay inside it: the scores must still be the per-option ones (or the call must refuse)."""
+
     @settings(**{**SETTINGS, "max_examples": 8})
     @given(data=st.data())
     def check(data):

@@ -122,13 +122,16 @@ def _pairs(min_size=0, max_size=40):
     """Paired samples on a coarse grid (so zeros and ties in the differences occur), NaNs sometimes."""
     value = st.one_of(st.integers(-20, 20).map(lambda v: v / 4), st.floats(-100, 100), st.just(float("nan")))
     return st.integers(min_size, max_size).flatmap(
-        lambda n: st.tuples(st.lists(value, min_size=n, max_size=n), st.lists(value, min_size=n, max_size=n)))
+        lambda n: st.tuples(st.lists(value, min_size=n, max_size=n), st.lists(value, min_size=n, max_size=n))
+    )
 
 
 def _wilcoxon(a, b) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return float(scipy.stats.wilcoxon(a, b, zero_method="wilcox", alternative="two-sided", nan_policy="omit").pvalue)
+        return float(
+            scipy.stats.wilcoxon(a, b, zero_method="wilcox", alternative="two-sided", nan_policy="omit").pvalue
+        )
 
 
 @SLOWER
@@ -258,10 +261,16 @@ def test_bootstrap_intervals_are_nested_by_level_and_ignore_nans(vc):
     assume(wide.n_clusters >= 2)
     assert wide.ci_low <= narrow.ci_low <= narrow.ci_high <= wide.ci_high
     # NaN values (with their own, otherwise unused, cluster labels) are dropped before anything else
-    padded = cluster_bootstrap_mean(list(values) + [np.nan, np.nan], list(labels) + ["nan-only", labels[0]],
-                                    n_boot=300, level=0.95, seed=5)
+    padded = cluster_bootstrap_mean(
+        list(values) + [np.nan, np.nan], list(labels) + ["nan-only", labels[0]], n_boot=300, level=0.95, seed=5
+    )
     assert (padded.mean, padded.ci_low, padded.ci_high, padded.n, padded.n_clusters) == (
-        wide.mean, wide.ci_low, wide.ci_high, wide.n, wide.n_clusters)
+        wide.mean,
+        wide.ci_low,
+        wide.ci_high,
+        wide.n,
+        wide.n_clusters,
+    )
 
 
 def test_bootstrap_without_clusters_is_the_per_value_bootstrap_and_agrees_with_scipy():
@@ -272,8 +281,9 @@ def test_bootstrap_without_clusters_is_the_per_value_bootstrap_and_agrees_with_s
         ours = cluster_bootstrap_mean(x, n_boot=4000, seed=seed)
         same = cluster_bootstrap_mean(x, np.arange(x.size), n_boot=4000, seed=seed)
         assert (ours.ci_low, ours.ci_high) == (same.ci_low, same.ci_high)
-        ref = scipy.stats.bootstrap((x,), np.mean, n_resamples=4000, method="percentile",
-                                    random_state=np.random.default_rng(100 + seed)).confidence_interval
+        ref = scipy.stats.bootstrap(
+            (x,), np.mean, n_resamples=4000, method="percentile", random_state=np.random.default_rng(100 + seed)
+        ).confidence_interval
         width = ref.high - ref.low
         assert abs(ours.ci_low - ref.low) < 0.1 * width and abs(ours.ci_high - ref.high) < 0.1 * width
 
@@ -355,14 +365,25 @@ def test_wilson_edge_cases():
 
 
 @SLOWER
-@given(st.lists(st.tuples(st.sampled_from(["base", "tuned"]), st.sampled_from(["A", "B", "C"]), st.booleans(),
-                          st.booleans()), min_size=1, max_size=40))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["base", "tuned"]), st.sampled_from(["A", "B", "C"]), st.booleans(), st.booleans()),
+        min_size=1,
+        max_size=40,
+    )
+)
 def test_accuracy_table_counts_and_intervals(rows):
     """accuracy_table: per model and specialty (and ALL), n and n_correct are the counts, acc = k/n, and
     the interval is wilson_interval(k, n)."""
-    items = pd.DataFrame({"model": [r[0] for r in rows], "item_id": [f"q{i}" for i in range(len(rows))],
-                          "specialties": [(r[1],) for r in rows], "correct": [r[2] for r in rows],
-                          "correct_norm": [r[3] for r in rows]})
+    items = pd.DataFrame(
+        {
+            "model": [r[0] for r in rows],
+            "item_id": [f"q{i}" for i in range(len(rows))],
+            "specialties": [(r[1],) for r in rows],
+            "correct": [r[2] for r in rows],
+            "correct_norm": [r[3] for r in rows],
+        }
+    )
     table = accuracy_table(items)
     for _, row in table.iterrows():
         sel = items["model"] == row["model"]

@@ -9,6 +9,7 @@ import specprobe
 
 
 def test_every_public_name_resolves():
+    assert specprobe.__all__ == ["__version__", *specprobe._SUBPACKAGES, *specprobe._API]
     for name in specprobe.__all__:
         assert getattr(specprobe, name) is not None, name
 
@@ -36,10 +37,6 @@ def test_load_result_finds_a_kind_whose_module_was_not_imported(tmp_path):
         f"MCEvaluation(pd.DataFrame({{'a': [1]}})).save(r'{tmp_path / 'r.json'}')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
-    probe = (
-        "import sys, specprobe\n"
-        f"r = specprobe.load_result(r'{tmp_path / 'r.json'}')\n"
-        "print(type(r).__name__)\n"
-    )
+    probe = f"import sys, specprobe\nr = specprobe.load_result(r'{tmp_path / 'r.json'}')\nprint(type(r).__name__)\n"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "MCEvaluation"

@@ -35,8 +35,13 @@ def test_bad_inputs_give_clear_errors_and_the_document_matches(env):
     text = render(outcomes)
     if os.environ.get("SPECPROBE_UPDATE_RELIABILITY") == "1":
         DOC.write_text(text, encoding="utf-8")
-    bad = [f"{o.case.item} {o.case.name}: {o.status} ({o.problem}): {o.shown}" for o in outcomes
-           if o.status in (TRACEBACK, SILENT, HANG)]
+    bad = [
+        f"{o.case.item} {o.case.name}: {o.status} ({o.problem}): {o.shown}"
+        for o in outcomes
+        if o.status in (TRACEBACK, SILENT, HANG)
+    ]
     assert not bad, "\n".join(bad)
     assert all(o.status in (OK, CLEAR) for o in outcomes)
-    assert DOC.read_text(encoding="utf-8") == text, "docs/reliability.md is stale: rerun with SPECPROBE_UPDATE_RELIABILITY=1"
+    assert DOC.read_text(encoding="utf-8") == text, (
+        "docs/reliability.md is stale: rerun with SPECPROBE_UPDATE_RELIABILITY=1"
+    )

@@ -27,8 +27,12 @@ TEXTS = [
     "Cirrhosis with ascites; chest pain resolved. The budget review is next month.",
     "A seizure in the clinic, then chest pain during the long month of budget meetings.",
 ]
-TERMS = {"seizure": ["Neurology", XSS_SPECIALTY], "chest pain": ["Cardiology", "Emergency medicine"],
-         "cirrhosis": ["Gastroenterology"], f"never found {XSS}": ["Neurology"]}
+TERMS = {
+    "seizure": ["Neurology", XSS_SPECIALTY],
+    "chest pain": ["Cardiology", "Emergency medicine"],
+    "cirrhosis": ["Gastroenterology"],
+    f"never found {XSS}": ["Neurology"],
+}
 
 PROBES = {
     "n_scripts": "document.scripts.length",
@@ -127,8 +131,9 @@ def test_comparison_report_in_browser(chromium, real_comparisons, tmp_path):
 def test_experiment_report_in_browser(chromium, real_comparisons, tmp_path):
     comps = dict(real_comparisons)
     comps[XSS_SPECIALTY] = make_comparison(seed=3)  # a synthetic third arm with hostile names
-    page = experiment_page(experiment_sections(comps), title="specprobe experiment (tiny models)",
-                           subtitle=f"three adapters; {XSS}")
+    page = experiment_page(
+        experiment_sections(comps), title="specprobe experiment (tiny models)", subtitle=f"three adapters; {XSS}"
+    )
     path = render(page, tmp_path / "experiment.html")
     print(f"\npage: {path} ({path.stat().st_size / 1e6:.2f} MB)")
     run = load_page(path, screenshot=tmp_path / "experiment.png", probes=PROBES, chromium=chromium)

@@ -11,10 +11,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from specprobe.probe import Comparison
 from specprobe.core.results import Result
-from specprobe.reports import (build_page, experiment_page, generic_page, register, registered_kinds, render,
-                               renderer_for, sections as S)
+from specprobe.probe import Comparison
+from specprobe.reports import (
+    build_page,
+    experiment_page,
+    generic_page,
+    register,
+    registered_kinds,
+    render,
+    renderer_for,
+)
+from specprobe.reports import sections as S
+
 render_module = importlib.import_module("specprobe.reports.render")  # the package's `render` is the function
 
 XSS = "<script>alert('xss')</script>"
@@ -24,8 +33,11 @@ XSS_IMG = '<img src=x onerror="alert(1)">'
 def make_comparison(xss: bool = True, n_texts: int = 12, seed: int = 0) -> Comparison:
     """A synthetic Comparison (no model) with dataset text that tries to inject HTML."""
     rng = np.random.default_rng(seed)
-    terms = {"seizure": ("Neurology",), "chest pain": ("Cardiology", "Emergency medicine"),
-             "cirrhosis": ("Gastroenterology",)}
+    terms = {
+        "seizure": ("Neurology",),
+        "chest pain": ("Cardiology", "Emergency medicine"),
+        "cirrhosis": ("Gastroenterology",),
+    }
     if xss:
         terms[XSS] = (XSS_IMG,)
     controls = ["budget", "month", "words & <b>bold</b>" if xss else "words"]
@@ -35,14 +47,35 @@ def make_comparison(xss: bool = True, n_texts: int = 12, seed: int = 0) -> Compa
             n_tok = int(rng.integers(1, 4))
             base = -rng.uniform(5, 30)
             delta = rng.normal(0.3 if term == "seizure" else 0.0, 0.2) * n_tok
-            rows.append({"text_id": f"text{t}", "term": term, "specialties": specs, "text_specialties": (),
-                         "surface": term, "start": 0, "end": len(term), "n_tokens": n_tok, "logp_base": base,
-                         "logp_tuned": base + delta, "delta": delta, "delta_per_token": delta / n_tok,
-                         "token_logp_base": [base / n_tok] * n_tok, "token_logp_tuned": [(base + delta) / n_tok] * n_tok,
-                         "is_control": not specs, "flags": ""})
-    meta = {"base": f"base-model {XSS}", "tuned": "adapter-dir", "base_weights_sha256": "ab" * 32,
-            "adapter_sha256": "cd" * 32, "options": {"template": XSS, "seed": 0}, "n_texts": n_texts,
-            "control_words": controls}
+            rows.append(
+                {
+                    "text_id": f"text{t}",
+                    "term": term,
+                    "specialties": specs,
+                    "text_specialties": (),
+                    "surface": term,
+                    "start": 0,
+                    "end": len(term),
+                    "n_tokens": n_tok,
+                    "logp_base": base,
+                    "logp_tuned": base + delta,
+                    "delta": delta,
+                    "delta_per_token": delta / n_tok,
+                    "token_logp_base": [base / n_tok] * n_tok,
+                    "token_logp_tuned": [(base + delta) / n_tok] * n_tok,
+                    "is_control": not specs,
+                    "flags": "",
+                }
+            )
+    meta = {
+        "base": f"base-model {XSS}",
+        "tuned": "adapter-dir",
+        "base_weights_sha256": "ab" * 32,
+        "adapter_sha256": "cd" * 32,
+        "options": {"template": XSS, "seed": 0},
+        "n_texts": n_texts,
+        "control_words": controls,
+    }
     return Comparison(pd.DataFrame(rows), meta, {"missing": [f"missing {XSS}"]})
 
 
@@ -170,13 +203,28 @@ def test_comparison_without_controls(tmp_path):
 def experiment_sections(comps: dict, *, n_layers: int = 6) -> list:
     """Every experiment section, with small synthetic accuracy and layer tables."""
     specs = list(comps)
-    acc = pd.DataFrame([{"train_specialty": a, "test_specialty": b, "accuracy": 0.6 if a == b else 0.4,
-                         "n": 50} for a in specs for b in specs])
-    layers = pd.DataFrame([{"layer": layer, "model": model, "group": group,
-                            "mean_logp": -10 + layer * (1.2 if model == "tuned" else 1.0) - (group == "control"),
-                            "ci_low": -10.5 + layer, "ci_high": -9.5 + layer * 1.3}
-                           for layer in range(n_layers) for model in ("base", "tuned")
-                           for group in ("Neurology", "Cardiology", "control")])
+    acc = pd.DataFrame(
+        [
+            {"train_specialty": a, "test_specialty": b, "accuracy": 0.6 if a == b else 0.4, "n": 50}
+            for a in specs
+            for b in specs
+        ]
+    )
+    layers = pd.DataFrame(
+        [
+            {
+                "layer": layer,
+                "model": model,
+                "group": group,
+                "mean_logp": -10 + layer * (1.2 if model == "tuned" else 1.0) - (group == "control"),
+                "ci_low": -10.5 + layer,
+                "ci_high": -9.5 + layer * 1.3,
+            }
+            for layer in range(n_layers)
+            for model in ("base", "tuned")
+            for group in ("Neurology", "Cardiology", "control")
+        ]
+    )
     return [
         S.accuracy_heatmap_section(acc),
         S.delta_heatmap_section(S.specialty_delta_matrix(comps, n_boot=200)),
@@ -193,14 +241,18 @@ def test_experiment_page_from_sections(tmp_path):
     comps = {"Neurology": make_comparison(seed=1), "Cardiology": make_comparison(seed=2)}
     secs = experiment_sections(comps)
     page = experiment_page([secs[:2], None, *secs[2:]], title=f"Experiment {XSS}")
-    assert [s.title for s in page.sections][:2] == ["Accuracy: fine-tuning specialty × test specialty",
-                                                   "Fine-tuning specialty × term specialty"]
+    assert [s.title for s in page.sections][:2] == [
+        "Accuracy: fine-tuning specialty × test specialty",
+        "Fine-tuning specialty × term specialty",
+    ]
     assert len(page.charts()) == 5  # accuracy, delta, terms-minus-control heatmaps, distributions, layers
     out = render(page, tmp_path / "experiment.html")
     html = out.read_text()
     assert "<title>Experiment &lt;script&gt;" in html
     # the heatmap cells carry mean and CI
-    heat = json.loads(re.search(r'id="fine-tuning-specialty-term-specialty-chart-1-spec">(.*?)</script>', html, re.S).group(1))
+    heat = json.loads(
+        re.search(r'id="fine-tuning-specialty-term-specialty-chart-1-spec">(.*?)</script>', html, re.S).group(1)
+    )
     cells = [r for v in heat["datasets"].values() for r in v]
     assert {"finetune_specialty", "term_specialty", "mean", "ci_low", "ci_high", "label"} <= set(cells[0])
     assert len(cells) == 2 * 6  # 2 fine-tunes x (5 term specialties + a control-words column)
@@ -221,9 +273,24 @@ def test_accuracy_matrix_and_layers_renderers(tmp_path):
     from specprobe.probe.layers import LayerView  # noqa: F401  (registers kind "layers")
 
     assert {"accuracy_matrix", "layers"} <= set(registered_kinds())
-    rows = [{"model": m, "trained_on": t, "specialty": s, "n": 50, "n_correct": 20, "acc": 0.4 + 0.2 * (t == s),
-             "acc_lo": 0.3, "acc_hi": 0.7, "n_correct_norm": 20, "acc_norm": 0.4, "acc_norm_lo": 0.3, "acc_norm_hi": 0.5}
-            for m, t in (("base", None), ("a1", "Neurology"), ("a2", XSS)) for s in ("Neurology", XSS)]
+    rows = [
+        {
+            "model": m,
+            "trained_on": t,
+            "specialty": s,
+            "n": 50,
+            "n_correct": 20,
+            "acc": 0.4 + 0.2 * (t == s),
+            "acc_lo": 0.3,
+            "acc_hi": 0.7,
+            "n_correct_norm": 20,
+            "acc_norm": 0.4,
+            "acc_norm_lo": 0.3,
+            "acc_norm_hi": 0.5,
+        }
+        for m, t in (("base", None), ("a1", "Neurology"), ("a2", XSS))
+        for s in ("Neurology", XSS)
+    ]
     html = render(AccuracyMatrix(pd.DataFrame(rows), {}), tmp_path / "acc.html").read_text()
     spec = json.loads(re.search(r'-chart-1-spec">(.*?)</script>', html, re.S).group(1))
     cells = [r for v in spec["datasets"].values() for r in v]

@@ -8,14 +8,30 @@ from specprobe.app.cli import main
 from specprobe.terms.lexicon import Lexicon
 
 ITEMS = [
-    {"Question": "A 60-year-old man has crushing chest pain. ECG shows an acute myocardial infarction.",
-     "Specialty": "Cardiology", "Options": ["Aspirin", "Insulin", "Lithium", "Heparin"], "Answer": "Aspirin"},
-    {"Question": "A man with atrial fibrillation and heart failure.", "Specialty": "Cardiology",
-     "Options": ["a", "b", "c", "d"], "Answer": "a"},
-    {"Question": "A girl has seizures and ataxia.", "Specialty": "Neurology",
-     "Options": ["a", "b", "c", "d"], "Answer": "b"},
-    {"Question": "A woman has psoriasis plaques.", "Specialty": "Dermatology",
-     "Options": ["a", "b", "c", "d"], "Answer": "c"},
+    {
+        "Question": "A 60-year-old man has crushing chest pain. ECG shows an acute myocardial infarction.",
+        "Specialty": "Cardiology",
+        "Options": ["Aspirin", "Insulin", "Lithium", "Heparin"],
+        "Answer": "Aspirin",
+    },
+    {
+        "Question": "A man with atrial fibrillation and heart failure.",
+        "Specialty": "Cardiology",
+        "Options": ["a", "b", "c", "d"],
+        "Answer": "a",
+    },
+    {
+        "Question": "A girl has seizures and ataxia.",
+        "Specialty": "Neurology",
+        "Options": ["a", "b", "c", "d"],
+        "Answer": "b",
+    },
+    {
+        "Question": "A woman has psoriasis plaques.",
+        "Specialty": "Dermatology",
+        "Options": ["a", "b", "c", "d"],
+        "Answer": "c",
+    },
     {"Question": "Broken", "Specialty": "Dermatology", "Options": ["a"], "Answer": "zzz"},
 ]
 
@@ -53,8 +69,24 @@ def test_build_show_stats_export(data, tmp_path, capsys):
 
 def test_build_options(data, tmp_path):
     out = tmp_path / "lex.json"
-    assert main(["terms", "build", str(data), "--out", str(out), "--skip-bad", "--no-progress",
-                 "--signals", "ontology", "--min-count", "1"]) == 0
+    assert (
+        main(
+            [
+                "terms",
+                "build",
+                str(data),
+                "--out",
+                str(out),
+                "--skip-bad",
+                "--no-progress",
+                "--signals",
+                "ontology",
+                "--min-count",
+                "1",
+            ]
+        )
+        == 0
+    )
     lex = Lexicon.load(out)
     assert lex.rule.use_corpus is False
 

@@ -30,12 +30,15 @@ def test_old_signature_still_works(tmp_path):
     assert isinstance(recs[0], QARecord)
 
 
-@pytest.mark.parametrize("bad, field", [
-    ({k: v for k, v in GOOD.items() if k != "Options"}, "Options"),
-    (dict(GOOD, Answer="zzz"), "Answer"),
-    (dict(GOOD, Question=""), "Question"),
-    (dict(GOOD, Specialty=3), "Specialty"),
-])
+@pytest.mark.parametrize(
+    "bad, field",
+    [
+        ({k: v for k, v in GOOD.items() if k != "Options"}, "Options"),
+        (dict(GOOD, Answer="zzz"), "Answer"),
+        (dict(GOOD, Question=""), "Question"),
+        (dict(GOOD, Specialty=3), "Specialty"),
+    ],
+)
 def test_malformed_record_error_names_file_index_field(tmp_path, bad, field):
     p = _smedqa(tmp_path, [GOOD, GOOD, bad])
     with pytest.raises(DataError) as exc:
@@ -60,8 +63,10 @@ def test_missing_file(tmp_path):
 
 def test_medqa_jsonl(tmp_path):
     p = tmp_path / "m.jsonl"
-    rows = [{"question": "Q1?", "options": {"A": "x", "B": "y"}, "answer_idx": "B", "meta_info": "step1"},
-            {"question": "Q2?", "options": {"A": "x", "B": "y"}, "answer_idx": "C"}]
+    rows = [
+        {"question": "Q1?", "options": {"A": "x", "B": "y"}, "answer_idx": "B", "meta_info": "step1"},
+        {"question": "Q2?", "options": {"A": "x", "B": "y"}, "answer_idx": "C"},
+    ]
     p.write_text("\n".join(json.dumps(r) for r in rows))
     with pytest.raises(DataError, match=r"item 1: field 'answer_idx'"):
         load_qa(p)
@@ -71,7 +76,16 @@ def test_medqa_jsonl(tmp_path):
 
 def test_medmcqa(tmp_path):
     p = tmp_path / "mc.json"
-    row = {"id": "q1", "question": "Q?", "opa": "a", "opb": "b", "opc": "c", "opd": "d", "cop": 3, "subject_name": "Medicine"}
+    row = {
+        "id": "q1",
+        "question": "Q?",
+        "opa": "a",
+        "opb": "b",
+        "opc": "c",
+        "opd": "d",
+        "cop": 3,
+        "subject_name": "Medicine",
+    }
     p.write_text(json.dumps(row) + "\n")
     rec = load_qa(p)[0]
     assert rec.answer == "c" and rec.specialties == ("Medicine",) and rec.id == "q1"
@@ -83,10 +97,16 @@ def test_medmcqa(tmp_path):
 
 def test_instruction_format(tmp_path):
     p = tmp_path / "i.json"
-    rows = [{"instruction": "Answer the question.", "input": "A woman has a rash.\nA. Psoriasis\nB. Eczema\nC. Acne",
-             "output": "B. Eczema", "specialty": "Dermatology"},
-            {"instruction": "Answer.", "input": "Q?\n(A) one\n(B) two", "output": "two"},
-            {"instruction": "Answer.", "input": "Q? no options", "output": "A"}]
+    rows = [
+        {
+            "instruction": "Answer the question.",
+            "input": "A woman has a rash.\nA. Psoriasis\nB. Eczema\nC. Acne",
+            "output": "B. Eczema",
+            "specialty": "Dermatology",
+        },
+        {"instruction": "Answer.", "input": "Q?\n(A) one\n(B) two", "output": "two"},
+        {"instruction": "Answer.", "input": "Q? no options", "output": "A"},
+    ]
     p.write_text(json.dumps(rows))
     with pytest.raises(DataError, match=r"item 2: field 'input'"):
         load_qa(p)
@@ -99,8 +119,14 @@ def test_instruction_format(tmp_path):
 def test_csv_with_mapping(tmp_path):
     p = tmp_path / "d.csv"
     p.write_text("qid,q,o1,o2,o3,ans,spec\n1,Chest pain?,MI,PE,GERD,A,Cardiology;Emergency medicine\n2,Q?,x,y,z,Q,\n")
-    mapping = {"id": "qid", "question": "q", "options": ["o1", "o2", "o3"], "answer": "ans",
-               "answer_format": "letter", "specialty": "spec"}
+    mapping = {
+        "id": "qid",
+        "question": "q",
+        "options": ["o1", "o2", "o3"],
+        "answer": "ans",
+        "answer_format": "letter",
+        "specialty": "spec",
+    }
     with pytest.raises(DataError, match=r"d.csv: item 1: field 'ans'"):
         load_qa(p, mapping=mapping)
     recs = load_qa(p, mapping=mapping, skip_bad=True)
@@ -111,8 +137,11 @@ def test_csv_with_mapping(tmp_path):
 def test_jsonl_with_mapping(tmp_path):
     p = tmp_path / "g.jsonl"
     p.write_text(json.dumps({"text": "Q?", "choices": ["a", "b"], "label": 1}) + "\n")
-    recs = load_qa(p, format="jsonl", mapping={"question": "text", "options": "choices", "answer": "label",
-                                                "answer_format": "index"})
+    recs = load_qa(
+        p,
+        format="jsonl",
+        mapping={"question": "text", "options": "choices", "answer": "label", "answer_format": "index"},
+    )
     assert recs[0].answer == "b"
 
 

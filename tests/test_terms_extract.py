@@ -34,7 +34,7 @@ def test_offline_longest_match_plural_case(offline):
     assert "Acute Myocardial Infarction" in surfaces  # longest match wins over "myocardial infarction"
     assert "seizures" in surfaces
     for m in ms:
-        assert text[m.start:m.end] == m.surface
+        assert text[m.start : m.end] == m.surface
         assert m.concept_id and m.source in ("hpo", "icd10cm") and m.canonical
 
 
@@ -137,8 +137,17 @@ def test_scispacy_linker_built_from_local_files_only(monkeypatch, tmp_path):
         (tmp_path / f).write_text("")
     (tmp_path / "concept_aliases.json").write_text(json.dumps(["myocardial infarction"]))
     kb = tmp_path / "kb.jsonl"
-    kb.write_text(json.dumps({"concept_id": "C0027051", "canonical_name": "Myocardial Infarction",
-                              "aliases": ["myocardial infarction", "heart attack"], "types": ["T047"]}) + "\n")
+    kb.write_text(
+        json.dumps(
+            {
+                "concept_id": "C0027051",
+                "canonical_name": "Myocardial Infarction",
+                "aliases": ["myocardial infarction", "heart attack"],
+                "types": ["T047"],
+            }
+        )
+        + "\n"
+    )
     linker = _local_linker(tmp_path, kb, threshold=0.8)
     assert linker.kb.cui_to_entity["C0027051"].canonical_name == "Myocardial Infarction"
     assert linker.candidate_generator.ann_concept_aliases_list == ["myocardial infarction"]

@@ -12,15 +12,22 @@ from specprobe.terms.specialties import AssignmentRule
 
 
 def _m(surface, start, cid, norm=None):
-    return Mention(surface, start, start + len(surface), surface.capitalize(), cid, "hpo", (cid,), norm or surface.lower())
+    return Mention(
+        surface, start, start + len(surface), surface.capitalize(), cid, "hpo", (cid,), norm or surface.lower()
+    )
 
 
 def _toy():
-    recs = [QARecord(f"q{i}", "x", ("a", "b"), "a", (spec,)) for i, spec in
-            enumerate(["Cardiology"] * 4 + ["Neurology"] * 4)]
-    mentions = [[_m("myocardial infarction", 0, "HP:0001658")] for _ in range(4)] + \
-               [[_m("seizures", 0, "HP:0001250", "seizure")], [_m("seizure", 0, "HP:0001250")],
-                [_m("seizure", 0, "HP:0001250")], [_m("fever", 0, "HP:0001945")]]
+    recs = [
+        QARecord(f"q{i}", "x", ("a", "b"), "a", (spec,))
+        for i, spec in enumerate(["Cardiology"] * 4 + ["Neurology"] * 4)
+    ]
+    mentions = [[_m("myocardial infarction", 0, "HP:0001658")] for _ in range(4)] + [
+        [_m("seizures", 0, "HP:0001250", "seizure")],
+        [_m("seizure", 0, "HP:0001250")],
+        [_m("seizure", 0, "HP:0001250")],
+        [_m("fever", 0, "HP:0001945")],
+    ]
     return lexicon_from_mentions(recs, mentions, meta={"sources": []})
 
 

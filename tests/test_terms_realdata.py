@@ -11,8 +11,10 @@ from specprobe.terms.specialties import SPECIALTIES
 
 pytestmark = [
     pytest.mark.data,
-    pytest.mark.skipif(not default_data_path().exists(),
-                       reason=f"S-MedQA data not found at {default_data_path()} (set $SPECPROBE_SMEDQA)"),
+    pytest.mark.skipif(
+        not default_data_path().exists(),
+        reason=f"S-MedQA data not found at {default_data_path()} (set $SPECPROBE_SMEDQA)",
+    ),
 ]
 
 
@@ -44,7 +46,9 @@ def test_gold_terms_land_in_their_specialty(built):
     gold = list(csv.DictReader(text.splitlines()))
     assert len(gold) >= 40
     ts = lex.term_specialties()
-    misses = [(g["term"], g["specialty"], ts.get(g["term"])) for g in gold if g["specialty"] not in ts.get(g["term"], ())]
+    misses = [
+        (g["term"], g["specialty"], ts.get(g["term"])) for g in gold if g["specialty"] not in ts.get(g["term"], ())
+    ]
     accuracy = 1 - len(misses) / len(gold)
     assert accuracy >= 0.9, f"gold accuracy {accuracy:.2%}; misses: {misses}"
 

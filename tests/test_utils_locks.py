@@ -29,8 +29,9 @@ HOLDER = textwrap.dedent("""
 
 def hold_in_subprocess(folder: Path) -> subprocess.Popen:
     """A Python process that holds `folder`'s lock until killed (returns once it holds it)."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(folder)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     line = proc.stdout.readline()
     if line.strip() != "locked":
         proc.kill()

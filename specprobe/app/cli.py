@@ -52,7 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     if not getattr(args, "handler", None):
         parser.print_help()
         return EXIT_BAD_INPUT
@@ -72,8 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug, not bad input: still no traceback unless asked for
         if args.debug:
             raise
-        print(f"specprobe {args.command}: internal error: {type(exc).__name__}: {_one_line(exc)} "
-              "(rerun with --debug for the traceback, and please report it)", file=sys.stderr)
+        print(
+            f"specprobe {args.command}: internal error: {type(exc).__name__}: {_one_line(exc)} "
+            "(rerun with --debug for the traceback, and please report it)",
+            file=sys.stderr,
+        )
         return EXIT_INTERNAL
 
 

@@ -112,11 +112,20 @@ class ConfigSchema(BaseModel):
 _SCHEMAS: dict[str, type[BaseModel]] = {"": ConfigSchema, "train": TrainSchema, "compare": CompareSchema}
 
 _PROBLEMS = {
-    "int_type": "must be an integer", "float_type": "must be a number", "bool_type": "must be true or false",
-    "string_type": "must be a string", "list_type": "must be a list", "literal_error": "must be {expected}",
-    "model_type": "must be a table", "dict_type": "must be a table", "none_required": "must be left out",
-    "greater_than": "must be > {gt}", "greater_than_equal": "must be >= {ge}", "less_than": "must be < {lt}",
-    "less_than_equal": "must be <= {le}", "string_too_short": "must not be empty",
+    "int_type": "must be an integer",
+    "float_type": "must be a number",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "literal_error": "must be {expected}",
+    "model_type": "must be a table",
+    "dict_type": "must be a table",
+    "none_required": "must be left out",
+    "greater_than": "must be > {gt}",
+    "greater_than_equal": "must be >= {ge}",
+    "less_than": "must be < {lt}",
+    "less_than_equal": "must be <= {le}",
+    "string_too_short": "must not be empty",
 }
 
 
@@ -171,8 +180,15 @@ class ExperimentConfig:
     include_all: bool = True  # also one adapter trained on all specialties
     test_fraction: float = 0.3
     seed: int = 0
-    train: dict = field(default_factory=lambda: {"max_steps": 60, "batch_size": 8, "learning_rate": 2e-3,
-                                                 "rank": 8, "continuation": "text"})
+    train: dict = field(
+        default_factory=lambda: {
+            "max_steps": 60,
+            "batch_size": 8,
+            "learning_rate": 2e-3,
+            "rank": 8,
+            "continuation": "text",
+        }
+    )
     compare: dict = field(default_factory=lambda: {"batch_size": 16})
     max_texts: int | None = None  # cap on test texts used by compare (None: all)
     layers: bool = True  # logit-lens layer views for every adapter

@@ -23,9 +23,12 @@ def positive_int(text: str) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `demo` and `run` subcommands."""
-    d = sub.add_parser("demo", help="run the whole study offline on the built-in model and questions, write an HTML report",
-                       description="Fine-tune one LoRA adapter per specialty of the built-in (or given) questions, "
-                                   "measure accuracy and term log-probabilities, and write a report.")
+    d = sub.add_parser(
+        "demo",
+        help="run the whole study offline on the built-in model and questions, write an HTML report",
+        description="Fine-tune one LoRA adapter per specialty of the built-in (or given) questions, "
+        "measure accuracy and term log-probabilities, and write a report.",
+    )
     d.add_argument("--data", default="", help="a QA file (S-MedQA JSON) instead of the built-in questions")
     d.add_argument("--base", default="", help="a base model (hub id or directory) instead of the built-in one")
     d.add_argument("--out", default="specprobe-demo", help="output folder (reruns skip finished stages)")
@@ -35,7 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(handler=run_demo)
     r = sub.add_parser("run", help="run an experiment described by a TOML file (cached, resumable stages)")
-    r.add_argument("config", help="experiment.toml (keys: base, data, out, specialties, include_all, test_fraction, seed, train, compare, max_texts, layers)")
+    r.add_argument(
+        "config",
+        help="experiment.toml (keys: base, data, out, specialties, include_all, test_fraction, seed, train, compare, max_texts, layers)",
+    )
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(handler=run_toml)
 
@@ -49,18 +55,24 @@ def _finish(result: ExperimentResult, started: float) -> int:
     print(acc.table("acc").to_string(float_format=lambda v: f"{v:.2f}"))
     c = acc.contrast().attrs
     if "mean_diff" in c:
-        print(f"own specialty vs other adapters: diagonal {c['mean_diag']:.3f}, off-diagonal {c['mean_offdiag']:.3f}, "
-              f"own adapter best on {c['n_best']}/{c['n_specialties']} specialties (permutation p = {c['p_value']:.3g})")
+        print(
+            f"own specialty vs other adapters: diagonal {c['mean_diag']:.3f}, off-diagonal {c['mean_offdiag']:.3f}, "
+            f"own adapter best on {c['n_best']}/{c['n_specialties']} specialties (permutation p = {c['p_value']:.3g})"
+        )
     if not matrix.empty:
         wide = matrix.pivot_table(index="finetune_specialty", columns="specialty", values="mean_delta_per_token")
-        print("\nMean delta log-prob per token (rows: fine-tuned on; columns: term specialty; 'control' = ordinary words):")
+        print(
+            "\nMean delta log-prob per token (rows: fine-tuned on; columns: term specialty; 'control' = ordinary words):"
+        )
         print(wide.to_string(float_format=lambda v: f"{v:+.3f}"))
         terms = matrix[matrix["specialty"] != "control"]
         control = matrix[matrix["specialty"] == "control"]
-        print(f"\nclinical terms: mean delta/token {terms['mean_delta_per_token'].mean():+.3f} over "
-              f"{len(terms)} (adapter, specialty) cells; control words {control['mean_delta_per_token'].mean():+.3f}; "
-              f"cells with terms - control > 0 at p_holm < 0.05: "
-              f"{int(((terms['minus_control'] > 0) & (terms['p_holm'] < 0.05)).sum())}/{len(terms)}")
+        print(
+            f"\nclinical terms: mean delta/token {terms['mean_delta_per_token'].mean():+.3f} over "
+            f"{len(terms)} (adapter, specialty) cells; control words {control['mean_delta_per_token'].mean():+.3f}; "
+            f"cells with terms - control > 0 at p_holm < 0.05: "
+            f"{int(((terms['minus_control'] > 0) & (terms['p_holm'] < 0.05)).sum())}/{len(terms)}"
+        )
     print(f"\nfinished in {time.perf_counter() - started:.0f} s")
     print(f"report: {path}")
     return 0
@@ -71,8 +83,9 @@ def run_demo(args: argparse.Namespace) -> int:
     from specprobe.app.experiment import ExperimentConfig, run_experiment
 
     started = time.perf_counter()
-    cfg = ExperimentConfig(base=args.base, data=args.data, out=args.out, specialties=args.specialties or None,
-                           max_texts=args.max_texts)
+    cfg = ExperimentConfig(
+        base=args.base, data=args.data, out=args.out, specialties=args.specialties or None, max_texts=args.max_texts
+    )
     if args.max_steps is not None:
         cfg.train = {**cfg.train, "max_steps": args.max_steps}
     return _finish(run_experiment(cfg, progress=not args.no_progress), started)

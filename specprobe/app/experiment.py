@@ -8,9 +8,12 @@ tasks. `run_experiment` calls them in order.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -23,16 +26,100 @@ from specprobe.app.stages import run_stage
 from specprobe.core.models import weights_fingerprint
 from specprobe.terms.datasets import QARecord, load_qa
 from specprobe.utils.io import atomic_write_text, sha256_file
+from specprobe.utils.locks import output_lock
 
-__all__ = ["ExperimentConfig", "ExperimentResult", "ConfigError", "run_experiment", "builtin_model", "builtin_questions",
-           "split_stage", "lexicon_stage", "adapter_stage", "accuracy_stage", "probe_stage", "summary_stage", "split_key",
-           "PairCache", "split_records", "interleave_by_specialty", "check_specialties", "probe_texts", "compare_matrix"]
+__all__ = [
+    "ExperimentConfig",
+    "ExperimentResult",
+    "ConfigError",
+    "run_experiment",
+    "builtin_model",
+    "builtin_questions",
+    "split_stage",
+    "lexicon_stage",
+    "adapter_stage",
+    "accuracy_stage",
+    "probe_stage",
+    "summary_stage",
+    "split_key",
+    "PairCache",
+    "split_records",
+    "interleave_by_specialty",
+    "check_specialties",
+    "probe_texts",
+    "compare_matrix",
+    "RunInterrupted",
+    "adapter_hash",
+    "slug",
+]
 
 Say = Callable[[str], None]
 ALL_SPECIALTIES = "All specialties"  # the name of the adapter trained on every specialty
 TRAIN_FILE, TEST_FILE = "train.json", "test.json"
 LEXICON_FILE, ACCURACY_FILE, ADAPTER_DIR = "lexicon.json", "accuracy.json", "adapter"
 PROBE_FILES = {"compare": "comparison.json.gz", "layers": "layers.json.gz"}  # probe kind -> its result file
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")  # what identifies an adapter in the keys below
+SLUG_MAX = 60  # longer slugs are cut, and a short hash of the full name appended
+
+# The source each stage runs, hashed into its key (see `stages.code_fingerprint`): an upgrade that changes
+# what a stage computes reruns it and everything downstream.
+SPLIT_CODE = ("app/experiment.py", "terms", "utils")
+LEXICON_CODE = ("terms", "utils")
+ADAPTER_CODE = ("finetune", "core", "terms", "utils")
+ACCURACY_CODE = ADAPTER_CODE
+PROBE_CODE = ("app/experiment.py", "probe", "core", "terms", "utils")
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """`run_experiment` was stopped by SIGINT or SIGTERM outside training (training raises its own
+    `TrainingInterrupted`). Finished stages are kept; running the same command again resumes.
+
+    `signum` is the signal, `exit_code` 128 + signum (130 for SIGINT, 143 for SIGTERM).
+    """
+
+    def __init__(self, signum: int) -> None:
+        self.signum = int(signum)
+        super().__init__(self.message)
+
+    @property
+    def signal_name(self) -> str:
+        try:
+            return signal.Signals(self.signum).name
+        except ValueError:
+            return f"signal {self.signum}"
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    @property
+    def message(self) -> str:
+        return f"stopped after {self.signal_name}; finished stages are kept; rerun the same command to resume"
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self):
+        return type(self), (self.signum,)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise `RunInterrupted` while inside (main thread only; the old handlers come
+    back on exit). Training installs its own handlers for its duration, to checkpoint first."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        raise RunInterrupted(signum)
+
+    old = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 # -- helpers -------------------------------------------------------------------------------------------
@@ -65,14 +152,43 @@ def interleave_by_specialty(records: list[QARecord]) -> list[QARecord]:
 
 def write_smedqa(path: Path, records: list[QARecord]) -> None:
     """Write records as an S-MedQA JSON file (one specialty as a string, several as a list)."""
-    rows = [{"id": r.id, "Question": r.question, "Specialty": list(r.specialties) if len(r.specialties) != 1 else r.specialties[0],
-             "Options": list(r.options), "Answer": r.answer} for r in records]
+    rows = [
+        {
+            "id": r.id,
+            "Question": r.question,
+            "Specialty": list(r.specialties) if len(r.specialties) != 1 else r.specialties[0],
+            "Options": list(r.options),
+            "Answer": r.answer,
+        }
+        for r in records
+    ]
     atomic_write_text(path, json.dumps(rows, ensure_ascii=False, indent=1))
 
 
 def slug(name: str) -> str:
-    """A file-name-safe lower-case form of a name ("Infectious Diseases" -> "infectious-diseases")."""
-    return "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-")
+    """A file-name-safe lower-case form of a name ("Infectious Diseases" -> "infectious-diseases").
+
+    At most `SLUG_MAX` characters and ASCII only: a longer or non-ASCII name is cut and given a short hash
+    of the full name, so that distinct names stay distinct and no file name is too long.
+    """
+    text = "".join(ch if ch.isascii() and ch.isalnum() else "-" for ch in name.lower()).strip("-")
+    if (
+        text
+        and len(text) <= SLUG_MAX
+        and text == "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-")
+    ):
+        return text
+    short = hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
+    return f"{text[:SLUG_MAX].rstrip('-')}-{short}".lstrip("-")
+
+
+def adapter_hash(adapter: str | Path) -> str:
+    """The content identity of an adapter directory: sha256 over its config and weights files."""
+    h = hashlib.sha256()
+    for name in ADAPTER_FILES:
+        path = Path(adapter) / name
+        h.update(name.encode() + b"\0" + (sha256_file(path).encode() if path.is_file() else b"-"))
+    return h.hexdigest()
 
 
 def probe_texts(test_path: str | Path, max_texts: int | None) -> list:
@@ -97,6 +213,11 @@ def check_specialties(train_path: str | Path, wanted: Sequence[str] | None, data
 
 def adapter_targets(specialties: Sequence[str], include_all: bool) -> list[tuple[str, str | None]]:
     """(adapter name, specialty filter) per adapter: one per specialty, plus one on all data (filter None)."""
+    if include_all and ALL_SPECIALTIES in specialties:
+        raise ValueError(
+            f"a specialty is named {ALL_SPECIALTIES!r}, the name of the adapter trained on all the data; "
+            "rename that specialty in the data, or set include_all = false"
+        )
     targets: list[tuple[str, str | None]] = [(s, s) for s in specialties]
     return targets + ([(ALL_SPECIALTIES, None)] if include_all else [])
 
@@ -138,7 +259,7 @@ def split_stage(root: Path, data: str, data_hash: str, test_fraction: float, see
         write_smedqa(folder / TRAIN_FILE, train)
         write_smedqa(folder / TEST_FILE, test)
 
-    return run_stage(root, "split", split_key(data_hash, test_fraction, seed), produce, say=say)
+    return run_stage(root, "split", split_key(data_hash, test_fraction, seed), produce, code=SPLIT_CODE, say=say)
 
 
 def split_key(data_hash: str, test_fraction: float, seed: int) -> dict:
@@ -150,38 +271,104 @@ def lexicon_stage(root: Path, split: dict, test_path: Path, *, progress: bool = 
     """Stage 2, the lexicon built from the test questions (the texts the probes score); returns lexicon.json."""
     from specprobe.terms.build import build_lexicon
 
-    folder = run_stage(root, "lexicon", {"split": split},
-                       lambda f: build_lexicon(test_path, progress=progress).save(f / LEXICON_FILE), say=say)
+    folder = run_stage(
+        root,
+        "lexicon",
+        {"split": split, "test": sha256_file(test_path)},
+        lambda f: build_lexicon(test_path, progress=progress).save(f / LEXICON_FILE),
+        code=LEXICON_CODE,
+        say=say,
+    )
     return folder / LEXICON_FILE
 
 
-def adapter_stage(root: Path, name: str, specialty: str | None, base: str, base_hash: str, split: dict, train_path: Path,
-                  train: dict, *, progress: bool = True, say: Say = print) -> Path:
+def adapter_stage(
+    root: Path,
+    name: str,
+    specialty: str | None,
+    base: str,
+    base_hash: str,
+    split: dict,
+    train_path: Path,
+    train: dict,
+    *,
+    progress: bool = True,
+    say: Say = print,
+) -> Path:
     """Stage 3, one LoRA adapter trained on `specialty` (None: all) of the training split; returns its directory."""
     from specprobe import finetune
 
-    key = {"base": base_hash, "split": split, "specialty": specialty, "train": train}
-    folder = run_stage(root, f"adapter-{slug(name)}", key,
-                       lambda f: finetune.train(base, train_path, specialty=specialty, out=f / ADAPTER_DIR,
-                                                progress=progress, overwrite=False, **train), say=say)
+    key = {
+        "base": base_hash,
+        "split": split,
+        "train_data": sha256_file(train_path),
+        "specialty": specialty,
+        "train": train,
+    }
+    folder = run_stage(
+        root,
+        f"adapter-{slug(name)}",
+        key,
+        lambda f: finetune.train(
+            base, train_path, specialty=specialty, out=f / ADAPTER_DIR, progress=progress, overwrite=False, **train
+        ),
+        code=ADAPTER_CODE,
+        say=say,
+    )
     return folder / ADAPTER_DIR
 
 
-def accuracy_stage(root: Path, base: str, base_hash: str, split: dict, adapters: Mapping[str, str], train: dict,
-                   test_path: Path, *, progress: bool = True, say: Say = print) -> Path:
+def accuracy_stage(
+    root: Path,
+    base: str,
+    base_hash: str,
+    split: dict,
+    adapters: Mapping[str, str],
+    train: dict,
+    test_path: Path,
+    *,
+    progress: bool = True,
+    say: Say = print,
+) -> Path:
     """Stage 4, the accuracy of the base and every adapter on every test specialty; returns accuracy.json."""
     from specprobe import finetune
 
-    key = {"base": base_hash, "split": split, "adapters": dict(adapters), "train": train}
-    folder = run_stage(root, "accuracy", key,
-                       lambda f: finetune.matrix(base, dict(adapters), test_path, progress=progress).save(f / ACCURACY_FILE),
-                       say=say)
+    key = {
+        "base": base_hash,
+        "split": split,
+        "test": sha256_file(test_path),
+        "adapters": {name: adapter_hash(path) for name, path in adapters.items()},
+        "train": train,
+    }
+    folder = run_stage(
+        root,
+        "accuracy",
+        key,
+        lambda f: finetune.matrix(base, dict(adapters), test_path, progress=progress).save(f / ACCURACY_FILE),
+        code=ACCURACY_CODE,
+        say=say,
+    )
     return folder / ACCURACY_FILE
 
 
-def probe_stage(root: Path, kind: str, name: str, adapter: str, base: str, base_hash: str, train: dict,
-                lexicon_path: Path, test_path: Path, max_texts: int | None, compare: dict, seed: int, *,
-                pairs: PairCache | None = None, progress: bool = True, say: Say = print) -> Path:
+def probe_stage(
+    root: Path,
+    kind: str,
+    name: str,
+    adapter: str,
+    base: str,
+    base_hash: str,
+    train: dict,
+    lexicon_path: Path,
+    test_path: Path,
+    max_texts: int | None,
+    compare: dict,
+    seed: int,
+    *,
+    pairs: PairCache | None = None,
+    progress: bool = True,
+    say: Say = print,
+) -> Path:
     """Stages 5 and 6, `compare` or `layers` (`kind`) of one adapter against the base on the test texts.
 
     Returns the result file. `pairs` shares loaded models between the probe stages of one process.
@@ -191,19 +378,28 @@ def probe_stage(root: Path, kind: str, name: str, adapter: str, base: str, base_
     elif pairs.base != base:
         raise ValueError(f"the model cache holds base {pairs.base!r}, not {base!r}")
     texts = probe_texts(test_path, max_texts)
-    key = {"base": base_hash, "adapter": adapter, "train": train, "lexicon": sha256_file(lexicon_path),
-           "compare": compare, "texts": texts_hash(texts), "seed": seed}
+    key = {
+        "base": base_hash,
+        "adapter": adapter_hash(adapter),
+        "train": train,
+        "lexicon": sha256_file(lexicon_path),
+        "compare": compare,
+        "test": sha256_file(test_path),
+        "texts": texts_hash(texts),
+        "seed": seed,
+    }
     filename = PROBE_FILES[kind]
 
     def produce(folder: Path) -> None:
         from specprobe.terms.lexicon import Lexicon
 
         probe = _probe_function(kind)
-        result = probe(pairs.get(adapter), terms=Lexicon.load(lexicon_path), texts=texts, progress=progress, seed=seed,
-                       **compare)
+        result = probe(
+            pairs.get(adapter), terms=Lexicon.load(lexicon_path), texts=texts, progress=progress, seed=seed, **compare
+        )
         result.save(folder / filename)
 
-    return run_stage(root, f"{kind}-{slug(name)}", key, produce, say=say) / filename
+    return run_stage(root, f"{kind}-{slug(name)}", key, produce, code=PROBE_CODE, say=say) / filename
 
 
 def _probe_function(kind: str) -> Callable:
@@ -235,26 +431,54 @@ def summary_stage(root: Path, config: dict, paths: dict) -> ExperimentResult:
 
 # -- the runner ------------------------------------------------------------------------------------------
 def run_experiment(config: ExperimentConfig, *, progress: bool = True, say: Say = print) -> ExperimentResult:
-    """Run (or resume) every stage in order; returns an `ExperimentResult` (also saved as experiment.json)."""
+    """Run (or resume) every stage in order; returns an `ExperimentResult` (also saved as experiment.json).
+
+    Holds the lock of the output folder throughout (a second run into it gets `OutputLockedError`
+    naming this process). SIGINT and SIGTERM stop the run (`TrainingInterrupted` during training, after
+    a checkpoint; `RunInterrupted` elsewhere); finished stages are kept, and the same call resumes.
+    """
     cfg = config.resolved()
-    root = Path(cfg.out)
-    root.mkdir(parents=True, exist_ok=True)
+    root = Path(cfg.out).expanduser().resolve()
+    with stop_on_signals(), output_lock(root):
+        return _run(cfg, root, progress=progress, say=say)
+
+
+def _run(cfg: ExperimentConfig, root: Path, *, progress: bool, say: Say) -> ExperimentResult:
     base_hash = weights_fingerprint(cfg.base) or cfg.base
     data_hash = sha256_file(cfg.data)
     split_dir = split_stage(root, cfg.data, data_hash, cfg.test_fraction, cfg.seed, say=say)
     split = split_key(data_hash, cfg.test_fraction, cfg.seed)
     train_path, test_path = split_dir / TRAIN_FILE, split_dir / TEST_FILE
     specialties = check_specialties(train_path, cfg.specialties, cfg.data)
+    targets = adapter_targets(specialties, cfg.include_all)  # checked before any stage that takes long
     run = {"progress": progress, "say": say}
     lexicon = lexicon_stage(root, split, test_path, **run)
-    adapters = {name: str(adapter_stage(root, name, spec, cfg.base, base_hash, split, train_path, cfg.train, **run))
-                for name, spec in adapter_targets(specialties, cfg.include_all)}
+    adapters = {
+        name: str(adapter_stage(root, name, spec, cfg.base, base_hash, split, train_path, cfg.train, **run))
+        for name, spec in targets
+    }
     accuracy = accuracy_stage(root, cfg.base, base_hash, split, adapters, cfg.train, test_path, **run)
     pairs = PairCache(cfg.base)  # the base loads once, by the first probe stage that runs
     probes: dict[str, dict[str, str]] = {"comparisons": {}, "layers": {}}
     for kind, entry in (("compare", "comparisons"), ("layers", "layers"))[: 2 if cfg.layers else 1]:
         for name, adapter in adapters.items():
-            probes[entry][name] = str(probe_stage(root, kind, name, adapter, cfg.base, base_hash, cfg.train, lexicon,
-                                                  test_path, cfg.max_texts, cfg.compare, cfg.seed, pairs=pairs, **run))
+            probes[entry][name] = str(
+                probe_stage(
+                    root,
+                    kind,
+                    name,
+                    adapter,
+                    cfg.base,
+                    base_hash,
+                    cfg.train,
+                    lexicon,
+                    test_path,
+                    cfg.max_texts,
+                    cfg.compare,
+                    cfg.seed,
+                    pairs=pairs,
+                    **run,
+                )
+            )
     paths = {"lexicon": str(lexicon), "accuracy": str(accuracy), "adapters": adapters, **probes}
     return summary_stage(root, asdict(cfg), paths)

@@ -74,7 +74,9 @@ class ExperimentResult(Result):
         """Adapter name -> its `Comparison` with the base."""
         from specprobe.probe.comparison import Comparison
 
-        return self._cached("comparisons", lambda: {n: Comparison.load(p) for n, p in self.paths["comparisons"].items()})
+        return self._cached(
+            "comparisons", lambda: {n: Comparison.load(p) for n, p in self.paths["comparisons"].items()}
+        )
 
     @property
     def layer_views(self) -> dict:

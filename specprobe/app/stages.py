@@ -1,46 +1,153 @@
 """Stage caching for the experiment runner: each stage's output lives in a folder named by a hash of
 its inputs and options, so a rerun skips finished stages, an interrupted one resumes, and a changed
-option reruns only the stages that depend on it."""
+option reruns only the stages that depend on it.
+
+The keys hold content, never paths: the inputs' content hashes (the caller's job), the package version
+and a fingerprint of the source code the stage runs (`code_fingerprint`), so `--out D` and
+`--out $PWD/D` share a cache, and an upgrade that changes what a stage computes reruns it.
+
+A stage is done only when `produce` returned: the done marker is written last, with the sha256 of
+every output file. On a rerun the files are checked against it; a changed or missing file (a bit flip,
+a truncated write) is reported and the stage recomputed (and, through the content keys, everything
+that depends on it).
+"""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from specprobe.utils.io import atomic_write_text
+from specprobe.utils.io import atomic_write_text, sha256_file
+from specprobe.utils.locks import LOCK_FILES
 
 log = logging.getLogger(__name__)
 DONE = ".done.json"
+_PACKAGE = Path(__file__).resolve().parent.parent  # the specprobe package folder
+
+
+@functools.cache
+def code_fingerprint(parts: tuple[str, ...]) -> str:
+    """sha256 over the source of `parts` of the specprobe package (subpackages such as "terms", or
+    single files such as "app/experiment.py"), by relative path and content; computed once per process."""
+    h = hashlib.sha256()
+    for part in sorted(set(parts)):
+        target = _PACKAGE / part
+        files = sorted(target.rglob("*.py")) if target.is_dir() else [target]
+        if not any(f.is_file() for f in files):
+            raise ValueError(f"no source for {part!r} in {_PACKAGE}")
+        for f in files:
+            if f.is_file():
+                h.update(f.relative_to(_PACKAGE).as_posix().encode() + b"\0")
+                h.update(hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()
 
 
 def stage_key(name: str, inputs: Any) -> str:
-    """The folder name of a stage: its name and a hash of its inputs (JSON, sorted keys)."""
+    """The folder name for `name` and `inputs`: the name and a hash of the inputs (JSON, sorted keys)."""
     blob = json.dumps(inputs, sort_keys=True, default=str)
     return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
-def run_stage(root: Path, name: str, inputs: Any, produce: Callable[[Path], Any], *, say: Callable[[str], None] = print) -> Path:
-    """Run `produce(folder)` unless the folder for (name, inputs) is already marked done; returns the folder.
+def stage_inputs(inputs: Any, code: Sequence[str] = ()) -> dict:
+    """What a stage's key hashes: its `inputs`, the package version and the fingerprint of the code it
+    runs (`code`: see `code_fingerprint`). `run_stage` names the folder `stage_key(name, stage_inputs(...))`."""
+    from specprobe import __version__
+
+    return {"inputs": inputs, "version": __version__, "code": code_fingerprint(tuple(code))}
+
+
+def stage_folder(root: Path, name: str, inputs: Any, code: Sequence[str] = ()) -> Path:
+    """The folder `run_stage` uses for a stage."""
+    return Path(root) / "stages" / stage_key(name, stage_inputs(inputs, code))
+
+
+def _output_files(folder: Path) -> Iterable[Path]:
+    skip = {DONE, *LOCK_FILES}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.name not in skip and not p.name.endswith(".tmp"):
+            yield p
+
+
+def output_checksums(folder: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every output file of a stage folder (not the marker or lock files)."""
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in _output_files(folder)}
+
+
+def verify_outputs(folder: Path) -> list[str]:
+    """The problems with a finished stage's files against the checksums in its marker (empty: all good)."""
+    try:
+        recorded = json.loads((folder / DONE).read_text(encoding="utf-8"))["outputs"]
+        if not isinstance(recorded, dict):
+            raise TypeError
+    except (OSError, ValueError, KeyError, TypeError):
+        return [f"{folder / DONE}: unreadable done marker, or one without output checksums"]
+    problems = []
+    for rel, digest in sorted(recorded.items()):
+        path = folder / rel
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+        elif sha256_file(path) != digest:
+            problems.append(f"{path}: content changed since the stage finished (sha256 mismatch)")
+    return problems
+
+
+def run_stage(
+    root: Path,
+    name: str,
+    inputs: Any,
+    produce: Callable[[Path], Any],
+    *,
+    code: Sequence[str] = (),
+    say: Callable[[str], None] = print,
+) -> Path:
+    """Run `produce(folder)` unless the folder for (name, inputs, code) is already marked done and its
+    files match the marker's checksums; returns the folder.
 
     `produce` writes into the folder; it may be resumable itself (training is): an interrupted stage
-    is re-entered with whatever it left there.
+    is re-entered with whatever it left there. The marker is written only when `produce` returns; an
+    exception or interruption (KeyboardInterrupt, `TrainingInterrupted`) propagates with the stage
+    left unfinished.
     """
-    folder = root / "stages" / stage_key(name, inputs)
+    folder = stage_folder(root, name, inputs, code)
     marker = folder / DONE
     if marker.exists():
-        say(f"[skip] {name}: done earlier ({folder.name})")
-        return folder
+        problems = verify_outputs(folder)
+        if not problems:
+            say(f"[skip] {name}: done earlier ({folder.name})")
+            return folder
+        for problem in problems:
+            log.warning("stage %s: %s; recomputing it", name, problem)
+        say(
+            f"[warn] {name}: its output changed on disk ({problems[0]}{' ...' if len(problems) > 1 else ''}); "
+            "recomputing it"
+        )
+        shutil.rmtree(folder)  # a damaged output is not resumed from
     folder.mkdir(parents=True, exist_ok=True)
     say(f"[run ] {name} -> {folder.name}")
     t0 = time.perf_counter()
     produce(folder)
     seconds = time.perf_counter() - t0
-    atomic_write_text(marker, json.dumps({"stage": name, "inputs": inputs, "seconds": round(seconds, 2)}, default=str))
+    outputs = output_checksums(folder)
+    atomic_write_text(
+        marker,
+        json.dumps(
+            {
+                "stage": name,
+                **stage_inputs(inputs, code),
+                "code_parts": list(code),
+                "seconds": round(seconds, 2),
+                "outputs": outputs,
+            },
+            default=str,
+        ),
+    )
     say(f"[done] {name} in {seconds:.1f} s")
     return folder
 

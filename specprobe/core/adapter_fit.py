@@ -94,8 +94,9 @@ def _shape_problem(key: str, ab: str, shape: list[int], module: nn.Module) -> li
     return []
 
 
-def check_adapter_fits(adapter: str | Path, adapter_config: dict, manifest: dict, base: HFModel,
-                       force: bool = False) -> list[str]:
+def check_adapter_fits(
+    adapter: str | Path, adapter_config: dict, manifest: dict, base: HFModel, force: bool = False
+) -> list[str]:
     """Raise `AdapterMismatchError` naming the first differences, unless `force` (then return them)."""
     adapter = Path(adapter)
     problems = architecture_problems(recorded_base_config(adapter, adapter_config, manifest), base)
@@ -103,5 +104,6 @@ def check_adapter_fits(adapter: str | Path, adapter_config: dict, manifest: dict
     if problems and not force:
         raise AdapterMismatchError(
             f"adapter {str(adapter)!r} does not belong to this base: {'; '.join(problems[:3])} "
-            "(pass force_adapter=True / --force-adapter to load it anyway)")
+            "(pass force_adapter=True / --force-adapter to load it anyway)"
+        )
     return problems

@@ -98,10 +98,15 @@ def find_final_norm(backbone: nn.Module, layers_path: str) -> tuple[nn.Module | 
     owners = [backbone.get_submodule(parent_path)] if parent_path else []
     owners.append(backbone)
     for owner in owners:
-        norms = [(n, m) for n, m in owner.named_children()
-                 if m is not None and is_norm(m) and n not in EMBEDDING_NORMS and "emb" not in n]
+        norms = [
+            (n, m)
+            for n, m in owner.named_children()
+            if m is not None and is_norm(m) and n not in EMBEDDING_NORMS and "emb" not in n
+        ]
         if norms:
-            proj = next((m for n, m in owner.named_children() if n in FINAL_PROJECTIONS and isinstance(m, nn.Module)), None)
+            proj = next(
+                (m for n, m in owner.named_children() if n in FINAL_PROJECTIONS and isinstance(m, nn.Module)), None
+            )
             return norms[-1][1], proj
     return None, None
 

@@ -59,8 +59,10 @@ def init_from_env(device: str | None = None) -> tuple[int, int]:
     if size <= 1 or not torch.distributed.is_available():
         return world()
     if device == "shard":
-        raise ValueError("device 'shard' spreads one model over every GPU; it cannot run under a data-parallel "
-                         "launch (use one process, or one GPU per process)")
+        raise ValueError(
+            "device 'shard' spreads one model over every GPU; it cannot run under a data-parallel "
+            "launch (use one process, or one GPU per process)"
+        )
     on_gpu = torch.cuda.is_available() and (device is None or device == "auto" or str(device).startswith("cuda"))
     if on_gpu:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
@@ -107,8 +109,10 @@ def all_gather_indexed(local: Mapping[int, T], n: int) -> list[T]:
                 raise RuntimeError(f"data-parallel gather: index {i} is out of range or came from two ranks")
             out[i], filled[i] = value, True
     if not all(filled):
-        raise RuntimeError(f"data-parallel gather: {filled.count(False)} of {n} results came from no rank "
-                           "(did every rank get the same items?)")
+        raise RuntimeError(
+            f"data-parallel gather: {filled.count(False)} of {n} results came from no rank "
+            "(did every rank get the same items?)"
+        )
     return out
 
 

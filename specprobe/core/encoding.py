@@ -73,7 +73,7 @@ def _nfc_segments(text: str, lo: int, hi: int) -> list[int]:
         elif unicodedata.combining(ch):
             continue
         else:  # a non-ASCII starter: a boundary unless it composes or reorders with the piece before
-            piece = text[bounds[-1]:i]
+            piece = text[bounds[-1] : i]
             if nfc("NFC", piece + ch) == nfc("NFC", piece) + nfc("NFC", ch):
                 bounds.append(i)
     return bounds
@@ -205,8 +205,9 @@ def _whitespace_around(text: str, i: int) -> bool:
     return (i < len(text) and text[i].isspace()) or (i > 0 and text[i - 1].isspace()) or i == len(text)
 
 
-def offsets_by_decoding(tokenizer, text: str, ids: list[int], special: list[bool],
-                        label: str | None = None) -> list[tuple[int, int] | None]:
+def offsets_by_decoding(
+    tokenizer, text: str, ids: list[int], special: list[bool], label: str | None = None
+) -> list[tuple[int, int] | None]:
     """Rebuild offsets from the growing decoded prefix; tokens inside one character share its span.
 
     A tokenizer that normalises to NFC decodes to the NFC form of a text that is not NFC: then the
@@ -224,7 +225,8 @@ def offsets_by_decoding(tokenizer, text: str, ids: list[int], special: list[bool
     if decoded != target or offsets is None:
         raise TokenizerError(
             f"{_where(label)}{type(tokenizer).__name__}: offsets are invalid and decoding does not reproduce "
-            f"the text ({decoded[:60]!r} vs {text[:60]!r}); cannot map terms to tokens")
+            f"the text ({decoded[:60]!r} vs {text[:60]!r}); cannot map terms to tokens"
+        )
     if view is not None:
         offsets = [None if o is None else view.to_original(*o) for o in offsets]
     return offsets
@@ -234,7 +236,9 @@ def _where(label: str | None) -> str:
     return f"{label}: " if label else ""
 
 
-def _offsets_by_decoding(tokenizer, text: str, content: list[int], special: list[bool]) -> list[tuple[int, int] | None] | None:
+def _offsets_by_decoding(
+    tokenizer, text: str, content: list[int], special: list[bool]
+) -> list[tuple[int, int] | None] | None:
     offsets: list[tuple[int, int] | None] = []
     prev_end, k = 0, 0
     for sp in special:
@@ -339,8 +343,9 @@ def _encode(tokenizer, text: str, add_bos: bool | None, label: str | None) -> En
         if offsets_look_valid(text, filled):  # a normalising tokenizer: marks composed into a character
             offsets = filled
     if not offsets_look_valid(text, offsets):
-        log.warning("%s%s gave invalid character offsets; rebuilding them by decoding", _where(label),
-                    type(tokenizer).__name__)
+        log.warning(
+            "%s%s gave invalid character offsets; rebuilding them by decoding", _where(label), type(tokenizer).__name__
+        )
         offsets = offsets_by_decoding(tokenizer, text, ids, special, label)
         source = "decode"
     return EncodedText(tuple(ids), tuple(offsets), has_bos=want is not None, offsets_source=source)

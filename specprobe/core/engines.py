@@ -35,7 +35,7 @@ def _class_named(obj: Any, name: str, package: str) -> bool:
 
 
 def engine_kind(obj: Any) -> str | None:
-    """"hooked_transformer", "transformer_bridge", "nnsight" or None (not an engine object)."""
+    """ "hooked_transformer", "transformer_bridge", "nnsight" or None (not an engine object)."""
     pkgs = _packages(obj)
     if not pkgs & set(ENGINE_PACKAGES):
         return None  # never import the engines for other objects
@@ -72,7 +72,11 @@ def unwrap_engine(obj: Any) -> tuple[HFModel | None, Any, str]:
             model = obj.original_model
         except AttributeError as exc:  # RemoteBridge / vLLM drivers hold no local module
             raise TypeError(f"TransformerBridge without a local torch model cannot be probed: {exc}") from exc
-        return model, getattr(obj, "tokenizer", None), f"TransformerLens TransformerBridge around {type(model).__name__}"
+        return (
+            model,
+            getattr(obj, "tokenizer", None),
+            f"TransformerLens TransformerBridge around {type(model).__name__}",
+        )
     if kind == "hooked_transformer":
         return HookedTransformerLM(obj), getattr(obj, "tokenizer", None), f"TransformerLens {name}"
     return None, None, ""
@@ -96,11 +100,16 @@ def engine_metadata(obj: Any) -> dict[str, Any] | None:
         meta["default_prepend_bos"] = getattr(obj.cfg, "default_prepend_bos", None)
     else:
         processing = hooked_transformer_processing(obj)
-        meta.update(processing=processing, weights_processed=any(processing.values()),
-                    default_prepend_bos=getattr(obj.cfg, "default_prepend_bos", None))
+        meta.update(
+            processing=processing,
+            weights_processed=any(processing.values()),
+            default_prepend_bos=getattr(obj.cfg, "default_prepend_bos", None),
+        )
     if meta["weights_processed"]:
-        meta["note"] = ("TransformerLens weight processing is on: logits and residual streams differ from the "
-                        "Hugging Face model's (log-probs only by float error)")
+        meta["note"] = (
+            "TransformerLens weight processing is on: logits and residual streams differ from the "
+            "Hugging Face model's (log-probs only by float error)"
+        )
     return meta
 
 
@@ -167,12 +176,18 @@ class _TLBackbone(nn.Module):
     def get_input_embeddings(self) -> nn.Module:
         return self.embed_tokens
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, **_: Any) -> _BackboneOutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        **_: Any,
+    ) -> _BackboneOutput:
         if position_ids is not None or (attention_mask is not None and attention_mask.dim() != 2):
             raise NotImplementedError(
                 "a TransformerLens HookedTransformer takes no position ids or segment masks (share_prefixes); "
-                "turn share_prefixes off, or pass the Hugging Face model or a TransformerBridge")
+                "turn share_prefixes off, or pass the Hugging Face model or a TransformerBridge"
+            )
         resid = self.ht(input_ids, attention_mask=attention_mask, stop_at_layer=self.ht.cfg.n_layers)
         return _BackboneOutput(self.norm(resid))
 
@@ -193,7 +208,8 @@ class HookedTransformerLM(nn.Module):
         self.config = SimpleNamespace(
             model_type=f"transformer_lens:{getattr(cfg, 'original_architecture', None) or cfg.model_name}",
             _name_or_path=getattr(cfg, "model_name", type(ht).__name__),
-            n_positions=int(cfg.n_ctx), vocab_size=int(cfg.d_vocab_out),
+            n_positions=int(cfg.n_ctx),
+            vocab_size=int(cfg.d_vocab_out),
             final_logit_softcapping=float(softcap) if softcap and softcap > 0 else None,
         )
 

@@ -63,8 +63,14 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
+    names = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
     if dtype not in names:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(names)}")
     return names[dtype]
@@ -100,8 +106,10 @@ def check_adapter_base(adapter: str, manifest: dict, base_hash: str | None, name
     expected = manifest.get("base_weights_sha256")
     if expected and base_hash and expected != base_hash:
         label = repr(adapter) if name is None else f"{adapter!r} ({name})"
-        raise ModelLoadError(f"adapter {label} was trained on a base with weights sha256 {expected[:12]}..., "
-                             f"but the base given has {base_hash[:12]}...")
+        raise ModelLoadError(
+            f"adapter {label} was trained on a base with weights sha256 {expected[:12]}..., "
+            f"but the base given has {base_hash[:12]}..."
+        )
 
 
 def load_tokenizer(source: str, trust_remote_code: bool = False):
@@ -115,8 +123,15 @@ def load_tokenizer(source: str, trust_remote_code: bool = False):
     return tok
 
 
-def load_causal_lm(source: str, *, device: torch.device, dtype: torch.dtype, trust_remote_code: bool = False,
-                   revision: str | None = None, shard: bool = False) -> HFModel:
+def load_causal_lm(
+    source: str,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    shard: bool = False,
+) -> HFModel:
     """A Hugging Face causal LM from a hub id or local directory, safetensors only. `shard`: layers
     spread over all visible GPUs by accelerate (`device_map="auto"`), for models larger than one GPU."""
     from transformers import AutoModelForCausalLM
@@ -125,7 +140,12 @@ def load_causal_lm(source: str, *, device: torch.device, dtype: torch.dtype, tru
     placement = {"device_map": "auto"} if shard else {}
     try:
         model: HFModel = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code, revision=revision, **placement
+            source,
+            dtype=dtype,
+            use_safetensors=True,
+            trust_remote_code=trust_remote_code,
+            revision=revision,
+            **placement,
         )
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load model {source!r}: {exc}") from exc
@@ -169,8 +189,14 @@ class ModelPair:
                 yield split_model(self.base_model)
         elif variant == "tuned":  # adapter mode
             if self.adapter_name is not None and self.adapter_name not in self.base_model.active_adapters:
-                self.base_model.set_adapter(self.adapter_name, inference_mode=True)  # pairs from with_adapter share one module
-            with folded_lora(self.base_model) if should_fold(self.base_model, self.fold_mode) else contextlib.nullcontext():
+                self.base_model.set_adapter(
+                    self.adapter_name, inference_mode=True
+                )  # pairs from with_adapter share one module
+            with (
+                folded_lora(self.base_model)
+                if should_fold(self.base_model, self.fold_mode)
+                else contextlib.nullcontext()
+            ):
                 yield split_model(self.base_model)
         else:
             yield split_model(self.base_model)
@@ -180,7 +206,11 @@ class ModelPair:
         """How the tuned view runs its LoRA layers: "folded", "unmerged", or None without an adapter."""
         if not self.adapter_mode:
             return None
-        return "folded" if should_fold(self.base_model, self.fold_mode) and foldable_layers(self.base_model) else "unmerged"
+        return (
+            "folded"
+            if should_fold(self.base_model, self.fold_mode) and foldable_layers(self.base_model)
+            else "unmerged"
+        )
 
     def with_adapter(self, adapter: str | os.PathLike, force: bool = False) -> ModelPair:
         """The same loaded base with another PEFT adapter directory as the tuned view.
@@ -225,7 +255,10 @@ class ModelPair:
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
         shard = device == SHARD
-        meta: dict[str, Any] = {"device": f"{SHARD} from {dev}" if shard else str(dev), "dtype": str(dt).replace("torch.", "")}
+        meta: dict[str, Any] = {
+            "device": f"{SHARD} from {dev}" if shard else str(dev),
+            "dtype": str(dt).replace("torch.", ""),
+        }
         load_kw = dict(device=dev, dtype=dt, trust_remote_code=trust_remote_code, revision=revision, shard=shard)
         check_fold_mode(fold_mode)  # before any work
         base, tuned, tokenizer = _engine_inputs(base, tuned, tokenizer, meta)
@@ -359,8 +392,9 @@ def _load_base(base: ModelLike | None, tuned: ModelLike | None, meta: dict, load
     return None, None
 
 
-def _load_tuned(base: ModelLike | None, base_obj: Any, tuned: ModelLike | None, meta: dict, load_kw: dict,
-                force_adapter: bool) -> tuple[Any, Any, bool]:
+def _load_tuned(
+    base: ModelLike | None, base_obj: Any, tuned: ModelLike | None, meta: dict, load_kw: dict, force_adapter: bool
+) -> tuple[Any, Any, bool]:
     """(base object, tuned full model or None, adapter mode): an adapter goes onto the base object."""
     from peft import PeftModel
 
@@ -382,11 +416,22 @@ def _load_tuned(base: ModelLike | None, base_obj: Any, tuned: ModelLike | None, 
     return base_obj, tuned.eval(), False
 
 
-def _pair_tokenizer(tokenizer: Any, base: ModelLike | None, base_name: str | None, base_obj: Any,
-                    tuned: ModelLike | None, adapter_mode: bool, trust_remote_code: bool) -> Any:
+def _pair_tokenizer(
+    tokenizer: Any,
+    base: ModelLike | None,
+    base_name: str | None,
+    base_obj: Any,
+    tuned: ModelLike | None,
+    adapter_mode: bool,
+    trust_remote_code: bool,
+) -> Any:
     """The tokenizer given (object or path), else the base's; a full tuned model must share its vocabulary."""
     if tokenizer is None:
-        source = base_name if isinstance(base, (str, os.PathLike)) else getattr(unwrap_peft(base_obj).config, "_name_or_path", None)
+        source = (
+            base_name
+            if isinstance(base, (str, os.PathLike))
+            else getattr(unwrap_peft(base_obj).config, "_name_or_path", None)
+        )
         if not source:
             raise ModelLoadError("pass tokenizer= when base is a loaded model without a name_or_path")
         tokenizer = load_tokenizer(source, trust_remote_code)
@@ -396,7 +441,9 @@ def _pair_tokenizer(tokenizer: Any, base: ModelLike | None, base_name: str | Non
     if isinstance(tuned, (str, os.PathLike)) and not adapter_mode and (Path(tuned) / "tokenizer.json").exists():
         tuned_tok = load_tokenizer(str(tuned), trust_remote_code)
         if not same_vocabulary(tokenizer, tuned_tok):
-            raise ModelLoadError(f"base and tuned ({tuned}) have different tokenizers; their log-probs are not comparable")
+            raise ModelLoadError(
+                f"base and tuned ({tuned}) have different tokenizers; their log-probs are not comparable"
+            )
     return tokenizer
 
 

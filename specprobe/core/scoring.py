@@ -164,8 +164,10 @@ def score_items(
                 ids[r, : len(row.ids)] = torch.tensor(row.ids)
             scored = [(r,) + s for r, row in enumerate(rows) for s in row.scored]  # (row, item, slot, source, target)
             if any(row.segments is not None for row in rows):
-                kwargs = {"attention_mask": segment_mask(rows, width).to(device),
-                          "position_ids": row_position_ids(rows, width).to(device)}
+                kwargs = {
+                    "attention_mask": segment_mask(rows, width).to(device),
+                    "position_ids": row_position_ids(rows, width).to(device),
+                }
             elif attention_mask:
                 mask = torch.zeros((len(rows), width), dtype=torch.long)
                 for r, row in enumerate(rows):

@@ -14,15 +14,27 @@ from specprobe.finetune.accuracy_matrix import AccuracyMatrix, matrix
 from specprobe.finetune.evaluation import MCEvaluation, evaluate, wilson_interval
 from specprobe.finetune.prompts import PromptFormat
 from specprobe.finetune.training import (
-                                         TrainingInterrupted,
-                                         TrainOptionError,
-                                         TrainOptions,
-                                         TrainRun,
-                                         UnknownTrainOptionError,
-                                         find_lora_targets,
-                                         train,
+    TrainingInterrupted,
+    TrainOptionError,
+    TrainOptions,
+    TrainRun,
+    UnknownTrainOptionError,
+    find_lora_targets,
+    train,
 )
 
-__all__ = ["train", "evaluate", "matrix", "TrainOptions", "TrainRun", "TrainingInterrupted", "TrainOptionError",
-           "UnknownTrainOptionError", "MCEvaluation", "AccuracyMatrix", "PromptFormat", "wilson_interval",
-           "find_lora_targets"]
+__all__ = [
+    "train",
+    "evaluate",
+    "matrix",
+    "TrainOptions",
+    "TrainRun",
+    "TrainingInterrupted",
+    "TrainOptionError",
+    "UnknownTrainOptionError",
+    "MCEvaluation",
+    "AccuracyMatrix",
+    "PromptFormat",
+    "wilson_interval",
+    "find_lora_targets",
+]

@@ -42,8 +42,20 @@ class AccuracyMatrix(Result):
     """Accuracy of each model (base and adapters) on each specialty: one row per (model, specialty)."""
 
     kind = "accuracy_matrix"
-    columns = ["model", "trained_on", "specialty", "n", "n_correct", "acc", "acc_lo", "acc_hi", "n_correct_norm",
-               "acc_norm", "acc_norm_lo", "acc_norm_hi"]
+    columns = [
+        "model",
+        "trained_on",
+        "specialty",
+        "n",
+        "n_correct",
+        "acc",
+        "acc_lo",
+        "acc_hi",
+        "n_correct_norm",
+        "acc_norm",
+        "acc_norm_lo",
+        "acc_norm_hi",
+    ]
 
     @property
     def models(self) -> list[str]:
@@ -52,7 +64,9 @@ class AccuracyMatrix(Result):
     def table(self, metric: str = "acc", overall: bool = True) -> pd.DataFrame:
         """Model x specialty pivot of `metric` (acc, acc_norm, acc_lo, ...)."""
         if metric not in self._frame:
-            raise ValueError(f"unknown metric {metric!r}; choose from {[c for c in self.columns if c.startswith('acc')]}")
+            raise ValueError(
+                f"unknown metric {metric!r}; choose from {[c for c in self.columns if c.startswith('acc')]}"
+            )
         t = self._frame.pivot(index="model", columns="specialty", values=metric)
         specs = sorted(c for c in t.columns if c != OVERALL) + ([OVERALL] if overall and OVERALL in t.columns else [])
         return t.reindex(index=self.models, columns=specs)
@@ -79,11 +93,21 @@ class AccuracyMatrix(Result):
             others = col.drop(m)
             rank = int((col > col[m]).sum()) + 1
             base = float(t.loc[BASE, s]) if BASE in t.index else math.nan
-            rows.append({"specialty": s, "own": m, "n": int(n_col.loc[m, s]), f"own_{metric}": float(col[m]),
-                         "others_mean": float(others.mean()) if len(others) else math.nan,
-                         "others_max": float(others.max()) if len(others) else math.nan,
-                         "diff": float(col[m] - others.mean()) if len(others) else math.nan,
-                         "rank": rank, "is_best": rank == 1, "base": base, "gain": float(col[m]) - base})
+            rows.append(
+                {
+                    "specialty": s,
+                    "own": m,
+                    "n": int(n_col.loc[m, s]),
+                    f"own_{metric}": float(col[m]),
+                    "others_mean": float(others.mean()) if len(others) else math.nan,
+                    "others_max": float(others.max()) if len(others) else math.nan,
+                    "diff": float(col[m] - others.mean()) if len(others) else math.nan,
+                    "rank": rank,
+                    "is_best": rank == 1,
+                    "base": base,
+                    "gain": float(col[m]) - base,
+                }
+            )
         frame = pd.DataFrame(rows)
         summary: dict[str, Any] = {"metric": metric, "n_specialties": len(rows)}
         if rows and len(adapters) > 1:
@@ -98,14 +122,16 @@ class AccuracyMatrix(Result):
             observed = float(C[own_rows, cols].mean())
             rng = np.random.default_rng(seed)
             perm_stats = np.array([C[rng.permutation(A)[: len(specs)], cols].mean() for _ in range(n_perm)])
-            summary.update({
-                "mean_diag": float(D[own_rows, cols].mean()),
-                "mean_offdiag": float(np.mean([np.delete(D[:, j], own_rows[j]).mean() for j in cols])),
-                "mean_diff": observed,
-                "n_best": int(cast(pd.Series, frame["is_best"]).sum()),
-                "p_value": float((1 + np.sum(perm_stats >= observed - 1e-12)) / (1 + n_perm)),
-                "n_perm": n_perm,
-            })
+            summary.update(
+                {
+                    "mean_diag": float(D[own_rows, cols].mean()),
+                    "mean_offdiag": float(np.mean([np.delete(D[:, j], own_rows[j]).mean() for j in cols])),
+                    "mean_diff": observed,
+                    "n_best": int(cast(pd.Series, frame["is_best"]).sum()),
+                    "p_value": float((1 + np.sum(perm_stats >= observed - 1e-12)) / (1 + n_perm)),
+                    "n_perm": n_perm,
+                }
+            )
         frame.attrs.update(summary)
         return frame
 
@@ -115,9 +141,11 @@ class AccuracyMatrix(Result):
         a = c.attrs
         if a.get("n_specialties") and "mean_diff" in a:
             lines.append("")
-            lines.append(f"own specialty vs other adapters ({metric}): diagonal {a['mean_diag']:.3f}, off-diagonal "
-                         f"{a['mean_offdiag']:.3f}, difference {a['mean_diff']:+.3f}; own adapter best on "
-                         f"{a['n_best']}/{a['n_specialties']} specialties; permutation p = {a['p_value']:.3g}")
+            lines.append(
+                f"own specialty vs other adapters ({metric}): diagonal {a['mean_diag']:.3f}, off-diagonal "
+                f"{a['mean_offdiag']:.3f}, difference {a['mean_diff']:+.3f}; own adapter best on "
+                f"{a['n_best']}/{a['n_specialties']} specialties; permutation p = {a['p_value']:.3g}"
+            )
         return "\n".join(lines)
 
 
@@ -194,29 +222,71 @@ def matrix(
     prepared = build_option_items(pair.tokenizer, records, fmt, L)
     frames = []
     if include_base:
-        frames.append(score_records(pair, records, fmt, variants={BASE: "base"}, max_length=L, batch_size=batch_size,
-                                    progress=progress, prepared=prepared))
+        frames.append(
+            score_records(
+                pair,
+                records,
+                fmt,
+                variants={BASE: "base"},
+                max_length=L,
+                batch_size=batch_size,
+                progress=progress,
+                prepared=prepared,
+            )
+        )
     for name, adapter_pair in pairs.items():
-        frames.append(score_records(adapter_pair, records, fmt, variants={name: "tuned"}, max_length=L, batch_size=batch_size,
-                                    progress=progress, prepared=prepared))
+        frames.append(
+            score_records(
+                adapter_pair,
+                records,
+                fmt,
+                variants={name: "tuned"},
+                max_length=L,
+                batch_size=batch_size,
+                progress=progress,
+                prepared=prepared,
+            )
+        )
     items = pd.concat(frames, ignore_index=True)
     table = accuracy_table(items, ("model",))
     trained_on = _trained_on(named, set(table["specialty"]))
     table.insert(1, "trained_on", table["model"].map(lambda m: trained_on.get(m) or ""))
     meta = dict(pair.metadata)
-    meta.update({
-        "data": data_meta, "specialty": specialty, "prompt": fmt.to_dict(), "max_length": L, "batch_size": batch_size,
-        "adapters": {name: {"path": path, "identity_hash": m.get("identity_hash"), "trained_on": trained_on[name],
-                            "steps": m.get("steps")} for name, path, m in named},
-        "n_questions": len(records),
-    })
-    extras = {"items": {m: {"ids": list(g["item_id"]), "correct": [bool(x) for x in g["correct"]],
-                            "correct_norm": [bool(x) for x in g["correct_norm"]]} for m, g in items.groupby("model", sort=False)}}
+    meta.update(
+        {
+            "data": data_meta,
+            "specialty": specialty,
+            "prompt": fmt.to_dict(),
+            "max_length": L,
+            "batch_size": batch_size,
+            "adapters": {
+                name: {
+                    "path": path,
+                    "identity_hash": m.get("identity_hash"),
+                    "trained_on": trained_on[name],
+                    "steps": m.get("steps"),
+                }
+                for name, path, m in named
+            },
+            "n_questions": len(records),
+        }
+    )
+    extras = {
+        "items": {
+            m: {
+                "ids": list(g["item_id"]),
+                "correct": [bool(x) for x in g["correct"]],
+                "correct_norm": [bool(x) for x in g["correct_norm"]],
+            }
+            for m, g in items.groupby("model", sort=False)
+        }
+    }
     return AccuracyMatrix(cast(pd.DataFrame, table[AccuracyMatrix.columns]), meta, extras)
 
 
-def _shared_format(named: list[tuple[str, str, dict]], template: str | None, option_format: str | None,
-                   continuation: str | None) -> PromptFormat:
+def _shared_format(
+    named: list[tuple[str, str, dict]], template: str | None, option_format: str | None, continuation: str | None
+) -> PromptFormat:
     """The prompt format for every adapter: the parts given, else the first adapter's trained format."""
     formats = {json.dumps(m.get("prompt"), sort_keys=True) for _, _, m in named if m.get("prompt")}
     if len(formats) > 1 and not (template or option_format or continuation):
@@ -225,8 +295,9 @@ def _shared_format(named: list[tuple[str, str, dict]], template: str | None, opt
     return resolve_format(trained, template, option_format, continuation)
 
 
-def _load_pairs(base: Any, named: list[tuple[str, str, dict]], device: str | None,
-                dtype: str | None) -> tuple[ModelPair, dict[str, ModelPair]]:
+def _load_pairs(
+    base: Any, named: list[tuple[str, str, dict]], device: str | None, dtype: str | None
+) -> tuple[ModelPair, dict[str, ModelPair]]:
     """The base loaded once (with the first adapter) and one pair per adapter, all sharing that base;
     each adapter's recorded base fingerprint is checked against the base's."""
     first = named[0][1] if named else None
@@ -244,8 +315,10 @@ def _load_pairs(base: Any, named: list[tuple[str, str, dict]], device: str | Non
 
 def _trained_on(named: list[tuple[str, str, dict]], spec_names: set[str]) -> dict[str, str | None]:
     """The one specialty each adapter was trained on (None: several, all, or unknown)."""
-    trained_on = {name: (m["specialty"][0] if isinstance(m.get("specialty"), list) and len(m["specialty"]) == 1 else None)
-                  for name, _, m in named}
+    trained_on = {
+        name: (m["specialty"][0] if isinstance(m.get("specialty"), list) and len(m["specialty"]) == 1 else None)
+        for name, _, m in named
+    }
     for name, _, m in named:  # a mapping key that names a specialty counts as "trained on" when the manifest is silent
         if trained_on[name] is None and not m and name in spec_names:
             trained_on[name] = name

@@ -17,14 +17,20 @@ def register(subparsers) -> None:
 def _register_finetune(subparsers) -> None:
     """`specprobe finetune`: a training option left unset (None) keeps its `TrainOptions` default."""
     p = subparsers.add_parser(
-        "finetune", help="fine-tune a LoRA adapter on one specialty's questions (resumable)",
+        "finetune",
+        help="fine-tune a LoRA adapter on one specialty's questions (resumable)",
         description="Supervised LoRA fine-tuning on the multiple-choice questions of one specialty (or several, or "
-                    "all), loss on the answer tokens only. Re-run the same command to resume after an interruption. "
-                    "Works under `accelerate launch` for several GPUs.")
+        "all), loss on the answer tokens only. Re-run the same command to resume after an interruption. "
+        "Works under `accelerate launch` for several GPUs.",
+    )
     p.add_argument("--base", required=True, help="base model: hub id or local directory")
     p.add_argument("--data", required=True, help="QA file (S-MedQA JSON)")
-    p.add_argument("--specialty", action="append", default=None,
-                   help="specialty to train on; repeat or comma-separate for several; 'all' (default) for every question")
+    p.add_argument(
+        "--specialty",
+        action="append",
+        default=None,
+        help="specialty to train on; repeat or comma-separate for several; 'all' (default) for every question",
+    )
     p.add_argument("--out", required=True, help="output adapter directory")
     p.add_argument("--overwrite", action="store_true", help="replace a different run already in --out")
     p.add_argument("--revision", default=None, help="base model revision (hub)")
@@ -33,7 +39,9 @@ def _register_finetune(subparsers) -> None:
     g = p.add_argument_group("training options")
     g.add_argument("--max-steps", type=positive_int, default=None, help="optimizer steps (overrides --epochs)")
     g.add_argument("--epochs", type=positive_int, default=None, help="epochs (default 3)")
-    g.add_argument("--batch-size", type=positive_int, default=None, help="examples per process per micro-batch (default 4)")
+    g.add_argument(
+        "--batch-size", type=positive_int, default=None, help="examples per process per micro-batch (default 4)"
+    )
     g.add_argument("--grad-accum", type=positive_int, default=None, help="micro-batches per optimizer step (default 1)")
     g.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float, default=None, help="default 2e-4")
     g.add_argument("--scheduler", choices=("linear", "cosine", "constant"), default=None, help="default cosine")
@@ -43,46 +51,78 @@ def _register_finetune(subparsers) -> None:
     g.add_argument("--rank", type=positive_int, default=None, help="LoRA rank (default 8)")
     g.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default 16)")
     g.add_argument("--dropout", type=float, default=None, help="LoRA dropout (default 0.05)")
-    g.add_argument("--target-modules", default=None,
-                   help="comma-separated module names (default: every linear layer in the decoder layers)")
-    g.add_argument("--max-length", type=positive_int, default=None,
-                   help="max tokens per example (default: 1024, or the model's context if shorter; more than the "
-                        "context is an error)")
+    g.add_argument(
+        "--target-modules",
+        default=None,
+        help="comma-separated module names (default: every linear layer in the decoder layers)",
+    )
+    g.add_argument(
+        "--max-length",
+        type=positive_int,
+        default=None,
+        help="max tokens per example (default: 1024, or the model's context if shorter; more than the "
+        "context is an error)",
+    )
     g.add_argument("--seed", type=non_negative_int, default=None, help="default 0")
-    g.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=None,
-                   help="auto: bf16 (fp16) on GPU, fp32 on CPU; bf16 also runs on a CPU, fp16 needs a GPU")
+    g.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default=None,
+        help="auto: bf16 (fp16) on GPU, fp32 on CPU; bf16 also runs on a CPU, fp16 needs a GPU",
+    )
     g.add_argument("--load-in-4bit", action="store_true", default=None, help="QLoRA (needs CUDA and bitsandbytes)")
     g.add_argument("--gradient-checkpointing", action="store_true", default=None)
     g.add_argument("--template", default=None, help="prompt template with {question} and {options}")
     g.add_argument("--option-format", default=None, help="option line format with {letter} and {option}")
-    g.add_argument("--continuation", choices=("letter", "text"), default=None,
-                   help="answer continuation: ' A' (letter, default) or ' <option text>'")
-    g.add_argument("--no-eos", dest="append_eos", action="store_false", default=None, help="do not train an EOS after the answer")
+    g.add_argument(
+        "--continuation",
+        choices=("letter", "text"),
+        default=None,
+        help="answer continuation: ' A' (letter, default) or ' <option text>'",
+    )
+    g.add_argument(
+        "--no-eos", dest="append_eos", action="store_false", default=None, help="do not train an EOS after the answer"
+    )
     g.add_argument("--save-every", type=positive_int, default=None, help="checkpoint every N steps (default 50)")
     p.set_defaults(handler=run_finetune)
 
 
 def _register_evaluate(subparsers) -> None:
     e = subparsers.add_parser(
-        "evaluate", help="multiple-choice accuracy per specialty (base and adapter), or the adapter x specialty matrix",
+        "evaluate",
+        help="multiple-choice accuracy per specialty (base and adapter), or the adapter x specialty matrix",
         description="Multiple-choice accuracy by log-likelihood of each option given the prompt (summed: acc; per "
-                    "character: acc_norm), per specialty with Wilson 95% intervals. With --matrix: every adapter "
-                    "and the base on every specialty.")
+        "character: acc_norm), per specialty with Wilson 95% intervals. With --matrix: every adapter "
+        "and the base on every specialty.",
+    )
     e.add_argument("--model", required=True, help="base model: hub id or local directory")
-    e.add_argument("--adapter", action="append", default=None,
-                   help="adapter directory (with --matrix: repeat, or give a folder of adapter directories)")
+    e.add_argument(
+        "--adapter",
+        action="append",
+        default=None,
+        help="adapter directory (with --matrix: repeat, or give a folder of adapter directories)",
+    )
     e.add_argument("--data", required=True, help="QA file (S-MedQA JSON)")
     e.add_argument("--out", required=True, help="result file (.json or .json.gz)")
     e.add_argument("--matrix", action="store_true", help="evaluate every adapter and the base on every specialty")
     e.add_argument("--specialty", action="append", default=None, help="restrict to these specialties")
-    e.add_argument("--variant", choices=("base", "tuned"), action="append", default=None,
-                   help="score only this variant (default: base and tuned)")
+    e.add_argument(
+        "--variant",
+        choices=("base", "tuned"),
+        action="append",
+        default=None,
+        help="score only this variant (default: base and tuned)",
+    )
     e.add_argument("--template", default=None)
     e.add_argument("--option-format", default=None)
     e.add_argument("--continuation", choices=("letter", "text"), default=None)
     e.add_argument("--batch-size", type=positive_int, default=8)
-    e.add_argument("--max-length", type=positive_int, default=None,
-                   help="max tokens per prompt+option (default: the model's context; more is an error)")
+    e.add_argument(
+        "--max-length",
+        type=positive_int,
+        default=None,
+        help="max tokens per prompt+option (default: the model's context; more is an error)",
+    )
     e.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N, or shard (spread over all GPUs)")
     e.add_argument("--dtype", default=None)
     e.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
@@ -90,10 +130,31 @@ def _register_evaluate(subparsers) -> None:
     e.set_defaults(handler=run_evaluate)
 
 
-_TRAIN_OPTS = ("max_steps", "epochs", "batch_size", "grad_accum", "learning_rate", "scheduler", "warmup_ratio",
-               "weight_decay", "max_grad_norm", "rank", "alpha", "dropout", "target_modules", "max_length", "seed",
-               "precision", "load_in_4bit", "gradient_checkpointing", "template", "option_format", "continuation",
-               "append_eos", "save_every")
+_TRAIN_OPTS = (
+    "max_steps",
+    "epochs",
+    "batch_size",
+    "grad_accum",
+    "learning_rate",
+    "scheduler",
+    "warmup_ratio",
+    "weight_decay",
+    "max_grad_norm",
+    "rank",
+    "alpha",
+    "dropout",
+    "target_modules",
+    "max_length",
+    "seed",
+    "precision",
+    "load_in_4bit",
+    "gradient_checkpointing",
+    "template",
+    "option_format",
+    "continuation",
+    "append_eos",
+    "save_every",
+)
 
 
 def run_finetune(args: argparse.Namespace) -> int:
@@ -104,17 +165,27 @@ def run_finetune(args: argparse.Namespace) -> int:
     if options.get("max_grad_norm") == 0:
         options["max_grad_norm"] = None
     try:
-        run = train(args.base, args.data, args.specialty, args.out, overwrite=args.overwrite,
-                    progress=not args.no_progress, revision=args.revision, trust_remote_code=args.trust_remote_code,
-                    **options)
+        run = train(
+            args.base,
+            args.data,
+            args.specialty,
+            args.out,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            revision=args.revision,
+            trust_remote_code=args.trust_remote_code,
+            **options,
+        )
     except TrainingInterrupted as stop:
         if int(os.environ.get("RANK", "0")) == 0:
             print(str(stop), file=sys.stderr)
         return stop.exit_code
     m = run.manifest
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"adapter written to {run.path}: {m.get('steps')} steps, final loss {m.get('final_loss'):.4f}, "
-              f"{m.get('wall_time_s', 0):.1f} s")
+        print(
+            f"adapter written to {run.path}: {m.get('steps')} steps, final loss {m.get('final_loss'):.4f}, "
+            f"{m.get('wall_time_s', 0):.1f} s"
+        )
     return 0
 
 
@@ -128,9 +199,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    common = dict(specialty=args.specialty, template=args.template, option_format=args.option_format,
-                  continuation=args.continuation, batch_size=args.batch_size, max_length=args.max_length,
-                  device=args.device, dtype=args.dtype, progress=not args.no_progress)
+    common = dict(
+        specialty=args.specialty,
+        template=args.template,
+        option_format=args.option_format,
+        continuation=args.continuation,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        device=args.device,
+        dtype=args.dtype,
+        progress=not args.no_progress,
+    )
     if args.matrix:
         from specprobe.finetune.accuracy_matrix import expand_adapter_dirs, matrix
 

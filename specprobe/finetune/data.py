@@ -27,12 +27,15 @@ def load_records(data: str | os.PathLike | Sequence[QARecord]) -> tuple[list[QAR
     if not all(isinstance(r, QARecord) for r in records):
         raise TypeError("data must be a path to a QA file or a list of QARecord")
     check_records(records)
-    digest = sha256_text(json.dumps([[r.id, r.question, list(r.options), r.answer, list(r.specialties)] for r in records]))
+    digest = sha256_text(
+        json.dumps([[r.id, r.question, list(r.options), r.answer, list(r.specialties)] for r in records])
+    )
     return records, {"path": None, "sha256": digest, "n_records": len(records)}
 
 
-def load_selected(data: str | os.PathLike | Sequence[QARecord],
-                  specialty: str | Sequence[str] | None) -> tuple[list[QARecord], dict]:
+def load_selected(
+    data: str | os.PathLike | Sequence[QARecord], specialty: str | Sequence[str] | None
+) -> tuple[list[QARecord], dict]:
     """The records of `specialty` in `data` (see `select`) and the provenance of all of `data`
     (see `load_records`): how training, evaluation and the accuracy matrix read their questions."""
     source = str(data) if isinstance(data, (str, os.PathLike)) else "data"
@@ -86,8 +89,9 @@ def select(records: Sequence[QARecord], specialty: str | Sequence[str] | None, s
     missing = [w for w in wanted if w.lower() not in lower]
     if missing:
         available = ", ".join(f"{k} ({n})" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-        raise DataError(f"{source}: no questions for specialty {', '.join(map(repr, missing))}; "
-                        f"available: {available or 'none'}")
+        raise DataError(
+            f"{source}: no questions for specialty {', '.join(map(repr, missing))}; available: {available or 'none'}"
+        )
     keep = {lower[w.lower()] for w in wanted}
     return [r for r in records if set(specialties_of(r.specialties)) & keep]
 

@@ -65,7 +65,9 @@ def accuracy_table(items: pd.DataFrame, by: Sequence[str] = ("model",)) -> pd.Da
     """
     rows = []
     exploded = explode_specialties(items)
-    groups = [(k if isinstance(k, tuple) else (k,), g) for k, g in exploded.groupby(list(by) + ["specialty"], sort=False)]
+    groups = [
+        (k if isinstance(k, tuple) else (k,), g) for k, g in exploded.groupby(list(by) + ["specialty"], sort=False)
+    ]
     groups += [((k if isinstance(k, tuple) else (k,)) + (OVERALL,), g) for k, g in items.groupby(list(by), sort=False)]
     for keys, g in groups:
         keys = keys if isinstance(keys, tuple) else (keys,)
@@ -74,12 +76,28 @@ def accuracy_table(items: pd.DataFrame, by: Sequence[str] = ("model",)) -> pd.Da
         for metric, col in (("acc", "correct"), ("acc_norm", "correct_norm")):
             k = int(cast(pd.Series, g[col]).sum())
             lo, hi = wilson_interval(k, n)
-            row.update({f"{metric}": k / n if n else math.nan, f"{metric}_lo": lo, f"{metric}_hi": hi,
-                        f"n_correct{'' if metric == 'acc' else '_norm'}": k})
+            row.update(
+                {
+                    f"{metric}": k / n if n else math.nan,
+                    f"{metric}_lo": lo,
+                    f"{metric}_hi": hi,
+                    f"n_correct{'' if metric == 'acc' else '_norm'}": k,
+                }
+            )
         row["n"] = n
         rows.append(row)
-    cols = list(by) + ["specialty", "n", "n_correct", "acc", "acc_lo", "acc_hi", "n_correct_norm", "acc_norm",
-                       "acc_norm_lo", "acc_norm_hi"]
+    cols = list(by) + [
+        "specialty",
+        "n",
+        "n_correct",
+        "acc",
+        "acc_lo",
+        "acc_hi",
+        "n_correct_norm",
+        "acc_norm",
+        "acc_norm_lo",
+        "acc_norm_hi",
+    ]
     table = pd.DataFrame(rows, columns=cols)
     if table.empty:
         return table
@@ -119,8 +137,22 @@ class MCEvaluation(Result):
 
     kind = "mc_evaluation"
     tuple_columns = ("specialties", "option_logp", "option_n_tokens", "option_n_chars")
-    columns = ["model", "item_id", "specialties", "n_options", "answer_index", "option_logp", "option_n_tokens",
-               "option_n_chars", "pred", "pred_norm", "correct", "correct_norm", "truncated", "straddles"]
+    columns = [
+        "model",
+        "item_id",
+        "specialties",
+        "n_options",
+        "answer_index",
+        "option_logp",
+        "option_n_tokens",
+        "option_n_chars",
+        "pred",
+        "pred_norm",
+        "correct",
+        "correct_norm",
+        "truncated",
+        "straddles",
+    ]
 
     def accuracy(self) -> pd.DataFrame:
         """Per model and specialty (plus "ALL"): n, acc, acc_norm with Wilson 95% intervals."""
@@ -145,8 +177,14 @@ def build_option_items(tokenizer, records: Sequence[QARecord], fmt: PromptFormat
         for cont in fmt.continuations(rec):
             enc = encode_continuation(tokenizer, prompt, cont, max_length=max_length)
             items.append(ScoreItem(enc.ids, enc.positions))
-            per.append((len(enc.positions), len(cont[len(fmt.delimiter):]) if cont.startswith(fmt.delimiter) else len(cont),
-                        enc.n_dropped > 0, enc.straddles))
+            per.append(
+                (
+                    len(enc.positions),
+                    len(cont[len(fmt.delimiter) :]) if cont.startswith(fmt.delimiter) else len(cont),
+                    enc.n_dropped > 0,
+                    enc.straddles,
+                )
+            )
         info.append(per)
     return items, info
 
@@ -163,14 +201,26 @@ def prompt_sharing_works(split, items, n_first: int) -> bool:
     tol = 1e-3 if dtype == torch.float32 else 5e-2
     diff = max(float(np.max(np.abs(a.logps - s.logps))) for a, s in zip(alone, shared))
     if diff > tol:
-        log.warning("%s: shared-prompt scoring differs from per-option scoring by %.3g; scoring each option "
-                    "separately", type(split.causal_lm).__name__, diff)
+        log.warning(
+            "%s: shared-prompt scoring differs from per-option scoring by %.3g; scoring each option separately",
+            type(split.causal_lm).__name__,
+            diff,
+        )
     return diff <= tol
 
 
-def score_records(pair, records: Sequence[QARecord], fmt: PromptFormat, *, variants: Sequence[str] | dict,
-                  max_length: int, batch_size: int = 8, progress: bool = False, prepared=None,
-                  share_prompt: bool = True) -> pd.DataFrame:
+def score_records(
+    pair,
+    records: Sequence[QARecord],
+    fmt: PromptFormat,
+    *,
+    variants: Sequence[str] | dict,
+    max_length: int,
+    batch_size: int = 8,
+    progress: bool = False,
+    prepared=None,
+    share_prompt: bool = True,
+) -> pd.DataFrame:
     """Per-(model, item) rows for each variant of `pair` ({label: variant} or variant names).
 
     `share_prompt`: the options of a question go through the model as one row that encodes the
@@ -186,8 +236,15 @@ def score_records(pair, records: Sequence[QARecord], fmt: PromptFormat, *, varia
             share = share_prompt and bool(records) and prompt_sharing_works(split, items, len(records[0].options))
             # data-parallel ranks must plan the same rows: rank 0's check decides for all
             share = agree(share)
-            scored = score_items(split, items, batch_size=batch_size, share_prefixes=share, progress=progress,
-                                 desc=f"options {label}", distribute=True)
+            scored = score_items(
+                split,
+                items,
+                batch_size=batch_size,
+                share_prefixes=share,
+                progress=progress,
+                desc=f"options {label}",
+                distribute=True,
+            )
         k = 0
         for rec, per in zip(records, info):
             n_opt = len(rec.options)
@@ -195,13 +252,24 @@ def score_records(pair, records: Sequence[QARecord], fmt: PromptFormat, *, varia
             chars = np.array([max(1, c) for _, c, _, _ in per], dtype=float)
             pred, pred_norm = int(np.argmax(sums)), int(np.argmax(sums / chars))
             ans = rec.answer_index
-            rows.append({
-                "model": label, "item_id": rec.id, "specialties": tuple(rec.specialties), "n_options": n_opt,
-                "answer_index": ans, "option_logp": tuple(float(x) for x in sums),
-                "option_n_tokens": tuple(t for t, _, _, _ in per), "option_n_chars": tuple(int(c) for c in chars),
-                "pred": pred, "pred_norm": pred_norm, "correct": pred == ans, "correct_norm": pred_norm == ans,
-                "truncated": any(tr for _, _, tr, _ in per), "straddles": any(st for _, _, _, st in per),
-            })
+            rows.append(
+                {
+                    "model": label,
+                    "item_id": rec.id,
+                    "specialties": tuple(rec.specialties),
+                    "n_options": n_opt,
+                    "answer_index": ans,
+                    "option_logp": tuple(float(x) for x in sums),
+                    "option_n_tokens": tuple(t for t, _, _, _ in per),
+                    "option_n_chars": tuple(int(c) for c in chars),
+                    "pred": pred,
+                    "pred_norm": pred_norm,
+                    "correct": pred == ans,
+                    "correct_norm": pred_norm == ans,
+                    "truncated": any(tr for _, _, tr, _ in per),
+                    "straddles": any(st for _, _, _, st in per),
+                }
+            )
             k += n_opt
     return pd.DataFrame(rows, columns=MCEvaluation.columns)
 
@@ -245,10 +313,23 @@ def evaluate(
     frame = score_records(pair, records, fmt, variants=chosen, max_length=L, batch_size=batch_size, progress=progress)
     n_trunc = int(cast(pd.Series, frame["truncated"]).sum())
     if n_trunc:
-        log.warning("%d of %d scored questions were longer than %d tokens; their prompts lost tokens from the left",
-                    n_trunc // max(1, len(chosen)), len(records), L)
+        log.warning(
+            "%d of %d scored questions were longer than %d tokens; their prompts lost tokens from the left",
+            n_trunc // max(1, len(chosen)),
+            len(records),
+            L,
+        )
     meta = dict(pair.metadata)
-    meta.update({"data": data_meta, "specialty": specialty, "prompt": fmt.to_dict(), "max_length": L,
-                 "batch_size": batch_size, "variants": list(chosen), "adapter_manifest_identity": manifest.get("identity_hash"),
-                 "adapter_trained_on": manifest.get("specialty")})
+    meta.update(
+        {
+            "data": data_meta,
+            "specialty": specialty,
+            "prompt": fmt.to_dict(),
+            "max_length": L,
+            "batch_size": batch_size,
+            "variants": list(chosen),
+            "adapter_manifest_identity": manifest.get("identity_hash"),
+            "adapter_trained_on": manifest.get("specialty"),
+        }
+    )
     return MCEvaluation(frame, meta)

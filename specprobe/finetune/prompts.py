@@ -51,8 +51,10 @@ class PromptFormat:
             self.template.format(question="q", options="o")
             self.option_format.format(letter="A", option="x")
         except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"bad prompt template: {exc!r} (only {{question}}, {{options}}, {{letter}}, "
-                             "{{option}} are filled; double other braces)") from exc
+            raise ValueError(
+                f"bad prompt template: {exc!r} (only {{question}}, {{options}}, {{letter}}, "
+                "{{option}} are filled; double other braces)"
+            ) from exc
 
     def prompt(self, record: QARecord) -> str:
         opts = "\n".join(self.option_format.format(letter=LETTERS[i], option=o) for i, o in enumerate(record.options))
@@ -75,8 +77,9 @@ class PromptFormat:
         return cls(**(d or {}))
 
 
-def resolve_format(trained: dict | None, template: str | None = None, option_format: str | None = None,
-                   continuation: str | None = None) -> PromptFormat:
+def resolve_format(
+    trained: dict | None, template: str | None = None, option_format: str | None = None, continuation: str | None = None
+) -> PromptFormat:
     """The format to evaluate with: each part given here, else the trained one's (a manifest's
     "prompt"; None: the defaults). The delimiter is always the default one."""
     t = PromptFormat.from_dict(trained)
@@ -109,8 +112,9 @@ class EncodedContinuation:
     straddles: bool = False  # the first continuation token also covers prompt characters
 
 
-def encode_continuation(tokenizer, prompt: str, continuation: str, *, max_length: int | None = None,
-                        append_eos: bool = False) -> EncodedContinuation:
+def encode_continuation(
+    tokenizer, prompt: str, continuation: str, *, max_length: int | None = None, append_eos: bool = False
+) -> EncodedContinuation:
     """Encode prompt+continuation; positions are the tokens ending after the prompt (plus EOS if asked).
 
     Too long inputs lose prompt tokens from the left (after the BOS), never continuation tokens.
@@ -136,8 +140,10 @@ def encode_continuation(tokenizer, prompt: str, continuation: str, *, max_length
         keep_front = 1 if enc.has_bos else 0
         n_dropped = len(ids) - max_length
         if positions[0] - n_dropped < keep_front + 1:
-            raise ValueError(f"the continuation alone ({len(ids) - positions[0]} tokens) does not fit max_length={max_length}")
-        ids = ids[:keep_front] + ids[keep_front + n_dropped:]
+            raise ValueError(
+                f"the continuation alone ({len(ids) - positions[0]} tokens) does not fit max_length={max_length}"
+            )
+        ids = ids[:keep_front] + ids[keep_front + n_dropped :]
         positions = [p - n_dropped for p in positions]
     if positions[0] < 1:
         raise ValueError("the continuation starts at the first token: nothing to condition it on")
@@ -159,6 +165,8 @@ def fit_max_length(max_length, context: int) -> int:
     if max_length is None:
         return context
     if max_length > context:
-        raise ValueError(f"max_length={max_length} is longer than the model's context of {context} tokens; "
-                         f"use at most {context} (or leave it out)")
+        raise ValueError(
+            f"max_length={max_length} is longer than the model's context of {context} tokens; "
+            f"use at most {context} (or leave it out)"
+        )
     return int(max_length)

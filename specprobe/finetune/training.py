@@ -62,8 +62,16 @@ SCHEDULERS = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Entries of an output directory that a run writes (and `overwrite` removes).
 FINISHING = ".finishing.json"  # present while the final adapter is being moved into place
-OWNED = (MANIFEST, CHECKPOINTS, "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "README.md",
-         ".final-tmp", FINISHING)
+OWNED = (
+    MANIFEST,
+    CHECKPOINTS,
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "adapter_model.bin",
+    "README.md",
+    ".final-tmp",
+    FINISHING,
+)
 # Options that do not change the trained weights (not part of the run identity).
 NON_IDENTITY = ("save_every", "keep_checkpoints")
 
@@ -105,8 +113,15 @@ class TrainingInterrupted(KeyboardInterrupt):
     130 for SIGINT, 143 for SIGTERM). `str(exc)` is the one-line message for the user.
     """
 
-    def __init__(self, signum: int, step: int, total_steps: int | None, out: str | os.PathLike,
-                 checkpoint: str | os.PathLike | None = None, completed: bool = False) -> None:
+    def __init__(
+        self,
+        signum: int,
+        step: int,
+        total_steps: int | None,
+        out: str | os.PathLike,
+        checkpoint: str | os.PathLike | None = None,
+        completed: bool = False,
+    ) -> None:
         self.signum, self.step, self.total_steps = int(signum), int(step), total_steps
         self.out = Path(out)
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
@@ -128,11 +143,15 @@ class TrainingInterrupted(KeyboardInterrupt):
     def message(self) -> str:
         at = f"step {self.step} of {self.total_steps if self.total_steps is not None else '?'}"
         if self.completed:
-            return (f"stopped after {self.signal_name} once training had finished ({at}); the adapter in {self.out} "
-                    "is complete; rerun the same command to go on")
+            return (
+                f"stopped after {self.signal_name} once training had finished ({at}); the adapter in {self.out} "
+                "is complete; rerun the same command to go on"
+            )
         if self.checkpoint is None:
-            return (f"stopped at {at} after {self.signal_name}, before any checkpoint was saved in {self.out}; "
-                    "rerun the same command to start again")
+            return (
+                f"stopped at {at} after {self.signal_name}, before any checkpoint was saved in {self.out}; "
+                "rerun the same command to start again"
+            )
         return f"stopped at {at} after {self.signal_name}; checkpoint in {self.out}; rerun the same command to resume"
 
     def __str__(self) -> str:
@@ -241,8 +260,9 @@ class TrainOptions:
         if isinstance(value, str):
             value = self.target_modules = [t.strip() for t in value.split(",") if t.strip()]
         if not isinstance(value, (list, tuple)) or not all(isinstance(t, str) and t.strip() for t in value):
-            raise TrainOptionError("target_modules", f"must be a list of module names (or a comma-separated string), "
-                                                     f"got {_kind(value)}")
+            raise TrainOptionError(
+                "target_modules", f"must be a list of module names (or a comma-separated string), got {_kind(value)}"
+            )
         if not value:
             raise TrainOptionError("target_modules", "names no module; leave it out to target every linear layer")
 
@@ -269,8 +289,9 @@ class TrainOptions:
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             more = f"; also unknown: {unknown[1:]}" if len(unknown) > 1 else ""
-            raise UnknownTrainOptionError(str(key), f"unknown training option {key!r}{hint}{more}; valid: "
-                                                   f"{', '.join(known)}")
+            raise UnknownTrainOptionError(
+                str(key), f"unknown training option {key!r}{hint}{more}; valid: {', '.join(known)}"
+            )
         opts = cls(**options)
         # deliberately not a dataclass field: it stays out of asdict() and so out of the run identity
         opts._given = frozenset(options)  # pyright: ignore[reportAttributeAccessIssue]
@@ -310,6 +331,7 @@ def find_lora_targets(model) -> list[str]:
 
     try:
         from transformers.pytorch_utils import Conv1D
+
         linear = (nn.Linear, Conv1D)
     except ImportError:  # pragma: no cover
         linear = (nn.Linear,)
@@ -318,7 +340,9 @@ def find_lora_targets(model) -> list[str]:
         raise ValueError(f"{type(split.causal_lm).__name__}: cannot find the decoder layers; pass target_modules")
     names = {name.rsplit(".", 1)[-1] for name, mod in split.layers.named_modules() if isinstance(mod, linear) and name}
     if not names:
-        raise ValueError(f"{type(split.causal_lm).__name__}: no linear layers in the decoder layers; pass target_modules")
+        raise ValueError(
+            f"{type(split.causal_lm).__name__}: no linear layers in the decoder layers; pass target_modules"
+        )
     return sorted(names)
 
 
@@ -340,15 +364,17 @@ def group_indices(n: int, seed: int, epoch: int, k: int, group_size: int) -> lis
     need = math.ceil(n / group_size) * group_size
     if need > n:
         perm = np.concatenate([perm, perm[: need - n]] if need - n <= n else [np.resize(perm, need)])[:need]
-    return [int(i) for i in perm[k * group_size:(k + 1) * group_size]]
+    return [int(i) for i in perm[k * group_size : (k + 1) * group_size]]
 
 
-def build_examples(tokenizer, records: Sequence[QARecord], fmt: PromptFormat, max_length: int,
-                   append_eos: bool) -> tuple[list[Example], int]:
+def build_examples(
+    tokenizer, records: Sequence[QARecord], fmt: PromptFormat, max_length: int, append_eos: bool
+) -> tuple[list[Example], int]:
     examples, truncated = [], 0
     for rec in records:
-        enc = encode_continuation(tokenizer, fmt.prompt(rec), fmt.target(rec), max_length=max_length,
-                                  append_eos=append_eos)
+        enc = encode_continuation(
+            tokenizer, fmt.prompt(rec), fmt.target(rec), max_length=max_length, append_eos=append_eos
+        )
         truncated += enc.n_dropped > 0
         examples.append(Example(enc.ids, enc.positions))
     return examples, truncated
@@ -362,8 +388,8 @@ def collate(examples: Sequence[Example], pad_id: int):
     mask = torch.zeros((len(examples), width), dtype=torch.long)
     labels = torch.full((len(examples), width), -100, dtype=torch.long)
     for r, e in enumerate(examples):
-        ids[r, :len(e.ids)] = torch.tensor(e.ids)
-        mask[r, :len(e.ids)] = 1
+        ids[r, : len(e.ids)] = torch.tensor(e.ids)
+        mask[r, : len(e.ids)] = 1
         for p in e.positions:
             labels[r, p] = e.ids[p]
     return ids, mask, labels
@@ -431,8 +457,10 @@ class _SignalGuard:
     def _handle(self, signum, frame) -> None:
         if self.deferring and not self.signum:
             self.signum = signum
-            log.warning("%s: saving a checkpoint after the current step, then stopping (send it again to stop at "
-                        "once)", signal.Signals(signum).name)
+            log.warning(
+                "%s: saving a checkpoint after the current step, then stopping (send it again to stop at once)",
+                signal.Signals(signum).name,
+            )
             return
         self.deferring = False
         raise self.abort(signum)
@@ -448,7 +476,9 @@ def _checkpoints(out: Path) -> list[Path]:
     root = out / CHECKPOINTS
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / "trainer_state.json").exists()]
+    found = [
+        p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / "trainer_state.json").exists()
+    ]
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
@@ -474,33 +504,43 @@ def _inspect_out(out: Path, identity: dict, identity_hash: str, overwrite: bool)
         if m.get("identity_hash") == identity_hash:
             return "done", m
         diffs = _diff(identity, m.get("identity", {}))
-        raise FileExistsError(f"output directory {out} already holds a different finished run "
-                              f"({'; '.join(diffs[:6]) or 'unknown identity'}); pass --overwrite to replace it")
+        raise FileExistsError(
+            f"output directory {out} already holds a different finished run "
+            f"({'; '.join(diffs[:6]) or 'unknown identity'}); pass --overwrite to replace it"
+        )
     ckpts = _checkpoints(out)
     if ckpts:
         state = read_json(ckpts[-1] / "trainer_state.json")
         if state.get("identity_hash") == identity_hash:
             return "resume", ckpts[-1]
         diffs = _diff(identity, state.get("identity", {}))
-        raise FileExistsError(f"output directory {out} holds checkpoints of a different run "
-                              f"({'; '.join(diffs[:6]) or 'unknown identity'}); pass --overwrite to start over")
+        raise FileExistsError(
+            f"output directory {out} holds checkpoints of a different run "
+            f"({'; '.join(diffs[:6]) or 'unknown identity'}); pass --overwrite to start over"
+        )
     if (out / FINISHING).exists():
         try:
             marker = read_json(out / FINISHING)
         except (OSError, ValueError):
             marker = {}
         if isinstance(marker, dict) and marker.get("identity_hash") == identity_hash:
-            log.warning("%s: this run was stopped while writing its final adapter, with no checkpoint left; "
-                        "training it again", out)
+            log.warning(
+                "%s: this run was stopped while writing its final adapter, with no checkpoint left; training it again",
+                out,
+            )
             return "overwrite", None
     if (out / "adapter_config.json").exists():
-        raise FileExistsError(f"output directory {out} already holds an adapter that this run did not write; "
-                              "pass --overwrite to replace it")
+        raise FileExistsError(
+            f"output directory {out} already holds an adapter that this run did not write; "
+            "pass --overwrite to replace it"
+        )
     others = sorted(p.name for p in _entries(out))
     if set(others) <= {CHECKPOINTS}:
         return "fresh", None
-    raise FileExistsError(f"output directory {out} is not empty ({', '.join(others[:5])}) and holds no specprobe run; "
-                          "choose another directory or pass --overwrite")
+    raise FileExistsError(
+        f"output directory {out} is not empty ({', '.join(others[:5])}) and holds no specprobe run; "
+        "choose another directory or pass --overwrite"
+    )
 
 
 def _clear_owned(out: Path) -> None:
@@ -547,8 +587,17 @@ class _Trainer:
     steps; a signal: checkpoint, then `TrainingInterrupted`) -> finish (adapter, manifest).
     """
 
-    def __init__(self, base: str, out: Path, opts: TrainOptions, *, progress: bool, revision: str | None,
-                 trust_remote_code: bool, on_step: Callable[[int, float], None] | None) -> None:
+    def __init__(
+        self,
+        base: str,
+        out: Path,
+        opts: TrainOptions,
+        *,
+        progress: bool,
+        revision: str | None,
+        trust_remote_code: bool,
+        on_step: Callable[[int, float], None] | None,
+    ) -> None:
         self.base, self.out, self.opts = base, out, opts
         self.show_progress, self.revision, self.trust_remote_code = progress, revision, trust_remote_code
         self.on_step = on_step
@@ -578,8 +627,11 @@ class _Trainer:
 
             AcceleratorState._reset_state(reset_partial_state=True)
         # cpu=True without CUDA: lets `accelerate launch`/torchrun run several CPU processes (gloo) too
-        self.accelerator = Accelerator(gradient_accumulation_steps=opts.grad_accum, cpu=not cuda,
-                                       mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[self.precision])
+        self.accelerator = Accelerator(
+            gradient_accumulation_steps=opts.grad_accum,
+            cpu=not cuda,
+            mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[self.precision],
+        )
         self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
         self.sharded = self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
@@ -598,9 +650,14 @@ class _Trainer:
         ident_options = {k: v for k, v in asdict(self.opts).items() if k not in NON_IDENTITY}
         ident_options["precision"] = self.precision
         self.identity = {
-            "base": str(self.base), "revision": self.revision, "base_weights_sha256": self.base_sha256,
-            "data_sha256": self.data_meta["sha256"], "specialty": self.wanted, "n_examples": len(self.chosen),
-            "options": ident_options, "world_size": self.world,
+            "base": str(self.base),
+            "revision": self.revision,
+            "base_weights_sha256": self.base_sha256,
+            "data_sha256": self.data_meta["sha256"],
+            "specialty": self.wanted,
+            "n_examples": len(self.chosen),
+            "options": ident_options,
+            "world_size": self.world,
         }
         self.identity_hash = sha256_text(json.dumps(self.identity, sort_keys=True, default=str))
 
@@ -613,7 +670,9 @@ class _Trainer:
 
         self.tokenizer = load_tokenizer(self.base, self.trust_remote_code)
         try:
-            config = AutoConfig.from_pretrained(self.base, revision=self.revision, trust_remote_code=self.trust_remote_code)
+            config = AutoConfig.from_pretrained(
+                self.base, revision=self.revision, trust_remote_code=self.trust_remote_code
+            )
         except (OSError, ValueError) as exc:
             raise ValueError(f"cannot read the model configuration of {self.base!r}: {exc}") from exc
         self.context_length = model_context_length(types.SimpleNamespace(config=config), self.tokenizer)
@@ -621,11 +680,17 @@ class _Trainer:
         if wanted <= self.context_length:
             return wanted
         if self.opts.is_explicit("max_length"):
-            raise TrainOptionError("max_length", f"{wanted} is longer than the model's context of {self.context_length} "
-                                                 f"tokens ({self.base}); use at most {self.context_length}")
+            raise TrainOptionError(
+                "max_length",
+                f"{wanted} is longer than the model's context of {self.context_length} "
+                f"tokens ({self.base}); use at most {self.context_length}",
+            )
         if self.accelerator.is_main_process:
-            log.info("max_length: using the model's context of %d tokens (the default %d is longer)",
-                     self.context_length, wanted)
+            log.info(
+                "max_length: using the model's context of %d tokens (the default %d is longer)",
+                self.context_length,
+                wanted,
+            )
         return self.context_length
 
     @contextlib.contextmanager
@@ -703,16 +768,29 @@ class _Trainer:
             from peft import prepare_model_for_kbit_training
             from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-            qcfg = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                      bnb_4bit_compute_dtype=base_dtype if precision != "fp32" else torch.float32)
-            model = AutoModelForCausalLM.from_pretrained(self.base, quantization_config=qcfg, dtype=base_dtype,
-                                                         revision=self.revision,
-                                                         device_map={"": self.accelerator.local_process_index},
-                                                         trust_remote_code=self.trust_remote_code)
+            qcfg = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=base_dtype if precision != "fp32" else torch.float32,
+            )
+            model = AutoModelForCausalLM.from_pretrained(
+                self.base,
+                quantization_config=qcfg,
+                dtype=base_dtype,
+                revision=self.revision,
+                device_map={"": self.accelerator.local_process_index},
+                trust_remote_code=self.trust_remote_code,
+            )
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=opts.gradient_checkpointing)
         else:
-            model = load_causal_lm(self.base, device=self.accelerator.device, dtype=base_dtype, revision=self.revision,
-                                   trust_remote_code=self.trust_remote_code)
+            model = load_causal_lm(
+                self.base,
+                device=self.accelerator.device,
+                dtype=base_dtype,
+                revision=self.revision,
+                trust_remote_code=self.trust_remote_code,
+            )
             if opts.gradient_checkpointing:
                 model.gradient_checkpointing_enable()
                 model.enable_input_require_grads()
@@ -727,8 +805,15 @@ class _Trainer:
         opts = self.opts
         self.targets = targets = list(opts.target_modules) if opts.target_modules else find_lora_targets(model)
         # peft annotates lora_alpha as int; it only divides by it (scaling = alpha / r), so a float is fine
-        lcfg = LoraConfig(r=opts.rank, lora_alpha=opts.alpha, lora_dropout=opts.dropout, target_modules=targets,  # pyright: ignore[reportArgumentType]
-                          bias="none", task_type="CAUSAL_LM", fan_in_fan_out=uses_conv1d(model, targets))
+        lcfg = LoraConfig(
+            r=opts.rank,
+            lora_alpha=opts.alpha,  # pyright: ignore[reportArgumentType]
+            lora_dropout=opts.dropout,
+            target_modules=targets,
+            bias="none",
+            task_type="CAUSAL_LM",
+            fan_in_fan_out=uses_conv1d(model, targets),
+        )
         torch.manual_seed(opts.seed)  # LoRA A init
         try:
             return get_peft_model(model, lcfg)
@@ -739,8 +824,12 @@ class _Trainer:
         opts, tok = self.opts, self.tokenizer
         self.examples, self.n_truncated = build_examples(tok, self.chosen, self.fmt, self.max_length, opts.append_eos)
         if self.n_truncated:
-            log.warning("%d of %d prompts were longer than max_length=%d and lost tokens from the left",
-                        self.n_truncated, len(self.examples), self.max_length)
+            log.warning(
+                "%d of %d prompts were longer than max_length=%d and lost tokens from the left",
+                self.n_truncated,
+                len(self.examples),
+                self.max_length,
+            )
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
         self.group_size = opts.batch_size * self.world * opts.grad_accum
         self.steps_per_epoch = math.ceil(len(self.examples) / self.group_size)
@@ -754,9 +843,12 @@ class _Trainer:
         assert total is not None  # set by _build_examples(), which runs first
         self.params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(self.params, lr=opts.learning_rate, weight_decay=opts.weight_decay)
-        self.scheduler = get_scheduler("constant_with_warmup" if opts.scheduler == "constant" else opts.scheduler,
-                                       optimizer, num_warmup_steps=int(round(opts.warmup_ratio * total)),
-                                       num_training_steps=total)
+        self.scheduler = get_scheduler(
+            "constant_with_warmup" if opts.scheduler == "constant" else opts.scheduler,
+            optimizer,
+            num_warmup_steps=int(round(opts.warmup_ratio * total)),
+            num_training_steps=total,
+        )
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         if self.sharded:
             self.accelerator.register_for_checkpointing(self.scheduler)
@@ -773,11 +865,15 @@ class _Trainer:
         else:
             from safetensors.torch import load_file
 
-            set_peft_model_state_dict(self.accelerator.unwrap_model(self.model), load_file(str(ck / "adapter.safetensors")))
+            set_peft_model_state_dict(
+                self.accelerator.unwrap_model(self.model), load_file(str(ck / "adapter.safetensors"))
+            )
             self.optimizer.load_state_dict(torch.load(ck / "optimizer.pt", map_location="cpu", weights_only=True))
             self.scheduler.load_state_dict(torch.load(ck / "scheduler.pt", map_location="cpu", weights_only=True))
         step = tstate["step"]
-        self.progress = _Progress(step, tstate["loss_curve"], tstate["wall_time_s"], tstate.get("resumed_from", []) + [step])
+        self.progress = _Progress(
+            step, tstate["loss_curve"], tstate["wall_time_s"], tstate.get("resumed_from", []) + [step]
+        )
         if self.accelerator.is_main_process:
             log.info("resuming %s from step %d of %d", self.out, step, self.total)
 
@@ -806,15 +902,23 @@ class _Trainer:
                 save_file({k: v.detach().cpu().contiguous() for k, v in sd.items()}, str(tmp / "adapter.safetensors"))
                 torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
                 torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
-            write_json(tmp / "trainer_state.json", {
-                "step": at_step, "total_steps": self.total, "identity": self.identity,
-                "identity_hash": self.identity_hash, "loss_curve": pr.curve, "wall_time_s": wall,
-                "resumed_from": pr.resumed_from, "saved": now_iso(),
-            })
+            write_json(
+                tmp / "trainer_state.json",
+                {
+                    "step": at_step,
+                    "total_steps": self.total,
+                    "identity": self.identity,
+                    "identity_hash": self.identity_hash,
+                    "loss_curve": pr.curve,
+                    "wall_time_s": wall,
+                    "resumed_from": pr.resumed_from,
+                    "saved": now_iso(),
+                },
+            )
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)  # the commit point
-            for old in _checkpoints(self.out)[:-self.opts.keep_checkpoints]:
+            for old in _checkpoints(self.out)[: -self.opts.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
 
@@ -833,15 +937,22 @@ class _Trainer:
         assert total is not None  # set by load()
         self.model.train()
         self.t_segment = time.time()
-        bar = tqdm(total=total, initial=pr.step, desc=f"finetune {', '.join(self.wanted) if self.wanted else 'all'}",
-                   unit="step", disable=not (self.show_progress and self.accelerator.is_local_main_process),
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=total,
+            initial=pr.step,
+            desc=f"finetune {', '.join(self.wanted) if self.wanted else 'all'}",
+            unit="step",
+            disable=not (self.show_progress and self.accelerator.is_local_main_process),
+            dynamic_ncols=True,
+        )
         try:
             while pr.step < total:
                 epoch, k = divmod(pr.step, self.steps_per_epoch)
                 loss, lr = self.optimizer_step(epoch, k)
                 pr.step += 1
-                pr.curve.append({"step": pr.step, "epoch": epoch + (k + 1) / self.steps_per_epoch, "loss": loss, "lr": lr})
+                pr.curve.append(
+                    {"step": pr.step, "epoch": epoch + (k + 1) / self.steps_per_epoch, "loss": loss, "lr": lr}
+                )
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", epoch=f"{epoch + 1}/{math.ceil(total / self.steps_per_epoch)}")
                 if self.on_step is not None:
@@ -877,10 +988,12 @@ class _Trainer:
         local_sum = torch.zeros((), dtype=torch.float64, device=acc.device)
         for j in range(opts.grad_accum):
             lo = (j * world + rank) * opts.batch_size
-            local_sum += self._micro_step([self.examples[i] for i in group[lo:lo + opts.batch_size]], global_tokens)
+            local_sum += self._micro_step([self.examples[i] for i in group[lo : lo + opts.batch_size]], global_tokens)
         lr = cast(float, self.scheduler.get_last_lr()[0])  # a tensor only when the optimizer's lr is one
         self.scheduler.step()
-        loss = (cast(torch.Tensor, acc.reduce(local_sum, "sum")).item() if world > 1 else local_sum.item()) / global_tokens
+        loss = (
+            cast(torch.Tensor, acc.reduce(local_sum, "sum")).item() if world > 1 else local_sum.item()
+        ) / global_tokens
         return loss, lr
 
     def _micro_step(self, batch: Sequence[Example], global_tokens: int):
@@ -917,11 +1030,19 @@ class _Trainer:
             "base_commit": self.base_commit,
             "base_weights_sha256": self.base_sha256,
             "data": self.data_meta,
-            "filter": {"specialty": self.wanted if self.wanted else "all", "n_examples": len(self.chosen),
-                       "specialty_counts": dict(specialty_counts(self.chosen)), "truncated_prompts": self.n_truncated},
+            "filter": {
+                "specialty": self.wanted if self.wanted else "all",
+                "n_examples": len(self.chosen),
+                "specialty_counts": dict(specialty_counts(self.chosen)),
+                "truncated_prompts": self.n_truncated,
+            },
             "specialty": self.wanted,
-            "options": {**asdict(opts), "precision": self.precision, "target_modules": self.targets,
-                        "max_length": self.max_length},
+            "options": {
+                **asdict(opts),
+                "precision": self.precision,
+                "target_modules": self.targets,
+                "max_length": self.max_length,
+            },
             "context_length": self.context_length,
             "prompt": self.fmt.to_dict(),
             "seed": opts.seed,
@@ -962,8 +1083,13 @@ class _Trainer:
             write_json(out / MANIFEST, json.loads(json.dumps(manifest, default=str)))
             (out / FINISHING).unlink()
             shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
-            log.info("wrote %s (%d steps, final loss %.4f, %.1f s)", out, self.progress.step,
-                     manifest["final_loss"] or math.nan, wall)
+            log.info(
+                "wrote %s (%d steps, final loss %.4f, %.1f s)",
+                out,
+                self.progress.step,
+                manifest["final_loss"] or math.nan,
+                wall,
+            )
         acc.wait_for_everyone()
         return TrainRun(out, manifest, True)
 
@@ -997,8 +1123,15 @@ def train(
     if out is None:
         raise ValueError("out= (the adapter output directory) is required")
     opts = TrainOptions.from_kwargs(options)
-    trainer = _Trainer(base, Path(out), opts, progress=progress, revision=revision,
-                       trust_remote_code=trust_remote_code, on_step=on_step)
+    trainer = _Trainer(
+        base,
+        Path(out),
+        opts,
+        progress=progress,
+        revision=revision,
+        trust_remote_code=trust_remote_code,
+        on_step=on_step,
+    )
     with _SignalGuard(trainer.interrupted) as guard:
         trainer.guard = guard
         trainer.start()

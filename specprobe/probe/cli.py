@@ -15,8 +15,11 @@ COMPARE_OUTPUTS = ("comparison.json.gz", "by_specialty.csv", "by_term.csv")
 def register(sub: argparse._SubParsersAction) -> None:
     from specprobe.probe.options import add_probe_arguments
 
-    p = sub.add_parser("compare", help="compare term log-probabilities under a base and a fine-tuned model",
-                       description="Score every occurrence of every term (and control words) under base and tuned.")
+    p = sub.add_parser(
+        "compare",
+        help="compare term log-probabilities under a base and a fine-tuned model",
+        description="Score every occurrence of every term (and control words) under base and tuned.",
+    )
     add_probe_arguments(p)
     p.add_argument("--out", required=True, help="output directory (comparison.json.gz, by_specialty.csv, by_term.csv)")
     p.set_defaults(handler=run_compare)
@@ -83,8 +86,14 @@ def run_compare(args: argparse.Namespace) -> int:
     terms, texts = read_terms_and_texts(args)
     from specprobe.core.models import ModelPair
 
-    pair = ModelPair.load(args.base, args.tuned, tokenizer=opts.tokenizer, device=opts.device, dtype=opts.dtype,
-                          force_adapter=args.force_adapter)
+    pair = ModelPair.load(
+        args.base,
+        args.tuned,
+        tokenizer=opts.tokenizer,
+        device=opts.device,
+        dtype=opts.dtype,
+        force_adapter=args.force_adapter,
+    )
     comp = compare(pair, terms=terms, texts=texts, options=opts)
     if not is_main():
         return 0
@@ -96,6 +105,8 @@ def run_compare(args: argparse.Namespace) -> int:
     atomic_write_text(out / "by_term.csv", comp.by_term().to_csv(index=False))
     print(comp.summary())
     if comp.missing:
-        print(f"\n{len(comp.missing)} term(s) occur in no text: {', '.join(comp.missing[:10])}{' ...' if len(comp.missing) > 10 else ''}")
+        print(
+            f"\n{len(comp.missing)} term(s) occur in no text: {', '.join(comp.missing[:10])}{' ...' if len(comp.missing) > 10 else ''}"
+        )
     print(f"\nwrote {out / 'comparison.json.gz'}, by_specialty.csv, by_term.csv")
     return 0

@@ -57,9 +57,22 @@ def compare(
     value as well is an error).
     """
     opts = ProbeOptions.resolve(
-        options, compare, controls=controls, n_controls=n_controls, template=template, match=match, add_bos=add_bos,
-        batch_size=batch_size, max_length=max_length, long_texts=long_texts, device=device, dtype=dtype,
-        tokenizer=tokenizer, progress=progress, seed=seed)
+        options,
+        compare,
+        controls=controls,
+        n_controls=n_controls,
+        template=template,
+        match=match,
+        add_bos=add_bos,
+        batch_size=batch_size,
+        max_length=max_length,
+        long_texts=long_texts,
+        device=device,
+        dtype=dtype,
+        tokenizer=tokenizer,
+        progress=progress,
+        seed=seed,
+    )
     return _compare(base, tuned, terms, texts, opts)
 
 
@@ -82,8 +95,14 @@ def _compare(base: Any, tuned: Any, terms: Any, texts: Any, opts: ProbeOptions) 
     scored: dict[str, list] = {}
     for variant in pair.variants:
         with pair.view(variant) as split:
-            scored[variant] = score_items(split, prep.items, batch_size=opts.batch_size, progress=opts.progress,
-                                          desc=f"scoring {variant}", distribute=True)
+            scored[variant] = score_items(
+                split,
+                prep.items,
+                batch_size=opts.batch_size,
+                progress=opts.progress,
+                desc=f"scoring {variant}",
+                distribute=True,
+            )
     frame = pd.DataFrame(_occurrence_rows(prep, scored), columns=Comparison.columns)
     found = {o.term for o in prep.occs if not o.is_control}
     missing = sorted(t for t in prep.term_map if t not in found)
@@ -92,7 +111,9 @@ def _compare(base: Any, tuned: Any, terms: Any, texts: Any, opts: ProbeOptions) 
     meta = dict(pair.metadata)
     meta.update(options_meta(prep, opts.batch_size))
     meta["offsets_source"] = prep.offsets_source
-    return Comparison(frame, meta, {"missing": missing, "term_specialties": {t: list(s) for t, s in prep.term_map.items()}})
+    return Comparison(
+        frame, meta, {"missing": missing, "term_specialties": {t: list(s) for t, s in prep.term_map.items()}}
+    )
 
 
 def _occurrence_rows(prep: Prepared, scored: dict[str, list]) -> list[dict]:
@@ -108,22 +129,24 @@ def _occurrence_rows(prep: Prepared, scored: dict[str, list]) -> list[dict]:
         else:
             tok_b = tok_t = np.array([])
             lb = lt = math.nan
-        rows.append({
-            "text_id": rec.id,
-            "term": occ.term,
-            "specialties": occ.specialties,
-            "text_specialties": rec.specialties,
-            "surface": rec.text[occ.start:occ.end],
-            "start": occ.start,
-            "end": occ.end,
-            "n_tokens": occ.n_tokens,
-            "logp_base": lb,
-            "logp_tuned": lt,
-            "delta": lt - lb,
-            "delta_per_token": (lt - lb) / occ.n_tokens if occ.n_tokens else math.nan,
-            "token_logp_base": [float(x) for x in tok_b],
-            "token_logp_tuned": [float(x) for x in tok_t],
-            "is_control": occ.is_control,
-            "flags": ",".join(occ.flags),
-        })
+        rows.append(
+            {
+                "text_id": rec.id,
+                "term": occ.term,
+                "specialties": occ.specialties,
+                "text_specialties": rec.specialties,
+                "surface": rec.text[occ.start : occ.end],
+                "start": occ.start,
+                "end": occ.end,
+                "n_tokens": occ.n_tokens,
+                "logp_base": lb,
+                "logp_tuned": lt,
+                "delta": lt - lb,
+                "delta_per_token": (lt - lb) / occ.n_tokens if occ.n_tokens else math.nan,
+                "token_logp_base": [float(x) for x in tok_b],
+                "token_logp_tuned": [float(x) for x in tok_t],
+                "is_control": occ.is_control,
+                "flags": ",".join(occ.flags),
+            }
+        )
     return rows

@@ -24,9 +24,22 @@ class Comparison(Result):
     kind: ClassVar[str] = "comparison"
     tuple_columns: ClassVar[tuple[str, ...]] = ("specialties", "text_specialties")
     columns: ClassVar[list[str]] = [
-        "text_id", "term", "specialties", "text_specialties", "surface", "start", "end", "n_tokens",
-        "logp_base", "logp_tuned", "delta", "delta_per_token", "token_logp_base", "token_logp_tuned",
-        "is_control", "flags",
+        "text_id",
+        "term",
+        "specialties",
+        "text_specialties",
+        "surface",
+        "start",
+        "end",
+        "n_tokens",
+        "logp_base",
+        "logp_tuned",
+        "delta",
+        "delta_per_token",
+        "token_logp_base",
+        "token_logp_tuned",
+        "is_control",
+        "flags",
     ]
 
     @property
@@ -50,10 +63,20 @@ class Comparison(Result):
         for key, g in self.scored().groupby(["term", "is_control"], sort=True):
             term, is_control = cast(tuple, key)
             est = cluster_bootstrap_mean(g[metric], g["text_id"], n_boot=n_boot, seed=seed)
-            rows.append({"term": term, "is_control": is_control, "specialties": g["specialties"].iloc[0],
-                         "n": est.n, "n_texts": est.n_clusters, "mean_logp_base": g["logp_base"].mean(),
-                         "mean_logp_tuned": g["logp_tuned"].mean(), f"mean_{metric}": est.mean,
-                         "ci_low": est.ci_low, "ci_high": est.ci_high})
+            rows.append(
+                {
+                    "term": term,
+                    "is_control": is_control,
+                    "specialties": g["specialties"].iloc[0],
+                    "n": est.n,
+                    "n_texts": est.n_clusters,
+                    "mean_logp_base": g["logp_base"].mean(),
+                    "mean_logp_tuned": g["logp_tuned"].mean(),
+                    f"mean_{metric}": est.mean,
+                    "ci_low": est.ci_low,
+                    "ci_high": est.ci_high,
+                }
+            )
         return pd.DataFrame(rows)
 
     def by_specialty(self, metric: str = "delta_per_token", *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
@@ -72,17 +95,43 @@ class Comparison(Result):
             est = cluster_bootstrap_mean(g[metric], g["text_id"], n_boot=n_boot, seed=seed)
             per_text = cast(pd.Series, g.groupby("text_id")[metric].mean())
             shared = per_text.index.intersection(ctrl_by_text.index)
-            test = paired_test(per_text.loc[shared].to_numpy(), ctrl_by_text.loc[shared].to_numpy(), n_boot=n_boot, seed=seed)
-            rows.append({"specialty": spec, "n": est.n, "n_terms": g["term"].nunique(), "n_texts": est.n_clusters,
-                         f"mean_{metric}": est.mean, "ci_low": est.ci_low, "ci_high": est.ci_high,
-                         "minus_control": test.mean_diff, "minus_control_ci_low": test.ci_low,
-                         "minus_control_ci_high": test.ci_high, "n_pairs": test.n_pairs, "p_value": test.p_value})
+            test = paired_test(
+                per_text.loc[shared].to_numpy(), ctrl_by_text.loc[shared].to_numpy(), n_boot=n_boot, seed=seed
+            )
+            rows.append(
+                {
+                    "specialty": spec,
+                    "n": est.n,
+                    "n_terms": g["term"].nunique(),
+                    "n_texts": est.n_clusters,
+                    f"mean_{metric}": est.mean,
+                    "ci_low": est.ci_low,
+                    "ci_high": est.ci_high,
+                    "minus_control": test.mean_diff,
+                    "minus_control_ci_low": test.ci_low,
+                    "minus_control_ci_high": test.ci_high,
+                    "n_pairs": test.n_pairs,
+                    "p_value": test.p_value,
+                }
+            )
         if len(ctrl):
             est = cluster_bootstrap_mean(ctrl[metric], ctrl["text_id"], n_boot=n_boot, seed=seed)
-            rows.append({"specialty": "control", "n": est.n, "n_terms": ctrl["term"].nunique(), "n_texts": est.n_clusters,
-                         f"mean_{metric}": est.mean, "ci_low": est.ci_low, "ci_high": est.ci_high,
-                         "minus_control": np.nan, "minus_control_ci_low": np.nan, "minus_control_ci_high": np.nan,
-                         "n_pairs": 0, "p_value": np.nan})
+            rows.append(
+                {
+                    "specialty": "control",
+                    "n": est.n,
+                    "n_terms": ctrl["term"].nunique(),
+                    "n_texts": est.n_clusters,
+                    f"mean_{metric}": est.mean,
+                    "ci_low": est.ci_low,
+                    "ci_high": est.ci_high,
+                    "minus_control": np.nan,
+                    "minus_control_ci_low": np.nan,
+                    "minus_control_ci_high": np.nan,
+                    "n_pairs": 0,
+                    "p_value": np.nan,
+                }
+            )
         out = pd.DataFrame(rows)
         if len(out):
             out["p_holm"] = holm(out["p_value"])
@@ -93,5 +142,15 @@ class Comparison(Result):
         table = self.by_specialty(metric)
         if table.empty:
             return "no scored occurrences"
-        cols = ["specialty", "n", "n_terms", "n_texts", f"mean_{metric}", "ci_low", "ci_high", "minus_control", "p_holm"]
+        cols = [
+            "specialty",
+            "n",
+            "n_terms",
+            "n_texts",
+            f"mean_{metric}",
+            "ci_low",
+            "ci_high",
+            "minus_control",
+            "p_holm",
+        ]
         return cast(pd.DataFrame, table[cols]).to_string(index=False, float_format=lambda v: f"{v:.4f}")

@@ -60,8 +60,10 @@ def model_type(split: SplitModel) -> str:
 
 
 def supported_message() -> str:
-    return ("decoder-only models whose blocks add their attention and MLP outputs to the residual stream "
-            "(h + attn + mlp, sequential or parallel), with a final norm before the unembedding")
+    return (
+        "decoder-only models whose blocks add their attention and MLP outputs to the residual stream "
+        "(h + attn + mlp, sequential or parallel), with a final norm before the unembedding"
+    )
 
 
 @dataclass(eq=False)
@@ -102,13 +104,25 @@ def _describe(split: SplitModel) -> str:
     return f"{type(unwrap_peft(split.causal_lm)).__name__} (model_type {model_type(split)!r})"
 
 
-def _candidates(layer: nn.Module, names: Sequence[str], type_words: Sequence[str], post_norms: Sequence[str],
-                other: nn.Module | None, last_child_linear: bool) -> list[str]:
+def _candidates(
+    layer: nn.Module,
+    names: Sequence[str],
+    type_words: Sequence[str],
+    post_norms: Sequence[str],
+    other: nn.Module | None,
+    last_child_linear: bool,
+) -> list[str]:
     """Dotted paths (relative to `layer`) of modules that may write this component to the residual stream."""
     children = dict(layer.named_children())
     main = [n for n in names if isinstance(children.get(n), nn.Module)]
-    main += [n for n, m in children.items() if n not in main and m is not other
-             and any(w in type(m).__name__.lower() for w in type_words) and not is_norm(m)]
+    main += [
+        n
+        for n, m in children.items()
+        if n not in main
+        and m is not other
+        and any(w in type(m).__name__.lower() for w in type_words)
+        and not is_norm(m)
+    ]
     out = list(main)
     out += [n for n in post_norms if isinstance(children.get(n), nn.Module)]
     for n in main:  # the last linear inside (BLOOM's attention and MLP add the residual themselves)
@@ -130,7 +144,8 @@ def _discover(split: SplitModel) -> _Found:
     if split.layers is None:
         raise UnsupportedArchitectureError(
             f"{name}: the layer views found no decoder layer list (an nn.ModuleList of blocks under the backbone); "
-            f"supported: {supported_message()}")
+            f"supported: {supported_message()}"
+        )
     lm = unwrap_peft(split.causal_lm)
     layers = list(split.layers)
     cands: list[tuple[list[str], list[str]]] = []
@@ -143,12 +158,14 @@ def _discover(split: SplitModel) -> _Found:
             raise UnsupportedArchitectureError(
                 f"{name}: decoder layer {type(layer).__name__} has no {'attention' if not attn else 'MLP'} submodule "
                 f"(looked for children named {ATTN_NAMES if not attn else MLP_NAMES} or typed like one); "
-                f"supported: {supported_message()}")
+                f"supported: {supported_message()}"
+            )
         cands.append((attn, mlp))
     # one forward pass with every candidate hooked
     store: dict = {}
     handles = []
     for i, (layer, (attn, mlp)) in enumerate(zip(layers, cands)):
+
         def pre(_m, args, kwargs, i=i):
             store[("in", i)] = (args[0] if args else kwargs["hidden_states"]).detach().clone()
 
@@ -158,6 +175,7 @@ def _discover(split: SplitModel) -> _Found:
         handles.append(layer.register_forward_pre_hook(pre, with_kwargs=True))
         handles.append(layer.register_forward_hook(post))
         for path in attn + mlp:
+
             def keep(_m, _a, output, key=(path, i)):
                 t = _tensor_of(output)
                 if isinstance(t, torch.Tensor):
@@ -173,14 +191,15 @@ def _discover(split: SplitModel) -> _Found:
         for h in handles:
             h.remove()
     config = getattr(lm, "config", None)
-    scales = [1.0] + [float(v) for a in WRITE_SCALE_ATTRS
-                      if isinstance(v := getattr(config, a, None), (int, float)) and v != 1]
+    scales = [1.0] + [
+        float(v) for a in WRITE_SCALE_ATTRS if isinstance(v := getattr(config, a, None), (int, float)) and v != 1
+    ]
     found = _Found([], [], [], 1.0)
     for i, (attn, mlp) in enumerate(cands):
         h_in, h_out = store.get(("in", i)), store.get(("out", i))
         if h_in is None or h_out is None:
             raise UnsupportedArchitectureError(f"{name}: decoder layer {i} did not run on the probe input")
-        delta = (h_out.double() - h_in.to(h_out.device).double())
+        delta = h_out.double() - h_in.to(h_out.device).double()
         best = None
         for scale in scales:
             for a in attn:
@@ -193,7 +212,12 @@ def _discover(split: SplitModel) -> _Found:
                         ta, tm = ta.reshape(h_out.shape), tm.reshape(h_out.shape)
                     except RuntimeError:
                         continue
-                    err = (delta - scale * (ta.double().to(delta.device) + tm.double().to(delta.device))).abs().max().item()
+                    err = (
+                        (delta - scale * (ta.double().to(delta.device) + tm.double().to(delta.device)))
+                        .abs()
+                        .max()
+                        .item()
+                    )
                     if err <= _tol(h_out):
                         best = (a, m, flat, scale)
                         break
@@ -205,7 +229,8 @@ def _discover(split: SplitModel) -> _Found:
             raise UnsupportedArchitectureError(
                 f"{name}: decoder layer {i} ({type(layers[i]).__name__}) does not add attention and MLP outputs to "
                 f"the residual stream (no pair of attention outputs {attn} and MLP outputs {mlp} sums to the layer's "
-                f"update, e.g. post-norm blocks); supported: {supported_message()}")
+                f"update, e.g. post-norm blocks); supported: {supported_message()}"
+            )
         found.attn.append(best[0])
         found.mlp.append(best[1])
         found.flat.append(best[2])
@@ -222,7 +247,8 @@ def _discover(split: SplitModel) -> _Found:
         raise UnsupportedArchitectureError(
             f"{name}: the final norm ({norm}) and unembedding applied to the last layer's output do not give the "
             f"model's logits (off by {err:.3g}); the layer views need the final norm the backbone applies after "
-            "its blocks")
+            "its blocks"
+        )
     return found
 
 
@@ -238,8 +264,14 @@ def layer_modules(split: SplitModel) -> list[LayerModules]:
     out = []
     for i, layer in enumerate(split.layers):
         fa, fm = found.flat[i]
-        out.append(LayerModules(layer, Site(layer.get_submodule(found.attn[i]), layer, fa),
-                                Site(layer.get_submodule(found.mlp[i]), layer, fm), found.scale))
+        out.append(
+            LayerModules(
+                layer,
+                Site(layer.get_submodule(found.attn[i]), layer, fa),
+                Site(layer.get_submodule(found.mlp[i]), layer, fm),
+                found.scale,
+            )
+        )
     return out
 
 
@@ -277,6 +309,7 @@ def _register(target: Site | nn.Module, fn: Callable[[torch.Tensor], torch.Tenso
         module, flat = target.module, target.flat
         shape: dict = {}
         if flat:
+
             def pre(_m, args, kwargs):
                 shape["s"] = (args[0] if args else kwargs["hidden_states"]).shape
 
@@ -300,6 +333,7 @@ def capture_outputs(modules: dict, store: dict) -> Iterator[None]:
     A copy: some blocks add to a component's output in place afterwards (Falcon's parallel MLP)."""
     handles: list = []
     for key, module in modules.items():
+
         def keep(t, key=key):
             store[key] = t.detach().clone()
 
@@ -314,6 +348,7 @@ def capture_outputs(modules: dict, store: dict) -> Iterator[None]:
 @contextlib.contextmanager
 def capture_input(module: nn.Module, store: dict, key) -> Iterator[None]:
     """Record the hidden states a module receives (first positional argument or `hidden_states=`)."""
+
     def keep(_m, args, kwargs):
         store[key] = (args[0] if args else kwargs["hidden_states"]).detach().clone()
 

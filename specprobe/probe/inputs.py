@@ -55,7 +55,8 @@ def _refuse_one_shot(obj: Any, name: str) -> None:
     if _is_one_shot(obj):
         raise TypeError(
             f"{name} is a one-shot iterator ({type(obj).__name__}), which would be used up by the first "
-            f"read and then look empty; pass a list instead: {name}=list(...)")
+            f"read and then look empty; pass a list instead: {name}=list(...)"
+        )
 
 
 def _has_method(obj: Any, name: str) -> bool:
@@ -90,15 +91,17 @@ def _pandas_series(obj: Any, name: str) -> list | None:
         return None
     if pd.api.types.is_integer_dtype(obj.index.dtype):
         return obj.tolist()
-    raise TypeError(f"{name} is a pandas Series indexed by labels ({list(obj.index[:3])}...): pass "
-                    f"series.to_dict() for a mapping label -> value, or series.tolist() for a list of values")
+    raise TypeError(
+        f"{name} is a pandas Series indexed by labels ({list(obj.index[:3])}...): pass "
+        f"series.to_dict() for a mapping label -> value, or series.tolist() for a list of values"
+    )
 
 
 def _column(frame, wanted: str | None, candidates: tuple[str, ...], name: str, role: str, required: bool) -> str | None:
     """The frame column for `role`: the one named `wanted` (or the first of `candidates`), matched
     exactly, else case-insensitively; None when not required and absent."""
     cols = [str(c) for c in frame.columns]
-    for cand in ([wanted] if wanted is not None else list(candidates)):
+    for cand in [wanted] if wanted is not None else list(candidates):
         if cand in cols:
             return cand
         folded = [c for c in cols if c.lower() == cand.lower()]
@@ -106,8 +109,10 @@ def _column(frame, wanted: str | None, candidates: tuple[str, ...], name: str, r
             return folded[0]
     if required or wanted is not None:
         what = repr(wanted) if wanted is not None else " or ".join(repr(c) for c in candidates)
-        raise ValueError(f"{name} DataFrame has no {role} column {what} (columns: {cols}); rename it or "
-                         f"name it with {name}_from_frame(frame, {role}=...)")
+        raise ValueError(
+            f"{name} DataFrame has no {role} column {what} (columns: {cols}); rename it or "
+            f"name it with {name}_from_frame(frame, {role}=...)"
+        )
     return None
 
 
@@ -130,11 +135,15 @@ def _specialties(value: Any, where: str, sep: str | None = None) -> tuple[str, .
         items = list(value)
         if all(isinstance(v, str) for v in items):
             return tuple(v.strip() for v in items if v.strip())
-    raise TypeError(f"{where}: specialties must be a string or a list of strings, got {type(value).__name__}: {value!r:.60}")
+    raise TypeError(
+        f"{where}: specialties must be a string or a list of strings, got {type(value).__name__}: {value!r:.60}"
+    )
 
 
 # ---------------------------------------------------------------------------------------- terms
-def terms_from_frame(frame, term: str = "term", specialty: str | None = None, sep: str = ";") -> dict[str, tuple[str, ...]]:
+def terms_from_frame(
+    frame, term: str = "term", specialty: str | None = None, sep: str = ";"
+) -> dict[str, tuple[str, ...]]:
     """term -> specialties from a DataFrame: one row per term; `specialty` names the column of its
     specialties (default: 'specialty' or 'specialties' when present, else none), one string split on
     `sep` (as `Lexicon.to_pandas` writes them) or a list. Rows of the same term are united."""
@@ -166,8 +175,9 @@ def _match_key(term: str, opts: MatchOptions) -> str:
     return _fold(key, opts.case_sensitive)
 
 
-def normalize_terms(terms: Any, *, match: MatchOptions | None = None, term_column: str = "term",
-                    specialty_column: str | None = None) -> dict[str, tuple[str, ...]]:
+def normalize_terms(
+    terms: Any, *, match: MatchOptions | None = None, term_column: str = "term", specialty_column: str | None = None
+) -> dict[str, tuple[str, ...]]:
     """term -> specialties (empty tuple when unknown); raises on empty or non-string terms.
 
     Terms that match the same spans under `match` (default `MatchOptions()`: case-insensitive, under
@@ -194,12 +204,18 @@ def normalize_terms(terms: Any, *, match: MatchOptions | None = None, term_colum
         mapping = {}
         for t in terms:
             if not isinstance(t, str):
-                hint = "; for term -> specialty pairs pass a mapping or a DataFrame" if isinstance(t, (list, tuple)) else ""
+                hint = (
+                    "; for term -> specialty pairs pass a mapping or a DataFrame"
+                    if isinstance(t, (list, tuple))
+                    else ""
+                )
                 raise TypeError(f"terms must be strings, got {type(t).__name__}: {t!r:.60}{hint}")
             mapping.setdefault(t, ())
     else:
-        raise TypeError(f"terms must be a Lexicon, a mapping term -> specialties, a list, or a DataFrame; "
-                        f"got {type(terms).__name__}")
+        raise TypeError(
+            f"terms must be a Lexicon, a mapping term -> specialties, a list, or a DataFrame; "
+            f"got {type(terms).__name__}"
+        )
     out: dict[str, tuple[str, ...]] = {}
     keys: dict[str, tuple[str, str]] = {}  # match key -> (the kept term, its spelling as given)
     merged: dict[str, list[str]] = {}  # kept term -> the other spellings given
@@ -218,17 +234,25 @@ def normalize_terms(terms: Any, *, match: MatchOptions | None = None, term_colum
         raise ValueError("no terms given: pass at least one term")
     if merged:
         how = ("case-insensitive " if not opts.case_sensitive else "") + "NFC matching"
-        pairs = "; ".join(f"{' / '.join(_show(s) for s in v)} -> {k!r} {list(out[k])}"
-                          for k, v in list(merged.items())[:10])
+        pairs = "; ".join(
+            f"{' / '.join(_show(s) for s in v)} -> {k!r} {list(out[k])}" for k, v in list(merged.items())[:10]
+        )
         more = f" (and {len(merged) - 10} more)" if len(merged) > 10 else ""
-        log.warning("%d term(s) match the same text as another under %s and are counted once, with their "
-                    "specialties united: %s%s", sum(len(v) - 1 for v in merged.values()), how, pairs, more)
+        log.warning(
+            "%d term(s) match the same text as another under %s and are counted once, with their "
+            "specialties united: %s%s",
+            sum(len(v) - 1 for v in merged.values()),
+            how,
+            pairs,
+            more,
+        )
     return out
 
 
 # ---------------------------------------------------------------------------------------- texts
-def texts_from_frame(frame, id: str | None = "id", text: str = "text", specialty: str | None = None,
-                     sep: str = ";") -> list[TextRecord]:
+def texts_from_frame(
+    frame, id: str | None = "id", text: str = "text", specialty: str | None = None, sep: str = ";"
+) -> list[TextRecord]:
     """Text records from a DataFrame: the `text` column, ids from the `id` column (default 'id' when
     present, else "text<row>"), specialties from `specialty` (default 'specialty' or 'specialties'
     when present), one string split on `sep` or a list."""
@@ -266,12 +290,21 @@ def _record(obj: Any, index: int) -> TextRecord:
         specs = _specialties(obj.get("specialties", obj.get("specialty", ())), f"texts[{index}]", None)
         rid = obj.get("id")
         return TextRecord(f"text{index}" if _missing(rid) else str(rid), text, specs)
-    raise TypeError(f"texts[{index}] must be a string or a record with id, text, specialty; got {type(obj).__name__}: {obj!r:.60}")
+    raise TypeError(
+        f"texts[{index}] must be a string or a record with id, text, specialty; got {type(obj).__name__}: {obj!r:.60}"
+    )
 
 
-def normalize_texts(texts: Any, terms: Any, term_map: dict[str, tuple[str, ...]], template: str = DEFAULT_TEMPLATE,
-                    *, id_column: str | None = "id", text_column: str = "text",
-                    specialty_column: str | None = None) -> list[TextRecord]:
+def normalize_texts(
+    texts: Any,
+    terms: Any,
+    term_map: dict[str, tuple[str, ...]],
+    template: str = DEFAULT_TEMPLATE,
+    *,
+    id_column: str | None = "id",
+    text_column: str = "text",
+    specialty_column: str | None = None,
+) -> list[TextRecord]:
     """The context texts: given ones, else the lexicon's own contexts, else one template text per term.
 
     Given texts must have unique ids (a duplicate is refused, naming both positions); a lexicon's
@@ -295,8 +328,10 @@ def normalize_texts(texts: Any, terms: Any, term_map: dict[str, tuple[str, ...]]
         records = []
         for rid, text in texts.items():
             if not isinstance(text, str):
-                raise TypeError(f"texts is a mapping, read as id -> text, but texts[{rid!r}] is a "
-                                f"{type(text).__name__}; pass a list of records instead")
+                raise TypeError(
+                    f"texts is a mapping, read as id -> text, but texts[{rid!r}] is a "
+                    f"{type(text).__name__}; pass a list of records instead"
+                )
             records.append(TextRecord(str(rid), text, ()))
     elif series is not None:
         records = [_record(t, i) for i, t in enumerate(series)]
@@ -304,12 +339,16 @@ def normalize_texts(texts: Any, terms: Any, term_map: dict[str, tuple[str, ...]]
         _refuse_one_shot(texts, "texts")
         records = [_record(t, i) for i, t in enumerate(texts)]
     else:
-        raise TypeError(f"texts must be a list of strings or records, a mapping id -> text, or a DataFrame; "
-                        f"got {type(texts).__name__}")
+        raise TypeError(
+            f"texts must be a list of strings or records, a mapping id -> text, or a DataFrame; "
+            f"got {type(texts).__name__}"
+        )
     first: dict[str, int] = {}
     for i, r in enumerate(records):
         if r.id in first:
-            raise ValueError(f"duplicate text id {r.id!r} (texts[{first[r.id]}] and texts[{i}]); text ids must be unique")
+            raise ValueError(
+                f"duplicate text id {r.id!r} (texts[{first[r.id]}] and texts[{i}]); text ids must be unique"
+            )
         first[r.id] = i
     if not records:
         raise ValueError("texts is empty")

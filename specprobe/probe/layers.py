@@ -62,16 +62,30 @@ def layers(
     (True: NDIF's servers, "local": nnsight's serverless dry run); see `specprobe.probe.remote`.
     """
     opts = ProbeOptions.resolve(
-        options, layers, controls=controls, n_controls=n_controls, template=template, match=match, add_bos=add_bos,
-        batch_size=batch_size, max_length=max_length, long_texts=long_texts, device=device, dtype=dtype,
-        tokenizer=tokenizer, progress=progress, seed=seed)
+        options,
+        layers,
+        controls=controls,
+        n_controls=n_controls,
+        template=template,
+        match=match,
+        add_bos=add_bos,
+        batch_size=batch_size,
+        max_length=max_length,
+        long_texts=long_texts,
+        device=device,
+        dtype=dtype,
+        tokenizer=tokenizer,
+        progress=progress,
+        seed=seed,
+    )
     if remote:
         return remote_layers(base, tuned, terms, texts, layer_ids=layer_ids, remote=remote, options=opts)
     return _local_layers(base, tuned, terms, texts, layer_ids, opts)
 
 
-def _local_layers(base: Any, tuned: Any, terms: Any, texts: Any, layer_ids: Sequence[int] | int | None,
-                  opts: ProbeOptions) -> LayerView:
+def _local_layers(
+    base: Any, tuned: Any, terms: Any, texts: Any, layer_ids: Sequence[int] | int | None, opts: ProbeOptions
+) -> LayerView:
     """`layers()` with torch hooks on the Hugging Face modules (the scoring core)."""
     pair = load_pair(base, tuned, opts.tokenizer, opts.device, opts.dtype)
     with pair.view("base") as split:
@@ -91,13 +105,17 @@ def _local_layers(base: Any, tuned: Any, terms: Any, texts: Any, layer_ids: Sequ
     meta["n_layers"] = n_layers
     meta["layers"] = chosen
     meta["engine"] = "torch hooks on the Hugging Face modules (scoring core)"
-    meta["cost"] = {"forward_passes_per_model": len(plan_batches(prep.items, opts.batch_size,
-                                                                 batch_token_budget(pair.device))),
-                    "items": len(prep.items), "seconds": timings}
+    meta["cost"] = {
+        "forward_passes_per_model": len(plan_batches(prep.items, opts.batch_size, batch_token_budget(pair.device))),
+        "items": len(prep.items),
+        "seconds": timings,
+    }
     return LayerView(frame, meta, {"term_specialties": {t: list(s) for t, s in prep.term_map.items()}})
 
 
-def _lens_items(split: SplitModel, prep: Prepared, chosen: list[int], opts: ProbeOptions, desc: str) -> list[np.ndarray]:
+def _lens_items(
+    split: SplitModel, prep: Prepared, chosen: list[int], opts: ProbeOptions, desc: str
+) -> list[np.ndarray]:
     """Per item, the (n_chosen, n_positions) lens log-probabilities under one model.
 
     The lens runs per batch inside the scoring core (`reduce_layers`), so no item's full residual
@@ -106,8 +124,16 @@ def _lens_items(split: SplitModel, prep: Prepared, chosen: list[int], opts: Prob
     def lens(states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return lens_logprobs(split, states[chosen], targets)
 
-    scored = score_items(split, prep.items, batch_size=opts.batch_size, capture_layers=True, reduce_layers=lens,
-                         progress=opts.progress, desc=desc, distribute=True)
+    scored = score_items(
+        split,
+        prep.items,
+        batch_size=opts.batch_size,
+        capture_layers=True,
+        reduce_layers=lens,
+        progress=opts.progress,
+        desc=desc,
+        distribute=True,
+    )
     out = []
     for s in scored:
         assert s.layer_states is not None  # capture_layers=True keeps every item's lens rows

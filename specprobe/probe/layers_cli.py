@@ -20,18 +20,32 @@ LAYERS_OUTPUTS = ("layers.json.gz", "layers_by_specialty.csv", "patching.json.gz
 def register(sub: argparse._SubParsersAction) -> None:
     from specprobe.probe.options import add_probe_arguments
 
-    p = sub.add_parser("layers", help="logit lens per layer, activation patching and logit attribution, base vs tuned",
-                       description="Per layer: each term token's log-probability read through the final norm and head "
-                                   "(logit lens), for base and tuned; optionally which components carry the change.")
+    p = sub.add_parser(
+        "layers",
+        help="logit lens per layer, activation patching and logit attribution, base vs tuned",
+        description="Per layer: each term token's log-probability read through the final norm and head "
+        "(logit lens), for base and tuned; optionally which components carry the change.",
+    )
     add_probe_arguments(p)
     p.add_argument("--out", required=True, help="output directory (layers.json.gz, layers_by_specialty.csv, ...)")
-    p.add_argument("--layers", type=_layer_list, default=None, help="comma-separated layer indices (default all; negative from the end)")
-    p.add_argument("--patch", action="store_true", help="also run activation patching (attn, mlp, layer output; both directions)")
+    p.add_argument(
+        "--layers",
+        type=_layer_list,
+        default=None,
+        help="comma-separated layer indices (default all; negative from the end)",
+    )
+    p.add_argument(
+        "--patch", action="store_true", help="also run activation patching (attn, mlp, layer output; both directions)"
+    )
     p.add_argument("--positions", choices=["all", "scored"], default="all", help="positions patched (with --patch)")
     p.add_argument("--attribution", action="store_true", help="also compute direct logit attribution")
-    p.add_argument("--remote", choices=["no", "ndif", "local"], default="no",
-                   help="lens through nnsight: 'ndif' runs on NDIF servers (untested against the live service), "
-                        "'local' is nnsight's serverless dry run")
+    p.add_argument(
+        "--remote",
+        choices=["no", "ndif", "local"],
+        default="no",
+        help="lens through nnsight: 'ndif' runs on NDIF servers (untested against the live service), "
+        "'local' is nnsight's serverless dry run",
+    )
     p.set_defaults(handler=run_layers)
 
 
@@ -56,8 +70,9 @@ def run_layers(args: argparse.Namespace) -> int:
     else:
         from specprobe.core.models import ModelPair
 
-        pair = ModelPair.load(args.base, args.tuned, device=opts.device, dtype=opts.dtype,
-                              force_adapter=args.force_adapter)
+        pair = ModelPair.load(
+            args.base, args.tuned, device=opts.device, dtype=opts.dtype, force_adapter=args.force_adapter
+        )
         view = layers(pair, terms=terms, texts=texts, layer_ids=args.layers, options=opts)
     if not is_main():
         return 0

@@ -59,8 +59,11 @@ def lens_logprobs(split: SplitModel, states: torch.Tensor, targets: torch.Tensor
 
 
 def _norm_eps(norm: nn.Module) -> list[float]:
-    out = [float(v) for a in ("eps", "variance_epsilon", "epsilon", "layer_norm_eps")
-           if isinstance(v := getattr(norm, a, None), (int, float))]
+    out = [
+        float(v)
+        for a in ("eps", "variance_epsilon", "epsilon", "layer_norm_eps")
+        if isinstance(v := getattr(norm, a, None), (int, float))
+    ]
     return out or [1e-5, 1e-6]
 
 
@@ -93,13 +96,15 @@ def _norm_parts(norm: nn.Module, h: torch.Tensor) -> tuple[bool, torch.Tensor | 
     if best is None or not best_err <= tol * max(1.0, ref.abs().max().item() if len(ref) else 1.0):
         raise UnsupportedArchitectureError(
             f"final norm {name}: direct logit attribution knows LayerNorm- and RMSNorm-like norms (gain, optional "
-            f"bias, optional +1 gain offset); this one does not match them (off by {best_err:.3g})")
+            f"bias, optional +1 gain offset); this one does not match them (off by {best_err:.3g})"
+        )
     return best
 
 
 @torch.no_grad()
-def direct_logit_attribution(split: SplitModel, parts: torch.Tensor, targets: torch.Tensor,
-                             check_atol: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+def direct_logit_attribution(
+    split: SplitModel, parts: torch.Tensor, targets: torch.Tensor, check_atol: float = 1e-3
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Contributions of `parts` (k, n, d), which sum to the final residual rows, to each row's target logit.
 
     Returns (contributions (k, n), bias (n,)) in float64: the norm's bias and the head's bias on the
@@ -184,7 +189,9 @@ class LayerView(Result):
             raise ValueError(f"metric must be 'logp' or 'logp_per_token', got {metric!r}")
         w = self.wide()
         w = cast(pd.DataFrame, w[np.isfinite(w[f"{metric}_base"].astype(float))])
-        w["specialty"] = [("control",) if c else (tuple(s) or (UNASSIGNED,)) for s, c in zip(w["specialties"], w["is_control"])]
+        w["specialty"] = [
+            ("control",) if c else (tuple(s) or (UNASSIGNED,)) for s, c in zip(w["specialties"], w["is_control"])
+        ]
         w = w.explode("specialty")
         delta_col = "delta" if metric == "logp" else "delta_per_token"
         rows = []
@@ -192,8 +199,18 @@ class LayerView(Result):
             spec, layer = cast(tuple, key)
             for model, col in (("base", f"{metric}_base"), ("tuned", f"{metric}_tuned"), ("delta", delta_col)):
                 est = cluster_bootstrap_mean(g[col], g["text_id"], n_boot=n_boot, seed=seed)
-                rows.append({"specialty": spec, "layer": int(layer), "model": model, "n": est.n,
-                             "n_texts": est.n_clusters, "mean": est.mean, "ci_low": est.ci_low, "ci_high": est.ci_high})
+                rows.append(
+                    {
+                        "specialty": spec,
+                        "layer": int(layer),
+                        "model": model,
+                        "n": est.n,
+                        "n_texts": est.n_clusters,
+                        "mean": est.mean,
+                        "ci_low": est.ci_low,
+                        "ci_high": est.ci_high,
+                    }
+                )
         return pd.DataFrame(rows, columns=["specialty", "layer", "model", "n", "n_texts", "mean", "ci_low", "ci_high"])
 
     def summary(self, metric: str = "logp_per_token") -> str:
@@ -220,6 +237,14 @@ def lens_frame(prep: Prepared, chosen: list[int], lens: dict[str, list[np.ndarra
                 else:
                     lp = per = math.nan
                     toks = []
-                rows.append({**base_row, "layer": layer, "model": variant, "logp": lp, "logp_per_token": per,
-                             "token_logp": toks})
+                rows.append(
+                    {
+                        **base_row,
+                        "layer": layer,
+                        "model": variant,
+                        "logp": lp,
+                        "logp_per_token": per,
+                        "token_logp": toks,
+                    }
+                )
     return pd.DataFrame(rows, columns=LayerView.columns)

@@ -70,29 +70,46 @@ class ProbeOptions:
         if not isinstance(options, ProbeOptions):
             raise TypeError(f"{fn.__name__}: options must be a ProbeOptions, got {type(options).__name__}")
         defaults = cls(**{name: _defaults(fn)[name] for name in given})
-        conflicts = [name for name in given
-                     if _differs(getattr(from_keywords, name), getattr(defaults, name))
-                     and _differs(getattr(from_keywords, name), getattr(options, name))]
+        conflicts = [
+            name
+            for name in given
+            if _differs(getattr(from_keywords, name), getattr(defaults, name))
+            and _differs(getattr(from_keywords, name), getattr(options, name))
+        ]
         if conflicts:
             raise ValueError(
                 f"{fn.__name__}: options= and the keyword argument(s) {', '.join(conflicts)} disagree "
                 f"({'; '.join(f'{n}: {getattr(options, n)!r} in options=, {getattr(from_keywords, n)!r} as keyword' for n in conflicts)}); "
-                "pass each option once, in options= or as a keyword argument")
+                "pass each option once, in options= or as a keyword argument"
+            )
         return options
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ProbeOptions:
         """The options given on a command line built with `add_probe_arguments`."""
-        return cls(controls=read_controls(args.controls), batch_size=args.batch_size, max_length=args.max_length,
-                   long_texts=args.long_texts, device=args.device, dtype=args.dtype, progress=not args.no_progress)
+        return cls(
+            controls=read_controls(args.controls),
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+            long_texts=args.long_texts,
+            device=args.device,
+            dtype=args.dtype,
+            progress=not args.no_progress,
+        )
 
     def metadata(self, max_length: int, texts_given: bool) -> dict:
         """The options as results record them (`Prepared.options`): exactly these keys and values,
         which caches and saved results depend on. `max_length`: the context length actually used."""
-        return {"match": asdict(self.match), "add_bos": self.add_bos, "max_length": max_length,
-                "long_texts": self.long_texts,
-                "controls": self.controls if isinstance(self.controls, (str, type(None))) else "given",
-                "n_controls": self.n_controls, "template": None if texts_given else self.template, "seed": self.seed}
+        return {
+            "match": asdict(self.match),
+            "add_bos": self.add_bos,
+            "max_length": max_length,
+            "long_texts": self.long_texts,
+            "controls": self.controls if isinstance(self.controls, (str, type(None))) else "given",
+            "n_controls": self.n_controls,
+            "template": None if texts_given else self.template,
+            "seed": self.seed,
+        }
 
 
 PROBE_OPTION_NAMES = tuple(f.name for f in fields(ProbeOptions))
@@ -120,14 +137,23 @@ def read_controls(value: str) -> str | list[str] | None:
 def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     """The models, inputs and `ProbeOptions` arguments shared by `specprobe compare` and `specprobe layers`."""
     parser.add_argument("--base", required=True, help="hub id or local directory of the base model")
-    parser.add_argument("--tuned", required=True,
-                        help="PEFT adapter directory, or a full fine-tuned model (hub id / directory)")
-    parser.add_argument("--terms", required=True,
-                        help="lexicon JSON (specprobe terms build), JSON mapping term -> specialties, "
-                             "or a text file with one term per line")
-    parser.add_argument("--data", help="QA file (S-MedQA JSON) whose questions are the contexts; default: the lexicon's own")
-    parser.add_argument("--controls", default="auto",
-                        help="'auto' (frequency-matched ordinary words), 'none', or a file with one word per line")
+    parser.add_argument(
+        "--tuned", required=True, help="PEFT adapter directory, or a full fine-tuned model (hub id / directory)"
+    )
+    parser.add_argument(
+        "--terms",
+        required=True,
+        help="lexicon JSON (specprobe terms build), JSON mapping term -> specialties, "
+        "or a text file with one term per line",
+    )
+    parser.add_argument(
+        "--data", help="QA file (S-MedQA JSON) whose questions are the contexts; default: the lexicon's own"
+    )
+    parser.add_argument(
+        "--controls",
+        default="auto",
+        help="'auto' (frequency-matched ordinary words), 'none', or a file with one word per line",
+    )
     parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--max-length", type=positive_int, default=None, help="context length (default: the model's)")
     parser.add_argument("--long-texts", choices=["window", "error"], default="window")
@@ -136,8 +162,11 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=positive_int, default=None, help="use only the first N texts (quick looks)")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--overwrite", action="store_true", help="replace results already in --out")
-    parser.add_argument("--force-adapter", action="store_true",
-                        help="load an adapter recorded for another architecture or shape (normally refused)")
+    parser.add_argument(
+        "--force-adapter",
+        action="store_true",
+        help="load an adapter recorded for another architecture or shape (normally refused)",
+    )
 
 
 def check_out_dir(out: str | Path, outputs: Sequence[str], overwrite: bool) -> Path:

@@ -71,8 +71,9 @@ def _sites(layer_ids: Sequence[int], components: Sequence[str]) -> list[tuple[in
     return [(layer, c) for layer in layer_ids for c in components] + [(-1, ALL)]
 
 
-def _patched_logps(split, mods, item: ScoreItem, sites: list[tuple[int, str]], donor: dict,
-                   positions: str, site_batch: int) -> list[np.ndarray]:
+def _patched_logps(
+    split, mods, item: ScoreItem, sites: list[tuple[int, str]], donor: dict, positions: str, site_batch: int
+) -> list[np.ndarray]:
     """Log-probs of `item` under `split` with each site's output replaced by the donor's, one row per site."""
     cols = list(range(item.needed_length)) if positions == "all" else sorted({p - 1 for p in item.positions})
     out: list[np.ndarray] = []
@@ -111,10 +112,19 @@ class Patching(Result):
     kind: ClassVar[str] = "patching"
     tuple_columns: ClassVar[tuple[str, ...]] = ("specialties",)
     columns: ClassVar[list[str]] = OCCURRENCE_COLUMNS + [
-        "direction", "layer", "component", "logp_base", "logp_tuned", "logp_patched", "delta", "recovered"]
+        "direction",
+        "layer",
+        "component",
+        "logp_base",
+        "logp_tuned",
+        "logp_patched",
+        "delta",
+        "recovered",
+    ]
 
-    def by_site(self, *, by_specialty: bool = False, min_abs_delta: float = 0.0, n_boot: int = 2000,
-                seed: int = 0) -> pd.DataFrame:
+    def by_site(
+        self, *, by_specialty: bool = False, min_abs_delta: float = 0.0, n_boot: int = 2000, seed: int = 0
+    ) -> pd.DataFrame:
         """Per direction and site (and specialty): pooled recovery sum(patched effect) / sum(delta), and the
         mean per-occurrence fraction with a 95% bootstrap CI over texts. Occurrences with
         |delta| <= min_abs_delta are left out (their fractions are noise)."""
@@ -122,17 +132,29 @@ class Patching(Result):
         df = df[np.isfinite(df["delta"].astype(float)) & (df["delta"].abs() > min_abs_delta)]
         keys = ["direction", "layer", "component"]
         if by_specialty:
-            df = df.assign(specialty=[("control",) if c else (tuple(s) or (UNASSIGNED,))
-                                      for s, c in zip(df["specialties"], df["is_control"])]).explode("specialty")
+            df = df.assign(
+                specialty=[
+                    ("control",) if c else (tuple(s) or (UNASSIGNED,))
+                    for s, c in zip(df["specialties"], df["is_control"])
+                ]
+            ).explode("specialty")
             keys = ["specialty"] + keys
         rows = []
         for key, g in df.groupby(keys, sort=True):
             est = cluster_bootstrap_mean(g["recovered"], g["text_id"], n_boot=n_boot, seed=seed)
             delta = cast(pd.Series, g["delta"])
             effect = (g["recovered"] * delta).sum()
-            rows.append({**dict(zip(keys, cast(tuple, key))), "n": est.n, "n_texts": est.n_clusters,
-                         "pooled_recovered": float(effect / delta.sum()) if delta.sum() else math.nan,
-                         "mean_recovered": est.mean, "ci_low": est.ci_low, "ci_high": est.ci_high})
+            rows.append(
+                {
+                    **dict(zip(keys, cast(tuple, key))),
+                    "n": est.n,
+                    "n_texts": est.n_clusters,
+                    "pooled_recovered": float(effect / delta.sum()) if delta.sum() else math.nan,
+                    "mean_recovered": est.mean,
+                    "ci_low": est.ci_low,
+                    "ci_high": est.ci_high,
+                }
+            )
         return pd.DataFrame(rows)
 
     def summary(self) -> str:
@@ -173,9 +195,21 @@ def patch(
     `options`: a `ProbeOptions` in place of the keyword arguments from `controls` to `seed` (note:
     without control words here by default, while a `ProbeOptions` defaults to controls="auto")."""
     opts = ProbeOptions.resolve(
-        options, patch, controls=controls, n_controls=n_controls, template=template, match=match, add_bos=add_bos,
-        max_length=max_length, long_texts=long_texts, device=device, dtype=dtype, tokenizer=tokenizer,
-        progress=progress, seed=seed)
+        options,
+        patch,
+        controls=controls,
+        n_controls=n_controls,
+        template=template,
+        match=match,
+        add_bos=add_bos,
+        max_length=max_length,
+        long_texts=long_texts,
+        device=device,
+        dtype=dtype,
+        tokenizer=tokenizer,
+        progress=progress,
+        seed=seed,
+    )
     from tqdm.auto import tqdm
 
     _check_patch_args(components, directions, positions, site_batch)
@@ -194,10 +228,22 @@ def patch(
         passes += item_passes
     meta = dict(pair.metadata)
     meta.update(options_meta(prep))
-    meta.update({"n_layers": n_layers, "layers": chosen, "components": list(components), "directions": list(directions),
-                 "positions": positions, "site_batch": site_batch,
-                 "cost": {"forward_passes": passes, "items": len(prep.by_item()), "sites": len(sites),
-                          "seconds": round(time.perf_counter() - t0, 4)}})
+    meta.update(
+        {
+            "n_layers": n_layers,
+            "layers": chosen,
+            "components": list(components),
+            "directions": list(directions),
+            "positions": positions,
+            "site_batch": site_batch,
+            "cost": {
+                "forward_passes": passes,
+                "items": len(prep.by_item()),
+                "sites": len(sites),
+                "seconds": round(time.perf_counter() - t0, 4),
+            },
+        }
+    )
     return Patching(pd.DataFrame(rows, columns=Patching.columns), meta)
 
 
@@ -214,9 +260,17 @@ def _check_patch_args(components: Sequence[str], directions: Sequence[str], posi
         raise ValueError(f"site_batch must be >= 1, got {site_batch}")
 
 
-def _patch_item(pair: Any, prep: Prepared, item_i: int, ois: list[int], chosen: list[int],
-                sites: list[tuple[int, str]], directions: Sequence[str], positions: str,
-                site_batch: int) -> tuple[list[dict], int]:
+def _patch_item(
+    pair: Any,
+    prep: Prepared,
+    item_i: int,
+    ois: list[int],
+    chosen: list[int],
+    sites: list[tuple[int, str]],
+    directions: Sequence[str],
+    positions: str,
+    site_batch: int,
+) -> tuple[list[dict], int]:
     """One item's rows (occurrence x direction x site) and the forward passes they took."""
     item = prep.items[item_i]
     passes = 0
@@ -238,9 +292,19 @@ def _patch_item(pair: Any, prep: Prepared, item_i: int, ois: list[int], chosen: 
             for (layer, comp), lp in zip(sites, patched):
                 lpp = float(lp[slots].sum())
                 effect = (lpp - lb) if direction == "denoise" else (lt - lpp)
-                rows.append({**prep.occurrence_row(oi), "direction": direction, "layer": layer, "component": comp,
-                             "logp_base": lb, "logp_tuned": lt, "logp_patched": lpp, "delta": delta,
-                             "recovered": effect / delta if delta != 0 else math.nan})
+                rows.append(
+                    {
+                        **prep.occurrence_row(oi),
+                        "direction": direction,
+                        "layer": layer,
+                        "component": comp,
+                        "logp_base": lb,
+                        "logp_tuned": lt,
+                        "logp_patched": lpp,
+                        "delta": delta,
+                        "recovered": effect / delta if delta != 0 else math.nan,
+                    }
+                )
     return rows, passes
 
 
@@ -265,15 +329,28 @@ class LogitAttribution(Result):
     def by_specialty(self, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
         """Per specialty and part: mean change (tuned - base) of the contribution, 95% CI over texts."""
         d = self.delta()
-        d["specialty"] = [("control",) if c else (tuple(s) or (UNASSIGNED,)) for s, c in zip(d["specialties"], d["is_control"])]
+        d["specialty"] = [
+            ("control",) if c else (tuple(s) or (UNASSIGNED,)) for s, c in zip(d["specialties"], d["is_control"])
+        ]
         d = d.explode("specialty")
         rows = []
         for key, g in d.groupby(["specialty", "layer", "component"], sort=True):
             spec, layer, comp = cast(tuple, key)
             est = cluster_bootstrap_mean(g["delta"], g["text_id"], n_boot=n_boot, seed=seed)
-            rows.append({"specialty": spec, "layer": layer, "component": comp, "n": est.n, "n_texts": est.n_clusters,
-                         "mean_base": g["contribution_base"].mean(), "mean_tuned": g["contribution_tuned"].mean(),
-                         "mean_delta": est.mean, "ci_low": est.ci_low, "ci_high": est.ci_high})
+            rows.append(
+                {
+                    "specialty": spec,
+                    "layer": layer,
+                    "component": comp,
+                    "n": est.n,
+                    "n_texts": est.n_clusters,
+                    "mean_base": g["contribution_base"].mean(),
+                    "mean_tuned": g["contribution_tuned"].mean(),
+                    "mean_delta": est.mean,
+                    "ci_low": est.ci_low,
+                    "ci_high": est.ci_high,
+                }
+            )
         return pd.DataFrame(rows)
 
 
@@ -302,9 +379,21 @@ def logit_attribution(
     a `ProbeOptions` in place of the keyword arguments from `controls` to `seed` (note: without control
     words here by default, while a `ProbeOptions` defaults to controls="auto")."""
     opts = ProbeOptions.resolve(
-        options, logit_attribution, controls=controls, n_controls=n_controls, template=template, match=match,
-        add_bos=add_bos, max_length=max_length, long_texts=long_texts, device=device, dtype=dtype,
-        tokenizer=tokenizer, progress=progress, seed=seed)
+        options,
+        logit_attribution,
+        controls=controls,
+        n_controls=n_controls,
+        template=template,
+        match=match,
+        add_bos=add_bos,
+        max_length=max_length,
+        long_texts=long_texts,
+        device=device,
+        dtype=dtype,
+        tokenizer=tokenizer,
+        progress=progress,
+        seed=seed,
+    )
     from tqdm.auto import tqdm
 
     pair = load_pair(base, tuned, opts.tokenizer, opts.device, opts.dtype)
@@ -318,13 +407,19 @@ def logit_attribution(
         rows += _attribute_item(pair, prep, item_i, ois, parts, n_layers)
     meta = dict(pair.metadata)
     meta.update(options_meta(prep))
-    meta.update({"n_layers": n_layers, "final_norm_scale": "frozen at the value for the model's own final residual",
-                 "cost": {"forward_passes": 2 * len(prep.by_item()), "seconds": round(time.perf_counter() - t0, 4)}})
+    meta.update(
+        {
+            "n_layers": n_layers,
+            "final_norm_scale": "frozen at the value for the model's own final residual",
+            "cost": {"forward_passes": 2 * len(prep.by_item()), "seconds": round(time.perf_counter() - t0, 4)},
+        }
+    )
     return LogitAttribution(pd.DataFrame(rows, columns=LogitAttribution.columns), meta)
 
 
-def _attribute_item(pair: Any, prep: Prepared, item_i: int, ois: list[int], parts: list[tuple[int, str]],
-                    n_layers: int) -> list[dict]:
+def _attribute_item(
+    pair: Any, prep: Prepared, item_i: int, ois: list[int], parts: list[tuple[int, str]], n_layers: int
+) -> list[dict]:
     """One item's rows: per occurrence, model and part, its contribution summed over the term's tokens."""
     item = prep.items[item_i]
     cols = torch.tensor([p - 1 for p in item.positions])
@@ -343,8 +438,16 @@ def _attribute_item(pair: Any, prep: Prepared, item_i: int, ois: list[int], part
             slots = prep.where[oi][1]
             occ = prep.occurrence_row(oi)
             for k, (layer, c) in enumerate(parts):
-                rows.append({**occ, "model": variant, "layer": layer, "component": c,
-                             "contribution": float(contrib[k, slots].sum())})
-            rows.append({**occ, "model": variant, "layer": -1, "component": "bias",
-                         "contribution": float(const[slots].sum())})
+                rows.append(
+                    {
+                        **occ,
+                        "model": variant,
+                        "layer": layer,
+                        "component": c,
+                        "contribution": float(contrib[k, slots].sum()),
+                    }
+                )
+            rows.append(
+                {**occ, "model": variant, "layer": -1, "component": "bias", "contribution": float(const[slots].sum())}
+            )
     return rows

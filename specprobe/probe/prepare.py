@@ -55,8 +55,14 @@ class Occurrence:
         return self.first >= 1
 
 
-def locate(records: Sequence[TextRecord], encodings: Sequence[EncodedText], words: dict[str, tuple[str, ...]],
-           is_control: bool, opts: MatchOptions, exclude: dict[int, list[tuple[int, int]]] | None = None) -> list[Occurrence]:
+def locate(
+    records: Sequence[TextRecord],
+    encodings: Sequence[EncodedText],
+    words: dict[str, tuple[str, ...]],
+    is_control: bool,
+    opts: MatchOptions,
+    exclude: dict[int, list[tuple[int, int]]] | None = None,
+) -> list[Occurrence]:
     """Every occurrence of every word in every text, mapped to tokens and flagged."""
     occs: list[Occurrence] = []
     for ti, (rec, enc) in enumerate(zip(records, encodings)):
@@ -81,8 +87,9 @@ def locate(records: Sequence[TextRecord], encodings: Sequence[EncodedText], word
     return occs
 
 
-def build_items(encodings: Sequence[EncodedText], occs: Sequence[Occurrence], max_length: int,
-                long_texts: str) -> tuple[list[ScoreItem], list[tuple[int, list[int]]]]:
+def build_items(
+    encodings: Sequence[EncodedText], occs: Sequence[Occurrence], max_length: int, long_texts: str
+) -> tuple[list[ScoreItem], list[tuple[int, list[int]]]]:
     """Score items (one per text, or per window for long texts) and, per occurrence, (item, slots)."""
     by_text: dict[int, list[int]] = defaultdict(list)
     for oi, occ in enumerate(occs):
@@ -96,8 +103,10 @@ def build_items(encodings: Sequence[EncodedText], occs: Sequence[Occurrence], ma
         if needed <= max_length:
             groups = {0: ois}
         elif long_texts == "error":
-            raise ValueError(f"text {ti} needs {needed} tokens, more than the model's context of {max_length}; "
-                             "pass long_texts='window' to score it in sliding windows")
+            raise ValueError(
+                f"text {ti} needs {needed} tokens, more than the model's context of {max_length}; "
+                "pass long_texts='window' to score it in sliding windows"
+            )
         else:
             groups = defaultdict(list)
             keep = max_length - (1 if enc.has_bos else 0)
@@ -139,9 +148,16 @@ class Prepared:
 
     def occurrence_row(self, oi: int) -> dict:
         occ = self.occs[oi]
-        return {"text_id": self.records[occ.text_index].id, "term": occ.term, "specialties": occ.specialties,
-                "start": occ.start, "end": occ.end, "n_tokens": occ.n_tokens, "is_control": occ.is_control,
-                "flags": ",".join(occ.flags)}
+        return {
+            "text_id": self.records[occ.text_index].id,
+            "term": occ.term,
+            "specialties": occ.specialties,
+            "start": occ.start,
+            "end": occ.end,
+            "n_tokens": occ.n_tokens,
+            "is_control": occ.is_control,
+            "flags": ",".join(occ.flags),
+        }
 
     def by_item(self) -> dict[int, list[int]]:
         out: dict[int, list[int]] = defaultdict(list)
@@ -151,17 +167,23 @@ class Prepared:
         return out
 
 
-def load_pair(base: Any, tuned: Any, tokenizer: Any, device: str | None, dtype: str | None,
-              purpose: str = "the layer views") -> ModelPair:
+def load_pair(
+    base: Any, tuned: Any, tokenizer: Any, device: str | None, dtype: str | None, purpose: str = "the layer views"
+) -> ModelPair:
     """A ready `ModelPair` (passed through) or one loaded from base/tuned; it must have a tuned view."""
-    pair = base if isinstance(base, ModelPair) else ModelPair.load(base, tuned, tokenizer=tokenizer, device=device, dtype=dtype)
+    pair = (
+        base
+        if isinstance(base, ModelPair)
+        else ModelPair.load(base, tuned, tokenizer=tokenizer, device=device, dtype=dtype)
+    )
     if len(pair.variants) < 2:
         raise ValueError(f"{purpose} needs a tuned model: pass tuned= (an adapter directory, a model, or a PeftModel)")
     return pair
 
 
-def prepare(pair_or_tokenizer: Any, terms: Any, texts: Any, options: ProbeOptions | None = None,
-            **kwargs: Any) -> Prepared:
+def prepare(
+    pair_or_tokenizer: Any, terms: Any, texts: Any, options: ProbeOptions | None = None, **kwargs: Any
+) -> Prepared:
     """Locate terms and control words exactly as compare() does (same functions, same order).
 
     `options`: the shared `ProbeOptions`; or, without it, its fields as keyword arguments.
@@ -185,8 +207,10 @@ def prepare(pair_or_tokenizer: Any, terms: Any, texts: Any, options: ProbeOption
     encodings = [encode(tokenizer, r.text, opts.add_bos, label=f"text {r.id!r}") for r in records]
     occs = locate(records, encodings, term_map, False, opts.match)
     if not occs:
-        raise ValueError(f"none of the {len(term_map)} term(s) occurs in the {len(records)} text(s): nothing to "
-                         "score (check the terms, the texts, and the matching options)")
+        raise ValueError(
+            f"none of the {len(term_map)} term(s) occurs in the {len(records)} text(s): nothing to "
+            "score (check the terms, the texts, and the matching options)"
+        )
     control_words = _control_words(opts, records, term_map, occs)
     if control_words:
         taken: dict[int, list[tuple[int, int]]] = defaultdict(list)
@@ -194,18 +218,28 @@ def prepare(pair_or_tokenizer: Any, terms: Any, texts: Any, options: ProbeOption
             taken[o.text_index].append((o.start, o.end))
         occs += locate(records, encodings, {w: ("control",) for w in control_words}, True, opts.match, exclude=taken)
     items, where = build_items(encodings, occs, L, opts.long_texts)
-    return Prepared(records, term_map, occs, items, where, control_words, opts.metadata(L, texts is not None),
-                    dict(Counter(e.offsets_source for e in encodings)))
+    return Prepared(
+        records,
+        term_map,
+        occs,
+        items,
+        where,
+        control_words,
+        opts.metadata(L, texts is not None),
+        dict(Counter(e.offsets_source for e in encodings)),
+    )
 
 
-def _control_words(opts: ProbeOptions, records: Sequence[TextRecord], term_map: dict[str, tuple[str, ...]],
-                   occs: Sequence[Occurrence]) -> list[str]:
+def _control_words(
+    opts: ProbeOptions, records: Sequence[TextRecord], term_map: dict[str, tuple[str, ...]], occs: Sequence[Occurrence]
+) -> list[str]:
     """The control words: chosen to match the terms' frequencies ("auto"), given, or none."""
     controls = opts.controls
     if controls == "auto":
         term_counts = Counter(o.term for o in occs)
-        return choose_controls([r.text for r in records], {t: term_counts.get(t, 0) for t in term_map},
-                               n=opts.n_controls, seed=opts.seed)
+        return choose_controls(
+            [r.text for r in records], {t: term_counts.get(t, 0) for t in term_map}, n=opts.n_controls, seed=opts.seed
+        )
     if controls:
         if isinstance(controls, str):
             raise TypeError("controls must be 'auto', None, or a list of words")
@@ -219,5 +253,9 @@ def options_meta(prep: Prepared, batch_size: int | None = None) -> dict:
     opts = dict(prep.options)
     if batch_size is not None:
         opts["batch_size"] = batch_size
-    return {"options": opts, "n_texts": len(prep.records), "n_terms": len(prep.term_map),
-            "control_words": prep.control_words}
+    return {
+        "options": opts,
+        "n_texts": len(prep.records),
+        "n_terms": len(prep.term_map),
+        "control_words": prep.control_words,
+    }

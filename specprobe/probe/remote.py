@@ -87,8 +87,15 @@ def _backend(lm, remote: bool | str):
     return _ndif_backend(lm, remote)
 
 
-def trace_lens(lm, ids: Sequence[int], positions: Sequence[int], layer_ids: Sequence[int], *,
-               remote: bool | str = False, paths: tuple[str, str, str, int] | None = None) -> np.ndarray:
+def trace_lens(
+    lm,
+    ids: Sequence[int],
+    positions: Sequence[int],
+    layer_ids: Sequence[int],
+    *,
+    remote: bool | str = False,
+    paths: tuple[str, str, str, int] | None = None,
+) -> np.ndarray:
     """(len(layer_ids), len(positions)) log p(ids[p] | ids[:p]) read off each layer, in one nnsight trace."""
     layers_path, norm_path, head_path, _ = paths or module_paths(lm)
     layers = _envoy(lm, layers_path)
@@ -109,18 +116,42 @@ def trace_lens(lm, ids: Sequence[int], positions: Sequence[int], layer_ids: Sequ
     return lens.double().numpy()
 
 
-def remote_layers(base: Any, tuned: Any, terms: Any, texts: Any = None, *, layer_ids=None,
-                  controls: str | Sequence[str] | None = "auto", n_controls: int | None = None,
-                  template: str = DEFAULT_TEMPLATE, match: MatchOptions = MatchOptions(), add_bos: bool | None = None,
-                  max_length: int | None = None, long_texts: str = "window", tokenizer: Any = None, seed: int = 0,
-                  remote: bool | str = True, options: ProbeOptions | None = None) -> LayerView:
+def remote_layers(
+    base: Any,
+    tuned: Any,
+    terms: Any,
+    texts: Any = None,
+    *,
+    layer_ids=None,
+    controls: str | Sequence[str] | None = "auto",
+    n_controls: int | None = None,
+    template: str = DEFAULT_TEMPLATE,
+    match: MatchOptions = MatchOptions(),
+    add_bos: bool | None = None,
+    max_length: int | None = None,
+    long_texts: str = "window",
+    tokenizer: Any = None,
+    seed: int = 0,
+    remote: bool | str = True,
+    options: ProbeOptions | None = None,
+) -> LayerView:
     """`layers()` through nnsight: base/tuned are nnsight models, loaded models or hub ids (tuned may be a
     PEFT adapter id, attached on the server with nnsight's `peft=`). Same occurrences and table.
     `options`: a `ProbeOptions` in place of the keyword arguments from `controls` to `seed` (of which
     this engine uses these; batch size, device, dtype and progress do not apply)."""
     opts = ProbeOptions.resolve(
-        options, remote_layers, controls=controls, n_controls=n_controls, template=template, match=match,
-        add_bos=add_bos, max_length=max_length, long_texts=long_texts, tokenizer=tokenizer, seed=seed)
+        options,
+        remote_layers,
+        controls=controls,
+        n_controls=n_controls,
+        template=template,
+        match=match,
+        add_bos=add_bos,
+        max_length=max_length,
+        long_texts=long_texts,
+        tokenizer=tokenizer,
+        seed=seed,
+    )
     if tuned is None:
         raise ValueError("the layer views need a tuned model: pass tuned=")
     tokenizer = opts.tokenizer
@@ -141,17 +172,26 @@ def remote_layers(base: Any, tuned: Any, terms: Any, texts: Any = None, *, layer
         n_layers = paths[3]
         chosen = resolve_layers(layer_ids, n_layers)
         t0 = time.perf_counter()
-        lens[variant] = [trace_lens(lm, item.ids, item.positions, chosen, remote=remote, paths=paths)
-                         for item in prep.items]
+        lens[variant] = [
+            trace_lens(lm, item.ids, item.positions, chosen, remote=remote, paths=paths) for item in prep.items
+        ]
         timings[variant] = round(time.perf_counter() - t0, 4)
-    meta: dict[str, Any] = {"base": str(getattr(base_lm, "repo_id", None) or type(_torch_model(base_lm)).__name__),
-            "tuned": str(tuned if isinstance(tuned, str) else type(_torch_model(tuned_lm)).__name__)}
+    meta: dict[str, Any] = {
+        "base": str(getattr(base_lm, "repo_id", None) or type(_torch_model(base_lm)).__name__),
+        "tuned": str(tuned if isinstance(tuned, str) else type(_torch_model(tuned_lm)).__name__),
+    }
     meta.update(options_meta(prep))
-    meta.update({"n_layers": n_layers, "layers": chosen,
-                 "engine": f"nnsight trace (remote={remote!r}; live NDIF service untested)",
-                 "cost": {"traces_per_model": len(prep.items), "seconds": timings}})
-    return LayerView(lens_frame(prep, chosen, lens), meta,
-                     {"term_specialties": {t: list(s) for t, s in prep.term_map.items()}})
+    meta.update(
+        {
+            "n_layers": n_layers,
+            "layers": chosen,
+            "engine": f"nnsight trace (remote={remote!r}; live NDIF service untested)",
+            "cost": {"traces_per_model": len(prep.items), "seconds": timings},
+        }
+    )
+    return LayerView(
+        lens_frame(prep, chosen, lens), meta, {"term_specialties": {t: list(s) for t, s in prep.term_map.items()}}
+    )
 
 
 def _is_adapter(name: str) -> bool:

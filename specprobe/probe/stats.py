@@ -20,7 +20,9 @@ class Estimate:
     n_clusters: int
 
 
-def cluster_bootstrap_mean(values, clusters=None, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> Estimate:
+def cluster_bootstrap_mean(
+    values, clusters=None, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> Estimate:
     """Mean with a percentile bootstrap CI that resamples clusters (e.g. texts) with replacement."""
     values = np.asarray(values, dtype=float)
     keep = ~np.isnan(values)

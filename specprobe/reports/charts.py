@@ -68,10 +68,24 @@ def ci_label(mean: float, lo: float, hi: float, fmt: str = "+.3f") -> str:
     return f"{format(mean, fmt)}\n[{format(lo, fmt)}, {format(hi, fmt)}]"
 
 
-def heatmap(df: pd.DataFrame, *, x: str, y: str, value: str, x_title: str, y_title: str, value_title: str,
-            ci_low: str | None = None, ci_high: str | None = None, diverging: bool = True, fmt: str = "+.3f",
-            scheme: str | None = None, domain: Sequence[float] | None = None, tooltip_extra: Sequence[str] = (),
-            outline_diagonal: bool = True) -> alt.LayerChart:
+def heatmap(
+    df: pd.DataFrame,
+    *,
+    x: str,
+    y: str,
+    value: str,
+    x_title: str,
+    y_title: str,
+    value_title: str,
+    ci_low: str | None = None,
+    ci_high: str | None = None,
+    diverging: bool = True,
+    fmt: str = "+.3f",
+    scheme: str | None = None,
+    domain: Sequence[float] | None = None,
+    tooltip_extra: Sequence[str] = (),
+    outline_diagonal: bool = True,
+) -> alt.LayerChart:
     """A cell per (y, x) coloured by `value`, labelled with the value and its CI; the diagonal
     (x == y, e.g. fine-tuned on the specialty of the terms) is outlined."""
     data = df.copy()
@@ -81,26 +95,35 @@ def heatmap(df: pd.DataFrame, *, x: str, y: str, value: str, x_title: str, y_tit
     cell = max(44, min(96, int(1000 / max(1, len(xs)))))
     if cell < 90:  # too narrow for "mean [lo, hi]": the CI stays in the tooltip and the table
         lo = hi = pd.Series(np.nan, index=data.index)
-    data["label"] = [ci_label(m, a, b, fmt) for m, a, b in zip(data[value].astype(float), lo.astype(float), hi.astype(float))]
+    data["label"] = [
+        ci_label(m, a, b, fmt) for m, a, b in zip(data[value].astype(float), lo.astype(float), hi.astype(float))
+    ]
     vals = _floats(cast(pd.Series, df[value]))
     if diverging:
         m = float(vals.abs().max()) if vals.notna().any() and vals.abs().max() > 0 else 1.0
-        lo_d, hi_d = (list(domain) if domain else [-m, m])
+        lo_d, hi_d = list(domain) if domain else [-m, m]
         scale = alt.Scale(scheme=scheme or DIVERGING, domain=[lo_d, hi_d], domainMid=0)  # pyright: ignore[reportArgumentType]  # altair types scheme as a Literal of scheme names
         dark = vals.abs() > 0.55 * max(abs(lo_d), abs(hi_d))  # saturated ends of the diverging scheme
     else:
-        lo_d, hi_d = (list(domain) if domain else [float(vals.min()), float(vals.max())])
+        lo_d, hi_d = list(domain) if domain else [float(vals.min()), float(vals.max())]
         scale = alt.Scale(scheme=scheme or "viridis", domain=list(domain) if domain else alt.Undefined, zero=False)  # pyright: ignore[reportArgumentType]
         span = (hi_d - lo_d) if np.isfinite(hi_d - lo_d) and hi_d > lo_d else 1.0
         dark = (vals - lo_d) / span < 0.5  # the dark (purple) half of viridis
     data["dark_cell"] = dark.fillna(False).to_numpy()
     data = _clean(data)
-    tips = [alt.Tooltip(f"{y}:N", title=y_title), alt.Tooltip(f"{x}:N", title=x_title),
-            alt.Tooltip(f"{value}:Q", title=value_title, format=".4f")]
+    tips = [
+        alt.Tooltip(f"{y}:N", title=y_title),
+        alt.Tooltip(f"{x}:N", title=x_title),
+        alt.Tooltip(f"{value}:Q", title=value_title, format=".4f"),
+    ]
     if ci_low and ci_low in df:
-        tips += [alt.Tooltip(f"{ci_low}:Q", title="95% CI low", format=".4f"),
-                 alt.Tooltip(f"{ci_high}:Q", title="95% CI high", format=".4f")]
-    tips += [alt.Tooltip(f"{c}:Q" if df[c].dtype.kind in "fiu" else f"{c}:N", title=c) for c in tooltip_extra if c in df]
+        tips += [
+            alt.Tooltip(f"{ci_low}:Q", title="95% CI low", format=".4f"),
+            alt.Tooltip(f"{ci_high}:Q", title="95% CI high", format=".4f"),
+        ]
+    tips += [
+        alt.Tooltip(f"{c}:Q" if df[c].dtype.kind in "fiu" else f"{c}:N", title=c) for c in tooltip_extra if c in df
+    ]
     base = alt.Chart(data).encode(
         x=alt.X(f"{x}:N", title=x_title, sort=xs, axis=alt.Axis(labelAngle=-35, labelLimit=160)),
         y=alt.Y(f"{y}:N", title=y_title, sort=ys, axis=alt.Axis(labelLimit=180)),
@@ -110,46 +133,80 @@ def heatmap(df: pd.DataFrame, *, x: str, y: str, value: str, x_title: str, y_tit
         tooltip=tips,
     )
     text = base.mark_text(fontSize=10, lineBreak="\n").encode(
-        text="label:N", tooltip=tips,
-        color=alt.condition("datum.dark_cell", alt.value("#ffffff"), alt.value("#111111")))
+        text="label:N", tooltip=tips, color=alt.condition("datum.dark_cell", alt.value("#ffffff"), alt.value("#111111"))
+    )
     layers = [rect, text]
     if outline_diagonal and set(xs) & set(ys):
-        layers.append(base.mark_rect(filled=False, stroke="#111111", strokeWidth=2)
-                      .transform_filter(f"datum['{x}'] === datum['{y}']"))
+        layers.append(
+            base.mark_rect(filled=False, stroke="#111111", strokeWidth=2).transform_filter(
+                f"datum['{x}'] === datum['{y}']"
+            )
+        )
     return _layer(*layers).properties(width=cell * len(xs), height=max(40, int(cell * 0.7)) * len(ys))
 
 
-def interval_chart(df: pd.DataFrame, *, category: str, value: str, ci_low: str, ci_high: str, value_title: str,
-                   category_title: str, color: str | None = None, color_title: str = "", reference: float | None = 0.0,
-                   reference_rule: tuple[float, str] | None = None, tooltip_extra: Sequence[str] = (),
-                   fmt: str = ".4f") -> alt.LayerChart:
+def interval_chart(
+    df: pd.DataFrame,
+    *,
+    category: str,
+    value: str,
+    ci_low: str,
+    ci_high: str,
+    value_title: str,
+    category_title: str,
+    color: str | None = None,
+    color_title: str = "",
+    reference: float | None = 0.0,
+    reference_rule: tuple[float, str] | None = None,
+    tooltip_extra: Sequence[str] = (),
+    fmt: str = ".4f",
+) -> alt.LayerChart:
     """Means with 95% CIs, one row per category (a forest plot). `reference`: a solid rule (e.g. 0);
     `reference_rule`: (value, label) drawn dashed, e.g. the control words' mean."""
     data = _clean(df)
     cats = _order(df[category])
     y = alt.Y(f"{category}:N", title=category_title, sort=cats, axis=alt.Axis(labelLimit=200))
-    tips = [alt.Tooltip(f"{category}:N", title=category_title),
-            alt.Tooltip(f"{value}:Q", title=value_title, format=fmt),
-            alt.Tooltip(f"{ci_low}:Q", title="95% CI low", format=fmt),
-            alt.Tooltip(f"{ci_high}:Q", title="95% CI high", format=fmt)]
-    tips += [alt.Tooltip(f"{c}:Q" if df[c].dtype.kind in "fiu" else f"{c}:N", title=c) for c in tooltip_extra if c in df]
-    col = (alt.Color(f"{color}:N", title=color_title or None, sort=_order(df[color], last=("control",)),
-                     scale=alt.Scale(range=["#2f5d9e", "#999999", "#d9822b", "#3a9e5d"]))
-           if color else alt.value("#2f5d9e"))
+    tips = [
+        alt.Tooltip(f"{category}:N", title=category_title),
+        alt.Tooltip(f"{value}:Q", title=value_title, format=fmt),
+        alt.Tooltip(f"{ci_low}:Q", title="95% CI low", format=fmt),
+        alt.Tooltip(f"{ci_high}:Q", title="95% CI high", format=fmt),
+    ]
+    tips += [
+        alt.Tooltip(f"{c}:Q" if df[c].dtype.kind in "fiu" else f"{c}:N", title=c) for c in tooltip_extra if c in df
+    ]
+    col = (
+        alt.Color(
+            f"{color}:N",
+            title=color_title or None,
+            sort=_order(df[color], last=("control",)),
+            scale=alt.Scale(range=["#2f5d9e", "#999999", "#d9822b", "#3a9e5d"]),
+        )
+        if color
+        else alt.value("#2f5d9e")
+    )
     base = alt.Chart(data).encode(y=y)
-    bars = (base.mark_rule(strokeWidth=2).encode(x=alt.X(f"{ci_low}:Q", title=value_title), x2=f"{ci_high}:Q",
-                                                color=col, tooltip=tips)
-            .transform_filter(_valid(ci_low, ci_high)))
-    points = (base.mark_point(filled=True, size=70).encode(x=alt.X(f"{value}:Q", title=value_title), color=col, tooltip=tips)
-              .transform_filter(_valid(value)))
+    bars = (
+        base.mark_rule(strokeWidth=2)
+        .encode(x=alt.X(f"{ci_low}:Q", title=value_title), x2=f"{ci_high}:Q", color=col, tooltip=tips)
+        .transform_filter(_valid(ci_low, ci_high))
+    )
+    points = (
+        base.mark_point(filled=True, size=70)
+        .encode(x=alt.X(f"{value}:Q", title=value_title), color=col, tooltip=tips)
+        .transform_filter(_valid(value))
+    )
     layers = []
     if reference is not None:
-        layers.append(alt.Chart(pd.DataFrame({"ref": [reference]})).mark_rule(color="#444444", strokeWidth=1)
-                      .encode(x="ref:Q"))
+        layers.append(
+            alt.Chart(pd.DataFrame({"ref": [reference]})).mark_rule(color="#444444", strokeWidth=1).encode(x="ref:Q")
+        )
     if reference_rule is not None and reference_rule[0] is not None and np.isfinite(reference_rule[0]):
-        layers.append(alt.Chart(pd.DataFrame({"ref": [reference_rule[0]], "what": [reference_rule[1]]}))
-                      .mark_rule(color="#999999", strokeDash=[5, 4], strokeWidth=1.5)
-                      .encode(x="ref:Q", tooltip=alt.Tooltip("what:N", title="reference")))
+        layers.append(
+            alt.Chart(pd.DataFrame({"ref": [reference_rule[0]], "what": [reference_rule[1]]}))
+            .mark_rule(color="#999999", strokeDash=[5, 4], strokeWidth=1.5)
+            .encode(x="ref:Q", tooltip=alt.Tooltip("what:N", title="reference"))
+        )
     if _any_finite(df, ci_low, ci_high):  # an all-empty CI layer would make Vega warn about infinite extents
         layers.append(bars)
     layers.append(points)
@@ -165,13 +222,30 @@ def box_summary(values: pd.Series) -> dict:
     q1, med, q3 = np.quantile(v, [0.25, 0.5, 0.75])
     iqr = q3 - q1
     inside = v[(v >= q1 - 1.5 * iqr) & (v <= q3 + 1.5 * iqr)]
-    return {"n": int(v.size), "mean": float(v.mean()), "q1": float(q1), "median": float(med), "q3": float(q3),
-            "lo": float(inside.min()), "hi": float(inside.max()), "min": float(v.min()), "max": float(v.max())}
+    return {
+        "n": int(v.size),
+        "mean": float(v.mean()),
+        "q1": float(q1),
+        "median": float(med),
+        "q3": float(q3),
+        "lo": float(inside.min()),
+        "hi": float(inside.max()),
+        "min": float(v.min()),
+        "max": float(v.max()),
+    }
 
 
-def box_chart(stats: pd.DataFrame, *, category: str, value_title: str, category_title: str,
-              group: str | None = None, group_title: str = "", group_order: Sequence[str] | None = None,
-              outliers: pd.DataFrame | None = None) -> alt.LayerChart:
+def box_chart(
+    stats: pd.DataFrame,
+    *,
+    category: str,
+    value_title: str,
+    category_title: str,
+    group: str | None = None,
+    group_title: str = "",
+    group_order: Sequence[str] | None = None,
+    outliers: pd.DataFrame | None = None,
+) -> alt.LayerChart:
     """Pre-aggregated box plots (one per category, optionally split by `group`): the data in the page
     is a few numbers per box, plus at most a capped sample of outlying points."""
     data = _clean(stats)
@@ -181,26 +255,43 @@ def box_chart(stats: pd.DataFrame, *, category: str, value_title: str, category_
     if group:
         g_order = [g for g in (group_order or _order(stats[group])) if g in set(stats[group])]
         enc["yOffset"] = alt.YOffset(f"{group}:N", sort=g_order)
-        color = alt.Color(f"{group}:N", title=group_title or None, sort=g_order,
-                          scale=alt.Scale(domain=g_order, range=["#d9822b", "#2f5d9e", "#999999", "#3a9e5d"][:len(g_order)]))
+        color = alt.Color(
+            f"{group}:N",
+            title=group_title or None,
+            sort=g_order,
+            scale=alt.Scale(domain=g_order, range=["#d9822b", "#2f5d9e", "#999999", "#3a9e5d"][: len(g_order)]),
+        )
     else:
-        color = alt.Color("is_control:N", title="", scale=alt.Scale(domain=["clinical terms", "control words"],
-                                                                  range=["#2f5d9e", "#999999"]))
+        color = alt.Color(
+            "is_control:N",
+            title="",
+            scale=alt.Scale(domain=["clinical terms", "control words"], range=["#2f5d9e", "#999999"]),
+        )
     tips = [alt.Tooltip(f"{category}:N", title=category_title)]
     if group:
         tips.append(alt.Tooltip(f"{group}:N", title=group_title or group))
-    tips += [alt.Tooltip(f"{c}:Q", format=".4f" if c != "n" else "d") for c in ("n", "mean", "q1", "median", "q3", "lo", "hi")]
+    tips += [
+        alt.Tooltip(f"{c}:Q", format=".4f" if c != "n" else "d")
+        for c in ("n", "mean", "q1", "median", "q3", "lo", "hi")
+    ]
     base = alt.Chart(data).encode(**enc)
     whisker = base.mark_rule(color="#555555").encode(x=alt.X("lo:Q", title=value_title), x2="hi:Q", tooltip=tips)
-    box = base.mark_bar(size=12 if not group else 8, opacity=0.85).encode(x="q1:Q", x2="q3:Q", color=color, tooltip=tips)
-    median = base.mark_tick(color="#ffffff", thickness=2, size=12 if not group else 8).encode(x="median:Q", tooltip=tips)
+    box = base.mark_bar(size=12 if not group else 8, opacity=0.85).encode(
+        x="q1:Q", x2="q3:Q", color=color, tooltip=tips
+    )
+    median = base.mark_tick(color="#ffffff", thickness=2, size=12 if not group else 8).encode(
+        x="median:Q", tooltip=tips
+    )
     mean = base.mark_point(shape="diamond", filled=True, color="#111111", size=30).encode(x="mean:Q", tooltip=tips)
     zero = alt.Chart(pd.DataFrame({"ref": [0.0]})).mark_rule(color="#444444", strokeDash=[2, 2]).encode(x="ref:Q")
     layers = [zero, whisker, box, median, mean]
     if outliers is not None and len(outliers):
         out = _clean(outliers)
-        o_enc = {"y": y, "x": alt.X("value:Q"), "tooltip": [alt.Tooltip(f"{category}:N"), alt.Tooltip("value:Q", format=".4f"),
-                                                            alt.Tooltip("term:N")]}
+        o_enc = {
+            "y": y,
+            "x": alt.X("value:Q"),
+            "tooltip": [alt.Tooltip(f"{category}:N"), alt.Tooltip("value:Q", format=".4f"), alt.Tooltip("term:N")],
+        }
         if group:
             o_enc["yOffset"] = alt.YOffset(f"{group}:N", sort=g_order)
         layers.append(alt.Chart(out).mark_point(size=12, opacity=0.5, color="#777777").encode(**o_enc))
@@ -208,10 +299,23 @@ def box_chart(stats: pd.DataFrame, *, category: str, value_title: str, category_
     return _layer(*layers).properties(width=WIDTH, height=alt.Step(max(STEP, 12 * n_groups + 6)))
 
 
-def line_chart(df: pd.DataFrame, *, x: str, y: str, series: str | None = None, facet: str | None = None,
-               ci_low: str | None = None, ci_high: str | None = None, x_title: str = "", y_title: str = "",
-               series_title: str = "", facet_title: str = "", columns: int = 3, width: int = 260,
-               height: int = 180) -> alt.LayerChart | alt.FacetChart:
+def line_chart(
+    df: pd.DataFrame,
+    *,
+    x: str,
+    y: str,
+    series: str | None = None,
+    facet: str | None = None,
+    ci_low: str | None = None,
+    ci_high: str | None = None,
+    x_title: str = "",
+    y_title: str = "",
+    series_title: str = "",
+    facet_title: str = "",
+    columns: int = 3,
+    width: int = 260,
+    height: int = 180,
+) -> alt.LayerChart | alt.FacetChart:
     """Curves of `y` over `x` (e.g. logit-lens logp over layers), one colour per `series`, one panel
     per `facet`, with a CI band when `ci_low`/`ci_high` are given."""
     data = _clean(df)
@@ -226,15 +330,23 @@ def line_chart(df: pd.DataFrame, *, x: str, y: str, series: str | None = None, f
     base = alt.Chart().encode(x=x_enc)
     layers = []
     if ci_low and ci_high and ci_low in df and ci_high in df and _any_finite(df, ci_low, ci_high):
-        tips += [alt.Tooltip(f"{ci_low}:Q", title="95% CI low", format=".4f"),
-                 alt.Tooltip(f"{ci_high}:Q", title="95% CI high", format=".4f")]
-        layers.append(base.mark_area(opacity=0.18).encode(y=alt.Y(f"{ci_low}:Q", title=y_title or y), y2=f"{ci_high}:Q",
-                                                          color=band_color)
-                      .transform_filter(_valid(ci_low, ci_high)))
-    layers.append(base.mark_line(point=True).encode(y=alt.Y(f"{y}:Q", title=y_title or y, scale=alt.Scale(zero=False)),
-                                                   color=color, tooltip=tips).transform_filter(_valid(y)))
+        tips += [
+            alt.Tooltip(f"{ci_low}:Q", title="95% CI low", format=".4f"),
+            alt.Tooltip(f"{ci_high}:Q", title="95% CI high", format=".4f"),
+        ]
+        layers.append(
+            base.mark_area(opacity=0.18)
+            .encode(y=alt.Y(f"{ci_low}:Q", title=y_title or y), y2=f"{ci_high}:Q", color=band_color)
+            .transform_filter(_valid(ci_low, ci_high))
+        )
+    layers.append(
+        base.mark_line(point=True)
+        .encode(y=alt.Y(f"{y}:Q", title=y_title or y, scale=alt.Scale(zero=False)), color=color, tooltip=tips)
+        .transform_filter(_valid(y))
+    )
     chart: alt.LayerChart | alt.FacetChart = _layer(*layers, data=data).properties(width=width, height=height)
     if facet:
-        chart = chart.facet(facet=alt.Facet(f"{facet}:N", title=facet_title or facet, sort=_order(df[facet])),
-                            columns=columns)
+        chart = chart.facet(
+            facet=alt.Facet(f"{facet}:N", title=facet_title or facet, sort=_order(df[facet])), columns=columns
+        )
     return chart

@@ -37,8 +37,13 @@ def anchor(text: str) -> str:
 def spec_json(spec: Mapping) -> str:
     """JSON for embedding inside a `<script>` element: no `<`, `>`, `&` or JS line separators survive."""
     text = json.dumps(_finite(spec), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+    return (
+        text.replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
 
 
 def _finite(obj: Any) -> Any:
@@ -105,9 +110,19 @@ class TableBlock:
     anchor: str = field(default="", init=False)
 
     @classmethod
-    def from_frame(cls, df: pd.DataFrame, *, title: str = "", caption: str = "", max_rows: int | None = 500,
-                   formats: Mapping[str, str] | None = None, descriptions: Mapping[str, str] | None = None,
-                   rename: Mapping[str, str] | None = None, sortable: bool = True, searchable: bool = True) -> TableBlock:
+    def from_frame(
+        cls,
+        df: pd.DataFrame,
+        *,
+        title: str = "",
+        caption: str = "",
+        max_rows: int | None = 500,
+        formats: Mapping[str, str] | None = None,
+        descriptions: Mapping[str, str] | None = None,
+        rename: Mapping[str, str] | None = None,
+        sortable: bool = True,
+        searchable: bool = True,
+    ) -> TableBlock:
         """Build from a DataFrame. `formats`: column -> Python format spec for numbers (default `.4g`);
         `descriptions`: column -> header tooltip; `rename`: column -> shown header."""
         formats = dict(formats or {})
@@ -119,8 +134,10 @@ class TableBlock:
             note = f"Showing the first {max_rows} of {total} rows."
             caption = f"{caption} {note}".strip()
         columns = [Column(str(rename.get(c, c)), descriptions.get(c, "")) for c in df.columns]
-        rows = [[_cell(v, formats.get(c, ".4g")) for c, v in zip(df.columns, rec)]
-                for rec in df.itertuples(index=False, name=None)]
+        rows = [
+            [_cell(v, formats.get(c, ".4g")) for c, v in zip(df.columns, rec)]
+            for rec in df.itertuples(index=False, name=None)
+        ]
         return cls(columns, rows, title=title, caption=caption, sortable=sortable, searchable=searchable)
 
 
@@ -301,9 +318,13 @@ def _vegalite_version() -> str | None:
 def _environment():
     import jinja2
 
-    return jinja2.Environment(loader=jinja2.PackageLoader("specprobe.reports", "templates"),
-                              autoescape=True, trim_blocks=False, lstrip_blocks=False,
-                              undefined=jinja2.StrictUndefined)
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("specprobe.reports", "templates"),
+        autoescape=True,
+        trim_blocks=False,
+        lstrip_blocks=False,
+        undefined=jinja2.StrictUndefined,
+    )
 
 
 def _assign_anchors(page: Page) -> None:

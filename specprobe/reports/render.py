@@ -56,14 +56,20 @@ def render(result: Any, path: str | os.PathLike, **options: Any) -> Path:
     return write_page(page, path)
 
 
-def experiment_page(sections: Iterable[Section | Iterable[Section] | None], *, title: str = "specprobe experiment",
-                    subtitle: str = "") -> Page:
+def experiment_page(
+    sections: Iterable[Section | Iterable[Section] | None], *, title: str = "specprobe experiment", subtitle: str = ""
+) -> Page:
     """A page from a list of sections (None entries are skipped), in the given order."""
     return Page(title, flatten(sections), subtitle=subtitle)
 
 
-def render_experiment(sections: Iterable[Section | Iterable[Section] | None], path: str | os.PathLike, *,
-                      title: str = "specprobe experiment", subtitle: str = "") -> Path:
+def render_experiment(
+    sections: Iterable[Section | Iterable[Section] | None],
+    path: str | os.PathLike,
+    *,
+    title: str = "specprobe experiment",
+    subtitle: str = "",
+) -> Path:
     return write_page(experiment_page(sections, title=title, subtitle=subtitle), path)
 
 
@@ -87,8 +93,15 @@ def generic_page(result: Any, *, title: str | None = None, max_rows: int = 500, 
 
 
 @register("comparison")
-def comparison_page(result: Any, *, title: str | None = None, metric: str = "delta_per_token", n_boot: int = 2000,
-                    top_n: int = 300, **_: Any) -> Page:
+def comparison_page(
+    result: Any,
+    *,
+    title: str | None = None,
+    metric: str = "delta_per_token",
+    n_boot: int = 2000,
+    top_n: int = 300,
+    **_: Any,
+) -> Page:
     """A Comparison: overview, terms vs control words, distributions, top movers, missing terms,
     metadata and method notes."""
     by_specialty = result.by_specialty(metric, n_boot=n_boot)
@@ -108,25 +121,44 @@ def comparison_page(result: Any, *, title: str | None = None, metric: str = "del
 def accuracy_matrix_page(result: Any, *, title: str | None = None, metric: str = "acc", **_: Any) -> Page:
     """An AccuracyMatrix (one row per model x test specialty): heatmap with Wilson CIs, table, metadata."""
     df = result.to_pandas()
-    df["fine-tuned on"] = [t if isinstance(t, str) and t else m for t, m in zip(df.get("trained_on", df["model"]), df["model"])]
+    df["fine-tuned on"] = [
+        t if isinstance(t, str) and t else m for t, m in zip(df.get("trained_on", df["model"]), df["model"])
+    ]
     cols = ["fine-tuned on", "model", "specialty", metric, f"{metric}_lo", f"{metric}_hi", "n"]
     frame = df[[c for c in cols if c in df]]
-    secs = [S.accuracy_heatmap_section(frame, train="fine-tuned on", test="specialty", value=metric,
-                                       ci_low=f"{metric}_lo" if f"{metric}_lo" in frame else None,
-                                       ci_high=f"{metric}_hi" if f"{metric}_hi" in frame else None),
-            S.metadata_section(result), S.method_notes_section(["accuracy"])]
+    secs = [
+        S.accuracy_heatmap_section(
+            frame,
+            train="fine-tuned on",
+            test="specialty",
+            value=metric,
+            ci_low=f"{metric}_lo" if f"{metric}_lo" in frame else None,
+            ci_high=f"{metric}_hi" if f"{metric}_hi" in frame else None,
+        ),
+        S.metadata_section(result),
+        S.method_notes_section(["accuracy"]),
+    ]
     return Page(title or "specprobe accuracy matrix", secs)
 
 
 @register("layers")
-def layers_page(result: Any, *, title: str | None = None, metric: str = "logp_per_token", n_boot: int = 2000,
-                **_: Any) -> Page:
+def layers_page(
+    result: Any, *, title: str | None = None, metric: str = "logp_per_token", n_boot: int = 2000, **_: Any
+) -> Page:
     """A LayerView: per-specialty logit-lens curves (base vs tuned) and their difference, with CIs."""
     table = result.by_specialty(metric, n_boot=n_boot)
     curves = table[table["model"] != "delta"] if len(table) else table
     delta = table[table["model"] == "delta"] if len(table) else table
-    secs = [S.layer_curves_section(curves, value="mean", facet="specialty", value_title=f"mean {metric}"),
-            S.layer_curves_section(delta, value="mean", facet="specialty", value_title=f"tuned − base, {metric}",
-                                   title="Layer curves: tuned minus base"),
-            S.metadata_section(result), S.method_notes_section(["layers", "ci"])]
+    secs = [
+        S.layer_curves_section(curves, value="mean", facet="specialty", value_title=f"mean {metric}"),
+        S.layer_curves_section(
+            delta,
+            value="mean",
+            facet="specialty",
+            value_title=f"tuned − base, {metric}",
+            title="Layer curves: tuned minus base",
+        ),
+        S.metadata_section(result),
+        S.method_notes_section(["layers", "ci"]),
+    ]
     return Page(title or "specprobe layer view (logit lens)", secs, subtitle=_subtitle(result.metadata))

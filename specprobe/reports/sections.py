@@ -29,30 +29,46 @@ from specprobe.reports.page import Block, ChartBlock, ListBlock, MetaBlock, Sect
 
 #: Short method notes, one per topic; sections quote the ones they need, `method_notes_section` lists them.
 NOTES: dict[str, str] = {
-    "delta": ("Δ logp = log p(term | preceding text) under the fine-tuned model minus the same under the base "
-              "model, summed over the term's tokens. Δ/token divides by the number of tokens, so multi-token terms "
-              "and one-token control words are on one scale. Positive: fine-tuning made the term more likely."),
-    "ci": ("95% confidence intervals are percentile bootstraps (2,000 draws) that resample texts, because "
-           "occurrences in one text share their context. n = occurrences, n_texts = texts they occur in."),
-    "control": ("Control words are ordinary words from the same texts (frequency-matched, or given). Fine-tuning on "
-                "medical text can raise every word of the domain; a term's Δ is read against theirs. 'Minus control' "
-                "pairs, per text, the mean term Δ/token with the mean control Δ/token (n_pairs texts); p is a "
-                "two-sided Wilcoxon signed-rank test, p_holm its Holm adjustment across specialties."),
-    "heatmap": ("Fine-tuning specialty × term specialty: each row is one adapter (the specialty it was fine-tuned on), "
-                "each column the specialty of the terms, each cell the mean Δ logp/token with its 95% CI. The outlined "
-                "diagonal is 'terms of the specialty the model was fine-tuned on': specialty knowledge shows as a "
-                "diagonal that stands out from its row and column."),
-    "accuracy": ("Multiple-choice accuracy: the share of test questions of the column specialty answered correctly "
-                 "by the model fine-tuned on the row specialty (the answer is the option with the highest "
-                 "log-probability). The outlined diagonal is in-specialty accuracy."),
-    "distributions": ("Box: quartiles of Δ logp/token over occurrences; white tick: median; whiskers: the most "
-                      "extreme values within 1.5 × IQR; diamond: mean. Unlike the CIs, this shows the spread of "
-                      "single occurrences."),
-    "top_movers": ("Terms with the largest absolute mean Δ logp/token. mean logp base/tuned are the mean summed "
-                   "log-probabilities of the term's occurrences. Click a header to sort; type to filter."),
-    "layers": ("Logit lens: the log-probability of the term's tokens read out from each layer's hidden state "
-               "through the model's final norm and unembedding, for the base and the fine-tuned model. Where the "
-               "curves part shows at which depth fine-tuning changes the prediction."),
+    "delta": (
+        "Δ logp = log p(term | preceding text) under the fine-tuned model minus the same under the base "
+        "model, summed over the term's tokens. Δ/token divides by the number of tokens, so multi-token terms "
+        "and one-token control words are on one scale. Positive: fine-tuning made the term more likely."
+    ),
+    "ci": (
+        "95% confidence intervals are percentile bootstraps (2,000 draws) that resample texts, because "
+        "occurrences in one text share their context. n = occurrences, n_texts = texts they occur in."
+    ),
+    "control": (
+        "Control words are ordinary words from the same texts (frequency-matched, or given). Fine-tuning on "
+        "medical text can raise every word of the domain; a term's Δ is read against theirs. 'Minus control' "
+        "pairs, per text, the mean term Δ/token with the mean control Δ/token (n_pairs texts); p is a "
+        "two-sided Wilcoxon signed-rank test, p_holm its Holm adjustment across specialties."
+    ),
+    "heatmap": (
+        "Fine-tuning specialty × term specialty: each row is one adapter (the specialty it was fine-tuned on), "
+        "each column the specialty of the terms, each cell the mean Δ logp/token with its 95% CI. The outlined "
+        "diagonal is 'terms of the specialty the model was fine-tuned on': specialty knowledge shows as a "
+        "diagonal that stands out from its row and column."
+    ),
+    "accuracy": (
+        "Multiple-choice accuracy: the share of test questions of the column specialty answered correctly "
+        "by the model fine-tuned on the row specialty (the answer is the option with the highest "
+        "log-probability). The outlined diagonal is in-specialty accuracy."
+    ),
+    "distributions": (
+        "Box: quartiles of Δ logp/token over occurrences; white tick: median; whiskers: the most "
+        "extreme values within 1.5 × IQR; diamond: mean. Unlike the CIs, this shows the spread of "
+        "single occurrences."
+    ),
+    "top_movers": (
+        "Terms with the largest absolute mean Δ logp/token. mean logp base/tuned are the mean summed "
+        "log-probabilities of the term's occurrences. Click a header to sort; type to filter."
+    ),
+    "layers": (
+        "Logit lens: the log-probability of the term's tokens read out from each layer's hidden state "
+        "through the model's final norm and unembedding, for the base and the fine-tuned model. Where the "
+        "curves part shows at which depth fine-tuning changes the prediction."
+    ),
     "missing": "Terms of the lexicon found in no text are listed, never silently dropped.",
 }
 
@@ -92,8 +108,14 @@ def _fmt(v: float) -> str:
     return "–" if v is None or not np.isfinite(v) else f"{v:+.4f}"
 
 
-def terms_vs_control_section(comps: Comparisons, *, metric: str = "delta_per_token", n_boot: int = 2000,
-                             table: pd.DataFrame | None = None, title: str = "Clinical terms vs control words") -> Section:
+def terms_vs_control_section(
+    comps: Comparisons,
+    *,
+    metric: str = "delta_per_token",
+    n_boot: int = 2000,
+    table: pd.DataFrame | None = None,
+    title: str = "Clinical terms vs control words",
+) -> Section:
     """One Comparison: per term specialty, mean Δ with CI next to the control words, and the paired
     term-minus-control difference with CI and Holm-adjusted p. Several (label -> Comparison): a
     fine-tuning specialty × term specialty heatmap of the term-minus-control difference."""
@@ -103,11 +125,26 @@ def terms_vs_control_section(comps: Comparisons, *, metric: str = "delta_per_tok
         frame = specialty_delta_matrix(comps, metric=metric, n_boot=n_boot, relative_to_control=True)
         if frame.empty:
             return Section(title, [TextBlock("No scored clinical terms or control words.", muted=True)], notes=notes)
-        chart = charts.heatmap(frame, x="term_specialty", y="finetune_specialty", value="mean", ci_low="ci_low",
-                               ci_high="ci_high", x_title="term specialty", y_title="fine-tuned on",
-                               value_title=f"{mt}, terms − control", tooltip_extra=("n_pairs", "p_holm"))
-        return Section(title, [ChartBlock(chart, title=f"Mean {mt} of terms minus control words (paired by text)"),
-                               TableBlock.from_frame(frame, title="Values", max_rows=2000)], notes=notes)
+        chart = charts.heatmap(
+            frame,
+            x="term_specialty",
+            y="finetune_specialty",
+            value="mean",
+            ci_low="ci_low",
+            ci_high="ci_high",
+            x_title="term specialty",
+            y_title="fine-tuned on",
+            value_title=f"{mt}, terms − control",
+            tooltip_extra=("n_pairs", "p_holm"),
+        )
+        return Section(
+            title,
+            [
+                ChartBlock(chart, title=f"Mean {mt} of terms minus control words (paired by text)"),
+                TableBlock.from_frame(frame, title="Values", max_rows=2000),
+            ],
+            notes=notes,
+        )
     table = cast(pd.DataFrame, comps.by_specialty(metric, n_boot=n_boot)) if table is None else table
     if table.empty:
         return Section(title, [TextBlock("No scored occurrences.", muted=True)], notes=notes)
@@ -116,26 +153,63 @@ def terms_vs_control_section(comps: Comparisons, *, metric: str = "delta_per_tok
     data["group"] = np.where(data["specialty"] == "control", "control words", "clinical terms")
     ctrl = data.loc[data["specialty"] == "control", mean]
     ctrl_mean = float(ctrl.iloc[0]) if len(ctrl) else None
-    blocks: list[Block] = [ChartBlock(charts.interval_chart(
-        data, category="specialty", value=mean, ci_low="ci_low", ci_high="ci_high", value_title=f"mean {mt}",
-        category_title="term specialty", color="group", color_title="",
-        reference_rule=(ctrl_mean, "control words' mean") if ctrl_mean is not None else None,
-        tooltip_extra=("n", "n_terms", "n_texts")), title=f"Mean {mt} with 95% CI; dashed: control words' mean")]
+    blocks: list[Block] = [
+        ChartBlock(
+            charts.interval_chart(
+                data,
+                category="specialty",
+                value=mean,
+                ci_low="ci_low",
+                ci_high="ci_high",
+                value_title=f"mean {mt}",
+                category_title="term specialty",
+                color="group",
+                color_title="",
+                reference_rule=(ctrl_mean, "control words' mean") if ctrl_mean is not None else None,
+                tooltip_extra=("n", "n_terms", "n_texts"),
+            ),
+            title=f"Mean {mt} with 95% CI; dashed: control words' mean",
+        )
+    ]
     diff = cast(pd.DataFrame, data[data["specialty"] != "control"])
     if ctrl_mean is not None and bool(diff["minus_control"].notna().any()):
-        blocks.append(ChartBlock(charts.interval_chart(
-            diff, category="specialty", value="minus_control", ci_low="minus_control_ci_low",
-            ci_high="minus_control_ci_high", value_title=f"{mt}: terms − control", category_title="term specialty",
-            tooltip_extra=("n_pairs", "p_value", "p_holm")), title="Terms minus control words, paired by text, with 95% CI"))
+        blocks.append(
+            ChartBlock(
+                charts.interval_chart(
+                    diff,
+                    category="specialty",
+                    value="minus_control",
+                    ci_low="minus_control_ci_low",
+                    ci_high="minus_control_ci_high",
+                    value_title=f"{mt}: terms − control",
+                    category_title="term specialty",
+                    tooltip_extra=("n_pairs", "p_value", "p_holm"),
+                ),
+                title="Terms minus control words, paired by text, with 95% CI",
+            )
+        )
     else:
-        blocks.append(TextBlock("No control words were scored, so there is no term-minus-control comparison.", muted=True))
-    blocks.append(TableBlock.from_frame(table.drop(columns=[c for c in ("group",) if c in table]), title="Per specialty",
-                                        formats={"p_value": ".3g", "p_holm": ".3g"}, searchable=False))
+        blocks.append(
+            TextBlock("No control words were scored, so there is no term-minus-control comparison.", muted=True)
+        )
+    blocks.append(
+        TableBlock.from_frame(
+            table.drop(columns=[c for c in ("group",) if c in table]),
+            title="Per specialty",
+            formats={"p_value": ".3g", "p_holm": ".3g"},
+            searchable=False,
+        )
+    )
     return Section(title, blocks, notes=notes)
 
 
-def specialty_delta_matrix(comparisons: Mapping[str, Any], *, metric: str = "delta_per_token", n_boot: int = 2000,
-                           relative_to_control: bool = False) -> pd.DataFrame:
+def specialty_delta_matrix(
+    comparisons: Mapping[str, Any],
+    *,
+    metric: str = "delta_per_token",
+    n_boot: int = 2000,
+    relative_to_control: bool = False,
+) -> pd.DataFrame:
     """Long table for the fine-tuning specialty × term specialty heatmap from {fine-tuning specialty:
     Comparison}: columns finetune_specialty, term_specialty, mean, ci_low, ci_high, n, n_texts (and,
     `relative_to_control`, the paired terms-minus-control difference with n_pairs, p_value, p_holm)."""
@@ -146,21 +220,45 @@ def specialty_delta_matrix(comparisons: Mapping[str, Any], *, metric: str = "del
             if rec["specialty"] == "control" and relative_to_control:
                 continue
             if relative_to_control:
-                rows.append({"finetune_specialty": str(label), "term_specialty": rec["specialty"],
-                             "mean": rec["minus_control"], "ci_low": rec["minus_control_ci_low"],
-                             "ci_high": rec["minus_control_ci_high"], "n_pairs": rec["n_pairs"],
-                             "p_value": rec["p_value"], "p_holm": rec.get("p_holm", np.nan)})
+                rows.append(
+                    {
+                        "finetune_specialty": str(label),
+                        "term_specialty": rec["specialty"],
+                        "mean": rec["minus_control"],
+                        "ci_low": rec["minus_control_ci_low"],
+                        "ci_high": rec["minus_control_ci_high"],
+                        "n_pairs": rec["n_pairs"],
+                        "p_value": rec["p_value"],
+                        "p_holm": rec.get("p_holm", np.nan),
+                    }
+                )
             else:
-                rows.append({"finetune_specialty": str(label), "term_specialty": rec["specialty"],
-                             "mean": rec[_mean_col(metric)], "ci_low": rec["ci_low"], "ci_high": rec["ci_high"],
-                             "n": rec["n"], "n_texts": rec["n_texts"]})
+                rows.append(
+                    {
+                        "finetune_specialty": str(label),
+                        "term_specialty": rec["specialty"],
+                        "mean": rec[_mean_col(metric)],
+                        "ci_low": rec["ci_low"],
+                        "ci_high": rec["ci_high"],
+                        "n": rec["n"],
+                        "n_texts": rec["n_texts"],
+                    }
+                )
     return pd.DataFrame(rows)
 
 
-def delta_heatmap_section(frame: pd.DataFrame, *, finetune: str = "finetune_specialty", term: str = "term_specialty",
-                          value: str = "mean", ci_low: str | None = "ci_low", ci_high: str | None = "ci_high",
-                          metric: str = "delta_per_token", title: str = "Fine-tuning specialty × term specialty",
-                          notes: Sequence[str] | None = None) -> Section:
+def delta_heatmap_section(
+    frame: pd.DataFrame,
+    *,
+    finetune: str = "finetune_specialty",
+    term: str = "term_specialty",
+    value: str = "mean",
+    ci_low: str | None = "ci_low",
+    ci_high: str | None = "ci_high",
+    metric: str = "delta_per_token",
+    title: str = "Fine-tuning specialty × term specialty",
+    notes: Sequence[str] | None = None,
+) -> Section:
     """The study's second finding: mean Δ logp of terms of each specialty (columns) under each
     specialty's fine-tuned model (rows), with CIs. `frame`: long format, e.g. `specialty_delta_matrix`."""
     mt = METRIC_TITLES.get(metric, metric)
@@ -168,17 +266,36 @@ def delta_heatmap_section(frame: pd.DataFrame, *, finetune: str = "finetune_spec
     if frame is None or frame.empty:
         return Section(title, [TextBlock("No data.", muted=True)], notes=notes)
     extra = tuple(c for c in ("n", "n_texts", "n_pairs", "p_holm") if c in frame)
-    chart = charts.heatmap(frame, x=term, y=finetune, value=value, ci_low=ci_low, ci_high=ci_high,
-                           x_title="term specialty", y_title="fine-tuned on", value_title=f"mean {mt}",
-                           tooltip_extra=extra)
-    return Section(title, [ChartBlock(chart, title=f"Mean {mt} [95% CI]"),
-                           TableBlock.from_frame(frame, title="Values", max_rows=2000)], notes=notes)
+    chart = charts.heatmap(
+        frame,
+        x=term,
+        y=finetune,
+        value=value,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        x_title="term specialty",
+        y_title="fine-tuned on",
+        value_title=f"mean {mt}",
+        tooltip_extra=extra,
+    )
+    return Section(
+        title,
+        [ChartBlock(chart, title=f"Mean {mt} [95% CI]"), TableBlock.from_frame(frame, title="Values", max_rows=2000)],
+        notes=notes,
+    )
 
 
-def accuracy_heatmap_section(frame: pd.DataFrame, *, train: str = "train_specialty", test: str = "test_specialty",
-                             value: str = "accuracy", ci_low: str | None = None, ci_high: str | None = None,
-                             title: str = "Accuracy: fine-tuning specialty × test specialty",
-                             notes: Sequence[str] | None = None) -> Section:
+def accuracy_heatmap_section(
+    frame: pd.DataFrame,
+    *,
+    train: str = "train_specialty",
+    test: str = "test_specialty",
+    value: str = "accuracy",
+    ci_low: str | None = None,
+    ci_high: str | None = None,
+    title: str = "Accuracy: fine-tuning specialty × test specialty",
+    notes: Sequence[str] | None = None,
+) -> Section:
     """The study's first finding: accuracy of each specialty's fine-tuned model (rows) on each
     specialty's test questions (columns). `frame`: long format, one row per (train, test) cell; extra
     columns such as n or the base model's accuracy go into tooltips and the table."""
@@ -186,11 +303,28 @@ def accuracy_heatmap_section(frame: pd.DataFrame, *, train: str = "train_special
     if frame is None or frame.empty:
         return Section(title, [TextBlock("No data.", muted=True)], notes=notes)
     extra = tuple(c for c in frame.columns if c not in {train, test, value, ci_low, ci_high})
-    chart = charts.heatmap(frame, x=test, y=train, value=value, ci_low=ci_low, ci_high=ci_high,
-                           x_title="test specialty", y_title="fine-tuned on", value_title=value,
-                           diverging=False, fmt=".2f", tooltip_extra=extra)
-    return Section(title, [ChartBlock(chart, title=f"{value} by fine-tuning and test specialty"),
-                           TableBlock.from_frame(frame, title="Values", max_rows=2000)], notes=notes)
+    chart = charts.heatmap(
+        frame,
+        x=test,
+        y=train,
+        value=value,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        x_title="test specialty",
+        y_title="fine-tuned on",
+        value_title=value,
+        diverging=False,
+        fmt=".2f",
+        tooltip_extra=extra,
+    )
+    return Section(
+        title,
+        [
+            ChartBlock(chart, title=f"{value} by fine-tuning and test specialty"),
+            TableBlock.from_frame(frame, title="Values", max_rows=2000),
+        ],
+        notes=notes,
+    )
 
 
 def _occurrence_groups(comps: Comparisons, metric: str) -> tuple[pd.DataFrame, str, str | None]:
@@ -201,9 +335,14 @@ def _occurrence_groups(comps: Comparisons, metric: str) -> tuple[pd.DataFrame, s
             df = comp.scored()
             own = df["specialties"].map(lambda s, label=label: str(label) in tuple(s))
             group = np.where(df["is_control"], "control words", np.where(own, "own-specialty terms", "other terms"))
-            parts.append(pd.DataFrame({"category": str(label), "group": group, "value": df[metric].astype(float).to_numpy()}))
-        return (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["category", "group", "value"]),
-                "fine-tuned on", "group")
+            parts.append(
+                pd.DataFrame({"category": str(label), "group": group, "value": df[metric].astype(float).to_numpy()})
+            )
+        return (
+            pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["category", "group", "value"]),
+            "fine-tuned on",
+            "group",
+        )
     df = comps.scored()
     terms = df[~df["is_control"]].copy()
     terms["category"] = terms["specialties"].map(lambda s: tuple(s) or ("unassigned",))
@@ -215,8 +354,9 @@ def _occurrence_groups(comps: Comparisons, metric: str) -> tuple[pd.DataFrame, s
     return out, "term specialty", None
 
 
-def distributions_section(comps: Comparisons, *, metric: str = "delta_per_token",
-                          title: str = "Per-specialty distributions") -> Section:
+def distributions_section(
+    comps: Comparisons, *, metric: str = "delta_per_token", title: str = "Per-specialty distributions"
+) -> Section:
     """Box plots of per-occurrence Δ by term specialty (one Comparison), or by fine-tuning specialty
     split into own-specialty terms / other terms / control words (several)."""
     mt = METRIC_TITLES.get(metric, metric)
@@ -226,15 +366,32 @@ def distributions_section(comps: Comparisons, *, metric: str = "delta_per_token"
     if long.empty:
         return Section(title, [TextBlock("No scored occurrences.", muted=True)], notes=notes)
     keys = ["category"] + ([group] if group else ["is_control"])
-    stats = pd.DataFrame([{**dict(zip(keys, k if isinstance(k, tuple) else (k,))), **charts.box_summary(cast(pd.Series, g["value"]))}
-                          for k, g in long.groupby(keys, sort=True)])
-    chart = charts.box_chart(stats, category="category", value_title=mt, category_title=cat_title, group=group,
-                             group_order=["own-specialty terms", "other terms", "control words"])
+    stats = pd.DataFrame(
+        [
+            {**dict(zip(keys, k if isinstance(k, tuple) else (k,))), **charts.box_summary(cast(pd.Series, g["value"]))}
+            for k, g in long.groupby(keys, sort=True)
+        ]
+    )
+    chart = charts.box_chart(
+        stats,
+        category="category",
+        value_title=mt,
+        category_title=cat_title,
+        group=group,
+        group_order=["own-specialty terms", "other terms", "control words"],
+    )
     return Section(title, [ChartBlock(chart, title=f"{mt} per occurrence")], notes=notes)
 
 
-def top_movers_section(comps: Comparisons, *, metric: str = "delta_per_token", n: int = 300, n_boot: int = 2000,
-                       table: pd.DataFrame | None = None, title: str = "Top movers") -> Section:
+def top_movers_section(
+    comps: Comparisons,
+    *,
+    metric: str = "delta_per_token",
+    n: int = 300,
+    n_boot: int = 2000,
+    table: pd.DataFrame | None = None,
+    title: str = "Top movers",
+) -> Section:
     """Terms (and control words) sorted by |mean Δ|, as a sortable, searchable table (capped at `n` rows)."""
     mean = _mean_col(metric)
     if table is None:
@@ -250,14 +407,39 @@ def top_movers_section(comps: Comparisons, *, metric: str = "delta_per_token", n
     t = table.copy()
     t["kind"] = np.where(t["is_control"], "control word", "clinical term")
     t = t.iloc[np.argsort(-t[mean].abs().fillna(-1).to_numpy(), kind="stable")]
-    cols = [c for c in ("finetune_specialty", "term", "kind", "specialties", "n", "n_texts", "mean_logp_base",
-                        "mean_logp_tuned", mean, "ci_low", "ci_high") if c in t]
+    cols = [
+        c
+        for c in (
+            "finetune_specialty",
+            "term",
+            "kind",
+            "specialties",
+            "n",
+            "n_texts",
+            "mean_logp_base",
+            "mean_logp_tuned",
+            mean,
+            "ci_low",
+            "ci_high",
+        )
+        if c in t
+    ]
     rename = {"finetune_specialty": "fine-tuned on", mean: f"mean {METRIC_TITLES.get(metric, metric)}"}
-    desc = {"n": "occurrences", "n_texts": "texts the term occurs in", "ci_low": "95% CI, text bootstrap",
-            "ci_high": "95% CI, text bootstrap", "mean_logp_base": "mean summed logp under the base model",
-            "mean_logp_tuned": "mean summed logp under the fine-tuned model"}
-    block = TableBlock.from_frame(t[cols], max_rows=n, rename=rename, descriptions=desc,
-                                  caption=f"{len(t)} terms and control words, largest |mean| first.")
+    desc = {
+        "n": "occurrences",
+        "n_texts": "texts the term occurs in",
+        "ci_low": "95% CI, text bootstrap",
+        "ci_high": "95% CI, text bootstrap",
+        "mean_logp_base": "mean summed logp under the base model",
+        "mean_logp_tuned": "mean summed logp under the fine-tuned model",
+    }
+    block = TableBlock.from_frame(
+        t[cols],
+        max_rows=n,
+        rename=rename,
+        descriptions=desc,
+        caption=f"{len(t)} terms and control words, largest |mean| first.",
+    )
     return Section(title, [block], notes=notes)
 
 
@@ -268,11 +450,20 @@ def missing_section(comp, *, title: str = "Terms found in no text") -> Section:
     return Section(title, [ListBlock(items, empty="Every term was found.")], notes=[NOTES["missing"]])
 
 
-def layer_curves_section(frame: pd.DataFrame, *, layer: str = "layer", value: str = "mean_logp",
-                         series: str = "model", facet: str | None = "group", ci_low: str | None = "ci_low",
-                         ci_high: str | None = "ci_high", value_title: str = "mean logp of the term",
-                         title: str = "Layer curves (logit lens)", notes: Sequence[str] | None = None,
-                         max_facets: int = 24) -> Section:
+def layer_curves_section(
+    frame: pd.DataFrame,
+    *,
+    layer: str = "layer",
+    value: str = "mean_logp",
+    series: str = "model",
+    facet: str | None = "group",
+    ci_low: str | None = "ci_low",
+    ci_high: str | None = "ci_high",
+    value_title: str = "mean logp of the term",
+    title: str = "Layer curves (logit lens)",
+    notes: Sequence[str] | None = None,
+    max_facets: int = 24,
+) -> Section:
     """Curves over layers, one colour per `series` (e.g. base / tuned), one panel per `facet` (e.g.
     term specialty or terms vs control). `frame`: aggregated long format, one row per point."""
     notes = list(notes) if notes is not None else [NOTES["layers"]]
@@ -284,10 +475,18 @@ def layer_curves_section(frame: pd.DataFrame, *, layer: str = "layer", value: st
         keep = sorted(frame[facet].dropna().unique(), key=str)[:max_facets]
         data = cast(pd.DataFrame, frame[frame[facet].isin(keep)])
         blocks.append(TextBlock(f"Showing {max_facets} of {frame[facet].nunique()} panels.", muted=True))
-    chart = charts.line_chart(data, x=layer, y=value, series=series if series in frame else None,
-                              facet=facet if facet and facet in frame else None,
-                              ci_low=ci_low if ci_low in frame else None, ci_high=ci_high if ci_high in frame else None,
-                              x_title="layer", y_title=value_title, series_title=series or "")
+    chart = charts.line_chart(
+        data,
+        x=layer,
+        y=value,
+        series=series if series in frame else None,
+        facet=facet if facet and facet in frame else None,
+        ci_low=ci_low if ci_low in frame else None,
+        ci_high=ci_high if ci_high in frame else None,
+        x_title="layer",
+        y_title=value_title,
+        series_title=series or "",
+    )
     blocks.insert(0, ChartBlock(chart, title=f"{value_title} by layer"))
     return Section(title, blocks, notes=notes)
 
@@ -296,8 +495,18 @@ def metadata_section(metadata: Mapping[str, Any] | Any, *, title: str = "Metadat
     """Models, adapter / weights / data hashes, versions and options, grouped."""
     meta = dict(getattr(metadata, "metadata", metadata) or {})
     groups: dict[str, dict] = {"Models": {}, "Hashes": {}, "Data": {}, "Options": {}, "Versions": {}, "Other": {}}
-    model_keys = {"base", "tuned", "tokenizer", "adapter_base_model", "device", "dtype", "model", "models", "adapter",
-                  "adapters"}
+    model_keys = {
+        "base",
+        "tuned",
+        "tokenizer",
+        "adapter_base_model",
+        "device",
+        "dtype",
+        "model",
+        "models",
+        "adapter",
+        "adapters",
+    }
     for key, value in meta.items():
         k = str(key)
         if k == "options":

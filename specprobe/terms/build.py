@@ -30,16 +30,24 @@ def _versions() -> dict:
     return library_versions(_LEXICON_PACKAGES, defaults=False, missing=None)
 
 
-def lexicon_from_mentions(records: Sequence[QARecord], mentions: Sequence[Sequence[Mention]], *,
-                          rule: AssignmentRule = AssignmentRule(), specialty_map: SpecialtyMap | None = None,
-                          min_count: int = 1, meta: dict | None = None) -> Lexicon:
+def lexicon_from_mentions(
+    records: Sequence[QARecord],
+    mentions: Sequence[Sequence[Mention]],
+    *,
+    rule: AssignmentRule = AssignmentRule(),
+    specialty_map: SpecialtyMap | None = None,
+    min_count: int = 1,
+    meta: dict | None = None,
+) -> Lexicon:
     """Group mentions into terms, count them per specialty and assign specialties (no I/O).
 
     `records` and `mentions` are parallel (one list of mentions per record); iterators are read once."""
     records, mentions = list(records), [list(ms) for ms in mentions]
     if len(records) != len(mentions):
-        raise ValueError(f"lexicon_from_mentions: {len(records)} records but {len(mentions)} lists of mentions; "
-                         "pass one list of mentions per record")
+        raise ValueError(
+            f"lexicon_from_mentions: {len(records)} records but {len(mentions)} lists of mentions; "
+            "pass one list of mentions per record"
+        )
     smap = specialty_map or SpecialtyMap.load()
     surfaces: dict[str, Counter] = defaultdict(Counter)
     abbrev_surfaces: dict[str, Counter] = defaultdict(Counter)
@@ -59,7 +67,7 @@ def lexicon_from_mentions(records: Sequence[QARecord], mentions: Sequence[Sequen
             for s in rec.specialties:
                 counts[key][s] += 1
             questions[key][rec.id] = None
-            for cid in (m.concept_ids or (m.concept_id,)):
+            for cid in m.concept_ids or (m.concept_id,):
                 concepts[key][cid] = m.source if cid == m.concept_id else concepts[key].get(cid, "")
             canonical[key][m.canonical] += 1
     data_specs = sorted(per_spec_q)
@@ -74,8 +82,11 @@ def lexicon_from_mentions(records: Sequence[QARecord], mentions: Sequence[Sequen
         lower = Counter()
         for s, c in surfaces[key].items():  # abbreviations matched in capitals keep them ("MI", not "mi")
             lower[s if _ABBREV.match(s) else s.lower()] += c
-        name = (min(lower.items(), key=lambda kv: (-kv[1], len(kv[0]), kv[0]))[0] if lower
-                else canonical[key].most_common(1)[0][0].lower())
+        name = (
+            min(lower.items(), key=lambda kv: (-kv[1], len(kv[0]), kv[0]))[0]
+            if lower
+            else canonical[key].most_common(1)[0][0].lower()
+        )
         if name in terms:  # two normalised forms with the same surface: keep the first (commoner)
             continue
         canon = canonical[key].most_common(1)[0][0]
@@ -84,22 +95,46 @@ def lexicon_from_mentions(records: Sequence[QARecord], mentions: Sequence[Sequen
         chosen, specific = combine(onto, z[key], counts[key], rule)
         srcs = sorted({"hpo" if c.startswith("HP:") else c.split(":", 1)[0].lower() for c in cids})
         terms[name] = TermEntry(
-            term=name, canonical=canon, concept_ids=cids, sources=srcs,
-            surfaces=dict(surfaces[key] + abbrev_surfaces[key]), count=n,
-            counts={s: counts[key][s] for s in specs if counts[key][s]}, questions=list(questions[key]),
-            ontology=list(onto), ontology_evidence=evidence, z={s: z[key][s] for s in specs},
-            specialties=list(chosen), specific=specific)
+            term=name,
+            canonical=canon,
+            concept_ids=cids,
+            sources=srcs,
+            surfaces=dict(surfaces[key] + abbrev_surfaces[key]),
+            count=n,
+            counts={s: counts[key][s] for s in specs if counts[key][s]},
+            questions=list(questions[key]),
+            ontology=list(onto),
+            ontology_evidence=evidence,
+            z={s: z[key][s] for s in specs},
+            specialties=list(chosen),
+            specific=specific,
+        )
     meta = dict(meta or {})
-    meta.update({"rule": rule.to_dict(), "specialties": specs, "min_count": min_count,
-                 "totals": {s: sum(counts[k][s] for k in totals) for s in specs},
-                 "questions_per_specialty": {s: per_spec_q[s] for s in specs}})
+    meta.update(
+        {
+            "rule": rule.to_dict(),
+            "specialties": specs,
+            "min_count": min_count,
+            "totals": {s: sum(counts[k][s] for k in totals) for s in specs},
+            "questions_per_specialty": {s: per_spec_q[s] for s in specs},
+        }
+    )
     return Lexicon(terms, meta)
 
 
-def build_lexicon(path: str | Path, *, backend: str = "offline", format: str = "auto", mapping: dict | None = None,
-                  skip_bad: bool = False, min_count: int = 1, rule: AssignmentRule | None = None,
-                  specialty_map: str | Path | None = None, progress: bool = False,
-                  extractor_options: dict | None = None) -> Lexicon:
+def build_lexicon(
+    path: str | Path,
+    *,
+    backend: str = "offline",
+    format: str = "auto",
+    mapping: dict | None = None,
+    skip_bad: bool = False,
+    min_count: int = 1,
+    rule: AssignmentRule | None = None,
+    specialty_map: str | Path | None = None,
+    progress: bool = False,
+    extractor_options: dict | None = None,
+) -> Lexicon:
     """Build a lexicon from a QA data file (see `specprobe terms build --help`)."""
     path = Path(path).resolve()
     t0 = time.perf_counter()
@@ -112,20 +147,35 @@ def build_lexicon(path: str | Path, *, backend: str = "offline", format: str = "
     t2 = time.perf_counter()
     map_path = Path(specialty_map) if specialty_map else default_map_path()
     smap = SpecialtyMap.load(map_path)
-    source = {"path": str(path), "sha256": sha256_file(path), "format": format, "n_records": len(records),
-              "n_skipped": len(skipped), "skipped": skipped[:100]}
+    source = {
+        "path": str(path),
+        "sha256": sha256_file(path),
+        "format": format,
+        "n_records": len(records),
+        "n_skipped": len(skipped),
+        "skipped": skipped[:100],
+    }
     if mapping:
         source["mapping"] = mapping
-    meta = {"created": datetime.now(UTC).isoformat(timespec="seconds"), "backend": backend,
-            "sources": [source], "specialty_map": {"path": str(map_path), "sha256": sha256_file(map_path)},
-            "versions": _versions()}
+    meta = {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "backend": backend,
+        "sources": [source],
+        "specialty_map": {"path": str(map_path), "sha256": sha256_file(map_path)},
+        "versions": _versions(),
+    }
     if backend != "offline":
         mentions = _bridge_to_offline_concepts(mentions)
-    lex = lexicon_from_mentions(records, mentions, rule=rule or AssignmentRule(), specialty_map=smap,
-                                min_count=min_count, meta=meta)
+    lex = lexicon_from_mentions(
+        records, mentions, rule=rule or AssignmentRule(), specialty_map=smap, min_count=min_count, meta=meta
+    )
     t3 = time.perf_counter()
-    lex.meta["timings_s"] = {"load_and_setup": round(t1 - t0, 2), "extract": round(t2 - t1, 2),
-                             "assign": round(t3 - t2, 2), "total": round(t3 - t0, 2)}
+    lex.meta["timings_s"] = {
+        "load_and_setup": round(t1 - t0, 2),
+        "extract": round(t2 - t1, 2),
+        "assign": round(t3 - t2, 2),
+        "total": round(t3 - t0, 2),
+    }
     return lex
 
 
@@ -146,6 +196,10 @@ def _bridge_to_offline_concepts(mentions: Sequence[Sequence[Mention]]) -> list[l
 
     out = []
     for ms in mentions:
-        out.append([replace(m, concept_ids=tuple(dict.fromkeys((*m.concept_ids, *ids(m.surface), *ids(m.canonical)))))
-                    for m in ms])
+        out.append(
+            [
+                replace(m, concept_ids=tuple(dict.fromkeys((*m.concept_ids, *ids(m.surface), *ids(m.canonical)))))
+                for m in ms
+            ]
+        )
     return out

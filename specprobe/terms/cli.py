@@ -8,8 +8,9 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("terms", help="specialty term lexicons from QA data",
-                              description="Build and inspect specialty term lexicons.")
+    p = subparsers.add_parser(
+        "terms", help="specialty term lexicons from QA data", description="Build and inspect specialty term lexicons."
+    )
     sub = p.add_subparsers(dest="terms_command", metavar="ACTION")
     p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
 
@@ -17,11 +18,15 @@ def register(subparsers) -> None:
     b.add_argument("data", help="QA data file (S-MedQA JSON, MedQA JSONL, MedMCQA, instruction, CSV/JSONL)")
     b.add_argument("--out", required=True, help="lexicon JSON to write (atomically)")
     b.add_argument("--backend", choices=("offline", "scispacy"), default="offline")
-    b.add_argument("--format", default="auto",
-                   choices=("auto", "smedqa", "medqa", "medmcqa", "instruction", "csv", "jsonl"))
+    b.add_argument(
+        "--format", default="auto", choices=("auto", "smedqa", "medqa", "medmcqa", "instruction", "csv", "jsonl")
+    )
     b.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    b.add_argument("--mapping", help="column mapping for csv/jsonl, as JSON: "
-                   '\'{"question": "q", "options": ["a","b","c","d"], "answer": "ans", "answer_format": "letter"}\'')
+    b.add_argument(
+        "--mapping",
+        help="column mapping for csv/jsonl, as JSON: "
+        '\'{"question": "q", "options": ["a","b","c","d"], "answer": "ans", "answer_format": "letter"}\'',
+    )
     b.add_argument("--skip-bad", action="store_true", help="skip malformed records and report them")
     b.add_argument("--min-count", type=int, default=1, help="drop terms seen fewer times (default 1)")
     b.add_argument("--max-specialties", type=int, default=3, help="a term is specific with at most this many (3)")
@@ -63,7 +68,7 @@ def _mapping(text: str | None) -> dict | None:
     except json.JSONDecodeError as exc:
         raise ValueError(f"--mapping is not valid JSON ({exc}): {text!r}") from exc
     if not isinstance(value, dict):
-        raise ValueError(f"--mapping must be a JSON object such as '{{\"question\": \"q\"}}', got {text!r}")
+        raise ValueError(f'--mapping must be a JSON object such as \'{{"question": "q"}}\', got {text!r}')
     return value
 
 
@@ -75,15 +80,29 @@ def cmd_build(args) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    rule = AssignmentRule(z_min=args.z_min, max_specialties=args.max_specialties, min_count=1,
-                          prior_strength=args.prior_strength, use_ontology=args.signals != "corpus",
-                          use_corpus=args.signals != "ontology")
+    rule = AssignmentRule(
+        z_min=args.z_min,
+        max_specialties=args.max_specialties,
+        min_count=1,
+        prior_strength=args.prior_strength,
+        use_ontology=args.signals != "corpus",
+        use_corpus=args.signals != "ontology",
+    )
     opts = {}
     if args.backend == "scispacy":
         opts = {"model": args.scispacy_model, "linker_dir": args.linker_dir, "kb_path": args.kb}
-    lex = build_lexicon(args.data, backend=args.backend, format=args.format, mapping=mapping,
-                        skip_bad=args.skip_bad, min_count=args.min_count, rule=rule,
-                        specialty_map=args.specialty_map, progress=not args.no_progress, extractor_options=opts)
+    lex = build_lexicon(
+        args.data,
+        backend=args.backend,
+        format=args.format,
+        mapping=mapping,
+        skip_bad=args.skip_bad,
+        min_count=args.min_count,
+        rule=rule,
+        specialty_map=args.specialty_map,
+        progress=not args.no_progress,
+        extractor_options=opts,
+    )
     lex.save(args.out)
     src = lex.meta["sources"][0]
     if src["n_skipped"]:
@@ -91,8 +110,10 @@ def cmd_build(args) -> int:
         for msg in src["skipped"]:
             print(f"  {msg}", file=sys.stderr)
     st = lex.stats()
-    print(f"wrote {args.out}: {st['terms']} terms, {st['specific_terms']} specific, from {src['n_records']} "
-          f"records in {lex.meta['timings_s']['total']:.1f} s")
+    print(
+        f"wrote {args.out}: {st['terms']} terms, {st['specific_terms']} specific, from {src['n_records']} "
+        f"records in {lex.meta['timings_s']['total']:.1f} s"
+    )
     return 0
 
 
@@ -105,10 +126,12 @@ def cmd_show(args) -> int:
     else:
         entries = sorted((e for e in lex.terms.values() if e.specific or args.all), key=lambda e: (-e.count, e.term))
     print(f"{'term':40} {'count':>5} {'z':>6}  specialties   [ontology evidence]")
-    for e in entries[:args.top]:
+    for e in entries[: args.top]:
         z = e.z.get(args.specialty, 0.0) if args.specialty else e.top_z()
-        print(f"{e.term[:40]:40} {e.count:5d} {z:6.2f}  {'; '.join(e.specialties) or '-'}   "
-              f"[{', '.join(e.ontology_evidence) or 'corpus only'}]")
+        print(
+            f"{e.term[:40]:40} {e.count:5d} {z:6.2f}  {'; '.join(e.specialties) or '-'}   "
+            f"[{', '.join(e.ontology_evidence) or 'corpus only'}]"
+        )
     return 0
 
 
@@ -127,8 +150,10 @@ def cmd_stats(args) -> int:
         print(f"{s:28} {n:14d} {qs.get(s, 0):9d}")
     print(f"rule: {lex.meta.get('rule')}")
     for src in lex.meta.get("sources", []):
-        print(f"source: {src['path']} (sha256 {src['sha256'][:12]}..., {src['n_records']} records, "
-              f"{src['n_skipped']} skipped)")
+        print(
+            f"source: {src['path']} (sha256 {src['sha256'][:12]}..., {src['n_records']} records, "
+            f"{src['n_skipped']} skipped)"
+        )
     return 0
 
 

@@ -13,8 +13,17 @@ from pathlib import Path
 from .formats import parse_file
 from .records import DataError, QARecord, TextRecord, read_text, unique_ids
 
-__all__ = ["DATA_ENV", "DataError", "QARecord", "TextRecord", "default_data_path", "load_qa", "load_qa_report",
-           "read_text", "unique_ids"]
+__all__ = [
+    "DATA_ENV",
+    "DataError",
+    "QARecord",
+    "TextRecord",
+    "default_data_path",
+    "load_qa",
+    "load_qa_report",
+    "read_text",
+    "unique_ids",
+]
 log = logging.getLogger(__name__)
 DATA_ENV = "SPECPROBE_SMEDQA"
 _REPO_DEFAULT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "s-medqa" / "S-MedQA_validation.json"
@@ -26,8 +35,9 @@ def default_data_path() -> Path:
     return Path(env) if env else _REPO_DEFAULT
 
 
-def load_qa_report(path: str | os.PathLike, *, format: str = "auto", mapping: dict | None = None,
-                   skip_bad: bool = False) -> tuple[list[QARecord], list[str]]:
+def load_qa_report(
+    path: str | os.PathLike, *, format: str = "auto", mapping: dict | None = None, skip_bad: bool = False
+) -> tuple[list[QARecord], list[str]]:
     """Like `load_qa`, and also return the messages of the records skipped (with `skip_bad`)."""
     path = Path(path)
     if not path.exists():
@@ -47,8 +57,9 @@ def load_qa_report(path: str | os.PathLike, *, format: str = "auto", mapping: di
     return records, skipped
 
 
-def load_qa(path: str | os.PathLike, *, format: str = "auto", mapping: dict | None = None,
-            skip_bad: bool = False) -> list[QARecord]:
+def load_qa(
+    path: str | os.PathLike, *, format: str = "auto", mapping: dict | None = None, skip_bad: bool = False
+) -> list[QARecord]:
     """Load a QA file into `QARecord`s.
 
     `format`: "auto" (guessed from the extension and the first record's keys), "smedqa" (JSON list with

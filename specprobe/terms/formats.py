@@ -125,8 +125,14 @@ def _medqa(path: Path, i: int, obj) -> QARecord:
     if idx not in opts:
         raise _err(path, i, f"field 'answer_idx' {idx!r} is not one of the option letters {letters}")
     spec = _as_specialties(obj.get("specialty", obj.get("Specialty", ())), path, i)
-    return QARecord(str(obj.get("id", f"{path.stem}:{i}")), q, options, opts[idx], spec,
-                    {"meta_info": obj["meta_info"]} if "meta_info" in obj else {})
+    return QARecord(
+        str(obj.get("id", f"{path.stem}:{i}")),
+        q,
+        options,
+        opts[idx],
+        spec,
+        {"meta_info": obj["meta_info"]} if "meta_info" in obj else {},
+    )
 
 
 def _medmcqa(path: Path, i: int, obj, base: int) -> QARecord:
@@ -159,7 +165,7 @@ def _instruction(path: Path, i: int, obj) -> QARecord:
             break
     else:
         raise _err(path, i, "field 'input': no lettered options (lines like 'A. ...') found")
-    question = "\n".join(lines[:opt_idx[0]]).strip()
+    question = "\n".join(lines[: opt_idx[0]]).strip()
     if not question and field == "input":
         question = (obj.get("instruction") or "").strip()
     if not question:

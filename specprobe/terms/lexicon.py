@@ -99,8 +99,10 @@ def _check(ok: Callable[[Any], bool], what: str) -> Callable[[Any], str | None]:
 
 
 _STRINGS = _check(lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of strings")
-_COUNTS = _check(lambda v: isinstance(v, dict) and all(isinstance(k, str) and _is_int(n) and n >= 0 for k, n in v.items()),
-                 "an object of string -> non-negative integer")
+_COUNTS = _check(
+    lambda v: isinstance(v, dict) and all(isinstance(k, str) and _is_int(n) and n >= 0 for k, n in v.items()),
+    "an object of string -> non-negative integer",
+)
 _FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "canonical": _check(lambda v: isinstance(v, str), "a string"),
     "concept_ids": _STRINGS,
@@ -111,8 +113,10 @@ _FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "questions": _STRINGS,
     "ontology": _STRINGS,
     "ontology_evidence": _STRINGS,
-    "z": _check(lambda v: isinstance(v, dict) and all(isinstance(k, str) and _is_number(x) for k, x in v.items()),
-                "an object of string -> number"),
+    "z": _check(
+        lambda v: isinstance(v, dict) and all(isinstance(k, str) and _is_number(x) for k, x in v.items()),
+        "an object of string -> number",
+    ),
     "specialties": _STRINGS,
     "specific": _check(lambda v: isinstance(v, bool), "true or false"),
 }
@@ -123,8 +127,10 @@ class Lexicon:
 
     def __init__(self, terms: Mapping[str, TermEntry], meta: Mapping | None = None) -> None:
         if not isinstance(terms, Mapping):  # a DataFrame iterates its column names: refuse, don't guess
-            raise TypeError(f"Lexicon(terms=...) needs a mapping term -> TermEntry, got {type(terms).__name__}; "
-                            "load a saved lexicon with Lexicon.load, or build one with build_lexicon")
+            raise TypeError(
+                f"Lexicon(terms=...) needs a mapping term -> TermEntry, got {type(terms).__name__}; "
+                "load a saved lexicon with Lexicon.load, or build one with build_lexicon"
+            )
         for t, e in terms.items():
             if not isinstance(t, str) or not t.strip():
                 raise ValueError(f"Lexicon: empty or non-string term key {t!r}")
@@ -157,15 +163,18 @@ class Lexicon:
                 raise FileNotFoundError(f"the lexicon's source data file is gone: {path}")
             digest = sha256_file(path)
             if src.get("sha256") and digest != src["sha256"]:
-                raise ValueError(f"the lexicon's source data file changed since the build: {path} "
-                                 f"(sha256 {digest[:12]}..., recorded {src['sha256'][:12]}...); rebuild the lexicon")
+                raise ValueError(
+                    f"the lexicon's source data file changed since the build: {path} "
+                    f"(sha256 {digest[:12]}..., recorded {src['sha256'][:12]}...); rebuild the lexicon"
+                )
             key = (str(path.resolve()), digest)
             if key in read:
                 log.warning("the lexicon lists the source data file %s more than once; reading it once", path)
                 continue
             read.add(key)
-            records = load_qa(path, format=src.get("format", "auto"), mapping=src.get("mapping"),
-                              skip_bad=bool(src.get("n_skipped")))
+            records = load_qa(
+                path, format=src.get("format", "auto"), mapping=src.get("mapping"), skip_bad=bool(src.get("n_skipped"))
+            )
             out += [r.as_text_record() for r in records]
         return unique_ids(out, "the lexicon's contexts")
 
@@ -201,9 +210,12 @@ class Lexicon:
             if e.specific:
                 for s in e.specialties:
                     per[s] = per.get(s, 0) + 1
-        return {"terms": len(self.terms), "specific_terms": sum(e.specific for e in self.terms.values()),
-                "assigned_terms": sum(bool(e.specialties) for e in self.terms.values()),
-                "specific_per_specialty": per}
+        return {
+            "terms": len(self.terms),
+            "specific_terms": sum(e.specific for e in self.terms.values()),
+            "assigned_terms": sum(bool(e.specialties) for e in self.terms.values()),
+            "specific_per_specialty": per,
+        }
 
     def to_pandas(self):
         """One row per term: term, canonical, count, specialties (';'-joined), specific, ontology, the top
@@ -213,10 +225,18 @@ class Lexicon:
         rows = []
         for e in self.terms.values():
             top = max(e.z, key=lambda s, z=e.z: z[s]) if e.z else ""
-            row = {"term": e.term, "canonical": e.canonical, "count": e.count,
-                   "specialties": ";".join(e.specialties), "specific": e.specific,
-                   "ontology": ";".join(e.ontology), "corpus_top": top, "corpus_top_z": e.z.get(top, 0.0),
-                   "concept_ids": ";".join(e.concept_ids), "n_questions": len(e.questions)}
+            row = {
+                "term": e.term,
+                "canonical": e.canonical,
+                "count": e.count,
+                "specialties": ";".join(e.specialties),
+                "specific": e.specific,
+                "ontology": ";".join(e.ontology),
+                "corpus_top": top,
+                "corpus_top_z": e.z.get(top, 0.0),
+                "concept_ids": ";".join(e.concept_ids),
+                "n_questions": len(e.questions),
+            }
             for s in self.specialties:
                 row[f"count:{s}"] = e.counts.get(s, 0)
             for s in self.specialties:
@@ -225,8 +245,14 @@ class Lexicon:
         return pd.DataFrame(rows)
 
     # ------------------------------------------------------------------------------ transformations
-    def filter(self, *, min_count: int | None = None, specialties: Iterable[str] | None = None,
-               specific_only: bool = False, predicate: Callable[[TermEntry], bool] | None = None) -> Lexicon:
+    def filter(
+        self,
+        *,
+        min_count: int | None = None,
+        specialties: Iterable[str] | None = None,
+        specific_only: bool = False,
+        predicate: Callable[[TermEntry], bool] | None = None,
+    ) -> Lexicon:
         """A new lexicon with the terms that pass every given condition (signals are not recomputed)."""
         if isinstance(specialties, str):  # one specialty, not its letters
             specialties = [specialties]
@@ -243,7 +269,14 @@ class Lexicon:
                 continue
             keep[t] = e
         meta = dict(self.meta)
-        meta["filtered"] = list(meta.get("filtered", [])) + [{"min_count": min_count, "specialties": sorted(wanted) if wanted else None, "specific_only": specific_only, "predicate": bool(predicate)}]
+        meta["filtered"] = list(meta.get("filtered", [])) + [
+            {
+                "min_count": min_count,
+                "specialties": sorted(wanted) if wanted else None,
+                "specific_only": specific_only,
+                "predicate": bool(predicate),
+            }
+        ]
         return Lexicon(keep, meta)
 
     def reassign(self, rule: AssignmentRule | None = None) -> Lexicon:
@@ -261,10 +294,19 @@ class Lexicon:
     def merge(self, other: Lexicon) -> Lexicon:
         """Pool two lexicons (e.g. two data splits): counts, surfaces, questions and ontology evidence are
         united, then the corpus signal is recomputed on the pooled counts with this lexicon's rule."""
-        terms = {t: replace(e, counts=dict(e.counts), surfaces=dict(e.surfaces), questions=list(e.questions),
-                            concept_ids=list(e.concept_ids), ontology=list(e.ontology),
-                            ontology_evidence=list(e.ontology_evidence), sources=list(e.sources))
-                 for t, e in self.terms.items()}
+        terms = {
+            t: replace(
+                e,
+                counts=dict(e.counts),
+                surfaces=dict(e.surfaces),
+                questions=list(e.questions),
+                concept_ids=list(e.concept_ids),
+                ontology=list(e.ontology),
+                ontology_evidence=list(e.ontology_evidence),
+                sources=list(e.sources),
+            )
+            for t, e in self.terms.items()
+        }
         for t, o in other.terms.items():
             if t not in terms:
                 terms[t] = replace(o, counts=dict(o.counts), surfaces=dict(o.surfaces), questions=list(o.questions))
@@ -291,8 +333,12 @@ class Lexicon:
 
     # ------------------------------------------------------------------------------ files
     def to_dict(self) -> dict:
-        return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "meta": self.meta,
-                "terms": {t: e.to_dict() for t, e in self.terms.items()}}
+        return {
+            "schema": SCHEMA,
+            "schema_version": SCHEMA_VERSION,
+            "meta": self.meta,
+            "terms": {t: e.to_dict() for t, e in self.terms.items()},
+        }
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the lexicon as JSON atomically (a temporary file in the same folder, then a rename);

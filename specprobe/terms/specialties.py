@@ -29,9 +29,21 @@ from . import ontology
 from .records import read_text
 
 SPECIALTIES: tuple[str, ...] = (
-    "Cardiology", "Dermatology", "Emergency medicine", "Endocrinology", "Gastroenterology", "Hematology",
-    "Infectious diseases", "Nephrology", "Neurology", "Obstetrics and gynecology", "Orthopedics", "Pediatrics",
-    "Psychiatry", "Respiratory medicine", "Rheumatology",
+    "Cardiology",
+    "Dermatology",
+    "Emergency medicine",
+    "Endocrinology",
+    "Gastroenterology",
+    "Hematology",
+    "Infectious diseases",
+    "Nephrology",
+    "Neurology",
+    "Obstetrics and gynecology",
+    "Orthopedics",
+    "Pediatrics",
+    "Psychiatry",
+    "Respiratory medicine",
+    "Rheumatology",
 )
 MAP_SOURCES = ("icd10cm", "hpo", "ccsr", "keyword")
 
@@ -82,7 +94,9 @@ class SpecialtyMap:
             spec = () if final else tuple(s.strip() for s in specs.split(";") if s.strip())
             bad = [s for s in spec if s not in SPECIALTIES]
             if bad:
-                raise ValueError(f"{path}: line {lineno}: unknown specialty {bad[0]!r}; known: {', '.join(SPECIALTIES)}")
+                raise ValueError(
+                    f"{path}: line {lineno}: unknown specialty {bad[0]!r}; known: {', '.join(SPECIALTIES)}"
+                )
             if source == "keyword":
                 try:
                     re.compile(key)
@@ -150,8 +164,10 @@ def load_map(path: str | None = None) -> SpecialtyMap:
 
 # ---------------------------------------------------------------------------------------- corpus signal
 
-def log_odds_z(counts: Mapping[str, Mapping[str, int]], specialties: Sequence[str] | None = None,
-               prior_strength: float = 1.0) -> dict[str, dict[str, float]]:
+
+def log_odds_z(
+    counts: Mapping[str, Mapping[str, int]], specialties: Sequence[str] | None = None, prior_strength: float = 1.0
+) -> dict[str, dict[str, float]]:
     """z-scores of the log-odds ratio with an informative Dirichlet prior, one specialty against the rest.
 
     `counts[term][specialty]` is how often the term occurs in that specialty's texts. With y_w^i the count of
@@ -187,6 +203,7 @@ def log_odds_z(counts: Mapping[str, Mapping[str, int]], specialties: Sequence[st
 
 # ---------------------------------------------------------------------------------------- combination
 
+
 @dataclass(frozen=True)
 class AssignmentRule:
     """How the two signals combine (stored in every lexicon's metadata).
@@ -214,8 +231,12 @@ class AssignmentRule:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-def combine(ontology_specs: Sequence[str], z: Mapping[str, float], counts: Mapping[str, int],
-            rule: AssignmentRule = AssignmentRule()) -> tuple[tuple[str, ...], bool]:
+def combine(
+    ontology_specs: Sequence[str],
+    z: Mapping[str, float],
+    counts: Mapping[str, int],
+    rule: AssignmentRule = AssignmentRule(),
+) -> tuple[tuple[str, ...], bool]:
     """Apply `rule` to one term: returns (specialties, specific)."""
     specs = list(ontology_specs) if rule.use_ontology else []
     if rule.use_corpus:

@@ -27,24 +27,35 @@ def train_tokenizer(arch: str, vocab_size: int = 600, lines: list[str] | None = 
     if arch == "llama":
         tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
         tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
-        tok.decoder = decoders.Sequence([decoders.Metaspace(replacement="▁", prepend_scheme="first"), decoders.ByteFallback()])
+        tok.decoder = decoders.Sequence(
+            [decoders.Metaspace(replacement="▁", prepend_scheme="first"), decoders.ByteFallback()]
+        )
         specials = ["<unk>", "<s>", "</s>"]
         alphabet = [f"<0x{i:02X}>" for i in range(256)]
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials + alphabet, show_progress=False)
         tok.train_from_iterator(lines, trainer)
-        tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.token_to_id("<s>"))])
-        return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="</s>")
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+        )
+        return PreTrainedTokenizerFast(
+            tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="</s>"
+        )
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     specials = ["<|endoftext|>"]
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(lines, trainer)
     if arch == "gpt2":
         tok.post_processor = processors.ByteLevel(trim_offsets=True)
-        return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                       unk_token="<|endoftext|>")
+        return PreTrainedTokenizerFast(
+            tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>"
+        )
     if arch == "qwen2":
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
         return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
@@ -55,10 +66,24 @@ def tiny_config(arch: str, vocab_size: int, *, hidden: int = 64, layers: int = 2
     from transformers import GPT2Config, LlamaConfig, Qwen2Config
 
     if arch == "gpt2":
-        return GPT2Config(vocab_size=vocab_size, n_positions=context, n_embd=hidden, n_layer=layers, n_head=heads,
-                          bos_token_id=0, eos_token_id=0)
-    common: dict[str, Any] = dict(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                  num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), max_position_embeddings=context)
+        return GPT2Config(
+            vocab_size=vocab_size,
+            n_positions=context,
+            n_embd=hidden,
+            n_layer=layers,
+            n_head=heads,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+    common: dict[str, Any] = dict(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=max(1, heads // 2),
+        max_position_embeddings=context,
+    )
     if arch == "llama":
         return LlamaConfig(**common, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
     if arch == "qwen2":
@@ -85,7 +110,9 @@ def lora_targets(arch: str) -> list[str]:
     return ["c_attn", "c_proj", "c_fc"] if arch == "gpt2" else ["q_proj", "v_proj", "up_proj", "down_proj"]
 
 
-def build_tiny_adapter(base_dir: str | Path, arch: str, out: str | Path, *, seed: int = 1, rank: int = 4, scale: float = 1.0) -> Path:
+def build_tiny_adapter(
+    base_dir: str | Path, arch: str, out: str | Path, *, seed: int = 1, rank: int = 4, scale: float = 1.0
+) -> Path:
     """A LoRA adapter with random (non-zero) weights on `base_dir`, saved as a standard PEFT directory."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -94,8 +121,14 @@ def build_tiny_adapter(base_dir: str | Path, arch: str, out: str | Path, *, seed
     base = AutoModelForCausalLM.from_pretrained(base_dir)
     torch.manual_seed(seed)
     # peft annotates lora_alpha as int; it only divides by it (scaling = alpha / r), so a float alpha is fine.
-    cfg = LoraConfig(r=rank, lora_alpha=rank * scale, target_modules=lora_targets(arch), init_lora_weights=False,  # pyright: ignore[reportArgumentType]
-                     lora_dropout=0.1, fan_in_fan_out=(arch == "gpt2"))
+    cfg = LoraConfig(
+        r=rank,
+        lora_alpha=rank * scale,  # pyright: ignore[reportArgumentType]
+        target_modules=lora_targets(arch),
+        init_lora_weights=False,
+        lora_dropout=0.1,
+        fan_in_fan_out=(arch == "gpt2"),
+    )
     model = get_peft_model(base, cfg)
     model.save_pretrained(str(out))
     return Path(out)

@@ -47,12 +47,15 @@ class OutputLockedError(ValueError):
             who = "another process"
         else:
             local = host in (None, _host())
-            who = f"another specprobe run (PID {pid}{'' if local else f' on {host}'}{f', since {since}' if since else ''}"
+            who = (
+                f"another specprobe run (PID {pid}{'' if local else f' on {host}'}{f', since {since}' if since else ''}"
+            )
             if local and not pid_alive(pid):
                 who += "; that process has ended, but a process it started still holds the lock"
             who += ")"
-        super().__init__(f"output folder {folder} is in use by {who}; wait for it to finish, or choose another "
-                         "output folder")
+        super().__init__(
+            f"output folder {folder} is in use by {who}; wait for it to finish, or choose another output folder"
+        )
 
     def __reduce__(self):
         return type(self), (self.folder, self.pid, self.host, self.since)
@@ -88,8 +91,10 @@ def read_holder(folder: str | os.PathLike) -> dict | None:
 
 def _write_holder(folder: Path) -> None:
     tmp = folder / f"{PID_NAME}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"pid": os.getpid(), "host": _host(),
-                               "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}), encoding="utf-8")
+    tmp.write_text(
+        json.dumps({"pid": os.getpid(), "host": _host(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}),
+        encoding="utf-8",
+    )
     os.replace(tmp, folder / PID_NAME)
 
 
@@ -137,8 +142,12 @@ def output_lock(folder: str | os.PathLike) -> Iterator[Path]:
         previous = read_holder(path)
         if previous is not None and previous["pid"] != os.getpid():
             ended = previous.get("host") in (None, _host()) and not pid_alive(previous["pid"])
-            log.warning("took over the stale lock on %s left by PID %d (%s)", path, previous["pid"],
-                        "no longer running" if ended else "it had let the lock go")
+            log.warning(
+                "took over the stale lock on %s left by PID %d (%s)",
+                path,
+                previous["pid"],
+                "no longer running" if ended else "it had let the lock go",
+            )
         _write_holder(path)
         with _HELD_GUARD:
             _HELD[key] = 1

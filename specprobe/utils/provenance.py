@@ -12,8 +12,9 @@ _PACKAGES = ("specprobe", "torch", "transformers", "tokenizers", "peft", "transf
 NOT_INSTALLED = "not installed"
 
 
-def library_versions(extra: Sequence[str] = (), *, defaults: bool = True,
-                     missing: str | None = NOT_INSTALLED) -> dict[str, str]:
+def library_versions(
+    extra: Sequence[str] = (), *, defaults: bool = True, missing: str | None = NOT_INSTALLED
+) -> dict[str, str]:
     """Installed versions, in order: python, platform and the core packages (unless `defaults=False`),
     then the `extra` packages. `missing`: the value recorded for a package that is not installed
     (None leaves it out)."""

@@ -67,8 +67,9 @@ class OfflineExtractor:
 
     name = "offline"
 
-    def __init__(self, concepts: Sequence[Concept] | None = None, abbreviations: bool = True,
-                 extra_generic: Sequence[str] = ()) -> None:
+    def __init__(
+        self, concepts: Sequence[Concept] | None = None, abbreviations: bool = True, extra_generic: Sequence[str] = ()
+    ) -> None:
         import spacy
         from spacy.lang.en.stop_words import STOP_WORDS
 
@@ -135,8 +136,17 @@ class OfflineExtractor:
         # primary concept: one whose preferred name is this string, HPO before ICD-10-CM
         primary = sorted(cs, key=lambda c: (normalise_phrase(c.synonyms[0]) != entry.norm, c.source != "hpo"))[0]
         canonical = primary.synonyms[0] if primary.source == "icd10cm" else primary.name
-        return Mention(span.text, span.start_char, span.end_char, canonical, primary.id, primary.source,
-                       tuple(c.id for c in cs), entry.norm, abbreviation_of)
+        return Mention(
+            span.text,
+            span.start_char,
+            span.end_char,
+            canonical,
+            primary.id,
+            primary.source,
+            tuple(c.id for c in cs),
+            entry.norm,
+            abbreviation_of,
+        )
 
     # ----------------------------------------------------------------------------------- matching
     def _match_doc(self, doc) -> list[Mention]:
@@ -161,7 +171,7 @@ class OfflineExtractor:
                 entry, long_text = short_forms[texts[i]]
                 hit = (i + 1, entry, long_text)
             for L in range(min(self._max_len, n - i), 0, -1):
-                entry = self._ci.get(tuple(norms[i:i + L]))
+                entry = self._ci.get(tuple(norms[i : i + L]))
                 if entry is not None and (hit is None or i + L > hit[0]):
                     hit = (i + L, entry, None)
                     break

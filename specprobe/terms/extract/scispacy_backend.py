@@ -34,8 +34,12 @@ class MissingResourceError(FileNotFoundError):
     """A model or linker file the scispaCy backend needs is absent; the message names it and how to supply it."""
 
 
-def resolve_paths(model: str | os.PathLike | None = None, linker_dir: str | os.PathLike | None = None,
-                  kb_path: str | os.PathLike | None = None, require_linker: bool = True) -> dict:
+def resolve_paths(
+    model: str | os.PathLike | None = None,
+    linker_dir: str | os.PathLike | None = None,
+    kb_path: str | os.PathLike | None = None,
+    require_linker: bool = True,
+) -> dict:
     """Check the local files and return {"model": Path, "linker_dir": Path|None, "kb": Path|None}.
 
     Raises `MissingResourceError` naming every missing piece (no network access is attempted)."""
@@ -45,8 +49,10 @@ def resolve_paths(model: str | os.PathLike | None = None, linker_dir: str | os.P
     problems: list[str] = []
     model_path = Path(model) if model else None
     if model_path is None:
-        problems.append(f"no scispaCy model given: pass --scispacy-model PATH or set ${ENV_MODEL} to the unpacked "
-                        "en_core_sci_sm/en_core_sci_md folder (the one containing config.cfg)")
+        problems.append(
+            f"no scispaCy model given: pass --scispacy-model PATH or set ${ENV_MODEL} to the unpacked "
+            "en_core_sci_sm/en_core_sci_md folder (the one containing config.cfg)"
+        )
     elif not (model_path / "config.cfg").is_file():
         nested = sorted(model_path.glob("*/config.cfg")) if model_path.is_dir() else []
         if nested:
@@ -57,8 +63,10 @@ def resolve_paths(model: str | os.PathLike | None = None, linker_dir: str | os.P
     kb = Path(kb_path) if kb_path else None
     if linker_path is None:
         if require_linker:
-            problems.append(f"no linker folder given: pass --linker-dir PATH or set ${ENV_LINKER} to a folder with "
-                            f"{', '.join(LINKER_FILES)}")
+            problems.append(
+                f"no linker folder given: pass --linker-dir PATH or set ${ENV_LINKER} to a folder with "
+                f"{', '.join(LINKER_FILES)}"
+            )
     elif not linker_path.is_dir():
         problems.append(f"linker folder not found: {linker_path}")
     else:
@@ -70,8 +78,10 @@ def resolve_paths(model: str | os.PathLike | None = None, linker_dir: str | os.P
             if len(found) == 1:
                 kb = found[0]
             else:
-                problems.append(f"no knowledge base file: pass --kb PATH or set ${ENV_KB} "
-                                f"({len(found)} .jsonl files in {linker_path})")
+                problems.append(
+                    f"no knowledge base file: pass --kb PATH or set ${ENV_KB} "
+                    f"({len(found)} .jsonl files in {linker_path})"
+                )
     if kb is not None and not kb.is_file():
         problems.append(f"knowledge base file not found: {kb}")
     if problems:
@@ -84,8 +94,15 @@ class ScispacyExtractor:
 
     name = "scispacy"
 
-    def __init__(self, model: str | None = None, linker_dir: str | None = None, kb_path: str | None = None,
-                 require_linker: bool = True, threshold: float = 0.8, source: str = "umls") -> None:
+    def __init__(
+        self,
+        model: str | None = None,
+        linker_dir: str | None = None,
+        kb_path: str | None = None,
+        require_linker: bool = True,
+        threshold: float = 0.8,
+        source: str = "umls",
+    ) -> None:
         paths = resolve_paths(model, linker_dir, kb_path, require_linker)
         import scispacy.abbreviation  # noqa: F401  (registers the factory)
         import spacy
@@ -108,8 +125,18 @@ class ScispacyExtractor:
                     ids = tuple(c for c, _ in cands)
                     cid = ids[0]
                     name = self.linker.kb.cui_to_entity[cid].canonical_name
-            out.append(Mention(ent.text, ent.start_char, ent.end_char, name, cid,
-                               self.source if cid else "scispacy-ner", ids, ent.text.lower()))
+            out.append(
+                Mention(
+                    ent.text,
+                    ent.start_char,
+                    ent.end_char,
+                    name,
+                    cid,
+                    self.source if cid else "scispacy-ner",
+                    ids,
+                    ent.text.lower(),
+                )
+            )
         return out
 
     def extract(self, text: str) -> list[Mention]:
@@ -143,5 +170,6 @@ def _local_linker(linker_dir: Path, kb_path: Path, threshold: float):
         aliases = json.load(fh)
     kb = KnowledgeBase(str(kb_path))
     cg = CandidateGenerator(ann_index=ann_index, tfidf_vectorizer=vectorizer, ann_concept_aliases_list=aliases, kb=kb)
-    return EntityLinker(candidate_generator=cg, resolve_abbreviations=True, threshold=threshold,
-                        max_entities_per_mention=1)
+    return EntityLinker(
+        candidate_generator=cg, resolve_abbreviations=True, threshold=threshold, max_entities_per_mention=1
+    )
