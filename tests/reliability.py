@@ -158,7 +158,12 @@ def _toml(env: Env, name: str, body: str) -> list[str]:
 
 
 def _lexicon(env: Env, name: str, terms: object) -> str:
-    doc = {"schema": "specprobe-lexicon", "schema_version": 1, "meta": {"specialties": ["Cardiology"]}, "terms": terms}
+    doc = {
+        "schema": "specprobe.terms.lexicon",
+        "schema_version": 1,
+        "meta": {"specialties": ["Cardiology"]},
+        "terms": terms,
+    }
     return str(_write(env, name, json.dumps(doc)))
 
 
@@ -178,7 +183,7 @@ def _bin_adapter(env: Env) -> str:
 
 
 def _truncated_gz(env: Env) -> str:
-    data = gzip.compress(b'{"schema": "specprobe-lexicon", "terms": {}}' * 50)
+    data = gzip.compress(b'{"schema": "specprobe.terms.lexicon", "terms": {}}' * 50)
     return str(_write(env, "trunc.json.gz", data[: len(data) // 2]))
 
 
@@ -200,6 +205,24 @@ def _jsonl_with_bad_line(env: Env) -> str:
     rows = json.loads(env.questions.read_text(encoding="utf-8"))
     good = [json.dumps({"question": r["Question"], "options": r["Options"], "answer": r["Answer"]}) for r in rows[:20]]
     return str(_write(env, "bad.jsonl", "\n".join(good[:10] + ["{oops"] + good[10:]) + "\n"))
+
+
+def _read(path: Path) -> str:
+    return path.read_text(encoding="utf-8") if path.exists() else ""
+
+
+def _nfd_questions(env: Env) -> str:
+    rows = json.loads(env.questions.read_text(encoding="utf-8"))[:3]
+    rows[0] = {**rows[0], "Question": "Sj\u00f6gren syndrome was suspected. " + rows[0]["Question"]}
+    return json.dumps(rows)
+
+
+def _seed_results(env: Env) -> list[str]:
+    """Write results once into 'twice' (a valid run), then hand back the same command."""
+    folder = env.tmp / "twice"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "comparison.json.gz").write_bytes(b"")
+    return _compare(env, out="twice")
 
 
 def _started(env: Env) -> None:
@@ -459,6 +482,41 @@ CASES: list[Case] = [
         CLEAR,
         "exists",
         lambda e: "overwritten" if (e.tmp / "exists.json").read_text() != "{}" else None,
+    ),
+    Case(
+        "6",
+        'a specialty named "All specialties" beside the all-data adapter',
+        lambda e: _toml(e, "allspec", 'specialties = ["All specialties"]\n'),
+        CLEAR,
+        "All specialties",
+    ),
+    Case(
+        "9",
+        "a decomposed term (Sjo\u0308gren) against composed text",
+        lambda e: (
+            _compare(
+                e,
+                "--controls",
+                "none",
+                terms=str(_write(e, "nfd.txt", "Sjo\u0308gren syndrome\n")),
+                out="nfd",
+            )
+            + ["--data", str(_write(e, "nfd.json", _nfd_questions(e)))]
+        ),
+        OK,
+        "",
+        lambda e: (
+            None
+            if "gren" in _read(e.tmp / "nfd" / "by_term.csv")
+            else "the decomposed term was not found in composed text"
+        ),
+    ),
+    Case(
+        "13",
+        "compare onto existing results without --overwrite",
+        lambda e: _compare(e, out="twice") if (e.tmp / "twice").exists() else _seed_results(e),
+        CLEAR,
+        "--overwrite",
     ),
 ]
 

@@ -89,7 +89,7 @@ def test_scispacy_backend_error_is_clear_in_cli(monkeypatch, tmp_path, capsys):
     monkeypatch.delenv(ENV_MODEL, raising=False)
     data = tmp_path / "d.json"
     data.write_text('[{"Question": "Q?", "Specialty": "Cardiology", "Options": ["a", "b"], "Answer": "a"}]')
-    assert main(["terms", "build", str(data), "--out", str(tmp_path / "l.json"), "--backend", "scispacy"]) == 1
+    assert main(["terms", "build", str(data), "--out", str(tmp_path / "l.json"), "--backend", "scispacy"]) == 2
     assert "scispaCy backend: no scispaCy model given" in capsys.readouterr().err
 
 

@@ -96,6 +96,86 @@ def logprobs_at(split: SplitModel, hidden: torch.Tensor, targets: torch.Tensor) 
 
 
 @torch.no_grad()
+def _check_options(batch_size: int, capture_layers: bool, reduce_layers: Callable | None) -> None:
+    """Reject option combinations `score_items` cannot honour."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if reduce_layers is not None and not capture_layers:
+        raise ValueError("reduce_layers needs capture_layers=True")
+
+
+def _rank_share(all_rows: Sequence, batches: list[list[int]], rank: int, size: int) -> list[list[int]]:
+    """This rank's batches: whole batches, balanced across `size` ranks by padded tokens."""
+    # padded tokens of each batch: its rows x its longest row (the first: plan_batches goes longest first)
+    costs = [len(b) * all_rows[b[0]].needed_length for b in batches]
+    return [batches[j] for j in balanced_shares(costs, size)[rank]]
+
+
+def _capture_hooks(split: SplitModel, captured: list[torch.Tensor]) -> list:
+    """Forward hooks that append each decoder layer's output to `captured`; the caller removes them."""
+    if split.layers is None:
+        raise ValueError(f"{type(split.causal_lm).__name__}: cannot find the decoder layers to capture")
+
+    def keep(_module, _inputs, output):
+        captured.append(output[0] if isinstance(output, tuple) else output)
+
+    return [layer.register_forward_hook(keep) for layer in split.layers]
+
+
+def _batch_inputs(rows: Sequence, attention_mask: bool, device: torch.device) -> tuple[torch.Tensor, dict]:
+    """Right-padded input ids of one batch's rows and the backbone's mask / position keyword arguments."""
+    width = max(row.needed_length for row in rows)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        ids[r, : len(row.ids)] = torch.tensor(row.ids)
+    if any(row.segments is not None for row in rows):
+        kwargs = {
+            "attention_mask": segment_mask(rows, width).to(device),
+            "position_ids": row_position_ids(rows, width).to(device),
+        }
+    elif attention_mask:
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, row in enumerate(rows):
+            mask[r, : len(row.ids)] = 1
+        kwargs = {"attention_mask": mask.to(device)}
+    else:
+        kwargs = {}
+    return ids.to(device), kwargs
+
+
+def _score_batch(
+    split: SplitModel,
+    rows: Sequence,
+    device: torch.device,
+    attention_mask: bool,
+    captured: list[torch.Tensor],
+    capture_layers: bool,
+    reduce_layers: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None,
+) -> dict[int, ScoredItem]:
+    """One forward pass over a batch of rows: each item's scored-token log-probs (and layer states)."""
+    ids, kwargs = _batch_inputs(rows, attention_mask, device)
+    scored = [(r,) + s for r, row in enumerate(rows) for s in row.scored]  # (row, item, slot, source, target)
+    out = split.backbone(input_ids=ids, use_cache=False, **kwargs)
+    hidden = out.last_hidden_state
+    r_idx = torch.tensor([s[0] for s in scored], device=hidden.device)
+    c_idx = torch.tensor([s[3] for s in scored], device=hidden.device)
+    targets = torch.tensor([s[4] for s in scored], device=hidden.device)
+    logps = logprobs_at(split, hidden[r_idx, c_idx], targets).numpy()
+    layer_states = None
+    if capture_layers:
+        layer_states = torch.stack([h[r_idx.to(h.device), c_idx.to(h.device)].float().cpu() for h in captured])
+        if reduce_layers is not None:
+            layer_states = reduce_layers(layer_states, targets.cpu())
+    where: dict[int, list[int]] = {}
+    for n, s in enumerate(scored):
+        where.setdefault(s[1], []).append(n)  # slots come in order within an item
+    results: dict[int, ScoredItem] = {}
+    for i, picks in where.items():
+        states = layer_states[:, picks] if layer_states is not None else None
+        results[i] = ScoredItem(logps[picks].copy(), states)
+    return results
+
+
 def score_items(
     split: SplitModel,
     items: Sequence[ScoreItem],
@@ -127,10 +207,7 @@ def score_items(
     """
     from tqdm.auto import tqdm
 
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if reduce_layers is not None and not capture_layers:
-        raise ValueError("reduce_layers needs capture_layers=True")
+    _check_options(batch_size, capture_layers, reduce_layers)
     device = model_device(split)
     max_batch_tokens = batch_token_budget(device, max_batch_tokens)
     results: dict[int, ScoredItem] = {}
@@ -138,60 +215,17 @@ def score_items(
     batches = plan_batches(all_rows, batch_size, max_batch_tokens)
     rank, size = world() if distribute else (0, 1)
     if size > 1:
-        # padded tokens of each batch: its rows x its longest row (the first: plan_batches goes longest first)
-        costs = [len(b) * all_rows[b[0]].needed_length for b in batches]
-        batches = [batches[j] for j in balanced_shares(costs, size)[rank]]
+        batches = _rank_share(all_rows, batches, rank, size)
         desc = f"{desc} (rank 0 of {size})"
     n_mine = sum(len(all_rows[b].items) for batch in batches for b in batch)
     captured: list[torch.Tensor] = []
-    hooks = []
-    if capture_layers:
-        if split.layers is None:
-            raise ValueError(f"{type(split.causal_lm).__name__}: cannot find the decoder layers to capture")
-
-        def keep(_module, _inputs, output):
-            captured.append(output[0] if isinstance(output, tuple) else output)
-
-        hooks = [layer.register_forward_hook(keep) for layer in split.layers]
+    hooks = _capture_hooks(split, captured) if capture_layers else []
     try:
         bar = tqdm(total=n_mine, desc=desc, unit="seq", disable=not (progress and is_main()), leave=False)
         for batch in batches:
             captured.clear()
             rows = [all_rows[b] for b in batch]
-            width = max(row.needed_length for row in rows)
-            ids = torch.zeros((len(rows), width), dtype=torch.long)
-            for r, row in enumerate(rows):
-                ids[r, : len(row.ids)] = torch.tensor(row.ids)
-            scored = [(r,) + s for r, row in enumerate(rows) for s in row.scored]  # (row, item, slot, source, target)
-            if any(row.segments is not None for row in rows):
-                kwargs = {
-                    "attention_mask": segment_mask(rows, width).to(device),
-                    "position_ids": row_position_ids(rows, width).to(device),
-                }
-            elif attention_mask:
-                mask = torch.zeros((len(rows), width), dtype=torch.long)
-                for r, row in enumerate(rows):
-                    mask[r, : len(row.ids)] = 1
-                kwargs = {"attention_mask": mask.to(device)}
-            else:
-                kwargs = {}
-            out = split.backbone(input_ids=ids.to(device), use_cache=False, **kwargs)
-            hidden = out.last_hidden_state
-            r_idx = torch.tensor([s[0] for s in scored], device=hidden.device)
-            c_idx = torch.tensor([s[3] for s in scored], device=hidden.device)
-            targets = torch.tensor([s[4] for s in scored], device=hidden.device)
-            logps = logprobs_at(split, hidden[r_idx, c_idx], targets).numpy()
-            layer_states = None
-            if capture_layers:
-                layer_states = torch.stack([h[r_idx.to(h.device), c_idx.to(h.device)].float().cpu() for h in captured])
-                if reduce_layers is not None:
-                    layer_states = reduce_layers(layer_states, targets.cpu())
-            where: dict[int, list[int]] = {}
-            for n, s in enumerate(scored):
-                where.setdefault(s[1], []).append(n)  # slots come in order within an item
-            for i, picks in where.items():
-                states = layer_states[:, picks] if layer_states is not None else None
-                results[i] = ScoredItem(logps[picks].copy(), states)
+            results.update(_score_batch(split, rows, device, attention_mask, captured, capture_layers, reduce_layers))
             bar.update(sum(len(row.items) for row in rows))
         bar.close()
     finally:

@@ -220,34 +220,7 @@ def matrix(
     pair, pairs = _load_pairs(base, named, device, dtype)
     L = fit_max_length(max_length, context_length(pair))
     prepared = build_option_items(pair.tokenizer, records, fmt, L)
-    frames = []
-    if include_base:
-        frames.append(
-            score_records(
-                pair,
-                records,
-                fmt,
-                variants={BASE: "base"},
-                max_length=L,
-                batch_size=batch_size,
-                progress=progress,
-                prepared=prepared,
-            )
-        )
-    for name, adapter_pair in pairs.items():
-        frames.append(
-            score_records(
-                adapter_pair,
-                records,
-                fmt,
-                variants={name: "tuned"},
-                max_length=L,
-                batch_size=batch_size,
-                progress=progress,
-                prepared=prepared,
-            )
-        )
-    items = pd.concat(frames, ignore_index=True)
+    items = _score_runs(pair, pairs, include_base, records, fmt, L, batch_size, progress, prepared)
     table = accuracy_table(items, ("model",))
     trained_on = _trained_on(named, set(table["specialty"]))
     table.insert(1, "trained_on", table["model"].map(lambda m: trained_on.get(m) or ""))
@@ -259,29 +232,67 @@ def matrix(
             "prompt": fmt.to_dict(),
             "max_length": L,
             "batch_size": batch_size,
-            "adapters": {
-                name: {
-                    "path": path,
-                    "identity_hash": m.get("identity_hash"),
-                    "trained_on": trained_on[name],
-                    "steps": m.get("steps"),
-                }
-                for name, path, m in named
-            },
+            "adapters": _adapters_meta(named, trained_on),
             "n_questions": len(records),
         }
     )
-    extras = {
-        "items": {
-            m: {
-                "ids": list(g["item_id"]),
-                "correct": [bool(x) for x in g["correct"]],
-                "correct_norm": [bool(x) for x in g["correct_norm"]],
-            }
-            for m, g in items.groupby("model", sort=False)
-        }
-    }
+    extras = {"items": _item_outcomes(items)}
     return AccuracyMatrix(cast(pd.DataFrame, table[AccuracyMatrix.columns]), meta, extras)
+
+
+def _score_runs(
+    pair: Any,
+    pairs: Mapping[str, Any],
+    include_base: bool,
+    records: Sequence[QARecord],
+    fmt: PromptFormat,
+    L: int,
+    batch_size: int,
+    progress: bool,
+    prepared: Any,
+) -> pd.DataFrame:
+    """Per-(model, item) rows of the base (if included) and then of every adapter, in that order."""
+    runs: list[tuple[Any, dict[str, str]]] = [(pair, {BASE: "base"})] if include_base else []
+    runs += [(adapter_pair, {name: "tuned"}) for name, adapter_pair in pairs.items()]
+    frames = [
+        score_records(
+            run_pair,
+            records,
+            fmt,
+            variants=variants,
+            max_length=L,
+            batch_size=batch_size,
+            progress=progress,
+            prepared=prepared,
+        )
+        for run_pair, variants in runs
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _adapters_meta(named: list[tuple[str, str, dict]], trained_on: Mapping[str, Any]) -> dict:
+    """The metadata recorded per adapter: path, identity hash, specialties trained on, steps."""
+    return {
+        name: {
+            "path": path,
+            "identity_hash": m.get("identity_hash"),
+            "trained_on": trained_on[name],
+            "steps": m.get("steps"),
+        }
+        for name, path, m in named
+    }
+
+
+def _item_outcomes(items: pd.DataFrame) -> dict:
+    """Per model, the scored items' ids and whether each was answered correctly (raw and normalised)."""
+    return {
+        m: {
+            "ids": list(g["item_id"]),
+            "correct": [bool(x) for x in g["correct"]],
+            "correct_norm": [bool(x) for x in g["correct_norm"]],
+        }
+        for m, g in items.groupby("model", sort=False)
+    }
 
 
 def _shared_format(

@@ -36,6 +36,12 @@ def _register_finetune(subparsers) -> None:
     p.add_argument("--revision", default=None, help="base model revision (hub)")
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    _add_training_options(p)
+    p.set_defaults(handler=run_finetune)
+
+
+def _add_training_options(p) -> None:
+    """The `finetune` parser's "training options" group (each defaults to None: the `TrainOptions` default)."""
     g = p.add_argument_group("training options")
     g.add_argument("--max-steps", type=positive_int, default=None, help="optimizer steps (overrides --epochs)")
     g.add_argument("--epochs", type=positive_int, default=None, help="epochs (default 3)")
@@ -84,7 +90,6 @@ def _register_finetune(subparsers) -> None:
         "--no-eos", dest="append_eos", action="store_false", default=None, help="do not train an EOS after the answer"
     )
     g.add_argument("--save-every", type=positive_int, default=None, help="checkpoint every N steps (default 50)")
-    p.set_defaults(handler=run_finetune)
 
 
 def _register_evaluate(subparsers) -> None:

@@ -209,6 +209,39 @@ def prompt_sharing_works(split, items, n_first: int) -> bool:
     return diff <= tol
 
 
+def _option_rows(label: str, records: Sequence[QARecord], info: Sequence, scored: Sequence) -> list[dict]:
+    """One row per question for model `label`: option log-probs, the predictions (raw and per character)
+    and whether they are correct; `scored` holds each question's options in order."""
+    rows = []
+    k = 0
+    for rec, per in zip(records, info):
+        n_opt = len(rec.options)
+        sums = np.array([float(scored[k + j].logps.sum()) for j in range(n_opt)])
+        chars = np.array([max(1, c) for _, c, _, _ in per], dtype=float)
+        pred, pred_norm = int(np.argmax(sums)), int(np.argmax(sums / chars))
+        ans = rec.answer_index
+        rows.append(
+            {
+                "model": label,
+                "item_id": rec.id,
+                "specialties": tuple(rec.specialties),
+                "n_options": n_opt,
+                "answer_index": ans,
+                "option_logp": tuple(float(x) for x in sums),
+                "option_n_tokens": tuple(t for t, _, _, _ in per),
+                "option_n_chars": tuple(int(c) for c in chars),
+                "pred": pred,
+                "pred_norm": pred_norm,
+                "correct": pred == ans,
+                "correct_norm": pred_norm == ans,
+                "truncated": any(tr for _, _, tr, _ in per),
+                "straddles": any(st for _, _, _, st in per),
+            }
+        )
+        k += n_opt
+    return rows
+
+
 def score_records(
     pair,
     records: Sequence[QARecord],
@@ -245,32 +278,7 @@ def score_records(
                 desc=f"options {label}",
                 distribute=True,
             )
-        k = 0
-        for rec, per in zip(records, info):
-            n_opt = len(rec.options)
-            sums = np.array([float(scored[k + j].logps.sum()) for j in range(n_opt)])
-            chars = np.array([max(1, c) for _, c, _, _ in per], dtype=float)
-            pred, pred_norm = int(np.argmax(sums)), int(np.argmax(sums / chars))
-            ans = rec.answer_index
-            rows.append(
-                {
-                    "model": label,
-                    "item_id": rec.id,
-                    "specialties": tuple(rec.specialties),
-                    "n_options": n_opt,
-                    "answer_index": ans,
-                    "option_logp": tuple(float(x) for x in sums),
-                    "option_n_tokens": tuple(t for t, _, _, _ in per),
-                    "option_n_chars": tuple(int(c) for c in chars),
-                    "pred": pred,
-                    "pred_norm": pred_norm,
-                    "correct": pred == ans,
-                    "correct_norm": pred_norm == ans,
-                    "truncated": any(tr for _, _, tr, _ in per),
-                    "straddles": any(st for _, _, _, st in per),
-                }
-            )
-            k += n_opt
+        rows += _option_rows(label, records, info, scored)
     return pd.DataFrame(rows, columns=MCEvaluation.columns)
 
 

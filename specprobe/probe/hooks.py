@@ -31,6 +31,7 @@ import contextlib
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -138,16 +139,8 @@ def _tol(ref: torch.Tensor) -> float:
     return max(1e-4, 8 * eps) * max(1.0, ref.abs().max().item())
 
 
-@torch.no_grad()
-def _discover(split: SplitModel) -> _Found:
-    name = _describe(split)
-    if split.layers is None:
-        raise UnsupportedArchitectureError(
-            f"{name}: the layer views found no decoder layer list (an nn.ModuleList of blocks under the backbone); "
-            f"supported: {supported_message()}"
-        )
-    lm = unwrap_peft(split.causal_lm)
-    layers = list(split.layers)
+def _layer_candidates(name: str, layers: list[nn.Module]) -> list[tuple[list[str], list[str]]]:
+    """Per layer: the submodule paths that may write its attention and MLP outputs (an error if either is none)."""
     cands: list[tuple[list[str], list[str]]] = []
     for layer in layers:
         attn = _candidates(layer, ATTN_NAMES, ("attention", "attn"), POST_ATTN_NORMS, None, False)
@@ -161,7 +154,14 @@ def _discover(split: SplitModel) -> _Found:
                 f"supported: {supported_message()}"
             )
         cands.append((attn, mlp))
-    # one forward pass with every candidate hooked
+    return cands
+
+
+def _probe_forward(
+    lm: Any, layers: list[nn.Module], cands: list[tuple[list[str], list[str]]]
+) -> tuple[dict, torch.Tensor]:
+    """One forward pass on the probe input with every layer and candidate hooked: the captured tensors
+    (keys ("in", i), ("out", i) and (path, i)) and the model's logits."""
     store: dict = {}
     handles = []
     for i, (layer, (attn, mlp)) in enumerate(zip(layers, cands)):
@@ -190,55 +190,35 @@ def _discover(split: SplitModel) -> _Found:
     finally:
         for h in handles:
             h.remove()
-    config = getattr(lm, "config", None)
-    scales = [1.0] + [
-        float(v) for a in WRITE_SCALE_ATTRS if isinstance(v := getattr(config, a, None), (int, float)) and v != 1
-    ]
-    found = _Found([], [], [], 1.0)
-    for i, (attn, mlp) in enumerate(cands):
-        h_in, h_out = store.get(("in", i)), store.get(("out", i))
-        if h_in is None or h_out is None:
-            raise UnsupportedArchitectureError(f"{name}: decoder layer {i} did not run on the probe input")
-        delta = h_out.double() - h_in.to(h_out.device).double()
-        best = None
-        for scale in scales:
-            for a in attn:
-                for m in mlp:
-                    ta, tm = store.get((a, i)), store.get((m, i))
-                    if ta is None or tm is None:
-                        continue
-                    flat = (ta.dim() == 2 and h_out.dim() == 3, tm.dim() == 2 and h_out.dim() == 3)
-                    try:
-                        ta, tm = ta.reshape(h_out.shape), tm.reshape(h_out.shape)
-                    except RuntimeError:
-                        continue
-                    err = (
-                        (delta - scale * (ta.double().to(delta.device) + tm.double().to(delta.device)))
-                        .abs()
-                        .max()
-                        .item()
-                    )
-                    if err <= _tol(h_out):
-                        best = (a, m, flat, scale)
-                        break
-                if best:
-                    break
-            if best:
-                break
-        if best is None:
-            raise UnsupportedArchitectureError(
-                f"{name}: decoder layer {i} ({type(layers[i]).__name__}) does not add attention and MLP outputs to "
-                f"the residual stream (no pair of attention outputs {attn} and MLP outputs {mlp} sums to the layer's "
-                f"update, e.g. post-norm blocks); supported: {supported_message()}"
-            )
-        found.attn.append(best[0])
-        found.mlp.append(best[1])
-        found.flat.append(best[2])
-        found.scale = best[3]
-    # the final norm and head, on the last block's output, must give the model's logits
-    last = store[("out", len(layers) - 1)]
+    return store, logits
+
+
+def _match_layer(
+    store: dict, i: int, attn: list[str], mlp: list[str], scales: list[float], h_out: torch.Tensor, delta: torch.Tensor
+) -> tuple[str, str, tuple[bool, bool], float] | None:
+    """The first (attention path, MLP path, flat, scale) whose outputs, scaled, sum to layer i's update."""
+    for scale in scales:
+        for a in attn:
+            for m in mlp:
+                ta, tm = store.get((a, i)), store.get((m, i))
+                if ta is None or tm is None:
+                    continue
+                flat = (ta.dim() == 2 and h_out.dim() == 3, tm.dim() == 2 and h_out.dim() == 3)
+                try:
+                    ta, tm = ta.reshape(h_out.shape), tm.reshape(h_out.shape)
+                except RuntimeError:
+                    continue
+                err = (delta - scale * (ta.double().to(delta.device) + tm.double().to(delta.device))).abs().max().item()
+                if err <= _tol(h_out):
+                    return (a, m, flat, scale)
+    return None
+
+
+def _check_head(split: SplitModel, name: str, last: torch.Tensor, logits: torch.Tensor) -> None:
+    """The final norm and head, on the last block's output, must give the model's logits."""
+    device = unwrap_peft(split.causal_lm).get_input_embeddings().weight.device
     try:
-        ours = split.head(split.normed(last.to(emb.weight.device))).float()
+        ours = split.head(split.normed(last.to(device))).float()
         err = (ours - logits.float().to(ours.device)).abs().max().item()
     except Exception as exc:  # noqa: BLE001 - any failure means the norm or head is not the one found
         err, ours = float("inf"), exc
@@ -249,6 +229,42 @@ def _discover(split: SplitModel) -> _Found:
             f"model's logits (off by {err:.3g}); the layer views need the final norm the backbone applies after "
             "its blocks"
         )
+
+
+@torch.no_grad()
+def _discover(split: SplitModel) -> _Found:
+    name = _describe(split)
+    if split.layers is None:
+        raise UnsupportedArchitectureError(
+            f"{name}: the layer views found no decoder layer list (an nn.ModuleList of blocks under the backbone); "
+            f"supported: {supported_message()}"
+        )
+    lm = unwrap_peft(split.causal_lm)
+    layers = list(split.layers)
+    cands = _layer_candidates(name, layers)
+    store, logits = _probe_forward(lm, layers, cands)
+    config = getattr(lm, "config", None)
+    scales = [1.0] + [
+        float(v) for a in WRITE_SCALE_ATTRS if isinstance(v := getattr(config, a, None), (int, float)) and v != 1
+    ]
+    found = _Found([], [], [], 1.0)
+    for i, (attn, mlp) in enumerate(cands):
+        h_in, h_out = store.get(("in", i)), store.get(("out", i))
+        if h_in is None or h_out is None:
+            raise UnsupportedArchitectureError(f"{name}: decoder layer {i} did not run on the probe input")
+        delta = h_out.double() - h_in.to(h_out.device).double()
+        best = _match_layer(store, i, attn, mlp, scales, h_out, delta)
+        if best is None:
+            raise UnsupportedArchitectureError(
+                f"{name}: decoder layer {i} ({type(layers[i]).__name__}) does not add attention and MLP outputs to "
+                f"the residual stream (no pair of attention outputs {attn} and MLP outputs {mlp} sums to the layer's "
+                f"update, e.g. post-norm blocks); supported: {supported_message()}"
+            )
+        found.attn.append(best[0])
+        found.mlp.append(best[1])
+        found.flat.append(best[2])
+        found.scale = best[3]
+    _check_head(split, name, store[("out", len(layers) - 1)], logits)
     return found
 
 

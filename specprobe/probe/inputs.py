@@ -175,19 +175,8 @@ def _match_key(term: str, opts: MatchOptions) -> str:
     return _fold(key, opts.case_sensitive)
 
 
-def normalize_terms(
-    terms: Any, *, match: MatchOptions | None = None, term_column: str = "term", specialty_column: str | None = None
-) -> dict[str, tuple[str, ...]]:
-    """term -> specialties (empty tuple when unknown); raises on empty or non-string terms.
-
-    Terms that match the same spans under `match` (default `MatchOptions()`: case-insensitive, under
-    NFC) are merged into the first spelling with the union of their specialties, with a warning.
-    A DataFrame's columns are named by `term_column`/`specialty_column` (see `terms_from_frame`)."""
-    opts = match or MatchOptions()
-    if terms is None:
-        raise ValueError("terms is required (a Lexicon, a mapping term -> specialties, a list, or a DataFrame)")
-    if isinstance(terms, (str, bytes)):
-        raise TypeError("terms must be a list, mapping or Lexicon, not a single string; wrap it in a list")
+def _terms_mapping(terms: Any, term_column: str, specialty_column: str | None) -> Mapping:
+    """The given terms, whatever their container, as a mapping term -> specialties (not yet checked)."""
     lexicon = _has_method(terms, "term_specialties")
     frame = None if lexicon else _pandas_frame(terms, "terms")
     series = _pandas_series(terms, "terms")
@@ -216,6 +205,23 @@ def normalize_terms(
             f"terms must be a Lexicon, a mapping term -> specialties, a list, or a DataFrame; "
             f"got {type(terms).__name__}"
         )
+    return mapping
+
+
+def normalize_terms(
+    terms: Any, *, match: MatchOptions | None = None, term_column: str = "term", specialty_column: str | None = None
+) -> dict[str, tuple[str, ...]]:
+    """term -> specialties (empty tuple when unknown); raises on empty or non-string terms.
+
+    Terms that match the same spans under `match` (default `MatchOptions()`: case-insensitive, under
+    NFC) are merged into the first spelling with the union of their specialties, with a warning.
+    A DataFrame's columns are named by `term_column`/`specialty_column` (see `terms_from_frame`)."""
+    opts = match or MatchOptions()
+    if terms is None:
+        raise ValueError("terms is required (a Lexicon, a mapping term -> specialties, a list, or a DataFrame)")
+    if isinstance(terms, (str, bytes)):
+        raise TypeError("terms must be a list, mapping or Lexicon, not a single string; wrap it in a list")
+    mapping = _terms_mapping(terms, term_column, specialty_column)
     out: dict[str, tuple[str, ...]] = {}
     keys: dict[str, tuple[str, str]] = {}  # match key -> (the kept term, its spelling as given)
     merged: dict[str, list[str]] = {}  # kept term -> the other spellings given

@@ -193,7 +193,9 @@ def patch(
     and tuned, for every occurrence compare() scores. `positions`: "all" patches every position of
     the input (up to the last scored token), "scored" only the positions that predict the term.
     `options`: a `ProbeOptions` in place of the keyword arguments from `controls` to `seed` (note:
-    without control words here by default, while a `ProbeOptions` defaults to controls="auto")."""
+    without control words here by default, while a `ProbeOptions` defaults to controls="auto").
+    Over 60 lines only because the public keyword signature and its `ProbeOptions.resolve` call take one
+    line per argument; the work is in `_check_patch_args`, `_sites` and `_patch_item`."""
     opts = ProbeOptions.resolve(
         options,
         patch,
@@ -377,7 +379,9 @@ def logit_attribution(
     """Each component's direct contribution to the term tokens' logits, base and tuned (frozen final-norm
     scale; the parts plus the bias constant add up to the model's logit, checked per text). `options`:
     a `ProbeOptions` in place of the keyword arguments from `controls` to `seed` (note: without control
-    words here by default, while a `ProbeOptions` defaults to controls="auto")."""
+    words here by default, while a `ProbeOptions` defaults to controls="auto"). Over 60 lines only
+    because the public keyword signature and its `ProbeOptions.resolve` call take one line per argument;
+    the per-text work is in `_attribute_item`."""
     opts = ProbeOptions.resolve(
         options,
         logit_attribution,

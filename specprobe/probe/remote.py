@@ -116,6 +116,38 @@ def trace_lens(
     return lens.double().numpy()
 
 
+def _load_models(base: Any, tuned: Any, tokenizer: Any) -> tuple[Any, Any, Any]:
+    """The base and tuned nnsight models (a tuned adapter id is attached to the base on the server) and
+    the tokenizer to use (the one given, else the base model's)."""
+    base_lm = nnsight_model(base, tokenizer)
+    if isinstance(tuned, str) and isinstance(base, str) and _is_adapter(tuned):
+        tuned_lm = nnsight_model(base, tokenizer, peft=tuned)
+    else:
+        tuned_lm = nnsight_model(tuned, tokenizer)
+    tok = tokenizer if tokenizer is not None and not isinstance(tokenizer, str) else getattr(base_lm, "tokenizer", None)
+    if tok is None:
+        raise ValueError("pass tokenizer= (the nnsight model has none)")
+    return base_lm, tuned_lm, tok
+
+
+def _trace_both(
+    base_lm: Any, tuned_lm: Any, prep: Any, layer_ids: Any, remote: bool | str
+) -> tuple[dict[str, list], dict[str, float], int, list]:
+    """The logit lens of every prepared item through both models: (lens per variant, seconds per variant,
+    the number of layers, the layers chosen)."""
+    lens, timings, n_layers, chosen = {}, {}, 0, []
+    for variant, lm in (("base", base_lm), ("tuned", tuned_lm)):
+        paths = module_paths(lm)
+        n_layers = paths[3]
+        chosen = resolve_layers(layer_ids, n_layers)
+        t0 = time.perf_counter()
+        lens[variant] = [
+            trace_lens(lm, item.ids, item.positions, chosen, remote=remote, paths=paths) for item in prep.items
+        ]
+        timings[variant] = round(time.perf_counter() - t0, 4)
+    return lens, timings, n_layers, chosen
+
+
 def remote_layers(
     base: Any,
     tuned: Any,
@@ -154,28 +186,11 @@ def remote_layers(
     )
     if tuned is None:
         raise ValueError("the layer views need a tuned model: pass tuned=")
-    tokenizer = opts.tokenizer
-    base_lm = nnsight_model(base, tokenizer)
-    if isinstance(tuned, str) and isinstance(base, str) and _is_adapter(tuned):
-        tuned_lm = nnsight_model(base, tokenizer, peft=tuned)
-    else:
-        tuned_lm = nnsight_model(tuned, tokenizer)
-    tok = tokenizer if tokenizer is not None and not isinstance(tokenizer, str) else getattr(base_lm, "tokenizer", None)
-    if tok is None:
-        raise ValueError("pass tokenizer= (the nnsight model has none)")
+    base_lm, tuned_lm, tok = _load_models(base, tuned, opts.tokenizer)
     if opts.max_length is None:
         opts = replace(opts, max_length=model_context_length(_torch_model(base_lm), tok))
     prep = prepare(tok, terms, texts, opts)
-    lens, timings, n_layers, chosen = {}, {}, 0, []
-    for variant, lm in (("base", base_lm), ("tuned", tuned_lm)):
-        paths = module_paths(lm)
-        n_layers = paths[3]
-        chosen = resolve_layers(layer_ids, n_layers)
-        t0 = time.perf_counter()
-        lens[variant] = [
-            trace_lens(lm, item.ids, item.positions, chosen, remote=remote, paths=paths) for item in prep.items
-        ]
-        timings[variant] = round(time.perf_counter() - t0, 4)
+    lens, timings, n_layers, chosen = _trace_both(base_lm, tuned_lm, prep, layer_ids, remote)
     meta: dict[str, Any] = {
         "base": str(getattr(base_lm, "repo_id", None) or type(_torch_model(base_lm)).__name__),
         "tuned": str(tuned if isinstance(tuned, str) else type(_torch_model(tuned_lm)).__name__),

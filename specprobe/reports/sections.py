@@ -119,35 +119,58 @@ def terms_vs_control_section(
     """One Comparison: per term specialty, mean Δ with CI next to the control words, and the paired
     term-minus-control difference with CI and Holm-adjusted p. Several (label -> Comparison): a
     fine-tuning specialty × term specialty heatmap of the term-minus-control difference."""
-    mt = METRIC_TITLES.get(metric, metric)
     notes = [NOTES["control"], NOTES["ci"]]
     if _is_mapping(comps):
-        frame = specialty_delta_matrix(comps, metric=metric, n_boot=n_boot, relative_to_control=True)
-        if frame.empty:
-            return Section(title, [TextBlock("No scored clinical terms or control words.", muted=True)], notes=notes)
-        chart = charts.heatmap(
-            frame,
-            x="term_specialty",
-            y="finetune_specialty",
-            value="mean",
-            ci_low="ci_low",
-            ci_high="ci_high",
-            x_title="term specialty",
-            y_title="fine-tuned on",
-            value_title=f"{mt}, terms − control",
-            tooltip_extra=("n_pairs", "p_holm"),
-        )
-        return Section(
-            title,
-            [
-                ChartBlock(chart, title=f"Mean {mt} of terms minus control words (paired by text)"),
-                TableBlock.from_frame(frame, title="Values", max_rows=2000),
-            ],
-            notes=notes,
-        )
+        return _terms_vs_control_matrix(comps, metric, n_boot, title, notes)
     table = cast(pd.DataFrame, comps.by_specialty(metric, n_boot=n_boot)) if table is None else table
     if table.empty:
         return Section(title, [TextBlock("No scored occurrences.", muted=True)], notes=notes)
+    blocks = _terms_vs_control_charts(table, metric)
+    blocks.append(
+        TableBlock.from_frame(
+            table.drop(columns=[c for c in ("group",) if c in table]),
+            title="Per specialty",
+            formats={"p_value": ".3g", "p_holm": ".3g"},
+            searchable=False,
+        )
+    )
+    return Section(title, blocks, notes=notes)
+
+
+def _terms_vs_control_matrix(
+    comps: Mapping[str, Any], metric: str, n_boot: int, title: str, notes: list[str]
+) -> Section:
+    """Several comparisons: the fine-tuning specialty × term specialty heatmap of terms minus control."""
+    mt = METRIC_TITLES.get(metric, metric)
+    frame = specialty_delta_matrix(comps, metric=metric, n_boot=n_boot, relative_to_control=True)
+    if frame.empty:
+        return Section(title, [TextBlock("No scored clinical terms or control words.", muted=True)], notes=notes)
+    chart = charts.heatmap(
+        frame,
+        x="term_specialty",
+        y="finetune_specialty",
+        value="mean",
+        ci_low="ci_low",
+        ci_high="ci_high",
+        x_title="term specialty",
+        y_title="fine-tuned on",
+        value_title=f"{mt}, terms − control",
+        tooltip_extra=("n_pairs", "p_holm"),
+    )
+    return Section(
+        title,
+        [
+            ChartBlock(chart, title=f"Mean {mt} of terms minus control words (paired by text)"),
+            TableBlock.from_frame(frame, title="Values", max_rows=2000),
+        ],
+        notes=notes,
+    )
+
+
+def _terms_vs_control_charts(table: pd.DataFrame, metric: str) -> list[Block]:
+    """One comparison's per-specialty table as charts: mean with CI next to the control words' mean, then
+    the paired term-minus-control difference (or a note that no control words were scored)."""
+    mt = METRIC_TITLES.get(metric, metric)
     mean = _mean_col(metric)
     data = table.copy()
     data["group"] = np.where(data["specialty"] == "control", "control words", "clinical terms")
@@ -192,15 +215,7 @@ def terms_vs_control_section(
         blocks.append(
             TextBlock("No control words were scored, so there is no term-minus-control comparison.", muted=True)
         )
-    blocks.append(
-        TableBlock.from_frame(
-            table.drop(columns=[c for c in ("group",) if c in table]),
-            title="Per specialty",
-            formats={"p_value": ".3g", "p_holm": ".3g"},
-            searchable=False,
-        )
-    )
-    return Section(title, blocks, notes=notes)
+    return blocks
 
 
 def specialty_delta_matrix(

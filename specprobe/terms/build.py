@@ -7,6 +7,7 @@ import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,6 +31,77 @@ def _versions() -> dict:
     return library_versions(_LEXICON_PACKAGES, defaults=False, missing=None)
 
 
+@dataclass
+class _Tally:
+    """Mentions grouped by term key (normalised form): surfaces, counts per specialty, questions, concepts."""
+
+    surfaces: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    abbrev_surfaces: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    counts: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    totals: Counter = field(default_factory=Counter)
+    questions: dict[str, dict] = field(default_factory=lambda: defaultdict(dict))
+    concepts: dict[str, dict] = field(default_factory=lambda: defaultdict(dict))
+    canonical: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    per_spec_q: Counter = field(default_factory=Counter)
+
+
+def _tally(records: list[QARecord], mentions: list[list[Mention]]) -> _Tally:
+    """Count every mention under its term key (records and mentions are parallel)."""
+    t = _Tally()
+    for rec, ms in zip(records, mentions):
+        for s in rec.specialties:
+            t.per_spec_q[s] += 1
+        for m in ms:
+            key = m.norm or m.surface.lower()
+            (t.abbrev_surfaces if m.abbreviation_of else t.surfaces)[key][m.surface] += 1
+            t.totals[key] += 1
+            for s in rec.specialties:
+                t.counts[key][s] += 1
+            t.questions[key][rec.id] = None
+            for cid in m.concept_ids or (m.concept_id,):
+                t.concepts[key][cid] = m.source if cid == m.concept_id else t.concepts[key].get(cid, "")
+            t.canonical[key][m.canonical] += 1
+    return t
+
+
+def _term_name(t: _Tally, key: str) -> str:
+    """A term's display name: its commonest surface, lower-cased unless it is an abbreviation in capitals."""
+    lower = Counter()
+    for s, c in t.surfaces[key].items():  # abbreviations matched in capitals keep them ("MI", not "mi")
+        lower[s if _ABBREV.match(s) else s.lower()] += c
+    return (
+        min(lower.items(), key=lambda kv: (-kv[1], len(kv[0]), kv[0]))[0]
+        if lower
+        else t.canonical[key].most_common(1)[0][0].lower()
+    )
+
+
+def _term_entry(
+    t: _Tally, key: str, name: str, specs: list[str], z: dict, smap: SpecialtyMap, rule: AssignmentRule
+) -> TermEntry:
+    """One term's entry: its concepts, ontology specialties and the specialties assigned by `rule`."""
+    canon = t.canonical[key].most_common(1)[0][0]
+    cids = list(t.concepts[key])
+    onto, evidence = smap.ontology_specialties(cids, name)
+    chosen, specific = combine(onto, z[key], t.counts[key], rule)
+    srcs = sorted({"hpo" if c.startswith("HP:") else c.split(":", 1)[0].lower() for c in cids})
+    return TermEntry(
+        term=name,
+        canonical=canon,
+        concept_ids=cids,
+        sources=srcs,
+        surfaces=dict(t.surfaces[key] + t.abbrev_surfaces[key]),
+        count=t.totals[key],
+        counts={s: t.counts[key][s] for s in specs if t.counts[key][s]},
+        questions=list(t.questions[key]),
+        ontology=list(onto),
+        ontology_evidence=evidence,
+        z={s: z[key][s] for s in specs},
+        specialties=list(chosen),
+        specific=specific,
+    )
+
+
 def lexicon_from_mentions(
     records: Sequence[QARecord],
     mentions: Sequence[Sequence[Mention]],
@@ -49,74 +121,28 @@ def lexicon_from_mentions(
             "pass one list of mentions per record"
         )
     smap = specialty_map or SpecialtyMap.load()
-    surfaces: dict[str, Counter] = defaultdict(Counter)
-    abbrev_surfaces: dict[str, Counter] = defaultdict(Counter)
-    counts: dict[str, Counter] = defaultdict(Counter)
-    totals: Counter = Counter()
-    questions: dict[str, dict] = defaultdict(dict)
-    concepts: dict[str, dict] = defaultdict(dict)
-    canonical: dict[str, Counter] = defaultdict(Counter)
-    per_spec_q: Counter = Counter()
-    for rec, ms in zip(records, mentions):
-        for s in rec.specialties:
-            per_spec_q[s] += 1
-        for m in ms:
-            key = m.norm or m.surface.lower()
-            (abbrev_surfaces if m.abbreviation_of else surfaces)[key][m.surface] += 1
-            totals[key] += 1
-            for s in rec.specialties:
-                counts[key][s] += 1
-            questions[key][rec.id] = None
-            for cid in m.concept_ids or (m.concept_id,):
-                concepts[key][cid] = m.source if cid == m.concept_id else concepts[key].get(cid, "")
-            canonical[key][m.canonical] += 1
-    data_specs = sorted(per_spec_q)
+    t = _tally(records, mentions)
+    data_specs = sorted(t.per_spec_q)
     specs = list(SPECIALTIES) if set(data_specs) <= set(SPECIALTIES) else data_specs
     if set(data_specs) - set(SPECIALTIES):
         log.warning("specialties outside the S-MedQA 15 in the data: %s", sorted(set(data_specs) - set(SPECIALTIES)))
-    z = log_odds_z({k: counts[k] for k in totals}, specs, rule.prior_strength)
+    z = log_odds_z({k: t.counts[k] for k in t.totals}, specs, rule.prior_strength)
     terms: dict[str, TermEntry] = {}
-    for key, n in totals.most_common():
+    for key, n in t.totals.most_common():
         if n < min_count:
             continue
-        lower = Counter()
-        for s, c in surfaces[key].items():  # abbreviations matched in capitals keep them ("MI", not "mi")
-            lower[s if _ABBREV.match(s) else s.lower()] += c
-        name = (
-            min(lower.items(), key=lambda kv: (-kv[1], len(kv[0]), kv[0]))[0]
-            if lower
-            else canonical[key].most_common(1)[0][0].lower()
-        )
+        name = _term_name(t, key)
         if name in terms:  # two normalised forms with the same surface: keep the first (commoner)
             continue
-        canon = canonical[key].most_common(1)[0][0]
-        cids = list(concepts[key])
-        onto, evidence = smap.ontology_specialties(cids, name)
-        chosen, specific = combine(onto, z[key], counts[key], rule)
-        srcs = sorted({"hpo" if c.startswith("HP:") else c.split(":", 1)[0].lower() for c in cids})
-        terms[name] = TermEntry(
-            term=name,
-            canonical=canon,
-            concept_ids=cids,
-            sources=srcs,
-            surfaces=dict(surfaces[key] + abbrev_surfaces[key]),
-            count=n,
-            counts={s: counts[key][s] for s in specs if counts[key][s]},
-            questions=list(questions[key]),
-            ontology=list(onto),
-            ontology_evidence=evidence,
-            z={s: z[key][s] for s in specs},
-            specialties=list(chosen),
-            specific=specific,
-        )
+        terms[name] = _term_entry(t, key, name, specs, z, smap, rule)
     meta = dict(meta or {})
     meta.update(
         {
             "rule": rule.to_dict(),
             "specialties": specs,
             "min_count": min_count,
-            "totals": {s: sum(counts[k][s] for k in totals) for s in specs},
-            "questions_per_specialty": {s: per_spec_q[s] for s in specs},
+            "totals": {s: sum(t.counts[k][s] for k in t.totals) for s in specs},
+            "questions_per_specialty": {s: t.per_spec_q[s] for s in specs},
         }
     )
     return Lexicon(terms, meta)
