@@ -47,11 +47,20 @@ def projection_shapes(cfg) -> dict[str, tuple[int, int]]:
     """(in, out) of every weight matrix a Llama-style layer multiplies each token by."""
     d, inter = cfg.hidden_size, cfg.intermediate_size
     kv = cfg.num_key_value_heads * (d // cfg.num_attention_heads)
-    return {"q": (d, d), "k": (d, kv), "v": (d, kv), "o": (d, d), "gate": (d, inter), "up": (d, inter), "down": (inter, d)}
+    return {
+        "q": (d, d),
+        "k": (d, kv),
+        "v": (d, kv),
+        "o": (d, d),
+        "gate": (d, inter),
+        "up": (d, inter),
+        "down": (inter, d),
+    }
 
 
-def matmul_rates(shapes: dict[str, tuple[int, int]], rows: int = 1024, repeats: int = 5, device: str = "cpu",
-                 dtype: str = "float32") -> dict[str, float]:
+def matmul_rates(
+    shapes: dict[str, tuple[int, int]], rows: int = 1024, repeats: int = 5, device: str = "cpu", dtype: str = "float32"
+) -> dict[str, float]:
     """Best FLOP/s of torch.matmul for (rows x in) @ (in x out) on `device` in `dtype`, per distinct shape."""
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     rates: dict[tuple[int, int], float] = {}
@@ -114,8 +123,12 @@ def worker(args: argparse.Namespace) -> None:
             span = token_span(encs[ti], texts[ti], r.start, r.end)
             needed[ti] = max(needed.get(ti, 0), span.last + 1)
             rows.append((ti, r.term, span.first, r.logp_base, r.logp_tuned))
-        result.update(rows=rows, useful_tokens=sum(needed.values()), scored_tokens=int(df["n_tokens"].sum()),
-                      lora_forward=pair.metadata.get("lora_forward"))
+        result.update(
+            rows=rows,
+            useful_tokens=sum(needed.values()),
+            scored_tokens=int(df["n_tokens"].sum()),
+            lora_forward=pair.metadata.get("lora_forward"),
+        )
         if args.measure_peak:  # right after the timed run, in the same process: the machine as compare saw it
             shapes = projection_shapes(AutoConfig.from_pretrained(spec["base"]))
             rates = matmul_rates(shapes, device=device, dtype=dtype)
@@ -130,8 +143,12 @@ def worker(args: argparse.Namespace) -> None:
         run(pair, terms=terms, texts=texts[:1], controls=None, progress=False)  # warm-up
         t0 = time.perf_counter()
         out = run(pair, terms=terms, texts=texts, controls=None, progress=False, **kwargs)
-        result.update(seconds=time.perf_counter() - t0, peak=peak_bytes(device), n_rows=len(out.to_pandas()),
-                      n_layers=len(split_model(pair.base_model).layers))
+        result.update(
+            seconds=time.perf_counter() - t0,
+            peak=peak_bytes(device),
+            n_rows=len(out.to_pandas()),
+            n_layers=len(split_model(pair.base_model).layers),
+        )
     else:
         base, tuned, tok = baseline.load_two_copies(spec["base"], spec["adapter"], device, DTYPES[dtype])
         baseline.score(base, tuned, tok, texts[:2], terms)  # warm-up
@@ -207,8 +224,11 @@ def main(argv=None) -> int:
     where = {"device": args.device, "dtype": dtype}
     spec = CACHE / "spec.json"
     spec.write_text(json.dumps({"texts": texts, "terms": terms, "base": str(base), "adapter": str(adapter), **where}))
-    print(f"workload: {len(texts)} S-MedQA texts; terms: {terms_note}; Llama {args.hidden}x{args.layers} vocab {args.vocab}, "
-          f"{torch.get_num_threads()} threads, {args.device} {dtype}", flush=True)
+    print(
+        f"workload: {len(texts)} S-MedQA texts; terms: {terms_note}; Llama {args.hidden}x{args.layers} vocab {args.vocab}, "
+        f"{torch.get_num_threads()} threads, {args.device} {dtype}",
+        flush=True,
+    )
 
     nonembed, d, v = param_counts(base)
     runs = {"compare": [], "baseline": []}
@@ -229,15 +249,24 @@ def main(argv=None) -> int:
     peak = statistics.median(x["mix_peak"] for x in runs["compare"])
 
     lens = run_worker("layers", spec, len(texts), args.batch_size)
-    lens_cost = {"seconds": lens["seconds"], "n_layers": lens["n_layers"], "relative_to_compare": lens["seconds"] / med["compare"],
-                 "peak_minus_import_bytes": lens["peak"] - lens["after_import"]}
+    lens_cost = {
+        "seconds": lens["seconds"],
+        "n_layers": lens["n_layers"],
+        "relative_to_compare": lens["seconds"] / med["compare"],
+        "peak_minus_import_bytes": lens["peak"] - lens["after_import"],
+    }
     patch_cost = None
     if args.patch_texts:
         pr = run_worker("patching", spec, args.patch_texts, args.batch_size)
         per_text = med["compare"] / len(texts)
-        patch_cost = {"n_texts": args.patch_texts, "seconds": pr["seconds"], "rows": pr["n_rows"], "n_layers": pr["n_layers"],
-                      "relative_to_compare_per_text": pr["seconds"] / args.patch_texts / per_text,
-                      "peak_minus_import_bytes": pr["peak"] - pr["after_import"]}
+        patch_cost = {
+            "n_texts": args.patch_texts,
+            "seconds": pr["seconds"],
+            "rows": pr["n_rows"],
+            "n_layers": pr["n_layers"],
+            "relative_to_compare_per_text": pr["seconds"] / args.patch_texts / per_text,
+            "peak_minus_import_bytes": pr["peak"] - pr["after_import"],
+        }
 
     scaling = []
     for frac in (4, 2, 1):
@@ -250,7 +279,9 @@ def main(argv=None) -> int:
         for mult in (1, 8):
             b2, a2 = build_model(texts, 128, 2, args.vocab * mult)
             s2 = CACHE / f"spec-v{mult}.json"
-            s2.write_text(json.dumps({"texts": texts[:8], "terms": terms, "base": str(b2), "adapter": str(a2), **where}))
+            s2.write_text(
+                json.dumps({"texts": texts[:8], "terms": terms, "base": str(b2), "adapter": str(a2), **where})
+            )
             weights = sum(f.stat().st_size for f in b2.glob("*.safetensors"))
             row = {"vocab": args.vocab * mult, "weights_bytes": weights}
             for method in ("compare", "baseline"):
@@ -259,48 +290,82 @@ def main(argv=None) -> int:
             vocab_mem.append(row)
 
     results = {
-        "machine": {"threads": torch.get_num_threads(), "device": args.device, "dtype": dtype, "torch": torch.__version__,
-                    "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None},
-        "workload": {"n_texts": len(texts), "n_terms": len(terms), "terms": terms_note, "hidden": args.hidden, "layers": args.layers,
-                     "vocab": args.vocab, "nonembedding_params": nonembed, "batch_size": args.batch_size or "compare's default",
-                     "lora_forward": c0["lora_forward"]},
+        "machine": {
+            "threads": torch.get_num_threads(),
+            "device": args.device,
+            "dtype": dtype,
+            "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+        },
+        "workload": {
+            "n_texts": len(texts),
+            "n_terms": len(terms),
+            "terms": terms_note,
+            "hidden": args.hidden,
+            "layers": args.layers,
+            "vocab": args.vocab,
+            "nonembedding_params": nonembed,
+            "batch_size": args.batch_size or "compare's default",
+            "lora_forward": c0["lora_forward"],
+        },
         "seconds": {m: [x["seconds"] for x in runs[m]] for m in runs},
         "texts_per_s": {m: len(texts) / med[m] for m in med},
         "scored_tokens_per_s_compare": c0["scored_tokens"] / med["compare"],
         "speedup": med["baseline"] / med["compare"],
         "peak_minus_import_bytes": mem,
         "memory_ratio": mem["compare"] / mem["baseline"],
-        "useful_flops": useful, "useful_flops_per_s": useful / med["compare"],
+        "useful_flops": useful,
+        "useful_flops_per_s": useful / med["compare"],
         "matmul_mix_peak_flops": [x["mix_peak"] for x in runs["compare"]],
         "matmul_best_shape_flops": [x["best_shape_rate"] for x in runs["compare"]],
-        "fraction_of_peak": statistics.median(fractions), "fraction_of_peak_per_repeat": fractions,
+        "fraction_of_peak": statistics.median(fractions),
+        "fraction_of_peak_per_repeat": fractions,
         "fraction_of_best_shape_rate": statistics.median(fractions_best),
         "agreement": {"max_abs_diff": max_diff, "matched": n_matched, "missed_by_baseline": n_missed},
-        "scaling": scaling, "vocab_memory": vocab_mem, "logit_lens": lens_cost, "patching": patch_cost,
+        "scaling": scaling,
+        "vocab_memory": vocab_mem,
+        "logit_lens": lens_cost,
+        "patching": patch_cost,
     }
     write_json(args.out, results)
     print("\n| metric | compare | baseline | ratio |\n|---|---|---|---|")
-    print(f"| texts/s | {results['texts_per_s']['compare']:.2f} | {results['texts_per_s']['baseline']:.2f} | {results['speedup']:.2f}x |")
+    print(
+        f"| texts/s | {results['texts_per_s']['compare']:.2f} | {results['texts_per_s']['baseline']:.2f} | {results['speedup']:.2f}x |"
+    )
     mem_label = "GPU memory allocated" if args.device.startswith("cuda") else "memory - after import"
-    print(f"| peak {mem_label} (MB) | {mem['compare'] / 2**20:.0f} | {mem['baseline'] / 2**20:.0f} | {results['memory_ratio']:.2f} |")
-    print(f"\nscored tokens/s (compare): {results['scored_tokens_per_s_compare']:.0f}; tuned view's LoRA: {c0['lora_forward']}")
-    print(f"matmul rate for the model's own shapes {peak / 1e9:.1f} GFLOP/s (median; measured in each compare process right "
-          f"after its timed run); compare's useful throughput {useful / med['compare'] / 1e9:.1f} GFLOP/s; "
-          f"fraction of that rate {100 * results['fraction_of_peak']:.0f}% (median of per-repeat "
-          f"{', '.join(f'{100 * f:.0f}%' for f in fractions)}); of the best single shape's rate "
-          f"{100 * results['fraction_of_best_shape_rate']:.0f}%")
-    print(f"agreement: max |logp diff| {max_diff:.2e} over {n_matched} occurrences; "
-          f"{n_missed} occurrences found by compare are missed by the re-tokenizing search")
-    print(f"logit lens over all {lens_cost['n_layers']} layers (one pass per model): {lens_cost['seconds']:.2f} s = "
-          f"{lens_cost['relative_to_compare']:.2f} x compare's time")
+    print(
+        f"| peak {mem_label} (MB) | {mem['compare'] / 2**20:.0f} | {mem['baseline'] / 2**20:.0f} | {results['memory_ratio']:.2f} |"
+    )
+    print(
+        f"\nscored tokens/s (compare): {results['scored_tokens_per_s_compare']:.0f}; tuned view's LoRA: {c0['lora_forward']}"
+    )
+    print(
+        f"matmul rate for the model's own shapes {peak / 1e9:.1f} GFLOP/s (median; measured in each compare process right "
+        f"after its timed run); compare's useful throughput {useful / med['compare'] / 1e9:.1f} GFLOP/s; "
+        f"fraction of that rate {100 * results['fraction_of_peak']:.0f}% (median of per-repeat "
+        f"{', '.join(f'{100 * f:.0f}%' for f in fractions)}); of the best single shape's rate "
+        f"{100 * results['fraction_of_best_shape_rate']:.0f}%"
+    )
+    print(
+        f"agreement: max |logp diff| {max_diff:.2e} over {n_matched} occurrences; "
+        f"{n_missed} occurrences found by compare are missed by the re-tokenizing search"
+    )
+    print(
+        f"logit lens over all {lens_cost['n_layers']} layers (one pass per model): {lens_cost['seconds']:.2f} s = "
+        f"{lens_cost['relative_to_compare']:.2f} x compare's time"
+    )
     if patch_cost:
-        print(f"activation patching ({patch_cost['n_layers']} layers x attn/mlp/layer + all, both directions) on "
-              f"{patch_cost['n_texts']} texts: {patch_cost['seconds']:.2f} s = {patch_cost['relative_to_compare_per_text']:.1f} x "
-              f"compare's time per text; peak-import {patch_cost['peak_minus_import_bytes'] / 2**20:.0f} MB")
+        print(
+            f"activation patching ({patch_cost['n_layers']} layers x attn/mlp/layer + all, both directions) on "
+            f"{patch_cost['n_texts']} texts: {patch_cost['seconds']:.2f} s = {patch_cost['relative_to_compare_per_text']:.1f} x "
+            f"compare's time per text; peak-import {patch_cost['peak_minus_import_bytes'] / 2**20:.0f} MB"
+        )
     print("scaling (compare): " + ", ".join(f"{s['n_texts']} texts {s['seconds']:.2f} s" for s in scaling))
     for row in vocab_mem:
-        print(f"vocab {row['vocab']}: weights {row['weights_bytes'] / 2**20:.0f} MB; peak-import compare "
-              f"{row['compare_peak_minus_import'] / 2**20:.0f} MB, baseline {row['baseline_peak_minus_import'] / 2**20:.0f} MB")
+        print(
+            f"vocab {row['vocab']}: weights {row['weights_bytes'] / 2**20:.0f} MB; peak-import compare "
+            f"{row['compare_peak_minus_import'] / 2**20:.0f} MB, baseline {row['baseline_peak_minus_import'] / 2**20:.0f} MB"
+        )
     print(f"\nwrote {args.out}")
     return 0
 

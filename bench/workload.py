@@ -29,10 +29,18 @@ def workload_terms(data: Path, texts: list[str]) -> tuple[list[str], str]:
 def model_config(hidden: int, layers: int, vocab: int, context: int = 1024):
     from transformers import LlamaConfig
 
-    return LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=int(hidden * 2.6875) // 16 * 16,
-                       num_hidden_layers=layers, num_attention_heads=max(1, hidden // 64),
-                       num_key_value_heads=max(1, hidden // 64), max_position_embeddings=context,
-                       bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+    return LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=int(hidden * 2.6875) // 16 * 16,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 64),
+        num_key_value_heads=max(1, hidden // 64),
+        max_position_embeddings=context,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=False,
+    )
 
 
 def build_model(texts: list[str], hidden: int, layers: int, vocab: int, lora_rank: int = 16) -> tuple[Path, Path]:
@@ -43,7 +51,9 @@ def build_model(texts: list[str], hidden: int, layers: int, vocab: int, lora_ran
 
     from specprobe.testing.tiny_models import corpus_lines, train_tokenizer
 
-    key = hashlib.sha256(json.dumps([hidden, layers, vocab, lora_rank, len(texts), texts[:3]]).encode()).hexdigest()[:12]
+    key = hashlib.sha256(json.dumps([hidden, layers, vocab, lora_rank, len(texts), texts[:3]]).encode()).hexdigest()[
+        :12
+    ]
     base, adapter = CACHE / f"base-{key}", CACHE / f"lora-{key}"
     if (adapter / "adapter_config.json").exists():
         return base, adapter
@@ -53,7 +63,11 @@ def build_model(texts: list[str], hidden: int, layers: int, vocab: int, lora_ran
     model.save_pretrained(base, safe_serialization=True)
     tok.save_pretrained(base)
     torch.manual_seed(1)
-    cfg = LoraConfig(r=lora_rank, lora_alpha=lora_rank, target_modules=["q_proj", "v_proj", "up_proj", "down_proj"],
-                     init_lora_weights=False)
+    cfg = LoraConfig(
+        r=lora_rank,
+        lora_alpha=lora_rank,
+        target_modules=["q_proj", "v_proj", "up_proj", "down_proj"],
+        init_lora_weights=False,
+    )
     get_peft_model(model, cfg).save_pretrained(adapter)
     return base, adapter
