@@ -6,7 +6,9 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
 
@@ -42,9 +44,36 @@ EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's pre-emption, `kill`) as an interruption: atomic writes clean up, the CLI exits 143."""
+
+    exit_code = 128 + signal.SIGTERM
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated("stopped by SIGTERM; rerun the same command to resume (finished outputs are kept)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one `specprobe` subcommand. Bad input prints one line naming the file, field or value and
-    returns 2; an interruption returns 128 + the signal; `--debug` shows the traceback instead."""
+    returns 2; an interruption (Ctrl-C, SIGTERM) returns 128 + the signal; `--debug` shows tracebacks."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    try:
+        return _run(argv)
+    except KeyboardInterrupt as exc:  # TrainingInterrupted, the runner's stop and Terminated carry their exit code
+        if debug:
+            raise
+        print(f"specprobe: {str(exc) or 'interrupted (Ctrl-C); rerun the same command to resume'}", file=sys.stderr)
+        return int(getattr(exc, "exit_code", 130))
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    """Parse the arguments and run the handler; errors become one line (see `main`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     # Hugging Face's per-load progress bars and a transformers deprecation notice raised inside peft/accelerate
@@ -60,12 +89,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     try:
         return int(args.handler(args) or 0)
-    except KeyboardInterrupt as exc:  # TrainingInterrupted and the runner's signal stop carry their exit code
-        if args.debug:
-            raise
-        code = getattr(exc, "exit_code", 130)
-        print(f"specprobe {args.command}: {exc or 'interrupted'}", file=sys.stderr)
-        return code
     except USER_ERRORS as exc:
         if args.debug:
             raise

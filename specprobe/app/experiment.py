@@ -25,7 +25,7 @@ from specprobe.app.experiment_result import ExperimentResult
 from specprobe.app.stages import run_stage
 from specprobe.core.models import weights_fingerprint
 from specprobe.terms.datasets import QARecord, load_qa
-from specprobe.utils.io import atomic_write_text, sha256_file
+from specprobe.utils.io import atomic_write_text, read_json, sha256_file, sha256_text
 from specprobe.utils.locks import output_lock
 
 __all__ = [
@@ -183,12 +183,28 @@ def slug(name: str) -> str:
 
 
 def adapter_hash(adapter: str | Path) -> str:
-    """The content identity of an adapter directory: sha256 over its config and weights files."""
+    """The content identity of an adapter directory: sha256 over its weights file and its config in a
+    canonical form (peft writes `target_modules` from a set, in an order that changes with the
+    process's hash seed, so the raw file bytes are not an identity)."""
     h = hashlib.sha256()
     for name in ADAPTER_FILES:
         path = Path(adapter) / name
-        h.update(name.encode() + b"\0" + (sha256_file(path).encode() if path.is_file() else b"-"))
+        if not path.is_file():
+            digest = "-"
+        elif name.endswith(".json"):
+            digest = sha256_text(_canonical_config(path))
+        else:
+            digest = sha256_file(path)
+        h.update(name.encode() + b"\0" + digest.encode())
     return h.hexdigest()
+
+
+def _canonical_config(path: Path) -> str:
+    """An adapter config as sorted JSON, with set-valued fields (target_modules) sorted."""
+    config = read_json(path)
+    if isinstance(config, dict) and isinstance(config.get("target_modules"), list):
+        config = {**config, "target_modules": sorted(config["target_modules"])}
+    return json.dumps(config, sort_keys=True)
 
 
 def probe_texts(test_path: str | Path, max_texts: int | None) -> list:
