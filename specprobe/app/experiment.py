@@ -199,6 +199,19 @@ def adapter_hash(adapter: str | Path) -> str:
     return h.hexdigest()
 
 
+def lexicon_identity(path: str | Path) -> str:
+    """The content identity of a lexicon file: its terms and assignment metadata, without what changes
+    from build to build of the same lexicon (creation time, timings, the paths of its sources)."""
+    doc = read_json(path)
+    meta = {
+        k: v for k, v in doc.get("meta", {}).items() if k not in ("created", "timings_s", "sources", "specialty_map")
+    }
+    sources = [{k: v for k, v in src.items() if k != "path"} for src in doc.get("meta", {}).get("sources", [])]
+    specialty_map = {k: v for k, v in (doc.get("meta", {}).get("specialty_map") or {}).items() if k != "path"}
+    canonical = {**doc, "meta": {**meta, "sources": sources, "specialty_map": specialty_map}}
+    return sha256_text(json.dumps(canonical, sort_keys=True))
+
+
 def _canonical_config(path: Path) -> str:
     """An adapter config as sorted JSON, with set-valued fields (target_modules) sorted."""
     config = read_json(path)
@@ -398,7 +411,7 @@ def probe_stage(
         "base": base_hash,
         "adapter": adapter_hash(adapter),
         "train": train,
-        "lexicon": sha256_file(lexicon_path),
+        "lexicon": lexicon_identity(lexicon_path),
         "compare": compare,
         "test": sha256_file(test_path),
         "texts": texts_hash(texts),
