@@ -105,12 +105,13 @@ def worker(args: argparse.Namespace) -> None:
     spec = json.loads(Path(args.spec).read_text())
     device, dtype = spec.get("device", "cpu"), spec.get("dtype", "float32")
     after_import = memory_now(device)
-    texts, terms = spec["texts"][: args.n], spec["terms"]
+    terms = spec["terms"]
+    texts = _texts_with_terms(spec["texts"], terms)[: args.n]  # a text without a term costs nothing and is refused
     batch = {"batch_size": args.batch_size} if args.batch_size else {}
     result: dict = {"method": args.worker, "n": len(texts), "after_import": after_import}
     if args.worker == "compare":
         pair = ModelPair.load(spec["base"], spec["adapter"], device=device, dtype=dtype)
-        compare(pair, terms=terms, texts=texts[:2], controls=None, progress=False)  # warm-up
+        compare(pair, terms=terms, texts=_warmup_texts(texts, terms), controls=None, progress=False)  # warm-up
         t0 = time.perf_counter()
         comp = compare(pair, terms=terms, texts=texts, controls=None, progress=False, **batch)
         result["seconds"] = time.perf_counter() - t0
@@ -140,7 +141,7 @@ def worker(args: argparse.Namespace) -> None:
 
         run, kwargs = (layers, batch) if args.worker == "layers" else (patch, {})
         pair = ModelPair.load(spec["base"], spec["adapter"], device=device, dtype=dtype)
-        run(pair, terms=terms, texts=texts[:1], controls=None, progress=False)  # warm-up
+        run(pair, terms=terms, texts=_warmup_texts(texts, terms), controls=None, progress=False)  # warm-up
         t0 = time.perf_counter()
         out = run(pair, terms=terms, texts=texts, controls=None, progress=False, **kwargs)
         result.update(
@@ -187,6 +188,18 @@ def param_counts(base_dir: Path) -> tuple[int, int, int]:
     cfg = AutoConfig.from_pretrained(base_dir)
     per_layer = sum(k * n for k, n in projection_shapes(cfg).values())
     return cfg.num_hidden_layers * per_layer, cfg.hidden_size, cfg.vocab_size
+
+
+def _warmup_texts(texts: list[str], terms: list[str]) -> list[str]:
+    """The texts of a warm-up pass (every text here holds a term)."""
+    return texts[:2]
+
+
+def _texts_with_terms(texts: list[str], terms: list[str]) -> list[str]:
+    """The texts in which some term occurs: the only ones a probe scores (it refuses a set without any)."""
+    from specprobe.probe.occurrences import find_spans
+
+    return [t for t in texts if any(find_spans(t, term) for term in terms)]
 
 
 def main(argv=None) -> int:
