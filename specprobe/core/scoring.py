@@ -176,6 +176,7 @@ def _score_batch(
     return results
 
 
+@torch.no_grad()
 def score_items(
     split: SplitModel,
     items: Sequence[ScoreItem],
