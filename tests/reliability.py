@@ -93,8 +93,9 @@ def run_case(case: Case, env: Env) -> Outcome:
 
 def _scrub(text: str, env: Env) -> str:
     """Messages without this machine's temporary paths, so the document is stable."""
-    for path, name in ((env.tmp, "<tmp>"), (env.base.parent, "<models>")):
+    for path, name in ((env.tmp, "<tmp>"), (env.base.parent, "<models>"), (env.questions.parent, "<inputs>")):
         text = text.replace(str(path), name)
+    text = re.sub(r"\b\d+(?:\.\d+)? s\b", "<t> s", text)  # durations
     return re.sub(r"PID \d+", "PID <n>", text)[:240]
 
 
