@@ -3,6 +3,10 @@
 Every number is measured in this run: methods alternate over several repeats (median reported),
 each run in its own process so that peak memory is attributable. Prints a table and writes
 bench/results.json.
+
+`python -m bench --shape llama-3.2-3b` (or llama-3.1-8b) runs a real-size shape instead, built from its
+config with random bfloat16 weights and a rank-16 LoRA: peak memory as a multiple of the weights,
+tokens/s, and how the tuned view runs (bench/shapes.py; writes out/bench-SHAPE.json).
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ import time
 from pathlib import Path
 
 import torch
+
+from bench import shapes as real_shapes
+from bench.shapes import SHAPES
 
 HERE = Path(__file__).resolve().parent
 
@@ -205,25 +212,73 @@ def _texts_with_terms(texts: list[str], terms: list[str]) -> list[str]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--data", default=None, help="S-MedQA JSON (default: $SPECPROBE_SMEDQA or ../shared/data/...)")
-    p.add_argument("--n-texts", type=int, default=32, help="texts in the main run (scaling uses 1/4, 1/2, 1x)")
-    p.add_argument("--repeats", type=int, default=5, help="alternating repeats of each method (median reported)")
-    p.add_argument("--hidden", type=int, default=512)
-    p.add_argument("--layers", type=int, default=8)
-    p.add_argument("--vocab", type=int, default=32000)
+    p.add_argument(
+        "--n-texts",
+        type=int,
+        default=None,
+        help="texts in the main run (scaling uses 1/4, 1/2, 1x); default 32, with --shape 8",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="alternating repeats of each method (median reported); default 5, with --shape 1 (timed runs of each)",
+    )
+    p.add_argument(
+        "--shape",
+        choices=sorted(SHAPES),
+        default=None,
+        help="run a real-size shape from its config (random bf16 weights, rank-16 LoRA on all projections): "
+        "peak memory / weights, tokens/s, folded or unmerged tuned view; see bench/shapes.py",
+    )
+    p.add_argument(
+        "--hidden", type=int, default=None, help="d_model (default 512; with --shape: the shape's, narrowed if given)"
+    )
+    p.add_argument(
+        "--layers", type=int, default=None, help="layers (default 8; with --shape: the shape's, truncated if given)"
+    )
+    p.add_argument("--vocab", type=int, default=32000, help="vocabulary (not with --shape: the shape's own)")
+    p.add_argument("--lora-rank", type=int, default=16, help="with --shape: the LoRA's rank")
+    p.add_argument(
+        "--fold-check-layers",
+        type=int,
+        default=4,
+        help="with --shape: the shape cut to this many layers, on which folding is compared with peft's merged "
+        "model, the unmerged forward and float32 (0 skips it)",
+    )
+    p.add_argument(
+        "--baseline",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="with --shape: also run the plain two-copies method (auto: on CUDA only)",
+    )
     p.add_argument("--batch-size", type=int, default=None, help="compare's batch_size (default: compare's own default)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (both methods run there)")
     p.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="default: float32 on cpu, bfloat16 on cuda")
     p.add_argument("--patch-texts", type=int, default=4, help="texts for the activation-patching cost (0 skips it)")
     p.add_argument("--no-vocab-scaling", action="store_true", help="skip the 1x vs 8x vocabulary memory test")
-    p.add_argument("--out", default=str(HERE / "results.json"))
+    p.add_argument(
+        "--out", default=None, help="results JSON (default bench/results.json; with --shape out/bench-SHAPE.json)"
+    )
     p.add_argument("--worker", choices=["compare", "baseline", "layers", "patching"], help=argparse.SUPPRESS)
+    p.add_argument("--shape-worker", choices=["measure", "fold-check", "baseline"], help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, help=argparse.SUPPRESS)
     p.add_argument("--measure-peak", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.shape_worker:
+        real_shapes.worker(args.shape_worker, args.spec)
+        return 0
     if args.worker:
         worker(args)
         return 0
+    if args.shape:
+        return real_shapes.run(args)
+    args.n_texts = args.n_texts or 32
+    args.repeats = args.repeats or 5
+    args.hidden = args.hidden or 512
+    args.layers = args.layers or 8
+    args.out = args.out or str(HERE / "results.json")
 
     from bench.workload import CACHE, build_model, load_texts, workload_terms
     from specprobe.terms.datasets import default_data_path

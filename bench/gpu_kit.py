@@ -531,7 +531,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         if b and b.get("targets"):
             t = b["targets"]
             print(
-                f"{name}: compare {t['compare_speedup']:.2f}x the baseline's texts/s (target 10x: "
+                f"{name}: compare {t['compare_speedup'] or float('nan'):.2f}x the baseline's texts/s (target 10x: "
                 f"{'met' if t['compare_speedup_met'] else 'not met'}); {100 * (t['fraction_of_matmul_rate'] or 0):.0f}% "
                 f"of the measured matmul rate"
             )

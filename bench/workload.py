@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
-CACHE = Path.home() / ".cache" / "specprobe-bench"
+# where built models, tokenizers and specs go ($SPECPROBE_BENCH_CACHE, e.g. for a test, else ~/.cache/specprobe-bench)
+CACHE = Path(os.environ.get("SPECPROBE_BENCH_CACHE") or Path.home() / ".cache" / "specprobe-bench")
 
 
 def load_texts(data: Path, n: int) -> list[str]:
