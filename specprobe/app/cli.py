@@ -12,6 +12,8 @@ import threading
 import warnings
 from collections.abc import Sequence
 
+from specprobe.utils.interrupts import SignalInterrupt
+
 # Modules exposing `register(subparsers)`; each adds one or more subcommands.
 COMMAND_MODULES = (
     "specprobe.probe.cli",
@@ -44,14 +46,16 @@ EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
 
 
-class Terminated(KeyboardInterrupt):
+class Terminated(SignalInterrupt):
     """SIGTERM (a scheduler's pre-emption, `kill`) as an interruption: atomic writes clean up, the CLI exits 143."""
 
-    exit_code = 128 + signal.SIGTERM
+    @property
+    def message(self) -> str:
+        return "stopped by SIGTERM; rerun the same command to resume (finished outputs are kept)"
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated("stopped by SIGTERM; rerun the same command to resume (finished outputs are kept)")
+    raise Terminated(signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,6 +25,7 @@ from specprobe.app.experiment_result import ExperimentResult
 from specprobe.app.stages import run_stage
 from specprobe.core.models import weights_fingerprint
 from specprobe.terms.datasets import QARecord, load_qa
+from specprobe.utils.interrupts import SignalInterrupt
 from specprobe.utils.io import atomic_write_text, read_json, sha256_file, sha256_text
 from specprobe.utils.locks import output_lock
 
@@ -70,34 +71,16 @@ ACCURACY_CODE = ADAPTER_CODE
 PROBE_CODE = ("app/experiment.py", "probe", "core", "terms", "utils")
 
 
-class RunInterrupted(KeyboardInterrupt):
+class RunInterrupted(SignalInterrupt):
     """`run_experiment` was stopped by SIGINT or SIGTERM outside training (training raises its own
     `TrainingInterrupted`). Finished stages are kept; running the same command again resumes.
 
     `signum` is the signal, `exit_code` 128 + signum (130 for SIGINT, 143 for SIGTERM).
     """
 
-    def __init__(self, signum: int) -> None:
-        self.signum = int(signum)
-        super().__init__(self.message)
-
-    @property
-    def signal_name(self) -> str:
-        try:
-            return signal.Signals(self.signum).name
-        except ValueError:
-            return f"signal {self.signum}"
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
-
     @property
     def message(self) -> str:
         return f"stopped after {self.signal_name}; finished stages are kept; rerun the same command to resume"
-
-    def __str__(self) -> str:
-        return self.message
 
     def __reduce__(self):
         return type(self), (self.signum,)

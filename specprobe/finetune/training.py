@@ -51,6 +51,7 @@ import numpy as np
 from specprobe.finetune.data import load_selected, normalize_specialty, specialty_counts
 from specprobe.finetune.prompts import PromptFormat, encode_continuation
 from specprobe.terms.datasets import QARecord
+from specprobe.utils.interrupts import SignalInterrupt
 from specprobe.utils.io import read_json, sha256_text, write_json
 from specprobe.utils.provenance import library_versions, now_iso
 
@@ -98,7 +99,7 @@ class UnknownTrainOptionError(TrainOptionError, TypeError):
         return type(self), (self.field, str(self))
 
 
-class TrainingInterrupted(KeyboardInterrupt):
+class TrainingInterrupted(SignalInterrupt):
     """`train` was stopped by SIGINT or SIGTERM; raised after the checkpoint is written.
 
     A KeyboardInterrupt, so that `except Exception` does not take it for an ordinary error. Running the
@@ -126,18 +127,7 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.out = Path(out)
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.completed = completed
-        super().__init__(self.message)
-
-    @property
-    def signal_name(self) -> str:
-        try:
-            return signal.Signals(self.signum).name
-        except ValueError:
-            return f"signal {self.signum}"
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
+        super().__init__(signum)
 
     @property
     def message(self) -> str:
@@ -153,9 +143,6 @@ class TrainingInterrupted(KeyboardInterrupt):
                 "rerun the same command to start again"
             )
         return f"stopped at {at} after {self.signal_name}; checkpoint in {self.out}; rerun the same command to resume"
-
-    def __str__(self) -> str:
-        return self.message
 
     def __reduce__(self):
         return type(self), (self.signum, self.step, self.total_steps, self.out, self.checkpoint, self.completed)
