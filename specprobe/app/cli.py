@@ -10,7 +10,8 @@ import signal
 import sys
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from specprobe.utils.interrupts import SignalInterrupt
 
@@ -54,26 +55,58 @@ class Terminated(SignalInterrupt):
         return "stopped by SIGTERM; rerun the same command to resume (finished outputs are kept)"
 
 
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated(signum)
+class Interrupted(SignalInterrupt):
+    """Ctrl-C (SIGINT) as our own exception, not a bare KeyboardInterrupt: CPython remembers a bare one that
+    crossed a C-level `PyRun_*` call (pybind11/PyO3 code does that) and then dies by SIGINT at exit,
+    overriding the exit code 130 the CLI returns."""
+
+    @property
+    def message(self) -> str:
+        return "interrupted (Ctrl-C); rerun the same command to resume"
+
+
+_STOPS = {signal.SIGINT: Interrupted, signal.SIGTERM: Terminated}
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise _STOPS[signal.Signals(signum)](signum)
+
+
+def _redeliver_swallowed_stop(hook: Callable[[Any], None]) -> Callable[[Any], None]:
+    """An unraisable-exception hook: a stop raised where Python cannot propagate it (a weakref callback,
+    a `__del__`) would be printed as "Exception ignored" and lost; it is sent again instead, from another
+    thread a moment later, so that it lands in ordinary code. Everything else goes to `hook`."""
+
+    def handle(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, SignalInterrupt):
+            resend = threading.Timer(0.01, os.kill, (os.getpid(), unraisable.exc_value.signum))
+            resend.daemon = True
+            resend.start()
+        else:
+            hook(unraisable)
+
+    return handle
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one `specprobe` subcommand. Bad input prints one line naming the file, field or value and
     returns 2; an interruption (Ctrl-C, SIGTERM) returns 128 + the signal; `--debug` shows tracebacks."""
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in _STOPS} if in_main_thread else {}
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _redeliver_swallowed_stop(previous_hook)
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
         return _run(argv)
-    except KeyboardInterrupt as exc:  # TrainingInterrupted, the runner's stop and Terminated carry their exit code
+    except KeyboardInterrupt as exc:  # Interrupted, Terminated, TrainingInterrupted, RunInterrupted carry their code
         if debug:
             raise
         print(f"specprobe: {str(exc) or 'interrupted (Ctrl-C); rerun the same command to resume'}", file=sys.stderr)
         return int(getattr(exc, "exit_code", 130))
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = previous_hook
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _run(argv: Sequence[str] | None) -> int:
