@@ -221,9 +221,7 @@ def matrix(
     L = fit_max_length(max_length, context_length(pair))
     prepared = build_option_items(pair.tokenizer, records, fmt, L)
     items = _score_runs(pair, pairs, include_base, records, fmt, L, batch_size, progress, prepared)
-    table = accuracy_table(items, ("model",))
-    trained_on = _trained_on(named, set(table["specialty"]))
-    table.insert(1, "trained_on", table["model"].map(lambda m: trained_on.get(m) or ""))
+    trained_on = _trained_on(named, set(accuracy_table(items, ("model",))["specialty"]))
     meta = dict(pair.metadata)
     meta.update(
         {
@@ -236,6 +234,15 @@ def matrix(
             "n_questions": len(records),
         }
     )
+    return from_items(items, trained_on, meta)
+
+
+def from_items(items: pd.DataFrame, trained_on: Mapping[str, str | None], meta: dict) -> AccuracyMatrix:
+    """The matrix of per-(model, question) rows (`MCEvaluation`'s columns): accuracies per model and
+    specialty, each model's trained-on specialty (None: base, several or unknown), and the per-item
+    outcomes (extras["items"]). `matrix` and `from_lm_eval` both build it here."""
+    table = accuracy_table(items, ("model",))
+    table.insert(1, "trained_on", table["model"].map(lambda m: trained_on.get(m) or ""))
     extras = {"items": _item_outcomes(items)}
     return AccuracyMatrix(cast(pd.DataFrame, table[AccuracyMatrix.columns]), meta, extras)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
+from typing import Any
 
 from specprobe.utils.argtypes import non_negative_int, positive_int
 
@@ -100,7 +102,22 @@ def _register_evaluate(subparsers) -> None:
         "character: acc_norm), per specialty with Wilson 95% intervals. With --matrix: every adapter "
         "and the base on every specialty.",
     )
-    e.add_argument("--model", required=True, help="base model: hub id or local directory")
+    e.add_argument("--model", default=None, help="base model: hub id or local directory (not with --from-lm-eval)")
+    e.add_argument(
+        "--from-lm-eval",
+        metavar="[NAME=]SAMPLES.jsonl",
+        action="append",
+        default=None,
+        help="read option log-likelihoods from lm-evaluation-harness --log_samples output instead of running a "
+        "model (repeat for several models; with --matrix a NAME equal to a specialty counts as trained on it, "
+        "'base' is the base)",
+    )
+    e.add_argument(
+        "--lm-eval-out",
+        metavar="DIR",
+        default=None,
+        help="also write lm-eval's results.json and samples jsonl per model into DIR/<model>/",
+    )
     e.add_argument(
         "--adapter",
         action="append",
@@ -196,14 +213,16 @@ def run_finetune(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Under `accelerate launch`/`torchrun` the ranks share the scoring; rank 0 alone writes and prints."""
-    from pathlib import Path
-
     from specprobe.core.distributed import init_from_env, is_main
 
-    init_from_env(args.device)
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    if args.from_lm_eval:
+        return _evaluate_lm_eval(args, out)
+    if not args.model:
+        raise ValueError("--model is required (or --from-lm-eval SAMPLES.jsonl to read lm-eval's scores)")
+    init_from_env(args.device)
     common = dict(
         specialty=args.specialty,
         template=args.template,
@@ -235,5 +254,36 @@ def run_evaluate(args: argparse.Namespace) -> int:
             return 0
         result.save(out)
         print(result.table())
+        if args.lm_eval_out:
+            _write_lm_eval(result, Path(args.lm_eval_out), args.data)
     print(f"wrote {out}")
     return 0
+
+
+def _evaluate_lm_eval(args: argparse.Namespace, out: Path) -> int:
+    """`--from-lm-eval`: the same result as a model run, from lm-eval's per-sample log-likelihoods."""
+    from specprobe.finetune.accuracy_matrix import AccuracyMatrix
+    from specprobe.finetune.lm_eval import from_lm_eval
+
+    if args.model or args.adapter:
+        raise ValueError("--from-lm-eval reads scores instead of running a model: leave out --model and --adapter")
+    result = from_lm_eval(args.from_lm_eval, args.data, specialty=args.specialty, matrix=args.matrix)
+    result.save(out)
+    if isinstance(result, AccuracyMatrix):
+        print(result.summary())
+    else:
+        print(result.table())
+        if args.lm_eval_out:
+            _write_lm_eval(result, Path(args.lm_eval_out), args.data)
+    print(f"wrote {out}")
+    return 0
+
+
+def _write_lm_eval(result: Any, folder: Path, data: str) -> None:
+    """`--lm-eval-out DIR`: DIR/<model>/results.json and DIR/<model>/samples_specprobe_mc.jsonl per model."""
+    from specprobe.finetune.lm_eval_export import TASK
+
+    for model in dict.fromkeys(result.to_pandas()["model"]):
+        result.to_lm_eval(folder / model / "results.json", model=model)
+        result.to_lm_eval_samples(folder / model / f"samples_{TASK}.jsonl", model=model, data=data)
+    print(f"wrote lm-eval files to {folder}")

@@ -21,6 +21,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -160,6 +161,25 @@ class MCEvaluation(Result):
 
     def table(self) -> str:
         return format_table(self.accuracy())
+
+    def to_lm_eval(self, path: str | os.PathLike, model: str | None = None) -> Path:
+        """Write lm-evaluation-harness's results.json for `model` (None: the only one): acc and
+        acc_norm with their standard errors, overall and per specialty (subtasks of one group)."""
+        from specprobe.finetune.lm_eval_export import write_results
+
+        return write_results(self._frame, self.metadata, path, model)
+
+    def to_lm_eval_samples(
+        self,
+        path: str | os.PathLike,
+        model: str | None = None,
+        data: str | os.PathLike | Sequence[QARecord] | None = None,
+    ) -> Path:
+        """Write lm-eval's `--log_samples` jsonl for `model` (None: the only one), one line per
+        question; `data`: the QA file evaluated (default: the one recorded in the metadata)."""
+        from specprobe.finetune.lm_eval_export import write_samples
+
+        return write_samples(self._frame, self.metadata, path, model, data)
 
     def summary(self) -> str:
         return self.table()

@@ -1,0 +1,261 @@
+"""Reading lm-evaluation-harness `--log_samples` output into an `MCEvaluation` or `AccuracyMatrix`.
+
+lm-eval scores each option of a multiple-choice question as a continuation of the prompt, exactly as
+`evaluate` does, and with ``--log_samples`` writes one JSON line per question (`doc_id`, `doc`,
+`target`, `arguments`, `resps`, `filtered_resps`: one ``[loglik, is_greedy]`` per option, `acc`, ...).
+`from_lm_eval` turns such files (one per model) into specprobe's results, per specialty with Wilson
+intervals and, for several models, the own-specialty test, without loading any model.
+
+Matching a sample to a question of the QA file is checked, never guessed: the sample's `doc_id` is
+taken as the question's index in the file, and the question's text must appear in the sample (in a
+field of `doc`, or in the prompt `arguments`); failing that, a `doc` field equal to the text of
+exactly one question matches it. The number of options must agree, and a `target` given as an index,
+a letter or an option text must name the question's answer. Any mismatch is a one-line `ValueError`
+naming the file, line and doc_id. Questions without a sample (lm-eval's ``--limit``) are left out,
+with a warning and a count in the metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from specprobe.finetune.accuracy_matrix import BASE, AccuracyMatrix, from_items
+from specprobe.finetune.data import load_records, select, specialties_of
+from specprobe.finetune.evaluation import MCEvaluation
+from specprobe.finetune.prompts import LETTERS
+from specprobe.terms.datasets import QARecord
+
+log = logging.getLogger(__name__)
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string inside a JSON value (dict values, list items), depth first."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+def _loglik(resp: Any, where: str) -> float:
+    """One option's log-likelihood from `filtered_resps[i]`: [loglik, is_greedy] (strings since lm-eval 0.4.3)."""
+    value: Any = resp[0] if isinstance(resp, (list, tuple)) and resp else resp
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: filtered_resps entry {resp!r} is not [loglik, is_greedy]") from None
+
+
+def _continuations(sample: dict, n: int) -> list[str] | None:
+    """The continuation strings of the options (arguments' `arg_1`), or None when not logged."""
+    args = sample.get("arguments")
+    if isinstance(args, dict):
+        args = [args.get(f"gen_args_{i}") for i in range(len(args))]
+    if not isinstance(args, list) or len(args) != n:
+        return None
+    conts = [
+        a.get("arg_1") if isinstance(a, dict) else (a[1] if isinstance(a, list) and len(a) > 1 else None) for a in args
+    ]
+    return [c for c in conts if isinstance(c, str)] if all(isinstance(c, str) for c in conts) else None
+
+
+class _Matcher:
+    """Finds the QA record of a sample (doc_id order plus a question-text check, else the question text)."""
+
+    def __init__(self, records: Sequence[QARecord], source: str) -> None:
+        self.records, self.source = records, source
+        self.by_text: dict[str, list[int]] = {}
+        for i, r in enumerate(records):
+            self.by_text.setdefault(_norm(r.question), []).append(i)
+
+    def match(self, sample: dict, where: str) -> int:
+        doc_id = sample.get("doc_id")
+        if not isinstance(doc_id, int) or isinstance(doc_id, bool):
+            raise ValueError(f"{where}: field 'doc_id' {doc_id!r} is not an integer")
+        doc, args = sample.get("doc"), sample.get("arguments")
+        texts = [_norm(s) for s in _strings(doc)]
+        if 0 <= doc_id < len(self.records):
+            question = _norm(self.records[doc_id].question)
+            if any(question in t for t in texts) or any(question in _norm(s) for s in _strings(args)):
+                return doc_id
+        hits = {i for t in texts for i in self.by_text.get(t, [])}
+        if len(hits) == 1:
+            return hits.pop()
+        shown = next((t for t in texts if len(t) > 20), texts[0] if texts else "")
+        raise ValueError(
+            f"{where}: the sample does not match {self.source}: "
+            + (
+                f"its question {shown[:70]!r} is in {len(hits)} records"
+                if hits
+                else f"record {doc_id} is {self.records[doc_id].question[:50]!r}, not in the sample ({shown[:50]!r})"
+                if 0 <= doc_id < len(self.records)
+                else f"no record {doc_id} (the file has {len(self.records)}) and no question text matches"
+            )
+        )
+
+
+def _check_target(target: Any, rec: QARecord, where: str) -> None:
+    """A target that names an option (index, letter or text) must name the answer; other forms are not checked."""
+    if target is None:
+        return
+    t = str(target).strip()
+    named = set()
+    if re.fullmatch(r"\d+", t):
+        named.add(int(t))
+    if len(t) == 1 and t in LETTERS[: len(rec.options)]:
+        named.add(LETTERS.index(t))
+    named |= {i for i, o in enumerate(rec.options) if o == t}
+    if named and rec.answer_index not in named:
+        raise ValueError(
+            f"{where}: target {t!r} is not the answer of question {rec.id!r} "
+            f"(option {LETTERS[rec.answer_index]}: {rec.answer!r})"
+        )
+
+
+def _row(label: str, rec: QARecord, sample: dict, where: str) -> dict[str, Any]:
+    """The `MCEvaluation` row of one sample: option log-likelihoods, predictions (summed and per
+    character, as lm-eval's acc and acc_norm) and whether they are correct."""
+    resps = sample.get("filtered_resps")
+    if not isinstance(resps, list):
+        raise ValueError(f"{where}: field 'filtered_resps' is missing or not a list")
+    if len(resps) != len(rec.options):
+        raise ValueError(
+            f"{where}: {len(resps)} option log-likelihoods, but question {rec.id!r} has {len(rec.options)} options"
+        )
+    _check_target(sample.get("target"), rec, where)
+    sums = np.array([_loglik(r, where) for r in resps])
+    conts = _continuations(sample, len(resps))
+    # lm-eval's acc_norm divides by the length of the choice text, without the leading target delimiter
+    lengths = [len(c[1:]) if c.startswith(" ") else len(c) for c in conts] if conts else [len(o) for o in rec.options]
+    chars = np.array([max(1, c) for c in lengths], dtype=float)
+    pred, pred_norm = int(np.argmax(sums)), int(np.argmax(sums / chars))
+    ans = rec.answer_index
+    return {
+        "model": label,
+        "item_id": rec.id,
+        "specialties": tuple(rec.specialties),
+        "n_options": len(rec.options),
+        "answer_index": ans,
+        "option_logp": tuple(float(x) for x in sums),
+        "option_n_tokens": tuple(0 for _ in sums),  # lm-eval does not log token counts
+        "option_n_chars": tuple(int(c) for c in chars),
+        "pred": pred,
+        "pred_norm": pred_norm,
+        "correct": pred == ans,
+        "correct_norm": pred_norm == ans,
+        "truncated": False,
+        "straddles": False,
+    }
+
+
+def read_samples(
+    path: str | os.PathLike, records: Sequence[QARecord], label: str, source: str = "the QA data"
+) -> tuple[list[dict], dict]:
+    """The `MCEvaluation` rows (model `label`) of one lm-eval samples jsonl, matched to `records`,
+    and what was read ({"path", "n_samples", "filter", "task_hashes"})."""
+    path = Path(path)
+    matcher, rows, seen = _Matcher(records, source), [], {}
+    chosen_filter = None
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                sample = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}: line {n}: not JSON ({exc.msg})") from None
+            if not isinstance(sample, dict):
+                raise ValueError(f"{path}: line {n}: not a JSON object")
+            filt = sample.get("filter", "none")
+            chosen_filter = filt if chosen_filter is None else chosen_filter
+            if filt != chosen_filter:  # lm-eval repeats every doc per filter; the first filter is read
+                continue
+            where = f"{path}: line {n} (doc_id {sample.get('doc_id')!r})"
+            i = matcher.match(sample, where)
+            if i in seen:
+                raise ValueError(f"{where}: question {records[i].id!r} was already given on line {seen[i]}")
+            seen[i] = n
+            rows.append(_row(label, records[i], sample, where))
+    if not rows:
+        raise ValueError(f"{path}: no samples")
+    return rows, {"path": str(path), "n_samples": len(rows), "filter": chosen_filter}
+
+
+def parse_source(spec: str | os.PathLike) -> tuple[str, Path]:
+    """`NAME=PATH` or `PATH`; the default name is the folder lm-eval writes a model's samples to
+    (its sanitised model name) for a `samples_*.jsonl` file, else the file's stem."""
+    text = str(spec)
+    if "=" in text and not Path(text).exists():
+        name, _, path = text.partition("=")
+        if name.strip():
+            return name.strip(), Path(path)
+    path = Path(text)
+    name = path.parent.name if path.name.startswith("samples_") and path.parent.name else path.stem
+    return name or "lm-eval", path
+
+
+def _sources(samples: Any) -> list[tuple[str, Path]]:
+    if isinstance(samples, dict):
+        items = [(str(k), Path(v)) for k, v in samples.items()]
+    else:
+        items = [parse_source(s) for s in ([samples] if isinstance(samples, (str, os.PathLike)) else samples)]
+    names = [n for n, _ in items]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"two lm-eval sample files have the same model name {dup[0]!r}; name them NAME=PATH")
+    for _, p in items:
+        if not p.is_file():
+            raise FileNotFoundError(f"lm-eval samples file not found: {p}")
+    return items
+
+
+def from_lm_eval(
+    samples: str | os.PathLike | Sequence[str | os.PathLike] | dict[str, str | os.PathLike],
+    data: str | os.PathLike | Sequence[QARecord],
+    *,
+    specialty: str | Sequence[str] | None = None,
+    matrix: bool = False,
+) -> MCEvaluation | AccuracyMatrix:
+    """Accuracy per specialty from lm-eval `--log_samples` files, matched to the questions of `data`.
+
+    `samples`: one file, several, or {model name: file} (a file may be given as "NAME=PATH"; see
+    `parse_source` for the default name). `matrix=True`: an `AccuracyMatrix` (a model named "base" is
+    the base; a model named after a specialty of `data` counts as trained on it, for `contrast()`).
+    """
+    records, data_meta = load_records(data)
+    source = data_meta.get("path") or "the QA data"
+    rows: list[dict] = []
+    read: dict[str, dict] = {}
+    for name, path in _sources(samples):
+        got, info = read_samples(path, records, name, source)
+        rows += got
+        read[name] = info
+    kept = {r.id for r in select(records, specialty, str(source))}
+    frame = pd.DataFrame([r for r in rows if r["item_id"] in kept], columns=MCEvaluation.columns)
+    for name, info in read.items():
+        info["n_unmatched_questions"] = len(kept) - int((frame["model"] == name).sum())
+        if info["n_unmatched_questions"]:
+            log.warning("%s: %d of %d questions have no sample", info["path"], info["n_unmatched_questions"], len(kept))
+    meta = {"data": data_meta, "specialty": specialty, "lm_eval": read, "variants": list(read)}
+    if not matrix:
+        return MCEvaluation(frame, meta)
+    spec_names = {s for r in records for s in specialties_of(r.specialties)}
+    trained_on = {m: (m if m in spec_names else None) for m in read if m != BASE}
+    meta["adapters"] = {m: {"path": read[m]["path"], "trained_on": t} for m, t in trained_on.items()}
+    return from_items(frame, trained_on, meta)

@@ -1,0 +1,243 @@
+"""lm-evaluation-harness both ways: reading `--log_samples` files, writing results.json and samples."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from specprobe.app.cli import main
+from specprobe.finetune.accuracy_matrix import AccuracyMatrix
+from specprobe.finetune.evaluation import MCEvaluation
+from specprobe.finetune.lm_eval import from_lm_eval
+from specprobe.finetune.lm_eval_export import TASK, subtask_name
+from specprobe.terms.datasets import load_qa
+
+SPECS = ("Cardiology", "Neurology", "Dermatology")
+OPTS = ("aspirin", "heparin", "insulin", "rest")
+
+
+def qa_file(path, n: int = 12, seed: int = 0):
+    """An S-MedQA JSON file: question i of specialty SPECS[i % 3], answer drawn with `seed`."""
+    rng = random.Random(seed)
+    items = [
+        {
+            "Question": f"Patient {i} has pain number {i * 7}. Which drug is best?",
+            "Options": list(OPTS),
+            "Answer": OPTS[rng.randrange(4)],
+            "Specialty": SPECS[i % 3],
+        }
+        for i in range(n)
+    ]
+    path.write_text(json.dumps(items))
+    return path
+
+
+def lm_eval_sample(doc_id: int, item: dict, lls: list[float], *, strings: bool = True, target=None) -> dict:
+    """One line as lm-eval 0.4 `--log_samples` writes it for a multiple-choice task (evaluator.py,
+    evaluation_tracker.py): arguments as gen_args_i/arg_j, resps and filtered_resps as strings
+    (sanitize_list) from 0.4.3 on, numbers before; the doc is the dataset row as given."""
+    letters = "ABCD"
+    context = f"Question: {item['Question']}\n" + "\n".join(f"{a}. {o}" for a, o in zip(letters, item["Options"]))
+    conv = str if strings else (lambda x: x)
+    gold = item["Options"].index(item["Answer"])
+    return {
+        "doc_id": doc_id,
+        "doc": item,
+        "target": str(gold if target is None else target),
+        "arguments": {
+            f"gen_args_{j}": {"arg_0": context + "\nAnswer:", "arg_1": f" {a}"} for j, a in enumerate(letters)
+        },
+        "resps": [[[conv(ll), conv(False)]] for ll in lls],
+        "filtered_resps": [[conv(ll), conv(False)] for ll in lls],
+        "filter": "none",
+        "metrics": ["acc", "acc_norm"],
+        "doc_hash": "0" * 64,
+        "prompt_hash": "0" * 64,
+        "target_hash": "0" * 64,
+        "acc": float(int(np.argmax(lls)) == gold),
+        "acc_norm": float(int(np.argmax(lls)) == gold),
+    }
+
+
+def write_samples(path, items, lls, order=None, **kw):
+    order = list(range(len(items))) if order is None else order
+    path.write_text("".join(json.dumps(lm_eval_sample(i, items[i], lls[i], **kw)) + "\n" for i in order))
+    return path
+
+
+def random_lls(n: int, seed: int) -> list[list[float]]:
+    rng = np.random.default_rng(seed)
+    return [list(map(float, -rng.uniform(0.5, 6.0, size=4))) for _ in range(n)]
+
+
+def expected_table(items, lls) -> pd.DataFrame:
+    """Per specialty and overall: n and n_correct, from the log-likelihoods by hand."""
+    rows = []
+    for item, ll in zip(items, lls):
+        ok = int(np.argmax(ll)) == item["Options"].index(item["Answer"])
+        rows += [(item["Specialty"], ok), ("ALL", ok)]
+    frame = pd.DataFrame(rows, columns=["specialty", "ok"])
+    return frame.groupby("specialty")["ok"].agg(["size", "sum"])
+
+
+@pytest.mark.parametrize("strings", [True, False])
+def test_reads_lm_eval_samples_format(tmp_path, strings):
+    data = qa_file(tmp_path / "qa.json")
+    items = json.loads(data.read_text())
+    lls = random_lls(len(items), 1)
+    samples = write_samples(tmp_path / "samples_mc_2024.jsonl", items, lls, strings=strings)
+    res = from_lm_eval({"m": samples}, data)
+    assert isinstance(res, MCEvaluation)
+    acc = res.accuracy().set_index("specialty")
+    exp = expected_table(items, lls)
+    for spec in exp.index:
+        assert acc.loc[spec, "n"] == exp.loc[spec, "size"]
+        assert acc.loc[spec, "n_correct"] == exp.loc[spec, "sum"]
+        assert acc.loc[spec, "acc_lo"] <= acc.loc[spec, "acc"] <= acc.loc[spec, "acc_hi"]
+    frame = res.to_pandas()
+    np.testing.assert_array_equal(np.array(list(frame["option_logp"])), np.array(lls))
+
+
+def test_matches_by_question_text_when_doc_ids_are_shuffled(tmp_path):
+    data = qa_file(tmp_path / "qa.json")
+    items = json.loads(data.read_text())
+    lls = random_lls(len(items), 2)
+    order = list(range(len(items)))
+    random.Random(3).shuffle(order)
+    good = from_lm_eval({"m": write_samples(tmp_path / "a.jsonl", items, lls)}, data).to_pandas()
+    # doc ids renumbered 0.. in the shuffled order: only the question text can tell which is which
+    lines = [lm_eval_sample(k, items[i], lls[i]) for k, i in enumerate(order)]
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    back = from_lm_eval({"m": tmp_path / "b.jsonl"}, data).to_pandas().set_index("item_id")
+    for _, row in good.iterrows():
+        assert back.loc[row["item_id"], "option_logp"] == row["option_logp"]
+
+
+def _mutated(tmp_path, items, lls, change):
+    lines = [lm_eval_sample(i, it, ll) for i, (it, ll) in enumerate(zip(items, lls))]
+    change(lines, items)
+    path = tmp_path / "bad.jsonl"
+    path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
+    return path
+
+
+def _other_question(ls, items):
+    """Line 4 holds a question that is not in the file (doc and prompt both)."""
+    ls[3]["doc"] = {**items[3], "Question": "Something else entirely, not in the file?"}
+    for arg in ls[3]["arguments"].values():
+        arg["arg_0"] = arg["arg_0"].replace(items[3]["Question"], "Something else entirely?")
+
+
+def _wrong_target(ls, items):
+    """Line 2's target is a valid option index, but not the answer."""
+    ls[1]["target"] = str((items[1]["Options"].index(items[1]["Answer"]) + 1) % 4)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (_other_question, r"line 4 \(doc_id 3\): the sample does not match .*record 3 is"),
+        (lambda ls, it: ls[2].update(filtered_resps=ls[2]["filtered_resps"][:3]), r"line 3 .*3 option log-likelihoods"),
+        (_wrong_target, r"line 2 .*target '\d' is not the answer"),
+        (lambda ls, it: ls.append(json.dumps(ls[0])), r"line 13 .*already given on line 1"),
+        (lambda ls, it: ls.__setitem__(5, "{not json"), r"line 6: not JSON"),
+        (lambda ls, it: ls[0].update(doc_id="zero"), r"line 1 .*'doc_id' 'zero' is not an integer"),
+        (lambda ls, it: ls[4].update(filtered_resps=[["x", "False"]] * 4), r"line 5 .*not \[loglik, is_greedy\]"),
+    ],
+)
+def test_mismatches_are_one_line_errors_naming_the_doc(tmp_path, change, message):
+    data = qa_file(tmp_path / "qa.json")
+    items = json.loads(data.read_text())
+    lls = random_lls(len(items), 4)
+    bad = _mutated(tmp_path, items, lls, change)
+    with pytest.raises(ValueError, match=message) as info:
+        from_lm_eval({"m": bad}, data)
+    assert "\n" not in str(info.value) and "bad.jsonl" in str(info.value)
+    out = tmp_path / "r.json"
+    assert main(["evaluate", "--from-lm-eval", f"m={bad}", "--data", str(data), "--out", str(out)]) == 2
+    assert not out.exists()
+
+
+def test_matrix_from_lm_eval_runs_the_own_specialty_test(tmp_path, capsys):
+    """Three 'adapters' named after specialties, each right on its own specialty only, and a base."""
+    data = qa_file(tmp_path / "qa.json", n=30)
+    items = json.loads(data.read_text())
+    files = {}
+    for name in ("base", *SPECS):
+        lls = []
+        for item in items:
+            gold = item["Options"].index(item["Answer"])
+            right = item["Specialty"] == name
+            lls.append([-1.0 if (j == gold) == right else -3.0 for j in range(4)])
+        files[name] = write_samples(tmp_path / f"{name}.jsonl", items, lls)
+    args = ["evaluate", "--data", str(data), "--out", str(tmp_path / "m.json"), "--matrix"]
+    for name, path in files.items():
+        args += ["--from-lm-eval", f"{name}={path}"]
+    assert main(args) == 0
+    m = AccuracyMatrix.load(tmp_path / "m.json")
+    assert m.trained_on() == {"base": None, **{s: s for s in SPECS}}
+    c = m.contrast()
+    assert list(c["is_best"]) == [True] * 3 and c.attrs["n_best"] == 3
+    assert (m.table().loc["base", list(SPECS)] == 0).all()
+    assert "own adapter best on 3/3" in capsys.readouterr().out
+
+
+def test_results_json_has_lm_eval_layout(tmp_path):
+    data = qa_file(tmp_path / "qa.json", n=21)
+    items = json.loads(data.read_text())
+    res = from_lm_eval({"m": write_samples(tmp_path / "s.jsonl", items, random_lls(21, 5))}, data)
+    payload = json.loads(res.to_lm_eval(tmp_path / "results.json").read_text())
+    acc = res.accuracy().set_index("specialty")
+    frame = res.to_pandas()
+    assert payload["results"][TASK]["acc,none"] == pytest.approx(acc.loc["ALL", "acc"])
+    values = frame["correct"].astype(float).to_numpy()
+    assert payload["results"][TASK]["acc_stderr,none"] == pytest.approx(values.std(ddof=1) / math.sqrt(len(values)))
+    assert payload["group_subtasks"][TASK] == sorted(subtask_name(s) for s in SPECS)
+    for spec in SPECS:
+        sub = payload["results"][subtask_name(spec)]
+        assert sub["acc,none"] == pytest.approx(acc.loc[spec, "acc"])
+        assert sub["acc_norm,none"] == pytest.approx(acc.loc[spec, "acc_norm"])
+        assert payload["n-samples"][subtask_name(spec)]["effective"] == acc.loc[spec, "n"]
+    assert set(payload["configs"]) == set(payload["versions"]) == set(payload["results"])
+
+
+def test_round_trip_model_to_lm_eval_files_and_back(tiny_llama, tmp_path):
+    """specprobe evaluates a tiny model and adapter, writes lm-eval files, reads them back: identical."""
+    base, adapter = tiny_llama
+    data = qa_file(tmp_path / "qa.json", n=12)
+    out, lm_dir = tmp_path / "direct.json", tmp_path / "lm"
+    cmd = ["evaluate", "--model", str(base), "--adapter", str(adapter), "--data", str(data), "--no-progress"]
+    assert main([*cmd, "--out", str(out), "--lm-eval-out", str(lm_dir)]) == 0
+    direct = MCEvaluation.load(out)
+    back_args = ["evaluate", "--data", str(data), "--out", str(tmp_path / "back.json")]
+    for model in ("base", "tuned"):
+        back_args += ["--from-lm-eval", f"{model}={lm_dir / model / f'samples_{TASK}.jsonl'}"]
+        assert (lm_dir / model / "results.json").exists()
+    assert main(back_args) == 0
+    back = MCEvaluation.load(tmp_path / "back.json")
+    pd.testing.assert_frame_equal(direct.accuracy(), back.accuracy())
+    d, b = direct.to_pandas(), back.to_pandas()
+    assert list(d["option_logp"]) == list(b["option_logp"]) and list(d["pred_norm"]) == list(b["pred_norm"])
+    # and the API: to_lm_eval_samples with the data recorded in the metadata
+    path = direct.to_lm_eval_samples(tmp_path / "t.jsonl", model="tuned")
+    tuned = direct.accuracy().query("model == 'tuned'").reset_index(drop=True)
+    pd.testing.assert_frame_equal(from_lm_eval({"tuned": path}, data).accuracy(), tuned)
+    assert len(load_qa(data)) == len(path.read_text().splitlines())
+
+
+def test_from_lm_eval_cli_needs_no_model_and_refuses_one(tmp_path, capsys):
+    data = qa_file(tmp_path / "qa.json")
+    items = json.loads(data.read_text())
+    s = write_samples(tmp_path / "s.jsonl", items, random_lls(len(items), 6))
+    args = ["evaluate", "--from-lm-eval", str(s), "--data", str(data), "--out", str(tmp_path / "r.json")]
+    assert main([*args, "--model", "x"]) == 2
+    assert "leave out --model" in capsys.readouterr().err
+    assert main(["evaluate", "--data", str(data), "--out", str(tmp_path / "r.json")]) == 2
+    assert "--model is required" in capsys.readouterr().err
+    assert main(args) == 0
+    assert MCEvaluation.load(tmp_path / "r.json").to_pandas()["model"].unique().tolist() == ["s"]
