@@ -93,6 +93,7 @@ class Reader(threading.Thread):
         return self.bad
 
     def scan(self) -> None:
+        """Parse every final-named file that is new or changed since the last scan."""
         for dirpath, dirnames, filenames in os.walk(self.root):
             dirnames[:] = [d for d in dirnames if not _temporary(d)]
             for name in filenames:
@@ -108,8 +109,19 @@ class Reader(threading.Thread):
                 except FileNotFoundError:
                     continue  # removed (an old checkpoint pruned) between the listing and the read
                 except Exception as exc:  # noqa: BLE001 - any failure to parse is the finding
+                    if _stat_key(path) != key:
+                        continue  # pruned or replaced while being read (safetensors says RuntimeError then)
                     self.bad.append(f"{path.relative_to(self.root)}: {type(exc).__name__}: {exc}"[:300])
                 self.seen[path] = key
+
+
+def _stat_key(path: Path) -> tuple[int, int, int] | None:
+    """(inode, size, mtime) of `path`, or None once it is gone."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 # -- the commands -----------------------------------------------------------------------------------------
