@@ -19,6 +19,7 @@ from specprobe.utils.interrupts import SignalInterrupt
 COMMAND_MODULES = (
     "specprobe.probe.cli",
     "specprobe.probe.layers_cli",
+    "specprobe.probe.analyze_cli",
     "specprobe.terms.cli",
     "specprobe.finetune.cli",
     "specprobe.app.demo_cli",

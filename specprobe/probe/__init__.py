@@ -1,7 +1,10 @@
 """The analyses: base vs fine-tuned token log-probabilities of clinical terms in context (`compare`),
-and the layer views (`layers`: logit lens; `patch`: activation patching; `logit_attribution`)."""
+the layer views (`layers`: logit lens; `patch`: activation patching; `logit_attribution`), and analyses
+of saved results (`seen_unseen`: seen vs unseen training terms; `accuracy_link`: term change vs
+accuracy change)."""
 
 from specprobe.core.models import ModelLoadError, ModelPair  # what compare and the layer views take
+from specprobe.probe.analyses import AccuracyLink, SeenUnseen, accuracy_link, seen_unseen
 from specprobe.probe.compare import compare
 from specprobe.probe.comparison import Comparison
 from specprobe.probe.layers import LayerView, layers
@@ -18,6 +21,10 @@ __all__ = [
     "Patching",
     "logit_attribution",
     "LogitAttribution",
+    "seen_unseen",
+    "SeenUnseen",
+    "accuracy_link",
+    "AccuracyLink",
     "MatchOptions",
     "ProbeOptions",
     "ModelPair",

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from specprobe.reports import analyses as A
 from specprobe.reports import sections as S
 from specprobe.reports.page import Page, Section, flatten, write_page
 
@@ -162,3 +163,8 @@ def layers_page(
         S.method_notes_section(["layers", "ci"]),
     ]
     return Page(title or "specprobe layer view (logit lens)", secs, subtitle=_subtitle(result.metadata))
+
+
+# the analyses of saved results (seen vs unseen terms, term change vs accuracy change): reports/analyses.py
+register("seen_unseen")(A.seen_unseen_page)
+register("accuracy_link")(A.accuracy_link_page)

@@ -1,0 +1,288 @@
+"""`accuracy_link(evaluation, comparison)`: does a question's change in term probability go with its
+change in accuracy?
+
+Per (adapter, question): the accuracy change correct(tuned) - correct(base) (-1, 0 or +1), the change
+of the correct option's log-likelihood margin (its log-likelihood minus the best other option's), and
+the mean term delta of that question's text in the Comparison. Their Spearman correlation is reported
+per specialty and overall with a question-clustered bootstrap CI and a within-(adapter, specialty)
+permutation test (`rank_stats`).
+
+Layering: `probe` may not import `finetune`, so the evaluation is read as a table, from anything with
+`to_pandas()` (an `MCEvaluation`), an `AccuracyMatrix` (its per-item outcomes; no margins), a
+DataFrame with MCEvaluation's columns, or a saved result's path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, cast
+
+import numpy as np
+import pandas as pd
+
+from specprobe.core.results import Result
+from specprobe.probe.analyses.rank_stats import rank_correlation
+from specprobe.probe.comparison import METRICS, Comparison
+from specprobe.probe.stats import holm
+
+BASE = "base"
+OVERALL = "ALL"
+NO_SPECIALTY = "(none)"
+OUTCOMES = ("acc_change", "margin_change")
+PREDICTORS = ("term_delta", "term_minus_control")
+
+
+class AccuracyLink(Result):
+    """One row per (adapter, question) scored in both the evaluation and the Comparison: the question's
+    mean term delta (and minus its control words'), base and tuned correctness and margins, and their
+    changes. `correlations()` gives Spearman's rho with CIs and permutation p-values."""
+
+    kind: ClassVar[str] = "accuracy_link"
+    tuple_columns: ClassVar[tuple[str, ...]] = ("specialties",)
+    columns: ClassVar[list[str]] = [
+        "adapter",
+        "item_id",
+        "specialties",
+        "n_occurrences",
+        "term_delta",
+        "control_delta",
+        "term_minus_control",
+        "correct_base",
+        "correct_tuned",
+        "acc_change",
+        "margin_base",
+        "margin_tuned",
+        "margin_change",
+    ]
+
+    def correlations(
+        self,
+        outcomes: Sequence[str] = OUTCOMES,
+        *,
+        x: str = "term_delta",
+        n_boot: int = 2000,
+        n_perm: int = 2000,
+        seed: int = 0,
+    ) -> pd.DataFrame:
+        """Per outcome and specialty (a question of several counts in each; plus "ALL"): n questions,
+        Spearman's rho of `x` with the outcome, its 95% CI (bootstrap over questions, all adapters'
+        rows of a question together), the two-sided permutation p (x shuffled within adapter x
+        specialty) and p_holm (Holm across the specialties of one outcome; not for ALL)."""
+        if x not in PREDICTORS:
+            raise ValueError(f"x must be one of {PREDICTORS}, got {x!r}")
+        bad = [o for o in outcomes if o not in OUTCOMES]
+        if bad:
+            raise ValueError(f"outcomes must be among {OUTCOMES}, got {bad[0]!r}")
+        df = self._frame.assign(_specs=self._frame["specialties"].map(lambda s: tuple(s) or (NO_SPECIALTY,)))
+        parts = [(spec, g, g["adapter"]) for spec, g in df.explode("_specs").groupby("_specs", sort=True)]
+        strata_all = df["adapter"].astype(str) + "|" + df["_specs"].map("|".join)
+        parts.append((OVERALL, df, strata_all))
+        rows = []
+        for outcome in outcomes:
+            for spec, g, strata in parts:
+                est = rank_correlation(
+                    g[x], g[outcome], clusters=g["item_id"], strata=strata, n_boot=n_boot, n_perm=n_perm, seed=seed
+                )
+                rows.append(
+                    {
+                        "outcome": outcome,
+                        "specialty": spec,
+                        "n": est.n,
+                        "n_questions": est.n_clusters,
+                        "rho": est.rho,
+                        "ci_low": est.ci_low,
+                        "ci_high": est.ci_high,
+                        "p_perm": est.p_value,
+                    }
+                )
+        out = pd.DataFrame(rows)
+        out["p_holm"] = np.nan
+        for outcome in outcomes:
+            mask = (out["outcome"] == outcome) & (out["specialty"] != OVERALL)
+            out.loc[mask, "p_holm"] = holm(out.loc[mask, "p_perm"])
+        out.attrs.update({"x": x, "n_boot": n_boot, "n_perm": n_perm})
+        return out
+
+    def summary(self, x: str = "term_delta") -> str:
+        """Plain-text correlation table for terminals and logs."""
+        table = self.correlations(x=x)
+        return table.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+
+
+# -- reading the inputs ------------------------------------------------------------------------------
+def _load(obj: Any) -> Any:
+    return Result.load(obj) if isinstance(obj, (str, os.PathLike)) else obj
+
+
+def evaluation_items(evaluation: Any) -> pd.DataFrame:
+    """Per-(model, question) rows from an MCEvaluation (or its path, or its `to_pandas()` table) or an
+    AccuracyMatrix (its stored per-item outcomes: no option log-likelihoods, so no margins)."""
+    evaluation = _load(evaluation)
+    if getattr(evaluation, "kind", None) == "accuracy_matrix":
+        items = evaluation.extras.get("items") or {}
+        if not items:
+            raise ValueError("the AccuracyMatrix holds no per-question outcomes (extras 'items'); re-run the matrix")
+        rows = [
+            {"model": m, "item_id": str(i), "correct": bool(c)}
+            for m, d in items.items()
+            for i, c in zip(d["ids"], d["correct"])
+        ]
+        return pd.DataFrame(rows)
+    frame = evaluation if isinstance(evaluation, pd.DataFrame) else getattr(evaluation, "to_pandas", lambda: None)()
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(
+            f"evaluation must be an MCEvaluation, an AccuracyMatrix or a DataFrame, got {type(evaluation).__name__}"
+        )
+    missing = [c for c in ("model", "item_id", "correct") if c not in frame]
+    if missing:
+        raise ValueError(f"the evaluation table has no column {missing[0]!r} (columns: {list(frame.columns)})")
+    return frame.assign(item_id=frame["item_id"].astype(str))
+
+
+def _margin(row: Mapping, norm: bool) -> float:
+    """The correct option's log-likelihood minus the best other option's (per character with `norm`)."""
+    lp = row.get("option_logp")
+    ans = row.get("answer_index")
+    if lp is None or ans is None or not isinstance(lp, (list, tuple, np.ndarray)) or len(lp) < 2:
+        return float("nan")
+    values = np.asarray(lp, dtype=float)
+    if norm:
+        values = values / np.maximum(1.0, np.asarray(row.get("option_n_chars") or [1] * len(values), dtype=float))
+    return float(values[int(ans)] - np.delete(values, int(ans)).max())
+
+
+def _per_question_eval(items: pd.DataFrame, model: str, norm: bool) -> pd.DataFrame:
+    g = cast(pd.DataFrame, items[items["model"] == model])
+    twice = [str(i) for i in g.loc[g["item_id"].duplicated(), "item_id"]]
+    if twice:
+        raise ValueError(f"the evaluation has question {twice[0]!r} twice for model {model!r}")
+    col = "correct_norm" if norm and "correct_norm" in g else "correct"
+    out = pd.DataFrame({"item_id": g["item_id"], "correct": g[col].astype(float)})
+    out["margin"] = [_margin(r, norm) for r in g.to_dict("records")]
+    if "specialties" in g:
+        out["specialties"] = g["specialties"].map(lambda s: tuple(s) if isinstance(s, (list, tuple)) else ())
+    return out.set_index("item_id")
+
+
+def _per_question_delta(comp: Any, metric: str) -> pd.DataFrame:
+    """Per text: number of term occurrences, mean term delta, mean control-word delta, its specialties."""
+    comp = _load(comp)
+    frame = comp.scored() if isinstance(comp, Comparison) else comp
+    if not isinstance(frame, pd.DataFrame) or metric not in frame or "text_id" not in frame:
+        raise TypeError(f"comparison must be a Comparison (or its path, or its table with text_id and {metric})")
+    frame = cast(pd.DataFrame, frame[np.isfinite(frame[metric].astype(float))])
+    is_ctrl = frame["is_control"].astype(bool)
+    terms, ctrl = cast(pd.DataFrame, frame[~is_ctrl]), cast(pd.DataFrame, frame[is_ctrl])
+    by_text = terms.groupby("text_id", sort=False)  # the texts in the Comparison's order
+    out = pd.DataFrame({"n_occurrences": by_text[metric].size(), "term_delta": by_text[metric].mean()})
+    out["control_delta"] = cast(pd.Series, ctrl.groupby("text_id")[metric].mean()).reindex(out.index)
+    if "text_specialties" in terms:
+        out["text_specialties"] = by_text["text_specialties"].first().map(tuple)
+    out.index = out.index.astype(str)
+    return out
+
+
+def _models(items: pd.DataFrame, comparison: Any, tuned: str | None, base: str) -> dict[str, Any]:
+    """{tuned model label in the evaluation: its comparison}."""
+    labels = list(dict.fromkeys(items["model"]))
+    if base not in labels:
+        raise ValueError(f"the evaluation has no base model {base!r} (models: {labels}); pass base=")
+    if isinstance(comparison, Mapping):
+        absent = [k for k in comparison if k not in labels]
+        if absent:
+            raise ValueError(f"comparison {absent[0]!r} has no model of that name in the evaluation (models: {labels})")
+        return {str(k): v for k, v in comparison.items()}
+    if tuned is None:
+        others = [m for m in labels if m != base]
+        if len(others) != 1:
+            raise ValueError(f"the evaluation has models {labels}: pass tuned= (the adapter this comparison is of)")
+        tuned = others[0]
+    if tuned not in labels:
+        raise ValueError(f"the evaluation has no model {tuned!r} (models: {labels})")
+    return {str(tuned): comparison}
+
+
+def _join(label: str, base_q: pd.DataFrame, tuned_q: pd.DataFrame, deltas: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The rows of one adapter: questions in the evaluation (base and tuned) and in its comparison."""
+    ids = [i for i in deltas.index if i in base_q.index and i in tuned_q.index]
+    d, b, t = deltas.loc[ids], base_q.loc[ids], tuned_q.loc[ids]
+    if "specialties" in t:
+        specs = list(t["specialties"])
+    elif "text_specialties" in d:
+        specs = list(d["text_specialties"])
+    else:
+        specs = [()] * len(ids)
+    return pd.DataFrame(
+        {
+            "adapter": name,
+            "item_id": ids,
+            "specialties": specs,
+            "n_occurrences": d["n_occurrences"].to_numpy(dtype=int),
+            "term_delta": d["term_delta"].to_numpy(dtype=float),
+            "control_delta": d["control_delta"].to_numpy(dtype=float),
+            "term_minus_control": (d["term_delta"] - d["control_delta"]).to_numpy(dtype=float),
+            "correct_base": b["correct"].to_numpy(dtype=float),
+            "correct_tuned": t["correct"].to_numpy(dtype=float),
+            "acc_change": (t["correct"] - b["correct"]).to_numpy(dtype=float),
+            "margin_base": b["margin"].to_numpy(dtype=float),
+            "margin_tuned": t["margin"].to_numpy(dtype=float),
+            "margin_change": (t["margin"] - b["margin"]).to_numpy(dtype=float),
+        },
+        columns=AccuracyLink.columns,
+    )
+
+
+def accuracy_link(
+    evaluation: Any,
+    comparison: Any,
+    *,
+    tuned: str | None = None,
+    base: str = BASE,
+    metric: str = "delta_per_token",
+    norm: bool = False,
+) -> AccuracyLink:
+    """Join per-question accuracy changes with per-question term deltas (see the module doc).
+
+    `evaluation`: an MCEvaluation of base and tuned (model labels "base" and "tuned"), an AccuracyMatrix
+    (models "base" and the adapters' names), their `to_pandas()` table, or a saved file's path.
+    `comparison`: that adapter's Comparison (or its path); or a mapping {evaluation model label:
+    Comparison} for several adapters at once. `tuned`: the evaluation's label of the adapter (default:
+    the one model besides `base`). `metric`: "delta_per_token" or "delta". `norm`: use acc_norm and
+    per-character margins. Questions are joined by id (the Comparison's text ids are the questions' ids
+    when the texts are the evaluated questions); those in only one input are counted in `extras`.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    evaluation = _load(evaluation)
+    items = evaluation_items(evaluation)
+    named = {k: _load(v) for k, v in _models(items, comparison, tuned, base).items()}
+    base_q = _per_question_eval(items, base, norm)
+    frames, unmatched = [], {}
+    for label, comp in named.items():
+        deltas = _per_question_delta(comp, metric)
+        tuned_q = _per_question_eval(items, label, norm)
+        frame = _join(label, base_q, tuned_q, deltas, label)
+        unmatched[label] = {
+            "comparison_only": int(len(deltas) - len(frame)),
+            "evaluation_only": int(len(tuned_q.index.difference(deltas.index))),
+        }
+        frames.append(frame)
+    frame = pd.concat(frames, ignore_index=True)
+    if frame.empty:
+        raise ValueError(
+            "no question is in both the evaluation and the comparison (are the comparison's texts the "
+            "evaluated questions, with the same ids?)"
+        )
+    has_margin = bool(np.isfinite(frame["margin_change"]).any())
+    meta = {"metric": metric, "norm": norm, "base_label": base, "adapters": list(named), "has_margins": has_margin}
+    meta["evaluation"] = _provenance(evaluation, ("kind", "base", "base_weights_sha256", "data", "created"))
+    meta["comparisons"] = {k: _provenance(c, ("tuned", "adapter_sha256", "created")) for k, c in named.items()}
+    return AccuracyLink(frame, meta, {"unmatched": unmatched})
+
+
+def _provenance(obj: Any, keys: Sequence[str]) -> dict:
+    """The identifying metadata of an input result (empty for a plain table)."""
+    meta = dict(getattr(obj, "metadata", {}) or {})
+    meta["kind"] = getattr(obj, "kind", "table")
+    return {k: meta[k] for k in keys if k in meta}

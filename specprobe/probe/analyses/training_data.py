@@ -1,0 +1,204 @@
+"""The questions an adapter was trained on, read from its `manifest.json` and checked, never guessed.
+
+`specprobe.finetune.train` writes beside each adapter a manifest that records the training data (its
+path and sha256) and the specialty filter. This module reopens that data file, checks its sha256
+against the manifest, applies the same filter and checks the number of questions it gives, so the
+"seen" terms of an adapter are exactly those of the questions it saw.
+
+The probe layer may not import `specprobe.finetune` (import contract), so the two small rules it
+needs from there are restated here and tested to agree with it (`tests/test_analyses_seen_unseen.py`):
+how a list of records is hashed (`records_sha256`) and how questions are selected by specialty
+(`select_trained`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from specprobe.terms.datasets import QARecord, load_qa
+from specprobe.utils.io import read_json, sha256_file, sha256_text
+
+MANIFEST = "manifest.json"
+NO_SPECIALTY = "(none)"  # what finetune calls the specialty of a question without one
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """An adapter's training questions: the records, the specialties it was trained on (None: all),
+    where they came from, and the adapter's own identity (for checks against a Comparison)."""
+
+    records: tuple[QARecord, ...]
+    specialties: tuple[str, ...] | None
+    source: dict
+    adapter: str | None
+    adapter_sha256: str | None
+    name: str
+
+    @property
+    def ids(self) -> frozenset[str]:
+        return frozenset(r.id for r in self.records)
+
+
+def records_sha256(records: Sequence[QARecord]) -> str:
+    """The sha256 `finetune.train` records for data given as a list of `QARecord`s (not a file)."""
+    return sha256_text(
+        json.dumps([[r.id, r.question, list(r.options), r.answer, list(r.specialties)] for r in records])
+    )
+
+
+def select_trained(records: Sequence[QARecord], specialties: Sequence[str] | None) -> list[QARecord]:
+    """The records a run with specialty filter `specialties` trained on (None: all; case-insensitive;
+    a question without a specialty counts as "(none)"), as `finetune.data.select` picks them."""
+    if specialties is None:
+        return list(records)
+    wanted = {s.lower() for s in specialties}
+    return [r for r in records if {s.lower() for s in (r.specialties or (NO_SPECIALTY,))} & wanted]
+
+
+def read_adapter_manifest(adapter: Any) -> tuple[dict | None, str | None]:
+    """(manifest or None when the directory has none, adapter directory or None) from an adapter
+    directory, a manifest.json path, a manifest dict, or an object with a `.manifest` dict (a `TrainRun`)."""
+    if isinstance(adapter, Mapping):
+        return dict(adapter), None
+    if hasattr(adapter, "manifest") and isinstance(adapter.manifest, Mapping):
+        path = getattr(adapter, "path", None)
+        return dict(adapter.manifest), str(path) if path is not None else None
+    if not isinstance(adapter, (str, os.PathLike)):
+        raise TypeError(
+            f"adapter must be an adapter directory, a manifest.json path or a manifest dict, got {adapter!r:.60}"
+        )
+    path = Path(adapter)
+    folder = path.parent if path.name == MANIFEST else path
+    if not folder.is_dir():
+        raise FileNotFoundError(f"adapter directory not found: {folder}")
+    file = folder / MANIFEST
+    if not file.exists():
+        return None, str(folder)
+    manifest = read_json(file)
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{file}: not a JSON object")
+    return manifest, str(folder)
+
+
+def _trained_specialties(manifest: Mapping, where: str) -> tuple[str, ...] | None:
+    spec = manifest.get("specialty", manifest.get("filter", {}).get("specialty"))
+    if spec is None or spec == "all":
+        return None
+    if isinstance(spec, str):
+        return (spec,)
+    if isinstance(spec, list) and spec and all(isinstance(s, str) for s in spec):
+        return tuple(spec)
+    raise ValueError(f"{where}: field 'specialty' must be a list of names or null, got {spec!r}")
+
+
+def _load_checked(train_data: Any, recorded: Mapping, where: str) -> tuple[list[QARecord], dict]:
+    """The records of `train_data` (or of the manifest's data path), whose sha256 must be the recorded one."""
+    expected = recorded.get("sha256")
+    if not isinstance(expected, str) or not expected:
+        raise ValueError(f"{where}: field 'data.sha256' is missing; the training data cannot be checked")
+    if train_data is None:
+        path = recorded.get("path")
+        if not path:
+            raise ValueError(
+                f"{where}: the adapter was trained on records passed in memory (field 'data.path' is null); "
+                "pass them as train_data= (--train-data)"
+            )
+        train_data = path
+    if isinstance(train_data, (str, os.PathLike)):
+        path = Path(train_data)
+        if not path.exists():
+            raise FileNotFoundError(f"training data file not found: {path} (recorded in {where}); pass train_data=")
+        digest = sha256_file(path)
+        records, source = load_qa(path), {"path": str(path)}
+    else:
+        records = list(train_data)
+        if not all(isinstance(r, QARecord) for r in records):
+            raise TypeError("train_data must be a QA file path or a list of QARecord")
+        digest, source = records_sha256(records), {"path": None}
+    if digest != expected:
+        raise ValueError(
+            f"training data {source['path'] or '(records)'} has sha256 {digest[:12]}..., but {where} "
+            f"records {expected[:12]}...: not the data this adapter was trained on"
+        )
+    return records, {**source, "sha256": digest}
+
+
+def training_data(adapter: Any, train_data: Any = None, specialty: str | Sequence[str] | None = None) -> TrainingData:
+    """The questions `adapter` was trained on, checked against its manifest.
+
+    `adapter`: an adapter directory (with the manifest.json `finetune.train` wrote), a manifest.json
+    path, a manifest dict, or a `TrainRun`. `train_data`: the QA file or records, when the manifest's
+    path is not valid here (moved, another machine) or the run was given records; its sha256 must still
+    equal the manifest's, and the number of questions the manifest's specialty filter selects must
+    equal its count. An adapter without a manifest needs `train_data` (then taken as given, filtered by
+    `specialty` if one is named: nothing can be checked, and `source["checked"]` says so).
+    """
+    manifest, folder = read_adapter_manifest(adapter)
+    if manifest is None:
+        return _unchecked(folder, train_data, specialty)
+    where = f"{folder}/{MANIFEST}" if folder else "the manifest"
+    data = manifest.get("data")
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where}: field 'data' is missing; not a manifest written by specprobe finetune")
+    records, source = _load_checked(train_data, data, where)
+    specialties = _trained_specialties(manifest, where)
+    if specialty is not None and _names(specialty) != (specialties and sorted(s.lower() for s in specialties)):
+        raise ValueError(f"specialty={specialty!r}, but {where} records training on {list(specialties or ['all'])}")
+    chosen = select_trained(records, specialties)
+    expected_n = manifest.get("filter", {}).get("n_examples")
+    if isinstance(expected_n, int) and expected_n != len(chosen):
+        raise ValueError(
+            f"{where}: field 'filter.n_examples' is {expected_n}, but the filter {list(specialties or ['all'])} "
+            f"selects {len(chosen)} questions from {source['path'] or 'the records'}"
+        )
+    return _made(chosen, specialties, {**source, "checked": True}, folder, where)
+
+
+def _names(specialty: str | Sequence[str]) -> list[str] | None:
+    names = [specialty] if isinstance(specialty, str) else list(specialty)
+    names = [n.strip().lower() for n in names if n.strip()]
+    return None if not names or "all" in names else sorted(names)
+
+
+def _unchecked(folder: str | None, train_data: Any, specialty: str | Sequence[str] | None) -> TrainingData:
+    """An adapter without a manifest: the training data must be given, and is taken as given."""
+    if train_data is None:
+        raise FileNotFoundError(
+            f"{folder}/{MANIFEST}: no manifest (the adapter was not trained by specprobe, or is unfinished), so "
+            "its training data cannot be known; pass train_data= (--train-data) with the questions it was trained on"
+        )
+    if isinstance(train_data, (str, os.PathLike)):
+        records, source = load_qa(train_data), {"path": str(train_data), "sha256": sha256_file(train_data)}
+    else:
+        records = list(train_data)
+        if not all(isinstance(r, QARecord) for r in records):
+            raise TypeError("train_data must be a QA file path or a list of QARecord")
+        source = {"path": None, "sha256": records_sha256(records)}
+    names = _names(specialty) if specialty is not None else None
+    specialties = tuple(names) if names else None
+    chosen = select_trained(records, specialties)
+    if specialties is None:  # all given records: they were trained on the specialties they have
+        specialties = tuple(sorted({s for r in records for s in r.specialties})) or None
+    return _made(chosen, specialties, {**source, "checked": False}, folder, str(source["path"] or "train_data"))
+
+
+def _made(
+    chosen: list[QARecord], specialties: tuple[str, ...] | None, source: dict, folder: str | None, where: str
+) -> TrainingData:
+    if not chosen:
+        raise ValueError(f"{where}: the specialty filter {list(specialties or ['all'])} selects no question")
+    name = ", ".join(specialties) if specialties else (Path(folder).name if folder else "all")
+    return TrainingData(tuple(chosen), specialties, source, folder, _adapter_weights_sha256(folder), name)
+
+
+def _adapter_weights_sha256(folder: str | None) -> str | None:
+    """sha256 of the adapter's weights file, as `ModelPair` records it in a Comparison's metadata."""
+    if folder is None:
+        return None
+    files = sorted(Path(folder).glob("adapter_model.*"))
+    return sha256_file(files[0]) if files else None

@@ -1,0 +1,247 @@
+"""accuracy_link on constructed cases with known answers, on real evaluate/compare outputs, and the rank
+statistics against scipy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from specprobe.finetune.evaluation import MCEvaluation
+from specprobe.probe.analyses import AccuracyLink, accuracy_link, accuracy_link_files
+from specprobe.probe.analyses.rank_stats import _draw_stats, permutation_p, rank_correlation, spearman
+from specprobe.probe.comparison import Comparison
+from specprobe.terms.datasets import QARecord
+
+N = 60
+SPECS = ("Cardiology", "Neurology")
+
+
+def mc_rows(model: str, ids, margins, specs) -> list[dict]:
+    """MCEvaluation rows whose correct option (index 0) leads the best other option by `margin`, so
+    correctness and margin agree as in a real evaluation."""
+    rows = []
+    for i, m, s in zip(ids, margins, specs):
+        logp = (float(m) - 5.0, -5.0, -6.0)
+        pred = int(np.argmax(logp))
+        rows.append(
+            {
+                "model": model,
+                "item_id": i,
+                "specialties": (s,),
+                "n_options": 3,
+                "answer_index": 0,
+                "option_logp": logp,
+                "option_n_tokens": (1, 1, 1),
+                "option_n_chars": (4, 4, 4),
+                "pred": pred,
+                "pred_norm": pred,
+                "correct": pred == 0,
+                "correct_norm": pred == 0,
+                "truncated": False,
+                "straddles": False,
+            }
+        )
+    return rows
+
+
+def evaluation(ids, base_margin, tuned_margin, specs, tuned: str = "tuned") -> MCEvaluation:
+    rows = mc_rows("base", ids, base_margin, specs) + mc_rows(tuned, ids, tuned_margin, specs)
+    return MCEvaluation(pd.DataFrame(rows, columns=MCEvaluation.columns))
+
+
+def comparison(ids, deltas, specs) -> Comparison:
+    """Two term occurrences per text around `delta` (mean = delta) and one control word."""
+    rows = []
+    for i, d, s in zip(ids, deltas, specs):
+        for term, value, ctrl in (("t1", d - 0.01, False), ("t2", d + 0.01, False), ("word", 0.0, True)):
+            rows.append(
+                {
+                    "text_id": i,
+                    "term": term,
+                    "specialties": ("control",) if ctrl else (s,),
+                    "text_specialties": (s,),
+                    "surface": term,
+                    "start": 0,
+                    "end": 2,
+                    "n_tokens": 1,
+                    "logp_base": -5.0,
+                    "logp_tuned": -5.0 + value,
+                    "delta": value,
+                    "delta_per_token": value,
+                    "token_logp_base": [-5.0],
+                    "token_logp_tuned": [-5.0 + value],
+                    "is_control": ctrl,
+                    "flags": "",
+                }
+            )
+    return Comparison(pd.DataFrame(rows, columns=Comparison.columns))
+
+
+def case(seed: int, link):
+    """N questions, two specialties; the tuned margin = base margin + link(delta, rng)."""
+    rng = np.random.default_rng(seed)
+    ids = [f"q{i}" for i in range(N)]
+    specs = [SPECS[i % 2] for i in range(N)]
+    deltas = rng.normal(0, 1, N)
+    base = rng.normal(-0.5, 0.3, N)
+    return ids, specs, deltas, base, base + link(deltas, rng)
+
+
+def row(table: pd.DataFrame, outcome: str, specialty: str = "ALL") -> pd.Series:
+    return table[(table["outcome"] == outcome) & (table["specialty"] == specialty)].iloc[0]
+
+
+def test_monotone_link_gives_rho_one_and_small_p():
+    ids, specs, d, base, tuned = case(0, lambda d, rng: 2 * d + d**3)
+    link = accuracy_link(evaluation(ids, base, tuned, specs), comparison(ids, d, specs))
+    frame = link.to_pandas()
+    assert len(frame) == N and np.allclose(frame["term_delta"], d) and np.allclose(frame["margin_change"], tuned - base)
+    table = link.correlations()
+    margin, acc = row(table, "margin_change"), row(table, "acc_change")
+    assert margin["rho"] == pytest.approx(1.0) and margin["ci_low"] == pytest.approx(1.0)
+    acc_change = (tuned > 0).astype(float) - (base > 0).astype(float)
+    assert acc["rho"] == pytest.approx(float(np.asarray(scipy.stats.spearmanr(d, acc_change)[0])))
+    for r in (margin, acc):
+        assert r["ci_low"] > 0 and r["p_perm"] < 0.01 and r["n_questions"] == N
+    per_spec = table[(table["outcome"] == "margin_change") & (table["specialty"] != "ALL")]
+    assert set(per_spec["specialty"]) == set(SPECS) and (per_spec["p_holm"] >= per_spec["p_perm"]).all()
+
+
+def test_unrelated_link_ci_covers_zero():
+    ids, specs, d, base, tuned = case(1, lambda d, rng: rng.normal(0, 1, d.size))
+    table = accuracy_link(evaluation(ids, base, tuned, specs), comparison(ids, d, specs)).correlations()
+    for outcome in ("acc_change", "margin_change"):
+        r = row(table, outcome)
+        assert r["ci_low"] < 0 < r["ci_high"], outcome
+
+
+def test_between_specialty_difference_is_not_significant_within():
+    """Cardiology questions have high deltas and gains, Neurology low ones, but within a specialty delta
+    and change are unrelated: the pooled rho is large, the within-specialty permutation test is not."""
+    rng = np.random.default_rng(2)
+    ids = [f"q{i}" for i in range(N)]
+    specs = [SPECS[i % 2] for i in range(N)]
+    shift = np.array([1.0 if s == SPECS[0] else -1.0 for s in specs])
+    d = shift + rng.normal(0, 0.1, N)
+    base = np.zeros(N) - 0.5
+    tuned = base + shift + rng.normal(0, 1, N)
+    link = accuracy_link(evaluation(ids, base, tuned, specs), comparison(ids, d, specs))
+    r = row(link.correlations(), "margin_change")
+    assert r["rho"] > 0.3 and r["ci_low"] > 0
+    assert r["p_perm"] > 0.05
+    frame = link.to_pandas()
+    assert permutation_p(frame["term_delta"], frame["margin_change"], None, n_perm=2000, seed=0) < 0.01
+
+
+def test_accuracy_matrix_and_several_adapters(tmp_path):
+    from specprobe.finetune.accuracy_matrix import AccuracyMatrix
+
+    ids, specs, d, base, tuned = case(3, lambda d, rng: 2 * d)
+    items = {
+        "base": {"ids": ids, "correct": list(base > 0), "correct_norm": list(base > 0)},
+        "cardio": {"ids": ids, "correct": list(tuned > 0), "correct_norm": list(tuned > 0)},
+        "neuro": {"ids": ids, "correct": list(base > 0), "correct_norm": list(base > 0)},
+    }
+    matrix = AccuracyMatrix(pd.DataFrame(columns=AccuracyMatrix.columns), {}, {"items": items})
+    comps = {"cardio": comparison(ids, d, specs), "neuro": comparison(ids, -d, specs)}
+    link = accuracy_link(matrix, comps)
+    frame = link.to_pandas()
+    assert list(frame["adapter"].unique()) == ["cardio", "neuro"] and bool(frame["margin_change"].isna().all())
+    assert not link.metadata["has_margins"]
+    table = link.correlations(outcomes=("acc_change",))
+    assert row(table, "acc_change")["n_questions"] == N and row(table, "acc_change")["n"] == 2 * N
+    with pytest.raises(ValueError, match="no model of that name"):
+        accuracy_link(matrix, {"derm": comps["cardio"]})
+    with pytest.raises(ValueError, match="pass tuned="):
+        accuracy_link(matrix, comps["cardio"])
+
+
+def test_roundtrip_report_files_and_cli(tmp_path):
+    from specprobe.app.cli import main
+
+    ids, specs, d, base, tuned = case(4, lambda d, rng: d)
+    eval_path = evaluation(ids, base, tuned, specs).save(tmp_path / "eval.json")
+    comp_path = comparison(ids, d, specs).save(tmp_path / "comparison.json.gz")
+    link = accuracy_link_files(eval_path, comp_path, tmp_path / "link.json.gz")
+    again = AccuracyLink.load(tmp_path / "link.json.gz")
+    assert isinstance(again, AccuracyLink) and again.to_pandas().equals(link.to_pandas())
+    assert again.correlations().equals(link.correlations())
+    html = again.report(tmp_path / "link.html").read_text()
+    assert "Term change vs accuracy change" in html
+    out = tmp_path / "out"
+    argv = ["analyze", "accuracy-link", "--evaluation", str(eval_path), "--comparison", str(comp_path)]
+    assert main([*argv, "--out", str(out), "--report"]) == 0
+    saved = pd.read_csv(out / "accuracy_link_correlations.csv")
+    assert np.allclose(saved["rho"], link.correlations()["rho"], equal_nan=True)
+    assert (out / "accuracy_link.html").exists()
+    assert main([*argv, "--out", str(out)]) == 2  # outputs exist, no --overwrite
+
+
+def test_real_evaluate_and_compare_join(tiny_llama):
+    """The ids of `evaluate` and of `compare` on the same questions meet: every question is joined."""
+    from specprobe.finetune import evaluate
+    from specprobe.probe import compare
+
+    base, adapter = tiny_llama
+    options = ("aspirin", "heparin", "insulin")
+    recs = [
+        QARecord(
+            f"q{i}", f"Which drug for patient {i} with chest pain or seizure?", options, options[i % 3], (SPECS[i % 2],)
+        )
+        for i in range(8)
+    ]
+    ev = evaluate(str(base), recs, str(adapter), progress=False)
+    comp = compare(
+        str(base),
+        str(adapter),
+        {"seizure": ["Neurology"], "aspirin": ["Cardiology"]},
+        recs,
+        controls=None,
+        progress=False,
+    )
+    link = accuracy_link(ev, comp)
+    frame = link.to_pandas()
+    assert sorted(frame["item_id"]) == sorted(r.id for r in recs)
+    assert link.extras["unmatched"]["tuned"] == {"comparison_only": 0, "evaluation_only": 0}
+    per_q = {(m, i): float(c) for m, i, c in ev.to_pandas()[["model", "item_id", "correct"]].itertuples(index=False)}
+    for item, change in zip(frame["item_id"], frame["acc_change"]):
+        assert change == per_q[("tuned", item)] - per_q[("base", item)]
+
+
+values = st.lists(st.integers(-3, 3), min_size=3, max_size=30)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(st.data())
+def test_spearman_matches_scipy(data):
+    x = data.draw(values)
+    y = data.draw(st.lists(st.integers(-3, 3), min_size=len(x), max_size=len(x)))
+    expected = float(np.asarray(scipy.stats.spearmanr(x, y)[0]))
+    ours = spearman(x, y)
+    assert (np.isnan(ours) and np.isnan(expected)) or ours == pytest.approx(expected)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.integers(3, 8), st.integers(1, 3), st.integers(0, 10_000))
+def test_vectorised_bootstrap_equals_the_loop(k, size, seed):
+    rng = np.random.default_rng(seed)
+    x, y = rng.integers(0, 4, k * size).astype(float), rng.normal(size=k * size)
+    members = [np.arange(c * size, (c + 1) * size) for c in range(k)]
+    draws = rng.integers(0, k, size=(5, k))
+    loop = [
+        spearman(x[np.concatenate([members[c] for c in d])], y[np.concatenate([members[c] for c in d])]) for d in draws
+    ]
+    np.testing.assert_allclose(_draw_stats(x, y, members, draws), loop, equal_nan=True)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(st.integers(0, 10_000), st.integers(5, 40))
+def test_permutation_p_is_a_valid_p(seed, n):
+    rng = np.random.default_rng(seed)
+    x, y = rng.normal(size=n), rng.normal(size=n)
+    res = rank_correlation(x, y, strata=rng.integers(0, 3, n), n_boot=50, n_perm=50, seed=seed)
+    assert 1 / 51 <= res.p_value <= 1 and res.ci_low <= res.ci_high and res.n == n

@@ -1,0 +1,198 @@
+"""seen_unseen: a term planted only in an adapter's training questions lands in "seen" and stands out;
+the training data is read from the manifest and checked; the group rule is a partition."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from specprobe.probe import compare
+from specprobe.probe.analyses import SeenUnseen, seen_unseen, seen_unseen_files, seen_unseen_table, training_data
+from specprobe.probe.analyses.groups import GROUPS, SEEN, UNSEEN_OTHER, UNSEEN_SAME, assign_groups
+from specprobe.probe.analyses.training_data import records_sha256, select_trained
+from specprobe.terms.datasets import QARecord
+
+PLANTED = "zorblax"  # occurs in the Cardiology training questions and nowhere in the base's corpus
+TERMS = {PLANTED: ["Cardiology"], "digoxin": ["Cardiology"], "seizure": ["Neurology"], "migraine": ["Neurology"]}
+CONTROLS = ["patient", "drug"]
+
+
+def training_questions() -> list[QARecord]:
+    """Cardiology questions whose answer is the planted term, plus Neurology questions (filtered out of
+    the Cardiology run) that mention "seizure": it must not count as seen."""
+    cardio = [
+        QARecord(
+            f"c{i}",
+            f"Which drug helps patient {i} with chest pain?",
+            (PLANTED, "aspirin", "rest"),
+            PLANTED,
+            ("Cardiology",),
+        )
+        for i in range(8)
+    ]
+    neuro = [
+        QARecord(
+            f"n{i}",
+            f"Which drug stops a seizure in patient {i}?",
+            ("valproate", "rest", "water"),
+            "valproate",
+            ("Neurology",),
+        )
+        for i in range(4)
+    ]
+    return cardio + neuro
+
+
+def write_qa(path: Path, records: list[QARecord]) -> Path:
+    rows = [
+        {"Question": r.question, "Options": list(r.options), "Answer": r.answer, "Specialty": r.specialties[0]}
+        for r in records
+    ]
+    path.write_text(json.dumps(rows))
+    return path
+
+
+def probe_texts() -> list[dict]:
+    """Held-out texts in the training prompt's shape; each holds one term of every group and the controls."""
+    return [
+        {
+            "id": f"t{i}",
+            "text": f"Question: Which drug helps patient {40 + i} with {'a seizure' if i % 2 else 'migraine'} or "
+            f"palpitations?\nA. digoxin\nB. {PLANTED}\nC. rest\nAnswer: {PLANTED}",
+        }
+        for i in range(10)
+    ]
+
+
+@pytest.fixture(scope="module")
+def planted(tiny_llama, tmp_path_factory):
+    """A Cardiology adapter trained (few steps, high learning rate) on questions answered by the planted
+    term, and its Comparison on held-out texts."""
+    from specprobe.finetune import train
+
+    base = str(tiny_llama[0])
+    root = tmp_path_factory.mktemp("planted")
+    data = write_qa(root / "train.json", training_questions())
+    run = train(
+        base, data, "Cardiology", root / "adapter", max_steps=16, batch_size=4, learning_rate=2e-2,
+        warmup_ratio=0.0, continuation="text", progress=False,
+    )  # fmt: skip
+    comp = compare(base, str(run.path), TERMS, probe_texts(), controls=CONTROLS, progress=False)
+    return root, data, run.path, comp
+
+
+def test_planted_term_is_seen_and_stands_out(planted):
+    _, _, adapter, comp = planted
+    result = seen_unseen(comp, adapter)
+    groups = result.extras["term_groups"]
+    assert groups == {PLANTED: SEEN, "digoxin": UNSEEN_SAME, "seizure": UNSEEN_OTHER, "migraine": UNSEEN_OTHER}
+    table = result.groups().set_index("group")
+    tests = result.tests().set_index("contrast")
+    print("\n" + result.summary())
+    seen = table.loc[SEEN]
+    for other in (UNSEEN_SAME, UNSEEN_OTHER):
+        assert seen["ci_low"] > table.loc[other, "ci_high"], f"seen does not stand out from {other}"
+        contrast = tests.loc[f"{SEEN} - {other}"]
+        assert contrast["ci_low"] > 0 and contrast["p_holm"] < 0.05
+        assert contrast["n_pairs"] == len(probe_texts())
+    n_cardio = sum(r.specialties == ("Cardiology",) for r in training_questions())
+    assert result.extras["train_counts"] == {PLANTED: n_cardio}  # once in each Cardiology question's options
+    assert result.metadata["n_training_questions"] == n_cardio
+
+
+def test_training_data_is_read_from_the_manifest_and_checked(planted, tmp_path):
+    root, data, adapter, comp = planted
+    train = training_data(adapter)
+    cardio = {r.question for r in training_questions() if r.specialties == ("Cardiology",)}
+    assert train.specialties == ("Cardiology",) and {r.question for r in train.records} == cardio
+    assert train.source["checked"] and train.source["path"] == str(data)
+    # the data file changed since training: refused, naming both hashes
+    changed = tmp_path / "changed.json"
+    write_qa(changed, training_questions()[:-1])
+    with pytest.raises(ValueError, match="not the data this adapter was trained on"):
+        seen_unseen(comp, adapter, changed)
+    # a moved copy of the same file is accepted when named
+    moved = shutil.copy(data, tmp_path / "moved.json")
+    assert seen_unseen(comp, adapter, moved).extras["term_groups"][PLANTED] == SEEN
+    # a manifest naming another specialty than asked
+    with pytest.raises(ValueError, match="records training on"):
+        training_data(adapter, specialty="Neurology")
+
+
+def test_adapter_without_manifest_needs_train_data(planted, tiny_llama, tmp_path):
+    _, data, adapter, comp = planted
+    bare = shutil.copytree(adapter, tmp_path / "bare")
+    (Path(bare) / "manifest.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no manifest.*train_data"):
+        seen_unseen(comp, bare)
+    given_data = seen_unseen(comp, bare, data, specialty="Cardiology")
+    assert given_data.metadata["training_data"]["checked"] is False
+    assert given_data.extras["term_groups"] == seen_unseen(comp, adapter).extras["term_groups"]
+    # a comparison made with other adapter weights is refused
+    other = compare(str(tiny_llama[0]), str(tiny_llama[1]), TERMS, probe_texts()[:2], controls=None, progress=False)
+    with pytest.raises(ValueError, match="not this adapter's comparison"):
+        seen_unseen(other, adapter)
+
+
+def test_roundtrip_report_and_files(planted, tmp_path):
+    _, _, adapter, comp = planted
+    comp_path = comp.save(tmp_path / "comparison.json.gz")
+    result = seen_unseen_files(comp_path, adapter, tmp_path / "seen_unseen.json.gz")
+    again = SeenUnseen.load(tmp_path / "seen_unseen.json.gz")
+    assert isinstance(again, SeenUnseen)
+    assert again.to_pandas().equals(result.to_pandas())
+    assert again.groups().equals(result.groups()) and again.extras == result.extras
+    assert all(isinstance(s, tuple) for s in again.to_pandas()["specialties"])
+    html = again.report(tmp_path / "seen_unseen.html").read_text()
+    assert "Seen vs unseen" in html and PLANTED in html
+    stacked = seen_unseen_table({"cardio": result, "again": again}, "tests")
+    assert list(stacked["adapter"].unique()) == ["cardio", "again"]
+
+
+def test_cli_writes_outputs(planted, tmp_path):
+    from specprobe.app.cli import main
+
+    _, data, adapter, comp = planted
+    comp_path = comp.save(tmp_path / "comparison.json.gz")
+    out = tmp_path / "out"
+    args = ["analyze", "seen-unseen", "--comparison", str(comp_path), "--adapter", str(adapter), "--out", str(out)]
+    assert main(args) == 0
+    assert {p.name for p in out.iterdir()} >= {"seen_unseen.json.gz", "seen_unseen_groups.csv", "seen_unseen_tests.csv"}
+    assert main(args) == 2  # existing outputs are kept without --overwrite
+    assert main([*args[:-2], "--out", str(tmp_path / "o2"), "--train-data", str(tmp_path / "nope.json")]) == 2
+
+
+def test_selection_and_hash_agree_with_finetune():
+    from specprobe.finetune.data import load_records, select
+
+    recs = training_questions() + [QARecord("x", "No specialty here?", ("a", "b"), "a", ())]
+    assert records_sha256(recs) == load_records(recs)[1]["sha256"]
+    for spec in (["Cardiology"], ["neurology"], ["Cardiology", "Neurology"], ["(none)"], None):
+        assert select_trained(recs, spec) == select(recs, spec)
+
+
+SPECS = st.lists(st.sampled_from(["A", "B", "C", "d"]), max_size=3, unique=True)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    st.dictionaries(st.text("abcxyz", min_size=1, max_size=6), SPECS, max_size=12),
+    st.dictionaries(st.text("abcxyz", min_size=1, max_size=6), st.integers(0, 3), max_size=12),
+    st.one_of(st.none(), st.lists(st.sampled_from(["a", "B", "c"]), min_size=1, max_size=2, unique=True)),
+)
+def test_groups_partition_the_terms(term_specs, counts, trained):
+    groups = assign_groups(term_specs, counts, trained)
+    assert set(groups) == set(term_specs) and set(groups.values()) <= set(GROUPS)
+    for term, group in groups.items():
+        in_training = counts.get(term, 0) > 0
+        same = bool(term_specs[term]) and (
+            trained is None or bool({s.lower() for s in term_specs[term]} & {t.lower() for t in trained})
+        )
+        assert (group == SEEN) == in_training
+        assert (group == UNSEEN_SAME) == (not in_training and same)
+        assert (group == UNSEEN_OTHER) == (not in_training and not same)
