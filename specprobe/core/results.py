@@ -7,6 +7,7 @@ machine without the model, aggregate and render.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from pathlib import Path
 from typing import Any, ClassVar
@@ -61,37 +62,113 @@ class Result:
         return f"{type(self).__name__}({len(self)} rows, columns={list(self._frame.columns)})"
 
     # -- persistence -------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write data and metadata to one JSON file (gzipped when the name ends in .gz), atomically."""
-        payload = {
+    def _header(self) -> dict:
+        """Everything but the rows: kind, schema version, metadata, extras and the column order."""
+        return {
             "specprobe_result": self.kind,
             "schema_version": SCHEMA_VERSION,
             "metadata": self.metadata,
             "extras": self.extras,
             "columns": list(self._frame.columns),
-            "rows": self._frame.to_dict(orient="records"),
         }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write data and metadata to one file, atomically: JSON (gzipped when the name ends in .gz), or
+        parquet when it ends in .parquet (list columns stay lists; metadata in the schema metadata;
+        needs the `parquet` extra)."""
+        if str(path).lower().endswith(".parquet"):
+            from specprobe.utils.arrow import write_parquet
+
+            return write_parquet(path, self.to_arrow())
+        payload = dict(self._header(), rows=self._frame.to_dict(orient="records"))
         return write_json(path, _jsonable(payload))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Result:
-        """Load any saved result; called on a subclass it checks the kind matches."""
+        """Load any saved result (JSON, .json.gz or parquet); called on a subclass it checks the kind matches."""
+        from specprobe.utils.arrow import is_parquet, read_parquet
+
+        if is_parquet(path):
+            try:
+                return cls.from_arrow(read_parquet(path))
+            except ValueError as exc:
+                raise ValueError(f"{path}: {exc}") from exc
         payload = read_json(path)
-        kind = payload.get("specprobe_result") if isinstance(payload, dict) else None
-        if kind in _KIND_MODULES and kind not in _RESULT_TYPES:
-            importlib.import_module(_KIND_MODULES[kind])
-        if kind not in _RESULT_TYPES:
-            raise ValueError(f"{path}: not a specprobe result file (kind {kind!r})")
-        if payload.get("schema_version", 0) > SCHEMA_VERSION:
-            raise ValueError(f"{path}: written by a newer specprobe (schema {payload['schema_version']})")
-        target = _RESULT_TYPES[kind]
-        if cls is not Result and not issubclass(target, cls):
-            raise ValueError(f"{path}: holds a {target.__name__}, not a {cls.__name__}")
+        target = cls._target(payload, str(path))
         frame = pd.DataFrame(payload["rows"], columns=payload["columns"])
         for col in target.tuple_columns:
             if col in frame:
                 frame[col] = frame[col].map(lambda v: tuple(v) if isinstance(v, list) else v)
         return target(frame, payload.get("metadata"), payload.get("extras"))
+
+    @classmethod
+    def _target(cls, header: Any, where: str) -> type[Result]:
+        """The result class a stored header names, checked against `cls` and the schema version."""
+        kind = header.get("specprobe_result") if isinstance(header, dict) else None
+        if kind in _KIND_MODULES and kind not in _RESULT_TYPES:
+            importlib.import_module(_KIND_MODULES[kind])
+        if kind not in _RESULT_TYPES:
+            raise ValueError(f"{where}: not a specprobe result file (kind {kind!r})")
+        if header.get("schema_version", 0) > SCHEMA_VERSION:
+            raise ValueError(f"{where}: written by a newer specprobe (schema {header['schema_version']})")
+        target = _RESULT_TYPES[kind]
+        if cls is not Result and not issubclass(target, cls):
+            raise ValueError(f"{where}: holds a {target.__name__}, not a {cls.__name__}")
+        return target
+
+    # -- Arrow, parquet and Hugging Face datasets ------------------------------------------------
+    def to_arrow(self) -> Any:
+        """The table as a `pyarrow.Table`; the header (kind, metadata, extras) is in its schema metadata
+        under `specprobe`. Needs the `parquet` extra."""
+        from specprobe.utils.arrow import frame_to_arrow
+
+        return frame_to_arrow(self._frame, _jsonable(self._header()))
+
+    @classmethod
+    def from_arrow(cls, table: Any) -> Result:
+        """The result a `to_arrow()` table (or a parquet file read with pyarrow) holds."""
+        from specprobe.utils.arrow import HEADER_KEY, arrow_to_frame
+
+        header = json.loads((table.schema.metadata or {}).get(HEADER_KEY, b"null"))
+        target = cls._target(header, "arrow table")
+        frame, header = arrow_to_frame(table, target.tuple_columns)
+        return target(frame, header.get("metadata"), header.get("extras"))
+
+    def to_hf(self) -> Any:
+        """The table as a Hugging Face `datasets.Dataset` (list columns as sequences); the header is JSON
+        in `dataset.info.description`, so `Result.from_hf(dataset)` rebuilds the result. Needs the `hf` extra."""
+        from specprobe.utils.extras import require
+
+        datasets = require("datasets", "hf", "Result.to_hf()")
+        header = json.dumps(_jsonable(self._header()), ensure_ascii=False, allow_nan=True)
+        return datasets.Dataset(self.to_arrow(), info=datasets.DatasetInfo(description=header))
+
+    @classmethod
+    def from_hf(cls, dataset: Any) -> Result:
+        """The result a `to_hf()` dataset holds (also after `save_to_disk` / `load_from_disk`)."""
+        from specprobe.utils.arrow import HEADER_KEY
+
+        try:
+            header = json.loads(dataset.info.description or "null")
+        except (AttributeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"not a dataset written by Result.to_hf(): no specprobe header ({exc})") from exc
+        cls._target(header, "dataset")
+        table = dataset.with_format("arrow")[:]
+        text = json.dumps(header, ensure_ascii=False, allow_nan=True).encode("utf-8")
+        return cls.from_arrow(table.replace_schema_metadata({HEADER_KEY: text}))
+
+    # -- display ---------------------------------------------------------------------------------
+    def chart(self, **options: Any) -> Any:
+        """The result's main chart as an altair chart, to restyle or save (see `specprobe.reports.notebook`)."""
+        from specprobe.reports.notebook import main_chart
+
+        return main_chart(self, **options)
+
+    def _repr_html_(self) -> str:
+        """Notebook display: a compact summary table and the main chart as inline SVG (no network)."""
+        from specprobe.reports.notebook import repr_html
+
+        return repr_html(self)
 
     def report(self, path: str | os.PathLike) -> Path:
         """Render a self-contained HTML report of this result (see `specprobe.reports`)."""

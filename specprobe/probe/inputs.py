@@ -1,10 +1,17 @@
 """Normalise what users pass as terms and texts into the two shapes compare works on.
 
 Terms: a `Lexicon` (anything with `term_specialties()`), a mapping term -> specialties, a plain list,
-or a pandas DataFrame with a term column and an optional specialty column (`terms_from_frame`).
+or a table with a term column and an optional specialty column (`terms_from_frame`).
 Texts: strings, `TextRecord`/`QARecord`s, dicts with id/text/specialty, a mapping id -> text, or a
-DataFrame with id/text/specialty columns (`texts_from_frame`); when omitted, a lexicon's own
+table with id/text/specialty columns (`texts_from_frame`); when omitted, a lexicon's own
 contexts, and for plain terms a neutral template.
+
+A table is a pandas DataFrame, a Hugging Face `datasets.Dataset` (one split), anything with
+`to_pandas()` and `columns` (pyarrow, polars), or the path of a .parquet, .jsonl/.ndjson or .csv/.tsv
+file (a `Path`, or a string with one of those endings). Its columns are the default names, matched
+exactly then case-insensitively; other names are given to `terms_from_frame(source, term=...,
+specialty=...)` / `texts_from_frame(source, text=..., id=..., specialty=...)`, whose results
+compare() takes as they are. A table is never iterated as its column names.
 
 Both are read more than once (compare() validates them before loading a model, then prepares
 them), so a one-shot iterator (a generator, `iter(...)`, a file object) is refused with a clear
@@ -20,13 +27,16 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from specprobe.probe.occurrences import MatchOptions, _fold
 from specprobe.terms.datasets import QARecord, TextRecord, unique_ids
+from specprobe.utils.tables import read_table, table_suffix
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +55,11 @@ def materialize(obj: Any) -> Any:
     """A list of a one-shot iterator's items (read once, here); anything else is returned unchanged.
 
     Call it on `terms` and `texts` before they are validated and then used (compare() reads them
-    twice), so that a generator is not consumed by the validation and then reported empty."""
+    twice), so that a generator is not consumed by the validation and then reported empty. A table
+    file or a Hugging Face dataset is read here once, into a DataFrame."""
+    path = _table_path(obj)
+    if (path is not None and path.is_file()) or _hf_kind(obj) == "Dataset":
+        return _pandas_frame(obj, "input")  # a missing file is left to the caller's error, which names the input
     if obj is None or isinstance(obj, (str, bytes, Mapping)) or not _is_one_shot(obj):
         return obj
     return list(obj)
@@ -67,11 +81,44 @@ def _has_method(obj: Any, name: str) -> bool:
     return callable(getattr(obj, name, None))
 
 
+def _table_path(obj: Any) -> Path | None:
+    """`obj` as the path of a table file: any `os.PathLike`, or a string ending in a table suffix."""
+    if isinstance(obj, os.PathLike):
+        return Path(obj)
+    if isinstance(obj, str) and table_suffix(obj.strip()) and "\n" not in obj:
+        return Path(obj.strip())
+    return None
+
+
+def _hf_kind(obj: Any) -> str | None:
+    """ "Dataset", "DatasetDict", "IterableDataset" or "IterableDatasetDict" for Hugging Face datasets, else None."""
+    if not type(obj).__module__.startswith("datasets"):
+        return None
+    names = [c.__name__ for c in type(obj).__mro__]
+    return next((k for k in ("IterableDatasetDict", "DatasetDict", "IterableDataset", "Dataset") if k in names), None)
+
+
+def _hf_dataset(obj: Any, name: str) -> bool:
+    """Whether `obj` is a Hugging Face `datasets.Dataset`; a DatasetDict or a streaming dataset is refused."""
+    kind = _hf_kind(obj)
+    if kind in ("DatasetDict", "IterableDatasetDict"):
+        raise TypeError(f"{name} is a {type(obj).__name__}; pick one split, e.g. {name}=ds['test']")
+    if kind == "IterableDataset":
+        raise TypeError(f"{name} is a streaming IterableDataset; pass a Dataset (load it without streaming=True)")
+    return kind == "Dataset"
+
+
 def _pandas_frame(obj: Any, name: str):
-    """The pandas DataFrame `obj` is (or converts to with to_pandas()), or None for anything else."""
+    """The pandas DataFrame `obj` is: a DataFrame, a table file read from its path, a Hugging Face Dataset,
+    or anything with columns and to_pandas(); None for anything else."""
     pd = sys.modules.get("pandas")
     if pd is not None and isinstance(obj, pd.DataFrame):
         return obj
+    path = _table_path(obj)
+    if path is not None:
+        return read_table(path, name)
+    if _hf_dataset(obj, name):
+        return obj.to_pandas()
     if isinstance(obj, Mapping) or not hasattr(obj, "columns"):
         return None
     if hasattr(obj, "to_pandas"):  # polars, pyarrow tables
@@ -219,7 +266,7 @@ def normalize_terms(
     opts = match or MatchOptions()
     if terms is None:
         raise ValueError("terms is required (a Lexicon, a mapping term -> specialties, a list, or a DataFrame)")
-    if isinstance(terms, (str, bytes)):
+    if isinstance(terms, (str, bytes)) and _table_path(terms) is None:
         raise TypeError("terms must be a list, mapping or Lexicon, not a single string; wrap it in a list")
     mapping = _terms_mapping(terms, term_column, specialty_column)
     out: dict[str, tuple[str, ...]] = {}
@@ -322,7 +369,7 @@ def normalize_texts(
         if "{term}" not in template:
             raise ValueError(f"template {template!r} must contain '{{term}}'")
         return [TextRecord(f"template:{t}", template.format(term=t), specs) for t, specs in term_map.items()]
-    if isinstance(texts, (str, bytes)):
+    if isinstance(texts, (str, bytes)) and _table_path(texts) is None:
         raise TypeError("texts must be a list of strings or records, not a single string")
     frame = _pandas_frame(texts, "texts")
     series = _pandas_series(texts, "texts")

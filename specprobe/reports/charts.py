@@ -355,3 +355,15 @@ def line_chart(
             facet=alt.Facet(f"{facet}:N", title=facet_title or facet, sort=_order(df[facet])), columns=columns
         )
     return chart
+
+
+def bar_chart(
+    df: pd.DataFrame, *, category: str, value: str, category_title: str = "", value_title: str = ""
+) -> alt.LayerChart:
+    """One horizontal bar per category (e.g. terms per specialty), labelled with its value."""
+    data = _clean(df)
+    y = alt.Y(f"{category}:N", title=category_title or category, sort=_order(df[category], last=()))
+    base = alt.Chart(data).encode(y=y, x=alt.X(f"{value}:Q", title=value_title or value))
+    bars = base.mark_bar(color="#2f5d9e").encode(tooltip=[f"{category}:N", f"{value}:Q"])
+    labels = base.mark_text(align="left", dx=3, fontSize=11).encode(text=f"{value}:Q")
+    return _layer(bars, labels).properties(width=360, height=alt.Step(STEP))

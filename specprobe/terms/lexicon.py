@@ -125,6 +125,9 @@ _FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
 class Lexicon:
     """Specialty term lexicon. Build one with `specprobe.terms.build.build_lexicon` or `Lexicon.load`."""
 
+    #: the notebook view's key (`specprobe.reports.views`)
+    kind = "lexicon"
+
     def __init__(self, terms: Mapping[str, TermEntry], meta: Mapping | None = None) -> None:
         if not isinstance(terms, Mapping):  # a DataFrame iterates its column names: refuse, don't guess
             raise TypeError(
@@ -243,6 +246,19 @@ class Lexicon:
                 row[f"z:{s}"] = e.z.get(s, 0.0)
             rows.append(row)
         return pd.DataFrame(rows)
+
+    # ------------------------------------------------------------------------------ display
+    def chart(self):
+        """Specific terms per specialty as an altair bar chart, to restyle or save."""
+        from specprobe.reports.notebook import main_chart  # lazy: reports sit above terms (declared in pyproject)
+
+        return main_chart(self)
+
+    def _repr_html_(self) -> str:
+        """Notebook display: terms per specialty (table with the top terms, and the chart as inline SVG)."""
+        from specprobe.reports.notebook import repr_html
+
+        return repr_html(self)
 
     # ------------------------------------------------------------------------------ transformations
     def filter(

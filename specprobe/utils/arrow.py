@@ -1,0 +1,135 @@
+"""A result table <-> an Arrow table (and a parquet file), with the result's header in the schema metadata.
+
+Why not `pa.Table.from_pandas`: it turns NaN into null, also inside list columns, so per-token
+log-probabilities of `nan` would come back as None. Here every column is converted explicitly:
+
+- numeric and boolean columns as they are (NaN and inf stay NaN and inf);
+- columns holding lists or tuples (per-token log-probs, specialties) as Arrow list columns;
+- other object/string columns with missing values as nulls.
+
+Reading goes back through `pd.DataFrame({column: values})`, the constructor the JSON reader uses, so a
+parquet file and a `.json.gz` file of one result load to equal frames. The header (kind, schema
+version, metadata, extras, column order) is one JSON value under the schema metadata key `specprobe`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+
+from specprobe.utils.extras import require
+from specprobe.utils.io import atomic_write_bytes
+
+HEADER_KEY = b"specprobe"
+PARQUET_MAGIC = b"PAR1"
+COMPRESSION = "zstd"
+
+
+def _pyarrow(purpose: str):
+    return require("pyarrow", "parquet", purpose)
+
+
+def _is_sequence(v: Any) -> bool:
+    return isinstance(v, (list, tuple, np.ndarray))
+
+
+def _as_list(v: Any) -> list | None:
+    """A cell of a list column as a list; a missing cell (None, NaN) as None."""
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, (list, tuple)):
+        return list(v)
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    raise TypeError(f"a list column holds a {type(v).__name__} value {v!r:.40}")
+
+
+def _column_array(pa, values: pd.Series):
+    """One frame column as an Arrow array (see the module docstring for the rules)."""
+    if isinstance(values.dtype, np.dtype) and values.dtype.kind in "biuf":
+        return pa.array(values.to_numpy())
+    items = values.tolist()
+    if any(_is_sequence(v) for v in items):
+        return pa.array([_as_list(v) for v in items], from_pandas=False)
+    return pa.array(items, from_pandas=True)
+
+
+def frame_to_arrow(frame: pd.DataFrame, header: dict) -> Any:
+    """`frame` as a `pyarrow.Table`, with `header` (JSON-able) stored under the schema metadata key `specprobe`."""
+    pa = _pyarrow("an Arrow or parquet table")
+    arrays, names = [], []
+    for col in frame.columns:
+        try:
+            arrays.append(_column_array(pa, cast(pd.Series, frame[col])))
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise ValueError(f"column {col!r} cannot be stored as an Arrow column ({exc}); save as .json") from exc
+        names.append(str(col))
+    table = pa.Table.from_arrays(arrays, names=names) if arrays else pa.table({})
+    text = json.dumps(header, ensure_ascii=False, allow_nan=True, separators=(",", ":"))
+    return table.replace_schema_metadata({HEADER_KEY: text.encode("utf-8")})
+
+
+def _column_values(col) -> Any:
+    """An Arrow column's values: a numpy array when exact (numbers and booleans without nulls), else a list."""
+    import pyarrow as pa
+
+    t = col.type
+    if col.null_count == 0 and (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
+        return col.to_numpy()
+    return col.to_pylist()
+
+
+def arrow_to_frame(table, tuple_columns: Sequence[str] = ()) -> tuple[pd.DataFrame, dict]:
+    """(frame, header) from a table written by `frame_to_arrow`; lists in `tuple_columns` become tuples."""
+    meta = table.schema.metadata or {}
+    if HEADER_KEY not in meta:
+        raise ValueError("no specprobe header in the table's schema metadata")
+    header = json.loads(meta[HEADER_KEY].decode("utf-8"))
+    columns = list(header.get("columns", table.column_names))
+    if table.num_rows == 0:  # as the JSON reader builds it: no rows, object columns
+        frame = pd.DataFrame([], columns=columns)
+    else:
+        frame = pd.DataFrame({c: _column_values(table.column(c)) for c in table.column_names}, columns=columns)
+    for col in tuple_columns:
+        if col in frame and frame[col].dtype == object:
+            frame[col] = frame[col].map(lambda v: tuple(v) if isinstance(v, list) else v)
+    return frame, header
+
+
+def write_parquet(path: str | os.PathLike, table) -> Path:
+    """Write an Arrow table to a parquet file (zstd), atomically."""
+    pq = require("pyarrow.parquet", "parquet", f"writing {path}")
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression=COMPRESSION)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def read_parquet(path: str | os.PathLike):
+    """An Arrow table from a parquet file; damage is a ValueError naming the file."""
+    pq = require("pyarrow.parquet", "parquet", f"reading {path}")
+    import pyarrow as pa
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise ValueError(f"{path}: not a readable parquet file ({exc})") from exc
+
+
+def is_parquet(path: str | os.PathLike) -> bool:
+    """The file starts with the parquet magic bytes (or, when absent, is named *.parquet)."""
+    path = Path(path)
+    if not path.exists():
+        return path.suffix.lower() == ".parquet"
+    with open(path, "rb") as fh:
+        return fh.read(4) == PARQUET_MAGIC
