@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -14,6 +15,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from specprobe.utils.interrupts import SignalInterrupt
+from specprobe.utils.progress import level as progress_level
+from specprobe.utils.progress import quiet_stdout, set_level
 
 # Modules exposing `register(subparsers)`; each adds one or more subcommands.
 COMMAND_MODULES = (
@@ -32,12 +35,25 @@ def build_parser() -> argparse.ArgumentParser:
         prog="specprobe",
         description="Probe what clinical-specialty fine-tuning put into a language model.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    _add_output_flags(parser, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:  # a module that is missing or fails to import is an error, not a skipped command
         importlib.import_module(name).register(sub)
+    for command in sub.choices.values():  # `specprobe -q evaluate ...` and `specprobe evaluate ... -q` alike
+        _add_output_flags(command, argparse.SUPPRESS)
     return parser
+
+
+def _add_output_flags(parser: argparse.ArgumentParser, default: Any) -> None:
+    """--quiet, --verbose and --debug (given before or after the subcommand; SUPPRESS: unset unless given)."""
+    out = parser.add_mutually_exclusive_group()
+    out.add_argument(
+        "-q", "--quiet", action="store_true", default=default, help="print only errors and the result's path"
+    )
+    out.add_argument(
+        "-v", "--verbose", action="store_true", default=default, help="log debug messages and library progress bars"
+    )
+    parser.add_argument("--debug", action="store_true", default=default, help="show the full traceback of an error")
 
 
 #: what counts as bad input (a one-line error, exit 2): the library raises ValueError subclasses
@@ -114,19 +130,20 @@ def _run(argv: Sequence[str] | None) -> int:
     """Parse the arguments and run the handler; errors become one line (see `main`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    # Hugging Face's per-load progress bars and a transformers deprecation notice raised inside peft/accelerate
-    # drown specprobe's own progress output; -v brings them back.
-    if not args.verbose:
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
+    for flag in ("quiet", "verbose", "debug"):
+        setattr(args, flag, bool(getattr(args, flag, False)))
+    if args.quiet and args.verbose:
+        parser.error("--quiet and --verbose exclude each other")
     if not getattr(args, "handler", None):
         parser.print_help()
         return EXIT_BAD_INPUT
+    previous = progress_level()
+    _set_output_level(args)
+    shown = {k: v for k, v in vars(args).items() if k != "handler"}
+    logging.getLogger(__name__).debug("specprobe %s, options %s", args.command, shown)
     try:
-        return int(args.handler(args) or 0)
+        with quiet_stdout() if args.quiet else contextlib.nullcontext():
+            return int(args.handler(args) or 0)
     except USER_ERRORS as exc:
         if args.debug:
             raise
@@ -141,6 +158,24 @@ def _run(argv: Sequence[str] | None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
+    finally:
+        set_level(previous)  # main() called in-process (tests, notebooks) leaves the level as it was
+
+
+def _set_output_level(args: argparse.Namespace) -> None:
+    """Progress and log levels: --quiet (errors only), default (info, specprobe's progress), --verbose (debug,
+    and the Hugging Face download bars and library warnings that otherwise drown specprobe's own output)."""
+    set_level("quiet" if args.quiet else "verbose" if args.verbose else "normal")
+    if not args.verbose:
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        if "transformers" in sys.modules:  # imported before (main() called in-process): the env var came too late
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
+    if args.quiet:
+        warnings.simplefilter("ignore")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    level = logging.ERROR if args.quiet else logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
 def _one_line(exc: BaseException) -> str:

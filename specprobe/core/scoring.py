@@ -27,6 +27,7 @@ from specprobe.core.architecture import SplitModel
 from specprobe.core.distributed import all_gather_indexed, balanced_shares, is_main, world
 from specprobe.core.items import ScoreItem
 from specprobe.core.rows import build_rows, row_position_ids, segment_mask
+from specprobe.utils.progress import progress as show_progress
 
 # Rows x vocabulary float32 logits materialised at once by the unembedding: 16 MiB on a CPU, where
 # larger chunks fall out of cache and cost both time and resident memory; 128 MiB on a GPU, where
@@ -206,8 +207,6 @@ def score_items(
     bit-identical to one process's. A collective: every rank must call it with the same items and
     arguments. Leave it off for callers whose hooks must see every forward pass (patching).
     """
-    from tqdm.auto import tqdm
-
     _check_options(batch_size, capture_layers, reduce_layers)
     device = model_device(split)
     max_batch_tokens = batch_token_budget(device, max_batch_tokens)
@@ -222,7 +221,7 @@ def score_items(
     captured: list[torch.Tensor] = []
     hooks = _capture_hooks(split, captured) if capture_layers else []
     try:
-        bar = tqdm(total=n_mine, desc=desc, unit="seq", disable=not (progress and is_main()), leave=False)
+        bar = show_progress(n_mine, desc, "seq", enabled=progress and is_main())
         for batch in batches:
             captured.clear()
             rows = [all_rows[b] for b in batch]

@@ -92,6 +92,13 @@ def _add_training_options(p) -> None:
         "--no-eos", dest="append_eos", action="store_false", default=None, help="do not train an EOS after the answer"
     )
     g.add_argument("--save-every", type=positive_int, default=None, help="checkpoint every N steps (default 50)")
+    g.add_argument(
+        "--report-to",
+        choices=("none", "tensorboard", "wandb", "mlflow"),
+        default=None,
+        help="log loss, learning rate, grad norm and tokens/s to this tracker, in OUT/logs (default none; "
+        "needs the extra of the same name: pip install 'specprobe[tensorboard]')",
+    )
 
 
 def _register_evaluate(subparsers) -> None:
@@ -176,6 +183,7 @@ _TRAIN_OPTS = (
     "continuation",
     "append_eos",
     "save_every",
+    "report_to",
 )
 
 
@@ -205,7 +213,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     m = run.manifest
     if int(os.environ.get("RANK", "0")) == 0:
         print(
-            f"adapter written to {run.path}: {m.get('steps')} steps, final loss {m.get('final_loss'):.4f}, "
+            f"wrote adapter {run.path}: {m.get('steps')} steps, final loss {m.get('final_loss'):.4f}, "
             f"{m.get('wall_time_s', 0):.1f} s"
         )
     return 0

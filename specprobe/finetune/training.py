@@ -50,6 +50,7 @@ import numpy as np
 
 from specprobe.finetune.data import load_selected, normalize_specialty, specialty_counts
 from specprobe.finetune.prompts import PromptFormat, encode_continuation
+from specprobe.finetune.trackers import LOGS, REPORT_TO, StepTracker
 from specprobe.terms.datasets import QARecord
 from specprobe.utils.interrupts import SignalInterrupt
 from specprobe.utils.io import read_json, sha256_text, write_json
@@ -72,9 +73,10 @@ OWNED = (
     "README.md",
     ".final-tmp",
     FINISHING,
+    LOGS,
 )
 # Options that do not change the trained weights (not part of the run identity).
-NON_IDENTITY = ("save_every", "keep_checkpoints")
+NON_IDENTITY = ("save_every", "keep_checkpoints", "report_to")
 
 
 class TrainOptionError(ValueError):
@@ -150,7 +152,7 @@ class TrainingInterrupted(SignalInterrupt):
 
 _POSITIVE_INTS = ("rank", "epochs", "batch_size", "grad_accum", "max_length", "save_every", "keep_checkpoints")
 _BOOLS = ("load_in_4bit", "gradient_checkpointing", "append_eos")
-_STRINGS = ("template", "option_format", "continuation", "scheduler", "precision")
+_STRINGS = ("template", "option_format", "continuation", "scheduler", "precision", "report_to")
 
 
 def _kind(value: Any) -> str:
@@ -190,6 +192,7 @@ class TrainOptions:
     append_eos: bool = True
     save_every: int = 50
     keep_checkpoints: int = 1
+    report_to: str = "none"  # none | tensorboard | wandb | mlflow (specprobe.finetune.trackers)
 
     def __post_init__(self) -> None:
         for name in _POSITIVE_INTS:
@@ -214,6 +217,8 @@ class TrainOptions:
             raise TrainOptionError("scheduler", f"must be one of {SCHEDULERS}, got {self.scheduler!r}")
         if self.precision not in PRECISIONS:
             raise TrainOptionError("precision", f"must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.report_to not in REPORT_TO:
+            raise TrainOptionError("report_to", f"must be one of {REPORT_TO}, got {self.report_to!r}")
         self._target_modules()
         try:
             self.prompt_format()  # validates the template, option format and continuation
@@ -522,7 +527,7 @@ def _inspect_out(out: Path, identity: dict, identity_hash: str, overwrite: bool)
             "pass --overwrite to replace it"
         )
     others = sorted(p.name for p in _entries(out))
-    if set(others) <= {CHECKPOINTS}:
+    if set(others) <= {CHECKPOINTS, LOGS}:
         return "fresh", None
     raise FileExistsError(
         f"output directory {out} is not empty ({', '.join(others[:5])}) and holds no specprobe run; "
@@ -613,11 +618,13 @@ class _Trainer:
             from accelerate.state import AcceleratorState
 
             AcceleratorState._reset_state(reset_partial_state=True)
+        self.tracker = StepTracker(opts.report_to, self.out)  # a missing tracker package fails here, first
         # cpu=True without CUDA: lets `accelerate launch`/torchrun run several CPU processes (gloo) too
         self.accelerator = Accelerator(
             gradient_accumulation_steps=opts.grad_accum,
             cpu=not cuda,
             mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[self.precision],
+            **self.tracker.accelerator_kwargs(),
         )
         self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
         self.sharded = self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
@@ -907,6 +914,7 @@ class _Trainer:
             os.replace(tmp, final)  # the commit point
             for old in _checkpoints(self.out)[: -self.opts.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
+        self.tracker.flush()  # the steps up to here are committed: the tracker may see them (exactly once)
         acc.wait_for_everyone()
 
     # -- the loop ------------------------------------------------------------------------------------------
@@ -918,28 +926,31 @@ class _Trainer:
         """Optimizer steps up to the total, checkpointing every `save_every` steps. A SIGINT/SIGTERM on
         any process (see `_SignalGuard`) stops it after the current step: checkpoint, then
         `TrainingInterrupted`."""
-        from tqdm.auto import tqdm
+        from specprobe.utils.progress import progress
 
         pr, total, guard = self.progress, self.total, self.guard
         assert total is not None  # set by load()
         self.model.train()
         self.t_segment = time.time()
-        bar = tqdm(
-            total=total,
+        self.tracker.start(self.accelerator, self.manifest_options(), resumed=bool(pr.resumed_from))
+        bar = progress(
+            total,
+            f"finetune {', '.join(self.wanted) if self.wanted else 'all'}",
+            "step",
+            enabled=self.show_progress and self.accelerator.is_local_main_process,
             initial=pr.step,
-            desc=f"finetune {', '.join(self.wanted) if self.wanted else 'all'}",
-            unit="step",
-            disable=not (self.show_progress and self.accelerator.is_local_main_process),
-            dynamic_ncols=True,
         )
         try:
             while pr.step < total:
                 epoch, k = divmod(pr.step, self.steps_per_epoch)
+                t_step = time.perf_counter()
                 loss, lr = self.optimizer_step(epoch, k)
                 pr.step += 1
                 pr.curve.append(
                     {"step": pr.step, "epoch": epoch + (k + 1) / self.steps_per_epoch, "loss": loss, "lr": lr}
                 )
+                seconds = max(time.perf_counter() - t_step, 1e-9)
+                self.tracker.record(pr.step, loss, lr, self.grad_norm, self.step_tokens * self.world / seconds)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", epoch=f"{epoch + 1}/{math.ceil(total / self.steps_per_epoch)}")
                 if self.on_step is not None:
@@ -971,6 +982,8 @@ class _Trainer:
         acc, opts, world, rank = self.accelerator, self.opts, self.world, self.rank
         group = group_indices(len(self.examples), opts.seed, epoch, k, self.group_size)
         global_tokens = sum(len(self.examples[i].positions) for i in group)
+        self.step_tokens = sum(len(self.examples[i].ids) for i in group) / world  # input tokens, per process
+        self.grad_norm: float | None = None
         torch.manual_seed(step_seed(opts.seed, self.progress.step, rank))
         local_sum = torch.zeros((), dtype=torch.float64, device=acc.device)
         for j in range(opts.grad_accum):
@@ -999,12 +1012,25 @@ class _Trainer:
             tok_loss = torch.nn.functional.cross_entropy(rows, shift[sel], reduction="sum")
             acc.backward(tok_loss * (self.world * opts.grad_accum / global_tokens))
             if acc.sync_gradients and opts.max_grad_norm:
-                acc.clip_grad_norm_(self.params, opts.max_grad_norm)
+                norm = acc.clip_grad_norm_(self.params, opts.max_grad_norm)
+                self.grad_norm = float(norm) if norm is not None and self.tracker.active else None
+            elif acc.sync_gradients and self.tracker.active:  # reading the norm changes nothing
+                grads = [p.grad for p in self.params if p.grad is not None]
+                self.grad_norm = float(torch.nn.utils.get_total_norm(grads)) if grads else None
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         return tok_loss.detach().double()
 
     # -- finish ----------------------------------------------------------------------------------------------
+    def manifest_options(self) -> dict:
+        """The run's options as recorded (the manifest's "options"; a tracker's configuration)."""
+        return {
+            **asdict(self.opts),
+            "precision": self.precision,
+            "target_modules": self.targets,
+            "max_length": self.max_length,
+        }
+
     def manifest(self, wall: float) -> dict:
         """Everything about the finished run (manifest.json; `tokenizer` is added when it is written)."""
         opts, pr = self.opts, self.progress
@@ -1024,12 +1050,7 @@ class _Trainer:
                 "truncated_prompts": self.n_truncated,
             },
             "specialty": self.wanted,
-            "options": {
-                **asdict(opts),
-                "precision": self.precision,
-                "target_modules": self.targets,
-                "max_length": self.max_length,
-            },
+            "options": self.manifest_options(),
             "context_length": self.context_length,
             "prompt": self.fmt.to_dict(),
             "seed": opts.seed,
@@ -1068,6 +1089,7 @@ class _Trainer:
                 os.replace(f, out / f.name)
             tmp.rmdir()
             write_json(out / MANIFEST, json.loads(json.dumps(manifest, default=str)))
+            self.tracker.flush()  # after the manifest: a rerun of a finished run logs nothing again
             (out / FINISHING).unlink()
             shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
             log.info(
@@ -1132,8 +1154,11 @@ def train(
             if state == "resume":
                 trainer.restore(found)
             guard.deferring = True  # from here a signal stops after the current step, with a checkpoint
-            trainer.loop()
-            run = trainer.finish(trainer.wall())
+            try:
+                trainer.loop()
+                run = trainer.finish(trainer.wall())
+            finally:
+                trainer.tracker.end()  # steps not yet handed over are dropped: a rerun logs them
             guard.deferring = False
         if guard.signum:  # it came while the final adapter was written: that was finished first
             raise trainer.interrupted(guard.signum, completed=True)

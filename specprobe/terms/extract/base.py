@@ -53,9 +53,9 @@ def as_text_list(texts: Iterable[str]) -> list[str]:
 
 
 def iter_progress(items: Iterable, total: int, enabled: bool, desc: str):
-    """Wrap `items` in a tqdm progress bar (on stderr) when enabled."""
+    """`items`, with progress shown on stderr when enabled (`specprobe.utils.progress`)."""
     if not enabled:
         return items
-    from tqdm import tqdm
+    from specprobe.utils.progress import track
 
-    return tqdm(items, total=total, desc=desc, unit="text")
+    return track(items, total, desc, "text")
