@@ -52,7 +52,9 @@ def seen_unseen_section(results: Any, *, title: str = "Seen vs unseen training t
     notes = [NOTES["seen_unseen"], NOTES["seen_unseen_tests"]]
     if groups["n"].sum() == 0:
         return Section(title, [TextBlock("No scored occurrences.", muted=True)], notes=notes)
-    plot = groups.assign(row=groups["adapter"].astype(str) + " · " + groups["group"])
+    # one adapter: the groups alone (control words last); several: "adapter · group"
+    rows = groups["group"] if len(named) == 1 else groups["adapter"].astype(str) + " · " + groups["group"]
+    plot = groups.assign(row=rows)
     chart = charts.interval_chart(
         plot,
         category="row",
@@ -60,7 +62,7 @@ def seen_unseen_section(results: Any, *, title: str = "Seen vs unseen training t
         ci_low="ci_low",
         ci_high="ci_high",
         value_title="mean Δ logp per token",
-        category_title="adapter · group",
+        category_title="group" if len(named) == 1 else "adapter · group",
         color="group",
         tooltip_extra=("n", "n_terms", "n_texts"),
     )
