@@ -156,6 +156,16 @@ def test_accuracy_matrix_and_several_adapters(tmp_path):
     assert row(table, "acc_change")["n_questions"] == N and row(table, "acc_change")["n"] == 2 * N
     with pytest.raises(ValueError, match="no model of that name"):
         accuracy_link(matrix, {"derm": comps["cardio"]})
+    # the same from files, on the command line (NAME=PATH per adapter)
+    from specprobe.app.cli import main
+
+    argv = ["analyze", "accuracy-link", "--evaluation", str(matrix.save(tmp_path / "accuracy.json"))]
+    for name, comp in comps.items():
+        argv += ["--comparison", f"{name}={comp.save(tmp_path / f'{name}.json.gz')}"]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 0
+    saved = pd.read_csv(tmp_path / "out" / "accuracy_link_correlations.csv")
+    assert np.allclose(saved["rho"], link.correlations()["rho"], equal_nan=True)
+    assert main([*argv[:-1], str(tmp_path / "cardio.json.gz"), "--out", str(tmp_path / "o2")]) == 2  # unnamed
     with pytest.raises(ValueError, match="pass tuned="):
         accuracy_link(matrix, comps["cardio"])
 

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -196,3 +197,42 @@ def test_groups_partition_the_terms(term_specs, counts, trained):
         assert (group == SEEN) == in_training
         assert (group == UNSEEN_SAME) == (not in_training and same)
         assert (group == UNSEEN_OTHER) == (not in_training and not same)
+
+
+def test_manifest_dict_of_an_all_specialties_run(tmp_path):
+    """A run on every specialty: all its questions are training questions, and every unseen term with a
+    specialty is 'same'; a wrong count in the manifest is refused."""
+    from specprobe.utils.io import sha256_file
+
+    data = write_qa(tmp_path / "train.json", training_questions())
+    manifest = {
+        "data": {"path": str(data), "sha256": sha256_file(data)},
+        "specialty": None,
+        "filter": {"n_examples": 12},
+    }
+    train = training_data(manifest)
+    assert train.specialties is None and len(train.records) == len(training_questions())
+    groups = assign_groups({"seizure": ["Neurology"], "digoxin": ["Cardiology"], "x": []}, {"seizure": 1}, None)
+    assert groups == {"seizure": SEEN, "digoxin": UNSEEN_SAME, "x": UNSEEN_OTHER}
+    with pytest.raises(ValueError, match="filter.n_examples"):
+        training_data({**manifest, "filter": {"n_examples": 3}})
+    with pytest.raises(ValueError, match="'data' is missing"):
+        training_data({"specialty": None})
+
+
+def test_summaries_without_control_words():
+    rows = [
+        {"text_id": f"t{i}", "term": term, "specialties": ("A",), "is_control": False, "group": group,
+         "train_count": int(group == SEEN), "n_tokens": 1, "delta": v, "delta_per_token": v}
+        for i in range(4)
+        for term, group, v in (("s", SEEN, 1.0 + i), ("u", UNSEEN_SAME, 0.5 * i))
+    ]  # fmt: skip
+    result = SeenUnseen(pd.DataFrame(rows, columns=SeenUnseen.columns), {}, {"adapter": "A", "trained_on": ["A"]})
+    groups = result.groups().set_index("group")
+    assert groups.loc["control", "n"] == 0 and groups.loc[UNSEEN_OTHER, "n"] == 0
+    tests = result.tests().set_index("contrast")
+    assert tests.loc[f"{SEEN} - {UNSEEN_SAME}", "n_pairs"] == 4
+    assert tests.loc[f"{SEEN} - control", "n_pairs"] == 0
+    spec = result.by_specialty()
+    assert list(spec["seen"]) == [False, True] and bool(spec["trained"].all())
+    assert "seen" in result.summary()
