@@ -126,6 +126,13 @@ def test_transformer_bridge(tiny_llama, reference, process):
         assert logit_shift < 1e-4
     view = layers(b_base, b_tuned, **KW)
     assert view.metadata["engines"]["base"]["weights_processed"] is process
+    # engine="transformer_lens" reads the caller's own bridges at their hook points (issue 11, part 3)
+    tl_view = layers(b_base, b_tuned, **KW, engine="transformer_lens")
+    lens_diff = np.nanmax(
+        np.abs(tl_view.to_pandas()["logp"].to_numpy(float) - view.to_pandas()["logp"].to_numpy(float))
+    )
+    print(f"TransformerBridge processed={process}: lens, TL engine vs hooks: max |logp diff| = {lens_diff:.2e}")
+    assert lens_diff < TOL
 
 
 def _hooked(model, base, tok, tmp_path, process: bool):

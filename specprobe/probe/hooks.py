@@ -386,3 +386,23 @@ def replace_outputs(patches: dict[Site | nn.Module, Callable[[torch.Tensor], tor
     finally:
         for h in handles:
             h.remove()
+
+
+def site_rows(chunk: Sequence[tuple[int, str]], n_layers: int) -> dict[tuple[str, int], list[int]]:
+    """For a batch of patch sites (layer, component), one per row: which rows patch each (component, layer).
+    The site (-1, "all") patches every layer's attention and MLP output."""
+    rows_for: dict[tuple[str, int], list[int]] = {}
+    for r, (layer, c) in enumerate(chunk):
+        keys = [(cc, k) for k in range(n_layers) for cc in ("attn", "mlp")] if c == "all" else [(c, layer)]
+        for key in keys:
+            rows_for.setdefault(key, []).append(r)
+    return rows_for
+
+
+def replace_rows(t: torch.Tensor, rows: Sequence[int], cols: Sequence[int], src: torch.Tensor) -> torch.Tensor:
+    """A copy of `t` (batch, seq, d) whose `rows` hold `src` (seq, d) at the positions `cols`."""
+    t = t.clone()
+    idx_r = torch.tensor(list(rows), device=t.device)[:, None]
+    idx_c = torch.tensor(list(cols), device=t.device)[None, :]
+    t[idx_r, idx_c] = src[list(cols)].to(device=t.device, dtype=t.dtype)
+    return t

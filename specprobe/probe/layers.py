@@ -29,6 +29,8 @@ from specprobe.probe.options import ProbeOptions
 # OCCURRENCE_COLUMNS: still importable from here, as before
 from specprobe.probe.prepare import OCCURRENCE_COLUMNS, Prepared, load_pair, options_meta, prepare  # noqa: F401
 from specprobe.probe.remote import remote_layers
+from specprobe.probe.tl_bridge import TL_ENGINE, bridged_pair, check_engine, engine_description
+from specprobe.probe.tl_engine import lens_items as tl_lens_items
 
 
 def layers(
@@ -53,6 +55,7 @@ def layers(
     seed: int = 0,
     remote: bool | str = False,
     options: ProbeOptions | None = None,
+    engine: str = "hooks",
 ) -> LayerView:
     """Logit lens of every occurrence of every term (and control word), at every layer, base and tuned.
 
@@ -60,7 +63,13 @@ def layers(
     `controls` to `seed`). `layer_ids`: which decoder layers (default all; negative counts from the
     end; out of range is an error). `remote`: run the lens through nnsight instead of local hooks
     (True: NDIF's servers, "local": nnsight's serverless dry run); see `specprobe.probe.remote`.
+    `engine`: "hooks" (torch hooks on the Hugging Face modules through the scoring core: the default,
+    fastest, data-parallel) or "transformer_lens" (a TransformerBridge's hook points over the same
+    weights, `specprobe.probe.tl_engine`; the `tl` extra).
     """
+    check_engine(engine)
+    if remote and engine != "hooks":
+        raise ValueError(f"remote= runs the lens through nnsight; engine={engine!r} runs locally (pick one)")
     opts = ProbeOptions.resolve(
         options,
         layers,
@@ -80,31 +89,41 @@ def layers(
     )
     if remote:
         return remote_layers(base, tuned, terms, texts, layer_ids=layer_ids, remote=remote, options=opts)
-    return _local_layers(base, tuned, terms, texts, layer_ids, opts)
+    return _local_layers(base, tuned, terms, texts, layer_ids, opts, engine)
 
 
 def _local_layers(
-    base: Any, tuned: Any, terms: Any, texts: Any, layer_ids: Sequence[int] | int | None, opts: ProbeOptions
+    base: Any,
+    tuned: Any,
+    terms: Any,
+    texts: Any,
+    layer_ids: Sequence[int] | int | None,
+    opts: ProbeOptions,
+    engine: str,
 ) -> LayerView:
-    """`layers()` with torch hooks on the Hugging Face modules (the scoring core)."""
+    """`layers()` with torch hooks on the Hugging Face modules (the scoring core), or through TL."""
     pair = load_pair(base, tuned, opts.tokenizer, opts.device, opts.dtype)
     with pair.view("base") as split:
         n_layers = len(layer_modules(split))  # refuses architectures it cannot hook
     chosen = resolve_layers(layer_ids, n_layers)
+    bridged = bridged_pair(pair, (base, tuned)) if engine == TL_ENGINE else None
     prep = prepare(pair, terms, texts, opts)
     lens: dict[str, list[np.ndarray]] = {}
     timings = {}
     for variant in pair.variants:
         t0 = time.perf_counter()
-        with pair.view(variant) as split:
-            lens[variant] = _lens_items(split, prep, chosen, opts, desc=f"lens {variant}")
+        if bridged is not None:
+            lens[variant] = tl_lens_items(bridged, variant, prep.items, chosen, opts.batch_size, opts.progress)
+        else:
+            with pair.view(variant) as split:
+                lens[variant] = _lens_items(split, prep, chosen, opts, desc=f"lens {variant}")
         timings[variant] = round(time.perf_counter() - t0, 4)
     frame = lens_frame(prep, chosen, lens)
     meta = dict(pair.metadata)
     meta.update(options_meta(prep, opts.batch_size))
     meta["n_layers"] = n_layers
     meta["layers"] = chosen
-    meta["engine"] = "torch hooks on the Hugging Face modules (scoring core)"
+    meta["engine"] = engine_description(engine)
     meta["cost"] = {
         "forward_passes_per_model": len(plan_batches(prep.items, opts.batch_size, batch_token_budget(pair.device))),
         "items": len(prep.items),

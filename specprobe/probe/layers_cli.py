@@ -46,6 +46,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="lens through nnsight: 'ndif' runs on NDIF servers (untested against the live service), "
         "'local' is nnsight's serverless dry run",
     )
+    p.add_argument(
+        "--engine",
+        choices=["hooks", "transformer_lens"],
+        default="hooks",
+        help="how layer states are read: 'hooks' (torch hooks on the Hugging Face modules; default, fastest) or "
+        "'transformer_lens' (TransformerBridge hook points on the same weights; pip install specprobe[tl])",
+    )
     p.set_defaults(handler=run_layers)
 
 
@@ -60,8 +67,13 @@ def run_layers(args: argparse.Namespace) -> int:
 
     opts = ProbeOptions.from_args(args)
     remote = {"no": False, "ndif": True, "local": "local"}[args.remote]
-    if init_from_env(opts.device)[1] > 1 and remote:
-        raise ValueError("--remote runs through nnsight in one process; do not start it data-parallel")
+    engine = getattr(args, "engine", "hooks")
+    if remote and engine != "hooks":
+        raise ValueError("--remote runs the lens through nnsight; it takes no --engine")
+    if init_from_env(opts.device)[1] > 1 and (remote or engine != "hooks"):
+        raise ValueError(
+            f"--{'remote' if remote else 'engine ' + engine} runs in one process; do not start it data-parallel"
+        )
     out = check_out_dir(args.out, LAYERS_OUTPUTS, args.overwrite)
     terms, texts = read_terms_and_texts(args)
     if remote:
@@ -73,7 +85,7 @@ def run_layers(args: argparse.Namespace) -> int:
         pair = ModelPair.load(
             args.base, args.tuned, device=opts.device, dtype=opts.dtype, force_adapter=args.force_adapter
         )
-        view = layers(pair, terms=terms, texts=texts, layer_ids=args.layers, options=opts)
+        view = layers(pair, terms=terms, texts=texts, layer_ids=args.layers, options=opts, engine=engine)
     if not is_main():
         return 0
     out.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves no empty folder
@@ -82,14 +94,14 @@ def run_layers(args: argparse.Namespace) -> int:
     written = ["layers.json.gz", "layers_by_specialty.csv"]
     print(view.summary())
     if pair is not None:
-        written += _patch_and_attribute(args, pair, terms, texts, opts, out)
+        written += _patch_and_attribute(args, pair, terms, texts, opts, out, engine)
     elif args.patch or args.attribution:
         print("\n--patch/--attribution run locally only; skipped with --remote")
     print(f"\nwrote {', '.join(str(out / w) for w in written)}")
     return 0
 
 
-def _patch_and_attribute(args: argparse.Namespace, pair, terms, texts, opts, out: Path) -> list[str]:
+def _patch_and_attribute(args: argparse.Namespace, pair, terms, texts, opts, out: Path, engine: str) -> list[str]:
     """--patch and --attribution: run and write them; the names of the files written."""
     from dataclasses import replace
 
@@ -100,13 +112,21 @@ def _patch_and_attribute(args: argparse.Namespace, pair, terms, texts, opts, out
     opts = replace(opts, controls=None)
     written = []
     if args.patch:
-        pat = patch(pair, terms=terms, texts=texts, layer_ids=args.layers, positions=args.positions, options=opts)
+        pat = patch(
+            pair,
+            terms=terms,
+            texts=texts,
+            layer_ids=args.layers,
+            positions=args.positions,
+            options=opts,
+            engine=engine,
+        )
         pat.save(out / "patching.json.gz")
         atomic_write_text(out / "patching_by_site.csv", pat.by_site().to_csv(index=False))
         written += ["patching.json.gz", "patching_by_site.csv"]
         print("\n" + pat.summary())
     if args.attribution:
-        dla = logit_attribution(pair, terms=terms, texts=texts, options=opts)
+        dla = logit_attribution(pair, terms=terms, texts=texts, options=opts, engine=engine)
         dla.save(out / "logit_attribution.json.gz")
         atomic_write_text(out / "logit_attribution_by_specialty.csv", dla.by_specialty().to_csv(index=False))
         written += ["logit_attribution.json.gz", "logit_attribution_by_specialty.csv"]

@@ -38,7 +38,9 @@ from specprobe.probe.hooks import (
     capture_outputs,
     layer_modules,
     replace_outputs,
+    replace_rows,
     resolve_layers,
+    site_rows,
 )
 from specprobe.probe.inputs import DEFAULT_TEMPLATE, UNASSIGNED
 from specprobe.probe.lens import direct_logit_attribution
@@ -46,6 +48,7 @@ from specprobe.probe.occurrences import MatchOptions
 from specprobe.probe.options import ProbeOptions
 from specprobe.probe.prepare import OCCURRENCE_COLUMNS, Prepared, load_pair, options_meta, prepare
 from specprobe.probe.stats import cluster_bootstrap_mean
+from specprobe.probe.tl_bridge import TL_ENGINE, bridged_pair, check_engine, engine_description
 
 DIRECTIONS = ("denoise", "noise")
 ALL = "all"
@@ -79,24 +82,15 @@ def _patched_logps(
     out: list[np.ndarray] = []
     for lo in range(0, len(sites), site_batch):
         chunk = sites[lo : lo + site_batch]
-        rows_for: dict[tuple[str, int], list[int]] = {}
-        for r, (layer, c) in enumerate(chunk):
-            keys = [(cc, k) for k in range(len(mods)) for cc in ("attn", "mlp")] if c == ALL else [(c, layer)]
-            for key in keys:
-                rows_for.setdefault(key, []).append(r)
         patches = {}
-        for key, rows in rows_for.items():
+        for key, rows in site_rows(chunk, len(mods)).items():
             module = mods[key[1]].get(key[0])
             src = donor[key][0]
 
             def fn(t, rows=rows, src=src, n=len(chunk)):
                 if t.shape[0] != n:
                     raise RuntimeError(f"patching expected a batch of {n} copies of one text, got {t.shape[0]} rows")
-                t = t.clone()
-                idx_r = torch.tensor(rows, device=t.device)[:, None]
-                idx_c = torch.tensor(cols, device=t.device)[None, :]
-                t[idx_r, idx_c] = src[cols].to(device=t.device, dtype=t.dtype)
-                return t
+                return replace_rows(t, rows, cols, src)
 
             patches[module] = fn
         with replace_outputs(patches):
@@ -104,6 +98,49 @@ def _patched_logps(
             scored = score_items(split, [item] * len(chunk), batch_size=len(chunk), max_batch_tokens=None)
         out.extend(s.logps for s in scored)
     return out
+
+
+class HookRunner:
+    """Capture, patched and attribution passes with torch hooks on the pair's Hugging Face modules (the
+    default engine); `specprobe.probe.tl_engine.TLRunner` does the same through TransformerLens."""
+
+    def __init__(self, pair: Any):
+        self.pair = pair
+
+    def capture(self, variant: str, item: ScoreItem) -> tuple[np.ndarray, dict]:
+        """The item's log-probs and every component's output (1, T, d) under `variant`."""
+        with self.pair.view(variant) as split:
+            mods = layer_modules(split)
+            return _capture(split, mods, item, range(len(mods)))
+
+    def patched(
+        self, variant: str, item: ScoreItem, sites: list[tuple[int, str]], donor: dict, positions: str, site_batch: int
+    ) -> list[np.ndarray]:
+        with self.pair.view(variant) as split:
+            return _patched_logps(split, layer_modules(split), item, sites, donor, positions, site_batch)
+
+    def attribute(
+        self, variant: str, item: ScoreItem, parts: list[tuple[int, str]], cols: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each part's direct contribution to the target logits (and the bias constant) under `variant`."""
+        with self.pair.view(variant) as split:
+            mods = layer_modules(split)
+            _, store = _capture(split, mods, item, range(len(mods)), with_embed=True)
+            # what each part adds to the residual stream (Granite scales the outputs by residual_multiplier)
+            outs = [store["embed"] if c == "embed" else store[(c, layer)] * mods[layer].scale for layer, c in parts]
+            # each output where its layer ran (several GPUs when sharded), gathered on one device
+            stack = torch.stack([o[0, cols.to(o.device)].to(store["embed"].device) for o in outs])
+            return direct_logit_attribution(split, stack, targets)
+
+
+def runner(pair: Any, engine: str, given: tuple[Any, ...]) -> Any:
+    """The runner of `engine` ("hooks" or "transformer_lens") over the pair; `given`: the caller's model objects."""
+    check_engine(engine)
+    if engine == TL_ENGINE:
+        from specprobe.probe.tl_engine import TLRunner
+
+        return TLRunner(bridged_pair(pair, given))
+    return HookRunner(pair)
 
 
 class Patching(Result):
@@ -188,12 +225,15 @@ def patch(
     progress: bool = True,
     seed: int = 0,
     options: ProbeOptions | None = None,
+    engine: str = "hooks",
 ) -> Patching:
     """Activation patching of each layer's attention output, MLP output and layer output between base
     and tuned, for every occurrence compare() scores. `positions`: "all" patches every position of
     the input (up to the last scored token), "scored" only the positions that predict the term.
     `options`: a `ProbeOptions` in place of the keyword arguments from `controls` to `seed` (note:
     without control words here by default, while a `ProbeOptions` defaults to controls="auto").
+    `engine`: "hooks" (torch hooks on the Hugging Face modules, the default and fastest) or
+    "transformer_lens" (TL hook points, `specprobe.probe.tl_engine`; the `tl` extra).
     Over 60 lines only because the public keyword signature and its `ProbeOptions.resolve` call take one
     line per argument; the work is in `_check_patch_args`, `_sites` and `_patch_item`."""
     opts = ProbeOptions.resolve(
@@ -215,17 +255,19 @@ def patch(
     from tqdm.auto import tqdm
 
     _check_patch_args(components, directions, positions, site_batch)
+    check_engine(engine)
     pair = load_pair(base, tuned, opts.tokenizer, opts.device, opts.dtype)
     with pair.view("base") as split:
         n_layers = len(layer_modules(split))
     chosen = resolve_layers(layer_ids, n_layers)
+    run = runner(pair, engine, (base, tuned))
     prep = prepare(pair, terms, texts, opts)
     sites = _sites(chosen, list(components))
     t0 = time.perf_counter()
     passes = 0
     rows = []
     for item_i, ois in tqdm(sorted(prep.by_item().items()), desc="patching", disable=not opts.progress, leave=False):
-        item_rows, item_passes = _patch_item(pair, prep, item_i, ois, chosen, sites, directions, positions, site_batch)
+        item_rows, item_passes = _patch_item(run, prep, item_i, ois, sites, directions, positions, site_batch)
         rows += item_rows
         passes += item_passes
     meta = dict(pair.metadata)
@@ -238,6 +280,7 @@ def patch(
             "directions": list(directions),
             "positions": positions,
             "site_batch": site_batch,
+            "engine": engine_description(engine),
             "cost": {
                 "forward_passes": passes,
                 "items": len(prep.by_item()),
@@ -263,11 +306,10 @@ def _check_patch_args(components: Sequence[str], directions: Sequence[str], posi
 
 
 def _patch_item(
-    pair: Any,
+    run: Any,
     prep: Prepared,
     item_i: int,
     ois: list[int],
-    chosen: list[int],
     sites: list[tuple[int, str]],
     directions: Sequence[str],
     positions: str,
@@ -278,14 +320,12 @@ def _patch_item(
     passes = 0
     logps, stores = {}, {}
     for variant in ("base", "tuned"):
-        with pair.view(variant) as split:
-            logps[variant], stores[variant] = _capture(split, layer_modules(split), item, chosen)
-            passes += 1
+        logps[variant], stores[variant] = run.capture(variant, item)
+        passes += 1
     rows = []
     for direction in directions:
         receiver, donor = ("base", "tuned") if direction == "denoise" else ("tuned", "base")
-        with pair.view(receiver) as split:
-            patched = _patched_logps(split, layer_modules(split), item, sites, stores[donor], positions, site_batch)
+        patched = run.patched(receiver, item, sites, stores[donor], positions, site_batch)
         passes += math.ceil(len(sites) / site_batch)
         for oi in ois:
             slots = prep.where[oi][1]
@@ -375,11 +415,12 @@ def logit_attribution(
     progress: bool = True,
     seed: int = 0,
     options: ProbeOptions | None = None,
+    engine: str = "hooks",
 ) -> LogitAttribution:
     """Each component's direct contribution to the term tokens' logits, base and tuned (frozen final-norm
     scale; the parts plus the bias constant add up to the model's logit, checked per text). `options`:
     a `ProbeOptions` in place of the keyword arguments from `controls` to `seed` (note: without control
-    words here by default, while a `ProbeOptions` defaults to controls="auto"). Over 60 lines only
+    words here by default, while a `ProbeOptions` defaults to controls="auto"). `engine`: as `patch`. Over 60 lines only
     because the public keyword signature and its `ProbeOptions.resolve` call take one line per argument;
     the per-text work is in `_attribute_item`."""
     opts = ProbeOptions.resolve(
@@ -400,44 +441,38 @@ def logit_attribution(
     )
     from tqdm.auto import tqdm
 
+    check_engine(engine)
     pair = load_pair(base, tuned, opts.tokenizer, opts.device, opts.dtype)
     with pair.view("base") as split:
         n_layers = len(layer_modules(split))
+    run = runner(pair, engine, (base, tuned))
     prep = prepare(pair, terms, texts, opts)
     parts = [(-1, "embed")] + [(layer, c) for layer in range(n_layers) for c in ("attn", "mlp")]
     rows = []
     t0 = time.perf_counter()
     for item_i, ois in tqdm(sorted(prep.by_item().items()), desc="attribution", disable=not opts.progress, leave=False):
-        rows += _attribute_item(pair, prep, item_i, ois, parts, n_layers)
+        rows += _attribute_item(run, prep, item_i, ois, parts)
     meta = dict(pair.metadata)
     meta.update(options_meta(prep))
     meta.update(
         {
             "n_layers": n_layers,
             "final_norm_scale": "frozen at the value for the model's own final residual",
+            "engine": engine_description(engine),
             "cost": {"forward_passes": 2 * len(prep.by_item()), "seconds": round(time.perf_counter() - t0, 4)},
         }
     )
     return LogitAttribution(pd.DataFrame(rows, columns=LogitAttribution.columns), meta)
 
 
-def _attribute_item(
-    pair: Any, prep: Prepared, item_i: int, ois: list[int], parts: list[tuple[int, str]], n_layers: int
-) -> list[dict]:
+def _attribute_item(run: Any, prep: Prepared, item_i: int, ois: list[int], parts: list[tuple[int, str]]) -> list[dict]:
     """One item's rows: per occurrence, model and part, its contribution summed over the term's tokens."""
     item = prep.items[item_i]
     cols = torch.tensor([p - 1 for p in item.positions])
     targets = torch.tensor([item.ids[p] for p in item.positions])
     rows = []
     for variant in ("base", "tuned"):
-        with pair.view(variant) as split:
-            mods = layer_modules(split)
-            _, store = _capture(split, mods, item, range(n_layers), with_embed=True)
-            # what each part adds to the residual stream (Granite scales the outputs by residual_multiplier)
-            outs = [store["embed"] if c == "embed" else store[(c, layer)] * mods[layer].scale for layer, c in parts]
-            # each output where its layer ran (several GPUs when sharded), gathered on one device
-            stack = torch.stack([o[0, cols.to(o.device)].to(store["embed"].device) for o in outs])
-            contrib, const = direct_logit_attribution(split, stack, targets)
+        contrib, const = run.attribute(variant, item, parts, cols, targets)
         for oi in ois:
             slots = prep.where[oi][1]
             occ = prep.occurrence_row(oi)
