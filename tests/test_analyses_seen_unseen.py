@@ -133,6 +133,7 @@ def test_adapter_without_manifest_needs_train_data(planted, tiny_llama, tmp_path
         seen_unseen(comp, bare)
     given_data = seen_unseen(comp, bare, data, specialty="Cardiology")
     assert given_data.metadata["training_data"]["checked"] is False
+    assert given_data.trained_on == ["Cardiology"]
     assert given_data.extras["term_groups"] == seen_unseen(comp, adapter).extras["term_groups"]
     # a comparison made with other adapter weights is refused
     other = compare(str(tiny_llama[0]), str(tiny_llama[1]), TERMS, probe_texts()[:2], controls=None, progress=False)

@@ -179,8 +179,9 @@ def _unchecked(folder: str | None, train_data: Any, specialty: str | Sequence[st
         if not all(isinstance(r, QARecord) for r in records):
             raise TypeError("train_data must be a QA file path or a list of QARecord")
         source = {"path": None, "sha256": records_sha256(records)}
-    names = _names(specialty) if specialty is not None else None
-    specialties = tuple(names) if names else None
+    given = [specialty] if isinstance(specialty, str) else list(specialty or [])
+    names = [n.strip() for n in given if n.strip()]
+    specialties = tuple(names) if names and "all" not in {n.lower() for n in names} else None
     chosen = select_trained(records, specialties)
     if specialties is None:  # all given records: they were trained on the specialties they have
         specialties = tuple(sorted({s for r in records for s in r.specialties})) or None
