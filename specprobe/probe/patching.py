@@ -252,7 +252,7 @@ def patch(
         progress=progress,
         seed=seed,
     )
-    from tqdm.auto import tqdm
+    from specprobe.utils.progress import track
 
     _check_patch_args(components, directions, positions, site_batch)
     check_engine(engine)
@@ -266,7 +266,9 @@ def patch(
     t0 = time.perf_counter()
     passes = 0
     rows = []
-    for item_i, ois in tqdm(sorted(prep.by_item().items()), desc="patching", disable=not opts.progress, leave=False):
+    for item_i, ois in track(
+        sorted(prep.by_item().items()), len(prep.by_item()), "patching", "item", enabled=opts.progress
+    ):
         item_rows, item_passes = _patch_item(run, prep, item_i, ois, sites, directions, positions, site_batch)
         rows += item_rows
         passes += item_passes
@@ -439,7 +441,7 @@ def logit_attribution(
         progress=progress,
         seed=seed,
     )
-    from tqdm.auto import tqdm
+    from specprobe.utils.progress import track
 
     check_engine(engine)
     pair = load_pair(base, tuned, opts.tokenizer, opts.device, opts.dtype)
@@ -450,7 +452,9 @@ def logit_attribution(
     parts = [(-1, "embed")] + [(layer, c) for layer in range(n_layers) for c in ("attn", "mlp")]
     rows = []
     t0 = time.perf_counter()
-    for item_i, ois in tqdm(sorted(prep.by_item().items()), desc="attribution", disable=not opts.progress, leave=False):
+    for item_i, ois in track(
+        sorted(prep.by_item().items()), len(prep.by_item()), "attribution", "item", enabled=opts.progress
+    ):
         rows += _attribute_item(run, prep, item_i, ois, parts)
     meta = dict(pair.metadata)
     meta.update(options_meta(prep))

@@ -62,7 +62,7 @@ def lens_items(
 ) -> list[np.ndarray]:
     """Per item, the (n_chosen, n_positions) lens log-probabilities under `variant`, as
     `specprobe.probe.layers._lens_items` gives them, from TL's accumulated residual stream."""
-    from tqdm.auto import tqdm
+    from specprobe.utils.progress import track
 
     out: list[np.ndarray] = [np.zeros(0)] * len(items)
     device = bridged.pair.device
@@ -70,7 +70,7 @@ def lens_items(
     with bridged.view(variant) as (split, bridge):
         n = bridge.cfg.n_layers
         names = [f"blocks.{i}.hook_resid_pre" for i in range(n)] + [f"blocks.{n - 1}.hook_resid_post"]
-        for batch in tqdm(batches, desc=f"lens {variant} (TransformerLens)", disable=not progress, leave=False):
+        for batch in track(batches, len(batches), f"lens {variant} (TransformerLens)", "batch", enabled=progress):
             group = [items[i] for i in batch]
             _, cache = bridge.run_with_cache(_padded(group, device), names_filter=names, return_type=None)
             acc = cache.accumulated_resid(apply_ln=False)  # (n + 1, batch, pos, d)
