@@ -152,7 +152,8 @@ def test_accuracy_matrix_and_several_adapters(tmp_path):
     frame = link.to_pandas()
     assert list(frame["adapter"].unique()) == ["cardio", "neuro"] and bool(frame["margin_change"].isna().all())
     assert not link.metadata["has_margins"]
-    table = link.correlations(outcomes=("acc_change",))
+    table = link.correlations()
+    assert list(table["outcome"].unique()) == ["acc_change"]  # no margins in an AccuracyMatrix
     assert row(table, "acc_change")["n_questions"] == N and row(table, "acc_change")["n"] == 2 * N
     with pytest.raises(ValueError, match="no model of that name"):
         accuracy_link(matrix, {"derm": comps["cardio"]})

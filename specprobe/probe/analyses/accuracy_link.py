@@ -58,7 +58,7 @@ class AccuracyLink(Result):
 
     def correlations(
         self,
-        outcomes: Sequence[str] = OUTCOMES,
+        outcomes: Sequence[str] | None = None,
         *,
         x: str = "term_delta",
         n_boot: int = 2000,
@@ -68,7 +68,10 @@ class AccuracyLink(Result):
         """Per outcome and specialty (a question of several counts in each; plus "ALL"): n questions,
         Spearman's rho of `x` with the outcome, its 95% CI (bootstrap over questions, all adapters'
         rows of a question together), the two-sided permutation p (x shuffled within adapter x
-        specialty) and p_holm (Holm across the specialties of one outcome; not for ALL)."""
+        specialty) and p_holm (Holm across the specialties of one outcome; not for ALL). `outcomes`:
+        default both, leaving out margin_change where there are no margins (an AccuracyMatrix)."""
+        if outcomes is None:
+            outcomes = [o for o in OUTCOMES if np.isfinite(self._frame[o].astype(float)).any()] or list(OUTCOMES)
         if x not in PREDICTORS:
             raise ValueError(f"x must be one of {PREDICTORS}, got {x!r}")
         bad = [o for o in outcomes if o not in OUTCOMES]
