@@ -193,7 +193,7 @@ def _made(
 ) -> TrainingData:
     if not chosen:
         raise ValueError(f"{where}: the specialty filter {list(specialties or ['all'])} selects no question")
-    name = ", ".join(specialties) if specialties else (Path(folder).name if folder else "all")
+    name = ", ".join(specialties) if specialties else "all specialties"
     return TrainingData(tuple(chosen), specialties, source, folder, _adapter_weights_sha256(folder), name)
 
 
