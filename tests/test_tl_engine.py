@@ -133,7 +133,7 @@ def test_engine_arguments(tiny_llama):
         layers(str(base), str(adapter), TERMS, TEXTS, engine="transformer_lens", remote="local")
 
 
-def test_without_transformer_lens_the_error_names_the_extra(tiny_llama, monkeypatch):
+def test_without_transformer_lens_the_error_names_the_extra(tiny_llama, monkeypatch, capsys):
     for mod in [m for m in sys.modules if m == "transformer_lens" or m.startswith("transformer_lens.")]:
         monkeypatch.setitem(sys.modules, mod, None)
     monkeypatch.setitem(sys.modules, "transformer_lens", None)
@@ -143,6 +143,13 @@ def test_without_transformer_lens_the_error_names_the_extra(tiny_llama, monkeypa
             fn(str(base), str(adapter), TERMS, TEXTS, engine="transformer_lens")
         assert "\n" not in str(err.value)
     assert len(layers(str(base), str(adapter), TERMS, TEXTS, progress=False).to_pandas()) > 0  # hooks need no TL
+    from specprobe.app.cli import main
+
+    capsys.readouterr()
+    argv = ["layers", "--base", str(base), "--tuned", str(adapter), "--terms", str(base / "missing.txt")]
+    assert main([*argv, "--out", str(base / "no-out"), "--engine", "transformer_lens"]) == 2  # before any load
+    err = capsys.readouterr().err.strip()
+    assert "pip install specprobe[tl]" in err and "\n" not in err, err
 
 
 def test_cli_engine_option(tiny_llama, tmp_path, capsys):

@@ -63,11 +63,16 @@ def run_layers(args: argparse.Namespace) -> int:
     from specprobe.probe.cli import read_terms_and_texts
     from specprobe.probe.layers import layers
     from specprobe.probe.options import ProbeOptions, check_out_dir
+    from specprobe.probe.tl_bridge import check_engine
     from specprobe.utils.io import atomic_write_text
 
     opts = ProbeOptions.from_args(args)
     remote = {"no": False, "ndif": True, "local": "local"}[args.remote]
     engine = getattr(args, "engine", "hooks")
+    try:
+        check_engine(engine)  # before any model loads: a missing extra is bad input, not a crash
+    except ImportError as exc:
+        raise ValueError(str(exc)) from None
     if remote and engine != "hooks":
         raise ValueError("--remote runs the lens through nnsight; it takes no --engine")
     if init_from_env(opts.device)[1] > 1 and (remote or engine != "hooks"):
