@@ -59,6 +59,9 @@ def test_long_stages_print_a_line_per_interval_and_stopped_stages_say_so(capsys,
         "train: 7/10 step stopped",
     ]
     assert lines[-1].endswith("loss=0.5")
+    with progress(2, "short", "step") as bar:  # the last update is followed by the closing line only
+        bar.update(2)
+    assert [line.split(" in ")[0] for line in capsys.readouterr().err.splitlines()] == ["short: 2/2 step done"]
 
 
 def test_quiet_and_disabled_show_nothing(capsys):

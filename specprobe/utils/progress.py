@@ -77,9 +77,13 @@ class Progress:
         self.n += n
         if self.bar is not None:
             self.bar.update(n)
-        elif self.enabled and time.monotonic() - self.t_last >= INTERVAL_S:
+        elif self.enabled and time.monotonic() - self.t_last >= INTERVAL_S and not self._finished():
             self.t_last = time.monotonic()
             self._line("")
+
+    def _finished(self) -> bool:
+        """Whether the count reached the total (the closing line follows; no interval line before it)."""
+        return self.total is not None and self.n >= self.total
 
     def set_postfix(self, **values: Any) -> None:
         """Values shown beside the count (the loss, the epoch)."""
@@ -102,7 +106,7 @@ class Progress:
             self.bar = None
         elif self.enabled:
             self.enabled = False
-            self._line(" done" if self.total is None or self.n >= self.total else " stopped")
+            self._line(" done" if self.total is None or self._finished() else " stopped")
 
     def __enter__(self) -> Progress:
         return self
