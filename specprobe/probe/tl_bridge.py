@@ -176,7 +176,9 @@ def probe_ids(split: SplitModel) -> torch.Tensor:
 
 @torch.no_grad()
 def _check_bridge(pair: ModelPair, bridged: BridgedPair) -> None:
-    """Per view: the bridge reproduces the pair's log-probs, and blocks write attn + mlp to the residual."""
+    """Per view: the bridge runs every LoRA layer of the tuned view, reproduces the pair's log-probs (within
+    float error of eager vs fused attention: 1e-3 in float32, 0.1 in 16 bits), and its blocks write attn +
+    mlp to the residual stream."""
     for variant in pair.variants:
         with pair.view(variant) as split:
             ids = probe_ids(split)
@@ -186,14 +188,18 @@ def _check_bridge(pair: ModelPair, bridged: BridgedPair) -> None:
             idle: set[str] = set()
             with _idle_lora(unwrap_peft(split.causal_lm), bridged.lora_paths, idle):
                 logits, cache = bridge.run_with_cache(ids, names_filter=names)
-            err = (logits.float().log_softmax(-1) - want).abs().max().item()
-            if not err <= 1e-3:
-                bypassed = f"; it bypasses the LoRA layers {sorted(idle)[:4]}" if variant == "tuned" and idle else ""
+            name = type(unwrap_peft(split.causal_lm)).__name__
+            if variant == "tuned" and idle:
                 raise UnsupportedArchitectureError(
-                    f"{type(unwrap_peft(split.causal_lm)).__name__}: the TransformerLens bridge's {variant} "
-                    f"log-probabilities differ from the model's by {err:.3g}{bypassed} (TransformerLens "
-                    f"{type(bridge.adapter).__name__} recomputes those modules from copies of their weights); "
-                    "use engine='hooks'"
+                    f"{name}: the TransformerLens bridge bypasses the LoRA layers {sorted(idle)[:4]} (its "
+                    f"{type(bridge.adapter).__name__} recomputes those modules from copies of their weights), so "
+                    "its tuned view would not be the tuned model; use engine='hooks', or an adapter on other modules"
+                )
+            err = (logits.float().log_softmax(-1) - want).abs().max().item()
+            if not err <= (1e-3 if logits.dtype == torch.float32 else 0.1):
+                raise UnsupportedArchitectureError(
+                    f"{name}: the TransformerLens bridge's {variant} log-probabilities differ from the model's by "
+                    f"{err:.3g}; use engine='hooks'"
                 )
             _check_decomposition(split, cache, bridge.cfg.n_layers)
 
@@ -206,7 +212,7 @@ def _check_decomposition(split: SplitModel, cache: Any, n_layers: int) -> None:
         pre, post = cache[f"blocks.{i}.hook_resid_pre"], cache[f"blocks.{i}.hook_resid_post"]
         parts = cache[f"blocks.{i}.hook_attn_out"] + cache[f"blocks.{i}.hook_mlp_out"]
         err = (post.double() - pre.double() - parts.double()).abs().max().item()
-        if not err <= 1e-4 * max(1.0, post.abs().max().item()):
+        if not err <= max(1e-4, 8 * torch.finfo(post.dtype).eps) * max(1.0, post.abs().max().item()):
             raise UnsupportedArchitectureError(
                 f"{type(unwrap_peft(split.causal_lm)).__name__}: at TransformerLens's hook points block {i}'s output "
                 f"is not its input + hook_attn_out + hook_mlp_out (off by {err:.3g}; e.g. norms after the attention "
