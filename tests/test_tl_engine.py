@@ -91,6 +91,7 @@ def test_peft_views_are_one_module_with_the_adapter_off_and_on(tiny_llama):
 
     base, adapter = tiny_llama
     peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(adapter)).eval()
+    attention = peft_model.config._attn_implementation
     ref = layers(None, peft_model, TERMS, TEXTS, progress=False)
     view = layers(None, peft_model, TERMS, TEXTS, progress=False, engine="transformer_lens")
     diff = np.nanmax(np.abs(view.to_pandas()["logp"].to_numpy(float) - ref.to_pandas()["logp"].to_numpy(float)))
@@ -107,6 +108,8 @@ def test_peft_views_are_one_module_with_the_adapter_off_and_on(tiny_llama):
     assert not any(type(m).__module__.startswith("transformer_lens") for m in peft_model.modules()), (
         "the caller's model is not wrapped"
     )
+    assert peft_model.config._attn_implementation == attention, "TL switches its copy to eager attention, not ours"
+    assert bridged.pair.base_model.config._attn_implementation == "eager"
 
 
 def test_gpt2_lora_on_fused_qkv_is_refused(tiny_gpt2):
