@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+from html import escape
 
 import altair as alt
 import pandas as pd
@@ -162,8 +163,8 @@ PROBES = {
 def notebook_page(outputs: list[tuple[str, str]]) -> str:
     """A page laid out like a notebook: one 'In [n]' cell per output (test harness, not package code)."""
     cells = "".join(
-        f'<div class="cell"><pre class="in">In [{i}]: {code}</pre><div class="out">{html}</div></div>'
-        for i, (code, html) in enumerate(outputs, start=1)
+        f'<div class="cell"><pre class="in">In [{i}]: {escape(code)}</pre><div class="out">{out}</div></div>'
+        for i, (code, out) in enumerate(outputs, start=1)
     )
     csp = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
     return (

@@ -10,6 +10,8 @@ parquet schema metadata. `.to_hf()` gives a `datasets.Dataset` with the same row
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import math
 import sys
@@ -52,7 +54,9 @@ def test_parquet_round_trip_is_exact(cls, tmp_path_factory):
             assert loaded.metadata == original.metadata and loaded.extras == original.extras
         again = loaded.save(folder / "again.parquet")
         assert again.read_bytes() == path.read_bytes(), "saving the reloaded result changed the file"
-        header = json.loads(pq.read_schema(path).metadata[b"specprobe"])
+        kv = pq.read_schema(path).metadata
+        raw = kv[b"specprobe"] if b"specprobe" in kv else gzip.decompress(base64.b64decode(kv[b"specprobe.gz"]))
+        header = json.loads(raw)
         assert header["specprobe_result"] == cls.kind and header["metadata"] == json.loads(
             json.dumps(original.metadata)
         )
@@ -100,6 +104,19 @@ def test_parquet_keeps_list_columns_as_lists(tmp_path):
     assert math.isnan(table.column("token_logp_base").to_pylist()[0][1])
     back = cast(Comparison, Comparison.load(path))
     assert back.to_pandas()["token_logp_base"].iloc[1] == [] and back.missing == ["never"]
+
+
+def test_a_long_header_is_gzipped_in_the_file(tmp_path):
+    comp = _comparison()
+    comp.extras["items"] = [{"id": f"q{i}", "scores": [i / 7, -i / 3]} for i in range(500)]
+    path = comp.save(tmp_path / "c.parquet")
+    kv = pq.read_schema(path).metadata
+    assert b"specprobe" not in kv and b"specprobe.gz" in kv
+    header_bytes = len(json.dumps(comp.extras).encode())
+    assert path.stat().st_size < header_bytes / 2, "the header is stored compressed"
+    back = Result.load(path)
+    assert back.extras == comp.extras and back.metadata == comp.metadata
+    _assert_frames_equal(back.to_pandas(), comp.to_pandas(), "packed header")
 
 
 def test_to_hf_is_a_dataset_that_rebuilds_the_result(tmp_path):

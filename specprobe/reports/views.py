@@ -62,9 +62,16 @@ def main_chart(obj: Any, *, n_boot: int = N_BOOT) -> Any:
     return chart
 
 
+def _short(name: Any, limit: int = 40) -> str:
+    """A long model path shortened to its last two parts (the full one is in `.metadata`)."""
+    text = str(name)
+    parts = text.replace("\\", "/").rstrip("/").split("/")
+    return text if len(text) <= limit or len(parts) < 3 else "…/" + "/".join(parts[-2:])
+
+
 def _title(obj: Any, what: str) -> str:
     meta = getattr(obj, "metadata", {}) or {}
-    models = " · ".join(f"{k}: {meta[k]}" for k in ("base", "tuned") if meta.get(k))
+    models = " · ".join(f"{k}: {_short(meta[k])}" for k in ("base", "tuned") if meta.get(k))
     return f"{type(obj).__name__}: {what}" + (f" · {models}" if models else "")
 
 

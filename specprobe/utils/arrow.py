@@ -9,11 +9,14 @@ log-probabilities of `nan` would come back as None. Here every column is convert
 
 Reading goes back through `pd.DataFrame({column: values})`, the constructor the JSON reader uses, so a
 parquet file and a `.json.gz` file of one result load to equal frames. The header (kind, schema
-version, metadata, extras, column order) is one JSON value under the schema metadata key `specprobe`.
+version, metadata, extras, column order) is one JSON value under the schema metadata key `specprobe`
+(in a parquet file, a header over 4 kB is gzipped and base64-encoded under `specprobe.gz`).
 """
 
 from __future__ import annotations
 
+import base64
+import gzip
 import io
 import json
 import math
@@ -29,6 +32,10 @@ from specprobe.utils.extras import require
 from specprobe.utils.io import atomic_write_bytes
 
 HEADER_KEY = b"specprobe"
+#: a header longer than this is written to parquet files gzipped and base64-encoded, under `specprobe.gz`
+#: (the footer is not compressed; e.g. an accuracy matrix carries every scored question in its extras)
+PACKED_KEY = b"specprobe.gz"
+PACK_OVER = 4096
 PARQUET_MAGIC = b"PAR1"
 COMPRESSION = "zstd"
 
@@ -78,12 +85,19 @@ def frame_to_arrow(frame: pd.DataFrame, header: dict) -> Any:
 
 
 def _column_values(col) -> Any:
-    """An Arrow column's values: a numpy array when exact (numbers and booleans without nulls), else a list."""
+    """An Arrow column's values as the JSON reader would hold them: a numpy array for numbers and booleans
+    without nulls, else a list of Python values (lists for list cells, None for nulls). Numpy does the
+    conversion where that is exact (it is several times faster than `to_pylist`)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     t = col.type
     if col.null_count == 0 and (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
         return col.to_numpy()
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return col.to_numpy(zero_copy_only=False).tolist()
+    if pa.types.is_list(t) and pc.list_flatten(col).null_count == 0:  # no None inside a list: numpy is exact
+        return [None if a is None else a.tolist() for a in col.to_numpy(zero_copy_only=False)]
     return col.to_pylist()
 
 
@@ -108,7 +122,17 @@ def write_parquet(path: str | os.PathLike, table) -> Path:
     """Write an Arrow table to a parquet file (zstd), atomically."""
     pq = require("pyarrow.parquet", "parquet", f"writing {path}")
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression=COMPRESSION)
+    if not hasattr(pq.ParquetWriter, "add_key_value_metadata"):  # an older pyarrow: the header is kept twice
+        pq.write_table(table, buf, compression=COMPRESSION)
+        return atomic_write_bytes(path, buf.getvalue())
+    meta = _pack(table.schema.metadata or {})
+    plain = table.replace_schema_metadata(None)
+    # store_schema=False + the header as the file's key-value metadata: pyarrow's default would also keep a
+    # base64 copy of the whole schema, header included (twice the header); the column types read back
+    # the same from the parquet schema itself (tests/test_interop_parquet.py)
+    with pq.ParquetWriter(buf, plain.schema, compression=COMPRESSION, store_schema=False) as writer:
+        writer.write_table(plain)
+        writer.add_key_value_metadata(meta)
     return atomic_write_bytes(path, buf.getvalue())
 
 
@@ -121,9 +145,30 @@ def read_parquet(path: str | os.PathLike):
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
     try:
-        return pq.read_table(path)
+        table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
         raise ValueError(f"{path}: not a readable parquet file ({exc})") from exc
+    return table.replace_schema_metadata(_unpack(table.schema.metadata or {}))
+
+
+def _pack(meta: dict) -> dict:
+    """The file's key-value metadata: a long header gzipped under `specprobe.gz` (see PACK_OVER)."""
+    header = meta.get(HEADER_KEY)
+    if header is None or len(header) <= PACK_OVER:
+        return meta
+    rest = {k: v for k, v in meta.items() if k != HEADER_KEY}
+    return {**rest, PACKED_KEY: base64.b64encode(gzip.compress(header, mtime=0))}
+
+
+def _unpack(meta: dict) -> dict:
+    """The table's schema metadata with a packed header restored under `specprobe`."""
+    if PACKED_KEY not in meta:
+        return meta
+    rest = {k: v for k, v in meta.items() if k != PACKED_KEY}
+    try:
+        return {**rest, HEADER_KEY: gzip.decompress(base64.b64decode(meta[PACKED_KEY]))}
+    except (ValueError, OSError, EOFError) as exc:
+        raise ValueError(f"damaged specprobe header ({exc})") from exc
 
 
 def is_parquet(path: str | os.PathLike) -> bool:
