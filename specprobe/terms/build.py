@@ -58,7 +58,7 @@ def _tally(records: list[QARecord], mentions: list[list[Mention]]) -> _Tally:
             for s in rec.specialties:
                 t.counts[key][s] += 1
             t.questions[key][rec.id] = None
-            for cid in m.concept_ids or (m.concept_id,):
+            for cid in dict.fromkeys((m.concept_id, *m.concept_ids)):  # the primary (canonical) concept first
                 t.concepts[key][cid] = m.source if cid == m.concept_id else t.concepts[key].get(cid, "")
             t.canonical[key][m.canonical] += 1
     return t

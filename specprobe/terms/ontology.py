@@ -34,11 +34,19 @@ class Concept:
     name: str
     source: str  # "icd10cm" or "hpo"
     synonyms: tuple[str, ...] = ()
+    residual: tuple[str, ...] = ()  # ICD "X NOS" inclusion terms: coded here when unspecified, not synonyms
+
+    @property
+    def title(self) -> str | None:
+        """The concept's own name as it may read in text (an ICD title cleaned of "unspecified"/"NOS");
+        None for an ICD code whose title never occurs in text ("Other injury of unspecified body region")."""
+        return self.name if self.source != "icd10cm" else clean_icd_name(self.name)
 
 
 # --------------------------------------------------------------------------------------------- ICD-10-CM
 
 _PAREN = re.compile(r"\s*\([^()]*\)")
+_NOS = re.compile(r",?\s*NOS\s*$")
 _UNSPEC = re.compile(r",?\s*(unspecified|not elsewhere classified|NOS)\s*$", re.I)
 _SKIP_ICD = re.compile(
     r"\b(other|unspecified|elsewhere|without|encounter|sequela|subsequent|initial|"
@@ -70,13 +78,17 @@ def icd10cm_concepts() -> tuple[Concept, ...]:
         if icd.is_chapter(code):
             continue
         names = [icd.get_description(code), *icd.get_inclusion_term(code)]
-        cleaned = []
+        cleaned, residual = [], []
         for n in names:
             c = clean_icd_name(n)
             if c and c.lower() not in {x.lower() for x in cleaned}:
                 cleaned.append(c)
+                if _NOS.search(n):
+                    residual.append(c)
         if cleaned:
-            out.append(Concept(f"ICD10CM:{code}", icd.get_description(code), "icd10cm", tuple(cleaned)))
+            out.append(
+                Concept(f"ICD10CM:{code}", icd.get_description(code), "icd10cm", tuple(cleaned), tuple(residual))
+            )
     return tuple(out)
 
 
@@ -215,6 +227,63 @@ def _ccsr_by_category() -> dict[str, list[tuple[str, str]]]:
     return grouped
 
 
+# --------------------------------------------------------------------------------------------- corrections
+
+
+@dataclass(frozen=True)
+class SynonymFix:
+    """One row of `synonym_fixes.csv`: drop a string from a concept's synonyms, or add one."""
+
+    action: str  # "drop" or "add"
+    concept_id: str
+    synonym: str
+    reason: str
+
+
+def synonym_fixes_path() -> Path:
+    return Path(str(resources.files("specprobe") / "data" / "terms" / "synonym_fixes.csv"))
+
+
+@functools.lru_cache(maxsize=4)
+def load_synonym_fixes(path: str | None = None) -> tuple[SynonymFix, ...]:
+    """The synonym corrections (comment lines start with '#'); an unknown action is an error naming the line."""
+    import csv
+
+    p = Path(path) if path else synonym_fixes_path()
+    rows = [line for line in p.read_text(encoding="utf-8").splitlines() if line.strip() and not line.startswith("#")]
+    out = []
+    for lineno, rec in enumerate(csv.DictReader(rows), start=2):
+        if rec["action"] not in ("drop", "add"):
+            raise ValueError(f"{p}: row {lineno}: action must be 'drop' or 'add', not {rec['action']!r}")
+        out.append(SynonymFix(rec["action"], rec["concept_id"], rec["synonym"], rec["reason"]))
+    return tuple(out)
+
+
+def apply_synonym_fixes(
+    concepts: Iterator[Concept] | tuple[Concept, ...], fixes: tuple[SynonymFix, ...]
+) -> list[Concept]:
+    """The concepts with the fixes applied (matching on the synonym is case-insensitive; the name stays)."""
+    from dataclasses import replace
+
+    drop: dict[str, set[str]] = {}
+    add: dict[str, list[str]] = {}
+    for f in fixes:
+        (
+            drop.setdefault(f.concept_id, set()).add(f.synonym.lower())
+            if f.action == "drop"
+            else add.setdefault(f.concept_id, []).append(f.synonym)
+        )
+    out = []
+    for c in concepts:
+        if c.id in drop or c.id in add:
+            kept = [s for s in c.synonyms if s.lower() not in drop.get(c.id, set())]
+            c = replace(c, synonyms=tuple(dict.fromkeys([*kept, *add.get(c.id, [])])))
+        out.append(c)
+    return out
+
+
 def all_concepts() -> Iterator[Concept]:
-    yield from icd10cm_concepts()
-    yield from hpo_concepts()
+    """ICD-10-CM then HPO concepts, with `synonym_fixes.csv` applied."""
+    fixes = load_synonym_fixes()
+    yield from apply_synonym_fixes(icd10cm_concepts(), fixes)
+    yield from apply_synonym_fixes(hpo_concepts(), fixes)

@@ -4,10 +4,12 @@ Works with PyPI packages alone (no model download). Texts are tokenised by spaCy
 dictionary strings by the same tokenizer, so both sides agree. Matching is on normalised tokens
 (lower case, simple English plural stripping: "seizures" -> "seizure", "arteries" -> "artery"), scanning
 left to right and taking the longest dictionary entry at each position (a token trie walk, equivalent to
-spaCy's PhraseMatcher with a greedy longest-match filter). Abbreviations: all-capital dictionary entries
-("COPD", "ALS") match only in capitals, and an abbreviation defined in the text itself
-("... pulmonary embolism (PE) ...") is resolved to its long form with scispaCy's AbbreviationDetector,
-which needs no model.
+spaCy's PhraseMatcher with a greedy longest-match filter). Abbreviations (`abbreviations`): dictionary entries
+written as abbreviations ("COPD", "TRAbs") match only as written, an abbreviation in the text never matches an
+ordinary word, an abbreviation defined in the text itself ("... pulmonary embolism (PE) ...") is resolved to its
+long form with scispaCy's AbbreviationDetector (which needs no model), and a short one (<= 4 characters) that the
+text does not define is a term only through the curated list. The concept and canonical name of a match follow
+`canonical`.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from dataclasses import dataclass
 from importlib import resources
 
 from ..ontology import Concept, all_concepts
+from . import canonical as canon
+from .abbreviations import abbreviation_key, curated_abbreviations, is_abbreviation, is_short
 from .base import Mention, as_text_list, iter_progress
 
 MAX_TERM_TOKENS = 8
-_CAPS = re.compile(r"^[A-Z][A-Z0-9]{1,5}$")
 _WORDY = re.compile(r"[A-Za-z]")
 _PLAIN = re.compile(r"^[A-Za-z]{2,}( [A-Za-z]{2,})*$")
 
@@ -60,6 +63,7 @@ def generic_terms() -> frozenset[str]:
 class _Entry:
     concepts: list[int]
     norm: str
+    strings: dict[int, str]  # concept index -> its ontology string that this entry matches
 
 
 class OfflineExtractor:
@@ -101,19 +105,22 @@ class OfflineExtractor:
             for s in c.synonyms:
                 strings.append(s)
                 owners.append(i)
-        for toks, owner in zip(self._tokenise_all(strings), owners):
+        for toks, owner, s in zip(self._tokenise_all(strings), owners, strings):
             if not toks or len(toks) > MAX_TERM_TOKENS:
                 continue
-            if len(toks) == 1 and _CAPS.match(toks[0]):
-                entry = self._cs.setdefault(toks, _Entry([], toks[0].lower()))
+            if len(toks) == 1 and is_abbreviation(toks[0]):
+                key = (abbreviation_key(toks[0]),)
+                entry = self._cs.setdefault(key, _Entry([], key[0].lower(), {}))
             else:
                 norm = tuple(normalise_token(t) for t in toks)
                 if not self._keep(norm):
                     continue
-                entry = self._ci.setdefault(norm, _Entry([], " ".join(norm)))
+                entry = self._ci.setdefault(norm, _Entry([], " ".join(norm), {}))
             if owner not in entry.concepts:
                 entry.concepts.append(owner)
+                entry.strings[owner] = s
         self._max_len = max((len(k) for k in self._ci), default=1)
+        self._curated = {k: e for k, v in curated_abbreviations().items() if (e := self._long_form_entry(v))}
 
     def _tokenise_all(self, strings: list[str]) -> list[tuple[str, ...]]:
         """spaCy tokens of each string; plain space-separated words (most names) take a fast path that gives
@@ -127,15 +134,44 @@ class OfflineExtractor:
     def lookup(self, phrase: str) -> list[Concept]:
         """The concepts a phrase names exactly (after normalisation); [] if it is not in the dictionary."""
         toks = tuple(t.text for t in self.nlp.make_doc(phrase))
-        entry = self._cs.get(toks) or self._ci.get(tuple(normalise_token(t) for t in toks))
+        entry = self._abbreviation_entry(toks[0]) if len(toks) == 1 and is_abbreviation(toks[0]) else None
+        entry = entry or self._ci.get(tuple(normalise_token(t) for t in toks))
         return [self.concepts[i] for i in entry.concepts] if entry else []
 
-    def _mention(self, doc, i: int, j: int, entry: _Entry, abbreviation_of: str | None = None) -> Mention:
+    def _long_form_entry(self, long: str) -> _Entry | None:
+        """The entry a long form names: the whole of it, else its longest tail ("new-onset atrial
+        fibrillation" -> "atrial fibrillation")."""
+        lt = tuple(normalise_token(t.text) for t in self.nlp.make_doc(long))
+        return next((self._ci[lt[k:]] for k in range(len(lt)) if lt[k:] in self._ci), None)
+
+    def _spelled_out(self, short: str, long: str) -> _Entry | None:
+        """The ontology abbreviation `short` when the text's own long form agrees with it: the long form names no
+        concept, but shares at least half its words with a name of the abbreviation's concept ("TSH receptor
+        autoantibodies (TRAbs)" ~ "Anti-TSH receptor antibody positivity")."""
+        entry = self._cs.get((abbreviation_key(short),)) if is_abbreviation(short) else None
+        words = set(normalise_phrase(long).split()) - self._stop
+        if entry is None or not words:
+            return None
+        for k in entry.concepts:
+            if any(len(words & set(normalise_phrase(s).split())) * 2 >= len(words) for s in self.concepts[k].synonyms):
+                return entry
+        return None
+
+    def _abbreviation_entry(self, token: str) -> _Entry | None:
+        """What an abbreviation the text does not define stands for: the curated list's long form, else an
+        ontology abbreviation written the same way, unless it is short (ambiguous out of context)."""
+        key = abbreviation_key(token)
+        if key in self._curated:
+            return self._curated[key]
+        return None if is_short(key) else self._cs.get((key,))
+
+    def _mention(
+        self, doc, i: int, j: int, entry: _Entry, abbreviation_of: str | None = None, norm: str | None = None
+    ) -> Mention:
+        """The mention of doc[i:j]; `norm` (default: the entry's) is the term key it counts for."""
         span = doc[i:j]
         cs = [self.concepts[k] for k in entry.concepts]
-        # primary concept: one whose preferred name is this string, HPO before ICD-10-CM
-        primary = sorted(cs, key=lambda c: (normalise_phrase(c.synonyms[0]) != entry.norm, c.source != "hpo"))[0]
-        canonical = primary.synonyms[0] if primary.source == "icd10cm" else primary.name
+        primary, canonical = canon.choose([(self.concepts[k], entry.strings[k]) for k in entry.concepts], entry.norm)
         return Mention(
             span.text,
             span.start_char,
@@ -144,7 +180,7 @@ class OfflineExtractor:
             primary.id,
             primary.source,
             tuple(c.id for c in cs),
-            entry.norm,
+            norm or entry.norm,
             abbreviation_of,
         )
 
@@ -156,34 +192,43 @@ class OfflineExtractor:
         if self.abbreviations:
             for short in doc._.abbreviations:
                 long = short._.long_form
-                lt = tuple(normalise_token(t.text) for t in long)
-                entry = self._ci.get(lt)
-                if entry is None:  # the long form may start with a modifier: take its longest matching tail
-                    entry = next((self._ci[lt[k:]] for k in range(1, len(lt)) if lt[k:] in self._ci), None)
+                entry = self._long_form_entry(long.text) or self._spelled_out(short.text, long.text)
                 if entry is not None and short.text not in short_forms:
                     short_forms[short.text] = (entry, long.text)
         out: list[Mention] = []
         i, n = 0, len(doc)
         while i < n:
-            hit = None
-            cs = self._cs.get((texts[i],))
-            if texts[i] in short_forms:
-                entry, long_text = short_forms[texts[i]]
-                hit = (i + 1, entry, long_text)
+            hit = self._abbreviation_hit(texts[i], i, short_forms)
             for L in range(min(self._max_len, n - i), 0, -1):
+                if L == 1 and is_abbreviation(texts[i]):
+                    break  # an abbreviation is never an ordinary word ("CAGE", "ALT")
                 entry = self._ci.get(tuple(norms[i : i + L]))
                 if entry is not None and (hit is None or i + L > hit[0]):
-                    hit = (i + L, entry, None)
+                    hit = (i + L, entry, None, None)
                     break
-            if hit is None and cs is not None:
-                hit = (i + 1, cs, None)
             if hit is None:
                 i += 1
                 continue
-            j, entry, long_text = hit
-            out.append(self._mention(doc, i, j, entry, long_text))
+            j, entry, long_text, norm = hit
+            out.append(self._mention(doc, i, j, entry, long_text, norm))
             i = j
         return out
+
+    def _abbreviation_hit(
+        self, token: str, i: int, short_forms: dict[str, tuple[_Entry, str]]
+    ) -> tuple[int, _Entry, str | None, str | None] | None:
+        """A one-token match of an abbreviation at position i: (end, entry, long form, term key). One defined in
+        the text counts for its long form's term; a curated or ontology one is a term of its own ("COPD", so
+        that it can be found in texts) with the concept of its long form (see `_abbreviation_entry`)."""
+        if token in short_forms:
+            entry, long_text = short_forms[token]
+            return i + 1, entry, long_text, None
+        if not is_abbreviation(token):
+            return None
+        entry = self._abbreviation_entry(token)
+        if entry is None:
+            return None
+        return i + 1, entry, None, abbreviation_key(token).lower()
 
     def extract(self, text: str) -> list[Mention]:
         return self.extract_many([text])[0]
