@@ -81,7 +81,7 @@ def measure(paths: list[Path]) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.result_formats", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.result_formats", description=(__doc__ or "").splitlines()[0])
     p.add_argument("run_dir", nargs="?", default="specprobe-demo", help="a folder with saved results")
     p.add_argument("--json", type=Path, help="also write the table here")
     args = p.parse_args(argv)

@@ -96,7 +96,7 @@ def _column_values(col) -> Any:
         return col.to_numpy()
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return col.to_numpy(zero_copy_only=False).tolist()
-    if pa.types.is_list(t) and pc.list_flatten(col).null_count == 0:  # no None inside a list: numpy is exact
+    if pa.types.is_list(t) and pc.list_flatten(col).null_count == 0:  # pyright: ignore[reportAttributeAccessIssue]  # no None inside a list: numpy is exact
         return [None if a is None else a.tolist() for a in col.to_numpy(zero_copy_only=False)]
     return col.to_pylist()
 
