@@ -17,6 +17,8 @@ from pydantic_core import ErrorDetails
 
 #: the TOML tables whose keys are options passed on to `finetune.train` and to `compare`/`layers`
 TABLES = ("train", "compare")
+#: the keys of the [resources] table: the kinds of stage a remote executor asks resources for
+RESOURCE_KINDS = ("lexicon", "train", "accuracy", "compare", "layers", "report")
 
 
 class ConfigError(ValueError):
@@ -71,6 +73,8 @@ class TrainSchema(BaseModel):
     append_eos: bool = _optional()
     save_every: int = _optional(gt=0)
     keep_checkpoints: int = _optional(gt=0)
+    save_steps: list[int] | str | None = _optional()  # adapter snapshots after these steps: a list, or "10,20,40"
+    report_to: Literal["none", "tensorboard", "wandb", "mlflow"] = _optional()
     revision: str | None = _optional()
     trust_remote_code: bool = _optional()
 
@@ -91,6 +95,32 @@ class CompareSchema(BaseModel):
     dtype: str | None = _optional()
 
 
+class ResourceSchema(BaseModel):
+    """What one kind of stage asks for under `--executor ray` (default: one CPU, no GPU)."""
+
+    model_config = _STRICT
+
+    cpus: float = _optional(ge=0)
+    gpus: float = _optional(ge=0)
+    memory_gb: float = _optional(gt=0)
+    custom: dict[str, float] = _optional()  # Ray custom resources, e.g. {a100 = 1}
+
+
+class ResourcesSchema(BaseModel):
+    """The [resources] table: per kind of stage (`RESOURCE_KINDS`), what its Ray tasks ask for.
+
+    Where stages run does not change what they compute, so these keys are in no stage's key."""
+
+    model_config = _STRICT
+
+    lexicon: ResourceSchema = _optional()
+    train: ResourceSchema = _optional()
+    accuracy: ResourceSchema = _optional()
+    compare: ResourceSchema = _optional()
+    layers: ResourceSchema = _optional()
+    report: ResourceSchema = _optional()
+
+
 class ConfigSchema(BaseModel):
     """The top-level keys of an experiment configuration (defaults: `ExperimentConfig`)."""
 
@@ -107,9 +137,16 @@ class ConfigSchema(BaseModel):
     compare: CompareSchema = _optional()
     max_texts: int | None = _optional(gt=0)
     layers: bool = _optional()
+    resources: ResourcesSchema = _optional()
 
 
-_SCHEMAS: dict[str, type[BaseModel]] = {"": ConfigSchema, "train": TrainSchema, "compare": CompareSchema}
+_SCHEMAS: dict[str, type[BaseModel]] = {
+    "": ConfigSchema,
+    "train": TrainSchema,
+    "compare": CompareSchema,
+    "resources": ResourcesSchema,
+    **{f"resources.{kind}": ResourceSchema for kind in RESOURCE_KINDS},
+}
 
 _PROBLEMS = {
     "int_type": "must be an integer",
@@ -134,6 +171,9 @@ def _key(loc: tuple) -> str:
     parts, rest = [str(loc[0])], list(loc[1:])
     if parts[0] in TABLES and rest:
         parts.append(str(rest.pop(0)))
+    if parts[0] == "resources":  # resources.<kind>.<key>
+        while rest and len(parts) < 3 and isinstance(rest[0], str):
+            parts.append(str(rest.pop(0)))
     index = next((r for r in rest if isinstance(r, int)), None)
     return ".".join(parts) + (f"[{index}]" if index is not None else "")
 
@@ -143,7 +183,7 @@ def _problem(error: ErrorDetails) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
         loc = error["loc"]
-        table = str(loc[0]) if len(loc) > 1 else ""
+        table = ".".join(str(part) for part in loc[:-1])
         return f"unknown key; valid {table + ' ' if table else ''}keys: {sorted(_SCHEMAS[table].model_fields)}"
     template = _PROBLEMS.get(kind)
     return template.format(**error.get("ctx", {})) if template else error["msg"].lower()
@@ -192,6 +232,10 @@ class ExperimentConfig:
     compare: dict = field(default_factory=lambda: {"batch_size": 16})
     max_texts: int | None = None  # cap on test texts used by compare (None: all)
     layers: bool = True  # logit-lens layer views for every adapter
+    resources: dict = field(default_factory=dict)  # [resources]: what each kind of stage asks of Ray
+
+    #: the fields that say where stages run, not what they compute: not recorded with the results
+    PLACEMENT = ("resources",)
 
     def __post_init__(self) -> None:
         for name in ("base", "data", "out"):
@@ -205,6 +249,11 @@ class ExperimentConfig:
     def validate(self, source: str = "experiment config") -> None:
         """Check every field (also after fields were changed); raises `ConfigError` naming the key."""
         validate_config(asdict(self), source)
+
+    def recorded(self) -> dict:
+        """The config as recorded in experiment.json: every field but those that only say where the
+        stages run (`PLACEMENT`), so that every executor writes the same record."""
+        return {k: v for k, v in asdict(self).items() if k not in self.PLACEMENT}
 
     def resolved(self) -> ExperimentConfig:
         """A validated copy with the built-in model and questions filled in where none are given."""

@@ -40,7 +40,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("run", help="run an experiment described by a TOML file (cached, resumable stages)")
     r.add_argument(
         "config",
-        help="experiment.toml (keys: base, data, out, specialties, include_all, test_fraction, seed, train, compare, max_texts, layers)",
+        help="experiment.toml (keys: base, data, out, specialties, include_all, test_fraction, seed, train, compare, "
+        "max_texts, layers, resources)",
+    )
+    r.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local: every stage in this process, one after another (default); ray: every stage as a Ray task "
+        "with the resources of the [resources] table (needs pip install 'specprobe[ray]' and an output folder "
+        "on a filesystem all nodes share)",
+    )
+    r.add_argument(
+        "--address",
+        default=None,
+        help="the Ray cluster to run on: auto (the one started with `ray start` on this machine) or HOST:PORT; "
+        "default: start Ray on this machine for the run",
     )
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(handler=run_toml)
@@ -92,9 +107,11 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_toml(args: argparse.Namespace) -> int:
-    """`specprobe run experiment.toml`."""
+    """`specprobe run experiment.toml [--executor local|ray] [--address auto|HOST:PORT]`."""
+    from specprobe.app.executors import make_executor
     from specprobe.app.experiment import ExperimentConfig, run_experiment
 
     started = time.perf_counter()
     cfg = ExperimentConfig.from_toml(args.config)
-    return _finish(run_experiment(cfg, progress=not args.no_progress), started)
+    executor = make_executor(args.executor, address=args.address, resources=cfg.resources)
+    return _finish(run_experiment(cfg, progress=not args.no_progress, executor=executor), started)

@@ -14,13 +14,14 @@ import json
 import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
 from specprobe.app.config import ConfigError, ExperimentConfig, builtin_model, builtin_questions
+from specprobe.app.executors_base import LocalExecutor, Step
 from specprobe.app.experiment_result import ExperimentResult
 from specprobe.app.stages import run_stage
 from specprobe.core.models import weights_fingerprint
@@ -330,6 +331,17 @@ def adapter_stage(
     return folder / ADAPTER_DIR
 
 
+def accuracy_key(base_hash: str, split: dict, adapters: Mapping[str, str], train: dict, test_path: Path) -> dict:
+    """The accuracy stage's inputs: the base, the split, every adapter's content, the training options."""
+    return {
+        "base": base_hash,
+        "split": split,
+        "test": sha256_file(test_path),
+        "adapters": {name: adapter_hash(path) for name, path in adapters.items()},
+        "train": train,
+    }
+
+
 def accuracy_stage(
     root: Path,
     base: str,
@@ -345,22 +357,79 @@ def accuracy_stage(
     """Stage 4, the accuracy of the base and every adapter on every test specialty; returns accuracy.json."""
     from specprobe import finetune
 
-    key = {
-        "base": base_hash,
-        "split": split,
-        "test": sha256_file(test_path),
-        "adapters": {name: adapter_hash(path) for name, path in adapters.items()},
-        "train": train,
-    }
     folder = run_stage(
         root,
         "accuracy",
-        key,
+        accuracy_key(base_hash, split, adapters, train, test_path),
         lambda f: finetune.matrix(base, dict(adapters), test_path, progress=progress).save(f / ACCURACY_FILE),
         code=ACCURACY_CODE,
         say=say,
     )
     return folder / ACCURACY_FILE
+
+
+def accuracy_part_stage(
+    root: Path,
+    name: str,
+    adapter: str,
+    base: str,
+    base_hash: str,
+    split: dict,
+    train: dict,
+    test_path: Path,
+    *,
+    with_base: bool,
+    progress: bool = True,
+    say: Say = print,
+) -> Path:
+    """Stage 4 in parts (remote executors): the accuracy of one adapter (and of the base, for the first
+    adapter) on every test specialty; `accuracy_merge_stage` joins the parts. Returns its accuracy.json."""
+    from specprobe import finetune
+
+    key = {
+        "base": base_hash,
+        "split": split,
+        "test": sha256_file(test_path),
+        "name": name,
+        "adapter": adapter_hash(adapter),
+        "train": train,
+        "with_base": with_base,
+    }
+    folder = run_stage(
+        root,
+        f"accuracy-{slug(name)}",
+        key,
+        lambda f: finetune.matrix(base, {name: adapter}, test_path, include_base=with_base, progress=progress).save(
+            f / ACCURACY_FILE
+        ),
+        code=ACCURACY_CODE,
+        say=say,
+    )
+    return folder / ACCURACY_FILE
+
+
+def accuracy_merge_stage(
+    root: Path,
+    base_hash: str,
+    split: dict,
+    adapters: Mapping[str, str],
+    train: dict,
+    test_path: Path,
+    parts: Mapping[str, str],
+    *,
+    say: Say = print,
+) -> Path:
+    """Stage 4's parts merged (`accuracy_parts.merge_matrices`) into the accuracy stage's own folder and
+    file, the same that `accuracy_stage` writes; returns accuracy.json."""
+    from specprobe.app.accuracy_parts import merge_matrices
+    from specprobe.finetune import AccuracyMatrix
+
+    def produce(folder: Path) -> None:
+        merged = merge_matrices([AccuracyMatrix.load(parts[name]) for name in adapters])
+        merged.save(folder / ACCURACY_FILE)
+
+    key = accuracy_key(base_hash, split, adapters, train, test_path)
+    return run_stage(root, "accuracy", key, produce, code=ACCURACY_CODE, say=say) / ACCURACY_FILE
 
 
 def probe_stage(
@@ -441,56 +510,132 @@ def summary_stage(root: Path, config: dict, paths: dict) -> ExperimentResult:
     return result
 
 
-# -- the runner ------------------------------------------------------------------------------------------
-def run_experiment(config: ExperimentConfig, *, progress: bool = True, say: Say = print) -> ExperimentResult:
-    """Run (or resume) every stage in order; returns an `ExperimentResult` (also saved as experiment.json).
+def report_stage(
+    root: Path,
+    config: dict,
+    lexicon: str | Path,
+    accuracy: str | Path,
+    adapters: Mapping[str, str | Path],
+    comparisons: Mapping[str, str | Path],
+    layers: Mapping[str, str | Path],
+) -> Path:
+    """The last step, from the stages' files: `summary_stage`'s CSVs and experiment.json; returns experiment.json."""
+    paths = {
+        "lexicon": str(lexicon),
+        "accuracy": str(accuracy),
+        "adapters": {name: str(p) for name, p in adapters.items()},
+        "comparisons": {name: str(p) for name, p in comparisons.items()},
+        "layers": {name: str(p) for name, p in layers.items()},
+    }
+    summary_stage(root, config, paths)
+    return root / "experiment.json"
 
-    Holds the lock of the output folder throughout (a second run into it gets `OutputLockedError`
-    naming this process). SIGINT and SIGTERM stop the run (`TrainingInterrupted` during training, after
-    a checkpoint; `RunInterrupted` elsewhere); finished stages are kept, and the same call resumes.
+
+# -- the stage graph -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunInputs:
+    """What the stages after the split share: the resolved config, the output folder, the base's and the
+    split's identities, the split's files and the adapters to train ((name, specialty filter) pairs)."""
+
+    cfg: ExperimentConfig
+    root: Path
+    base_hash: str
+    split: dict
+    train_path: Path
+    test_path: Path
+    targets: list[tuple[str, str | None]]
+
+
+def plan_steps(run: RunInputs, *, in_process: bool, progress: bool = True, say: Say = print) -> list[Step]:
+    """Every stage after the split, as `Step`s in dependency order, each naming the stages it reads.
+
+    The one declaration of the stage graph, for every executor. `in_process` (the local executor): the
+    probe stages share loaded models and one accuracy stage measures every adapter; otherwise each
+    adapter's accuracy is its own step and a merge step joins them into the same accuracy stage.
     """
+    cfg, root = run.cfg, run.root
+    common = {"progress": progress, **({"say": say} if in_process else {})}
+    steps = [
+        Step(
+            "lexicon",
+            "lexicon",
+            lexicon_stage,
+            {"root": root, "split": run.split, "test_path": run.test_path, **common},
+        )
+    ]
+    adapters = {name: f"adapter-{slug(name)}" for name, _ in run.targets}
+    for name, spec in run.targets:
+        fixed = {"name": name, "specialty": spec, "base": cfg.base, "base_hash": run.base_hash, "split": run.split}
+        fixed |= {"train_path": run.train_path, "train": cfg.train}
+        steps.append(Step(adapters[name], "train", adapter_stage, {"root": root, **fixed, **common}))
+    steps += _accuracy_steps(run, adapters, in_process, common)
+    pairs = {"pairs": PairCache(cfg.base)} if in_process else {}  # the base loads once, by the first probe stage
+    probes: dict[str, dict[str, str]] = {"compare": {}, "layers": {}}
+    for kind in ("compare", "layers")[: 2 if cfg.layers else 1]:
+        for name in adapters:
+            fixed = {"kind": kind, "name": name, "base": cfg.base, "base_hash": run.base_hash, "train": cfg.train}
+            fixed |= {"test_path": run.test_path, "max_texts": cfg.max_texts, "compare": cfg.compare, "seed": cfg.seed}
+            needs = {"adapter": adapters[name], "lexicon_path": "lexicon"}
+            probes[kind][name] = f"{kind}-{slug(name)}"
+            steps.append(Step(probes[kind][name], kind, probe_stage, {"root": root, **fixed, **pairs, **common}, needs))
+    needs = {"lexicon": "lexicon", "accuracy": "accuracy", "adapters": adapters}
+    needs |= {"comparisons": probes["compare"], "layers": probes["layers"]}
+    steps.append(Step("report", "report", report_stage, {"root": root, "config": cfg.recorded()}, needs))
+    return steps
+
+
+def _accuracy_steps(run: RunInputs, adapters: dict[str, str], in_process: bool, common: dict) -> list[Step]:
+    """The accuracy stage as one step (in process), or one step per adapter and a merge step."""
+    fixed = {"root": run.root, "base_hash": run.base_hash, "split": run.split, "train": run.cfg.train}
+    fixed |= {"test_path": run.test_path}
+    if in_process:
+        return [
+            Step(
+                "accuracy",
+                "accuracy",
+                accuracy_stage,
+                {**fixed, "base": run.cfg.base, **common},
+                {"adapters": adapters},
+            )
+        ]
+    steps, parts = [], {}
+    for i, (name, step) in enumerate(adapters.items()):
+        parts[name] = f"accuracy-{slug(name)}"
+        kwargs = {**fixed, "name": name, "base": run.cfg.base, "with_base": i == 0, **common}
+        steps.append(Step(parts[name], "accuracy", accuracy_part_stage, kwargs, {"adapter": step}))
+    steps.append(Step("accuracy", "report", accuracy_merge_stage, fixed, {"adapters": adapters, "parts": parts}))
+    return steps
+
+
+# -- the runner ------------------------------------------------------------------------------------------
+def run_experiment(
+    config: ExperimentConfig, *, progress: bool = True, say: Say = print, executor: Any = None
+) -> ExperimentResult:
+    """Run (or resume) every stage; returns an `ExperimentResult` (also saved as experiment.json).
+
+    `executor` runs the stages (`executors.LocalExecutor`, the default: in order, in this process; or
+    `executors.make_executor("ray", ...)`: Ray tasks). The split runs here first, since the plan needs
+    its specialties. Holds the lock of the output folder throughout (a second run into it gets
+    `OutputLockedError` naming this process). SIGINT and SIGTERM stop the run (`TrainingInterrupted`
+    during training, after a checkpoint; `RunInterrupted` elsewhere); finished stages are kept, and the
+    same call resumes.
+    """
+    executor = executor or LocalExecutor()
     cfg = config.resolved()
     root = Path(cfg.out).expanduser().resolve()
     with stop_on_signals(), output_lock(root):
-        return _run(cfg, root, progress=progress, say=say)
+        run = prepare_run(cfg, root, say=say)
+        outputs = executor.run(plan_steps(run, in_process=executor.in_process, progress=progress, say=say))
+        return cast(ExperimentResult, ExperimentResult.load(outputs["report"]))
 
 
-def _run(cfg: ExperimentConfig, root: Path, *, progress: bool, say: Say) -> ExperimentResult:
+def prepare_run(cfg: ExperimentConfig, root: Path, *, say: Say = print) -> RunInputs:
+    """The base's identity, the split stage and the adapters to train (checked before any long stage)."""
     base_hash = weights_fingerprint(cfg.base) or cfg.base
     data_hash = sha256_file(cfg.data)
     split_dir = split_stage(root, cfg.data, data_hash, cfg.test_fraction, cfg.seed, say=say)
     split = split_key(data_hash, cfg.test_fraction, cfg.seed)
     train_path, test_path = split_dir / TRAIN_FILE, split_dir / TEST_FILE
     specialties = check_specialties(train_path, cfg.specialties, cfg.data)
-    targets = adapter_targets(specialties, cfg.include_all)  # checked before any stage that takes long
-    run = {"progress": progress, "say": say}
-    lexicon = lexicon_stage(root, split, test_path, **run)
-    adapters = {
-        name: str(adapter_stage(root, name, spec, cfg.base, base_hash, split, train_path, cfg.train, **run))
-        for name, spec in targets
-    }
-    accuracy = accuracy_stage(root, cfg.base, base_hash, split, adapters, cfg.train, test_path, **run)
-    pairs = PairCache(cfg.base)  # the base loads once, by the first probe stage that runs
-    probes: dict[str, dict[str, str]] = {"comparisons": {}, "layers": {}}
-    for kind, entry in (("compare", "comparisons"), ("layers", "layers"))[: 2 if cfg.layers else 1]:
-        for name, adapter in adapters.items():
-            probes[entry][name] = str(
-                probe_stage(
-                    root,
-                    kind,
-                    name,
-                    adapter,
-                    cfg.base,
-                    base_hash,
-                    cfg.train,
-                    lexicon,
-                    test_path,
-                    cfg.max_texts,
-                    cfg.compare,
-                    cfg.seed,
-                    pairs=pairs,
-                    **run,
-                )
-            )
-    paths = {"lexicon": str(lexicon), "accuracy": str(accuracy), "adapters": adapters, **probes}
-    return summary_stage(root, asdict(cfg), paths)
+    targets = adapter_targets(specialties, cfg.include_all)
+    return RunInputs(cfg, root, base_hash, split, train_path, test_path, targets)

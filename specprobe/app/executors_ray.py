@@ -1,0 +1,167 @@
+"""`RayExecutor`: every experiment stage as a Ray task (`ray.remote`), with the resources its kind asks for
+in the `[resources]` table, and the outputs of the stages it reads passed as `ObjectRef` arguments, so
+Ray starts it when they are ready and runs independent stages side by side.
+
+Imported only when Ray is installed (`executors.make_executor` checks). The tasks write into the same
+output folder as the driver, which must therefore be on a filesystem every node shares; the stage
+folders and their keys are the local executor's, so caching and resume work the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import ray
+from ray.exceptions import RayError, RayTaskError
+
+from specprobe.app.executors_base import BAD_INPUT, StageError, StageInputError, Step, check_order, resolve_needs
+
+__all__ = ["RayExecutor", "StageFailure", "task_options"]
+
+log = logging.getLogger(__name__)
+WAIT_S = 1.0  # how long one `ray.wait` blocks, so that Ctrl-C and SIGTERM reach the driver promptly
+
+
+class StageFailure(Exception):
+    """What a failed stage's task sends back: the stage's name, the error's type and its one-line message,
+    and whether it was bad input (so the driver raises `StageInputError` or `StageError`)."""
+
+    def __init__(self, stage: str, error: str, message: str, bad_input: bool):
+        super().__init__(
+            f"stage {stage} failed: {message}" if bad_input else f"stage {stage} failed: {error}: {message}"
+        )
+        self.stage, self.error, self.message, self.bad_input = stage, error, message, bad_input
+
+    def __reduce__(self):
+        return type(self), (self.stage, self.error, self.message, self.bad_input)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception's message on one line (KeyError quotes its key)."""
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def run_step(
+    name: str, fn: Callable[..., Any], kwargs: Mapping[str, Any], needs: Mapping, deps: Sequence[str], *values: Any
+) -> Any:
+    """The body of every task: `fn` on its fixed inputs and its dependencies' outputs (`values`, resolved
+    by Ray from the ObjectRefs, in the order of `deps`). An error comes back as a `StageFailure`."""
+    try:
+        return fn(**kwargs, **resolve_needs(needs, dict(zip(deps, values))))
+    except Exception as exc:
+        raise StageFailure(name, type(exc).__name__, _one_line(exc), isinstance(exc, BAD_INPUT)) from None
+
+
+def task_options(step: Step, resources: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The `.options(...)` of a step's task: its name, and the CPUs, GPUs and custom resources its kind
+    asks for in the `[resources]` table (default: one CPU, no GPU)."""
+    spec = resources.get(step.kind) or {}
+    options: dict[str, Any] = {
+        "name": step.name,
+        "num_cpus": spec.get("cpus", 1),
+        "num_gpus": spec.get("gpus", 0),
+    }
+    if spec.get("memory_gb"):
+        options["memory"] = int(spec["memory_gb"] * 1024**3)
+    if spec.get("custom"):
+        options["resources"] = dict(spec["custom"])
+    return options
+
+
+class RayExecutor:
+    """Runs the steps as Ray tasks on the cluster at `address` ("auto", "HOST:PORT"; None: a Ray instance
+    started on this machine for the run, shut down after it). Already connected (`ray.init` called by the
+    caller), it uses that connection and leaves it open."""
+
+    name = "ray"
+    in_process = False  # steps run in other processes: no shared models, one accuracy task per adapter
+
+    def __init__(self, address: str | None = None, resources: Mapping[str, Mapping[str, Any]] | None = None):
+        self.address = address
+        self.resources = dict(resources or {})
+
+    def run(self, steps: Sequence[Step]) -> dict[str, Any]:
+        """Submit every step, wait for all; returns step name -> output. A failed stage is raised as
+        `StageInputError` (bad input) or `StageError` naming it, after the stages that do not need it ended."""
+        check_order(steps)
+        started = self._connect()
+        try:
+            return self._run(steps)
+        finally:
+            if started:
+                ray.shutdown()
+
+    def _connect(self) -> bool:
+        """Connect to (or start) Ray unless already connected; True when this call connected.
+
+        `ray.init` installs its own SIGTERM handler in the driver; the caller's handlers come back, so
+        that SIGTERM still stops the run as it does under the local executor."""
+        if ray.is_initialized():
+            return False
+        main = threading.current_thread() is threading.main_thread()
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
+        options: dict[str, Any] = {"logging_level": logging.WARNING}
+        if self.address is None:
+            options["include_dashboard"] = False
+        ray.init(address=self.address, **options)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        return True
+
+    def _run(self, steps: Sequence[Step]) -> dict[str, Any]:
+        """Submit the tasks in order, each with its dependencies' ObjectRefs; collect the outputs."""
+        remote = ray.remote(run_step)
+        refs: dict[str, Any] = {}
+        for step in steps:
+            deps = step.dependencies()
+            refs[step.name] = remote.options(**task_options(step, self.resources)).remote(
+                step.name, step.fn, dict(step.kwargs), dict(step.needs), deps, *(refs[d] for d in deps)
+            )
+        return self._collect(refs)
+
+    def _collect(self, refs: Mapping[str, Any]) -> dict[str, Any]:
+        """Wait for every task. A failure is logged when it happens and raised once nothing else can
+        finish: the stages that do not need the failed one run to the end, and the next run reuses them.
+        An interruption (Ctrl-C, SIGTERM) cancels what is still pending."""
+        pending = {ref: name for name, ref in refs.items()}
+        outputs: dict[str, Any] = {}
+        failures: list[Exception] = []
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_S)
+                for ref in ready:
+                    name = pending.pop(ref)
+                    try:
+                        outputs[name] = _result(name, ref)
+                    except (StageError, StageInputError) as exc:
+                        if str(exc) not in map(str, failures):  # a dependant fails with its input's error
+                            log.error("%s; the stages that do not need it go on", exc)
+                        failures.append(exc)
+        finally:
+            for ref in pending:  # after an interruption: stop what is still to run
+                try:
+                    ray.cancel(ref)
+                except Exception:  # noqa: BLE001 - an already finished task cannot be cancelled
+                    pass
+        if failures:
+            raise failures[0]
+        return {name: outputs[name] for name in refs}
+
+
+def _result(name: str, ref: Any) -> Any:
+    """The output of a finished task, or its failure as `StageInputError`/`StageError` naming the stage
+    that failed (a task whose input failed reports that input's stage)."""
+    try:
+        return ray.get(ref)
+    except RayTaskError as exc:
+        cause = exc.cause
+        if isinstance(cause, StageFailure):
+            raise (StageInputError if cause.bad_input else StageError)(str(cause)) from None
+        raise StageError(f"stage {name} failed: {type(cause).__name__}: {_one_line(cause)}") from None
+    except RayError as exc:  # the worker died, the task was cancelled, the node was lost
+        raise StageError(f"stage {name} failed: {type(exc).__name__}: {_one_line(exc)}") from None

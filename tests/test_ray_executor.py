@@ -1,0 +1,289 @@
+"""The experiment runner on Ray (issue 14): every stage a Ray task that reads only its inputs' outputs;
+the same stage folders, hence the same CSVs, caching and resume as the local executor; a failed stage
+names itself; without Ray, `--executor ray` is a one-line error naming the extra.
+
+The Ray tests run on one local Ray instance (2 CPUs) shared by the module; they skip when Ray is not
+installed, except under CI (CI=true), where Ray is required.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from specprobe.app.cli import main
+from specprobe.app.config import ExperimentConfig, builtin_questions
+from specprobe.app.executors import LocalExecutor, Step, make_executor
+from specprobe.app.experiment import RunInputs, plan_steps, run_experiment
+from specprobe.app.stages import DONE
+
+SPECIALTIES = ["Cardiology", "Neurology"]
+TRAIN = {"max_steps": 6, "batch_size": 2, "learning_rate": 1e-3, "rank": 2, "max_length": 128, "save_every": 1}
+CSVS = ("compare_matrix.csv", "accuracy_matrix.csv")
+ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def require_ray():
+    """The ray module; skips the test without it, except under CI, where a missing Ray fails it."""
+    if os.environ.get("CI") == "true":
+        import ray  # CI installs the ray extra: a missing Ray is a failure there
+
+        return ray
+    return pytest.importorskip("ray", reason="Ray is not installed (pip install 'specprobe[ray]')")
+
+
+def write_data(path: Path, per_specialty: int = 10) -> Path:
+    """A small S-MedQA file: the first `per_specialty` built-in questions of each of SPECIALTIES."""
+    rows, count = [], dict.fromkeys(SPECIALTIES, 0)
+    for r in json.loads(builtin_questions().read_text(encoding="utf-8")):
+        if r["Specialty"] in count and count[r["Specialty"]] < per_specialty:
+            count[r["Specialty"]] += 1
+            rows.append(r)
+    path.write_text(json.dumps(rows), encoding="utf-8")
+    return path
+
+
+def config(base: Path, data: Path, out: Path, **extra) -> ExperimentConfig:
+    return ExperimentConfig(
+        base=str(base),
+        data=str(data),
+        out=str(out),
+        specialties=SPECIALTIES,
+        include_all=False,
+        max_texts=4,
+        train=dict(TRAIN),
+        **extra,
+    )
+
+
+def write_toml(path: Path, cfg: ExperimentConfig) -> Path:
+    tables = ("train", "compare", "resources")
+    lines = [f"{k} = {json.dumps(v)}" for k, v in cfg.recorded().items() if k not in tables and v is not None]
+    for table in tables:
+        values = getattr(cfg, table)
+        lines.append(f"[{table}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items() if not isinstance(v, dict)]
+        lines += [f"{k} = {{ {_inline(v)} }}" for k, v in values.items() if isinstance(v, dict)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _inline(table: dict) -> str:
+    return ", ".join(f"{k} = {json.dumps(v)}" for k, v in table.items())
+
+
+def csvs(root: Path) -> dict[str, str]:
+    return {name: (root / name).read_text(encoding="utf-8") for name in CSVS}
+
+
+def markers(root: Path) -> dict[str, float]:
+    """Finished stage folder -> the modification time of its done marker."""
+    return {p.parent.name: p.stat().st_mtime_ns for p in (root / "stages").glob(f"*/{DONE}")}
+
+
+# -- without Ray -----------------------------------------------------------------------------------------
+def test_without_ray_the_cli_names_the_extra(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError, as when it is absent
+    toml = write_toml(tmp_path / "exp.toml", config(tmp_path / "base", tmp_path / "qa.json", tmp_path / "out"))
+    assert main(["run", str(toml), "--executor", "ray"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'specprobe[ray]'" in err[0], err
+    assert not (tmp_path / "out").exists(), "nothing runs when the executor cannot start"
+
+
+def test_an_address_without_the_ray_executor_is_refused(tmp_path, capsys):
+    toml = write_toml(tmp_path / "exp.toml", config(tmp_path / "base", tmp_path / "qa.json", tmp_path / "out"))
+    assert main(["run", str(toml), "--address", "auto"]) == 2
+    assert "--address is for --executor ray" in capsys.readouterr().err
+
+
+def test_the_resources_table_is_checked_and_kept_out_of_the_record(tmp_path):
+    good = config(tmp_path, tmp_path, tmp_path, resources={"train": {"gpus": 1}, "compare": {"cpus": 2}})
+    assert good.resources["train"] == {"gpus": 1} and "resources" not in good.recorded()
+    toml = write_toml(tmp_path / "e.toml", good)
+    assert ExperimentConfig.from_toml(toml).resources == good.resources
+    toml.write_text(toml.read_text().replace("gpus = 1", "gpu = 1"))
+    with pytest.raises(ValueError, match=r"e.toml: resources.train.gpu: unknown key; valid resources.train keys"):
+        ExperimentConfig.from_toml(toml)
+    with pytest.raises(ValueError, match=r"resources.trian: unknown key"):
+        config(tmp_path, tmp_path, tmp_path, resources={"trian": {"gpus": 1}})
+
+
+def _plan(tmp_path: Path, in_process: bool) -> dict[str, Step]:
+    cfg = config(tmp_path, tmp_path, tmp_path)
+    run = RunInputs(
+        cfg, tmp_path, "h", {}, tmp_path / "train.json", tmp_path / "test.json", [(s, s) for s in SPECIALTIES]
+    )
+    return {step.name: step for step in plan_steps(run, in_process=in_process, progress=False)}
+
+
+def test_each_step_reads_only_the_stages_whose_outputs_it_needs(tmp_path):
+    steps = _plan(tmp_path, in_process=False)
+    deps = {name: set(step.dependencies()) for name, step in steps.items()}
+    assert deps["lexicon"] == set() and deps["adapter-cardiology"] == set() == deps["adapter-neurology"]
+    assert deps["accuracy-cardiology"] == {"adapter-cardiology"}
+    assert deps["accuracy-neurology"] == {"adapter-neurology"}
+    assert deps["accuracy"] == {"adapter-cardiology", "adapter-neurology", "accuracy-cardiology", "accuracy-neurology"}
+    for kind in ("compare", "layers"):
+        assert deps[f"{kind}-neurology"] == {"lexicon", "adapter-neurology"}
+    assert deps["report"] == set(steps) - {"report", "accuracy-cardiology", "accuracy-neurology"}
+    assert [s.kind for s in steps.values()].count("train") == 2 and steps["compare-cardiology"].kind == "compare"
+    assert steps["accuracy-cardiology"].kwargs["with_base"] and not steps["accuracy-neurology"].kwargs["with_base"]
+    local = _plan(tmp_path, in_process=True)  # the local executor: one accuracy stage, as before
+    assert [n for n in local if n.startswith("accuracy")] == ["accuracy"]
+    assert set(local["accuracy"].dependencies()) == {"adapter-cardiology", "adapter-neurology"}
+    assert (
+        list(local).index("accuracy") < list(local).index("compare-cardiology") < list(local).index("layers-cardiology")
+    )
+
+
+def test_the_local_executor_runs_steps_in_order_and_refuses_a_step_before_its_input():
+    calls: list[str] = []
+
+    def step(tag: str, **inputs) -> str:
+        calls.append(tag)
+        return tag + "".join(sorted(str(v) for v in inputs.values()))
+
+    steps = [Step("a", "lexicon", step, {"tag": "a"}), Step("b", "train", step, {"tag": "b"}, {"x": "a"})]
+    assert LocalExecutor().run(steps) == {"a": "a", "b": "ba"} and calls == ["a", "b"]
+    with pytest.raises(ValueError, match="step 'b' reads \\['a'\\], which do not run before it"):
+        LocalExecutor().run(steps[::-1])
+
+
+def test_ray_task_options_come_from_the_resources_table():
+    require_ray()
+    from specprobe.app.executors_ray import task_options
+
+    resources = {"train": {"gpus": 1, "cpus": 2, "custom": {"a100": 1}}, "compare": {"gpus": 0.5, "memory_gb": 2}}
+    assert task_options(Step("adapter-x", "train", print), resources) == {
+        "name": "adapter-x",
+        "num_cpus": 2,
+        "num_gpus": 1,
+        "resources": {"a100": 1},
+    }
+    compare = task_options(Step("compare-x", "compare", print), resources)
+    assert compare["num_gpus"] == 0.5 and compare["memory"] == 2 * 1024**3 and compare["num_cpus"] == 1
+    assert task_options(Step("lexicon", "lexicon", print), resources) == {
+        "name": "lexicon",
+        "num_cpus": 1,
+        "num_gpus": 0,
+    }
+
+
+# -- on Ray ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ray_address():
+    """A local Ray instance for the module (2 CPUs, no dashboard); its GCS address."""
+    ray = require_ray()
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, runtime_env={"env_vars": dict(ENV)})
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_llama, tmp_path_factory):
+    """(work folder, base, data, the local run's output folder): an uninterrupted local run."""
+    work = tmp_path_factory.mktemp("ray-executor")
+    base, data = tiny_llama[0], write_data(work / "qa.json")
+    run_experiment(config(base, data, work / "local"), progress=False, say=lambda s: None)
+    return work, base, data, work / "local"
+
+
+@pytest.fixture(scope="module")
+def ray_run(setup, ray_address):
+    """The same experiment run by the Ray executor (connected to the module's instance); its output folder."""
+    work, base, data, _ = setup
+    run_experiment(config(base, data, work / "ray"), progress=False, executor=make_executor("ray"))
+    return work / "ray"
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "specprobe.app.cli", *args]
+
+
+@pytest.mark.slow
+def test_a_ray_run_writes_the_local_runs_csvs_and_stages(setup, ray_run):
+    local = setup[3]
+    assert csvs(ray_run) == csvs(local)
+    parts = {"accuracy-cardiology", "accuracy-neurology"}  # Ray measures each adapter's accuracy in its own task
+    ray_stages = {name.rsplit("-", 1)[0]: name for name in markers(ray_run)}
+    assert set(ray_stages) - parts == {name.rsplit("-", 1)[0] for name in markers(local)}
+    assert {v for k, v in ray_stages.items() if k not in parts} == set(markers(local)), "the same stage folders"
+
+    log: list[str] = []  # the local executor reuses every stage the Ray run finished
+    run_experiment(config(setup[1], setup[2], ray_run), progress=False, say=log.append)
+    assert log and not [line for line in log if not line.startswith("[skip]")]
+    assert csvs(ray_run) == csvs(local)
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_driver_then_a_rerun_gives_the_uninterrupted_csvs(setup, ray_address, tmp_path):
+    work, base, data, local = setup
+    out = tmp_path / "out"
+    toml = write_toml(tmp_path / "exp.toml", config(base, data, out))
+    with open(tmp_path / "stderr.txt", "w") as err:
+        proc = subprocess.Popen(
+            _cli("run", str(toml), "--no-progress", "--executor", "ray", "--address", ray_address),
+            env={**os.environ, **ENV},
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            if list(out.glob("stages/adapter-*/adapter/checkpoints/step-*")):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, f"the run ended before training was seen: {(tmp_path / 'stderr.txt').read_text()}"
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert not (out / "compare_matrix.csv").exists(), "killed before the end"
+    assert not all((p / DONE).exists() for p in out.glob("stages/adapter-*")), "killed during training"
+
+    run_experiment(config(base, data, out), progress=False, executor=make_executor("ray"))
+    assert csvs(out) == csvs(local)
+
+
+@pytest.mark.slow
+def test_a_failed_stage_names_itself_and_finished_stages_are_reused(setup, ray_run, ray_address, tmp_path):
+    work, base, data, local = setup
+    out = tmp_path / "out"
+    shutil.copytree(ray_run / "stages", out / "stages")  # stage keys hold content: a copy is reused
+    for stage in out.glob("stages/*"):
+        if not stage.name.startswith(("split-", "lexicon-", "adapter-neurology-")):
+            shutil.rmtree(stage)
+    bad = config(base, data, out, compare={"long_texts": "error", "max_length": 4})  # an error when compare runs
+    toml = write_toml(tmp_path / "exp.toml", bad)
+    res = subprocess.run(
+        _cli("run", str(toml), "--no-progress", "--executor", "ray", "--address", ray_address),
+        env={**os.environ, **ENV},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    last = res.stderr.strip().splitlines()[-1]
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr
+    assert last.startswith("specprobe run: error: stage ") and "more than the model's context of 4" in last, last
+    assert any(
+        f"stage {kind}-{spec} failed" in last for kind in ("compare", "layers") for spec in ("cardiology", "neurology")
+    )
+    done = markers(out)
+    names = {name.rsplit("-", 1)[0] for name in done}
+    assert {"adapter-cardiology", "accuracy-cardiology", "accuracy-neurology", "accuracy"} <= names, names
+    assert not names & {"compare-cardiology", "compare-neurology"} and not (out / "compare_matrix.csv").exists()
+
+    run_experiment(config(base, data, out), progress=False, executor=make_executor("ray"))
+    after = markers(out)
+    assert {name: after[name] for name in done} == done, "the stages finished before the failure were reused"
+    assert csvs(out) == csvs(local)
