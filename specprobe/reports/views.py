@@ -190,14 +190,15 @@ def experiment_view(result: Any, n_boot: int) -> View:
     if frame.empty:
         return View(title, frame, None, "No comparisons.")
     section = S.delta_heatmap_section(frame, term="specialty", value="mean_delta_per_token")
-    g = frame.assign(own=frame["finetune_specialty"] == frame["specialty"]).groupby("finetune_specialty")
+    g = frame.groupby("finetune_specialty")
+    own = frame[frame["finetune_specialty"] == frame["specialty"]].groupby("finetune_specialty")
     summary = pd.DataFrame(
         {
             "mean Δ/token, all term specialties": g["mean_delta_per_token"].mean(),
-            "own specialty": g.apply(lambda x: x.loc[x["own"], "mean_delta_per_token"].mean(), include_groups=False),
+            "own specialty": own["mean_delta_per_token"].mean(),
             "mean terms − control": g["minus_control"].mean(),
         }
-    ).reset_index()
+    ).reset_index(names="finetune_specialty")
     return View(title, summary, _first_chart(section), "Mean Δ logp/token of the terms of each specialty.")
 
 
