@@ -153,11 +153,19 @@ def test_a_damaged_parquet_file_is_one_error_naming_it(tmp_path):
 
 
 def test_missing_extra_is_one_line_naming_it(tmp_path, monkeypatch):
+    saved = _comparison().save(tmp_path / "saved.parquet")
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow now raises ImportError
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     with pytest.raises(MissingExtraError, match=r"needs pyarrow.*pip install 'specprobe\[parquet\]'") as err:
         _comparison().save(tmp_path / "c.parquet")
     assert "\n" not in str(err.value)
+    with pytest.raises(MissingExtraError, match=r"reading .*saved.parquet needs pyarrow.*specprobe\[parquet\]"):
+        Result.load(saved)
+    from specprobe.probe.inputs import normalize_terms
+
+    with pytest.raises(MissingExtraError, match=r"specprobe\[parquet\]"):
+        normalize_terms(saved)  # a parquet file given as terms
+    assert Result.load(_comparison().save(tmp_path / "c.json.gz")).kind == "comparison", "JSON needs no extra"
     monkeypatch.setitem(sys.modules, "datasets", None)
     with pytest.raises(MissingExtraError, match=r"needs datasets.*specprobe\[hf\]"):
         _comparison().to_hf()
