@@ -29,6 +29,8 @@ _KIND_MODULES = {
     "mc_evaluation": "specprobe.finetune.evaluation",
     "accuracy_matrix": "specprobe.finetune.accuracy_matrix",
     "experiment": "specprobe.app.experiment_result",
+    "seen_unseen": "specprobe.probe.analyses.seen_unseen",
+    "accuracy_link": "specprobe.probe.analyses.accuracy_link",
 }
 
 

@@ -17,13 +17,12 @@ from __future__ import annotations
 import re
 
 from ..ontology import Concept
+from .normalise import normalise_phrase, normalise_token
 
 _WORD = re.compile(r"[a-z0-9]+")
 
 
 def _words(text: str) -> set[str]:
-    from .offline import normalise_token
-
     return {normalise_token(w) for w in _WORD.findall(text.lower())}
 
 
@@ -42,7 +41,6 @@ def over_specific(concept: Concept, matched: str) -> bool:
 def choose(candidates: list[tuple[Concept, str]], norm: str) -> tuple[Concept, str]:
     """(primary concept, canonical name) among (concept, the string of it that matched) pairs; `norm` is the
     normalised matched text."""
-    from .offline import normalise_phrase
 
     def rank(pair: tuple[Concept, str]) -> tuple[bool, bool, bool, bool]:
         c, s = pair

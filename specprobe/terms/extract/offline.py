@@ -24,27 +24,11 @@ from ..ontology import Concept, all_concepts
 from . import canonical as canon
 from .abbreviations import abbreviation_key, curated_abbreviations, is_abbreviation, is_short
 from .base import Mention, as_text_list, iter_progress
+from .normalise import normalise_phrase, normalise_token
 
 MAX_TERM_TOKENS = 8
 _WORDY = re.compile(r"[A-Za-z]")
 _PLAIN = re.compile(r"^[A-Za-z]{2,}( [A-Za-z]{2,})*$")
-
-
-def normalise_token(token: str) -> str:
-    """Lower-case and strip a regular English plural or a final "e" (same rule for dictionary and text), so
-    "seizures" ~ "seizure", "headaches" ~ "headache", "arteries" ~ "artery". Only used to compare strings."""
-    t = token.lower()
-    if len(t) <= 3 or not t.isalpha():
-        return t
-    if t.endswith("ies") and len(t) > 4:
-        return t[:-3] + "y"
-    if t.endswith("es"):
-        return t[:-2]
-    if t.endswith("s") and not t.endswith(("ss", "us", "is", "ys")):
-        return t[:-1]
-    if t.endswith("e") and t[-2] not in "aeiou":  # "headache" ~ "headach(es)", not "agalactiae" ~ "agalactia"
-        return t[:-1]
-    return t
 
 
 @functools.lru_cache(maxsize=1)
@@ -241,11 +225,6 @@ class OfflineExtractor:
             texts = as_text_list(texts)
             docs = self.nlp.pipe(texts, batch_size=64)
             return [self._match_doc(d) for d in iter_progress(docs, len(texts), progress, "extracting terms")]
-
-
-def normalise_phrase(phrase: str) -> str:
-    """Normalised form of a phrase, tokenised on whitespace and hyphens (a cheap approximation)."""
-    return " ".join(normalise_token(t) for t in re.findall(r"\w+|[^\w\s]", phrase))
 
 
 @functools.lru_cache(maxsize=1)
