@@ -66,6 +66,12 @@ def test_build_show_stats_export(data, tmp_path, capsys):
     assert main(["terms", "export", str(out), "--csv", "--out", str(csv_path)]) == 0
     assert csv_path.read_text().startswith("term,canonical,count,specialties")
 
+    # a display command's output is its result: --quiet keeps it (and drops only progress and logs)
+    assert main(["-q", "terms", "show", str(out), "--specialty", "Cardiology", "--top", "5"]) == 0
+    assert "atrial fibrillation" in capsys.readouterr().out
+    assert main(["terms", "stats", str(out), "--json", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["stats"]["terms"] == len(lex)
+
 
 def test_build_options(data, tmp_path):
     out = tmp_path / "lex.json"

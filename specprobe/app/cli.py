@@ -39,9 +39,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:  # a module that is missing or fails to import is an error, not a skipped command
         importlib.import_module(name).register(sub)
-    for command in sub.choices.values():  # `specprobe -q evaluate ...` and `specprobe evaluate ... -q` alike
+    for command in _subcommand_parsers(parser):  # `specprobe -q terms stats ...`, `... terms stats ... -q` alike
         _add_output_flags(command, argparse.SUPPRESS)
     return parser
+
+
+def _subcommand_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every (nested) subcommand parser below `parser`: `evaluate`, `terms`, `terms stats`, ..."""
+    found: list[argparse.ArgumentParser] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
+                found += [child, *_subcommand_parsers(child)]
+    return found
 
 
 def _add_output_flags(parser: argparse.ArgumentParser, default: Any) -> None:
@@ -142,7 +152,9 @@ def _run(argv: Sequence[str] | None) -> int:
     shown = {k: v for k, v in vars(args).items() if k != "handler"}
     logging.getLogger(__name__).debug("specprobe %s, options %s", args.command, shown)
     try:
-        with quiet_stdout() if args.quiet else contextlib.nullcontext():
+        # a display command's standard output is its result (`terms show`): --quiet keeps it
+        keep_stdout = not args.quiet or getattr(args, "prints_result", False)
+        with contextlib.nullcontext() if keep_stdout else quiet_stdout():
             return int(args.handler(args) or 0)
     except USER_ERRORS as exc:
         if args.debug:

@@ -45,18 +45,18 @@ def register(subparsers) -> None:
     s.add_argument("--specialty", help="only this specialty's terms, strongest corpus signal first")
     s.add_argument("--top", type=int, default=30)
     s.add_argument("--all", action="store_true", help="include non-specific terms")
-    s.set_defaults(handler=cmd_show)
+    s.set_defaults(handler=cmd_show, prints_result=True)
 
     st = sub.add_parser("stats", help="a lexicon's size per specialty and its build settings")
     st.add_argument("lexicon")
     st.add_argument("--json", action="store_true")
-    st.set_defaults(handler=cmd_stats)
+    st.set_defaults(handler=cmd_stats, prints_result=True)
 
     e = sub.add_parser("export", help="export a lexicon as a table")
     e.add_argument("lexicon")
     e.add_argument("--csv", action="store_true", required=True, help="write CSV")
     e.add_argument("--out", help="file to write (default: stdout)")
-    e.set_defaults(handler=cmd_export)
+    e.set_defaults(handler=cmd_export, prints_result=True)
 
 
 def _mapping(text: str | None) -> dict | None:
