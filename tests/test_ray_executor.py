@@ -120,6 +120,8 @@ def test_the_resources_table_is_checked_and_kept_out_of_the_record(tmp_path):
 
 def _plan(tmp_path: Path, in_process: bool) -> dict[str, Step]:
     cfg = config(tmp_path, tmp_path, tmp_path)
+    for name in ("train.json", "test.json"):
+        (tmp_path / name).write_text("[]")
     run = RunInputs(
         cfg, tmp_path, "h", {}, tmp_path / "train.json", tmp_path / "test.json", [(s, s) for s in SPECIALTIES]
     )
@@ -221,10 +223,20 @@ def test_a_ray_run_writes_the_local_runs_csvs_and_stages(setup, ray_run):
     assert set(ray_stages) - parts == {name.rsplit("-", 1)[0] for name in markers(local)}
     assert {v for k, v in ray_stages.items() if k not in parts} == set(markers(local)), "the same stage folders"
 
+
+@pytest.mark.slow
+def test_each_executor_reuses_the_others_stages(setup, ray_run, tmp_path):
+    work, base, data, local = setup
     log: list[str] = []  # the local executor reuses every stage the Ray run finished
-    run_experiment(config(setup[1], setup[2], ray_run), progress=False, say=log.append)
+    run_experiment(config(base, data, ray_run), progress=False, say=log.append)
     assert log and not [line for line in log if not line.startswith("[skip]")]
     assert csvs(ray_run) == csvs(local)
+
+    out = tmp_path / "out"  # and Ray every stage of a local run: no accuracy measured again per adapter
+    shutil.copytree(local / "stages", out / "stages")
+    before = markers(out)
+    run_experiment(config(base, data, out), progress=False, executor=make_executor("ray"))
+    assert markers(out) == before and csvs(out) == csvs(local)
 
 
 @pytest.mark.slow

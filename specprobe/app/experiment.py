@@ -23,7 +23,7 @@ import pandas as pd
 from specprobe.app.config import ConfigError, ExperimentConfig, builtin_model, builtin_questions
 from specprobe.app.executors_base import LocalExecutor, Step
 from specprobe.app.experiment_result import ExperimentResult
-from specprobe.app.stages import run_stage
+from specprobe.app.stages import DONE, run_stage, stage_folder
 from specprobe.core.models import weights_fingerprint
 from specprobe.terms.datasets import QARecord, load_qa
 from specprobe.utils.interrupts import SignalInterrupt
@@ -311,17 +311,10 @@ def adapter_stage(
     """Stage 3, one LoRA adapter trained on `specialty` (None: all) of the training split; returns its directory."""
     from specprobe import finetune
 
-    key = {
-        "base": base_hash,
-        "split": split,
-        "train_data": sha256_file(train_path),
-        "specialty": specialty,
-        "train": train,
-    }
     folder = run_stage(
         root,
         f"adapter-{slug(name)}",
-        key,
+        adapter_key(base_hash, split, train_path, specialty, train),
         lambda f: finetune.train(
             base, train_path, specialty=specialty, out=f / ADAPTER_DIR, progress=progress, overwrite=False, **train
         ),
@@ -329,6 +322,17 @@ def adapter_stage(
         say=say,
     )
     return folder / ADAPTER_DIR
+
+
+def adapter_key(base_hash: str, split: dict, train_path: Path, specialty: str | None, train: dict) -> dict:
+    """The adapter stage's inputs: the base, the split, the training data, the specialty, the training options."""
+    return {
+        "base": base_hash,
+        "split": split,
+        "train_data": sha256_file(train_path),
+        "specialty": specialty,
+        "train": train,
+    }
 
 
 def accuracy_key(base_hash: str, split: dict, adapters: Mapping[str, str], train: dict, test_path: Path) -> dict:
@@ -544,6 +548,12 @@ class RunInputs:
     train_path: Path
     test_path: Path
     targets: list[tuple[str, str | None]]
+    base: str = ""  # the base as the stages get it ("": cfg.base); an absolute path for remote executors
+
+    @property
+    def stage_base(self) -> str:
+        """The base model the stages load."""
+        return self.base or self.cfg.base
 
 
 def plan_steps(run: RunInputs, *, in_process: bool, progress: bool = True, say: Say = print) -> list[Step]:
@@ -565,15 +575,21 @@ def plan_steps(run: RunInputs, *, in_process: bool, progress: bool = True, say: 
     ]
     adapters = {name: f"adapter-{slug(name)}" for name, _ in run.targets}
     for name, spec in run.targets:
-        fixed = {"name": name, "specialty": spec, "base": cfg.base, "base_hash": run.base_hash, "split": run.split}
+        fixed = {
+            "name": name,
+            "specialty": spec,
+            "base": run.stage_base,
+            "base_hash": run.base_hash,
+            "split": run.split,
+        }
         fixed |= {"train_path": run.train_path, "train": cfg.train}
         steps.append(Step(adapters[name], "train", adapter_stage, {"root": root, **fixed, **common}))
     steps += _accuracy_steps(run, adapters, in_process, common)
-    pairs = {"pairs": PairCache(cfg.base)} if in_process else {}  # the base loads once, by the first probe stage
+    pairs = {"pairs": PairCache(run.stage_base)} if in_process else {}  # the base loads once, by the first probe stage
     probes: dict[str, dict[str, str]] = {"compare": {}, "layers": {}}
     for kind in ("compare", "layers")[: 2 if cfg.layers else 1]:
         for name in adapters:
-            fixed = {"kind": kind, "name": name, "base": cfg.base, "base_hash": run.base_hash, "train": cfg.train}
+            fixed = {"kind": kind, "name": name, "base": run.stage_base, "base_hash": run.base_hash, "train": cfg.train}
             fixed |= {"test_path": run.test_path, "max_texts": cfg.max_texts, "compare": cfg.compare, "seed": cfg.seed}
             needs = {"adapter": adapters[name], "lexicon_path": "lexicon"}
             probes[kind][name] = f"{kind}-{slug(name)}"
@@ -588,23 +604,37 @@ def _accuracy_steps(run: RunInputs, adapters: dict[str, str], in_process: bool, 
     """The accuracy stage as one step (in process), or one step per adapter and a merge step."""
     fixed = {"root": run.root, "base_hash": run.base_hash, "split": run.split, "train": run.cfg.train}
     fixed |= {"test_path": run.test_path}
-    if in_process:
+    if in_process or accuracy_done(run):  # one step; after a local run, a remote executor finds it done
         return [
             Step(
                 "accuracy",
-                "accuracy",
+                "accuracy" if in_process else "report",  # done: it only checks its files
                 accuracy_stage,
-                {**fixed, "base": run.cfg.base, **common},
+                {**fixed, "base": run.stage_base, **common},
                 {"adapters": adapters},
             )
         ]
     steps, parts = [], {}
     for i, (name, step) in enumerate(adapters.items()):
         parts[name] = f"accuracy-{slug(name)}"
-        kwargs = {**fixed, "name": name, "base": run.cfg.base, "with_base": i == 0, **common}
+        kwargs = {**fixed, "name": name, "base": run.stage_base, "with_base": i == 0, **common}
         steps.append(Step(parts[name], "accuracy", accuracy_part_stage, kwargs, {"adapter": step}))
     steps.append(Step("accuracy", "report", accuracy_merge_stage, fixed, {"adapters": adapters, "parts": parts}))
     return steps
+
+
+def accuracy_done(run: RunInputs) -> bool:
+    """Whether every adapter and the accuracy stage over them are already finished on disk (so a remote
+    executor need not measure each adapter's accuracy again; `run_stage` still checks the files)."""
+    adapters = {}
+    for name, spec in run.targets:
+        key = adapter_key(run.base_hash, run.split, run.train_path, spec, run.cfg.train)
+        folder = stage_folder(run.root, f"adapter-{slug(name)}", key, ADAPTER_CODE)
+        if not (folder / DONE).exists():
+            return False
+        adapters[name] = str(folder / ADAPTER_DIR)
+    key = accuracy_key(run.base_hash, run.split, adapters, run.cfg.train, run.test_path)
+    return (stage_folder(run.root, "accuracy", key, ACCURACY_CODE) / DONE).exists()
 
 
 # -- the runner ------------------------------------------------------------------------------------------
@@ -624,13 +654,16 @@ def run_experiment(
     cfg = config.resolved()
     root = Path(cfg.out).expanduser().resolve()
     with stop_on_signals(), output_lock(root):
-        run = prepare_run(cfg, root, say=say)
+        run = prepare_run(cfg, root, say=say, remote=not executor.in_process)
         outputs = executor.run(plan_steps(run, in_process=executor.in_process, progress=progress, say=say))
         return cast(ExperimentResult, ExperimentResult.load(outputs["report"]))
 
 
-def prepare_run(cfg: ExperimentConfig, root: Path, *, say: Say = print) -> RunInputs:
-    """The base's identity, the split stage and the adapters to train (checked before any long stage)."""
+def prepare_run(cfg: ExperimentConfig, root: Path, *, say: Say = print, remote: bool = False) -> RunInputs:
+    """The base's identity, the split stage and the adapters to train (checked before any long stage).
+
+    `remote`: the stages run in other processes, maybe on other machines: a base given as a relative
+    local path is passed on as an absolute one."""
     base_hash = weights_fingerprint(cfg.base) or cfg.base
     data_hash = sha256_file(cfg.data)
     split_dir = split_stage(root, cfg.data, data_hash, cfg.test_fraction, cfg.seed, say=say)
@@ -638,4 +671,5 @@ def prepare_run(cfg: ExperimentConfig, root: Path, *, say: Say = print) -> RunIn
     train_path, test_path = split_dir / TRAIN_FILE, split_dir / TEST_FILE
     specialties = check_specialties(train_path, cfg.specialties, cfg.data)
     targets = adapter_targets(specialties, cfg.include_all)
-    return RunInputs(cfg, root, base_hash, split, train_path, test_path, targets)
+    base = str(Path(cfg.base).resolve()) if remote and Path(cfg.base).exists() else cfg.base
+    return RunInputs(cfg, root, base_hash, split, train_path, test_path, targets, base)
