@@ -93,6 +93,12 @@ def _add_training_options(p) -> None:
     )
     g.add_argument("--save-every", type=positive_int, default=None, help="checkpoint every N steps (default 50)")
     g.add_argument(
+        "--save-steps",
+        default=None,
+        help="keep the adapter after these optimizer steps, e.g. 0,10,20,40 (0: before training), as PEFT "
+        "folders OUT/snapshots/step-N listed in the manifest, for `specprobe analyze trajectory`",
+    )
+    g.add_argument(
         "--report-to",
         choices=("none", "tensorboard", "wandb", "mlflow"),
         default=None,
@@ -184,6 +190,7 @@ _TRAIN_OPTS = (
     "append_eos",
     "save_every",
     "report_to",
+    "save_steps",
 )
 
 

@@ -50,6 +50,7 @@ import numpy as np
 
 from specprobe.finetune.data import load_selected, normalize_specialty, specialty_counts
 from specprobe.finetune.prompts import PromptFormat, encode_continuation
+from specprobe.finetune.snapshots import SNAPSHOTS, check_save_steps, parse_save_steps, save_snapshot, snapshot_entries
 from specprobe.finetune.trackers import LOGS, REPORT_TO, StepTracker
 from specprobe.terms.datasets import QARecord
 from specprobe.utils.interrupts import SignalInterrupt
@@ -74,9 +75,10 @@ OWNED = (
     ".final-tmp",
     FINISHING,
     LOGS,
+    SNAPSHOTS,
 )
 # Options that do not change the trained weights (not part of the run identity).
-NON_IDENTITY = ("save_every", "keep_checkpoints", "report_to")
+NON_IDENTITY = ("save_every", "keep_checkpoints", "report_to", "save_steps")
 
 
 class TrainOptionError(ValueError):
@@ -192,6 +194,7 @@ class TrainOptions:
     append_eos: bool = True
     save_every: int = 50
     keep_checkpoints: int = 1
+    save_steps: list[int] | None = None  # adapter snapshots kept after these steps (finetune/snapshots.py)
     report_to: str = "none"  # none | tensorboard | wandb | mlflow (specprobe.finetune.trackers)
 
     def __post_init__(self) -> None:
@@ -220,6 +223,10 @@ class TrainOptions:
         if self.report_to not in REPORT_TO:
             raise TrainOptionError("report_to", f"must be one of {REPORT_TO}, got {self.report_to!r}")
         self._target_modules()
+        try:
+            self.save_steps = parse_save_steps(self.save_steps)
+        except ValueError as exc:
+            raise TrainOptionError("save_steps", str(exc)) from None
         try:
             self.prompt_format()  # validates the template, option format and continuation
         except ValueError as exc:
@@ -527,7 +534,7 @@ def _inspect_out(out: Path, identity: dict, identity_hash: str, overwrite: bool)
             "pass --overwrite to replace it"
         )
     others = sorted(p.name for p in _entries(out))
-    if set(others) <= {CHECKPOINTS, LOGS}:
+    if set(others) <= {CHECKPOINTS, LOGS, SNAPSHOTS}:
         return "fresh", None
     raise FileExistsError(
         f"output directory {out} is not empty ({', '.join(others[:5])}) and holds no specprobe run; "
@@ -933,6 +940,12 @@ class _Trainer:
         self.model.train()
         self.t_segment = time.time()
         self.tracker.start(self.accelerator, self.manifest_options(), resumed=bool(pr.resumed_from))
+        try:
+            check_save_steps(self.opts.save_steps, total)
+        except ValueError as exc:
+            raise TrainOptionError("save_steps", str(exc)) from None
+        if pr.step == 0 and 0 in (self.opts.save_steps or []):
+            self.snapshot(0)
         bar = progress(
             total,
             f"finetune {', '.join(self.wanted) if self.wanted else 'all'}",
@@ -955,6 +968,8 @@ class _Trainer:
                 bar.set_postfix(loss=f"{loss:.4f}", epoch=f"{epoch + 1}/{math.ceil(total / self.steps_per_epoch)}")
                 if self.on_step is not None:
                     self.on_step(pr.step, loss)
+                if pr.step in (self.opts.save_steps or []):
+                    self.snapshot(pr.step)
                 signum = self._stop_anywhere(guard.signum if guard is not None else 0)
                 wall = self.wall()
                 if signum and pr.step < total:
@@ -964,6 +979,15 @@ class _Trainer:
                     self.checkpoint(pr.step, wall)
         finally:
             bar.close()
+
+    def snapshot(self, step: int) -> None:
+        """Keep the adapter as it is after `step` optimizer steps, as a PEFT folder (finetune/snapshots.py)."""
+        acc = self.accelerator
+        state_dict = acc.get_state_dict(self.model) if self.sharded else None
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            save_snapshot(acc.unwrap_model(self.model), self.out, step, state_dict)
+        acc.wait_for_everyone()
 
     def _stop_anywhere(self, signum: int) -> int:
         """The signal any process was stopped by (the largest number), or 0."""
@@ -1082,6 +1106,7 @@ class _Trainer:
                 shutil.rmtree(tmp)
             acc.unwrap_model(self.model).save_pretrained(str(tmp), state_dict=state_dict, safe_serialization=True)
             manifest["tokenizer"] = getattr(self.tokenizer, "name_or_path", None)
+            manifest["snapshots"] = snapshot_entries(out, self.opts.save_steps)
             # a run killed from here to the manifest leaves adapter files but no manifest: the marker
             # lets the rerun know them for its own (and train again) when no checkpoint is left
             write_json(out / FINISHING, {"identity_hash": self.identity_hash})

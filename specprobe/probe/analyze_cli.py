@@ -2,6 +2,8 @@
 
 specprobe analyze seen-unseen --comparison C.json.gz --adapter A --out DIR [--train-data D]
 specprobe analyze accuracy-link --evaluation E.json --comparison [NAME=]C.json.gz ... --out DIR
+specprobe analyze trajectory --base B --adapter A --terms LEX [--data QA] --out DIR   (runs the models)
+specprobe analyze general-text --base B --adapter A [--texts FILE] --out DIR          (runs the models)
 """
 
 from __future__ import annotations
@@ -17,6 +19,14 @@ SEEN_UNSEEN_OUTPUTS = (
     "seen_unseen.html",
 )
 ACCURACY_LINK_OUTPUTS = ("accuracy_link.json.gz", "accuracy_link_correlations.csv", "accuracy_link.html")
+TRAJECTORY_OUTPUTS = (
+    "trajectory.json.gz",
+    "trajectory_curves.csv",
+    "trajectory_gap.csv",
+    "trajectory_own_advantage.csv",
+    "trajectory.html",
+)
+GENERAL_TEXT_OUTPUTS = ("general_text.json.gz", "general_text.csv", "general_text.html")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     analyses = p.add_subparsers(dest="analysis", metavar="ANALYSIS")
     _seen_unseen_parser(analyses)
     _accuracy_link_parser(analyses)
+    from specprobe.probe.analyses.model_cli import general_text_parser, trajectory_parser
+
+    trajectory_parser(analyses, _common, TRAJECTORY_OUTPUTS)
+    general_text_parser(analyses, _common, GENERAL_TEXT_OUTPUTS)
 
 
 def _common(p: argparse.ArgumentParser, outputs: tuple[str, ...]) -> None:

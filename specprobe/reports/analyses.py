@@ -1,5 +1,6 @@
-"""Report pages and sections of the analyses of saved results: seen vs unseen training terms
-(`SeenUnseen`) and term change vs accuracy change (`AccuracyLink`).
+"""Report pages and sections of the analyses: seen vs unseen training terms (`SeenUnseen`), term change
+vs accuracy change (`AccuracyLink`), the dose-response over training (`Trajectory`) and the
+general-text control (`GeneralTextShift`).
 
 The page builders are registered by kind in `reports/render.py`; the section builders can go on any
 page (e.g. the experiment report: `seen_unseen_section({adapter: SeenUnseen, ...})`).
@@ -125,3 +126,142 @@ def accuracy_link_page(result: Any, *, title: str | None = None, n_boot: int = 2
         S.metadata_section(result),
     ]
     return Page(title or "specprobe: term change vs accuracy change", secs)
+
+
+# -- over training (Trajectory) and the general-text control (GeneralTextShift) ---------------------------
+NOTES.update(
+    trajectory=(
+        "Each checkpoint (snapshot) of the adapter is compared with the same base on the same texts. Lines: the "
+        "mean Δ logp per token of each term specialty over training steps, with 95% CIs that resample texts "
+        "(bands); control words dashed. Terms minus controls: per text, mean term Δ minus mean control Δ, "
+        "Wilcoxon, Holm across steps. Own specialty ahead: per text, the mean Δ of the adapter's own "
+        "specialty's terms minus that of other specialties' terms, Holm across steps; the onset is the first "
+        "step from which it stays ahead."
+    ),
+    general_text=(
+        "Whole general-English texts (WordNet glosses unless others were given) scored under base and tuned: "
+        "Δ logp per token = sum of the texts' Δ over the sum of their tokens, 95% CI resampling texts. A shift "
+        "towards the clinical domain makes general text less likely (Δ < 0) while clinical terms and even "
+        "ordinary words in clinical questions rise."
+    ),
+)
+
+
+def trajectory_chart(
+    curves: pd.DataFrame,
+    *,
+    value: str = "mean_delta_per_token",
+    value_title: str = "mean Δ logp per token",
+    width: int = 560,
+    height: int = 300,
+) -> Any:
+    """One line per term specialty over training steps with its CI band; the control words dashed."""
+    import altair as alt
+
+    data = charts._clean(
+        curves.assign(line=["control words" if s == "control" else "terms" for s in curves["specialty"]])
+    )
+    order = charts._order(curves["specialty"])
+    color = alt.Color("specialty:N", sort=order, title="term specialty")
+    dash = alt.StrokeDash(
+        "line:N", scale=alt.Scale(domain=["terms", "control words"], range=[[1, 0], [6, 4]]), title="", sort=None
+    )
+    tips = [
+        alt.Tooltip("specialty:N"),
+        alt.Tooltip("step:Q", title="step"),
+        alt.Tooltip(f"{value}:Q", title=value_title, format=".4f"),
+        alt.Tooltip("ci_low:Q", title="95% CI low", format=".4f"),
+        alt.Tooltip("ci_high:Q", title="95% CI high", format=".4f"),
+        alt.Tooltip("n:Q"),
+    ]
+    base = alt.Chart().encode(x=alt.X("step:Q", title="training step", axis=alt.Axis(tickMinStep=1)))
+    band = (
+        base.mark_area(opacity=0.15)
+        .encode(
+            y=alt.Y("ci_low:Q", title=value_title),
+            y2="ci_high:Q",
+            color=alt.Color("specialty:N", sort=order, legend=None),
+        )
+        .transform_filter(charts._valid("ci_low", "ci_high"))
+    )
+    line = (
+        base.mark_line(point=True)
+        .encode(y=alt.Y(f"{value}:Q", title=value_title), color=color, strokeDash=dash, tooltip=tips)
+        .transform_filter(charts._valid(value))
+    )
+    zero = alt.Chart(pd.DataFrame({"ref": [0.0]})).mark_rule(color="#444444", strokeDash=[2, 2]).encode(y="ref:Q")
+    return charts._layer(band, line, zero, data=data).properties(width=width, height=height)
+
+
+def trajectory_section(result: Any, *, title: str = "Over training", n_boot: int = 2000) -> Section:
+    """A Trajectory: per-specialty Δ over steps (chart), terms minus controls per step, the own
+    specialty's advantage per step and its onset."""
+    curves = result.curves(n_boot=n_boot)
+    notes = [NOTES["trajectory"]]
+    if curves.empty:
+        return Section(title, [TextBlock("No scored occurrences.", muted=True)], notes=notes)
+    onset = result.onset(n_boot=n_boot)
+    own = ", ".join(result.trained_on or []) or "every specialty"
+    blocks: list[Any] = [
+        ChartBlock(trajectory_chart(curves), title="Mean Δ logp per token by term specialty over training steps"),
+        TextBlock(
+            f"Own specialty ({own}) ahead of the others: first at step {onset['first']}; "
+            f"from step {onset['sustained']} on."
+        ),
+        TableBlock.from_frame(
+            result.gap(n_boot=n_boot), title="Terms minus control words, per step", formats=SEEN_FORMATS
+        ),
+        TableBlock.from_frame(
+            result.own_advantage(n_boot=n_boot),
+            title="Own specialty minus other specialties, per step",
+            formats=SEEN_FORMATS,
+        ),
+        TableBlock.from_frame(curves, title="Per step and term specialty", formats=SEEN_FORMATS),
+    ]
+    return Section(title, blocks, notes=notes)
+
+
+def trajectory_page(result: Any, *, title: str | None = None, n_boot: int = 2000, **_: Any) -> Page:
+    """A Trajectory: the curves over training, the tests per step, metadata."""
+    secs = [trajectory_section(result, n_boot=n_boot), S.metadata_section(result)]
+    return Page(title or f"specprobe over training: {result.adapter}", secs)
+
+
+def general_text_section(
+    shift: Any, comparison: Any = None, *, title: str = "General-text control", n_boot: int = 2000
+) -> Section:
+    """The general text's Δ per token beside a Comparison's specialties and control words (forest plot
+    and table) when `comparison` is given (or was kept with the result), else alone."""
+    row = shift.row(n_boot=n_boot)
+    if comparison is not None:
+        by_spec = comparison.by_specialty(n_boot=n_boot)
+        table = pd.concat([by_spec, pd.DataFrame([{c: row.get(c) for c in by_spec.columns}])], ignore_index=True)
+    elif shift.extras.get("beside_controls"):
+        table = pd.DataFrame(shift.extras["beside_controls"])
+    else:
+        table = pd.DataFrame([row])
+    chart = charts.interval_chart(
+        table,
+        category="specialty",
+        value="mean_delta_per_token",
+        ci_low="ci_low",
+        ci_high="ci_high",
+        value_title="mean Δ logp per token",
+        category_title="term specialty / control words / general text",
+        tooltip_extra=("n", "n_texts"),
+    )
+    blocks = [
+        ChartBlock(chart, title="Δ logp per token: clinical terms, control words and general text, with 95% CI"),
+        TableBlock.from_frame(table, title="Beside the control words", formats=SEEN_FORMATS, searchable=False),
+    ]
+    return Section(title, blocks, notes=[NOTES["general_text"]])
+
+
+def general_text_page(result: Any, *, title: str | None = None, n_boot: int = 2000, **_: Any) -> Page:
+    """A GeneralTextShift: the delta per token (beside the control words when kept), per-text table, metadata."""
+    secs = [
+        general_text_section(result, n_boot=n_boot),
+        S.table_section(result.to_pandas(), title="Per text"),
+        S.metadata_section(result),
+    ]
+    return Page(title or "specprobe general-text control", secs)

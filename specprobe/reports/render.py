@@ -168,3 +168,6 @@ def layers_page(
 # the analyses of saved results (seen vs unseen terms, term change vs accuracy change): reports/analyses.py
 register("seen_unseen")(A.seen_unseen_page)
 register("accuracy_link")(A.accuracy_link_page)
+# the analyses that run models (over training, general text): reports/analyses.py too
+register("trajectory")(A.trajectory_page)
+register("general_text_shift")(A.general_text_page)

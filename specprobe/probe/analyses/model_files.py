@@ -1,0 +1,89 @@
+"""The analyses that run models, as plain functions of paths, for a pipeline stage or a script: read
+the inputs, run the analysis, save the result (when `out` is given) and return it.
+
+A runner wires them like the analyses of saved results (`files.py`): one stage per adapter, whose
+inputs are the base, the adapter folder (with its snapshots, for `trajectory_files`), the lexicon
+and the probe texts, and whose output is one result file (`Result.load` reads it back once this
+module's package is imported)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from specprobe.probe.analyses.general_text import GeneralTextShift, general_text_control
+from specprobe.probe.analyses.trajectory import Trajectory, trajectory
+from specprobe.probe.options import ProbeOptions
+
+PathLike = str | os.PathLike
+
+
+def _terms_and_texts(terms: PathLike, data: PathLike | None, limit: int | None) -> tuple[Any, Any]:
+    """The lexicon (or terms file) and the QA file's questions as texts, as `specprobe compare` reads them."""
+    import argparse
+
+    from specprobe.probe.cli import read_terms_and_texts
+
+    args = argparse.Namespace(terms=str(terms), data=str(data) if data is not None else None, limit=limit)
+    return read_terms_and_texts(args)
+
+
+def trajectory_files(
+    base: PathLike,
+    adapter: PathLike,
+    terms: PathLike,
+    data: PathLike | None = None,
+    out: PathLike | None = None,
+    *,
+    specialty: str | None = None,
+    limit: int | None = None,
+    options: ProbeOptions | None = None,
+) -> Trajectory:
+    """`trajectory` of the snapshots listed in `adapter`'s manifest (and its final adapter) against
+    `base`, on the terms of `terms` in the questions of the QA file `data`; saved to `out`."""
+    lexicon, texts = _terms_and_texts(terms, data, limit)
+    result = trajectory(str(base), Path(adapter), lexicon, texts, specialty=specialty, options=options)
+    if out is not None:
+        result.save(out)
+    return result
+
+
+def general_text_files(
+    base: PathLike,
+    adapter: PathLike,
+    out: PathLike | None = None,
+    *,
+    texts: PathLike | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    batch_size: int = 8,
+) -> GeneralTextShift:
+    """`general_text_control` of `adapter` on `base`: the shipped WordNet texts, or `texts` (a text
+    file, one text a line, or a JSON-lines file of {"id", "text"}); saved to `out`."""
+    given = read_general_texts(texts) if texts is not None else None
+    result = general_text_control(
+        str(base), given, tuned=str(adapter), device=device, dtype=dtype, batch_size=batch_size
+    )
+    if out is not None:
+        result.save(out)
+    return result
+
+
+def read_general_texts(path: PathLike) -> list[Any]:
+    """Texts from a `.jsonl` file ({"id", "text"} a line) or a plain text file (one text a line)."""
+    import json
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"texts file not found: {p}")
+    lines = [line for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if p.suffix != ".jsonl":
+        return lines
+    out = []
+    for i, line in enumerate(lines, 1):
+        try:
+            out.append(json.loads(line))
+        except ValueError as exc:
+            raise ValueError(f"{p}, line {i}: not JSON ({exc})") from None
+    return out

@@ -1,0 +1,127 @@
+"""The general-text control: the shipped WordNet texts (with their licence), per-text log-probs equal to a
+plain full-forward reference, the row beside a Comparison's control words, and the expected sign on the
+demo model: fine-tuning on clinical questions makes general English less likely."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from specprobe.probe.analyses import (
+    GeneralTextShift,
+    general_text_control,
+    general_text_files,
+    general_text_row,
+    with_general_text,
+)
+from specprobe.probe.analyses.general_text import GENERAL_TEXT, default_texts
+
+DATA = Path(__file__).resolve().parents[1] / "specprobe" / "data" / "general"
+DEMO = Path(__file__).resolve().parents[1] / "specprobe" / "data" / "demo"
+TEXTS = [
+    "amicable: characterized by friendship and good will.",
+    "The river rose after three days of rain, and the old bridge was closed.",
+    {"id": "long", "text": " ".join(["a quiet morning in the garden"] * 40)},
+]
+
+
+def test_the_shipped_texts_and_their_licence():
+    texts = default_texts()
+    readme = (DATA / "README.md").read_text()
+    assert len(texts) == sum(1 for line in (DATA / "wordnet_heldout.jsonl").read_text().splitlines() if line.strip())
+    assert len({t["id"] for t in texts}) == len(texts) and all(t["text"].strip() for t in texts)
+    assert "Princeton University" in (DATA / "WORDNET_LICENSE").read_text()
+    assert "WORDNET_LICENSE" in readme and f"{len(texts)} texts" in readme
+
+
+def test_per_text_logprobs_equal_a_plain_reference(tiny_llama):
+    from reference import load_plain, plain_ids, plain_logp
+
+    base, adapter = tiny_llama
+    shift = general_text_control(str(base), TEXTS, tuned=str(adapter), max_length=64)
+    df = shift.to_pandas().set_index("text_id")
+    tuned_model, tok = load_plain(base, adapter)
+    base_model, _ = load_plain(base)
+    for tid, text in [("g0", TEXTS[0]), ("g1", TEXTS[1]), ("long", TEXTS[2]["text"])]:
+        ids = plain_ids(tok, text)[0][:64]
+        ref_b, ref_t = float(plain_logp(base_model, ids).sum()), float(plain_logp(tuned_model, ids).sum())
+        assert df.loc[tid, "n_tokens"] == len(ids) - 1
+        assert abs(df.loc[tid, "logp_base"] - ref_b) < 1e-4 and abs(df.loc[tid, "logp_tuned"] - ref_t) < 1e-4
+    assert bool(df.loc["long", "truncated"]) and not df.loc[["g0", "g1"], "truncated"].any()
+    assert shift.extras["n_truncated"] == 1
+    # the summary row: token-weighted mean of the per-text deltas
+    row = shift.row(n_boot=200)
+    assert row["n"] == df["n_tokens"].sum() and row["n_texts"] == len(TEXTS)
+    assert math.isclose(row["mean_delta_per_token"], df["delta"].sum() / df["n_tokens"].sum(), rel_tol=1e-9)
+
+
+def test_bad_texts_are_refused_by_index(tiny_llama):
+    base, adapter = tiny_llama
+    with pytest.raises(ValueError, match=r"texts\[1\]"):
+        general_text_control(str(base), ["fine", {"no_text": 1}], tuned=str(adapter))
+    with pytest.raises(ValueError, match="'x' is given twice"):
+        general_text_control(str(base), [{"id": "x", "text": "a"}, {"id": "x", "text": "b"}], tuned=str(adapter))
+    with pytest.raises(ValueError, match="needs a tuned model"):
+        general_text_control(str(base), ["a text"])
+
+
+@pytest.fixture(scope="module")
+def demo_shift(tmp_path_factory):
+    """The demo base (trained on WordNet text) with a LoRA trained briefly on the demo's Cardiology questions
+    (the demo's learning rate and continuation, 8 steps of 4)."""
+    from specprobe.finetune import train
+
+    root = tmp_path_factory.mktemp("general")
+    run = train(
+        str(DEMO / "model"), DEMO / "questions.json", "Cardiology", root / "cardio", max_steps=8, batch_size=4,
+        learning_rate=2e-3, continuation="text", warmup_ratio=0.0, progress=False,
+    )  # fmt: skip
+    return root, run.path, general_text_files(DEMO / "model", run.path, root / "general.json.gz")
+
+
+def test_clinical_finetuning_makes_general_text_less_likely(demo_shift):
+    _, _, shift = demo_shift
+    print("\n" + shift.summary())
+    row = shift.row()
+    assert row["n_texts"] == len(default_texts())
+    assert row["ci_high"] < 0, "general English should become less likely after clinical fine-tuning"
+
+
+def test_row_beside_the_control_words_report_and_cli(demo_shift, tmp_path):
+    from specprobe.app.cli import main
+    from specprobe.probe import compare
+    from specprobe.terms.datasets import load_qa
+
+    root, adapter, shift = demo_shift
+    again = GeneralTextShift.load(root / "general.json.gz")
+    assert isinstance(again, GeneralTextShift) and again.to_pandas().equals(shift.to_pandas())
+    records = [r.as_text_record() for r in load_qa(DEMO / "questions.json")][:16]
+    terms = {"metoprolol": ["Cardiology"], "echocardiography": ["Cardiology"], "seizure": ["Neurology"]}
+    comp = compare(str(DEMO / "model"), str(adapter), terms, records, progress=False)
+    table = with_general_text(comp.by_specialty(n_boot=200), shift, n_boot=200)
+    assert list(table["specialty"])[-2:] == ["control", GENERAL_TEXT]
+    assert table.iloc[-1]["mean_delta_per_token"] == general_text_row(shift, n_boot=200)["mean_delta_per_token"]
+    print("\n" + table[["specialty", "n", "n_texts", "mean_delta_per_token", "ci_low", "ci_high"]].to_string())
+    comp_path = comp.save(tmp_path / "comparison.json.gz")
+    few = tmp_path / "few.jsonl"  # the command line on a few of the shipped texts (fast)
+    few.write_text("".join(json.dumps(t) + "\n" for t in default_texts()[:12]))
+    out = tmp_path / "out"
+    argv = ["analyze", "general-text", "--base", str(DEMO / "model"), "--adapter", str(adapter)]
+    assert main([*argv, "--texts", str(few), "--comparison", str(comp_path), "--out", str(out), "--report"]) == 0
+    saved = pd.read_csv(out / "general_text.csv")
+    assert list(saved["specialty"]) == [*comp.by_specialty()["specialty"], GENERAL_TEXT]
+    cli_shift = GeneralTextShift.load(out / "general_text.json.gz")
+    assert len(cli_shift) == 12 and np.isclose(
+        saved.iloc[-1]["mean_delta_per_token"], cli_shift.row()["mean_delta_per_token"]
+    )
+    assert np.allclose(cli_shift.to_pandas()["delta"], shift.to_pandas()["delta"][:12], atol=1e-6)
+    html = (out / "general_text.html").read_text()
+    assert "General-text control" in html and "control" in html
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text(json.dumps({"id": "a", "text": "x"}) + "\nnot json\n")
+    assert main([*argv, "--texts", str(texts), "--out", str(tmp_path / "o2")]) == 2  # names the line
