@@ -181,3 +181,33 @@ def test_hooked_transformer(tiny_llama, reference, tmp_path, process):
     assert (logit_shift > 1e-3) if process else (logit_shift < 1e-4)
     view = layers(ht_base, ht_tuned, **KW)  # the blocks and ln_final are hooked like HF layers
     assert view.metadata["engines"]["tuned"]["engine"] == "hooked_transformer"
+
+
+def test_transformer_lens_objects_of_a_model_without_bos(tiny_dir, tmp_path):
+    """Qwen2 has no BOS token; TransformerLens gives its tokenizer the EOS as BOS (the caller's tokenizer
+    included) but runs it without one (default_prepend_bos=False). specprobe scores with a copy that has no
+    BOS, as the Hugging Face path does (prepending TL's would move the log-probs by ~0.1 here)."""
+    from tests.conftest import _build
+
+    base, adapter = _build(tiny_dir, "qwen2")
+    ref = compare(str(base), str(adapter), **KW).to_pandas()
+    hf, tok = _hf(base)
+    assert tok.bos_token_id is None
+    bridges = (_bridge(hf, base, tok, False), _bridge(_merged(base, adapter), base, _hf(base)[1], False))
+    objects = {"TransformerBridge": bridges}
+    try:
+        hf, tok = _hf(base)
+        objects["HookedTransformer"] = (
+            _hooked(hf, base, tok, tmp_path, False),
+            _hooked(_merged(base, adapter), base, _hf(base)[1], tmp_path, False),
+        )
+    except pytest.skip.Exception:
+        pass  # TransformerLens 4: no HookedTransformer
+    for name, (b_base, b_tuned) in objects.items():
+        assert b_base.cfg.default_prepend_bos is False and b_base.tokenizer.bos_token_id is not None  # TL's BOS
+        comp = compare(b_base, b_tuned, **KW)
+        diff = _max_diff(comp.to_pandas(), ref)
+        print(f"{name} of a model without BOS (qwen2): max |logp diff| = {diff:.2e}")
+        assert diff < TOL
+        assert comp.metadata["engines"]["base"]["bos_dropped"] is True
+        assert b_base.tokenizer.bos_token_id is not None, "the object's tokenizer is left as it is"

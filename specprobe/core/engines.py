@@ -5,7 +5,8 @@
 `TransformerBridge`: `.original_model`), or, for a TransformerLens `HookedTransformer`, which holds
 no Hugging Face model, `HookedTransformerLM`: a thin module shaped like one (backbone returning the
 final-normed residual stream, head = TL's unembed) so the one forward path (`score_items`) runs it.
-The tokenizer comes from the object. A PEFT model inside an nnsight or bridge object stays a
+The tokenizer comes from the object (for TransformerLens, without the BOS that TL invents for a model it
+runs without one: `tl_tokenizer`). A PEFT model inside an nnsight or bridge object stays a
 PeftModel, so its adapter gives the base and tuned views as usual.
 
 Objects are recognised by class; transformer_lens and nnsight are imported only when the object's
@@ -14,6 +15,7 @@ class comes from them (transformer-lens is the optional `tl` extra).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -35,7 +37,8 @@ def _class_named(obj: Any, name: str, package: str) -> bool:
 
 
 def engine_kind(obj: Any) -> str | None:
-    """ "hooked_transformer", "transformer_bridge", "nnsight" or None (not an engine object)."""
+    """ "hooked_transformer", "transformer_bridge", "nnsight" (nnterp's StandardizedTransformer included:
+    a LanguageModel subclass) or None (not an engine object)."""
     pkgs = _packages(obj)
     if not pkgs & set(ENGINE_PACKAGES):
         return None  # never import the engines for other objects
@@ -66,7 +69,8 @@ def unwrap_engine(obj: Any) -> tuple[HFModel | None, Any, str]:
         model = obj.__dict__.get("_model") if model is None else model  # nnsight < 0.5
         if not isinstance(model, nn.Module):
             raise TypeError(f"nnsight {name}: found no wrapped torch module (._module)")
-        return model, getattr(obj, "tokenizer", None), f"nnsight {name} around {type(model).__name__}"
+        tool = "nnterp" if "nnterp" in _packages(obj) else "nnsight"  # StandardizedTransformer: a LanguageModel
+        return model, getattr(obj, "tokenizer", None), f"{tool} {name} around {type(model).__name__}"
     if kind == "transformer_bridge":
         try:
             model = obj.original_model
@@ -74,12 +78,30 @@ def unwrap_engine(obj: Any) -> tuple[HFModel | None, Any, str]:
             raise TypeError(f"TransformerBridge without a local torch model cannot be probed: {exc}") from exc
         return (
             model,
-            getattr(obj, "tokenizer", None),
+            tl_tokenizer(obj)[0],
             f"TransformerLens TransformerBridge around {type(model).__name__}",
         )
     if kind == "hooked_transformer":
-        return HookedTransformerLM(obj), getattr(obj, "tokenizer", None), f"TransformerLens {name}"
+        return HookedTransformerLM(obj), tl_tokenizer(obj)[0], f"TransformerLens {name}"
     return None, None, ""
+
+
+def tl_tokenizer(obj: Any) -> tuple[Any, bool]:
+    """(the tokenizer to score a TransformerLens object with, whether its BOS was dropped).
+
+    TransformerLens gives a tokenizer without a BOS token its EOS as BOS (and does so on the tokenizer it
+    was handed). specprobe conditions the first token on the tokenizer's BOS when the tokenizer does not
+    add one itself, so for a model TL runs without BOS (`cfg.default_prepend_bos=False`, e.g. Qwen) that
+    invented BOS would change every log-prob. Then a copy of the tokenizer without a BOS token is used."""
+    tok = getattr(obj, "tokenizer", None)
+    cfg = getattr(obj, "cfg", None)
+    if tok is None or getattr(cfg, "default_prepend_bos", True) is not False:
+        return tok, False
+    if getattr(tok, "bos_token_id", None) is None or len(tok.encode("")) > 0:  # no BOS, or the tokenizer adds it
+        return tok, False
+    tok = copy.deepcopy(tok)
+    tok.bos_token = None
+    return tok, True
 
 
 def engine_metadata(obj: Any) -> dict[str, Any] | None:
@@ -98,12 +120,14 @@ def engine_metadata(obj: Any) -> dict[str, Any] | None:
         meta["compatibility_mode"] = bool(getattr(obj, "compatibility_mode", False))
         meta["weights_processed"] = processed
         meta["default_prepend_bos"] = getattr(obj.cfg, "default_prepend_bos", None)
+        meta["bos_dropped"] = tl_tokenizer(obj)[1]
     else:
         processing = hooked_transformer_processing(obj)
         meta.update(
             processing=processing,
             weights_processed=any(processing.values()),
             default_prepend_bos=getattr(obj.cfg, "default_prepend_bos", None),
+            bos_dropped=tl_tokenizer(obj)[1],
         )
     if meta["weights_processed"]:
         meta["note"] = (
