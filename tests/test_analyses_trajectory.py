@@ -238,3 +238,43 @@ def test_roundtrip_report_and_cli(traj, runs, tmp_path):
     curves = pd.read_csv(out / "trajectory_curves.csv")
     assert sorted(curves["step"].unique()) == traj.steps and (out / "trajectory.html").exists()
     assert main([*argv, "--out", str(out), "--no-progress"]) == 2  # outputs exist, no --overwrite
+
+
+def test_a_stopped_run_keeps_its_snapshots_and_resumes_to_the_same_ones(tiny_llama, tmp_path):
+    """Ctrl-C after a snapshot step: the snapshots written so far stay; the resumed run writes the rest
+    and lists all, each equal to the uninterrupted run's."""
+    import os
+    import signal
+
+    from specprobe.finetune import train
+    from specprobe.finetune.training import TrainingInterrupted
+
+    base, data = str(tiny_llama[0]), write_qa(tmp_path / "qa.json")
+    opts = dict(max_steps=6, batch_size=2, save_every=100, save_steps=[0, 2, 5], dropout=0.1, progress=False)
+    full = train(base, data, None, tmp_path / "full", **opts)
+
+    def interrupt(step, loss):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted):
+        train(base, data, None, tmp_path / "part", on_step=interrupt, **opts)
+    kept = sorted(p.name for p in (tmp_path / "part" / "snapshots").iterdir())
+    assert kept == ["step-00000000", "step-00000002"]
+    resumed = train(base, data, None, tmp_path / "part", **opts)
+    assert resumed.manifest["resumed_from"] == [3]
+    assert resumed.manifest["snapshots"] == full.manifest["snapshots"]  # same steps, paths and sha256
+
+
+def test_a_loaded_pair_as_base_gives_the_same_rows(traj, runs):
+    from specprobe.core.models import ModelPair
+
+    base, adapter, _ = runs
+    pair = ModelPair.load(base, adapter)  # the final adapter; every checkpoint goes beside it
+    steps = {p.step: p.path for p in read_checkpoints(adapter).points if p.step in SAVE_STEPS[1:]}
+    again = trajectory(pair, steps, TERMS, probe_texts(), controls=CONTROLS, progress=False)
+    assert again.steps == sorted(steps)
+    for step in steps:
+        mine, ref = again.comparison(step).to_pandas(), traj.comparison(step).to_pandas()
+        assert np.allclose(mine["delta"], ref["delta"], atol=1e-6, equal_nan=True)
+    assert list(pair.base_model.peft_config) == ["default"]  # the checkpoints were unloaded again

@@ -207,6 +207,8 @@ def trajectory_section(result: Any, *, title: str = "Over training", n_boot: int
         TextBlock(
             f"Own specialty ({own}) ahead of the others: first at step {onset['first']}; "
             f"from step {onset['sustained']} on."
+            if onset["first"] != "not applicable"
+            else "Trained on every specialty: there is no own specialty to set against the others."
         ),
         TableBlock.from_frame(
             result.gap(n_boot=n_boot), title="Terms minus control words, per step", formats=SEEN_FORMATS
