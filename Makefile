@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# the optional extras `make setup` installs; CI adds ray and tl (.ci/run): make setup EXTRAS=test,lint,ray,tl
+# the optional extras `make setup` installs; CI adds more (.ci/run): make setup EXTRAS=test,lint,ray,tl,...
 EXTRAS ?= test,lint
 
 .PHONY: demo test test-fast lint setup clean
