@@ -1,19 +1,40 @@
-"""Assemble the experiment report from the runner's results (the only place that knows every result type)."""
+"""Assemble the experiment report from the runner's results (the only place that knows every result type).
+
+The page a clinician reads in two minutes: the findings box first (each question of the study, its answer
+in one sentence, the number and test behind it), then one section per question with a plain-language
+reading written from the numbers, each chart once, significant heatmap cells marked, the method text in
+one "How to read this" section, and the metadata last.
+
+Optional analyses (`SeenUnseen`, `AccuracyLink`, `Trajectory`, `GeneralTextShift`) add a finding and a
+section when given, as keyword arguments of `write_experiment_report` or as paths in the result's
+`extras["paths"]` under the same names (see `OPTIONAL`); when absent, nothing of them is shown.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+
+from specprobe.app import findings as F
+from specprobe.app import findings_extra as FX
+from specprobe.app.report_stats import accuracy_vs_base, own_vs_other
+from specprobe.reports import analyses as A
+from specprobe.reports import sections as S
+from specprobe.reports.page import Finding, Section, anchor
 
 if TYPE_CHECKING:
     from specprobe.finetune import AccuracyMatrix
 
 
 def accuracy_frame(accuracy: AccuracyMatrix) -> pd.DataFrame:
-    """Long (fine-tuned on, test specialty, accuracy, CI, n) rows; the base model is the row 'base'.
+    """Long (fine-tuned on, test specialty, accuracy, CI, n) rows; the base model is the row 'base'; each
+    fine-tuned cell against the base model's on the same questions (vs_base, p_value, p_holm:
+    `report_stats.accuracy_vs_base`).
 
     The pooled row of each model (specialty "ALL") is left out: the heatmap is per test specialty.
     """
@@ -36,7 +57,7 @@ def accuracy_frame(accuracy: AccuracyMatrix) -> pd.DataFrame:
         }
     )
     out.loc[df["model"] == "base", "train_specialty"] = "base"
-    return out
+    return accuracy_vs_base(out)
 
 
 def layer_frame(views: dict[str, Any], n_boot: int = 1000) -> pd.DataFrame:
@@ -65,56 +86,182 @@ def layer_frame(views: dict[str, Any], n_boot: int = 1000) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_experiment_report(result: Any, path: str | os.PathLike | None = None) -> Path:
-    """One self-contained HTML page with the study's two findings, controls, distributions, top movers."""
-    from specprobe.reports import experiment_page, write_page
-    from specprobe.reports import sections as S
+#: the optional analyses: keyword / extras["paths"] name -> (what it holds, a mapping per adapter?)
+OPTIONAL: dict[str, tuple[str, bool]] = {
+    "seen_unseen": ("SeenUnseen per adapter", True),
+    "accuracy_link": ("one AccuracyLink over every adapter", False),
+    "trajectory": ("Trajectory per adapter", True),
+    "general_text": ("GeneralTextShift per adapter", True),
+}
 
+
+def _load(value: Any) -> Any:
+    """A result, or the result saved at a path."""
+    from specprobe.core.results import Result
+
+    if isinstance(value, (str, os.PathLike)):
+        import specprobe.probe.analyses  # noqa: F401  (registers trajectory and general_text_shift)
+
+        return Result.load(value)
+    return value
+
+
+def optional_analyses(result: Any, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The optional analyses to show: from `given` (keyword arguments) or else the result's extras["paths"];
+    a per-adapter one as {adapter: result}, loaded from paths. Absent or None ones are left out."""
+    paths = dict(getattr(result, "extras", {}).get("paths", {}) or {})
+    out: dict[str, Any] = {}
+    for key, (_, per_adapter) in OPTIONAL.items():
+        value = (given or {}).get(key)
+        value = paths.get(key) if value is None else value
+        if value is None or (isinstance(value, Mapping) and not value):
+            continue
+        if per_adapter:
+            named = value if isinstance(value, Mapping) else {getattr(value, "adapter", "") or key: value}
+            out[key] = {str(k): _load(v) for k, v in named.items()}
+        else:
+            out[key] = _load(value)
+    return out
+
+
+@dataclass
+class ReportParts:
+    """What the page is assembled from: the sections in order and the findings for the box."""
+
+    sections: list[Section] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+    def add(self, section: Section | None, reading: str = "", finding: Callable[[str], Finding] | None = None):
+        """Append `section` with its `reading`; `finding(link)` gets the section's anchor."""
+        if section is None:
+            return
+        section.reading = section.reading or reading
+        section.anchor = anchor(section.anchor or section.title)  # known now, for the findings' links
+        self.sections.append(section)
+        if finding is not None:
+            self.findings.append(finding(section.anchor))
+
+
+def _study_sections(parts: ReportParts, result: Any, n_boot: int) -> None:
+    """The three questions of the study: accuracy, the shift above control words, own vs other terms."""
+    comps, accuracy = result.comparisons, result.accuracy
+    acc, contrast = accuracy_frame(accuracy), accuracy.contrast()
+    acc_sec = S.accuracy_heatmap_section(
+        acc, ci_low="acc_lo", ci_high="acc_hi", accuracy_test=FISHER, title="Accuracy: is the own specialty best?"
+    )
+    acc_sec.blocks.append(S.TableBlock.from_frame(contrast, title="Is the own specialty best? (accuracy)"))
+    parts.add(acc_sec, F.accuracy_reading(acc, contrast), lambda link: F.accuracy_finding(contrast, link))
+    matrix = S.specialty_delta_matrix(comps, n_boot=n_boot, relative_to_control=True)
+    shift = S.terms_vs_control_section(
+        comps, table=matrix, title="Fine-tuning specialty × term specialty, minus control words"
+    )
+    parts.add(shift, F.shift_reading(matrix), lambda link: F.shift_finding(matrix, link))
+    own = own_vs_other(comps, accuracy.trained_on(), n_boot=n_boot)
+    parts.add(S.own_vs_other_section(own), F.own_reading(own), lambda link: F.own_finding(own, link))
+
+
+def _optional_sections(parts: ReportParts, result: Any, extra: dict[str, Any], n_boot: int) -> None:
+    """A section and a finding per optional analysis given; section builders another module may lack are skipped."""
+    if "seen_unseen" in extra:
+        found, reading = FX.seen_unseen_finding(extra["seen_unseen"], n_boot)
+        parts.add(A.seen_unseen_section(extra["seen_unseen"], n_boot=n_boot), reading, _linked(found))
+    if "accuracy_link" in extra:
+        found, reading = FX.accuracy_link_finding(extra["accuracy_link"], n_boot)
+        parts.add(A.accuracy_link_section(extra["accuracy_link"], n_boot=n_boot), reading, _linked(found))
+    build = getattr(A, "trajectory_section", None)
+    if "trajectory" in extra and build is not None:
+        found, reading = FX.trajectory_finding(extra["trajectory"], n_boot)
+        for i, (name, traj) in enumerate(extra["trajectory"].items()):
+            sec = build(traj, title=f"Over training: {name}", n_boot=n_boot)
+            parts.add(sec, reading if i == 0 else "", _linked(found) if i == 0 else None)
+    build = getattr(A, "general_text_section", None)
+    if "general_text" in extra and build is not None:
+        for name, shift in extra["general_text"].items():
+            found, reading = FX.general_text_finding(shift, n_boot)
+            found.question = f"{found.question} ({name})" if len(extra["general_text"]) > 1 else found.question
+            sec = build(shift, result.comparisons.get(name), title=f"General-text control: {name}", n_boot=n_boot)
+            parts.add(sec, reading, _linked(found))
+
+
+def _linked(found: Finding) -> Callable[[str], Finding]:
+    """`found` with the link of the section it is shown beside."""
+
+    def at(link: str) -> Finding:
+        found.link = link
+        return found
+
+    return at
+
+
+def _detail_sections(parts: ReportParts, result: Any, n_boot: int) -> None:
+    """The descriptive sections: distributions, top movers, layer curves."""
     comps = result.comparisons
-    accuracy = result.accuracy
-    contrast = accuracy.contrast()
-    a = contrast.attrs
-    findings = []
-    if a.get("n_specialties") and "mean_diff" in a:
-        findings.append(
-            f"Accuracy: own-specialty adapter vs other adapters, diagonal {a['mean_diag']:.3f} vs "
-            f"off-diagonal {a['mean_offdiag']:.3f} (difference {a['mean_diff']:+.3f}); the own adapter is "
-            f"best on {a['n_best']} of {a['n_specialties']} specialties; permutation p = {a['p_value']:.3g}."
-        )
-    sections = [
-        S.accuracy_heatmap_section(accuracy_frame(accuracy), ci_low="acc_lo", ci_high="acc_hi"),
-        S.table_section(contrast, title="Is the own specialty best? (accuracy)", notes=findings),
-        S.delta_heatmap_section(S.specialty_delta_matrix(comps)),
-        S.delta_heatmap_section(
-            S.specialty_delta_matrix(comps, relative_to_control=True),
-            title="Fine-tuning specialty × term specialty, minus control words",
-        ),
-        S.terms_vs_control_section(comps),
-        S.distributions_section(comps),
-        S.top_movers_section(comps),
-        S.layer_curves_section(
-            layer_frame(result.layer_views),
+    parts.add(S.distributions_section(comps), F.distributions_reading(comps))
+    movers = pd.concat(
+        [c.by_term(n_boot=n_boot).assign(finetune_specialty=str(k)) for k, c in comps.items()], ignore_index=True
+    )
+    parts.add(S.top_movers_section(comps, table=movers), F.top_movers_reading(movers))
+    if result.layer_views:
+        layers = layer_frame(result.layer_views)
+        sec = S.layer_curves_section(
+            layers,
             value_title="mean Δ logp/token through the lens",
             title="Layer curves (logit lens): where the change appears",
         )
-        if result.layer_views
-        else None,
-        S.metadata_section(
-            {
-                "config": result.config,
-                "adapters": result.adapters,
-                "lexicon": {
-                    "terms": len(result.lexicon),
-                    **{k: v for k, v in result.lexicon.meta.items() if k in ("backend", "sources")},
-                },
-                "compare": next(iter(comps.values())).metadata if comps else {},
-            }
-        ),
-        S.method_notes_section(),
-    ]
-    page = experiment_page(
+        parts.add(sec, F.layers_reading(layers))
+
+
+FISHER = (
+    "each fine-tuned model against the base model on the same questions, two-sided Fisher's exact test "
+    "(conservative: it ignores that the questions are the same), Holm across all cells."
+)
+
+
+def _metadata(result: Any) -> Section:
+    comps = result.comparisons
+    return S.metadata_section(
+        {
+            "config": result.config,
+            "adapters": result.adapters,
+            "lexicon": {
+                "terms": len(result.lexicon),
+                **{k: v for k, v in result.lexicon.meta.items() if k in ("backend", "sources")},
+            },
+            "compare": next(iter(comps.values())).metadata if comps else {},
+        }
+    )
+
+
+def build_experiment_page(result: Any, *, n_boot: int = 2000, **optional: Any) -> Any:
+    """The experiment `Page`: findings box, the study's sections, the optional analyses given (`OPTIONAL`
+    names as keyword arguments, else the result's extras["paths"]), the descriptive sections, "How to read
+    this" (every method note once), metadata."""
+    from specprobe.reports import experiment_page
+
+    unknown = set(optional) - set(OPTIONAL)
+    if unknown:
+        raise TypeError(f"unknown optional analyses {sorted(unknown)}; known: {sorted(OPTIONAL)}")
+    parts = ReportParts()
+    _study_sections(parts, result, n_boot)
+    _optional_sections(parts, result, optional_analyses(result, optional), n_boot)
+    _detail_sections(parts, result, n_boot)
+    how = S.how_to_read_section(parts.sections, lead=[S.NOTES[k] for k in ("delta", "heatmap", "ci", "significance")])
+    sections = [S.findings_section(parts.findings), *parts.sections, how, _metadata(result)]
+    return experiment_page(
         sections,
         title="specprobe: what did specialty fine-tuning change?",
         subtitle=f"base {result.config['base']} · data {result.config['data']}",
     )
+
+
+def write_experiment_report(
+    result: Any, path: str | os.PathLike | None = None, *, n_boot: int = 2000, **optional: Any
+) -> Path:
+    """One self-contained HTML page (`build_experiment_page`), by default report.html in the run's folder.
+
+    `optional`: seen_unseen={adapter: SeenUnseen or path}, accuracy_link=AccuracyLink or path,
+    trajectory={adapter: Trajectory or path}, general_text={adapter: GeneralTextShift or path}."""
+    from specprobe.reports import write_page
+
+    page = build_experiment_page(result, n_boot=n_boot, **optional)
     return write_page(page, Path(path) if path else result.root / "report.html")

@@ -13,6 +13,8 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from specprobe.reports import format as fmt_
+
 DIVERGING = "blueorange"
 WIDTH = 560
 STEP = 22  # pixels per category row
@@ -60,12 +62,22 @@ def _layer(*charts: alt.Chart, **kwargs) -> alt.LayerChart:
     return cast(alt.LayerChart, alt.layer(*charts, **kwargs))
 
 
-def ci_label(mean: float, lo: float, hi: float, fmt: str = "+.3f") -> str:
+SIGNIFICANT_MARK = "*"
+SIGNIFICANT_CAPTION = "* : significant after Holm correction (p_holm < 0.05)."
+
+
+def _num(value: float, fmt: str) -> str:
+    """A label number: `fmt` (a Python spec) when given, else the report's form (3 significant digits, signed)."""
+    return format(value, fmt) if fmt else fmt_.number(value, signed=True)
+
+
+def ci_label(mean: float, lo: float, hi: float, fmt: str = "") -> str:
+    """A cell label: the mean, and under it the 95% CI when both ends are known."""
     if mean is None or not np.isfinite(mean):
         return ""
     if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
-        return format(mean, fmt)
-    return f"{format(mean, fmt)}\n[{format(lo, fmt)}, {format(hi, fmt)}]"
+        return _num(mean, fmt)
+    return f"{_num(mean, fmt)}\n[{_num(lo, fmt)}, {_num(hi, fmt)}]"
 
 
 def heatmap(
@@ -80,14 +92,17 @@ def heatmap(
     ci_low: str | None = None,
     ci_high: str | None = None,
     diverging: bool = True,
-    fmt: str = "+.3f",
+    fmt: str = "",
     scheme: str | None = None,
     domain: Sequence[float] | None = None,
     tooltip_extra: Sequence[str] = (),
     outline_diagonal: bool = True,
+    significant: str | None = None,
 ) -> alt.LayerChart:
     """A cell per (y, x) coloured by `value`, labelled with the value and its CI; the diagonal
-    (x == y, e.g. fine-tuned on the specialty of the terms) is outlined. Over 60 lines because it is one
+    (x == y, e.g. fine-tuned on the specialty of the terms) is outlined; `significant`: a boolean
+    column, its true cells get an asterisk in the top right corner (`SIGNIFICANT_MARK`). Labels use
+    `fmt` (a Python spec) or, by default, the report's number form. Over 60 lines because it is one
     chart spec (labels, colour scale, tooltips, layers) behind a long keyword signature laid out one
     argument per line."""
     data = df.copy()
@@ -144,7 +159,25 @@ def heatmap(
                 f"datum['{x}'] === datum['{y}']"
             )
         )
-    return _layer(*layers).properties(width=cell * len(xs), height=max(40, int(cell * 0.7)) * len(ys))
+    row_h = max(40, int(cell * 0.7))
+    if significant and significant in data and bool(data[significant].fillna(False).astype(bool).any()):
+        layers.append(_significance_layer(base, significant, cell, row_h))
+    return _layer(*layers).properties(width=cell * len(xs), height=row_h * len(ys))
+
+
+def _significance_layer(base: alt.Chart, column: str, cell: int, row_h: int) -> alt.Chart:
+    """An asterisk in the top right corner of every cell whose `column` is true (white on dark cells)."""
+    mark = base.mark_text(
+        text=SIGNIFICANT_MARK,
+        align="right",
+        baseline="top",
+        dx=cell / 2 - 3,
+        dy=-row_h / 2 + 1,
+        fontSize=15,
+        fontWeight="bold",
+    )
+    color = alt.condition("datum.dark_cell", alt.value("#ffffff"), alt.value("#111111"))
+    return mark.encode(color=color).transform_filter(f"datum['{column}'] === true")
 
 
 def interval_chart(

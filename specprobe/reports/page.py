@@ -21,9 +21,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from specprobe.reports import format as fmt
 from specprobe.utils.io import atomic_write_text
 
-__all__ = ["Page", "Section", "ChartBlock", "TableBlock", "MetaBlock", "ListBlock", "TextBlock", "write_page"]
+__all__ = [
+    "Page",
+    "Section",
+    "ChartBlock",
+    "TableBlock",
+    "MetaBlock",
+    "ListBlock",
+    "TextBlock",
+    "Finding",
+    "FindingsBlock",
+    "write_page",
+]
 
 _ANCHOR_BAD = re.compile(r"[^a-z0-9]+")
 
@@ -123,7 +135,9 @@ class TableBlock:
         sortable: bool = True,
         searchable: bool = True,
     ) -> TableBlock:
-        """Build from a DataFrame. `formats`: column -> Python format spec for numbers (default `.4g`);
+        """Build from a DataFrame. Numbers read the same in every table (`reports.format`): 3 significant
+        digits, never an exponent, p-value columns as `<0.001`. `formats`: column -> a fixed-point Python
+        format spec (".2f", "+.3f") where a column needs one; other specs (".3g") give the common form.
         `descriptions`: column -> header tooltip; `rename`: column -> shown header."""
         formats = dict(formats or {})
         descriptions = dict(descriptions or {})
@@ -135,13 +149,16 @@ class TableBlock:
             caption = f"{caption} {note}".strip()
         columns = [Column(str(rename.get(c, c)), descriptions.get(c, "")) for c in df.columns]
         rows = [
-            [_cell(v, formats.get(c, ".4g")) for c, v in zip(df.columns, rec)]
+            [_cell(v, formats.get(c, ""), str(c)) for c, v in zip(df.columns, rec)]
             for rec in df.itertuples(index=False, name=None)
         ]
         return cls(columns, rows, title=title, caption=caption, sortable=sortable, searchable=searchable)
 
 
-def _cell(value: Any, fmt: str) -> Cell:
+def _cell(value: Any, spec: str = "", column: str = "") -> Cell:
+    """One table cell: its text and its sort key. Numbers read as everywhere on a page (`reports.format`:
+    p-value columns as `<0.001`, others 3 significant digits); `spec`: a fixed-point Python format
+    (".2f") where one is wanted, any other spec (".4g") gives the common form."""
     if isinstance(value, np.generic):
         value = value.item()
     if value is None or value is pd.NA or value is pd.NaT:
@@ -153,7 +170,9 @@ def _cell(value: Any, fmt: str) -> Cell:
     if isinstance(value, float):
         if math.isnan(value):
             return Cell("–", None, True)
-        return Cell(format(value, fmt), repr(value), True)
+        fixed = spec.endswith(("f", "%")) and not fmt.is_p_column(column)
+        text = format(value, spec) if fixed else fmt.cell_text(value, column)
+        return Cell(text, repr(value), True)
     if isinstance(value, (tuple, list, np.ndarray)):
         items = [str(v) for v in list(value)]
         text = ", ".join(items[:12]) + (f", … ({len(items)} in all)" if len(items) > 12 else "")
@@ -191,17 +210,42 @@ class TextBlock:
     anchor: str = field(default="", init=False)
 
 
-Block = ChartBlock | TableBlock | MetaBlock | ListBlock | TextBlock
+@dataclass
+class Finding:
+    """One question of the study, its answer in one sentence, and the number and test behind it.
+
+    `verdict` ("yes", "partly", "not shown", "not tested") colours the line; it must follow from the same
+    numbers as `answer` (the builders in `app/findings.py` derive both from one test)."""
+
+    question: str
+    answer: str
+    evidence: str = ""
+    verdict: str = "not tested"
+    link: str = ""  # anchor of the section with the details ("" : none)
+
+
+@dataclass
+class FindingsBlock:
+    """The findings box: one line per question, shown first on a page."""
+
+    findings: list[Finding]
+    block: str = field(default="findings", init=False)
+    anchor: str = field(default="", init=False)
+
+
+Block = ChartBlock | TableBlock | MetaBlock | ListBlock | TextBlock | FindingsBlock
 
 
 @dataclass
 class Section:
-    """A titled part of a page: short notes (what the numbers mean) and blocks."""
+    """A titled part of a page: a plain-language `reading` of its numbers (shown first, in a box),
+    short notes (what the numbers mean) and blocks."""
 
     title: str
     blocks: list = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     anchor: str = ""
+    reading: str = ""
 
 
 @dataclass
@@ -318,13 +362,15 @@ def _vegalite_version() -> str | None:
 def _environment():
     import jinja2
 
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.PackageLoader("specprobe.reports", "templates"),
         autoescape=True,
         trim_blocks=False,
         lstrip_blocks=False,
         undefined=jinja2.StrictUndefined,
     )
+    env.filters["exact"] = fmt.exact  # metadata floats: full precision, never an exponent
+    return env
 
 
 def _assign_anchors(page: Page) -> None:

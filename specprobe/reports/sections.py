@@ -25,7 +25,20 @@ import numpy as np
 import pandas as pd
 
 from specprobe.reports import charts
-from specprobe.reports.page import Block, ChartBlock, ListBlock, MetaBlock, Section, TableBlock, TextBlock
+from specprobe.reports import format as fmt
+from specprobe.reports.page import (
+    Block,
+    ChartBlock,
+    Finding,
+    FindingsBlock,
+    ListBlock,
+    MetaBlock,
+    Section,
+    TableBlock,
+    TextBlock,
+)
+
+ALPHA = 0.05  # significance level of the marks on heatmaps and of the findings' wording
 
 #: Short method notes, one per topic; sections quote the ones they need, `method_notes_section` lists them.
 NOTES: dict[str, str] = {
@@ -70,6 +83,16 @@ NOTES: dict[str, str] = {
         "curves part shows at which depth fine-tuning changes the prediction."
     ),
     "missing": "Terms of the lexicon found in no text are listed, never silently dropped.",
+    "own_vs_other": (
+        "Own specialty vs other specialties: for each fine-tuned model, per text, the mean Δ/token of the terms "
+        "of the specialty it was fine-tuned on minus the mean Δ/token of the other specialties' terms in the "
+        "same text (texts holding both, n_pairs). The control-word shift is the same for both and cancels. "
+        "p: two-sided Wilcoxon signed-rank test; p_holm: Holm adjustment across the fine-tuned models."
+    ),
+    "significance": (
+        "An asterisk on a heatmap cell: significant after Holm correction (p_holm < 0.05). Holm adjusts the "
+        "p-values of a family of tests so that the chance of any false positive in the family stays under 5%."
+    ),
 }
 
 METRIC_TITLES = {"delta_per_token": "Δ logp per token", "delta": "Δ logp (summed over tokens)"}
@@ -105,7 +128,7 @@ def overview_section(comp, *, title: str = "Overview", metric: str = "delta_per_
 
 
 def _fmt(v: float) -> str:
-    return "–" if v is None or not np.isfinite(v) else f"{v:+.4f}"
+    return fmt.number(v, signed=True)
 
 
 def terms_vs_control_section(
@@ -118,10 +141,16 @@ def terms_vs_control_section(
 ) -> Section:
     """One Comparison: per term specialty, mean Δ with CI next to the control words, and the paired
     term-minus-control difference with CI and Holm-adjusted p. Several (label -> Comparison): a
-    fine-tuning specialty × term specialty heatmap of the term-minus-control difference."""
+    fine-tuning specialty × term specialty heatmap of the term-minus-control difference (`table`: that
+    matrix when already computed, `specialty_delta_matrix(..., relative_to_control=True)`)."""
     notes = [NOTES["control"], NOTES["ci"]]
     if _is_mapping(comps):
-        return _terms_vs_control_matrix(comps, metric, n_boot, title, notes)
+        frame = (
+            table
+            if table is not None
+            else specialty_delta_matrix(comps, metric=metric, n_boot=n_boot, relative_to_control=True)
+        )
+        return _terms_vs_control_matrix(frame, metric, title, notes)
     table = cast(pd.DataFrame, comps.by_specialty(metric, n_boot=n_boot)) if table is None else table
     if table.empty:
         return Section(title, [TextBlock("No scored occurrences.", muted=True)], notes=notes)
@@ -130,41 +159,45 @@ def terms_vs_control_section(
         TableBlock.from_frame(
             table.drop(columns=[c for c in ("group",) if c in table]),
             title="Per specialty",
-            formats={"p_value": ".3g", "p_holm": ".3g"},
             searchable=False,
         )
     )
     return Section(title, blocks, notes=notes)
 
 
-def _terms_vs_control_matrix(
-    comps: Mapping[str, Any], metric: str, n_boot: int, title: str, notes: list[str]
-) -> Section:
-    """Several comparisons: the fine-tuning specialty × term specialty heatmap of terms minus control."""
+def _terms_vs_control_matrix(frame: pd.DataFrame, metric: str, title: str, notes: list[str]) -> Section:
+    """Several comparisons: the fine-tuning specialty × term specialty heatmap of terms minus control,
+    significant cells marked."""
     mt = METRIC_TITLES.get(metric, metric)
-    frame = specialty_delta_matrix(comps, metric=metric, n_boot=n_boot, relative_to_control=True)
     if frame.empty:
         return Section(title, [TextBlock("No scored clinical terms or control words.", muted=True)], notes=notes)
-    chart = charts.heatmap(
+    return delta_heatmap_section(
         frame,
-        x="term_specialty",
-        y="finetune_specialty",
-        value="mean",
-        ci_low="ci_low",
-        ci_high="ci_high",
-        x_title="term specialty",
-        y_title="fine-tuned on",
-        value_title=f"{mt}, terms − control",
-        tooltip_extra=("n_pairs", "p_holm"),
-    )
-    return Section(
-        title,
-        [
-            ChartBlock(chart, title=f"Mean {mt} of terms minus control words (paired by text)"),
-            TableBlock.from_frame(frame, title="Values", max_rows=2000),
-        ],
+        metric=metric,
+        title=title,
         notes=notes,
+        value_title=f"{mt}, terms − control",
+        chart_title=f"Mean {mt} of terms minus control words (paired by text)",
     )
+
+
+def with_significance(frame: pd.DataFrame, p: str = "p_holm", alpha: float = ALPHA) -> pd.DataFrame:
+    """`frame` with a boolean `significant` column (p_holm < alpha; missing p: not significant)."""
+    out = frame.copy()
+    if p in out:
+        values = cast(pd.Series, pd.to_numeric(out[p], errors="coerce")).astype(float)
+        out["significant"] = (values < alpha).to_numpy(dtype=bool)  # NaN < alpha is False
+    return out
+
+
+def significance_caption(frame: pd.DataFrame, p: str = "p_holm", test: str = "") -> str:
+    """What the asterisks mean, how many cells have one, and the test behind them."""
+    if p not in frame:
+        return "No per-cell test: no cell is marked."
+    values = cast(pd.Series, pd.to_numeric(frame[p], errors="coerce")).astype(float)
+    k, n = int(np.sum(frame["significant"].to_numpy(dtype=bool))), int(values.notna().sum())
+    tail = f" Test: {test}" if test else ""
+    return f"{charts.SIGNIFICANT_CAPTION} {k} of {n} tested cells.{tail}"
 
 
 def _terms_vs_control_charts(table: pd.DataFrame, metric: str) -> list[Block]:
@@ -273,13 +306,18 @@ def delta_heatmap_section(
     metric: str = "delta_per_token",
     title: str = "Fine-tuning specialty × term specialty",
     notes: Sequence[str] | None = None,
+    value_title: str | None = None,
+    chart_title: str | None = None,
+    test: str = "paired Wilcoxon signed-rank per text, Holm within each fine-tuned model.",
 ) -> Section:
     """The study's second finding: mean Δ logp of terms of each specialty (columns) under each
-    specialty's fine-tuned model (rows), with CIs. `frame`: long format, e.g. `specialty_delta_matrix`."""
+    specialty's fine-tuned model (rows), with CIs; cells with p_holm < 0.05 (when the frame has p_holm,
+    e.g. the minus-control matrix) get an asterisk. `frame`: long format, e.g. `specialty_delta_matrix`."""
     mt = METRIC_TITLES.get(metric, metric)
     notes = list(notes) if notes is not None else [NOTES["heatmap"], NOTES["delta"], NOTES["ci"]]
     if frame is None or frame.empty:
         return Section(title, [TextBlock("No data.", muted=True)], notes=notes)
+    frame = with_significance(frame)
     extra = tuple(c for c in ("n", "n_texts", "n_pairs", "p_holm") if c in frame)
     chart = charts.heatmap(
         frame,
@@ -290,12 +328,17 @@ def delta_heatmap_section(
         ci_high=ci_high,
         x_title="term specialty",
         y_title="fine-tuned on",
-        value_title=f"mean {mt}",
+        value_title=value_title or f"mean {mt}",
         tooltip_extra=extra,
+        significant="significant" if "significant" in frame else None,
     )
+    caption = significance_caption(frame, test=test)
     return Section(
         title,
-        [ChartBlock(chart, title=f"Mean {mt} [95% CI]"), TableBlock.from_frame(frame, title="Values", max_rows=2000)],
+        [
+            ChartBlock(chart, title=chart_title or f"Mean {mt} [95% CI]", caption=caption),
+            TableBlock.from_frame(frame, title="Values", max_rows=2000),
+        ],
         notes=notes,
     )
 
@@ -310,14 +353,17 @@ def accuracy_heatmap_section(
     ci_high: str | None = None,
     title: str = "Accuracy: fine-tuning specialty × test specialty",
     notes: Sequence[str] | None = None,
+    accuracy_test: str = "",
 ) -> Section:
     """The study's first finding: accuracy of each specialty's fine-tuned model (rows) on each
     specialty's test questions (columns). `frame`: long format, one row per (train, test) cell; extra
-    columns such as n or the base model's accuracy go into tooltips and the table."""
+    columns such as n or the base model's accuracy go into tooltips and the table; with a p_holm
+    column (e.g. each cell against the base model) cells with p_holm < 0.05 get an asterisk."""
     notes = list(notes) if notes is not None else [NOTES["accuracy"]]
     if frame is None or frame.empty:
         return Section(title, [TextBlock("No data.", muted=True)], notes=notes)
-    extra = tuple(c for c in frame.columns if c not in {train, test, value, ci_low, ci_high})
+    frame = with_significance(frame)
+    extra = tuple(c for c in frame.columns if c not in {train, test, value, ci_low, ci_high, "significant"})
     chart = charts.heatmap(
         frame,
         x=test,
@@ -331,11 +377,13 @@ def accuracy_heatmap_section(
         diverging=False,
         fmt=".2f",
         tooltip_extra=extra,
+        significant="significant" if "significant" in frame else None,
     )
+    caption = significance_caption(frame, test=accuracy_test)
     return Section(
         title,
         [
-            ChartBlock(chart, title=f"{value} by fine-tuning and test specialty"),
+            ChartBlock(chart, title=f"{value} by fine-tuning and test specialty", caption=caption),
             TableBlock.from_frame(frame, title="Values", max_rows=2000),
         ],
         notes=notes,
@@ -565,3 +613,60 @@ def table_section(frame: pd.DataFrame, *, title: str, notes: Sequence[str] = (),
     if frame is None or frame.empty:
         return Section(title, [TextBlock("Empty table.", muted=True)], notes=list(notes))
     return Section(title, [TableBlock.from_frame(frame, max_rows=max_rows)], notes=list(notes))
+
+
+# -- the findings box, the reading of each section, the method text in one place ---------------------------
+def findings_section(findings: Sequence[Finding], *, title: str = "Findings") -> Section:
+    """The findings box: each question of the study, its answer in one sentence, the number and test behind
+    it. Goes first on a page; the sentences come from the numbers (see `app/findings.py`)."""
+    if not findings:
+        return Section(title, [TextBlock("No results to summarise.", muted=True)], anchor="findings")
+    return Section(title, [FindingsBlock(list(findings))], anchor="findings")
+
+
+def how_to_read_section(
+    sections: Sequence[Section | None], *, lead: Sequence[str] = (), title: str = "How to read this"
+) -> Section:
+    """The method text of a page in one place: the `lead` paragraphs (e.g. what Δ is), then the notes of
+    `sections` in the order they first appear, each paragraph once; the notes are taken off the
+    sections, so no paragraph is repeated on the page."""
+    seen: dict[str, None] = dict.fromkeys(lead)
+    for s in sections:
+        if s is None:
+            continue
+        for note in s.notes:
+            seen.setdefault(note, None)
+        s.notes = []
+    return Section(title, [ListBlock(list(seen))], anchor="how-to-read-this")
+
+
+def own_vs_other_section(
+    frame: pd.DataFrame,
+    *,
+    metric: str = "delta_per_token",
+    title: str = "Own specialty vs other specialties",
+    reading: str = "",
+) -> Section:
+    """Per fine-tuned model: the mean Δ of its own specialty's terms minus that of other specialties'
+    terms in the same texts, with 95% CI (forest plot) and the test (table). `frame`: rows with
+    finetune_specialty, mean_diff, ci_low, ci_high, n_pairs, p_value, p_holm."""
+    mt = METRIC_TITLES.get(metric, metric)
+    notes = [NOTES["own_vs_other"]]
+    if frame is None or frame.empty or not bool(frame["mean_diff"].notna().any()):
+        text = "No text holds terms of both a model's own specialty and another specialty, so there is no test."
+        return Section(title, [TextBlock(text, muted=True)], notes=notes, reading=reading)
+    chart = charts.interval_chart(
+        frame,
+        category="finetune_specialty",
+        value="mean_diff",
+        ci_low="ci_low",
+        ci_high="ci_high",
+        value_title=f"{mt}: own-specialty terms − other terms",
+        category_title="fine-tuned on",
+        tooltip_extra=("n_pairs", "p_value", "p_holm"),
+    )
+    blocks: list[Block] = [
+        ChartBlock(chart, title="Own-specialty terms minus other specialties' terms, paired by text, with 95% CI"),
+        TableBlock.from_frame(frame, title="Per fine-tuned model", searchable=False),
+    ]
+    return Section(title, blocks, notes=notes, reading=reading)

@@ -1,0 +1,272 @@
+"""The findings box and the plain-language readings of the experiment report, written from the numbers.
+
+Each function takes the table a section shows and returns the sentence(s) about it; every verdict and
+every word of significance ("significant after Holm correction", "not significant ...") follows from the
+same p-values and intervals as the tables, never from a hard-coded conclusion. The three questions of
+the study:
+
+1. Does training on a specialty give the best accuracy on it? (`accuracy_finding`, the own-specialty
+   permutation test of `AccuracyMatrix.contrast`)
+2. Do terms of all specialties rise, above control words? (`shift_finding`, the minus-control matrix)
+3. Is there specialty knowledge beyond the shift? (`own_finding`, own-specialty terms vs other terms)
+
+The optional analyses (seen vs unseen terms, accuracy link, trajectory, general text) are in
+`app/findings_extra.py`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+
+from specprobe.reports import format as fmt
+from specprobe.reports.page import Finding
+
+ALPHA = 0.05
+
+
+def p_text(p: Any, name: str = "p") -> str:
+    """ "p = 0.0123" or "p < 0.001"."""
+    text = fmt.p_value(p)
+    return f"{name} {text[0]} {text[1:]}" if text.startswith("<") else f"{name} = {text}"
+
+
+def _num(v: Any, signed: bool = False) -> str:
+    return fmt.number(v, signed=signed)
+
+
+def col(df: Any, name: str) -> pd.Series:
+    """A column as floats (what is not a number: NaN)."""
+    return cast(pd.Series, pd.to_numeric(df[name], errors="coerce")).astype(float)
+
+
+def mean_of(df: Any, name: str) -> float:
+    """The mean of a column's finite values (NaN when there are none)."""
+    v = col(df, name).to_numpy()
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else float("nan")
+
+
+def row_at_max(df: Any, name: str, *, lowest: bool = False) -> dict:
+    """The row (as a dict) where column `name` is largest (or smallest)."""
+    values = col(df, name).to_numpy()
+    i = int(np.nanargmin(values) if lowest else np.nanargmax(values))
+    return df.iloc[i].to_dict()
+
+
+def _verdict(k: int, n: int) -> str:
+    """yes (all of n), partly (some), not shown (none), not tested (n = 0)."""
+    return "not tested" if n == 0 else "yes" if k == n else "partly" if k else "not shown"
+
+
+# -- 1. accuracy ------------------------------------------------------------------------------------------
+Q_ACCURACY = "Does training on a specialty give the best accuracy on it?"
+
+
+def accuracy_finding(contrast: pd.DataFrame, link: str = "") -> Finding:
+    """From `AccuracyMatrix.contrast()` and its attrs (mean_diag, mean_offdiag, mean_diff, n_best,
+    n_specialties, p_value, n_perm)."""
+    a = contrast.attrs
+    if not a.get("n_specialties") or "mean_diff" not in a:
+        why = "it needs at least two fine-tuned models, each trained on one specialty."
+        return Finding(Q_ACCURACY, f"Not tested: {why}", "", "not tested", link)
+    n, k, p = int(a["n_specialties"]), int(a["n_best"]), float(a["p_value"])
+    own, other, diff = a["mean_diag"], a["mean_offdiag"], a["mean_diff"]
+    gist = (
+        f"the own-specialty model scores {_num(own)} on its specialty's questions vs {_num(other)} for the "
+        f"other models (difference {_num(diff, True)}), and is the best model (ties included) on {k} of {n} "
+        "specialties"
+    )
+    if p < ALPHA and diff > 0:
+        answer, verdict = f"Yes: {gist}.", "yes" if k == n else "partly"
+    else:
+        answer, verdict = f"Not shown: {gist}; the difference is not significant ({p_text(p)}).", "not shown"
+    evidence = (
+        f"Mean accuracy difference own − other models {_num(diff, True)}; one-sided permutation test over "
+        f"model-to-specialty assignments ({int(a.get('n_perm', 0)):,} permutations), {p_text(p)}."
+    )
+    return Finding(Q_ACCURACY, answer, evidence, verdict, link)
+
+
+def accuracy_reading(frame: pd.DataFrame, contrast: pd.DataFrame) -> str:
+    """One paragraph on the accuracy heatmap: what a cell is, the own-specialty result, the cells that
+    differ from the base model."""
+    base = frame[frame["train_specialty"] == "base"]
+    tuned = frame[frame["train_specialty"] != "base"]
+    parts = [
+        "Each cell is the share of a specialty's test questions (columns) that a model (rows) answered "
+        f"correctly; the base model answered {_num(mean_of(base, 'accuracy'))} on average and the fine-tuned "
+        f"models {_num(mean_of(tuned, 'accuracy'))}."
+    ]
+    if "p_holm" in frame and bool(col(tuned, "p_holm").notna().any()):
+        sig = tuned[tuned["p_holm"] < ALPHA]
+        up, down = int((sig["vs_base"] > 0).sum()), int((sig["vs_base"] < 0).sum())
+        parts.append(
+            f"Against the base model on the same questions, {up} cell(s) are significantly higher and {down} "
+            f"significantly lower after Holm correction (asterisks); the other {len(tuned) - len(sig)} are "
+            "within chance."
+        )
+    if len(contrast):
+        best = ", ".join(contrast.loc[contrast["is_best"], "specialty"].astype(str)) or "none"
+        parts.append(f"The model trained on a specialty is the best one on it for: {best}.")
+    return " ".join(parts)
+
+
+# -- 2. the shift above control words --------------------------------------------------------------------
+Q_SHIFT = "Do terms of all specialties rise, above control words?"
+
+
+def shift_finding(matrix: pd.DataFrame, link: str = "") -> Finding:
+    """From the minus-control matrix (`specialty_delta_matrix(..., relative_to_control=True)`): how many
+    model × term-specialty cells rose significantly above the control words after Holm correction."""
+    tested = matrix[col(matrix, "p_holm").notna()] if len(matrix) and "p_holm" in matrix else matrix.iloc[:0]
+    if tested.empty:
+        return Finding(Q_SHIFT, "Not tested: no control words were scored beside the terms.", "", "not tested", link)
+    up = tested[(tested["p_holm"] < ALPHA) & (tested["mean"] > 0)]
+    down = tested[(tested["p_holm"] < ALPHA) & (tested["mean"] < 0)]
+    n, k = len(tested), len(up)
+    mean = mean_of(tested, "mean")
+    verdict = _verdict(k, n)
+    if verdict == "yes":
+        answer = f"Yes: under every fine-tuned model, the terms of every specialty rose more than the control words ({n} of {n} cells)."
+    elif verdict == "partly":
+        answer = (
+            f"Partly: terms rose more than the control words in {k} of {n} model × specialty cells after Holm "
+            "correction; the other cells are not significant"
+            + (f", and {len(down)} fell significantly below them." if len(down) else ".")
+        )
+    else:
+        answer = (
+            f"Not shown: on average terms moved {_num(mean, True)} logp/token against the control words, "
+            "not significant after Holm correction in any cell"
+            + (f" ({len(down)} cell(s) significantly below them)." if len(down) else ".")
+        )
+    evidence = (
+        f"Mean terms − control words over cells {_num(mean, True)} logp/token (range {_num(tested['mean'].min(), True)} "
+        f"to {_num(tested['mean'].max(), True)}); paired Wilcoxon signed-rank test per text, Holm within each "
+        f"model; smallest {p_text(tested['p_holm'].min(), 'p_holm')}."
+    )
+    return Finding(Q_SHIFT, answer, evidence, verdict, link)
+
+
+def shift_reading(matrix: pd.DataFrame) -> str:
+    """One paragraph on the minus-control heatmap."""
+    if matrix.empty:
+        return "No control words were scored, so the terms' change cannot be set against ordinary words."
+    top = row_at_max(matrix, "mean")
+    return (
+        "Each cell is how much more (positive, orange) or less (negative, blue) a model made the terms of a "
+        "specialty likely than ordinary control words in the same question texts, in log-probability per token. "
+        f"The largest rise above the control words is {_num(top['mean'], True)} for {top['term_specialty']} terms "
+        f"under the model fine-tuned on {top['finetune_specialty']}. "
+        f"{int((col(matrix, 'p_holm') < ALPHA).sum())} of {len(matrix)} cells carry an asterisk (significant after "
+        "Holm correction); an unmarked cell may still be a real change the texts are too few to show."
+    )
+
+
+# -- 3. specialty knowledge beyond the shift -------------------------------------------------------------
+Q_OWN = "Is there specialty knowledge beyond the shift (own-specialty terms vs other specialties' terms)?"
+
+
+def own_finding(own: pd.DataFrame, link: str = "") -> Finding:
+    """From `report_stats.own_vs_other`: in how many models the own specialty's terms rose significantly
+    more than the other specialties' terms in the same texts (Holm across models)."""
+    tested = own[own["p_holm"].notna()] if len(own) else own
+    if tested.empty:
+        why = "no text holds terms of both a model's own specialty and another specialty."
+        return Finding(Q_OWN, f"Not tested: {why}", "", "not tested", link)
+    n = len(tested)
+    ahead = tested[(tested["p_holm"] < ALPHA) & (tested["mean_diff"] > 0)]
+    mean = mean_of(tested, "mean_diff")
+    verdict = _verdict(len(ahead), n)
+    if verdict in ("yes", "partly"):
+        names = ", ".join(ahead["finetune_specialty"].astype(str))
+        lead = "Yes" if verdict == "yes" else "Partly"
+        answer = (
+            f"{lead}: in {len(ahead)} of {n} models ({names}) the own specialty's terms rose more than other "
+            "specialties' terms in the same texts, significant after Holm correction."
+        )
+    else:
+        answer = (
+            f"Not shown: own-specialty terms moved {_num(mean, True)} logp/token against other specialties' terms "
+            "in the same texts (mean over models), not significant after Holm correction."
+        )
+    evidence = (
+        f"Mean own − other {_num(mean, True)} logp/token over {n} model(s); paired Wilcoxon signed-rank test per "
+        f"text, Holm across models; smallest {p_text(tested['p_holm'].min(), 'p_holm')}."
+    )
+    return Finding(Q_OWN, answer, evidence, verdict, link)
+
+
+def own_reading(own: pd.DataFrame) -> str:
+    """One paragraph on the own-vs-other section."""
+    tested = cast(pd.DataFrame, own[col(own, "mean_diff").notna()] if len(own) else own)
+    if tested.empty:
+        return "There is nothing to compare: no question text holds terms of a model's own and of another specialty."
+    rows = "; ".join(
+        f"{r['finetune_specialty']}: {_num(r['mean_diff'], True)} ({p_text(r['p_holm'], 'p_holm')}, "
+        f"{int(r['n_pairs'])} texts)"
+        for r in tested.to_dict(orient="records")
+    )
+    return (
+        "If fine-tuning taught a specialty rather than just medical language, the model's own specialty's terms "
+        "should rise more than other specialties' terms in the same question. Positive means they did. " + rows + "."
+    )
+
+
+# -- the descriptive sections ----------------------------------------------------------------------------
+def distributions_reading(comps: dict) -> str:
+    """One paragraph on the box plots: the median change of own-specialty terms, other terms and control words."""
+    import numpy as np
+
+    parts = []
+    for name, comp in comps.items():
+        df = comp.scored()
+        own = df["specialties"].map(lambda s, n=str(name): n in tuple(s))
+        groups = {"own-specialty terms": df[own & ~df["is_control"]], "control words": df[df["is_control"]]}
+        meds = {g: float(np.median(d["delta_per_token"])) for g, d in groups.items() if len(d)}
+        if meds:
+            parts.append(f"{name}: " + ", ".join(f"{g} {_num(m, True)}" for g, m in meds.items()))
+    head = (
+        "The boxes show how single occurrences spread: half of them lie inside a box, and a box right of zero "
+        "means most occurrences became more likely."
+    )
+    return head + (" Medians per model: " + "; ".join(parts) + "." if parts else "")
+
+
+def top_movers_reading(table: pd.DataFrame, metric: str = "delta_per_token") -> str:
+    """One paragraph on the top movers: the terms that moved most, up and down."""
+    mean = f"mean_{metric}"
+    if table.empty or mean not in table:
+        return "No term was scored."
+    terms = table[~table["is_control"].astype(bool)]
+    if terms.empty:
+        return "Only control words were scored."
+    up, down = row_at_max(terms, mean), row_at_max(terms, mean, lowest=True)
+    where = " under the model fine-tuned on {}".format
+    return (
+        "The table lists single terms by how much their probability changed. "
+        f"The largest rise is '{up['term']}' ({_num(up[mean], True)} logp/token"
+        f"{where(up['finetune_specialty']) if 'finetune_specialty' in up else ''}), the largest fall "
+        f"'{down['term']}' ({_num(down[mean], True)}"
+        f"{where(down['finetune_specialty']) if 'finetune_specialty' in down else ''}). "
+        "Single terms with few occurrences move by chance; read their CIs."
+    )
+
+
+def layers_reading(frame: pd.DataFrame) -> str:
+    """One paragraph on the logit-lens curves: at which layer the terms' change is largest."""
+    terms = frame[frame["model"] == "clinical terms"] if len(frame) else frame
+    if terms.empty:
+        return "No layer was read."
+    top = row_at_max(terms, "mean_logp")
+    last = int(col(terms, "layer").max())
+    at_last = mean_of(terms[terms["layer"] == last], "mean_logp")
+    return (
+        "The curves read the model's prediction off each layer in turn (the logit lens): where the line leaves "
+        f"zero is the depth at which fine-tuning changes the terms' probability. The change is largest at layer "
+        f"{int(top['layer'])} ({_num(top['mean_logp'], True)} under {top['group']}); at the last layer ({last}) it "
+        f"averages {_num(at_last, True)} logp/token."
+    )

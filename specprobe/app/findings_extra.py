@@ -1,0 +1,137 @@
+"""Findings and readings of the optional analyses, when the runner passes their results to the report:
+seen vs unseen training terms (`SeenUnseen`), the accuracy link (`AccuracyLink`), the course over training
+(`Trajectory`) and the general-text control (`GeneralTextShift`). Each returns a (`Finding`, reading) pair
+written from the result's own tables; absent results give nothing (see `app/report.py`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, cast
+
+import pandas as pd
+
+from specprobe.app.findings import ALPHA, _num, _verdict, mean_of, p_text
+from specprobe.reports.page import Finding
+
+Q_SEEN = "Do terms seen in the training questions rise more than unseen terms of the same specialty (memorisation)?"
+Q_LINK = "Does the change in the terms' probability go with the change in accuracy?"
+Q_TRAJECTORY = "When during training does the own specialty pull ahead of the others?"
+Q_GENERAL = "Does general English text become less likely (a shift towards the clinical domain)?"
+
+
+def seen_unseen_finding(results: Mapping[str, Any], n_boot: int = 2000, link: str = "") -> tuple[Finding, str]:
+    """The seen − unseen_same contrast of each model (`SeenUnseen.tests`, Holm across its contrasts)."""
+    rows = []
+    for name, r in results.items():
+        t = r.tests(n_boot=n_boot)
+        rows.append(t[t["contrast"] == "seen - unseen_same"].assign(model=str(name)))
+    tab = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+    tested = tab[tab["p_holm"].notna()] if len(tab) else tab
+    if tested.empty:
+        why = "no text holds both seen and unseen terms of a model's specialty."
+        return Finding(Q_SEEN, f"Not tested: {why}", "", "not tested", link), why.capitalize()
+    up = tested[(tested["p_holm"] < ALPHA) & (tested["mean_diff"] > 0)]
+    mean, n = mean_of(tested, "mean_diff"), len(tested)
+    verdict = _verdict(len(up), n)
+    if verdict in ("yes", "partly"):
+        answer = (
+            f"{'Yes' if verdict == 'yes' else 'Partly'}: in {len(up)} of {n} models, terms seen in training rose "
+            "more than unseen terms of the same specialty, significant after Holm correction."
+        )
+    else:
+        answer = (
+            f"Not shown: seen terms moved {_num(mean, True)} logp/token against unseen terms of the same "
+            "specialty, not significant after Holm correction."
+        )
+    evidence = (
+        f"Mean seen − unseen (same specialty) {_num(mean, True)} logp/token; paired Wilcoxon per text, Holm "
+        f"across contrasts; smallest {p_text(tested['p_holm'].min(), 'p_holm')}."
+    )
+    reading = (
+        "A term 'seen' in a model's training questions that rises far more than unseen terms of the same "
+        "specialty points to memorised questions rather than learned knowledge. "
+        + "; ".join(
+            f"{r['model']}: {_num(r['mean_diff'], True)} ({p_text(r['p_holm'], 'p_holm')})"
+            for r in cast(pd.DataFrame, tested).to_dict(orient="records")
+        )
+        + "."
+    )
+    return Finding(Q_SEEN, answer, evidence, verdict, link), reading
+
+
+def accuracy_link_finding(result: Any, n_boot: int = 2000, link: str = "") -> tuple[Finding, str]:
+    """Spearman's rho of the question's term Δ with its accuracy change, all questions (`AccuracyLink`)."""
+    table = result.correlations(["acc_change"], n_boot=n_boot, n_perm=n_boot)
+    row = table[table["specialty"] == "ALL"]
+    if row.empty or pd.isna(row["rho"].iloc[0]):
+        why = "no question changed between right and wrong, so there is no correlation to test."
+        return Finding(Q_LINK, f"Not tested: {why}", "", "not tested", link), why.capitalize()
+    r = row.iloc[0]
+    rho, p = float(r["rho"]), float(r["p_perm"])
+    stats = (
+        f"rho = {_num(rho, True)} [{_num(r['ci_low'], True)}, {_num(r['ci_high'], True)}], {p_text(p, 'permutation p')}"
+    )
+    if p < ALPHA:
+        way = "more" if rho > 0 else "less"
+        answer = f"{'Yes' if rho > 0 else 'Opposite'}: questions whose terms rose more were {way} often newly answered correctly ({stats})."
+        verdict = "yes" if rho > 0 else "not shown"
+    else:
+        answer = f"Not shown: the term change and the accuracy change are not significantly correlated ({stats})."
+        verdict = "not shown"
+    evidence = (
+        f"Spearman's rank correlation over {int(r['n_questions'])} questions, 95% CI resampling questions; "
+        "permutation test shuffling the term change within model × specialty."
+    )
+    reading = (
+        "If the probability change is what improves answers, questions whose terms rose more should be the ones "
+        f"that turned from wrong to right: a correlation near +1. Here {stats}."
+    )
+    return Finding(Q_LINK, answer, evidence, verdict, link), reading
+
+
+def trajectory_finding(results: Mapping[str, Any], n_boot: int = 2000, link: str = "") -> tuple[Finding, str]:
+    """The onset of the own-specialty advantage over checkpoints (`Trajectory.onset`) of each model."""
+    onsets = {str(k): r.onset(n_boot=n_boot) for k, r in results.items()}
+    applicable = {k: o for k, o in onsets.items() if o["first"] != "not applicable"}
+    if not applicable:
+        why = "every model was trained on all specialties, so no specialty is its own."
+        return Finding(Q_TRAJECTORY, f"Not tested: {why}", "", "not tested", link), why.capitalize()
+    sustained = {k: o for k, o in applicable.items() if isinstance(o["sustained"], int)}
+    verdict = _verdict(len(sustained), len(applicable))
+    per = "; ".join(f"{k}: first at step {o['first']}, sustained from {o['sustained']}" for k, o in applicable.items())
+    if sustained:
+        lead = "Yes" if verdict == "yes" else "Partly"
+        answer = (
+            f"{lead}: in {len(sustained)} of {len(applicable)} models the own specialty pulls ahead and stays ahead "
+            f"to the last checkpoint, significant after Holm correction ({per})."
+        )
+    else:
+        answer = (
+            "Not shown: in no model does the own specialty stay ahead to the last checkpoint, significant after "
+            f"Holm correction ({per})."
+        )
+    evidence = "Own − other specialties' terms per checkpoint, paired Wilcoxon per text, Holm across checkpoints (p_holm < 0.05)."
+    reading = (
+        "Each checkpoint of training is compared with the base model. Specialty knowledge that builds up with "
+        f"training shows as the own specialty's line rising away from the others. {per}."
+    )
+    return Finding(Q_TRAJECTORY, answer, evidence, verdict, link), reading
+
+
+def general_text_finding(shift: Any, n_boot: int = 2000, link: str = "") -> tuple[Finding, str]:
+    """The general text's Δ per token and its 95% CI (`GeneralTextShift.row`); the CI is the test."""
+    r = shift.row(n_boot=n_boot)
+    mean, lo, hi = r["mean_delta_per_token"], r["ci_low"], r["ci_high"]
+    stats = f"{_num(mean, True)} logp/token [95% CI {_num(lo, True)}, {_num(hi, True)}] over {r['n_texts']} texts"
+    if pd.notna(hi) and hi < 0:
+        answer, verdict = f"Yes: general English text became less likely ({stats}).", "yes"
+    elif pd.notna(lo) and lo > 0:
+        answer, verdict = f"No: general English text became more likely ({stats}).", "not shown"
+    else:
+        answer, verdict = f"Not shown: the change of general English text is within chance ({stats}).", "not shown"
+    evidence = "Mean Δ logp per token of whole general-English texts; 95% CI resampling texts (the CI excluding 0 is the test)."
+    reading = (
+        "Fine-tuning on clinical questions can make a model expect clinical language everywhere; then ordinary "
+        f"English loses probability. The general texts changed by {stats}."
+    )
+    return Finding(Q_GENERAL, answer, evidence, verdict, link), reading

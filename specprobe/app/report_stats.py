@@ -1,0 +1,96 @@
+"""The tests the experiment report adds to the stages' results, so that every heatmap cell and every
+finding has a p-value behind it:
+
+- `accuracy_vs_base`: each fine-tuned model's accuracy on a test specialty against the base model's on the
+  same questions (Fisher's exact test, Holm across the cells);
+- `own_vs_other`: per fine-tuned model, its own specialty's terms against the other specialties' terms in
+  the same texts (paired by text, Wilcoxon, Holm across the models): specialty knowledge beyond the shift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+
+from specprobe.probe.stats import holm, paired_test
+
+OWN_COLUMNS = ["finetune_specialty", "own_specialty", "mean_diff", "ci_low", "ci_high", "n_pairs", "p_value", "p_holm"]
+
+
+def accuracy_vs_base(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` (`accuracy_frame`'s rows) with vs_base (accuracy minus the base model's on the same test
+    specialty), p_value (two-sided Fisher's exact test of the two proportions) and p_holm (Holm across
+    every fine-tuned model's cells). The base row and cells without a base value get NaN.
+
+    The test treats the two sets of answers as independent although they are answers to the same
+    questions; with answers that agree more often than chance this is conservative (p too large)."""
+    from scipy.stats import fisher_exact
+
+    out = frame.copy()
+    base = out[out["train_specialty"] == "base"].set_index("test_specialty")
+    vs, ps = [], []
+    for rec in out.to_dict(orient="records"):
+        spec = rec["test_specialty"]
+        if rec["train_specialty"] == "base" or spec not in base.index:
+            vs.append(np.nan)
+            ps.append(np.nan)
+            continue
+        b = base.loc[spec]
+        k1, n1 = round(float(rec["accuracy"]) * int(rec["n"])), int(rec["n"])
+        k0, n0 = round(float(b["accuracy"]) * int(b["n"])), int(b["n"])
+        vs.append(float(rec["accuracy"]) - float(b["accuracy"]))
+        table = [[k1, n1 - k1], [k0, n0 - k0]]
+        ps.append(float(cast(Any, fisher_exact(table)).pvalue) if n1 and n0 else np.nan)
+    out["vs_base"] = vs
+    out["p_value"] = ps
+    out["p_holm"] = holm(ps)
+    return out
+
+
+def _own_names(name: str, trained_on: Mapping[str, str | None] | None) -> set[str]:
+    """The specialties a model was fine-tuned on (lower case): from `trained_on`, else its name."""
+    spec = (trained_on or {}).get(name, name)
+    return {str(spec).strip().lower()} if spec and str(spec).strip().lower() != "all" else set()
+
+
+def own_vs_other(
+    comparisons: Mapping[str, Any],
+    trained_on: Mapping[str, str | None] | None = None,
+    *,
+    metric: str = "delta_per_token",
+    n_boot: int = 2000,
+) -> pd.DataFrame:
+    """Per fine-tuned model trained on one specialty: per text, the mean `metric` of the terms of that
+    specialty minus the mean of the other specialties' terms (texts with both); mean difference with a
+    bootstrap CI, two-sided Wilcoxon p, and p_holm across the models. Models trained on every specialty
+    are left out. The control words' shift is common to both groups of a text and cancels."""
+    rows = []
+    for name, comp in comparisons.items():
+        own = _own_names(str(name), trained_on)
+        if not own:
+            continue
+        scored = comp.scored()
+        terms = cast(pd.DataFrame, scored[~scored["is_control"]])
+        is_own = terms["specialties"].map(lambda s, own=own: bool({str(x).lower() for x in s} & own))
+        is_other = terms["specialties"].map(lambda s: len(s) > 0) & ~is_own
+        a = cast(pd.Series, terms[is_own].groupby("text_id")[metric].mean())
+        b = cast(pd.Series, terms[is_other].groupby("text_id")[metric].mean())
+        shared = a.index.intersection(b.index)
+        test = paired_test(a.loc[shared].to_numpy(), b.loc[shared].to_numpy(), n_boot=n_boot)
+        rows.append(
+            {
+                "finetune_specialty": str(name),
+                "own_specialty": ", ".join(sorted(own)),
+                "mean_diff": test.mean_diff,
+                "ci_low": test.ci_low,
+                "ci_high": test.ci_high,
+                "n_pairs": test.n_pairs,
+                "p_value": test.p_value,
+            }
+        )
+    out = pd.DataFrame(rows, columns=OWN_COLUMNS[:-1])
+    out["p_holm"] = holm(out["p_value"]) if len(out) else []
+    return out

@@ -1,0 +1,399 @@
+"""The experiment report a clinician reads in two minutes: the findings box first, wording that follows
+from the numbers, each chart once, significant heatmap cells marked, readable numbers, the method text
+in one place, and the optional analyses adding a finding and a section only when given.
+
+`tiny_experiment` builds a saved run from synthetic results (no model): two fine-tuned arms whose own
+specialty's terms rise (or, with `own_effect=0`, do not), an accuracy matrix, a lexicon.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from specprobe.app.experiment_result import ExperimentResult
+from specprobe.app.report import build_experiment_page, optional_analyses, write_experiment_report
+from specprobe.finetune.accuracy_matrix import AccuracyMatrix
+from specprobe.probe import Comparison
+from specprobe.reports import format as fmt
+from specprobe.reports.page import ChartBlock, FindingsBlock, ListBlock, write_page
+from specprobe.terms.lexicon import Lexicon, TermEntry
+from tests.test_reports_browser import chromium  # noqa: F401  (the fixture: skipped without Chromium, fails under CI)
+
+TERMS = {
+    "seizure": ("Neurology",),
+    "stroke": ("Neurology",),
+    "chest pain": ("Cardiology",),
+    "cirrhosis": ("Gastroenterology",),
+}
+CONTROLS = ("budget", "month", "window")
+ARMS = ("Neurology", "Cardiology")
+N_BOOT = 200
+
+
+def _delta(term: str, arm: str, own_effect: float, rng: np.random.Generator) -> float:
+    """Δ/token of one occurrence: every term +0.2 over the control words (the shift), the arm's own
+    specialty `own_effect` more, Gastroenterology terms no shift at all (with `own_effect=0`: every term
+    the same shift)."""
+    specs = TERMS.get(term, ())
+    if not specs:
+        return float(rng.normal(0.0, 0.05))
+    if specs == ("Gastroenterology",) and own_effect:
+        return float(rng.normal(0.0, 0.3))
+    return float(rng.normal(0.2 + (own_effect if arm in specs else 0.0), 0.05))
+
+
+def make_arm(arm: str, *, own_effect: float, n_texts: int = 30, seed: int = 0) -> Comparison:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for t in range(n_texts):
+        for term in [*TERMS, *CONTROLS]:
+            d = _delta(term, arm, own_effect, rng)
+            base = -float(rng.uniform(5, 20))
+            rows.append(
+                {
+                    "text_id": f"q{t}",
+                    "term": term,
+                    "specialties": TERMS.get(term, ()),
+                    "text_specialties": (),
+                    "surface": term,
+                    "start": 0,
+                    "end": len(term),
+                    "n_tokens": 1,
+                    "logp_base": base,
+                    "logp_tuned": base + d,
+                    "delta": d,
+                    "delta_per_token": d,
+                    "token_logp_base": [base],
+                    "token_logp_tuned": [base + d],
+                    "is_control": term in CONTROLS,
+                    "flags": "",
+                }
+            )
+    meta = {"base": "tiny-base", "tuned": f"adapter-{arm}", "options": {"learning_rate": 1e-05}}
+    return Comparison(pd.DataFrame(rows), meta, {"missing": []})
+
+
+def make_accuracy(own_acc: float = 0.8) -> AccuracyMatrix:
+    """Base 0.5 everywhere; each arm `own_acc` on its own specialty, 0.5 elsewhere; 200 questions a cell."""
+    rows = []
+    for model, trained in (("base", None), *((a, a) for a in ARMS)):
+        for spec in ARMS:
+            acc = own_acc if trained == spec else 0.5
+            n = 200
+            rows.append(
+                {
+                    "model": model,
+                    "trained_on": trained or "",
+                    "specialty": spec,
+                    "n": n,
+                    "n_correct": round(acc * n),
+                    "acc": acc,
+                    "acc_lo": acc - 0.07,
+                    "acc_hi": acc + 0.07,
+                    "n_correct_norm": round(acc * n),
+                    "acc_norm": acc,
+                    "acc_norm_lo": acc - 0.07,
+                    "acc_norm_hi": acc + 0.07,
+                }
+            )
+    return AccuracyMatrix(pd.DataFrame(rows), {"base": "tiny-base"})
+
+
+def tiny_experiment(root: Path, *, own_effect: float = 0.3, own_acc: float = 0.8) -> ExperimentResult:
+    """A saved run from synthetic results: two arms, their comparisons, the accuracy matrix, a lexicon."""
+    root.mkdir(parents=True, exist_ok=True)
+    paths: dict = {"adapters": {}, "comparisons": {}, "layers": {}}
+    for i, arm in enumerate(ARMS):
+        comp = make_arm(arm, own_effect=own_effect, seed=i + 1)
+        paths["comparisons"][arm] = str(comp.save(root / f"compare-{arm}.json.gz"))
+        paths["adapters"][arm] = str(root / f"adapter-{arm}")
+    paths["accuracy"] = str(make_accuracy(own_acc).save(root / "accuracy.json"))
+    lexicon = Lexicon({t: TermEntry(t, specialties=list(s), specific=True) for t, s in TERMS.items()}, {})
+    paths["lexicon"] = str(lexicon.save(root / "lexicon.json"))
+    config = {"base": "tiny-base", "data": "synthetic questions", "train": {"learning_rate": 1e-05}}
+    frame = pd.DataFrame({"finetune_specialty": list(ARMS)})
+    return ExperimentResult(frame, {"config": config, "root": str(root)}, {"paths": paths})
+
+
+def visible_text(html: str) -> str:
+    """The page's text without scripts, styles and tags."""
+    html = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", html, flags=re.S)
+    return re.sub(r"<[^>]+>", " ", html)
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory) -> ExperimentResult:
+    return tiny_experiment(tmp_path_factory.mktemp("run"))
+
+
+@pytest.fixture(scope="module")
+def page(experiment):
+    return build_experiment_page(experiment, n_boot=N_BOOT)
+
+
+# -- numbers ------------------------------------------------------------------------------------------
+def test_numbers_have_three_significant_digits_and_no_exponent():
+    assert fmt.number(0.08861) == "0.0886"
+    assert fmt.number(2.496e-07) == "0.000000250"
+    assert fmt.number(12345.6) == "12346" and fmt.number(1.5) == "1.50"
+    assert fmt.number(0.0123, signed=True) == "+0.0123" and fmt.number(-0.00004, signed=True) == "-0.0000400"
+    assert fmt.number(float("nan")) == "–" and fmt.number(None) == "–" and fmt.number(0.0) == "0"
+    assert fmt.p_value(2.496e-07) == "<0.001" and fmt.p_value(0.001) == "0.00100" and fmt.p_value(0.5) == "0.500"
+    assert fmt.cell_text(3, "n") == "3" and fmt.cell_text(0.0004, "p_holm") == "<0.001"
+    assert fmt.exact(1e-05) == "0.00001"
+
+
+# -- the findings box ---------------------------------------------------------------------------------
+def test_findings_box_is_first_and_answers_the_three_questions(page):
+    first = page.sections[0]
+    assert first.title == "Findings" and isinstance(first.blocks[0], FindingsBlock)
+    findings = first.blocks[0].findings
+    assert [f.question.split("?")[0] for f in findings] == [
+        "Does training on a specialty give the best accuracy on it",
+        "Do terms of all specialties rise, above control words",
+        "Is there specialty knowledge beyond the shift (own-specialty terms vs other specialties' terms)",
+    ]
+    acc, shift, own = findings
+    # accuracy: own 0.8 vs others 0.5 on 2 specialties; a permutation test over 2 models cannot reach 0.05
+    assert acc.verdict == "not shown" and "not significant" in acc.answer and "2 of 2 specialties" in acc.answer
+    # Neurology and Cardiology terms rise above the controls under both arms, Gastroenterology terms do not
+    assert shift.verdict == "partly" and "4 of 6" in shift.answer and "not significant" in shift.answer
+    assert own.verdict == "yes" and "2 of 2 models" in own.answer and "significant after Holm" in own.answer
+    assert all(f.evidence and f.link for f in findings)
+    anchors = {s.anchor for s in page.sections}
+    assert {f.link for f in findings} <= anchors
+
+
+def test_wording_follows_the_numbers_when_nothing_is_significant(tmp_path):
+    run = tiny_experiment(tmp_path / "flat", own_effect=0.0, own_acc=0.5)
+    findings = build_experiment_page(run, n_boot=N_BOOT).sections[0].blocks[0].findings
+    own = findings[2]
+    assert own.verdict == "not shown" and "not significant after Holm correction" in own.answer
+    smallest = float(re.search(r"smallest p_holm = ([0-9]+(\.[0-9]+)?)", own.evidence).group(1))
+    assert smallest >= 0.05
+    acc = findings[0]
+    assert acc.verdict == "not shown" and "scores 0.500 on its specialty's questions vs 0.500" in acc.answer
+    assert "not significant (p = 1.00)" in acc.answer
+
+
+# -- one chart each, marks, one method section ----------------------------------------------------------
+def test_each_chart_once_and_method_text_in_one_place(page):
+    charts = [b for s in page.sections for b in s.blocks if isinstance(b, ChartBlock)]
+    specs = [json.dumps(c.spec, sort_keys=True) for c in charts]
+    assert len(specs) == len(set(specs)) and len(charts) == 4  # accuracy, minus control, own vs other, distributions
+    assert len({c.title for c in charts}) == len(charts)
+    titles = [s.title for s in page.sections]
+    assert titles.count("How to read this") == 1 and titles[-1] == "Metadata"
+    how = page.sections[titles.index("How to read this")]
+    notes = how.blocks[0].items
+    assert isinstance(how.blocks[0], ListBlock) and len(notes) == len(set(notes)) >= 5
+    assert all(not s.notes for s in page.sections), "no section repeats the method text"
+    assert all(s.reading for s in page.sections[1:-2]), "every analysis section has a plain-language reading"
+
+
+def _mark(layer: dict) -> dict:
+    mark = layer.get("mark", {})
+    return mark if isinstance(mark, dict) else {"type": mark}
+
+
+def _heatmap_cells(chart: ChartBlock) -> list[dict]:
+    return [r for v in chart.spec["datasets"].values() for r in v if "significant" in r]
+
+
+def test_significant_cells_are_marked_on_every_heatmap(page):
+    heatmaps = [
+        b
+        for s in page.sections
+        for b in s.blocks
+        if isinstance(b, ChartBlock) and any(_mark(layer).get("type") == "rect" for layer in b.spec.get("layer", []))
+    ]
+    assert len(heatmaps) == 2
+    for chart in heatmaps:
+        cells = _heatmap_cells(chart)
+        assert cells and all(c["significant"] == (c["p_holm"] is not None and c["p_holm"] < 0.05) for c in cells)
+        assert any(c["significant"] for c in cells) and any(not c["significant"] for c in cells)
+        marks = [layer for layer in chart.spec["layer"] if _mark(layer).get("text") == "*"]
+        assert len(marks) == 1 and "significant" in json.dumps(marks[0]["transform"])
+        assert "significant after Holm correction" in chart.caption
+
+
+def test_page_numbers_are_readable(experiment, tmp_path):
+    html = write_experiment_report(experiment, tmp_path / "report.html", n_boot=N_BOOT).read_text(encoding="utf-8")
+    text = visible_text(html)
+    assert not re.search(r"\d[eE][-+]\d", text), re.search(r".{40}\d[eE][-+]\d.{20}", text)
+    assert "&lt;0.001" in text
+    assert "0.00001" in text  # the metadata's learning rate, not 1e-05
+
+
+# -- optional analyses ----------------------------------------------------------------------------------
+def _seen_unseen(comp: Comparison, arm: str):
+    from specprobe.probe.analyses import SeenUnseen
+
+    df = comp.scored()
+    own = df["specialties"].map(lambda s: arm in s)
+    group = np.where(
+        df["is_control"],
+        "control",
+        np.where(own, np.where(df["term"] == "seizure", "seen", "unseen_same"), "unseen_other"),
+    )
+    frame = df.assign(group=group, train_count=(group == "seen").astype(int))[SeenUnseen.columns]
+    return SeenUnseen(frame, {}, {"adapter": arm, "trained_on": [arm]})
+
+
+def _general_text():
+    from specprobe.probe.analyses import GeneralTextShift
+
+    rng = np.random.default_rng(5)
+    d = rng.normal(-0.05, 0.01, 20)
+    frame = pd.DataFrame(
+        {
+            "text_id": [f"g{i}" for i in range(20)],
+            "n_tokens": 10,
+            "logp_base": -40.0,
+            "logp_tuned": -40.0 + 10 * d,
+            "delta": 10 * d,
+            "delta_per_token": d,
+            "truncated": False,
+        }
+    )
+    return GeneralTextShift(frame, {})
+
+
+def _accuracy_link(comps: dict):
+    """Questions whose terms rose more turned right more often (a strong rank correlation)."""
+    from specprobe.probe.analyses import AccuracyLink
+
+    rng = np.random.default_rng(9)
+    rows = []
+    for arm in ARMS:
+        for q in range(40):
+            x = float(rng.normal(0.2, 0.1))
+            change = 1 if x > 0.25 else 0 if x > 0.15 else -1
+            rows.append(
+                {
+                    "adapter": arm,
+                    "item_id": f"q{q}",
+                    "specialties": (arm,),
+                    "n_occurrences": 3,
+                    "term_delta": x,
+                    "control_delta": 0.0,
+                    "term_minus_control": x,
+                    "correct_base": 0,
+                    "correct_tuned": 0,
+                    "acc_change": change,
+                    "margin_base": np.nan,
+                    "margin_tuned": np.nan,
+                    "margin_change": np.nan,
+                }
+            )
+    return AccuracyLink(pd.DataFrame(rows), {})
+
+
+def _trajectory(arm: str, seed: int):
+    """Two checkpoints of one arm: nothing at step 1, the own specialty ahead at step 2."""
+    from specprobe.probe.analyses import Trajectory
+
+    frames = [
+        make_arm(arm, own_effect=effect, seed=seed).to_pandas().assign(step=step)
+        for step, effect in ((1, 0.0), (2, 0.3))
+    ]
+    frame = pd.concat(frames, ignore_index=True)[Trajectory.columns]
+    return Trajectory(frame, {}, {"adapter": arm, "trained_on": [arm]})
+
+
+def test_optional_analyses_add_a_finding_and_a_section(experiment, tmp_path):
+    comps = experiment.comparisons
+    seen = {arm: _seen_unseen(comps[arm], arm) for arm in ARMS}
+    _general_text().save(tmp_path / "general.json")
+    _accuracy_link(comps).save(tmp_path / "link.json")
+    traj = {arm: str(_trajectory(arm, i).save(tmp_path / f"traj-{arm}.json.gz")) for i, arm in enumerate(ARMS)}
+    # the runner's way: paths in extras["paths"]; a keyword argument comes first
+    paths = {**experiment.paths, "accuracy_link": str(tmp_path / "link.json"), "trajectory": traj}
+    run = ExperimentResult(experiment.to_pandas(), experiment.metadata, {"paths": paths})
+    page = build_experiment_page(
+        run, n_boot=N_BOOT, seen_unseen=seen, general_text={"Neurology": str(tmp_path / "general.json")}
+    )
+    findings = page.sections[0].blocks[0].findings
+    assert len(findings) == 7
+    memo, link, traj_f, general = findings[3:]
+    # seen (seizure) and unseen (stroke) Neurology terms rise alike
+    assert "memorisation" in memo.question and memo.verdict == "not shown"
+    assert "not significant after Holm correction" in memo.answer
+    assert link.verdict == "yes" and "rho = +" in link.answer
+    assert float(re.search(r"permutation p = ([0-9.]+\d)", link.answer).group(1)) < 0.05  # 1 / (200 + 1)
+    assert traj_f.verdict == "yes" and "first at step 2, sustained from 2" in traj_f.answer
+    assert general.verdict == "yes" and general.answer.startswith("Yes: general English text became less likely")
+    titles = [s.title for s in page.sections]
+    for title in (
+        "Seen vs unseen training terms",
+        "Term change vs accuracy change",
+        "Over training: Neurology",
+        "Over training: Cardiology",
+        "General-text control: Neurology",
+    ):
+        assert titles.count(title) == 1, title
+    assert {f.link for f in findings} <= {s.anchor for s in page.sections}
+    assert all(
+        s.reading for s in page.sections if s.title in ("Seen vs unseen training terms", "Over training: Neurology")
+    )
+    html = write_page(page, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert not re.search(r"\d[eE][-+]\d", visible_text(html))
+
+
+def test_optional_analyses_absent_or_unknown(experiment):
+    assert optional_analyses(experiment) == {}
+    assert optional_analyses(experiment, {"trajectory": None, "seen_unseen": {}}) == {}
+    with pytest.raises(TypeError, match="unknown optional analyses"):
+        build_experiment_page(experiment, n_boot=N_BOOT, memorisation={})
+
+
+# -- in a real browser --------------------------------------------------------------------------------
+BROWSER_PROBES = {
+    "first_section": "document.querySelector('main section').id",
+    "first_block": "document.querySelector('main section').querySelector('ul.findings') !== null",
+    "n_findings": "document.querySelectorAll('ul.findings > li').length",
+    "chart_ids": "Array.from(document.querySelectorAll('div.chart')).map(el => el.id)",
+    "chart_titles": "Array.from(document.querySelectorAll('.chart-wrap h3')).map(h => h.textContent)",
+    "stars": """Object.fromEntries(Array.from(document.querySelectorAll('div.chart')).map(el =>
+        [el.id, Array.from(el.querySelectorAll('svg text')).filter(t => t.textContent === '*').length]))""",
+    "text": "document.body.innerText",
+    "notes": "document.querySelectorAll('main .notes').length",
+}
+
+
+@pytest.mark.slow
+def test_experiment_report_in_browser(chromium, experiment, tmp_path):  # noqa: F811
+    from tests.browser import load_page
+
+    page = build_experiment_page(experiment, n_boot=N_BOOT)
+    path = write_page(page, tmp_path / "report.html")  # assigns the anchors the probes read
+    expected = {
+        b.anchor: sum(c["significant"] for c in _heatmap_cells(b))
+        for s in page.sections
+        for b in s.blocks
+        if isinstance(b, ChartBlock)
+    }
+    run = load_page(path, screenshot=tmp_path / "report.png", probes=BROWSER_PROBES, chromium=chromium)
+    assert run.status.get("finished") and run.errors == [] and run.external_requests == [], run.errors
+    assert run.status["rendered"] == run.status["charts"] == 4 and run.status["failed"] == 0
+    p = run.probes
+    assert p["first_section"] == "findings" and p["first_block"] and p["n_findings"] == 3
+    assert len(p["chart_ids"]) == len(set(p["chart_ids"])) == 4
+    assert len(p["chart_titles"]) == len(set(p["chart_titles"]))
+    assert p["stars"] == expected and sum(expected.values()) == 2 + 4  # accuracy 2 cells, minus control 4
+    assert not re.search(r"\d[eE][-+]\d", p["text"]) and "<0.001" in p["text"]
+    assert p["notes"] == 0 and p["text"].count("How to read this") == 2  # its heading and its TOC link
+    assert run.screenshot is not None and run.screenshot.stat().st_size > 20_000
+    keep = os.environ.get("SPECPROBE_REPORT_ARTIFACTS")
+    if keep:  # e.g. CI artifacts
+        os.makedirs(keep, exist_ok=True)
+        for f in (path, run.screenshot):
+            shutil.copy(f, keep)
