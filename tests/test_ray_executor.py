@@ -267,6 +267,34 @@ def test_sigkill_of_the_driver_then_a_rerun_gives_the_uninterrupted_csvs(setup, 
 
 
 @pytest.mark.slow
+def test_sigterm_stops_a_ray_run_with_143_and_one_line(setup, ray_address, tmp_path):
+    """Ray turns an exception raised by a signal handler while it waits into a bare KeyboardInterrupt;
+    the driver still ends as under the local executor."""
+    work, base, data, local = setup
+    out = tmp_path / "out"
+    toml = write_toml(tmp_path / "exp.toml", config(base, data, out))
+    with open(tmp_path / "stderr.txt", "w") as err:
+        proc = subprocess.Popen(
+            _cli("run", str(toml), "--no-progress", "--executor", "ray", "--address", ray_address),
+            env={**os.environ, **ENV},
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None and not list(out.glob("stages/adapter-*")):
+            time.sleep(0.02)  # a task has started: the driver waits in Ray
+        assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()[-3000:]
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=120)
+    stderr = (tmp_path / "stderr.txt").read_text()
+    assert rc == 143, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "specprobe: stopped after SIGTERM; finished stages are kept; rerun the same command to resume"
+    )
+
+
+@pytest.mark.slow
 def test_a_failed_stage_names_itself_and_finished_stages_are_reused(setup, ray_run, ray_address, tmp_path):
     work, base, data, local = setup
     out = tmp_path / "out"

@@ -9,10 +9,12 @@ folders and their keys are the local executor's, so caching and resume work the 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import signal
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import ray
@@ -132,16 +134,12 @@ class RayExecutor:
         outputs: dict[str, Any] = {}
         failures: list[Exception] = []
         try:
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_S)
-                for ref in ready:
-                    name = pending.pop(ref)
+            with _stops_kept() as raise_stop:
+                while pending:
                     try:
-                        outputs[name] = _result(name, ref)
-                    except (StageError, StageInputError) as exc:
-                        if str(exc) not in map(str, failures):  # a dependant fails with its input's error
-                            log.error("%s; the stages that do not need it go on", exc)
-                        failures.append(exc)
+                        self._next(pending, outputs, failures)
+                    except KeyboardInterrupt as exc:
+                        raise_stop(exc)
         finally:
             for ref in pending:  # after an interruption: stop what is still to run
                 try:
@@ -151,6 +149,52 @@ class RayExecutor:
         if failures:
             raise failures[0]
         return {name: outputs[name] for name in refs}
+
+    @staticmethod
+    def _next(pending: dict, outputs: dict[str, Any], failures: list[Exception]) -> None:
+        """Wait up to `WAIT_S` for a task to end; record its output or its failure."""
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_S)
+        for ref in ready:
+            name = pending.pop(ref)
+            try:
+                outputs[name] = _result(name, ref)
+            except (StageError, StageInputError) as exc:
+                if str(exc) not in map(str, failures):  # a dependant fails with its input's error
+                    log.error("%s; the stages that do not need it go on", exc)
+                failures.append(exc)
+
+
+@contextlib.contextmanager
+def _stops_kept() -> Iterator[Callable[[KeyboardInterrupt], None]]:
+    """Inside, SIGINT and SIGTERM are remembered before their handlers run; yields `raise_stop(exc)`.
+
+    Ray's blocking calls turn any exception that a signal handler raises while they wait into a bare
+    `KeyboardInterrupt`; `raise_stop` raises the handler's own exception again instead (`RunInterrupted`
+    with exit code 143 for SIGTERM, ...), or `exc` when no signal was seen or this is not the main thread."""
+    seen: list[int] = []
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handler = signal.getsignal(sig)
+            if callable(handler):
+                previous[sig] = handler
+                signal.signal(sig, functools.partial(_remember, seen, handler))
+
+    def raise_stop(exc: KeyboardInterrupt) -> None:
+        if type(exc) is KeyboardInterrupt and seen and seen[-1] in previous:
+            previous[seen[-1]](seen[-1], None)  # raises the handler's exception
+        raise exc
+
+    try:
+        yield raise_stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _remember(seen: list[int], handler: Callable[[int, Any], Any], signum: int, frame: Any) -> None:
+    seen.append(signum)
+    handler(signum, frame)
 
 
 def _result(name: str, ref: Any) -> Any:
