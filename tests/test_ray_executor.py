@@ -184,7 +184,8 @@ def test_ray_task_options_come_from_the_resources_table():
 # -- on Ray ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ray_address():
-    """A local Ray instance for the module (2 CPUs, no dashboard); its GCS address."""
+    """A local Ray instance for the module (2 CPUs, no dashboard); its GCS address. Tests name it first,
+    so that without Ray they skip before the local run is made."""
     ray = require_ray()
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, runtime_env={"env_vars": dict(ENV)})
     try:
@@ -203,7 +204,7 @@ def setup(tiny_llama, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ray_run(setup, ray_address):
+def ray_run(ray_address, setup):
     """The same experiment run by the Ray executor (connected to the module's instance); its output folder."""
     work, base, data, _ = setup
     run_experiment(config(base, data, work / "ray"), progress=False, executor=make_executor("ray"))
@@ -215,7 +216,7 @@ def _cli(*args: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_ray_run_writes_the_local_runs_csvs_and_stages(setup, ray_run):
+def test_a_ray_run_writes_the_local_runs_csvs_and_stages(ray_address, setup, ray_run):
     local = setup[3]
     assert csvs(ray_run) == csvs(local)
     parts = {"accuracy-cardiology", "accuracy-neurology"}  # Ray measures each adapter's accuracy in its own task
@@ -225,7 +226,7 @@ def test_a_ray_run_writes_the_local_runs_csvs_and_stages(setup, ray_run):
 
 
 @pytest.mark.slow
-def test_each_executor_reuses_the_others_stages(setup, ray_run, tmp_path):
+def test_each_executor_reuses_the_others_stages(ray_address, setup, ray_run, tmp_path):
     work, base, data, local = setup
     log: list[str] = []  # the local executor reuses every stage the Ray run finished
     run_experiment(config(base, data, ray_run), progress=False, say=log.append)
@@ -240,7 +241,7 @@ def test_each_executor_reuses_the_others_stages(setup, ray_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_sigkill_of_the_driver_then_a_rerun_gives_the_uninterrupted_csvs(setup, ray_address, tmp_path):
+def test_sigkill_of_the_driver_then_a_rerun_gives_the_uninterrupted_csvs(ray_address, setup, tmp_path):
     work, base, data, local = setup
     out = tmp_path / "out"
     toml = write_toml(tmp_path / "exp.toml", config(base, data, out))
@@ -267,7 +268,7 @@ def test_sigkill_of_the_driver_then_a_rerun_gives_the_uninterrupted_csvs(setup, 
 
 
 @pytest.mark.slow
-def test_sigterm_stops_a_ray_run_with_143_and_one_line(setup, ray_address, tmp_path):
+def test_sigterm_stops_a_ray_run_with_143_and_one_line(ray_address, setup, tmp_path):
     """Ray turns an exception raised by a signal handler while it waits into a bare KeyboardInterrupt;
     the driver still ends as under the local executor."""
     work, base, data, local = setup
@@ -295,7 +296,7 @@ def test_sigterm_stops_a_ray_run_with_143_and_one_line(setup, ray_address, tmp_p
 
 
 @pytest.mark.slow
-def test_a_failed_stage_names_itself_and_finished_stages_are_reused(setup, ray_run, ray_address, tmp_path):
+def test_a_failed_stage_names_itself_and_finished_stages_are_reused(ray_address, setup, ray_run, tmp_path):
     work, base, data, local = setup
     out = tmp_path / "out"
     shutil.copytree(ray_run / "stages", out / "stages")  # stage keys hold content: a copy is reused
