@@ -164,6 +164,7 @@ def test_findings_box_is_first_and_answers_the_three_questions(page):
     acc, shift, own = findings
     # accuracy: own 0.8 vs others 0.5 on 2 specialties; a permutation test over 2 models cannot reach 0.05
     assert acc.verdict == "not shown" and "not significant" in acc.answer and "2 of 2 specialties" in acc.answer
+    assert "With 2 models the smallest possible p is 0.500" in acc.evidence
     # Neurology and Cardiology terms rise above the controls under both arms, Gastroenterology terms do not
     assert shift.verdict == "partly" and "4 of 6" in shift.answer and "not significant" in shift.answer
     assert own.verdict == "yes" and "2 of 2 models" in own.answer and "significant after Holm" in own.answer

@@ -296,3 +296,23 @@ def test_accuracy_matrix_and_layers_renderers(tmp_path):
     cells = [r for v in spec["datasets"].values() for r in v]
     assert len(cells) == 6 and {c["fine-tuned on"] for c in cells} == {"base", "Neurology", XSS}
     assert XSS not in html.replace(json.dumps(XSS), "")
+
+
+def test_table_numbers_read_alike():
+    """One rule for every table: 3 significant digits, no exponent, p-values as <0.001; a fixed-point
+    format asked for is kept, a general one (".3g") is not."""
+    from specprobe.reports.page import TableBlock
+
+    frame = pd.DataFrame(
+        {"mean": [0.08861, 2.496e-07], "p_holm": [2.496e-07, 0.0412], "acc": [0.5, 0.81234], "n": [3, 40]}
+    )
+    block = TableBlock.from_frame(frame, formats={"mean": ".3g", "acc": ".2f", "p_holm": ".2f"})
+    text = [[c.text for c in row] for row in block.rows]
+    assert text == [["0.0886", "<0.001", "0.50", "3"], ["0.000000250", "0.0412", "0.81", "40"]]
+    assert block.rows[1][0].key == repr(2.496e-07)  # sorting still uses the exact value
+
+
+def test_comparison_page_has_no_exponents(comparison_html):
+    _, html = comparison_html
+    text = re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", html, flags=re.S))
+    assert not re.search(r"\d[eE][-+]\d", text)

@@ -65,9 +65,18 @@ def _verdict(k: int, n: int) -> str:
 Q_ACCURACY = "Does training on a specialty give the best accuracy on it?"
 
 
-def accuracy_finding(contrast: pd.DataFrame, link: str = "") -> Finding:
+def smallest_permutation_p(n_models: int, n_specialties: int) -> float:
+    """The smallest p the own-specialty permutation test can give: 1 over the number of ways to assign
+    `n_specialties` of `n_models` models to the specialties (the observed assignment is one of them)."""
+    import math
+
+    return 1.0 / math.perm(n_models, n_specialties) if n_models >= n_specialties > 0 else float("nan")
+
+
+def accuracy_finding(contrast: pd.DataFrame, link: str = "", n_models: int | None = None) -> Finding:
     """From `AccuracyMatrix.contrast()` and its attrs (mean_diag, mean_offdiag, mean_diff, n_best,
-    n_specialties, p_value, n_perm)."""
+    n_specialties, p_value, n_perm); `n_models` (fine-tuned models in the matrix): say so when the test
+    cannot reach p < 0.05 with so few models."""
     a = contrast.attrs
     if not a.get("n_specialties") or "mean_diff" not in a:
         why = "it needs at least two fine-tuned models, each trained on one specialty."
@@ -87,6 +96,9 @@ def accuracy_finding(contrast: pd.DataFrame, link: str = "") -> Finding:
         f"Mean accuracy difference own − other models {_num(diff, True)}; one-sided permutation test over "
         f"model-to-specialty assignments ({int(a.get('n_perm', 0)):,} permutations), {p_text(p)}."
     )
+    floor = smallest_permutation_p(n_models or 0, n)
+    if floor >= ALPHA:
+        evidence += f" With {n_models} models the smallest possible p is {_num(floor)}: more models are needed."
     return Finding(Q_ACCURACY, answer, evidence, verdict, link)
 
 

@@ -146,11 +146,12 @@ def _study_sections(parts: ReportParts, result: Any, n_boot: int) -> None:
     """The three questions of the study: accuracy, the shift above control words, own vs other terms."""
     comps, accuracy = result.comparisons, result.accuracy
     acc, contrast = accuracy_frame(accuracy), accuracy.contrast()
+    n_models = sum(m != "base" for m in accuracy.models)
     acc_sec = S.accuracy_heatmap_section(
         acc, ci_low="acc_lo", ci_high="acc_hi", accuracy_test=FISHER, title="Accuracy: is the own specialty best?"
     )
     acc_sec.blocks.append(S.TableBlock.from_frame(contrast, title="Is the own specialty best? (accuracy)"))
-    parts.add(acc_sec, F.accuracy_reading(acc, contrast), lambda link: F.accuracy_finding(contrast, link))
+    parts.add(acc_sec, F.accuracy_reading(acc, contrast), lambda link: F.accuracy_finding(contrast, link, n_models))
     matrix = S.specialty_delta_matrix(comps, n_boot=n_boot, relative_to_control=True)
     shift = S.terms_vs_control_section(
         comps, table=matrix, title="Fine-tuning specialty × term specialty, minus control words"
