@@ -185,6 +185,31 @@ def test_wording_follows_the_numbers_when_nothing_is_significant(tmp_path):
     assert "not significant (p = 1.00)" in acc.answer
 
 
+@pytest.mark.parametrize(
+    ("p_holm", "verdict", "words"),
+    [
+        ([0.001, 0.0499, 0.01], "yes", "Yes: under every fine-tuned model"),
+        ([0.001, 0.05, 0.01], "partly", "Partly: terms rose more than the control words in 2 of 3"),
+        ([0.05, 0.2, 1.0], "not shown", "not significant after Holm correction in any cell"),
+        ([np.nan, np.nan, np.nan], "not tested", "Not tested"),
+    ],
+)
+def test_shift_wording_follows_p_holm(p_holm, verdict, words):
+    """p_holm = 0.05 is not significant; the verdict and the sentence change together."""
+    from specprobe.app.findings import shift_finding
+
+    matrix = pd.DataFrame(
+        {
+            "finetune_specialty": ["A", "A", "B"],
+            "term_specialty": ["A", "B", "A"],
+            "mean": [0.2, 0.1, 0.3],
+            "p_holm": p_holm,
+        }
+    )
+    found = shift_finding(matrix, "x")
+    assert found.verdict == verdict and words in found.answer
+
+
 # -- one chart each, marks, one method section ----------------------------------------------------------
 def test_each_chart_once_and_method_text_in_one_place(page):
     charts = [b for s in page.sections for b in s.blocks if isinstance(b, ChartBlock)]

@@ -89,7 +89,7 @@ def accuracy_finding(contrast: pd.DataFrame, link: str = "", n_models: int | Non
         "specialties"
     )
     if p < ALPHA and diff > 0:
-        answer, verdict = f"Yes: {gist}.", "yes" if k == n else "partly"
+        answer, verdict = (f"Yes: {gist}.", "yes") if k == n else (f"Partly: {gist}.", "partly")
     else:
         answer, verdict = f"Not shown: {gist}; the difference is not significant ({p_text(p)}).", "not shown"
     evidence = (
@@ -160,6 +160,8 @@ def shift_finding(matrix: pd.DataFrame, link: str = "") -> Finding:
         f"to {_num(tested['mean'].max(), True)}); paired Wilcoxon signed-rank test per text, Holm within each "
         f"model; smallest {p_text(tested['p_holm'].min(), 'p_holm')}."
     )
+    if len(matrix) > n:
+        evidence += f" {len(matrix) - n} cell(s) without a test (no text with both terms and control words)."
     return Finding(Q_SHIFT, answer, evidence, verdict, link)
 
 
