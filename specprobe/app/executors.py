@@ -14,6 +14,7 @@ from typing import Any
 from specprobe.app.executors_base import (
     BAD_INPUT,
     EXECUTORS,
+    Executor,
     ExecutorError,
     LocalExecutor,
     StageError,
@@ -26,6 +27,7 @@ from specprobe.app.executors_base import (
 __all__ = [
     "EXECUTORS",
     "BAD_INPUT",
+    "Executor",
     "ExecutorError",
     "LocalExecutor",
     "StageError",
@@ -37,7 +39,9 @@ __all__ = [
 ]
 
 
-def make_executor(name: str = "local", *, address: str | None = None, resources: Mapping[str, Any] | None = None):
+def make_executor(
+    name: str = "local", *, address: str | None = None, resources: Mapping[str, Any] | None = None
+) -> Executor:
     """The executor called `name` ("local" or "ray"). `address` (Ray only): "auto", "HOST:PORT" or None
     (start a Ray instance on this machine); `resources`: the `[resources]` table (Ray only).
 

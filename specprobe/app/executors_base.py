@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = [
     "EXECUTORS",
     "BAD_INPUT",
+    "Executor",
     "ExecutorError",
     "LocalExecutor",
     "StageError",
@@ -89,6 +90,16 @@ def check_order(steps: Sequence[Step]) -> None:
         if step.name in seen:
             raise ValueError(f"two steps are named {step.name!r}")
         seen.add(step.name)
+
+
+class Executor(Protocol):
+    """What `run_experiment` needs of an executor: `run(steps)` -> step name -> output, and whether the
+    steps run in this process (`in_process`: they may share loaded models)."""
+
+    name: str
+    in_process: bool
+
+    def run(self, steps: Sequence[Step]) -> dict[str, Any]: ...
 
 
 class LocalExecutor:

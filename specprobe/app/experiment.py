@@ -3,7 +3,8 @@ compare matrix -> report. Each stage is cached by a hash of its inputs (see `sta
 
 Every stage is a plain function of its declared inputs (configuration values and the paths that
 earlier stages returned) and returns its own output path, so stages can also run as independent
-tasks. `run_experiment` calls them in order.
+tasks. `plan_steps` declares which stage reads which outputs; `run_experiment` hands that plan to an
+executor (`executors`: in order in this process, or as Ray tasks).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any, cast
 import pandas as pd
 
 from specprobe.app.config import ConfigError, ExperimentConfig, builtin_model, builtin_questions
-from specprobe.app.executors_base import LocalExecutor, Step
+from specprobe.app.executors_base import Executor, LocalExecutor, Step
 from specprobe.app.experiment_result import ExperimentResult
 from specprobe.app.stages import DONE, run_stage, stage_folder
 from specprobe.core.models import weights_fingerprint
@@ -43,7 +44,15 @@ __all__ = [
     "accuracy_stage",
     "probe_stage",
     "summary_stage",
+    "accuracy_part_stage",
+    "accuracy_merge_stage",
+    "report_stage",
+    "plan_steps",
+    "prepare_run",
+    "RunInputs",
     "split_key",
+    "adapter_key",
+    "accuracy_key",
     "PairCache",
     "split_records",
     "interleave_by_specialty",
@@ -639,7 +648,7 @@ def accuracy_done(run: RunInputs) -> bool:
 
 # -- the runner ------------------------------------------------------------------------------------------
 def run_experiment(
-    config: ExperimentConfig, *, progress: bool = True, say: Say = print, executor: Any = None
+    config: ExperimentConfig, *, progress: bool = True, say: Say = print, executor: Executor | None = None
 ) -> ExperimentResult:
     """Run (or resume) every stage; returns an `ExperimentResult` (also saved as experiment.json).
 
