@@ -73,15 +73,15 @@ def test_bad_texts_are_refused_by_index(tiny_llama):
 @pytest.fixture(scope="module")
 def demo_shift(tmp_path_factory):
     """The demo base (trained on WordNet text) with a LoRA trained briefly on the demo's Cardiology questions
-    (the demo's learning rate and continuation, 8 steps of 4)."""
+    (the demo's learning rate and continuation, 6 steps of 4)."""
     from specprobe.finetune import train
 
     root = tmp_path_factory.mktemp("general")
     run = train(
-        str(DEMO / "model"), DEMO / "questions.json", "Cardiology", root / "cardio", max_steps=8, batch_size=4,
+        str(DEMO / "model"), DEMO / "questions.json", "Cardiology", root / "cardio", max_steps=6, batch_size=4,
         learning_rate=2e-3, continuation="text", warmup_ratio=0.0, progress=False,
     )  # fmt: skip
-    return root, run.path, general_text_files(DEMO / "model", run.path, root / "general.json.gz")
+    return root, run.path, general_text_files(DEMO / "model", run.path, root / "general.json.gz", batch_size=32)
 
 
 def test_clinical_finetuning_makes_general_text_less_likely(demo_shift):
@@ -119,7 +119,7 @@ def test_row_beside_the_control_words_report_and_cli(demo_shift, tmp_path):
     assert len(cli_shift) == 12 and np.isclose(
         saved.iloc[-1]["mean_delta_per_token"], cli_shift.row()["mean_delta_per_token"]
     )
-    assert np.allclose(cli_shift.to_pandas()["delta"], shift.to_pandas()["delta"][:12], atol=1e-6)
+    assert np.allclose(cli_shift.to_pandas()["delta"], shift.to_pandas()["delta"][:12], atol=1e-4)  # other batches
     html = (out / "general_text.html").read_text()
     assert "General-text control" in html and "control" in html
     texts = tmp_path / "texts.jsonl"
