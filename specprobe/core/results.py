@@ -31,6 +31,8 @@ _KIND_MODULES = {
     "experiment": "specprobe.app.experiment_result",
     "seen_unseen": "specprobe.probe.analyses.seen_unseen",
     "accuracy_link": "specprobe.probe.analyses.accuracy_link",
+    "trajectory": "specprobe.probe.analyses.trajectory",
+    "general_text_shift": "specprobe.probe.analyses.general_text",
 }
 
 
