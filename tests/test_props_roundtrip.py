@@ -1,7 +1,7 @@
 """Property tests (hypothesis): every saved result and the `Lexicon` reload exactly.
 
 For each `Result` subclass (Comparison, LayerView, Patching, LogitAttribution, MCEvaluation,
-AccuracyMatrix, ExperimentResult), frames are generated with the columns and value types the
+AccuracyMatrix, ExperimentResult, and the analyses SeenUnseen, AccuracyLink, Trajectory, GeneralTextShift), frames are generated with the columns and value types the
 package itself writes (built as the package builds them: `pd.DataFrame(rows, columns=Cls.columns)`),
 including empty frames, NaN/inf floats, empty tuples and arbitrary Unicode. Each is saved to `.json`
 and `.json.gz`, reloaded through `Result.load`, the subclass's own `load` and `load_result`, and must
@@ -31,6 +31,10 @@ from specprobe.app.experiment_result import ExperimentResult
 from specprobe.core.results import Result, load_result
 from specprobe.finetune.accuracy_matrix import AccuracyMatrix
 from specprobe.finetune.evaluation import MCEvaluation
+from specprobe.probe.analyses.accuracy_link import AccuracyLink
+from specprobe.probe.analyses.general_text import GeneralTextShift
+from specprobe.probe.analyses.seen_unseen import SeenUnseen
+from specprobe.probe.analyses.trajectory import Trajectory
 from specprobe.probe.comparison import Comparison
 from specprobe.probe.lens import LayerView
 from specprobe.probe.patching import LogitAttribution, Patching
@@ -213,6 +217,60 @@ def matrix_row(draw) -> dict:
     }
 
 
+@st.composite
+def seen_unseen_row(draw) -> dict:
+    return {
+        "text_id": draw(name),
+        "term": draw(name),
+        "specialties": draw(specs),
+        "is_control": draw(st.booleans()),
+        "group": draw(st.sampled_from(["seen", "unseen_same", "unseen_other", "control"])),
+        "train_count": draw(counts),
+        "n_tokens": draw(st.integers(0, 8)),
+        "delta": draw(floats),
+        "delta_per_token": draw(floats),
+    }
+
+
+@st.composite
+def accuracy_link_row(draw) -> dict:
+    return {
+        "adapter": draw(name),
+        "item_id": draw(name),
+        "specialties": draw(specs),
+        "n_occurrences": draw(counts),
+        **{c: draw(floats) for c in ("term_delta", "control_delta", "term_minus_control")},
+        "correct_base": draw(st.booleans()),
+        "correct_tuned": draw(st.booleans()),
+        "acc_change": draw(st.integers(-1, 1)),
+        **{c: draw(floats) for c in ("margin_base", "margin_tuned", "margin_change")},
+    }
+
+
+@st.composite
+def trajectory_row(draw) -> dict:
+    return {
+        "step": draw(counts),
+        "text_id": draw(name),
+        "term": draw(name),
+        "specialties": draw(specs),
+        "text_specialties": draw(specs),
+        "is_control": draw(st.booleans()),
+        "n_tokens": draw(st.integers(0, 8)),
+        **{c: draw(floats) for c in ("logp_base", "logp_tuned", "delta", "delta_per_token")},
+    }
+
+
+@st.composite
+def general_text_row(draw) -> dict:
+    return {
+        "text_id": draw(name),
+        "n_tokens": draw(counts),
+        **{c: draw(floats) for c in ("logp_base", "logp_tuned", "delta", "delta_per_token")},
+        "truncated": draw(st.booleans()),
+    }
+
+
 json_scalar = st.one_of(st.none(), st.booleans(), ints, finite, text)
 json_value = st.recursive(
     json_scalar,
@@ -231,6 +289,10 @@ CASES = {
     MCEvaluation: (mc_row(), MCEvaluation.columns),
     AccuracyMatrix: (accuracy_row(), AccuracyMatrix.columns),
     ExperimentResult: (matrix_row(), MATRIX_COLUMNS),
+    SeenUnseen: (seen_unseen_row(), SeenUnseen.columns),
+    AccuracyLink: (accuracy_link_row(), AccuracyLink.columns),
+    Trajectory: (trajectory_row(), Trajectory.columns),
+    GeneralTextShift: (general_text_row(), GeneralTextShift.columns),
 }
 
 
@@ -239,6 +301,7 @@ def test_every_result_subclass_is_covered():
     import specprobe.app.experiment_result  # noqa: F401  (import every module that defines a result)
     import specprobe.finetune.accuracy_matrix  # noqa: F401
     import specprobe.finetune.evaluation  # noqa: F401
+    import specprobe.probe.analyses  # noqa: F401
     import specprobe.probe.comparison  # noqa: F401
     import specprobe.probe.lens  # noqa: F401
     import specprobe.probe.patching  # noqa: F401
