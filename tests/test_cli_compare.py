@@ -71,3 +71,24 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert rc == 2 and "missing.txt" in err and "Traceback" not in err
+
+
+def test_terms_tables_are_read_by_column(tmp_path):
+    """`--terms` takes a CSV/TSV/JSONL table (a `term` column, optional specialties) like the Python API."""
+    import pytest
+
+    from specprobe.probe.cli import read_terms
+
+    csv = tmp_path / "terms.csv"
+    csv.write_text("term,specialty\nseizure,Neurology\nchest pain,Cardiology;Emergency\n", encoding="utf-8")
+    assert read_terms(str(csv)) == {"seizure": ("Neurology",), "chest pain": ("Cardiology", "Emergency")}
+    jsonl = tmp_path / "terms.jsonl"
+    jsonl.write_text('{"term": "seizure", "specialties": ["Neurology"]}\n', encoding="utf-8")
+    assert read_terms(str(jsonl)) == {"seizure": ("Neurology",)}
+    plain = tmp_path / "terms.txt"  # not a table: one term per line, a comma is part of the term
+    plain.write_text("term,specialty\n", encoding="utf-8")
+    assert read_terms(str(plain)) == ["term,specialty"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,specialty\nseizure,Neurology\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="term"):
+        read_terms(str(bad))

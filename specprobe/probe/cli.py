@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from specprobe.probe.inputs import normalize_terms
+from specprobe.probe.inputs import normalize_terms, terms_from_frame
 from specprobe.terms.records import read_text
 
 COMPARE_OUTPUTS = ("comparison.json.gz", "by_specialty.csv", "by_term.csv")
@@ -26,10 +26,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def read_terms(path: str) -> Any:
-    """A Lexicon file, a JSON mapping/list, or plain text with one term per line."""
+    """A Lexicon file, a JSON mapping/list, a table (parquet, JSONL, CSV/TSV with a `term` column and an
+    optional `specialty`/`specialties` column), or plain text with one term per line."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"terms file not found: {p}")
+    from specprobe.utils.tables import read_table, table_suffix  # pandas: only when a table is given
+
+    if table_suffix(p) is not None:
+        return terms_from_frame(read_table(p, "terms"))
     if p.suffix in (".json", ".gz"):
         from specprobe.utils.io import read_json
 
