@@ -19,6 +19,10 @@ from pydantic_core import ErrorDetails
 TABLES = ("train", "compare")
 #: the keys of the [resources] table: the kinds of stage a remote executor asks resources for
 RESOURCE_KINDS = ("lexicon", "train", "accuracy", "compare", "layers", "report")
+#: the analyses of issue 12 the runner can add (the `analyses` key); trajectory needs train.save_steps
+ANALYSES = ("seen_unseen", "accuracy_link", "trajectory", "general_text")
+#: the demo's adapter snapshots, as fractions of its training steps (for the trajectory analysis)
+DEMO_SNAPSHOTS = (0.25, 0.5)
 
 
 class ConfigError(ValueError):
@@ -137,6 +141,8 @@ class ConfigSchema(BaseModel):
     compare: CompareSchema = _optional()
     max_texts: int | None = _optional(gt=0)
     layers: bool = _optional()
+    analyses: list[Literal["seen_unseen", "accuracy_link", "trajectory", "general_text"]] | None = _optional()
+    trajectory_adapters: list[str] | None = _optional()
     resources: ResourcesSchema = _optional()
 
 
@@ -232,6 +238,8 @@ class ExperimentConfig:
     compare: dict = field(default_factory=lambda: {"batch_size": 16})
     max_texts: int | None = None  # cap on test texts used by compare (None: all)
     layers: bool = True  # logit-lens layer views for every adapter
+    analyses: list[str] | None = None  # of ANALYSES; None: all but trajectory, and trajectory with train.save_steps
+    trajectory_adapters: list[str] | None = None  # the adapters a trajectory is computed for (None: all)
     resources: dict = field(default_factory=dict)  # [resources]: what each kind of stage asks of Ray
 
     #: the fields that say where stages run, not what they compute: not recorded with the results
@@ -242,13 +250,23 @@ class ExperimentConfig:
             value = getattr(self, name)
             if isinstance(value, os.PathLike):
                 setattr(self, name, os.fspath(value))
-        if isinstance(self.specialties, tuple):
-            self.specialties = list(self.specialties)
+        for name in ("specialties", "analyses", "trajectory_adapters"):
+            if isinstance(getattr(self, name), tuple):
+                setattr(self, name, list(getattr(self, name)))
         self.validate()
 
     def validate(self, source: str = "experiment config") -> None:
         """Check every field (also after fields were changed); raises `ConfigError` naming the key."""
         validate_config(asdict(self), source)
+        if "trajectory" in (self.analyses or []) and not self.train.get("save_steps"):
+            raise ConfigError(f"{source}: analyses: 'trajectory' needs adapter snapshots; set train.save_steps")
+
+    def chosen_analyses(self) -> list[str]:
+        """The analyses to run, in `ANALYSES` order: `analyses`, or by default every one but trajectory,
+        and trajectory too when train.save_steps asks for snapshots."""
+        if self.analyses is not None:
+            return [a for a in ANALYSES if a in self.analyses]
+        return [a for a in ANALYSES if a != "trajectory" or self.train.get("save_steps")]
 
     def recorded(self) -> dict:
         """The config as recorded in experiment.json: every field but those that only say where the
@@ -272,4 +290,12 @@ class ExperimentConfig:
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not a valid TOML file: {exc}") from None
         validate_config(raw, str(path))
-        return cls(**raw)
+        try:
+            return cls(**raw)
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace("experiment config", str(path), 1)) from None
+
+
+def demo_save_steps(max_steps: int) -> list[int]:
+    """The demo's snapshot steps for a run of `max_steps` (`DEMO_SNAPSHOTS` of it; at least step 1)."""
+    return sorted({max(1, round(max_steps * f)) for f in DEMO_SNAPSHOTS} - {max_steps}) or [max(1, max_steps // 2)]

@@ -47,6 +47,10 @@ __all__ = [
     "accuracy_part_stage",
     "accuracy_merge_stage",
     "report_stage",
+    "seen_unseen_stage",
+    "accuracy_link_stage",
+    "trajectory_stage",
+    "general_text_stage",
     "plan_steps",
     "prepare_run",
     "RunInputs",
@@ -69,6 +73,15 @@ ALL_SPECIALTIES = "All specialties"  # the name of the adapter trained on every 
 TRAIN_FILE, TEST_FILE = "train.json", "test.json"
 LEXICON_FILE, ACCURACY_FILE, ADAPTER_DIR = "lexicon.json", "accuracy.json", "adapter"
 PROBE_FILES = {"compare": "comparison.json.gz", "layers": "layers.json.gz"}  # probe kind -> its result file
+#: analysis -> its result file (issue 12's analyses, one stage per adapter but accuracy_link: one in all)
+ANALYSIS_FILES = {
+    "seen_unseen": "seen_unseen.json.gz",
+    "accuracy_link": "accuracy_link.json.gz",
+    "trajectory": "trajectory.json.gz",
+    "general_text": "general_text.json.gz",
+}
+#: the [compare] options the general-text control takes (it finds no terms, so no controls or template)
+GENERAL_TEXT_OPTIONS = ("add_bos", "max_length", "batch_size", "device", "dtype")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")  # what identifies an adapter in the keys below
 SLUG_MAX = 60  # longer slugs are cut, and a short hash of the full name appended
 
@@ -79,6 +92,8 @@ LEXICON_CODE = ("terms", "utils")
 ADAPTER_CODE = ("finetune", "core", "terms", "utils")
 ACCURACY_CODE = ADAPTER_CODE
 PROBE_CODE = ("app/experiment.py", "probe", "core", "terms", "utils")
+ANALYSIS_CODE = PROBE_CODE
+ACCURACY_LINK_CODE = (*PROBE_CODE, "finetune")  # it reads an AccuracyMatrix
 
 
 class RunInterrupted(SignalInterrupt):
@@ -507,6 +522,136 @@ def _probe_function(kind: str) -> Callable:
     return layers
 
 
+# -- issue 12's analyses: each a stage of its own, beside the probe stages ----------------------------
+def seen_unseen_stage(
+    root: Path, name: str, adapter: str, train_path: Path, comparison: str | Path, *, say: Say = print
+) -> Path:
+    """Seen vs unseen terms of one adapter (no forward pass): its compare stage's Comparison, grouped by
+    what the adapter saw in the training split (`train_path`, checked against the adapter's manifest)."""
+    from specprobe.probe.analyses import seen_unseen_files
+
+    key = {
+        "comparison": sha256_file(comparison),
+        "adapter": adapter_hash(adapter),
+        "train_data": sha256_file(train_path),
+    }
+    filename = ANALYSIS_FILES["seen_unseen"]
+
+    def produce(folder: Path) -> None:
+        seen_unseen_files(comparison, adapter, folder / filename, train_data=train_path, name=name)
+
+    return (
+        run_stage(root, f"seen-unseen-{slug(name)}", key | {"name": name}, produce, code=ANALYSIS_CODE, say=say)
+        / filename
+    )
+
+
+def accuracy_link_stage(
+    root: Path, accuracy: str | Path, comparisons: Mapping[str, str | Path], *, say: Say = print
+) -> Path:
+    """The accuracy link over every adapter: per question, its term delta (the compare stages) against
+    its accuracy and answer-margin change (the accuracy stage's per-question records)."""
+    import specprobe.finetune  # noqa: F401  (registers the accuracy_matrix result kind for Result.load)
+    from specprobe.probe.analyses import accuracy_link_files
+
+    key = {"accuracy": sha256_file(accuracy), "comparisons": {n: sha256_file(p) for n, p in comparisons.items()}}
+    filename = ANALYSIS_FILES["accuracy_link"]
+
+    def produce(folder: Path) -> None:
+        accuracy_link_files(accuracy, dict(comparisons), folder / filename)
+
+    return run_stage(root, "accuracy-link", key, produce, code=ACCURACY_LINK_CODE, say=say) / filename
+
+
+def trajectory_stage(
+    root: Path,
+    name: str,
+    specialty: str | None,
+    adapter: str,
+    base: str,
+    base_hash: str,
+    train: dict,
+    lexicon_path: Path,
+    test_path: Path,
+    max_texts: int | None,
+    compare: dict,
+    seed: int,
+    *,
+    progress: bool = True,
+    say: Say = print,
+) -> Path:
+    """The trajectory of one adapter: its snapshots (train.save_steps) and final adapter against the base,
+    on the lexicon and test texts of its compare stage, with the same options."""
+    texts = probe_texts(test_path, max_texts)
+    key = {
+        "base": base_hash,
+        "adapter": adapter_hash(adapter),
+        "snapshots": _snapshot_hashes(adapter),
+        "train": train,
+        "specialty": specialty,
+        "lexicon": lexicon_identity(lexicon_path),
+        "compare": compare,
+        "test": sha256_file(test_path),
+        "texts": texts_hash(texts),
+        "seed": seed,
+    }
+    filename = ANALYSIS_FILES["trajectory"]
+
+    def produce(folder: Path) -> None:
+        from specprobe.probe.analyses import trajectory
+        from specprobe.probe.options import ProbeOptions
+        from specprobe.terms.lexicon import Lexicon
+
+        options = ProbeOptions(**compare, seed=seed, progress=progress)
+        result = trajectory(
+            base, Path(adapter), Lexicon.load(lexicon_path), texts, specialty=specialty, name=name, options=options
+        )
+        result.save(folder / filename)
+
+    return run_stage(root, f"trajectory-{slug(name)}", key, produce, code=ANALYSIS_CODE, say=say) / filename
+
+
+def _snapshot_hashes(adapter: str | Path) -> list:
+    """(step, weights sha256) of the snapshots an adapter's manifest lists (the trajectory's inputs)."""
+    from specprobe.probe.analyses import read_checkpoints
+
+    return [[c.step, c.sha256] for c in read_checkpoints(Path(adapter)).points]
+
+
+def general_text_stage(
+    root: Path,
+    name: str,
+    adapter: str,
+    base: str,
+    base_hash: str,
+    compare: dict,
+    *,
+    pairs: PairCache | None = None,
+    progress: bool = True,
+    say: Say = print,
+) -> Path:
+    """The general-text control of one adapter: the shift it gives the shipped general-English texts,
+    scored with the [compare] options that apply (`GENERAL_TEXT_OPTIONS`)."""
+    from specprobe.probe.analyses.general_text import DEFAULT_TEXTS, default_texts, general_text_control
+
+    options = {k: v for k, v in compare.items() if k in GENERAL_TEXT_OPTIONS}
+    texts = default_texts()
+    ids = hashlib.sha256(json.dumps(texts, sort_keys=True).encode()).hexdigest()
+    key = {"base": base_hash, "adapter": adapter_hash(adapter), "options": options, "texts": [DEFAULT_TEXTS, ids]}
+    filename = ANALYSIS_FILES["general_text"]
+
+    def produce(folder: Path) -> None:
+        run = {k: v for k, v in options.items() if k not in ("device", "dtype")}
+        if pairs is not None:
+            result = general_text_control(pairs.get(adapter), None, progress=progress, **run)
+        else:
+            load = {k: v for k, v in options.items() if k in ("device", "dtype")}
+            result = general_text_control(base, None, tuned=adapter, progress=progress, **run, **load)
+        result.save(folder / filename)
+
+    return run_stage(root, f"general-text-{slug(name)}", key, produce, code=ANALYSIS_CODE, say=say) / filename
+
+
 def summary_stage(root: Path, config: dict, paths: dict) -> ExperimentResult:
     """The last step (not cached): compare_matrix.csv, accuracy_matrix.csv and experiment.json from the stages' files."""
     from specprobe.finetune import AccuracyMatrix
@@ -531,15 +676,27 @@ def report_stage(
     adapters: Mapping[str, str | Path],
     comparisons: Mapping[str, str | Path],
     layers: Mapping[str, str | Path],
+    seen_unseen: Mapping[str, str | Path] | None = None,
+    accuracy_link: str | Path | None = None,
+    trajectory: Mapping[str, str | Path] | None = None,
+    general_text: Mapping[str, str | Path] | None = None,
 ) -> Path:
-    """The last step, from the stages' files: `summary_stage`'s CSVs and experiment.json; returns experiment.json."""
-    paths = {
+    """The last step, from the stages' files: `summary_stage`'s CSVs and experiment.json; returns experiment.json.
+
+    The analyses' files (those run) are recorded beside the others, under the names the report reads
+    (`report.OPTIONAL`): per adapter for seen_unseen, trajectory and general_text, one accuracy_link."""
+    paths: dict[str, Any] = {
         "lexicon": str(lexicon),
         "accuracy": str(accuracy),
         "adapters": {name: str(p) for name, p in adapters.items()},
         "comparisons": {name: str(p) for name, p in comparisons.items()},
         "layers": {name: str(p) for name, p in layers.items()},
     }
+    for key, named in (("seen_unseen", seen_unseen), ("trajectory", trajectory), ("general_text", general_text)):
+        if named:
+            paths[key] = {name: str(p) for name, p in named.items()}
+    if accuracy_link is not None:
+        paths["accuracy_link"] = str(accuracy_link)
     summary_stage(root, config, paths)
     return root / "experiment.json"
 
@@ -603,10 +760,55 @@ def plan_steps(run: RunInputs, *, in_process: bool, progress: bool = True, say: 
             needs = {"adapter": adapters[name], "lexicon_path": "lexicon"}
             probes[kind][name] = f"{kind}-{slug(name)}"
             steps.append(Step(probes[kind][name], kind, probe_stage, {"root": root, **fixed, **pairs, **common}, needs))
+    analyses, analysis_needs = _analysis_steps(run, adapters, probes["compare"], pairs, common)
     needs = {"lexicon": "lexicon", "accuracy": "accuracy", "adapters": adapters}
-    needs |= {"comparisons": probes["compare"], "layers": probes["layers"]}
+    needs |= {"comparisons": probes["compare"], "layers": probes["layers"], **analysis_needs}
+    steps += analyses
     steps.append(Step("report", "report", report_stage, {"root": root, "config": cfg.recorded()}, needs))
     return steps
+
+
+def _analysis_steps(
+    run: RunInputs, adapters: dict[str, str], compares: dict[str, str], pairs: dict, common: dict
+) -> tuple[list[Step], dict[str, Any]]:
+    """The steps of the analyses the config asks for (`ExperimentConfig.chosen_analyses`), and what the
+    report step reads of them: seen_unseen after each compare stage, trajectory after each adapter's
+    training (those of `trajectory_adapters`), general_text beside compare, and one accuracy_link after
+    the accuracy and every compare stage."""
+    cfg, root, chosen = run.cfg, run.root, run.cfg.chosen_analyses()
+    model = {"base": run.stage_base, "base_hash": run.base_hash}
+    specialty = dict(run.targets)
+    steps: list[Step] = []
+    named: dict[str, dict[str, str]] = {key: {} for key in ("seen_unseen", "trajectory", "general_text")}
+    for name in adapters:
+        if "seen_unseen" in chosen:
+            kwargs = {"root": root, "name": name, "train_path": run.train_path, **_say(common)}
+            needs = {"adapter": adapters[name], "comparison": compares[name]}
+            named["seen_unseen"][name] = f"seen-unseen-{slug(name)}"
+            steps.append(Step(named["seen_unseen"][name], "report", seen_unseen_stage, kwargs, needs))
+        if "trajectory" in chosen and name in (cfg.trajectory_adapters or adapters):
+            kwargs = {"root": root, "name": name, "specialty": specialty[name], **model, "train": cfg.train}
+            kwargs |= {"test_path": run.test_path, "max_texts": cfg.max_texts, "compare": cfg.compare, "seed": cfg.seed}
+            needs = {"adapter": adapters[name], "lexicon_path": "lexicon"}
+            named["trajectory"][name] = f"trajectory-{slug(name)}"
+            steps.append(Step(named["trajectory"][name], "compare", trajectory_stage, {**kwargs, **common}, needs))
+        if "general_text" in chosen:
+            kwargs = {"root": root, "name": name, **model, "compare": cfg.compare, **pairs, **common}
+            named["general_text"][name] = f"general-text-{slug(name)}"
+            steps.append(
+                Step(named["general_text"][name], "compare", general_text_stage, kwargs, {"adapter": adapters[name]})
+            )
+    needs_of_report: dict[str, Any] = {key: value for key, value in named.items() if value}
+    if "accuracy_link" in chosen:
+        needs = {"accuracy": "accuracy", "comparisons": compares}
+        steps.append(Step("accuracy-link", "report", accuracy_link_stage, {"root": root, **_say(common)}, needs))
+        needs_of_report["accuracy_link"] = "accuracy-link"
+    return steps, needs_of_report
+
+
+def _say(common: dict) -> dict:
+    """The `say` of the shared step options (in process only): for the stages that take no `progress`."""
+    return {"say": common["say"]} if "say" in common else {}
 
 
 def _accuracy_steps(run: RunInputs, adapters: dict[str, str], in_process: bool, common: dict) -> list[Step]:
@@ -680,5 +882,13 @@ def prepare_run(cfg: ExperimentConfig, root: Path, *, say: Say = print, remote: 
     train_path, test_path = split_dir / TRAIN_FILE, split_dir / TEST_FILE
     specialties = check_specialties(train_path, cfg.specialties, cfg.data)
     targets = adapter_targets(specialties, cfg.include_all)
+    check_trajectory_adapters(cfg.trajectory_adapters, [name for name, _ in targets])
     base = str(Path(cfg.base).resolve()) if remote and Path(cfg.base).exists() else cfg.base
     return RunInputs(cfg, root, base_hash, split, train_path, test_path, targets, base)
+
+
+def check_trajectory_adapters(wanted: Sequence[str] | None, names: Sequence[str]) -> None:
+    """`trajectory_adapters` must name adapters of the run; raises `ConfigError` naming the key."""
+    unknown = [n for n in wanted or [] if n not in names]
+    if unknown:
+        raise ConfigError(f"trajectory_adapters: {unknown[0]!r} is not an adapter of this run; adapters: {list(names)}")

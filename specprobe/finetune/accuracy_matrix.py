@@ -291,15 +291,23 @@ def _adapters_meta(named: list[tuple[str, str, dict]], trained_on: Mapping[str, 
 
 
 def _item_outcomes(items: pd.DataFrame) -> dict:
-    """Per model, the scored items' ids and whether each was answered correctly (raw and normalised)."""
-    return {
-        m: {
-            "ids": list(g["item_id"]),
-            "correct": [bool(x) for x in g["correct"]],
-            "correct_norm": [bool(x) for x in g["correct_norm"]],
-        }
-        for m, g in items.groupby("model", sort=False)
+    """Per model, the scored items' ids and whether each was answered correctly (raw and normalised), and,
+    where the items have them, each option's log-likelihood and the correct option's index (so that
+    `analyses.accuracy_link` can compute answer margins; the accuracy table does not change)."""
+    return {m: _model_outcomes(g) for m, g in items.groupby("model", sort=False)}
+
+
+def _model_outcomes(g: pd.DataFrame) -> dict:
+    """One model's per-item record of `_item_outcomes`."""
+    out: dict[str, list] = {
+        "ids": list(g["item_id"]),
+        "correct": [bool(x) for x in g["correct"]],
+        "correct_norm": [bool(x) for x in g["correct_norm"]],
     }
+    if "option_logp" in g and "answer_index" in g:
+        out["option_logp"] = [[float(v) for v in lp] for lp in g["option_logp"]]
+        out["answer_index"] = [int(a) for a in g["answer_index"]]
+    return out
 
 
 def _shared_format(

@@ -8,7 +8,8 @@ per specialty and overall with a question-clustered bootstrap CI and a within-(a
 permutation test (`rank_stats`).
 
 Layering: `probe` may not import `finetune`, so the evaluation is read as a table, from anything with
-`to_pandas()` (an `MCEvaluation`), an `AccuracyMatrix` (its per-item outcomes; no margins), a
+`to_pandas()` (an `MCEvaluation`), an `AccuracyMatrix` (its per-item outcomes; margins where it stored the
+options' log-likelihoods), a
 DataFrame with MCEvaluation's columns, or a saved result's path.
 """
 
@@ -69,7 +70,7 @@ class AccuracyLink(Result):
         Spearman's rho of `x` with the outcome, its 95% CI (bootstrap over questions, all adapters'
         rows of a question together), the two-sided permutation p (x shuffled within adapter x
         specialty) and p_holm (Holm across the specialties of one outcome; not for ALL). `outcomes`:
-        default both, leaving out margin_change where there are no margins (an AccuracyMatrix)."""
+        default both, leaving out margin_change where there are no margins (an older AccuracyMatrix)."""
         if outcomes is None:
             outcomes = [o for o in OUTCOMES if np.isfinite(self._frame[o].astype(float)).any()] or list(OUTCOMES)
         if x not in PREDICTORS:
@@ -120,18 +121,10 @@ def _load(obj: Any) -> Any:
 
 def evaluation_items(evaluation: Any) -> pd.DataFrame:
     """Per-(model, question) rows from an MCEvaluation (or its path, or its `to_pandas()` table) or an
-    AccuracyMatrix (its stored per-item outcomes: no option log-likelihoods, so no margins)."""
+    AccuracyMatrix (its stored per-item outcomes, with option log-likelihoods where stored)."""
     evaluation = _load(evaluation)
     if getattr(evaluation, "kind", None) == "accuracy_matrix":
-        items = evaluation.extras.get("items") or {}
-        if not items:
-            raise ValueError("the AccuracyMatrix holds no per-question outcomes (extras 'items'); re-run the matrix")
-        rows = [
-            {"model": m, "item_id": str(i), "correct": bool(c)}
-            for m, d in items.items()
-            for i, c in zip(d["ids"], d["correct"])
-        ]
-        return pd.DataFrame(rows)
+        return _matrix_items(evaluation)
     frame = evaluation if isinstance(evaluation, pd.DataFrame) else getattr(evaluation, "to_pandas", lambda: None)()
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(
@@ -141,6 +134,21 @@ def evaluation_items(evaluation: Any) -> pd.DataFrame:
     if missing:
         raise ValueError(f"the evaluation table has no column {missing[0]!r} (columns: {list(frame.columns)})")
     return frame.assign(item_id=frame["item_id"].astype(str))
+
+
+def _matrix_items(matrix: Any) -> pd.DataFrame:
+    """Per-(model, question) rows of an AccuracyMatrix's stored outcomes (extras["items"]), with each
+    option's log-likelihood and the answer's index where the matrix stored them (newer matrices do)."""
+    items = matrix.extras.get("items") or {}
+    if not items:
+        raise ValueError("the AccuracyMatrix holds no per-question outcomes (extras 'items'); re-run the matrix")
+    rows = []
+    for m, d in items.items():
+        n = len(d["ids"])
+        logps, answers = d.get("option_logp") or [None] * n, d.get("answer_index") or [None] * n
+        for i, c, lp, a in zip(d["ids"], d["correct"], logps, answers):
+            rows.append({"model": m, "item_id": str(i), "correct": bool(c), "option_logp": lp, "answer_index": a})
+    return pd.DataFrame(rows)
 
 
 def _margin(row: Mapping, norm: bool) -> float:
