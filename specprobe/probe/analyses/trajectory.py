@@ -228,6 +228,7 @@ def _score_points(
     pair: ModelPair, points: Sequence[Checkpoint], prep: Prepared, opts: ProbeOptions, *, reuse_first: bool, force: bool
 ) -> list[pd.DataFrame]:
     """The base scored once, then each checkpoint's adapter beside it; one frame of rows per step."""
+
     def score(split: Any, desc: str) -> list:
         return score_items(
             split, prep.items, batch_size=opts.batch_size, progress=opts.progress, desc=desc, distribute=True
