@@ -36,9 +36,10 @@ def test_stages_are_cached_and_invalidated_precisely(tiny_llama, tmp_path, monke
     base, _ = tiny_llama
     log1: list[str] = []
     res = run_experiment(_config(base, tmp_path / "exp"), progress=False, say=log1.append)
-    assert (
-        sum(line.startswith("[run ]") for line in log1) == 9
-    )  # split, lexicon, 2 adapters, accuracy, 2 compares, 2 layers
+    ran = [line.split()[2] for line in log1 if line.startswith("[run ]")]
+    assert len(ran) == 14, ran  # split, lexicon, 2 adapters, accuracy, 2 compares, 2 layers, and by default:
+    assert {"seen-unseen-cardiology", "general-text-neurology", "accuracy-link"} <= set(ran)  # 2 + 2 + 1 analyses
+    assert not any(name.startswith("trajectory") for name in ran), "no trajectory without train.save_steps"
     assert set(res.comparisons) == {"Cardiology", "Neurology"}
     assert {"Cardiology", "Neurology"} <= set(res.compare_matrix["finetune_specialty"])
     assert (tmp_path / "exp" / "compare_matrix.csv").exists()
@@ -57,8 +58,10 @@ def test_stages_are_cached_and_invalidated_precisely(tiny_llama, tmp_path, monke
     cfg.compare = {"batch_size": 2}
     run_experiment(cfg, progress=False, say=log3.append)
     reran = [line.split()[2] for line in log3 if line.startswith("[run ]")]
-    assert reran == ["compare-cardiology", "compare-neurology", "layers-cardiology", "layers-neurology"]
-    assert len(loads) == 1, "4 probe stages over 2 adapters load the base once"
+    assert reran[:4] == ["compare-cardiology", "compare-neurology", "layers-cardiology", "layers-neurology"]
+    analyses = ["seen-unseen-cardiology", "general-text-cardiology", "seen-unseen-neurology", "general-text-neurology"]
+    assert reran[4:] == [*analyses, "accuracy-link"], "the analyses of the compare results and the batch size"
+    assert len(loads) == 1, "4 probe stages and 2 general-text stages over 2 adapters load the base once"
 
     from specprobe.app.experiment import ExperimentResult
 

@@ -27,7 +27,15 @@ from specprobe.app.experiment import RunInputs, plan_steps, run_experiment
 from specprobe.app.stages import DONE
 
 SPECIALTIES = ["Cardiology", "Neurology"]
-TRAIN = {"max_steps": 6, "batch_size": 2, "learning_rate": 1e-3, "rank": 2, "max_length": 128, "save_every": 1}
+TRAIN = {
+    "max_steps": 6,
+    "batch_size": 2,
+    "learning_rate": 1e-3,
+    "rank": 2,
+    "max_length": 128,
+    "save_every": 1,
+    "save_steps": [3],  # snapshots, so that the trajectory analysis runs too
+}
 CSVS = ("compare_matrix.csv", "accuracy_matrix.csv")
 ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -223,6 +231,15 @@ def test_a_ray_run_writes_the_local_runs_csvs_and_stages(ray_address, setup, ray
     ray_stages = {name.rsplit("-", 1)[0]: name for name in markers(ray_run)}
     assert set(ray_stages) - parts == {name.rsplit("-", 1)[0] for name in markers(local)}
     assert {v for k, v in ray_stages.items() if k not in parts} == set(markers(local)), "the same stage folders"
+    analyses = {"seen-unseen-cardiology", "trajectory-neurology", "general-text-cardiology", "accuracy-link"}
+    assert analyses <= set(ray_stages), "the analyses run as Ray tasks too"
+    paths = json.loads((ray_run / "experiment.json").read_text(encoding="utf-8"))["extras"]["paths"]
+    assert {k for k in ("seen_unseen", "accuracy_link", "trajectory", "general_text") if paths.get(k)} == {
+        "seen_unseen",
+        "accuracy_link",
+        "trajectory",
+        "general_text",
+    }
 
 
 @pytest.mark.slow

@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo",
         help="run the whole study offline on the built-in model and questions, write an HTML report",
         description="Fine-tune one LoRA adapter per specialty of the built-in (or given) questions, "
-        "measure accuracy and term log-probabilities, and write a report.",
+        "measure accuracy and term log-probabilities, run the analyses (seen vs unseen terms, accuracy link, "
+        "trajectory over adapter snapshots, general-text control), and write a report.",
     )
     d.add_argument("--data", default="", help="a QA file (S-MedQA JSON) instead of the built-in questions")
     d.add_argument("--base", default="", help="a base model (hub id or directory) instead of the built-in one")
@@ -41,7 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument(
         "config",
         help="experiment.toml (keys: base, data, out, specialties, include_all, test_fraction, seed, train, compare, "
-        "max_texts, layers, resources)",
+        "max_texts, layers, analyses, trajectory_adapters, resources). analyses: a list of seen_unseen, "
+        "accuracy_link, trajectory, general_text (default: all; trajectory only with train.save_steps); "
+        "trajectory_adapters: the adapters a trajectory is computed for (default: all)",
     )
     r.add_argument(
         "--executor",
@@ -95,6 +98,7 @@ def _finish(result: ExperimentResult, started: float) -> int:
 
 def run_demo(args: argparse.Namespace) -> int:
     """`specprobe demo`: the study on the built-in (or given) model and questions."""
+    from specprobe.app.config import demo_save_steps
     from specprobe.app.experiment import ExperimentConfig, run_experiment
 
     started = time.perf_counter()
@@ -103,6 +107,7 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     if args.max_steps is not None:
         cfg.train = {**cfg.train, "max_steps": args.max_steps}
+    cfg.train = {**cfg.train, "save_steps": demo_save_steps(cfg.train["max_steps"])}  # for the trajectory
     return _finish(run_experiment(cfg, progress=not args.no_progress), started)
 
 
