@@ -52,7 +52,7 @@ def test_stages_are_cached_and_invalidated_precisely(tiny_llama, tmp_path, monke
 
     loads: list[tuple] = []
     original_load = ModelPair.load
-    monkeypatch.setattr(ModelPair, "load", classmethod(lambda cls, *a, **k: loads.append(a) or original_load(*a, **k)))
+    monkeypatch.setattr(ModelPair, "load", classmethod(lambda cls, *a, **k: loads.append(a) or original_load(*a, **k)))  # pyright: ignore[reportCallIssue]
     log3: list[str] = []
     cfg = _config(base, tmp_path / "exp")
     cfg.compare = {"batch_size": 2}
@@ -66,6 +66,7 @@ def test_stages_are_cached_and_invalidated_precisely(tiny_llama, tmp_path, monke
     from specprobe.app.experiment import ExperimentResult
 
     reopened = ExperimentResult.load(tmp_path / "exp" / "experiment.json")  # from files alone
+    assert isinstance(reopened, ExperimentResult)
     assert set(reopened.layer_views) == {"Cardiology", "Neurology"}
     html = reopened.report(tmp_path / "report.html").read_text(encoding="utf-8")
     assert "Fine-tuning specialty × term specialty" in html and "Is the own specialty best?" in html
