@@ -44,7 +44,7 @@ def test_the_four_analyses_run_as_cached_stages_and_show_in_the_report(tiny_llam
     first = [a for a in ANALYSES if a != "general_text"]
     log1: list[str] = []
     run_experiment(_config(base, out, analyses=first), progress=False, say=log1.append)
-    assert {"seen-unseen-cardiology", "trajectory-neurology", "accuracy-link"} <= set(_ran(log1))
+    assert {"seen-unseen-cardiology", "trajectory-neurology", "accuracy_link"} <= set(_ran(log1))
     assert not any(name.startswith("general-text") for name in _ran(log1))
     csvs = {n: (out / n).read_bytes() for n in ("compare_matrix.csv", "accuracy_matrix.csv")}
 
@@ -84,8 +84,8 @@ def test_trajectory_adapters_limits_the_trajectory_stages_and_the_plan_declares_
     assert [n for n in steps if n.startswith("trajectory")] == ["trajectory-neurology"]
     assert steps["trajectory-neurology"].dependencies() == ["adapter-neurology", "lexicon"]
     assert steps["seen-unseen-cardiology"].dependencies() == ["adapter-cardiology", "compare-cardiology"]
-    assert steps["accuracy-link"].dependencies() == ["accuracy", "compare-cardiology", "compare-neurology"]
-    assert {"general-text-cardiology", "general-text-neurology", "accuracy-link"} <= set(steps["report"].dependencies())
+    assert steps["accuracy_link"].dependencies() == ["accuracy", "compare-cardiology", "compare-neurology"]
+    assert {"general-text-cardiology", "general-text-neurology", "accuracy_link"} <= set(steps["report"].dependencies())
     assert steps["general-text-neurology"].kind == "compare" and steps["seen-unseen-neurology"].kind == "report"
 
     cfg = _config(base, tmp_path / "exp", trajectory_adapters=["Dermatology"])

@@ -38,7 +38,7 @@ def test_stages_are_cached_and_invalidated_precisely(tiny_llama, tmp_path, monke
     res = run_experiment(_config(base, tmp_path / "exp"), progress=False, say=log1.append)
     ran = [line.split()[2] for line in log1 if line.startswith("[run ]")]
     assert len(ran) == 14, ran  # split, lexicon, 2 adapters, accuracy, 2 compares, 2 layers, and by default:
-    assert {"seen-unseen-cardiology", "general-text-neurology", "accuracy-link"} <= set(ran)  # 2 + 2 + 1 analyses
+    assert {"seen-unseen-cardiology", "general-text-neurology", "accuracy_link"} <= set(ran)  # 2 + 2 + 1 analyses
     assert not any(name.startswith("trajectory") for name in ran), "no trajectory without train.save_steps"
     assert set(res.comparisons) == {"Cardiology", "Neurology"}
     assert {"Cardiology", "Neurology"} <= set(res.compare_matrix["finetune_specialty"])
@@ -60,7 +60,7 @@ def test_stages_are_cached_and_invalidated_precisely(tiny_llama, tmp_path, monke
     reran = [line.split()[2] for line in log3 if line.startswith("[run ]")]
     assert reran[:4] == ["compare-cardiology", "compare-neurology", "layers-cardiology", "layers-neurology"]
     analyses = ["seen-unseen-cardiology", "general-text-cardiology", "seen-unseen-neurology", "general-text-neurology"]
-    assert reran[4:] == [*analyses, "accuracy-link"], "the analyses of the compare results and the batch size"
+    assert reran[4:] == [*analyses, "accuracy_link"], "the analyses of the compare results and the batch size"
     assert len(loads) == 1, "4 probe stages and 2 general-text stages over 2 adapters load the base once"
 
     from specprobe.app.experiment import ExperimentResult

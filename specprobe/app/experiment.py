@@ -80,6 +80,8 @@ ANALYSIS_FILES = {
     "trajectory": "trajectory.json.gz",
     "general_text": "general_text.json.gz",
 }
+#: the accuracy link's stage (an underscore: no adapter's `accuracy-<slug>` part can be named so)
+ACCURACY_LINK = "accuracy_link"
 #: the [compare] options the general-text control takes (it finds no terms, so no controls or template)
 GENERAL_TEXT_OPTIONS = ("add_bos", "max_length", "batch_size", "device", "dtype")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")  # what identifies an adapter in the keys below
@@ -531,7 +533,7 @@ def seen_unseen_stage(
     from specprobe.probe.analyses import seen_unseen_files
 
     key = {
-        "comparison": sha256_file(comparison),
+        "comparison": stage_of(comparison),
         "adapter": adapter_hash(adapter),
         "train_data": sha256_file(train_path),
     }
@@ -554,13 +556,13 @@ def accuracy_link_stage(
     import specprobe.finetune  # noqa: F401  (registers the accuracy_matrix result kind for Result.load)
     from specprobe.probe.analyses import accuracy_link_files
 
-    key = {"accuracy": sha256_file(accuracy), "comparisons": {n: sha256_file(p) for n, p in comparisons.items()}}
+    key = {"accuracy": stage_of(accuracy), "comparisons": {n: stage_of(p) for n, p in comparisons.items()}}
     filename = ANALYSIS_FILES["accuracy_link"]
 
     def produce(folder: Path) -> None:
         accuracy_link_files(accuracy, dict(comparisons), folder / filename)
 
-    return run_stage(root, "accuracy-link", key, produce, code=ACCURACY_LINK_CODE, say=say) / filename
+    return run_stage(root, ACCURACY_LINK, key, produce, code=ACCURACY_LINK_CODE, say=say) / filename
 
 
 def trajectory_stage(
@@ -609,6 +611,13 @@ def trajectory_stage(
         result.save(folder / filename)
 
     return run_stage(root, f"trajectory-{slug(name)}", key, produce, code=ANALYSIS_CODE, say=say) / filename
+
+
+def stage_of(path: str | Path) -> str:
+    """The identity of a stage's result file in a later stage's key: the folder name of the stage that
+    wrote it, a hash of that stage's inputs and code (`stages.stage_key`). Not the file's bytes: those
+    hold time stamps, and differ between runs and executors of the same stage."""
+    return Path(path).parent.name
 
 
 def _snapshot_hashes(adapter: str | Path) -> list:
@@ -801,8 +810,8 @@ def _analysis_steps(
     needs_of_report: dict[str, Any] = {key: value for key, value in named.items() if value}
     if "accuracy_link" in chosen:
         needs = {"accuracy": "accuracy", "comparisons": compares}
-        steps.append(Step("accuracy-link", "report", accuracy_link_stage, {"root": root, **_say(common)}, needs))
-        needs_of_report["accuracy_link"] = "accuracy-link"
+        steps.append(Step(ACCURACY_LINK, "report", accuracy_link_stage, {"root": root, **_say(common)}, needs))
+        needs_of_report["accuracy_link"] = ACCURACY_LINK
     return steps, needs_of_report
 
 
