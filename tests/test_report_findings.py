@@ -355,7 +355,7 @@ def test_optional_analyses_add_a_finding_and_a_section(experiment, tmp_path):
     assert "not significant after Holm correction" in memo.answer
     assert link.verdict == "yes" and "rho = +" in link.answer
     assert float(re.search(r"permutation p = ([0-9.]+\d)", link.answer).group(1)) < 0.05  # 1 / (200 + 1)
-    assert traj_f.verdict == "yes" and "first at step 2, sustained from 2" in traj_f.answer
+    assert traj_f.verdict == "yes" and "Neurology: ahead from step 2" in traj_f.answer
     assert general.verdict == "yes" and general.answer.startswith("Yes: general English text became less likely")
     titles = [s.title for s in page.sections]
     for title in (
@@ -423,3 +423,20 @@ def test_experiment_report_in_browser(chromium, experiment, tmp_path):  # noqa: 
         os.makedirs(keep, exist_ok=True)
         for f in (path, run.screenshot):
             shutil.copy(f, keep)
+
+
+def test_onset_and_general_text_wording_follow_the_numbers():
+    """Onsets read as words ("never ahead", not "step never"); general text is one finding over all models."""
+    from specprobe.app import findings_extra as FX
+
+    assert FX._onset_words({"first": "never", "sustained": "never"}) == "never ahead"
+    assert FX._onset_words({"first": 4, "sustained": "never"}) == "ahead at step 4, not to the end"
+    assert FX._onset_words({"first": 4, "sustained": 8}) == "ahead first at step 4, from step 8 on"
+    assert FX._onset_words({"first": 4, "sustained": 4}) == "ahead from step 4"
+
+    lower = _general_text()  # every text about -0.05 logp/token: the CI is below 0
+    rising = type(lower)(lower.to_pandas().assign(delta_per_token=lambda f: -f["delta_per_token"]), {})
+    found, _ = FX.general_text_finding({"A": lower, "B": lower}, n_boot=200)
+    assert found.verdict == "yes" and "all 2 models" in found.answer
+    found, reading = FX.general_text_finding({"A": lower, "B": rising}, n_boot=200)
+    assert found.verdict == "partly" and "1 of 2 models" in found.answer and "A:" in reading and "B:" in reading

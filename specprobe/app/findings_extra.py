@@ -98,7 +98,7 @@ def trajectory_finding(results: Mapping[str, Any], n_boot: int = 2000, link: str
         return Finding(Q_TRAJECTORY, f"Not tested: {why}", "", "not tested", link), why.capitalize()
     sustained = {k: o for k, o in applicable.items() if isinstance(o["sustained"], int)}
     verdict = _verdict(len(sustained), len(applicable))
-    per = "; ".join(f"{k}: first at step {o['first']}, sustained from {o['sustained']}" for k, o in applicable.items())
+    per = "; ".join(f"{k}: {_onset_words(o)}" for k, o in applicable.items())
     if sustained:
         lead = "Yes" if verdict == "yes" else "Partly"
         answer = (
@@ -118,20 +118,49 @@ def trajectory_finding(results: Mapping[str, Any], n_boot: int = 2000, link: str
     return Finding(Q_TRAJECTORY, answer, evidence, verdict, link), reading
 
 
-def general_text_finding(shift: Any, n_boot: int = 2000, link: str = "") -> tuple[Finding, str]:
-    """The general text's Δ per token and its 95% CI (`GeneralTextShift.row`); the CI is the test."""
-    r = shift.row(n_boot=n_boot)
-    mean, lo, hi = r["mean_delta_per_token"], r["ci_low"], r["ci_high"]
-    stats = f"{_num(mean, True)} logp/token [95% CI {_num(lo, True)}, {_num(hi, True)}] over {r['n_texts']} texts"
-    if pd.notna(hi) and hi < 0:
-        answer, verdict = f"Yes: general English text became less likely ({stats}).", "yes"
-    elif pd.notna(lo) and lo > 0:
-        answer, verdict = f"No: general English text became more likely ({stats}).", "not shown"
+def _onset_words(onset: Mapping[str, Any]) -> str:
+    """ "ahead first at step 4, from step 8 on", "ahead at step 4 only", or "never ahead"."""
+    first, sustained = onset["first"], onset["sustained"]
+    if not isinstance(first, int):
+        return "never ahead"
+    if not isinstance(sustained, int):
+        return f"ahead at step {first}, not to the end"
+    return (
+        f"ahead from step {first}" if first == sustained else f"ahead first at step {first}, from step {sustained} on"
+    )
+
+
+def general_text_finding(shifts: Mapping[str, Any], n_boot: int = 2000, link: str = "") -> tuple[Finding, str]:
+    """One finding over every adapter's general-text Δ per token and its 95% CI (`GeneralTextShift.row`); a
+    CI below (above) 0 is the test of "less (more) likely"."""
+    rows = {str(k): s.row(n_boot=n_boot) for k, s in shifts.items()}
+    means = [r["mean_delta_per_token"] for r in rows.values()]
+    lower = [k for k, r in rows.items() if pd.notna(r["ci_high"]) and r["ci_high"] < 0]
+    higher = [k for k, r in rows.items() if pd.notna(r["ci_low"]) and r["ci_low"] > 0]
+    n, n_texts = len(rows), max((r["n_texts"] for r in rows.values()), default=0)
+    span = _num(means[0], True) if n == 1 else f"{_num(min(means), True)} to {_num(max(means), True)}"
+    stats = f"{span} logp/token over {n_texts} texts"
+    if lower and len(lower) == n:
+        answer, verdict = f"Yes: general English text became less likely under all {n} models ({stats}).", "yes"
+    elif lower:
+        answer, verdict = f"Partly: less likely under {len(lower)} of {n} models ({stats}).", "partly"
+    elif higher:
+        answer, verdict = (
+            f"No: general English text became more likely under {len(higher)} of {n} models ({stats}).",
+            "not shown",
+        )
     else:
         answer, verdict = f"Not shown: the change of general English text is within chance ({stats}).", "not shown"
-    evidence = "Mean Δ logp per token of whole general-English texts; 95% CI resampling texts (the CI excluding 0 is the test)."
+    evidence = (
+        "Mean Δ logp per token of whole general-English texts per model; 95% CI resampling texts (a CI below 0 is "
+        "the test)."
+    )
+    per = "; ".join(
+        f"{k}: {_num(r['mean_delta_per_token'], True)} [{_num(r['ci_low'], True)}, {_num(r['ci_high'], True)}]"
+        for k, r in rows.items()
+    )
     reading = (
         "Fine-tuning on clinical questions can make a model expect clinical language everywhere; then ordinary "
-        f"English loses probability. The general texts changed by {stats}."
+        f"English loses probability. The general texts changed by {per} logp/token (95% CIs)."
     )
     return Finding(Q_GENERAL, answer, evidence, verdict, link), reading

@@ -177,11 +177,10 @@ def _optional_sections(parts: ReportParts, result: Any, extra: dict[str, Any], n
             parts.add(sec, reading if i == 0 else "", _linked(found) if i == 0 else None)
     build = getattr(A, "general_text_section", None)
     if "general_text" in extra and build is not None:
-        for name, shift in extra["general_text"].items():
-            found, reading = FX.general_text_finding(shift, n_boot)
-            found.question = f"{found.question} ({name})" if len(extra["general_text"]) > 1 else found.question
+        found, reading = FX.general_text_finding(extra["general_text"], n_boot)
+        for i, (name, shift) in enumerate(extra["general_text"].items()):
             sec = build(shift, result.comparisons.get(name), title=f"General-text control: {name}", n_boot=n_boot)
-            parts.add(sec, reading, _linked(found))
+            parts.add(sec, reading if i == 0 else "", _linked(found) if i == 0 else None)
 
 
 def _linked(found: Finding) -> Callable[[str], Finding]:
