@@ -9,7 +9,7 @@ import pandas as pd
 
 from specprobe.core.results import Result
 from specprobe.probe.inputs import UNASSIGNED
-from specprobe.probe.stats import cluster_bootstrap_mean, holm, paired_test
+from specprobe.probe.stats import cluster_bootstrap_mean, estimate_fields, holm, paired_test
 
 METRICS = ("delta", "delta_per_token")
 
@@ -101,12 +101,7 @@ class Comparison(Result):
             rows.append(
                 {
                     "specialty": spec,
-                    "n": est.n,
-                    "n_terms": g["term"].nunique(),
-                    "n_texts": est.n_clusters,
-                    f"mean_{metric}": est.mean,
-                    "ci_low": est.ci_low,
-                    "ci_high": est.ci_high,
+                    **estimate_fields(est, g, metric),
                     "minus_control": test.mean_diff,
                     "minus_control_ci_low": test.ci_low,
                     "minus_control_ci_high": test.ci_high,

@@ -48,6 +48,19 @@ def cluster_bootstrap_mean(
     return Estimate(mean, float(lo), float(hi), int(values.size), k)
 
 
+def estimate_fields(est: Estimate, occurrences, metric: str) -> dict:
+    """The summary columns every per-group table shares, in order: n, n_terms, n_texts, mean_<metric>,
+    ci_low, ci_high (`occurrences`: the group's rows, with a `term` column)."""
+    return {
+        "n": est.n,
+        "n_terms": occurrences["term"].nunique(),
+        "n_texts": est.n_clusters,
+        f"mean_{metric}": est.mean,
+        "ci_low": est.ci_low,
+        "ci_high": est.ci_high,
+    }
+
+
 @dataclass(frozen=True)
 class PairedTest:
     mean_diff: float

@@ -32,7 +32,7 @@ from specprobe.probe.analyses.training_data import TrainingData, training_data
 from specprobe.probe.comparison import METRICS, Comparison
 from specprobe.probe.inputs import UNASSIGNED
 from specprobe.probe.occurrences import MatchOptions
-from specprobe.probe.stats import cluster_bootstrap_mean, holm, paired_test
+from specprobe.probe.stats import cluster_bootstrap_mean, estimate_fields, holm, paired_test
 
 #: the paired contrasts `tests()` reports, (a, b): per text, mean delta of group a minus group b
 CONTRASTS = (
@@ -93,12 +93,7 @@ class SeenUnseen(Result):
                 {
                     "adapter": self.adapter,
                     "group": group,
-                    "n": est.n,
-                    "n_terms": g["term"].nunique(),
-                    "n_texts": est.n_clusters,
-                    f"mean_{metric}": est.mean,
-                    "ci_low": est.ci_low,
-                    "ci_high": est.ci_high,
+                    **estimate_fields(est, g, metric),
                 }
             )
         return pd.DataFrame(rows)
@@ -148,12 +143,7 @@ class SeenUnseen(Result):
                     "specialty": spec,
                     "trained": spec != UNASSIGNED and (trained is None or str(spec).lower() in trained),
                     "seen": bool(seen),
-                    "n": est.n,
-                    "n_terms": g["term"].nunique(),
-                    "n_texts": est.n_clusters,
-                    f"mean_{metric}": est.mean,
-                    "ci_low": est.ci_low,
-                    "ci_high": est.ci_high,
+                    **estimate_fields(est, g, metric),
                 }
             )
         return pd.DataFrame(rows)
