@@ -27,7 +27,7 @@ def _config(base, out, **kw) -> ExperimentConfig:
         include_all=False,
         train={"max_steps": 2, "batch_size": 4, "learning_rate": 1e-3, "rank": 2, "max_length": 128},
         max_texts=8,
-        **kw,
+        **{"analyses": ["seen_unseen", "accuracy_link"], **kw},  # general_text: tests/test_app_analyses.py
     )
 
 
@@ -37,8 +37,8 @@ def test_stages_are_cached_and_invalidated_precisely(tiny_llama, tmp_path, monke
     log1: list[str] = []
     res = run_experiment(_config(base, tmp_path / "exp"), progress=False, say=log1.append)
     ran = [line.split()[2] for line in log1 if line.startswith("[run ]")]
-    assert len(ran) == 14, ran  # split, lexicon, 2 adapters, accuracy, 2 compares, 2 layers, and by default:
-    assert {"seen-unseen-cardiology", "general-text-neurology", "accuracy_link"} <= set(ran)  # 2 + 2 + 1 analyses
+    assert len(ran) == 12, ran  # split, lexicon, 2 adapters, accuracy, 2 compares, 2 layers, and the analyses:
+    assert {"seen-unseen-cardiology", "seen-unseen-neurology", "accuracy_link"} <= set(ran)  # 2 + 1
     assert not any(name.startswith("trajectory") for name in ran), "no trajectory without train.save_steps"
     assert set(res.comparisons) == {"Cardiology", "Neurology"}
     assert {"Cardiology", "Neurology"} <= set(res.compare_matrix["finetune_specialty"])
@@ -59,9 +59,9 @@ def test_stages_are_cached_and_invalidated_precisely(tiny_llama, tmp_path, monke
     run_experiment(cfg, progress=False, say=log3.append)
     reran = [line.split()[2] for line in log3 if line.startswith("[run ]")]
     assert reran[:4] == ["compare-cardiology", "compare-neurology", "layers-cardiology", "layers-neurology"]
-    analyses = ["seen-unseen-cardiology", "general-text-cardiology", "seen-unseen-neurology", "general-text-neurology"]
-    assert reran[4:] == [*analyses, "accuracy_link"], "the analyses of the compare results and the batch size"
-    assert len(loads) == 1, "4 probe stages and 2 general-text stages over 2 adapters load the base once"
+    analyses = ["seen-unseen-cardiology", "seen-unseen-neurology"]
+    assert reran[4:] == [*analyses, "accuracy_link"], "the analyses of the compare results"
+    assert len(loads) == 1, "4 probe stages over 2 adapters load the base once"
 
     from specprobe.app.experiment import ExperimentResult
 
