@@ -358,7 +358,7 @@ def test_invalid_utf8_names_the_file(tmp_path, name):
 def test_skip_bad_skips_an_invalid_jsonl_line(tmp_path, caplog):
     p = tmp_path / "qa.jsonl"
     p.write_text("\n".join([json.dumps(MEDQA_LINE), '{"question": "broken', json.dumps(MEDQA_LINE)]) + "\n")
-    with pytest.raises(DataError, match=r"item 1 \(line 2\): not valid JSON") as info:
+    with pytest.raises(DataError, match=r"qa.jsonl: line 2: not valid JSON") as info:
         load_qa(p)
     assert str(p) in str(info.value)
     recs, skipped = load_qa_report(p, skip_bad=True)

@@ -145,7 +145,7 @@ def _wrong_target(ls, items):
         (lambda ls, it: ls[2].update(filtered_resps=ls[2]["filtered_resps"][:3]), r"line 3 .*3 option log-likelihoods"),
         (_wrong_target, r"line 2 .*target '\d' is not the answer"),
         (lambda ls, it: ls.append(json.dumps(ls[0])), r"line 13 .*already given on line 1"),
-        (lambda ls, it: ls.__setitem__(5, "{not json"), r"line 6: not JSON"),
+        (lambda ls, it: ls.__setitem__(5, "{not json"), r"bad.jsonl: line 6: not valid JSON"),
         (lambda ls, it: ls[0].update(doc_id="zero"), r"line 1 .*'doc_id' 'zero' is not an integer"),
         (lambda ls, it: ls[4].update(filtered_resps=[["x", "False"]] * 4), r"line 5 .*not \[loglik, is_greedy\]"),
     ],

@@ -17,7 +17,6 @@ with a warning and a count in the metadata.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -33,6 +32,7 @@ from specprobe.finetune.data import load_records, select, specialties_of
 from specprobe.finetune.evaluation import MCEvaluation
 from specprobe.finetune.prompts import LETTERS
 from specprobe.terms.datasets import QARecord
+from specprobe.utils.io import iter_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -172,26 +172,17 @@ def read_samples(
     path = Path(path)
     matcher, rows, seen = _Matcher(records, source), [], {}
     chosen_filter = None
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                sample = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}: line {n}: not JSON ({exc.msg})") from None
-            if not isinstance(sample, dict):
-                raise ValueError(f"{path}: line {n}: not a JSON object")
-            filt = sample.get("filter", "none")
-            chosen_filter = filt if chosen_filter is None else chosen_filter
-            if filt != chosen_filter:  # lm-eval repeats every doc per filter; the first filter is read
-                continue
-            where = f"{path}: line {n} (doc_id {sample.get('doc_id')!r})"
-            i = matcher.match(sample, where)
-            if i in seen:
-                raise ValueError(f"{where}: question {records[i].id!r} was already given on line {seen[i]}")
-            seen[i] = n
-            rows.append(_row(label, records[i], sample, where))
+    for n, sample in iter_jsonl(path):
+        filt = sample.get("filter", "none")
+        chosen_filter = filt if chosen_filter is None else chosen_filter
+        if filt != chosen_filter:  # lm-eval repeats every doc per filter; the first filter is read
+            continue
+        where = f"{path}: line {n} (doc_id {sample.get('doc_id')!r})"
+        i = matcher.match(sample, where)
+        if i in seen:
+            raise ValueError(f"{where}: question {records[i].id!r} was already given on line {seen[i]}")
+        seen[i] = n
+        rows.append(_row(label, records[i], sample, where))
     if not rows:
         raise ValueError(f"{path}: no samples")
     return rows, {"path": str(path), "n_samples": len(rows), "filter": chosen_filter}

@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from specprobe.utils.io import parse_jsonl_line
+
 from .records import DataError, QARecord, _as_specialties, read_text
 
 FORMATS = ("auto", "smedqa", "medqa", "medmcqa", "instruction", "csv", "jsonl")
@@ -48,8 +50,8 @@ class BadLine:
 
 
 def _read_json_items(path: Path) -> list:
-    """A JSON list, or JSON lines (one object per line, blank lines ignored; a line that is not valid
-    JSON becomes a `BadLine` item, so that skip_bad can skip it)."""
+    """A JSON list, or JSON lines (one object per line, blank lines ignored; a line that is not a JSON
+    object becomes a `BadLine` item, so that skip_bad can skip it)."""
     text = read_text(path)
     stripped = text.lstrip()
     if stripped.startswith("["):
@@ -58,14 +60,14 @@ def _read_json_items(path: Path) -> list:
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: not valid JSON ({exc})") from exc
         return items
-    items = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    items: list = []
+    for lineno, line in enumerate(text.split("\n"), start=1):  # not splitlines: a U+2028 may sit in a string
         if not line.strip():
             continue
         try:
-            items.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            items.append(BadLine(DataError(f"{path}: item {len(items)} (line {lineno}): not valid JSON ({exc.msg})")))
+            items.append(parse_jsonl_line(line, path, lineno))
+        except ValueError as exc:
+            items.append(BadLine(DataError(str(exc))))
     if items and all(isinstance(x, BadLine) for x in items):
         raise items[0].error  # nothing parses: not a JSON-lines file at all
     return items

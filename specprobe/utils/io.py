@@ -1,4 +1,5 @@
-"""Atomic file writes and content hashes: a crash never leaves a half-written output behind."""
+"""Atomic file writes, JSON and JSON-lines reading, content hashes: a crash never leaves a half-written output
+behind, and damaged input is one `ValueError` naming the file (and the line)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import os
 import tempfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,43 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+
+
+#: JSON's names for the Python types `json.loads` returns (for "expected a JSON object, got ...")
+_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+
+
+def parse_jsonl_line(line: str, path: str | os.PathLike, lineno: int) -> dict:
+    """One JSON-lines line as a dict; anything else is a ValueError naming the file and the 1-based line."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: line {lineno}: not valid JSON ({exc.msg}, column {exc.colno})") from exc
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: line {lineno}: expected a JSON object, got {_JSON_KINDS.get(type(obj), 'null')}")
+    return obj
+
+
+def _decoded(raw: bytes, path: str | os.PathLike, lineno: int) -> str:
+    """A line's bytes as text; invalid UTF-8 is a ValueError naming the file, the line and the byte."""
+    try:
+        return raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"{path}: line {lineno}: not valid UTF-8 at byte {exc.start} of the line ({exc.reason}); "
+            "save the file as UTF-8"
+        ) from exc
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """(1-based line number, object) for each non-blank line of a JSON-lines file (a UTF-8 BOM allowed);
+    lines end at newline bytes only (a U+2028 inside a string stays in its line). Bad JSON, a line that is
+    not an object or invalid UTF-8 is one ValueError "<path>: line <n>: <problem>", raised on reaching that line."""
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            line = _decoded(raw, path, lineno)
+            if line.strip():
+                yield lineno, parse_jsonl_line(line, path, lineno)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -7,13 +7,13 @@ Damage is one `ValueError` naming the file and, where there is one, the line.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pandas as pd
 
 from specprobe.utils.extras import require
+from specprobe.utils.io import iter_jsonl
 
 #: file name endings read as tables (compared case-insensitively)
 TABLE_SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".csv", ".tsv")
@@ -26,19 +26,8 @@ def table_suffix(path: str | os.PathLike) -> str | None:
 
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
-    rows = []
-    with open(path, encoding="utf-8-sig") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}: line {n}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}: line {n}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    return pd.DataFrame(rows)
+    """One row per JSON object line (`iter_jsonl`: a bad line names the file and the line)."""
+    return pd.DataFrame([row for _, row in iter_jsonl(path)])
 
 
 def _read_csv(path: Path, sep: str) -> pd.DataFrame:

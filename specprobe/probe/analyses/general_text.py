@@ -15,7 +15,6 @@ columns as `Comparison.by_specialty`, so it can stand beside the control words
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping
 from importlib import resources
@@ -31,6 +30,7 @@ from specprobe.core.results import Result
 from specprobe.core.scoring import score_items
 from specprobe.probe.prepare import load_pair
 from specprobe.probe.stats import cluster_bootstrap_mean
+from specprobe.utils.io import iter_jsonl
 
 GENERAL_TEXT = "general text"  # the row label beside the specialties and "control"
 DEFAULT_TEXTS = "wordnet_heldout.jsonl"
@@ -107,8 +107,8 @@ def with_general_text(table: pd.DataFrame, shift: GeneralTextShift, **kwargs: An
 
 def default_texts() -> list[dict]:
     """The general-English texts shipped with specprobe ({"id", "text"}; see data/general/README.md)."""
-    path = resources.files("specprobe") / "data" / "general" / DEFAULT_TEXTS
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    with resources.as_file(resources.files("specprobe") / "data" / "general" / DEFAULT_TEXTS) as path:
+        return [text for _, text in iter_jsonl(path)]
 
 
 def _records(texts: Any) -> list[tuple[str, str]]:

@@ -15,6 +15,7 @@ from typing import Any
 from specprobe.probe.analyses.general_text import GeneralTextShift, general_text_control
 from specprobe.probe.analyses.trajectory import Trajectory, trajectory
 from specprobe.probe.options import ProbeOptions
+from specprobe.utils.io import iter_jsonl
 
 PathLike = str | os.PathLike
 
@@ -72,18 +73,9 @@ def general_text_files(
 
 def read_general_texts(path: PathLike) -> list[Any]:
     """Texts from a `.jsonl` file ({"id", "text"} a line) or a plain text file (one text a line)."""
-    import json
-
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"texts file not found: {p}")
-    lines = [line for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if p.suffix != ".jsonl":
-        return lines
-    out = []
-    for i, line in enumerate(lines, 1):
-        try:
-            out.append(json.loads(line))
-        except ValueError as exc:
-            raise ValueError(f"{p}, line {i}: not JSON ({exc})") from None
-    return out
+    if p.suffix == ".jsonl":
+        return [text for _, text in iter_jsonl(p)]
+    return [line for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
