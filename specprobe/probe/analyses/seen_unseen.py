@@ -18,6 +18,7 @@ from typing import Any, ClassVar, cast
 import pandas as pd
 
 from specprobe.core.results import Result
+from specprobe.probe.analyses._adapter_info import AdapterInfo
 from specprobe.probe.analyses.groups import (
     CONTROL,
     GROUPS,
@@ -46,7 +47,7 @@ CONTRASTS = (
 _COMPARISON_META = ("base", "tuned", "adapter_sha256", "base_weights_sha256", "options")
 
 
-class SeenUnseen(Result):
+class SeenUnseen(AdapterInfo, Result):
     """One row per scored occurrence of a term or control word, with its group (seen, unseen_same,
     unseen_other, control) and the number of times its term occurs in the adapter's training questions.
 
@@ -67,14 +68,6 @@ class SeenUnseen(Result):
         "delta",
         "delta_per_token",
     ]
-
-    @property
-    def adapter(self) -> str:
-        return str(self.extras.get("adapter", ""))
-
-    @property
-    def trained_on(self) -> list[str] | None:
-        return self.extras.get("trained_on")
 
     def _metric(self, metric: str) -> str:
         if metric not in METRICS:

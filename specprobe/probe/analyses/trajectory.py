@@ -20,6 +20,7 @@ import pandas as pd
 from specprobe.core.models import ModelPair
 from specprobe.core.results import Result
 from specprobe.core.scoring import score_items
+from specprobe.probe.analyses._adapter_info import AdapterInfo
 from specprobe.probe.analyses.checkpoints import Checkpoint, Checkpoints, read_checkpoints
 from specprobe.probe.compare import _occurrence_rows
 from specprobe.probe.comparison import METRICS, Comparison
@@ -32,7 +33,7 @@ _KEEP = ("text_id", "term", "specialties", "text_specialties", "is_control", "n_
 _VALUES = ("logp_base", "logp_tuned", "delta", "delta_per_token")
 
 
-class Trajectory(Result):
+class Trajectory(AdapterInfo, Result):
     """One row per (checkpoint step, occurrence of a term or control word): the Comparison rows of
     each checkpoint against the base, with a `step` column.
 
@@ -48,14 +49,6 @@ class Trajectory(Result):
     @property
     def steps(self) -> list[int]:
         return sorted(int(s) for s in self._frame["step"].unique())
-
-    @property
-    def adapter(self) -> str:
-        return str(self.extras.get("adapter", ""))
-
-    @property
-    def trained_on(self) -> list[str] | None:
-        return self.extras.get("trained_on")
 
     def comparison(self, step: int) -> Comparison:
         """The rows of one step as a `Comparison` (its `by_specialty`, `by_term`, `summary`, report)."""
