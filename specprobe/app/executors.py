@@ -11,32 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from specprobe.app.executors_base import (
-    BAD_INPUT,
-    EXECUTORS,
-    Executor,
-    ExecutorError,
-    LocalExecutor,
-    StageError,
-    StageInputError,
-    Step,
-    check_order,
-    resolve_needs,
-)
+from specprobe.app import executors_base
+from specprobe.app.executors_base import *  # noqa: F403  (re-exports executors_base.__all__)
+from specprobe.app.executors_base import EXECUTORS, Executor, ExecutorError, LocalExecutor
 
-__all__ = [
-    "EXECUTORS",
-    "BAD_INPUT",
-    "Executor",
-    "ExecutorError",
-    "LocalExecutor",
-    "StageError",
-    "StageInputError",
-    "Step",
-    "check_order",
-    "make_executor",
-    "resolve_needs",
-]
+#: executors_base's names, re-exported, and make_executor
+__all__ = ["make_executor"]
+__all__ += executors_base.__all__
 
 
 def make_executor(
