@@ -122,3 +122,25 @@ def test_a_stage_runs_alone_from_its_declared_inputs(tmp_path):
     assert len(texts) == len(specialties)
     with pytest.raises(ValueError, match="Astrology.*available"):
         check_specialties(folder / "train.json", ["Astrology"], data)
+
+
+def test_a_result_files_identity_follows_its_numbers_not_its_time_stamps(tmp_path):
+    """`stage_of`: what a later stage's key holds of a file it reads: the writing stage's folder and the
+    numbers, so a recomputation with other numbers reruns the readers, and a new time stamp does not."""
+    import pandas as pd
+
+    from specprobe.app.experiment_stages import stage_of
+    from specprobe.core.results import Result
+
+    frame = pd.DataFrame({"term": ["angina", "stroke"], "delta": [0.25, float("nan")]})
+    first = Result(frame, {"created": "2026-01-01T00:00:00"}, {"n": 2}).save(tmp_path / "compare-a-1" / "r.json.gz")
+    identity = stage_of(first)
+    assert identity.startswith("compare-a-1:")
+    Result(frame, {"created": "2026-06-01T00:00:00", "seconds": 9}, {"n": 2}).save(first)
+    assert stage_of(first) == identity, "only the metadata changed"
+    Result(frame.assign(delta=[0.25000001, float("nan")]), {}, {"n": 2}).save(first)
+    assert stage_of(first) != identity, "a number changed"
+    Result(frame, {}, {"n": 3}).save(first)
+    assert stage_of(first) != identity, "the extras changed"
+    moved = Result(frame, {}, {"n": 2}).save(tmp_path / "compare-a-2" / "r.json.gz")
+    assert stage_of(moved) != identity, "another stage folder"

@@ -1,34 +1,64 @@
 """The whole study in one call: data -> lexicon -> one LoRA adapter per specialty -> accuracy matrix ->
 compare matrix -> report. Each stage is cached by a hash of its inputs (see `stages`).
 
-Every stage is a plain function of its declared inputs (configuration values and the paths that
-earlier stages returned) and returns its own output path, so stages can also run as independent
-tasks. `plan_steps` declares which stage reads which outputs; `run_experiment` hands that plan to an
-executor (`executors`: in order in this process, or as Ray tasks).
+The stages themselves are plain functions in `experiment_stages`. Here: `plan_steps` declares which
+stage reads which outputs, and `run_experiment` hands that plan to an executor (`executors`: in order
+in this process, or as Ray tasks). The stage functions and helpers are re-exported from here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import signal
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-import pandas as pd
-
 from specprobe.app.config import ConfigError, ExperimentConfig, builtin_model, builtin_questions
 from specprobe.app.executors_base import Executor, LocalExecutor, Step
 from specprobe.app.experiment_result import ExperimentResult
-from specprobe.app.stages import DONE, run_stage, stage_folder
+from specprobe.app.experiment_stages import (
+    ACCURACY_CODE,
+    ACCURACY_LINK,
+    ADAPTER_CODE,
+    ADAPTER_DIR,
+    ALL_SPECIALTIES,
+    SLUG_MAX,
+    SPLIT_CODE,
+    TEST_FILE,
+    TRAIN_FILE,
+    PairCache,
+    ProbeInputs,
+    accuracy_key,
+    accuracy_link_stage,
+    accuracy_merge_stage,
+    accuracy_part_stage,
+    accuracy_stage,
+    adapter_hash,
+    adapter_key,
+    adapter_stage,
+    compare_matrix,
+    general_text_stage,
+    interleave_by_specialty,
+    lexicon_stage,
+    probe_stage,
+    probe_texts,
+    report_stage,
+    seen_unseen_stage,
+    slug,
+    split_key,
+    split_records,
+    split_stage,
+    summary_stage,
+    trajectory_stage,
+)
+from specprobe.app.stages import DONE, stage_folder
 from specprobe.core.models import weights_fingerprint
-from specprobe.terms.datasets import QARecord, load_qa
+from specprobe.terms.datasets import load_qa
 from specprobe.utils.interrupts import SignalInterrupt
-from specprobe.utils.io import atomic_write_text, read_json, sha256_file, sha256_text
+from specprobe.utils.io import sha256_file
 from specprobe.utils.locks import output_lock
 
 __all__ = [
@@ -58,6 +88,7 @@ __all__ = [
     "adapter_key",
     "accuracy_key",
     "PairCache",
+    "ProbeInputs",
     "split_records",
     "interleave_by_specialty",
     "check_specialties",
@@ -66,36 +97,15 @@ __all__ = [
     "RunInterrupted",
     "adapter_hash",
     "slug",
+    "ALL_SPECIALTIES",
+    "SLUG_MAX",
+    "SPLIT_CODE",
+    "adapter_targets",
+    "check_trajectory_adapters",
+    "stop_on_signals",
 ]
 
 Say = Callable[[str], None]
-ALL_SPECIALTIES = "All specialties"  # the name of the adapter trained on every specialty
-TRAIN_FILE, TEST_FILE = "train.json", "test.json"
-LEXICON_FILE, ACCURACY_FILE, ADAPTER_DIR = "lexicon.json", "accuracy.json", "adapter"
-PROBE_FILES = {"compare": "comparison.json.gz", "layers": "layers.json.gz"}  # probe kind -> its result file
-#: analysis -> its result file (issue 12's analyses, one stage per adapter but accuracy_link: one in all)
-ANALYSIS_FILES = {
-    "seen_unseen": "seen_unseen.json.gz",
-    "accuracy_link": "accuracy_link.json.gz",
-    "trajectory": "trajectory.json.gz",
-    "general_text": "general_text.json.gz",
-}
-#: the accuracy link's stage (an underscore: no adapter's `accuracy-<slug>` part can be named so)
-ACCURACY_LINK = "accuracy_link"
-#: the [compare] options the general-text control takes (it finds no terms, so no controls or template)
-GENERAL_TEXT_OPTIONS = ("add_bos", "max_length", "batch_size", "device", "dtype")
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")  # what identifies an adapter in the keys below
-SLUG_MAX = 60  # longer slugs are cut, and a short hash of the full name appended
-
-# The source each stage runs, hashed into its key (see `stages.code_fingerprint`): an upgrade that changes
-# what a stage computes reruns it and everything downstream.
-SPLIT_CODE = ("app/experiment.py", "terms", "utils")
-LEXICON_CODE = ("terms", "utils")
-ADAPTER_CODE = ("finetune", "core", "terms", "utils")
-ACCURACY_CODE = ADAPTER_CODE
-PROBE_CODE = ("app/experiment.py", "probe", "core", "terms", "utils")
-ANALYSIS_CODE = PROBE_CODE
-ACCURACY_LINK_CODE = (*PROBE_CODE, "finetune")  # it reads an AccuracyMatrix
 
 
 class RunInterrupted(SignalInterrupt):
@@ -132,114 +142,6 @@ def stop_on_signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-# -- helpers -------------------------------------------------------------------------------------------
-def split_records(records: list[QARecord], test_fraction: float, seed: int) -> tuple[list[QARecord], list[QARecord]]:
-    """A deterministic per-specialty train/test split (by a seeded hash of the record id)."""
-    by_spec: dict[tuple, list[QARecord]] = {}
-    for r in records:
-        by_spec.setdefault(r.specialties, []).append(r)
-    train, test = [], []
-    for group in by_spec.values():
-        group = sorted(group, key=lambda r: hashlib.sha256(f"{seed}:{r.id}".encode()).hexdigest())
-        k = max(1, round(len(group) * test_fraction))
-        test += group[:k]
-        train += group[k:]
-    return train, test
-
-
-def interleave_by_specialty(records: list[QARecord]) -> list[QARecord]:
-    """Round-robin over specialties, so that any prefix covers every specialty evenly."""
-    groups: dict[tuple, list[QARecord]] = {}
-    for r in records:
-        groups.setdefault(r.specialties, []).append(r)
-    out, queues = [], [list(g) for _, g in sorted(groups.items())]
-    while any(queues):
-        for q in queues:
-            if q:
-                out.append(q.pop(0))
-    return out
-
-
-def write_smedqa(path: Path, records: list[QARecord]) -> None:
-    """Write records as an S-MedQA JSON file (one specialty as a string, several as a list)."""
-    rows = [
-        {
-            "id": r.id,
-            "Question": r.question,
-            "Specialty": list(r.specialties) if len(r.specialties) != 1 else r.specialties[0],
-            "Options": list(r.options),
-            "Answer": r.answer,
-        }
-        for r in records
-    ]
-    atomic_write_text(path, json.dumps(rows, ensure_ascii=False, indent=1))
-
-
-def slug(name: str) -> str:
-    """A file-name-safe lower-case form of a name ("Infectious Diseases" -> "infectious-diseases").
-
-    At most `SLUG_MAX` characters and ASCII only: a longer or non-ASCII name is cut and given a short hash
-    of the full name, so that distinct names stay distinct and no file name is too long.
-    """
-    text = "".join(ch if ch.isascii() and ch.isalnum() else "-" for ch in name.lower()).strip("-")
-    if (
-        text
-        and len(text) <= SLUG_MAX
-        and text == "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-")
-    ):
-        return text
-    short = hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
-    return f"{text[:SLUG_MAX].rstrip('-')}-{short}".lstrip("-")
-
-
-def adapter_hash(adapter: str | Path) -> str:
-    """The content identity of an adapter directory: sha256 over its weights file and its config in a
-    canonical form (peft writes `target_modules` from a set, in an order that changes with the
-    process's hash seed, so the raw file bytes are not an identity)."""
-    h = hashlib.sha256()
-    for name in ADAPTER_FILES:
-        path = Path(adapter) / name
-        if not path.is_file():
-            digest = "-"
-        elif name.endswith(".json"):
-            digest = sha256_text(_canonical_config(path))
-        else:
-            digest = sha256_file(path)
-        h.update(name.encode() + b"\0" + digest.encode())
-    return h.hexdigest()
-
-
-def lexicon_identity(path: str | Path) -> str:
-    """The content identity of a lexicon file: its terms and assignment metadata, without what changes
-    from build to build of the same lexicon (creation time, timings, the paths of its sources)."""
-    doc = read_json(path)
-    meta = {
-        k: v for k, v in doc.get("meta", {}).items() if k not in ("created", "timings_s", "sources", "specialty_map")
-    }
-    sources = [{k: v for k, v in src.items() if k != "path"} for src in doc.get("meta", {}).get("sources", [])]
-    specialty_map = {k: v for k, v in (doc.get("meta", {}).get("specialty_map") or {}).items() if k != "path"}
-    canonical = {**doc, "meta": {**meta, "sources": sources, "specialty_map": specialty_map}}
-    return sha256_text(json.dumps(canonical, sort_keys=True))
-
-
-def _canonical_config(path: Path) -> str:
-    """An adapter config as sorted JSON, with set-valued fields (target_modules) sorted."""
-    config = read_json(path)
-    if isinstance(config, dict) and isinstance(config.get("target_modules"), list):
-        config = {**config, "target_modules": sorted(config["target_modules"])}
-    return json.dumps(config, sort_keys=True)
-
-
-def probe_texts(test_path: str | Path, max_texts: int | None) -> list:
-    """The texts the probe stages score: the test questions interleaved by specialty, capped at `max_texts`."""
-    return [r.as_text_record() for r in interleave_by_specialty(load_qa(test_path))][:max_texts]
-
-
-def texts_hash(texts: Sequence) -> str:
-    """The identity of a list of texts in the stage keys (a hash of their ids, in order)."""
-    return hashlib.sha256("\n".join(t.id for t in texts).encode()).hexdigest()
-
-
 def check_specialties(train_path: str | Path, wanted: Sequence[str] | None, data: str) -> list[str]:
     """The specialties to fine-tune on: `wanted`, or all with training questions; an unknown one is an error."""
     available = sorted({s for r in load_qa(train_path) for s in r.specialties})
@@ -261,455 +163,6 @@ def adapter_targets(specialties: Sequence[str], include_all: bool) -> list[tuple
     return targets + ([(ALL_SPECIALTIES, None)] if include_all else [])
 
 
-def compare_matrix(comparisons: Mapping[str, Any], metric: str = "delta_per_token") -> pd.DataFrame:
-    """Fine-tuning specialty x term specialty: mean delta with CI, and its difference from control words."""
-    frames = []
-    for name, comp in comparisons.items():
-        table = comp.by_specialty(metric)
-        table.insert(0, "finetune_specialty", name)
-        frames.append(table)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-class PairCache:
-    """Models loaded for the probe stages of one process: the base loads once, each adapter joins it."""
-
-    def __init__(self, base: str):
-        self.base = base
-        self._pairs: dict[str, Any] = {}
-
-    def get(self, adapter: str | Path) -> Any:
-        """The `ModelPair` of the base and `adapter` (loading the base only the first time)."""
-        from specprobe.core.models import ModelPair
-
-        key = str(adapter)
-        if key not in self._pairs:
-            first = next(iter(self._pairs.values()), None)
-            self._pairs[key] = first.with_adapter(key) if first is not None else ModelPair.load(self.base, key)
-        return self._pairs[key]
-
-
-# -- the stages: each a function of its declared inputs, returning its output path ------------------
-def split_stage(root: Path, data: str, data_hash: str, test_fraction: float, seed: int, *, say: Say = print) -> Path:
-    """Stage 1, the train/test split of `data`; returns the folder holding train.json and test.json."""
-
-    def produce(folder: Path) -> None:
-        train, test = split_records(load_qa(data), test_fraction, seed)
-        write_smedqa(folder / TRAIN_FILE, train)
-        write_smedqa(folder / TEST_FILE, test)
-
-    return run_stage(root, "split", split_key(data_hash, test_fraction, seed), produce, code=SPLIT_CODE, say=say)
-
-
-def split_key(data_hash: str, test_fraction: float, seed: int) -> dict:
-    """The split stage's inputs; the stages downstream include it in their own keys."""
-    return {"data": data_hash, "test_fraction": test_fraction, "seed": seed}
-
-
-def lexicon_stage(root: Path, split: dict, test_path: Path, *, progress: bool = True, say: Say = print) -> Path:
-    """Stage 2, the lexicon built from the test questions (the texts the probes score); returns lexicon.json."""
-    from specprobe.terms.build import build_lexicon
-
-    folder = run_stage(
-        root,
-        "lexicon",
-        {"split": split, "test": sha256_file(test_path)},
-        lambda f: build_lexicon(test_path, progress=progress).save(f / LEXICON_FILE),
-        code=LEXICON_CODE,
-        say=say,
-    )
-    return folder / LEXICON_FILE
-
-
-def adapter_stage(
-    root: Path,
-    name: str,
-    specialty: str | None,
-    base: str,
-    base_hash: str,
-    split: dict,
-    train_path: Path,
-    train: dict,
-    *,
-    progress: bool = True,
-    say: Say = print,
-) -> Path:
-    """Stage 3, one LoRA adapter trained on `specialty` (None: all) of the training split; returns its directory."""
-    from specprobe import finetune
-
-    folder = run_stage(
-        root,
-        f"adapter-{slug(name)}",
-        adapter_key(base_hash, split, train_path, specialty, train),
-        lambda f: finetune.train(
-            base, train_path, specialty=specialty, out=f / ADAPTER_DIR, progress=progress, overwrite=False, **train
-        ),
-        code=ADAPTER_CODE,
-        say=say,
-    )
-    return folder / ADAPTER_DIR
-
-
-def adapter_key(base_hash: str, split: dict, train_path: Path, specialty: str | None, train: dict) -> dict:
-    """The adapter stage's inputs: the base, the split, the training data, the specialty, the training options."""
-    return {
-        "base": base_hash,
-        "split": split,
-        "train_data": sha256_file(train_path),
-        "specialty": specialty,
-        "train": train,
-    }
-
-
-def accuracy_key(base_hash: str, split: dict, adapters: Mapping[str, str], train: dict, test_path: Path) -> dict:
-    """The accuracy stage's inputs: the base, the split, every adapter's content, the training options."""
-    return {
-        "base": base_hash,
-        "split": split,
-        "test": sha256_file(test_path),
-        "adapters": {name: adapter_hash(path) for name, path in adapters.items()},
-        "train": train,
-    }
-
-
-def accuracy_stage(
-    root: Path,
-    base: str,
-    base_hash: str,
-    split: dict,
-    adapters: Mapping[str, str],
-    train: dict,
-    test_path: Path,
-    *,
-    progress: bool = True,
-    say: Say = print,
-) -> Path:
-    """Stage 4, the accuracy of the base and every adapter on every test specialty; returns accuracy.json."""
-    from specprobe import finetune
-
-    folder = run_stage(
-        root,
-        "accuracy",
-        accuracy_key(base_hash, split, adapters, train, test_path),
-        lambda f: finetune.matrix(base, dict(adapters), test_path, progress=progress).save(f / ACCURACY_FILE),
-        code=ACCURACY_CODE,
-        say=say,
-    )
-    return folder / ACCURACY_FILE
-
-
-def accuracy_part_stage(
-    root: Path,
-    name: str,
-    adapter: str,
-    base: str,
-    base_hash: str,
-    split: dict,
-    train: dict,
-    test_path: Path,
-    *,
-    with_base: bool,
-    progress: bool = True,
-    say: Say = print,
-) -> Path:
-    """Stage 4 in parts (remote executors): the accuracy of one adapter (and of the base, for the first
-    adapter) on every test specialty; `accuracy_merge_stage` joins the parts. Returns its accuracy.json."""
-    from specprobe import finetune
-
-    key = {
-        "base": base_hash,
-        "split": split,
-        "test": sha256_file(test_path),
-        "name": name,
-        "adapter": adapter_hash(adapter),
-        "train": train,
-        "with_base": with_base,
-    }
-    folder = run_stage(
-        root,
-        f"accuracy-{slug(name)}",
-        key,
-        lambda f: finetune.matrix(base, {name: adapter}, test_path, include_base=with_base, progress=progress).save(
-            f / ACCURACY_FILE
-        ),
-        code=ACCURACY_CODE,
-        say=say,
-    )
-    return folder / ACCURACY_FILE
-
-
-def accuracy_merge_stage(
-    root: Path,
-    base_hash: str,
-    split: dict,
-    adapters: Mapping[str, str],
-    train: dict,
-    test_path: Path,
-    parts: Mapping[str, str],
-    *,
-    say: Say = print,
-) -> Path:
-    """Stage 4's parts merged (`accuracy_parts.merge_matrices`) into the accuracy stage's own folder and
-    file, the same that `accuracy_stage` writes; returns accuracy.json."""
-    from specprobe.app.accuracy_parts import merge_matrices
-    from specprobe.finetune import AccuracyMatrix
-
-    def produce(folder: Path) -> None:
-        merged = merge_matrices([AccuracyMatrix.load(parts[name]) for name in adapters])
-        merged.save(folder / ACCURACY_FILE)
-
-    key = accuracy_key(base_hash, split, adapters, train, test_path)
-    return run_stage(root, "accuracy", key, produce, code=ACCURACY_CODE, say=say) / ACCURACY_FILE
-
-
-def probe_stage(
-    root: Path,
-    kind: str,
-    name: str,
-    adapter: str,
-    base: str,
-    base_hash: str,
-    train: dict,
-    lexicon_path: Path,
-    test_path: Path,
-    max_texts: int | None,
-    compare: dict,
-    seed: int,
-    *,
-    pairs: PairCache | None = None,
-    progress: bool = True,
-    say: Say = print,
-) -> Path:
-    """Stages 5 and 6, `compare` or `layers` (`kind`) of one adapter against the base on the test texts.
-
-    Returns the result file. `pairs` shares loaded models between the probe stages of one process.
-    """
-    if pairs is None:
-        pairs = PairCache(base)
-    elif pairs.base != base:
-        raise ValueError(f"the model cache holds base {pairs.base!r}, not {base!r}")
-    texts = probe_texts(test_path, max_texts)
-    key = {
-        "base": base_hash,
-        "adapter": adapter_hash(adapter),
-        "train": train,
-        "lexicon": lexicon_identity(lexicon_path),
-        "compare": compare,
-        "test": sha256_file(test_path),
-        "texts": texts_hash(texts),
-        "seed": seed,
-    }
-    filename = PROBE_FILES[kind]
-
-    def produce(folder: Path) -> None:
-        from specprobe.terms.lexicon import Lexicon
-
-        probe = _probe_function(kind)
-        result = probe(
-            pairs.get(adapter), terms=Lexicon.load(lexicon_path), texts=texts, progress=progress, seed=seed, **compare
-        )
-        result.save(folder / filename)
-
-    return run_stage(root, f"{kind}-{slug(name)}", key, produce, code=PROBE_CODE, say=say) / filename
-
-
-def _probe_function(kind: str) -> Callable:
-    """The probe a probe stage runs: `compare` or `layers`."""
-    if kind == "compare":
-        from specprobe.probe import compare
-
-        return compare
-    from specprobe.probe.layers import layers
-
-    return layers
-
-
-# -- issue 12's analyses: each a stage of its own, beside the probe stages ----------------------------
-def seen_unseen_stage(
-    root: Path, name: str, adapter: str, train_path: Path, comparison: str | Path, *, say: Say = print
-) -> Path:
-    """Seen vs unseen terms of one adapter (no forward pass): its compare stage's Comparison, grouped by
-    what the adapter saw in the training split (`train_path`, checked against the adapter's manifest)."""
-    from specprobe.probe.analyses import seen_unseen_files
-
-    key = {
-        "comparison": stage_of(comparison),
-        "adapter": adapter_hash(adapter),
-        "train_data": sha256_file(train_path),
-    }
-    filename = ANALYSIS_FILES["seen_unseen"]
-
-    def produce(folder: Path) -> None:
-        seen_unseen_files(comparison, adapter, folder / filename, train_data=train_path, name=name)
-
-    return (
-        run_stage(root, f"seen-unseen-{slug(name)}", key | {"name": name}, produce, code=ANALYSIS_CODE, say=say)
-        / filename
-    )
-
-
-def accuracy_link_stage(
-    root: Path, accuracy: str | Path, comparisons: Mapping[str, str | Path], *, say: Say = print
-) -> Path:
-    """The accuracy link over every adapter: per question, its term delta (the compare stages) against
-    its accuracy and answer-margin change (the accuracy stage's per-question records)."""
-    import specprobe.finetune  # noqa: F401  (registers the accuracy_matrix result kind for Result.load)
-    from specprobe.probe.analyses import accuracy_link_files
-
-    key = {"accuracy": stage_of(accuracy), "comparisons": {n: stage_of(p) for n, p in comparisons.items()}}
-    filename = ANALYSIS_FILES["accuracy_link"]
-
-    def produce(folder: Path) -> None:
-        accuracy_link_files(accuracy, dict(comparisons), folder / filename)
-
-    return run_stage(root, ACCURACY_LINK, key, produce, code=ACCURACY_LINK_CODE, say=say) / filename
-
-
-def trajectory_stage(
-    root: Path,
-    name: str,
-    specialty: str | None,
-    adapter: str,
-    base: str,
-    base_hash: str,
-    train: dict,
-    lexicon_path: Path,
-    test_path: Path,
-    max_texts: int | None,
-    compare: dict,
-    seed: int,
-    *,
-    progress: bool = True,
-    say: Say = print,
-) -> Path:
-    """The trajectory of one adapter: its snapshots (train.save_steps) and final adapter against the base,
-    on the lexicon and test texts of its compare stage, with the same options."""
-    texts = probe_texts(test_path, max_texts)
-    key = {
-        "base": base_hash,
-        "adapter": adapter_hash(adapter),
-        "snapshots": _snapshot_hashes(adapter),
-        "train": train,
-        "specialty": specialty,
-        "lexicon": lexicon_identity(lexicon_path),
-        "compare": compare,
-        "test": sha256_file(test_path),
-        "texts": texts_hash(texts),
-        "seed": seed,
-    }
-    filename = ANALYSIS_FILES["trajectory"]
-
-    def produce(folder: Path) -> None:
-        from specprobe.probe.analyses import trajectory
-        from specprobe.probe.options import ProbeOptions
-        from specprobe.terms.lexicon import Lexicon
-
-        options = ProbeOptions(**compare, seed=seed, progress=progress)
-        result = trajectory(
-            base, Path(adapter), Lexicon.load(lexicon_path), texts, specialty=specialty, name=name, options=options
-        )
-        result.save(folder / filename)
-
-    return run_stage(root, f"trajectory-{slug(name)}", key, produce, code=ANALYSIS_CODE, say=say) / filename
-
-
-def stage_of(path: str | Path) -> str:
-    """The identity of a stage's result file in a later stage's key: the folder name of the stage that
-    wrote it, a hash of that stage's inputs and code (`stages.stage_key`). Not the file's bytes: those
-    hold time stamps, and differ between runs and executors of the same stage."""
-    return Path(path).parent.name
-
-
-def _snapshot_hashes(adapter: str | Path) -> list:
-    """(step, weights sha256) of the snapshots an adapter's manifest lists (the trajectory's inputs)."""
-    from specprobe.probe.analyses import read_checkpoints
-
-    return [[c.step, c.sha256] for c in read_checkpoints(Path(adapter)).points]
-
-
-def general_text_stage(
-    root: Path,
-    name: str,
-    adapter: str,
-    base: str,
-    base_hash: str,
-    compare: dict,
-    *,
-    pairs: PairCache | None = None,
-    progress: bool = True,
-    say: Say = print,
-) -> Path:
-    """The general-text control of one adapter: the shift it gives the shipped general-English texts,
-    scored with the [compare] options that apply (`GENERAL_TEXT_OPTIONS`)."""
-    from specprobe.probe.analyses.general_text import DEFAULT_TEXTS, default_texts, general_text_control
-
-    options = {k: v for k, v in compare.items() if k in GENERAL_TEXT_OPTIONS}
-    texts = default_texts()
-    ids = hashlib.sha256(json.dumps(texts, sort_keys=True).encode()).hexdigest()
-    key = {"base": base_hash, "adapter": adapter_hash(adapter), "options": options, "texts": [DEFAULT_TEXTS, ids]}
-    filename = ANALYSIS_FILES["general_text"]
-
-    def produce(folder: Path) -> None:
-        run = {k: v for k, v in options.items() if k not in ("device", "dtype")}
-        if pairs is not None:
-            result = general_text_control(pairs.get(adapter), None, progress=progress, **run)
-        else:
-            load = {k: v for k, v in options.items() if k in ("device", "dtype")}
-            result = general_text_control(base, None, tuned=adapter, progress=progress, **run, **load)
-        result.save(folder / filename)
-
-    return run_stage(root, f"general-text-{slug(name)}", key, produce, code=ANALYSIS_CODE, say=say) / filename
-
-
-def summary_stage(root: Path, config: dict, paths: dict) -> ExperimentResult:
-    """The last step (not cached): compare_matrix.csv, accuracy_matrix.csv and experiment.json from the stages' files."""
-    from specprobe.finetune import AccuracyMatrix
-    from specprobe.probe.comparison import Comparison
-
-    comparisons = {n: Comparison.load(p) for n, p in paths["comparisons"].items()}
-    accuracy = AccuracyMatrix.load(paths["accuracy"])
-    matrix = compare_matrix(comparisons)
-    atomic_write_text(root / "compare_matrix.csv", matrix.to_csv(index=False))
-    atomic_write_text(root / "accuracy_matrix.csv", accuracy.to_pandas().to_csv(index=False))
-    result = ExperimentResult(matrix, {"config": config, "root": str(root)}, {"paths": paths})
-    result._cache.update({"accuracy": accuracy, "comparisons": comparisons})
-    result.save(root / "experiment.json")
-    return result
-
-
-def report_stage(
-    root: Path,
-    config: dict,
-    lexicon: str | Path,
-    accuracy: str | Path,
-    adapters: Mapping[str, str | Path],
-    comparisons: Mapping[str, str | Path],
-    layers: Mapping[str, str | Path],
-    seen_unseen: Mapping[str, str | Path] | None = None,
-    accuracy_link: str | Path | None = None,
-    trajectory: Mapping[str, str | Path] | None = None,
-    general_text: Mapping[str, str | Path] | None = None,
-) -> Path:
-    """The last step, from the stages' files: `summary_stage`'s CSVs and experiment.json; returns experiment.json.
-
-    The analyses' files (those run) are recorded beside the others, under the names the report reads
-    (`report.OPTIONAL`): per adapter for seen_unseen, trajectory and general_text, one accuracy_link."""
-    paths: dict[str, Any] = {
-        "lexicon": str(lexicon),
-        "accuracy": str(accuracy),
-        "adapters": {name: str(p) for name, p in adapters.items()},
-        "comparisons": {name: str(p) for name, p in comparisons.items()},
-        "layers": {name: str(p) for name, p in layers.items()},
-    }
-    for key, named in (("seen_unseen", seen_unseen), ("trajectory", trajectory), ("general_text", general_text)):
-        if named:
-            paths[key] = {name: str(p) for name, p in named.items()}
-    if accuracy_link is not None:
-        paths["accuracy_link"] = str(accuracy_link)
-    summary_stage(root, config, paths)
-    return root / "experiment.json"
-
-
 # -- the stage graph -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RunInputs:
@@ -729,6 +182,13 @@ class RunInputs:
     def stage_base(self) -> str:
         """The base model the stages load."""
         return self.base or self.cfg.base
+
+    def probe_inputs(self) -> ProbeInputs:
+        """What the stages that score the test texts share (`experiment_stages.ProbeInputs`)."""
+        cfg = self.cfg
+        return ProbeInputs(
+            self.stage_base, self.base_hash, cfg.train, self.test_path, cfg.max_texts, cfg.compare, cfg.seed
+        )
 
 
 def plan_steps(run: RunInputs, *, in_process: bool, progress: bool = True, say: Say = print) -> list[Step]:
@@ -764,11 +224,10 @@ def plan_steps(run: RunInputs, *, in_process: bool, progress: bool = True, say: 
     probes: dict[str, dict[str, str]] = {"compare": {}, "layers": {}}
     for kind in ("compare", "layers")[: 2 if cfg.layers else 1]:
         for name in adapters:
-            fixed = {"kind": kind, "name": name, "base": run.stage_base, "base_hash": run.base_hash, "train": cfg.train}
-            fixed |= {"test_path": run.test_path, "max_texts": cfg.max_texts, "compare": cfg.compare, "seed": cfg.seed}
+            fixed = {"root": root, "kind": kind, "name": name, "inputs": run.probe_inputs(), **pairs, **common}
             needs = {"adapter": adapters[name], "lexicon_path": "lexicon"}
             probes[kind][name] = f"{kind}-{slug(name)}"
-            steps.append(Step(probes[kind][name], kind, probe_stage, {"root": root, **fixed, **pairs, **common}, needs))
+            steps.append(Step(probes[kind][name], kind, probe_stage, fixed, needs))
     analyses, analysis_needs = _analysis_steps(run, adapters, probes["compare"], pairs, common)
     needs = {"lexicon": "lexicon", "accuracy": "accuracy", "adapters": adapters}
     needs |= {"comparisons": probes["compare"], "layers": probes["layers"], **analysis_needs}
@@ -796,8 +255,7 @@ def _analysis_steps(
             named["seen_unseen"][name] = f"seen-unseen-{slug(name)}"
             steps.append(Step(named["seen_unseen"][name], "report", seen_unseen_stage, kwargs, needs))
         if "trajectory" in chosen and name in (cfg.trajectory_adapters or adapters):
-            kwargs = {"root": root, "name": name, "specialty": specialty[name], **model, "train": cfg.train}
-            kwargs |= {"test_path": run.test_path, "max_texts": cfg.max_texts, "compare": cfg.compare, "seed": cfg.seed}
+            kwargs = {"root": root, "name": name, "specialty": specialty[name], "inputs": run.probe_inputs()}
             needs = {"adapter": adapters[name], "lexicon_path": "lexicon"}
             named["trajectory"][name] = f"trajectory-{slug(name)}"
             steps.append(Step(named["trajectory"][name], "compare", trajectory_stage, {**kwargs, **common}, needs))

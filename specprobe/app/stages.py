@@ -35,7 +35,7 @@ _PACKAGE = Path(__file__).resolve().parent.parent  # the specprobe package folde
 @functools.cache
 def code_fingerprint(parts: tuple[str, ...]) -> str:
     """sha256 over the source of `parts` of the specprobe package (subpackages such as "terms", or
-    single files such as "app/experiment.py"), by relative path and content; computed once per process."""
+    single files such as "app/experiment_stages.py"), by relative path and content; computed once per process."""
     h = hashlib.sha256()
     for part in sorted(set(parts)):
         target = _PACKAGE / part

@@ -6,6 +6,7 @@ machine without the model, aggregate and render.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
@@ -203,3 +204,22 @@ def _jsonable(obj: Any) -> Any:
 def load_result(path: str | os.PathLike) -> Result:
     """Load any saved specprobe result (Comparison, LayerView, MCEvaluation, ...) as its own class."""
     return Result.load(path)
+
+
+def result_data_digest(path: str | os.PathLike) -> str:
+    """sha256 of what a saved result computed (its columns, rows and extras), not of its metadata
+    (creation time, library versions): two runs that computed the same numbers give the same digest,
+    whatever their time stamps (compare digests of files of one format: JSON and parquet differ)."""
+    from specprobe.utils.arrow import is_parquet
+
+    if is_parquet(path):
+        result = Result.load(path)
+        payload = {"columns": list(result.to_pandas().columns), "rows": result.to_pandas().to_dict(orient="records")}
+        payload = _jsonable({**payload, "extras": result.extras})
+    else:
+        doc = read_json(path)
+        if not isinstance(doc, dict) or "rows" not in doc:
+            raise ValueError(f"{path}: not a specprobe result file")
+        payload = {key: doc.get(key) for key in ("columns", "rows", "extras")}
+    blob = json.dumps(payload, sort_keys=True, allow_nan=True, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
