@@ -1,4 +1,5 @@
-"""With lm-evaluation-harness itself (optional: skipped when `lm_eval` is not installed).
+"""With lm-evaluation-harness itself (the `lm-eval` extra: skipped when `lm_eval` is not installed, except
+under CI (CI=true), which installs it, where a missing lm-eval fails).
 
 lm-eval scores a tiny model on a task built from a QA file and writes its `--log_samples` file the way
 its CLI does; specprobe reads it back and must agree with lm-eval's own accuracy and with specprobe's
@@ -8,12 +9,16 @@ own evaluation of the same model. specprobe's results.json must render with lm-e
 from __future__ import annotations
 
 import json
+import os
 import random
 
 import numpy as np
 import pytest
 
-lm_eval = pytest.importorskip("lm_eval")
+if os.environ.get("CI") == "true":
+    import lm_eval  # CI installs the lm-eval extra: a missing lm-eval is a failure there
+else:
+    lm_eval = pytest.importorskip("lm_eval")
 
 from specprobe.finetune.evaluation import evaluate  # noqa: E402
 from specprobe.finetune.lm_eval import from_lm_eval  # noqa: E402
