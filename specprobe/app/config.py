@@ -21,6 +21,19 @@ TABLES = ("train", "compare")
 RESOURCE_KINDS = ("lexicon", "train", "accuracy", "compare", "layers", "report")
 #: the analyses of issue 12 the runner can add (the `analyses` key); trajectory needs train.save_steps
 ANALYSES = ("seen_unseen", "accuracy_link", "trajectory", "general_text")
+#: the kinds of stage the `reuse_older` key may name: their finished folders from another specprobe
+#: version or code, with the same inputs, are reused rather than redone (`stages.reusing_older`)
+REUSABLE_STAGES = (
+    "lexicon",
+    "adapter",
+    "accuracy",
+    "compare",
+    "layers",
+    "seen-unseen",
+    "trajectory",
+    "general-text",
+    "accuracy_link",
+)
 #: the demo's adapter snapshots, as fractions of its training steps (for the trajectory analysis)
 DEMO_SNAPSHOTS = (0.25, 0.5)
 
@@ -143,6 +156,22 @@ class ConfigSchema(BaseModel):
     layers: bool = _optional()
     analyses: list[Literal["seen_unseen", "accuracy_link", "trajectory", "general_text"]] | None = _optional()
     trajectory_adapters: list[str] | None = _optional()
+    reuse_older: (
+        list[
+            Literal[
+                "lexicon",
+                "adapter",
+                "accuracy",
+                "compare",
+                "layers",
+                "seen-unseen",
+                "trajectory",
+                "general-text",
+                "accuracy_link",
+            ]
+        ]
+        | None
+    ) = _optional()
     resources: ResourcesSchema = _optional()
 
 
@@ -240,6 +269,7 @@ class ExperimentConfig:
     layers: bool = True  # logit-lens layer views for every adapter
     analyses: list[str] | None = None  # of ANALYSES; None: all but trajectory, and trajectory with train.save_steps
     trajectory_adapters: list[str] | None = None  # the adapters a trajectory is computed for (None: all)
+    reuse_older: list[str] | None = None  # of REUSABLE_STAGES: reuse their results from another version or code
     resources: dict = field(default_factory=dict)  # [resources]: what each kind of stage asks of Ray
 
     #: the fields that say where stages run, not what they compute: not recorded with the results
@@ -250,7 +280,7 @@ class ExperimentConfig:
             value = getattr(self, name)
             if isinstance(value, os.PathLike):
                 setattr(self, name, os.fspath(value))
-        for name in ("specialties", "analyses", "trajectory_adapters"):
+        for name in ("specialties", "analyses", "trajectory_adapters", "reuse_older"):
             if isinstance(getattr(self, name), tuple):
                 setattr(self, name, list(getattr(self, name)))
         self.validate()

@@ -6,6 +6,8 @@ import argparse
 import time
 from typing import TYPE_CHECKING
 
+from specprobe.app.config import REUSABLE_STAGES
+
 if TYPE_CHECKING:
     from specprobe.app.experiment_result import ExperimentResult
 
@@ -42,9 +44,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument(
         "config",
         help="experiment.toml (keys: base, data, out, specialties, include_all, test_fraction, seed, train, compare, "
-        "max_texts, layers, analyses, trajectory_adapters, resources). analyses: a list of seen_unseen, "
-        "accuracy_link, trajectory, general_text (default: all; trajectory only with train.save_steps); "
-        "trajectory_adapters: the adapters a trajectory is computed for (default: all)",
+        "max_texts, layers, analyses, trajectory_adapters, reuse_older, resources). analyses: a list of "
+        "seen_unseen, accuracy_link, trajectory, general_text (default: all; trajectory only with "
+        "train.save_steps); trajectory_adapters: the adapters a trajectory is computed for (default: all)",
+    )
+    r.add_argument(
+        "--reuse-older",
+        type=stage_kinds,
+        default=None,
+        metavar="STAGE[,STAGE...]",
+        help="reuse the finished stages of these kinds (of: " + ", ".join(REUSABLE_STAGES) + ") that another "
+        "specprobe version or other code wrote with the same inputs, instead of redoing them (e.g. adapter "
+        "after an upgrade); overrides the config's reuse_older; each reuse is printed",
     )
     r.add_argument(
         "--executor",
@@ -62,6 +73,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(handler=run_toml)
+
+
+def stage_kinds(text: str) -> list[str]:
+    """--reuse-older's value: comma-separated kinds of stage, each one of `REUSABLE_STAGES`."""
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in REUSABLE_STAGES]
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(
+            f"unknown stage kind {unknown[0] if unknown else text!r}; choose from {', '.join(REUSABLE_STAGES)}"
+        )
+    return kinds
 
 
 def _finish(result: ExperimentResult, started: float) -> int:
@@ -118,5 +140,7 @@ def run_toml(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     cfg = ExperimentConfig.from_toml(args.config)
+    if args.reuse_older is not None:
+        cfg.reuse_older = list(args.reuse_older)
     executor = make_executor(args.executor, address=args.address, resources=cfg.resources)
     return _finish(run_experiment(cfg, progress=not args.no_progress, executor=executor), started)

@@ -54,6 +54,8 @@ class Step:
 
     `name` is the stage's name (as in its folder and in error messages); `kind` says which resources it
     asks for under Ray (a key of the `[resources]` table: lexicon, train, accuracy, compare, layers, report).
+    `reuse_older`: the kinds of stage whose finished folders from another specprobe version or code it
+    may reuse (`stages.reusing_older`; the config's `reuse_older`).
     """
 
     name: str
@@ -61,6 +63,15 @@ class Step:
     fn: Callable[..., Any]
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     needs: Needs = field(default_factory=dict)
+    reuse_older: tuple[str, ...] = ()
+
+    def call(self, inputs: Mapping[str, Any]) -> Any:
+        """Run the stage function on its fixed inputs and `inputs` (the outputs `needs` names, resolved),
+        under its cache policy; every executor runs a step through this."""
+        from specprobe.app.stages import reusing_older
+
+        with reusing_older(self.reuse_older):
+            return self.fn(**self.kwargs, **inputs)
 
     def dependencies(self) -> list[str]:
         """The names of the steps this one reads, each once, in the order `needs` gives them."""
@@ -117,5 +128,5 @@ class LocalExecutor:
         check_order(steps)
         outputs: dict[str, Any] = {}
         for step in steps:
-            outputs[step.name] = step.fn(**step.kwargs, **resolve_needs(step.needs, outputs))
+            outputs[step.name] = step.call(resolve_needs(step.needs, outputs))
         return outputs

@@ -48,13 +48,12 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split()) or type(exc).__name__
 
 
-def run_step(
-    name: str, fn: Callable[..., Any], kwargs: Mapping[str, Any], needs: Mapping, deps: Sequence[str], *values: Any
-) -> Any:
-    """The body of every task: `fn` on its fixed inputs and its dependencies' outputs (`values`, resolved
-    by Ray from the ObjectRefs, in the order of `deps`). An error comes back as a `StageFailure`."""
+def run_step(step: Step, deps: Sequence[str], *values: Any) -> Any:
+    """The body of every task: the step on its dependencies' outputs (`values`, resolved by Ray from the
+    ObjectRefs, in the order of `deps`). An error comes back as a `StageFailure`."""
+    name = step.name
     try:
-        return fn(**kwargs, **resolve_needs(needs, dict(zip(deps, values))))
+        return step.call(resolve_needs(step.needs, dict(zip(deps, values))))
     except Exception as exc:
         raise StageFailure(name, type(exc).__name__, _one_line(exc), isinstance(exc, BAD_INPUT)) from None
 
@@ -122,7 +121,7 @@ class RayExecutor:
         for step in steps:
             deps = step.dependencies()
             refs[step.name] = remote.options(**task_options(step, self.resources)).remote(
-                step.name, step.fn, dict(step.kwargs), dict(step.needs), deps, *(refs[d] for d in deps)
+                step, deps, *(refs[d] for d in deps)
             )
         return self._collect(refs)
 

@@ -9,6 +9,7 @@ in this process, or as Ray tasks). The stage functions and helpers are re-export
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -233,7 +234,7 @@ def plan_steps(run: RunInputs, *, in_process: bool, progress: bool = True, say: 
     needs |= {"comparisons": probes["compare"], "layers": probes["layers"], **analysis_needs}
     steps += analyses
     steps.append(Step("report", "report", report_stage, {"root": root, "config": cfg.recorded()}, needs))
-    return steps
+    return [dataclasses.replace(step, reuse_older=tuple(cfg.reuse_older or ())) for step in steps]
 
 
 def _analysis_steps(

@@ -10,17 +10,24 @@ A stage is done only when `produce` returned: the done marker is written last, w
 every output file. On a rerun the files are checked against it; a changed or missing file (a bit flip,
 a truncated write) is reported and the stage recomputed (and, through the content keys, everything
 that depends on it).
+
+An upgrade of specprobe changes every key (the version and the code are part of it). Where a stage is
+too costly to redo for that (a 70B adapter), `reusing_older(["adapter"])` lets `run_stage` take a
+finished folder of the same stage with the same inputs, written by another version or code, after
+checking its files; it says so, and the stages downstream key on that folder's content as usual.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import hashlib
 import json
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +37,8 @@ from specprobe.utils.locks import LOCK_FILES
 log = logging.getLogger(__name__)
 DONE = ".done.json"
 _PACKAGE = Path(__file__).resolve().parent.parent  # the specprobe package folder
+#: the kinds of stage (`stage_kind`) whose finished folders from another version or code may be reused
+_REUSE_OLDER: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("specprobe_reuse_older", default=())
 
 
 @functools.cache
@@ -98,6 +107,61 @@ def verify_outputs(folder: Path) -> list[str]:
     return problems
 
 
+def stage_kind(name: str, kinds: Iterable[str]) -> bool:
+    """Whether stage `name` ("adapter-cardiology", "accuracy") is of one of `kinds` ("adapter", "accuracy")."""
+    return any(name == kind or name.startswith(kind + "-") for kind in kinds)
+
+
+@contextlib.contextmanager
+def reusing_older(kinds: Iterable[str]) -> Iterator[None]:
+    """Inside, `run_stage` may reuse a finished stage of these kinds (see `stage_kind`) that another
+    specprobe version or other code wrote with the same inputs (`older_stage`), instead of redoing it."""
+    token = _REUSE_OLDER.set(tuple(kinds))
+    try:
+        yield
+    finally:
+        _REUSE_OLDER.reset(token)
+
+
+def _canonical(value: Any) -> str:
+    """JSON with sorted keys, as a done marker records it (tuples become lists, paths strings)."""
+    return json.dumps(json.loads(json.dumps(value, sort_keys=True, default=str)), sort_keys=True)
+
+
+def older_stage(root: Path, name: str, inputs: Any) -> tuple[Path, dict] | None:
+    """The newest finished folder of stage `name` whose marker records the same `inputs` (any version or
+    code) and whose files match its checksums, with its marker; None if there is none."""
+    want, found = _canonical(inputs), []
+    for marker in (Path(root) / "stages").glob(f"{name}-*/{DONE}"):
+        try:
+            doc = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and doc.get("stage") == name and _canonical(doc.get("inputs")) == want:
+            if not verify_outputs(marker.parent):
+                found.append((marker.stat().st_mtime, marker.parent.name, marker.parent, doc))
+    if not found:
+        return None
+    newest = max(found, key=lambda f: f[:2])
+    return newest[2], newest[3]
+
+
+def _reuse_older(root: Path, name: str, inputs: Any, say: Callable[[str], None]) -> Path | None:
+    """The older folder `run_stage` reuses for `name`, if `reusing_older` names its kind and one exists."""
+    if not stage_kind(name, _REUSE_OLDER.get()):
+        return None
+    older = older_stage(root, name, inputs)
+    if older is None:
+        return None
+    folder, doc = older
+    log.warning("stage %s: reusing %s, written by specprobe %s with other code", name, folder, doc.get("version"))
+    say(
+        f"[reuse] {name}: done earlier by specprobe {doc.get('version')} with other code ({folder.name}); "
+        "reused as asked (reuse_older)"
+    )
+    return folder
+
+
 def run_stage(
     root: Path,
     name: str,
@@ -108,7 +172,8 @@ def run_stage(
     say: Callable[[str], None] = print,
 ) -> Path:
     """Run `produce(folder)` unless the folder for (name, inputs, code) is already marked done and its
-    files match the marker's checksums; returns the folder.
+    files match the marker's checksums; returns the folder. Under `reusing_older` naming this stage's
+    kind, a finished folder of the same stage and inputs from another version or code is returned instead.
 
     `produce` writes into the folder; it may be resumable itself (training is): an interrupted stage
     is re-entered with whatever it left there. The marker is written only when `produce` returns; an
@@ -117,6 +182,8 @@ def run_stage(
     """
     folder = stage_folder(root, name, inputs, code)
     marker = folder / DONE
+    if not marker.exists() and (older := _reuse_older(root, name, inputs, say)) is not None:
+        return older
     if marker.exists():
         problems = verify_outputs(folder)
         if not problems:
