@@ -24,6 +24,7 @@ from specprobe.core.models import ModelLoadError, ModelPair, check_adapter_base,
 from specprobe.core.results import Result
 from specprobe.finetune.data import load_selected, read_manifest
 from specprobe.finetune.evaluation import (
+    ACCURACY_COLUMNS,
     OVERALL,
     accuracy_table,
     build_option_items,
@@ -42,20 +43,7 @@ class AccuracyMatrix(Result):
     """Accuracy of each model (base and adapters) on each specialty: one row per (model, specialty)."""
 
     kind = "accuracy_matrix"
-    columns = [
-        "model",
-        "trained_on",
-        "specialty",
-        "n",
-        "n_correct",
-        "acc",
-        "acc_lo",
-        "acc_hi",
-        "n_correct_norm",
-        "acc_norm",
-        "acc_norm_lo",
-        "acc_norm_hi",
-    ]
+    columns = ["model", "trained_on", *ACCURACY_COLUMNS]
 
     @property
     def models(self) -> list[str]:

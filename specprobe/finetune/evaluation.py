@@ -44,6 +44,19 @@ log = logging.getLogger(__name__)
 
 Z95 = 1.959963984540054
 OVERALL = "ALL"
+#: the columns `accuracy_table` gives per group (after the grouping columns): counts, rates and Wilson CIs
+ACCURACY_COLUMNS = (
+    "specialty",
+    "n",
+    "n_correct",
+    "acc",
+    "acc_lo",
+    "acc_hi",
+    "n_correct_norm",
+    "acc_norm",
+    "acc_norm_lo",
+    "acc_norm_hi",
+)
 
 
 def wilson_interval(k: int | float, n: int | float, z: float = Z95) -> tuple[float, float]:
@@ -87,18 +100,7 @@ def accuracy_table(items: pd.DataFrame, by: Sequence[str] = ("model",)) -> pd.Da
             )
         row["n"] = n
         rows.append(row)
-    cols = list(by) + [
-        "specialty",
-        "n",
-        "n_correct",
-        "acc",
-        "acc_lo",
-        "acc_hi",
-        "n_correct_norm",
-        "acc_norm",
-        "acc_norm_lo",
-        "acc_norm_hi",
-    ]
+    cols = [*by, *ACCURACY_COLUMNS]
     table = pd.DataFrame(rows, columns=cols)
     if table.empty:
         return table
