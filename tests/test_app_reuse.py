@@ -79,12 +79,14 @@ def test_an_upgrade_reuses_the_adapters_and_redoes_the_rest(tiny_llama, tmp_path
         layers=False,
         analyses=["seen_unseen"],
     )
-    run_experiment(cfg, progress=False, say=lambda _: None)
+    first = run_experiment(cfg, progress=False, say=lambda _: None)
+    assert "reused_older" not in first.extras, "a fresh run's stages are all current"
     csv = (tmp_path / "exp" / "compare_matrix.csv").read_text(encoding="utf-8")
+    version = specprobe.__version__
     monkeypatch.setattr(specprobe, "__version__", "99.0")  # every key changes
     cfg.reuse_older = ["adapter", "lexicon"]
     log: list[str] = []
-    run_experiment(cfg, progress=False, say=log.append)
+    second = run_experiment(cfg, progress=False, say=log.append)
     reused = sorted(line.split()[1].rstrip(":") for line in log if line.startswith("[reuse]"))
     ran = sorted(line.split()[2] for line in log if line.startswith("[run ]"))
     assert reused == ["adapter-cardiology", "adapter-neurology", "lexicon"]
@@ -93,3 +95,7 @@ def test_an_upgrade_reuses_the_adapters_and_redoes_the_rest(tiny_llama, tmp_path
         "split",
     ]
     assert (tmp_path / "exp" / "compare_matrix.csv").read_text(encoding="utf-8") == csv
+    recorded = second.extras["reused_older"]  # experiment.json says which stages came from other code
+    assert sorted(name.rsplit("-", 1)[0] for name in recorded) == reused and set(recorded.values()) == {version}
+    html = second.report(tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "stages reused from other specprobe code" in html and next(iter(recorded)) in html

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from specprobe.app.experiment_result import ExperimentResult
-from specprobe.app.stages import run_stage
+from specprobe.app.stages import DONE, run_stage, written_by_other_code
 from specprobe.terms.datasets import QARecord, load_qa
 from specprobe.utils.io import atomic_write_text, read_json, sha256_file, sha256_text
 
@@ -567,7 +567,10 @@ def general_text_stage(
 
 
 def summary_stage(root: Path, config: dict, paths: dict) -> ExperimentResult:
-    """The last step (not cached): compare_matrix.csv, accuracy_matrix.csv and experiment.json from the stages' files."""
+    """The last step (not cached): compare_matrix.csv, accuracy_matrix.csv and experiment.json from the stages' files.
+
+    experiment.json also lists, under extras["reused_older"], the stages that another specprobe version or
+    other code wrote (`reuse_older`), with that version, so that the report can say so."""
     from specprobe.finetune import AccuracyMatrix
     from specprobe.probe.comparison import Comparison
 
@@ -576,10 +579,25 @@ def summary_stage(root: Path, config: dict, paths: dict) -> ExperimentResult:
     matrix = compare_matrix(comparisons)
     atomic_write_text(root / "compare_matrix.csv", matrix.to_csv(index=False))
     atomic_write_text(root / "accuracy_matrix.csv", accuracy.to_pandas().to_csv(index=False))
-    result = ExperimentResult(matrix, {"config": config, "root": str(root)}, {"paths": paths})
+    reused = reused_older_stages(paths)
+    extras = {"paths": paths, **({"reused_older": reused} if reused else {})}
+    result = ExperimentResult(matrix, {"config": config, "root": str(root)}, extras)
     result._cache.update({"accuracy": accuracy, "comparisons": comparisons})
     result.save(root / "experiment.json")
     return result
+
+
+def reused_older_stages(paths: Mapping[str, Any]) -> dict[str, str]:
+    """Stage folder -> the specprobe version that wrote it, for the stages behind `paths` (nested: the
+    report's paths) that another version or other code wrote (`stages.written_by_other_code`)."""
+    found: dict[str, str] = {}
+    for value in paths.values():
+        for path in value.values() if isinstance(value, Mapping) else [value]:
+            folder = next((f for f in (Path(path), *Path(path).parents[:2]) if (f / DONE).is_file()), None)
+            version = written_by_other_code(folder) if folder is not None else None
+            if folder is not None and version is not None:
+                found[folder.name] = version
+    return dict(sorted(found.items()))
 
 
 def report_stage(

@@ -228,8 +228,15 @@ def _metadata(result: Any) -> Section:
                 **{k: v for k, v in result.lexicon.meta.items() if k in ("backend", "sources")},
             },
             "compare": next(iter(comps.values())).metadata if comps else {},
+            **_reused(result),
         }
     )
+
+
+def _reused(result: Any) -> dict[str, Any]:
+    """The stages reused from another specprobe version or code (`reuse_older`), when there are any."""
+    reused = result.extras.get("reused_older") or {}
+    return {"stages reused from other specprobe code (reuse_older)": reused} if reused else {}
 
 
 def build_experiment_page(result: Any, *, n_boot: int = 2000, **optional: Any) -> Any:

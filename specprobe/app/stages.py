@@ -219,6 +219,17 @@ def run_stage(
     return folder
 
 
+def written_by_other_code(folder: Path) -> str | None:
+    """The specprobe version that wrote a finished stage folder, when its name is not the one this version
+    and code give its recorded inputs (a stage reused under `reusing_older`); None for a current one."""
+    try:
+        doc = json.loads((Path(folder) / DONE).read_text(encoding="utf-8"))
+        current = stage_key(doc["stage"], stage_inputs(doc["inputs"], tuple(doc.get("code_parts") or ())))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return None if current == Path(folder).name else str(doc.get("version", "unknown"))
+
+
 def stage_seconds(folder: Path) -> float:
     """How long a finished stage took (NaN when it is not marked done)."""
     try:
