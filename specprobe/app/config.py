@@ -10,7 +10,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
@@ -20,20 +20,14 @@ TABLES = ("train", "compare")
 #: the keys of the [resources] table: the kinds of stage a remote executor asks resources for
 RESOURCE_KINDS = ("lexicon", "train", "accuracy", "compare", "layers", "report")
 #: the analyses of issue 12 the runner can add (the `analyses` key); trajectory needs train.save_steps
-ANALYSES = ("seen_unseen", "accuracy_link", "trajectory", "general_text")
+Analysis = Literal["seen_unseen", "accuracy_link", "trajectory", "general_text"]
+ANALYSES: tuple[str, ...] = get_args(Analysis)
 #: the kinds of stage the `reuse_older` key may name: their finished folders from another specprobe
 #: version or code, with the same inputs, are reused rather than redone (`stages.reusing_older`)
-REUSABLE_STAGES = (
-    "lexicon",
-    "adapter",
-    "accuracy",
-    "compare",
-    "layers",
-    "seen-unseen",
-    "trajectory",
-    "general-text",
-    "accuracy_link",
-)
+ReusableStage = Literal[
+    "lexicon", "adapter", "accuracy", "compare", "layers", "seen-unseen", "trajectory", "general-text", "accuracy_link"
+]
+REUSABLE_STAGES: tuple[str, ...] = get_args(ReusableStage)
 #: the demo's adapter snapshots, as fractions of its training steps (for the trajectory analysis)
 DEMO_SNAPSHOTS = (0.25, 0.5)
 
@@ -154,24 +148,9 @@ class ConfigSchema(BaseModel):
     compare: CompareSchema = _optional()
     max_texts: int | None = _optional(gt=0)
     layers: bool = _optional()
-    analyses: list[Literal["seen_unseen", "accuracy_link", "trajectory", "general_text"]] | None = _optional()
+    analyses: list[Analysis] | None = _optional()
     trajectory_adapters: list[str] | None = _optional()
-    reuse_older: (
-        list[
-            Literal[
-                "lexicon",
-                "adapter",
-                "accuracy",
-                "compare",
-                "layers",
-                "seen-unseen",
-                "trajectory",
-                "general-text",
-                "accuracy_link",
-            ]
-        ]
-        | None
-    ) = _optional()
+    reuse_older: list[ReusableStage] | None = _optional()
     resources: ResourcesSchema = _optional()
 
 
