@@ -159,6 +159,8 @@ def _run(argv: Sequence[str] | None) -> int:
     except USER_ERRORS as exc:
         if args.debug:
             raise
+        if isinstance(exc, BrokenPipeError) and getattr(args, "prints_result", False):
+            return _reader_gone()  # `specprobe stages OUT | head`: the reader had what it wanted
         print(f"specprobe {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as exc:  # a bug, not bad input: still no traceback unless asked for
@@ -172,6 +174,15 @@ def _run(argv: Sequence[str] | None) -> int:
         return EXIT_INTERNAL
     finally:
         set_level(previous)  # main() called in-process (tests, notebooks) leaves the level as it was
+
+
+def _reader_gone() -> int:
+    """A display command's reader closed the pipe: not an error. Standard output goes to /dev/null, so
+    that flushing it at exit raises nothing (as the Python docs advise for SIGPIPE)."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 0
 
 
 def _set_output_level(args: argparse.Namespace) -> None:

@@ -73,6 +73,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(handler=run_toml)
+    st = sub.add_parser(
+        "stages",
+        help="list an experiment folder's stages (done, unfinished or damaged; seconds; the version that wrote "
+        "each) and whether a run holds it; runs nothing",
+    )
+    st.add_argument("out", help="the experiment's output folder (its `out` key)")
+    st.add_argument("--json", action="store_true", help="print the table as JSON records")
+    st.set_defaults(handler=show_stages, prints_result=True)
+
+
+def show_stages(args: argparse.Namespace) -> int:
+    """`specprobe stages OUT [--json]`: the stage table (`stage_status.stage_table`) and a summary."""
+    from specprobe.app.stage_status import holder_line, stage_table, summary_line
+
+    table = stage_table(args.out)
+    if args.json:
+        print(table.to_json(orient="records", indent=1))
+        return 0
+    shown = table.drop(columns=["problem"]).assign(seconds=table["seconds"].round(1))
+    print(shown.to_string(index=False, na_rep="-") if len(table) else "(no stages yet)")
+    for problem in table.loc[table["status"] == "damaged", "problem"].tolist():
+        print(f"damaged: {problem}")
+    print(summary_line(table))
+    print(holder_line(args.out))
+    return 0
 
 
 def stage_kinds(text: str) -> list[str]:
