@@ -8,7 +8,7 @@ import pytest
 
 import specprobe
 from specprobe.app.config import ConfigError
-from specprobe.app.experiment import ExperimentConfig, run_experiment
+from specprobe.app.experiment import ExperimentConfig, accuracy_done, prepare_run, run_experiment
 from specprobe.app.stages import older_stage, reusing_older, run_stage, stage_kind
 
 
@@ -99,3 +99,10 @@ def test_an_upgrade_reuses_the_adapters_and_redoes_the_rest(tiny_llama, tmp_path
     assert sorted(name.rsplit("-", 1)[0] for name in recorded) == reused and set(recorded.values()) == {version}
     html = second.report(tmp_path / "report.html").read_text(encoding="utf-8")
     assert "stages reused from other specprobe code" in html and next(iter(recorded)) in html
+
+    # a remote executor plans one accuracy step when every adapter and the accuracy are finished, reusable ones too
+    monkeypatch.setattr(specprobe, "__version__", "100.0")
+    for reuse, done in (([], False), (["adapter"], False), (["adapter", "accuracy"], True)):
+        cfg.reuse_older = reuse
+        run = prepare_run(cfg.resolved(), tmp_path / "exp", say=lambda _: None)
+        assert accuracy_done(run) is done, reuse
