@@ -4,12 +4,14 @@ stage asked for; everything else is keyed and recomputed as usual."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import specprobe
 from specprobe.app.config import ConfigError
 from specprobe.app.experiment import ExperimentConfig, accuracy_done, prepare_run, run_experiment
-from specprobe.app.stages import older_stage, reusing_older, run_stage, stage_kind
+from specprobe.app.stages import DONE, older_stage, reusing_older, run_stage, stage_kind, written_by_other_code
 
 
 def _writer(calls: list[str], text: str):
@@ -51,6 +53,33 @@ def test_other_inputs_another_stage_or_damaged_files_are_never_reused(tmp_path, 
         assert older_stage(tmp_path, "adapter-x-y", {"a": 2}) is None, "its files no longer match the marker"
         run_stage(tmp_path, "adapter-x-y", {"a": 2}, _writer(calls, "xy2"), code=("utils",), **quiet)
         assert calls[-1] == "xy2"
+
+
+def test_a_damaged_current_stage_falls_back_to_a_reusable_older_one(tmp_path, monkeypatch):
+    calls: list[str] = []
+    quiet = {"say": lambda _: None}
+    old = run_stage(tmp_path, "adapter-x", {"a": 1}, _writer(calls, "old"), code=("utils",), **quiet)
+    monkeypatch.setattr(specprobe, "__version__", "99.0")
+    new = run_stage(tmp_path, "adapter-x", {"a": 1}, _writer(calls, "new"), code=("utils",), **quiet)
+    (new / "out.txt").write_text("damaged", encoding="utf-8")
+    with reusing_older(["adapter"]):
+        assert run_stage(tmp_path, "adapter-x", {"a": 1}, _writer(calls, "x"), code=("utils",), **quiet) == old
+    assert calls == ["old", "new"]
+
+
+def test_which_stages_count_as_written_by_other_code(tmp_path, monkeypatch):
+    quiet = {"say": lambda _: None}
+    folder = run_stage(
+        tmp_path, "compare-x", {"k": {"b": 1.5, "a": [1, "é"]}}, _writer([], "x"), code=("utils",), **quiet
+    )
+    assert written_by_other_code(folder) is None, "this version and code wrote it"
+    marker = folder / DONE
+    doc = json.loads(marker.read_text(encoding="utf-8"))
+    marker.write_text(json.dumps({**doc, "code_parts": ["gone.py"]}), encoding="utf-8")
+    assert written_by_other_code(folder) == doc["version"], "code that no longer exists is other code"
+    marker.write_text(json.dumps(doc), encoding="utf-8")
+    monkeypatch.setattr(specprobe, "__version__", "99.0")
+    assert written_by_other_code(folder) == doc["version"]
 
 
 def test_stage_kinds_match_whole_names():

@@ -66,10 +66,33 @@ def test_a_folder_without_stages_is_one_line(tmp_path, capsys):
 
 
 def test_a_reader_that_stops_early_is_not_an_error(tmp_path, monkeypatch):
+    """A reader that closes the pipe at once (the output waits in Python's buffer until the end) or after
+    one line of an output larger than a pipe holds (64 KiB): exit 0, nothing on stderr."""
     root = _folder(tmp_path, monkeypatch)
-    for i in range(2000):  # more rows than a pipe buffer (64 KiB) holds
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout block-buffered, as usual
+
+    def piped(reader: str) -> subprocess.CompletedProcess:
+        command = f"set -o pipefail; {sys.executable} -m specprobe.app.cli stages {root} | {reader}"
+        return subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env)
+
+    res = piped("(exec 0<&-; sleep 2)")
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    for i in range(2000):
         (root / "stages" / f"trajectory-{i:04d}-0123456789ab").mkdir()
-    cmd = f"{sys.executable} -m specprobe.app.cli stages {root} | head -1"
-    res = subprocess.run(["bash", "-c", f"set -o pipefail; {cmd}"], capture_output=True, text=True)
+    res = piped("head -1")
     assert res.returncode == 0 and res.stderr == "", res.stderr
     assert res.stdout.split()[:2] == ["stage", "status"]
+
+
+def test_an_odd_marker_is_a_damaged_row_not_a_crash(tmp_path):
+    root = tmp_path / "exp"
+    for name, marker in (
+        ("compare-a-0123456789ab", "[]"),
+        ("compare-b-0123456789ab", '{"seconds": null, "outputs": {}}'),
+    ):
+        (root / "stages" / name).mkdir(parents=True)
+        (root / "stages" / name / ".done.json").write_text(marker, encoding="utf-8")
+    table = stage_table(root).set_index("folder")
+    assert table.loc["compare-a-0123456789ab", "status"] == "damaged"
+    assert table.loc["compare-b-0123456789ab", "status"] == "done"
+    assert bool(table["seconds"].isna().all())

@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -155,11 +156,14 @@ def _run(argv: Sequence[str] | None) -> int:
         # a display command's standard output is its result (`terms show`): --quiet keeps it
         keep_stdout = not args.quiet or getattr(args, "prints_result", False)
         with contextlib.nullcontext() if keep_stdout else quiet_stdout():
-            return int(args.handler(args) or 0)
+            code = int(args.handler(args) or 0)
+            if getattr(args, "prints_result", False):
+                sys.stdout.flush()  # here, not at exit, where a closed pipe could not be told apart
+            return code
     except USER_ERRORS as exc:
         if args.debug:
             raise
-        if isinstance(exc, BrokenPipeError) and getattr(args, "prints_result", False):
+        if isinstance(exc, BrokenPipeError) and getattr(args, "prints_result", False) and _stdout_reader_gone():
             return _reader_gone()  # `specprobe stages OUT | head`: the reader had what it wanted
         print(f"specprobe {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -174,6 +178,17 @@ def _run(argv: Sequence[str] | None) -> int:
         return EXIT_INTERNAL
     finally:
         set_level(previous)  # main() called in-process (tests, notebooks) leaves the level as it was
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether standard output is a pipe whose reader has closed it (poll reports an error on it), so that
+    a broken pipe elsewhere (a socket, a file) is not taken for it."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _reader_gone() -> int:

@@ -105,9 +105,8 @@ def stage_kinds(text: str) -> list[str]:
     kinds = [k.strip() for k in text.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in REUSABLE_STAGES]
     if unknown or not kinds:
-        raise argparse.ArgumentTypeError(
-            f"unknown stage kind {unknown[0] if unknown else text!r}; choose from {', '.join(REUSABLE_STAGES)}"
-        )
+        what = f"unknown stage kind {unknown[0]!r}" if unknown else "no stage kind given"
+        raise argparse.ArgumentTypeError(f"{what}; choose from {', '.join(REUSABLE_STAGES)}")
     return kinds
 
 

@@ -588,8 +588,9 @@ def summary_stage(root: Path, config: dict, paths: dict) -> ExperimentResult:
 
 
 def reused_older_stages(paths: Mapping[str, Any]) -> dict[str, str]:
-    """Stage folder -> the specprobe version that wrote it, for the stages behind `paths` (nested: the
-    report's paths) that another version or other code wrote (`stages.written_by_other_code`)."""
+    """Stage folder -> the specprobe version that wrote it, for the stages whose files `paths` names
+    (nested: the report's paths) that another version or other code wrote (`stages.written_by_other_code`;
+    under Ray, per-adapter accuracy parts behind a current accuracy stage are not among them)."""
     found: dict[str, str] = {}
     for value in paths.values():
         for path in value.values() if isinstance(value, Mapping) else [value]:

@@ -41,17 +41,26 @@ def _row(folder: Path) -> dict[str, Any]:
     except FileNotFoundError:
         return row | {"status": "unfinished", "seconds": float("nan"), "version": "", "other_code": False}
     except (OSError, ValueError):
-        marker = {}
-    problems = verify_outputs(folder)
+        marker = None
+    problems = verify_outputs(folder) if isinstance(marker, dict) else [f"{folder / DONE}: unreadable done marker"]
+    marker = marker if isinstance(marker, dict) else {}
     row |= {
-        "stage": marker.get("stage", row["stage"]),
+        "stage": str(marker.get("stage", row["stage"])),
         "status": "damaged" if problems else "done",
-        "seconds": float(marker.get("seconds", float("nan"))),
+        "seconds": _seconds(marker.get("seconds")),
         "version": str(marker.get("version", "")),
         "other_code": written_by_other_code(folder) is not None,
         "problem": problems[0] if problems else "",
     }
     return row
+
+
+def _seconds(value: Any) -> float:
+    """A marker's seconds as a number (NaN when absent or not a number)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def holder_line(root: str | Path) -> str:

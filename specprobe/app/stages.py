@@ -196,6 +196,8 @@ def run_stage(
             "recomputing it"
         )
         shutil.rmtree(folder)  # a damaged output is not resumed from
+        if (older := _reuse_older(root, name, inputs, say)) is not None:
+            return older
     folder.mkdir(parents=True, exist_ok=True)
     say(f"[run ] {name} -> {folder.name}")
     t0 = time.perf_counter()
@@ -220,14 +222,21 @@ def run_stage(
 
 
 def written_by_other_code(folder: Path) -> str | None:
-    """The specprobe version that wrote a finished stage folder, when its name is not the one this version
-    and code give its recorded inputs (a stage reused under `reusing_older`); None for a current one."""
+    """The specprobe version that wrote a finished stage folder, when that version or the code the stage
+    ran (its marker's `code_parts`, fingerprinted now) differs from this one: a stage reused under
+    `reusing_older`; None for a current one. A marker that cannot tell counts as other code."""
+    from specprobe import __version__
+
     try:
         doc = json.loads((Path(folder) / DONE).read_text(encoding="utf-8"))
-        current = stage_key(doc["stage"], stage_inputs(doc["inputs"], tuple(doc.get("code_parts") or ())))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return None if current == Path(folder).name else str(doc.get("version", "unknown"))
+        version, code, parts = doc["version"], doc["code"], tuple(doc.get("code_parts") or ())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return "unknown"
+    try:
+        current = version == __version__ and code == code_fingerprint(parts)
+    except (ValueError, TypeError):  # a part of the code that no longer exists
+        current = False
+    return None if current else str(version)
 
 
 def stage_seconds(folder: Path) -> float:
