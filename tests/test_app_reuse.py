@@ -128,6 +128,8 @@ def test_an_upgrade_reuses_the_adapters_and_redoes_the_rest(tiny_llama, tmp_path
     assert sorted(name.rsplit("-", 1)[0] for name in recorded) == reused and set(recorded.values()) == {version}
     html = second.report(tmp_path / "report.html").read_text(encoding="utf-8")
     assert "stages reused from other specprobe code" in html and next(iter(recorded)) in html
+    assert f"No: 3 stage(s) were reused from specprobe {version}" in html, "a caveat in the findings box"
+    assert "were reused from specprobe" not in first.report(tmp_path / "fresh.html").read_text(encoding="utf-8")
 
     # a remote executor plans one accuracy step when every adapter and the accuracy are finished, reusable ones too
     monkeypatch.setattr(specprobe, "__version__", "100.0")

@@ -233,6 +233,24 @@ def _metadata(result: Any) -> Section:
     )
 
 
+def _reuse_findings(result: Any) -> list[Finding]:
+    """A caveat in the findings box when stages were reused from another specprobe version or code."""
+    reused = result.extras.get("reused_older") or {}
+    if not reused:
+        return []
+    versions = ", ".join(sorted(set(map(str, reused.values()))))
+    names = ", ".join(sorted(reused))
+    return [
+        Finding(
+            "Was every stage computed by this specprobe version and code?",
+            f"No: {len(reused)} stage(s) were reused from specprobe {versions} (reuse_older): {names}.",
+            "the folders and versions are under Metadata",
+            "partly",
+            anchor("Metadata"),
+        )
+    ]
+
+
 def _reused(result: Any) -> dict[str, Any]:
     """The stages reused from another specprobe version or code (`reuse_older`), when there are any."""
     reused = result.extras.get("reused_older") or {}
@@ -253,7 +271,8 @@ def build_experiment_page(result: Any, *, n_boot: int = 2000, **optional: Any) -
     _optional_sections(parts, result, optional_analyses(result, optional), n_boot)
     _detail_sections(parts, result, n_boot)
     how = S.how_to_read_section(parts.sections, lead=[S.NOTES[k] for k in ("delta", "heatmap", "ci", "significance")])
-    sections = [S.findings_section(parts.findings), *parts.sections, how, _metadata(result)]
+    findings = [*parts.findings, *_reuse_findings(result)]
+    sections = [S.findings_section(findings), *parts.sections, how, _metadata(result)]
     return experiment_page(
         sections,
         title="specprobe: what did specialty fine-tuning change?",
