@@ -55,7 +55,7 @@ from specprobe.app.experiment_stages import (
     summary_stage,
     trajectory_stage,
 )
-from specprobe.app.stages import DONE, older_stage, stage_folder, stage_kind
+from specprobe.app.stages import finished_folder
 from specprobe.core.models import weights_fingerprint
 from specprobe.terms.datasets import load_qa
 from specprobe.utils.interrupts import SignalInterrupt
@@ -306,26 +306,15 @@ def accuracy_done(run: RunInputs) -> bool:
     """Whether every adapter and the accuracy stage over them are already finished on disk, by this code
     or, for the kinds `reuse_older` names, by another (so a remote executor need not measure each
     adapter's accuracy again; `run_stage` still checks the files)."""
-    adapters = {}
+    adapters, reuse = {}, run.cfg.reuse_older or ()
     for name, spec in run.targets:
         key = adapter_key(run.base_hash, run.split, run.train_path, spec, run.cfg.train)
-        folder = _finished(run, f"adapter-{slug(name)}", key, ADAPTER_CODE)
+        folder = finished_folder(run.root, f"adapter-{slug(name)}", key, ADAPTER_CODE, reuse)
         if folder is None:
             return False
         adapters[name] = str(folder / ADAPTER_DIR)
     key = accuracy_key(run.base_hash, run.split, adapters, run.cfg.train, run.test_path)
-    return _finished(run, "accuracy", key, ACCURACY_CODE) is not None
-
-
-def _finished(run: RunInputs, name: str, key: dict, code: Sequence[str]) -> Path | None:
-    """The folder of a finished stage as `run_stage` would find it (this code's, else a reusable older one)."""
-    folder = stage_folder(run.root, name, key, code)
-    if (folder / DONE).exists():
-        return folder
-    if stage_kind(name, run.cfg.reuse_older or ()):
-        older = older_stage(run.root, name, key)
-        return older[0] if older else None
-    return None
+    return finished_folder(run.root, "accuracy", key, ACCURACY_CODE, reuse) is not None
 
 
 # -- the runner ------------------------------------------------------------------------------------------

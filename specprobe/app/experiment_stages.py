@@ -595,8 +595,7 @@ def reused_older_stages(paths: Mapping[str, Any]) -> dict[str, str]:
     for value in paths.values():
         for path in value.values() if isinstance(value, Mapping) else [value]:
             folder = next((f for f in (Path(path), *Path(path).parents[:2]) if (f / DONE).is_file()), None)
-            version = written_by_other_code(folder) if folder is not None else None
-            if folder is not None and version is not None:
+            if folder is not None and (version := written_by_other_code(folder)) is not None:
                 found[folder.name] = version
     return dict(sorted(found.items()))
 

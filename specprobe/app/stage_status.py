@@ -7,7 +7,6 @@ For a long study on a cluster, this is how to see how far it got, and what a rer
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from specprobe.app.stages import DONE, verify_outputs, written_by_other_code
+from specprobe.app.stages import DONE, read_marker, stage_seconds, verify_outputs, written_by_other_code
 from specprobe.utils.locks import pid_alive, read_holder
 
 COLUMNS = ["stage", "status", "seconds", "version", "other_code", "folder", "problem"]
@@ -36,31 +35,19 @@ def stage_table(root: str | Path) -> pd.DataFrame:
 def _row(folder: Path) -> dict[str, Any]:
     """The status row of one stage folder."""
     row: dict[str, Any] = {"stage": _SUFFIX.sub("", folder.name), "folder": folder.name, "problem": ""}
-    try:
-        marker = json.loads((folder / DONE).read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not (folder / DONE).exists():
         return row | {"status": "unfinished", "seconds": float("nan"), "version": "", "other_code": False}
-    except (OSError, ValueError):
-        marker = None
-    problems = verify_outputs(folder) if isinstance(marker, dict) else [f"{folder / DONE}: unreadable done marker"]
-    marker = marker if isinstance(marker, dict) else {}
+    marker = read_marker(folder) or {}
+    problems = verify_outputs(folder)
     row |= {
         "stage": str(marker.get("stage", row["stage"])),
         "status": "damaged" if problems else "done",
-        "seconds": _seconds(marker.get("seconds")),
+        "seconds": stage_seconds(folder),
         "version": str(marker.get("version", "")),
         "other_code": written_by_other_code(folder) is not None,
         "problem": problems[0] if problems else "",
     }
     return row
-
-
-def _seconds(value: Any) -> float:
-    """A marker's seconds as a number (NaN when absent or not a number)."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
 
 
 def holder_line(root: str | Path) -> str:

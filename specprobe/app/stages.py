@@ -89,13 +89,19 @@ def output_checksums(folder: Path) -> dict[str, str]:
     return {p.relative_to(folder).as_posix(): sha256_file(p) for p in _output_files(folder)}
 
 
+def read_marker(folder: Path) -> dict | None:
+    """A stage folder's done marker; None when it is missing, unreadable or not a JSON object."""
+    try:
+        doc = json.loads((Path(folder) / DONE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
 def verify_outputs(folder: Path) -> list[str]:
     """The problems with a finished stage's files against the checksums in its marker (empty: all good)."""
-    try:
-        recorded = json.loads((folder / DONE).read_text(encoding="utf-8"))["outputs"]
-        if not isinstance(recorded, dict):
-            raise TypeError
-    except (OSError, ValueError, KeyError, TypeError):
+    recorded = (read_marker(folder) or {}).get("outputs")
+    if not isinstance(recorded, dict):
         return [f"{folder / DONE}: unreadable done marker, or one without output checksums"]
     problems = []
     for rel, digest in sorted(recorded.items()):
@@ -133,11 +139,8 @@ def older_stage(root: Path, name: str, inputs: Any) -> tuple[Path, dict] | None:
     code) and whose files match its checksums, with its marker; None if there is none."""
     want, found = _canonical(inputs), []
     for marker in (Path(root) / "stages").glob(f"{name}-*/{DONE}"):
-        try:
-            doc = json.loads(marker.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(doc, dict) and doc.get("stage") == name and _canonical(doc.get("inputs")) == want:
+        doc = read_marker(marker.parent)
+        if doc is not None and doc.get("stage") == name and _canonical(doc.get("inputs")) == want:
             if not verify_outputs(marker.parent):
                 found.append((marker.stat().st_mtime, marker.parent.name, marker.parent, doc))
     if not found:
@@ -182,8 +185,6 @@ def run_stage(
     """
     folder = stage_folder(root, name, inputs, code)
     marker = folder / DONE
-    if not marker.exists() and (older := _reuse_older(root, name, inputs, say)) is not None:
-        return older
     if marker.exists():
         problems = verify_outputs(folder)
         if not problems:
@@ -196,8 +197,8 @@ def run_stage(
             "recomputing it"
         )
         shutil.rmtree(folder)  # a damaged output is not resumed from
-        if (older := _reuse_older(root, name, inputs, say)) is not None:
-            return older
+    if (older := _reuse_older(root, name, inputs, say)) is not None:
+        return older
     folder.mkdir(parents=True, exist_ok=True)
     say(f"[run ] {name} -> {folder.name}")
     t0 = time.perf_counter()
@@ -227,10 +228,10 @@ def written_by_other_code(folder: Path) -> str | None:
     `reusing_older`; None for a current one. A marker that cannot tell counts as other code."""
     from specprobe import __version__
 
+    doc = read_marker(folder) or {}
     try:
-        doc = json.loads((Path(folder) / DONE).read_text(encoding="utf-8"))
         version, code, parts = doc["version"], doc["code"], tuple(doc.get("code_parts") or ())
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (KeyError, TypeError):  # no readable marker, or one without these fields
         return "unknown"
     try:
         current = version == __version__ and code == code_fingerprint(parts)
@@ -240,8 +241,18 @@ def written_by_other_code(folder: Path) -> str | None:
 
 
 def stage_seconds(folder: Path) -> float:
-    """How long a finished stage took (NaN when it is not marked done)."""
+    """How long a finished stage took (NaN when it is not marked done, or its marker records no number)."""
     try:
-        return float(json.loads((folder / DONE).read_text())["seconds"])
-    except (OSError, ValueError, KeyError):
+        return float((read_marker(folder) or {})["seconds"])
+    except (KeyError, TypeError, ValueError):
         return float("nan")
+
+
+def finished_folder(root: Path, name: str, inputs: Any, code: Sequence[str], reuse: Iterable[str] = ()) -> Path | None:
+    """The folder `run_stage` would take for a finished stage, without checking its files: this code's
+    (marked done), else, when `reuse` names the stage's kind, a reusable older one (`older_stage`)."""
+    folder = stage_folder(root, name, inputs, code)
+    if (folder / DONE).exists():
+        return folder
+    older = older_stage(root, name, inputs) if stage_kind(name, reuse) else None
+    return older[0] if older else None

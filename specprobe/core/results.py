@@ -214,8 +214,10 @@ def result_data_digest(path: str | os.PathLike) -> str:
 
     if is_parquet(path):
         result = Result.load(path)
-        payload = {"columns": list(result.to_pandas().columns), "rows": result.to_pandas().to_dict(orient="records")}
-        payload = _jsonable({**payload, "extras": result.extras})
+        frame = result.to_pandas()
+        payload = _jsonable(
+            {"columns": list(frame.columns), "rows": frame.to_dict(orient="records"), "extras": result.extras}
+        )
     else:
         doc = read_json(path)
         if not isinstance(doc, dict) or "rows" not in doc:
