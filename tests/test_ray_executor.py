@@ -257,18 +257,23 @@ def test_each_executor_reuses_the_others_stages(ray_address, setup, ray_run, tmp
     assert markers(out) == before and csvs(out) == csvs(local)
 
 
+def _start_ray_run(toml: Path, ray_address: str, err) -> subprocess.Popen:
+    """`specprobe run TOML --executor ray` on the test cluster, in the background, stderr into `err`."""
+    return subprocess.Popen(
+        _cli("run", str(toml), "--no-progress", "--executor", "ray", "--address", ray_address),
+        env={**os.environ, **ENV},
+        stdout=subprocess.DEVNULL,
+        stderr=err,
+    )
+
+
 @pytest.mark.slow
 def test_sigkill_of_the_driver_then_a_rerun_gives_the_uninterrupted_csvs(ray_address, setup, tmp_path):
     work, base, data, local = setup
     out = tmp_path / "out"
     toml = write_toml(tmp_path / "exp.toml", config(base, data, out))
     with open(tmp_path / "stderr.txt", "w") as err:
-        proc = subprocess.Popen(
-            _cli("run", str(toml), "--no-progress", "--executor", "ray", "--address", ray_address),
-            env={**os.environ, **ENV},
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
+        proc = _start_ray_run(toml, ray_address, err)
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None:
             if list(out.glob("stages/adapter-*/adapter/checkpoints/step-*")):
@@ -292,12 +297,7 @@ def test_sigterm_stops_a_ray_run_with_143_and_one_line(ray_address, setup, tmp_p
     out = tmp_path / "out"
     toml = write_toml(tmp_path / "exp.toml", config(base, data, out))
     with open(tmp_path / "stderr.txt", "w") as err:
-        proc = subprocess.Popen(
-            _cli("run", str(toml), "--no-progress", "--executor", "ray", "--address", ray_address),
-            env={**os.environ, **ENV},
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
+        proc = _start_ray_run(toml, ray_address, err)
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None and not list(out.glob("stages/adapter-*")):
             time.sleep(0.02)  # a task has started: the driver waits in Ray
