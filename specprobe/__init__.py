@@ -14,9 +14,40 @@ Names resolve on first use (PEP 562), so `import specprobe.terms` alone does not
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # what the lazy names resolve to, for type checkers and IDEs (never run)
+    from specprobe import app, core, finetune, probe, reports, terms
+    from specprobe.app.experiment import run_experiment
+    from specprobe.app.experiment_result import ExperimentResult
+    from specprobe.core import ModelLoadError, ModelPair, Result
+    from specprobe.core.results import load_result
+    from specprobe.finetune import AccuracyMatrix, MCEvaluation
+    from specprobe.probe import (
+        AccuracyLink,
+        Comparison,
+        GeneralTextShift,
+        LayerView,
+        LogitAttribution,
+        MatchOptions,
+        Patching,
+        ProbeOptions,
+        SeenUnseen,
+        Trajectory,
+        accuracy_link,
+        compare,
+        general_text_control,
+        layers,
+        logit_attribution,
+        patch,
+        seen_unseen,
+        trajectory,
+    )
+    from specprobe.reports import render
+    from specprobe.terms import Lexicon, QARecord, load_qa
+    from specprobe.terms.build import build_lexicon
 
 #: public name -> the module that defines it
 _API = {

@@ -14,6 +14,20 @@ def test_every_public_name_resolves():
         assert getattr(specprobe, name) is not None, name
 
 
+def test_type_checking_imports_match_the_lazy_names():
+    """The `if TYPE_CHECKING:` imports (what IDEs and pyright see) name each public name from the module
+    `__getattr__` resolves it from, and nothing else."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(specprobe))
+    block = next(n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING")
+    seen = {a.name: node.module for node in block.body if isinstance(node, ast.ImportFrom) for a in node.names}
+    expected = {name: module for name, module in specprobe._API.items()}
+    expected.update({sub: "specprobe" for sub in specprobe._SUBPACKAGES})
+    assert seen == expected
+
+
 def test_subpackages_declare_all():
     import importlib
 
