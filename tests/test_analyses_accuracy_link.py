@@ -171,6 +171,43 @@ def test_accuracy_matrix_and_several_adapters(tmp_path):
         accuracy_link(matrix, comps["cardio"])
 
 
+def test_norm_uses_acc_norm_and_per_character_margins_or_nothing():
+    """norm=True: the accuracy change is of acc_norm (also from an AccuracyMatrix's stored outcomes), the
+    margin is per character, and where the options' lengths are unknown there is no margin (not the raw
+    one under a per-character label); without acc_norm outcomes norm=True is refused."""
+    from specprobe.finetune.accuracy_matrix import AccuracyMatrix
+
+    ids, specs, d, base, tuned = case(5, lambda d, rng: 2 * d)
+    acc_norm_change = (tuned > 0).astype(float) - (base > 0).astype(float)
+    items = {  # acc always right, acc_norm follows the margins: the two accuracies differ
+        "base": {"ids": ids, "correct": [True] * N, "correct_norm": list(base > 0)},
+        "cardio": {"ids": ids, "correct": [True] * N, "correct_norm": list(tuned > 0)},
+    }
+    matrix = AccuracyMatrix(pd.DataFrame(columns=AccuracyMatrix.columns), {}, {"items": items})
+    comps = {"cardio": comparison(ids, d, specs)}
+    assert (accuracy_link(matrix, comps).to_pandas()["acc_change"] == 0).all()
+    frame = accuracy_link(matrix, comps, norm=True).to_pandas()
+    np.testing.assert_array_equal(frame["acc_change"], acc_norm_change)
+    older = {m: {k: v for k, v in o.items() if k != "correct_norm"} for m, o in items.items()}
+    with pytest.raises(ValueError, match="correct_norm"):
+        accuracy_link(AccuracyMatrix(matrix.to_pandas(), {}, {"items": older}), comps, norm=True)
+
+    table = evaluation(ids, base, tuned, specs).to_pandas()  # every option 4 characters long
+    link = accuracy_link(table, comps["cardio"], norm=True)
+    np.testing.assert_allclose(link.to_pandas()["margin_change"], (tuned - base) / 4)
+    bare = accuracy_link(table.drop(columns=["option_n_chars"]), comps["cardio"], norm=True)
+    assert bare.to_pandas()["margin_change"].isna().all() and not bare.metadata["has_margins"]
+    assert accuracy_link(table.drop(columns=["option_n_chars"]), comps["cardio"]).metadata["has_margins"]
+
+
+def test_specialties_read_by_pandas_as_arrays_are_kept():
+    ids, specs, d, base, tuned = case(6, lambda d, rng: d)
+    table = evaluation(ids, base, tuned, specs).to_pandas()
+    table["specialties"] = table["specialties"].map(np.asarray)  # as pd.read_parquet gives them
+    frame = accuracy_link(table, comparison(ids, d, specs)).to_pandas()
+    assert list(frame["specialties"]) == [(s,) for s in specs]
+
+
 def test_roundtrip_report_files_and_cli(tmp_path):
     from specprobe.app.cli import main
 

@@ -146,8 +146,10 @@ def _matrix_items(matrix: Any) -> pd.DataFrame:
     for m, d in items.items():
         n = len(d["ids"])
         logps, answers = d.get("option_logp") or [None] * n, d.get("answer_index") or [None] * n
-        for i, c, lp, a in zip(d["ids"], d["correct"], logps, answers):
-            rows.append({"model": m, "item_id": str(i), "correct": bool(c), "option_logp": lp, "answer_index": a})
+        norms = d.get("correct_norm") or [None] * n  # older matrices may lack it: norm=True is refused then
+        for i, c, cn, lp, a in zip(d["ids"], d["correct"], norms, logps, answers):
+            row = {"model": m, "item_id": str(i), "correct": bool(c), "option_logp": lp, "answer_index": a}
+            rows.append({**row, "correct_norm": None if cn is None else bool(cn)})
     return pd.DataFrame(rows)
 
 
@@ -158,8 +160,11 @@ def _margin(row: Mapping, norm: bool) -> float:
     if lp is None or ans is None or not isinstance(lp, (list, tuple, np.ndarray)) or len(lp) < 2:
         return float("nan")
     values = np.asarray(lp, dtype=float)
-    if norm:
-        values = values / np.maximum(1.0, np.asarray(row.get("option_n_chars") or [1] * len(values), dtype=float))
+    if norm:  # per character: without the options' lengths (an AccuracyMatrix stores none) there is no margin
+        chars = row.get("option_n_chars")
+        if not isinstance(chars, (list, tuple, np.ndarray)) or len(chars) != len(values):
+            return float("nan")
+        values = values / np.maximum(1.0, np.asarray(chars, dtype=float))
     return float(values[int(ans)] - np.delete(values, int(ans)).max())
 
 
@@ -168,11 +173,14 @@ def _per_question_eval(items: pd.DataFrame, model: str, norm: bool) -> pd.DataFr
     twice = [str(i) for i in g.loc[g["item_id"].duplicated(), "item_id"]]
     if twice:
         raise ValueError(f"the evaluation has question {twice[0]!r} twice for model {model!r}")
-    col = "correct_norm" if norm and "correct_norm" in g else "correct"
+    col = "correct_norm" if norm else "correct"
+    if norm and (col not in g or bool(g[col].isna().any())):
+        raise ValueError(f"norm=True needs each question's acc_norm outcome (correct_norm) of model {model!r}")
     out = pd.DataFrame({"item_id": g["item_id"], "correct": g[col].astype(float)})
     out["margin"] = [_margin(r, norm) for r in g.to_dict("records")]
     if "specialties" in g:
-        out["specialties"] = g["specialties"].map(lambda s: tuple(s) if isinstance(s, (list, tuple)) else ())
+        seq = (list, tuple, np.ndarray)  # a table read with pandas holds arrays where a Result holds tuples
+        out["specialties"] = g["specialties"].map(lambda s: tuple(s) if isinstance(s, seq) else ())
     return out.set_index("item_id")
 
 
@@ -260,7 +268,8 @@ def accuracy_link(
     `comparison`: that adapter's Comparison (or its path); or a mapping {evaluation model label:
     Comparison} for several adapters at once. `tuned`: the evaluation's label of the adapter (default:
     the one model besides `base`). `metric`: "delta_per_token" or "delta". `norm`: use acc_norm and
-    per-character margins. Questions are joined by id (the Comparison's text ids are the questions' ids
+    per-character margins (refused without acc_norm outcomes; margins NaN without the options' lengths,
+    as in an AccuracyMatrix). Questions are joined by id (the Comparison's text ids are the questions' ids
     when the texts are the evaluated questions); those in only one input are counted in `extras`.
     """
     if metric not in METRICS:
