@@ -210,6 +210,46 @@ def test_shift_wording_follows_p_holm(p_holm, verdict, words):
     assert found.verdict == verdict and words in found.answer
 
 
+def test_not_shown_never_calls_a_significant_fall_not_significant():
+    """Cells or models significantly *below* (p_holm < 0.05, negative difference) are not "not significant":
+    the sentence says that none rose and how many fell."""
+    from specprobe.app import findings as F
+    from specprobe.app import findings_extra as FX
+
+    matrix = pd.DataFrame(
+        {"finetune_specialty": ["A", "A", "B"], "term_specialty": ["A", "B", "A"], "mean": [-0.2, -0.3, 0.1]}
+    )
+    found = F.shift_finding(matrix.assign(p_holm=[0.001, 0.01, 0.5]))
+    assert found.verdict == "not shown" and "not significant" not in found.answer
+    assert "no cell rose significantly above them" in found.answer and "2 of 3 fell significantly below" in found.answer
+    own = pd.DataFrame({"finetune_specialty": ["A", "B"], "mean_diff": [-0.3, 0.05], "p_holm": [0.004, 0.6]})
+    found = F.own_finding(own)
+    assert found.verdict == "not shown" and "not significant" not in found.answer
+    assert "in 1 of 2 they rose significantly less" in found.answer
+    assert "not significant after Holm" in F.own_finding(own.assign(p_holm=[0.5, 0.6])).answer
+
+    class Seen:
+        def __init__(self, diff, p):
+            self.diff, self.p = diff, p
+
+        def tests(self, n_boot):
+            return pd.DataFrame({"contrast": ["seen - unseen_same"], "mean_diff": [self.diff], "p_holm": [self.p]})
+
+    found, _ = FX.seen_unseen_finding({"A": Seen(-0.4, 0.001), "B": Seen(0.1, 0.3)})
+    assert found.verdict == "not shown" and "not significant" not in found.answer
+    assert "in 1 of 2 they rose significantly less" in found.answer
+    found, _ = FX.seen_unseen_finding({"A": Seen(0.4, 0.001), "B": Seen(0.1, 0.3)})
+    assert found.verdict == "partly"
+
+
+def test_shift_reading_without_any_paired_cell():
+    """Terms but no control words: every minus-control cell is NaN; the reading says so instead of failing."""
+    from specprobe.app.findings import shift_reading
+
+    matrix = pd.DataFrame({"finetune_specialty": ["A"], "term_specialty": ["A"], "mean": [np.nan], "p_holm": [np.nan]})
+    assert "No control words were scored" in shift_reading(matrix)
+
+
 # -- one chart each, marks, one method section ----------------------------------------------------------
 def test_each_chart_once_and_method_text_in_one_place(page):
     charts = [b for s in page.sections for b in s.blocks if isinstance(b, ChartBlock)]

@@ -149,11 +149,15 @@ def shift_finding(matrix: pd.DataFrame, link: str = "") -> Finding:
             "correction; the other cells are not significant"
             + (f", and {len(down)} fell significantly below them." if len(down) else ".")
         )
+    elif len(down):  # none rose significantly, but some fell: "not significant in any cell" would be false
+        answer = (
+            f"Not shown: on average terms moved {_num(mean, True)} logp/token against the control words; no cell "
+            f"rose significantly above them after Holm correction, and {len(down)} of {n} fell significantly below them."
+        )
     else:
         answer = (
             f"Not shown: on average terms moved {_num(mean, True)} logp/token against the control words, "
-            "not significant after Holm correction in any cell"
-            + (f" ({len(down)} cell(s) significantly below them)." if len(down) else ".")
+            "not significant after Holm correction in any cell."
         )
     evidence = (
         f"Mean terms − control words over cells {_num(mean, True)} logp/token (range {_num(tested['mean'].min(), True)} "
@@ -167,7 +171,7 @@ def shift_finding(matrix: pd.DataFrame, link: str = "") -> Finding:
 
 def shift_reading(matrix: pd.DataFrame) -> str:
     """One paragraph on the minus-control heatmap."""
-    if matrix.empty:
+    if matrix.empty or not bool(col(matrix, "mean").notna().any()):  # no cell paired with control words
         return "No control words were scored, so the terms' change cannot be set against ordinary words."
     top = row_at_max(matrix, "mean")
     return (
@@ -193,6 +197,7 @@ def own_finding(own: pd.DataFrame, link: str = "") -> Finding:
         return Finding(Q_OWN, f"Not tested: {why}", "", "not tested", link)
     n = len(tested)
     ahead = tested[(tested["p_holm"] < ALPHA) & (tested["mean_diff"] > 0)]
+    behind = tested[(tested["p_holm"] < ALPHA) & (tested["mean_diff"] < 0)]
     mean = mean_of(tested, "mean_diff")
     verdict = _verdict(len(ahead), n)
     if verdict in ("yes", "partly"):
@@ -201,6 +206,12 @@ def own_finding(own: pd.DataFrame, link: str = "") -> Finding:
         answer = (
             f"{lead}: in {len(ahead)} of {n} models ({names}) the own specialty's terms rose more than other "
             "specialties' terms in the same texts, significant after Holm correction."
+        )
+    elif len(behind):
+        answer = (
+            f"Not shown: in no model did the own specialty's terms rise significantly more than other specialties' "
+            f"terms in the same texts after Holm correction; in {len(behind)} of {n} they rose significantly less "
+            f"(mean over models {_num(mean, True)} logp/token)."
         )
     else:
         answer = (

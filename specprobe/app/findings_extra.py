@@ -31,12 +31,19 @@ def seen_unseen_finding(results: Mapping[str, Any], n_boot: int = 2000, link: st
         why = "no text holds both seen and unseen terms of a model's specialty."
         return Finding(Q_SEEN, f"Not tested: {why}", "", "not tested", link), why.capitalize()
     up = tested[(tested["p_holm"] < ALPHA) & (tested["mean_diff"] > 0)]
+    down = tested[(tested["p_holm"] < ALPHA) & (tested["mean_diff"] < 0)]
     mean, n = mean_of(tested, "mean_diff"), len(tested)
     verdict = _verdict(len(up), n)
     if verdict in ("yes", "partly"):
         answer = (
             f"{'Yes' if verdict == 'yes' else 'Partly'}: in {len(up)} of {n} models, terms seen in training rose "
             "more than unseen terms of the same specialty, significant after Holm correction."
+        )
+    elif len(down):
+        answer = (
+            "Not shown: in no model did terms seen in training rise significantly more than unseen terms of the "
+            f"same specialty after Holm correction; in {len(down)} of {n} they rose significantly less "
+            f"(mean {_num(mean, True)} logp/token)."
         )
     else:
         answer = (
