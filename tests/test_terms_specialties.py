@@ -42,6 +42,39 @@ def test_combine_rule():
     assert combine(["A"], {"X": 9.0}, {"X": 9}, AssignmentRule(use_ontology=False)) == (("X",), True)
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"z_min": math.nan},
+        {"z_min": math.inf},
+        {"prior_strength": 0.0},
+        {"prior_strength": math.nan},
+        {"max_specialties": 0},
+        {"min_count": 0},
+        {"min_specialty_count": -1},
+        {"use_ontology": False, "use_corpus": False},
+    ],
+)
+def test_rule_refuses_values_that_would_silently_assign_nothing(bad):
+    with pytest.raises(ValueError, match=next(iter(bad)) if len(bad) == 1 else "both off"):
+        AssignmentRule(**bad)
+
+
+def test_terms_build_refuses_a_nan_z_min_before_reading_the_data(tmp_path):
+    """The CLI checks the rule before extraction; a missing data file is never reached."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "specprobe.app.cli", "terms", "build", str(tmp_path / "absent.json")]
+    for extra, message in (
+        (["--z-min", "nan"], "z_min must be a finite number"),
+        (["--min-count", "0"], "--min-count"),
+    ):
+        done = subprocess.run([*cmd, "--out", str(tmp_path / "lex.json"), *extra], capture_output=True, text=True)
+        assert done.returncode == 2
+        assert message in done.stderr and "Traceback" not in done.stderr
+
+
 def test_map_loads_and_uses_only_known_specialties():
     m = load_map()
     assert {s for r in m.rows for s in r.specialties} <= set(SPECIALTIES)

@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from specprobe.utils.argtypes import positive_int
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -28,8 +30,10 @@ def register(subparsers) -> None:
         '\'{"question": "q", "options": ["a","b","c","d"], "answer": "ans", "answer_format": "letter"}\'',
     )
     b.add_argument("--skip-bad", action="store_true", help="skip malformed records and report them")
-    b.add_argument("--min-count", type=int, default=1, help="drop terms seen fewer times (default 1)")
-    b.add_argument("--max-specialties", type=int, default=3, help="a term is specific with at most this many (3)")
+    b.add_argument("--min-count", type=positive_int, default=1, help="drop terms seen fewer times (default 1)")
+    b.add_argument(
+        "--max-specialties", type=positive_int, default=3, help="a term is specific with at most this many (3)"
+    )
     b.add_argument("--z-min", type=float, default=1.96, help="corpus z-score needed for a corpus assignment")
     b.add_argument("--prior-strength", type=float, default=1.0, help="Dirichlet prior size, x corpus counts")
     b.add_argument("--signals", choices=("both", "ontology", "corpus"), default="both")

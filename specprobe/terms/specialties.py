@@ -222,6 +222,20 @@ class AssignmentRule:
     use_ontology: bool = True
     use_corpus: bool = True
 
+    def __post_init__(self) -> None:
+        """Refuse values that would silently assign nothing (or everything): a NaN z_min, no signal."""
+        if not math.isfinite(self.z_min):
+            raise ValueError(f"z_min must be a finite number, got {self.z_min}")
+        if not (math.isfinite(self.prior_strength) and self.prior_strength > 0):
+            raise ValueError(f"prior_strength must be a positive number, got {self.prior_strength}")
+        for name in ("max_specialties", "min_count"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.min_specialty_count < 0:
+            raise ValueError(f"min_specialty_count must be at least 0, got {self.min_specialty_count}")
+        if not (self.use_ontology or self.use_corpus):
+            raise ValueError("use_ontology and use_corpus are both off: no term could get a specialty")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
