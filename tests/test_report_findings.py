@@ -480,3 +480,45 @@ def test_onset_and_general_text_wording_follow_the_numbers():
     assert found.verdict == "yes" and "all 2 models" in found.answer
     found, reading = FX.general_text_finding({"A": lower, "B": rising}, n_boot=200)
     assert found.verdict == "partly" and "1 of 2 models" in found.answer and "A:" in reading and "B:" in reading
+
+
+def test_accuracy_reading_counts_untested_cells_apart():
+    """A cell without a base result (p_holm NaN) is neither significant nor "within chance"."""
+    from specprobe.app.findings import accuracy_reading
+
+    frame = pd.DataFrame(
+        {
+            "train_specialty": ["base", "A", "A", "B"],
+            "accuracy": [0.5, 0.7, 0.4, 0.6],
+            "vs_base": [np.nan, 0.2, -0.1, np.nan],
+            "p_holm": [np.nan, 0.01, 0.3, np.nan],
+        }
+    )
+    text = accuracy_reading(frame, pd.DataFrame())
+    assert "1 cell(s) are significantly higher and 0 significantly lower" in text
+    assert "the other 1 are within chance, and 1 could not be tested" in text
+
+
+@pytest.mark.parametrize(
+    ("term_delta", "acc_change", "reason"),
+    [
+        ([0.1, 0.2], [1.0, 0.0], "only 2 question(s)"),
+        ([0.1, 0.2, 0.3], [0.0, 0.0, 0.0], "no question changed between right and wrong"),
+        ([0.2, 0.2, 0.2], [1.0, 0.0, -1.0], "every question has the same term change"),
+    ],
+)
+def test_accuracy_link_finding_says_why_it_was_not_tested(term_delta, acc_change, reason):
+    from specprobe.app.findings_extra import accuracy_link_finding
+    from specprobe.probe.analyses.accuracy_link import AccuracyLink
+
+    n = len(term_delta)
+    frame = pd.DataFrame({c: [np.nan] * n for c in AccuracyLink.columns})
+    frame = frame.assign(
+        adapter="A",
+        item_id=[f"q{i}" for i in range(n)],
+        specialties=[("X",)] * n,
+        term_delta=term_delta,
+        acc_change=acc_change,
+    )
+    found, reading = accuracy_link_finding(AccuracyLink(frame), n_boot=50)
+    assert found.verdict == "not tested" and reason in found.answer and reason in reading.lower()

@@ -113,12 +113,15 @@ def accuracy_reading(frame: pd.DataFrame, contrast: pd.DataFrame) -> str:
         f"models {_num(mean_of(tuned, 'accuracy'))}."
     ]
     if "p_holm" in frame and bool(col(tuned, "p_holm").notna().any()):
-        sig = tuned[tuned["p_holm"] < ALPHA]
+        tested = tuned[col(tuned, "p_holm").notna()]
+        sig = tested[tested["p_holm"] < ALPHA]
         up, down = int((sig["vs_base"] > 0).sum()), int((sig["vs_base"] < 0).sum())
+        untested = len(tuned) - len(tested)
         parts.append(
             f"Against the base model on the same questions, {up} cell(s) are significantly higher and {down} "
-            f"significantly lower after Holm correction (asterisks); the other {len(tuned) - len(sig)} are "
-            "within chance."
+            f"significantly lower after Holm correction (asterisks); the other {len(tested) - len(sig)} are "
+            "within chance"
+            + (f", and {untested} could not be tested (no base model result on them)." if untested else ".")
         )
     if len(contrast):
         best = ", ".join(contrast.loc[contrast["is_best"], "specialty"].astype(str)) or "none"

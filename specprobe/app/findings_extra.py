@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, cast
 
+import numpy as np
 import pandas as pd
 
 from specprobe.app.findings import ALPHA, _num, _verdict, mean_of, p_text
@@ -66,13 +67,24 @@ def seen_unseen_finding(results: Mapping[str, Any], n_boot: int = 2000, link: st
     return Finding(Q_SEEN, answer, evidence, verdict, link), reading
 
 
+def _why_no_correlation(result: Any, n: int) -> str:
+    """Why Spearman's rho is undefined: too few questions, no right/wrong change, or one term Δ for all."""
+    if n < 3:
+        return f"only {n} question(s) have both a term change and an accuracy outcome; a correlation needs 3."
+    frame = result.to_pandas()
+    both = frame[np.isfinite(frame["term_delta"].astype(float)) & np.isfinite(frame["acc_change"].astype(float))]
+    if both["acc_change"].nunique() < 2:
+        return "no question changed between right and wrong, so there is no correlation to test."
+    return "every question has the same term change, so there is no correlation to test."
+
+
 def accuracy_link_finding(result: Any, n_boot: int = 2000, link: str = "") -> tuple[Finding, str]:
     """Spearman's rho of the question's term Δ with its accuracy change, all questions (`AccuracyLink`)."""
     table = result.correlations(["acc_change"], n_boot=n_boot, n_perm=n_boot)
     row = table[table["specialty"] == "ALL"]
     if row.empty or pd.isna(row["rho"].iloc[0]):
-        why = "no question changed between right and wrong, so there is no correlation to test."
-        return Finding(Q_LINK, f"Not tested: {why}", "", "not tested", link), why.capitalize()
+        why = _why_no_correlation(result, 0 if row.empty else int(row["n"].iloc[0]))
+        return Finding(Q_LINK, f"Not tested: {why}", "", "not tested", link), why[0].upper() + why[1:]
     r = row.iloc[0]
     rho, p = float(r["rho"]), float(r["p_perm"])
     stats = (
