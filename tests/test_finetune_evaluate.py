@@ -231,3 +231,45 @@ def test_base_adapter_mismatch_is_refused(tiny_llama, tiny_gpt2, tmp_path):
         ModelLoadError, match=r"stranger' \(Cardiology#2\) was trained on a base with weights sha256 000000"
     ):
         matrix(base, [tmp_path / "cardio", tmp_path / "stranger"], records(4), progress=False)
+
+
+def test_a_duplicated_answer_text_is_correct_at_either_copy_and_ties_go_first():
+    """MedMCQA-style options that repeat the answer's text (answer 'C' of ('x', 'y', 'x')): the record
+    holds the answer as text, so picking either copy is correct, not only the first copy's letter."""
+    from specprobe.core.scoring import ScoredItem
+    from specprobe.finetune.evaluation import _option_rows
+
+    rec = QARecord("d", "q?", ("x", "y", "x"), "x")
+    per = [(1, 1, False, False)] * 3
+
+    def row(logps):
+        return _option_rows("m", [rec], [per], [ScoredItem(np.array([v])) for v in logps])[0]
+
+    third = row([-3.0, -2.0, -1.0])
+    assert third["pred"] == 2 and third["answer_index"] == 0 and third["correct"] and third["correct_norm"]
+    assert not row([-3.0, -1.0, -2.0])["correct"]
+    tie = row([-1.0, -1.0, -1.0])  # a tie goes to the first option
+    assert tie["pred"] == 0 and tie["pred_norm"] == 0
+
+
+def test_flagged_questions_are_warned_once_over_models(caplog):
+    import pandas as pd
+
+    from specprobe.finetune.evaluation import warn_flags
+
+    frame = pd.DataFrame(
+        {
+            "model": ["base", "base", "tuned", "tuned"],
+            "truncated": [True, False, True, False],
+            "straddles": [False, True, False, True],
+        }
+    )
+    with caplog.at_level("WARNING", logger="specprobe.finetune.evaluation"):
+        warn_flags(frame, 2, 64)
+    text = caplog.text
+    assert "1 of 2 scored questions were longer than 64 tokens" in text
+    assert "1 of 2 scored questions have an option whose first token also covers the end of the prompt" in text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="specprobe.finetune.evaluation"):
+        warn_flags(frame.assign(truncated=False, straddles=False), 2, 64)
+    assert not caplog.text

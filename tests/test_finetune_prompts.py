@@ -132,3 +132,26 @@ def test_cli_help_texts_print_as_written():
     text = sub.choices["evaluate"].format_help()
     assert "Wilson 95% intervals" in " ".join(text.split()) and "%%" not in text
     assert "%%" not in sub.choices["finetune"].format_help()
+
+
+def test_a_specialty_listed_twice_counts_the_question_once():
+    import pandas as pd
+
+    from specprobe.finetune.evaluation import accuracy_table
+
+    recs = [QARecord("q1", "q?", ("a", "b"), "a", ("Cardiology", "Cardiology")), QARecord("q2", "q?", ("a", "b"), "b")]
+    assert specialty_counts(recs) == {"Cardiology": 1, NO_SPECIALTY: 1}
+    frame = pd.DataFrame(
+        {"model": "m", "specialties": [("C", "C", "N"), ("C",)], "correct": [True, False], "correct_norm": True}
+    )
+    assert list(explode_specialties(frame)["specialty"]) == ["C", "N", "C"]
+    acc = accuracy_table(frame).set_index("specialty")
+    assert acc.loc["C", "n"] == 2 and acc.loc["C", "n_correct"] == 1 and acc.loc["N", "n"] == 1
+
+
+def test_answer_options_are_every_copy_of_the_answer_text():
+    from specprobe.finetune.prompts import answer_options
+
+    assert answer_options(REC) == {2}
+    dup = QARecord("d", "q?", ("x", "y", "x"), "x")
+    assert answer_options(dup) == {0, 2} and dup.answer_index == 0

@@ -241,3 +241,16 @@ def test_from_lm_eval_cli_needs_no_model_and_refuses_one(tmp_path, capsys):
     assert "--model is required" in capsys.readouterr().err
     assert main(args) == 0
     assert MCEvaluation.load(tmp_path / "r.json").to_pandas()["model"].unique().tolist() == ["s"]
+
+
+def test_a_duplicated_answer_text_reads_lm_eval_gold_at_the_second_copy(tmp_path):
+    """Options ('aspirin', 'heparin', 'aspirin', 'rest') with lm-eval's gold at the second copy (C):
+    the target is accepted, and the model picking C is correct (the record holds the answer as text)."""
+    item = {"Question": "Which drug?", "Options": ["aspirin", "heparin", "aspirin", "rest"], "Answer": "aspirin"}
+    data = tmp_path / "qa.json"
+    data.write_text(json.dumps([item]))
+    lls = [-3.0, -2.0, -1.0, -4.0]
+    samples = tmp_path / "samples_mc.jsonl"
+    samples.write_text(json.dumps(lm_eval_sample(0, item, lls, target=2)) + "\n")
+    row = from_lm_eval({"m": samples}, data).to_pandas().iloc[0]
+    assert row["pred"] == 2 and row["answer_index"] == 0 and row["correct"] and row["correct_norm"]

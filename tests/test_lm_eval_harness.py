@@ -101,3 +101,28 @@ def test_lm_eval_samples_read_back_agree_with_lm_eval_and_specprobe(tiny_llama, 
     table = make_table(payload)
     assert "specprobe_mc" in table and "acc" in table
     assert payload["results"]["specprobe_mc"]["acc,none"] == pytest.approx(res["results"][TASK]["acc,none"])
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_option_loglikelihoods_equal_lm_evals_with_one_bos(tiny_dir, arch):
+    """lm-eval's HFLM on the same strings gives specprobe's log-likelihoods once it conditions on the
+    BOS as specprobe does: by default for Llama (its tokenizer adds BOS), with `add_bos_token=True`
+    for GPT-2 (a BOS the tokenizer does not add; lm-eval's default leaves it out)."""
+    from conftest import _build
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from specprobe.finetune.prompts import PromptFormat
+    from specprobe.terms.datasets import QARecord
+
+    base = str(_build(tiny_dir, arch)[0])
+    recs = [QARecord(f"q{i}", f"Patient {i} has pain. Which drug?", OPTS[: 2 + i % 3], OPTS[0]) for i in range(4)]
+    ours = evaluate(base, recs, continuation="text", progress=False).to_pandas()
+    fmt = PromptFormat(continuation="text")
+    reqs = [
+        Instance("loglikelihood", {}, (fmt.prompt(r), c), j) for r in recs for j, c in enumerate(fmt.continuations(r))
+    ]
+    kw = {"add_bos_token": True} if arch == "gpt2" else {}
+    lm = HFLM(pretrained=base, dtype="float32", device="cpu", batch_size=4, **kw)
+    theirs = [ll for ll, _ in lm.loglikelihood(reqs, disable_tqdm=True)]
+    np.testing.assert_allclose(np.concatenate([np.array(t) for t in ours["option_logp"]]), theirs, atol=1e-4)

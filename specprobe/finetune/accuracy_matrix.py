@@ -30,6 +30,7 @@ from specprobe.finetune.evaluation import (
     build_option_items,
     format_table,
     score_records,
+    warn_flags,
 )
 from specprobe.finetune.prompts import PromptFormat, check_max_length, fit_max_length, resolve_format
 from specprobe.terms.datasets import QARecord
@@ -67,9 +68,12 @@ class AccuracyMatrix(Result):
         """Own adapter vs the other adapters on each specialty some adapter was trained on.
 
         Columns: specialty, own (model), n, own_<metric>, others_mean, others_max, diff (own - others_mean),
-        rank (1 = own adapter is best among adapters), is_best, base, gain (own - base). `.attrs` holds the
-        summary: mean_diag, mean_offdiag, mean_diff, n_best, n_specialties, p_value (one-sided
-        permutation test of mean_diff over adapter-to-specialty assignments).
+        rank (1 = no adapter is better than the own one: a tie counts as best), is_best, base, gain
+        (own - base). `.attrs` holds the summary: mean_diag, mean_offdiag, mean_diff, n_best,
+        n_specialties, p_value, n_perm. p_value: one-sided Monte Carlo permutation test of mean_diff over
+        random adapter-to-specialty assignments, (1 + #{permuted >= observed}) / (1 + n_perm); it is never
+        below 1 / (n_perm + 1), and with A adapters and S specialties the exact test cannot go below
+        1 / (A! / (A - S)!) (the observed assignment is one of them).
         """
         t = self.table(metric, overall=False)
         own = {m: s for m, s in self.trained_on().items() if m != BASE and s is not None and s in t.columns}
@@ -209,6 +213,7 @@ def matrix(
     L = fit_max_length(max_length, context_length(pair))
     prepared = build_option_items(pair.tokenizer, records, fmt, L)
     items = _score_runs(pair, pairs, include_base, records, fmt, L, batch_size, progress, prepared)
+    warn_flags(items, len(records), L)
     trained_on = _trained_on(named, set(accuracy_table(items, ("model",))["specialty"]))
     meta = dict(pair.metadata)
     meta.update(

@@ -44,8 +44,9 @@ def load_selected(
 
 
 def specialties_of(specialties: Sequence[str] | None) -> tuple[str, ...]:
-    """The specialties a question counts towards: its own, or (NO_SPECIALTY,) when it has none."""
-    return tuple(specialties) if specialties else (NO_SPECIALTY,)
+    """The specialties a question counts towards: its own, each once (a file may list one twice, and
+    the question must not count twice in its n), or (NO_SPECIALTY,) when it has none."""
+    return tuple(dict.fromkeys(specialties)) if specialties else (NO_SPECIALTY,)
 
 
 def explode_specialties(frame, column: str = "specialties"):

@@ -9,6 +9,10 @@ reported per question:
 * ``acc_norm``: the largest log-likelihood per character of the continuation (lm-eval's acc_norm,
   which divides by the continuation's length in characters, without the leading delimiter).
 
+A tie goes to the first of the tied options (``np.argmax``, as lm-eval). A pick is correct when its
+option has the answer's text (`specprobe.finetune.prompts.answer_options`: a question that lists
+the answer twice has two correct options).
+
 Accuracies come per specialty with Wilson 95% intervals. With an adapter, the base (adapter
 disabled) and the tuned model are scored from one loaded model. Under an initialised
 torch.distributed process group the ranks share the scoring (data-parallel, see
@@ -33,6 +37,7 @@ from specprobe.core.results import Result
 from specprobe.finetune.data import explode_specialties, load_selected, read_manifest
 from specprobe.finetune.prompts import (
     PromptFormat,
+    answer_options,
     check_max_length,
     encode_continuation,
     fit_max_length,
@@ -240,8 +245,8 @@ def _option_rows(label: str, records: Sequence[QARecord], info: Sequence, scored
         n_opt = len(rec.options)
         sums = np.array([float(scored[k + j].logps.sum()) for j in range(n_opt)])
         chars = np.array([max(1, c) for _, c, _, _ in per], dtype=float)
-        pred, pred_norm = int(np.argmax(sums)), int(np.argmax(sums / chars))
-        ans = rec.answer_index
+        pred, pred_norm = int(np.argmax(sums)), int(np.argmax(sums / chars))  # ties: the first option
+        ans, answers = rec.answer_index, answer_options(rec)
         rows.append(
             {
                 "model": label,
@@ -254,14 +259,38 @@ def _option_rows(label: str, records: Sequence[QARecord], info: Sequence, scored
                 "option_n_chars": tuple(int(c) for c in chars),
                 "pred": pred,
                 "pred_norm": pred_norm,
-                "correct": pred == ans,
-                "correct_norm": pred_norm == ans,
+                "correct": pred in answers,
+                "correct_norm": pred_norm in answers,
                 "truncated": any(tr for _, _, tr, _ in per),
                 "straddles": any(st for _, _, _, st in per),
             }
         )
         k += n_opt
     return rows
+
+
+def warn_flags(frame: pd.DataFrame, n_questions: int, max_length: int) -> None:
+    """Warn about the questions (counted once over the models of `frame`) whose prompt was cut to fit
+    `max_length`, or whose first option token also covers the prompt's last characters (that token is
+    scored with the option, conditioned on a prompt without those characters)."""
+    n_models = max(1, int(cast(pd.Series, frame["model"]).nunique()))
+    n_trunc = int(cast(pd.Series, frame["truncated"]).sum()) // n_models
+    if n_trunc:
+        log.warning(
+            "%d of %d scored questions were longer than %d tokens; their prompts lost tokens from the left",
+            n_trunc,
+            n_questions,
+            max_length,
+        )
+    n_straddle = int(cast(pd.Series, frame["straddles"]).sum()) // n_models
+    if n_straddle:
+        log.warning(
+            "%d of %d scored questions have an option whose first token also covers the end of the prompt "
+            "(column 'straddles'); that token is scored as the option's: end the template so that the "
+            "option starts a new token (e.g. after 'Answer:')",
+            n_straddle,
+            n_questions,
+        )
 
 
 def score_records(
@@ -341,14 +370,7 @@ def evaluate(
     chosen = tuple(variants) if variants else pair.variants
     L = fit_max_length(max_length, context_length(pair))
     frame = score_records(pair, records, fmt, variants=chosen, max_length=L, batch_size=batch_size, progress=progress)
-    n_trunc = int(cast(pd.Series, frame["truncated"]).sum())
-    if n_trunc:
-        log.warning(
-            "%d of %d scored questions were longer than %d tokens; their prompts lost tokens from the left",
-            n_trunc // max(1, len(chosen)),
-            len(records),
-            L,
-        )
+    warn_flags(frame, len(records), L)
     meta = dict(pair.metadata)
     meta.update(
         {

@@ -30,7 +30,7 @@ import pandas as pd
 from specprobe.finetune.accuracy_matrix import BASE, AccuracyMatrix, from_items
 from specprobe.finetune.data import load_records, select, specialties_of
 from specprobe.finetune.evaluation import MCEvaluation
-from specprobe.finetune.prompts import LETTERS
+from specprobe.finetune.prompts import LETTERS, answer_options
 from specprobe.terms.datasets import QARecord
 from specprobe.utils.io import iter_jsonl
 
@@ -121,7 +121,7 @@ def _check_target(target: Any, rec: QARecord, where: str) -> None:
     if len(t) == 1 and t in LETTERS[: len(rec.options)]:
         named.add(LETTERS.index(t))
     named |= {i for i, o in enumerate(rec.options) if o == t}
-    if named and rec.answer_index not in named:
+    if named and not named & answer_options(rec):
         raise ValueError(
             f"{where}: target {t!r} is not the answer of question {rec.id!r} "
             f"(option {LETTERS[rec.answer_index]}: {rec.answer!r})"
@@ -145,7 +145,7 @@ def _row(label: str, rec: QARecord, sample: dict, where: str) -> dict[str, Any]:
     lengths = [len(c[1:]) if c.startswith(" ") else len(c) for c in conts] if conts else [len(o) for o in rec.options]
     chars = np.array([max(1, c) for c in lengths], dtype=float)
     pred, pred_norm = int(np.argmax(sums)), int(np.argmax(sums / chars))
-    ans = rec.answer_index
+    ans, answers = rec.answer_index, answer_options(rec)
     return {
         "model": label,
         "item_id": rec.id,
@@ -157,8 +157,8 @@ def _row(label: str, rec: QARecord, sample: dict, where: str) -> dict[str, Any]:
         "option_n_chars": tuple(int(c) for c in chars),
         "pred": pred,
         "pred_norm": pred_norm,
-        "correct": pred == ans,
-        "correct_norm": pred_norm == ans,
+        "correct": pred in answers,
+        "correct_norm": pred_norm in answers,
         "truncated": False,
         "straddles": False,
     }

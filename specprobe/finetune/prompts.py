@@ -97,6 +97,13 @@ def check_record(record: QARecord, where: str = "") -> None:
         raise DataError(f"{at}: answer {record.answer!r} is not one of the options {list(record.options)}")
 
 
+def answer_options(record: QARecord) -> frozenset[int]:
+    """The indices of the options that are the answer: every option with the answer's text. A question
+    can list one text twice (MedMCQA has such items); a record holds its answer as text, so each of
+    the copies is a correct pick (`answer_index` and the trained letter are the first copy's)."""
+    return frozenset(i for i, o in enumerate(record.options) if o == record.answer)
+
+
 def check_records(records: Sequence[QARecord], source: str = "<records>") -> None:
     for i, rec in enumerate(records):
         check_record(rec, f"{source}: item {i} (id {rec.id!r})")
