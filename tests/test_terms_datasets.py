@@ -145,6 +145,44 @@ def test_jsonl_with_mapping(tmp_path):
     assert recs[0].answer == "b"
 
 
+@pytest.mark.parametrize(
+    ("fmt", "value", "expected"),
+    [
+        ("letter", "B", "b"),
+        ("letter", "(c)", "c"),
+        ("letter", "B.", "b"),
+        ("letter", "", None),  # was option A
+        ("letter", "BC", None),  # was option B
+        ("letter", "D", None),  # a letter beyond the options
+        ("index", 1, "b"),
+        ("index", "2", "c"),
+        ("index", 2.0, "c"),
+        ("index", -1, None),  # was the last option
+        ("index", 3, None),
+        ("index", 1.5, None),  # was option b
+        ("index", "x", None),
+    ],
+)
+def test_mapped_answers_name_exactly_one_option(tmp_path, fmt, value, expected):
+    """A letter or index answer that names no option (empty, two letters, negative, fractional, out of
+    range) is an error naming the field, never a silently chosen option."""
+    p = tmp_path / "m.jsonl"
+    p.write_text(json.dumps({"text": "Q?", "choices": ["a", "b", "c"], "label": value}) + "\n")
+    mapping = {"question": "text", "options": "choices", "answer": "label", "answer_format": fmt}
+    if expected is None:
+        with pytest.raises(DataError, match=r"m.jsonl: item 0: field 'label'"):
+            load_qa(p, format="jsonl", mapping=mapping)
+    else:
+        assert load_qa(p, format="jsonl", mapping=mapping)[0].answer == expected
+
+
+def test_mapped_options_must_be_non_empty(tmp_path):
+    p = tmp_path / "e.jsonl"
+    p.write_text(json.dumps({"text": "Q?", "choices": ["a", "  "], "label": "a"}) + "\n")
+    with pytest.raises(DataError, match="non-empty option strings"):
+        load_qa(p, format="jsonl", mapping={"question": "text", "options": "choices", "answer": "label"})
+
+
 def test_unknown_format(tmp_path):
     p = tmp_path / "x.jsonl"
     p.write_text(json.dumps({"foo": 1}) + "\n")

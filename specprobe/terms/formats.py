@@ -23,9 +23,10 @@ import csv
 import io
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from specprobe.utils.io import parse_jsonl_line
 
@@ -193,6 +194,24 @@ def _instruction(path: Path, i: int, obj) -> QARecord:
     return QARecord(str(obj.get("id", f"{path.stem}:{i}")), question, options, answer, spec)
 
 
+def _mapped_answer(value: Any, options: Sequence[str], fmt: str, index_base: int) -> str | None:
+    """The option a mapped answer names, or None: a letter must be exactly one of the options' letters
+    ("B", "(b)", "B."), an index a whole number within the options (no negative or wrapped index)."""
+    if fmt == "letter":
+        letter = str(value).strip().strip("().").upper()
+        k = LETTERS.find(letter) if len(letter) == 1 else -1
+    elif fmt == "index":
+        try:
+            number = float(str(value).strip())
+        except ValueError:
+            return None
+        k = int(number) - index_base if number.is_integer() else -1
+    else:
+        answer = str(value).strip()
+        return answer if answer in options else None
+    return options[k] if 0 <= k < len(options) else None
+
+
 def _mapped(path: Path, i: int, row, mapping: dict) -> QARecord:
     _need_obj(path, i, row)
     qcol = mapping.get("question", "question")
@@ -214,24 +233,16 @@ def _mapped(path: Path, i: int, row, mapping: dict) -> QARecord:
                 raise _err(path, i, f"field {ocols!r}: not a JSON list") from None
         if isinstance(v, dict):
             v = [v[k] for k in sorted(v)]
-        if not isinstance(v, list) or len(v) < 2 or not all(isinstance(o, str) for o in v):
-            raise _err(path, i, f"field {ocols!r} must hold a list of at least 2 option strings")
+        if not isinstance(v, list) or len(v) < 2 or not all(isinstance(o, str) and o.strip() for o in v):
+            raise _err(path, i, f"field {ocols!r} must hold a list of at least 2 non-empty option strings")
         options = [o.strip() for o in v]
     acol = mapping.get("answer", "answer")
     if acol not in row:
         raise _err(path, i, f"missing field {acol!r}")
     a, fmt = row[acol], mapping.get("answer_format", "text")
-    try:
-        if fmt == "letter":
-            answer = options[LETTERS.index(str(a).strip().strip("().").upper())]
-        elif fmt == "index":
-            answer = options[int(a) - int(mapping.get("index_base", 0))]
-        else:
-            answer = str(a).strip()
-            if answer not in options:
-                raise ValueError
-    except (ValueError, IndexError):
-        raise _err(path, i, f"field {acol!r} {a!r} is not one of the options ({fmt})") from None
+    answer = _mapped_answer(a, options, fmt, int(mapping.get("index_base", 0)))
+    if answer is None:
+        raise _err(path, i, f"field {acol!r} {a!r} is not one of the options ({fmt})")
     scol = mapping.get("specialty")
     spec: tuple[str, ...] = ()
     if scol and row.get(scol) not in (None, ""):
