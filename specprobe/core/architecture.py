@@ -81,7 +81,9 @@ def find_layers(backbone: nn.Module) -> tuple[str, nn.ModuleList] | None:
 
 
 def is_norm(module: nn.Module) -> bool:
-    """LayerNorm, RMSNorm and the architectures' own norm classes (`GemmaRMSNorm`, `CohereLayerNorm`, ...)."""
+    """LayerNorm, RMSNorm and the architectures' own norm classes (`GemmaRMSNorm`, `CohereLayerNorm`, ...),
+    also inside peft's `modules_to_save` wrapper (which runs the adapter's copy, or the original when disabled)."""
+    module = getattr(module, "original_module", module)
     return isinstance(module, (nn.LayerNorm, nn.RMSNorm)) or "norm" in type(module).__name__.lower()
 
 

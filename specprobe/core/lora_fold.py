@@ -26,13 +26,15 @@ FOLD_MODES = ("auto", "fold", "unmerged")
 
 
 def _foldable(module: nn.Module) -> bool:
-    """A plain peft LoRA Linear (nn.Linear or GPT-2 Conv1D base), active, unmerged, without DoRA-like variants."""
+    """A plain peft LoRA Linear (nn.Linear or GPT-2 Conv1D base), active, unmerged, without DoRA-like
+    variants or a LoRA bias (`lora_bias=True`: lora_B's bias, which `get_delta_weight` leaves out)."""
     from peft.tuners.lora.layer import Linear as LoraLinear
 
     if type(module) is not LoraLinear or module.disable_adapters or module.merged:
         return False
     active = [a for a in module.active_adapters if a in module.lora_A]
-    return bool(active) and not any(a in module.lora_variant for a in active)
+    lora_bias = getattr(module, "lora_bias", {})  # peft >= 0.14
+    return bool(active) and not any(a in module.lora_variant or lora_bias.get(a) for a in active)
 
 
 def foldable_layers(model: HFModel) -> list[Any]:

@@ -112,6 +112,33 @@ def check_adapter_base(adapter: str, manifest: dict, base_hash: str | None, name
         )
 
 
+def unfaithful_adapter(config: Any, base: HFModel) -> str | None:
+    """Why the base and tuned views could not show a PEFT adapter on `base` as peft runs it, or None.
+
+    The views run the wrapped model's own backbone and head (not `PeftModel.forward`), and the base
+    view is that same module with the adapter disabled, so refused are: prompt learning (virtual
+    tokens added in `PeftModel.forward`), activated LoRA (its offsets are found there too), and what
+    changes the base model itself when loaded, which disabling the adapter does not undo: trained
+    base biases (`bias="all"`/`"lora_only"` on a base that has biases) and `layer_replication`.
+    """
+    skipped = "which specprobe's scoring does not run"
+    if getattr(config, "is_prompt_learning", False):
+        kind = getattr(getattr(config, "peft_type", None), "value", None) or type(config).__name__
+        return f"{kind} adds virtual tokens in PeftModel.forward, {skipped}"
+    if getattr(config, "alora_invocation_tokens", None):
+        return f"activated LoRA (alora_invocation_tokens) is switched on in PeftModel.forward, {skipped}"
+    not_base = (
+        "so the base view would not be the base; merge the adapter (merge_and_unload), save the merged "
+        "model and pass that directory as the tuned model"
+    )
+    bias = getattr(config, "bias", "none")
+    if bias not in (None, "none") and any(n.endswith("bias") for n, _ in unwrap_peft(base).named_parameters()):
+        return f"bias={bias!r} loads trained biases into the base model's own layers, {not_base}"
+    if getattr(config, "layer_replication", None):
+        return f"layer_replication changes the base model's layer stack, {not_base}"
+    return None
+
+
 def load_tokenizer(source: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
@@ -284,7 +311,7 @@ class ModelPair:
     @staticmethod
     def _attach_adapter(base_obj: HFModel, adapter: str, meta: dict, force: bool = False) -> tuple[HFModel, str]:
         """Put the adapter directory on `base_obj` (beside existing adapters on a PeftModel); (model, adapter name)."""
-        from peft import PeftModel
+        from peft import PeftConfig, PeftModel
 
         cfg = _read_adapter_json(Path(adapter) / "adapter_config.json", required=True)
         manifest = _read_adapter_json(Path(adapter) / "manifest.json", required=False)
@@ -294,6 +321,12 @@ class ModelPair:
         meta["adapter_sha256"] = sha256_file(files[0]) if files else None
         if manifest and meta.get("base_weights_sha256"):
             check_adapter_base(adapter, manifest, meta["base_weights_sha256"])
+        try:
+            why = unfaithful_adapter(PeftConfig.from_peft_type(**cfg), base_obj)
+        except (TypeError, ValueError, KeyError):
+            why = None  # a config peft cannot read: its loader below says why
+        if why:  # before loading: some of these would change the (shared) base weights
+            raise ModelLoadError(f"adapter {adapter!r} is not supported: {why}")
         try:
             forced = check_adapter_fits(adapter, cfg, manifest, base_obj, force=force)
         except AdapterMismatchError as exc:
@@ -403,6 +436,10 @@ def _load_tuned(
     if isinstance(tuned, PeftModel):
         if base_obj is not None and base_obj is not tuned.get_base_model() and not isinstance(base, (str, os.PathLike)):
             raise ModelLoadError("tuned is a PeftModel on a different base object than `base`; pass its own base")
+        for name, config in tuned.peft_config.items():
+            why = unfaithful_adapter(config, tuned)
+            if why:
+                raise ModelLoadError(f"PeftModel adapter {name!r} is not supported: {why}")
         meta["tuned"] = f"<object PeftModel, adapters {list(tuned.peft_config)}>"
         return tuned.eval(), None, True
     if isinstance(tuned, (str, os.PathLike)) and is_adapter_dir(tuned):
