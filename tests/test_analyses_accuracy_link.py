@@ -200,6 +200,31 @@ def test_norm_uses_acc_norm_and_per_character_margins_or_nothing():
     assert accuracy_link(table.drop(columns=["option_n_chars"]), comps["cardio"]).metadata["has_margins"]
 
 
+def test_margin_counts_a_copy_of_the_answer_as_correct_not_as_a_rival():
+    """Options ('x', 'y', 'x') with answer 'x': the margin is the best copy of 'x' against 'y', not the
+    first 'x' against its own copy (which gave at most 0); without `answer_indices` (older results) the
+    first copy alone is the answer."""
+    from specprobe.probe.analyses.accuracy_link import _margin
+
+    row = {"option_logp": (-3.0, -2.0, -1.0), "answer_index": 0, "answer_indices": (0, 2)}
+    assert _margin(row, norm=False) == pytest.approx(1.0)
+    assert _margin({**row, "answer_indices": None}, norm=False) == pytest.approx(-2.0)
+    assert np.isnan(_margin({**row, "answer_indices": (0, 1, 2)}, norm=False))  # no wrong option
+    chars = {**row, "option_n_chars": (1, 2, 4)}
+    assert _margin(chars, norm=True) == pytest.approx(-0.25 - (-1.0))
+
+
+def test_evaluation_and_matrix_store_every_copy_of_the_answer(tiny_llama):
+    """A real evaluation records `answer_indices`, the accuracy matrix's items keep them."""
+    from specprobe.finetune import evaluate
+    from specprobe.finetune.accuracy_matrix import _model_outcomes
+
+    records = [QARecord("d", "Which drug?", ("aspirin", "heparin", "aspirin"), "aspirin", ("Cardiology",))]
+    table = evaluate(str(tiny_llama[0]), records, progress=False).to_pandas()
+    assert tuple(table["answer_indices"].iloc[0]) == (0, 2)
+    assert _model_outcomes(table)["answer_indices"] == [[0, 2]]
+
+
 def test_specialties_read_by_pandas_as_arrays_are_kept():
     ids, specs, d, base, tuned = case(6, lambda d, rng: d)
     table = evaluation(ids, base, tuned, specs).to_pandas()

@@ -151,6 +151,7 @@ def mc_row(draw) -> dict:
         "specialties": draw(specs),
         "n_options": n,
         "answer_index": draw(st.integers(0, n - 1)),
+        "answer_indices": tuple(sorted(draw(st.sets(st.integers(0, n - 1), min_size=1)))),
         "option_logp": logps,
         "option_n_tokens": tuple(draw(st.lists(st.integers(0, 40), min_size=n, max_size=n))),
         "option_n_chars": tuple(draw(st.lists(st.integers(1, 400), min_size=n, max_size=n))),

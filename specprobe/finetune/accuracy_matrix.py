@@ -300,6 +300,8 @@ def _model_outcomes(g: pd.DataFrame) -> dict:
     if "option_logp" in g and "answer_index" in g:
         out["option_logp"] = [[float(v) for v in lp] for lp in g["option_logp"]]
         out["answer_index"] = [int(a) for a in g["answer_index"]]
+        if "answer_indices" in g:  # every option with the answer's text (a question may list it twice)
+            out["answer_indices"] = [[int(a) for a in ans] for ans in g["answer_indices"]]
     return out
 
 

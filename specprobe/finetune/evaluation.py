@@ -144,13 +144,14 @@ class MCEvaluation(Result):
     """Per-item multiple-choice scores, one row per (model, question); `.accuracy()` aggregates."""
 
     kind = "mc_evaluation"
-    tuple_columns = ("specialties", "option_logp", "option_n_tokens", "option_n_chars")
+    tuple_columns = ("specialties", "answer_indices", "option_logp", "option_n_tokens", "option_n_chars")
     columns = [
         "model",
         "item_id",
         "specialties",
         "n_options",
         "answer_index",
+        "answer_indices",
         "option_logp",
         "option_n_tokens",
         "option_n_chars",
@@ -254,6 +255,7 @@ def _option_rows(label: str, records: Sequence[QARecord], info: Sequence, scored
                 "specialties": tuple(rec.specialties),
                 "n_options": n_opt,
                 "answer_index": ans,
+                "answer_indices": tuple(sorted(answers)),
                 "option_logp": tuple(float(x) for x in sums),
                 "option_n_tokens": tuple(t for t, _, _, _ in per),
                 "option_n_chars": tuple(int(c) for c in chars),

@@ -152,6 +152,7 @@ def _row(label: str, rec: QARecord, sample: dict, where: str) -> dict[str, Any]:
         "specialties": tuple(rec.specialties),
         "n_options": len(rec.options),
         "answer_index": ans,
+        "answer_indices": tuple(sorted(answers)),
         "option_logp": tuple(float(x) for x in sums),
         "option_n_tokens": tuple(0 for _ in sums),  # lm-eval does not log token counts
         "option_n_chars": tuple(int(c) for c in chars),

@@ -147,17 +147,31 @@ def _matrix_items(matrix: Any) -> pd.DataFrame:
         n = len(d["ids"])
         logps, answers = d.get("option_logp") or [None] * n, d.get("answer_index") or [None] * n
         norms = d.get("correct_norm") or [None] * n  # older matrices may lack it: norm=True is refused then
-        for i, c, cn, lp, a in zip(d["ids"], d["correct"], norms, logps, answers):
+        copies = d.get("answer_indices") or [None] * n  # older matrices: the first copy only
+        for i, c, cn, lp, a, aa in zip(d["ids"], d["correct"], norms, logps, answers, copies):
             row = {"model": m, "item_id": str(i), "correct": bool(c), "option_logp": lp, "answer_index": a}
-            rows.append({**row, "correct_norm": None if cn is None else bool(cn)})
+            rows.append({**row, "answer_indices": aa, "correct_norm": None if cn is None else bool(cn)})
     return pd.DataFrame(rows)
 
 
-def _margin(row: Mapping, norm: bool) -> float:
-    """The correct option's log-likelihood minus the best other option's (per character with `norm`)."""
-    lp = row.get("option_logp")
+def _answer_set(row: Mapping) -> list[int] | None:
+    """The indices of the options that are the answer: `answer_indices` (every copy of the answer's
+    text) where stored, else the one `answer_index`."""
+    copies = row.get("answer_indices")
+    if isinstance(copies, (list, tuple, np.ndarray)) and len(copies):
+        return [int(a) for a in copies]
     ans = row.get("answer_index")
-    if lp is None or ans is None or not isinstance(lp, (list, tuple, np.ndarray)) or len(lp) < 2:
+    return None if ans is None or (isinstance(ans, float) and np.isnan(ans)) else [int(ans)]
+
+
+def _margin(row: Mapping, norm: bool) -> float:
+    """The best correct option's log-likelihood minus the best wrong option's (per character with
+    `norm`); a copy of the answer's text is a correct option, not a rival."""
+    lp = row.get("option_logp")
+    answers = _answer_set(row)
+    if lp is None or answers is None or not isinstance(lp, (list, tuple, np.ndarray)):
+        return float("nan")
+    if len(lp) - len(set(answers)) < 1:
         return float("nan")
     values = np.asarray(lp, dtype=float)
     if norm:  # per character: without the options' lengths (an AccuracyMatrix stores none) there is no margin
@@ -165,7 +179,9 @@ def _margin(row: Mapping, norm: bool) -> float:
         if not isinstance(chars, (list, tuple, np.ndarray)) or len(chars) != len(values):
             return float("nan")
         values = values / np.maximum(1.0, np.asarray(chars, dtype=float))
-    return float(values[int(ans)] - np.delete(values, int(ans)).max())
+    wrong = np.ones(len(values), dtype=bool)
+    wrong[answers] = False
+    return float(values[answers].max() - values[wrong].max())
 
 
 def _per_question_eval(items: pd.DataFrame, model: str, norm: bool) -> pd.DataFrame:
