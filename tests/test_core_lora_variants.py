@@ -148,3 +148,34 @@ def test_layer_views_find_a_final_norm_the_adapter_trains(tiny_llama, tmp_path):
         assert len(both) == len(scores) > 0
         assert (both["logp"] - both[f"logp_{model}"]).abs().max() < 1e-5
     assert (scores["logp_tuned"] - scores["logp_base"]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("arch", "config", "perturb"),
+    [
+        ("llama", dict(target_modules=[*LLAMA, "lm_head"]), ()),
+        ("gpt2", dict(**GPT2, modules_to_save=["lm_head"]), ("modules_to_save",)),
+    ],
+    ids=["lora-on-the-head", "head-in-modules-to-save"],
+)
+def test_logit_attribution_reads_the_tuned_head(arch, config, perturb, tiny_llama, tiny_gpt2, tmp_path):
+    """With an adapter on the head, direct logit attribution reads the tuned head's weight (it read the
+    base weight and failed its own adds-up check): the parts add up to peft's tuned logit, folded or not."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from specprobe.probe import logit_attribution
+    from tests.test_probe_layers import term_tokens
+
+    base = (tiny_llama if arch == "llama" else tiny_gpt2)[0]
+    adapter = _adapter(base, tmp_path / "head", config, perturb)
+    peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(adapter)).eval()
+    for fold_mode in ("auto", "unmerged"):
+        pair = ModelPair.load(str(base), str(adapter), fold_mode=fold_mode)
+        df = logit_attribution(pair, terms=["aspirin"], texts=[TEXT], progress=False).to_pandas()
+        occ = df.iloc[0]
+        ids, toks = term_tokens(pair.tokenizer, TEXT, occ["start"], occ["end"])
+        logits = _logits(peft_model, torch.tensor([ids]))[0].double()
+        want = sum(float(logits[p - 1, ids[p]]) for p in toks)
+        total = df[df["model"] == "tuned"]["contribution"].sum()
+        assert abs(total - want) < 1e-3 * max(1.0, abs(want)), (fold_mode, total, want)

@@ -54,6 +54,41 @@ def _folded_forward(module: Any) -> Any:
     return forward
 
 
+def linear_weight(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(weight (out, in), bias) a linear layer applies as the current view runs it: a plain layer's own,
+    a foldable LoRA layer's base weight plus its active adapters' deltas, a `modules_to_save` copy's.
+    Direct logit attribution reads the head this way, so a LoRA on `lm_head` is attributed through the
+    tuned head; a layer whose effective weight cannot be read is a `ValueError` naming it."""
+    from peft.tuners.lora.layer import LoraLayer
+
+    active = getattr(module, "modules_to_save", None)  # peft's ModulesToSaveWrapper
+    if isinstance(active, nn.ModuleDict) and hasattr(module, "original_module"):
+        names = [a for a in getattr(module, "active_adapters", ()) if a in active]
+        disabled = getattr(module, "disable_adapters", False)
+        module = module.original_module if disabled or not names else active[names[0]]
+    if isinstance(module, LoraLayer):
+        if module.disable_adapters or module.merged or not any(a in module.lora_A for a in module.active_adapters):
+            module = module.get_base_layer()
+        elif _foldable(module):
+            base = module.get_base_layer()
+            weight = base.weight
+            for name in module.active_adapters:
+                if name in module.lora_A:
+                    weight = weight + module.get_delta_weight(name).to(weight.dtype)
+            return _as_out_in(base, weight), getattr(base, "bias", None)
+        else:
+            raise ValueError(f"{type(module).__name__}: the effective weight of this adapter layer cannot be read")
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        raise ValueError(f"{type(module).__name__} is not a linear layer")
+    return _as_out_in(module, weight), getattr(module, "bias", None)
+
+
+def _as_out_in(module: nn.Module, weight: torch.Tensor) -> torch.Tensor:
+    """GPT-2's Conv1D stores (in, out); everything else (out, in)."""
+    return weight.T if type(module).__name__ == "Conv1D" else weight
+
+
 def check_fold_mode(mode: str) -> None:
     """A `ValueError` naming the choices for an unknown fold mode."""
     if mode not in FOLD_MODES:

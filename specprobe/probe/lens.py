@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from specprobe.core.architecture import SplitModel, UnsupportedArchitectureError
+from specprobe.core.lora_fold import linear_weight
 from specprobe.core.results import Result
 from specprobe.core.scoring import logprobs_at
 from specprobe.probe.inputs import UNASSIGNED
@@ -102,6 +103,15 @@ def _norm_parts(norm: nn.Module, h: torch.Tensor) -> tuple[bool, torch.Tensor | 
 
 
 @torch.no_grad()
+def _linear(module: nn.Module, what: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`linear_weight` of a module the attribution must read as a matrix, or why it cannot."""
+    try:
+        weight, bias = linear_weight(module)
+    except ValueError as exc:
+        raise UnsupportedArchitectureError(f"direct logit attribution needs {what} as a linear map: {exc}") from None
+    return weight.detach(), None if bias is None else bias.detach()  # trainable copies carry requires_grad
+
+
 def direct_logit_attribution(
     split: SplitModel, parts: torch.Tensor, targets: torch.Tensor, check_atol: float = 1e-3
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,16 +122,14 @@ def direct_logit_attribution(
     (Cohere, Granite); with soft-capping (Gemma 2) the logit before the cap.
     """
     head = split.causal_lm.get_output_embeddings()
-    w = head.weight.double()[targets.to(head.weight.device)]  # (n, d_out)
+    head_w, head_bias = _linear(head, "the head")  # the tuned head where an adapter changes it
+    w = head_w.double()[targets.to(head_w.device)]  # (n, d_out)
     x = parts.double().to(w.device)
     h = x.sum(0)
     const = torch.zeros(h.shape[0], dtype=torch.float64, device=w.device)
     proj = split.final_proj
     if proj is not None:  # a linear map after the norm (OPT's project_out) folds into the unembedding
-        pw = getattr(proj, "weight", None)
-        if not isinstance(pw, torch.Tensor) or pw.dim() != 2:
-            raise UnsupportedArchitectureError(f"projection after the final norm ({type(proj).__name__}) is not linear")
-        pb = getattr(proj, "bias", None)
+        pw, pb = _linear(proj, "the projection after the final norm")
         if isinstance(pb, torch.Tensor):
             const = const + (pb.double().to(w.device) * w).sum(-1)
         w = w @ pw.double().to(w.device)  # (n, d)
@@ -139,12 +147,11 @@ def direct_logit_attribution(
             const = const + (bias.double().to(w.device) * w).sum(-1)
     else:
         contrib = (x * w).sum(-1)
-    head_bias = getattr(head, "bias", None)
     if isinstance(head_bias, torch.Tensor):
         const = const + head_bias.double()[targets.to(head_bias.device)].to(w.device)
     contrib, const = contrib * split.logit_scale, const * split.logit_scale
     # the parts must add up to the model's own logit: catches components that are not residual writes
-    normed = split.normed(h.to(head.weight.dtype))
+    normed = split.normed(h.to(head_w.dtype))
     logit = split.raw_logits(normed).double().gather(1, targets.to(normed.device)[:, None]).squeeze(1)
     err = (contrib.sum(0) + const - logit.to(w.device)).abs().max().item() if len(logit) else 0.0
     if not err <= check_atol * max(1.0, logit.abs().max().item() if len(logit) else 1.0):
