@@ -228,3 +228,31 @@ def test_unmasked_right_padding_equals_masked(tiny_pair):
             plain = score_items(split, prep.items, batch_size=8)
         for a, b in zip(masked, plain):
             assert np.allclose(a.logps, b.logps, atol=1e-5), arch
+
+
+def test_non_finite_logits_are_an_error_not_dropped_rows():
+    """NaN/inf logits (16-bit overflow) would become NaN log-probs that the statistics drop as unscorable:
+    the forward path refuses them; a target logit of -inf under finite others stays a log-prob of -inf."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from specprobe.core.scoring import NonFiniteLogitsError, logprobs_at
+
+    head = torch.nn.Linear(4, 6, bias=False)
+
+    def split_with(poison):
+        def run_head(h):
+            logits = head(h)
+            logits[1, 3] = poison
+            return logits
+
+        return SimpleNamespace(causal_lm=SimpleNamespace(get_output_embeddings=lambda: head), head=run_head)
+
+    hidden, targets = torch.randn(3, 4), torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        for poison in (math.nan, math.inf):
+            with pytest.raises(NonFiniteLogitsError, match="1 scored position.*float32 on cpu.*bfloat16"):
+                logprobs_at(split_with(poison), hidden, targets)
+        out = logprobs_at(split_with(-math.inf), hidden, torch.tensor([0, 3, 2]))
+        assert out[1] == -math.inf and torch.isfinite(out[[0, 2]]).all()

@@ -92,8 +92,29 @@ def logprobs_at(split: SplitModel, hidden: torch.Tensor, targets: torch.Tensor) 
     for lo in range(0, hidden.shape[0], rows):
         logits = split.head(hidden[lo : lo + rows]).float()  # on the head's device (may differ when sharded)
         picked = logits.gather(1, targets[lo : lo + rows, None].to(logits.device)).squeeze(1)
-        out.append((picked - torch.logsumexp(logits, dim=-1)).double().cpu())
+        total = torch.logsumexp(logits, dim=-1)
+        _check_finite(split, total, picked)
+        out.append((picked - total).double().cpu())
     return torch.cat(out)
+
+
+class NonFiniteLogitsError(RuntimeError):
+    """The model produced NaN or infinite logits: a broken run (16-bit overflow, bad weights), not a score."""
+
+
+def _check_finite(split: SplitModel, total: torch.Tensor, picked: torch.Tensor) -> None:
+    """Refuse NaN/inf logits (a NaN or +inf anywhere in a row makes its logsumexp non-finite), which
+    later stages would otherwise drop as unscorable rows: a silent loss, not a result. A target logit of
+    -inf (probability 0 under a finite row) stays a log-probability of -inf."""
+    if bool(torch.isfinite(total).all()) and not bool(torch.isnan(picked).any()):
+        return
+    weight = split.causal_lm.get_output_embeddings().weight
+    bad = int((~torch.isfinite(total) | torch.isnan(picked)).sum())
+    raise NonFiniteLogitsError(
+        f"{type(split.causal_lm).__name__} produced NaN or infinite logits at {bad} scored position(s) "
+        f"(weights {str(weight.dtype).replace('torch.', '')} on {weight.device}); in float16 this is "
+        "usually overflow: use --dtype bfloat16 or float32"
+    )
 
 
 @torch.no_grad()
