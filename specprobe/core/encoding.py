@@ -4,6 +4,10 @@ Offsets come from the fast tokenizer; they are checked (in range, non-zero width
 covering every non-space character) because some tokenizers report zero-width or shifted offsets
 (tokenizers #1553). Where the check fails we rebuild offsets by incremental decoding.
 
+BOS: the tokenizer's own BOS, any run of special tokens it puts before the text, and the BOS string
+written at the start of the text itself (a chat template's output) all become the one BOS (or none
+with `add_bos=False`); the characters of such a written BOS belong to no token.
+
 Unicode: offsets always refer to the text as given. A tokenizer that normalises (Qwen2's NFC
 normaliser) reports the offsets of a composed character on its base letter only, leaving the
 combining marks uncovered; for a text that is not in NFC those gaps are given to the token they
@@ -183,8 +187,9 @@ def bos_id(tokenizer, add_bos: bool | None) -> int | None:
     return bid
 
 
-def offsets_look_valid(text: str, offsets: list[tuple[int, int] | None]) -> bool:
-    """True when offsets are in range, non-zero width, monotone, and cover every non-space character."""
+def offsets_look_valid(text: str, offsets: list[tuple[int, int] | None], start: int = 0) -> bool:
+    """True when offsets are in range, non-zero width, monotone, and cover every non-space character
+    (from `start` on: the characters before it stand for a special token)."""
     covered = [False] * len(text)
     last_start = -1
     for span in offsets:
@@ -198,7 +203,7 @@ def offsets_look_valid(text: str, offsets: list[tuple[int, int] | None]) -> bool
         last_start = s
         for i in range(s, e):
             covered[i] = True
-    return all(c or ch.isspace() for c, ch in zip(covered, text))
+    return all(c or ch.isspace() for c, ch in zip(covered[start:], text[start:]))
 
 
 def _whitespace_around(text: str, i: int) -> bool:
@@ -326,6 +331,22 @@ def _encode(tokenizer, text: str, add_bos: bool | None, label: str | None) -> En
     lead = 0
     while lead < len(ids) and special[lead]:
         lead += 1
+    # a text that itself begins with the BOS string (a chat template's output, lm-eval #3333) gets that
+    # BOS from the tokenizer with offsets: it is the one BOS as well, not a second one
+    skip = 0  # characters of such literal BOS strings at the start of the text
+    bos, bos_text = getattr(tokenizer, "bos_token_id", None), getattr(tokenizer, "bos_token", None)
+    while (
+        bos is not None
+        and isinstance(bos_text, str)
+        and bos_text
+        and lead < len(ids)
+        and ids[lead] == bos
+        and offsets[lead] == (skip, skip + len(bos_text))
+        and text.startswith(bos_text, skip)
+    ):
+        special[lead], offsets[lead] = True, None
+        skip += len(bos_text)
+        lead += 1
     leading = ids[:lead]
     if want is not None:
         if leading.count(want) > 1:
@@ -338,14 +359,15 @@ def _encode(tokenizer, text: str, add_bos: bool | None, label: str | None) -> En
     special = [True] * len(leading) + special[lead:]
     offsets = [None] * len(leading) + offsets[lead:]
     source = "tokenizer"
-    if not offsets_look_valid(text, offsets) and not unicodedata.is_normalized("NFC", text):
+    if not offsets_look_valid(text, offsets, skip) and not unicodedata.is_normalized("NFC", text):
         filled = fill_normalisation_gaps(text, offsets)
-        if offsets_look_valid(text, filled):  # a normalising tokenizer: marks composed into a character
+        if offsets_look_valid(text, filled, skip):  # a normalising tokenizer: marks composed into a character
             offsets = filled
-    if not offsets_look_valid(text, offsets):
+    if not offsets_look_valid(text, offsets, skip):
         log.warning(
             "%s%s gave invalid character offsets; rebuilding them by decoding", _where(label), type(tokenizer).__name__
         )
-        offsets = offsets_by_decoding(tokenizer, text, ids, special, label)
+        rest = offsets_by_decoding(tokenizer, text[skip:], ids, special, label)
+        offsets = [None if o is None else (o[0] + skip, o[1] + skip) for o in rest]
         source = "decode"
     return EncodedText(tuple(ids), tuple(offsets), has_bos=want is not None, offsets_source=source)

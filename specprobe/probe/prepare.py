@@ -111,9 +111,16 @@ def build_items(
             groups = defaultdict(list)
             keep = max_length - (1 if enc.has_bos else 0)
             for oi in ois:
-                ws = max(0, occs[oi].last + 1 - keep)
-                if ws > 0 and occs[oi].first - ws < 1 and not enc.has_bos:
-                    ws = occs[oi].first - 1
+                occ = occs[oi]
+                if occ.n_tokens > max_length - 1:  # no window holds the term and one token of context
+                    raise ValueError(
+                        f"text {ti}: an occurrence of {occ.term!r} has {occ.n_tokens} tokens, more than fit in "
+                        f"a window of the model's context of {max_length} with one token of context before it"
+                    )
+                # an occurrence whose whole left context fits is not truncated (with BOS: ws = 1 is no cut)
+                ws = 0 if occ.last + 1 <= max_length else occ.last + 1 - keep
+                if ws > 0 and occ.first - ws < 1 and not enc.has_bos:
+                    ws = occ.first - 1
                 groups[ws].append(oi)
         for ws, members in sorted(groups.items()):
             if ws == 0:

@@ -1,0 +1,106 @@
+"""One BOS also when a text itself begins with the BOS string, and sliding windows that hold exactly
+the context an occurrence keeps: flagged `truncated_context` if and only if earlier tokens were dropped."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from specprobe.core.encoding import EncodedText, encode
+from specprobe.probe.occurrences import TRUNCATED_CONTEXT
+from specprobe.probe.prepare import Occurrence, build_items
+from specprobe.testing.tiny_models import train_tokenizer
+
+
+@pytest.fixture(scope="module", params=["llama", "gpt2", "qwen2"])
+def tokenizer(request):
+    return train_tokenizer(request.param, 600)
+
+
+@pytest.mark.parametrize("add_bos", [None, False])
+@pytest.mark.parametrize("prefix", ["{bos}", "{bos}{bos}", "{bos} "])
+def test_a_text_that_begins_with_the_bos_string_gets_one_bos(tokenizer, prefix, add_bos):
+    bos = tokenizer.bos_token_id
+    if bos is None:  # Qwen2: no BOS, so a written "<|endoftext|>" is text like any other
+        text = "<|endoftext|>The patient had a fever."
+        enc = encode(tokenizer, text)
+        assert enc.ids[0] == tokenizer.convert_tokens_to_ids("<|endoftext|>") and enc.offsets[0] == (0, 13)
+        return
+    head = prefix.format(bos=tokenizer.bos_token)
+    text = head + "The patient had a fever."
+    enc = encode(tokenizer, text, add_bos)
+    written = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    n_written = prefix.count("{bos}")
+    assert written["input_ids"][:n_written] == [bos] * n_written  # the tokenizer reads the string as BOS
+    rest = tuple(written["input_ids"][n_written:])
+    assert enc.ids == ((bos,) if add_bos is None else ()) + rest
+    assert enc.ids.count(bos) == (1 if add_bos is None else 0)
+    # the rest keeps the tokenizer's offsets; the written BOS characters belong to no token
+    offsets = enc.offsets[1:] if add_bos is None else enc.offsets
+    assert list(offsets) == [tuple(o) for o in written["offset_mapping"][n_written:]]
+    assert enc.tokens_overlapping(0, len(tokenizer.bos_token)) is None
+
+
+def test_a_bos_string_later_in_the_text_is_left_alone(tokenizer):
+    if tokenizer.bos_token_id is None:
+        pytest.skip("no BOS")
+    text = f"The patient {tokenizer.bos_token} had a fever."
+    enc = encode(tokenizer, text)
+    assert enc.ids.count(tokenizer.bos_token_id) == 2  # ours, and the one written in the middle
+
+
+def _encoded(n: int, has_bos: bool) -> EncodedText:
+    """n content tokens (ids 100, 101, ...), one character each, after an optional BOS (id 1)."""
+    ids = ((1,) if has_bos else ()) + tuple(range(100, 100 + n))
+    offsets = ((None,) if has_bos else ()) + tuple((k, k + 1) for k in range(n))
+    return EncodedText(ids, offsets, has_bos=has_bos, offsets_source="tokenizer")
+
+
+@st.composite
+def windows(draw):
+    has_bos = draw(st.booleans())
+    max_length = draw(st.integers(2, 12))
+    n = draw(st.integers(2, 40))
+    enc = _encoded(n, has_bos)
+    occs = []
+    for _ in range(draw(st.integers(1, 6))):
+        first = draw(st.integers(1, len(enc) - 1))
+        last = draw(st.integers(first, min(len(enc) - 1, first + max_length - 2)))
+        occs.append(Occurrence(0, "t", (), first, last + 1, False, first, last))
+    return enc, occs, max_length
+
+
+@settings(max_examples=300, deadline=None)
+@given(windows())
+def test_windows_keep_the_longest_context_and_flag_only_a_cut(case):
+    enc, occs, max_length = case
+    items, where = build_items([enc], occs, max_length, "window")
+    for occ, (item_i, slots) in zip(occs, where):
+        item = items[item_i]
+        assert len(item.ids) <= max_length
+        got = [item.positions[s] for s in slots]
+        assert [item.ids[p] for p in got] == list(enc.ids[occ.first : occ.last + 1])  # the term's own tokens
+        context = item.ids[: got[0]]
+        full = enc.ids[: occ.first]
+        if occ.last + 1 <= max_length:  # the whole text up to the term fits: nothing is cut
+            assert context == full and TRUNCATED_CONTEXT not in occ.flags
+        else:
+            assert TRUNCATED_CONTEXT in occ.flags
+            assert len(item.ids[: got[-1] + 1]) == max_length  # the longest window that fits
+            if enc.has_bos:
+                assert context[0] == enc.ids[0] and full[len(full) - len(context) + 1 :] == context[1:]
+            else:
+                assert len(context) >= 1 and full[len(full) - len(context) :] == context
+
+
+@pytest.mark.parametrize("has_bos", [True, False])
+def test_a_term_longer_than_any_window_is_refused_clearly(has_bos):
+    enc = _encoded(30, has_bos)
+    first = 20
+    occ = Occurrence(0, "long term", (), 0, 10, False, first, first + 7)  # 8 tokens
+    with pytest.raises(
+        ValueError, match="'long term' has 8 tokens, more than fit in a window of the model's context of 8"
+    ):
+        build_items([enc], [occ], 8, "window")
+    build_items([enc], [Occurrence(0, "t", (), 0, 7, False, first, first + 6)], 8, "window")  # 7 tokens fit
