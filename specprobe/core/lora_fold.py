@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -65,16 +65,17 @@ def linear_weight(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]
     if isinstance(active, nn.ModuleDict) and hasattr(module, "original_module"):
         names = [a for a in getattr(module, "active_adapters", ()) if a in active]
         disabled = getattr(module, "disable_adapters", False)
-        module = module.original_module if disabled or not names else active[names[0]]
+        module = cast(nn.Module, module.original_module if disabled or not names else active[names[0]])
     if isinstance(module, LoraLayer):
-        if module.disable_adapters or module.merged or not any(a in module.lora_A for a in module.active_adapters):
-            module = module.get_base_layer()
+        lora = cast(Any, module)
+        if lora.disable_adapters or lora.merged or not any(a in lora.lora_A for a in lora.active_adapters):
+            module = lora.get_base_layer()
         elif _foldable(module):
-            base = module.get_base_layer()
+            base = lora.get_base_layer()
             weight = base.weight
-            for name in module.active_adapters:
-                if name in module.lora_A:
-                    weight = weight + module.get_delta_weight(name).to(weight.dtype)
+            for name in lora.active_adapters:
+                if name in lora.lora_A:
+                    weight = weight + lora.get_delta_weight(name).to(weight.dtype)
             return _as_out_in(base, weight), getattr(base, "bias", None)
         else:
             raise ValueError(f"{type(module).__name__}: the effective weight of this adapter layer cannot be read")
