@@ -122,6 +122,81 @@ def test_train_writes_adapter_and_manifest(tiny_llama, tmp_path):
     assert again.manifest["identity_hash"] == m["identity_hash"]
 
 
+def test_manifest_names_the_specialty_as_the_data_spells_it(tiny_llama, tmp_path):
+    """A specialty given as "cardiology" selects the data's "Cardiology" questions; the manifest must say
+    "Cardiology" (the accuracy matrix matches the adapter's own specialty by that name: it silently
+    left the adapter out of the own-vs-others contrast)."""
+    base = str(tiny_llama[0])
+    recs = make_records()
+    run = train(base, recs, " cardiology", tmp_path / "out", max_steps=1, batch_size=2, progress=False)
+    assert run.manifest["specialty"] == ["Cardiology"] == run.manifest["filter"]["specialty"]
+    assert run.manifest["filter"]["n_examples"] == 8
+    again = train(base, recs, "Cardiology", tmp_path / "out", max_steps=1, batch_size=2, progress=False)
+    assert again.manifest["identity_hash"] == run.manifest["identity_hash"]  # the same run: nothing to do
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
+def test_training_labels_are_the_answer_tokens_evaluation_scores(tiny_dir, arch):
+    """Loss falls on exactly the tokens evaluation scores for the answer option (same ids, same BOS,
+    same prompt/answer boundary), plus the EOS; prompt tokens and padding are -100."""
+    from conftest import _build
+
+    from specprobe.core.models import load_tokenizer
+    from specprobe.finetune.evaluation import build_option_items
+    from specprobe.finetune.prompts import PromptFormat
+    from specprobe.finetune.training import build_examples, collate
+
+    tok = load_tokenizer(str(_build(tiny_dir, arch)[0]))
+    recs = make_records(4)
+    for continuation in ("letter", "text"):
+        fmt = PromptFormat(continuation=continuation)
+        examples, _ = build_examples(tok, recs, fmt, 128, True)
+        items, _ = build_option_items(tok, recs, fmt, 128)
+        ids, mask, labels = collate(examples, 0)
+        for r, (rec, ex) in enumerate(zip(recs, examples)):
+            scored = items[r * len(rec.options) + rec.answer_index]
+            assert ex.ids == (*scored.ids, tok.eos_token_id)
+            assert ex.positions == (*scored.positions, len(scored.ids))
+            trained = [(p, t) for p, t in enumerate(labels[r].tolist()) if t != -100]
+            assert trained == [(p, ex.ids[p]) for p in ex.positions]
+            assert mask[r].sum() == len(ex.ids) and not mask[r, len(ex.ids) :].any()  # right padding
+
+
+def test_loss_is_per_answer_token_over_the_whole_step(tiny_llama, tmp_path):
+    """Answers of different lengths (text continuations): the step's loss is the mean over all its answer
+    tokens, so batch 4 == batch 1 x grad_accum 4 == batch 2 x grad_accum 2 (not a mean of per-batch means)."""
+    import torch
+
+    from specprobe.core.models import load_tokenizer
+    from specprobe.finetune.prompts import PromptFormat
+    from specprobe.finetune.training import build_examples
+
+    base = str(tiny_llama[0])
+    options = ("aspirin", "low molecular weight heparin infusion", "insulin", "rest and fluids for a week")
+    recs = [QARecord(r.id, r.question, options, options[i % 4], r.specialties) for i, r in enumerate(make_records(8))]
+    common = dict(max_steps=2, dropout=0.0, continuation="text", warmup_ratio=0.0, learning_rate=1e-2, progress=False)
+    runs = [train(base, recs, None, tmp_path / f"b{b}", batch_size=b, grad_accum=4 // b, **common) for b in (4, 1, 2)]
+    for run in runs[1:]:
+        assert max_diff(load_adapter(runs[0].path), load_adapter(run.path)) < 1e-5
+        for x, y in zip(run.manifest["loss_curve"], runs[0].manifest["loss_curve"]):
+            assert x["loss"] == pytest.approx(y["loss"], rel=1e-6)
+    # step 1 (LoRA B is zero: the base model) by hand: summed token losses / number of answer tokens
+    from transformers import AutoModelForCausalLM
+
+    examples, _ = build_examples(load_tokenizer(base), recs, PromptFormat(continuation="text"), 128, True)
+    group = group_indices(len(examples), 0, 0, 0, 4)
+    assert len({len(examples[i].positions) for i in group}) > 1  # uneven answers, or the test shows nothing
+    model = AutoModelForCausalLM.from_pretrained(base).eval()
+    total = n = 0
+    for i in group:
+        ids = examples[i].ids
+        with torch.no_grad():
+            logp = model(torch.tensor([ids])).logits[0].log_softmax(-1)
+        total -= sum(logp[p - 1, ids[p]].item() for p in examples[i].positions)
+        n += len(examples[i].positions)
+    assert runs[0].manifest["loss_curve"][0]["loss"] == pytest.approx(total / n, rel=1e-5)
+
+
 def test_unknown_specialty_lists_available(tiny_llama, tmp_path):
     with pytest.raises(
         DataError, match=r"no questions for specialty 'Dermatology'; available: Cardiology \(8\), Neurology \(8\)"

@@ -80,11 +80,24 @@ def normalize_specialty(specialty: str | Sequence[str] | None) -> list[str] | No
 def select(records: Sequence[QARecord], specialty: str | Sequence[str] | None, source: str = "data") -> list[QARecord]:
     """The records of the given specialties (case-insensitive); an unknown or empty one is an error
     listing the available specialties with their question counts."""
-    wanted = normalize_specialty(specialty)
-    if wanted is None:
+    keep = data_specialties(records, specialty, source)
+    if keep is None:
         if not records:
             raise DataError(f"{source}: no questions")
         return list(records)
+    wanted = set(keep)
+    return [r for r in records if set(specialties_of(r.specialties)) & wanted]
+
+
+def data_specialties(
+    records: Sequence[QARecord], specialty: str | Sequence[str] | None, source: str = "data"
+) -> list[str] | None:
+    """The given specialties as `records` spell them (sorted; matched case-insensitively, as `select`
+    matches them), or None for all: what a run trained on "cardiology" records, so that it is known
+    for the data's "Cardiology". An unknown one is an error as in `select`."""
+    wanted = normalize_specialty(specialty)
+    if wanted is None:
+        return None
     counts = specialty_counts(records)
     lower = {k.lower(): k for k in counts}
     missing = [w for w in wanted if w.lower() not in lower]
@@ -93,8 +106,7 @@ def select(records: Sequence[QARecord], specialty: str | Sequence[str] | None, s
         raise DataError(
             f"{source}: no questions for specialty {', '.join(map(repr, missing))}; available: {available or 'none'}"
         )
-    keep = {lower[w.lower()] for w in wanted}
-    return [r for r in records if set(specialties_of(r.specialties)) & keep]
+    return sorted({lower[w.lower()] for w in wanted})
 
 
 def read_manifest(adapter: str | os.PathLike | None) -> dict:

@@ -48,7 +48,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from specprobe.finetune.data import load_selected, normalize_specialty, specialty_counts
+from specprobe.finetune.data import data_specialties, load_selected, specialty_counts
 from specprobe.finetune.prompts import PromptFormat, encode_continuation
 from specprobe.finetune.snapshots import SNAPSHOTS, check_save_steps, parse_save_steps, save_snapshot, snapshot_entries
 from specprobe.finetune.trackers import LOGS, REPORT_TO, StepTracker
@@ -642,7 +642,9 @@ class _Trainer:
         from accelerate.utils import broadcast_object_list
 
         self.chosen, self.data_meta = load_selected(data, specialty)
-        self.wanted = normalize_specialty(specialty)
+        # as the data spells them: the manifest's specialty must name the data's ("cardiology" selects
+        # "Cardiology", and the accuracy matrix then finds the adapter's own specialty)
+        self.wanted = data_specialties(self.chosen, specialty)
         self.max_length = self._fit_max_length()
         fp = [base_fingerprint(self.base, self.revision) if self.accelerator.is_main_process else None]
         if self.world > 1:
