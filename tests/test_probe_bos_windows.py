@@ -104,3 +104,29 @@ def test_a_term_longer_than_any_window_is_refused_clearly(has_bos):
     ):
         build_items([enc], [occ], 8, "window")
     build_items([enc], [Occurrence(0, "t", (), 0, 7, False, first, first + 6)], 8, "window")  # 7 tokens fit
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "qwen2"])
+def test_decoded_offsets_give_a_token_only_the_characters_its_bytes_belong_to(arch, monkeypatch):
+    """The offsets rebuilt by decoding (tokenizers #1553) equal the tokenizer's own where a token holds a
+    letter and the first bytes of the next character ("a" + half of "ï"): the token after it covers
+    only that character, not the letter before it too."""
+    tok = train_tokenizer(arch, 600)
+    text = "naïve Sjögren, x😀y café 000aÀ"
+    good = encode(tok, text)
+    assert good.offsets_source == "tokenizer"
+    assert any(o is not None and o[1] - o[0] == 2 and not text[o[0] : o[1]].isascii() for o in good.offsets)
+    real_call = type(tok).__call__
+
+    def zero_width(self, *a, **kw):
+        out = real_call(self, *a, **kw)
+        out["offset_mapping"] = [(s, s) for s, _ in out["offset_mapping"]]
+        return out
+
+    monkeypatch.setattr(type(tok), "__call__", zero_width)
+    bad = encode(tok, text)
+    assert bad.offsets_source == "decode" and bad.ids == good.ids
+    for g, b in zip(good.offsets, bad.offsets):
+        assert (g is None) == (b is None)
+        if g is not None:
+            assert text[g[0] : g[1]].strip() == text[b[0] : b[1]].strip(), (g, b)

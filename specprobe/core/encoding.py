@@ -213,7 +213,9 @@ def _whitespace_around(text: str, i: int) -> bool:
 def offsets_by_decoding(
     tokenizer, text: str, ids: list[int], special: list[bool], label: str | None = None
 ) -> list[tuple[int, int] | None]:
-    """Rebuild offsets from the growing decoded prefix; tokens inside one character share its span.
+    """Rebuild offsets from the growing decoded prefix: a token covers the characters its bytes
+    belong to, so tokens inside one multi-byte character share its span, and a token that ends
+    with the first bytes of a character covers it while the next token starts there.
 
     A tokenizer that normalises to NFC decodes to the NFC form of a text that is not NFC: then the
     offsets are built on the NFC form and mapped back to the text (`nfc_map`)."""
@@ -245,31 +247,34 @@ def _offsets_by_decoding(
     tokenizer, text: str, content: list[int], special: list[bool]
 ) -> list[tuple[int, int] | None] | None:
     offsets: list[tuple[int, int] | None] = []
-    prev_end, k = 0, 0
+    done, k = 0, 0  # characters of the text that the tokens so far decode completely
     for sp in special:
         if sp:
             offsets.append(None)
             continue
         k += 1
         prefix = tokenizer.decode(content[:k], skip_special_tokens=True, clean_up_tokenization_spaces=False)
-        complete = not prefix.endswith("\ufffd")
-        end = len(prefix.rstrip("\ufffd")) if complete else None
-        if end is None or not text.startswith(prefix):
-            # partial character: extend to the next character boundary once it completes
-            offsets.append((prev_end, -1))
+        head = prefix.rstrip("\ufffd")
+        partial = len(head) < len(prefix)  # the token ends inside a character (some of its bytes)
+        if not text.startswith(head if partial else prefix) or (partial and not done <= len(head) < len(text)):
+            # the decoding does not match the text here (or a byte-fallback decoder replaced earlier
+            # bytes of the run too): extend to the next token that matches
+            offsets.append((done, -1))
             continue
-        start = prev_end
+        # a token that ends inside a character covers that character (the one after the complete part)
+        end = len(head) + (1 if partial else 0)
+        start = done
         while start < end and text[start].isspace():
             start += 1
-        # fill the spans of preceding partial-character tokens
+        # fill the spans of preceding tokens that did not match
         for j in range(len(offsets) - 1, -1, -1):
             oj = offsets[j]
             if oj is not None and oj[1] == -1:
                 offsets[j] = (start, end)
             else:
                 break
-        offsets.append((start, end) if end > start else (prev_end, end))
-        prev_end = end
+        offsets.append((start, end) if end > start else (done, end))
+        done = len(head)  # a character left incomplete is where the next token starts
     if any(o is not None and o[1] == -1 for o in offsets):
         return None
     return offsets
