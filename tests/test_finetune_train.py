@@ -380,3 +380,56 @@ def test_bf16_recipe_runs_on_cpu(tiny_llama, tmp_path):
     assert res.metadata["dtype"] == "bfloat16" and len(res.to_pandas()) == 2 * 16
     with pytest.raises(ValueError, match="fp16 needs a GPU"):
         train(str(base), data, "Cardiology", tmp_path / "fp16", **FAST, precision="fp16")
+
+
+def _fake_hub_cache(cache: Path, base: Path, repo: str = "specprobe-test/tiny", weights: bool = True) -> str:
+    """A Hugging Face hub cache holding `base` as `repo` at one commit (refs/main), as a download leaves it."""
+    import shutil
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    root = cache / f"models--{repo.replace('/', '--')}"
+    snap = root / "snapshots" / commit
+    snap.mkdir(parents=True, exist_ok=True)
+    (root / "refs").mkdir(exist_ok=True)
+    (root / "refs" / "main").write_text(commit)
+    for f in base.iterdir():
+        if f.is_file() and (weights or f.suffix != ".safetensors"):
+            shutil.copy(f, snap / f.name)
+    return commit
+
+
+def test_hub_base_identity_is_the_commit_known_before_the_weights_download(tiny_llama, tmp_path, monkeypatch):
+    """A hub base's identity is its commit, not its weights hash: the hash is unknown until the weights are
+    downloaded, so a first run and its resume (weights now cached) had different identities and the
+    resume was refused as a different run."""
+    from huggingface_hub import constants
+
+    from specprobe.finetune.training import base_fingerprint, base_identity
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    commit = _fake_hub_cache(tmp_path / "hub", tiny_llama[0], weights=False)  # config fetched, weights not yet
+    before = base_identity("specprobe-test/tiny")
+    assert base_fingerprint("specprobe-test/tiny") is None
+    _fake_hub_cache(tmp_path / "hub", tiny_llama[0])  # the weights arrive
+    assert base_fingerprint("specprobe-test/tiny") is not None  # what the identity held: it changed here
+    assert base_identity("specprobe-test/tiny") == before == {"base_weights_sha256": None, "base_commit": commit}
+    assert base_identity(str(tiny_llama[0])) == {"base_weights_sha256": base_fingerprint(str(tiny_llama[0]))}
+
+
+@pytest.mark.slow
+def test_training_a_hub_id_records_commit_and_weights_and_reruns_as_the_same_run(tiny_llama, tmp_path):
+    from specprobe.finetune.training import base_fingerprint
+
+    commit = _fake_hub_cache(tmp_path / "hub", tiny_llama[0])
+    data = write_qa(tmp_path / "qa.json")
+    args = ["--base", "specprobe-test/tiny", "--data", str(data), "--specialty", "Cardiology"]
+    args += ["--max-steps", "2", "--batch-size", "2", "--no-progress", "--out", str(tmp_path / "out")]
+    env = {**_env(), "HF_HUB_CACHE": str(tmp_path / "hub")}
+    subprocess.run(_cli(*args), env=env, cwd=REPO, check=True, capture_output=True)
+    m = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert m["identity"]["base_commit"] == m["base_commit"] == commit
+    assert m["identity"]["base_weights_sha256"] is None
+    assert m["base_weights_sha256"] == base_fingerprint(str(tiny_llama[0]))  # read from the cache once loaded
+    again = subprocess.run(_cli(*args), env=env, cwd=REPO, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["identity_hash"] == m["identity_hash"]

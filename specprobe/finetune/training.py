@@ -406,6 +406,27 @@ def resolve_precision(precision: str, cuda: bool) -> str:
     return precision  # bf16 also runs on a CPU (autocast), slowly, but it exercises the GPU recipe
 
 
+def base_identity(base: str, revision: str | None = None) -> dict:
+    """What identifies the base weights in a run's identity: a local checkpoint's weights hash
+    (`base_fingerprint`); for a hub id, the commit its configuration was read from (call after
+    `AutoConfig.from_pretrained`). The commit is known before the weights are downloaded, unlike their
+    hash, so a first run (weights not yet cached) and its resume have the same identity."""
+    if Path(base).is_dir():
+        return {"base_weights_sha256": base_fingerprint(base)}
+    return {"base_weights_sha256": None, "base_commit": hub_commit(base, revision)}
+
+
+def hub_commit(base: str, revision: str | None = None) -> str | None:
+    """The commit of the cached hub snapshot of `base` at `revision` (its folder name), or None."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        snap = snapshot_download(base, revision=revision, local_files_only=True, allow_patterns=["config.json"])
+        return Path(snap).name
+    except Exception:  # noqa: BLE001 - not cached: the model cannot load offline either, and says why
+        return None
+
+
 def base_fingerprint(base: str, revision: str | None = None) -> str | None:
     """sha256 of the base's first safetensors file (as `ModelPair` checks it), local dir or hub cache."""
     from specprobe.core.models import weights_fingerprint
@@ -646,16 +667,16 @@ class _Trainer:
         # "Cardiology", and the accuracy matrix then finds the adapter's own specialty)
         self.wanted = data_specialties(self.chosen, specialty)
         self.max_length = self._fit_max_length()
-        fp = [base_fingerprint(self.base, self.revision) if self.accelerator.is_main_process else None]
+        fp: list[dict] = [base_identity(self.base, self.revision) if self.accelerator.is_main_process else {}]
         if self.world > 1:
             broadcast_object_list(fp)
-        self.base_sha256 = fp[0]
+        self.base_sha256 = fp[0]["base_weights_sha256"]  # a hub base's: read once loaded (`manifest`)
         ident_options = {k: v for k, v in asdict(self.opts).items() if k not in NON_IDENTITY}
         ident_options["precision"] = self.precision
         self.identity = {
             "base": str(self.base),
             "revision": self.revision,
-            "base_weights_sha256": self.base_sha256,
+            **fp[0],
             "data_sha256": self.data_meta["sha256"],
             "specialty": self.wanted,
             "n_examples": len(self.chosen),
@@ -798,7 +819,7 @@ class _Trainer:
                 model.gradient_checkpointing_enable()
                 model.enable_input_require_grads()
         model.config.use_cache = False
-        self.base_commit = getattr(model.config, "_commit_hash", None)
+        self.base_commit = getattr(model.config, "_commit_hash", None) or self.identity.get("base_commit")
         return model
 
     def _add_lora(self, model):
@@ -1067,7 +1088,7 @@ class _Trainer:
             "base": str(self.base),
             "revision": self.revision,
             "base_commit": self.base_commit,
-            "base_weights_sha256": self.base_sha256,
+            "base_weights_sha256": self.base_sha256 or base_fingerprint(str(self.base), self.revision),
             "data": self.data_meta,
             "filter": {
                 "specialty": self.wanted if self.wanted else "all",
