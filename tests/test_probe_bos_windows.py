@@ -133,3 +133,16 @@ def test_decoded_offsets_give_a_token_only_the_characters_its_bytes_belong_to(ar
         assert (g is None) == (b is None)
         if g is not None:
             assert text[g[0] : g[1]].strip() == text[b[0] : b[1]].strip(), (g, b)
+
+
+@pytest.mark.parametrize("term", ["日本", "45"])
+def test_a_term_at_the_start_has_the_tokens_it_has_mid_text(term):
+    """Llama's dummy-prefix "▁" before CJK or a digit is a token of its own with the first character's
+    span: at the start of a text it was counted in the term, mid-text (spanning the space) it was not."""
+    tokenizer = train_tokenizer("llama", 600)
+    start, middle = encode(tokenizer, f"{term} is far"), encode(tokenizer, f"The {term} is far")
+    assert tokenizer.convert_ids_to_tokens(start.ids[1]) == "\u2581"  # the case in question
+    first, last = start.tokens_overlapping(0, len(term))
+    m_first, m_last = middle.tokens_overlapping(4, 4 + len(term))
+    assert start.ids[first : last + 1] == middle.ids[m_first : m_last + 1]
+    assert tokenizer.convert_ids_to_tokens(start.ids[first]) != "\u2581"

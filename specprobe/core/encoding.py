@@ -375,4 +375,22 @@ def _encode(tokenizer, text: str, add_bos: bool | None, label: str | None) -> En
         rest = offsets_by_decoding(tokenizer, text[skip:], ids, special, label)
         offsets = [None if o is None else (o[0] + skip, o[1] + skip) for o in rest]
         source = "decode"
+    else:
+        offsets = _without_dummy_prefix(tokenizer, text, ids, offsets)
     return EncodedText(tuple(ids), tuple(offsets), has_bos=want is not None, offsets_source=source)
+
+
+def _without_dummy_prefix(tokenizer, text: str, ids: list[int], offsets: list) -> list:
+    """SentencePiece-style tokenizers prefix the text with a space marker; where "▁" becomes a token of
+    its own (before CJK, emoji or a digit in Llama 2), they give it the span of the text's first
+    character, so a term at the very start would count it while the same term mid-text (where "▁" spans
+    the space before it) does not. That token gets an empty span at its start: context, not the term."""
+    first = next((k for k, o in enumerate(offsets) if o is not None), None)
+    if first is None:
+        return offsets
+    s, e = offsets[first]
+    piece = tokenizer.convert_ids_to_tokens(ids[first])
+    if e > s and isinstance(piece, str) and piece and set(piece) == {"\u2581"} and not text[s:e].isspace():
+        offsets = list(offsets)
+        offsets[first] = (s, s)
+    return offsets
