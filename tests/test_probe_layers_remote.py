@@ -6,6 +6,8 @@ server would and runs it here. The numbers must equal the local hook engine's.""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -73,3 +75,20 @@ def test_remote_refuses_unhookable_architecture_before_any_call(tiny_llama, monk
     m = OPTForCausalLM(cfg).eval()
     with pytest.raises(UnsupportedArchitectureError, match="OPTForCausalLM"):
         layers(m, m, TERMS, TEXTS, tokenizer=tok, controls=None, remote=True)
+
+
+@pytest.mark.parametrize("name", ["gemma2", "cohere", "granite", "opt_project_out"])
+def test_remote_lens_applies_the_heads_post_processing(name):
+    """Gemma 2's soft-capping, Cohere's and Granite's logit scaling and OPT's project_out are part of the
+    head in the nnsight trace as in the local engine (and compare): the trace once skipped them, giving
+    other log-probabilities (off by up to 4.6 nats) or failing on OPT's projected width."""
+    from specprobe.testing.tiny_models import train_tokenizer
+    from tests.test_layer_architectures import build
+
+    tok = train_tokenizer("gpt2", 600)
+    base, tuned = build(name, tok)
+    kw: dict[str, Any] = dict(tokenizer=tok, add_bos=True, controls=None)
+    got = layers(base, tuned, TERMS, TEXTS, remote="local", **kw).to_pandas()
+    ref = layers(base, tuned, TERMS, TEXTS, progress=False, **kw).to_pandas()
+    assert len(got) == len(ref) > 0
+    assert np.nanmax(np.abs(got["logp"].to_numpy(float) - ref["logp"].to_numpy(float))) < 1e-4

@@ -2,7 +2,8 @@
 
 `layers(..., remote=True)` builds, per text and model, one nnsight trace on an
 `nnsight.LanguageModel` that reads every chosen layer's output at the scored positions, applies the
-model's own final norm and head inside the trace, and saves only the (n_layers, n_positions)
+model's own final norm (then OPT's `project_out`) and head (with its logit scaling and soft-capping, as
+`compare`) inside the trace, and saves only the (n_layers, n_positions)
 log-probabilities: the weights never leave the server and only small tensors come back. The trace
 body uses torch and the model's modules only, so it serialises for the server.
 
@@ -21,7 +22,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -54,15 +55,37 @@ def _torch_model(lm) -> torch.nn.Module:
     return getattr(lm, "_module", lm)
 
 
-def module_paths(lm) -> tuple[str, str, str, int]:
-    """Dotted paths of the decoder layer list, final norm and head inside the nnsight model, and n_layers."""
+class ModulePaths(NamedTuple):
+    """Where the lens's pieces sit inside an nnsight model, and the head's post-processing."""
+
+    layers: str  # the decoder layer list
+    norm: str  # the final norm
+    head: str  # the output embedding
+    n_layers: int
+    proj: str | None = None  # a projection after the final norm (OPT's project_out)
+    logit_scale: float = 1.0  # Cohere's and Granite's logit scaling
+    softcap: float | None = None  # Gemma 2's final logit soft-capping
+
+
+def module_paths(lm) -> ModulePaths:
+    """Dotted paths of the decoder layer list, final norm (and projection after it) and head inside the
+    nnsight model, n_layers, and the head's logit scaling and soft-capping (`SplitModel`'s, as compare)."""
     root = _torch_model(lm)
     split = split_model(root)
     layer_modules(split)  # same supported families as the local engine
     assert split.layers is not None  # layer_modules refuses models without a layer list
     names = {id(m): n for n, m in root.named_modules()}
     head = unwrap_peft(root).get_output_embeddings()
-    return names[id(split.layers)], names[id(split.final_norm)], names[id(head)], len(split.layers)
+    proj = names[id(split.final_proj)] if split.final_proj is not None else None
+    return ModulePaths(
+        names[id(split.layers)],
+        names[id(split.final_norm)],
+        names[id(head)],
+        len(split.layers),
+        proj,
+        split.logit_scale,
+        split.softcap,
+    )
 
 
 def _envoy(lm, path: str):
@@ -94,13 +117,15 @@ def trace_lens(
     layer_ids: Sequence[int],
     *,
     remote: bool | str = False,
-    paths: tuple[str, str, str, int] | None = None,
+    paths: ModulePaths | None = None,
 ) -> np.ndarray:
     """(len(layer_ids), len(positions)) log p(ids[p] | ids[:p]) read off each layer, in one nnsight trace."""
-    layers_path, norm_path, head_path, _ = paths or module_paths(lm)
-    layers = _envoy(lm, layers_path)
-    norm = _envoy(lm, norm_path)
-    head = _envoy(lm, head_path)
+    paths = paths or module_paths(lm)
+    layers = _envoy(lm, paths.layers)
+    norm = _envoy(lm, paths.norm)
+    proj = _envoy(lm, paths.proj) if paths.proj is not None else None
+    head = _envoy(lm, paths.head)
+    scale, cap = paths.logit_scale, paths.softcap
     rows = [p - 1 for p in positions]
     targets = [ids[p] for p in positions]
     chosen = list(layer_ids)
@@ -110,7 +135,15 @@ def trace_lens(
         for layer in chosen:
             h = layers[layer].output
             h = h[0] if isinstance(h, tuple) else h
-            logits = head(norm(h[0, rows])).float()
+            x = norm(h[0, rows])
+            if proj is not None:
+                x = proj(x)
+            logits = head(x)  # then the head's post-processing, as `SplitModel.head` (compare) does
+            if scale != 1.0:
+                logits = logits * scale
+            if cap is not None:
+                logits = torch.tanh(logits / cap) * cap
+            logits = logits.float()
             outs.append(torch.log_softmax(logits, dim=-1)[torch.arange(len(rows)), targets])
         lens = torch.stack(outs).cpu().save()  # pyright: ignore[reportAttributeAccessIssue]  # nnsight adds .save() in a trace
     return lens.double().numpy()
@@ -138,7 +171,7 @@ def _trace_both(
     lens, timings, n_layers, chosen = {}, {}, 0, []
     for variant, lm in (("base", base_lm), ("tuned", tuned_lm)):
         paths = module_paths(lm)
-        n_layers = paths[3]
+        n_layers = paths.n_layers
         chosen = resolve_layers(layer_ids, n_layers)
         t0 = time.perf_counter()
         lens[variant] = [
