@@ -135,6 +135,50 @@ def test_patching_scored_positions_and_layer_subset(tiny_gpt2):
     assert np.allclose(res.query("component == 'all'")["recovered"], 1.0, atol=1e-3)
 
 
+def test_patching_scored_positions_are_the_occurrences_own(tiny_llama):
+    """positions="scored" patches the positions that predict this occurrence's tokens only: its rows do not
+    depend on the other terms of the text (their positions, patched too, once changed it through attention),
+    and equal a hand-written hook on the Hugging Face module."""
+    base, adapter = tiny_llama
+    pair = ModelPair.load(str(base), str(adapter))
+    text = TEXTS[0]  # "chest pain" comes after two occurrences of "myocardial infarction"
+    kw = dict(texts=[text], layer_ids=[0], components=["attn", "layer"], positions="scored", site_batch=3)
+    alone = patch(pair, terms={"chest pain": ["Cardiology"]}, progress=False, **kw).to_pandas()
+    with_others = patch(pair, terms=TERMS, progress=False, **kw).to_pandas()
+    keys = ["direction", "layer", "component"]
+    m = alone.merge(with_others[with_others["term"] == "chest pain"], on=keys, suffixes=("", "_other"))
+    assert len(m) == len(alone) == 6
+    assert np.allclose(m["logp_patched"], m["logp_patched_other"], atol=1e-5), m[
+        keys + ["recovered", "recovered_other"]
+    ]
+    # hand-written reference: denoise layer 0's attention output at the occurrence's own positions
+    row = alone.query("direction == 'denoise' and component == 'attn'").iloc[0]
+    ids, toks = term_tokens(pair.tokenizer, text, row["start"], row["end"])
+    ids, cols = ids[: toks[-1] + 1], [p - 1 for p in toks]
+    with torch.no_grad():
+        with pair.view("tuned") as split:
+            donor = {}
+
+            def keep(_m, _a, o):
+                donor["x"] = o[0].clone()
+
+            h = split.layers[0].self_attn.register_forward_hook(keep)
+            split.causal_lm(input_ids=torch.tensor([ids]))
+            h.remove()
+
+        def put(_m, _a, o):
+            x = o[0].clone()
+            x[0, cols] = donor["x"][0, cols]
+            return (x,) + tuple(o[1:])
+
+        with pair.view("base") as split:
+            h = split.layers[0].self_attn.register_forward_hook(put)
+            logits = split.causal_lm(input_ids=torch.tensor([ids])).logits[0].double()
+            h.remove()
+    ref = sum(float(torch.log_softmax(logits[p - 1], -1)[ids[p]]) for p in toks)
+    assert abs(row["logp_patched"] - ref) < 1e-4, (row["logp_patched"], ref)
+
+
 def test_logit_attribution_adds_up_to_the_logit(tiny_pair):
     arch, base, adapter = tiny_pair
     pair = ModelPair.load(str(base), str(adapter))

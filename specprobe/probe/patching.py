@@ -11,7 +11,8 @@ attention/MLP weights) it recovers the whole delta, which the tests check.
 
 Cost: one capture pass per text and model (hooks record every component's output), then the
 patched runs, batched: the text is repeated once per patch site and each batch row patches its own
-site, so a text costs ceil(sites / site_batch) passes per direction, not one pass per site.
+site, so a text costs ceil(sites / site_batch) passes per direction, not one pass per site (with
+positions="scored", that per occurrence: each patches only its own positions).
 Inputs are cut after the last scored token, as everywhere in the scoring core.
 
 Direct logit attribution: each component's contribution to the term token's logit (summed over
@@ -75,10 +76,10 @@ def _sites(layer_ids: Sequence[int], components: Sequence[str]) -> list[tuple[in
 
 
 def _patched_logps(
-    split, mods, item: ScoreItem, sites: list[tuple[int, str]], donor: dict, positions: str, site_batch: int
+    split, mods, item: ScoreItem, sites: list[tuple[int, str]], donor: dict, cols: list[int], site_batch: int
 ) -> list[np.ndarray]:
-    """Log-probs of `item` under `split` with each site's output replaced by the donor's, one row per site."""
-    cols = list(range(item.needed_length)) if positions == "all" else sorted({p - 1 for p in item.positions})
+    """Log-probs of `item` under `split` with each site's output replaced by the donor's at the positions
+    `cols`, one row per site."""
     out: list[np.ndarray] = []
     for lo in range(0, len(sites), site_batch):
         chunk = sites[lo : lo + site_batch]
@@ -114,10 +115,10 @@ class HookRunner:
             return _capture(split, mods, item, range(len(mods)))
 
     def patched(
-        self, variant: str, item: ScoreItem, sites: list[tuple[int, str]], donor: dict, positions: str, site_batch: int
+        self, variant: str, item: ScoreItem, sites: list[tuple[int, str]], donor: dict, cols: list[int], site_batch: int
     ) -> list[np.ndarray]:
         with self.pair.view(variant) as split:
-            return _patched_logps(split, layer_modules(split), item, sites, donor, positions, site_batch)
+            return _patched_logps(split, layer_modules(split), item, sites, donor, cols, site_batch)
 
     def attribute(
         self, variant: str, item: ScoreItem, parts: list[tuple[int, str]], cols: torch.Tensor, targets: torch.Tensor
@@ -229,7 +230,8 @@ def patch(
 ) -> Patching:
     """Activation patching of each layer's attention output, MLP output and layer output between base
     and tuned, for every occurrence compare() scores. `positions`: "all" patches every position of
-    the input (up to the last scored token), "scored" only the positions that predict the term.
+    the input (up to the last scored token), "scored" only the positions that predict the occurrence's
+    own tokens (not other occurrences' in the same text: a patched pass per occurrence).
     `options`: a `ProbeOptions` in place of the keyword arguments from `controls` to `seed` (note:
     without control words here by default, while a `ProbeOptions` defaults to controls="auto").
     `engine`: "hooks" (torch hooks on the Hugging Face modules, the default and fastest) or
@@ -324,16 +326,20 @@ def _patch_item(
     for variant in ("base", "tuned"):
         logps[variant], stores[variant] = run.capture(variant, item)
         passes += 1
+    groups = _patch_groups(prep, item, ois, positions)
     rows = []
     for direction in directions:
         receiver, donor = ("base", "tuned") if direction == "denoise" else ("tuned", "base")
-        patched = run.patched(receiver, item, sites, stores[donor], positions, site_batch)
-        passes += math.ceil(len(sites) / site_batch)
+        patched: dict[int, list[np.ndarray]] = {}
+        for cols, group in groups:
+            out = run.patched(receiver, item, sites, stores[donor], cols, site_batch)
+            patched.update((oi, out) for oi in group)
+            passes += math.ceil(len(sites) / site_batch)
         for oi in ois:
             slots = prep.where[oi][1]
             lb, lt = float(logps["base"][slots].sum()), float(logps["tuned"][slots].sum())
             delta = lt - lb
-            for (layer, comp), lp in zip(sites, patched):
+            for (layer, comp), lp in zip(sites, patched[oi]):
                 lpp = float(lp[slots].sum())
                 effect = (lpp - lb) if direction == "denoise" else (lt - lpp)
                 rows.append(
@@ -350,6 +356,22 @@ def _patch_item(
                     }
                 )
     return rows, passes
+
+
+def _patch_groups(prep: Prepared, item: ScoreItem, ois: list[int], positions: str) -> list[tuple[list[int], list[int]]]:
+    """The patched passes an item needs: (positions patched, occurrences read off them).
+
+    "all": one set, every position of the input. "scored": each occurrence's own positions (those that
+    predict its tokens), one set per distinct span: an item holds every occurrence of its text (other
+    terms, control words), and patching their positions too would change this occurrence's result
+    through attention, so it would depend on which other terms were asked for."""
+    if positions == "all":
+        return [(list(range(item.needed_length)), list(ois))]
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for oi in ois:
+        cols = tuple(sorted({item.positions[s] - 1 for s in prep.where[oi][1]}))
+        groups.setdefault(cols, []).append(oi)
+    return [(list(cols), group) for cols, group in groups.items()]
 
 
 class LogitAttribution(Result):

@@ -113,10 +113,10 @@ class TLRunner:
 
     @torch.no_grad()
     def patched(
-        self, variant: str, item: ScoreItem, sites: list[tuple[int, str]], donor: dict, positions: str, site_batch: int
+        self, variant: str, item: ScoreItem, sites: list[tuple[int, str]], donor: dict, cols: list[int], site_batch: int
     ) -> list[np.ndarray]:
-        """Log-probs of `item` under `variant` with each site's output replaced by the donor's, one row per site."""
-        cols = list(range(item.needed_length)) if positions == "all" else sorted({p - 1 for p in item.positions})
+        """Log-probs of `item` under `variant` with each site's output replaced by the donor's at the positions
+        `cols`, one row per site."""
         ids = _padded([item], self.bridged.pair.device)
         out: list[np.ndarray] = []
         with self.bridged.view(variant) as (split, bridge):
