@@ -199,6 +199,25 @@ def test_logit_attribution_adds_up_to_the_logit(tiny_pair):
     assert {"mean_delta", "ci_low"} <= set(spec.columns)
 
 
+def test_logit_attribution_builds_no_autograd_graph(tiny_gpt2):
+    """GPT-2's final LayerNorm has a bias (a trainable parameter): the attribution must not track gradients
+    through it (a graph kept alive per text, and torch's requires_grad warning on every float())."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from specprobe.probe.lens import direct_logit_attribution
+
+    base, _ = tiny_gpt2
+    model = AutoModelForCausalLM.from_pretrained(base).eval()  # a caller's model: parameters require grad
+    pair = ModelPair.load(model, model, tokenizer=AutoTokenizer.from_pretrained(base))
+    with pair.view("base") as split:
+        assert split.final_norm is not None and split.final_norm.bias is not None
+        assert split.final_norm.bias.requires_grad
+        d = split.final_norm.weight.shape[0]
+        parts = torch.randn((3, 4, d), generator=torch.Generator().manual_seed(0))  # the split is exact for any parts
+        contrib, const = direct_logit_attribution(split, parts, torch.tensor([2, 4, 6, 8]))
+    assert not contrib.requires_grad and not const.requires_grad
+
+
 def test_pythia_architecture_is_found_and_post_norm_blocks_are_refused(tiny_llama):
     """GPT-NeoX (Pythia) is hooked structurally; blocks that do not write attn + mlp to the residual stream
     (post-LN OPT) get an error naming the model and what is missing."""

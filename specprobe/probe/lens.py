@@ -112,6 +112,7 @@ def _linear(module: nn.Module, what: str) -> tuple[torch.Tensor, torch.Tensor | 
     return weight.detach(), None if bias is None else bias.detach()  # trainable copies carry requires_grad
 
 
+@torch.no_grad()
 def direct_logit_attribution(
     split: SplitModel, parts: torch.Tensor, targets: torch.Tensor, check_atol: float = 1e-3
 ) -> tuple[torch.Tensor, torch.Tensor]:
