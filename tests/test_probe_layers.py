@@ -8,6 +8,7 @@ import json
 from typing import cast
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -133,6 +134,20 @@ def test_patching_scored_positions_and_layer_subset(tiny_gpt2):
     ).to_pandas()
     assert set(res["layer"]) == {1, -1} and set(res["component"]) == {"mlp", "all"}
     assert np.allclose(res.query("component == 'all'")["recovered"], 1.0, atol=1e-3)
+
+
+def test_patching_by_site_never_pools_control_words_with_terms(tiny_gpt2):
+    """by_site(): clinical terms only; by_site(by_specialty=True): control words are a row of their own."""
+    from specprobe.probe.patching import Patching
+
+    base, adapter = tiny_gpt2
+    kw = dict(layer_ids=[-1], components=["mlp"], directions=["denoise"], site_batch=4, progress=False)
+    res = patch(str(base), str(adapter), TERMS, TEXTS, controls="auto", **kw)
+    frame = res.to_pandas()
+    assert frame["is_control"].any() and (~frame["is_control"]).any()
+    terms_only = Patching(frame[~frame["is_control"]].reset_index(drop=True), res.metadata)
+    pd.testing.assert_frame_equal(res.by_site(n_boot=50), terms_only.by_site(n_boot=50))
+    assert "control" in set(res.by_site(by_specialty=True, n_boot=50)["specialty"])
 
 
 def test_patching_scored_positions_are_the_occurrences_own(tiny_llama):

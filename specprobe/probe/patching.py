@@ -165,11 +165,14 @@ class Patching(Result):
     ) -> pd.DataFrame:
         """Per direction and site (and specialty): pooled recovery sum(patched effect) / sum(delta), and the
         mean per-occurrence fraction with a 95% bootstrap CI over texts. Occurrences with
-        |delta| <= min_abs_delta are left out (their fractions are noise)."""
+        |delta| <= min_abs_delta are left out (their fractions are noise). Clinical terms only, unless
+        `by_specialty`, where control words are a row "control" of their own (never pooled with terms)."""
         df = self.to_pandas()
         df = df[np.isfinite(df["delta"].astype(float)) & (df["delta"].abs() > min_abs_delta)]
         keys = ["direction", "layer", "component"]
-        if by_specialty:
+        if not by_specialty:
+            df = df[~df["is_control"].astype(bool)]
+        else:
             df = df.assign(
                 specialty=[
                     ("control",) if c else (tuple(s) or (UNASSIGNED,))
