@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+from specprobe.app.base_identity import base_identity
 from specprobe.app.config import ConfigError, ExperimentConfig, builtin_model, builtin_questions
 from specprobe.app.executors_base import Executor, LocalExecutor, Step
 from specprobe.app.experiment_result import ExperimentResult
@@ -56,7 +57,6 @@ from specprobe.app.experiment_stages import (
     trajectory_stage,
 )
 from specprobe.app.stages import finished_folder
-from specprobe.core.models import weights_fingerprint
 from specprobe.terms.datasets import load_qa
 from specprobe.utils.interrupts import SignalInterrupt
 from specprobe.utils.io import sha256_file
@@ -233,7 +233,8 @@ def plan_steps(run: RunInputs, *, in_process: bool, progress: bool = True, say: 
     needs = {"lexicon": "lexicon", "accuracy": "accuracy", "adapters": adapters}
     needs |= {"comparisons": probes["compare"], "layers": probes["layers"], **analysis_needs}
     steps += analyses
-    steps.append(Step("report", "report", report_stage, {"root": root, "config": cfg.recorded()}, needs))
+    report = {"root": root, "config": cfg.recorded(), "base_identity": run.base_hash}
+    steps.append(Step("report", "report", report_stage, report, needs))
     return [dataclasses.replace(step, reuse_older=tuple(cfg.reuse_older or ())) for step in steps]
 
 
@@ -340,11 +341,12 @@ def run_experiment(
 
 
 def prepare_run(cfg: ExperimentConfig, root: Path, *, say: Say = print, remote: bool = False) -> RunInputs:
-    """The base's identity, the split stage and the adapters to train (checked before any long stage).
+    """The base's identity (`base_identity`: its files' content, or its hub commit), the split stage and
+    the adapters to train (checked before any long stage).
 
     `remote`: the stages run in other processes, maybe on other machines: a base given as a relative
     local path is passed on as an absolute one."""
-    base_hash = weights_fingerprint(cfg.base) or cfg.base
+    base_hash = base_identity(cfg.base, cfg.train.get("revision"), root)
     data_hash = sha256_file(cfg.data)
     split_dir = split_stage(root, cfg.data, data_hash, cfg.test_fraction, cfg.seed, say=say)
     split = split_key(data_hash, cfg.test_fraction, cfg.seed)

