@@ -50,6 +50,7 @@ class Comparison(Result):
     def scored(self) -> pd.DataFrame:
         """Rows with a finite delta (drops occurrences that could not be scored, e.g. unconditioned starts)."""
         df = self.to_pandas()
+        df["is_control"] = df["is_control"].astype(bool)  # an empty table read back has no dtype: `~` must negate
         return cast(pd.DataFrame, df[np.isfinite(df["delta"].astype(float))])
 
     def _check_metric(self, metric: str) -> None:

@@ -2,20 +2,53 @@
 
 A clinical term's delta means little alone: fine-tuning on any medical text may raise the
 probability of every word in medical contexts. Controls are common general-English words
-(wordfreq Zipf frequency >= `min_zipf`), not stop words, sharing no word with any term, matched
-to the terms' in-corpus frequency distribution. Their delta is the "domain shift" baseline.
+(wordfreq Zipf frequency >= `min_zipf`), not stop words, sharing no word with any term (nor a term
+word's plural or singular: "hearts" is not a control for "heart failure"), matched to the terms'
+in-corpus frequency distribution. Their delta is the "domain shift" baseline.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
+import unicodedata
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from specprobe.probe.inputs import _match_key
+from specprobe.probe.occurrences import MatchOptions, _fold
+
+log = logging.getLogger(__name__)
+
 _WORD = re.compile(r"(?<![\w-])[A-Za-z][a-z]{2,}(?![\w-])")
+
+
+def _number_forms(word: str) -> set[str]:
+    """`word` with its regular plural and singular forms (-s, -es, -ies <-> -y)."""
+    forms = {word, word + "s", word + "es"}
+    if word.endswith("y"):
+        forms.add(word[:-1] + "ies")
+    if word.endswith("ies"):
+        forms.add(word[:-3] + "y")
+    if word.endswith("es"):
+        forms.add(word[:-2])
+    if word.endswith("s"):
+        forms.add(word[:-1])
+    return forms
+
+
+def _words(text: str) -> set[str]:
+    """The `\\w+` runs of `text`, case-folded as case-insensitive matching folds them."""
+    return set(re.findall(r"\w+", _fold(unicodedata.normalize("NFC", text), False)))
+
+
+def term_words(terms: Iterable[str]) -> set[str]:
+    """The words of the terms, case-folded as matching folds them, each with its plural and singular:
+    no control word may be one of these."""
+    return {f for t in terms for w in _words(t) for f in _number_forms(w)}
 
 
 def _stop_words() -> set[str]:
@@ -35,11 +68,11 @@ def _zipf(word: str) -> float:
     return zipf_frequency(word, "en")
 
 
-def candidate_counts(texts: Iterable[str], term_words: set[str], min_zipf: float) -> Counter:
-    """Occurrence counts of ordinary words across texts (lower-cased)."""
+def candidate_counts(texts: Iterable[str], exclude: set[str], min_zipf: float) -> Counter:
+    """Occurrence counts of ordinary words across texts (lower-cased), leaving out the words in `exclude`."""
     counts: Counter = Counter(m.group(0).lower() for t in texts for m in _WORD.finditer(t))
     stop = _stop_words()
-    return Counter({w: c for w, c in counts.items() if w not in stop and w not in term_words and _zipf(w) >= min_zipf})
+    return Counter({w: c for w, c in counts.items() if w not in stop and w not in exclude and _zipf(w) >= min_zipf})
 
 
 def choose_controls(
@@ -50,22 +83,29 @@ def choose_controls(
     min_zipf: float = 4.0,
     seed: int = 0,
 ) -> list[str]:
-    """Pick control words whose in-corpus counts follow the terms' (log2-binned) count distribution."""
-    term_words = {w.lower() for t in term_counts for w in re.findall(r"\w+", t)}
-    counts = candidate_counts(texts, term_words, min_zipf)
-    if not counts:
-        return []
+    """Pick control words whose in-corpus counts follow the terms' (log2-binned) count distribution.
+
+    `n` words (default: as many as terms found, at least 10), split over the terms' bins in
+    proportion to their terms (largest remainders); a bin short of candidates takes the nearest."""
     found = [c for c in term_counts.values() if c > 0]
-    n = n if n is not None else min(len(counts), max(10, len(found)))
+    target = n if n is not None else max(10, len(found))
+    counts = candidate_counts(texts, term_words(term_counts), min_zipf)
+    if len(counts) < target:
+        log.warning(
+            "only %d candidate control word(s) in the texts for the %d wanted; all of them are used",
+            len(counts),
+            target,
+        )
+    n = min(len(counts), target)
+    if n <= 0:
+        return []
     rng = np.random.default_rng(seed)
     by_bin: dict[int, list[str]] = defaultdict(list)
     for w, c in sorted(counts.items()):
         by_bin[int(math.log2(c))].append(w)
     wanted = Counter(int(math.log2(c)) for c in found) if found else Counter({0: n})
-    total = sum(wanted.values())
     chosen: list[str] = []
-    for b, k in sorted(wanted.items()):
-        quota = max(1, round(n * k / total))
+    for b, quota in _quotas(wanted, n, rng).items():
         # nearest non-empty bins first
         for nb in sorted(by_bin, key=lambda x: (abs(x - b), x)):
             pool = [w for w in by_bin[nb] if w not in chosen]
@@ -76,4 +116,45 @@ def choose_controls(
             quota -= len(take)
             if quota <= 0:
                 break
-    return sorted(chosen[:n]) if len(chosen) > n else sorted(chosen)
+    return sorted(chosen)
+
+
+def _quotas(wanted: Counter, n: int, rng: np.random.Generator) -> dict[int, int]:
+    """`n` split over the bins in proportion to `wanted` (largest remainders, ties broken at random):
+    the quotas sum to exactly `n`, so no bin's words are cut to make the count."""
+    total = sum(wanted.values())
+    exact = {b: n * k / total for b, k in sorted(wanted.items())}
+    quotas = {b: math.floor(x) for b, x in exact.items()}
+    tie = dict(zip(exact, rng.permutation(len(exact)).tolist(), strict=True))
+    for b in sorted(exact, key=lambda b: (quotas[b] - exact[b], tie[b]))[: n - sum(quotas.values())]:
+        quotas[b] += 1
+    return {b: q for b, q in quotas.items() if q > 0}
+
+
+def given_controls(
+    words: Iterable[object], term_map: Mapping[str, object], match: MatchOptions = MatchOptions()
+) -> list[str]:
+    """A list of control words as given, checked: blanks dropped, and words that match the same text
+    (under `match`: "Table" and "table") kept once, else each occurrence would be scored twice. A
+    word that is itself a term is never scored (its occurrences are the term's), and one that shares a
+    word with a term is scored only outside the term's occurrences: both are kept, with a warning."""
+    given = [word for word in (str(w).strip() for w in words) if word]
+    kept: dict[str, str] = {}
+    for word in given:
+        kept.setdefault(_match_key(word, match), word)
+    out = list(kept.values())
+    if len(out) < len(given):
+        log.warning("control words that match the same text were given more than once; each is scored once")
+    terms = {_match_key(t, match) for t in term_map}
+    shared = term_words(term_map)
+    same = [w for w in out if _match_key(w, match) in terms]
+    near = [w for w in out if w not in same and _words(w) & shared]
+    if same:
+        log.warning("control word(s) %s are also terms: their occurrences are the terms', so none is scored", same)
+    if near:
+        log.warning(
+            "control word(s) %s share a word with a term (or its plural): they are not ordinary words of the "
+            "texts, and their occurrences inside a term are not scored",
+            near,
+        )
+    return out

@@ -15,7 +15,7 @@ from typing import Any
 from specprobe.core.encoding import EncodedText, encode
 from specprobe.core.models import ModelPair, context_length
 from specprobe.core.scoring import ScoreItem
-from specprobe.probe.controls import choose_controls
+from specprobe.probe.controls import choose_controls, given_controls
 from specprobe.probe.inputs import materialize, normalize_terms, normalize_texts
 from specprobe.probe.occurrences import (
     NO_BOS_AT_START,
@@ -250,7 +250,7 @@ def _control_words(
     if controls:
         if isinstance(controls, str):
             raise TypeError("controls must be 'auto', None, or a list of words")
-        return [str(c) for c in controls]
+        return given_controls(controls, term_map, opts.match)
     return []
 
 
