@@ -237,3 +237,14 @@ def test_by_specialty_and_the_matrix_match_a_direct_computation(frame, metric):
         assert set(m.index) == set(expected)
         for spec, (_, _, n_pairs, diff) in expected.items():
             assert m.loc[spec, "mean"] == pytest.approx(diff, nan_ok=True) and m.loc[spec, "n_pairs"] == n_pairs
+
+
+@pytest.mark.parametrize("name", ["control", "Unassigned"])
+def test_a_term_specialty_named_like_a_summary_row_is_refused(name):
+    """by_specialty adds rows 'control' and 'unassigned': a term specialty of that name would merge with
+    them (and the minus-control matrix would skip it)."""
+    from specprobe.probe.inputs import normalize_terms
+
+    with pytest.raises(ValueError, match=f"term 'x': specialty '{name}' is reserved"):
+        normalize_terms({"x": [name], "y": ["Cardiology"]})
+    assert normalize_terms({"x": ["Controls"]}) == {"x": ("Controls",)}

@@ -171,6 +171,10 @@ def _missing(value: Any) -> bool:
     return pd is not None and pd.api.types.is_scalar(value) and bool(pd.isna(value))
 
 
+# the rows the summaries add themselves: a specialty of one of these names would merge with them
+RESERVED_SPECIALTIES = ("control", UNASSIGNED)
+
+
 def _specialties(value: Any, where: str, sep: str | None = None) -> tuple[str, ...]:
     """Specialties from a cell or mapping value: none, one string (split on `sep` if given), or strings."""
     if _missing(value):
@@ -185,6 +189,17 @@ def _specialties(value: Any, where: str, sep: str | None = None) -> tuple[str, .
     raise TypeError(
         f"{where}: specialties must be a string or a list of strings, got {type(value).__name__}: {value!r:.60}"
     )
+
+
+def _unreserved(specs: tuple[str, ...], where: str) -> tuple[str, ...]:
+    """A term's specialties, refusing the names of the rows the summaries add themselves."""
+    clash = [v for v in specs if v.casefold() in RESERVED_SPECIALTIES]
+    if clash:
+        raise ValueError(
+            f"{where}: specialty {clash[0]!r} is reserved (the summaries' rows for control words and for "
+            "terms without a specialty are named 'control' and 'unassigned'); rename it"
+        )
+    return specs
 
 
 # ---------------------------------------------------------------------------------------- terms
@@ -277,7 +292,7 @@ def normalize_terms(
             raise TypeError(f"terms must be strings, got {type(term).__name__}: {term!r}")
         if not term.strip():
             raise ValueError("terms contain an empty or whitespace-only term")
-        specs = _specialties(specs, f"term {term!r}")
+        specs = _unreserved(_specialties(specs, f"term {term!r}"), f"term {term!r}")
         given = term.strip()
         kept, first = keys.setdefault(_match_key(given, opts), (unicodedata.normalize("NFC", given), given))
         if given != first and given not in merged.get(kept, []):
