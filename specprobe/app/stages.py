@@ -165,6 +165,21 @@ def _reuse_older(root: Path, name: str, inputs: Any, say: Callable[[str], None])
     return folder
 
 
+def remove_stage(folder: Path) -> None:
+    """Delete a stage folder, its done marker last: stopped midway, it is still marked done and its files
+    fail their checks, so the next run removes it again. (Without the marker, what is left would be
+    resumed as an unfinished stage: training would take a finished but damaged adapter as its own.)"""
+    marker = folder / DONE
+    for child in folder.iterdir():
+        if child == marker:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    shutil.rmtree(folder)
+
+
 def run_stage(
     root: Path,
     name: str,
@@ -196,7 +211,7 @@ def run_stage(
             f"[warn] {name}: its output changed on disk ({problems[0]}{' ...' if len(problems) > 1 else ''}); "
             "recomputing it"
         )
-        shutil.rmtree(folder)  # a damaged output is not resumed from
+        remove_stage(folder)  # a damaged output is not resumed from
     if (older := _reuse_older(root, name, inputs, say)) is not None:
         return older
     folder.mkdir(parents=True, exist_ok=True)
