@@ -522,3 +522,88 @@ def test_accuracy_link_finding_says_why_it_was_not_tested(term_delta, acc_change
     )
     found, reading = accuracy_link_finding(AccuracyLink(frame), n_boot=50)
     assert found.verdict == "not tested" and reason in found.answer and reason in reading.lower()
+
+
+# -- the readings and the notebook view say what the numbers are ----------------------------------------
+def test_top_movers_reading_never_calls_a_rise_a_fall():
+    """When every term rose, the lowest one is the smallest rise, not "the largest fall" (and vice versa)."""
+    from specprobe.app.findings import top_movers_reading
+
+    rows = {"term": ["a", "b"], "is_control": [False, False], "finetune_specialty": ["X", "X"]}
+    rising = top_movers_reading(pd.DataFrame({**rows, "mean_delta_per_token": [0.3, 0.05]}))
+    assert "largest rise is 'a' (+0.300" in rising and "smallest rise 'b' (+0.0500" in rising
+    assert "fall" not in rising
+    falling = top_movers_reading(pd.DataFrame({**rows, "mean_delta_per_token": [-0.3, -0.05]}))
+    assert "smallest fall is 'b' (-0.0500" in falling and "largest fall 'a' (-0.300" in falling
+    assert "rise" not in falling
+
+
+def test_layers_reading_names_the_largest_change_either_way():
+    """Terms that fall through the layers: the largest change is the deepest fall, not the least negative."""
+    from specprobe.app.findings import layers_reading
+
+    frame = pd.DataFrame(
+        {
+            "group": "X",
+            "model": ["clinical terms"] * 3 + ["control words"] * 3,
+            "layer": [0, 1, 2] * 2,
+            "mean_logp": [-0.01, -0.4, -0.2, 0.0, 0.9, 0.0],
+        }
+    )
+    text = layers_reading(frame)
+    assert "largest at layer 1 (-0.400 under X)" in text and "last layer (2) it averages -0.200" in text
+
+
+def test_layer_curves_of_the_report_are_labelled_as_changes(experiment):
+    """The report's layer curves are tuned − base of terms and control words: the legend is not titled
+    "model" and the method text does not describe base and fine-tuned curves."""
+    from specprobe.app.report import ReportParts, _detail_sections
+    from specprobe.reports import sections as S
+
+    class View:
+        def __init__(self, shift: float):
+            rng = np.random.default_rng(0)
+            n = 40
+            self.frame = pd.DataFrame(
+                {
+                    "text_id": [f"q{i % 10}" for i in range(n)],
+                    "is_control": [i % 2 == 0 for i in range(n)],
+                    "layer": [i // 20 for i in range(n)],
+                    "delta_per_token": rng.normal(shift, 0.01, n),
+                }
+            )
+
+        def wide(self):
+            return self.frame
+
+    run = tiny_experiment(experiment.root / "layers")
+    run._cached("layers", lambda: {"Neurology": View(-0.3)})
+    parts = ReportParts()
+    _detail_sections(parts, run, N_BOOT)
+    layers = parts.sections[-1]
+    assert layers.notes == [S.NOTES["layers_delta"]] and "base and the fine-tuned" not in layers.notes[0]
+    legend = json.dumps(layers.blocks[0].spec)
+    assert '"title": "model"' not in legend and '"title": "scored words"' in legend
+    assert "largest at layer" in layers.reading and "(-0.3" in layers.reading
+
+
+def test_experiment_view_summary_leaves_out_the_control_words(experiment):
+    """The notebook view of an experiment: "all term specialties" averages the term specialties only (the
+    compare matrix also holds a 'control' row per adapter), and the caption says what an asterisk tests."""
+    from specprobe.reports.views import build_view
+
+    frames = [
+        c.by_specialty(n_boot=N_BOOT).assign(finetune_specialty=name) for name, c in experiment.comparisons.items()
+    ]
+    matrix = pd.concat(frames, ignore_index=True)
+    assert (matrix["specialty"] == "control").any()
+    result = ExperimentResult(matrix, {"config": {}, "root": str(experiment.root)}, {"paths": {}})
+    view = build_view(result, n_boot=N_BOOT)
+    terms = pd.DataFrame(matrix[matrix["specialty"] != "control"])
+    want = {
+        str(k): float(np.mean(g["mean_delta_per_token"].to_numpy(dtype=float)))
+        for k, g in terms.groupby("finetune_specialty")
+    }
+    got = dict(zip(view.table["finetune_specialty"], view.table["mean Δ/token, all term specialties"]))
+    assert got.keys() == want.keys() and all(np.isclose(got[k], want[k]) for k in want)
+    assert "control words" in view.caption and "p_holm < 0.05" in view.caption

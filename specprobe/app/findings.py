@@ -274,10 +274,13 @@ def top_movers_reading(table: pd.DataFrame, metric: str = "delta_per_token") -> 
         return "Only control words were scored."
     up, down = row_at_max(terms, mean), row_at_max(terms, mean, lowest=True)
     where = " under the model fine-tuned on {}".format
+    # a "rise" that is not above 0 (or a "fall" not below 0) is the smallest fall (rise): say which it is
+    rise = "largest rise" if up[mean] > 0 else "smallest fall" if up[mean] < 0 else "largest change"
+    fall = "largest fall" if down[mean] < 0 else "smallest rise" if down[mean] > 0 else "smallest change"
     return (
         "The table lists single terms by how much their probability changed. "
-        f"The largest rise is '{up['term']}' ({_num(up[mean], True)} logp/token"
-        f"{where(up['finetune_specialty']) if 'finetune_specialty' in up else ''}), the largest fall "
+        f"The {rise} is '{up['term']}' ({_num(up[mean], True)} logp/token"
+        f"{where(up['finetune_specialty']) if 'finetune_specialty' in up else ''}), the {fall} "
         f"'{down['term']}' ({_num(down[mean], True)}"
         f"{where(down['finetune_specialty']) if 'finetune_specialty' in down else ''}). "
         "Single terms with few occurrences move by chance; read their CIs."
@@ -289,7 +292,8 @@ def layers_reading(frame: pd.DataFrame) -> str:
     terms = frame[frame["model"] == "clinical terms"] if len(frame) else frame
     if terms.empty:
         return "No layer was read."
-    top = row_at_max(terms, "mean_logp")
+    size = terms.assign(size=col(terms, "mean_logp").abs())
+    top = row_at_max(size, "size")  # the largest change either way, not the largest rise
     last = int(col(terms, "layer").max())
     at_last = mean_of(terms[terms["layer"] == last], "mean_logp")
     return (

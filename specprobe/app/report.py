@@ -207,6 +207,8 @@ def _detail_sections(parts: ReportParts, result: Any, n_boot: int) -> None:
             layers,
             value_title="mean Δ logp/token through the lens",
             title="Layer curves (logit lens): where the change appears",
+            notes=[S.NOTES["layers_delta"]],  # the curves are tuned − base of terms and controls, not base and tuned
+            series_title="scored words",  # the series are clinical terms and control words, not models
         )
         parts.add(sec, F.layers_reading(layers))
 

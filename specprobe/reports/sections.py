@@ -82,6 +82,12 @@ NOTES: dict[str, str] = {
         "through the model's final norm and unembedding, for the base and the fine-tuned model. Where the "
         "curves part shows at which depth fine-tuning changes the prediction."
     ),
+    "layers_delta": (
+        "Logit lens, fine-tuned minus base: per layer, the change in log-probability per token of the clinical "
+        "terms and of the control words, read out from that layer's hidden state through the model's final norm "
+        "and unembedding (mean over occurrences, 95% CI resampling texts). Where a curve leaves zero is the depth "
+        "at which fine-tuning changes the prediction."
+    ),
     "missing": "Terms of the lexicon found in no text are listed, never silently dropped.",
     "own_vs_other": (
         "Own specialty vs other specialties: for each fine-tuned model, per text, the mean Δ/token of the terms "
@@ -526,9 +532,11 @@ def layer_curves_section(
     title: str = "Layer curves (logit lens)",
     notes: Sequence[str] | None = None,
     max_facets: int = 24,
+    series_title: str | None = None,
 ) -> Section:
     """Curves over layers, one colour per `series` (e.g. base / tuned), one panel per `facet` (e.g.
-    term specialty or terms vs control). `frame`: aggregated long format, one row per point."""
+    term specialty or terms vs control). `frame`: aggregated long format, one row per point;
+    `series_title`: the legend's title (default: the `series` column's name)."""
     notes = list(notes) if notes is not None else [NOTES["layers"]]
     if frame is None or frame.empty:
         return Section(title, [TextBlock("No data.", muted=True)], notes=notes)
@@ -548,7 +556,7 @@ def layer_curves_section(
         ci_high=ci_high if ci_high in frame else None,
         x_title="layer",
         y_title=value_title,
-        series_title=series or "",
+        series_title=series_title if series_title is not None else series or "",
     )
     blocks.insert(0, ChartBlock(chart, title=f"{value_title} by layer"))
     return Section(title, blocks, notes=notes)
