@@ -607,3 +607,12 @@ def test_experiment_view_summary_leaves_out_the_control_words(experiment):
     got = dict(zip(view.table["finetune_specialty"], view.table["mean Δ/token, all term specialties"]))
     assert got.keys() == want.keys() and all(np.isclose(got[k], want[k]) for k in want)
     assert "control words" in view.caption and "p_holm < 0.05" in view.caption
+
+
+def test_own_vs_other_names_the_own_specialty_as_the_terms_spell_it():
+    """The fine-tuned model is matched case-insensitively ("neurology"), but shown as the data spells it."""
+    from specprobe.app.report_stats import own_vs_other
+
+    comps = {arm: make_arm(arm, own_effect=0.3, seed=i + 1) for i, arm in enumerate(ARMS)}
+    table = own_vs_other(comps, {arm: arm.lower() for arm in ARMS}, n_boot=N_BOOT)
+    assert list(table["own_specialty"]) == list(ARMS)

@@ -83,7 +83,7 @@ def own_vs_other(
         rows.append(
             {
                 "finetune_specialty": str(name),
-                "own_specialty": ", ".join(sorted(own)),
+                "own_specialty": ", ".join(_spelled(terms["specialties"], own)),
                 "mean_diff": test.mean_diff,
                 "ci_low": test.ci_low,
                 "ci_high": test.ci_high,
@@ -94,3 +94,9 @@ def own_vs_other(
     out = pd.DataFrame(rows, columns=OWN_COLUMNS[:-1])
     out["p_holm"] = holm(out["p_value"]) if len(out) else []
     return out
+
+
+def _spelled(specialties: pd.Series, own: set[str]) -> list[str]:
+    """The own specialties as the terms spell them ("Neurology", not the lower-cased key), else the keys."""
+    found = sorted({str(x) for s in specialties for x in s if str(x).lower() in own})
+    return found or sorted(own)
