@@ -83,7 +83,7 @@ def own_vs_other(
         rows.append(
             {
                 "finetune_specialty": str(name),
-                "own_specialty": ", ".join(_spelled(terms["specialties"], own)),
+                "own_specialty": ", ".join(_spelled(cast(pd.Series, terms["specialties"]), own)),
                 "mean_diff": test.mean_diff,
                 "ci_low": test.ci_low,
                 "ci_high": test.ci_high,

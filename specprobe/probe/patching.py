@@ -171,7 +171,7 @@ class Patching(Result):
         df = df[np.isfinite(df["delta"].astype(float)) & (df["delta"].abs() > min_abs_delta)]
         keys = ["direction", "layer", "component"]
         if not by_specialty:
-            df = df[~df["is_control"].astype(bool)]
+            df = cast(pd.DataFrame, df[~df["is_control"].astype(bool)])
         else:
             df = df.assign(
                 specialty=[
