@@ -246,29 +246,44 @@ def _option_rows(label: str, records: Sequence[QARecord], info: Sequence, scored
         n_opt = len(rec.options)
         sums = np.array([float(scored[k + j].logps.sum()) for j in range(n_opt)])
         chars = np.array([max(1, c) for _, c, _, _ in per], dtype=float)
-        pred, pred_norm = int(np.argmax(sums)), int(np.argmax(sums / chars))  # ties: the first option
-        ans, answers = rec.answer_index, answer_options(rec)
-        rows.append(
-            {
-                "model": label,
-                "item_id": rec.id,
-                "specialties": tuple(rec.specialties),
-                "n_options": n_opt,
-                "answer_index": ans,
-                "answer_indices": tuple(sorted(answers)),
-                "option_logp": tuple(float(x) for x in sums),
-                "option_n_tokens": tuple(t for t, _, _, _ in per),
-                "option_n_chars": tuple(int(c) for c in chars),
-                "pred": pred,
-                "pred_norm": pred_norm,
-                "correct": pred in answers,
-                "correct_norm": pred_norm in answers,
-                "truncated": any(tr for _, _, tr, _ in per),
-                "straddles": any(st for _, _, _, st in per),
-            }
-        )
+        flags = {"truncated": any(tr for _, _, tr, _ in per), "straddles": any(st for _, _, _, st in per)}
+        rows.append(question_row(label, rec, sums, tuple(t for t, _, _, _ in per), chars, **flags))
         k += n_opt
     return rows
+
+
+def question_row(
+    label: str,
+    rec: QARecord,
+    sums: np.ndarray,
+    n_tokens: tuple[int, ...],
+    chars: np.ndarray,
+    *,
+    truncated: bool = False,
+    straddles: bool = False,
+) -> dict:
+    """The `MCEvaluation` row of one question from its options' summed log-likelihoods and lengths in
+    characters (at least 1): the predictions (summed, per character; ties: the first option) and
+    whether they are correct (any option with the answer's text, `answer_options`)."""
+    pred, pred_norm = int(np.argmax(sums)), int(np.argmax(sums / chars))
+    answers = answer_options(rec)
+    return {
+        "model": label,
+        "item_id": rec.id,
+        "specialties": tuple(rec.specialties),
+        "n_options": len(rec.options),
+        "answer_index": rec.answer_index,
+        "answer_indices": tuple(sorted(answers)),
+        "option_logp": tuple(float(x) for x in sums),
+        "option_n_tokens": n_tokens,
+        "option_n_chars": tuple(int(c) for c in chars),
+        "pred": pred,
+        "pred_norm": pred_norm,
+        "correct": pred in answers,
+        "correct_norm": pred_norm in answers,
+        "truncated": truncated,
+        "straddles": straddles,
+    }
 
 
 def warn_flags(frame: pd.DataFrame, n_questions: int, max_length: int) -> None:

@@ -29,7 +29,7 @@ import pandas as pd
 
 from specprobe.finetune.accuracy_matrix import BASE, AccuracyMatrix, from_items
 from specprobe.finetune.data import load_records, select, specialties_of
-from specprobe.finetune.evaluation import MCEvaluation
+from specprobe.finetune.evaluation import MCEvaluation, question_row
 from specprobe.finetune.prompts import LETTERS, answer_options
 from specprobe.terms.datasets import QARecord
 from specprobe.utils.io import iter_jsonl
@@ -144,25 +144,7 @@ def _row(label: str, rec: QARecord, sample: dict, where: str) -> dict[str, Any]:
     # lm-eval's acc_norm divides by the length of the choice text, without the leading target delimiter
     lengths = [len(c[1:]) if c.startswith(" ") else len(c) for c in conts] if conts else [len(o) for o in rec.options]
     chars = np.array([max(1, c) for c in lengths], dtype=float)
-    pred, pred_norm = int(np.argmax(sums)), int(np.argmax(sums / chars))
-    ans, answers = rec.answer_index, answer_options(rec)
-    return {
-        "model": label,
-        "item_id": rec.id,
-        "specialties": tuple(rec.specialties),
-        "n_options": len(rec.options),
-        "answer_index": ans,
-        "answer_indices": tuple(sorted(answers)),
-        "option_logp": tuple(float(x) for x in sums),
-        "option_n_tokens": tuple(0 for _ in sums),  # lm-eval does not log token counts
-        "option_n_chars": tuple(int(c) for c in chars),
-        "pred": pred,
-        "pred_norm": pred_norm,
-        "correct": pred in answers,
-        "correct_norm": pred_norm in answers,
-        "truncated": False,
-        "straddles": False,
-    }
+    return question_row(label, rec, sums, tuple(0 for _ in sums), chars)  # lm-eval logs no token counts
 
 
 def read_samples(
