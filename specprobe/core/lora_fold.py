@@ -41,15 +41,20 @@ def foldable_layers(model: HFModel) -> list[Any]:
     return [m for m in model.modules() if _foldable(m)]
 
 
+def _folded_weight(module: Any) -> torch.Tensor:
+    """A foldable LoRA layer's base weight plus its active adapters' deltas (in the base's layout)."""
+    weight = module.base_layer.weight
+    for name in module.active_adapters:
+        if name in module.lora_A:
+            weight = weight + module.get_delta_weight(name).to(weight.dtype)
+    return weight
+
+
 def _folded_forward(module: Any) -> Any:
     base = module.base_layer
 
     def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        weight = base.weight
-        for name in module.active_adapters:
-            if name in module.lora_A:
-                weight = weight + module.get_delta_weight(name).to(weight.dtype)
-        return torch.func.functional_call(base, {"weight": weight}, (x, *args), kwargs)
+        return torch.func.functional_call(base, {"weight": _folded_weight(module)}, (x, *args), kwargs)
 
     return forward
 
@@ -72,11 +77,7 @@ def linear_weight(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]
             module = lora.get_base_layer()
         elif _foldable(module):
             base = lora.get_base_layer()
-            weight = base.weight
-            for name in lora.active_adapters:
-                if name in lora.lora_A:
-                    weight = weight + lora.get_delta_weight(name).to(weight.dtype)
-            return _as_out_in(base, weight), getattr(base, "bias", None)
+            return _as_out_in(base, _folded_weight(lora)), getattr(base, "bias", None)
         else:
             raise ValueError(f"{type(module).__name__}: the effective weight of this adapter layer cannot be read")
     weight = getattr(module, "weight", None)
