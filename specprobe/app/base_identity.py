@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from specprobe.app.config import ConfigError
+from specprobe.core.models import hub_commit
 from specprobe.utils.io import atomic_write_text, sha256_file
 
 #: the output folder's file of base-file digests (see the module docstring)
@@ -45,20 +46,6 @@ def base_identity(base: str, revision: str | None, root: Path) -> str:
             f"{revision}` prints its folder) and give its folder as base, or leave train.revision out"
         )
     return f"{base}@{commit}"
-
-
-def hub_commit(base: str, revision: str | None) -> str:
-    """The commit that hub model `base` at `revision` (None: the default branch) resolves to now: on the hub,
-    else (offline, or the hub unreachable) in the local cache; `ValueError` when neither knows it."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(base, revision=revision, allow_patterns=["config.json"])).name
-    except Exception as exc:  # noqa: BLE001 - the loaders could not load it either; say why
-        at = f" at revision {revision!r}" if revision else ""
-        raise ValueError(
-            f"base {base!r} is not a local directory, and the Hugging Face hub and cache know no such model{at}: {exc}"
-        ) from exc
 
 
 def model_files(folder: Path) -> list[Path]:

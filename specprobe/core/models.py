@@ -94,6 +94,22 @@ def _check_source(name: str, what: str) -> None:
         raise ModelLoadError(f"{what} {name!r}: no such local path, and not a valid hub id")
 
 
+def hub_commit(name: str, revision: str | None = None, *, cached_only: bool = False) -> str:
+    """The commit that hub model `name` at `revision` (None: the default branch) resolves to now: on the
+    hub, else (offline, or the hub unreachable) in the local cache; only in the cache with `cached_only`.
+    A `ValueError` when neither knows it (the loaders could not load it either)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        snap = snapshot_download(name, revision=revision, local_files_only=cached_only, allow_patterns=["config.json"])
+        return Path(snap).name
+    except Exception as exc:  # noqa: BLE001 - say why, whatever the hub client raised
+        at = f" at revision {revision!r}" if revision else ""
+        raise ValueError(
+            f"base {name!r} is not a local directory, and the Hugging Face hub and cache know no such model{at}: {exc}"
+        ) from exc
+
+
 def weights_fingerprint(name: str) -> str | None:
     """sha256 of the first safetensors file of a local checkpoint (cheap provenance for base checks)."""
     files = sorted(Path(name).glob("*.safetensors")) if Path(name).is_dir() else []

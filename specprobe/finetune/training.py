@@ -411,20 +411,15 @@ def base_identity(base: str, revision: str | None = None) -> dict:
     (`base_fingerprint`); for a hub id, the commit its configuration was read from (call after
     `AutoConfig.from_pretrained`). The commit is known before the weights are downloaded, unlike their
     hash, so a first run (weights not yet cached) and its resume have the same identity."""
+    from specprobe.core.models import hub_commit
+
     if Path(base).is_dir():
         return {"base_weights_sha256": base_fingerprint(base)}
-    return {"base_weights_sha256": None, "base_commit": hub_commit(base, revision)}
-
-
-def hub_commit(base: str, revision: str | None = None) -> str | None:
-    """The commit of the cached hub snapshot of `base` at `revision` (its folder name), or None."""
     try:
-        from huggingface_hub import snapshot_download
-
-        snap = snapshot_download(base, revision=revision, local_files_only=True, allow_patterns=["config.json"])
-        return Path(snap).name
-    except Exception:  # noqa: BLE001 - not cached: the model cannot load offline either, and says why
-        return None
+        commit = hub_commit(base, revision, cached_only=True)
+    except ValueError:  # not cached: the model cannot load offline either, and says why
+        commit = None
+    return {"base_weights_sha256": None, "base_commit": commit}
 
 
 def base_fingerprint(base: str, revision: str | None = None) -> str | None:
