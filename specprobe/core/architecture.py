@@ -30,8 +30,8 @@ class SplitModel:
     """A causal LM seen as backbone (ids -> final hidden states) and head (hidden -> logits).
 
     `layers` is the decoder's block list and `final_norm` (then `final_proj`, OPT's `project_out`)
-    what the backbone applies to the last block's output; `logit_scale` and `softcap` the head's
-    post-processing (Cohere/Granite scaling, Gemma 2 soft-capping) after the output embedding.
+    what the backbone applies to the last block's output; `logit_multiply`, `logit_divide` and
+    `softcap` the head's post-processing after the output embedding (`finish_logits`).
     """
 
     causal_lm: HFModel
@@ -40,8 +40,14 @@ class SplitModel:
     layers: nn.ModuleList | None
     final_norm: nn.Module | None
     final_proj: nn.Module | None = None
-    logit_scale: float = 1.0
+    logit_multiply: float = 1.0
+    logit_divide: float = 1.0
     softcap: float | None = None
+
+    @property
+    def logit_scale(self) -> float:
+        """The one factor the output embedding's logits are scaled by before any soft-capping."""
+        return self.logit_multiply / self.logit_divide
 
     def normed(self, hidden: torch.Tensor) -> torch.Tensor:
         """What the backbone applies after its last block: the final norm (fresh statistics per row), then any projection."""
@@ -54,7 +60,21 @@ class SplitModel:
     def raw_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The output embedding times the model's logit scale: the logits before any soft-capping."""
         logits = self.causal_lm.get_output_embeddings()(hidden)
-        return logits * self.logit_scale if self.logit_scale != 1.0 else logits
+        return finish_logits(logits, self.logit_multiply, self.logit_divide, None)
+
+
+def finish_logits(logits: Any, multiply: float = 1.0, divide: float = 1.0, softcap: float | None = None) -> Any:
+    """The head's post-processing after the output embedding, in the order and form the models' own
+    forwards apply it: Cohere's `logit_scale` multiplies, Granite's `logits_scaling` divides, Gemma 2's
+    `final_logit_softcapping` caps. One function for the local head and the nnsight lens (`logits` may be
+    an nnsight proxy there), so the two cannot drift apart."""
+    if multiply != 1.0:
+        logits = logits * multiply
+    if divide != 1.0:
+        logits = logits / divide
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    return logits
 
 
 def unwrap_peft(model: HFModel) -> HFModel:
@@ -128,28 +148,18 @@ def split_model(model: HFModel) -> SplitModel:
     softcap = getattr(config, "final_logit_softcapping", None)
     scale = getattr(config, "logit_scale", None)  # Cohere multiplies
     divide = getattr(config, "logits_scaling", None)  # Granite divides
-    logit_scale = 1.0
-    if isinstance(scale, (int, float)) and scale != 1:
-        logit_scale *= float(scale)
-    if isinstance(divide, (int, float)) and divide != 1:
-        logit_scale /= float(divide)
+    multiply = float(scale) if isinstance(scale, (int, float)) else 1.0
+    div = float(divide) if isinstance(divide, (int, float)) else 1.0
     cap = float(softcap) if isinstance(softcap, (int, float)) and softcap else None
 
     def head(hidden: torch.Tensor) -> torch.Tensor:
-        logits = lm_head(hidden)
-        if isinstance(scale, (int, float)) and scale != 1:
-            logits = logits * scale
-        if isinstance(divide, (int, float)) and divide != 1:
-            logits = logits / divide
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
-        return logits
+        return finish_logits(lm_head(hidden), multiply, div, cap)
 
     found = find_layers(backbone)
     if found is None:
-        return SplitModel(lm, backbone, head, None, None, None, logit_scale, cap)
+        return SplitModel(lm, backbone, head, None, None, None, multiply, div, cap)
     norm, proj = find_final_norm(backbone, found[0])
-    return SplitModel(lm, backbone, head, found[1], norm, proj, logit_scale, cap)
+    return SplitModel(lm, backbone, head, found[1], norm, proj, multiply, div, cap)
 
 
 @torch.no_grad()

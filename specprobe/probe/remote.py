@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from specprobe.core.architecture import split_model, unwrap_peft
+from specprobe.core.architecture import finish_logits, split_model, unwrap_peft
 from specprobe.core.models import model_context_length
 from specprobe.probe.hooks import layer_modules, resolve_layers
 from specprobe.probe.inputs import DEFAULT_TEMPLATE
@@ -63,7 +63,8 @@ class ModulePaths(NamedTuple):
     head: str  # the output embedding
     n_layers: int
     proj: str | None = None  # a projection after the final norm (OPT's project_out)
-    logit_scale: float = 1.0  # Cohere's and Granite's logit scaling
+    logit_multiply: float = 1.0  # Cohere's logit scale (`finish_logits`)
+    logit_divide: float = 1.0  # Granite's logits scaling
     softcap: float | None = None  # Gemma 2's final logit soft-capping
 
 
@@ -83,7 +84,8 @@ def module_paths(lm) -> ModulePaths:
         names[id(head)],
         len(split.layers),
         proj,
-        split.logit_scale,
+        split.logit_multiply,
+        split.logit_divide,
         split.softcap,
     )
 
@@ -125,7 +127,6 @@ def trace_lens(
     norm = _envoy(lm, paths.norm)
     proj = _envoy(lm, paths.proj) if paths.proj is not None else None
     head = _envoy(lm, paths.head)
-    scale, cap = paths.logit_scale, paths.softcap
     rows = [p - 1 for p in positions]
     targets = [ids[p] for p in positions]
     chosen = list(layer_ids)
@@ -138,12 +139,8 @@ def trace_lens(
             x = norm(h[0, rows])
             if proj is not None:
                 x = proj(x)
-            logits = head(x)  # then the head's post-processing, as `SplitModel.head` (compare) does
-            if scale != 1.0:
-                logits = logits * scale
-            if cap is not None:
-                logits = torch.tanh(logits / cap) * cap
-            logits = logits.float()
+            # the head's post-processing, the function `SplitModel.head` (compare) runs
+            logits = finish_logits(head(x), paths.logit_multiply, paths.logit_divide, paths.softcap).float()
             outs.append(torch.log_softmax(logits, dim=-1)[torch.arange(len(rows)), targets])
         lens = torch.stack(outs).cpu().save()  # pyright: ignore[reportAttributeAccessIssue]  # nnsight adds .save() in a trace
     return lens.double().numpy()
