@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from specprobe.app.experiment_result import ExperimentResult
 from specprobe.app.report import build_experiment_page, optional_analyses, write_experiment_report
@@ -149,6 +151,17 @@ def test_numbers_have_three_significant_digits_and_no_exponent():
     assert fmt.p_value(2.496e-07) == "<0.001" and fmt.p_value(0.001) == "0.00100" and fmt.p_value(0.5) == "0.500"
     assert fmt.cell_text(3, "n") == "3" and fmt.cell_text(0.0004, "p_holm") == "<0.001"
     assert fmt.exact(1e-05) == "0.00001"
+
+
+@given(st.floats(min_value=0.0, max_value=1.0))
+@example(0.04996)
+@example(0.0499999)
+def test_a_shown_p_value_is_on_the_same_side_of_alpha_as_the_p_value(p):
+    """A p just below 0.05 (0.04996) once read "0.0500" next to a significance asterisk: the text a reader
+    sees must not cross the significance level that the marks use."""
+    text = fmt.p_value(p)
+    shown = fmt.P_FLOOR / 2 if text.startswith("<") else float(text)
+    assert (shown < fmt.ALPHA) == (p < fmt.ALPHA)
 
 
 # -- the findings box ---------------------------------------------------------------------------------

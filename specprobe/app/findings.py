@@ -24,7 +24,7 @@ import pandas as pd
 from specprobe.reports import format as fmt
 from specprobe.reports.page import Finding
 
-ALPHA = 0.05
+ALPHA = fmt.ALPHA  # the significance level (`reports.format.ALPHA`)
 
 
 def p_text(p: Any, name: str = "p") -> str:

@@ -14,6 +14,8 @@ import numpy as np
 
 DIGITS = 3
 P_FLOOR = 0.001
+#: the significance level of every mark and finding's wording (heatmap asterisks, "significant")
+ALPHA = 0.05
 MISSING = "–"
 
 
@@ -44,11 +46,19 @@ def number(value: Any, *, digits: int = DIGITS, signed: bool = False) -> str:
 
 
 def p_value(value: Any) -> str:
-    """A p-value: "<0.001" below 0.001, else 3 significant digits (0.0123, 0.5, 1)."""
+    """A p-value: "<0.001" below 0.001, else 3 significant digits (0.0123, 0.5, 1), with more digits
+    where 3 would round a p below `ALPHA` up to it: 0.04996 reads "0.04996", not a significant "0.0500"."""
     v = _finite(value)
     if v is None:
         return MISSING
-    return f"<{P_FLOOR}" if v < P_FLOOR else number(v)
+    if v < P_FLOOR:
+        return f"<{P_FLOOR}"
+    digits = DIGITS
+    text = number(v, digits=digits)
+    while v < ALPHA <= float(text) and digits < 17:
+        digits += 1
+        text = number(v, digits=digits)
+    return text
 
 
 def is_p_column(name: str) -> bool:

@@ -38,7 +38,7 @@ from specprobe.reports.page import (
     TextBlock,
 )
 
-ALPHA = 0.05  # significance level of the marks on heatmaps and of the findings' wording
+ALPHA = fmt.ALPHA  # the significance level (`reports.format.ALPHA`)
 
 #: Short method notes, one per topic; sections quote the ones they need, `method_notes_section` lists them.
 NOTES: dict[str, str] = {
