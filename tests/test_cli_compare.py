@@ -91,10 +91,10 @@ def test_terms_tables_are_read_by_column(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("name,specialty\nseizure,Neurology\n", encoding="utf-8")
     with pytest.raises(
-        ValueError, match=r"bad\.csv: table has no term column 'term' \(columns: \['name', 'specialty'\]\)$"
+        ValueError, match=r"bad\.csv has no term column 'term' \(columns: \['name', 'specialty'\]\); rename it$"
     ):
         read_terms(str(bad))
     empty = tmp_path / "empty_term.tsv"
     empty.write_text("term\tspecialty\n\tCardiology\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"empty_term\.tsv: table row 0 .*non-empty string"):
+    with pytest.raises(ValueError, match=r"empty_term\.tsv row 0 .*non-empty string"):
         read_terms(str(empty))

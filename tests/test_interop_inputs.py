@@ -75,6 +75,21 @@ def test_a_dataframe_without_the_column_is_a_clear_error():
         normalize_texts(pd.DataFrame({"question": ["q"]}), None, {})
 
 
+def test_errors_about_a_table_file_name_the_file(tmp_path):
+    """A texts or terms table given as a path is read into a DataFrame first; its errors once named a
+    "texts DataFrame", leaving the user to guess which of their files it was."""
+    texts = tmp_path / "notes.csv"
+    texts.write_text("question\nq\n", encoding="utf-8")
+    with pytest.raises(
+        ValueError, match=r"notes\.csv has no text column 'text' \(columns: \['question'\]\); rename it$"
+    ):
+        normalize_texts(materialize(str(texts)), None, {})
+    terms = tmp_path / "terms.jsonl"
+    terms.write_text('{"term": "seizure"}\n{"term": ""}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"terms\.jsonl row 1 \(index 1\): column 'term' must be a non-empty string"):
+        normalize_terms(materialize(str(terms)))
+
+
 # -- Hugging Face datasets --------------------------------------------------------------------------------------
 def test_a_hf_dataset_reads_like_its_dataframe():
     assert normalize_terms(datasets.Dataset.from_pandas(TERMS)) == WANT_TERMS

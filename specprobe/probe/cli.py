@@ -34,11 +34,7 @@ def read_terms(path: str) -> Any:
     from specprobe.utils.tables import read_table, table_suffix  # pandas: only when a table is given
 
     if table_suffix(p) is not None:
-        try:
-            return terms_from_frame(read_table(p, "terms"))
-        except (TypeError, ValueError) as exc:
-            message = str(exc).replace("terms DataFrame", "table").split("; rename it or name it with")[0]
-            raise ValueError(f"{p}: {message}") from exc
+        return terms_from_frame(read_table(p, "terms"))  # its errors name the file (`read_table`)
     if p.suffix in (".json", ".gz"):
         from specprobe.utils.io import read_json
 

@@ -144,6 +144,13 @@ def _pandas_series(obj: Any, name: str) -> list | None:
     )
 
 
+def _frame_name(frame, name: str) -> str:
+    """How errors name a frame: the file it was read from (`read_table` keeps it in `attrs`), else e.g.
+    "terms DataFrame"."""
+    source = getattr(frame, "attrs", {}).get("source")
+    return str(source) if source else f"{name} DataFrame"
+
+
 def _column(frame, wanted: str | None, candidates: tuple[str, ...], name: str, role: str, required: bool) -> str | None:
     """The frame column for `role`: the one named `wanted` (or the first of `candidates`), matched
     exactly, else case-insensitively; None when not required and absent."""
@@ -156,10 +163,9 @@ def _column(frame, wanted: str | None, candidates: tuple[str, ...], name: str, r
             return folded[0]
     if required or wanted is not None:
         what = repr(wanted) if wanted is not None else " or ".join(repr(c) for c in candidates)
-        raise ValueError(
-            f"{name} DataFrame has no {role} column {what} (columns: {cols}); rename it or "
-            f"name it with {name}_from_frame(frame, {role}=...)"
-        )
+        source = getattr(frame, "attrs", {}).get("source")
+        hint = "rename it" if source else f"rename it or name it with {name}_from_frame(frame, {role}=...)"
+        raise ValueError(f"{_frame_name(frame, name)} has no {role} column {what} (columns: {cols}); {hint}")
     return None
 
 
@@ -216,7 +222,7 @@ def terms_from_frame(
     scol = _column(frame, specialty, SPECIALTY_COLUMNS, "terms", "specialty", required=False)
     out: dict[str, tuple[str, ...]] = {}
     for pos, (label, row) in enumerate(frame.iterrows()):
-        where = f"terms DataFrame row {pos} (index {label!r})"
+        where = f"{_frame_name(frame, 'terms')} row {pos} (index {label!r})"
         value = row[tcol]
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"{where}: column {tcol!r} must be a non-empty string, got {value!r:.60}")
@@ -332,7 +338,7 @@ def texts_from_frame(
     scol = _column(frame, specialty, SPECIALTY_COLUMNS, "texts", "specialty", required=False)
     records = []
     for pos, (label, row) in enumerate(frame.iterrows()):
-        where = f"texts DataFrame row {pos} (index {label!r})"
+        where = f"{_frame_name(frame, 'texts')} row {pos} (index {label!r})"
         value = row[xcol]
         if not isinstance(value, str):
             raise TypeError(f"{where}: column {xcol!r} must be a string, got {type(value).__name__}: {value!r:.60}")

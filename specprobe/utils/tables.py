@@ -38,8 +38,15 @@ def _read_csv(path: Path, sep: str) -> pd.DataFrame:
 
 
 def read_table(path: str | os.PathLike, what: str = "table") -> pd.DataFrame:
-    """The rows of a .parquet, .jsonl/.ndjson or .csv/.tsv file; `what` names the input in errors."""
+    """The rows of a .parquet, .jsonl/.ndjson or .csv/.tsv file; `what` names the input in errors. The
+    frame's `attrs["source"]` is the file's path, so that errors about its rows or columns name the file."""
     path = Path(path)
+    frame = _read_rows(path, what)
+    frame.attrs["source"] = str(path)
+    return frame
+
+
+def _read_rows(path: Path, what: str) -> pd.DataFrame:
     suffix = table_suffix(path)
     if suffix is None:
         raise ValueError(f"{what} file {path}: unsupported file type; use one of {', '.join(TABLE_SUFFIXES)}")
