@@ -129,6 +129,35 @@ def test_adapters_the_views_cannot_show_are_refused(case, tiny_llama, tiny_gpt2,
         ModelPair.load(None, loaded, tokenizer=str(base))
 
 
+@pytest.mark.parametrize(("targets", "refused"), [(["up_proj", "down_proj"], False), (["q_proj", "up_proj"], True)])
+def test_lora_only_biases_are_refused_only_where_adapted_layers_have_them(targets, refused, tiny_llama, tmp_path):
+    """bias="lora_only" trains the biases of the adapted layers only: on a base whose attention has biases
+    and whose MLP has none, an MLP adapter leaves the base intact and is shown (it was once refused because
+    the base had any bias); an adapter on q_proj trains q_proj's bias into the base and is refused."""
+    from peft import PeftModel
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    base = tmp_path / "llama-attention-bias"
+    config = AutoConfig.from_pretrained(tiny_llama[0])
+    config.attention_bias = True
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(base)
+    AutoTokenizer.from_pretrained(tiny_llama[0]).save_pretrained(base)
+    adapter = _adapter(base, tmp_path / "adapter", dict(target_modules=targets, bias="lora_only"), ("bias",))
+    if refused:
+        with pytest.raises(ModelLoadError, match=r"not supported: bias='lora_only' .*q_proj"):
+            ModelPair.load(str(base), str(adapter))
+        return
+    peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(adapter)).eval()
+    base_model = AutoModelForCausalLM.from_pretrained(base).eval()
+    pair = ModelPair.load(str(base), str(adapter))
+    ids = pair.tokenizer(TEXT, return_tensors="pt")["input_ids"]
+    want = _logits(peft_model, ids)
+    assert (_logits(base_model, ids) - want).abs().max().item() > 1e-2
+    assert (_view_logits(pair, "tuned", ids) - want).abs().max().item() < 1e-5
+    assert (_view_logits(pair, "base", ids) - _logits(base_model, ids)).abs().max().item() == 0.0
+
+
 def test_layer_views_find_a_final_norm_the_adapter_trains(tiny_llama, tmp_path):
     """modules_to_save=["norm"] wraps the final norm; the logit lens still finds it, and its last layer
     gives what compare gives, base and tuned."""

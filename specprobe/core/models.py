@@ -135,7 +135,8 @@ def unfaithful_adapter(config: Any, base: HFModel) -> str | None:
     view is that same module with the adapter disabled, so refused are: prompt learning (virtual
     tokens added in `PeftModel.forward`), activated LoRA (its offsets are found there too), and what
     changes the base model itself when loaded, which disabling the adapter does not undo: trained
-    base biases (`bias="all"`/`"lora_only"` on a base that has biases) and `layer_replication`.
+    base biases (`bias="all"` on a base that has biases, `"lora_only"` on adapted layers that have
+    them) and `layer_replication`.
     """
     skipped = "which specprobe's scoring does not run"
     if getattr(config, "is_prompt_learning", False):
@@ -148,11 +149,30 @@ def unfaithful_adapter(config: Any, base: HFModel) -> str | None:
         "model and pass that directory as the tuned model"
     )
     bias = getattr(config, "bias", "none")
-    if bias not in (None, "none") and any(n.endswith("bias") for n, _ in unwrap_peft(base).named_parameters()):
-        return f"bias={bias!r} loads trained biases into the base model's own layers, {not_base}"
+    lm = unwrap_peft(base)
+    if bias == "lora_only":
+        trained = _targeted_biases(config, lm)
+    elif bias not in (None, "none"):
+        trained = [n for n, _ in lm.named_parameters() if n.endswith("bias")]
+    else:
+        trained = []
+    if trained:
+        return f"bias={bias!r} loads trained biases into the base model's own layers ({trained[0]}, ...), {not_base}"
     if getattr(config, "layer_replication", None):
         return f"layer_replication changes the base model's layer stack, {not_base}"
     return None
+
+
+def _targeted_biases(config: Any, lm: HFModel) -> list[str]:
+    """The modules of `lm` that `config` targets and that have a bias: what `bias="lora_only"` trains
+    (peft trains the biases of the adapted layers only, so targets without biases leave the base intact)."""
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    return [
+        name
+        for name, module in lm.named_modules()
+        if isinstance(getattr(module, "bias", None), torch.Tensor) and check_target_module_exists(config, name)
+    ]
 
 
 def load_tokenizer(source: str, trust_remote_code: bool = False):
