@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from specprobe.core.encoding import TokenizerError, encode, offsets_look_valid
+from specprobe.core.models import weights_fingerprint
 from specprobe.probe import ModelLoadError, ModelPair, compare
 from specprobe.testing.tiny_models import train_tokenizer
 
@@ -109,3 +110,49 @@ def test_offsets_validator():
     assert not offsets_look_valid("ab cd", [(0, 2), (3, 3)])  # zero-width content token
     assert not offsets_look_valid("ab cd", [(0, 2)])  # "cd" uncovered
     assert not offsets_look_valid("ab cd", [(3, 5), (0, 2)])  # not monotone
+
+
+def _hub_cache(cache, source, repo: str, commit: str, branch: str = "main") -> None:
+    """A Hugging Face hub cache holding the files of `source` as `repo` at `commit` (refs/<branch>)."""
+    root = cache / f"models--{repo.replace('/', '--')}"
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / branch).write_text(commit)
+    shutil.copytree(source, root / "snapshots" / commit, dirs_exist_ok=True)
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """An empty offline hub cache, as the loaders (huggingface_hub and transformers) see it."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+def test_a_hub_base_is_checked_against_the_adapters_manifest(tiny_llama, offline_hub, tmp_path):
+    """The base-hash check read a hub id's weights as unknown (only local folders were hashed), so an
+    adapter trained on one base loaded silently on another hub model of the same shapes."""
+    base, adapter = tiny_llama
+    _hub_cache(offline_hub, base, "specprobe-test/tiny", "1" * 40)
+    pair = ModelPair.load("specprobe-test/tiny", str(adapter))  # the fixture's adapter was trained on it
+    assert pair.metadata["base_weights_sha256"] == weights_fingerprint(str(base))
+    copy = tmp_path / "adapter"
+    shutil.copytree(adapter, copy)
+    (copy / "manifest.json").write_text(json.dumps({"base_weights_sha256": "0" * 64}))
+    with pytest.raises(ModelLoadError, match="trained on a base with weights sha256 000000"):
+        ModelPair.load("specprobe-test/tiny", str(copy))
+
+
+def test_a_hub_revision_loads_the_base_and_its_tokenizer_at_that_revision(tiny_llama, offline_hub, tmp_path):
+    """`revision` reached the base's weights but not its tokenizer, which came from the default branch."""
+    from specprobe.testing.tiny_models import build_tiny_model
+
+    other = build_tiny_model("llama", tmp_path / "other", vocab_size=700)
+    _hub_cache(offline_hub, tiny_llama[0], "specprobe-test/tiny", "1" * 40)
+    _hub_cache(offline_hub, other, "specprobe-test/tiny", "2" * 40, branch="v2")
+    pair = ModelPair.load("specprobe-test/tiny", revision="v2")
+    assert len(pair.tokenizer) == 700 == pair.base_model.config.vocab_size
+    assert pair.metadata["base_weights_sha256"] == weights_fingerprint(str(other))

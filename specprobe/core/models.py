@@ -110,9 +110,21 @@ def hub_commit(name: str, revision: str | None = None, *, cached_only: bool = Fa
         ) from exc
 
 
-def weights_fingerprint(name: str) -> str | None:
-    """sha256 of the first safetensors file of a local checkpoint (cheap provenance for base checks)."""
-    files = sorted(Path(name).glob("*.safetensors")) if Path(name).is_dir() else []
+def weights_fingerprint(name: str, revision: str | None = None) -> str | None:
+    """sha256 of the first safetensors file of a checkpoint: a local directory, or a hub id's snapshot at
+    `revision` in the local Hugging Face cache (None while its weights are not downloaded). Cheap
+    provenance, computed the same way by training (the adapter's manifest) and by `ModelPair` (its check)."""
+    folder = Path(name)
+    if not folder.is_dir():
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(
+                snapshot_download(name, revision=revision, local_files_only=True, allow_patterns=["*.safetensors"])
+            )
+        except Exception:  # noqa: BLE001 - provenance only: not cached, not a hub id, or offline
+            return None
+    files = sorted(folder.glob("*.safetensors"))
     return sha256_file(files[0]) if files else None
 
 
@@ -175,11 +187,14 @@ def _targeted_biases(config: Any, lm: HFModel) -> list[str]:
     ]
 
 
-def load_tokenizer(source: str, trust_remote_code: bool = False):
+def load_tokenizer(source: str, trust_remote_code: bool = False, revision: str | None = None):
+    """The fast tokenizer of a hub id (at `revision`) or local directory; a `ModelLoadError` saying why not."""
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(source, use_fast=True, trust_remote_code=trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(
+            source, use_fast=True, trust_remote_code=trust_remote_code, revision=revision
+        )
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load a tokenizer from {source!r}: {exc}") from exc
     require_fast(tok)
@@ -314,6 +329,8 @@ class ModelPair:
         `fold_mode`: "auto" runs a float32 LoRA adapter folded into the weights (as fast as the base,
         equal to peft's merged model), 16-bit ones unmerged as peft does; "fold" or "unmerged" force it.
         `force_adapter`: load an adapter whose recorded architecture or shapes differ from the base's.
+        `revision`: the base's hub revision (branch, tag or commit), for its weights and its tokenizer; a
+        tuned hub id loads its own default revision.
         """
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
@@ -327,7 +344,9 @@ class ModelPair:
         base, tuned, tokenizer = _engine_inputs(base, tuned, tokenizer, meta)
         base_obj, base_name = _load_base(base, tuned, meta, load_kw)
         base_obj, tuned_obj, adapter_mode = _load_tuned(base, base_obj, tuned, meta, load_kw, force_adapter)
-        tokenizer = _pair_tokenizer(tokenizer, base, base_name, base_obj, tuned, adapter_mode, trust_remote_code)
+        tokenizer = _pair_tokenizer(
+            tokenizer, base, base_name, base_obj, tuned, adapter_mode, trust_remote_code, revision
+        )
         meta["tokenizer"] = getattr(tokenizer, "name_or_path", type(tokenizer).__name__)
         if shard:  # where the layers went
             meta["devices"] = sorted({str(p.device) for p in base_obj.parameters()})
@@ -452,8 +471,9 @@ def _load_base(base: ModelLike | None, tuned: ModelLike | None, meta: dict, load
         if is_adapter_dir(base_name):
             raise ModelLoadError(f"base {base_name!r} is a PEFT adapter directory; pass it as `tuned`")
         meta["base"] = base_name
-        meta["base_weights_sha256"] = weights_fingerprint(base_name)
-        return load_causal_lm(base_name, **load_kw), base_name
+        model = load_causal_lm(base_name, **load_kw)
+        meta["base_weights_sha256"] = weights_fingerprint(base_name, load_kw.get("revision"))  # a hub id's: now cached
+        return model, base_name
     if base is not None:
         base_name = getattr(getattr(unwrap_peft(base), "config", None), "_name_or_path", type(base).__name__)
         meta["base"] = f"<object {type(base).__name__}: {base_name}>"
@@ -483,8 +503,9 @@ def _load_tuned(
         return model, None, True
     if isinstance(tuned, (str, os.PathLike)):
         meta["tuned"] = str(tuned)
+        model = load_causal_lm(str(tuned), **{**load_kw, "revision": None})  # `revision` is the base's
         meta["tuned_weights_sha256"] = weights_fingerprint(str(tuned))
-        return base_obj, load_causal_lm(str(tuned), **load_kw), False
+        return base_obj, model, False
     meta["tuned"] = f"<object {type(tuned).__name__}>"
     return base_obj, tuned.eval(), False
 
@@ -497,8 +518,10 @@ def _pair_tokenizer(
     tuned: ModelLike | None,
     adapter_mode: bool,
     trust_remote_code: bool,
+    revision: str | None = None,
 ) -> Any:
-    """The tokenizer given (object or path), else the base's; a full tuned model must share its vocabulary."""
+    """The tokenizer given (object or path), else the base's (at the base's `revision`, as its weights); a
+    full tuned model must share its vocabulary."""
     if tokenizer is None:
         source = (
             base_name
@@ -507,7 +530,9 @@ def _pair_tokenizer(
         )
         if not source:
             raise ModelLoadError("pass tokenizer= when base is a loaded model without a name_or_path")
-        tokenizer = load_tokenizer(source, trust_remote_code)
+        tokenizer = load_tokenizer(
+            source, trust_remote_code, revision if isinstance(base, (str, os.PathLike)) else None
+        )
     elif isinstance(tokenizer, (str, os.PathLike)):
         tokenizer = load_tokenizer(str(tokenizer), trust_remote_code)
     require_fast(tokenizer)
