@@ -3,6 +3,8 @@
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from specprobe.terms.extract import get_extractor
 from specprobe.terms.extract.offline import normalise_token
@@ -105,6 +107,38 @@ def test_scispacy_backend_real():
 
 def test_normalise_does_not_conflate_latin_ae():
     assert normalise_token("agalactiae") != normalise_token("agalactia")
+
+
+# text pieces: eponyms with an apostrophe, plain terms, and characters that must not shift offsets
+_EPONYMS = ("Crohn's disease", "Hodgkin's lymphoma", "Graves' disease", "Kaposi's sarcoma", "Hashimoto's thyroiditis")
+_PIECES = (
+    *_EPONYMS,
+    "A woman with",
+    "and the patient's",
+    "heart failure",
+    ";",
+    "\r\n",
+    "\U0001f600",
+    "e\u0301",
+    "asthma",
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), min_size=1, max_size=8))
+def test_typographic_apostrophe_matches_as_the_ascii_one(offline, pieces):
+    """S-MedQA writes "Hodgkin\u2019s lymphoma" (U+2019, 300 times in the validation split): the same term,
+    concept and span as "Hodgkin's lymphoma" (it was the bare "lymphoma", or nothing for "Crohn\u2019s
+    disease"); every span is the text's own characters."""
+    text = " ".join(pieces)
+    typo = text.replace("'", "\u2019")  # same length, so the same spans
+    ascii_ms, typo_ms = offline.extract(text), offline.extract(typo)
+    assert [(m.start, m.end, m.norm, m.concept_id) for m in typo_ms] == [
+        (m.start, m.end, m.norm, m.concept_id) for m in ascii_ms
+    ]
+    for t, ms in ((text, ascii_ms), (typo, typo_ms)):
+        assert all(t[m.start : m.end] == m.surface for m in ms)
+    assert sum(m.surface.replace("\u2019", "'") in _EPONYMS for m in typo_ms) == sum(p in _EPONYMS for p in pieces)
 
 
 def test_abbreviation_keys_keep_capitals():

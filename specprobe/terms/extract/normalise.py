@@ -1,15 +1,20 @@
 """String normalisation shared by the dictionary matcher and the canonical-name rules: lower case and simple
-English plural stripping, applied the same way to dictionary strings and text."""
+English plural stripping, applied the same way to dictionary strings and text. The typographic apostrophe counts as
+the ASCII one: S-MedQA writes "Crohn\u2019s disease" (U+2019) where the dictionary has "Crohn's disease"."""
 
 from __future__ import annotations
 
 import re
 
+# the right single quotation mark, which spaCy's tokenizer splits off ("\u2019s", "\u2019") as it does "'"
+_APOSTROPHES = str.maketrans({"\u2019": "'"})
+
 
 def normalise_token(token: str) -> str:
     """Lower-case and strip a regular English plural or a final "e" (same rule for dictionary and text), so
-    "seizures" ~ "seizure", "headaches" ~ "headache", "arteries" ~ "artery". Only used to compare strings."""
-    t = token.lower()
+    "seizures" ~ "seizure", "headaches" ~ "headache", "arteries" ~ "artery"; the typographic apostrophe is
+    the ASCII one ("\u2019s" ~ "'s"). Only used to compare strings."""
+    t = token.lower().translate(_APOSTROPHES)
     if len(t) <= 3 or not t.isalpha():
         return t
     if t.endswith("ies") and len(t) > 4:
