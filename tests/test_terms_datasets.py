@@ -116,6 +116,41 @@ def test_instruction_format(tmp_path):
     assert recs[1].answer == "two"
 
 
+def test_instruction_output_that_is_an_option_text_starting_with_a_letter(tmp_path):
+    """An output equal to an option's text is that option, even when it starts like a letter answer
+    ("A ruptured spleen" was read as letter A, the first option); "B." and "(C)" stay letters."""
+    p = tmp_path / "i.jsonl"
+    q = "A man fell.\nA. Aspirin\nB. A ruptured spleen\nC. Rest"
+    outs = ["A ruptured spleen", "B. A ruptured spleen", "(C)", "A", "A. Aspirin"]
+    p.write_text("".join(json.dumps({"instruction": "Pick.", "input": q, "output": o}) + "\n" for o in outs))
+    assert [r.answer for r in load_qa(p)] == ["A ruptured spleen", "A ruptured spleen", "Rest", "Aspirin", "Aspirin"]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        # an unquoted comma in the last cell: the specialty was read as "Obstetrics" alone
+        ("Which drug?,x,y,B,Obstetrics, gynecology", r"item 1: line 3 has 6 cells for 5 columns"),
+        # a row cut short: the specialty was silently none
+        ("Which drug?,x,y,B", r"item 1: line 3 has 4 cells for 5 columns \(no 'spec'\)"),
+    ],
+)
+def test_csv_row_with_more_or_fewer_cells_than_the_header_is_an_error(tmp_path, line, message):
+    p = tmp_path / "d.csv"
+    p.write_text(f'q,o1,o2,ans,spec\nChest pain?,MI,PE,A,"Obstetrics, gynecology"\n{line}\n')
+    mapping = {
+        "question": "q",
+        "options": ["o1", "o2"],
+        "answer": "ans",
+        "answer_format": "letter",
+        "specialty": "spec",
+    }
+    with pytest.raises(DataError, match=f"d.csv: {message}"):
+        load_qa(p, mapping=mapping)
+    (rec,) = load_qa(p, mapping=mapping, skip_bad=True)  # a quoted comma is one cell
+    assert rec.specialties == ("Obstetrics, gynecology",)
+
+
 def test_csv_with_mapping(tmp_path):
     p = tmp_path / "d.csv"
     p.write_text("qid,q,o1,o2,o3,ans,spec\n1,Chest pain?,MI,PE,GERD,A,Cardiology;Emergency medicine\n2,Q?,x,y,z,Q,\n")

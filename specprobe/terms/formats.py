@@ -181,10 +181,10 @@ def _instruction(path: Path, i: int, obj) -> QARecord:
     options = tuple(t for _, t in pairs)
     by_letter = dict(pairs)
     m = re.match(r"^\(?([A-J])(?:[\).:]|\s|$)", out)
-    if m and m.group(1) in by_letter:
-        answer = by_letter[m.group(1)]
-    elif out in options:
+    if out in options and not re.fullmatch(r"\(?[A-J][\).:]?", out):  # an option's text, "A ruptured spleen"
         answer = out
+    elif m and m.group(1) in by_letter:
+        answer = by_letter[m.group(1)]
     else:
         hit = [o for o in options if o.lower() == out.lower() or out.lower().endswith(o.lower())]
         if len(hit) != 1:
@@ -253,6 +253,20 @@ def _mapped(path: Path, i: int, row, mapping: dict) -> QARecord:
     return QARecord(rid, q, tuple(options), answer, spec)
 
 
+def _csv_row(path: Path, i: int, line: int, row: dict, mapping: dict) -> QARecord:
+    """A CSV row as `_mapped` reads it, once it has one cell per column of the header: with more (an
+    unquoted delimiter inside a cell) or fewer, its values would sit under the wrong columns or be missing."""
+    extra, n_columns = row.get(None), sum(k is not None for k in row)
+    if extra is not None:  # csv.DictReader's restkey
+        raise _err(
+            path, i, f"line {line} has {n_columns + len(extra)} cells for {n_columns} columns (quote the delimiter)"
+        )
+    short = [k for k, v in row.items() if v is None]  # csv.DictReader's restval
+    if short:
+        raise _err(path, i, f"line {line} has {n_columns - len(short)} cells for {n_columns} columns (no {short[0]!r})")
+    return _mapped(path, i, row, mapping)
+
+
 def _smedqa_record(obj: dict, path: Path, index: int) -> QARecord:
     if not isinstance(obj, dict):
         raise DataError(f"{path}: item {index}: expected an object, got {type(obj).__name__}")
@@ -292,11 +306,12 @@ def parse_file(path: Path, format: str = "auto", mapping: dict | None = None) ->
         yield from (lambda o=o, i=i: _smedqa_record(o, path, i) for i, o in enumerate(items))
     elif fmt == "csv":
         delim = "\t" if path.suffix.lower() == ".tsv" else columns.get("delimiter", ",")
+        reader = csv.DictReader(io.StringIO(read_text(path), newline=""), delimiter=delim)
         try:
-            rows = list(csv.DictReader(io.StringIO(read_text(path), newline=""), delimiter=delim))
+            rows = [(reader.line_num, r) for r in reader]
         except csv.Error as exc:
             raise DataError(f"{path}: not valid CSV ({exc})") from exc
-        yield from (lambda r=r, i=i: _mapped(path, i, r, columns) for i, r in enumerate(rows))
+        yield from (lambda r=r, i=i, n=n: _csv_row(path, i, n, r, columns) for i, (n, r) in enumerate(rows))
     else:
         items = _read_json_items(path)
         if not isinstance(items, list):
