@@ -15,7 +15,7 @@ from specprobe.app import base_identity as bi
 from specprobe.app import stages
 from specprobe.app.config import ConfigError, ExperimentConfig, builtin_questions
 from specprobe.app.experiment import run_experiment
-from specprobe.app.experiment_stages import LEXICON_CODE, LEXICON_DATA
+from specprobe.app.experiment_stages import LEXICON_CODE, LEXICON_DATA, lexicon_key
 
 
 def _model_dir(path: Path) -> Path:
@@ -115,15 +115,43 @@ def test_the_lexicon_is_keyed_on_every_package_data_file_it_reads(tmp_path, monk
     for part in ("terms", "utils", "data/terms"):
         shutil.copytree(package / part, copy / part)
     monkeypatch.setattr(stages, "_PACKAGE", copy)
-    stages.code_fingerprint.cache_clear()
-    try:
-        before = stages.code_fingerprint(LEXICON_CODE)
-        with open(copy / "data/terms/specialty_map.csv", "a", encoding="utf-8") as fh:
-            fh.write("icd10cm,I50,Neurology,Heart failure,an edit in place\n")
+    split, test = {"seed": 0}, tmp_path / "test.json"
+    test.write_text("[]", encoding="utf-8")
+    before = lexicon_key(split, test)
+    with open(copy / "data/terms/specialty_map.csv", "a", encoding="utf-8") as fh:
+        fh.write("icd10cm,I50,Neurology,Heart failure,an edit in place\n")
+    assert lexicon_key(split, test) != before
+
+
+def test_reusing_an_older_lexicon_does_not_bridge_a_change_of_its_data(tmp_path, monkeypatch):
+    """`reuse_older = ["lexicon"]` carries a lexicon over a change of code; the ontology tables it is built
+    from are data: an edit there must build it again (they were hashed as code, so the older one was reused)."""
+    package = Path(stages.__file__).resolve().parent.parent
+    copy = tmp_path / "specprobe"
+    for part in ("terms", "utils", "data/terms"):
+        shutil.copytree(package / part, copy / part)
+    monkeypatch.setattr(stages, "_PACKAGE", copy)
+    root, split, test = tmp_path / "out", {"seed": 0}, tmp_path / "test.json"
+    test.write_text("[]", encoding="utf-8")
+    built: list[Path] = []
+
+    def build(folder: Path) -> None:
+        built.append(folder)
+        (folder / "lexicon.json").write_text(str(len(built)), encoding="utf-8")
+
+    def run() -> Path:
         stages.code_fingerprint.cache_clear()
-        assert stages.code_fingerprint(LEXICON_CODE) != before
+        with stages.reusing_older(["lexicon"]):
+            return stages.run_stage(root, "lexicon", lexicon_key(split, test), build, code=LEXICON_CODE, say=print)
+
+    try:
+        run()
+        with open(copy / "data/terms/synonym_fixes.csv", "a", encoding="utf-8") as fh:
+            fh.write("an edit,in place\n")
+        folder = run()
     finally:
         stages.code_fingerprint.cache_clear()
+    assert len(built) == 2 and folder == built[1], "the older lexicon was reused over a change of its data"
 
 
 @pytest.mark.slow

