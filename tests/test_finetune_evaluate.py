@@ -273,3 +273,36 @@ def test_flagged_questions_are_warned_once_over_models(caplog):
     with caplog.at_level("WARNING", logger="specprobe.finetune.evaluation"):
         warn_flags(frame.assign(truncated=False, straddles=False), 2, 64)
     assert not caplog.text
+
+
+def _matrix_of(cells: dict[tuple[str, str], float], n: int = 10) -> AccuracyMatrix:
+    """An AccuracyMatrix with the given (model, specialty) accuracies (n questions each, none elsewhere);
+    a model named after a specialty is trained on it."""
+    import pandas as pd
+
+    from specprobe.finetune.accuracy_matrix import from_items
+
+    rows = [
+        {"model": m, "item_id": f"{s}{q}", "specialties": (s,), "correct": q < acc * n, "correct_norm": q < acc * n}
+        for (m, s), acc in cells.items()
+        for q in range(n)
+    ]
+    models = dict.fromkeys(m for m, _ in cells)
+    return from_items(pd.DataFrame(rows), {m: m for m in models if m != "base"}, {})
+
+
+def test_contrast_with_a_missing_cell_is_not_tested_not_significant(caplog):
+    """An adapter without an accuracy on one of the own specialties (e.g. lm-eval samples without that
+    task): the statistic is NaN, and so was every permuted one, so "permuted >= observed" never held and
+    p was its floor, 1 / (1 + n_perm). Now: no p-value, and which cells are missing."""
+    specs = ("A", "B", "C")
+    full = {(m, s): (0.9 if m == s else 0.3) for m in ("base", *specs) for s in specs}
+    c = _matrix_of(full).contrast(n_perm=999)
+    assert c.attrs["mean_diff"] == pytest.approx(0.6) and c.attrs["p_value"] < 0.2  # 1 / 3! = 0.167 exact
+    holed = _matrix_of({k: v for k, v in full.items() if k != ("C", "A")})
+    with caplog.at_level("WARNING"):
+        c = holed.contrast(n_perm=999)
+    assert math.isnan(c.attrs["mean_diff"]) and math.isnan(c.attrs["p_value"])
+    assert c.attrs["untested"] == ["C on A"] and "C on A" in caplog.text
+    assert "not tested (no acc of C on A)" in holed.summary()
+    assert c.attrs["n_best"] == 3 and c.attrs["mean_diag"] == pytest.approx(0.9)

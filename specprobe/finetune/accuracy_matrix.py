@@ -73,7 +73,9 @@ class AccuracyMatrix(Result):
         n_specialties, p_value, n_perm. p_value: one-sided Monte Carlo permutation test of mean_diff over
         random adapter-to-specialty assignments, (1 + #{permuted >= observed}) / (1 + n_perm); it is never
         below 1 / (n_perm + 1), and with A adapters and S specialties the exact test cannot go below
-        1 / (A! / (A - S)!) (the observed assignment is one of them).
+        1 / (A! / (A - S)!) (the observed assignment is one of them). An adapter without an accuracy on
+        one of the own specialties leaves it untested: mean_diff and p_value NaN, `untested` names the
+        missing cells (a warning too).
         """
         t = self.table(metric, overall=False)
         own = {m: s for m, s in self.trained_on().items() if m != BASE and s is not None and s in t.columns}
@@ -102,24 +104,35 @@ class AccuracyMatrix(Result):
             )
         frame = pd.DataFrame(rows)
         summary: dict[str, Any] = {"metric": metric, "n_specialties": len(rows)}
+        owners = list(own)
+        specs = [own[m] for m in owners]
+        D = t.loc[adapters, specs].to_numpy(dtype=float)  # adapters x own-specialties
+        untested = [f"{adapters[i]} on {specs[j]}" for i, j in zip(*np.nonzero(np.isnan(D)))]
         if rows and len(adapters) > 1:
-            owners = list(own)
-            specs = [own[m] for m in owners]
-            D = t.loc[adapters, specs].to_numpy(dtype=float)  # adapters x own-specialties
+            own_rows = np.array([adapters.index(m) for m in owners])
+            cols = np.arange(len(specs))
+            summary.update(
+                {
+                    "mean_diag": float(D[own_rows, cols].mean()),
+                    "mean_offdiag": float(np.mean([np.delete(D[:, j], own_rows[j]).mean() for j in cols])),
+                    "n_best": int(cast(pd.Series, frame["is_best"]).sum()),
+                }
+            )
+        if rows and len(adapters) > 1 and untested:
+            # a missing cell makes the statistic NaN, and then every permuted one too: "NaN >= NaN" is never
+            # true, so the p-value would be its smallest value, 1 / (1 + n_perm), for a difference that is NaN
+            log.warning("own-specialty permutation test not run: no %s of %s", metric, ", ".join(untested))
+            summary.update({"mean_diff": math.nan, "p_value": math.nan, "n_perm": 0, "untested": untested})
+        elif rows and len(adapters) > 1:
             # centred: each cell minus the mean of the *other* adapters on that specialty
             A = len(adapters)
             C = (D * A - D.sum(axis=0, keepdims=True)) / (A - 1)
-            own_rows = np.array([adapters.index(m) for m in owners])
-            cols = np.arange(len(specs))
             observed = float(C[own_rows, cols].mean())
             rng = np.random.default_rng(seed)
             perm_stats = np.array([C[rng.permutation(A)[: len(specs)], cols].mean() for _ in range(n_perm)])
             summary.update(
                 {
-                    "mean_diag": float(D[own_rows, cols].mean()),
-                    "mean_offdiag": float(np.mean([np.delete(D[:, j], own_rows[j]).mean() for j in cols])),
                     "mean_diff": observed,
-                    "n_best": int(cast(pd.Series, frame["is_best"]).sum()),
                     "p_value": float((1 + np.sum(perm_stats >= observed - 1e-12)) / (1 + n_perm)),
                     "n_perm": n_perm,
                 }
@@ -136,7 +149,12 @@ class AccuracyMatrix(Result):
             lines.append(
                 f"own specialty vs other adapters ({metric}): diagonal {a['mean_diag']:.3f}, off-diagonal "
                 f"{a['mean_offdiag']:.3f}, difference {a['mean_diff']:+.3f}; own adapter best on "
-                f"{a['n_best']}/{a['n_specialties']} specialties; permutation p = {a['p_value']:.3g}"
+                f"{a['n_best']}/{a['n_specialties']} specialties; "
+                + (
+                    f"not tested (no {metric} of {', '.join(a['untested'])})"
+                    if a.get("untested")
+                    else f"permutation p = {a['p_value']:.3g}"
+                )
             )
         return "\n".join(lines)
 
