@@ -318,3 +318,44 @@ def test_permutation_p_is_a_valid_p(seed, n):
     x, y = rng.normal(size=n), rng.normal(size=n)
     res = rank_correlation(x, y, strata=rng.integers(0, 3, n), n_boot=50, n_perm=50, seed=seed)
     assert 1 / 51 <= res.p_value <= 1 and res.ci_low <= res.ci_high and res.n == n
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(st.integers(0, 10_000), st.integers(6, 40), st.booleans())
+def test_rank_correlation_does_not_depend_on_the_order_of_the_rows(seed, n, clustered):
+    """Same pairs, strata and clusters in another row order: the same rho, CI and permutation p (the
+    seeded shuffles were drawn over the rows as given, so a reordering moved p by Monte-Carlo error)."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-3, 4, n).astype(float)  # ties in x and y
+    y = 0.3 * x + rng.integers(-2, 3, n)
+    strata = rng.integers(0, 3, n)
+    clusters = rng.integers(0, max(3, n // 2), n) if clustered else None
+    order = rng.permutation(n)
+    kw = dict(n_boot=200, n_perm=200, seed=seed)
+    a = rank_correlation(x, y, strata=strata, clusters=clusters, **kw)
+    b = rank_correlation(
+        x[order], y[order], strata=strata[order], clusters=None if clusters is None else clusters[order], **kw
+    )
+    np.testing.assert_allclose(
+        [b.rho, b.ci_low, b.ci_high, b.p_value], [a.rho, a.ci_low, a.ci_high, a.p_value], rtol=1e-12, equal_nan=True
+    )
+    assert permutation_p(x[order], y[order], strata[order], n_perm=200, seed=seed) == a.p_value
+
+
+def test_a_specialty_listed_twice_counts_a_question_once():
+    """A QA file may list a question's specialty twice (the accuracy table counts it once): its rows must
+    enter that specialty's correlation once, not as a duplicated pair the permutation then splits."""
+    ids, specs, d, base, tuned = case(7, lambda d, rng: d + rng.normal(0, 1, d.size))
+    once = evaluation(ids, base, tuned, specs).to_pandas()
+    twice = once.assign(specialties=[(s[0], s[0]) if i % 3 == 0 else s for i, s in enumerate(once["specialties"])])
+    comp = comparison(ids, d, specs)
+    want = accuracy_link(once, comp).correlations(n_boot=200, n_perm=200)
+    got = accuracy_link(twice, comp).correlations(n_boot=200, n_perm=200)
+    assert (got["n"].to_numpy() == want["n"].to_numpy()).all()
+    cols = ["rho", "ci_low", "ci_high", "p_perm", "p_holm"]
+    np.testing.assert_allclose(got[cols].to_numpy(float), want[cols].to_numpy(float), equal_nan=True)
+    # and the ALL strata are specialty sets: ("A", "B") and ("B", "A") are one stratum
+    both = once.assign(specialties=[tuple(SPECS[:: 1 if i % 2 else -1]) for i in range(len(once))])
+    flat = once.assign(specialties=[SPECS] * len(once))
+    pair = [row(accuracy_link(t, comp).correlations(n_boot=200, n_perm=200), "margin_change") for t in (both, flat)]
+    assert (pair[0]["rho"], pair[0]["p_perm"]) == (pair[1]["rho"], pair[1]["p_perm"])

@@ -78,7 +78,11 @@ class AccuracyLink(Result):
         bad = [o for o in outcomes if o not in OUTCOMES]
         if bad:
             raise ValueError(f"outcomes must be among {OUTCOMES}, got {bad[0]!r}")
-        df = self._frame.assign(_specs=self._frame["specialties"].map(lambda s: tuple(s) or (NO_SPECIALTY,)))
+        # each specialty once (a QA file may list one twice: the question's rows must not count twice in
+        # it, as in the accuracy table), in a fixed order (the ALL strata are specialty *sets*)
+        df = self._frame.assign(
+            _specs=self._frame["specialties"].map(lambda s: tuple(sorted(set(s))) or (NO_SPECIALTY,))
+        )
         parts = [(spec, g, g["adapter"]) for spec, g in df.explode("_specs").groupby("_specs", sort=True)]
         strata_all = df["adapter"].astype(str) + "|" + df["_specs"].map("|".join)
         parts.append((OVERALL, df, strata_all))

@@ -7,6 +7,8 @@ Used by `accuracy_link`: x is a question's mean term delta, y its accuracy (or m
   association between a question's delta and its change within a stratum", and differences between
   strata (an adapter that raises both everywhere) stay in every permuted sample, so they cannot make
   the test significant. Two-sided: p = (1 + #{|rho_perm| >= |rho|}) / (1 + n_perm).
+- Both are seeded, and neither depends on the order of the rows: clusters are drawn in sorted label
+  order, and the permutations are drawn for the rows sorted by (stratum, x, y).
 """
 
 from __future__ import annotations
@@ -93,6 +95,10 @@ def permutation_p(x, y, strata=None, *, n_perm: int, seed: int) -> float:
     if strata.shape != x.shape:
         raise ValueError(f"strata must give one stratum per value ({x.size}), got shape {strata.shape}")
     _, sidx = np.unique(strata, return_inverse=True)
+    # the rows in a canonical order (stratum, x, y) before the seeded shuffles: the p-value is then a
+    # function of the data, not of the order its rows came in (rows equal in all three are interchangeable)
+    order = np.lexsort((ry, rx, sidx))
+    rx, ry, sidx = rx[order], ry[order], sidx[order]
     groups = [np.flatnonzero(sidx == s) for s in range(int(sidx.max()) + 1)]
     groups = [g for g in groups if g.size > 1]
     rng = np.random.default_rng(seed)
@@ -116,7 +122,11 @@ def rank_correlation(
     strata (default: one stratum)."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     n_all = x.size
-    clusters = np.arange(n_all) if clusters is None else np.asarray(clusters)
+    if clusters is None:  # each pair alone, numbered in a canonical (x, y) order, not in the rows' order
+        clusters = np.empty(n_all, dtype=int)
+        clusters[np.lexsort((y, x))] = np.arange(n_all)
+    else:
+        clusters = np.asarray(clusters)
     strata = np.zeros(n_all, dtype=int) if strata is None else np.asarray(strata)
     keep = np.isfinite(x) & np.isfinite(y)
     x, y, clusters, strata = x[keep], y[keep], clusters[keep], strata[keep]
