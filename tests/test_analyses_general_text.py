@@ -125,3 +125,22 @@ def test_row_beside_the_control_words_report_and_cli(demo_shift, tmp_path):
     texts = tmp_path / "texts.jsonl"
     texts.write_text(json.dumps({"id": "a", "text": "x"}) + "\nnot json\n")
     assert main([*argv, "--texts", str(texts), "--out", str(tmp_path / "o2")]) == 2  # names the line
+
+
+def test_row_of_texts_with_no_scored_token_has_no_means():
+    """One-token texts only (nothing conditioned to score): the per-token log-probabilities are NaN, not
+    0.0 (a sum over no tokens divided by a token count floored at 1, which reads as probability 1)."""
+    empty = {"n_tokens": 0, "logp_base": math.nan, "logp_tuned": math.nan, "delta": math.nan}
+    rows = [{"text_id": f"g{i}", **empty, "delta_per_token": math.nan, "truncated": False} for i in range(2)]
+    row = general_text_row(GeneralTextShift(pd.DataFrame(rows, columns=GeneralTextShift.columns), {}), n_boot=50)
+    assert row["n"] == 0 and row["n_texts"] == 0
+    assert all(math.isnan(row[k]) for k in ("mean_delta_per_token", "mean_logp_base", "mean_logp_tuned"))
+    one = {"text_id": "g2", "n_tokens": 4, "logp_base": -8.0, "logp_tuned": -6.0, "delta": 2.0}
+    rows.append({**one, "delta_per_token": 0.5, "truncated": False})
+    row = general_text_row(GeneralTextShift(pd.DataFrame(rows, columns=GeneralTextShift.columns), {}), n_boot=50)
+    assert (row["n"], row["mean_logp_base"], row["mean_logp_tuned"], row["mean_delta_per_token"]) == (
+        4,
+        -2.0,
+        -1.5,
+        0.5,
+    )

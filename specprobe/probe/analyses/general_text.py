@@ -77,7 +77,7 @@ def general_text_row(shift: GeneralTextShift, *, n_boot: int = 2000, seed: int =
         n_boot=n_boot,
         seed=seed,
     )
-    tokens = max(int(counts.sum()), 1)
+    tokens = int(counts.sum())  # no scored token (no text, or one-token texts only): NaN means, not 0/1
     return {
         "specialty": GENERAL_TEXT,
         "n": est.n,
@@ -92,8 +92,8 @@ def general_text_row(shift: GeneralTextShift, *, n_boot: int = 2000, seed: int =
         "n_pairs": 0,
         "p_value": math.nan,
         "p_holm": math.nan,
-        "mean_logp_base": float(df["logp_base"].to_numpy(float).sum()) / tokens,
-        "mean_logp_tuned": float(df["logp_tuned"].to_numpy(float).sum()) / tokens,
+        "mean_logp_base": float(df["logp_base"].to_numpy(float).sum()) / tokens if tokens else math.nan,
+        "mean_logp_tuned": float(df["logp_tuned"].to_numpy(float).sum()) / tokens if tokens else math.nan,
     }
 
 
