@@ -79,7 +79,8 @@ class AccuracyMatrix(Result):
         """
         t = self.table(metric, overall=False)
         own = {m: s for m, s in self.trained_on().items() if m != BASE and s is not None and s in t.columns}
-        adapters = [m for m in self.models if m != BASE]
+        # adapters and owners by name: the permutations drawn, and so p, do not depend on the models' order
+        adapters = sorted(m for m in self.models if m != BASE)
         rows = []
         n_col = self.table("n", overall=False)
         for m, s in own.items():
@@ -104,7 +105,7 @@ class AccuracyMatrix(Result):
             )
         frame = pd.DataFrame(rows)
         summary: dict[str, Any] = {"metric": metric, "n_specialties": len(rows)}
-        owners = list(own)
+        owners = sorted(own)
         specs = [own[m] for m in owners]
         D = t.loc[adapters, specs].to_numpy(dtype=float)  # adapters x own-specialties
         untested = [f"{adapters[i]} on {specs[j]}" for i, j in zip(*np.nonzero(np.isnan(D)))]
