@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -254,3 +255,127 @@ def test_a_duplicated_answer_text_reads_lm_eval_gold_at_the_second_copy(tmp_path
     samples.write_text(json.dumps(lm_eval_sample(0, item, lls, target=2)) + "\n")
     row = from_lm_eval({"m": samples}, data).to_pandas().iloc[0]
     assert row["pred"] == 2 and row["answer_index"] == 0 and row["correct"] and row["correct_norm"]
+
+
+def _text_sample(doc_id: int, item: dict, lls: list[float], choices=None, delimiter: str = " ") -> dict:
+    """A sample of a cloze-style task (lm-eval's `doc_to_choice: "{{Options}}"`): the continuations are the
+    option texts after the target delimiter, and `acc`/`acc_norm` are lm-eval's (gold = `target`)."""
+    choices = list(item["Options"]) if choices is None else choices
+    sample = lm_eval_sample(doc_id, item, lls)
+    context = sample["arguments"]["gen_args_0"]["arg_0"]
+    sample["arguments"] = {f"gen_args_{j}": {"arg_0": context, "arg_1": delimiter + c} for j, c in enumerate(choices)}
+    gold = choices.index(item["Answer"])
+    sample["target"] = gold
+    sample["acc"] = float(int(np.argmax(lls)) == gold)
+    sample["acc_norm"] = float(int(np.argmax(np.array(lls) / [len(c) for c in choices])) == gold)
+    return sample
+
+
+def _write_lines(path, samples):
+    path.write_text("".join(json.dumps(s) + "\n" for s in samples))
+    return path
+
+
+def test_a_question_inside_a_longer_one_does_not_take_its_sample(tmp_path):
+    """doc ids not in the file's order: the sample whose doc is question 1 ('... Which drug is best?') has
+    doc_id 0, and question 0 is 'Which drug is best?' (inside question 1's text). The doc field equal to
+    question 1 decides; the substring made it question 0's (alone: silently; with question 0's own sample:
+    'already given')."""
+    items = [
+        {"Question": "Which drug is best?", "Options": list(OPTS), "Answer": "aspirin", "Specialty": "Cardiology"},
+        {"Question": "A man has pain. Which drug is best?", "Options": list(OPTS), "Answer": "rest"},
+    ]
+    data = tmp_path / "qa.json"
+    data.write_text(json.dumps([{**it, "Specialty": "Cardiology"} for it in items]))
+    lls = [[-1.0, -2.0, -3.0, -4.0], [-4.0, -3.0, -2.0, -1.0]]
+    alone = _write_lines(tmp_path / "a.jsonl", [lm_eval_sample(0, items[1], lls[1])])
+    assert from_lm_eval({"m": alone}, data).to_pandas()["item_id"].tolist() == ["qa:1"]
+    both = _write_lines(
+        tmp_path / "b.jsonl", [lm_eval_sample(0, items[1], lls[1]), lm_eval_sample(1, items[0], lls[0])]
+    )
+    frame = from_lm_eval({"m": both}, data).to_pandas().set_index("item_id")
+    assert frame.loc["qa:1", "option_logp"] == tuple(lls[1]) and frame.loc["qa:0", "option_logp"] == tuple(lls[0])
+    assert frame["correct"].all()
+
+
+def test_choices_in_another_order_than_the_options_are_refused(tmp_path):
+    """lm-eval's choices are the option texts in another order, its target the answer's text: each
+    log-likelihood belonged to another option than the file's (read silently before)."""
+    data = qa_file(tmp_path / "qa.json", n=3)
+    items = json.loads(data.read_text())
+    lls = random_lls(3, 8)
+    swapped = [OPTS[1], OPTS[0], OPTS[2], OPTS[3]]
+    samples = [_text_sample(i, it, ll) for i, (it, ll) in enumerate(zip(items, lls))]
+    samples[1] = _text_sample(1, items[1], lls[1], choices=swapped)
+    samples[1]["target"] = items[1]["Answer"]  # lm-eval finds a text target among its own choices
+    bad = _write_lines(tmp_path / "s.jsonl", samples)
+    with pytest.raises(
+        ValueError, match=r"s.jsonl: line 2 .*choices are the options of question 'qa:1' in another order"
+    ):
+        from_lm_eval({"m": bad}, data)
+
+
+def test_acc_norm_divides_by_the_choice_without_any_target_delimiter(tmp_path):
+    """A task with target_delimiter "\\n": lm-eval divides by the option's length; the "\\n" counted
+    as a character turned this acc_norm pick from option B (lm-eval's) to option A."""
+    item = {"Question": "Which one?", "Options": ["ab", "abcdefgh"], "Answer": "abcdefgh", "Specialty": "Cardiology"}
+    data = tmp_path / "qa.json"
+    data.write_text(json.dumps([item]))
+    lls = [-2.0, -7.0]  # per character: -1.0 vs -0.875 (B); with the "\n": -0.667 vs -0.778 (A)
+    path = _write_lines(tmp_path / "s.jsonl", [_text_sample(0, item, lls, delimiter="\n")])
+    row = from_lm_eval({"m": path}, data).to_pandas().iloc[0]
+    assert row["option_n_chars"] == (2, 8) and row["pred_norm"] == 1 and row["correct_norm"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        # lm-eval scored another gold (no target to tell): its acc is 1, the file's answer says wrong
+        (lambda s: (s.pop("target"), s.update(acc=1 - s["acc"])), r"lm-eval logged acc=\d but its log-likelihoods"),
+        # no arguments, so no choice lengths: acc_norm from the option texts is not lm-eval's
+        (lambda s: (s.pop("arguments"), s.update(acc_norm=1 - s["acc_norm"])), r"logged acc_norm=\d .*choice lengths"),
+        (lambda s: s["filtered_resps"][2].__setitem__(0, "nan"), r"'nan'.* is not a number \(NaN log-likelihood\)"),
+    ],
+)
+def test_samples_that_disagree_with_lm_evals_own_verdicts_are_refused(tmp_path, change, message):
+    data = qa_file(tmp_path / "qa.json", n=4)
+    items = json.loads(data.read_text())
+    samples = [lm_eval_sample(i, it, ll) for i, (it, ll) in enumerate(zip(items, random_lls(4, 9)))]
+    change(samples[2])
+    bad = _write_lines(tmp_path / "s.jsonl", samples)
+    with pytest.raises(ValueError, match=f"s.jsonl: line 3 .*{message}") as info:
+        from_lm_eval({"m": bad}, data)
+    assert "\n" not in str(info.value)
+
+
+def test_questions_sharing_an_id_are_refused(tmp_path):
+    """Two questions with id "7" (of two specialties): rows are kept by id, so selecting Cardiology kept
+    the Neurology one too (ALL counted 2 questions for Cardiology's 1)."""
+    items = [
+        {"id": "7", "Question": "Chest pain. Which drug?", "Options": list(OPTS), "Answer": "aspirin"},
+        {"id": "7", "Question": "Headache. Which drug?", "Options": list(OPTS), "Answer": "rest"},
+    ]
+    data = tmp_path / "qa.json"
+    data.write_text(json.dumps([{**items[0], "Specialty": "Cardiology"}, {**items[1], "Specialty": "Neurology"}]))
+    samples = _write_lines(tmp_path / "s.jsonl", [lm_eval_sample(i, it, [-1.0] * 4) for i, it in enumerate(items)])
+    with pytest.raises(ValueError, match=r"qa.json: items 0 and 1 have the same id '7'"):
+        from_lm_eval({"m": samples}, data, specialty="Cardiology")
+
+
+def test_export_refuses_rows_scored_with_other_continuations_or_questions(tmp_path):
+    """An evaluation read from a cloze-style lm-eval file records no prompt format: written back with the
+    default letters, acc_norm's lengths (the option texts) no longer fit the file's continuations; an
+    evaluation written against another QA file (another answer) is refused too."""
+    data = qa_file(tmp_path / "qa.json", n=3)
+    items = json.loads(data.read_text())
+    cloze = _write_lines(
+        tmp_path / "c.jsonl", [_text_sample(i, it, [-1.0, -2.0, -3.0, -4.0]) for i, it in enumerate(items)]
+    )
+    res = from_lm_eval({"m": cloze}, data)
+    with pytest.raises(ValueError, match=r"question 'qa:0' \(doc_id 0\): the evaluation's option lengths"):
+        res.to_lm_eval_samples(tmp_path / "out.jsonl")
+    letters = from_lm_eval({"m": write_samples(tmp_path / "l.jsonl", items, random_lls(3, 1))}, data)
+    # the same ids, another answer each
+    other = [replace(r, answer=OPTS[(OPTS.index(r.answer) + 1) % 4]) for r in load_qa(data)]
+    with pytest.raises(ValueError, match=r"question 'qa:0' \(doc_id 0\): the evaluation scored 4 options with answer"):
+        letters.to_lm_eval_samples(tmp_path / "out.jsonl", data=other)

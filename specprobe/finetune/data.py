@@ -33,6 +33,18 @@ def load_records(data: str | os.PathLike | Sequence[QARecord]) -> tuple[list[QAR
     return records, {"path": None, "sha256": digest, "n_records": len(records)}
 
 
+def check_unique_ids(records: Sequence[QARecord], source: str = "data") -> None:
+    """A `DataError` naming the first id that two questions share: lm-eval files and evaluation rows name a
+    question by its id, which must then name one question."""
+    seen: dict[str, int] = {}
+    for i, r in enumerate(records):
+        if r.id in seen:
+            raise DataError(
+                f"{source}: items {seen[r.id]} and {i} have the same id {r.id!r}; give each question its own"
+            )
+        seen[r.id] = i
+
+
 def load_selected(
     data: str | os.PathLike | Sequence[QARecord], specialty: str | Sequence[str] | None
 ) -> tuple[list[QARecord], dict]:

@@ -7,17 +7,20 @@ lm-eval scores each option of a multiple-choice question as a continuation of th
 intervals and, for several models, the own-specialty test, without loading any model.
 
 Matching a sample to a question of the QA file is checked, never guessed: the sample's `doc_id` is
-taken as the question's index in the file, and the question's text must appear in the sample (in a
-field of `doc`, or in the prompt `arguments`); failing that, a `doc` field equal to the text of
-exactly one question matches it. The number of options must agree, and a `target` given as an index,
-a letter or an option text must name the question's answer. Any mismatch is a one-line `ValueError`
-naming the file, line and doc_id. Questions without a sample (lm-eval's ``--limit``) are left out,
-with a warning and a count in the metadata.
+taken as the question's index in the file when a `doc` field is that question's text, else a `doc`
+field equal to the text of exactly one question matches it; when no `doc` field is a question's text,
+the `doc_id` question's text must appear inside the sample (a field of `doc`, or the prompt
+`arguments`). The number of options must agree, choices that are the options must be in the file's
+order, a `target` given as an index, a letter or a choice's text must name the question's answer, and
+the sample's own `acc` and `acc_norm` must agree with the ones computed from its log-likelihoods. Any
+mismatch is a one-line `ValueError` naming the file, line and doc_id. Questions without a sample
+(lm-eval's ``--limit``) are left out, with a warning and a count in the metadata.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -28,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from specprobe.finetune.accuracy_matrix import BASE, AccuracyMatrix, from_items
-from specprobe.finetune.data import load_records, select, specialties_of
+from specprobe.finetune.data import check_unique_ids, load_records, select, specialties_of
 from specprobe.finetune.evaluation import MCEvaluation, question_row
 from specprobe.finetune.prompts import LETTERS, answer_options
 from specprobe.terms.datasets import QARecord
@@ -57,9 +60,12 @@ def _loglik(resp: Any, where: str) -> float:
     """One option's log-likelihood from `filtered_resps[i]`: [loglik, is_greedy] (strings since lm-eval 0.4.3)."""
     value: Any = resp[0] if isinstance(resp, (list, tuple)) and resp else resp
     try:
-        return float(value)
+        loglik = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{where}: filtered_resps entry {resp!r} is not [loglik, is_greedy]") from None
+    if math.isnan(loglik):  # np.argmax would pick it: a prediction from nothing
+        raise ValueError(f"{where}: filtered_resps entry {resp!r} is not a number (NaN log-likelihood)")
+    return loglik
 
 
 def _continuations(sample: dict, n: int) -> list[str] | None:
@@ -90,13 +96,17 @@ class _Matcher:
             raise ValueError(f"{where}: field 'doc_id' {doc_id!r} is not an integer")
         doc, args = sample.get("doc"), sample.get("arguments")
         texts = [_norm(s) for s in _strings(doc)]
-        if 0 <= doc_id < len(self.records):
+        # a doc field equal to a question's text names it; record doc_id's question inside a longer text (the
+        # prompt, with its few-shot examples) is the weaker sign: a short question is part of longer ones
+        hits = {i for t in texts for i in self.by_text.get(t, [])}
+        if doc_id in hits:
+            return doc_id
+        if len(hits) == 1:
+            return hits.pop()
+        if not hits and 0 <= doc_id < len(self.records):
             question = _norm(self.records[doc_id].question)
             if any(question in t for t in texts) or any(question in _norm(s) for s in _strings(args)):
                 return doc_id
-        hits = {i for t in texts for i in self.by_text.get(t, [])}
-        if len(hits) == 1:
-            return hits.pop()
         shown = next((t for t in texts if len(t) > 20), texts[0] if texts else "")
         raise ValueError(
             f"{where}: the sample does not match {self.source}: "
@@ -110,8 +120,33 @@ class _Matcher:
         )
 
 
-def _check_target(target: Any, rec: QARecord, where: str) -> None:
-    """A target that names an option (index, letter or text) must name the answer; other forms are not checked."""
+def _choices(conts: list[str] | None) -> list[str] | None:
+    """lm-eval's choices: the continuations without the target delimiter that lm-eval put before each of
+    them (its `target_delimiter`, " " by default, "\\n" in some tasks): the whitespace they all start with."""
+    if not conts:
+        return None
+    common = os.path.commonprefix(conts)
+    delimiter = common[: len(common) - len(common.lstrip())]
+    return [c[len(delimiter) :] for c in conts]
+
+
+def _check_order(choices: list[str] | None, rec: QARecord, where: str) -> None:
+    """Choices that are the question's options in another order would pair each log-likelihood with
+    another option (and the prediction with another answer)."""
+    if not choices:
+        return
+    mine, theirs = [_norm(o) for o in rec.options], [_norm(c) for c in choices]
+    if theirs != mine and sorted(theirs) == sorted(mine):
+        k = next(i for i, (a, b) in enumerate(zip(theirs, mine)) if a != b)
+        raise ValueError(
+            f"{where}: lm-eval's choices are the options of question {rec.id!r} in another order "
+            f"(choice {k} is {choices[k][:40]!r}, option {LETTERS[k]} is {rec.options[k][:40]!r})"
+        )
+
+
+def _check_target(target: Any, rec: QARecord, where: str, choices: list[str] | None = None) -> None:
+    """A target that names an option (index, letter or text) must name the answer; other forms are not
+    checked. A text is looked up as lm-eval does, in its own choices when the sample logs them."""
     if target is None:
         return
     t = str(target).strip()
@@ -120,7 +155,7 @@ def _check_target(target: Any, rec: QARecord, where: str) -> None:
         named.add(int(t))
     if len(t) == 1 and t in LETTERS[: len(rec.options)]:
         named.add(LETTERS.index(t))
-    named |= {i for i, o in enumerate(rec.options) if o == t}
+    named |= {i for i, o in enumerate(choices or rec.options) if o == t}
     if named and not named & answer_options(rec):
         raise ValueError(
             f"{where}: target {t!r} is not the answer of question {rec.id!r} "
@@ -138,13 +173,35 @@ def _row(label: str, rec: QARecord, sample: dict, where: str) -> dict[str, Any]:
         raise ValueError(
             f"{where}: {len(resps)} option log-likelihoods, but question {rec.id!r} has {len(rec.options)} options"
         )
-    _check_target(sample.get("target"), rec, where)
     sums = np.array([_loglik(r, where) for r in resps])
-    conts = _continuations(sample, len(resps))
-    # lm-eval's acc_norm divides by the length of the choice text, without the leading target delimiter
-    lengths = [len(c[1:]) if c.startswith(" ") else len(c) for c in conts] if conts else [len(o) for o in rec.options]
+    choices = _choices(_continuations(sample, len(resps)))
+    _check_order(choices, rec, where)
+    _check_target(sample.get("target"), rec, where, choices)
+    # lm-eval's acc_norm divides by the length of the choice text, without the target delimiter
+    lengths = [len(c) for c in choices] if choices else [len(o) for o in rec.options]
     chars = np.array([max(1, c) for c in lengths], dtype=float)
-    return question_row(label, rec, sums, tuple(0 for _ in sums), chars)  # lm-eval logs no token counts
+    row = question_row(label, rec, sums, tuple(0 for _ in sums), chars)  # lm-eval logs no token counts
+    _check_logged_metrics(sample, row, rec, where)
+    return row
+
+
+def _check_logged_metrics(sample: dict, row: dict[str, Any], rec: QARecord, where: str) -> None:
+    """lm-eval's own verdicts (the sample's `acc` and `acc_norm`, 0 or 1) must be specprobe's: a difference
+    means that lm-eval scored another gold option, or divided by other lengths (a target delimiter other than
+    " ", or no `arguments` to take the choices from). Only a second copy of the answer's text may differ:
+    specprobe counts every copy as correct, lm-eval its gold one."""
+    for metric, column, pred in (("acc", "correct", "pred"), ("acc_norm", "correct_norm", "pred_norm")):
+        logged = sample.get(metric)
+        if isinstance(logged, bool) or not isinstance(logged, (int, float)) or logged not in (0, 1):
+            continue
+        if bool(logged) == row[column] or (row[column] and len(row["answer_indices"]) > 1):
+            continue
+        raise ValueError(
+            f"{where}: lm-eval logged {metric}={logged:g} but its log-likelihoods pick option "
+            f"{LETTERS[row[pred]]}, which is {'' if row[column] else 'not '}the answer {rec.answer[:40]!r} of "
+            f"question {rec.id!r}"
+            + (" (lm-eval divided by other choice lengths)" if metric == "acc_norm" else " (lm-eval's gold differs)")
+        )
 
 
 def read_samples(
@@ -214,6 +271,7 @@ def from_lm_eval(
     """
     records, data_meta = load_records(data)
     source = data_meta.get("path") or "the QA data"
+    check_unique_ids(records, str(source))  # rows are kept by id below
     rows: list[dict] = []
     read: dict[str, dict] = {}
     for name, path in _sources(samples):

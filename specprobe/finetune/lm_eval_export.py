@@ -28,8 +28,8 @@ from typing import Any, cast
 
 import pandas as pd
 
-from specprobe.finetune.data import explode_specialties, load_records
-from specprobe.finetune.prompts import PromptFormat
+from specprobe.finetune.data import check_unique_ids, explode_specialties, load_records
+from specprobe.finetune.prompts import LETTERS, PromptFormat
 from specprobe.terms.datasets import QARecord
 from specprobe.utils.io import atomic_write_text, sha256_text, write_json
 from specprobe.utils.provenance import now_iso
@@ -124,18 +124,20 @@ def write_results(frame: pd.DataFrame, meta: dict, path: str | os.PathLike, mode
 
 def _records_for(meta: dict, data: str | os.PathLike | Sequence[QARecord] | None) -> list[QARecord]:
     """The evaluated questions: `data`, else the QA file the evaluation recorded in its metadata."""
-    if data is not None:
-        return load_records(data)[0]
-    recorded = (meta.get("data") or {}).get("path")
-    if not recorded:
-        raise ValueError("the evaluation records no QA file path; pass data= (the QA file or records)")
-    return load_records(str(recorded))[0]
+    if data is None:
+        data = (meta.get("data") or {}).get("path")
+        if not data:
+            raise ValueError("the evaluation records no QA file path; pass data= (the QA file or records)")
+    records, data_meta = load_records(data)
+    check_unique_ids(records, str(data_meta.get("path") or "the QA data"))  # a doc_id is found by the row's id
+    return records
 
 
 def sample_line(doc_id: int, rec: QARecord, row: Any, fmt: PromptFormat) -> dict[str, Any]:
     """One lm-eval sample (as `--log_samples` writes it) for the question `rec` and its scored `row`."""
     context, conts = fmt.prompt(rec), fmt.continuations(rec)
     logps = [float(x) for x in row["option_logp"]]
+    _check_row(doc_id, rec, row, fmt, conts)
     greedy = [False] * len(logps)  # specprobe does not record whether an option is the greedy decoding
     doc = {
         "id": rec.id,
@@ -160,6 +162,26 @@ def sample_line(doc_id: int, rec: QARecord, row: Any, fmt: PromptFormat) -> dict
         "acc": float(bool(row["correct"])),
         "acc_norm": float(bool(row["correct_norm"])),
     }
+
+
+def _check_row(doc_id: int, rec: QARecord, row: Any, fmt: PromptFormat, conts: list[str]) -> None:
+    """The scored row must be this question's, scored with these continuations: the same options and
+    answer, and the option lengths acc_norm divided by (an evaluation read from lm-eval files records no
+    prompt format, and the default one's letters may not be what lm-eval scored)."""
+    where = f"question {rec.id!r} (doc_id {doc_id})"
+    if len(row["option_logp"]) != len(rec.options) or int(row["answer_index"]) != rec.answer_index:
+        raise ValueError(
+            f"{where}: the evaluation scored {len(row['option_logp'])} options with answer "
+            f"{LETTERS[int(row['answer_index'])]}, the QA data has {len(rec.options)} with answer "
+            f"{LETTERS[rec.answer_index]}; pass the QA file that was evaluated"
+        )
+    chars = tuple(max(1, len(c[len(fmt.delimiter) :] if c.startswith(fmt.delimiter) else c)) for c in conts)
+    scored = row.get("option_n_chars")
+    if scored is not None and tuple(int(c) for c in scored) != chars:
+        raise ValueError(
+            f"{where}: the evaluation's option lengths {list(scored)} are not those of the continuations "
+            f"{conts!r} of its prompt format ({chars}): it was scored with others (read from lm-eval files?)"
+        )
 
 
 def write_samples(
