@@ -90,9 +90,10 @@ def test_medmcqa(tmp_path):
     rec = load_qa(p)[0]
     assert rec.answer == "c" and rec.specialties == ("Medicine",) and rec.id == "q1"
     assert load_qa(p, mapping={"cop_base": 0}, format="medmcqa")[0].answer == "d"
-    p.write_text(json.dumps(dict(row, cop=9)) + "\n")
-    with pytest.raises(DataError, match=r"item 0: field 'cop'"):
-        load_qa(p)
+    for bad in (9, True):  # a JSON true was option 1 (a)
+        p.write_text(json.dumps(dict(row, cop=bad)) + "\n")
+        with pytest.raises(DataError, match=r"item 0: field 'cop'"):
+            load_qa(p)
 
 
 def test_instruction_format(tmp_path):

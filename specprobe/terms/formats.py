@@ -148,7 +148,7 @@ def _medmcqa(path: Path, i: int, obj, base: int) -> QARecord:
             raise _err(path, i, f"field {key!r} must be a string")
         options.append(v)
     cop = obj.get("cop")
-    if not isinstance(cop, int) or not 0 <= cop - base < 4:
+    if isinstance(cop, bool) or not isinstance(cop, int) or not 0 <= cop - base < 4:  # true is not option 1
         raise _err(path, i, f"field 'cop' {cop!r} must be an option number {base}..{base + 3}")
     subject = obj.get("subject_name")
     spec = (subject.strip(),) if isinstance(subject, str) and subject.strip() else ()
