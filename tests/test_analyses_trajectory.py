@@ -100,7 +100,7 @@ def test_snapshots_are_kept_listed_loadable_and_change_nothing(runs):
 
 def test_save_steps_are_checked(tiny_llama, tmp_path):
     from specprobe.finetune import train
-    from specprobe.finetune.training import TrainOptionError, TrainOptions
+    from specprobe.finetune.train_options import TrainOptionError, TrainOptions
 
     assert TrainOptions(save_steps="8, 0,4,4").save_steps == [0, 4, 8]
     for bad in ("a,b", [-1], [1.5], "2;3"):
@@ -247,7 +247,7 @@ def test_a_stopped_run_keeps_its_snapshots_and_resumes_to_the_same_ones(tiny_lla
     import signal
 
     from specprobe.finetune import train
-    from specprobe.finetune.training import TrainingInterrupted
+    from specprobe.finetune.train_signals import TrainingInterrupted
 
     base, data = str(tiny_llama[0]), write_qa(tmp_path / "qa.json")
     opts = dict(max_steps=6, batch_size=2, save_every=100, save_steps=[0, 2, 5], dropout=0.1, progress=False)

@@ -22,7 +22,8 @@ from specprobe.app.cli import main
 from specprobe.finetune import TrainingInterrupted, TrainOptionError, TrainOptions, UnknownTrainOptionError
 from specprobe.finetune import cli as finetune_cli
 from specprobe.finetune.evaluation import evaluate
-from specprobe.finetune.training import FINISHING, _Trainer, train
+from specprobe.finetune.run_folder import FINISHING
+from specprobe.finetune.training import _Trainer, train
 from specprobe.terms.datasets import QARecord
 from specprobe.utils.locks import OutputLockedError
 

@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from specprobe.finetune.training import TrainingInterrupted, TrainOptions, find_lora_targets, group_indices, train
+from specprobe.finetune.lora_targets import find_lora_targets
+from specprobe.finetune.train_examples import group_indices
+from specprobe.finetune.train_options import TrainOptions
+from specprobe.finetune.train_signals import TrainingInterrupted
+from specprobe.finetune.training import train
 from specprobe.terms.datasets import DataError, QARecord
 
 OPTIONS = ("aspirin", "heparin", "insulin", "rest")
@@ -144,7 +148,7 @@ def test_training_labels_are_the_answer_tokens_evaluation_scores(tiny_dir, arch)
     from specprobe.core.models import load_tokenizer
     from specprobe.finetune.evaluation import build_option_items
     from specprobe.finetune.prompts import PromptFormat
-    from specprobe.finetune.training import build_examples, collate
+    from specprobe.finetune.train_examples import build_examples, collate
 
     tok = load_tokenizer(str(_build(tiny_dir, arch)[0]))
     recs = make_records(4)
@@ -169,7 +173,7 @@ def test_loss_is_per_answer_token_over_the_whole_step(tiny_llama, tmp_path):
 
     from specprobe.core.models import load_tokenizer
     from specprobe.finetune.prompts import PromptFormat
-    from specprobe.finetune.training import build_examples
+    from specprobe.finetune.train_examples import build_examples
 
     base = str(tiny_llama[0])
     options = ("aspirin", "low molecular weight heparin infusion", "insulin", "rest and fluids for a week")
@@ -404,7 +408,7 @@ def test_hub_base_identity_is_the_commit_known_before_the_weights_download(tiny_
     resume was refused as a different run."""
     from huggingface_hub import constants
 
-    from specprobe.finetune.training import base_fingerprint, base_identity
+    from specprobe.finetune.run_identity import base_fingerprint, base_identity
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     commit = _fake_hub_cache(tmp_path / "hub", tiny_llama[0], weights=False)  # config fetched, weights not yet
@@ -418,7 +422,7 @@ def test_hub_base_identity_is_the_commit_known_before_the_weights_download(tiny_
 
 @pytest.mark.slow
 def test_training_a_hub_id_records_commit_and_weights_and_reruns_as_the_same_run(tiny_llama, tmp_path):
-    from specprobe.finetune.training import base_fingerprint
+    from specprobe.finetune.run_identity import base_fingerprint
 
     commit = _fake_hub_cache(tmp_path / "hub", tiny_llama[0])
     data = write_qa(tmp_path / "qa.json")

@@ -11,7 +11,9 @@ import pytest
 
 from specprobe.app.cli import main
 from specprobe.finetune.trackers import LOGS, PROJECT, check_report_to
-from specprobe.finetune.training import TrainingInterrupted, TrainOptionError, train
+from specprobe.finetune.train_options import TrainOptionError
+from specprobe.finetune.train_signals import TrainingInterrupted
+from specprobe.finetune.training import train
 from specprobe.terms.datasets import QARecord
 
 OPTIONS = ("aspirin", "heparin", "insulin", "rest")

@@ -12,16 +12,11 @@ peft, accelerate and transformers' training parts are imported when a function i
 
 from specprobe.finetune.accuracy_matrix import AccuracyMatrix, matrix
 from specprobe.finetune.evaluation import MCEvaluation, evaluate, wilson_interval
+from specprobe.finetune.lora_targets import find_lora_targets
 from specprobe.finetune.prompts import PromptFormat
-from specprobe.finetune.training import (
-    TrainingInterrupted,
-    TrainOptionError,
-    TrainOptions,
-    TrainRun,
-    UnknownTrainOptionError,
-    find_lora_targets,
-    train,
-)
+from specprobe.finetune.train_options import TrainOptionError, TrainOptions, UnknownTrainOptionError
+from specprobe.finetune.train_signals import TrainingInterrupted
+from specprobe.finetune.training import TrainRun, train
 
 __all__ = [
     "train",

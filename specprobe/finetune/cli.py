@@ -196,7 +196,8 @@ _TRAIN_OPTS = (
 
 def run_finetune(args: argparse.Namespace) -> int:
     """Train; on SIGINT/SIGTERM print where it stopped (one line) and return 128 + the signal number."""
-    from specprobe.finetune.training import TrainingInterrupted, train
+    from specprobe.finetune.train_signals import TrainingInterrupted
+    from specprobe.finetune.training import train
 
     options = {k: getattr(args, k) for k in _TRAIN_OPTS if getattr(args, k) is not None}
     if options.get("max_grad_norm") == 0:

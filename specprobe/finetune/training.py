@@ -29,16 +29,11 @@ their number, so 2 processes x batch b give the same update as 1 process x batch
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import difflib
 import json
 import logging
 import math
-import numbers
 import os
 import shutil
-import signal
-import threading
 import time
 import types
 from collections.abc import Callable, Sequence
@@ -46,255 +41,28 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
-
 from specprobe.finetune.data import data_specialties, load_selected, specialty_counts
-from specprobe.finetune.prompts import PromptFormat, encode_continuation
-from specprobe.finetune.snapshots import SNAPSHOTS, check_save_steps, parse_save_steps, save_snapshot, snapshot_entries
-from specprobe.finetune.trackers import LOGS, REPORT_TO, StepTracker
+from specprobe.finetune.lora_targets import find_lora_targets, uses_conv1d
+from specprobe.finetune.run_folder import (
+    CHECKPOINTS,
+    FINISHING,
+    MANIFEST,
+    TRAINER_STATE,
+    checkpoint_dirs,
+    clear_owned,
+    inspect_out,
+)
+from specprobe.finetune.run_identity import base_fingerprint, base_identity, identity_hash, run_identity
+from specprobe.finetune.snapshots import check_save_steps, save_snapshot, snapshot_entries
+from specprobe.finetune.trackers import StepTracker
+from specprobe.finetune.train_examples import Example, build_examples, collate, group_indices, step_seed
+from specprobe.finetune.train_options import TrainOptionError, TrainOptions, check_4bit, resolve_precision
+from specprobe.finetune.train_signals import SignalGuard, TrainingInterrupted
 from specprobe.terms.datasets import QARecord
-from specprobe.utils.interrupts import SignalInterrupt
-from specprobe.utils.io import read_json, sha256_text, write_json
+from specprobe.utils.io import read_json, write_json
 from specprobe.utils.provenance import library_versions, now_iso
 
 log = logging.getLogger(__name__)
-
-MANIFEST = "manifest.json"
-CHECKPOINTS = "checkpoints"
-SCHEDULERS = ("linear", "cosine", "constant")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-# Entries of an output directory that a run writes (and `overwrite` removes).
-FINISHING = ".finishing.json"  # present while the final adapter is being moved into place
-OWNED = (
-    MANIFEST,
-    CHECKPOINTS,
-    "adapter_config.json",
-    "adapter_model.safetensors",
-    "adapter_model.bin",
-    "README.md",
-    ".final-tmp",
-    FINISHING,
-    LOGS,
-    SNAPSHOTS,
-)
-# Options that do not change the trained weights (not part of the run identity).
-NON_IDENTITY = ("save_every", "keep_checkpoints", "report_to", "save_steps")
-
-
-class TrainOptionError(ValueError):
-    """An invalid training option; `field` names it, and the message starts with it."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        self.field = field
-        super().__init__(f"training option {field}: {problem}")
-
-    def __reduce__(self):
-        return type(self), (self.field, str(self).split(": ", 1)[1])
-
-
-class UnknownTrainOptionError(TrainOptionError, TypeError):
-    """A key that is not a training option (a TypeError too, as an unknown keyword argument is)."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        self.field = field
-        ValueError.__init__(self, problem)
-
-    def __reduce__(self):
-        return type(self), (self.field, str(self))
-
-
-class TrainingInterrupted(SignalInterrupt):
-    """`train` was stopped by SIGINT or SIGTERM; raised after the checkpoint is written.
-
-    A KeyboardInterrupt, so that `except Exception` does not take it for an ordinary error. Running the
-    same call (or command) again resumes from `checkpoint` and ends with the same adapter as an
-    uninterrupted run.
-
-    Attributes: `signum` (the signal), `signal_name` ("SIGTERM"), `step` (the optimizer step a rerun
-    resumes from: that of the newest checkpoint, 0 if none), `total_steps` (None if the signal came
-    before the run's length was known), `out` (the output directory), `checkpoint` (the checkpoint
-    directory, or None), `completed` (True when the signal came while the final adapter was being
-    written, which was finished first: the adapter in `out` is complete), `exit_code` (128 + signum:
-    130 for SIGINT, 143 for SIGTERM). `str(exc)` is the one-line message for the user.
-    """
-
-    def __init__(
-        self,
-        signum: int,
-        step: int,
-        total_steps: int | None,
-        out: str | os.PathLike,
-        checkpoint: str | os.PathLike | None = None,
-        completed: bool = False,
-    ) -> None:
-        self.signum, self.step, self.total_steps = int(signum), int(step), total_steps
-        self.out = Path(out)
-        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
-        self.completed = completed
-        super().__init__(signum)
-
-    @property
-    def message(self) -> str:
-        at = f"step {self.step} of {self.total_steps if self.total_steps is not None else '?'}"
-        if self.completed:
-            return (
-                f"stopped after {self.signal_name} once training had finished ({at}); the adapter in {self.out} "
-                "is complete; rerun the same command to go on"
-            )
-        if self.checkpoint is None:
-            return (
-                f"stopped at {at} after {self.signal_name}, before any checkpoint was saved in {self.out}; "
-                "rerun the same command to start again"
-            )
-        return f"stopped at {at} after {self.signal_name}; checkpoint in {self.out}; rerun the same command to resume"
-
-    def __reduce__(self):
-        return type(self), (self.signum, self.step, self.total_steps, self.out, self.checkpoint, self.completed)
-
-
-_POSITIVE_INTS = ("rank", "epochs", "batch_size", "grad_accum", "max_length", "save_every", "keep_checkpoints")
-_BOOLS = ("load_in_4bit", "gradient_checkpointing", "append_eos")
-_STRINGS = ("template", "option_format", "continuation", "scheduler", "precision", "report_to")
-
-
-def _kind(value: Any) -> str:
-    return f"{value!r} (a {type(value).__name__})"
-
-
-@dataclass
-class TrainOptions:
-    """Every training option, with its default. Options not in NON_IDENTITY define the run.
-
-    Checked when made: a wrong type or value raises `TrainOptionError` (a ValueError) naming the
-    option; `from_kwargs` also refuses unknown keys (`UnknownTrainOptionError`). Values are kept as
-    given (an int learning rate stays an int), so run identities do not change.
-    """
-
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.05
-    target_modules: list[str] | None = None  # None: every linear projection inside the decoder layers
-    learning_rate: float = 2e-4
-    scheduler: str = "cosine"  # linear | cosine | constant (after warmup)
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    max_grad_norm: float | None = 1.0  # None or 0: no clipping
-    epochs: int = 3
-    max_steps: int | None = None  # overrides epochs
-    batch_size: int = 4  # per process
-    grad_accum: int = 1
-    max_length: int = 1024  # capped at the model's context; longer prompts lose tokens from the left (after BOS)
-    seed: int = 0
-    precision: str = "auto"  # auto: bf16 (fp16 if unsupported) on GPU, fp32 on CPU
-    load_in_4bit: bool = False  # QLoRA; needs CUDA and bitsandbytes
-    gradient_checkpointing: bool = False
-    template: str = PromptFormat.template
-    option_format: str = PromptFormat.option_format
-    continuation: str = "letter"
-    append_eos: bool = True
-    save_every: int = 50
-    keep_checkpoints: int = 1
-    save_steps: list[int] | None = None  # adapter snapshots kept after these steps (finetune/snapshots.py)
-    report_to: str = "none"  # none | tensorboard | wandb | mlflow (specprobe.finetune.trackers)
-
-    def __post_init__(self) -> None:
-        for name in _POSITIVE_INTS:
-            self._int(name, minimum=1)
-        if self.max_steps is not None:
-            self._int("max_steps", minimum=1, what="a positive integer or None")
-        self._int("seed", minimum=0)
-        self._number("alpha", lambda v: v > 0, "> 0")
-        self._number("dropout", lambda v: 0 <= v < 1, "in [0, 1)")
-        self._number("learning_rate", lambda v: v > 0, "> 0")
-        self._number("warmup_ratio", lambda v: 0 <= v < 1, "in [0, 1)")
-        self._number("weight_decay", lambda v: v >= 0, ">= 0")
-        if self.max_grad_norm is not None:
-            self._number("max_grad_norm", lambda v: v >= 0, ">= 0 (or None: no clipping)")
-        for name in _BOOLS:
-            if not isinstance(getattr(self, name), bool):
-                raise TrainOptionError(name, f"must be true or false, got {_kind(getattr(self, name))}")
-        for name in _STRINGS:
-            if not isinstance(getattr(self, name), str):
-                raise TrainOptionError(name, f"must be a string, got {_kind(getattr(self, name))}")
-        if self.scheduler not in SCHEDULERS:
-            raise TrainOptionError("scheduler", f"must be one of {SCHEDULERS}, got {self.scheduler!r}")
-        if self.precision not in PRECISIONS:
-            raise TrainOptionError("precision", f"must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.report_to not in REPORT_TO:
-            raise TrainOptionError("report_to", f"must be one of {REPORT_TO}, got {self.report_to!r}")
-        self._target_modules()
-        try:
-            self.save_steps = parse_save_steps(self.save_steps)
-        except ValueError as exc:
-            raise TrainOptionError("save_steps", str(exc)) from None
-        try:
-            self.prompt_format()  # validates the template, option format and continuation
-        except ValueError as exc:
-            field = next((f for f in ("continuation", "option_format") if f in str(exc)), "template")
-            raise TrainOptionError(field, str(exc)) from exc
-
-    def _int(self, name: str, minimum: int, what: str | None = None) -> None:
-        value = getattr(self, name)
-        what = what or ("a positive integer" if minimum == 1 else f"an integer >= {minimum}")
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise TrainOptionError(name, f"must be {what}, got {_kind(value)}")
-        if value < minimum:
-            raise TrainOptionError(name, f"must be {what}, got {value}")
-        if not isinstance(value, int):
-            setattr(self, name, int(value))  # a numpy integer
-
-    def _number(self, name: str, ok: Callable[[float], bool], rule: str) -> None:
-        value = getattr(self, name)
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TrainOptionError(name, f"must be a number {rule}, got {_kind(value)}")
-        if not math.isfinite(value) or not ok(cast(float, value)):  # a Real compares like a float
-            raise TrainOptionError(name, f"must be {rule}, got {value}")
-        if not isinstance(value, (int, float)):
-            setattr(self, name, float(value))  # a numpy number
-
-    def _target_modules(self) -> None:
-        value = self.target_modules
-        if value is None:
-            return
-        if isinstance(value, str):
-            value = self.target_modules = [t.strip() for t in value.split(",") if t.strip()]
-        if not isinstance(value, (list, tuple)) or not all(isinstance(t, str) and t.strip() for t in value):
-            raise TrainOptionError(
-                "target_modules", f"must be a list of module names (or a comma-separated string), got {_kind(value)}"
-            )
-        if not value:
-            raise TrainOptionError("target_modules", "names no module; leave it out to target every linear layer")
-
-    def prompt_format(self) -> PromptFormat:
-        return PromptFormat(self.template, self.option_format, self.continuation)
-
-    def is_explicit(self, name: str) -> bool:
-        """Whether option `name` was given (by `from_kwargs`), or, for an instance made directly,
-        differs from its default."""
-        given = getattr(self, "_given", None)
-        if given is not None:
-            return name in given
-        return getattr(self, name) != next(f.default for f in dataclasses.fields(self) if f.name == name)
-
-    @classmethod
-    def from_kwargs(cls, options: dict) -> TrainOptions:
-        """Options from keyword arguments (a TOML table, CLI flags); unknown keys are refused."""
-        if not isinstance(options, dict):
-            raise TypeError(f"training options must be a mapping, got {type(options).__name__}")
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(options) - set(known), key=str)
-        if unknown:
-            key = unknown[0]
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            more = f"; also unknown: {unknown[1:]}" if len(unknown) > 1 else ""
-            raise UnknownTrainOptionError(
-                str(key), f"unknown training option {key!r}{hint}{more}; valid: {', '.join(known)}"
-            )
-        opts = cls(**options)
-        # deliberately not a dataclass field: it stays out of asdict() and so out of the run identity
-        opts._given = frozenset(options)  # pyright: ignore[reportAttributeAccessIssue]
-        return opts
 
 
 @dataclass
@@ -311,265 +79,6 @@ class TrainRun:
         return self.path
 
 
-@dataclass
-class Example:
-    ids: tuple[int, ...]
-    positions: tuple[int, ...]  # target token positions (their labels are the ids there)
-
-
-# -- helpers ---------------------------------------------------------------------------------------------
-def find_lora_targets(model) -> list[str]:
-    """Names (last component) of every linear projection inside the decoder layers of `model`.
-
-    Works per architecture without a table: Llama/Qwen/Mistral give q,k,v,o,gate,up,down_proj,
-    GPT-2 gives its Conv1D c_attn, c_proj, c_fc. Embeddings and the LM head are never targets.
-    """
-    import torch.nn as nn
-
-    from specprobe.core.architecture import split_model
-
-    try:
-        from transformers.pytorch_utils import Conv1D
-
-        linear = (nn.Linear, Conv1D)
-    except ImportError:  # pragma: no cover
-        linear = (nn.Linear,)
-    split = split_model(model)
-    if split.layers is None:
-        raise ValueError(f"{type(split.causal_lm).__name__}: cannot find the decoder layers; pass target_modules")
-    names = {name.rsplit(".", 1)[-1] for name, mod in split.layers.named_modules() if isinstance(mod, linear) and name}
-    if not names:
-        raise ValueError(
-            f"{type(split.causal_lm).__name__}: no linear layers in the decoder layers; pass target_modules"
-        )
-    return sorted(names)
-
-
-def uses_conv1d(model, targets: Sequence[str]) -> bool:
-    try:
-        from transformers.pytorch_utils import Conv1D
-    except ImportError:  # pragma: no cover
-        return False
-    return any(isinstance(m, Conv1D) and n.rsplit(".", 1)[-1] in targets for n, m in model.named_modules())
-
-
-def step_seed(seed: int, step: int, rank: int) -> int:
-    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
-
-
-def group_indices(n: int, seed: int, epoch: int, k: int, group_size: int) -> list[int]:
-    """The example indices of optimizer step k of `epoch`: a seeded permutation, wrapped to full groups."""
-    perm = np.random.default_rng([seed, epoch]).permutation(n)
-    need = math.ceil(n / group_size) * group_size
-    if need > n:
-        perm = np.concatenate([perm, perm[: need - n]] if need - n <= n else [np.resize(perm, need)])[:need]
-    return [int(i) for i in perm[k * group_size : (k + 1) * group_size]]
-
-
-def build_examples(
-    tokenizer, records: Sequence[QARecord], fmt: PromptFormat, max_length: int, append_eos: bool
-) -> tuple[list[Example], int]:
-    examples, truncated = [], 0
-    for rec in records:
-        enc = encode_continuation(
-            tokenizer, fmt.prompt(rec), fmt.target(rec), max_length=max_length, append_eos=append_eos
-        )
-        truncated += enc.n_dropped > 0
-        examples.append(Example(enc.ids, enc.positions))
-    return examples, truncated
-
-
-def collate(examples: Sequence[Example], pad_id: int):
-    import torch
-
-    width = max(len(e.ids) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    labels = torch.full((len(examples), width), -100, dtype=torch.long)
-    for r, e in enumerate(examples):
-        ids[r, : len(e.ids)] = torch.tensor(e.ids)
-        mask[r, : len(e.ids)] = 1
-        for p in e.positions:
-            labels[r, p] = e.ids[p]
-    return ids, mask, labels
-
-
-def resolve_precision(precision: str, cuda: bool) -> str:
-    import torch
-
-    if precision == "auto":
-        if not cuda:
-            return "fp32"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if precision == "fp16" and not cuda:
-        raise ValueError("precision=fp16 needs a GPU; use fp32 or bf16 on CPU")
-    return precision  # bf16 also runs on a CPU (autocast), slowly, but it exercises the GPU recipe
-
-
-def base_identity(base: str, revision: str | None = None) -> dict:
-    """What identifies the base weights in a run's identity: a local checkpoint's weights hash
-    (`base_fingerprint`); for a hub id, the commit its configuration was read from (call after
-    `AutoConfig.from_pretrained`). The commit is known before the weights are downloaded, unlike their
-    hash, so a first run (weights not yet cached) and its resume have the same identity."""
-    from specprobe.core.models import hub_commit
-
-    if Path(base).is_dir():
-        return {"base_weights_sha256": base_fingerprint(base)}
-    try:
-        commit = hub_commit(base, revision, cached_only=True)
-    except ValueError:  # not cached: the model cannot load offline either, and says why
-        commit = None
-    return {"base_weights_sha256": None, "base_commit": commit}
-
-
-def base_fingerprint(base: str, revision: str | None = None) -> str | None:
-    """sha256 of the base's first safetensors file (as `ModelPair` checks it), local dir or hub cache."""
-    from specprobe.core.models import weights_fingerprint
-
-    if Path(base).is_dir():
-        return weights_fingerprint(base)
-    try:
-        from huggingface_hub import snapshot_download
-
-        snap = snapshot_download(base, revision=revision, local_files_only=True, allow_patterns=["*.safetensors"])
-        return weights_fingerprint(snap)
-    except Exception:  # noqa: BLE001 - provenance only; the base may be unavailable offline
-        return None
-
-
-def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += _diff(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            out.append(f"{prefix}{k}: {vb!r} there vs {va!r} now")
-    return out
-
-
-class _SignalGuard:
-    """SIGINT/SIGTERM during `train` (main thread only; elsewhere the handlers are left alone).
-
-    Outside `deferring` (loading, the output checks) a signal raises `abort(signum)` at once: nothing
-    is lost. While deferring (the training loop, the final write), the first signal is noted in
-    `signum`, for the loop to checkpoint after the current step and raise; a second one raises at
-    once (the newest checkpoint on disk stays the resume point).
-    """
-
-    def __init__(self, abort: Callable[[int], BaseException]) -> None:
-        self.abort = abort
-        self.signum = 0
-        self.deferring = False
-        self._old: dict = {}
-
-    def __enter__(self) -> _SignalGuard:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.deferring and not self.signum:
-            self.signum = signum
-            log.warning(
-                "%s: saving a checkpoint after the current step, then stopping (send it again to stop at once)",
-                signal.Signals(signum).name,
-            )
-            return
-        self.deferring = False
-        raise self.abort(signum)
-
-    def __exit__(self, *exc) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        self._old.clear()
-
-
-# -- output directory ------------------------------------------------------------------------------------
-def _checkpoints(out: Path) -> list[Path]:
-    root = out / CHECKPOINTS
-    if not root.is_dir():
-        return []
-    found = [
-        p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / "trainer_state.json").exists()
-    ]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
-
-
-def _entries(out: Path) -> list[Path]:
-    """What `out` holds, apart from the files of its output lock."""
-    from specprobe.utils.locks import LOCK_FILES
-
-    return [p for p in out.iterdir() if p.name not in LOCK_FILES] if out.is_dir() else []
-
-
-def _inspect_out(out: Path, identity: dict, identity_hash: str, overwrite: bool) -> tuple[str, Any]:
-    """("fresh", None) | ("overwrite", None) | ("done", manifest) | ("resume", checkpoint dir); refuses
-    a different run."""
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"output {out} exists and is not a directory")
-    if not out.exists() or not _entries(out):
-        return "fresh", None
-    if overwrite:
-        return "overwrite", None
-    manifest = out / MANIFEST
-    if manifest.exists():
-        m = read_json(manifest)
-        if m.get("identity_hash") == identity_hash:
-            return "done", m
-        diffs = _diff(identity, m.get("identity", {}))
-        raise FileExistsError(
-            f"output directory {out} already holds a different finished run "
-            f"({'; '.join(diffs[:6]) or 'unknown identity'}); pass --overwrite to replace it"
-        )
-    ckpts = _checkpoints(out)
-    if ckpts:
-        state = read_json(ckpts[-1] / "trainer_state.json")
-        if state.get("identity_hash") == identity_hash:
-            return "resume", ckpts[-1]
-        diffs = _diff(identity, state.get("identity", {}))
-        raise FileExistsError(
-            f"output directory {out} holds checkpoints of a different run "
-            f"({'; '.join(diffs[:6]) or 'unknown identity'}); pass --overwrite to start over"
-        )
-    if (out / FINISHING).exists():
-        try:
-            marker = read_json(out / FINISHING)
-        except (OSError, ValueError):
-            marker = {}
-        if isinstance(marker, dict) and marker.get("identity_hash") == identity_hash:
-            log.warning(
-                "%s: this run was stopped while writing its final adapter, with no checkpoint left; training it again",
-                out,
-            )
-            return "overwrite", None
-    if (out / "adapter_config.json").exists():
-        raise FileExistsError(
-            f"output directory {out} already holds an adapter that this run did not write; "
-            "pass --overwrite to replace it"
-        )
-    others = sorted(p.name for p in _entries(out))
-    if set(others) <= {CHECKPOINTS, LOGS, SNAPSHOTS}:
-        return "fresh", None
-    raise FileExistsError(
-        f"output directory {out} is not empty ({', '.join(others[:5])}) and holds no specprobe run; "
-        "choose another directory or pass --overwrite"
-    )
-
-
-def _clear_owned(out: Path) -> None:
-    for name in OWNED:
-        p = out / name
-        if p.is_dir():
-            shutil.rmtree(p)
-        elif p.exists():
-            p.unlink()
-    left = [p.name for p in _entries(out)]
-    if left:
-        log.warning("--overwrite kept files that a training run does not write: %s", ", ".join(left[:10]))
-
-
 # -- the trainer -----------------------------------------------------------------------------------------
 EXTRA_VERSIONS = ("accelerate", "safetensors", "bitsandbytes")  # recorded beside `library_versions()`' own
 
@@ -582,15 +91,6 @@ class _Progress:
     curve: list = field(default_factory=list)  # {"step", "epoch", "loss", "lr"} per optimizer step
     wall_before: float = 0.0  # training wall time of the earlier segments of a resumed run
     resumed_from: list = field(default_factory=list)  # the steps the run was resumed at
-
-
-def _check_4bit(cuda: bool) -> None:
-    if not cuda:
-        raise ValueError("load_in_4bit (QLoRA) needs a CUDA GPU")
-    try:
-        import bitsandbytes  # noqa: F401  # pyflakes: ignore
-    except ImportError as exc:
-        raise ValueError("load_in_4bit (QLoRA) needs the bitsandbytes package (pip install bitsandbytes)") from exc
 
 
 class _Trainer:
@@ -619,7 +119,7 @@ class _Trainer:
         self.fmt = opts.prompt_format()
         self.t_start = time.time()
         self.progress = _Progress()
-        self.guard: _SignalGuard | None = None  # set by `train`
+        self.guard: SignalGuard | None = None  # set by `train`
         self.total: int | None = None
         self.identity_hash: str | None = None
 
@@ -634,7 +134,7 @@ class _Trainer:
         cuda = torch.cuda.is_available()
         self.precision = resolve_precision(opts.precision, cuda)
         if opts.load_in_4bit:
-            _check_4bit(cuda)
+            check_4bit(cuda)
         if int(os.environ.get("WORLD_SIZE", "1")) == 1:
             # accelerate keeps one process-wide state: a second train() in the same Python session with
             # another precision would be refused. A single process owns it, so start it afresh.
@@ -666,19 +166,18 @@ class _Trainer:
         if self.world > 1:
             broadcast_object_list(fp)
         self.base_sha256 = fp[0]["base_weights_sha256"]  # a hub base's: read once loaded (`manifest`)
-        ident_options = {k: v for k, v in asdict(self.opts).items() if k not in NON_IDENTITY}
-        ident_options["precision"] = self.precision
-        self.identity = {
-            "base": str(self.base),
-            "revision": self.revision,
-            **fp[0],
-            "data_sha256": self.data_meta["sha256"],
-            "specialty": self.wanted,
-            "n_examples": len(self.chosen),
-            "options": ident_options,
-            "world_size": self.world,
-        }
-        self.identity_hash = sha256_text(json.dumps(self.identity, sort_keys=True, default=str))
+        self.identity = run_identity(
+            base=self.base,
+            revision=self.revision,
+            base_id=fp[0],
+            data_sha256=self.data_meta["sha256"],
+            specialty=self.wanted,
+            n_examples=len(self.chosen),
+            opts=self.opts,
+            precision=self.precision,
+            world_size=self.world,
+        )
+        self.identity_hash = identity_hash(self.identity)
 
     def _fit_max_length(self) -> int:
         """`max_length` capped at the model's context (read from its config, before the weights load):
@@ -740,9 +239,9 @@ class _Trainer:
         if completed:
             return TrainingInterrupted(signum, self.progress.step, self.total, self.out, None, completed=True)
         step, ck = 0, None
-        for cand in reversed(_checkpoints(self.out) if self.out.is_dir() else []):
+        for cand in reversed(checkpoint_dirs(self.out) if self.out.is_dir() else []):
             try:
-                state = read_json(cand / "trainer_state.json")
+                state = read_json(cand / TRAINER_STATE)
             except (OSError, ValueError):
                 continue
             if self.identity_hash is None or state.get("identity_hash") == self.identity_hash:
@@ -753,15 +252,15 @@ class _Trainer:
         return TrainingInterrupted(signum, step, self.total, self.out, ck)
 
     def prepare_out(self, overwrite: bool) -> tuple[str, Any]:
-        """What the output directory holds (see `_inspect_out`); unless "done", it is made ready to write."""
+        """What the output directory holds (see `inspect_out`); unless "done", it is made ready to write."""
         assert self.identity_hash is not None  # set by identify(), which runs first
-        state, found = _inspect_out(self.out, self.identity, self.identity_hash, overwrite)
+        state, found = inspect_out(self.out, self.identity, self.identity_hash, overwrite)
         if state == "done":
             return state, found
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             if state == "overwrite":
-                _clear_owned(self.out)
+                clear_owned(self.out)
             self.out.mkdir(parents=True, exist_ok=True)
         self.accelerator.wait_for_everyone()
         return state, found
@@ -775,6 +274,7 @@ class _Trainer:
         self._build_optimizer(model)
 
     def _load_model(self):
+        """The base model in the run's precision (4-bit quantized for QLoRA), ready for LoRA training."""
         import torch
 
         from specprobe.core.models import load_causal_lm, load_tokenizer
@@ -784,24 +284,7 @@ class _Trainer:
             self.tokenizer = load_tokenizer(self.base, self.trust_remote_code)
         base_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         if opts.load_in_4bit:
-            from peft import prepare_model_for_kbit_training
-            from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
-            qcfg = BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=base_dtype if precision != "fp32" else torch.float32,
-            )
-            model = AutoModelForCausalLM.from_pretrained(
-                self.base,
-                quantization_config=qcfg,
-                dtype=base_dtype,
-                revision=self.revision,
-                device_map={"": self.accelerator.local_process_index},
-                trust_remote_code=self.trust_remote_code,
-            )
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=opts.gradient_checkpointing)
+            model = self._load_quantized(base_dtype)
         else:
             model = load_causal_lm(
                 self.base,
@@ -816,6 +299,28 @@ class _Trainer:
         model.config.use_cache = False
         self.base_commit = getattr(model.config, "_commit_hash", None) or self.identity.get("base_commit")
         return model
+
+    def _load_quantized(self, base_dtype):
+        """QLoRA's base: NF4 weights (double quantization) on this process's GPU, computing in `base_dtype`."""
+        import torch
+        from peft import prepare_model_for_kbit_training
+        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+        qcfg = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=base_dtype if self.precision != "fp32" else torch.float32,
+        )
+        model = AutoModelForCausalLM.from_pretrained(
+            self.base,
+            quantization_config=qcfg,
+            dtype=base_dtype,
+            revision=self.revision,
+            device_map={"": self.accelerator.local_process_index},
+            trust_remote_code=self.trust_remote_code,
+        )
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=self.opts.gradient_checkpointing)
 
     def _add_lora(self, model):
         import torch
@@ -878,7 +383,7 @@ class _Trainer:
         import torch
         from peft import set_peft_model_state_dict
 
-        tstate = read_json(ck / "trainer_state.json")
+        tstate = read_json(ck / TRAINER_STATE)
         if self.sharded:
             self.accelerator.load_state(str(ck / "accelerate"))
         else:
@@ -898,9 +403,7 @@ class _Trainer:
 
     def checkpoint(self, at_step: int, wall: float) -> None:
         """Write `checkpoints/.tmp-step-N`, then rename it to `step-N` (the commit point); keep the newest."""
-        import torch
-
-        acc, pr = self.accelerator, self.progress
+        acc = self.accelerator
         root = self.out / CHECKPOINTS
         tmp = root / f".tmp-step-{at_step:08d}"
         final = root / f"step-{at_step:08d}"
@@ -913,34 +416,41 @@ class _Trainer:
         if self.sharded:
             acc.save_state(str(tmp / "accelerate"))
         if acc.is_main_process:
-            from peft import get_peft_model_state_dict
-            from safetensors.torch import save_file
-
             if not self.sharded:
-                sd = get_peft_model_state_dict(acc.unwrap_model(self.model))
-                save_file({k: v.detach().cpu().contiguous() for k, v in sd.items()}, str(tmp / "adapter.safetensors"))
-                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-                torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
-            write_json(
-                tmp / "trainer_state.json",
-                {
-                    "step": at_step,
-                    "total_steps": self.total,
-                    "identity": self.identity,
-                    "identity_hash": self.identity_hash,
-                    "loss_curve": pr.curve,
-                    "wall_time_s": wall,
-                    "resumed_from": pr.resumed_from,
-                    "saved": now_iso(),
-                },
-            )
+                self._save_weights_and_optimizer(tmp)
+            write_json(tmp / TRAINER_STATE, self._trainer_state(at_step, wall))
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)  # the commit point
-            for old in _checkpoints(self.out)[: -self.opts.keep_checkpoints]:
+            for old in checkpoint_dirs(self.out)[: -self.opts.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
         self.tracker.flush()  # the steps up to here are committed: the tracker may see them (exactly once)
         acc.wait_for_everyone()
+
+    def _save_weights_and_optimizer(self, folder: Path) -> None:
+        """The adapter weights, optimizer and scheduler state, as `restore` reads them (one process, or DDP)."""
+        import torch
+        from peft import get_peft_model_state_dict
+        from safetensors.torch import save_file
+
+        sd = get_peft_model_state_dict(self.accelerator.unwrap_model(self.model))
+        save_file({k: v.detach().cpu().contiguous() for k, v in sd.items()}, str(folder / "adapter.safetensors"))
+        torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
+        torch.save(self.scheduler.state_dict(), folder / "scheduler.pt")
+
+    def _trainer_state(self, at_step: int, wall: float) -> dict:
+        """A checkpoint's TRAINER_STATE: its step, the run identity, and the loop state `restore` reads back."""
+        pr = self.progress
+        return {
+            "step": at_step,
+            "total_steps": self.total,
+            "identity": self.identity,
+            "identity_hash": self.identity_hash,
+            "loss_curve": pr.curve,
+            "wall_time_s": wall,
+            "resumed_from": pr.resumed_from,
+            "saved": now_iso(),
+        }
 
     # -- the loop ------------------------------------------------------------------------------------------
     def wall(self) -> float:
@@ -949,21 +459,13 @@ class _Trainer:
 
     def loop(self) -> None:
         """Optimizer steps up to the total, checkpointing every `save_every` steps. A SIGINT/SIGTERM on
-        any process (see `_SignalGuard`) stops it after the current step: checkpoint, then
+        any process (see `SignalGuard`) stops it after the current step: checkpoint, then
         `TrainingInterrupted`."""
         from specprobe.utils.progress import progress
 
-        pr, total, guard = self.progress, self.total, self.guard
+        pr, total = self.progress, self.total
         assert total is not None  # set by load()
-        self.model.train()
-        self.t_segment = time.time()
-        self.tracker.start(self.accelerator, self.manifest_options(), resumed=bool(pr.resumed_from))
-        try:
-            check_save_steps(self.opts.save_steps, total)
-        except ValueError as exc:
-            raise TrainOptionError("save_steps", str(exc)) from None
-        if pr.step == 0 and 0 in (self.opts.save_steps or []):
-            self.snapshot(0)
+        self._begin_segment(total)
         bar = progress(
             total,
             f"finetune {', '.join(self.wanted) if self.wanted else 'all'}",
@@ -977,26 +479,49 @@ class _Trainer:
                 t_step = time.perf_counter()
                 loss, lr = self.optimizer_step(epoch, k)
                 pr.step += 1
-                pr.curve.append(
-                    {"step": pr.step, "epoch": epoch + (k + 1) / self.steps_per_epoch, "loss": loss, "lr": lr}
-                )
-                seconds = max(time.perf_counter() - t_step, 1e-9)
-                self.tracker.record(pr.step, loss, lr, self.grad_norm, self.step_tokens * self.world / seconds)
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", epoch=f"{epoch + 1}/{math.ceil(total / self.steps_per_epoch)}")
-                if self.on_step is not None:
-                    self.on_step(pr.step, loss)
-                if pr.step in (self.opts.save_steps or []):
-                    self.snapshot(pr.step)
-                signum = self._stop_anywhere(guard.signum if guard is not None else 0)
-                wall = self.wall()
-                if signum and pr.step < total:
-                    self.checkpoint(pr.step, wall)
-                    raise self.interrupted(signum)
-                if pr.step % self.opts.save_every == 0 and pr.step < total:
-                    self.checkpoint(pr.step, wall)
+                self._after_step(total, epoch, k, loss, lr, t_step, bar)
+                self._checkpoint_or_stop(total)
         finally:
             bar.close()
+
+    def _begin_segment(self, total: int) -> None:
+        """Before the first step of this segment (a resumed run has several): train mode, the wall clock,
+        the tracker, and the step 0 snapshot if asked for (`save_steps` is checked against the run's length)."""
+        self.model.train()
+        self.t_segment = time.time()
+        self.tracker.start(self.accelerator, self.manifest_options(), resumed=bool(self.progress.resumed_from))
+        try:
+            check_save_steps(self.opts.save_steps, total)
+        except ValueError as exc:
+            raise TrainOptionError("save_steps", str(exc)) from None
+        if self.progress.step == 0 and 0 in (self.opts.save_steps or []):
+            self.snapshot(0)
+
+    def _after_step(self, total: int, epoch: int, k: int, loss: float, lr: float, t_step: float, bar: Any) -> None:
+        """Record the step just taken (loss curve, tracker, progress bar, `on_step`) and keep a snapshot
+        if `save_steps` asks for it."""
+        pr = self.progress
+        pr.curve.append({"step": pr.step, "epoch": epoch + (k + 1) / self.steps_per_epoch, "loss": loss, "lr": lr})
+        seconds = max(time.perf_counter() - t_step, 1e-9)
+        self.tracker.record(pr.step, loss, lr, self.grad_norm, self.step_tokens * self.world / seconds)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", epoch=f"{epoch + 1}/{math.ceil(total / self.steps_per_epoch)}")
+        if self.on_step is not None:
+            self.on_step(pr.step, loss)
+        if pr.step in (self.opts.save_steps or []):
+            self.snapshot(pr.step)
+
+    def _checkpoint_or_stop(self, total: int) -> None:
+        """After each step but the last (which `finish` writes): a checkpoint every `save_every` steps, and
+        after a signal on any process, a checkpoint and then `TrainingInterrupted`."""
+        pr, guard = self.progress, self.guard
+        signum = self._stop_anywhere(guard.signum if guard is not None else 0)
+        wall = self.wall()
+        if signum and pr.step < total:
+            self.checkpoint(pr.step, wall)
+            raise self.interrupted(signum)
+        if pr.step % self.opts.save_every == 0 and pr.step < total:
+            self.checkpoint(pr.step, wall)
 
     def snapshot(self, step: int) -> None:
         """Keep the adapter as it is after `step` optimizer steps, as a PEFT folder (finetune/snapshots.py)."""
@@ -1184,7 +709,7 @@ def train(
         trust_remote_code=trust_remote_code,
         on_step=on_step,
     )
-    with _SignalGuard(trainer.interrupted) as guard:
+    with SignalGuard(trainer.interrupted) as guard:
         trainer.guard = guard
         trainer.start()
         trainer.identify(data, specialty)

@@ -1,0 +1,142 @@
+"""A training run's output folder: what it holds (nothing, this run finished, this run's checkpoints,
+another run, something else), so that `train` starts, resumes, returns or refuses, and which of its
+entries a run owns (what `overwrite` removes)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from specprobe.finetune.run_identity import identity_diff
+from specprobe.finetune.snapshots import SNAPSHOTS
+from specprobe.finetune.trackers import LOGS
+from specprobe.utils.io import read_json
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+CHECKPOINTS = "checkpoints"
+TRAINER_STATE = "trainer_state.json"  # in each checkpoint: its step, the run identity, the loss curve
+FINISHING = ".finishing.json"  # present while the final adapter is being moved into place
+# Entries of an output directory that a run writes (and `overwrite` removes).
+OWNED = (
+    MANIFEST,
+    CHECKPOINTS,
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "adapter_model.bin",
+    "README.md",
+    ".final-tmp",
+    FINISHING,
+    LOGS,
+    SNAPSHOTS,
+)
+
+
+def checkpoint_dirs(out: Path) -> list[Path]:
+    """The committed checkpoints in `out` (`checkpoints/step-N`), oldest first."""
+    root = out / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / TRAINER_STATE).exists()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def _entries(out: Path) -> list[Path]:
+    """What `out` holds, apart from the files of its output lock."""
+    from specprobe.utils.locks import LOCK_FILES
+
+    return [p for p in out.iterdir() if p.name not in LOCK_FILES] if out.is_dir() else []
+
+
+def inspect_out(out: Path, identity: dict, identity_hash: str, overwrite: bool) -> tuple[str, Any]:
+    """("fresh", None) | ("overwrite", None) | ("done", manifest) | ("resume", checkpoint dir); refuses
+    a different run."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"output {out} exists and is not a directory")
+    if not out.exists() or not _entries(out):
+        return "fresh", None
+    if overwrite:
+        return "overwrite", None
+    if (out / MANIFEST).exists():
+        return _finished_run(out, identity, identity_hash)
+    ckpts = checkpoint_dirs(out)
+    if ckpts:
+        return _checkpointed_run(out, ckpts[-1], identity, identity_hash)
+    if _stopped_while_finishing(out, identity_hash):
+        return "overwrite", None
+    return _no_run(out)
+
+
+def _finished_run(out: Path, identity: dict, identity_hash: str) -> tuple[str, Any]:
+    """("done", manifest) when the finished run in `out` is this one; otherwise refused."""
+    m = read_json(out / MANIFEST)
+    if m.get("identity_hash") == identity_hash:
+        return "done", m
+    diffs = identity_diff(identity, m.get("identity", {}))
+    raise FileExistsError(
+        f"output directory {out} already holds a different finished run "
+        f"({'; '.join(diffs[:6]) or 'unknown identity'}); pass --overwrite to replace it"
+    )
+
+
+def _checkpointed_run(out: Path, newest: Path, identity: dict, identity_hash: str) -> tuple[str, Any]:
+    """("resume", newest) when the checkpoints in `out` are this run's; otherwise refused."""
+    state = read_json(newest / TRAINER_STATE)
+    if state.get("identity_hash") == identity_hash:
+        return "resume", newest
+    diffs = identity_diff(identity, state.get("identity", {}))
+    raise FileExistsError(
+        f"output directory {out} holds checkpoints of a different run "
+        f"({'; '.join(diffs[:6]) or 'unknown identity'}); pass --overwrite to start over"
+    )
+
+
+def _stopped_while_finishing(out: Path, identity_hash: str) -> bool:
+    """Whether this run was killed while moving its final adapter into place (the `FINISHING` marker is
+    its own) with no checkpoint left: its adapter files are its own, and it trains again."""
+    if not (out / FINISHING).exists():
+        return False
+    try:
+        marker = read_json(out / FINISHING)
+    except (OSError, ValueError):
+        marker = {}
+    if isinstance(marker, dict) and marker.get("identity_hash") == identity_hash:
+        log.warning(
+            "%s: this run was stopped while writing its final adapter, with no checkpoint left; training it again",
+            out,
+        )
+        return True
+    return False
+
+
+def _no_run(out: Path) -> tuple[str, Any]:
+    """A folder with no manifest and no checkpoint: "fresh" if it holds only what a run leaves before its
+    first checkpoint (logs, snapshots); anything else is refused."""
+    if (out / "adapter_config.json").exists():
+        raise FileExistsError(
+            f"output directory {out} already holds an adapter that this run did not write; "
+            "pass --overwrite to replace it"
+        )
+    others = sorted(p.name for p in _entries(out))
+    if set(others) <= {CHECKPOINTS, LOGS, SNAPSHOTS}:
+        return "fresh", None
+    raise FileExistsError(
+        f"output directory {out} is not empty ({', '.join(others[:5])}) and holds no specprobe run; "
+        "choose another directory or pass --overwrite"
+    )
+
+
+def clear_owned(out: Path) -> None:
+    """Remove what a training run writes in `out` (`overwrite`); anything else is kept, with a warning."""
+    for name in OWNED:
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+    left = [p.name for p in _entries(out)]
+    if left:
+        log.warning("--overwrite kept files that a training run does not write: %s", ", ".join(left[:10]))

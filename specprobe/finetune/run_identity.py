@@ -1,0 +1,87 @@
+"""What makes two training runs the same run: the base weights, the data, the specialty filter, every
+option that changes the trained weights and the number of processes. A rerun with the same identity
+resumes or finds its finished run; a different one is refused (`run_folder.inspect_out`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from specprobe.finetune.train_options import NON_IDENTITY, TrainOptions
+from specprobe.utils.io import sha256_text
+
+
+def run_identity(
+    *,
+    base: str,
+    revision: str | None,
+    base_id: dict,
+    data_sha256: str,
+    specialty: list[str] | None,
+    n_examples: int,
+    opts: TrainOptions,
+    precision: str,
+    world_size: int,
+) -> dict:
+    """The run identity: `base_id` is `base_identity(base, revision)`; `precision` the resolved one."""
+    options = {k: v for k, v in asdict(opts).items() if k not in NON_IDENTITY}
+    options["precision"] = precision
+    return {
+        "base": str(base),
+        "revision": revision,
+        **base_id,
+        "data_sha256": data_sha256,
+        "specialty": specialty,
+        "n_examples": n_examples,
+        "options": options,
+        "world_size": world_size,
+    }
+
+
+def identity_hash(identity: dict) -> str:
+    """The hash a checkpoint and a manifest record, to know a rerun of the same run."""
+    return sha256_text(json.dumps(identity, sort_keys=True, default=str))
+
+
+def base_identity(base: str, revision: str | None = None) -> dict:
+    """What identifies the base weights in a run's identity: a local checkpoint's weights hash
+    (`base_fingerprint`); for a hub id, the commit its configuration was read from (call after
+    `AutoConfig.from_pretrained`). The commit is known before the weights are downloaded, unlike their
+    hash, so a first run (weights not yet cached) and its resume have the same identity."""
+    from specprobe.core.models import hub_commit
+
+    if Path(base).is_dir():
+        return {"base_weights_sha256": base_fingerprint(base)}
+    try:
+        commit = hub_commit(base, revision, cached_only=True)
+    except ValueError:  # not cached: the model cannot load offline either, and says why
+        commit = None
+    return {"base_weights_sha256": None, "base_commit": commit}
+
+
+def base_fingerprint(base: str, revision: str | None = None) -> str | None:
+    """sha256 of the base's first safetensors file (as `ModelPair` checks it), local dir or hub cache."""
+    from specprobe.core.models import weights_fingerprint
+
+    if Path(base).is_dir():
+        return weights_fingerprint(base)
+    try:
+        from huggingface_hub import snapshot_download
+
+        snap = snapshot_download(base, revision=revision, local_files_only=True, allow_patterns=["*.safetensors"])
+        return weights_fingerprint(snap)
+    except Exception:  # noqa: BLE001 - provenance only; the base may be unavailable offline
+        return None
+
+
+def identity_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """How identity `b` (a run on disk) differs from `a` (this run), one "key: there vs now" per value."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += identity_diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}: {vb!r} there vs {va!r} now")
+    return out
