@@ -408,7 +408,8 @@ def test_hub_base_identity_is_the_commit_known_before_the_weights_download(tiny_
     resume was refused as a different run."""
     from huggingface_hub import constants
 
-    from specprobe.finetune.run_identity import base_fingerprint, base_identity
+    from specprobe.core.models import weights_fingerprint as base_fingerprint
+    from specprobe.finetune.run_identity import base_identity
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     commit = _fake_hub_cache(tmp_path / "hub", tiny_llama[0], weights=False)  # config fetched, weights not yet
@@ -420,9 +421,30 @@ def test_hub_base_identity_is_the_commit_known_before_the_weights_download(tiny_
     assert base_identity(str(tiny_llama[0])) == {"base_weights_sha256": base_fingerprint(str(tiny_llama[0]))}
 
 
+def test_training_at_a_hub_revision_tokenizes_with_that_revisions_tokenizer(tmp_path, monkeypatch):
+    """`revision` reached the weights and the config, but the tokenizer came from the default branch: at a
+    revision with another vocabulary, the token ids did not fit the model's embedding."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    from specprobe.testing.tiny_models import build_tiny_model
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    _fake_hub_cache(tmp_path / "hub", build_tiny_model("llama", tmp_path / "main", vocab_size=900))
+    other = build_tiny_model("llama", tmp_path / "v2", vocab_size=300)
+    root = tmp_path / "hub" / "models--specprobe-test--tiny"
+    (root / "refs" / "v2").write_text("2" * 40)
+    shutil.copytree(other, root / "snapshots" / ("2" * 40))
+    data = write_qa(tmp_path / "qa.json")
+    run = train("specprobe-test/tiny", data, "Cardiology", tmp_path / "out", revision="v2", **{**FAST, "max_steps": 2})
+    assert run.manifest["base_commit"] == "2" * 40
+
+
 @pytest.mark.slow
 def test_training_a_hub_id_records_commit_and_weights_and_reruns_as_the_same_run(tiny_llama, tmp_path):
-    from specprobe.finetune.run_identity import base_fingerprint
+    from specprobe.core.models import weights_fingerprint as base_fingerprint
 
     commit = _fake_hub_cache(tmp_path / "hub", tiny_llama[0])
     data = write_qa(tmp_path / "qa.json")

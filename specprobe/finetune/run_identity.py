@@ -46,33 +46,18 @@ def identity_hash(identity: dict) -> str:
 
 def base_identity(base: str, revision: str | None = None) -> dict:
     """What identifies the base weights in a run's identity: a local checkpoint's weights hash
-    (`base_fingerprint`); for a hub id, the commit its configuration was read from (call after
+    (`core.models.weights_fingerprint`, as `ModelPair` checks it); for a hub id, the commit its configuration was read from (call after
     `AutoConfig.from_pretrained`). The commit is known before the weights are downloaded, unlike their
     hash, so a first run (weights not yet cached) and its resume have the same identity."""
-    from specprobe.core.models import hub_commit
+    from specprobe.core.models import hub_commit, weights_fingerprint
 
     if Path(base).is_dir():
-        return {"base_weights_sha256": base_fingerprint(base)}
+        return {"base_weights_sha256": weights_fingerprint(base)}
     try:
         commit = hub_commit(base, revision, cached_only=True)
     except ValueError:  # not cached: the model cannot load offline either, and says why
         commit = None
     return {"base_weights_sha256": None, "base_commit": commit}
-
-
-def base_fingerprint(base: str, revision: str | None = None) -> str | None:
-    """sha256 of the base's first safetensors file (as `ModelPair` checks it), local dir or hub cache."""
-    from specprobe.core.models import weights_fingerprint
-
-    if Path(base).is_dir():
-        return weights_fingerprint(base)
-    try:
-        from huggingface_hub import snapshot_download
-
-        snap = snapshot_download(base, revision=revision, local_files_only=True, allow_patterns=["*.safetensors"])
-        return weights_fingerprint(snap)
-    except Exception:  # noqa: BLE001 - provenance only; the base may be unavailable offline
-        return None
 
 
 def identity_diff(a: dict, b: dict, prefix: str = "") -> list[str]:

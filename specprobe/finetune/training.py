@@ -52,7 +52,7 @@ from specprobe.finetune.run_folder import (
     clear_owned,
     inspect_out,
 )
-from specprobe.finetune.run_identity import base_fingerprint, base_identity, identity_hash, run_identity
+from specprobe.finetune.run_identity import base_identity, identity_hash, run_identity
 from specprobe.finetune.snapshots import check_save_steps, save_snapshot, snapshot_entries
 from specprobe.finetune.trackers import StepTracker
 from specprobe.finetune.train_examples import Example, build_examples, collate, group_indices, step_seed
@@ -186,7 +186,7 @@ class _Trainer:
 
         from specprobe.core.models import load_tokenizer, model_context_length
 
-        self.tokenizer = load_tokenizer(self.base, self.trust_remote_code)
+        self.tokenizer = load_tokenizer(self.base, self.trust_remote_code, self.revision)
         try:
             config = AutoConfig.from_pretrained(
                 self.base, revision=self.revision, trust_remote_code=self.trust_remote_code
@@ -281,7 +281,7 @@ class _Trainer:
 
         opts, precision = self.opts, self.precision
         if getattr(self, "tokenizer", None) is None:
-            self.tokenizer = load_tokenizer(self.base, self.trust_remote_code)
+            self.tokenizer = load_tokenizer(self.base, self.trust_remote_code, self.revision)
         base_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         if opts.load_in_4bit:
             model = self._load_quantized(base_dtype)
@@ -600,6 +600,8 @@ class _Trainer:
 
     def manifest(self, wall: float) -> dict:
         """Everything about the finished run (manifest.json; `tokenizer` is added when it is written)."""
+        from specprobe.core.models import weights_fingerprint
+
         opts, pr = self.opts, self.progress
         return {
             "specprobe_finetune": 1,
@@ -608,7 +610,7 @@ class _Trainer:
             "base": str(self.base),
             "revision": self.revision,
             "base_commit": self.base_commit,
-            "base_weights_sha256": self.base_sha256 or base_fingerprint(str(self.base), self.revision),
+            "base_weights_sha256": self.base_sha256 or weights_fingerprint(str(self.base), self.revision),
             "data": self.data_meta,
             "filter": {
                 "specialty": self.wanted if self.wanted else "all",
