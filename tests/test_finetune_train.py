@@ -226,6 +226,29 @@ def test_output_directory_with_a_different_run_is_refused(tiny_llama, tmp_path):
         train(base, recs, "Neurology", other, **FAST)
 
 
+def test_a_finished_run_whose_adapter_changed_is_not_adopted(tiny_llama, tmp_path):
+    """A rerun returns a finished run as done on its manifest; an adapter file replaced or deleted since
+    (by hand, or by another tool writing into the folder) was adopted as this run's result."""
+    base, recs, out = str(tiny_llama[0]), make_records(), tmp_path / "out"
+    first = train(base, recs, "Cardiology", out, **FAST)
+    assert set(first.manifest["adapter_files"]) == {"adapter_config.json", "adapter_model.safetensors"}
+    assert train(base, recs, "Cardiology", out, **FAST).manifest == first.manifest  # unchanged: adopted
+    with open(out / "adapter_model.safetensors", "r+b") as fh:  # one byte of the weights changed
+        fh.seek(-1, 2)
+        last = fh.read(1)
+        fh.seek(-1, 2)
+        fh.write(bytes([last[0] ^ 1]))
+    with pytest.raises(FileExistsError, match=r"changed or are missing since \(adapter_model\.safetensors\)"):
+        train(base, recs, "Cardiology", out, **FAST)
+    (out / "adapter_config.json").unlink()
+    with pytest.raises(
+        FileExistsError, match=r"\(adapter_config\.json, adapter_model\.safetensors\); pass --overwrite"
+    ):
+        train(base, recs, "Cardiology", out, **FAST)
+    again = train(base, recs, "Cardiology", out, overwrite=True, **FAST)
+    assert again.manifest["adapter_files"] == first.manifest["adapter_files"]  # the same run, trained again
+
+
 def test_ctrl_c_leaves_a_checkpoint_and_resume_matches(tiny_llama, tmp_path):
     """SIGINT mid-run: checkpoint at the step boundary, then TrainingInterrupted; re-running ends with
     identical weights (dropout on)."""

@@ -12,7 +12,7 @@ from typing import Any
 from specprobe.finetune.run_identity import identity_diff
 from specprobe.finetune.snapshots import SNAPSHOTS
 from specprobe.finetune.trackers import LOGS
-from specprobe.utils.io import read_json
+from specprobe.utils.io import read_json, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -20,12 +20,12 @@ MANIFEST = "manifest.json"
 CHECKPOINTS = "checkpoints"
 TRAINER_STATE = "trainer_state.json"  # in each checkpoint: its step, the run identity, the loss curve
 FINISHING = ".finishing.json"  # present while the final adapter is being moved into place
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")  # the final adapter, hashed in the manifest
 # Entries of an output directory that a run writes (and `overwrite` removes).
 OWNED = (
     MANIFEST,
     CHECKPOINTS,
-    "adapter_config.json",
-    "adapter_model.safetensors",
+    *ADAPTER_FILES,
     "adapter_model.bin",
     "README.md",
     ".final-tmp",
@@ -70,10 +70,23 @@ def inspect_out(out: Path, identity: dict, identity_hash: str, overwrite: bool) 
     return _no_run(out)
 
 
+def adapter_digests(out: Path) -> dict[str, str]:
+    """sha256 of the final adapter's files in `out` (`ADAPTER_FILES` that exist), as the manifest records them."""
+    return {name: sha256_file(out / name) for name in ADAPTER_FILES if (out / name).is_file()}
+
+
 def _finished_run(out: Path, identity: dict, identity_hash: str) -> tuple[str, Any]:
-    """("done", manifest) when the finished run in `out` is this one; otherwise refused."""
+    """("done", manifest) when the finished run in `out` is this one and its adapter files are the ones
+    it wrote (manifests before `adapter_files` was recorded: not checked); otherwise refused."""
     m = read_json(out / MANIFEST)
     if m.get("identity_hash") == identity_hash:
+        recorded = m.get("adapter_files")
+        if isinstance(recorded, dict) and (now := adapter_digests(out)) != recorded:
+            changed = sorted(n for n in set(recorded) | set(now) if recorded.get(n) != now.get(n))
+            raise FileExistsError(
+                f"output directory {out} holds this run, finished, but its adapter files changed or are missing "
+                f"since ({', '.join(changed)}); pass --overwrite to train it again"
+            )
         return "done", m
     diffs = identity_diff(identity, m.get("identity", {}))
     raise FileExistsError(

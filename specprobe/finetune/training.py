@@ -48,6 +48,7 @@ from specprobe.finetune.run_folder import (
     FINISHING,
     MANIFEST,
     TRAINER_STATE,
+    adapter_digests,
     checkpoint_dirs,
     clear_owned,
     inspect_out,
@@ -658,6 +659,7 @@ class _Trainer:
             for f in tmp.iterdir():
                 os.replace(f, out / f.name)
             tmp.rmdir()
+            manifest["adapter_files"] = adapter_digests(out)  # a rerun adopts the run only with these files
             write_json(out / MANIFEST, json.loads(json.dumps(manifest, default=str)))
             self.tracker.flush()  # after the manifest: a rerun of a finished run logs nothing again
             (out / FINISHING).unlink()
