@@ -13,7 +13,7 @@ from functools import cache
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from specprobe.core.encoding import encode, nfc_map  # noqa: E402
@@ -46,6 +46,8 @@ CLUSTERS = LETTERS + [
     "\u1100\u1161",
     "\uac00",
     "\u0b47\u0b3e",  # starters that compose: Hangul jamo (가) and an Oriya vowel
+    "'",
+    "\u2019",  # the two apostrophes, which match each other
 ]
 SEPARATORS = [" ", "  ", "-", ",", "\n", ". "]
 # every mark (Unicode category M) the clusters can produce, in any normalisation form
@@ -65,8 +67,8 @@ MARKS = re.escape(
 
 
 def _reference(clusters: list[str], term: str, opts: MatchOptions) -> list[tuple[int, int]]:
-    """Written independently of the implementation: NFC each cluster, search the joined NFC text with
-    one regex, and map each match back through the cluster table (per character where a cluster is
+    """Written independently of the implementation: NFC each cluster, search the joined NFC text (its
+    typographic apostrophes made ASCII, as the term's) with one regex, and map each match back through the cluster table (per character where a cluster is
     already NFC, to the whole cluster where NFC changed it)."""
     norm_to_orig: list[tuple[int, int]] = []  # per NFC character: its original (start, end)
     orig_pos = 0
@@ -77,8 +79,9 @@ def _reference(clusters: list[str], term: str, opts: MatchOptions) -> list[tuple
         else:
             norm_to_orig += [(orig_pos, orig_pos + len(c))] * len(n)
         orig_pos += len(c)
-    norm = "".join(unicodedata.normalize("NFC", c) for c in clusters)
-    term = unicodedata.normalize("NFC", term.strip())
+    apostrophe = str.maketrans({"\u2019": "'"})  # one character for another: the spans stay
+    norm = "".join(unicodedata.normalize("NFC", c) for c in clusters).translate(apostrophe)
+    term = unicodedata.normalize("NFC", term.strip()).translate(apostrophe)
     if not term:
         return []
     words = term.split()
@@ -123,6 +126,19 @@ def test_find_spans_matches_the_regex_reference_under_nfc(case):
             assert 0 <= s < e <= len(text)
             if opts.whole_word:
                 assert not unicodedata.combining(text[s]) and (e == len(text) or not unicodedata.combining(text[e]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts_and_terms())
+@example((list("Crohn\u2019s disease"), "crohn's disease"))
+def test_either_apostrophe_in_a_term_finds_the_same_spans(case):
+    """S-MedQA writes "Crohn\u2019s disease" where the lexicon's term may be "crohn's disease": each form of
+    the term finds both forms in a text."""
+    clusters, term = case
+    text = "".join(clusters)
+    respelled = term.translate(str.maketrans({"'": "\u2019", "\u2019": "'"}))
+    for opts in ALL_OPTIONS:
+        assert find_spans(text, respelled, opts) == find_spans(text, term, opts)
 
 
 @settings(max_examples=300, deadline=None)

@@ -236,8 +236,8 @@ def _show(term: str) -> str:
 
 
 def _match_key(term: str, opts: MatchOptions) -> str:
-    """Terms with equal keys find the same spans in every text under `opts`."""
-    key = unicodedata.normalize("NFC", term)
+    """Terms with equal keys find the same spans in every text under `opts` (either apostrophe: `find_spans`)."""
+    key = unicodedata.normalize("NFC", term).replace("\u2019", "'")
     if opts.flexible_whitespace:
         key = " ".join(key.split())
     return _fold(key, opts.case_sensitive)
@@ -307,7 +307,7 @@ def normalize_terms(
     if not out:
         raise ValueError("no terms given: pass at least one term")
     if merged:
-        how = ("case-insensitive " if not opts.case_sensitive else "") + "NFC matching"
+        how = ("case-insensitive " if not opts.case_sensitive else "") + "NFC matching, either apostrophe"
         pairs = "; ".join(
             f"{' / '.join(_show(s) for s in v)} -> {k!r} {list(out[k])}" for k, v in list(merged.items())[:10]
         )

@@ -10,7 +10,9 @@ covers every original character its match stands for). On text that is already N
 all text is, this is a no-op. Case-insensitive matching is Python `re.IGNORECASE` on the NFC forms
 (simple per-character case folding: "ß" does not match "ss"). A whole word is not preceded or
 followed by a word character (`\\w`) or a combining mark, so "Sjo" does not match inside
-"Sjo\\u0308gren" even where no precomposed character exists.
+"Sjo\\u0308gren" even where no precomposed character exists. An apostrophe matches either form, ASCII
+"'" or typographic "\\u2019" ("Crohn\\u2019s disease" is an occurrence of "Crohn's disease"), as the
+lexicon counts them.
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ def _nfc_term(term: str) -> str:
     return unicodedata.normalize("NFC", term.strip())
 
 
+#: the apostrophes a term's apostrophe matches in a text (`re.escape` leaves both as they are)
+APOSTROPHES = "'\u2019"
+_ANY_APOSTROPHE = str.maketrans({a: f"[{APOSTROPHES}]" for a in APOSTROPHES})
+
+
 @lru_cache(maxsize=65536)
 def _pattern(term: str, opts: MatchOptions) -> re.Pattern:
     words = term.split()
@@ -55,6 +62,7 @@ def _pattern(term: str, opts: MatchOptions) -> re.Pattern:
         body = r"\s+".join(re.escape(w) for w in words)
     else:
         body = re.escape(term)
+    body = body.translate(_ANY_APOSTROPHE)
     if opts.whole_word:
         body = rf"(?<!\w){body}(?!\w)"
     return re.compile(body, 0 if opts.case_sensitive else re.IGNORECASE)
