@@ -339,7 +339,8 @@ def test_rank_correlation_does_not_depend_on_the_order_of_the_rows(seed, n, clus
     np.testing.assert_allclose(
         [b.rho, b.ci_low, b.ci_high, b.p_value], [a.rho, a.ci_low, a.ci_high, a.p_value], rtol=1e-12, equal_nan=True
     )
-    assert permutation_p(x[order], y[order], strata[order], n_perm=200, seed=seed) == a.p_value
+    if a.n_clusters >= 3:  # (with fewer, rank_correlation gives no rho and no p)
+        np.testing.assert_equal(permutation_p(x[order], y[order], strata[order], n_perm=200, seed=seed), a.p_value)
 
 
 def test_a_specialty_listed_twice_counts_a_question_once():
@@ -359,3 +360,42 @@ def test_a_specialty_listed_twice_counts_a_question_once():
     flat = once.assign(specialties=[SPECS] * len(once))
     pair = [row(accuracy_link(t, comp).correlations(n_boot=200, n_perm=200), "margin_change") for t in (both, flat)]
     assert (pair[0]["rho"], pair[0]["p_perm"]) == (pair[1]["rho"], pair[1]["p_perm"])
+
+
+def test_no_permutation_possible_gives_no_p_not_p_one():
+    """Every stratum a single row, or constant in x or in y: every permutation gives the observed rho, and
+    p was exactly 1 ("no association") for a test that could not be run. Now NaN, and the table says why."""
+    x, y, pairs = np.arange(6.0), np.array([0.0, 1, 1, 2, 3, 5]), np.array([0, 0, 1, 1, 2, 2])
+    assert np.isnan(permutation_p(x, y, np.arange(6), n_perm=200, seed=0))  # one row a stratum
+    assert np.isnan(permutation_p(pairs, y, pairs, n_perm=200, seed=0))  # x constant within each stratum
+    assert np.isnan(permutation_p(x, pairs, pairs, n_perm=200, seed=0))  # y constant within each stratum
+    assert 0 < permutation_p(x, y, pairs, n_perm=200, seed=0) <= 1  # one stratum varying in both is enough
+    res = rank_correlation(x, y, strata=np.arange(6), n_boot=200, n_perm=200)
+    assert res.rho == pytest.approx(scipy.stats.spearmanr(x, y)[0]) and np.isnan(res.p_value)
+    # one question per adapter x specialty in an AccuracyLink: the note says so, Holm leaves it out
+    frame = pd.DataFrame({c: [np.nan] * 6 for c in AccuracyLink.columns}).assign(
+        adapter="A",
+        item_id=[f"q{i}" for i in range(6)],
+        specialties=[(f"S{i}",) for i in range(6)],
+        term_delta=x,
+        acc_change=y,
+    )
+    table = AccuracyLink(frame).correlations(["acc_change"], n_boot=100, n_perm=100)
+    all_row = row(table, "acc_change")
+    assert np.isfinite(all_row["rho"]) and np.isnan(all_row["p_perm"]) and "no permutation test" in all_row["note"]
+
+
+def test_rho_needs_three_questions_not_three_rows():
+    """The question is the unit (its rows under several adapters are one cluster): 2 questions under 3
+    adapters are 6 rows, and rho was computed (with a CI that is NaN for want of clusters); now NaN."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=6), rng.normal(size=6)
+    questions = np.array(["q0", "q1"] * 3)
+    assert np.isfinite(spearman(x, y))
+    res = rank_correlation(x, y, clusters=questions, strata=np.repeat([0, 1, 2], 2), n_boot=100, n_perm=100)
+    assert np.isnan(res.rho) and np.isnan(res.p_value) and res.n == 6 and res.n_clusters == 2
+    frame = pd.DataFrame({c: [np.nan] * 6 for c in AccuracyLink.columns}).assign(
+        adapter=np.repeat(["A", "B", "C"], 2), item_id=questions, specialties=[("S",)] * 6, term_delta=x, acc_change=y
+    )
+    r = row(AccuracyLink(frame).correlations(["acc_change"], n_boot=100, n_perm=100), "acc_change")
+    assert np.isnan(r["rho"]) and r["n"] == 6 and r["n_questions"] == 2 and "only 2 question(s)" in r["note"]

@@ -319,3 +319,31 @@ def test_contrast_p_does_not_depend_on_the_order_of_the_models():
         c = _matrix_of({(m, s): cells[(m, s)] for m in order for s in specs}).contrast(n_perm=2000)
         ps.add((c.attrs["mean_diff"], c.attrs["p_value"]))
     assert len(ps) == 1
+
+
+def test_contrast_without_the_own_adapters_cell_is_an_untested_row(caplog):
+    """An adapter without an accuracy on its OWN specialty: `int(n)` of the missing cell raised "cannot
+    convert float NaN to integer", so contrast(), summary() and the experiment report crashed. Now that row
+    is untested (no own accuracy, difference or rank; not best), named in `untested`, with a warning."""
+    import pandas as pd
+
+    specs = ("A", "B", "C")
+    cells = {(m, s): (0.9 if m == s else 0.3) for m in ("base", *specs) for s in specs if (m, s) != ("C", "C")}
+    m = _matrix_of(cells)
+    with caplog.at_level("WARNING"):
+        c = m.contrast(n_perm=999)
+    assert "C on C" in caplog.text and c.attrs["untested"] == ["C on C"]
+    row = c.set_index("specialty").loc["C"]
+    assert math.isnan(row["own_acc"]) and math.isnan(row["diff"]) and math.isnan(row["gain"])
+    assert row["rank"] is pd.NA and not row["is_best"] and row["n"] == 0 and row["n_adapters"] == 2
+    assert row["others_mean"] == pytest.approx(0.3)  # the other adapters' results are still there
+    assert c.attrs["n_best"] == 2 and math.isnan(c.attrs["p_value"]) and math.isnan(c.attrs["mean_diff"])
+    assert "not tested (no acc of C on C)" in m.summary()
+
+
+def test_contrast_counts_the_adapters_each_rank_is_among():
+    """A missing other adapter's cell: the own adapter is ranked among fewer adapters (n_adapters), not all."""
+    specs = ("A", "B", "C")
+    cells = {(m, s): (0.9 if m == s else 0.3) for m in ("base", *specs) for s in specs if (m, s) != ("A", "B")}
+    c = _matrix_of(cells).contrast(n_perm=99)
+    assert list(c["n_adapters"]) == [3, 2, 3] and c.attrs["n_adapters"] == 3 and list(c["rank"]) == [1, 1, 1]

@@ -629,3 +629,74 @@ def test_own_vs_other_names_the_own_specialty_as_the_terms_spell_it():
     comps = {arm: make_arm(arm, own_effect=0.3, seed=i + 1) for i, arm in enumerate(ARMS)}
     table = own_vs_other(comps, {arm: arm.lower() for arm in ARMS}, n_boot=N_BOOT)
     assert list(table["own_specialty"]) == list(ARMS)
+
+
+def _holed_accuracy(model: str, specialty: str) -> AccuracyMatrix:
+    """`make_accuracy()` without the (model, specialty) cell."""
+    acc = make_accuracy()
+    frame = acc.to_pandas()
+    keep = ~((frame["model"] == model) & (frame["specialty"] == specialty))
+    return AccuracyMatrix(frame[keep].reset_index(drop=True), acc.metadata)
+
+
+def test_report_of_a_model_without_its_own_specialty_says_not_tested(experiment, tmp_path):
+    """A fine-tuned model with no accuracy on its own specialty made `contrast()` raise ("cannot convert
+    float NaN to integer"), and the experiment report with it. Now the finding says "not tested" and why."""
+    paths = {**experiment.paths, "accuracy": str(_holed_accuracy("Cardiology", "Cardiology").save(tmp_path / "a.json"))}
+    run = ExperimentResult(experiment.to_pandas(), experiment.metadata, {"paths": paths})
+    page = build_experiment_page(run, n_boot=N_BOOT)
+    acc = page.sections[0].blocks[0].findings[0]
+    assert acc.verdict == "not tested" and "Cardiology on Cardiology" in acc.answer
+    assert "best of all 2 fine-tuned models (ties included) on 1 of 2 specialties" in acc.answer
+    assert "the own model has no result on Cardiology" in acc.answer
+    section = next(s for s in page.sections if s.title == "Accuracy: is the own specialty best?")
+    assert "best fine-tuned model on it for: Neurology." in section.reading
+    assert "has no result on it for: Cardiology" in section.reading
+
+
+def test_best_among_fewer_models_is_not_called_best_of_all():
+    """Another model's missing cell on a specialty: the own model was "the best model" there, counted as
+    best of all; it is best of those with a result only, and the test is not run."""
+    from specprobe.app.findings import accuracy_finding, accuracy_reading
+
+    contrast = _holed_accuracy("Neurology", "Cardiology").contrast(n_perm=99)
+    found = accuracy_finding(contrast, "", 2)
+    assert found.verdict == "not tested" and "not significant" not in found.answer
+    assert "best of all 2 fine-tuned models (ties included) on 1 of 2 specialties" in found.answer
+    assert "best of only the models with a result on Cardiology (1 of 2 models have a result there)" in found.answer
+    reading = accuracy_reading(pd.DataFrame({"train_specialty": ["base"], "accuracy": [0.5]}), contrast)
+    assert "best fine-tuned model on it for: Neurology." in reading and "Cardiology (1 of 2" in reading
+    complete = accuracy_finding(make_accuracy().contrast(n_perm=99), "", 2)
+    assert "best of the 2 fine-tuned models (ties included) on 2 of 2 specialties" in complete.answer
+
+
+def _link_frame(adapters, questions, specialties, x, y):
+    from specprobe.probe.analyses.accuracy_link import AccuracyLink
+
+    frame = pd.DataFrame({c: [np.nan] * len(x) for c in AccuracyLink.columns})
+    return AccuracyLink(
+        frame.assign(adapter=adapters, item_id=questions, specialties=specialties, term_delta=x, acc_change=y)
+    )
+
+
+def test_accuracy_link_finding_counts_questions_not_rows():
+    """2 questions under 3 models are 6 rows: rho was computed from 2 independent questions (the finding's
+    "fewer than 3" check read the row count). Now not tested, saying 2 questions."""
+    from specprobe.app.findings_extra import accuracy_link_finding
+
+    x, y = [0.1, 0.5, 0.2, 0.4, 0.3, 0.9], [0.0, 1.0, -1.0, 1.0, 0.0, 1.0]
+    link = _link_frame(np.repeat(["A", "B", "C"], 2), ["q0", "q1"] * 3, [("X",)] * 6, x, y)
+    found, reading = accuracy_link_finding(link, n_boot=50)
+    assert found.verdict == "not tested" and "only 2 question(s)" in found.answer and "Only 2 question(s)" in reading
+
+
+def test_accuracy_link_finding_without_anything_to_permute_is_not_tested():
+    """One question per model × specialty: no permutation can change rho, and p was exactly 1, read as
+    "not significantly correlated". Now not tested, and why."""
+    from specprobe.app.findings_extra import accuracy_link_finding
+
+    x, y = [0.1, 0.2, 0.3, 0.4, 0.5], [-1.0, 0.0, 0.0, 1.0, 1.0]
+    link = _link_frame("A", [f"q{i}" for i in range(5)], [(f"S{i}",) for i in range(5)], x, y)
+    found, reading = accuracy_link_finding(link, n_boot=50)
+    assert found.verdict == "not tested" and "nothing to shuffle" in found.answer
+    assert "p = 1" not in found.answer and "rho = +" in found.answer and "nothing to shuffle" in reading

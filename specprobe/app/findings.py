@@ -83,10 +83,19 @@ def accuracy_finding(contrast: pd.DataFrame, link: str = "", n_models: int | Non
         return Finding(Q_ACCURACY, f"Not tested: {why}", "", "not tested", link)
     n, k, p = int(a["n_specialties"]), int(a["n_best"]), float(a["p_value"])
     own, other, diff = a["mean_diag"], a["mean_offdiag"], a["mean_diff"]
+    if a.get("untested"):
+        # a missing cell: no test, and "best" on a specialty may be among fewer than all the models
+        missing = ", ".join(str(c) for c in a["untested"])
+        answer = (
+            f"Not tested: some fine-tuned models have no accuracy on an own specialty ({missing}; model on "
+            f"specialty), so the own-specialty test was not run; {_best_words(contrast)}."
+        )
+        evidence = "The permutation test needs every fine-tuned model's accuracy on every own specialty."
+        return Finding(Q_ACCURACY, answer, evidence, "not tested", link)
     gist = (
         f"the own-specialty model scores {_num(own)} on its specialty's questions vs {_num(other)} for the "
-        f"other models (difference {_num(diff, True)}), and is the best model (ties included) on {k} of {n} "
-        "specialties"
+        f"other models (difference {_num(diff, True)}), and is the best of the {_n_adapters(contrast)} "
+        f"fine-tuned models (ties included) on {k} of {n} specialties"
     )
     if p < ALPHA and diff > 0:
         answer, verdict = (f"Yes: {gist}.", "yes") if k == n else (f"Partly: {gist}.", "partly")
@@ -100,6 +109,45 @@ def accuracy_finding(contrast: pd.DataFrame, link: str = "", n_models: int | Non
     if floor >= ALPHA:
         evidence += f" With {n_models} models the smallest possible p is {_num(floor)}: more models are needed."
     return Finding(Q_ACCURACY, answer, evidence, verdict, link)
+
+
+def _n_adapters(contrast: pd.DataFrame) -> int:
+    """The number of fine-tuned models `contrast` ranked (its attrs' n_adapters; else the most of a row)."""
+    if "n_adapters" in contrast.attrs:
+        return int(contrast.attrs["n_adapters"])
+    return int(col(contrast, "n_adapters").max()) if "n_adapters" in contrast and len(contrast) else 0
+
+
+def _best_split(contrast: pd.DataFrame) -> tuple[list[str], list[str], list[str]]:
+    """The specialties where the own model is best of all fine-tuned models, where it is best of only those
+    with a result there ("B (2 of 3)"), and where the own model has no result."""
+    total = _n_adapters(contrast)
+    own = f"own_{contrast.attrs.get('metric', 'acc')}"
+    full, partial, missing = [], [], []
+    for r in contrast.to_dict(orient="records"):
+        ranked = int(r.get("n_adapters", total))
+        if not np.isfinite(float(r.get(own, 0.0))):
+            missing.append(str(r["specialty"]))
+        elif bool(r["is_best"]) and ranked >= total:
+            full.append(str(r["specialty"]))
+        elif bool(r["is_best"]):
+            partial.append(f"{r['specialty']} ({ranked} of {total} models have a result there)")
+    return full, partial, missing
+
+
+def _best_words(contrast: pd.DataFrame) -> str:
+    """Where the own model is best, counting only the specialties every fine-tuned model was tested on as
+    "best of all"."""
+    full, partial, missing = _best_split(contrast)
+    words = (
+        f"the own-specialty model is the best of all {_n_adapters(contrast)} fine-tuned models (ties included) "
+        f"on {len(full)} of {len(contrast)} specialties"
+    )
+    if partial:
+        words += f", and the best of only the models with a result on {', '.join(partial)}"
+    if missing:
+        words += f"; the own model has no result on {', '.join(missing)}"
+    return words
 
 
 def accuracy_reading(frame: pd.DataFrame, contrast: pd.DataFrame) -> str:
@@ -124,8 +172,13 @@ def accuracy_reading(frame: pd.DataFrame, contrast: pd.DataFrame) -> str:
             + (f", and {untested} could not be tested (no base model result on them)." if untested else ".")
         )
     if len(contrast):
-        best = ", ".join(contrast.loc[contrast["is_best"], "specialty"].astype(str)) or "none"
-        parts.append(f"The model trained on a specialty is the best one on it for: {best}.")
+        full, partial, missing = _best_split(contrast)
+        text = f"The model trained on a specialty is the best fine-tuned model on it for: {', '.join(full) or 'none'}."
+        if partial:
+            text += f" It is the best only of the models with a result for: {', '.join(partial)}."
+        if missing:
+            text += f" The model trained on a specialty has no result on it for: {', '.join(missing)}."
+        parts.append(text)
     return " ".join(parts)
 
 

@@ -68,7 +68,8 @@ def seen_unseen_finding(results: Mapping[str, Any], n_boot: int = 2000, link: st
 
 
 def _why_no_correlation(result: Any, n: int) -> str:
-    """Why Spearman's rho is undefined: too few questions, no right/wrong change, or one term Δ for all."""
+    """Why Spearman's rho is undefined: too few questions (`n`: the questions, the independent unit, not
+    the question × model rows), no right/wrong change, or one term Δ for all."""
     if n < 3:
         return f"only {n} question(s) have both a term change and an accuracy outcome; a correlation needs 3."
     frame = result.to_pandas()
@@ -83,13 +84,24 @@ def accuracy_link_finding(result: Any, n_boot: int = 2000, link: str = "") -> tu
     table = result.correlations(["acc_change"], n_boot=n_boot, n_perm=n_boot)
     row = table[table["specialty"] == "ALL"]
     if row.empty or pd.isna(row["rho"].iloc[0]):
-        why = _why_no_correlation(result, 0 if row.empty else int(row["n"].iloc[0]))
+        why = _why_no_correlation(result, 0 if row.empty else int(row["n_questions"].iloc[0]))
         return Finding(Q_LINK, f"Not tested: {why}", "", "not tested", link), why[0].upper() + why[1:]
     r = row.iloc[0]
     rho, p = float(r["rho"]), float(r["p_perm"])
     stats = (
         f"rho = {_num(rho, True)} [{_num(r['ci_low'], True)}, {_num(r['ci_high'], True)}], {p_text(p, 'permutation p')}"
     )
+    if pd.isna(p):  # rho, but within every model x specialty nothing to shuffle: no test, not "p = 1"
+        why = (
+            "within every model × specialty, no two questions differ in both the term change and the accuracy "
+            "change, so the permutation test has nothing to shuffle"
+        )
+        answer = f"Not tested: {why} (pooled rho = {_num(rho, True)} [{_num(r['ci_low'], True)}, {_num(r['ci_high'], True)}])."
+        reading = (
+            f"The pooled rank correlation is {_num(rho, True)}, but {why}: what association there is lies between "
+            "models or specialties, not between questions."
+        )
+        return Finding(Q_LINK, answer, "", "not tested", link), reading
     if p < ALPHA:
         way = "more" if rho > 0 else "less"
         answer = f"{'Yes' if rho > 0 else 'Opposite'}: questions whose terms rose more were {way} often newly answered correctly ({stats})."

@@ -67,15 +67,19 @@ class AccuracyMatrix(Result):
     def contrast(self, metric: str = "acc", *, n_perm: int = 10000, seed: int = 0) -> pd.DataFrame:
         """Own adapter vs the other adapters on each specialty some adapter was trained on.
 
-        Columns: specialty, own (model), n, own_<metric>, others_mean, others_max, diff (own - others_mean),
-        rank (1 = no adapter is better than the own one: a tie counts as best), is_best, base, gain
-        (own - base). `.attrs` holds the summary: mean_diag, mean_offdiag, mean_diff, n_best,
-        n_specialties, p_value, n_perm. p_value: one-sided Monte Carlo permutation test of mean_diff over
-        random adapter-to-specialty assignments, (1 + #{permuted >= observed}) / (1 + n_perm); it is never
-        below 1 / (n_perm + 1), and with A adapters and S specialties the exact test cannot go below
-        1 / (A! / (A - S)!) (the observed assignment is one of them). An adapter without an accuracy on
-        one of the own specialties leaves it untested: mean_diff and p_value NaN, `untested` names the
-        missing cells (a warning too).
+        Columns: specialty, own (model), n (the own adapter's questions there), own_<metric>, n_adapters
+        (adapters with an accuracy on the specialty, the own one included), others_mean, others_max, diff
+        (own - others_mean), rank (1 = no adapter is better than the own one: a tie counts as best; among
+        the n_adapters), is_best, base, gain (own - base). `.attrs` holds the summary: mean_diag,
+        mean_offdiag, mean_diff, n_best, n_specialties, n_adapters (all adapters), p_value, n_perm.
+        p_value: one-sided Monte Carlo permutation test of mean_diff over random adapter-to-specialty
+        assignments, (1 + #{permuted >= observed}) / (1 + n_perm); it is never below 1 / (n_perm + 1), and
+        with A adapters and S specialties the exact test cannot go below 1 / (A! / (A - S)!) (the observed
+        assignment is one of them). An adapter without an accuracy on one of the own specialties leaves
+        the test undone: mean_diff and p_value NaN, `untested` names the missing cells (a warning too).
+        Where the missing cell is the own adapter's on its own specialty, that row is untested too: n 0,
+        own_<metric>, diff, rank and gain missing, is_best False; where it is another adapter's, rank and
+        is_best are among fewer than all adapters (n_adapters says how many).
         """
         t = self.table(metric, overall=False)
         own = {m: s for m, s in self.trained_on().items() if m != BASE and s is not None and s in t.columns}
@@ -85,26 +89,31 @@ class AccuracyMatrix(Result):
         n_col = self.table("n", overall=False)
         for m, s in own.items():
             col = t.loc[adapters, s]
-            others = col.drop(m)
-            rank = int((col > col[m]).sum()) + 1
+            mine = float(col[m])
+            others = col.drop(m).dropna()  # other adapters without an accuracy here: in `untested` below
+            tested = math.isfinite(mine)  # no accuracy of the own adapter on its own specialty: no row values
+            rank = int((others > mine).sum()) + 1 if tested else pd.NA
             base = float(t.loc[BASE, s]) if BASE in t.index else math.nan
             rows.append(
                 {
                     "specialty": s,
                     "own": m,
-                    "n": int(n_col.loc[m, s]),
-                    f"own_{metric}": float(col[m]),
+                    "n": int(n_col.loc[m, s]) if tested else 0,
+                    f"own_{metric}": mine,
+                    "n_adapters": int(col.notna().sum()),
                     "others_mean": float(others.mean()) if len(others) else math.nan,
                     "others_max": float(others.max()) if len(others) else math.nan,
-                    "diff": float(col[m] - others.mean()) if len(others) else math.nan,
+                    "diff": mine - float(others.mean()) if len(others) else math.nan,
                     "rank": rank,
-                    "is_best": rank == 1,
+                    "is_best": rank == 1 if tested else False,
                     "base": base,
-                    "gain": float(col[m]) - base,
+                    "gain": mine - base,
                 }
             )
         frame = pd.DataFrame(rows)
-        summary: dict[str, Any] = {"metric": metric, "n_specialties": len(rows)}
+        if len(frame):
+            frame["rank"] = frame["rank"].astype("Int64")
+        summary: dict[str, Any] = {"metric": metric, "n_specialties": len(rows), "n_adapters": len(adapters)}
         owners = sorted(own)
         specs = [own[m] for m in owners]
         D = t.loc[adapters, specs].to_numpy(dtype=float)  # adapters x own-specialties
@@ -150,7 +159,9 @@ class AccuracyMatrix(Result):
             lines.append(
                 f"own specialty vs other adapters ({metric}): diagonal {a['mean_diag']:.3f}, off-diagonal "
                 f"{a['mean_offdiag']:.3f}, difference {a['mean_diff']:+.3f}; own adapter best on "
-                f"{a['n_best']}/{a['n_specialties']} specialties; "
+                f"{a['n_best']}/{a['n_specialties']} specialties"
+                + (" (among the adapters with a result there)" if a.get("untested") else "")
+                + "; "
                 + (
                     f"not tested (no {metric} of {', '.join(a['untested'])})"
                     if a.get("untested")

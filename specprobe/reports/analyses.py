@@ -34,7 +34,9 @@ NOTES = {
         "change of the correct option's log-likelihood minus the best other option's; x = the mean term Δ in "
         "the question's text. rho is Spearman's rank correlation; its 95% CI resamples questions. p_perm "
         "shuffles x across questions within each adapter × specialty (differences between adapters or "
-        "specialties cannot make it significant); p_holm adjusts across specialties."
+        "specialties cannot make it significant); p_holm adjusts across specialties. rho needs 3 questions "
+        "(the rows of one question under several adapters are one unit); p_perm is empty where no adapter × "
+        "specialty has two questions differing in both x and the outcome (nothing to shuffle); note says why."
     ),
 }
 SEEN_FORMATS = {"p_value": ".3g", "p_holm": ".3g"}
@@ -101,7 +103,9 @@ def accuracy_link_section(result: Any, *, title: str = "Term change vs accuracy 
             )
             blocks.append(ChartBlock(chart, title=f"Term Δ vs {outcome}: rank correlation with 95% CI"))
         else:
-            blocks.append(TextBlock(f"No {outcome} values vary, so there is no correlation to show.", muted=True))
+            notes_all = g.loc[g["specialty"] == "ALL", "note"] if "note" in g else pd.Series(dtype=str)
+            why = str(notes_all.iloc[0]) if len(notes_all) and notes_all.iloc[0] else "no values vary"
+            blocks.append(TextBlock(f"No correlation of the term Δ with {outcome} to show: {why}.", muted=True))
     blocks.append(TableBlock.from_frame(table, title="Correlations", formats={"p_perm": ".3g", "p_holm": ".3g"}))
     return Section(title, blocks, notes=notes)
 

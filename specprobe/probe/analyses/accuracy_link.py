@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from specprobe.core.results import Result
-from specprobe.probe.analyses.rank_stats import rank_correlation
+from specprobe.probe.analyses.rank_stats import RankCorrelation, rank_correlation
 from specprobe.probe.comparison import METRICS, Comparison
 from specprobe.probe.stats import holm
 
@@ -69,7 +69,8 @@ class AccuracyLink(Result):
         """Per outcome and specialty (a question of several counts in each; plus "ALL"): n questions,
         Spearman's rho of `x` with the outcome, its 95% CI (bootstrap over questions, all adapters'
         rows of a question together), the two-sided permutation p (x shuffled within adapter x
-        specialty) and p_holm (Holm across the specialties of one outcome; not for ALL). `outcomes`:
+        specialty) and p_holm (Holm across the specialties of one outcome; not for ALL), and a note saying
+        why rho or p is missing (fewer than 3 questions, no variation, nothing to permute). `outcomes`:
         default both, leaving out margin_change where there are no margins (an older AccuracyMatrix)."""
         if outcomes is None:
             outcomes = [o for o in OUTCOMES if np.isfinite(self._frame[o].astype(float)).any()] or list(OUTCOMES)
@@ -102,6 +103,7 @@ class AccuracyLink(Result):
                         "ci_low": est.ci_low,
                         "ci_high": est.ci_high,
                         "p_perm": est.p_value,
+                        "note": _note(est),
                     }
                 )
         out = pd.DataFrame(rows)
@@ -109,6 +111,7 @@ class AccuracyLink(Result):
         for outcome in outcomes:
             mask = (out["outcome"] == outcome) & (out["specialty"] != OVERALL)
             out.loc[mask, "p_holm"] = holm(out.loc[mask, "p_perm"])
+        out["note"] = out.pop("note")  # last
         out.attrs.update({"x": x, "n_boot": n_boot, "n_perm": n_perm})
         return out
 
@@ -116,6 +119,17 @@ class AccuracyLink(Result):
         """Plain-text correlation table for terminals and logs."""
         table = self.correlations(x=x)
         return table.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+
+
+def _note(est: RankCorrelation) -> str:
+    """Why a correlations row has no rho or no p ("" where it has both)."""
+    if est.n_clusters < 3:
+        return f"only {est.n_clusters} question(s): a correlation needs 3"
+    if not np.isfinite(est.rho):
+        return "no variation: the term change or the outcome is the same for every question"
+    if not np.isfinite(est.p_value):
+        return "no permutation test: no adapter x specialty has two questions that differ in both"
+    return ""
 
 
 # -- reading the inputs ------------------------------------------------------------------------------

@@ -6,7 +6,11 @@ Used by `accuracy_link`: x is a question's mean term delta, y its accuracy (or m
 - The permutation test shuffles x *within strata* (adapter x specialty) and keeps y: the null is "no
   association between a question's delta and its change within a stratum", and differences between
   strata (an adapter that raises both everywhere) stay in every permuted sample, so they cannot make
-  the test significant. Two-sided: p = (1 + #{|rho_perm| >= |rho|}) / (1 + n_perm).
+  the test significant. Two-sided: p = (1 + #{|rho_perm| >= |rho|}) / (1 + n_perm). Where no stratum
+  holds two rows that differ in both x and y, every permutation gives the observed rho (nothing can be
+  shuffled against anything): p is NaN (no test), not 1 (which reads as "no association").
+- The unit is the question (the cluster): its rows of several adapters are not independent, so rho (and
+  its CI and p) is NaN with fewer than 3 clusters, however many rows they have.
 - Both are seeded, and neither depends on the order of the rows: clusters are drawn in sorted label
   order, and the permutations are drawn for the rows sorted by (stratum, x, y).
 """
@@ -85,7 +89,11 @@ def _draw_stats(x: np.ndarray, y: np.ndarray, members: list[np.ndarray], draws: 
 
 
 def permutation_p(x, y, strata=None, *, n_perm: int, seed: int) -> float:
-    """Two-sided p of Spearman's rho, x permuted within strata (None: one stratum; see the module doc)."""
+    """Two-sided p of Spearman's rho, x permuted within strata (None: one stratum; see the module doc).
+
+    NaN where rho is undefined, and where no permutation can change it (every stratum is a single row,
+    or constant in x or in y: permuting x there leaves rho as it is): the test has nothing to shuffle, and
+    its p of exactly 1 would read as "no association" rather than "not testable"."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     rx, ry = rankdata(x), rankdata(y)
     observed = _rank_corr(rx, ry)
@@ -101,6 +109,8 @@ def permutation_p(x, y, strata=None, *, n_perm: int, seed: int) -> float:
     rx, ry, sidx = rx[order], ry[order], sidx[order]
     groups = [np.flatnonzero(sidx == s) for s in range(int(sidx.max()) + 1)]
     groups = [g for g in groups if g.size > 1]
+    if not any(_varies(rx[g]) and _varies(ry[g]) for g in groups):  # every permutation gives the observed rho
+        return float("nan")
     rng = np.random.default_rng(seed)
     hits = 0
     for start in range(0, n_perm, _CHUNK):
@@ -113,13 +123,20 @@ def permutation_p(x, y, strata=None, *, n_perm: int, seed: int) -> float:
     return (1 + hits) / (1 + n_perm)
 
 
+def _varies(v: np.ndarray) -> bool:
+    """Whether `v` holds two different values."""
+    return v.size > 1 and bool(np.any(v != v[0]))
+
+
 def rank_correlation(
     x, y, *, clusters=None, strata=None, n_boot: int = 2000, n_perm: int = 2000, level: float = 0.95, seed: int = 0
 ) -> RankCorrelation:
     """Spearman's rho of finite (x, y) pairs, a cluster-bootstrap CI and a within-strata permutation p.
 
     `clusters`: the resampling unit of each pair (default: each pair alone); `strata`: the permutation
-    strata (default: one stratum)."""
+    strata (default: one stratum). All NaN with fewer than 3 clusters (the independent units: a question
+    and its rows of several adapters), a constant x or y; p alone NaN where no permutation can change rho
+    (see `permutation_p`)."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     n_all = x.size
     if clusters is None:  # each pair alone, numbered in a canonical (x, y) order, not in the rows' order
@@ -131,7 +148,7 @@ def rank_correlation(
     keep = np.isfinite(x) & np.isfinite(y)
     x, y, clusters, strata = x[keep], y[keep], clusters[keep], strata[keep]
     n_clusters = int(np.unique(clusters).size)
-    rho = spearman(x, y)
+    rho = spearman(x, y) if n_clusters >= 3 else float("nan")
     if not np.isfinite(rho):
         return RankCorrelation(rho, float("nan"), float("nan"), float("nan"), int(x.size), n_clusters)
     lo, hi = bootstrap_ci(x, y, clusters, n_boot=n_boot, level=level, seed=seed)
