@@ -226,3 +226,65 @@ def test_unknown_format(tmp_path):
         load_qa(p)
     with pytest.raises(ValueError, match="unknown QA format"):
         load_qa(p, format="bogus")
+
+
+# ------------------------------------------------------------------------- options past J, specialties once
+def test_more_than_ten_options_are_lettered_as_the_prompts_letter_them(tmp_path):
+    """A question with 11+ options: context_text raised IndexError (letters A-J); it letters them A-Z, as
+    `finetune.prompts` does, and a record with more than 26 is an error naming the question (and the
+    file and item when it is loaded), never an IndexError."""
+    from specprobe.finetune.prompts import LETTERS
+
+    opts = [f"option {k}" for k in range(12)]
+    rec = QARecord("q7", "Which?", tuple(opts), opts[11])
+    assert rec.context_text().splitlines()[1:] == [f"{LETTERS[k]}. option {k}" for k in range(12)]
+    assert rec.context_text().endswith("L. option 11")
+    too_many = QARecord("q8", "Which?", tuple(f"o{k}" for k in range(27)), "o0")
+    with pytest.raises(DataError, match=r"^question 'q8': 27 options; at most 26 can be lettered \(A-Z\)$"):
+        too_many.context_text()
+    many = [f"o{k}" for k in range(27)]
+    p = _smedqa(tmp_path, [dict(GOOD, Options=opts, Answer=opts[0]), dict(GOOD, Options=many, Answer="o3")])
+    with pytest.raises(DataError, match=r"s.json: item 1 \(id 's:1'\): 27 options; at most 26"):
+        load_qa(p)
+    recs, skipped = load_qa_report(p, skip_bad=True)
+    assert len(recs) == 1 and len(skipped) == 1
+
+
+def test_letters_past_j_in_mapped_and_instruction_files(tmp_path):
+    """A letter answer past J names its option (it was "not one of the options"); an instruction file's
+    option lines K, L, ... after "J. ..." are options (they were dropped), while a line lettered past J
+    elsewhere ("S. aureus ...") stays text."""
+    opts = [f"option {k}" for k in range(12)]
+    p = tmp_path / "m.jsonl"
+    p.write_text(json.dumps({"text": "Q?", "choices": opts, "label": "K"}) + "\n")
+    mapping = {"question": "text", "options": "choices", "answer": "label", "answer_format": "letter"}
+    assert load_qa(p, format="jsonl", mapping=mapping)[0].answer == "option 10"
+    lines = "\n".join(f"{chr(65 + k)}. option {k}" for k in range(12))
+    q = "S. aureus grew in culture. Which drug?"
+    p = tmp_path / "i.jsonl"
+    rows = [{"instruction": "Pick.", "input": f"{q}\n{lines}", "output": out} for out in ("L", "B")]
+    rows.append({"instruction": "Pick.", "input": "Which?\nA. one\nB. two\nS. aureus", "output": "B"})
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recs = load_qa(p)
+    assert recs[0].options == tuple(opts) and recs[0].answer == "option 11" and recs[0].question == q
+    assert recs[1].answer == "option 1"
+    assert recs[2].options == ("one", "two")
+
+
+def test_a_specialty_listed_twice_is_kept_once(tmp_path):
+    """A record listing a specialty twice had it twice (counted twice in the lexicon's corpus signal);
+    it is kept once, in first order, from every loader and in records built directly."""
+    from specprobe.terms.datasets import TextRecord
+
+    p = _smedqa(tmp_path, [dict(GOOD, Specialty=["Neurology", "Cardiology", " Neurology"])])
+    assert load_qa(p)[0].specialties == ("Neurology", "Cardiology")
+    csv_file = tmp_path / "m.csv"
+    csv_file.write_text("q,a,b,ans,spec\nQ?,x,y,x,Neurology;Cardiology;Neurology\n")
+    mapping = {"question": "q", "options": ["a", "b"], "answer": "ans", "specialty": "spec"}
+    assert load_qa(csv_file, mapping=mapping)[0].specialties == ("Neurology", "Cardiology")
+    rec = QARecord("q", "Q?", ("x", "y"), "x", ("Neurology", "Neurology", "Cardiology"))
+    assert rec.specialties == ("Neurology", "Cardiology")
+    assert rec.as_text_record().specialties == ("Neurology", "Cardiology")
+    assert TextRecord("t", "text", ("Cardiology", "Cardiology")).specialties == ("Cardiology",)
+    with pytest.raises(TypeError, match="record 't': specialties must be a sequence of strings, not the string"):
+        TextRecord("t", "text", "Cardiology")  # type: ignore[arg-type]

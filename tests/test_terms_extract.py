@@ -185,3 +185,40 @@ def test_scispacy_linker_built_from_local_files_only(monkeypatch, tmp_path):
     linker = _local_linker(tmp_path, kb, threshold=0.8)
     assert linker.kb.cui_to_entity["C0027051"].canonical_name == "Myocardial Infarction"
     assert linker.candidate_generator.ann_concept_aliases_list == ["myocardial infarction"]
+
+
+def test_scispacy_term_keys_keep_abbreviations_case_sensitive():
+    """The scispaCy backend keyed a mention by `ent.text.lower()`, so "MS" (multiple sclerosis) and "ms"
+    (milliseconds), "AIDS" and "aids" were one term; it follows the offline rule (an abbreviation as
+    written, less a plural "s"; other text lower-cased). Tested on a blank spaCy pipeline with an entity
+    ruler in place of the scispaCy model."""
+    from spacy.lang.en import English
+
+    from specprobe.terms.build import lexicon_from_mentions
+    from specprobe.terms.datasets import QARecord
+    from specprobe.terms.extract.scispacy_backend import ScispacyExtractor, term_key
+
+    assert [term_key(s) for s in ("MS", "ms", "AIDS", "aids", "TRAbs", "Multiple Sclerosis", "Ms")] == [
+        "MS",
+        "ms",
+        "AIDS",
+        "aids",
+        "TRAb",
+        "multiple sclerosis",
+        "ms",
+    ]
+    nlp = English()
+    ruler = nlp.add_pipe("entity_ruler")
+    ruler.add_patterns([{"label": "ENTITY", "pattern": p} for p in ("MS", "ms", "AIDS", "aids", "Multiple sclerosis")])  # type: ignore[attr-defined]
+    ex = ScispacyExtractor.from_pipeline(nlp)
+    texts = ["MS relapse after 5 ms.", "AIDS; hearing aids.", "Multiple sclerosis"]
+    mentions = ex.extract_many(texts)
+    assert [[(m.surface, m.norm) for m in ms] for ms in mentions] == [
+        [("MS", "MS"), ("ms", "ms")],
+        [("AIDS", "AIDS"), ("aids", "aids")],
+        [("Multiple sclerosis", "multiple sclerosis")],
+    ]
+    recs = [QARecord(f"q{i}", t, ("a", "b"), "a", ("Neurology",)) for i, t in enumerate(texts)]
+    lex = lexicon_from_mentions(recs, mentions, meta={"sources": []})
+    assert {"MS", "ms", "AIDS", "aids", "multiple sclerosis"} <= set(lex.terms)
+    assert lex["MS"].count == lex["ms"].count == 1

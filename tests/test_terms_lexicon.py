@@ -5,9 +5,9 @@ import json
 import pytest
 
 from specprobe.terms.build import lexicon_from_mentions
-from specprobe.terms.datasets import QARecord
+from specprobe.terms.datasets import DataError, QARecord, load_qa
 from specprobe.terms.extract.base import Mention
-from specprobe.terms.lexicon import SCHEMA_VERSION, Lexicon, TermEntry, sha256_file
+from specprobe.terms.lexicon import REQUIRED_FIELDS, SCHEMA_VERSION, Lexicon, TermEntry, sha256_file
 from specprobe.terms.specialties import AssignmentRule
 
 
@@ -116,3 +116,64 @@ def test_contexts_reload_and_hash_check(tmp_path):
     data.unlink()
     with pytest.raises(FileNotFoundError, match=str(data)):
         lex.contexts()
+
+
+# ------------------------------------------------------------------------- required fields, duplicate ids
+@pytest.mark.parametrize("missing", ["specific", "specialties", "count", "counts", "questions", "ontology", "z"])
+def test_a_term_without_a_required_field_is_refused(tmp_path, missing):
+    """A term entry without `specific` (a damaged or hand-edited file) loaded as not specific and silently
+    dropped out of term_specialties(); a missing required field names the file, the term and the field."""
+    p = _toy().save(tmp_path / "lex.json")
+    data = json.loads(p.read_text())
+    del data["terms"]["seizure"][missing]
+    p.write_text(json.dumps(data))
+    with pytest.raises(DataError) as info:
+        Lexicon.load(p)
+    msg = str(info.value)
+    assert msg.startswith(f"{p}: term 'seizure': missing field {missing!r}") and "\n" not in msg, msg
+
+
+def test_descriptive_fields_may_be_absent_and_a_saved_lexicon_has_every_field(tmp_path):
+    lex = _toy()
+    p = lex.save(tmp_path / "lex.json")
+    data = json.loads(p.read_text())
+    assert set(REQUIRED_FIELDS) <= set(data["terms"]["seizure"])  # every version writes every field
+    for k in ("canonical", "concept_ids", "sources", "surfaces", "ontology_evidence"):
+        del data["terms"]["seizure"][k]
+    p.write_text(json.dumps(data))
+    back = Lexicon.load(p)
+    assert back.term_specialties() == lex.term_specialties() and back["seizure"].surfaces == {}
+
+
+def test_schema_version_must_be_the_integer(tmp_path):
+    p = _toy().save(tmp_path / "lex.json")
+    data = json.loads(p.read_text())
+    for version in (True, "1", 1.5, None):
+        p.write_text(json.dumps(dict(data, schema_version=version)))
+        with pytest.raises(DataError, match="is not supported"):
+            Lexicon.load(p)
+
+
+def test_duplicate_question_ids_count_as_contexts_names_them(tmp_path):
+    """Questions sharing an id were merged in the build (questions and n_questions undercounted, an exact
+    repeat counted twice) while contexts() names the second text "<id>#2" and drops an exact repeat; the
+    build counts under the same ids, so each term's questions are contexts the probe reads."""
+    item = {"Question": "A seizure?", "Specialty": "Neurology", "Options": ["a", "b"], "Answer": "a"}
+    items = [
+        dict(item, id="q1"),
+        dict(item, id="q1", Question="Another seizure?"),
+        dict(item, id="q1"),
+        dict(item, id="q2"),
+    ]
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps(items))
+    recs = load_qa(data)
+    mentions = [[_m("seizure", r.question.index("seizure"), "HP:0001250")] for r in recs]
+    src = {"path": str(data), "sha256": sha256_file(data), "format": "auto", "n_skipped": 0}
+    lex = lexicon_from_mentions(recs, mentions, meta={"sources": [src]})
+    contexts = [c.id for c in lex.contexts()]
+    assert contexts == ["q1", "q1#2", "q2"]
+    e = lex["seizure"]
+    assert e.questions == contexts and e.count == 3 and e.counts == {"Neurology": 3}
+    assert lex.meta["questions_per_specialty"]["Neurology"] == 3
+    assert lex.to_pandas().set_index("term").loc["seizure", "n_questions"] == 3

@@ -4,7 +4,15 @@ import math
 
 import pytest
 
-from specprobe.terms.specialties import SPECIALTIES, AssignmentRule, SpecialtyMap, combine, load_map, log_odds_z
+from specprobe.terms.specialties import (
+    SPECIALTIES,
+    AssignmentRule,
+    MapRow,
+    SpecialtyMap,
+    combine,
+    load_map,
+    log_odds_z,
+)
 
 
 def test_log_odds_toy_example_by_hand():
@@ -109,3 +117,56 @@ def test_none_rows_block_the_ccsr_fallback():
     m = load_map()
     assert m.icd10cm("E53.8")[0] == ()  # nutritional deficiency: "none", even where CCSR says END
     assert m.icd10cm("R51.9")[0] in ((), ("Neurology",))  # symptoms chapter: empty, CCSR may decide
+
+
+def test_a_key_mapped_twice_to_other_specialties_is_an_error(tmp_path):
+    """A repeated (source, key) row silently replaced the earlier one (last wins); one with other
+    specialties is an error naming the file, both lines and the key, an identical repeat is accepted."""
+    p = tmp_path / "map.csv"
+    head = "source,key,specialties,label,note\n"
+    p.write_text(head + "icd10cm,I21,Cardiology,MI,\n# a comment\nicd10cm,I21,Neurology,MI again,\n")
+    with pytest.raises(ValueError) as info:
+        SpecialtyMap.load(p)
+    msg = str(info.value)
+    assert msg == (
+        f"{p}: line 4: icd10cm key 'I21' is mapped again, to Neurology, but already to Cardiology (line 2); "
+        "keep one row per key"
+    )
+    p.write_text(head + "hpo,HP:0001250,Neurology,,\nhpo,HP:0001250,none,,\n")
+    with pytest.raises(ValueError, match=r"line 3: hpo key 'HP:0001250' is mapped again, to none, but already"):
+        SpecialtyMap.load(p)
+    p.write_text(head + "keyword,\\bneonat,Pediatrics,a,\nkeyword,\\bneonat,Pediatrics;Neurology,b,\n")
+    with pytest.raises(ValueError, match=r"line 3: keyword key '\\\\bneonat'"):
+        SpecialtyMap.load(p)
+    p.write_text(
+        head + "icd10cm,I21,Cardiology;Emergency medicine,MI,\nicd10cm, I21 ,Cardiology; Emergency medicine,x,\n"
+    )
+    m = SpecialtyMap.load(p)
+    assert len(m.rows) == 1 and m.icd10cm("I21.9")[0] == ("Cardiology", "Emergency medicine")
+    with pytest.raises(ValueError, match="<memory>: icd10cm key 'I21' is mapped again"):
+        SpecialtyMap([*m.rows, MapRow("icd10cm", "I21", ("Neurology",))])
+
+
+def test_the_shipped_map_has_one_row_per_key():
+    m = load_map()
+    assert len({(r.source, r.key) for r in m.rows}) == len(m.rows)
+
+
+def test_terms_build_names_a_conflicting_specialty_map_row(tmp_path, capsys):
+    """`--specialty-map` with a key mapped twice: exit 2 with one line naming the file, line and key,
+    before any extraction."""
+    import json
+
+    from specprobe.app.cli import main
+
+    data = tmp_path / "qa.json"
+    data.write_text(
+        json.dumps([{"Question": "Chest pain?", "Specialty": "Cardiology", "Options": ["a", "b"], "Answer": "a"}])
+    )
+    bad = tmp_path / "map.csv"
+    bad.write_text("source,key,specialties\nicd10cm,I21,Cardiology\nicd10cm,I21,Neurology\n")
+    out = tmp_path / "lex.json"
+    assert main(["terms", "build", str(data), "--out", str(out), "--specialty-map", str(bad), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{bad}: line 3: icd10cm key 'I21' is mapped again" in err and len(err.splitlines()) == 1, err
+    assert not out.exists()

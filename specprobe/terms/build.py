@@ -18,6 +18,7 @@ from .datasets import QARecord, load_qa_report
 from .extract import get_extractor
 from .extract.base import Mention
 from .lexicon import Lexicon, TermEntry
+from .records import unique_text_ids
 from .specialties import SPECIALTIES, AssignmentRule, SpecialtyMap, combine, default_map_path, log_odds_z
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,16 @@ class _Tally:
 
 
 def _tally(records: list[QARecord], mentions: list[list[Mention]]) -> _Tally:
-    """Count every mention under its term key (records and mentions are parallel)."""
+    """Count every mention under its term key (records and mentions are parallel).
+
+    A question is counted under the id `Lexicon.contexts()` gives its text (`unique_text_ids`), so that the
+    terms' `questions` name the contexts the probe reads: an exact repeat of a question (same id and text)
+    counts once, and a different question under a used id counts as "<id>#2"."""
     t = _Tally()
-    for rec, ms in zip(records, mentions):
+    ids = unique_text_ids(((r.id, r.context_text()) for r in records), "the lexicon's questions")
+    for rec, rid, ms in zip(records, ids, mentions):
+        if rid is None:  # an exact repeat: contexts() drops it
+            continue
         for s in rec.specialties:
             t.per_spec_q[s] += 1
         for m in ms:
@@ -57,7 +65,7 @@ def _tally(records: list[QARecord], mentions: list[list[Mention]]) -> _Tally:
             t.totals[key] += 1
             for s in rec.specialties:
                 t.counts[key][s] += 1
-            t.questions[key][rec.id] = None
+            t.questions[key][rid] = None
             for cid in dict.fromkeys((m.concept_id, *m.concept_ids)):  # the primary (canonical) concept first
                 t.concepts[key][cid] = m.source if cid == m.concept_id else t.concepts[key].get(cid, "")
             t.canonical[key][m.canonical] += 1
@@ -164,6 +172,8 @@ def build_lexicon(
     """Build a lexicon from a QA data file (see `specprobe terms build --help`)."""
     path = Path(path).resolve()
     t0 = time.perf_counter()
+    map_path = Path(specialty_map) if specialty_map else default_map_path()
+    smap = SpecialtyMap.load(map_path)  # a bad map fails before the (slow) extraction
     records, skipped = load_qa_report(path, format=format, mapping=mapping, skip_bad=skip_bad)
     for msg in skipped:
         log.warning("skipped: %s", msg)
@@ -171,8 +181,6 @@ def build_lexicon(
     t1 = time.perf_counter()
     mentions = extractor.extract_many([r.context_text() for r in records], progress=progress)
     t2 = time.perf_counter()
-    map_path = Path(specialty_map) if specialty_map else default_map_path()
-    smap = SpecialtyMap.load(map_path)
     source = {
         "path": str(path),
         "sha256": sha256_file(path),

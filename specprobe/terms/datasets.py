@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from .formats import parse_file
-from .records import DataError, QARecord, TextRecord, read_text, unique_ids
+from .records import DataError, QARecord, TextRecord, check_option_count, read_text, unique_ids
 
 __all__ = [
     "DATA_ENV",
@@ -43,9 +43,11 @@ def load_qa_report(
     if not path.exists():
         raise FileNotFoundError(f"QA data file not found: {path}")
     records, skipped = [], []
-    for item in parse_file(path, format=format, mapping=mapping):
+    for i, item in enumerate(parse_file(path, format=format, mapping=mapping)):
         try:
-            records.append(item())
+            record = item()
+            check_option_count(len(record.options), f"{path}: item {i} (id {record.id!r})")
+            records.append(record)
         except DataError as exc:
             if not skip_bad:
                 raise
@@ -65,7 +67,8 @@ def load_qa(
     `format`: "auto" (guessed from the extension and the first record's keys), "smedqa" (JSON list with
     Question/Specialty/Options/Answer), "medqa" (JSONL: question, options dict, answer_idx), "medmcqa"
     (JSON/JSONL: question, opa..opd, cop, subject_name), "instruction" (instruction/input/output), or
-    "csv"/"jsonl" with a column `mapping` (see `specprobe.terms.formats`). A malformed record raises
+    "csv"/"jsonl" with a column `mapping` (see `specprobe.terms.formats`). A malformed record (or one
+    with more than 26 options, which cannot be lettered A-Z) raises
     `DataError` naming the file, the item index and the field; with `skip_bad=True` it is skipped and logged
     (a JSON line that does not parse counts as a malformed record). Files are UTF-8, with or without a
     byte-order mark; invalid UTF-8 raises `DataError` naming the file.

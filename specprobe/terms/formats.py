@@ -10,8 +10,9 @@ Formats:
   "id"}; ``cop`` is 1-based (1-4) as in the original release; pass ``mapping={"cop_base": 0}`` for the
   0-based copies (e.g. the Hugging Face one).
 - ``instruction``: JSON/JSON lines of {"instruction", "input", "output"}: the options are the lettered lines
-  ("A. ...", "(B) ...") of ``input`` (or of ``instruction`` when ``input`` has none); the question is the
-  text before them; ``output`` is the answer letter or text; optional "specialty".
+  ("A. ...", "(B) ...") of ``input`` (or of ``instruction`` when ``input`` has none); lines lettered past J
+  count only as the next lines after "J. ..." (K, L, ..., Z); the question is the text before them;
+  ``output`` is the answer letter or text; optional "specialty".
 - ``csv`` / ``jsonl``: any columns, named by ``mapping``: {"question": col, "options": [cols] or col
   (a JSON list or a "||"-separated string), "answer": col, "answer_format": "text" | "letter" | "index",
   "specialty": col (";"-separated for several), "id": col}.
@@ -30,11 +31,14 @@ from typing import Any
 
 from specprobe.utils.io import parse_jsonl_line
 
-from .records import DataError, QARecord, _as_specialties, read_text
+from .records import OPTION_LETTERS, DataError, QARecord, _as_specialties, read_text
 
 FORMATS = ("auto", "smedqa", "medqa", "medmcqa", "instruction", "csv", "jsonl")
-LETTERS = "ABCDEFGHIJ"
+LETTERS = OPTION_LETTERS  # A-Z, as the prompts letter options
 _OPTION_LINE = re.compile(r"^\s*\(?([A-J])[\).:]\s+(.+?)\s*$")
+# a line lettered K-Z is an option only where it continues the letters of the option lines before it (after
+# "J. ..."): on its own, "S. aureus grew in culture" is a line of the question, not option S
+_LATER_OPTION_LINE = re.compile(r"^\s*\(?([K-Z])[\).:]\s+(.+?)\s*$")
 
 Thunk = Callable[[], QARecord]
 
@@ -163,7 +167,7 @@ def _instruction(path: Path, i: int, obj) -> QARecord:
         if not isinstance(text, str):
             raise _err(path, i, f"field {field!r} must be a string")
         lines = text.splitlines()
-        opt_idx = [k for k, ln in enumerate(lines) if _OPTION_LINE.match(ln)]
+        opt_idx = _option_lines(lines)
         if len(opt_idx) >= 2:
             break
     else:
@@ -175,13 +179,13 @@ def _instruction(path: Path, i: int, obj) -> QARecord:
         raise _err(path, i, f"field {field!r}: no question text before the options")
     pairs: list[tuple[str, str]] = []
     for k in opt_idx:
-        m = _OPTION_LINE.match(lines[k])
+        m = _OPTION_LINE.match(lines[k]) or _LATER_OPTION_LINE.match(lines[k])
         assert m is not None  # opt_idx holds the lines that match
         pairs.append((m.group(1), m.group(2)))
     options = tuple(t for _, t in pairs)
     by_letter = dict(pairs)
-    m = re.match(r"^\(?([A-J])(?:[\).:]|\s|$)", out)
-    if out in options and not re.fullmatch(r"\(?[A-J][\).:]?", out):  # an option's text, "A ruptured spleen"
+    m = re.match(r"^\(?([A-Z])(?:[\).:]|\s|$)", out)
+    if out in options and not re.fullmatch(r"\(?[A-Z][\).:]?", out):  # an option's text, "A ruptured spleen"
         answer = out
     elif m and m.group(1) in by_letter:
         answer = by_letter[m.group(1)]
@@ -192,6 +196,19 @@ def _instruction(path: Path, i: int, obj) -> QARecord:
         answer = hit[0]
     spec = _as_specialties(obj.get("specialty", obj.get("Specialty", ())), path, i)
     return QARecord(str(obj.get("id", f"{path.stem}:{i}")), question, options, answer, spec)
+
+
+def _option_lines(lines: Sequence[str]) -> list[int]:
+    """The indices of the option lines: those lettered A-J, then K, L, ... each on the line after the
+    option lettered just before it."""
+    idx = [k for k, ln in enumerate(lines) if _OPTION_LINE.match(ln)]
+    while idx and idx[-1] + 1 < len(lines):
+        last = _OPTION_LINE.match(lines[idx[-1]]) or _LATER_OPTION_LINE.match(lines[idx[-1]])
+        more = _LATER_OPTION_LINE.match(lines[idx[-1] + 1])
+        if last is None or more is None or ord(more.group(1)) != ord(last.group(1)) + 1:
+            break
+        idx.append(idx[-1] + 1)
+    return idx
 
 
 def _mapped_answer(value: Any, options: Sequence[str], fmt: str, index_base: int) -> str | None:

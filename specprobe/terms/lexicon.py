@@ -13,7 +13,9 @@ File layout (``schema_version`` 1)::
 
 A term key is the commonest lower-cased surface form of its normalised form, so it occurs in the texts.
 `Lexicon.load` checks every field's type and refuses a malformed file with a `DataError` naming the
-file, the term and the field.
+file, the term and the field. Every specprobe version writes every field; a term entry must have the
+fields the lexicon decides and counts with (`REQUIRED_FIELDS`: a missing one is an error, never a default),
+while the descriptive ones (canonical, concept_ids, sources, surfaces, ontology_evidence) default to empty.
 """
 
 from __future__ import annotations
@@ -34,10 +36,14 @@ from .records import DataError, TextRecord, read_text, unique_ids
 from .specialties import AssignmentRule, combine, log_odds_z
 
 log = logging.getLogger(__name__)
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "Lexicon", "TermEntry", "sha256_file"]
+__all__ = ["REQUIRED_FIELDS", "SCHEMA", "SCHEMA_VERSION", "Lexicon", "TermEntry", "sha256_file"]
 
 SCHEMA = "specprobe.terms.lexicon"
 SCHEMA_VERSION = 1
+#: the term fields a lexicon file must have: its decision (specialties, specific), what `reassign` and
+#: `merge` recompute it from (counts, ontology), and what `filter`, `for_specialty` and the tables read
+#: (count, z, questions); a default there would silently drop or misrank the term
+REQUIRED_FIELDS = ("count", "counts", "questions", "ontology", "z", "specialties", "specific")
 
 
 @dataclass
@@ -67,7 +73,8 @@ class TermEntry:
     @classmethod
     def from_dict(cls, term: str, d: Mapping, where: str = "lexicon") -> TermEntry:
         """An entry from its JSON object; every known field is type-checked (unknown ones are ignored),
-        and a bad one raises `DataError` naming `where` (the file), the term and the field."""
+        and a bad or missing required one (`REQUIRED_FIELDS`) raises `DataError` naming `where` (the
+        file), the term and the field."""
         if not isinstance(term, str) or not term.strip():
             raise DataError(f"{where}: field 'terms': empty term key {term!r}")
         if not isinstance(d, Mapping):
@@ -80,6 +87,13 @@ class TermEntry:
                 if problem:
                     raise DataError(f"{where}: term {term!r}: field {k!r} must be {problem}, got {v!r:.60}")
                 values[k] = v
+        missing = [k for k in REQUIRED_FIELDS if k not in values]
+        if missing:
+            raise DataError(
+                f"{where}: term {term!r}: missing field {missing[0]!r}"
+                + (f" (and {', '.join(map(repr, missing[1:]))})" if missing[1:] else "")
+                + "; the file is damaged or was edited by hand: rebuild it with `specprobe terms build`"
+            )
         return cls(term=term, **values)
 
     def top_z(self) -> float:
@@ -378,7 +392,7 @@ class Lexicon:
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             raise DataError(f"{path}: not a specprobe lexicon (missing schema {SCHEMA!r})")
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if not _is_int(version) or version != SCHEMA_VERSION:
             raise DataError(f"{path}: lexicon schema version {version} is not supported (expected {SCHEMA_VERSION})")
         raw_terms, meta = data.get("terms", {}), data.get("meta", {})
         if not isinstance(raw_terms, dict):

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+import string
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+#: the letters of a question's options, as the prompts (`specprobe.finetune.prompts.LETTERS`) write them
+OPTION_LETTERS = string.ascii_uppercase
 
 
 class DataError(ValueError):
@@ -37,6 +41,9 @@ class TextRecord:
     text: str
     specialties: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "specialties", _unique_specialties(self.specialties, self.id))
+
 
 @dataclass(frozen=True)
 class QARecord:
@@ -49,39 +56,58 @@ class QARecord:
     specialties: tuple[str, ...] = ()
     meta: dict = field(default_factory=dict, compare=False, hash=False)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "specialties", _unique_specialties(self.specialties, self.id))
+
     @property
     def answer_index(self) -> int:
         return self.options.index(self.answer)
 
     def context_text(self) -> str:
-        """The text probed for this question: the question followed by its lettered options."""
-        letters = "ABCDEFGHIJ"
-        opts = "\n".join(f"{letters[i]}. {o}" for i, o in enumerate(self.options))
+        """The text probed for this question: the question followed by its options lettered A-Z (as the
+        prompts letter them); more than 26 options raise `DataError` naming the question."""
+        check_option_count(len(self.options), f"question {self.id!r}")
+        opts = "\n".join(f"{OPTION_LETTERS[i]}. {o}" for i, o in enumerate(self.options))
         return f"{self.question}\n{opts}"
 
     def as_text_record(self) -> TextRecord:
         return TextRecord(self.id, self.context_text(), self.specialties)
 
 
-def unique_ids(records: Iterable[TextRecord], source: str = "texts") -> list[TextRecord]:
-    """The records with unique ids: an exact repeat (same id and text) is dropped, and a different text
-    under a used id gets the id "<id>#2", "#3", ...; both are reported in one warning naming `source`."""
-    out: list[TextRecord] = []
+def check_option_count(n: int, where: str) -> None:
+    """`DataError` naming `where` when a question has more options than there are letters (A-Z)."""
+    if n > len(OPTION_LETTERS):
+        raise DataError(f"{where}: {n} options; at most {len(OPTION_LETTERS)} can be lettered (A-Z)")
+
+
+def _unique_specialties(specialties: Sequence[str], rid: str) -> tuple[str, ...]:
+    """The specialties, each once, in their first order (a record may list one twice: it must count once)."""
+    if isinstance(specialties, str):
+        raise TypeError(f"record {rid!r}: specialties must be a sequence of strings, not the string {specialties!r}")
+    return tuple(dict.fromkeys(specialties))
+
+
+def unique_text_ids(items: Iterable[tuple[str, str]], source: str = "texts") -> list[str | None]:
+    """The id each (id, text) item keeps when ids must be unique, as `unique_ids` assigns them: None for an
+    exact repeat (same id and text: dropped), "<id>#2", "#3", ... for a different text under a used id;
+    both are reported in one warning naming `source`."""
+    out: list[str | None] = []
     seen: dict[str, str] = {}
     dropped, renamed = [], []
-    for r in records:
-        if r.id not in seen:
-            seen[r.id] = r.text
-            out.append(r)
-        elif seen[r.id] == r.text:
-            dropped.append(r.id)
+    for rid, text in items:
+        if rid not in seen:
+            seen[rid] = text
+            out.append(rid)
+        elif seen[rid] == text:
+            dropped.append(rid)
+            out.append(None)
         else:
             k = 2
-            while f"{r.id}#{k}" in seen:
+            while f"{rid}#{k}" in seen:
                 k += 1
-            new = TextRecord(f"{r.id}#{k}", r.text, r.specialties)
-            seen[new.id] = new.text
-            renamed.append(f"{r.id} -> {new.id}")
+            new = f"{rid}#{k}"
+            seen[new] = text
+            renamed.append(f"{rid} -> {new}")
             out.append(new)
     if dropped or renamed:
         log.warning(
@@ -95,9 +121,18 @@ def unique_ids(records: Iterable[TextRecord], source: str = "texts") -> list[Tex
     return out
 
 
+def unique_ids(records: Iterable[TextRecord], source: str = "texts") -> list[TextRecord]:
+    """The records with unique ids: an exact repeat (same id and text) is dropped, and a different text
+    under a used id gets the id "<id>#2", "#3", ...; both are reported in one warning naming `source`
+    (`unique_text_ids`)."""
+    records = list(records)
+    ids = unique_text_ids(((r.id, r.text) for r in records), source)
+    return [r if rid == r.id else TextRecord(rid, r.text, r.specialties) for r, rid in zip(records, ids) if rid]
+
+
 def _as_specialties(value, path, index) -> tuple[str, ...]:
     if isinstance(value, str):
         return (value.strip(),) if value.strip() else ()
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        return tuple(v.strip() for v in value if v.strip())
+        return tuple(dict.fromkeys(v.strip() for v in value if v.strip()))  # each once, in order
     raise DataError(f"{path}: item {index}: field 'Specialty' must be a string or a list of strings, got {value!r}")

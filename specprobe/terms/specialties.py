@@ -65,14 +65,21 @@ class MapRow:
 class SpecialtyMap:
     """The ontology -> specialty table (`specialty_map.csv`: source, key, specialties ';'-separated, label,
     note; lines whose first cell starts with '#' are comments). For ICD-10-CM an empty specialties cell
-    lets the CCSR rows decide; "none" means no specialty at all."""
+    lets the CCSR rows decide; "none" means no specialty at all. A (source, key) has one row: a repeat
+    with the same specialties is ignored, one with other specialties is an error (neither would silently
+    win)."""
 
     def __init__(self, rows: Iterable[MapRow], path: str = "<memory>") -> None:
-        self.rows = list(rows)
         self.path = path
-        self._by = {s: {} for s in MAP_SOURCES}
-        for r in self.rows:
+        self._by: dict[str, dict[str, MapRow]] = {s: {} for s in MAP_SOURCES}
+        self.rows = []
+        for r in rows:
+            first = self._by[r.source].get(r.key)
+            if first is not None:
+                _check_repeat(first, r, path)
+                continue
             self._by[r.source][r.key] = r
+            self.rows.append(r)
         self._keywords = [(re.compile(r.key, re.I), r) for r in self.rows if r.source == "keyword"]
 
     @classmethod
@@ -82,6 +89,7 @@ class SpecialtyMap:
             raise FileNotFoundError(f"specialty map not found: {path}")
         text = read_text(path)  # a BOM is accepted; invalid UTF-8 is an error naming the file
         rows = []
+        lines: dict[tuple[str, str], tuple[int, MapRow]] = {}  # (source, key) -> its first line and row
         for lineno, rec in enumerate(csv.reader(io.StringIO(text)), start=1):
             if not rec or not rec[0].strip() or rec[0].startswith("#") or (lineno == 1 and rec[0] == "source"):
                 continue
@@ -102,7 +110,13 @@ class SpecialtyMap:
                     re.compile(key)
                 except re.error as exc:
                     raise ValueError(f"{path}: line {lineno}: bad regular expression {key!r}: {exc}") from exc
-            rows.append(MapRow(source, key, spec, *(c.strip() for c in rec[3:5]), final=final))
+            row = MapRow(source, key, spec, *(c.strip() for c in rec[3:5]), final=final)
+            if (source, key) in lines:
+                first_line, first = lines[source, key]
+                _check_repeat(first, row, f"{path}: line {lineno}", f" (line {first_line})")
+                continue
+            lines[source, key] = (lineno, row)
+            rows.append(row)
         return cls(rows, str(path))
 
     # ------------------------------------------------------------------------------ per source
@@ -151,6 +165,19 @@ class SpecialtyMap:
         specs.append(s)
         evidence += e
         return _ordered_union(specs), list(dict.fromkeys(evidence))
+
+
+def _cell(row: MapRow) -> str:
+    return "none" if row.final else ";".join(row.specialties) or "(empty)"
+
+
+def _check_repeat(first: MapRow, again: MapRow, where: str, first_where: str = "") -> None:
+    """A repeated (source, key) row is accepted only with the first one's specialties."""
+    if (again.specialties, again.final) != (first.specialties, first.final):
+        raise ValueError(
+            f"{where}: {again.source} key {again.key!r} is mapped again, to {_cell(again)}, but already to "
+            f"{_cell(first)}{first_where}; keep one row per key"
+        )
 
 
 def _ordered_union(groups: Iterable[Sequence[str]]) -> tuple[str, ...]:

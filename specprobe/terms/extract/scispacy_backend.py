@@ -14,6 +14,9 @@ Paths (argument, else environment variable):
 
 Without a linker folder the backend still runs NER alone (concept id = ``""``, source ``"scispacy-ner"``)
 when ``require_linker=False``.
+
+A mention's term key (`term_key`) follows the offline backend's abbreviation rule: an abbreviation is
+case-sensitive ("MS" is not "ms", "AIDS" is not "aids"); any other surface is lower-cased.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from .abbreviations import abbreviation_key, is_abbreviation
 from .base import Mention, as_text_list, iter_progress
 
 ENV_MODEL = "SPECPROBE_SCISPACY_MODEL"
@@ -89,6 +93,13 @@ def resolve_paths(
     return {"model": model_path, "linker_dir": linker_path, "kb": kb}
 
 
+def term_key(surface: str) -> str:
+    """The term key a mention counts for: an abbreviation (`abbreviations.is_abbreviation`) as written, less
+    a plural "s" ("MS", "TRAbs" -> "TRAb"), so that it never merges with an ordinary word ("ms", "aids");
+    any other surface lower-cased ("Myocardial infarction" -> "myocardial infarction")."""
+    return abbreviation_key(surface) if is_abbreviation(surface) else surface.lower()
+
+
 class ScispacyExtractor:
     """NER + entity linking with local scispaCy resources (see the module docstring)."""
 
@@ -115,6 +126,14 @@ class ScispacyExtractor:
         if paths["linker_dir"] is not None:
             self.linker = _local_linker(paths["linker_dir"], paths["kb"], threshold)
 
+    @classmethod
+    def from_pipeline(cls, nlp, linker=None, source: str = "umls") -> ScispacyExtractor:
+        """An extractor around a spaCy pipeline that is already loaded (its `doc.ents` are the mentions)
+        and an optional scispaCy `EntityLinker`: no files are read."""
+        self = cls.__new__(cls)
+        self.nlp, self.linker, self.source = nlp, linker, source
+        return self
+
     def _mentions(self, doc) -> list[Mention]:
         out = []
         for ent in doc.ents:
@@ -134,7 +153,7 @@ class ScispacyExtractor:
                     cid,
                     self.source if cid else "scispacy-ner",
                     ids,
-                    ent.text.lower(),
+                    term_key(ent.text),
                 )
             )
         return out
