@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from specprobe.app.config import builtin_questions
+from specprobe.app.cli import main
+from specprobe.app.config import ConfigError, builtin_questions
 from specprobe.app.experiment import ALL_SPECIALTIES, SLUG_MAX, ExperimentConfig, RunInterrupted, run_experiment, slug
 from specprobe.app.stages import DONE, run_stage
 from specprobe.utils.locks import OutputLockedError
@@ -254,3 +256,35 @@ def test_a_300_character_specialty_runs(tiny_llama, tmp_path):
     res = run_experiment(cfg, progress=False, say=lambda s: None)
     assert set(res.comparisons) == {name} and name in set(res.compare_matrix["finetune_specialty"])
     assert all(len(p.name) < 100 for p in (tmp_path / "exp" / "stages").iterdir())
+
+
+# -- bad configuration: refused when read, naming the file and the key ----------------------------------
+@pytest.mark.parametrize(
+    "table, line, message",
+    [
+        # was: "training option weight_decay: must be >= 0, got -1", after the lexicon stage, no file named
+        ("train", "weight_decay = -1", r"train\.weight_decay: must be >= 0, got -1$"),
+        ("train", 'template = "no question"', r"train\.template: the prompt template must contain \{question\}"),
+        ("train", 'save_steps = "0,x"', r"train\.save_steps: must be steps separated by commas"),
+        # was: found only when the first compare stage started, after every adapter was trained
+        ("compare", 'device = "gpu"', r"compare\.device: unknown device 'gpu'; use auto, cpu, cuda, cuda:N"),
+        ("compare", 'dtype = "float17"', r"compare\.dtype: unknown dtype 'float17'; use one of"),
+    ],
+)
+def test_a_bad_option_is_refused_when_the_config_is_read(tmp_path, capsys, table, line, message):
+    path = tmp_path / "exp.toml"
+    path.write_text(f'out = "{tmp_path / "out"}"\n[{table}]\n{line}\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(path))}: {message}"):
+        ExperimentConfig.from_toml(path)
+    assert main(["run", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and str(path) in err
+    assert not (tmp_path / "out").exists()  # no stage started
+
+
+def test_demo_specialties_without_a_name_is_an_error_not_every_specialty(tmp_path, capsys):
+    # was: `--specialties` with no value ran the whole demo on every specialty
+    with pytest.raises(SystemExit) as stop:
+        main(["demo", "--out", str(tmp_path / "demo"), "--specialties"])
+    assert stop.value.code == 2 and "--specialties: expected at least one argument" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()

@@ -223,6 +223,43 @@ def validate_config(values: dict[str, Any], source: str) -> None:
         raise ConfigError(describe(exc, source)) from None
 
 
+def check_train_options(train: dict, source: str) -> None:
+    """The [train] options as training itself checks them (a negative weight_decay, a template without
+    {question}, save_steps that do not parse, ...): when the config is read, not when the first adapter
+    stage starts; raises `ConfigError` naming `source` and the key."""
+    from specprobe.finetune.train_options import TrainOptionError, TrainOptions
+
+    try:
+        TrainOptions.from_kwargs({k: v for k, v in train.items() if k not in ("revision", "trust_remote_code")})
+    except TrainOptionError as exc:
+        problem = str(exc).removeprefix(f"training option {exc.field}: ")
+        raise ConfigError(f"{source}: train.{exc.field}: {problem}") from None
+
+
+def check_device_and_dtype(compare: dict, source: str) -> None:
+    """compare.device and compare.dtype spelled as the probes take them: a typo is an error now, not
+    after every adapter is trained. Whether the device exists is checked where the stage runs."""
+    device, dtype = compare.get("device"), compare.get("dtype")
+    if device not in (None, "auto", "shard"):
+        import torch
+
+        try:
+            torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ConfigError(
+                f"{source}: compare.device: unknown device {device!r}; use auto, cpu, cuda, cuda:N, mps or shard"
+            ) from None
+    if dtype not in (None, "auto"):
+        import torch
+
+        from specprobe.core.models import resolve_dtype
+
+        try:
+            resolve_dtype(dtype, torch.device("cpu"))
+        except ValueError as exc:
+            raise ConfigError(f"{source}: compare.dtype: {exc}") from None
+
+
 @dataclass
 class ExperimentConfig:
     """Everything that defines a run; every field goes into the stage hashes that depend on it."""
@@ -269,6 +306,8 @@ class ExperimentConfig:
         validate_config(asdict(self), source)
         if "trajectory" in (self.analyses or []) and not self.train.get("save_steps"):
             raise ConfigError(f"{source}: analyses: 'trajectory' needs adapter snapshots; set train.save_steps")
+        check_train_options(self.train, source)
+        check_device_and_dtype(self.compare, source)
 
     def chosen_analyses(self) -> list[str]:
         """The analyses to run, in `ANALYSES` order: `analyses`, or by default every one but trajectory,

@@ -35,10 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--data", default="", help="a QA file (S-MedQA JSON) instead of the built-in questions")
     d.add_argument("--base", default="", help="a base model (hub id or directory) instead of the built-in one")
     d.add_argument("--out", default="specprobe-demo", help="output folder (reruns skip finished stages)")
-    d.add_argument("--specialties", nargs="*", default=None, help="specialties to fine-tune on (default: all)")
+    d.add_argument(
+        "--specialties", nargs="+", default=None, metavar="SPECIALTY", help="specialties to fine-tune on (default: all)"
+    )
     d.add_argument("--max-steps", type=positive_int, default=None, help="training steps per adapter")
     d.add_argument("--max-texts", type=positive_int, default=None, help="cap on test questions probed by compare")
-    d.add_argument("--no-progress", action="store_true")
+    d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(handler=run_demo)
     r = sub.add_parser("run", help="run an experiment described by a TOML file (cached, resumable stages)")
     r.add_argument(
@@ -71,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the Ray cluster to run on: auto (the one started with `ray start` on this machine) or HOST:PORT; "
         "default: start Ray on this machine for the run",
     )
-    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.set_defaults(handler=run_toml)
     st = sub.add_parser(
         "stages",
