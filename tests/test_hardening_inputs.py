@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
+import stat
 
 import pandas as pd
 import pytest
@@ -419,3 +422,64 @@ def test_lexicon_save_load_roundtrip(tmp_path, terms, specialties):
         assert replace(back[t], z={}) == replace(e, z={})
         assert back[t].z == {k: round(v, 4) for k, v in e.z.items()}  # z is stored to 4 decimals
     assert p.read_bytes() == Lexicon.load(p).save(tmp_path / "again.json").read_bytes()
+
+
+# ------------------------------------------------------------------- outputs: permissions, folders, evaluate --out
+def test_atomic_writes_get_the_permissions_of_an_ordinary_write(tmp_path):
+    from specprobe.utils.io import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "lexicon.json", "{}")
+    finally:
+        os.umask(old)
+    # was 0o600 (the temporary file's): a lexicon or result no one else in the group could read
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    path.chmod(0o640)
+    atomic_write_text(path, "{}")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640  # a replaced file keeps its permissions
+
+
+def test_an_atomic_write_onto_a_folder_names_the_folder(tmp_path):
+    from specprobe.utils.io import atomic_write_text
+
+    (tmp_path / "out").mkdir()
+    # was: "[Errno 21] Is a directory: '<tmp>/.out.x1y2.tmp' -> '<tmp>/out'"
+    with pytest.raises(IsADirectoryError, match=r"out is a folder; cannot write a file there$"):
+        atomic_write_text(tmp_path / "out", "{}")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary file left
+
+
+EVALUATE = ["evaluate", "--model", "no-model", "--data", "no-data.json"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        # was: "<out> exists; pass --overwrite to replace it", and with --overwrite an error after the scoring
+        (["--out", "{tmp}/folder"], r"--out .*folder is a folder; --out names the result file"),
+        (["--out", "{tmp}/folder", "--overwrite"], r"--out .*folder is a folder"),
+        # was: a JSON result written into results.csv
+        (["--out", "{tmp}/results.csv"], r"--out .*results\.csv: the result is JSON \(name it \.json or \.json\.gz\)"),
+        # was: --variant silently ignored
+        (["--out", "{tmp}/m.json", "--matrix", "--variant", "base"], r"--variant .* --matrix scores them all"),
+        # was: --lm-eval-out silently ignored with --matrix
+        (["--out", "{tmp}/m.json", "--matrix", "--lm-eval-out", "{tmp}/lm"], r"--lm-eval-out .* not go with --matrix"),
+        # was: an error after the scoring (and after --out was written): "Not a directory: '<file>/base'"
+        (
+            ["--out", "{tmp}/r.json", "--lm-eval-out", "{tmp}/afile"],
+            r"--lm-eval-out .*afile is a file; it names a folder",
+        ),
+    ],
+)
+def test_evaluate_refuses_outputs_it_cannot_write_before_any_model_loads(tmp_path, capsys, extra, message):
+    from specprobe.app.cli import main
+
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    args = [*EVALUATE, *(a.format(tmp=tmp_path) for a in extra)]
+    assert main(args) == 2  # the model does not exist: these errors come first
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert re.search(message, err), err
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "m.json").exists()

@@ -135,3 +135,23 @@ def test_wandb_offline_run(tiny_llama, tmp_path, monkeypatch):
     assert adapter_bytes(tmp_path / "plain") == adapter_bytes(tmp_path / "wb")
     runs = list((tmp_path / "wb" / LOGS / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("wandb") is None, reason="wandb not installed")
+def test_a_tracker_that_does_not_start_is_a_one_line_error_and_nothing_to_end(tmp_path):
+    from specprobe.finetune.trackers import StepTracker
+
+    class NoLogin:  # what accelerate does when wandb.init fails (no API key): raises, and its tracker has no run
+        is_main_process = True
+
+        def init_trackers(self, *args, **kwargs):
+            raise RuntimeError("No API key configured. Use `wandb login` to log in.")
+
+        def end_training(self):
+            raise AttributeError("'WandBTracker' object has no attribute 'run'")
+
+    tracker = StepTracker("wandb", tmp_path)
+    # was: the finally's end() raised AttributeError over it: "internal error: AttributeError: 'WandBTracker' ..."
+    with pytest.raises(ValueError, match=r"^--report-to wandb: the tracker did not start: RuntimeError: No API key.*"):
+        tracker.start(NoLogin(), {"rank": 8}, resumed=False)
+    tracker.end()  # no tracker run was opened: nothing to close

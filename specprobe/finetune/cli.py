@@ -36,8 +36,10 @@ def _register_finetune(subparsers) -> None:
     p.add_argument("--out", required=True, help="output adapter directory")
     p.add_argument("--overwrite", action="store_true", help="replace a different run already in --out")
     p.add_argument("--revision", default=None, help="base model revision (hub)")
-    p.add_argument("--trust-remote-code", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--trust-remote-code", action="store_true", help="run the model repository's own Python code (hub models)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_training_options(p)
     p.set_defaults(handler=run_finetune)
 
@@ -54,7 +56,7 @@ def _add_training_options(p) -> None:
     g.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float, default=None, help="default 2e-4")
     g.add_argument("--scheduler", choices=("linear", "cosine", "constant"), default=None, help="default cosine")
     g.add_argument("--warmup-ratio", type=float, default=None, help="default 0.03")
-    g.add_argument("--weight-decay", type=float, default=None)
+    g.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (default 0)")
     g.add_argument("--max-grad-norm", type=float, default=None, help="default 1.0 (0 disables clipping)")
     g.add_argument("--rank", type=positive_int, default=None, help="LoRA rank (default 8)")
     g.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default 16)")
@@ -79,7 +81,9 @@ def _add_training_options(p) -> None:
         help="auto: bf16 (fp16) on GPU, fp32 on CPU; bf16 also runs on a CPU, fp16 needs a GPU",
     )
     g.add_argument("--load-in-4bit", action="store_true", default=None, help="QLoRA (needs CUDA and bitsandbytes)")
-    g.add_argument("--gradient-checkpointing", action="store_true", default=None)
+    g.add_argument(
+        "--gradient-checkpointing", action="store_true", default=None, help="recompute activations: less memory, slower"
+    )
     g.add_argument("--template", default=None, help="prompt template with {question} and {options}")
     g.add_argument("--option-format", default=None, help="option line format with {letter} and {option}")
     g.add_argument(
@@ -138,9 +142,11 @@ def _register_evaluate(subparsers) -> None:
         help="adapter directory (with --matrix: repeat, or give a folder of adapter directories)",
     )
     e.add_argument("--data", required=True, help="QA file (S-MedQA JSON)")
-    e.add_argument("--out", required=True, help="result file (.json or .json.gz)")
+    e.add_argument("--out", required=True, help="result file (.json, .json.gz or .parquet)")
     e.add_argument("--matrix", action="store_true", help="evaluate every adapter and the base on every specialty")
-    e.add_argument("--specialty", action="append", default=None, help="restrict to these specialties")
+    e.add_argument(
+        "--specialty", action="append", default=None, help="restrict to these specialties (repeat or comma-separate)"
+    )
     e.add_argument(
         "--variant",
         choices=("base", "tuned"),
@@ -148,10 +154,23 @@ def _register_evaluate(subparsers) -> None:
         default=None,
         help="score only this variant (default: base and tuned)",
     )
-    e.add_argument("--template", default=None)
-    e.add_argument("--option-format", default=None)
-    e.add_argument("--continuation", choices=("letter", "text"), default=None)
-    e.add_argument("--batch-size", type=positive_int, default=8)
+    e.add_argument(
+        "--template",
+        default=None,
+        help="prompt template with {question} and {options} (default: the adapter's training format, else finetune's)",
+    )
+    e.add_argument(
+        "--option-format",
+        default=None,
+        help="option line format with {letter} and {option} (default: as --template)",
+    )
+    e.add_argument(
+        "--continuation",
+        choices=("letter", "text"),
+        default=None,
+        help="what is scored after the prompt: ' A' (letter) or ' <option text>' (default: as --template)",
+    )
+    e.add_argument("--batch-size", type=positive_int, default=8, help="sequences per forward pass (default 8)")
     e.add_argument(
         "--max-length",
         type=positive_int,
@@ -159,9 +178,9 @@ def _register_evaluate(subparsers) -> None:
         help="max tokens per prompt+option (default: the model's context; more is an error)",
     )
     e.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N, or shard (spread over all GPUs)")
-    e.add_argument("--dtype", default=None)
+    e.add_argument("--dtype", default=None, help="auto (default: fp32 on CPU, bf16/fp16 on GPU), fp32, bf16 or fp16")
     e.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    e.add_argument("--no-progress", action="store_true")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.set_defaults(handler=run_evaluate)
 
 
@@ -231,9 +250,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """Under `accelerate launch`/`torchrun` the ranks share the scoring; rank 0 alone writes and prints."""
     from specprobe.core.distributed import init_from_env, is_main
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    out = _check_evaluate_outputs(args)
     if args.from_lm_eval:
         return _evaluate_lm_eval(args, out)
     if not args.model:
@@ -274,6 +291,33 @@ def run_evaluate(args: argparse.Namespace) -> int:
             _write_lm_eval(result, Path(args.lm_eval_out), args.data)
     print(f"wrote {out}")
     return 0
+
+
+RESULT_SUFFIXES = (".json", ".gz", ".parquet")
+
+
+def _check_evaluate_outputs(args: argparse.Namespace) -> Path:
+    """--out and --lm-eval-out, and the options that exclude each other, checked before any model loads:
+    a folder, another format's suffix, a read-only place or an option that would be ignored is an error."""
+    from specprobe.utils.io import check_writable
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise IsADirectoryError(f"--out {out} is a folder; --out names the result file (.json or .json.gz)")
+    if not out.name.lower().endswith(RESULT_SUFFIXES):
+        raise ValueError(f"--out {out}: the result is JSON (name it .json or .json.gz) or parquet (.parquet)")
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    check_writable(out, "--out")
+    if args.matrix and args.variant:
+        raise ValueError("--variant scores one adapter's base or tuned side; --matrix scores them all (leave one out)")
+    if args.lm_eval_out:
+        if args.matrix:
+            raise ValueError("--lm-eval-out writes one evaluation's lm-eval files; it does not go with --matrix")
+        if Path(args.lm_eval_out).exists() and not Path(args.lm_eval_out).is_dir():
+            raise NotADirectoryError(f"--lm-eval-out {args.lm_eval_out} is a file; it names a folder")
+        check_writable(args.lm_eval_out, "--lm-eval-out")
+    return out
 
 
 def _evaluate_lm_eval(args: argparse.Namespace, out: Path) -> int:

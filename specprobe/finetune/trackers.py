@@ -92,9 +92,20 @@ class StepTracker:
         state_path = self.out / LOGS / STATE
         state = read_json(state_path) if resumed and state_path.exists() else {}
         state.setdefault("run_id", uuid.uuid4().hex[:16])
-        accelerator.init_trackers(
-            PROJECT, config=None if resumed else _scalar_config(config), init_kwargs=self._init_kwargs(state)
-        )
+        try:
+            accelerator.init_trackers(
+                PROJECT, config=None if resumed else _scalar_config(config), init_kwargs=self._init_kwargs(state)
+            )
+        except Exception as exc:  # noqa: BLE001 - the tracker's own error (no login, no server), said in one line
+            self.accelerator = None  # no run was opened: `end` has nothing to close
+            hint = (
+                " (run `wandb login`, or set WANDB_MODE=offline to log to OUT/logs only)"
+                if self.report_to == "wandb"
+                else ""
+            )
+            raise ValueError(
+                f"--report-to {self.report_to}: the tracker did not start: {type(exc).__name__}: {exc}{hint}"
+            ) from exc
         if self.report_to == "mlflow":
             state["mlflow_run_id"] = accelerator.get_tracker("mlflow").tracker.info.run_id
         write_json(state_path, state)
