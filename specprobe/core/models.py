@@ -87,7 +87,12 @@ def _looks_like_hub_id(name: str) -> bool:
 
 def _check_source(name: str, what: str) -> None:
     if Path(name).exists():
-        if Path(name).is_dir() and not any(Path(name).glob("*.json")):
+        if not Path(name).is_dir():
+            raise ModelLoadError(
+                f"{what} {name!r} is a file; give the folder that holds the model's config.json "
+                "(or the adapter's adapter_config.json)"
+            )
+        if not any(Path(name).glob("*.json")):
             raise ModelLoadError(f"{what} {name!r} is a directory without a config.json or adapter_config.json")
         return
     if not _looks_like_hub_id(name):
@@ -191,6 +196,7 @@ def load_tokenizer(source: str, trust_remote_code: bool = False, revision: str |
     """The fast tokenizer of a hub id (at `revision`) or local directory; a `ModelLoadError` saying why not."""
     from transformers import AutoTokenizer
 
+    _check_source(source, "model")  # a folder that is no model is said so, not as a tokenizer backend problem
     try:
         tok = AutoTokenizer.from_pretrained(
             source, use_fast=True, trust_remote_code=trust_remote_code, revision=revision

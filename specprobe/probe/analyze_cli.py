@@ -107,6 +107,9 @@ def run_seen_unseen(args: argparse.Namespace) -> int:
     from specprobe.probe.analyses import seen_unseen
 
     out = _out(args, SEEN_UNSEEN_OUTPUTS)
+    if args.train_data is not None and not Path(args.train_data).is_file():
+        what = "a folder, not a QA file" if Path(args.train_data).is_dir() else "no such file"
+        raise FileNotFoundError(f"--train-data {args.train_data}: {what}")
     result = seen_unseen(Path(args.comparison), args.adapter, args.train_data, specialty=args.specialty, name=args.name)
     out.mkdir(parents=True, exist_ok=True)
     result.save(out / "seen_unseen.json.gz")

@@ -75,6 +75,10 @@ def run_layers(args: argparse.Namespace) -> int:
         raise ValueError(str(exc)) from None
     if remote and engine != "hooks":
         raise ValueError("--remote runs the lens through nnsight; it takes no --engine")
+    if remote and (args.patch or args.attribution):
+        raise ValueError("--patch and --attribution run locally only; leave them out with --remote")
+    if args.positions != "all" and not args.patch:
+        raise ValueError(f"--positions {args.positions} chooses the positions --patch patches; add --patch")
     if init_from_env(opts.device)[1] > 1 and (remote or engine != "hooks"):
         raise ValueError(
             f"--{'remote' if remote else 'engine ' + engine} runs in one process; do not start it data-parallel"
@@ -100,8 +104,6 @@ def run_layers(args: argparse.Namespace) -> int:
     print(view.summary())
     if pair is not None:
         written += _patch_and_attribute(args, pair, terms, texts, opts, out, engine)
-    elif args.patch or args.attribution:
-        print("\n--patch/--attribution run locally only; skipped with --remote")
     print(f"\nwrote {', '.join(str(out / w) for w in written)}")
     return 0
 

@@ -131,7 +131,17 @@ def read_controls(value: str) -> str | list[str] | None:
         return None
     if value == "auto":
         return "auto"
-    return [w.strip() for w in Path(value).read_text(encoding="utf-8").splitlines() if w.strip()]
+    from specprobe.terms.records import read_text  # invalid UTF-8 is an error naming the file and line
+
+    path = Path(value)
+    if not path.exists():
+        raise FileNotFoundError(f"--controls {value!r}: not 'auto', 'none', or an existing file of words")
+    if path.is_dir():
+        raise IsADirectoryError(f"--controls {value}: a folder, not a file with one word per line")
+    words = [w.strip() for w in read_text(path).splitlines() if w.strip()]
+    if not words:
+        raise ValueError(f"--controls {value}: no words in the file (--controls none: no control words)")
+    return words
 
 
 def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
@@ -154,13 +164,20 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="'auto' (frequency-matched ordinary words), 'none', or a file with one word per line",
     )
-    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="texts per forward pass (default 8)")
     parser.add_argument("--max-length", type=positive_int, default=None, help="context length (default: the model's)")
-    parser.add_argument("--long-texts", choices=["window", "error"], default="window")
+    parser.add_argument(
+        "--long-texts",
+        choices=["window", "error"],
+        default="window",
+        help="a text longer than the context: score it in sliding windows (default) or stop with an error",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, or shard (spread over all GPUs)")
-    parser.add_argument("--dtype", default="auto")
+    parser.add_argument(
+        "--dtype", default="auto", help="auto (default: fp32 on CPU, bf16/fp16 on GPU), fp32, bf16 or fp16"
+    )
     parser.add_argument("--limit", type=positive_int, default=None, help="use only the first N texts (quick looks)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     parser.add_argument(
         "--force-adapter",
@@ -170,12 +187,15 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_out_dir(out: str | Path, outputs: Sequence[str], overwrite: bool) -> Path:
-    """Refuse an --out that cannot take the results, before any model loads: a file, or a folder
-    already holding one of `outputs` (unless `overwrite`). Nothing is created here."""
+    """Refuse an --out that cannot take the results, before any model loads: a file, a folder already
+    holding one of `outputs` (unless `overwrite`), or one that cannot be written. Nothing is created here."""
+    from specprobe.utils.io import check_writable
+
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"--out {path} is a file, not a folder")
     existing = [name for name in outputs if (path / name).exists()]
     if existing and not overwrite:
         raise FileExistsError(f"--out {path} already holds {', '.join(existing)}; pass --overwrite to replace")
+    check_writable(path, "--out")  # a read-only folder fails now, not after the models have run
     return path
