@@ -219,8 +219,21 @@ def _options_without_help(command: list[str]) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("command", [["compare"], ["layers"], ["evaluate"], ["finetune"], ["demo"], ["run"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["compare"],
+        ["layers"],
+        ["evaluate"],
+        ["finetune"],
+        ["demo"],
+        ["run"],
+        ["analyze", "seen-unseen"],
+        ["analyze", "accuracy-link"],
+    ],
+)
 def test_every_option_says_what_it_does(command):
     # was: --batch-size, --dtype, --long-texts, --no-progress (compare, layers), --template, --option-format,
-    # --continuation (evaluate), --weight-decay, --trust-remote-code, --gradient-checkpointing (finetune)
+    # --continuation (evaluate), --weight-decay, --trust-remote-code, --gradient-checkpointing (finetune),
+    # --metric (analyze accuracy-link)
     assert _options_without_help(command) == []

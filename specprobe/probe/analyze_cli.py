@@ -91,7 +91,12 @@ def _accuracy_link_parser(analyses: argparse._SubParsersAction) -> None:
         "(repeat for several adapters of an accuracy matrix)",
     )
     p.add_argument("--tuned", default=None, help="the evaluation's label of the adapter (one --comparison PATH)")
-    p.add_argument("--metric", choices=["delta_per_token", "delta"], default="delta_per_token")
+    p.add_argument(
+        "--metric",
+        choices=["delta_per_token", "delta"],
+        default="delta_per_token",
+        help="a term's change: tuned - base log-probability per token (default) or summed over its tokens",
+    )
     p.add_argument("--norm", action="store_true", help="use acc_norm and per-character margins")
     _common(p, ACCURACY_LINK_OUTPUTS)
     p.set_defaults(handler=run_accuracy_link)
