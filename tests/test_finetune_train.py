@@ -249,6 +249,35 @@ def test_a_finished_run_whose_adapter_changed_is_not_adopted(tiny_llama, tmp_pat
     assert again.manifest["adapter_files"] == first.manifest["adapter_files"]  # the same run, trained again
 
 
+def test_overwrite_keeps_the_finished_adapter_when_the_new_run_cannot_start(tiny_llama, tmp_path):
+    """`overwrite` removed the finished adapter before the new run had loaded: a run that then failed (a
+    target module the model does not have) left the folder empty."""
+    base, recs, out = str(tiny_llama[0]), make_records(), tmp_path / "out"
+    first = train(base, recs, "Cardiology", out, **FAST)
+    files = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and not p.name.startswith(".")}
+    with pytest.raises(ValueError, match="cannot put LoRA on target modules"):
+        train(base, recs, "Neurology", out, overwrite=True, target_modules=["no_such_proj"], **FAST)
+    assert {n: (out / n).read_bytes() for n in files} == files
+    assert train(base, recs, "Cardiology", out, **FAST).manifest == first.manifest  # still this finished run
+
+
+def test_a_relative_and_an_absolute_path_to_the_base_are_the_same_run(tiny_llama, tmp_path, monkeypatch):
+    """The run identity held the base path as typed, so a rerun with `--base model` after `--base
+    /abs/model` was refused as a different finished run; the same folder with the same weights is one base.
+    Another folder with other weights stays another run."""
+    base, recs, out = tiny_llama[0], make_records(), tmp_path / "out"
+    first = train(str(base.resolve()), recs, "Cardiology", out, **FAST)
+    monkeypatch.chdir(base.parent)
+    again = train(base.name, recs, "Cardiology", out, **FAST)
+    assert again.manifest == first.manifest
+    from specprobe.testing.tiny_models import build_tiny_model
+
+    other = build_tiny_model("llama", tmp_path / "llama-base", seed=1)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileExistsError, match="different finished run"):
+        train(other.name, recs, "Cardiology", out, **FAST)
+
+
 def test_ctrl_c_leaves_a_checkpoint_and_resume_matches(tiny_llama, tmp_path):
     """SIGINT mid-run: checkpoint at the step boundary, then TrainingInterrupted; re-running ends with
     identical weights (dropout on)."""

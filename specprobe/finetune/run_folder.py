@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from specprobe.finetune.run_identity import identity_diff
+from specprobe.finetune.run_identity import identity_diff, identity_hash
 from specprobe.finetune.snapshots import SNAPSHOTS
 from specprobe.finetune.trackers import LOGS
 from specprobe.utils.io import read_json, sha256_file
@@ -73,6 +73,35 @@ def inspect_out(out: Path, identity: dict, identity_hash: str, overwrite: bool) 
 def adapter_digests(out: Path) -> dict[str, str]:
     """sha256 of the final adapter's files in `out` (`ADAPTER_FILES` that exist), as the manifest records them."""
     return {name: sha256_file(out / name) for name in ADAPTER_FILES if (out / name).is_file()}
+
+
+def spelled_as_recorded(out: Path, identity: dict) -> dict:
+    """`identity` with its base path spelled as the run on disk in `out` spells it, when that run is this
+    one given another path to the same local folder (a relative and an absolute path, a link): the same
+    folder now and the same weights fingerprint. Otherwise `identity` as it is."""
+    recorded = _recorded_identity(out)
+    base, other = identity.get("base"), (recorded or {}).get("base")
+    if not recorded or not isinstance(other, str) or not isinstance(base, str) or other == base:
+        return identity
+    weights = identity.get("base_weights_sha256")
+    if not weights or recorded.get("base_weights_sha256") != weights:
+        return identity
+    if not (Path(other).is_dir() and Path(other).resolve() == Path(base).resolve()):
+        return identity
+    respelled = {**identity, "base": other}
+    return respelled if identity_hash(respelled) == identity_hash(recorded) else identity
+
+
+def _recorded_identity(out: Path) -> dict | None:
+    """The identity of the run on disk in `out`: its manifest's, else its newest checkpoint's."""
+    sources = [out / MANIFEST] if (out / MANIFEST).exists() else [c / TRAINER_STATE for c in checkpoint_dirs(out)[-1:]]
+    for source in sources:
+        try:
+            found = read_json(source).get("identity")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return found if isinstance(found, dict) else None
+    return None
 
 
 def _finished_run(out: Path, identity: dict, identity_hash: str) -> tuple[str, Any]:

@@ -52,6 +52,7 @@ from specprobe.finetune.run_folder import (
     checkpoint_dirs,
     clear_owned,
     inspect_out,
+    spelled_as_recorded,
 )
 from specprobe.finetune.run_identity import base_identity, identity_hash, run_identity
 from specprobe.finetune.snapshots import check_save_steps, save_snapshot, snapshot_entries
@@ -253,18 +254,29 @@ class _Trainer:
         return TrainingInterrupted(signum, step, self.total, self.out, ck)
 
     def prepare_out(self, overwrite: bool) -> tuple[str, Any]:
-        """What the output directory holds (see `inspect_out`); unless "done", it is made ready to write."""
+        """What the output directory holds (see `inspect_out`); unless "done", it is made ready to write.
+        An "overwrite" keeps what is there until `clear_for_overwrite`, called once the run has loaded."""
         assert self.identity_hash is not None  # set by identify(), which runs first
+        if not overwrite and self.out.is_dir():  # the same local base by another path is the same run
+            self.identity = spelled_as_recorded(self.out, self.identity)
+            self.identity_hash = identity_hash(self.identity)
         state, found = inspect_out(self.out, self.identity, self.identity_hash, overwrite)
         if state == "done":
             return state, found
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            if state == "overwrite":
-                clear_owned(self.out)
             self.out.mkdir(parents=True, exist_ok=True)
         self.accelerator.wait_for_everyone()
         return state, found
+
+    def clear_for_overwrite(self) -> None:
+        """Remove the previous run's files (`overwrite`): only after the model, the LoRA layers and the
+        examples have loaded, so that a run that cannot start (a wrong target module, a model that does
+        not load) leaves the finished adapter it was to replace in place."""
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            clear_owned(self.out)
+        self.accelerator.wait_for_everyone()
 
     # -- load ----------------------------------------------------------------------------------------------
     def load(self) -> None:
@@ -723,6 +735,8 @@ def train(
                 log.info("%s already holds this finished run; nothing to do", trainer.out)
                 return TrainRun(trainer.out, found, True)
             trainer.load()
+            if state == "overwrite":
+                trainer.clear_for_overwrite()
             if state == "resume":
                 trainer.restore(found)
             guard.deferring = True  # from here a signal stops after the current step, with a checkpoint
