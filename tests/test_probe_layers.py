@@ -306,26 +306,25 @@ def test_cli_writes_results(tiny_gpt2, tmp_path, capsys):
     terms.write_text(json.dumps(TERMS))
     parser = argparse.ArgumentParser()
     layers_cli.register(parser.add_subparsers())
-    args = parser.parse_args(
-        [
-            "layers",
-            "--base",
-            str(base),
-            "--tuned",
-            str(adapter),
-            "--terms",
-            str(terms),
-            "--out",
-            str(tmp_path / "out"),
-            "--patch",
-            "--attribution",
-            "--layers",
-            "0,-1",
-            "--no-progress",
-            "--controls",
-            "none",
-        ]
-    )
+    argv = [
+        "layers",
+        "--base",
+        str(base),
+        "--tuned",
+        str(adapter),
+        "--terms",
+        str(terms),
+        "--out",
+        str(tmp_path / "out"),
+        "--patch",
+        "--attribution",
+        "--layers",
+        "0,-1",
+        "--no-progress",
+        "--controls",
+        "none",
+    ]
+    args = parser.parse_args(argv)
     assert args.handler(args) == 0
     for name in (
         "layers.json.gz",
@@ -337,5 +336,11 @@ def test_cli_writes_results(tiny_gpt2, tmp_path, capsys):
     ):
         assert (tmp_path / "out" / name).exists(), name
     assert "wrote" in capsys.readouterr().out
+    # --overwrite without --patch/--attribution: the folder holds this run only, not the earlier patching
+    argv = [a for a in argv if a not in ("--patch", "--attribution")] + ["--overwrite"]
+    again = parser.parse_args(argv)
+    assert again.handler(again) == 0
+    left = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert left == ["layers.json.gz", "layers_by_specialty.csv"], left
     with pytest.raises(SystemExit):
         parser.parse_args(["layers", "--base", "b", "--tuned", "t", "--terms", "x", "--out", "o", "--layers", "a"])

@@ -14,7 +14,14 @@ def _layer_list(value: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"--layers takes comma-separated integers, got {value!r}") from exc
 
 
-LAYERS_OUTPUTS = ("layers.json.gz", "layers_by_specialty.csv", "patching.json.gz", "logit_attribution.json.gz")
+LAYERS_OUTPUTS = (
+    "layers.json.gz",
+    "layers_by_specialty.csv",
+    "patching.json.gz",
+    "patching_by_site.csv",
+    "logit_attribution.json.gz",
+    "logit_attribution_by_specialty.csv",
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -105,7 +112,17 @@ def run_layers(args: argparse.Namespace) -> int:
     if pair is not None:
         written += _patch_and_attribute(args, pair, terms, texts, opts, out, engine)
     print(f"\nwrote {', '.join(str(out / w) for w in written)}")
+    _remove_replaced(out, written)
     return 0
+
+
+def _remove_replaced(out: Path, written: list[str]) -> None:
+    """After an --overwrite run: the earlier run's outputs that this one did not write (its --patch or
+    --attribution files) are removed, so that the folder holds one run, not a mix of two."""
+    for name in LAYERS_OUTPUTS:
+        if name not in written and (out / name).exists():
+            (out / name).unlink()
+            print(f"removed {out / name}, from the earlier run this one replaces")
 
 
 def _patch_and_attribute(args: argparse.Namespace, pair, terms, texts, opts, out: Path, engine: str) -> list[str]:
