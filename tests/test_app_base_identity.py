@@ -104,6 +104,19 @@ def test_a_training_revision_the_other_stages_would_not_load_is_refused(tmp_path
         bi.base_identity("no/such-model", None, tmp_path)
 
 
+def test_a_base_that_is_not_a_model_folder_is_refused_before_any_stage(tiny_llama, tmp_path):
+    """A base folder without a model was found only when the adapter stage loaded it, after the split and
+    the lexicon had been built."""
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"base: .*empty is a folder without a config\.json"):
+        bi.base_identity(str(tmp_path / "empty"), None, tmp_path / "out")
+    with pytest.raises(ConfigError, match=r"base: .*llama-lora is a PEFT adapter"):
+        bi.base_identity(str(tiny_llama[1]), None, tmp_path / "out")
+    (tmp_path / "weights.safetensors").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"base: .*weights\.safetensors is a file"):
+        bi.base_identity(str(tmp_path / "weights.safetensors"), None, tmp_path / "out")
+
+
 def test_the_lexicon_is_keyed_on_every_package_data_file_it_reads(tmp_path, monkeypatch):
     package = Path(stages.__file__).resolve().parent.parent
     read = set()

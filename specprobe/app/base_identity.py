@@ -37,7 +37,13 @@ def base_identity(base: str, revision: str | None, root: Path) -> str:
     """The identity of `base` in the stage keys: "sha256:<digest of its files>" for a local directory,
     "<hub id>@<commit>" for a hub id (see the module docstring); `revision`: the [train] table's."""
     if Path(base).is_dir():
+        if (Path(base) / "adapter_config.json").is_file() and not (Path(base) / "config.json").is_file():
+            raise ConfigError(f"base: {base} is a PEFT adapter; give the model it was trained on as base")
+        if not (Path(base) / "config.json").is_file():
+            raise ConfigError(f"base: {base} is a folder without a config.json, not a model folder")
         return "sha256:" + directory_digest(Path(base), Path(root) / DIGESTS)
+    if Path(base).exists():
+        raise ConfigError(f"base: {base} is a file; give the folder that holds the model's config.json")
     commit = hub_commit(base, None)
     if revision and (pinned := hub_commit(base, revision)) != commit:
         raise ConfigError(
