@@ -3,6 +3,8 @@ statistics against scipy."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -399,3 +401,63 @@ def test_rho_needs_three_questions_not_three_rows():
     )
     r = row(AccuracyLink(frame).correlations(["acc_change"], n_boot=100, n_perm=100), "acc_change")
     assert np.isnan(r["rho"]) and r["n"] == 6 and r["n_questions"] == 2 and "only 2 question(s)" in r["note"]
+
+
+def test_inputs_given_the_other_way_round_name_the_file_and_what_it_holds(tmp_path, capsys):
+    from specprobe.app.cli import main
+
+    ids, specs, d, base, tuned = case(5, lambda d, rng: d)
+    ev = evaluation(ids, base, tuned, specs).save(tmp_path / "eval.json")
+    comp = comparison(ids, d, specs).save(tmp_path / "comparison.json.gz")
+    cases = [
+        # was: "the evaluation table has no column 'model' (columns: [16 names])"
+        (comp, comp, r"the evaluation file \S*comparison\.json\.gz holds a saved Comparison result \(kind "
+         r"'comparison'\), not an evaluation \(an MCEvaluation .*\); swapped with the comparison\?"),
+        # was: "comparison must be a Comparison (or its path, or its table with text_id and delta_per_token)"
+        (ev, ev, r"the comparison file \S*eval\.json holds a saved MCEvaluation result \(kind 'mc_evaluation'\), "
+         r"not a Comparison .*; swapped with the evaluation\?"),
+        (comp, ev, r"the evaluation file \S*comparison\.json\.gz holds a saved Comparison"),
+    ]  # fmt: skip
+    for evaluation_path, comparison_path, message in cases:
+        out = tmp_path / "out"
+        argv = ["analyze", "accuracy-link", "--evaluation", str(evaluation_path), "--comparison", str(comparison_path)]
+        assert main([*argv, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert re.search(message, err), err
+        assert not out.exists()
+    # in Python: the objects themselves, and a result of a third kind (no "swapped")
+    with pytest.raises(ValueError, match=r"^the evaluation is a Comparison result .*swapped with the comparison\?$"):
+        accuracy_link(Comparison.load(comp), Comparison.load(comp))
+    link = accuracy_link(ev, comp).save(tmp_path / "link.json.gz")
+    with pytest.raises(ValueError, match=r"link\.json\.gz holds a saved AccuracyLink result \(kind 'accuracy_link'\), "
+                       r"not a Comparison \(comparison\.json\.gz from `specprobe compare`\)$"):  # fmt: skip
+        accuracy_link(ev, link)
+
+
+def stop_csv_writing_after_the_header(monkeypatch) -> None:
+    """pandas fails while writing a CSV's rows, as a full disk (or a kill) would stop it."""
+    from pandas.io.formats.csvs import CSVFormatter
+
+    def fail(self) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(CSVFormatter, "_save_body", fail)
+
+
+def test_an_interrupted_rerun_leaves_the_csv_of_the_last_run(tmp_path, monkeypatch, capsys):
+    from specprobe.app.cli import main
+
+    ids, specs, d, base, tuned = case(6, lambda d, rng: d)
+    ev = evaluation(ids, base, tuned, specs).save(tmp_path / "eval.json")
+    comp = comparison(ids, d, specs).save(tmp_path / "comparison.json.gz")
+    out = tmp_path / "out"
+    argv = ["analyze", "accuracy-link", "--evaluation", str(ev), "--comparison", str(comp), "--out", str(out)]
+    assert main(argv) == 0
+    before = (out / "accuracy_link_correlations.csv").read_bytes()
+    stop_csv_writing_after_the_header(monkeypatch)
+    assert main([*argv, "--overwrite"]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    # was: the CSV written in place, left holding its header only
+    assert (out / "accuracy_link_correlations.csv").read_bytes() == before
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temporary file left behind

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -144,3 +145,42 @@ def test_row_of_texts_with_no_scored_token_has_no_means():
         -1.5,
         0.5,
     )
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        # was: "'utf-8' codec can't decode byte 0xe9 in position 3: invalid continuation byte" (no file)
+        ("caf\u00e9 au lait\nhouse\n".encode("latin-1"), r"texts\.txt: not valid UTF-8 at byte 3 \(line 1"),
+        ("a quiet morning\n".encode("utf-16"), r"texts\.txt: not valid UTF-8 at byte 0 \(line 1"),
+        # was: "texts: no text given", once both models had loaded
+        (b"\n \n", r"texts\.txt: no text in the file \(expected one text a line\)"),
+    ],
+)
+def test_a_texts_file_that_cannot_be_read_is_named_before_any_model_loads(tmp_path, capsys, content, message):
+    from specprobe.app.cli import main
+
+    texts = tmp_path / "texts.txt"
+    texts.write_bytes(content)
+    out = tmp_path / "out"
+    argv = ["analyze", "general-text", "--base", str(tmp_path / "no-model"), "--adapter", str(tmp_path / "no-adapter")]
+    assert main([*argv, "--texts", str(texts), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert re.search(r"error: --texts \S*" + message, err), err
+    assert not out.exists()
+
+
+def test_read_general_texts_names_the_file_of_an_empty_or_textless_jsonl(tmp_path):
+    from specprobe.probe.analyses.model_files import read_general_texts
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"^texts file \S*empty\.jsonl: no text in the file"):
+        read_general_texts(empty)
+    textless = tmp_path / "ids.jsonl"
+    textless.write_text('{"id": "a", "text": "fine"}\n{"id": "b"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"ids\.jsonl: line 2: no \"text\" string"):  # was: texts[1]: ... (no file)
+        read_general_texts(textless)
+    with pytest.raises(IsADirectoryError, match=r"a folder, not a \.jsonl file"):
+        read_general_texts(tmp_path)

@@ -156,8 +156,9 @@ def test_roundtrip_report_and_files(planted, tmp_path):
     assert list(stacked["adapter"].unique()) == ["cardio", "again"]
 
 
-def test_cli_writes_outputs(planted, tmp_path):
+def test_cli_writes_outputs(planted, tmp_path, monkeypatch, capsys):
     from specprobe.app.cli import main
+    from tests.test_analyses_accuracy_link import stop_csv_writing_after_the_header
 
     _, data, adapter, comp = planted
     comp_path = comp.save(tmp_path / "comparison.json.gz")
@@ -167,6 +168,13 @@ def test_cli_writes_outputs(planted, tmp_path):
     assert {p.name for p in out.iterdir()} >= {"seen_unseen.json.gz", "seen_unseen_groups.csv", "seen_unseen_tests.csv"}
     assert main(args) == 2  # existing outputs are kept without --overwrite
     assert main([*args[:-2], "--out", str(tmp_path / "o2"), "--train-data", str(tmp_path / "nope.json")]) == 2
+    # a rerun stopped while writing the CSVs keeps the last run's (they were written in place: header only)
+    before = {p.name: p.read_bytes() for p in out.glob("*.csv")}
+    stop_csv_writing_after_the_header(monkeypatch)
+    capsys.readouterr()
+    assert main([*args, "--overwrite"]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.glob("*.csv")} == before and len(before) == 3
 
 
 def test_selection_and_hash_agree_with_finetune():
@@ -237,3 +245,31 @@ def test_summaries_without_control_words():
     spec = result.by_specialty()
     assert list(spec["seen"]) == [False, True] and bool(spec["trained"].all())
     assert "seen" in result.summary()
+
+
+def test_a_missing_training_data_file_says_which_path_and_where_it_came_from(tmp_path):
+    from specprobe.utils.io import sha256_file
+
+    data = write_qa(tmp_path / "train.json", training_questions())
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    recorded = tmp_path / "elsewhere" / "train.json"  # the manifest's path, not valid here
+    manifest = {"data": {"path": str(recorded), "sha256": sha256_file(data)}, "specialty": ["Cardiology"]}
+    (adapter / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(FileNotFoundError) as info:
+        training_data(adapter)
+    assert str(info.value) == (
+        f"{adapter}/manifest.json: field 'data.path' records the training data as {recorded}, not found here "
+        f"(moved, or another machine?); pass train_data= (--train-data) with that QA file (its sha256 must be "
+        f"{sha256_file(data)[:12]}...)"
+    )
+    given = tmp_path / "typo.json"
+    # was: "training data file not found: <given> (recorded in <adapter>/manifest.json); pass train_data="
+    with pytest.raises(FileNotFoundError, match=r"^train_data \S*typo\.json: no such file \(the path given as"):
+        training_data(adapter, given)
+    with pytest.raises(FileNotFoundError, match=r"^train_data \S*adapter: a folder, not a QA file"):
+        training_data(adapter, adapter)
+    (adapter / "manifest.json").unlink()  # no manifest: the given path is taken as given, and named the same way
+    with pytest.raises(FileNotFoundError, match=r"^train_data \S*typo\.json: no such file"):
+        training_data(adapter, given)
+    assert len(training_data(adapter, data, "Cardiology").records) == 8

@@ -230,10 +230,12 @@ def _options_without_help(command: list[str]) -> list[str]:
         ["run"],
         ["analyze", "seen-unseen"],
         ["analyze", "accuracy-link"],
+        ["analyze", "trajectory"],
+        ["analyze", "general-text"],
     ],
 )
 def test_every_option_says_what_it_does(command):
-    # was: --batch-size, --dtype, --long-texts, --no-progress (compare, layers), --template, --option-format,
-    # --continuation (evaluate), --weight-decay, --trust-remote-code, --gradient-checkpointing (finetune),
-    # --metric (analyze accuracy-link)
+    # was: --batch-size, --dtype, --long-texts, --no-progress (compare, layers, analyze trajectory; all but
+    # --long-texts, which it has not, analyze general-text), --template, --option-format, --continuation
+    # (evaluate), --weight-decay, --trust-remote-code, --gradient-checkpointing (finetune), --metric (accuracy-link)
     assert _options_without_help(command) == []

@@ -110,6 +110,7 @@ def _out(args: argparse.Namespace, outputs: tuple[str, ...]) -> Path:
 
 def run_seen_unseen(args: argparse.Namespace) -> int:
     from specprobe.probe.analyses import seen_unseen
+    from specprobe.utils.io import atomic_write_text
 
     out = _out(args, SEEN_UNSEEN_OUTPUTS)
     if args.train_data is not None and not Path(args.train_data).is_file():
@@ -118,9 +119,9 @@ def run_seen_unseen(args: argparse.Namespace) -> int:
     result = seen_unseen(Path(args.comparison), args.adapter, args.train_data, specialty=args.specialty, name=args.name)
     out.mkdir(parents=True, exist_ok=True)
     result.save(out / "seen_unseen.json.gz")
-    result.groups().to_csv(out / "seen_unseen_groups.csv", index=False)
-    result.tests().to_csv(out / "seen_unseen_tests.csv", index=False)
-    result.by_specialty().to_csv(out / "seen_unseen_by_specialty.csv", index=False)
+    atomic_write_text(out / "seen_unseen_groups.csv", result.groups().to_csv(index=False))
+    atomic_write_text(out / "seen_unseen_tests.csv", result.tests().to_csv(index=False))
+    atomic_write_text(out / "seen_unseen_by_specialty.csv", result.by_specialty().to_csv(index=False))
     if args.report:
         result.report(out / "seen_unseen.html")
     print(result.summary())
@@ -143,6 +144,7 @@ def _comparisons(values: list[str]) -> Path | dict[str, Path]:
 
 def run_accuracy_link(args: argparse.Namespace) -> int:
     from specprobe.probe.analyses import accuracy_link
+    from specprobe.utils.io import atomic_write_text
 
     out = _out(args, ACCURACY_LINK_OUTPUTS)
     comps = _comparisons(args.comparison)
@@ -150,7 +152,7 @@ def run_accuracy_link(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     result.save(out / "accuracy_link.json.gz")
     table = result.correlations()
-    table.to_csv(out / "accuracy_link_correlations.csv", index=False)
+    atomic_write_text(out / "accuracy_link_correlations.csv", table.to_csv(index=False))
     if args.report:
         result.report(out / "accuracy_link.html")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

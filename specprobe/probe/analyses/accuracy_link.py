@@ -133,14 +133,45 @@ def _note(est: RankCorrelation) -> str:
 
 
 # -- reading the inputs ------------------------------------------------------------------------------
-def _load(obj: Any) -> Any:
-    return Result.load(obj) if isinstance(obj, (str, os.PathLike)) else obj
+#: the saved result kinds each input takes, and how errors describe them (a saved result records its kind)
+EVALUATION_KINDS = ("mc_evaluation", "accuracy_matrix")
+COMPARISON_KINDS = ("comparison",)
+_EXPECTED = {
+    "evaluation": "an evaluation (an MCEvaluation from `specprobe evaluate`, or an AccuracyMatrix from --matrix)",
+    "comparison": "a Comparison (comparison.json.gz from `specprobe compare`)",
+}
+
+
+def _load(obj: Any, role: str) -> Any:
+    """`obj`, or the result saved at the path `obj`, checked to be of a kind the `role` input takes."""
+    if not isinstance(obj, (str, os.PathLike)):
+        _check_kind(obj, role)
+        return obj
+    result = Result.load(obj)
+    _check_kind(result, role, obj)
+    return result
+
+
+def _check_kind(obj: Any, role: str, path: str | os.PathLike | None = None) -> None:
+    """A result of another kind than the `role` input ("evaluation" or "comparison") takes is a ValueError
+    naming the file it was read from, the kind it holds and the one expected (a table or another object
+    is checked later, by its columns)."""
+    kinds = EVALUATION_KINDS if role == "evaluation" else COMPARISON_KINDS
+    if not isinstance(obj, Result) or obj.kind in kinds:
+        return
+    other = "comparison" if role == "evaluation" else "evaluation"
+    swapped = obj.kind in (COMPARISON_KINDS if role == "evaluation" else EVALUATION_KINDS)
+    what = f"the {role} file {path} holds a saved" if path is not None else f"the {role} is a"
+    raise ValueError(
+        f"{what} {type(obj).__name__} result (kind {obj.kind!r}), not {_EXPECTED[role]}"
+        + (f"; swapped with the {other}?" if swapped else "")
+    )
 
 
 def evaluation_items(evaluation: Any) -> pd.DataFrame:
     """Per-(model, question) rows from an MCEvaluation (or its path, or its `to_pandas()` table) or an
     AccuracyMatrix (its stored per-item outcomes, with option log-likelihoods where stored)."""
-    evaluation = _load(evaluation)
+    evaluation = _load(evaluation, "evaluation")
     if getattr(evaluation, "kind", None) == "accuracy_matrix":
         return _matrix_items(evaluation)
     frame = evaluation if isinstance(evaluation, pd.DataFrame) else getattr(evaluation, "to_pandas", lambda: None)()
@@ -220,7 +251,7 @@ def _per_question_eval(items: pd.DataFrame, model: str, norm: bool) -> pd.DataFr
 
 def _per_question_delta(comp: Any, metric: str) -> pd.DataFrame:
     """Per text: number of term occurrences, mean term delta, mean control-word delta, its specialties."""
-    comp = _load(comp)
+    comp = _load(comp, "comparison")
     frame = comp.scored() if isinstance(comp, Comparison) else comp
     if not isinstance(frame, pd.DataFrame) or metric not in frame or "text_id" not in frame:
         raise TypeError(f"comparison must be a Comparison (or its path, or its table with text_id and {metric})")
@@ -308,9 +339,11 @@ def accuracy_link(
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    evaluation = _load(evaluation)
+    evaluation = _load(evaluation, "evaluation")
+    if isinstance(comparison, (str, os.PathLike)):  # read (and its kind checked) before the evaluation's columns
+        comparison = _load(comparison, "comparison")
     items = evaluation_items(evaluation)
-    named = {k: _load(v) for k, v in _models(items, comparison, tuned, base).items()}
+    named = {k: _load(v, "comparison") for k, v in _models(items, comparison, tuned, base).items()}
     base_q = _per_question_eval(items, base, norm)
     frames, unmatched = [], {}
     for label, comp in named.items():

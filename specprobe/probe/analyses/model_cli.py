@@ -18,11 +18,11 @@ Common = Callable[[argparse.ArgumentParser, tuple[str, ...]], None]
 
 def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base", required=True, help="hub id or local directory of the base model")
-    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--batch-size", type=positive_int, default=8, help="texts per forward pass (default 8)")
     p.add_argument("--max-length", type=positive_int, default=None, help="context length (default: the model's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, or shard (spread over all GPUs)")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--dtype", default="auto", help="auto (default: fp32 on CPU, bf16/fp16 on GPU), fp32, bf16 or fp16")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def trajectory_parser(analyses: argparse._SubParsersAction, common: Common, outputs: tuple[str, ...]) -> None:
@@ -39,7 +39,12 @@ def trajectory_parser(analyses: argparse._SubParsersAction, common: Common, outp
     p.add_argument("--terms", required=True, help="lexicon JSON, JSON mapping term -> specialties, or a term list")
     p.add_argument("--data", help="QA file whose questions are the contexts; default: the lexicon's own")
     p.add_argument("--controls", default="auto", help="'auto', 'none', or a file with one word per line")
-    p.add_argument("--long-texts", choices=["window", "error"], default="window")
+    p.add_argument(
+        "--long-texts",
+        choices=["window", "error"],
+        default="window",
+        help="a text longer than the context: score it in sliding windows (default) or stop with an error",
+    )
     p.add_argument("--limit", type=positive_int, default=None, help="use only the first N texts")
     p.add_argument("--specialty", default=None, help="the adapter's own specialty (default: from its manifest)")
     p.add_argument("--force-adapter", action="store_true", help="load adapters recorded for another architecture")
@@ -66,6 +71,7 @@ def run_trajectory(args: argparse.Namespace) -> int:
     from specprobe.probe.analyses.trajectory import trajectory
     from specprobe.probe.cli import read_terms_and_texts
     from specprobe.probe.options import ProbeOptions, check_out_dir
+    from specprobe.utils.io import atomic_write_text
 
     out = check_out_dir(args.out, args.outputs, args.overwrite)
     opts = ProbeOptions.from_args(args)
@@ -76,9 +82,9 @@ def run_trajectory(args: argparse.Namespace) -> int:
     )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     result.save(out / "trajectory.json.gz")
-    result.curves().to_csv(out / "trajectory_curves.csv", index=False)
-    result.gap().to_csv(out / "trajectory_gap.csv", index=False)
-    result.own_advantage().to_csv(out / "trajectory_own_advantage.csv", index=False)
+    atomic_write_text(out / "trajectory_curves.csv", result.curves().to_csv(index=False))
+    atomic_write_text(out / "trajectory_gap.csv", result.gap().to_csv(index=False))
+    atomic_write_text(out / "trajectory_own_advantage.csv", result.own_advantage().to_csv(index=False))
     if args.report:
         result.report(out / "trajectory.html")
     print(result.summary())
@@ -90,9 +96,10 @@ def run_general_text(args: argparse.Namespace) -> int:
     from specprobe.probe.analyses.model_files import read_general_texts
     from specprobe.probe.comparison import Comparison
     from specprobe.probe.options import check_out_dir
+    from specprobe.utils.io import atomic_write_text
 
     out = check_out_dir(args.out, args.outputs, args.overwrite)
-    texts = read_general_texts(args.texts) if args.texts else None
+    texts = read_general_texts(args.texts, "--texts") if args.texts else None
     comp = Comparison.load(args.comparison) if args.comparison else None  # before any model loads
     result = general_text_control(
         args.base, texts, tuned=args.adapter, max_length=args.max_length, batch_size=args.batch_size,
@@ -103,7 +110,8 @@ def run_general_text(args: argparse.Namespace) -> int:
         result.extras["beside_controls"] = table.to_dict(orient="records")
     out.mkdir(parents=True, exist_ok=True)
     result.save(out / "general_text.json.gz")
-    (table if table is not None else result.to_pandas()).to_csv(out / "general_text.csv", index=False)
+    frame = table if table is not None else result.to_pandas()
+    atomic_write_text(out / "general_text.csv", frame.to_csv(index=False))
     if args.report:
         result.report(out / "general_text.html")
     print(result.summary())

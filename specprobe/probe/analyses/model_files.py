@@ -71,11 +71,30 @@ def general_text_files(
     return result
 
 
-def read_general_texts(path: PathLike) -> list[Any]:
-    """Texts from a `.jsonl` file ({"id", "text"} a line) or a plain text file (one text a line)."""
+def read_general_texts(path: PathLike, what: str = "texts file") -> list[Any]:
+    """Texts from a `.jsonl` file ({"id", "text"} a line) or a plain UTF-8 text file (one text a line).
+    A missing file, a folder, text that is not UTF-8 (latin-1, UTF-16), a line without a "text" string
+    or a file without any text is a ValueError / OSError naming `what` (an option, like "--texts"), the
+    file and, where there is one, the line."""
+    from specprobe.terms.records import read_text  # invalid UTF-8: the file, byte and line
+
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"texts file not found: {p}")
-    if p.suffix == ".jsonl":
-        return [text for _, text in iter_jsonl(p)]
-    return [line for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+        raise FileNotFoundError(f"{what} {p}: no such file")
+    if p.is_dir():
+        raise IsADirectoryError(f"{what} {p}: a folder, not a .jsonl file or a text file (one text a line)")
+    try:
+        if p.suffix == ".jsonl":
+            texts: list[Any] = []
+            for lineno, record in iter_jsonl(p):
+                if not isinstance(record.get("text"), str):
+                    raise ValueError(f'{p}: line {lineno}: no "text" string (each line is {{"id", "text"}})')
+                texts.append(record)
+        else:
+            texts = [line for line in read_text(p).splitlines() if line.strip()]
+    except ValueError as exc:  # its message begins with the file
+        raise ValueError(f"{what} {exc}") from None
+    if not texts:
+        form = '{"id", "text"} lines' if p.suffix == ".jsonl" else "one text a line"
+        raise ValueError(f"{what} {p}: no text in the file (expected {form})")
+    return texts

@@ -101,7 +101,8 @@ def _load_checked(train_data: Any, recorded: Mapping, where: str) -> tuple[list[
     expected = recorded.get("sha256")
     if not isinstance(expected, str) or not expected:
         raise ValueError(f"{where}: field 'data.sha256' is missing; the training data cannot be checked")
-    if train_data is None:
+    from_manifest = train_data is None
+    if from_manifest:
         path = recorded.get("path")
         if not path:
             raise ValueError(
@@ -111,8 +112,17 @@ def _load_checked(train_data: Any, recorded: Mapping, where: str) -> tuple[list[
         train_data = path
     if isinstance(train_data, (str, os.PathLike)):
         path = Path(train_data)
-        if not path.exists():
-            raise FileNotFoundError(f"training data file not found: {path} (recorded in {where}); pass train_data=")
+        if from_manifest and not path.is_file():
+            raise FileNotFoundError(
+                f"{where}: field 'data.path' records the training data as {path}, "
+                f"{'a folder here' if path.is_dir() else 'not found here'} (moved, or another machine?); "
+                f"pass train_data= (--train-data) with that QA file (its sha256 must be {expected[:12]}...)"
+            )
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"train_data {path}: {'a folder, not a QA file' if path.is_dir() else 'no such file'} "
+                "(the path given as train_data=)"
+            )
         digest = sha256_file(path)
         records, source = load_qa(path), {"path": str(path)}
     else:
@@ -173,6 +183,11 @@ def _unchecked(folder: str | None, train_data: Any, specialty: str | Sequence[st
             "its training data cannot be known; pass train_data= (--train-data) with the questions it was trained on"
         )
     if isinstance(train_data, (str, os.PathLike)):
+        if not Path(train_data).is_file():
+            raise FileNotFoundError(
+                f"train_data {train_data}: {'a folder, not a QA file' if Path(train_data).is_dir() else 'no such file'}"
+                " (the path given as train_data=)"
+            )
         records, source = load_qa(train_data), {"path": str(train_data), "sha256": sha256_file(train_data)}
     else:
         records = list(train_data)
