@@ -379,3 +379,49 @@ def test_export_refuses_rows_scored_with_other_continuations_or_questions(tmp_pa
     other = [replace(r, answer=OPTS[(OPTS.index(r.answer) + 1) % 4]) for r in load_qa(data)]
     with pytest.raises(ValueError, match=r"question 'qa:0' \(doc_id 0\): the evaluation scored 4 options with answer"):
         letters.to_lm_eval_samples(tmp_path / "out.jsonl", data=other)
+
+
+def test_a_folder_of_lm_eval_output_is_read_when_it_holds_one_samples_file(tmp_path, capsys):
+    """lm-eval's --output_path with --log_samples: <output_path>/<model>/samples_<task>_<date>.jsonl (was:
+    'lm-eval samples file not found: <output_path>'); none or several in the folder: named, and one asked for."""
+    data = qa_file(tmp_path / "qa.json")
+    items = json.loads(data.read_text())
+    lm_out = tmp_path / "lm-out"
+    model_dir = lm_out / "__tmp__tiny-llama"  # lm-eval's sanitised model name
+    model_dir.mkdir(parents=True)
+    (model_dir / "results_2024-05-01T12-30-45.123456.json").write_text("{}")
+    name = "samples_my_smedqa_2024-05-01T12-30-45.123456.jsonl"
+    write_samples(model_dir / name, items, random_lls(len(items), 8))
+    direct = from_lm_eval(model_dir / name, data)
+    for given in (lm_out, model_dir):
+        res = from_lm_eval(given, data)
+        assert res.to_pandas()["model"].unique().tolist() == ["__tmp__tiny-llama"]  # named as for the file
+        pd.testing.assert_frame_equal(res.accuracy(), direct.accuracy())
+        assert res.metadata["lm_eval"]["__tmp__tiny-llama"]["path"] == str(model_dir / name)
+    out = tmp_path / "r.json"
+    assert main(["evaluate", "--from-lm-eval", f"tuned={lm_out}", "--data", str(data), "--out", str(out)]) == 0
+    assert MCEvaluation.load(out).to_pandas()["model"].unique().tolist() == ["tuned"]
+
+    # several: another run of the task (another date), or another model
+    write_samples(model_dir / name.replace("12-30", "13-00"), items, random_lls(len(items), 9))
+    with pytest.raises(ValueError) as info:
+        from_lm_eval(lm_out, data)
+    assert str(info.value) == (
+        f"lm-eval samples folder {lm_out}: 2 samples files (__tmp__tiny-llama/{name}, "
+        f"__tmp__tiny-llama/{name.replace('12-30', '13-00')}); give the one to read (one file per model: "
+        "[NAME=]PATH)"
+    )
+    # none: the scores without --log_samples, or an empty folder
+    (model_dir / name).unlink()
+    (model_dir / name.replace("12-30", "13-00")).unlink()
+    with pytest.raises(FileNotFoundError, match=r"lm-out: no samples_\*\.jsonl file in it or below; it holds "
+                       r"__tmp__tiny-llama/results_2024-05-01T12-30-45\.123456\.json: lm-eval's scores without "
+                       r"its samples \(run lm_eval with --log_samples\)$"):  # fmt: skip
+        from_lm_eval(lm_out, data)
+    (tmp_path / "empty").mkdir()
+    capsys.readouterr()
+    argv = ["evaluate", "--from-lm-eval", str(tmp_path / "empty"), "--data", str(data), "--out", str(out)]
+    assert main([*argv, "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "empty: no samples_*.jsonl file in it or below; lm-eval writes <output_path>/<model>/samples_" in err

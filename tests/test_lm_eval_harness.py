@@ -13,6 +13,7 @@ import os
 import random
 
 import numpy as np
+import pandas as pd
 import pytest
 
 if os.environ.get("CI") == "true":
@@ -87,6 +88,8 @@ def test_lm_eval_samples_read_back_agree_with_lm_eval_and_specprobe(tiny_llama, 
     (samples,) = (tmp_path / "out").rglob(f"samples_{TASK}_*.jsonl")
 
     back = from_lm_eval(samples, qa)
+    # lm-eval's --output_path itself: the one samples file in it, the model named by its folder, as for the file
+    pd.testing.assert_frame_equal(from_lm_eval(tmp_path / "out", qa).accuracy(), back.accuracy())
     overall = back.accuracy().set_index("specialty").loc["ALL"]
     assert overall["acc"] == pytest.approx(res["results"][TASK]["acc,none"])
     assert overall["acc_norm"] == pytest.approx(res["results"][TASK]["acc_norm,none"])

@@ -122,11 +122,12 @@ def _register_evaluate(subparsers) -> None:
     e.add_argument("--model", default=None, help="base model: hub id or local directory (not with --from-lm-eval)")
     e.add_argument(
         "--from-lm-eval",
-        metavar="[NAME=]SAMPLES.jsonl",
+        metavar="[NAME=]SAMPLES.jsonl|DIR",
         action="append",
         default=None,
         help="read option log-likelihoods from lm-evaluation-harness --log_samples output instead of running a "
-        "model (repeat for several models; with --matrix a NAME equal to a specialty counts as trained on it, "
+        "model: its samples_<task>_<date>.jsonl, or a folder (its --output_path) holding exactly one "
+        "(repeat for several models; with --matrix a NAME equal to a specialty counts as trained on it, "
         "'base' is the base)",
     )
     e.add_argument(

@@ -228,22 +228,57 @@ def read_samples(
     return rows, {"path": str(path), "n_samples": len(rows), "filter": chosen_filter}
 
 
+#: lm-eval's `--log_samples` files: `EvaluationTracker.save_results_samples` writes
+#: `<output_path>/<sanitised model name>/samples_<task>_<date>.jsonl` (the date `2024-05-01T12-30-45.123456`);
+#: `specprobe evaluate --lm-eval-out` writes `<DIR>/<model>/samples_specprobe_mc.jsonl`
+SAMPLES_PATTERN = "samples_*.jsonl"
+_LISTED = 10  # files named in an error; more are counted
+
+
+def samples_file(path: str | os.PathLike) -> Path:
+    """`path` itself, or for a folder (lm-eval's `--output_path`, or a model's folder in it) the one
+    lm-eval samples file in it or below (`SAMPLES_PATTERN`). A folder with none, or with several (other
+    tasks, other runs, other models), is an error naming the folder and listing what it found."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    found = sorted(p for p in path.rglob(SAMPLES_PATTERN) if p.is_file())
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        results = sorted(p.relative_to(path).as_posix() for p in path.rglob("results*.json") if p.is_file())
+        held = (
+            f"it holds {', '.join(results[:_LISTED])}: lm-eval's scores without its samples (run lm_eval with "
+            "--log_samples)"
+            if results
+            else "lm-eval writes <output_path>/<model>/samples_<task>_<date>.jsonl when run with --log_samples"
+        )
+        raise FileNotFoundError(f"lm-eval samples folder {path}: no samples_*.jsonl file in it or below; {held}")
+    names = [p.relative_to(path).as_posix() for p in found]
+    listed = ", ".join(names[:_LISTED]) + (f", ... ({len(names)} in all)" if len(names) > _LISTED else "")
+    raise ValueError(
+        f"lm-eval samples folder {path}: {len(found)} samples files ({listed}); give the one to read "
+        "(one file per model: [NAME=]PATH)"
+    )
+
+
 def parse_source(spec: str | os.PathLike) -> tuple[str, Path]:
-    """`NAME=PATH` or `PATH`; the default name is the folder lm-eval writes a model's samples to
-    (its sanitised model name) for a `samples_*.jsonl` file, else the file's stem."""
+    """`NAME=PATH` or `PATH`, a PATH being a samples file or a folder holding one (`samples_file`); the
+    default name is the folder lm-eval writes a model's samples to (its sanitised model name) for a
+    `samples_*.jsonl` file, else the file's stem."""
     text = str(spec)
     if "=" in text and not Path(text).exists():
         name, _, path = text.partition("=")
         if name.strip():
-            return name.strip(), Path(path)
-    path = Path(text)
+            return name.strip(), samples_file(path)
+    path = samples_file(text)
     name = path.parent.name if path.name.startswith("samples_") and path.parent.name else path.stem
     return name or "lm-eval", path
 
 
 def _sources(samples: Any) -> list[tuple[str, Path]]:
     if isinstance(samples, dict):
-        items = [(str(k), Path(v)) for k, v in samples.items()]
+        items = [(str(k), samples_file(v)) for k, v in samples.items()]
     else:
         items = [parse_source(s) for s in ([samples] if isinstance(samples, (str, os.PathLike)) else samples)]
     names = [n for n, _ in items]
@@ -266,7 +301,8 @@ def from_lm_eval(
     """Accuracy per specialty from lm-eval `--log_samples` files, matched to the questions of `data`.
 
     `samples`: one file, several, or {model name: file} (a file may be given as "NAME=PATH"; see
-    `parse_source` for the default name). `matrix=True`: an `AccuracyMatrix` (a model named "base" is
+    `parse_source` for the default name); a folder stands for the one samples file in it or below
+    (`samples_file`: lm-eval's `--output_path`). `matrix=True`: an `AccuracyMatrix` (a model named "base" is
     the base; a model named after a specialty of `data` counts as trained on it, for `contrast()`).
     """
     records, data_meta = load_records(data)
