@@ -68,7 +68,7 @@ def test_medqa_jsonl(tmp_path):
         {"question": "Q2?", "options": {"A": "x", "B": "y"}, "answer_idx": "C"},
     ]
     p.write_text("\n".join(json.dumps(r) for r in rows))
-    with pytest.raises(DataError, match=r"item 1: field 'answer_idx'"):
+    with pytest.raises(DataError, match=r"m.jsonl: item 1 \(line 2\): field 'answer_idx'"):
         load_qa(p)
     recs = load_qa(p, skip_bad=True)
     assert recs[0].answer == "y" and recs[0].options == ("x", "y")
@@ -92,7 +92,7 @@ def test_medmcqa(tmp_path):
     assert load_qa(p, mapping={"cop_base": 0}, format="medmcqa")[0].answer == "d"
     for bad in (9, True):  # a JSON true was option 1 (a)
         p.write_text(json.dumps(dict(row, cop=bad)) + "\n")
-        with pytest.raises(DataError, match=r"item 0: field 'cop'"):
+        with pytest.raises(DataError, match=r"mc.json: item 0 \(line 1\): field 'cop'"):
             load_qa(p)
 
 
@@ -206,7 +206,7 @@ def test_mapped_answers_name_exactly_one_option(tmp_path, fmt, value, expected):
     p.write_text(json.dumps({"text": "Q?", "choices": ["a", "b", "c"], "label": value}) + "\n")
     mapping = {"question": "text", "options": "choices", "answer": "label", "answer_format": fmt}
     if expected is None:
-        with pytest.raises(DataError, match=r"m.jsonl: item 0: field 'label'"):
+        with pytest.raises(DataError, match=r"m.jsonl: item 0 \(line 1\): field 'label'"):
             load_qa(p, format="jsonl", mapping=mapping)
     else:
         assert load_qa(p, format="jsonl", mapping=mapping)[0].answer == expected
@@ -288,3 +288,83 @@ def test_a_specialty_listed_twice_is_kept_once(tmp_path):
     assert TextRecord("t", "text", ("Cardiology", "Cardiology")).specialties == ("Cardiology",)
     with pytest.raises(TypeError, match="record 't': specialties must be a sequence of strings, not the string"):
         TextRecord("t", "text", "Cardiology")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ JSON Lines, and JSON that is not QA data
+def _json_lines(path, items, blank_after=()):
+    lines = []
+    for k, item in enumerate(items):
+        lines.append(item if isinstance(item, str) else json.dumps(item))
+        if k in blank_after:
+            lines.append("")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("name", ["s.jsonl", "s.ndjson", "s.json"])
+def test_smedqa_json_lines_are_read_as_records(tmp_path, name):
+    """S-MedQA records one per line were refused, 'not valid JSON (Extra data: line 2 column 1 ...)', whatever
+    the suffix; they load as the same records as the JSON list (a .json file of JSON Lines too)."""
+    items = [GOOD, dict(GOOD, Question="A girl has seizures.", Specialty="Neurology", Answer="c")]
+    (tmp_path / "list").mkdir()
+    expected = load_qa(_smedqa(tmp_path / "list", items))
+    p = _json_lines(tmp_path / name, items, blank_after=(0,))
+    assert load_qa(p) == expected
+    assert load_qa(p, format="smedqa") == expected
+
+
+def test_smedqa_json_lines_errors_name_the_line(tmp_path):
+    p = _json_lines(tmp_path / "s.jsonl", [GOOD, {k: v for k, v in GOOD.items() if k != "Answer"}], (0,))
+    with pytest.raises(DataError, match=r"s.jsonl: item 1 \(line 3\): missing field 'Answer'$"):
+        load_qa(p)
+    p = _json_lines(tmp_path / "b.jsonl", [GOOD, json.dumps(GOOD)[:30], GOOD])
+    with pytest.raises(DataError, match=r"b.jsonl: line 2: not valid JSON \(Unterminated string"):
+        load_qa(p)
+    recs, skipped = load_qa_report(p, skip_bad=True)
+    assert len(recs) == 2 and len(skipped) == 1 and "b.jsonl: line 2: not valid JSON" in skipped[0]
+
+
+def test_the_real_split_as_json_lines_loads_the_same_records(tmp_path):
+    from specprobe.terms.datasets import default_data_path
+
+    real = default_data_path()
+    if not real.exists():
+        pytest.skip(f"S-MedQA data not found at {real}")
+    items = json.loads(real.read_text(encoding="utf-8"))
+    p = _json_lines(tmp_path / f"{real.stem}.jsonl", items)
+    assert load_qa(p) == load_qa(real)
+
+
+@pytest.mark.parametrize("fmt", ["auto", "smedqa", "medqa"])
+def test_a_lexicon_given_as_qa_data_is_named_as_one(tmp_path, fmt):
+    """A lexicon (one pretty-printed JSON object) given as data said 'line 1: not valid JSON (Expecting
+    property name enclosed in double quotes, column 2)' though the file is valid JSON."""
+    from tests.test_terms_lexicon import _toy
+
+    lex = _toy().save(tmp_path / "lex.json")
+    with pytest.raises(DataError, match=r"lex.json: a specprobe term lexicon, not QA data \(expected a JSON list"):
+        load_qa(lex, format=fmt)
+    one_line = tmp_path / "lex1.json"
+    one_line.write_text(json.dumps(json.loads(lex.read_text())))
+    with pytest.raises(DataError, match=r"lex1.json: a specprobe term lexicon, not QA data .*--terms"):
+        load_qa(one_line, format=fmt)
+
+
+def test_json_of_another_shape_says_what_was_expected(tmp_path):
+    p = tmp_path / "w.json"
+    p.write_text(json.dumps({"version": 2, "data": [GOOD]}, indent=1))
+    with pytest.raises(
+        DataError,
+        match=r"w.json: the JSON is one object \(keys 'version', 'data'\), not QA data: expected a JSON list of "
+        r"question objects, or JSON Lines \(one question object per line\); the questions may be the list under 'data'",
+    ):
+        load_qa(p)
+    p.write_text('{\n "data": [\n  {"Question": "Q?"')  # a JSON document cut short
+    with pytest.raises(DataError, match=r"w.json: not valid JSON \(.*line 3.*\), nor JSON Lines \(line 1: "):
+        load_qa(p)
+    p.write_text('"just text"\n')
+    with pytest.raises(DataError, match=r"w.json: line 1: expected a JSON object, got a string"):
+        load_qa(p)
+    p.write_bytes(__import__("gzip").compress(json.dumps([GOOD]).encode()))
+    with pytest.raises(DataError, match=r"w.json: a gzip-compressed file, not UTF-8 text; decompress it first"):
+        load_qa(p)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from specprobe.utils.argtypes import positive_int
 
+_LEXICON_HELP = "lexicon JSON file (from `specprobe terms build`; .gz allowed)"
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -17,11 +19,25 @@ def register(subparsers) -> None:
     p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
 
     b = sub.add_parser("build", help="build a lexicon from a QA data file")
-    b.add_argument("data", help="QA data file (S-MedQA JSON, MedQA JSONL, MedMCQA, instruction, CSV/JSONL)")
-    b.add_argument("--out", required=True, help="lexicon JSON to write (atomically)")
-    b.add_argument("--backend", choices=("offline", "scispacy"), default="offline")
     b.add_argument(
-        "--format", default="auto", choices=("auto", "smedqa", "medqa", "medmcqa", "instruction", "csv", "jsonl")
+        "data",
+        help="QA data file: S-MedQA JSON (a list, or JSON Lines), MedQA JSONL, MedMCQA, instruction, or any "
+        "CSV/JSONL with --mapping",
+    )
+    b.add_argument("--out", required=True, help="lexicon JSON to write (atomically; a .gz name is gzipped)")
+    b.add_argument(
+        "--backend",
+        choices=("offline", "scispacy"),
+        default="offline",
+        help="term extractor: offline (bundled ontologies, no downloads; default) or scispacy (its NER and "
+        "entity linker; needs their files: --scispacy-model, --linker-dir, --kb)",
+    )
+    b.add_argument(
+        "--format",
+        default="auto",
+        choices=("auto", "smedqa", "medqa", "medmcqa", "instruction", "csv", "jsonl"),
+        help="the data file's format (default auto: from the suffix and the first record's keys; csv and jsonl "
+        "read the columns --mapping names). A file that is not a JSON list is read as JSON Lines",
     )
     b.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     b.add_argument(
@@ -36,7 +52,12 @@ def register(subparsers) -> None:
     )
     b.add_argument("--z-min", type=float, default=1.96, help="corpus z-score needed for a corpus assignment")
     b.add_argument("--prior-strength", type=float, default=1.0, help="Dirichlet prior size, x corpus counts")
-    b.add_argument("--signals", choices=("both", "ontology", "corpus"), default="both")
+    b.add_argument(
+        "--signals",
+        choices=("both", "ontology", "corpus"),
+        default="both",
+        help="which signals assign specialties: the ontologies, the corpus z-scores, or both (default)",
+    )
     b.add_argument("--specialty-map", help="an edited copy of specprobe/data/terms/specialty_map.csv")
     b.add_argument("--scispacy-model", help="path of an en_core_sci_sm/md model (or $SPECPROBE_SCISPACY_MODEL)")
     b.add_argument("--linker-dir", help="folder with the linker files (or $SPECPROBE_SCISPACY_LINKER)")
@@ -45,22 +66,43 @@ def register(subparsers) -> None:
     b.set_defaults(handler=cmd_build)
 
     s = sub.add_parser("show", help="list a lexicon's terms")
-    s.add_argument("lexicon")
+    s.add_argument("lexicon", help=_LEXICON_HELP)
     s.add_argument("--specialty", help="only this specialty's terms, strongest corpus signal first")
-    s.add_argument("--top", type=int, default=30)
+    s.add_argument("--top", type=positive_int, default=30, help="list at most this many terms (default 30)")
     s.add_argument("--all", action="store_true", help="include non-specific terms")
     s.set_defaults(handler=cmd_show, prints_result=True)
 
     st = sub.add_parser("stats", help="a lexicon's size per specialty and its build settings")
-    st.add_argument("lexicon")
-    st.add_argument("--json", action="store_true")
+    st.add_argument("lexicon", help=_LEXICON_HELP)
+    st.add_argument("--json", action="store_true", help="print the stats, rule and sources as JSON")
     st.set_defaults(handler=cmd_stats, prints_result=True)
 
-    e = sub.add_parser("export", help="export a lexicon as a table")
-    e.add_argument("lexicon")
-    e.add_argument("--csv", action="store_true", required=True, help="write CSV")
-    e.add_argument("--out", help="file to write (default: stdout)")
+    e = sub.add_parser("export", help="export a lexicon as a CSV table (one row per term)")
+    e.add_argument("lexicon", help=_LEXICON_HELP)
+    e.add_argument(
+        "--csv", action="store_true", help="CSV, the only table format and the default (the flag may be left out)"
+    )
+    e.add_argument("--out", help="CSV file to write, atomically (default: stdout); never the lexicon itself")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     e.set_defaults(handler=cmd_export, prints_result=True)
+
+
+def _check_out(out: Path, overwrite: bool, **inputs: str | Path | None) -> None:
+    """Refuse, before any work, an --out that is one of the command's `inputs` (named by keyword), a
+    folder, an existing file without `overwrite`, or a path that cannot be written."""
+    from specprobe.utils.io import check_writable
+
+    for what, given in inputs.items():
+        if given is None:
+            continue
+        path = Path(given)
+        if out.exists() and path.exists() and out.samefile(path):
+            raise ValueError(f"--out {out} is the {what.replace('_', ' ')} it reads; write to another file")
+    if out.is_dir():
+        raise IsADirectoryError(f"--out {out} is a folder; give the name of a file to write")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    check_writable(out, "--out")
 
 
 def _mapping(text: str | None) -> dict | None:
@@ -81,9 +123,7 @@ def cmd_build(args) -> int:
     from .specialties import AssignmentRule
 
     mapping = _mapping(args.mapping)
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    _check_out(Path(args.out), args.overwrite, data_file=args.data, specialty_map=args.specialty_map)
     rule = AssignmentRule(
         z_min=args.z_min,
         max_specialties=args.max_specialties,
@@ -162,11 +202,15 @@ def cmd_stats(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from specprobe.utils.io import atomic_write_text
+
     from .lexicon import Lexicon
 
+    if args.out:
+        _check_out(Path(args.out), args.overwrite, lexicon=args.lexicon)
     df = Lexicon.load(args.lexicon).to_pandas()
     if args.out:
-        df.to_csv(args.out, index=False)
+        atomic_write_text(args.out, df.to_csv(index=False))
         print(f"wrote {args.out}: {len(df)} rows")
     else:
         try:

@@ -64,14 +64,16 @@ def load_qa(
 ) -> list[QARecord]:
     """Load a QA file into `QARecord`s.
 
-    `format`: "auto" (guessed from the extension and the first record's keys), "smedqa" (JSON list with
-    Question/Specialty/Options/Answer), "medqa" (JSONL: question, options dict, answer_idx), "medmcqa"
+    `format`: "auto" (guessed from the extension and the first record's keys), "smedqa" (JSON list or JSON
+    lines with Question/Specialty/Options/Answer), "medqa" (JSONL: question, options dict, answer_idx), "medmcqa"
     (JSON/JSONL: question, opa..opd, cop, subject_name), "instruction" (instruction/input/output), or
     "csv"/"jsonl" with a column `mapping` (see `specprobe.terms.formats`). A malformed record (or one
     with more than 26 options, which cannot be lettered A-Z) raises
     `DataError` naming the file, the item index and the field; with `skip_bad=True` it is skipped and logged
-    (a JSON line that does not parse counts as a malformed record). Files are UTF-8, with or without a
-    byte-order mark; invalid UTF-8 raises `DataError` naming the file.
+    (a JSON line that does not parse counts as a malformed record). A JSON file that is not a list is read as
+    JSON lines whatever its suffix, and its errors name the line; a JSON document that is no list of questions
+    (a lexicon, an object wrapping them) raises `DataError` saying what it is. Files are UTF-8, with or without
+    a byte-order mark; invalid UTF-8 (or a gzip-compressed file) raises `DataError` naming the file.
     """
     records, skipped = load_qa_report(path, format=format, mapping=mapping, skip_bad=skip_bad)
     if skipped:

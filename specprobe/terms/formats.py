@@ -3,7 +3,13 @@
 
 Formats:
 
-- ``smedqa``: a JSON list of {"Question", "Specialty" (string or list), "Options" (list), "Answer" (text)}.
+- ``smedqa``: a JSON list (or JSON lines) of {"Question", "Specialty" (string or list), "Options" (list),
+  "Answer" (text)}.
+
+Whatever the format and the file's suffix, a file that is not a JSON list is read as JSON lines, one object
+per line (blank lines ignored): a line that does not parse is an error naming its line, and a record's error
+names its line too. A JSON document that is no list (a lexicon, an object wrapping the questions) is an
+error saying so.
 - ``medqa``: JSON lines of {"question", "options": {"A": ..., ...}, "answer_idx": "A", optional "answer",
   "specialty"}.
 - ``medmcqa``: JSON lines (or a JSON list) of {"question", "opa", "opb", "opc", "opd", "cop", "subject_name",
@@ -31,7 +37,7 @@ from typing import Any
 
 from specprobe.utils.io import parse_jsonl_line
 
-from .records import OPTION_LETTERS, DataError, QARecord, _as_specialties, read_text
+from .records import LEXICON_SCHEMA, OPTION_LETTERS, DataError, QARecord, _as_specialties, read_text
 
 FORMATS = ("auto", "smedqa", "medqa", "medmcqa", "instruction", "csv", "jsonl")
 LETTERS = OPTION_LETTERS  # A-Z, as the prompts letter options
@@ -54,18 +60,34 @@ class BadLine:
     error: DataError
 
 
-def _read_json_items(path: Path) -> list:
-    """A JSON list, or JSON lines (one object per line, blank lines ignored; a line that is not a JSON
-    object becomes a `BadLine` item, so that skip_bad can skip it)."""
+#: what a JSON QA file holds, for the errors about one that holds something else
+_EXPECTED = "a JSON list of question objects, or JSON Lines (one question object per line)"
+
+
+def _read_json_items(path: Path) -> tuple[list, list[int] | None]:
+    """The items of a JSON QA file and, when it is JSON Lines, each item's 1-based line (else None).
+
+    A JSON list is one document; anything else is read as JSON Lines (one object per line, blank lines
+    ignored), whatever the file's suffix: a line that is not a JSON object becomes a `BadLine` item, so
+    that skip_bad can skip it. A file that is one JSON document but no list (a lexicon, an object
+    wrapping the questions) is a `DataError` saying what it is and what was expected."""
     text = read_text(path)
-    stripped = text.lstrip()
+    stripped = text.strip()
     if stripped.startswith("["):
         try:
-            items = json.loads(text)
+            return json.loads(text), None
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: not valid JSON ({exc})") from exc
-        return items
+    whole_error: json.JSONDecodeError | None = None
+    try:
+        whole = json.loads(text)
+    except json.JSONDecodeError as exc:  # JSON Lines of two or more lines, or broken
+        whole_error = exc
+    else:  # one document: a question object on one line is a JSON Lines file of one line
+        if "\n" in stripped or _is_lexicon(whole):
+            _not_qa_data(path, whole)
     items: list = []
+    lines: list[int] = []
     for lineno, line in enumerate(text.split("\n"), start=1):  # not splitlines: a U+2028 may sit in a string
         if not line.strip():
             continue
@@ -73,15 +95,49 @@ def _read_json_items(path: Path) -> list:
             items.append(parse_jsonl_line(line, path, lineno))
         except ValueError as exc:
             items.append(BadLine(DataError(str(exc))))
-    if items and all(isinstance(x, BadLine) for x in items):
-        raise items[0].error  # nothing parses: not a JSON-lines file at all
-    return items
+        lines.append(lineno)
+    if items and all(isinstance(x, BadLine) for x in items):  # nothing parses: not a JSON-lines file at all
+        first = items[0].error
+        if whole_error is not None and stripped.startswith("{") and len(items) > 1:  # a broken JSON document
+            raise DataError(
+                f"{path}: not valid JSON ({whole_error}), nor JSON Lines ({str(first).removeprefix(f'{path}: ')})"
+            ) from None
+        raise first
+    return items, lines
 
 
-def _checked(parse: Callable, path: Path, i: int, obj, *args) -> QARecord:
+def _is_lexicon(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("schema") == LEXICON_SCHEMA
+
+
+def _not_qa_data(path: Path, value: Any) -> None:
+    """The `DataError` for a JSON document that is not a list of questions, naming what it is instead."""
+    if _is_lexicon(value):
+        raise DataError(
+            f"{path}: a specprobe term lexicon, not QA data (expected {_EXPECTED}); "
+            "a lexicon is what compare and layers take as --terms"
+        )
+    if isinstance(value, dict):
+        keys = ", ".join(repr(k) for k in list(value)[:6]) + (", ..." if len(value) > 6 else "")
+        lists = [k for k, v in value.items() if isinstance(v, list)]
+        hint = f"; the questions may be the list under {lists[0]!r}: save that list as the file" if lists else ""
+        raise DataError(f"{path}: the JSON is one object (keys {keys}), not QA data: expected {_EXPECTED}{hint}")
+    kind = {str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(type(value), "null")
+    raise DataError(f"{path}: the JSON is {kind}, not QA data: expected {_EXPECTED}")
+
+
+def _checked(parse: Callable, path: Path, i: int, obj, *args, line: int | None = None) -> QARecord:
+    """`parse(path, i, obj, *args)`; in a JSON Lines file a record's error names its line too ("item 3
+    (line 5): ..."), and a line that did not parse raises its own error."""
     if isinstance(obj, BadLine):
         raise obj.error
-    return parse(path, i, obj, *args)
+    try:
+        return parse(path, i, obj, *args)
+    except DataError as exc:
+        prefix = f"{path}: item {i}:"
+        if line is None or not str(exc).startswith(prefix):
+            raise
+        raise DataError(f"{path}: item {i} (line {line}):{str(exc)[len(prefix) :]}") from None
 
 
 def detect_format(path: Path, mapping: dict | None = None) -> str:
@@ -90,8 +146,8 @@ def detect_format(path: Path, mapping: dict | None = None) -> str:
         return "csv"
     if mapping:
         return "jsonl"
-    items = _read_json_items(path)
-    first = next((x for x in items if isinstance(x, dict)), None) if isinstance(items, list) else None
+    items, _ = _read_json_items(path)
+    first = next((x for x in items if isinstance(x, dict)), None)
     if first is None:
         raise DataError(f"{path}: cannot tell the format: no JSON object found")
     keys = set(first)
@@ -284,7 +340,7 @@ def _csv_row(path: Path, i: int, line: int, row: dict, mapping: dict) -> QARecor
     return _mapped(path, i, row, mapping)
 
 
-def _smedqa_record(obj: dict, path: Path, index: int) -> QARecord:
+def _smedqa(path: Path, index: int, obj) -> QARecord:
     if not isinstance(obj, dict):
         raise DataError(f"{path}: item {index}: expected an object, got {type(obj).__name__}")
     for key in ("Question", "Options", "Answer"):
@@ -302,26 +358,13 @@ def _smedqa_record(obj: dict, path: Path, index: int) -> QARecord:
     return QARecord(rid, question, tuple(options), answer, specialties)
 
 
-def _smedqa_items(path: Path) -> list:
-    try:
-        items = json.loads(read_text(path))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(items, list):
-        raise DataError(f"{path}: expected a JSON list of question objects")
-    return items
-
-
 def parse_file(path: Path, format: str = "auto", mapping: dict | None = None) -> Iterator[Thunk]:
     """Yield one thunk per item of `path`; calling it parses the item (so a caller can skip bad ones)."""
     if format not in FORMATS:
         raise ValueError(f"unknown QA format {format!r}; choose one of {', '.join(FORMATS)}")
     fmt = detect_format(path, mapping) if format == "auto" else format
     columns: dict = dict(mapping or {})
-    if fmt == "smedqa":
-        items = _smedqa_items(path)
-        yield from (lambda o=o, i=i: _smedqa_record(o, path, i) for i, o in enumerate(items))
-    elif fmt == "csv":
+    if fmt == "csv":
         delim = "\t" if path.suffix.lower() == ".tsv" else columns.get("delimiter", ",")
         reader = csv.DictReader(io.StringIO(read_text(path), newline=""), delimiter=delim)
         try:
@@ -329,16 +372,17 @@ def parse_file(path: Path, format: str = "auto", mapping: dict | None = None) ->
         except csv.Error as exc:
             raise DataError(f"{path}: not valid CSV ({exc})") from exc
         yield from (lambda r=r, i=i, n=n: _csv_row(path, i, n, r, columns) for i, (n, r) in enumerate(rows))
-    else:
-        items = _read_json_items(path)
-        if not isinstance(items, list):
-            raise DataError(f"{path}: expected a JSON list or JSON lines")
-        if fmt == "medqa":
-            yield from (lambda o=o, i=i: _checked(_medqa, path, i, o) for i, o in enumerate(items))
-        elif fmt == "medmcqa":
-            base = int(columns.get("cop_base", 1))
-            yield from (lambda o=o, i=i: _checked(_medmcqa, path, i, o, base) for i, o in enumerate(items))
-        elif fmt == "instruction":
-            yield from (lambda o=o, i=i: _checked(_instruction, path, i, o) for i, o in enumerate(items))
-        else:  # jsonl with a mapping
-            yield from (lambda o=o, i=i: _checked(_mapped, path, i, o, columns) for i, o in enumerate(items))
+        return
+    items, lines = _read_json_items(path)
+    if fmt == "smedqa":
+        parse, extra = _smedqa, ()
+    elif fmt == "medqa":
+        parse, extra = _medqa, ()
+    elif fmt == "medmcqa":
+        parse, extra = _medmcqa, (int(columns.get("cop_base", 1)),)
+    elif fmt == "instruction":
+        parse, extra = _instruction, ()
+    else:  # jsonl with a mapping
+        parse, extra = _mapped, (columns,)
+    for i, obj in enumerate(items):
+        yield lambda obj=obj, i=i: _checked(parse, path, i, obj, *extra, line=lines[i] if lines else None)

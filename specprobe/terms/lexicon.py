@@ -32,13 +32,13 @@ from typing import Any
 
 from specprobe.utils.io import atomic_write_bytes, atomic_write_text, sha256_file
 
-from .records import DataError, TextRecord, read_text, unique_ids
+from .records import LEXICON_SCHEMA, DataError, TextRecord, read_text, unique_ids
 from .specialties import AssignmentRule, combine, log_odds_z
 
 log = logging.getLogger(__name__)
 __all__ = ["REQUIRED_FIELDS", "SCHEMA", "SCHEMA_VERSION", "Lexicon", "TermEntry", "sha256_file"]
 
-SCHEMA = "specprobe.terms.lexicon"
+SCHEMA = LEXICON_SCHEMA
 SCHEMA_VERSION = 1
 #: the term fields a lexicon file must have: its decision (specialties, specific), what `reassign` and
 #: `merge` recompute it from (counts, ontology), and what `filter`, `for_specialty` and the tables read

@@ -13,6 +13,8 @@ log = logging.getLogger(__name__)
 
 #: the letters of a question's options, as the prompts (`specprobe.finetune.prompts.LETTERS`) write them
 OPTION_LETTERS = string.ascii_uppercase
+#: the "schema" of a lexicon file (`lexicon.SCHEMA`), here so that the QA loaders can tell a lexicon given as data
+LEXICON_SCHEMA = "specprobe.terms.lexicon"
 
 
 class DataError(ValueError):
@@ -21,9 +23,12 @@ class DataError(ValueError):
 
 def read_text(path: str | os.PathLike) -> str:
     """The text of a UTF-8 data file: a leading byte-order mark is dropped (files saved by Excel and
-    Notepad have one); invalid UTF-8 raises `DataError` naming the file, byte and line."""
+    Notepad have one); invalid UTF-8 (or a gzip-compressed file) raises `DataError` naming the file, byte
+    and line."""
     path = Path(path)
     raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raise DataError(f"{path}: a gzip-compressed file, not UTF-8 text; decompress it first (gunzip)")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
