@@ -95,6 +95,21 @@ def test_a_hub_base_is_identified_by_the_commit_it_resolves_to(tmp_path, monkeyp
     assert bi.base_identity("local/tiny", "v1", tmp_path) == f"local/tiny@{b}"
 
 
+def test_the_stages_get_a_hub_base_pinned_to_the_commit_it_resolved_to_at_the_start(tmp_path, monkeypatch):
+    """The stage keys held the commit an unpinned hub id resolved to when the run started, but the stages
+    loaded the id by name: a new upstream commit during the run reached the later stages unseen."""
+    from specprobe.app.experiment import plan_steps, prepare_run
+
+    a, b = "a" * 40, "b" * 40
+    _hub_cache(tmp_path / "hub", monkeypatch, {"main": a})
+    cfg = ExperimentConfig(base="local/tiny", out=str(tmp_path / "exp"), specialties=["Cardiology"], include_all=False)
+    run = prepare_run(cfg.resolved(), tmp_path / "exp", say=lambda s: None)
+    assert run.stage_base == f"local/tiny@{a}"
+    _hub_cache(tmp_path / "hub", monkeypatch, {"main": b})  # upstream moves on
+    bases = {s.name: s.kwargs.get("base") for s in plan_steps(run, in_process=True, progress=False)}
+    assert bases["adapter-cardiology"] == bases["accuracy"] == f"local/tiny@{a}"
+
+
 def test_a_training_revision_the_other_stages_would_not_load_is_refused(tmp_path, monkeypatch):
     a, b = "a" * 40, "b" * 40
     _hub_cache(tmp_path / "hub", monkeypatch, {"main": a, "v1": b})

@@ -492,6 +492,10 @@ def test_training_at_a_hub_revision_tokenizes_with_that_revisions_tokenizer(tmp_
     data = write_qa(tmp_path / "qa.json")
     run = train("specprobe-test/tiny", data, "Cardiology", tmp_path / "out", revision="v2", **{**FAST, "max_steps": 2})
     assert run.manifest["base_commit"] == "2" * 40
+    pinned = train(
+        "specprobe-test/tiny@" + "2" * 40, data, "Cardiology", tmp_path / "pinned", **{**FAST, "max_steps": 2}
+    )
+    assert pinned.manifest["base_commit"] == "2" * 40 and pinned.manifest["base"] == "specprobe-test/tiny"
 
 
 @pytest.mark.slow

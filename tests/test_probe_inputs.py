@@ -156,3 +156,23 @@ def test_a_hub_revision_loads_the_base_and_its_tokenizer_at_that_revision(tiny_l
     pair = ModelPair.load("specprobe-test/tiny", revision="v2")
     assert len(pair.tokenizer) == 700 == pair.base_model.config.vocab_size
     assert pair.metadata["base_weights_sha256"] == weights_fingerprint(str(other))
+
+
+def test_a_hub_base_pinned_as_name_at_revision_loads_that_revision(tiny_llama, offline_hub, tmp_path):
+    """ "org/name@<revision>" (how `specprobe run` pins its hub base) loads that revision, whatever the
+    default branch says now; a local path with an "@" is a path, and a second, other revision is an error."""
+    from specprobe.core.models import model_ref
+    from specprobe.testing.tiny_models import build_tiny_model
+
+    other = build_tiny_model("llama", tmp_path / "other", vocab_size=700)
+    _hub_cache(offline_hub, tiny_llama[0], "specprobe-test/tiny", "1" * 40)
+    _hub_cache(offline_hub, other, "specprobe-test/tiny", "2" * 40, branch="v2")
+    pair = ModelPair.load("specprobe-test/tiny@" + "2" * 40)
+    assert len(pair.tokenizer) == 700 and pair.metadata["base"] == "specprobe-test/tiny"
+    assert pair.metadata["base_revision"] == "2" * 40
+    assert model_ref("org/name@v1") == ("org/name", "v1") and model_ref("org/name") == ("org/name", None)
+    local = tmp_path / "models@v1"
+    local.mkdir()
+    assert model_ref(str(local)) == (str(local), None)
+    with pytest.raises(ModelLoadError, match="names revision 'v1', but revision='v2'"):
+        model_ref("org/name@v1", "v2")

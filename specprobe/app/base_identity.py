@@ -6,8 +6,9 @@
   shard, its config or its tokenizer, so reruns every stage that uses it.
 - A hub id: the commit its revision resolves to now, on the hub or in the local Hugging Face cache as the
   loaders resolve it. A new upstream commit of an unpinned id reruns the stages, and the commit is what
-  experiment.json records (`metadata["base_identity"]`). `[train] revision` reaches only the training
-  stage (the accuracy and probe stages load the default revision), so it must resolve to the same commit.
+  experiment.json records (`metadata["base_identity"]`). The stages get the base as "<hub id>@<commit>"
+  (`core.models.model_ref`), so each loads that commit even if upstream moves on during the run. A
+  `[train] revision` must resolve to the same commit as the default revision does.
 
 Hashing a large model takes minutes; each file's sha256 is kept in the output folder (`DIGESTS`) with its
 size, device, inode and modification and change times, as git's index keeps them: any write or

@@ -345,7 +345,8 @@ def prepare_run(cfg: ExperimentConfig, root: Path, *, say: Say = print, remote: 
     the adapters to train (checked before any long stage).
 
     `remote`: the stages run in other processes, maybe on other machines: a base given as a relative
-    local path is passed on as an absolute one."""
+    local path is passed on as an absolute one. A hub base is passed on pinned to the commit it resolves
+    to now ("id@commit"), so that a new upstream commit during the run does not reach its later stages."""
     base_hash = base_identity(cfg.base, cfg.train.get("revision"), root)
     data_hash = sha256_file(cfg.data)
     split_dir = split_stage(root, cfg.data, data_hash, cfg.test_fraction, cfg.seed, say=say)
@@ -354,7 +355,10 @@ def prepare_run(cfg: ExperimentConfig, root: Path, *, say: Say = print, remote: 
     specialties = check_specialties(train_path, cfg.specialties, cfg.data)
     targets = adapter_targets(specialties, cfg.include_all)
     check_trajectory_adapters(cfg.trajectory_adapters, [name for name, _ in targets])
-    base = str(Path(cfg.base).resolve()) if remote and Path(cfg.base).exists() else cfg.base
+    if not Path(cfg.base).exists():
+        base = base_hash  # a hub id as "id@commit" (`core.models.model_ref`): every stage loads the commit resolved now
+    else:
+        base = str(Path(cfg.base).resolve()) if remote else cfg.base
     return RunInputs(cfg, root, base_hash, split, train_path, test_path, targets, base)
 
 

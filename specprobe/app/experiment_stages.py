@@ -252,13 +252,16 @@ def adapter_stage(
 ) -> Path:
     """Stage 3, one LoRA adapter trained on `specialty` (None: all) of the training split; returns its directory."""
     from specprobe import finetune
+    from specprobe.core.models import model_ref
 
+    # a hub base pinned to its commit ("id@commit"): [train] revision was checked to resolve to that commit
+    options = {k: v for k, v in train.items() if k != "revision" or model_ref(base)[1] is None}
     folder = run_stage(
         root,
         f"adapter-{slug(name)}",
         adapter_key(base_hash, split, train_path, specialty, train),
         lambda f: finetune.train(
-            base, train_path, specialty=specialty, out=f / ADAPTER_DIR, progress=progress, overwrite=False, **train
+            base, train_path, specialty=specialty, out=f / ADAPTER_DIR, progress=progress, overwrite=False, **options
         ),
         code=ADAPTER_CODE,
         say=say,

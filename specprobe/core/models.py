@@ -85,6 +85,20 @@ def _looks_like_hub_id(name: str) -> bool:
     return 1 <= len(parts) <= 2 and all(p and not p.startswith(".") for p in parts) and not name.startswith(("/", "~"))
 
 
+def model_ref(source: str, revision: str | None = None) -> tuple[str, str | None]:
+    """(name, revision) of a model reference. A hub id may carry its revision after "@"
+    ("org/name@<commit, tag or branch>"): `specprobe run` hands its stages the hub base pinned to the
+    commit it resolved at the start, so that every stage loads that commit. A local path is taken as is."""
+    if "@" not in source or Path(source).exists():
+        return source, revision
+    name, _, pinned = source.rpartition("@")
+    if not pinned or not _looks_like_hub_id(name):
+        return source, revision
+    if revision is not None and revision != pinned:
+        raise ModelLoadError(f"model {source!r} names revision {pinned!r}, but revision={revision!r} was given")
+    return name, pinned
+
+
 def _check_source(name: str, what: str) -> None:
     if Path(name).exists():
         if not Path(name).is_dir():
@@ -335,9 +349,11 @@ class ModelPair:
         `fold_mode`: "auto" runs a float32 LoRA adapter folded into the weights (as fast as the base,
         equal to peft's merged model), 16-bit ones unmerged as peft does; "fold" or "unmerged" force it.
         `force_adapter`: load an adapter whose recorded architecture or shapes differ from the base's.
-        `revision`: the base's hub revision (branch, tag or commit), for its weights and its tokenizer; a
-        tuned hub id loads its own default revision.
+        `revision`: the base's hub revision (branch, tag or commit), for its weights and its tokenizer, also
+        given as "org/name@<revision>" (`model_ref`); a tuned hub id loads its own, "@<revision>" or default.
         """
+        if isinstance(base, str):
+            base, revision = model_ref(base, revision)
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
         shard = device == SHARD
@@ -477,6 +493,8 @@ def _load_base(base: ModelLike | None, tuned: ModelLike | None, meta: dict, load
         if is_adapter_dir(base_name):
             raise ModelLoadError(f"base {base_name!r} is a PEFT adapter directory; pass it as `tuned`")
         meta["base"] = base_name
+        if load_kw.get("revision"):
+            meta["base_revision"] = load_kw["revision"]
         model = load_causal_lm(base_name, **load_kw)
         meta["base_weights_sha256"] = weights_fingerprint(base_name, load_kw.get("revision"))  # a hub id's: now cached
         return model, base_name
@@ -509,8 +527,9 @@ def _load_tuned(
         return model, None, True
     if isinstance(tuned, (str, os.PathLike)):
         meta["tuned"] = str(tuned)
-        model = load_causal_lm(str(tuned), **{**load_kw, "revision": None})  # `revision` is the base's
-        meta["tuned_weights_sha256"] = weights_fingerprint(str(tuned))
+        name, revision = model_ref(str(tuned))  # `load_kw`'s revision is the base's
+        model = load_causal_lm(name, **{**load_kw, "revision": revision})
+        meta["tuned_weights_sha256"] = weights_fingerprint(name, revision)
         return base_obj, model, False
     meta["tuned"] = f"<object {type(tuned).__name__}>"
     return base_obj, tuned.eval(), False

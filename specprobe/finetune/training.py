@@ -703,7 +703,7 @@ def train(
 ) -> TrainRun:
     """Fine-tune a LoRA adapter on the questions of `specialty` (a name, a list, or None/"all").
 
-    `base`: a hub id or local model directory. `data`: a QA file (S-MedQA JSON) or `QARecord`s.
+    `base`: a hub id (optionally "org/name@<revision>") or local model directory. `data`: a QA file (S-MedQA JSON) or `QARecord`s.
     `out`: the adapter directory (PEFT format plus manifest.json). `options`: see `TrainOptions`
     (checked first; `max_length` is capped at the model's context, and a larger explicit value is an error).
     Re-running the same call resumes from the last checkpoint; a finished run is returned as is.
@@ -715,6 +715,9 @@ def train(
     """
     if out is None:
         raise ValueError("out= (the adapter output directory) is required")
+    from specprobe.core.models import model_ref
+
+    base, revision = model_ref(str(base), revision)  # "org/name@<revision>" pins a hub base
     opts = TrainOptions.from_kwargs(options)
     trainer = _Trainer(
         base,
