@@ -114,17 +114,16 @@ def stage_kinds(text: str) -> list[str]:
 
 def _finish(result: ExperimentResult, started: float) -> int:
     """Write the report and print the two findings."""
+    from specprobe.finetune.accuracy_matrix import contrast_line
+
     path = result.report()
     acc = result.accuracy
     matrix = result.compare_matrix
     print("\nAccuracy (rows: fine-tuned on; columns: tested on):")
     print(acc.table("acc").to_string(float_format=lambda v: f"{v:.2f}"))
     c = acc.contrast().attrs
-    if "mean_diff" in c:
-        print(
-            f"own specialty vs other adapters: diagonal {c['mean_diag']:.3f}, off-diagonal {c['mean_offdiag']:.3f}, "
-            f"own adapter best on {c['n_best']}/{c['n_specialties']} specialties (permutation p = {c['p_value']:.3g})"
-        )
+    if c.get("n_specialties") and "mean_diff" in c:
+        print(contrast_line(c))
     if not matrix.empty:
         wide = matrix.pivot_table(index="finetune_specialty", columns="specialty", values="mean_delta_per_token")
         print(

@@ -155,20 +155,23 @@ class AccuracyMatrix(Result):
         c = self.contrast(metric)
         a = c.attrs
         if a.get("n_specialties") and "mean_diff" in a:
-            lines.append("")
-            lines.append(
-                f"own specialty vs other adapters ({metric}): diagonal {a['mean_diag']:.3f}, off-diagonal "
-                f"{a['mean_offdiag']:.3f}, difference {a['mean_diff']:+.3f}; own adapter best on "
-                f"{a['n_best']}/{a['n_specialties']} specialties"
-                + (" (among the adapters with a result there)" if a.get("untested") else "")
-                + "; "
-                + (
-                    f"not tested (no {metric} of {', '.join(a['untested'])})"
-                    if a.get("untested")
-                    else f"permutation p = {a['p_value']:.3g}"
-                )
-            )
+            lines += ["", contrast_line(a, metric)]
         return "\n".join(lines)
+
+
+def contrast_line(attrs: Mapping[Any, Any], metric: str = "acc") -> str:
+    """The own-specialty test in one line, from `AccuracyMatrix.contrast(...).attrs` (for `summary` and
+    the demo's printout): "not tested" where a cell it needs is missing."""
+    a = attrs
+    untested = a.get("untested")
+    return (
+        f"own specialty vs other adapters ({metric}): diagonal {a['mean_diag']:.3f}, off-diagonal "
+        f"{a['mean_offdiag']:.3f}, difference {a['mean_diff']:+.3f}; own adapter best on "
+        f"{a['n_best']}/{a['n_specialties']} specialties"
+        + (" (among the adapters with a result there)" if untested else "")
+        + "; "
+        + (f"not tested (no {metric} of {', '.join(untested)})" if untested else f"permutation p = {a['p_value']:.3g}")
+    )
 
 
 def _normalize_adapters(adapters: Any) -> list[tuple[str, str, dict]]:
