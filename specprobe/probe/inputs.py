@@ -36,6 +36,7 @@ from typing import Any
 
 from specprobe.probe.occurrences import MatchOptions, _fold
 from specprobe.terms.datasets import QARecord, TextRecord, unique_ids
+from specprobe.terms.extract.normalise import ascii_apostrophes
 from specprobe.utils.tables import read_table, table_suffix
 
 log = logging.getLogger(__name__)
@@ -144,11 +145,15 @@ def _pandas_series(obj: Any, name: str) -> list | None:
     )
 
 
-def _frame_name(frame, name: str) -> str:
-    """How errors name a frame: the file it was read from (`read_table` keeps it in `attrs`), else e.g.
-    "terms DataFrame"."""
+def _frame_source(frame) -> str | None:
+    """The file a frame was read from (`read_table` keeps it in `attrs`), or None."""
     source = getattr(frame, "attrs", {}).get("source")
-    return str(source) if source else f"{name} DataFrame"
+    return str(source) if source else None
+
+
+def _frame_name(frame, name: str) -> str:
+    """How errors name a frame: the file it was read from, else e.g. "terms DataFrame"."""
+    return _frame_source(frame) or f"{name} DataFrame"
 
 
 def _column(frame, wanted: str | None, candidates: tuple[str, ...], name: str, role: str, required: bool) -> str | None:
@@ -163,8 +168,9 @@ def _column(frame, wanted: str | None, candidates: tuple[str, ...], name: str, r
             return folded[0]
     if required or wanted is not None:
         what = repr(wanted) if wanted is not None else " or ".join(repr(c) for c in candidates)
-        source = getattr(frame, "attrs", {}).get("source")
-        hint = "rename it" if source else f"rename it or name it with {name}_from_frame(frame, {role}=...)"
+        hint = (
+            "rename it" if _frame_source(frame) else f"rename it or name it with {name}_from_frame(frame, {role}=...)"
+        )
         raise ValueError(f"{_frame_name(frame, name)} has no {role} column {what} (columns: {cols}); {hint}")
     return None
 
@@ -237,7 +243,7 @@ def _show(term: str) -> str:
 
 def _match_key(term: str, opts: MatchOptions) -> str:
     """Terms with equal keys find the same spans in every text under `opts` (either apostrophe: `find_spans`)."""
-    key = unicodedata.normalize("NFC", term).replace("\u2019", "'")
+    key = ascii_apostrophes(unicodedata.normalize("NFC", term))
     if opts.flexible_whitespace:
         key = " ".join(key.split())
     return _fold(key, opts.case_sensitive)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from specprobe.core.encoding import EncodedText, NFCText, nfc_map
+from specprobe.terms.extract.normalise import APOSTROPHES
 
 # flags attached to an occurrence
 STRADDLES = "straddles_boundary"  # a token covers characters outside the term
@@ -50,8 +51,7 @@ def _nfc_term(term: str) -> str:
     return unicodedata.normalize("NFC", term.strip())
 
 
-#: the apostrophes a term's apostrophe matches in a text (`re.escape` leaves both as they are)
-APOSTROPHES = "'\u2019"
+# a term's apostrophe matches any of `APOSTROPHES` in a text (`re.escape` leaves them as they are)
 _ANY_APOSTROPHE = str.maketrans({a: f"[{APOSTROPHES}]" for a in APOSTROPHES})
 
 

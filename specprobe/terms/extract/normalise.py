@@ -6,15 +6,22 @@ from __future__ import annotations
 
 import re
 
-# the right single quotation mark, which spaCy's tokenizer splits off ("\u2019s", "\u2019") as it does "'"
-_APOSTROPHES = str.maketrans({"\u2019": "'"})
+#: the apostrophes that count as one: ASCII and the right single quotation mark, which spaCy's tokenizer
+#: splits off ("\u2019s", "\u2019") as it does "'" (the probe's term matching equates them too)
+APOSTROPHES = "'\u2019"
+_ASCII_APOSTROPHE = str.maketrans({a: "'" for a in APOSTROPHES})
+
+
+def ascii_apostrophes(text: str) -> str:
+    """`text` with every apostrophe of `APOSTROPHES` written as the ASCII one (same length)."""
+    return text.translate(_ASCII_APOSTROPHE)
 
 
 def normalise_token(token: str) -> str:
     """Lower-case and strip a regular English plural or a final "e" (same rule for dictionary and text), so
     "seizures" ~ "seizure", "headaches" ~ "headache", "arteries" ~ "artery"; the typographic apostrophe is
     the ASCII one ("\u2019s" ~ "'s"). Only used to compare strings."""
-    t = token.lower().translate(_APOSTROPHES)
+    t = ascii_apostrophes(token.lower())
     if len(t) <= 3 or not t.isalpha():
         return t
     if t.endswith("ies") and len(t) > 4:
