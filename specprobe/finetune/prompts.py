@@ -23,8 +23,9 @@ from dataclasses import asdict, dataclass
 
 from specprobe.core.encoding import encode
 from specprobe.terms.datasets import DataError, QARecord
+from specprobe.terms.records import OPTION_LETTERS, check_option_count
 
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+LETTERS = OPTION_LETTERS  # A-Z, as the QA loaders and the lexicon's contexts letter options
 DEFAULT_TEMPLATE = "Question: {question}\n{options}\nAnswer:"
 DEFAULT_OPTION_FORMAT = "{letter}. {option}"
 CONTINUATIONS = ("letter", "text")
@@ -91,8 +92,7 @@ def check_record(record: QARecord, where: str = "") -> None:
     at = where or f"item {record.id!r}"
     if not record.options:
         raise DataError(f"{at}: the options list is empty")
-    if len(record.options) > len(LETTERS):
-        raise DataError(f"{at}: {len(record.options)} options; at most {len(LETTERS)} are supported")
+    check_option_count(len(record.options), at)
     if record.answer not in record.options:
         raise DataError(f"{at}: answer {record.answer!r} is not one of the options {list(record.options)}")
 

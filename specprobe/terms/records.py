@@ -11,7 +11,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-#: the letters of a question's options, as the prompts (`specprobe.finetune.prompts.LETTERS`) write them
+#: the letters of a question's options, in the lexicon's contexts and the prompts (`finetune.prompts.LETTERS`)
 OPTION_LETTERS = string.ascii_uppercase
 #: the "schema" of a lexicon file (`lexicon.SCHEMA`), here so that the QA loaders can tell a lexicon given as data
 LEXICON_SCHEMA = "specprobe.terms.lexicon"
