@@ -110,12 +110,12 @@ def _out(args: argparse.Namespace, outputs: tuple[str, ...]) -> Path:
 
 def run_seen_unseen(args: argparse.Namespace) -> int:
     from specprobe.probe.analyses import seen_unseen
+    from specprobe.probe.analyses.training_data import require_qa_file
     from specprobe.utils.io import atomic_write_text
 
     out = _out(args, SEEN_UNSEEN_OUTPUTS)
-    if args.train_data is not None and not Path(args.train_data).is_file():
-        what = "a folder, not a QA file" if Path(args.train_data).is_dir() else "no such file"
-        raise FileNotFoundError(f"--train-data {args.train_data}: {what}")
+    if args.train_data is not None:  # named as the option, before the comparison and adapter are read
+        require_qa_file(args.train_data, "--train-data")
     result = seen_unseen(Path(args.comparison), args.adapter, args.train_data, specialty=args.specialty, name=args.name)
     out.mkdir(parents=True, exist_ok=True)
     result.save(out / "seen_unseen.json.gz")

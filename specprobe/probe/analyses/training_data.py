@@ -96,6 +96,14 @@ def _trained_specialties(manifest: Mapping, where: str) -> tuple[str, ...] | Non
     raise ValueError(f"{where}: field 'specialty' must be a list of names or null, got {spec!r}")
 
 
+def require_qa_file(path: str | os.PathLike, what: str, note: str = "") -> None:
+    """`FileNotFoundError` naming `what` (an argument or option) and `path` when `path` is no file: missing,
+    or a folder; `note` ends the message."""
+    if not Path(path).is_file():
+        problem = "a folder, not a QA file" if Path(path).is_dir() else "no such file"
+        raise FileNotFoundError(f"{what} {path}: {problem}{note}")
+
+
 def _load_checked(train_data: Any, recorded: Mapping, where: str) -> tuple[list[QARecord], dict]:
     """The records of `train_data` (or of the manifest's data path), whose sha256 must be the recorded one."""
     expected = recorded.get("sha256")
@@ -118,11 +126,7 @@ def _load_checked(train_data: Any, recorded: Mapping, where: str) -> tuple[list[
                 f"{'a folder here' if path.is_dir() else 'not found here'} (moved, or another machine?); "
                 f"pass train_data= (--train-data) with that QA file (its sha256 must be {expected[:12]}...)"
             )
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"train_data {path}: {'a folder, not a QA file' if path.is_dir() else 'no such file'} "
-                "(the path given as train_data=)"
-            )
+        require_qa_file(path, "train_data", " (the path given as train_data=)")
         digest = sha256_file(path)
         records, source = load_qa(path), {"path": str(path)}
     else:
@@ -183,11 +187,7 @@ def _unchecked(folder: str | None, train_data: Any, specialty: str | Sequence[st
             "its training data cannot be known; pass train_data= (--train-data) with the questions it was trained on"
         )
     if isinstance(train_data, (str, os.PathLike)):
-        if not Path(train_data).is_file():
-            raise FileNotFoundError(
-                f"train_data {train_data}: {'a folder, not a QA file' if Path(train_data).is_dir() else 'no such file'}"
-                " (the path given as train_data=)"
-            )
+        require_qa_file(train_data, "train_data", " (the path given as train_data=)")
         records, source = load_qa(train_data), {"path": str(train_data), "sha256": sha256_file(train_data)}
     else:
         records = list(train_data)
