@@ -255,7 +255,8 @@ def adapter_stage(
     from specprobe.core.models import model_ref
 
     # a hub base pinned to its commit ("id@commit"): [train] revision was checked to resolve to that commit
-    options = {k: v for k, v in train.items() if k != "revision" or model_ref(base)[1] is None}
+    pinned = model_ref(base)[1] is not None
+    options = {k: v for k, v in train.items() if not (pinned and k == "revision")}
     folder = run_stage(
         root,
         f"adapter-{slug(name)}",

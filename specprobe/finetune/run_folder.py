@@ -94,14 +94,17 @@ def spelled_as_recorded(out: Path, identity: dict) -> dict:
 
 def _recorded_identity(out: Path) -> dict | None:
     """The identity of the run on disk in `out`: its manifest's, else its newest checkpoint's."""
-    sources = [out / MANIFEST] if (out / MANIFEST).exists() else [c / TRAINER_STATE for c in checkpoint_dirs(out)[-1:]]
-    for source in sources:
-        try:
-            found = read_json(source).get("identity")
-        except (OSError, ValueError, AttributeError):
-            return None
-        return found if isinstance(found, dict) else None
-    return None
+    if (out / MANIFEST).exists():
+        source = out / MANIFEST
+    elif ckpts := checkpoint_dirs(out):
+        source = ckpts[-1] / TRAINER_STATE
+    else:
+        return None
+    try:
+        found = read_json(source).get("identity")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def _finished_run(out: Path, identity: dict, identity_hash: str) -> tuple[str, Any]:

@@ -46,8 +46,8 @@ def identity_hash(identity: dict) -> str:
 
 def base_identity(base: str, revision: str | None = None) -> dict:
     """What identifies the base weights in a run's identity: a local checkpoint's weights hash
-    (`core.models.weights_fingerprint`, as `ModelPair` checks it); for a hub id, the commit its configuration was read from (call after
-    `AutoConfig.from_pretrained`). The commit is known before the weights are downloaded, unlike their
+    (`core.models.weights_fingerprint`, as `ModelPair` checks it); for a hub id, the commit its
+    configuration was read from (call after `AutoConfig.from_pretrained`). The commit is known before the weights are downloaded, unlike their
     hash, so a first run (weights not yet cached) and its resume have the same identity."""
     from specprobe.core.models import hub_commit, weights_fingerprint
 
