@@ -10,6 +10,7 @@ from pathlib import Path
 
 from specprobe.finetune.prompts import check_records
 from specprobe.terms.datasets import DataError, QARecord, load_qa
+from specprobe.terms.records import first_repeat
 from specprobe.utils.io import sha256_file, sha256_text
 
 ALL = "all"
@@ -36,13 +37,9 @@ def load_records(data: str | os.PathLike | Sequence[QARecord]) -> tuple[list[QAR
 def check_unique_ids(records: Sequence[QARecord], source: str = "data") -> None:
     """A `DataError` naming the first id that two questions share: lm-eval files and evaluation rows name a
     question by its id, which must then name one question."""
-    seen: dict[str, int] = {}
-    for i, r in enumerate(records):
-        if r.id in seen:
-            raise DataError(
-                f"{source}: items {seen[r.id]} and {i} have the same id {r.id!r}; give each question its own"
-            )
-        seen[r.id] = i
+    if repeat := first_repeat(r.id for r in records):
+        a, b, rid = repeat
+        raise DataError(f"{source}: items {a} and {b} have the same id {rid!r}; give each question its own")
 
 
 def load_selected(

@@ -37,6 +37,7 @@ from typing import Any
 from specprobe.probe.occurrences import MatchOptions, _fold
 from specprobe.terms.datasets import QARecord, TextRecord, unique_ids
 from specprobe.terms.extract.normalise import ascii_apostrophes
+from specprobe.terms.records import first_repeat
 from specprobe.utils.tables import read_table, table_suffix
 
 log = logging.getLogger(__name__)
@@ -423,13 +424,9 @@ def normalize_texts(
             f"texts must be a list of strings or records, a mapping id -> text, or a DataFrame; "
             f"got {type(texts).__name__}"
         )
-    first: dict[str, int] = {}
-    for i, r in enumerate(records):
-        if r.id in first:
-            raise ValueError(
-                f"duplicate text id {r.id!r} (texts[{first[r.id]}] and texts[{i}]); text ids must be unique"
-            )
-        first[r.id] = i
+    if repeat := first_repeat(r.id for r in records):
+        a, b, rid = repeat
+        raise ValueError(f"duplicate text id {rid!r} (texts[{a}] and texts[{b}]); text ids must be unique")
     if not records:
         raise ValueError("texts is empty")
     return records

@@ -126,6 +126,16 @@ def unique_text_ids(items: Iterable[tuple[str, str]], source: str = "texts") -> 
     return out
 
 
+def first_repeat(ids: Iterable[str]) -> tuple[int, int, str] | None:
+    """(index of its first use, index of its repeat, id) of the first id given twice, or None."""
+    first: dict[str, int] = {}
+    for i, rid in enumerate(ids):
+        if rid in first:
+            return first[rid], i, rid
+        first[rid] = i
+    return None
+
+
 def unique_ids(records: Iterable[TextRecord], source: str = "texts") -> list[TextRecord]:
     """The records with unique ids: an exact repeat (same id and text) is dropped, and a different text
     under a used id gets the id "<id>#2", "#3", ...; both are reported in one warning naming `source`
