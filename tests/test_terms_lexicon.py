@@ -177,3 +177,17 @@ def test_duplicate_question_ids_count_as_contexts_names_them(tmp_path):
     assert e.questions == contexts and e.count == 3 and e.counts == {"Neurology": 3}
     assert lex.meta["questions_per_specialty"]["Neurology"] == 3
     assert lex.to_pandas().set_index("term").loc["seizure", "n_questions"] == 3
+
+
+def test_merge_refuses_one_data_file_twice_and_mixed_backends(tmp_path):
+    """Merging a lexicon with another built from the same file doubled every count and sharpened every
+    z-score without a word; pooling two backends' counts mixed incomparable term keys."""
+    src = {"path": str(tmp_path / "d.json"), "sha256": "ab" * 32, "format": "auto"}
+    a = Lexicon(_toy().terms, {"sources": [src], "backend": "offline"})
+    with pytest.raises(ValueError, match="same data .*count its terms twice"):
+        a.merge(Lexicon(_toy().terms, {"sources": [dict(src)], "backend": "offline"}))
+    other = {"path": str(tmp_path / "e.json"), "sha256": "cd" * 32, "format": "auto"}
+    with pytest.raises(ValueError, match="different backends"):
+        a.merge(Lexicon(_toy().terms, {"sources": [other], "backend": "scispacy"}))
+    merged = a.merge(Lexicon(_toy().terms, {"sources": [other], "backend": "offline"}))
+    assert merged["seizure"].count == 2 * a["seizure"].count

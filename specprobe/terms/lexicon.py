@@ -323,7 +323,11 @@ class Lexicon:
 
     def merge(self, other: Lexicon) -> Lexicon:
         """Pool two lexicons (e.g. two data splits): counts, surfaces, questions and ontology evidence are
-        united, then the corpus signal is recomputed on the pooled counts with this lexicon's rule."""
+        united, then the corpus signal is recomputed on the pooled counts with this lexicon's rule.
+
+        Refused (ValueError) where both were built from the same data file (same sha256: its terms would
+        be counted twice) or by different extraction backends (their term keys and counts differ)."""
+        _check_mergeable(self.meta, other.meta)
         terms = {
             t: replace(
                 e,
@@ -406,6 +410,23 @@ class Lexicon:
     def __repr__(self) -> str:
         s = self.stats()
         return f"Lexicon({s['terms']} terms, {s['specific_terms']} specific)"
+
+
+def _check_mergeable(meta: Mapping, other: Mapping) -> None:
+    """Refuse a merge that would count one data file twice or pool two extractors' counts."""
+    digests = {src.get("sha256"): src.get("path") for src in meta.get("sources", []) if src.get("sha256")}
+    for src in other.get("sources", []):
+        if src.get("sha256") in digests:
+            raise ValueError(
+                f"both lexicons were built from the same data ({src.get('path')}, sha256 {src['sha256'][:12]}...): "
+                "merging would count its terms twice"
+            )
+    backends = (meta.get("backend"), other.get("backend"))
+    if all(backends) and backends[0] != backends[1]:
+        raise ValueError(
+            f"the lexicons were built by different backends ({backends[0]} and {backends[1]}): their terms and "
+            "counts are not comparable; build both with one backend"
+        )
 
 
 def _check_meta(meta: dict, path: Path) -> None:
