@@ -48,6 +48,18 @@ def test_offline_abbreviation_defined_in_text(offline):
     assert all(m.norm == ms[0].norm and m.abbreviation_of for m in copd)
 
 
+def test_offline_plural_of_defined_abbreviation_is_the_same_term(offline):
+    """'UTIs' after '... (UTI)' became a term of its own ('utis', S-MedQA validation) instead of counting for
+    urinary tract infection; a plural definition ('(UTIs)') covers the singular too."""
+    for text in (
+        "A urinary tract infection (UTI) is diagnosed. Prevent future UTIs.",
+        "Recurrent urinary tract infections (UTIs) are common. This UTI resolved.",
+    ):
+        short = [m for m in offline.extract(text) if m.surface.startswith("UTI")]
+        assert len(short) == 2
+        assert {m.norm for m in short} == {"urinary tract infection"} and all(m.abbreviation_of for m in short)
+
+
 def test_offline_generic_words_skipped(offline):
     assert offline.extract("The patient has a history of disease.") == []
 

@@ -177,8 +177,9 @@ class OfflineExtractor:
             for short in doc._.abbreviations:
                 long = short._.long_form
                 entry = self._long_form_entry(long.text) or self._spelled_out(short.text, long.text)
-                if entry is not None and short.text not in short_forms:
-                    short_forms[short.text] = (entry, long.text)
+                key = abbreviation_key(short.text)  # "UTIs" later in the text is the defined "UTI"
+                if entry is not None and key not in short_forms:
+                    short_forms[key] = (entry, long.text)
         out: list[Mention] = []
         i, n = 0, len(doc)
         while i < n:
@@ -202,10 +203,10 @@ class OfflineExtractor:
         self, token: str, i: int, short_forms: dict[str, tuple[_Entry, str]]
     ) -> tuple[int, _Entry, str | None, str | None] | None:
         """A one-token match of an abbreviation at position i: (end, entry, long form, term key). One defined in
-        the text counts for its long form's term; a curated or ontology one is a term of its own ("COPD", so
+        the text counts for its long form's term, as does its plural ("UTIs" after "... (UTI)"); a curated or ontology one is a term of its own ("COPD", so
         that it can be found in texts) with the concept of its long form (see `_abbreviation_entry`)."""
-        if token in short_forms:
-            entry, long_text = short_forms[token]
+        if abbreviation_key(token) in short_forms:
+            entry, long_text = short_forms[abbreviation_key(token)]
             return i + 1, entry, long_text, None
         if not is_abbreviation(token):
             return None
