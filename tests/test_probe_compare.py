@@ -126,6 +126,25 @@ def test_long_texts_error_policy(tiny_llama):
         compare(str(base), str(adapter), TERMS, [TEXTS[3]], long_texts="error", progress=False)
 
 
+def test_a_max_length_beyond_the_models_context_is_refused(tiny_llama):
+    """max_length=1000 on a 128-position model scored the long text whole, past the positions the
+    model has (RoPE: never trained; GPT-2: an IndexError), with no truncated_context flag."""
+    base, adapter = tiny_llama
+    pair = ModelPair.load(str(base), str(adapter))
+    with pytest.raises(ValueError, match="max_length=1000 is longer than the model's context of 128 tokens"):
+        compare(pair, terms=TERMS, texts=[TEXTS[3]], max_length=1000, controls=None, progress=False)
+    short = compare(pair, terms=TERMS, texts=[TEXTS[3]], max_length=128, controls=None, progress=False)
+    assert TRUNCATED_CONTEXT in short.to_pandas()["flags"].iloc[0]
+
+
+@pytest.mark.parametrize("max_length", [0, -3, 2.5])
+def test_a_max_length_that_is_no_positive_integer_is_refused_before_any_model_loads(max_length):
+    """max_length=0 was read as 'the model's context' and -3 gave 'an occurrence ... has 2 tokens, more
+    than fit in a window of the model's context of -3'; now one error, before the model is loaded."""
+    with pytest.raises(ValueError, match="max_length must be a positive integer"):
+        compare("/no/such/model", "/no/such/adapter", TERMS, TEXTS[:1], max_length=max_length, progress=False)
+
+
 def test_save_load_roundtrip(results, tmp_path):
     *_, comp = results
     for name in ("c.json", "c.json.gz"):

@@ -17,11 +17,11 @@ are handled the same way. A token that straddles the prompt/continuation boundar
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from specprobe.core.encoding import encode
+from specprobe.core.items import check_max_length, fit_max_length  # noqa: F401  (evaluation, accuracy_matrix)
 from specprobe.terms.datasets import DataError, QARecord
 from specprobe.terms.records import OPTION_LETTERS, check_option_count
 
@@ -155,25 +155,3 @@ def encode_continuation(
     if positions[0] < 1:
         raise ValueError("the continuation starts at the first token: nothing to condition it on")
     return EncodedContinuation(tuple(ids), tuple(positions), n_dropped, straddles)
-
-
-def check_max_length(max_length) -> None:
-    """A ValueError unless `max_length` is None (the model's context) or a positive integer."""
-    if max_length is None:
-        return
-    if isinstance(max_length, bool) or not isinstance(max_length, numbers.Integral) or max_length < 1:
-        raise ValueError(f"max_length must be a positive integer (or None: the model's context), got {max_length!r}")
-
-
-def fit_max_length(max_length, context: int) -> int:
-    """The token limit for scoring: `max_length` (None: the model's `context`); more than the context is
-    an error naming both, as positions past it do not exist (GPT-2) or were never trained (RoPE)."""
-    check_max_length(max_length)
-    if max_length is None:
-        return context
-    if max_length > context:
-        raise ValueError(
-            f"max_length={max_length} is longer than the model's context of {context} tokens; "
-            f"use at most {context} (or leave it out)"
-        )
-    return int(max_length)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from specprobe.core.items import check_max_length
 from specprobe.core.scoring import score_items
 from specprobe.probe.comparison import Comparison
 from specprobe.probe.inputs import DEFAULT_TEMPLATE, materialize, normalize_terms, normalize_texts
@@ -51,7 +52,8 @@ def compare(
     models, or pass a ready `ModelPair` as `base` and leave `tuned` None. `terms`: a Lexicon, a
     mapping term -> specialties, or a list. `texts`: strings or records; default: the lexicon's
     contexts, or `template` filled with each term. `controls`: "auto" (frequency-matched ordinary
-    words), a list of words, or None. Long texts: "window" scores each occurrence with as much
+    words), a list of words, or None. `max_length`: the context length (None: the model's; more
+    than the model's is an error). Long texts: "window" scores each occurrence with as much
     left context as fits (flagged `truncated_context`); "error" refuses. `options`: a `ProbeOptions`
     in place of the keyword arguments from `controls` to `seed` (a keyword argument set to another
     value as well is an error).
@@ -80,6 +82,7 @@ def _compare(base: Any, tuned: Any, terms: Any, texts: Any, opts: ProbeOptions) 
     if terms is None:
         raise ValueError("terms is required (a Lexicon, a mapping term -> specialties, or a list)")
     # validate cheap inputs before loading any model (quietly: prepare() repeats it and warns once)
+    check_max_length(opts.max_length)
     terms, texts = materialize(terms), materialize(texts)
     inputs_log = logging.getLogger("specprobe.probe.inputs")
     level = inputs_log.level

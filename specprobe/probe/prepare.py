@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from specprobe.core.encoding import EncodedText, encode
+from specprobe.core.items import check_max_length, fit_max_length
 from specprobe.core.models import ModelPair, context_length
 from specprobe.core.scoring import ScoreItem
 from specprobe.probe.controls import choose_controls, given_controls
@@ -206,8 +207,9 @@ def prepare(
     term_map = normalize_terms(terms, match=opts.match)
     records = normalize_texts(texts, terms, term_map, opts.template)
     if isinstance(pair_or_tokenizer, ModelPair):
-        tokenizer, L = pair_or_tokenizer.tokenizer, opts.max_length or context_length(pair_or_tokenizer)
+        tokenizer, L = pair_or_tokenizer.tokenizer, fit_max_length(opts.max_length, context_length(pair_or_tokenizer))
     else:
+        check_max_length(opts.max_length)
         tokenizer, L = pair_or_tokenizer, opts.max_length
         if L is None:
             raise ValueError("max_length is required when no loaded model gives the context length")
