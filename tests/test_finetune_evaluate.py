@@ -347,3 +347,29 @@ def test_contrast_counts_the_adapters_each_rank_is_among():
     cells = {(m, s): (0.9 if m == s else 0.3) for m in ("base", *specs) for s in specs if (m, s) != ("A", "B")}
     c = _matrix_of(cells).contrast(n_perm=99)
     assert list(c["n_adapters"]) == [3, 2, 3] and c.attrs["n_adapters"] == 3 and list(c["rank"]) == [1, 1, 1]
+
+
+def test_a_ready_pair_is_evaluated_with_its_adapters_trained_format(tiny_llama, tmp_path):
+    """`evaluate(ModelPair.load(base, adapter))` reads the adapter's manifest as `evaluate(base, data, adapter)`
+    does: before, it scored the default letter prompt for an adapter trained on another format."""
+    import shutil
+
+    from specprobe.core.models import ModelPair
+
+    base, lora = tiny_llama
+    adapter = tmp_path / "text-lora"
+    shutil.copytree(lora, adapter)
+    trained = PromptFormat("Q: {question}\n{options}\nA:", continuation="text")
+    (adapter / "manifest.json").write_text(json.dumps({"prompt": trained.to_dict(), "specialty": ["Cardiology"]}))
+    by_path = evaluate(str(base), records(4), adapter, progress=False)
+    by_pair = evaluate(ModelPair.load(str(base), str(adapter)), records(4), progress=False)
+    assert by_path.metadata["prompt"] == by_pair.metadata["prompt"] == trained.to_dict()
+    assert by_pair.metadata["adapter_trained_on"] == ["Cardiology"]
+    assert by_pair.to_pandas()["option_logp"].tolist() == by_path.to_pandas()["option_logp"].tolist()
+
+
+def test_an_option_that_cannot_be_encoded_names_its_question(tiny_llama):
+    """A continuation longer than max_length: the error names the question and option (before: no item)."""
+    recs = [*records(2), QARecord("long", "q?", ("a", "b " * 40, "c"), "a")]
+    with pytest.raises(ValueError, match=r"^question 'long', option B: the continuation alone \(\d+ tokens\) does not"):
+        evaluate(str(tiny_llama[0]), recs, continuation="text", max_length=16, progress=False)

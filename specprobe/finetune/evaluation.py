@@ -32,10 +32,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from specprobe.core.encoding import TokenizerError
 from specprobe.core.models import ModelPair, context_length
 from specprobe.core.results import Result
 from specprobe.finetune.data import explode_specialties, load_selected, read_manifest
 from specprobe.finetune.prompts import (
+    LETTERS,
     PromptFormat,
     answer_options,
     check_max_length,
@@ -202,8 +204,13 @@ def build_option_items(tokenizer, records: Sequence[QARecord], fmt: PromptFormat
     for rec in records:
         prompt = fmt.prompt(rec)
         per = []
-        for cont in fmt.continuations(rec):
-            enc = encode_continuation(tokenizer, prompt, cont, max_length=max_length)
+        for j, cont in enumerate(fmt.continuations(rec)):
+            try:
+                enc = encode_continuation(tokenizer, prompt, cont, max_length=max_length)
+            except TokenizerError:  # the tokenizer's, not this question's
+                raise
+            except ValueError as exc:  # name the question: the message alone does not say which one
+                raise ValueError(f"question {rec.id!r}, option {LETTERS[j]}: {exc}") from exc
             items.append(ScoreItem(enc.ids, enc.positions))
             per.append(
                 (
@@ -350,6 +357,13 @@ def score_records(
     return pd.DataFrame(rows, columns=MCEvaluation.columns)
 
 
+def pair_manifest(pair: ModelPair) -> dict:
+    """The training manifest beside a ready pair's tuned side (its adapter directory; {} without one), so
+    that a pair is evaluated with the prompt format its adapter was trained with, as a path would be."""
+    tuned = pair.metadata.get("tuned")
+    return read_manifest(tuned) if isinstance(tuned, str) and Path(tuned).is_dir() else {}
+
+
 def evaluate(
     model: Any,
     data: str | os.PathLike | Sequence[QARecord],
@@ -372,18 +386,16 @@ def evaluate(
     `model`: a hub id, local directory, loaded model, or a ready `ModelPair` (then adapter=None).
     `adapter`: a PEFT adapter directory (or a full fine-tuned model); base and tuned are then both
     scored (pick with `variants=("tuned",)`). The prompt format defaults to the one the adapter
-    was trained with (its manifest), else `PromptFormat()`.
+    was trained with (its manifest, also for a `ModelPair` loaded with it), else `PromptFormat()`.
     """
     check_max_length(max_length)
     records, data_meta = load_selected(data, specialty)
-    manifest = read_manifest(adapter) if adapter is not None else {}
+    ready = isinstance(model, ModelPair)
+    if ready and adapter is not None:
+        raise ValueError("pass either a ModelPair or model + adapter, not both")
+    manifest = pair_manifest(model) if ready else read_manifest(adapter)
     fmt = resolve_format(manifest.get("prompt"), template, option_format, continuation)
-    if isinstance(model, ModelPair):
-        if adapter is not None:
-            raise ValueError("pass either a ModelPair or model + adapter, not both")
-        pair = model
-    else:
-        pair = ModelPair.load(model, adapter, tokenizer=tokenizer, device=device, dtype=dtype)
+    pair = model if ready else ModelPair.load(model, adapter, tokenizer=tokenizer, device=device, dtype=dtype)
     chosen = tuple(variants) if variants else pair.variants
     L = fit_max_length(max_length, context_length(pair))
     frame = score_records(pair, records, fmt, variants=chosen, max_length=L, batch_size=batch_size, progress=progress)
