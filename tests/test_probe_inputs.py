@@ -176,3 +176,20 @@ def test_a_hub_base_pinned_as_name_at_revision_loads_that_revision(tiny_llama, o
     assert model_ref(str(local)) == (str(local), None)
     with pytest.raises(ModelLoadError, match="names revision 'v1', but revision='v2'"):
         model_ref("org/name@v1", "v2")
+
+
+@pytest.mark.parametrize(
+    "template", ["Age {age}: {term}.", 'JSON {"a": 1} has {term}', "Item {0}: {term}", "A {term} {"]
+)
+def test_a_template_with_another_brace_field_is_a_clear_error_before_any_model_loads(template):
+    """'Age {age}: {term}.' said only "KeyError: 'age'" (and after loading both models when texts came
+    from the template), 'Item {0}: {term}' 'IndexError: Replacement index 0 out of range'."""
+    with pytest.raises(ValueError, match=r"template .*: only \{term\} is filled .*write other braces doubled"):
+        compare("/no/such/model", "/no/such/adapter", ["pain"], None, template=template, progress=False)
+
+
+def test_a_template_with_doubled_braces_keeps_them_as_text():
+    from specprobe.probe.inputs import normalize_terms, normalize_texts
+
+    records = normalize_texts(None, ["pain"], normalize_terms(["pain"]), "Set {{x}}: {term}.")
+    assert [r.text for r in records] == ["Set {x}: pain."]

@@ -89,8 +89,7 @@ def _compare(base: Any, tuned: Any, terms: Any, texts: Any, opts: ProbeOptions) 
     inputs_log.setLevel(logging.ERROR)
     try:
         term_map = normalize_terms(terms, match=opts.match)
-        if texts is not None:
-            normalize_texts(texts, terms, term_map, opts.template)
+        normalize_texts(texts, terms, term_map, opts.template)  # given, the lexicon's, or the template's
     finally:
         inputs_log.setLevel(level)
     pair = load_pair(base, tuned, opts.tokenizer, opts.device, opts.dtype, purpose="compare")

@@ -376,6 +376,17 @@ def _record(obj: Any, index: int) -> TextRecord:
     )
 
 
+def _fill(template: str, term: str) -> str:
+    """`template` (a `str.format` string) with `{term}` filled; another field is an error naming the template."""
+    try:
+        return template.format(term=term)
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+        raise ValueError(
+            f"template {template!r}: only {{term}} is filled ({type(exc).__name__}: {exc}); "
+            "write other braces doubled, {{ and }}"
+        ) from exc
+
+
 def normalize_texts(
     texts: Any,
     terms: Any,
@@ -396,7 +407,7 @@ def normalize_texts(
             return unique_ids(terms.contexts(), "the lexicon's contexts")
         if "{term}" not in template:
             raise ValueError(f"template {template!r} must contain '{{term}}'")
-        return [TextRecord(f"template:{t}", template.format(term=t), specs) for t, specs in term_map.items()]
+        return [TextRecord(f"template:{t}", _fill(template, t), specs) for t, specs in term_map.items()]
     if isinstance(texts, (str, bytes)) and _table_path(texts) is None:
         raise TypeError("texts must be a list of strings or records, not a single string")
     frame = _pandas_frame(texts, "texts")
