@@ -344,3 +344,31 @@ def test_cli_writes_results(tiny_gpt2, tmp_path, capsys):
     assert left == ["layers.json.gz", "layers_by_specialty.csv"], left
     with pytest.raises(SystemExit):
         parser.parse_args(["layers", "--base", "b", "--tuned", "t", "--terms", "x", "--out", "o", "--layers", "a"])
+
+
+def test_cli_run_that_fails_writes_nothing(tiny_gpt2, tmp_path, monkeypatch):
+    """The lens is written only once --patch has run too: a run that fails in patching leaves a new --out
+    unmade, and an --overwrite run's failure leaves the earlier run's files as they were (not its lens
+    beside the earlier patching)."""
+    from specprobe.probe import layers_cli, patching
+
+    base, adapter = tiny_gpt2
+    terms = tmp_path / "terms.json"
+    terms.write_text(json.dumps(TERMS))
+    parser = argparse.ArgumentParser()
+    layers_cli.register(parser.add_subparsers())
+    common = ["layers", "--base", str(base), "--tuned", str(adapter), "--terms", str(terms), "--no-progress"]
+    first = parser.parse_args(common + ["--out", str(tmp_path / "out"), "--controls", "none"])
+    assert first.handler(first) == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+
+    def fail(*_a, **_k):
+        raise RuntimeError("patching failed")
+
+    monkeypatch.setattr(patching, "patch", fail)
+    for out, extra in (("out", ["--overwrite"]), ("fresh", [])):
+        args = parser.parse_args(common + ["--out", str(tmp_path / out), "--patch", "--layers", "0", *extra])
+        with pytest.raises(RuntimeError, match="patching failed"):
+            args.handler(args)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+    assert not (tmp_path / "fresh").exists()

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from specprobe.core.results import Result
 
 
 def _layer_list(value: str) -> list[int]:
@@ -71,7 +75,6 @@ def run_layers(args: argparse.Namespace) -> int:
     from specprobe.probe.layers import layers
     from specprobe.probe.options import ProbeOptions, check_out_dir
     from specprobe.probe.tl_bridge import check_engine
-    from specprobe.utils.io import atomic_write_text
 
     opts = ProbeOptions.from_args(args)
     remote = {"no": False, "ndif": True, "local": "local"}[args.remote]
@@ -104,16 +107,30 @@ def run_layers(args: argparse.Namespace) -> int:
         view = layers(pair, terms=terms, texts=texts, layer_ids=args.layers, options=opts, engine=engine)
     if not is_main():
         return 0
-    out.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves no empty folder
-    view.save(out / "layers.json.gz")
-    atomic_write_text(out / "layers_by_specialty.csv", view.by_specialty().to_csv(index=False))
-    written = ["layers.json.gz", "layers_by_specialty.csv"]
     print(view.summary())
+    outputs: dict[str, Result | str] = {
+        "layers.json.gz": view,
+        "layers_by_specialty.csv": view.by_specialty().to_csv(index=False),
+    }
     if pair is not None:
-        written += _patch_and_attribute(args, pair, terms, texts, opts, out, engine)
-    print(f"\nwrote {', '.join(str(out / w) for w in written)}")
-    _remove_replaced(out, written)
+        outputs.update(_patch_and_attribute(args, pair, terms, texts, opts, engine))
+    _write_outputs(out, outputs)
     return 0
+
+
+def _write_outputs(out: Path, outputs: dict[str, Result | str]) -> None:
+    """Write every output once all of them are computed: a run that fails on the way (in --patch, say, or
+    Ctrl-C) writes nothing, and one with --overwrite leaves the earlier run's files as they were."""
+    from specprobe.utils.io import atomic_write_text
+
+    out.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves no empty folder
+    for name, value in outputs.items():
+        if isinstance(value, str):
+            atomic_write_text(out / name, value)
+        else:
+            value.save(out / name)
+    print(f"\nwrote {', '.join(str(out / name) for name in outputs)}")
+    _remove_replaced(out, list(outputs))
 
 
 def _remove_replaced(out: Path, written: list[str]) -> None:
@@ -125,16 +142,15 @@ def _remove_replaced(out: Path, written: list[str]) -> None:
             print(f"removed {out / name}, from the earlier run this one replaces")
 
 
-def _patch_and_attribute(args: argparse.Namespace, pair, terms, texts, opts, out: Path, engine: str) -> list[str]:
-    """--patch and --attribution: run and write them; the names of the files written."""
+def _patch_and_attribute(args: argparse.Namespace, pair, terms, texts, opts, engine: str) -> dict[str, Result | str]:
+    """--patch and --attribution: run them; their outputs by file name (written with the lens's)."""
     from dataclasses import replace
 
     from specprobe.probe.patching import logit_attribution, patch
-    from specprobe.utils.io import atomic_write_text
 
     # patching and attribution run without control words (their own default), whatever --controls says
     opts = replace(opts, controls=None)
-    written = []
+    outputs: dict[str, Result | str] = {}
     if args.patch:
         pat = patch(
             pair,
@@ -145,13 +161,11 @@ def _patch_and_attribute(args: argparse.Namespace, pair, terms, texts, opts, out
             options=opts,
             engine=engine,
         )
-        pat.save(out / "patching.json.gz")
-        atomic_write_text(out / "patching_by_site.csv", pat.by_site().to_csv(index=False))
-        written += ["patching.json.gz", "patching_by_site.csv"]
+        outputs["patching.json.gz"] = pat
+        outputs["patching_by_site.csv"] = pat.by_site().to_csv(index=False)
         print("\n" + pat.summary())
     if args.attribution:
         dla = logit_attribution(pair, terms=terms, texts=texts, options=opts, engine=engine)
-        dla.save(out / "logit_attribution.json.gz")
-        atomic_write_text(out / "logit_attribution_by_specialty.csv", dla.by_specialty().to_csv(index=False))
-        written += ["logit_attribution.json.gz", "logit_attribution_by_specialty.csv"]
-    return written
+        outputs["logit_attribution.json.gz"] = dla
+        outputs["logit_attribution_by_specialty.csv"] = dla.by_specialty().to_csv(index=False)
+    return outputs
