@@ -146,3 +146,20 @@ def test_a_term_at_the_start_has_the_tokens_it_has_mid_text(term):
     m_first, m_last = middle.tokens_overlapping(4, 4 + len(term))
     assert start.ids[first : last + 1] == middle.ids[m_first : m_last + 1]
     assert tokenizer.convert_ids_to_tokens(start.ids[first]) != "\u2581"
+
+
+def test_occurrences_scored_in_a_cut_window_are_reported_in_the_log(caplog):
+    """A text longer than max_length was scored in windows with only the row flag to show it; prepare()
+    (compare, the layer views, patching) now also says how many occurrences lost their earlier text."""
+    from specprobe.probe.prepare import prepare
+
+    tok = train_tokenizer("llama", 600)
+    text = "The patient had pain. " + "The committee met again today. " * 6 + "Then pain again."
+    with caplog.at_level("WARNING", logger="specprobe.probe.prepare"):
+        prep = prepare(tok, ["pain"], [text], controls=None, max_length=16)
+    assert [TRUNCATED_CONTEXT in o.flags for o in prep.occs] == [False, True]
+    assert "1 of 2 occurrence(s), in 1 text(s) longer than the context of 16 tokens" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="specprobe.probe.prepare"):
+        prepare(tok, ["pain"], [text], controls=None, max_length=1000)
+    assert "occurrence" not in caplog.text

@@ -7,6 +7,7 @@ records those options (and its input counts) in its metadata.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from specprobe.probe.occurrences import (
 )
 from specprobe.probe.options import ProbeOptions
 from specprobe.terms.datasets import TextRecord
+
+log = logging.getLogger(__name__)
 
 OCCURRENCE_COLUMNS = ["text_id", "term", "specialties", "start", "end", "n_tokens", "is_control", "flags"]
 
@@ -227,6 +230,7 @@ def prepare(
             taken[o.text_index].append((o.start, o.end))
         occs += locate(records, encodings, {w: ("control",) for w in control_words}, True, opts.match, exclude=taken)
     items, where = build_items(encodings, occs, L, opts.long_texts)
+    _warn_truncated(occs, L)
     return Prepared(
         records,
         term_map,
@@ -237,6 +241,21 @@ def prepare(
         opts.metadata(L, texts is not None),
         dict(Counter(e.offsets_source for e in encodings)),
     )
+
+
+def _warn_truncated(occs: Sequence[Occurrence], max_length: int) -> None:
+    """Say how many occurrences lost earlier text to a sliding window: a row flag alone is easily missed."""
+    cut = [o for o in occs if TRUNCATED_CONTEXT in o.flags]
+    if cut:
+        log.warning(
+            "%d of %d occurrence(s), in %d text(s) longer than the context of %d tokens, were scored without "
+            "the start of their text (sliding windows; flag %s)",
+            len(cut),
+            len(occs),
+            len({o.text_index for o in cut}),
+            max_length,
+            TRUNCATED_CONTEXT,
+        )
 
 
 def _control_words(
