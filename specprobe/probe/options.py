@@ -33,9 +33,10 @@ class ProbeOptions:
     `controls`: "auto" (frequency-matched ordinary words), a sequence of words (kept as a tuple), or
     None. `n_controls`, `seed`: how many control words "auto" picks, and its random seed.
     `template`: the context built for each term when no texts are given. `match`: how terms are
-    matched in texts. `add_bos`: prepend BOS (None: the tokenizer's default). `max_length`: context
-    length (None: the model's). `long_texts`: "window" (score in sliding windows) or "error".
-    `batch_size`, `device`, `dtype`, `tokenizer`, `progress`: how models are loaded and run.
+    matched in texts. `add_bos`: None puts the tokenizer's BOS first, once, wherever it has one (also
+    GPT-2's, which its tokenizer does not add); False: no BOS; True: BOS, an error without one.
+    `max_length`: context length (None: the model's; more is an error). `long_texts`: "window" (score
+    in sliding windows) or "error". `batch_size`, `device`, `dtype`, `tokenizer`, `progress`: how models are loaded and run.
     """
 
     controls: str | Sequence[str] | None = "auto"  # a sequence of words is kept as a tuple
