@@ -155,3 +155,20 @@ def test_answer_options_are_every_copy_of_the_answer_text():
     assert answer_options(REC) == {2}
     dup = QARecord("d", "q?", ("x", "y", "x"), "x")
     assert answer_options(dup) == {0, 2} and dup.answer_index == 0
+
+
+def test_a_specialty_spelled_two_ways_selects_every_spelling():
+    """Data with "Cardiology" and "cardiology": selecting either (matched case-insensitively) keeps the
+    questions of both; before, only the spelling seen last was kept, even when asked for the other exactly."""
+    from specprobe.finetune.data import data_specialties
+
+    recs = [
+        QARecord("q1", "q?", ("a", "b"), "a", ("Cardiology",)),
+        QARecord("q2", "q?", ("a", "b"), "a", ("Cardiology",)),
+        QARecord("q3", "q?", ("a", "b"), "a", ("cardiology",)),
+        QARecord("q4", "q?", ("a", "b"), "a", ("Neurology",)),
+    ]
+    for asked in ("Cardiology", "cardiology", "CARDIOLOGY"):
+        assert [r.id for r in select(recs, asked)] == ["q1", "q2", "q3"]
+        assert data_specialties(recs, asked) == ["Cardiology", "cardiology"]
+    assert data_specialties(recs[:2], "cardiology") == ["Cardiology"]

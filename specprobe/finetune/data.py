@@ -94,28 +94,29 @@ def select(records: Sequence[QARecord], specialty: str | Sequence[str] | None, s
         if not records:
             raise DataError(f"{source}: no questions")
         return list(records)
-    wanted = set(keep)
-    return [r for r in records if set(specialties_of(r.specialties)) & wanted]
+    wanted = {k.lower() for k in keep}
+    return [r for r in records if {s.lower() for s in specialties_of(r.specialties)} & wanted]
 
 
 def data_specialties(
     records: Sequence[QARecord], specialty: str | Sequence[str] | None, source: str = "data"
 ) -> list[str] | None:
     """The given specialties as `records` spell them (sorted; matched case-insensitively, as `select`
-    matches them), or None for all: what a run trained on "cardiology" records, so that it is known
-    for the data's "Cardiology". An unknown one is an error as in `select`."""
+    matches them, every spelling the data has), or None for all: what a run trained on "cardiology"
+    records, so that it is known for the data's "Cardiology". An unknown one is an error as in `select`."""
     wanted = normalize_specialty(specialty)
     if wanted is None:
         return None
     counts = specialty_counts(records)
-    lower = {k.lower(): k for k in counts}
+    lower = {k.lower() for k in counts}
     missing = [w for w in wanted if w.lower() not in lower]
     if missing:
         available = ", ".join(f"{k} ({n})" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
         raise DataError(
             f"{source}: no questions for specialty {', '.join(map(repr, missing))}; available: {available or 'none'}"
         )
-    return sorted({lower[w.lower()] for w in wanted})
+    asked = {w.lower() for w in wanted}
+    return sorted(k for k in counts if k.lower() in asked)
 
 
 def read_manifest(adapter: str | os.PathLike | None) -> dict:
