@@ -372,3 +372,23 @@ def test_cli_run_that_fails_writes_nothing(tiny_gpt2, tmp_path, monkeypatch):
             args.handler(args)
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
     assert not (tmp_path / "fresh").exists()
+
+
+def test_models_of_different_depths_are_refused(tiny_llama):
+    """The lens reads layer k of base against layer k of tuned: a 2-layer base with a 3-layer tuned model
+    silently gave the tuned model's first two layers (its last lens row was not its output)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    base, _ = tiny_llama
+    tok = AutoTokenizer.from_pretrained(base)
+
+    def model(n_layers: int) -> LlamaForCausalLM:
+        cfg = LlamaConfig(
+            vocab_size=len(tok), hidden_size=32, num_hidden_layers=n_layers, num_attention_heads=4, intermediate_size=64
+        )
+        return LlamaForCausalLM(cfg).eval()
+
+    two, three = model(2), model(3)
+    for a, b, msg in ((two, three, "base has 2 decoder layers and tuned 3"), (three, two, "base has 3 .* tuned 2")):
+        with pytest.raises(ValueError, match=msg):
+            layers(a, b, ["seizure"], ["The patient had a seizure."], tokenizer=tok, progress=False)

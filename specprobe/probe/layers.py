@@ -103,8 +103,7 @@ def _local_layers(
 ) -> LayerView:
     """`layers()` with torch hooks on the Hugging Face modules (the scoring core), or through TL."""
     pair = load_pair(base, tuned, opts.tokenizer, opts.device, opts.dtype)
-    with pair.view("base") as split:
-        n_layers = len(layer_modules(split))  # refuses architectures it cannot hook
+    n_layers = pair_depth(pair)
     chosen = resolve_layers(layer_ids, n_layers)
     bridged = bridged_pair(pair, (base, tuned)) if engine == TL_ENGINE else None
     prep = prepare(pair, terms, texts, opts)
@@ -130,6 +129,22 @@ def _local_layers(
         "seconds": timings,
     }
     return LayerView(frame, meta, {"term_specialties": {t: list(s) for t, s in prep.term_map.items()}})
+
+
+def pair_depth(pair: Any) -> int:
+    """The number of decoder layers of both views (`layer_modules` refuses architectures it cannot hook).
+    Layer k of base is read against layer k of tuned, so models of different depths are refused: the
+    lens read the deeper one's first layers only (its last row was not its output) or failed on an index."""
+    depths = {}
+    for variant in pair.variants:
+        with pair.view(variant) as split:
+            depths[variant] = len(layer_modules(split))
+    if len(set(depths.values())) > 1:
+        raise ValueError(
+            f"base has {depths['base']} decoder layers and tuned {depths['tuned']}: the layer views compare "
+            "layer k of one with layer k of the other and need models of the same depth (compare() takes any)"
+        )
+    return depths["base"]
 
 
 def _lens_items(
