@@ -248,3 +248,29 @@ def test_a_term_specialty_named_like_a_summary_row_is_refused(name):
     with pytest.raises(ValueError, match=f"term 'x': specialty '{name}' is reserved"):
         normalize_terms({"x": [name], "y": ["Cardiology"]})
     assert normalize_terms({"x": ["Controls"]}) == {"x": ("Controls",)}
+
+
+@pytest.mark.parametrize("case_sensitive", [False, True])
+def test_auto_controls_occur_as_often_as_counted_under_the_match_options(case_sensitive):
+    """With case-sensitive matching the auto controls were counted lower-cased ('patient', 6 times) but
+    matched as written, so 'Patient' in the texts was never scored: 2 of 3 controls had no occurrence."""
+    from specprobe.probe.occurrences import MatchOptions
+    from specprobe.probe.prepare import prepare
+    from specprobe.testing.tiny_models import train_tokenizer
+
+    texts = ["Patient reports pain. Patient reports pain again. Committee members reports."] * 3
+    prep = prepare(
+        train_tokenizer("gpt2", 600),
+        ["pain"],
+        texts,
+        controls="auto",
+        n_controls=3,
+        max_length=128,
+        match=MatchOptions(case_sensitive=case_sensitive),
+    )
+    found = Counter(o.term for o in prep.occs if o.is_control)
+    assert len(prep.control_words) == 3
+    # every chosen word is scored as often as it occurs in the texts under the match options
+    assert {w: found[w] for w in prep.control_words} == {
+        w: 6 if w.lower() == "patient" else 3 for w in prep.control_words
+    }

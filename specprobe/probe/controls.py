@@ -68,11 +68,22 @@ def _zipf(word: str) -> float:
     return zipf_frequency(word, "en")
 
 
-def candidate_counts(texts: Iterable[str], exclude: set[str], min_zipf: float) -> Counter:
-    """Occurrence counts of ordinary words across texts (lower-cased), leaving out the words in `exclude`."""
-    counts: Counter = Counter(m.group(0).lower() for t in texts for m in _WORD.finditer(t))
+def candidate_counts(texts: Iterable[str], exclude: set[str], min_zipf: float, case_sensitive: bool = False) -> Counter:
+    """Occurrence counts of ordinary words across texts, leaving out the words in `exclude` (lower-cased).
+
+    Counted as matching will find them: lower-cased, or with `case_sensitive` as written ("Patient"
+    and "patient" are two words, each counted where a case-sensitive match finds it)."""
+    counts: Counter = Counter(
+        m.group(0) if case_sensitive else m.group(0).lower() for t in texts for m in _WORD.finditer(t)
+    )
     stop = _stop_words()
-    return Counter({w: c for w, c in counts.items() if w not in stop and w not in exclude and _zipf(w) >= min_zipf})
+    return Counter(
+        {
+            w: c
+            for w, c in counts.items()
+            if w.lower() not in stop and w.lower() not in exclude and _zipf(w.lower()) >= min_zipf
+        }
+    )
 
 
 def choose_controls(
@@ -82,14 +93,16 @@ def choose_controls(
     n: int | None = None,
     min_zipf: float = 4.0,
     seed: int = 0,
+    case_sensitive: bool = False,
 ) -> list[str]:
     """Pick control words whose in-corpus counts follow the terms' (log2-binned) count distribution.
 
     `n` words (default: as many as terms found, at least 10), split over the terms' bins in
-    proportion to their terms (largest remainders); a bin short of candidates takes the nearest."""
+    proportion to their terms (largest remainders); a bin short of candidates takes the nearest.
+    `case_sensitive`: words are counted as case-sensitive matching finds them (see `candidate_counts`)."""
     found = [c for c in term_counts.values() if c > 0]
     target = n if n is not None else max(10, len(found))
-    counts = candidate_counts(texts, term_words(term_counts), min_zipf)
+    counts = candidate_counts(texts, term_words(term_counts), min_zipf, case_sensitive)
     if len(counts) < target:
         log.warning(
             "only %d candidate control word(s) in the texts for the %d wanted; all of them are used",

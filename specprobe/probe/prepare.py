@@ -266,7 +266,11 @@ def _control_words(
     if controls == "auto":
         term_counts = Counter(o.term for o in occs)
         return choose_controls(
-            [r.text for r in records], {t: term_counts.get(t, 0) for t in term_map}, n=opts.n_controls, seed=opts.seed
+            [r.text for r in records],
+            {t: term_counts.get(t, 0) for t in term_map},
+            n=opts.n_controls,
+            seed=opts.seed,
+            case_sensitive=opts.match.case_sensitive,
         )
     if controls:
         if isinstance(controls, str):
