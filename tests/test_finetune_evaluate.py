@@ -373,3 +373,27 @@ def test_an_option_that_cannot_be_encoded_names_its_question(tiny_llama):
     recs = [*records(2), QARecord("long", "q?", ("a", "b " * 40, "c"), "a")]
     with pytest.raises(ValueError, match=r"^question 'long', option B: the continuation alone \(\d+ tokens\) does not"):
         evaluate(str(tiny_llama[0]), recs, continuation="text", max_length=16, progress=False)
+
+
+def test_a_snapshot_is_evaluated_with_its_runs_trained_format(tiny_llama, tmp_path):
+    """OUT/snapshots/step-N has no manifest of its own: its run's prompt format is the one it was trained
+    with (before: the default letter prompt); a snapshot the run does not list gets no format from it."""
+    import shutil
+
+    base, lora = tiny_llama
+    trained = PromptFormat("Q: {question}\n{options}\nA:", continuation="text")
+    snap = tmp_path / "run" / "snapshots" / "step-00000002"
+    shutil.copytree(lora, snap)
+    shutil.copytree(lora, snap.parent / "step-00000009")  # not listed
+    manifest = {
+        "prompt": trained.to_dict(),
+        "specialty": ["Cardiology"],
+        "snapshots": [{"step": 2, "path": f"snapshots/{snap.name}"}],
+    }
+    (tmp_path / "run" / "manifest.json").write_text(json.dumps(manifest))
+    assert evaluate(str(base), records(4), snap, progress=False).metadata["prompt"] == trained.to_dict()
+    assert evaluate(str(base), records(4), snap.parent / "step-00000009", progress=False).metadata["prompt"] == (
+        PromptFormat().to_dict()
+    )
+    m = matrix(str(base), {"Cardiology": snap}, records(4), progress=False)
+    assert m.metadata["prompt"] == trained.to_dict() and m.trained_on()["Cardiology"] == "Cardiology"

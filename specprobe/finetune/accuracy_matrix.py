@@ -374,6 +374,6 @@ def _trained_on(named: list[tuple[str, str, dict]], spec_names: set[str]) -> dic
         for name, _, m in named
     }
     for name, _, m in named:  # a mapping key that names a specialty counts as "trained on" when the manifest is silent
-        if trained_on[name] is None and not m and name in spec_names:
+        if trained_on[name] is None and "specialty" not in m and name in spec_names:
             trained_on[name] = name
     return trained_on

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from specprobe.finetune.prompts import check_records
+from specprobe.finetune.snapshots import SNAPSHOTS
 from specprobe.terms.datasets import DataError, QARecord, load_qa
 from specprobe.terms.records import first_repeat
 from specprobe.utils.io import sha256_file, sha256_text
@@ -120,12 +121,26 @@ def data_specialties(
 
 
 def read_manifest(adapter: str | os.PathLike | None) -> dict:
-    """The manifest.json a `train` run wrote beside the adapter ({} when absent or not a directory)."""
+    """The manifest.json a `train` run wrote beside the adapter ({} when absent or not a directory); for a
+    snapshot the run lists (OUT/snapshots/step-N, which has none), the run's prompt format only: a snapshot
+    is evaluated with the prompt it was trained on, the rest of the manifest describes the final adapter."""
     if adapter is None or not isinstance(adapter, (str, os.PathLike)):
         return {}
     path = Path(adapter) / "manifest.json"
-    if not path.exists():
+    return _read_json(path) if path.exists() else _snapshot_manifest(Path(adapter).resolve())
+
+
+def _snapshot_manifest(folder: Path) -> dict:
+    """{"prompt": the run's format} for a snapshot folder its run's manifest lists, else {}."""
+    run = folder.parent.parent / "manifest.json"
+    if folder.parent.name != SNAPSHOTS or not run.exists():
         return {}
+    manifest = _read_json(run)
+    listed = {e.get("path") for e in manifest.get("snapshots") or [] if isinstance(e, dict)}
+    return {"prompt": manifest["prompt"]} if f"{SNAPSHOTS}/{folder.name}" in listed and "prompt" in manifest else {}
+
+
+def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
