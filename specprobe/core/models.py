@@ -363,11 +363,16 @@ class ModelPair:
         }
         load_kw = dict(device=dev, dtype=dt, trust_remote_code=trust_remote_code, revision=revision, shard=shard)
         check_fold_mode(fold_mode)  # before any work
-        base, tuned, tokenizer = _engine_inputs(base, tuned, tokenizer, meta)
+        base, tuned, tokenizer, tuned_tok = _engine_inputs(base, tuned, tokenizer, meta)
         base_obj, base_name = _load_base(base, tuned, meta, load_kw)
         base_obj, tuned_obj, adapter_mode = _load_tuned(base, base_obj, tuned, meta, load_kw, force_adapter)
+        if adapter_mode and _adapter_layers_disabled(base_obj):
+            raise ModelLoadError(
+                "the PeftModel's adapter layers are disabled (disable_adapter_layers()): its tuned view would be "
+                "the base model; call enable_adapter_layers() on it first"
+            )
         tokenizer = _pair_tokenizer(
-            tokenizer, base, base_name, base_obj, tuned, adapter_mode, trust_remote_code, revision
+            tokenizer, base, base_name, base_obj, tuned, adapter_mode, trust_remote_code, revision, tuned_tok
         )
         meta["tokenizer"] = getattr(tokenizer, "name_or_path", type(tokenizer).__name__)
         if shard:  # where the layers went
@@ -458,14 +463,17 @@ def model_context_length(model: Any, tokenizer: Any) -> int:
     return min(limits) if limits else 2048
 
 
-def _engine_inputs(base: Any, tuned: Any, tokenizer: Any, meta: dict) -> tuple[Any, Any, Any]:
+def _engine_inputs(base: Any, tuned: Any, tokenizer: Any, meta: dict) -> tuple[Any, Any, Any, Any]:
     """TransformerLens / nnsight objects as base or tuned: the model inside (see `core.engines`), their
-    tokenizer unless one is given, and `meta["engines"]` saying which object came in (and for
-    TransformerLens whether weight processing changed the weights)."""
+    tokenizer unless one is given (the tuned object's only where the base is no path, whose own tokenizer
+    the pair loads), the tuned object's own tokenizer (checked against the pair's by `_pair_tokenizer`), and
+    `meta["engines"]` saying which object came in (and for TransformerLens whether weight processing
+    changed the weights)."""
     from specprobe.core.engines import engine_metadata, unwrap_engine
 
     engines: dict[str, Any] = {}
     out = []
+    tuned_tok = None
     for role, obj in (("base", base), ("tuned", tuned)):
         info = None if obj is None or isinstance(obj, (str, os.PathLike)) else engine_metadata(obj)
         if info is None:
@@ -475,11 +483,13 @@ def _engine_inputs(base: Any, tuned: Any, tokenizer: Any, meta: dict) -> tuple[A
         info["description"] = desc
         engines[role] = info
         out.append(model)
-        if tokenizer is None and tok is not None:
+        if role == "tuned":
+            tuned_tok = tok
+        if tokenizer is None and tok is not None and (role == "base" or not isinstance(base, (str, os.PathLike))):
             tokenizer = tok
     if engines:
         meta["engines"] = engines
-    return out[0], out[1], tokenizer
+    return out[0], out[1], tokenizer, tuned_tok
 
 
 def _load_base(base: ModelLike | None, tuned: ModelLike | None, meta: dict, load_kw: dict) -> tuple[Any, str | None]:
@@ -535,6 +545,13 @@ def _load_tuned(
     return base_obj, tuned.eval(), False
 
 
+def _adapter_layers_disabled(model: Any) -> bool:
+    """Whether any adapter layer of a PeftModel is switched off (peft's `disable_adapter_layers()`)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return any(isinstance(m, BaseTunerLayer) and m.disable_adapters for m in model.modules())
+
+
 def _pair_tokenizer(
     tokenizer: Any,
     base: ModelLike | None,
@@ -544,9 +561,11 @@ def _pair_tokenizer(
     adapter_mode: bool,
     trust_remote_code: bool,
     revision: str | None = None,
+    tuned_tok: Any = None,
 ) -> Any:
-    """The tokenizer given (object or path), else the base's (at the base's `revision`, as its weights); a
-    full tuned model must share its vocabulary."""
+    """The tokenizer given (object or path), else the base's (at the base's `revision`, as its weights); the
+    tuned model's own tokenizer (`tuned_tok`, an engine object's; a full tuned model directory's) must share
+    its vocabulary."""
     if tokenizer is None:
         source = (
             base_name
@@ -563,10 +582,9 @@ def _pair_tokenizer(
     require_fast(tokenizer)
     if isinstance(tuned, (str, os.PathLike)) and not adapter_mode and (Path(tuned) / "tokenizer.json").exists():
         tuned_tok = load_tokenizer(str(tuned), trust_remote_code)
-        if not same_vocabulary(tokenizer, tuned_tok):
-            raise ModelLoadError(
-                f"base and tuned ({tuned}) have different tokenizers; their log-probs are not comparable"
-            )
+    if tuned_tok is not None and tuned_tok is not tokenizer and not same_vocabulary(tokenizer, tuned_tok):
+        label = tuned if isinstance(tuned, (str, os.PathLike)) else f"a {type(tuned).__name__} object"
+        raise ModelLoadError(f"base and tuned ({label}) have different tokenizers; their log-probs are not comparable")
     return tokenizer
 
 

@@ -134,7 +134,8 @@ def _candidates(
     return list(dict.fromkeys(out))
 
 
-def _tol(ref: torch.Tensor) -> float:
+def tolerance(ref: torch.Tensor) -> float:
+    """How far a float64 recomputation may be from `ref`, a result in `ref`'s own dtype (16-bit: its rounding)."""
     eps = torch.finfo(ref.dtype).eps if ref.dtype.is_floating_point else 1e-6
     return max(1e-4, 8 * eps) * max(1.0, ref.abs().max().item())
 
@@ -209,7 +210,7 @@ def _match_layer(
                 except RuntimeError:
                     continue
                 err = (delta - scale * (ta.double().to(delta.device) + tm.double().to(delta.device))).abs().max().item()
-                if err <= _tol(h_out):
+                if err <= tolerance(h_out):
                     return (a, m, flat, scale)
     return None
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
@@ -470,6 +471,7 @@ def logit_attribution(
 
     check_engine(engine)
     pair = load_pair(base, tuned, opts.tokenizer, opts.device, opts.dtype)
+    _warn_processed_weights(pair)
     with pair.view("base") as split:
         n_layers = len(layer_modules(split))
     run = runner(pair, engine, (base, tuned))
@@ -492,6 +494,20 @@ def logit_attribution(
         }
     )
     return LogitAttribution(pd.DataFrame(rows, columns=LogitAttribution.columns), meta)
+
+
+def _warn_processed_weights(pair: Any) -> None:
+    """Warn when TransformerLens weight processing rewrote a model's weights: center_unembed shifts each
+    position's logits (log-probs keep), so every part's contribution differs from the Hugging Face model's."""
+    roles = [r for r, info in pair.metadata.get("engines", {}).items() if info.get("weights_processed")]
+    if roles:
+        warnings.warn(
+            "logit_attribution: TransformerLens weight processing (fold_ln / center_writing_weights / "
+            f"center_unembed) rewrote the weights of the {' and '.join(roles)} model: contributions are to the "
+            "processed logits, not the Hugging Face model's; pass unprocessed models to compare with other runs",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _attribute_item(run: Any, prep: Prepared, item_i: int, ois: list[int], parts: list[tuple[int, str]]) -> list[dict]:

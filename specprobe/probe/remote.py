@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from specprobe.core.architecture import finish_logits, split_model, unwrap_peft
-from specprobe.core.models import model_context_length
+from specprobe.core.engines import engine_kind
+from specprobe.core.models import model_context_length, same_vocabulary
 from specprobe.probe.hooks import layer_modules, resolve_layers
 from specprobe.probe.inputs import DEFAULT_TEMPLATE
 from specprobe.probe.lens import LayerView, lens_frame
@@ -38,10 +39,11 @@ from specprobe.probe.prepare import options_meta, prepare
 
 
 def nnsight_model(model: Any, tokenizer: Any = None, peft: str | None = None):
-    """An nnsight LanguageModel: given one as is; a loaded model wrapped; a hub id without loading weights."""
+    """An nnsight LanguageModel: given one (nnterp's StandardizedTransformer included) as is; a loaded model
+    wrapped; a hub id without loading weights."""
     import nnsight
 
-    if isinstance(model, nnsight.NNsight):
+    if isinstance(model, nnsight.NNsight) or engine_kind(model) == "nnsight":  # LanguageModel is no NNsight (0.8)
         return model
     kwargs = {"tokenizer": tokenizer} if tokenizer is not None else {}
     if peft is not None:
@@ -147,8 +149,9 @@ def trace_lens(
 
 
 def _load_models(base: Any, tuned: Any, tokenizer: Any) -> tuple[Any, Any, Any]:
-    """The base and tuned nnsight models (a tuned adapter id is attached to the base on the server) and
-    the tokenizer to use (the one given, else the base model's)."""
+    """The base and tuned nnsight models (a tuned adapter id is attached to the base on the server), in
+    eval mode (dropout off, as `ModelPair` runs them), and the tokenizer to use (the one given, else the
+    base model's), which the tuned model's own must match."""
     base_lm = nnsight_model(base, tokenizer)
     if isinstance(tuned, str) and isinstance(base, str) and _is_adapter(tuned):
         tuned_lm = nnsight_model(base, tokenizer, peft=tuned)
@@ -157,6 +160,11 @@ def _load_models(base: Any, tuned: Any, tokenizer: Any) -> tuple[Any, Any, Any]:
     tok = tokenizer if tokenizer is not None and not isinstance(tokenizer, str) else getattr(base_lm, "tokenizer", None)
     if tok is None:
         raise ValueError("pass tokenizer= (the nnsight model has none)")
+    tuned_tok = getattr(tuned_lm, "tokenizer", None)
+    if tuned_tok is not None and tuned_tok is not tok and not same_vocabulary(tok, tuned_tok):
+        raise ValueError("base and tuned nnsight models have different tokenizers; their log-probs are not comparable")
+    for lm in (base_lm, tuned_lm):
+        _torch_model(lm).eval()
     return base_lm, tuned_lm, tok
 
 

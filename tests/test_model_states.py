@@ -1,0 +1,111 @@
+"""Model objects in states that would change the numbers silently: 16-bit weights in the direct logit
+attribution, a PeftModel with its adapter layers switched off, a tuned engine object with a tokenizer of
+its own, nnsight objects in train mode on the remote lens path, TransformerLens-processed weights."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from specprobe.core.models import ModelLoadError
+from specprobe.probe import ModelPair, compare, layers, logit_attribution
+
+TEXTS = ["The patient had chest pain and a seizure.", "Chest pain again, then a seizure."]
+TERMS = {"chest pain": ["Cardiology"], "seizure": ["Neurology"]}
+
+
+def _hf(base):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(base), AutoTokenizer.from_pretrained(base)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_logit_attribution_of_16_bit_models(dtype, tiny_llama, tiny_gpt2):
+    """The final norm's match and the adds-up check allow the model's own 16-bit rounding (they compared a
+    16-bit norm's output with a float64 recomputation at a float64 tolerance: UnsupportedArchitectureError
+    'does not match them (off by 0.00129)' for every model, bfloat16 on a GPU being the default dtype)."""
+    for base, adapter in (tiny_llama, tiny_gpt2):
+        kw: dict = dict(terms=TERMS, texts=TEXTS, progress=False)
+        ref = logit_attribution(str(base), str(adapter), **kw).to_pandas()
+        got = logit_attribution(str(base), str(adapter), dtype=dtype, device="cpu", **kw).to_pandas()
+        assert len(got) == len(ref)
+        diff = np.abs(got["contribution"].to_numpy() - ref["contribution"].to_numpy()).max()
+        assert diff < 1e-2, (base.name, dtype, diff)  # measured 2e-4 (float16), 1.5e-3 (bfloat16)
+
+
+def test_peft_model_with_disabled_adapter_layers_is_refused(tiny_llama):
+    """peft's disable_adapter_layers() made the tuned view the base: every delta came out exactly 0."""
+    from peft import PeftModel
+
+    base, adapter = tiny_llama
+    peft_model = PeftModel.from_pretrained(_hf(base)[0], str(adapter))
+    peft_model.base_model.disable_adapter_layers()  # pyright: ignore[reportCallIssue]
+    with pytest.raises(ModelLoadError, match="adapter layers are disabled"):
+        ModelPair.load(None, peft_model)
+    peft_model.base_model.enable_adapter_layers()  # pyright: ignore[reportCallIssue]
+    df = compare(None, peft_model, terms=TERMS, texts=TEXTS, controls=None, progress=False).to_pandas()
+    assert (df["logp_tuned"] - df["logp_base"]).abs().max() > 1e-3
+
+
+def _other_tokenizer(tok):
+    from specprobe.testing.tiny_models import corpus_lines, train_tokenizer
+
+    other = train_tokenizer("llama", len(tok), lines=corpus_lines()[::3])
+    assert len(other) == len(tok) and other.get_vocab() != tok.get_vocab()
+    return other
+
+
+def test_tuned_nnsight_model_with_another_tokenizer_is_refused(tiny_llama):
+    """The tuned object's own tokenizer was ignored: it was scored with the base's token ids."""
+    pytest.importorskip("nnsight")
+    from nnsight import LanguageModel
+
+    base, _ = tiny_llama
+    hf, tok = _hf(base)
+    tuned = LanguageModel(_hf(base)[0], tokenizer=_other_tokenizer(tok))
+    kw: dict = dict(terms=TERMS, texts=TEXTS, controls=None)
+    for base_obj in (LanguageModel(hf, tokenizer=tok), str(base)):
+        with pytest.raises(ModelLoadError, match="different tokenizers"):
+            compare(base_obj, tuned, progress=False, **kw)
+    with pytest.raises(ValueError, match="different tokenizers"):
+        layers(LanguageModel(hf, tokenizer=tok), tuned, remote="local", **kw)
+
+
+def test_remote_lens_takes_nnsight_objects_and_runs_them_in_eval_mode(tiny_gpt2):
+    """LanguageModel objects crashed the remote path (nnsight 0.8's LanguageModel is no `NNsight`: TypeError
+    'stat: path should be string ... not LanguageModel'), and models in train mode ran with dropout on
+    (GPT-2: the same call twice differed by 0.26 in log-prob)."""
+    pytest.importorskip("nnsight")
+    from nnsight import LanguageModel
+    from peft import PeftModel
+
+    base, adapter = tiny_gpt2
+    kw: dict = dict(terms=TERMS, texts=TEXTS[:1], controls=None)
+    ref = layers(str(base), str(adapter), progress=False, **kw).to_pandas()["logp"].to_numpy(float)
+    hf, tok = _hf(base)
+    tuned = PeftModel.from_pretrained(_hf(base)[0], str(adapter))
+    b, t = LanguageModel(hf.train(), tokenizer=tok), LanguageModel(tuned.train(), tokenizer=tok)
+    got = layers(b, t, remote="local", **kw).to_pandas()["logp"].to_numpy(float)
+    assert np.nanmax(np.abs(got - ref)) < 1e-4  # dropout on: 0.18
+    assert not hf.training and not tuned.training
+
+
+def test_logit_attribution_warns_on_processed_transformer_lens_weights(tiny_llama):
+    """center_unembed shifts every logit of a position: the contributions moved by 0.04 (of 0.3) against the
+    Hugging Face model's, recorded in metadata only."""
+    pytest.importorskip("transformer_lens")
+    try:
+        from transformer_lens.model_bridge import TransformerBridge
+    except ImportError:
+        pytest.skip("this transformer_lens has no TransformerBridge")
+    base, _ = tiny_llama
+    hf, tok = _hf(base)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bridge = TransformerBridge.boot_transformers(str(base), hf_model=hf, tokenizer=tok, device="cpu")
+        bridge.enable_compatibility_mode(disable_warnings=True)
+    with pytest.warns(UserWarning, match="weight processing"):
+        logit_attribution(bridge, bridge, terms=TERMS, texts=TEXTS, progress=False)
