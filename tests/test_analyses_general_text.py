@@ -184,3 +184,13 @@ def test_read_general_texts_names_the_file_of_an_empty_or_textless_jsonl(tmp_pat
         read_general_texts(textless)
     with pytest.raises(IsADirectoryError, match=r"a folder, not a \.jsonl file"):
         read_general_texts(tmp_path)
+
+
+def test_a_max_length_past_the_models_context_is_refused(tiny_llama):
+    """max_length beyond the context scored positions the model never had (RoPE) or crashed (GPT-2); 0 meant
+    'the model's context'. Both are errors now, as in compare and evaluate."""
+    base, adapter = tiny_llama
+    with pytest.raises(ValueError, match="longer than the model's context"):
+        general_text_control(str(base), TEXTS, tuned=str(adapter), max_length=100_000)
+    with pytest.raises(ValueError, match="max_length must be a positive integer"):
+        general_text_control(str(base), TEXTS, tuned=str(adapter), max_length=0)

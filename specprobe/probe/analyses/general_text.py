@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from specprobe.core.encoding import encode
-from specprobe.core.items import ScoreItem
+from specprobe.core.items import ScoreItem, check_max_length, fit_max_length
 from specprobe.core.models import context_length
 from specprobe.core.results import Result
 from specprobe.core.scoring import score_items
@@ -148,9 +148,10 @@ def general_text_control(
     `pair`: a `ModelPair` with a tuned view, or the base (hub id, folder, model) with `tuned=`.
     `texts`: strings or records (default: the WordNet glosses in `specprobe/data/general/`). A text
     longer than the context (`max_length`, default the model's) is cut to it and flagged."""
-    pair = load_pair(pair, tuned, tokenizer, device, dtype, purpose="general_text_control")
+    check_max_length(max_length)  # before any model loads
     records = _records(default_texts() if texts is None else texts)
-    length = max_length or context_length(pair)
+    pair = load_pair(pair, tuned, tokenizer, device, dtype, purpose="general_text_control")
+    length = fit_max_length(max_length, context_length(pair))
     items: list[ScoreItem | None] = []
     cut: list[bool] = []
     for tid, text in records:
