@@ -83,3 +83,30 @@ def test_evaluation_shares_prompts_and_falls_back_when_the_mask_is_ignored(tiny_
     np.testing.assert_allclose(
         np.array(fallback["option_logp"].tolist()), np.array(plain["option_logp"].tolist()), atol=1e-4
     )
+
+
+def test_the_sharing_check_probes_options_that_really_share(monkeypatch):
+    """The check scored the first question's options shared and alone; where they shared nothing (each
+    cut differently from the left) both ways ran the same plain rows and the check passed on any model,
+    trusting shared rows later on a model that ignores the segment mask. It now probes the first group
+    that shares; a stand-in for such a model is caught."""
+    from types import SimpleNamespace
+
+    import torch
+
+    import specprobe.core.scoring as scoring
+    from specprobe.finetune.evaluation import prompt_sharing_works
+
+    def mask_ignoring(split, items, batch_size=8, share_prefixes=False, **kw):
+        out = []
+        for row_items, row in ((r.items, r) for r in build_rows(items, share_prefixes)):
+            for _ in row_items:
+                out.append(SimpleNamespace(logps=np.full(1, 1.0 if row.segments is not None else 0.0)))
+        return out
+
+    monkeypatch.setattr(scoring, "score_items", mask_ignoring)
+    split = SimpleNamespace(causal_lm=torch.nn.Linear(1, 1))
+    first_question = [ScoreItem((1, 2, 3, 9), (3,)), ScoreItem((1, 4, 5, 9), (3,))]  # no shared prompt
+    second_question = [ScoreItem((1, 6, 7, 8), (3,)), ScoreItem((1, 6, 7, 9), (3,))]
+    assert not prompt_sharing_works(split, first_question + second_question)
+    assert not prompt_sharing_works(split, first_question)  # nothing shares: nothing to trust

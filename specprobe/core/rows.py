@@ -57,15 +57,21 @@ def shared_row(members: Sequence[tuple[int, ScoreItem]], context: int) -> Row:
     return Row(ids, scored, segments, positions, [i for i, _ in members])
 
 
+def context_groups(items: Sequence[ScoreItem]) -> dict[tuple[int, ...], list[tuple[int, ScoreItem]]]:
+    """Items by their unscored context (the tokens before their first scored one), in first-seen order:
+    a group of two or more is what `build_rows(share_prefixes=True)` puts in one row."""
+    groups: dict[tuple[int, ...], list[tuple[int, ScoreItem]]] = {}
+    for i, it in enumerate(items):
+        groups.setdefault(tuple(it.ids[: min(it.positions)]), []).append((i, it))
+    return groups
+
+
 def build_rows(items: Sequence[ScoreItem], share_prefixes: bool = False) -> list[Row]:
     """Rows covering every item; with `share_prefixes`, items with the same unscored context share a row."""
     if not share_prefixes:
         return [plain_row(i, it) for i, it in enumerate(items)]
-    groups: dict[tuple[int, ...], list[tuple[int, ScoreItem]]] = {}
-    for i, it in enumerate(items):
-        groups.setdefault(tuple(it.ids[: min(it.positions)]), []).append((i, it))
     rows = []
-    for context, members in groups.items():
+    for context, members in context_groups(items).items():
         if len(members) == 1:
             rows.append(plain_row(*members[0]))
         else:

@@ -224,12 +224,17 @@ def build_option_items(tokenizer, records: Sequence[QARecord], fmt: PromptFormat
     return items, info
 
 
-def prompt_sharing_works(split, items, n_first: int) -> bool:
-    """Whether scoring the first question's options in one shared-prompt row reproduces scoring them
-    one by one on this model (an architecture that ignored the custom attention mask would not)."""
+def prompt_sharing_works(split, items) -> bool:
+    """Whether scoring the first items that share a prompt in one shared-prompt row reproduces scoring
+    them one by one on this model (an architecture that ignored the custom attention mask would not).
+    The probe is the first group that shares, not the first question, whose options may share nothing
+    (each cut differently from the left); with no group that shares, there is nothing to trust."""
+    from specprobe.core.rows import context_groups
     from specprobe.core.scoring import score_items
 
-    first = items[:n_first]
+    first = next(([it for _, it in g] for g in context_groups(items).values() if len(g) > 1), None)
+    if first is None:
+        return False
     alone = score_items(split, first, batch_size=len(first))
     shared = score_items(split, first, batch_size=len(first), share_prefixes=True)
     dtype = next(split.causal_lm.parameters()).dtype
@@ -332,7 +337,7 @@ def score_records(
     """Per-(model, item) rows for each variant of `pair` ({label: variant} or variant names).
 
     `share_prompt`: the options of a question go through the model as one row that encodes the
-    prompt once (checked against per-option scoring on the first question; see core/rows.py)."""
+    prompt once (checked against per-option scoring on the first options that share one; see core/rows.py)."""
     from specprobe.core.distributed import agree
     from specprobe.core.scoring import score_items
 
@@ -341,7 +346,7 @@ def score_records(
     rows = []
     for label, variant in labels.items():
         with pair.view(variant) as split:
-            share = share_prompt and bool(records) and prompt_sharing_works(split, items, len(records[0].options))
+            share = share_prompt and prompt_sharing_works(split, items)
             # data-parallel ranks must plan the same rows: rank 0's check decides for all
             share = agree(share)
             scored = score_items(
