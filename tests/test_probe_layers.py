@@ -342,8 +342,11 @@ def test_cli_writes_results(tiny_gpt2, tmp_path, capsys):
     assert again.handler(again) == 0
     left = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert left == ["layers.json.gz", "layers_by_specialty.csv"], left
-    with pytest.raises(SystemExit):
-        parser.parse_args(["layers", "--base", "b", "--tuned", "t", "--terms", "x", "--out", "o", "--layers", "a"])
+    for bad in ("a", "", ","):  # an empty list ran no layer and wrote empty results
+        with pytest.raises(SystemExit):
+            parser.parse_args(["layers", "--base", "b", "--tuned", "t", "--terms", "x", "--out", "o", "--layers", bad])
+    ok = parser.parse_args(["layers", "--base", "b", "--tuned", "t", "--terms", "x", "--out", "o", "--layers=-2,-1"])
+    assert ok.layers == [-2, -1]
 
 
 def test_cli_run_that_fails_writes_nothing(tiny_gpt2, tmp_path, monkeypatch):

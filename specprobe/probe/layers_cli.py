@@ -12,10 +12,14 @@ if TYPE_CHECKING:
 
 
 def _layer_list(value: str) -> list[int]:
+    """--layers: at least one integer (an empty list ran no layer and wrote empty results)."""
     try:
-        return [int(v) for v in value.split(",") if v.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"--layers takes comma-separated integers, got {value!r}") from exc
+        out = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        out = []
+    if not out:
+        raise argparse.ArgumentTypeError(f"--layers takes comma-separated integers, got {value!r}")
+    return out
 
 
 LAYERS_OUTPUTS = (
@@ -43,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--layers",
         type=_layer_list,
         default=None,
-        help="comma-separated layer indices (default all; negative from the end)",
+        help="comma-separated layer indices (default all; negative from the end: a list that starts with a "
+        "minus as --layers=-2,-1)",
     )
     p.add_argument(
         "--patch", action="store_true", help="also run activation patching (attn, mlp, layer output; both directions)"
