@@ -277,6 +277,8 @@ def test_layer_index_out_of_range(loaded):
         layers(pair, terms=TERMS, texts=TEXTS, layer_ids=[0, 2], progress=False)
     with pytest.raises(IndexError, match="-3"):
         patch(pair, terms=TERMS, texts=TEXTS, layer_ids=[-3], progress=False)
+    with pytest.raises(ValueError, match="layer_ids is empty"):  # was a view of no rows: "no scored occurrences"
+        layers(pair, terms=TERMS, texts=TEXTS, layer_ids=[], progress=False)
     view = layers(pair, terms=TERMS, texts=TEXTS[:1], layer_ids=[-1], controls=None, progress=False)
     assert set(view.to_pandas()["layer"]) == {1}
 

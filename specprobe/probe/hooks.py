@@ -293,11 +293,14 @@ def layer_modules(split: SplitModel) -> list[LayerModules]:
 
 
 def resolve_layers(layer_ids: Sequence[int] | int | None, n_layers: int) -> list[int]:
-    """Layer indices (negative ones count from the end), sorted and unique; out of range is an error."""
+    """Layer indices (negative ones count from the end), sorted and unique; out of range or none is an error
+    (an empty selection gave a layer view of no rows, whose summary said "no scored occurrences")."""
     if layer_ids is None:
         return list(range(n_layers))
     if isinstance(layer_ids, int):
         layer_ids = [layer_ids]
+    if len(layer_ids) == 0:
+        raise ValueError("layer_ids is empty: name at least one layer index, or pass None for every layer")
     out = set()
     for i in layer_ids:
         if isinstance(i, bool) or not isinstance(i, (int,)) and not hasattr(i, "__index__"):
