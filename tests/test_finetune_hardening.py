@@ -212,6 +212,22 @@ def test_evaluate_max_length(tiny_gpt2, tmp_path):
 
 
 # -- signals ---------------------------------------------------------------------------------------------
+def test_an_answer_longer_than_max_length_names_its_question(tiny_gpt2):
+    """Training data whose answer alone overran max_length said only 'the continuation alone (9 tokens) does
+    not fit max_length=4', with no word of which question; evaluation named it, training did not."""
+    from transformers import AutoTokenizer
+
+    from specprobe.finetune.prompts import PromptFormat
+    from specprobe.finetune.train_examples import build_examples
+
+    tok = AutoTokenizer.from_pretrained(tiny_gpt2[0])
+    options = ("a short one", "a much longer answer option with many words")
+    long = QARecord("q-long", "Which?", options, options[1], ("X",))
+    fmt = PromptFormat(continuation="text")
+    with pytest.raises(ValueError, match=r"^question 'q-long': the continuation alone \(\d+ tokens\) does not fit"):
+        build_examples(tok, [long], fmt, max_length=4, append_eos=True)
+
+
 def test_sigterm_checkpoints_then_raises(tiny_llama, tmp_path):
     before = signal.getsignal(signal.SIGTERM)
 

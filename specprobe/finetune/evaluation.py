@@ -32,7 +32,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from specprobe.core.encoding import TokenizerError
 from specprobe.core.models import ModelPair, context_length
 from specprobe.core.results import Result
 from specprobe.finetune.data import explode_specialties, load_selected, read_manifest
@@ -205,12 +204,8 @@ def build_option_items(tokenizer, records: Sequence[QARecord], fmt: PromptFormat
         prompt = fmt.prompt(rec)
         per = []
         for j, cont in enumerate(fmt.continuations(rec)):
-            try:
-                enc = encode_continuation(tokenizer, prompt, cont, max_length=max_length)
-            except TokenizerError:  # the tokenizer's, not this question's
-                raise
-            except ValueError as exc:  # name the question: the message alone does not say which one
-                raise ValueError(f"question {rec.id!r}, option {LETTERS[j]}: {exc}") from exc
+            where = f"question {rec.id!r}, option {LETTERS[j]}"
+            enc = encode_continuation(tokenizer, prompt, cont, max_length=max_length, where=where)
             items.append(ScoreItem(enc.ids, enc.positions))
             per.append(
                 (

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from specprobe.core.encoding import encode
+from specprobe.core.encoding import TokenizerError, encode
 from specprobe.core.items import check_max_length, fit_max_length  # noqa: F401  (evaluation, accuracy_matrix)
 from specprobe.terms.datasets import DataError, QARecord
 from specprobe.terms.records import OPTION_LETTERS, check_option_count
@@ -120,12 +120,32 @@ class EncodedContinuation:
 
 
 def encode_continuation(
-    tokenizer, prompt: str, continuation: str, *, max_length: int | None = None, append_eos: bool = False
+    tokenizer,
+    prompt: str,
+    continuation: str,
+    *,
+    max_length: int | None = None,
+    append_eos: bool = False,
+    where: str = "",
 ) -> EncodedContinuation:
     """Encode prompt+continuation; positions are the tokens ending after the prompt (plus EOS if asked).
 
-    Too long inputs lose prompt tokens from the left (after the BOS), never continuation tokens.
+    Too long inputs lose prompt tokens from the left (after the BOS), never continuation tokens. `where`
+    ("question 'q7', option B") starts the message of a ValueError about this pair, which names no question.
     """
+    try:
+        return _encode_continuation(tokenizer, prompt, continuation, max_length, append_eos)
+    except TokenizerError:  # the tokenizer's own problem, not this question's
+        raise
+    except ValueError as exc:
+        if not where:
+            raise
+        raise ValueError(f"{where}: {exc}") from exc
+
+
+def _encode_continuation(
+    tokenizer, prompt: str, continuation: str, max_length: int | None, append_eos: bool
+) -> EncodedContinuation:
     if not continuation:
         raise ValueError("the continuation is empty")
     enc = encode(tokenizer, prompt + continuation)

@@ -33,7 +33,12 @@ def build_examples(
     examples, truncated = [], 0
     for rec in records:
         enc = encode_continuation(
-            tokenizer, fmt.prompt(rec), fmt.target(rec), max_length=max_length, append_eos=append_eos
+            tokenizer,
+            fmt.prompt(rec),
+            fmt.target(rec),
+            max_length=max_length,
+            append_eos=append_eos,
+            where=f"question {rec.id!r}",
         )
         truncated += enc.n_dropped > 0
         examples.append(Example(enc.ids, enc.positions))
