@@ -380,8 +380,9 @@ def test_cli_run_that_fails_writes_nothing(tiny_gpt2, tmp_path, monkeypatch):
 
 
 def test_models_of_different_depths_are_refused(tiny_llama):
-    """The lens reads layer k of base against layer k of tuned: a 2-layer base with a 3-layer tuned model
-    silently gave the tuned model's first two layers (its last lens row was not its output)."""
+    """The layer views read layer k of base against layer k of tuned: a 2-layer base with a 3-layer tuned model
+    silently gave the tuned model's first two layers (its last lens row was not its output; attribution left
+    its last layer out), patching failed with KeyError ('attn', 2)."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     base, _ = tiny_llama
@@ -394,6 +395,7 @@ def test_models_of_different_depths_are_refused(tiny_llama):
         return LlamaForCausalLM(cfg).eval()
 
     two, three = model(2), model(3)
-    for a, b, msg in ((two, three, "base has 2 decoder layers and tuned 3"), (three, two, "base has 3 .* tuned 2")):
-        with pytest.raises(ValueError, match=msg):
-            layers(a, b, ["seizure"], ["The patient had a seizure."], tokenizer=tok, progress=False)
+    for fn in (layers, patch, logit_attribution):
+        for a, b, msg in ((two, three, "base has 2 decoder layers and tuned 3"), (three, two, "base has 3 .* tuned 2")):
+            with pytest.raises(ValueError, match=msg):
+                fn(a, b, ["seizure"], ["The patient had a seizure."], tokenizer=tok, progress=False)

@@ -292,6 +292,23 @@ def layer_modules(split: SplitModel) -> list[LayerModules]:
     return out
 
 
+def pair_depth(pair: Any) -> int:
+    """The number of decoder layers of both views of a `ModelPair` (`layer_modules` refuses architectures it
+    cannot hook). The layer views read layer k of base against layer k of tuned, so models of different
+    depths are refused: the lens read the deeper one's first layers only (its last row was not its output),
+    attribution left its last layers out, or an index failed."""
+    depths = {}
+    for variant in pair.variants:
+        with pair.view(variant) as split:
+            depths[variant] = len(layer_modules(split))
+    if len(set(depths.values())) > 1:
+        raise ValueError(
+            f"base has {depths['base']} decoder layers and tuned {depths['tuned']}: the layer views compare "
+            "layer k of one with layer k of the other and need models of the same depth (compare() takes any)"
+        )
+    return depths["base"]
+
+
 def resolve_layers(layer_ids: Sequence[int] | int | None, n_layers: int) -> list[int]:
     """Layer indices (negative ones count from the end), sorted and unique; out of range or none is an error
     (an empty selection gave a layer view of no rows, whose summary said "no scored occurrences")."""

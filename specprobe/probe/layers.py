@@ -20,7 +20,7 @@ import torch
 
 from specprobe.core.architecture import SplitModel
 from specprobe.core.scoring import batch_token_budget, plan_batches, score_items
-from specprobe.probe.hooks import layer_modules, resolve_layers
+from specprobe.probe.hooks import pair_depth, resolve_layers
 from specprobe.probe.inputs import DEFAULT_TEMPLATE
 from specprobe.probe.lens import LayerView, lens_frame, lens_logprobs
 from specprobe.probe.occurrences import MatchOptions
@@ -129,22 +129,6 @@ def _local_layers(
         "seconds": timings,
     }
     return LayerView(frame, meta, {"term_specialties": {t: list(s) for t, s in prep.term_map.items()}})
-
-
-def pair_depth(pair: Any) -> int:
-    """The number of decoder layers of both views (`layer_modules` refuses architectures it cannot hook).
-    Layer k of base is read against layer k of tuned, so models of different depths are refused: the
-    lens read the deeper one's first layers only (its last row was not its output) or failed on an index."""
-    depths = {}
-    for variant in pair.variants:
-        with pair.view(variant) as split:
-            depths[variant] = len(layer_modules(split))
-    if len(set(depths.values())) > 1:
-        raise ValueError(
-            f"base has {depths['base']} decoder layers and tuned {depths['tuned']}: the layer views compare "
-            "layer k of one with layer k of the other and need models of the same depth (compare() takes any)"
-        )
-    return depths["base"]
 
 
 def _lens_items(

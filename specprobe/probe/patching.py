@@ -39,6 +39,7 @@ from specprobe.probe.hooks import (
     capture_input,
     capture_outputs,
     layer_modules,
+    pair_depth,
     replace_outputs,
     replace_rows,
     resolve_layers,
@@ -263,8 +264,7 @@ def patch(
     _check_patch_args(components, directions, positions, site_batch)
     check_engine(engine)
     pair = load_pair(base, tuned, opts.tokenizer, opts.device, opts.dtype)
-    with pair.view("base") as split:
-        n_layers = len(layer_modules(split))
+    n_layers = pair_depth(pair)
     chosen = resolve_layers(layer_ids, n_layers)
     run = runner(pair, engine, (base, tuned))
     prep = prepare(pair, terms, texts, opts)
@@ -472,8 +472,7 @@ def logit_attribution(
     check_engine(engine)
     pair = load_pair(base, tuned, opts.tokenizer, opts.device, opts.dtype)
     _warn_processed_weights(pair)
-    with pair.view("base") as split:
-        n_layers = len(layer_modules(split))
+    n_layers = pair_depth(pair)
     run = runner(pair, engine, (base, tuned))
     prep = prepare(pair, terms, texts, opts)
     parts = [(-1, "embed")] + [(layer, c) for layer in range(n_layers) for c in ("attn", "mlp")]
