@@ -109,3 +109,17 @@ def test_logit_attribution_warns_on_processed_transformer_lens_weights(tiny_llam
         bridge.enable_compatibility_mode(disable_warnings=True)
     with pytest.warns(UserWarning, match="weight processing"):
         logit_attribution(bridge, bridge, terms=TERMS, texts=TEXTS, progress=False)
+
+
+def test_metadata_records_the_dtype_of_model_objects(tiny_llama):
+    """Objects are used as given (not cast): the metadata said "float32" (the dtype= default) for a float16
+    model object, and the dtype asked for where it differed from the object's."""
+
+    base, adapter = tiny_llama
+    half = _hf(base)[0].half()
+    assert ModelPair.load(half, str(adapter), check=False).metadata["dtype"] == "float16"
+    assert ModelPair.load(half, str(adapter), dtype="bfloat16", check=False).metadata["dtype"] == "float16"
+    hf, tok = _hf(base)
+    mixed = ModelPair.load(hf, _hf(base)[0].half(), tokenizer=tok, check=False)
+    assert mixed.metadata["dtype"] == "base float32, tuned float16"
+    assert ModelPair.load(str(base), str(adapter), check=False).metadata["dtype"] == "float32"

@@ -375,8 +375,7 @@ class ModelPair:
             tokenizer, base, base_name, base_obj, tuned, adapter_mode, trust_remote_code, revision, tuned_tok
         )
         meta["tokenizer"] = getattr(tokenizer, "name_or_path", type(tokenizer).__name__)
-        if shard:  # where the layers went
-            meta["devices"] = sorted({str(p.device) for p in base_obj.parameters()})
+        _record_placement(meta, base_obj, tuned_obj, shard)
         pair = cls(base_obj, tokenizer, tuned_obj, adapter_mode, meta, fold_mode)
         if adapter_mode:
             active = list(pair.base_model.active_adapters)
@@ -543,6 +542,19 @@ def _load_tuned(
         return base_obj, model, False
     meta["tuned"] = f"<object {type(tuned).__name__}>"
     return base_obj, tuned.eval(), False
+
+
+def _record_placement(meta: dict, base_obj: Any, tuned_obj: Any, shard: bool) -> None:
+    """The device and dtype the models run in, read off them: model objects are used as given (neither
+    moved nor cast), so `device=`/`dtype=` describe only what `ModelPair` loads itself."""
+    if shard:  # where the layers went
+        meta["devices"] = sorted({str(p.device) for p in base_obj.parameters()})
+    weights = [unwrap_peft(m).get_input_embeddings().weight for m in (base_obj, tuned_obj) if m is not None]
+    dtypes = [str(w.dtype).replace("torch.", "") for w in weights]
+    meta["dtype"] = dtypes[0] if len(set(dtypes)) == 1 else f"base {dtypes[0]}, tuned {dtypes[1]}"
+    devices = [str(w.device) for w in weights]
+    if not shard and any(w.device.type != torch.device(meta["device"]).type for w in weights):
+        meta["device"] = devices[0] if len(set(devices)) == 1 else f"base {devices[0]}, tuned {devices[1]}"
 
 
 def _adapter_layers_disabled(model: Any) -> bool:
