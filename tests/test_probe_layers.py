@@ -4,7 +4,9 @@ attribution adds up to the logit, bad input, save/load, CLI. Tiny GPT-2, Llama a
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+from functools import partial
 from typing import cast
 
 import numpy as np
@@ -395,7 +397,10 @@ def test_models_of_different_depths_are_refused(tiny_llama):
         return LlamaForCausalLM(cfg).eval()
 
     two, three = model(2), model(3)
-    for fn in (layers, patch, logit_attribution):
+    calls = [partial(layers), partial(patch), partial(logit_attribution)]
+    if importlib.util.find_spec("nnsight") is not None:  # the nnsight lens read base 3 / tuned 2 as 2 layers
+        calls.append(partial(layers, remote="local"))
+    for fn in calls:
         for a, b, msg in ((two, three, "base has 2 decoder layers and tuned 3"), (three, two, "base has 3 .* tuned 2")):
             with pytest.raises(ValueError, match=msg):
                 fn(a, b, ["seizure"], ["The patient had a seizure."], tokenizer=tok, progress=False)

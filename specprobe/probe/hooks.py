@@ -301,6 +301,11 @@ def pair_depth(pair: Any) -> int:
     for variant in pair.variants:
         with pair.view(variant) as split:
             depths[variant] = len(layer_modules(split))
+    return same_depth(depths)
+
+
+def same_depth(depths: dict[str, int]) -> int:
+    """The one number of decoder layers of `depths` ({"base": n, "tuned": m}); different ones are an error."""
     if len(set(depths.values())) > 1:
         raise ValueError(
             f"base has {depths['base']} decoder layers and tuned {depths['tuned']}: the layer views compare "

@@ -29,8 +29,9 @@ import torch
 
 from specprobe.core.architecture import finish_logits, split_model, unwrap_peft
 from specprobe.core.engines import engine_kind
-from specprobe.core.models import model_context_length, same_vocabulary
-from specprobe.probe.hooks import layer_modules, resolve_layers
+from specprobe.core.items import fit_max_length
+from specprobe.core.models import load_tokenizer, model_context_length, same_vocabulary
+from specprobe.probe.hooks import layer_modules, resolve_layers, same_depth
 from specprobe.probe.inputs import DEFAULT_TEMPLATE
 from specprobe.probe.lens import LayerView, lens_frame
 from specprobe.probe.occurrences import MatchOptions
@@ -152,12 +153,18 @@ def _load_models(base: Any, tuned: Any, tokenizer: Any) -> tuple[Any, Any, Any]:
     """The base and tuned nnsight models (a tuned adapter id is attached to the base on the server), in
     eval mode (dropout off, as `ModelPair` runs them), and the tokenizer to use (the one given, else the
     base model's), which the tuned model's own must match."""
+    tokenizer = _own_tokenizer(base, tokenizer)
     base_lm = nnsight_model(base, tokenizer)
-    if isinstance(tuned, str) and isinstance(base, str) and _is_adapter(tuned):
+    if isinstance(tuned, str) and _is_adapter(tuned):
+        if not isinstance(base, str):
+            raise ValueError(
+                f"tuned {tuned!r} is an adapter: with remote=, give the base as a hub id or folder (nnsight "
+                "attaches the adapter to it), or pass tuned as an nnsight model with the adapter loaded"
+            )
         tuned_lm = nnsight_model(base, tokenizer, peft=tuned)
     else:
-        tuned_lm = nnsight_model(tuned, tokenizer)
-    tok = tokenizer if tokenizer is not None and not isinstance(tokenizer, str) else getattr(base_lm, "tokenizer", None)
+        tuned_lm = nnsight_model(tuned, _own_tokenizer(tuned, None))
+    tok = tokenizer if tokenizer is not None else getattr(base_lm, "tokenizer", None)
     if tok is None:
         raise ValueError("pass tokenizer= (the nnsight model has none)")
     tuned_tok = getattr(tuned_lm, "tokenizer", None)
@@ -168,19 +175,30 @@ def _load_models(base: Any, tuned: Any, tokenizer: Any) -> tuple[Any, Any, Any]:
     return base_lm, tuned_lm, tok
 
 
+def _own_tokenizer(model: Any, tokenizer: Any) -> Any:
+    """The tokenizer to give nnsight for `model`: the one given (a name or folder loaded), else a hub id's
+    or folder's own (nnsight cannot guess it for a local folder), else None (a loaded model: its own)."""
+    if isinstance(tokenizer, str):
+        return load_tokenizer(tokenizer)
+    if tokenizer is None and isinstance(model, str):
+        return load_tokenizer(model)
+    return tokenizer
+
+
 def _trace_both(
     base_lm: Any, tuned_lm: Any, prep: Any, layer_ids: Any, remote: bool | str
 ) -> tuple[dict[str, list], dict[str, float], int, list]:
     """The logit lens of every prepared item through both models: (lens per variant, seconds per variant,
     the number of layers, the layers chosen)."""
-    lens, timings, n_layers, chosen = {}, {}, 0, []
-    for variant, lm in (("base", base_lm), ("tuned", tuned_lm)):
-        paths = module_paths(lm)
-        n_layers = paths.n_layers
-        chosen = resolve_layers(layer_ids, n_layers)
+    lms = {"base": base_lm, "tuned": tuned_lm}
+    paths = {variant: module_paths(lm) for variant, lm in lms.items()}
+    n_layers = same_depth({variant: p.n_layers for variant, p in paths.items()})
+    chosen = resolve_layers(layer_ids, n_layers)
+    lens, timings = {}, {}
+    for variant, lm in lms.items():
         t0 = time.perf_counter()
         lens[variant] = [
-            trace_lens(lm, item.ids, item.positions, chosen, remote=remote, paths=paths) for item in prep.items
+            trace_lens(lm, item.ids, item.positions, chosen, remote=remote, paths=paths[variant]) for item in prep.items
         ]
         timings[variant] = round(time.perf_counter() - t0, 4)
     return lens, timings, n_layers, chosen
@@ -225,8 +243,7 @@ def remote_layers(
     if tuned is None:
         raise ValueError("the layer views need a tuned model: pass tuned=")
     base_lm, tuned_lm, tok = _load_models(base, tuned, opts.tokenizer)
-    if opts.max_length is None:
-        opts = replace(opts, max_length=model_context_length(_torch_model(base_lm), tok))
+    opts = replace(opts, max_length=fit_max_length(opts.max_length, model_context_length(_torch_model(base_lm), tok)))
     prep = prepare(tok, terms, texts, opts)
     lens, timings, n_layers, chosen = _trace_both(base_lm, tuned_lm, prep, layer_ids, remote)
     meta: dict[str, Any] = {
