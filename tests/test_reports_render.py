@@ -312,6 +312,16 @@ def test_table_numbers_read_alike():
     assert block.rows[1][0].key == repr(2.496e-07)  # sorting still uses the exact value
 
 
+def test_notebook_table_reads_p_values_as_the_report_does():
+    """The notebook table took no column names: p_holm 0.04996 read "0.0500" (not significant) beside a
+    significant mark, and 2.5e-9 "0.00000000250" instead of "<0.001"."""
+    from specprobe.reports.notebook import _table_html
+
+    html = _table_html(pd.DataFrame({"specialty": ["A", "B"], "p_holm": [0.04996, 2.5e-9], "mean": [0.1, 0.2]}), 16)
+    cells = re.findall(r'<td class="num">([^<]*)</td>', html)
+    assert cells == ["0.04996", "0.100", "&lt;0.001", "0.200"]
+
+
 def test_comparison_page_has_no_exponents(comparison_html):
     _, html = comparison_html
     text = re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", html, flags=re.S))

@@ -56,7 +56,7 @@ def _table_html(table: pd.DataFrame, max_rows: int) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
     rows = []
     for rec in table.head(max_rows).itertuples(index=False, name=None):
-        cells = [_cell(v, ".4g") for v in rec]
+        cells = [_cell(v, ".4g", str(c)) for c, v in zip(table.columns, rec)]  # p columns read as p-values
         rows.append("".join(f'<td class="{"num" if c.num else "txt"}">{html.escape(c.text)}</td>' for c in cells))
     body = f'<table class="specprobe-table"><thead><tr>{head}</tr></thead><tbody>'
     body += "".join(f"<tr>{r}</tr>" for r in rows) + "</tbody></table>"
