@@ -263,6 +263,35 @@ def test_shift_reading_without_any_paired_cell():
     assert "No control words were scored" in shift_reading(matrix)
 
 
+def test_shift_reading_never_calls_a_fall_a_rise():
+    """Every cell below the control words: the highest is the smallest fall, not "the largest rise" (-0.100)."""
+    from specprobe.app.findings import shift_reading
+
+    matrix = pd.DataFrame(
+        {"finetune_specialty": ["A", "A"], "term_specialty": ["A", "B"], "mean": [-0.3, -0.1], "p_holm": [0.01, 0.5]}
+    )
+    text = shift_reading(matrix)
+    assert "smallest fall against the control words is -0.100 for B terms" in text and "rise" not in text
+    assert "largest rise against the control words is +0.100" in shift_reading(matrix.assign(mean=[0.05, 0.1]))
+
+
+def test_shift_yes_does_not_claim_the_cells_without_a_test():
+    """All tested cells rose, one cell had no test: "every specialty" would take that cell in."""
+    from specprobe.app.findings import shift_finding
+
+    matrix = pd.DataFrame(
+        {
+            "finetune_specialty": ["A", "A"],
+            "term_specialty": ["A", "B"],
+            "mean": [0.3, np.nan],
+            "p_holm": [0.01, np.nan],
+        }
+    )
+    found = shift_finding(matrix)
+    assert found.verdict == "yes" and "every specialty" not in found.answer
+    assert "1 of 1 tested cells; 1 without a test" in found.answer
+
+
 # -- one chart each, marks, one method section ----------------------------------------------------------
 def test_each_chart_once_and_method_text_in_one_place(page):
     charts = [b for s in page.sections for b in s.blocks if isinstance(b, ChartBlock)]
@@ -481,11 +510,12 @@ def test_experiment_report_in_browser(chromium, experiment, tmp_path):  # noqa: 
 def test_onset_and_general_text_wording_follow_the_numbers():
     """Onsets read as words ("never ahead", not "step never"); general text is one finding over all models."""
     from specprobe.app import findings_extra as FX
+    from specprobe.reports.analyses import onset_words
 
-    assert FX._onset_words({"first": "never", "sustained": "never"}) == "never ahead"
-    assert FX._onset_words({"first": 4, "sustained": "never"}) == "ahead at step 4, not to the end"
-    assert FX._onset_words({"first": 4, "sustained": 8}) == "ahead first at step 4, from step 8 on"
-    assert FX._onset_words({"first": 4, "sustained": 4}) == "ahead from step 4"
+    assert onset_words({"first": "never", "sustained": "never"}) == "never ahead"
+    assert onset_words({"first": 4, "sustained": "never"}) == "ahead at step 4, not to the end"
+    assert onset_words({"first": 4, "sustained": 8}) == "ahead first at step 4, from step 8 on"
+    assert onset_words({"first": 4, "sustained": 4}) == "ahead from step 4"
 
     lower = _general_text()  # every text about -0.05 logp/token: the CI is below 0
     rising = type(lower)(lower.to_pandas().assign(delta_per_token=lambda f: -f["delta_per_token"]), {})
@@ -493,6 +523,47 @@ def test_onset_and_general_text_wording_follow_the_numbers():
     assert found.verdict == "yes" and "all 2 models" in found.answer
     found, reading = FX.general_text_finding({"A": lower, "B": rising}, n_boot=200)
     assert found.verdict == "partly" and "1 of 2 models" in found.answer and "A:" in reading and "B:" in reading
+
+
+def test_general_text_finding_names_a_rise_and_skips_a_missing_value():
+    """One model lower, one significantly higher: "Partly" says the rise too; a model without a value (NaN)
+    leaves the range alone in whatever order the models come (min/max over a NaN gave "– to –")."""
+    from specprobe.app import findings_extra as FX
+
+    class Shift:
+        def __init__(self, mean, lo, hi, n):
+            self.r = {"mean_delta_per_token": mean, "ci_low": lo, "ci_high": hi, "n_texts": n}
+
+        def row(self, n_boot):
+            return self.r
+
+    low, high, empty = Shift(-0.1, -0.2, -0.05, 10), Shift(0.2, 0.1, 0.3, 10), Shift(np.nan, np.nan, np.nan, 0)
+    found, _ = FX.general_text_finding({"A": low, "B": high})
+    assert found.verdict == "partly" and "less likely under 1 of 2 models, more likely under 1" in found.answer
+    answers = {
+        FX.general_text_finding(dict(order))[0].answer
+        for order in ((("A", low), ("C", empty)), (("C", empty), ("A", low)))
+    }
+    assert answers == {"Partly: less likely under 1 of 2 models (-0.100 logp/token over 10 texts)."}
+
+
+def test_trajectory_section_never_calls_a_model_ahead_that_never_was():
+    """An own specialty never ahead read "ahead of the others: first at step never; from step never on"."""
+    from specprobe.probe.analyses import Trajectory
+    from specprobe.reports.analyses import trajectory_section
+    from specprobe.reports.page import TextBlock
+
+    def texts(effects):
+        frames = [
+            make_arm("Neurology", own_effect=e, seed=0).to_pandas().assign(step=i + 1) for i, e in enumerate(effects)
+        ]
+        frame = pd.DataFrame(pd.concat(frames, ignore_index=True)[Trajectory.columns])
+        traj = Trajectory(frame, {}, {"trained_on": ["Neurology"]})
+        return " ".join(b.text for b in trajectory_section(traj, n_boot=100).blocks if isinstance(b, TextBlock))
+
+    assert texts([0.0, 0.0]) == "Own specialty (Neurology) against the others: never ahead."
+    assert texts([0.3, 0.0]) == "Own specialty (Neurology) against the others: ahead at step 1, not to the end."
+    assert texts([0.0, 0.3]) == "Own specialty (Neurology) against the others: ahead from step 2."
 
 
 def test_accuracy_reading_counts_untested_cells_apart():

@@ -56,6 +56,14 @@ def row_at_max(df: Any, name: str, *, lowest: bool = False) -> dict:
     return df.iloc[i].to_dict()
 
 
+def _extreme(value: float, *, highest: bool = True) -> str:
+    """What the highest (lowest) value of a set is called: a "largest rise" only above 0; below 0 the highest
+    is the "smallest fall" (the lowest above 0, the "smallest rise"), so a negative value is never a rise."""
+    if highest:
+        return "largest rise" if value > 0 else "smallest fall" if value < 0 else "largest change"
+    return "largest fall" if value < 0 else "smallest rise" if value > 0 else "smallest change"
+
+
 def _verdict(k: int, n: int) -> str:
     """yes (all of n), partly (some), not shown (none), not tested (n = 0)."""
     return "not tested" if n == 0 else "yes" if k == n else "partly" if k else "not shown"
@@ -197,7 +205,12 @@ def shift_finding(matrix: pd.DataFrame, link: str = "") -> Finding:
     n, k = len(tested), len(up)
     mean = mean_of(tested, "mean")
     verdict = _verdict(k, n)
-    if verdict == "yes":
+    if verdict == "yes" and len(matrix) > n:  # "every specialty" would take in the cells without a test
+        answer = (
+            f"Yes: in every tested model × specialty cell, the terms rose more than the control words ({n} of {n} "
+            f"tested cells; {len(matrix) - n} without a test)."
+        )
+    elif verdict == "yes":
         answer = f"Yes: under every fine-tuned model, the terms of every specialty rose more than the control words ({n} of {n} cells)."
     elif verdict == "partly":
         answer = (
@@ -233,8 +246,8 @@ def shift_reading(matrix: pd.DataFrame) -> str:
     return (
         "Each cell is how much more (positive, orange) or less (negative, blue) a model made the terms of a "
         "specialty likely than ordinary control words in the same question texts, in log-probability per token. "
-        f"The largest rise above the control words is {_num(top['mean'], True)} for {top['term_specialty']} terms "
-        f"under the model fine-tuned on {top['finetune_specialty']}. "
+        f"The {_extreme(top['mean'])} against the control words is {_num(top['mean'], True)} for "
+        f"{top['term_specialty']} terms under the model fine-tuned on {top['finetune_specialty']}. "
         f"{int((col(matrix, 'p_holm') < ALPHA).sum())} of {len(matrix)} cells carry an asterisk (significant after "
         "Holm correction); an unmarked cell may still be a real change the texts are too few to show."
     )
@@ -327,9 +340,7 @@ def top_movers_reading(table: pd.DataFrame, metric: str = "delta_per_token") -> 
         return "Only control words were scored."
     up, down = row_at_max(terms, mean), row_at_max(terms, mean, lowest=True)
     where = " under the model fine-tuned on {}".format
-    # a "rise" that is not above 0 (or a "fall" not below 0) is the smallest fall (rise): say which it is
-    rise = "largest rise" if up[mean] > 0 else "smallest fall" if up[mean] < 0 else "largest change"
-    fall = "largest fall" if down[mean] < 0 else "smallest rise" if down[mean] > 0 else "smallest change"
+    rise, fall = _extreme(up[mean]), _extreme(down[mean], highest=False)
     return (
         "The table lists single terms by how much their probability changed. "
         f"The {rise} is '{up['term']}' ({_num(up[mean], True)} logp/token"

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from specprobe.app.findings import ALPHA, _num, _verdict, mean_of, p_text
+from specprobe.reports.analyses import onset_words
 from specprobe.reports.page import Finding
 
 Q_SEEN = "Do terms seen in the training questions rise more than unseen terms of the same specialty (memorisation)?"
@@ -129,7 +130,7 @@ def trajectory_finding(results: Mapping[str, Any], n_boot: int = 2000, link: str
         return Finding(Q_TRAJECTORY, f"Not tested: {why}", "", "not tested", link), why.capitalize()
     sustained = {k: o for k, o in applicable.items() if isinstance(o["sustained"], int)}
     verdict = _verdict(len(sustained), len(applicable))
-    per = "; ".join(f"{k}: {_onset_words(o)}" for k, o in applicable.items())
+    per = "; ".join(f"{k}: {onset_words(o)}" for k, o in applicable.items())
     if sustained:
         lead = "Yes" if verdict == "yes" else "Partly"
         answer = (
@@ -149,32 +150,26 @@ def trajectory_finding(results: Mapping[str, Any], n_boot: int = 2000, link: str
     return Finding(Q_TRAJECTORY, answer, evidence, verdict, link), reading
 
 
-def _onset_words(onset: Mapping[str, Any]) -> str:
-    """ "ahead first at step 4, from step 8 on", "ahead at step 4 only", or "never ahead"."""
-    first, sustained = onset["first"], onset["sustained"]
-    if not isinstance(first, int):
-        return "never ahead"
-    if not isinstance(sustained, int):
-        return f"ahead at step {first}, not to the end"
-    return (
-        f"ahead from step {first}" if first == sustained else f"ahead first at step {first}, from step {sustained} on"
-    )
-
-
 def general_text_finding(shifts: Mapping[str, Any], n_boot: int = 2000, link: str = "") -> tuple[Finding, str]:
     """One finding over every adapter's general-text Δ per token and its 95% CI (`GeneralTextShift.row`); a
     CI below (above) 0 is the test of "less (more) likely"."""
     rows = {str(k): s.row(n_boot=n_boot) for k, s in shifts.items()}
-    means = [r["mean_delta_per_token"] for r in rows.values()]
+    # the models with a value: min/max over a NaN would depend on the order of the models
+    means = [m for m in (float(r["mean_delta_per_token"]) for r in rows.values()) if np.isfinite(m)]
     lower = [k for k, r in rows.items() if pd.notna(r["ci_high"]) and r["ci_high"] < 0]
     higher = [k for k, r in rows.items() if pd.notna(r["ci_low"]) and r["ci_low"] > 0]
     n, n_texts = len(rows), max((r["n_texts"] for r in rows.values()), default=0)
-    span = _num(means[0], True) if n == 1 else f"{_num(min(means), True)} to {_num(max(means), True)}"
+    span = (
+        _num(means[0], True)
+        if len(means) == 1
+        else f"{_num(min(means, default=np.nan), True)} to {_num(max(means, default=np.nan), True)}"
+    )
     stats = f"{span} logp/token over {n_texts} texts"
     if lower and len(lower) == n:
         answer, verdict = f"Yes: general English text became less likely under all {n} models ({stats}).", "yes"
     elif lower:
-        answer, verdict = f"Partly: less likely under {len(lower)} of {n} models ({stats}).", "partly"
+        more = f", more likely under {len(higher)}" if higher else ""  # a significant rise is not left unsaid
+        answer, verdict = f"Partly: less likely under {len(lower)} of {n} models{more} ({stats}).", "partly"
     elif higher:
         answer, verdict = (
             f"No: general English text became more likely under {len(higher)} of {n} models ({stats}).",

@@ -197,6 +197,19 @@ def trajectory_chart(
     return charts._layer(band, line, zero, data=data).properties(width=width, height=height)
 
 
+def onset_words(onset: Mapping[str, Any]) -> str:
+    """`Trajectory.onset` in words: "ahead first at step 4, from step 8 on", "ahead at step 4, not to the
+    end" or "never ahead" (a step of "never" is no step)."""
+    first, sustained = onset["first"], onset["sustained"]
+    if not isinstance(first, int):
+        return "never ahead"
+    if not isinstance(sustained, int):
+        return f"ahead at step {first}, not to the end"
+    return (
+        f"ahead from step {first}" if first == sustained else f"ahead first at step {first}, from step {sustained} on"
+    )
+
+
 def trajectory_section(result: Any, *, title: str = "Over training", n_boot: int = 2000) -> Section:
     """A Trajectory: per-specialty Δ over steps (chart), terms minus controls per step, the own
     specialty's advantage per step and its onset."""
@@ -209,8 +222,7 @@ def trajectory_section(result: Any, *, title: str = "Over training", n_boot: int
     blocks: list[Any] = [
         ChartBlock(trajectory_chart(curves), title="Mean Δ logp per token by term specialty over training steps"),
         TextBlock(
-            f"Own specialty ({own}) ahead of the others: first at step {onset['first']}; "
-            f"from step {onset['sustained']} on."
+            f"Own specialty ({own}) against the others: {onset_words(onset)}."
             if onset["first"] != "not applicable"
             else "Trained on every specialty: there is no own specialty to set against the others."
         ),
