@@ -298,6 +298,32 @@ def test_accuracy_matrix_and_layers_renderers(tmp_path):
     assert XSS not in html.replace(json.dumps(XSS), "")
 
 
+def test_two_models_trained_on_one_specialty_keep_their_own_heatmap_rows():
+    """Two adapters trained on Neurology (0.8 and 0.3) were both the row "Neurology": their cells were drawn
+    over one another in the accuracy heatmap (page and experiment report), one model hidden."""
+    from specprobe.app.report import accuracy_frame
+    from specprobe.finetune.accuracy_matrix import AccuracyMatrix
+    from specprobe.reports.render import accuracy_matrix_page
+
+    rows = [
+        {"model": model, "trained_on": trained, "specialty": spec, "n": 100, "n_correct": round(acc * 100),
+         "acc": acc, "acc_lo": acc - 0.1, "acc_hi": acc + 0.1, "n_correct_norm": round(acc * 100),
+         "acc_norm": acc, "acc_norm_lo": acc - 0.1, "acc_norm_hi": acc + 0.1}
+        for model, trained, acc in (("base", "", 0.5), ("lr1", "Neurology", 0.8), ("lr2", "Neurology", 0.3), ("c", "Cardiology", 0.6))
+        for spec in ("Neurology", "Cardiology")
+    ]  # fmt: skip
+    matrix = AccuracyMatrix(pd.DataFrame(rows), {"base": "tiny"})
+    cells = [r for v in accuracy_matrix_page(matrix).charts()[0].spec["datasets"].values() for r in v]
+    keys = [(c["fine-tuned on"], c["specialty"]) for c in cells]
+    assert len(set(keys)) == len(keys) == 8
+    assert {c["fine-tuned on"] for c in cells} == {"base", "Neurology (lr1)", "Neurology (lr2)", "Cardiology"}
+    frame = accuracy_frame(matrix)
+    assert not frame.duplicated(["train_specialty", "test_specialty"]).any()
+    assert frame.set_index(["train_specialty", "test_specialty"])["accuracy"].to_dict()[
+        ("Neurology (lr2)", "Neurology")
+    ] == pytest.approx(0.3)
+
+
 def test_table_numbers_read_alike():
     """One rule for every table: 3 significant digits, no exponent, p-values as <0.001; a fixed-point
     format asked for is kept, a general one (".3g") is not."""

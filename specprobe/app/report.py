@@ -42,12 +42,9 @@ def accuracy_frame(accuracy: AccuracyMatrix) -> pd.DataFrame:
 
     df = accuracy.to_pandas()
     df = df.loc[df["specialty"] != OVERALL]
-    trained = df["trained_on"]
     out = pd.DataFrame(
         {
-            "train_specialty": trained.where(
-                trained.notna() & trained.astype(bool), df["model"]
-            ),  # else the model's name
+            "train_specialty": S.accuracy_rows(list(df["model"]), list(df["trained_on"])),  # else the model's name
             "test_specialty": df["specialty"],
             "accuracy": df["acc"],
             "acc_lo": df["acc_lo"],

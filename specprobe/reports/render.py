@@ -122,9 +122,7 @@ def comparison_page(
 def accuracy_matrix_page(result: Any, *, title: str | None = None, metric: str = "acc", **_: Any) -> Page:
     """An AccuracyMatrix (one row per model x test specialty): heatmap with Wilson CIs, table, metadata."""
     df = result.to_pandas()
-    df["fine-tuned on"] = [
-        t if isinstance(t, str) and t else m for t, m in zip(df.get("trained_on", df["model"]), df["model"])
-    ]
+    df["fine-tuned on"] = S.accuracy_rows(list(df["model"]), list(df.get("trained_on", df["model"])))
     cols = ["fine-tuned on", "model", "specialty", metric, f"{metric}_lo", f"{metric}_hi", "n"]
     frame = df[[c for c in cols if c in df]]
     secs = [

@@ -349,6 +349,17 @@ def delta_heatmap_section(
     )
 
 
+def accuracy_rows(models: Sequence[Any], trained_on: Sequence[Any]) -> list[str]:
+    """The accuracy heatmap's row of each (model, trained_on) pair: the specialty the model was trained on,
+    else its name; a specialty that several models were trained on gets each model's name beside it
+    ("Neurology (neuro-lr2)"), else their cells would be drawn over one another and one model hidden."""
+    labels = [t if isinstance(t, str) and t else str(m) for m, t in zip(models, trained_on)]
+    owners: dict[str, set[str]] = {}
+    for label, m in zip(labels, models):
+        owners.setdefault(label, set()).add(str(m))
+    return [f"{label} ({m})" if len(owners[label]) > 1 else label for label, m in zip(labels, models)]
+
+
 def accuracy_heatmap_section(
     frame: pd.DataFrame,
     *,
