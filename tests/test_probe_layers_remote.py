@@ -92,3 +92,30 @@ def test_remote_lens_applies_the_heads_post_processing(name):
     ref = layers(base, tuned, TERMS, TEXTS, progress=False, **kw).to_pandas()
     assert len(got) == len(ref) > 0
     assert np.nanmax(np.abs(got["logp"].to_numpy(float) - ref["logp"].to_numpy(float))) < 1e-4
+
+
+def test_remote_lens_from_a_base_folder_and_an_adapter_folder(tiny_llama):
+    """Paths as the README shows them: nnsight could not guess a local folder's tokenizer ('Impossible to
+    guess which tokenizer to use'); the layer check ran a probe forward on the lazily loaded meta weights
+    ('Tensor.item() cannot be called on meta tensors'); the LoRA attached by nnsight's peft= ran in train mode
+    (dropout: two identical calls differed by 0.12). The numbers equal the local hook engine's."""
+    base, adapter = tiny_llama
+    got = layers(str(base), str(adapter), TERMS, TEXTS, controls=None, remote="local").to_pandas()
+    ref = layers(str(base), str(adapter), TERMS, TEXTS, controls=None, progress=False).to_pandas()
+    assert len(got) == len(ref)
+    assert np.nanmax(np.abs(got["logp"].to_numpy(float) - ref["logp"].to_numpy(float))) < 1e-4
+    assert (got.query("model == 'tuned'")["logp"].to_numpy() != got.query("model == 'base'")["logp"].to_numpy()).any()
+
+
+def test_remote_refuses_an_adapter_folder_beside_a_loaded_base_and_a_max_length_past_the_context(tiny_llama):
+    """A loaded base with an adapter folder failed with 'Unrecognized model in .../lora' (the adapter read as
+    a full model); a max_length past the context was taken as given (positions the model never had)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base, adapter = tiny_llama
+    tok = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    with pytest.raises(ValueError, match="is an adapter: with remote=, give the base as a hub id or folder"):
+        layers(model, str(adapter), TERMS, TEXTS, tokenizer=tok, controls=None, remote="local")
+    with pytest.raises(ValueError, match="longer than the model's context"):
+        layers(model, model, TERMS, TEXTS, tokenizer=tok, controls=None, remote="local", max_length=100_000)

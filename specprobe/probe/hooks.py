@@ -292,6 +292,27 @@ def layer_modules(split: SplitModel) -> list[LayerModules]:
     return out
 
 
+def check_hookable(split: SplitModel) -> None:
+    """Refuse an architecture the layer views cannot read (`layer_modules`' checks). Weights that are not
+    here (the meta tensors of nnsight's lazily loaded hub model, run on NDIF) allow no probe forward pass:
+    then only the structure is checked (a decoder layer list, each layer's attention and MLP submodules, no
+    post-norm blocks by config), as the numbers cannot be."""
+    lm = unwrap_peft(split.causal_lm)
+    if not any(p.is_meta for p in lm.parameters()):
+        layer_modules(split)
+        return
+    name = _describe(split)
+    if split.layers is None:
+        raise UnsupportedArchitectureError(
+            f"{name}: the layer views found no decoder layer list; {supported_message()}"
+        )
+    _layer_candidates(name, list(split.layers))
+    if getattr(getattr(lm, "config", None), "do_layer_norm_before", True) is False:
+        raise UnsupportedArchitectureError(
+            f"{name}: post-norm blocks (do_layer_norm_before=False); {supported_message()}"
+        )
+
+
 def pair_depth(pair: Any) -> int:
     """The number of decoder layers of both views of a `ModelPair` (`layer_modules` refuses architectures it
     cannot hook). The layer views read layer k of base against layer k of tuned, so models of different

@@ -31,7 +31,7 @@ from specprobe.core.architecture import finish_logits, split_model, unwrap_peft
 from specprobe.core.engines import engine_kind
 from specprobe.core.items import fit_max_length
 from specprobe.core.models import load_tokenizer, model_context_length, same_vocabulary
-from specprobe.probe.hooks import layer_modules, resolve_layers, same_depth
+from specprobe.probe.hooks import check_hookable, resolve_layers, same_depth
 from specprobe.probe.inputs import DEFAULT_TEMPLATE
 from specprobe.probe.lens import LayerView, lens_frame
 from specprobe.probe.occurrences import MatchOptions
@@ -76,8 +76,8 @@ def module_paths(lm) -> ModulePaths:
     nnsight model, n_layers, and the head's logit scaling and soft-capping (`SplitModel`'s, as compare)."""
     root = _torch_model(lm)
     split = split_model(root)
-    layer_modules(split)  # same supported families as the local engine
-    assert split.layers is not None  # layer_modules refuses models without a layer list
+    check_hookable(split)  # same supported families as the local engine
+    assert split.layers is not None  # check_hookable refuses models without a layer list
     names = {id(m): n for n, m in root.named_modules()}
     head = unwrap_peft(root).get_output_embeddings()
     proj = names[id(split.final_proj)] if split.final_proj is not None else None
@@ -149,10 +149,12 @@ def trace_lens(
     return lens.double().numpy()
 
 
-def _load_models(base: Any, tuned: Any, tokenizer: Any) -> tuple[Any, Any, Any]:
+def _load_models(base: Any, tuned: Any, tokenizer: Any, remote: bool | str) -> tuple[Any, Any, Any]:
     """The base and tuned nnsight models (a tuned adapter id is attached to the base on the server), in
     eval mode (dropout off, as `ModelPair` runs them), and the tokenizer to use (the one given, else the
-    base model's), which the tuned model's own must match."""
+    base model's), which the tuned model's own must match. Run here (`remote` False or "local"), a lazily
+    loaded model gets its weights first, so that eval mode holds for the modules that run (nnsight's
+    `peft=` attaches a LoRA in train mode: dropout made two identical calls differ by 0.12)."""
     tokenizer = _own_tokenizer(base, tokenizer)
     base_lm = nnsight_model(base, tokenizer)
     if isinstance(tuned, str) and _is_adapter(tuned):
@@ -163,7 +165,7 @@ def _load_models(base: Any, tuned: Any, tokenizer: Any) -> tuple[Any, Any, Any]:
             )
         tuned_lm = nnsight_model(base, tokenizer, peft=tuned)
     else:
-        tuned_lm = nnsight_model(tuned, _own_tokenizer(tuned, None))
+        tuned_lm = nnsight_model(tuned, _own_tokenizer(tuned, None) if isinstance(tuned, str) else tokenizer)
     tok = tokenizer if tokenizer is not None else getattr(base_lm, "tokenizer", None)
     if tok is None:
         raise ValueError("pass tokenizer= (the nnsight model has none)")
@@ -171,6 +173,8 @@ def _load_models(base: Any, tuned: Any, tokenizer: Any) -> tuple[Any, Any, Any]:
     if tuned_tok is not None and tuned_tok is not tok and not same_vocabulary(tok, tuned_tok):
         raise ValueError("base and tuned nnsight models have different tokenizers; their log-probs are not comparable")
     for lm in (base_lm, tuned_lm):
+        if remote is not True and not getattr(lm, "dispatched", True):
+            lm.dispatch()  # the real weights, now: loaded at the first trace, the module would run in train mode
         _torch_model(lm).eval()
     return base_lm, tuned_lm, tok
 
@@ -242,7 +246,7 @@ def remote_layers(
     )
     if tuned is None:
         raise ValueError("the layer views need a tuned model: pass tuned=")
-    base_lm, tuned_lm, tok = _load_models(base, tuned, opts.tokenizer)
+    base_lm, tuned_lm, tok = _load_models(base, tuned, opts.tokenizer, remote)
     opts = replace(opts, max_length=fit_max_length(opts.max_length, model_context_length(_torch_model(base_lm), tok)))
     prep = prepare(tok, terms, texts, opts)
     lens, timings, n_layers, chosen = _trace_both(base_lm, tuned_lm, prep, layer_ids, remote)
