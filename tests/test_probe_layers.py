@@ -216,6 +216,30 @@ def test_logit_attribution_adds_up_to_the_logit(tiny_pair):
     assert {"mean_delta", "ci_low"} <= set(spec.columns)
 
 
+def test_attribution_parts_that_miss_a_residual_write_are_refused(tiny_llama):
+    """The adds-up check compared the parts with the logit of their own sum, so parts that left out a
+    residual write (the last MLP here; a layer of a deeper model before pair_depth) passed. Now the parts'
+    sum must also give the model's own log-probs."""
+    from specprobe.core.scoring import ScoreItem
+    from specprobe.probe.hooks import layer_modules
+    from specprobe.probe.lens import direct_logit_attribution
+    from specprobe.probe.patching import _capture
+
+    base, _ = tiny_llama
+    pair = ModelPair.load(str(base))
+    ids = pair.tokenizer("The patient had a seizure.")["input_ids"]
+    item = ScoreItem(tuple(ids), tuple(range(1, len(ids))))
+    cols, targets = torch.tensor([p - 1 for p in item.positions]), torch.tensor(ids[1:])
+    with pair.view("base") as split, torch.no_grad():
+        mods = layer_modules(split)
+        logps, store = _capture(split, mods, item, range(len(mods)), with_embed=True)
+        keys = ["embed"] + [(c, k) for k in range(len(mods)) for c in ("attn", "mlp")]
+        parts = torch.stack([store[key][0, cols] for key in keys])
+        direct_logit_attribution(split, parts, targets, logps=logps)  # the whole stream: accepted
+        with pytest.raises(UnsupportedArchitectureError, match="do not add up to the model's final residual"):
+            direct_logit_attribution(split, parts[:-1], targets, logps=logps)
+
+
 def test_logit_attribution_builds_no_autograd_graph(tiny_gpt2):
     """GPT-2's final LayerNorm has a bias (a trainable parameter): the attribution must not track gradients
     through it (a graph kept alive per text, and torch's requires_grad warning on every float())."""

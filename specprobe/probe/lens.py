@@ -18,7 +18,7 @@ what each part writes along the token's direction, not what would happen without
 from __future__ import annotations
 
 import math
-from typing import ClassVar, cast
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import pandas as pd
@@ -116,13 +116,19 @@ def _linear(module: nn.Module, what: str) -> tuple[torch.Tensor, torch.Tensor | 
 
 @torch.no_grad()
 def direct_logit_attribution(
-    split: SplitModel, parts: torch.Tensor, targets: torch.Tensor, check_atol: float = 1e-3
+    split: SplitModel,
+    parts: torch.Tensor,
+    targets: torch.Tensor,
+    check_atol: float = 1e-3,
+    logps: Any = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Contributions of `parts` (k, n, d), which sum to the final residual rows, to each row's target logit.
 
     Returns (contributions (k, n), bias (n,)) in float64: the norm's bias and the head's bias on the
     target. Their sum equals the model's logit for the target (checked), including its logit scaling
-    (Cohere, Granite); with soft-capping (Gemma 2) the logit before the cap.
+    (Cohere, Granite); with soft-capping (Gemma 2) the logit before the cap. `logps` (n,): the targets'
+    log-probs from the model's own forward pass; given, the parts' sum must reproduce them (checked:
+    parts that miss a residual write, or another model's, do not).
     """
     head = split.causal_lm.get_output_embeddings()
     head_w, head_bias = _linear(head, "the head")  # the tuned head where an adapter changes it
@@ -164,7 +170,24 @@ def direct_logit_attribution(
             f"{type(split.causal_lm).__name__}: direct logit attribution does not add up to the logit "
             f"(off by {err:.3g}); this architecture's layers do not write to the residual stream as assumed"
         )
+    if logps is not None:
+        _check_parts_give_the_output(split, normed, targets, logps)
     return contrib.cpu(), const.cpu()
+
+
+def _check_parts_give_the_output(split: SplitModel, normed: torch.Tensor, targets: torch.Tensor, logps: Any) -> None:
+    """The targets' log-probs read from the sum of the parts equal the model's own (`logps`), within the
+    model's rounding: the parts are the whole final residual stream, not a part of it."""
+    own = torch.as_tensor(np.asarray(logps, dtype=np.float64))
+    if not len(own):
+        return
+    err = (logprobs_at(split, normed, targets) - own).abs().max().item()
+    limit = 1e-3 if normed.dtype in (torch.float32, torch.float64) else 0.1  # 16-bit: summed in another order
+    if not err <= limit:
+        raise UnsupportedArchitectureError(
+            f"{type(split.causal_lm).__name__}: the attributed parts do not add up to the model's final residual "
+            f"stream (target log-probs off by {err:.3g}); a residual write is missing from them"
+        )
 
 
 class LayerView(Result):

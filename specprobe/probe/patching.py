@@ -128,12 +128,12 @@ class HookRunner:
         """Each part's direct contribution to the target logits (and the bias constant) under `variant`."""
         with self.pair.view(variant) as split:
             mods = layer_modules(split)
-            _, store = _capture(split, mods, item, range(len(mods)), with_embed=True)
+            logps, store = _capture(split, mods, item, range(len(mods)), with_embed=True)
             # what each part adds to the residual stream (Granite scales the outputs by residual_multiplier)
             outs = [store["embed"] if c == "embed" else store[(c, layer)] * mods[layer].scale for layer, c in parts]
             # each output where its layer ran (several GPUs when sharded), gathered on one device
             stack = torch.stack([o[0, cols.to(o.device)].to(store["embed"].device) for o in outs])
-            return direct_logit_attribution(split, stack, targets)
+            return direct_logit_attribution(split, stack, targets, logps=logps)
 
 
 def runner(pair: Any, engine: str, given: tuple[Any, ...]) -> Any:

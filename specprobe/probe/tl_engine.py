@@ -138,10 +138,10 @@ class TLRunner:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Each part's direct contribution to the target logits (and the bias constant) under `variant`."""
         with self.bridged.view(variant) as (split, bridge):
-            _, store = self._capture(split, bridge, item)
+            logps, store = self._capture(split, bridge, item)
             outs = [store["embed"] if c == "embed" else store[(c, k)] for k, c in parts]
             stack = torch.stack([o[0, cols.to(o.device)] for o in outs])
-            return direct_logit_attribution(split, stack, targets)
+            return direct_logit_attribution(split, stack, targets, logps=logps)
 
 
 def _patch_hook(t: torch.Tensor, hook: Any, rows: list[int], cols: list[int], src: torch.Tensor) -> torch.Tensor:
