@@ -352,3 +352,12 @@ def test_comparison_page_has_no_exponents(comparison_html):
     _, html = comparison_html
     text = re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", html, flags=re.S))
     assert not re.search(r"\d[eE][-+]\d", text)
+
+
+def test_counts_read_as_whole_numbers_where_a_missing_cell_made_them_float():
+    """n and n_texts of a table with a missing cell are floats: they read '30.0' and '5.00' beside '–'."""
+    from specprobe.reports.notebook import _table_html
+
+    frame = pd.DataFrame({"specialty": ["A", "B"], "n": [30.0, np.nan], "n_texts": [5.0, np.nan], "mean": [2.0, 0.5]})
+    cells = re.findall(r'<td class="num">([^<]*)</td>', _table_html(frame, 16))
+    assert cells == ["30", "5", "2.00", "–", "–", "0.500"]

@@ -67,11 +67,21 @@ def is_p_column(name: str) -> bool:
     return n == "p" or n.startswith("p_") or n.endswith("_p")
 
 
+def is_count_column(name: str) -> bool:
+    """Whether a table column holds counts (n, n_texts, n_pairs, count, ...): whole numbers even where a
+    missing cell made the column float."""
+    n = str(name).lower()
+    return n in ("n", "count") or n.startswith("n_")
+
+
 def cell_text(value: Any, column: str = "") -> str:
-    """A table cell's number as shown: p-values by `p_value`, other floats by `number`, ints as they are."""
+    """A table cell's number as shown: p-values by `p_value`, counts as whole numbers, other floats by
+    `number`, ints as they are."""
     if isinstance(value, (bool, np.bool_)):
         return "yes" if value else "no"
     if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if is_count_column(column) and isinstance(value, (float, np.floating)) and float(value).is_integer():
         return str(int(value))
     return p_value(value) if is_p_column(column) else number(value)
 

@@ -170,7 +170,7 @@ def _cell(value: Any, spec: str = "", column: str = "") -> Cell:
     if isinstance(value, float):
         if math.isnan(value):
             return Cell("–", None, True)
-        fixed = spec.endswith(("f", "%")) and not fmt.is_p_column(column)
+        fixed = spec.endswith(("f", "%")) and not fmt.is_p_column(column) and not fmt.is_count_column(column)
         text = format(value, spec) if fixed else fmt.cell_text(value, column)
         return Cell(text, repr(value), True)
     if isinstance(value, (tuple, list, np.ndarray)):
