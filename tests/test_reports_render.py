@@ -361,3 +361,21 @@ def test_counts_read_as_whole_numbers_where_a_missing_cell_made_them_float():
     frame = pd.DataFrame({"specialty": ["A", "B"], "n": [30.0, np.nan], "n_texts": [5.0, np.nan], "mean": [2.0, 0.5]})
     cells = re.findall(r'<td class="num">([^<]*)</td>', _table_html(frame, 16))
     assert cells == ["30", "5", "2.00", "–", "–", "0.500"]
+
+
+def test_box_groups_keep_their_colours_when_one_is_absent():
+    """Without own-specialty terms, 'other terms' took the orange meant for own-specialty terms."""
+    from specprobe.reports import charts
+
+    stats = pd.DataFrame(
+        [
+            {"category": "A", "group": g, "lo": -1.0, "q1": -0.5, "median": 0.0, "q3": 0.5, "hi": 1.0, "n": 3}
+            for g in ("other terms", "control words")
+        ]
+    )
+    order = ["own-specialty terms", "other terms", "control words"]
+    spec = charts.box_chart(
+        stats, category="category", value_title="v", category_title="c", group="group", group_order=order
+    ).to_dict()
+    scales = [layer["encoding"]["color"]["scale"] for layer in spec["layer"] if "color" in layer.get("encoding", {})]
+    assert scales and all(dict(zip(s["domain"], s["range"]))["other terms"] == "#2f5d9e" for s in scales)

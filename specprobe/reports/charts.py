@@ -291,13 +291,16 @@ def box_chart(
     y = alt.Y(f"{category}:N", title=category_title, sort=cats, axis=alt.Axis(labelLimit=200))
     enc: dict[str, Any] = {"y": y}
     if group:
-        g_order = [g for g in (group_order or _order(stats[group])) if g in set(stats[group])]
+        every = list(group_order or _order(stats[group]))
+        g_order = [g for g in every if g in set(stats[group])]
         enc["yOffset"] = alt.YOffset(f"{group}:N", sort=g_order)
+        palette = ["#d9822b", "#2f5d9e", "#999999", "#3a9e5d"]
         color = alt.Color(
             f"{group}:N",
             title=group_title or None,
             sort=g_order,
-            scale=alt.Scale(domain=g_order, range=["#d9822b", "#2f5d9e", "#999999", "#3a9e5d"][: len(g_order)]),
+            # a group keeps its colour when another is absent (other terms never take own-specialty orange)
+            scale=alt.Scale(domain=g_order, range=[palette[every.index(g) % len(palette)] for g in g_order]),
         )
     else:
         color = alt.Color(
