@@ -771,3 +771,21 @@ def test_accuracy_link_finding_without_anything_to_permute_is_not_tested():
     found, reading = accuracy_link_finding(link, n_boot=50)
     assert found.verdict == "not tested" and "nothing to shuffle" in found.answer
     assert "p = 1" not in found.answer and "rho = +" in found.answer and "nothing to shuffle" in reading
+
+
+def test_own_specialty_terms_follow_trained_on_in_the_box_plots_as_in_own_vs_other():
+    """The box plots and their reading took a model's own specialty from its label only: an adapter named
+    'neuro-lora' trained on Neurology had no own-specialty terms there, while own vs other used
+    trained_on. Both now use `sections.own_specialties` / `is_own_term`."""
+    from specprobe.app.findings import distributions_reading
+    from specprobe.app.report_stats import own_vs_other
+    from specprobe.reports.sections import _occurrence_groups
+
+    comps = {"neuro-lora": make_arm("Neurology", own_effect=0.5)}
+    trained_on = {"neuro-lora": "Neurology"}
+    long, _, _ = _occurrence_groups(comps, "delta_per_token", trained_on)
+    assert (long["group"] == "own-specialty terms").sum() == 2 * 30  # seizure and stroke in 30 texts
+    assert "own-specialty terms +0.7" in distributions_reading(comps, trained_on)
+    assert own_vs_other(comps, trained_on, n_boot=N_BOOT)["n_pairs"].tolist() == [30]
+    untold, _, _ = _occurrence_groups(comps, "delta_per_token")
+    assert not (untold["group"] == "own-specialty terms").any()  # the label alone names no specialty

@@ -16,12 +16,14 @@ The optional analyses (seen vs unseen terms, accuracy link, trajectory, general 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
 from specprobe.reports import format as fmt
+from specprobe.reports import sections as S
 from specprobe.reports.page import Finding
 
 ALPHA = fmt.ALPHA  # the significance level (`reports.format.ALPHA`)
@@ -311,14 +313,14 @@ def own_reading(own: pd.DataFrame) -> str:
 
 
 # -- the descriptive sections ----------------------------------------------------------------------------
-def distributions_reading(comps: dict) -> str:
+def distributions_reading(comps: dict, trained_on: Mapping[str, str | None] | None = None) -> str:
     """One paragraph on the box plots: the median change of own-specialty terms, other terms and control words."""
     import numpy as np
 
     parts = []
     for name, comp in comps.items():
         df = comp.scored()
-        own = df["specialties"].map(lambda s, n=str(name): n in tuple(s))
+        own = df["specialties"].map(lambda s, o=S.own_specialties(str(name), trained_on): S.is_own_term(s, o))
         groups = {"own-specialty terms": df[own & ~df["is_control"]], "control words": df[df["is_control"]]}
         meds = {g: float(np.median(d["delta_per_token"])) for g, d in groups.items() if len(d)}
         if meds:

@@ -192,8 +192,8 @@ def _linked(found: Finding) -> Callable[[str], Finding]:
 
 def _detail_sections(parts: ReportParts, result: Any, n_boot: int) -> None:
     """The descriptive sections: distributions, top movers, layer curves."""
-    comps = result.comparisons
-    parts.add(S.distributions_section(comps), F.distributions_reading(comps))
+    comps, trained_on = result.comparisons, result.accuracy.trained_on()
+    parts.add(S.distributions_section(comps, trained_on=trained_on), F.distributions_reading(comps, trained_on))
     movers = pd.concat(
         [c.by_term(n_boot=n_boot).assign(finetune_specialty=str(k)) for k, c in comps.items()], ignore_index=True
     )

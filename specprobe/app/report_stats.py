@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from specprobe.probe.stats import holm, paired_test
+from specprobe.reports.sections import is_own_term, own_specialties
 
 OWN_COLUMNS = ["finetune_specialty", "own_specialty", "mean_diff", "ci_low", "ci_high", "n_pairs", "p_value", "p_holm"]
 
@@ -50,12 +51,6 @@ def accuracy_vs_base(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _own_names(name: str, trained_on: Mapping[str, str | None] | None) -> set[str]:
-    """The specialties a model was fine-tuned on (lower case): from `trained_on`, else its name."""
-    spec = (trained_on or {}).get(name, name)
-    return {str(spec).strip().lower()} if spec and str(spec).strip().lower() != "all" else set()
-
-
 def own_vs_other(
     comparisons: Mapping[str, Any],
     trained_on: Mapping[str, str | None] | None = None,
@@ -69,12 +64,12 @@ def own_vs_other(
     are left out. The control words' shift is common to both groups of a text and cancels."""
     rows = []
     for name, comp in comparisons.items():
-        own = _own_names(str(name), trained_on)
+        own = own_specialties(str(name), trained_on)
         if not own:
             continue
         scored = comp.scored()
         terms = cast(pd.DataFrame, scored[~scored["is_control"]])
-        is_own = terms["specialties"].map(lambda s, own=own: bool({str(x).lower() for x in s} & own))
+        is_own = terms["specialties"].map(lambda s, own=own: is_own_term(s, own))
         is_other = terms["specialties"].map(lambda s: len(s) > 0) & ~is_own
         a = cast(pd.Series, terms[is_own].groupby("text_id")[metric].mean())
         b = cast(pd.Series, terms[is_other].groupby("text_id")[metric].mean())

@@ -349,6 +349,18 @@ def delta_heatmap_section(
     )
 
 
+def own_specialties(name: str, trained_on: Mapping[str, str | None] | None = None) -> set[str]:
+    """The specialties a model was fine-tuned on, lower-cased: from `trained_on` (model -> specialty), else
+    its name; none for a model trained on all ("all")."""
+    spec = (trained_on or {}).get(name, name)
+    return {str(spec).strip().lower()} if spec and str(spec).strip().lower() != "all" else set()
+
+
+def is_own_term(specialties: Any, own: set[str]) -> bool:
+    """Whether a term of `specialties` belongs to a specialty in `own` (lower-cased, see `own_specialties`)."""
+    return bool({str(x).lower() for x in specialties} & own)
+
+
 def accuracy_rows(models: Sequence[Any], trained_on: Sequence[Any]) -> list[str]:
     """The accuracy heatmap's row of each (model, trained_on) pair: the specialty the model was trained on,
     else its name; a specialty that several models were trained on gets each model's name beside it
@@ -407,13 +419,15 @@ def accuracy_heatmap_section(
     )
 
 
-def _occurrence_groups(comps: Comparisons, metric: str) -> tuple[pd.DataFrame, str, str | None]:
+def _occurrence_groups(
+    comps: Comparisons, metric: str, trained_on: Mapping[str, str | None] | None = None
+) -> tuple[pd.DataFrame, str, str | None]:
     """Long (category, group, value) rows for box plots."""
     if _is_mapping(comps):
         parts = []
         for label, comp in comps.items():
             df = comp.scored()
-            own = df["specialties"].map(lambda s, label=label: str(label) in tuple(s))
+            own = df["specialties"].map(lambda s, o=own_specialties(str(label), trained_on): is_own_term(s, o))
             group = np.where(df["is_control"], "control words", np.where(own, "own-specialty terms", "other terms"))
             parts.append(
                 pd.DataFrame({"category": str(label), "group": group, "value": df[metric].astype(float).to_numpy()})
@@ -435,12 +449,17 @@ def _occurrence_groups(comps: Comparisons, metric: str) -> tuple[pd.DataFrame, s
 
 
 def distributions_section(
-    comps: Comparisons, *, metric: str = "delta_per_token", title: str = "Per-specialty distributions"
+    comps: Comparisons,
+    *,
+    metric: str = "delta_per_token",
+    title: str = "Per-specialty distributions",
+    trained_on: Mapping[str, str | None] | None = None,
 ) -> Section:
     """Box plots of per-occurrence Δ by term specialty (one Comparison), or by fine-tuning specialty
-    split into own-specialty terms / other terms / control words (several)."""
+    split into own-specialty terms / other terms / control words (several; a model's own specialty is
+    `trained_on[name]`, else its name)."""
     mt = METRIC_TITLES.get(metric, metric)
-    long, cat_title, group = _occurrence_groups(comps, metric)
+    long, cat_title, group = _occurrence_groups(comps, metric, trained_on)
     long = long[np.isfinite(long["value"].astype(float))] if len(long) else long
     notes = [NOTES["distributions"], NOTES["delta"]]
     if long.empty:
