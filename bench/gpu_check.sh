@@ -5,16 +5,20 @@
 #   SPECPROBE_GPU_CHECK_CPU=1 OUT=/tmp/gc bash bench/gpu_check.sh   the same steps on the CPU, tiny sizes
 #
 # Steps, each with its own timeout inside one budget (420 s on a GPU), each run even if an earlier one failed:
-#   0. refuse (exit 2, with a summary) if torch sees no CUDA, unless SPECPROBE_GPU_CHECK_CPU=1; install the
-#      carried wheels (.whl/*.whl) into a temporary folder on PYTHONPATH; print GPU, driver and versions
+#   0. refuse (exit 2, with a summary) if torch sees no CUDA (or does not answer in 120 s), unless
+#      SPECPROBE_GPU_CHECK_CPU=1; install the carried wheels (.whl/*.whl) into a temporary folder, and put it on
+#      PYTHONPATH if what they install imports here; print GPU, driver and versions
 #   1. pytest -m cuda tests/test_cuda.py
 #   2. python -m bench --device cuda --dtype bfloat16 (through bench.gpu_kit, with the precomputed lexicon)
 #   3. the same with --shape llama-3.2-3b, if bench has that option
-#   4. the summary: $OUT/gpu_check.json (copy it to bench/results-cuda.json to keep it)
+#   4. the summary: $OUT/gpu_check.json (copy it to bench/results-cuda.json to keep it); an interim one, status
+#      "incomplete", is written after each step, so a run stopped from outside still leaves what it found
 # Writes to $OUT (default out/gpu-check), plain files only: gpu_check.json, gpu_check.log, pytest.log,
 # bench.log, bench.json, bench-shape.log, bench-shape.json. Exit status: 0 all passed, 1 something failed,
 # 2 refused (no CUDA).
 # Environment: PYTHON (default .venv/bin/python if present, else python3), SPECPROBE_GPU_CHECK_BUDGET_S,
+# SPECPROBE_GPU_CHECK_PROBE_S (the CUDA probe's, the carried wheels' import check's and the env step's timeout, 120),
+# SPECPROBE_GPU_CHECK_WHEELS (the folder of the wheels to install, default .whl),
 # SPECPROBE_GPU_BENCH_ARGS (the GPU bench's size options, default "--n-texts 64 --repeats 3"),
 # SPECPROBE_SMEDQA (the S-MedQA file; default ../shared/data/s-medqa/, then .whl/data/).
 set -u -o pipefail
@@ -39,6 +43,7 @@ else
   BUDGET="${SPECPROBE_GPU_CHECK_BUDGET_S:-420}"; CAP_PYTEST=180; CAP_BENCH=200; CAP_SHAPE=120
 fi
 RESERVE=20
+PROBE_S="${SPECPROBE_GPU_CHECK_PROBE_S:-120}"  # the CUDA probe and the machine description: a hung driver stops here
 START="$(date +%s)"
 DEADLINE=$(( START + BUDGET ))
 
@@ -52,6 +57,12 @@ export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 if (( CPU_MODE )); then export CUDA_VISIBLE_DEVICES=""; fi
 
 now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+interim_summary() {  # the summary so far, replaced after each step and at the end
+  "$PY" -m bench.gpu_kit summary --work "$WORK" --out-dir "$OUT" --mode "$MODE" --started "$START" --interim \
+    >/dev/null 2>&1 || echo "gpu_check: could not write the interim summary"
+}
 
 record_step() {  # name status rc seconds timeout_s message log
   local msg="${6//\\/\\\\}"
@@ -74,22 +85,48 @@ run_step() {  # name cap log command...: runs the command under its timeout, its
   local t0; t0="$(now)"
   timeout --kill-after=15 "$t" "$@" 2>&1 | tee "$OUT/$log"
   local rc="${PIPESTATUS[0]}"
-  local secs; secs="$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')"
+  local secs; secs="$(since "$t0")"
   local status=ok msg=""
   if (( rc == 124 || rc == 137 )); then status=timeout; msg="stopped after its ${t}s timeout"
   elif (( rc != 0 )); then status=failed; msg="exit status $rc"; fi
   record_step "$name" "$status" "$rc" "$secs" "$t" "$msg" "$log"
+  interim_summary
+}
+
+install_wheels() {  # the carried wheels into $WORK/site, on PYTHONPATH only if what they install imports here
+  local wheels=("$@") t0 rc=0
+  t0="$(now)"
+  echo "== gpu_check: installing ${#wheels[@]} carried wheel(s): ${wheels[*]##*/}"
+  if ! "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" "${wheels[@]}"; then
+    record_step wheels failed 1 "$(since "$t0")" null "pip could not install the carried wheels (the tests that need them skip)" gpu_check.log
+    return 0
+  fi
+  local path="$REPO:$WORK/site${PYTHONPATH#"$REPO"}"
+  PYTHONPATH="$path" timeout --kill-after=10 "$PROBE_S" "$PY" -m bench.gpu_kit check-site --site "$WORK/site" || rc=$?
+  if (( rc == 0 )); then
+    export PYTHONPATH="$path"
+    record_step wheels ok 0 "$(since "$t0")" null "" gpu_check.log
+  else  # e.g. peft imports bitsandbytes for every LoRA layer: a broken one would fail every test, not only QLoRA
+    record_step wheels failed "$rc" "$(since "$t0")" null "what the carried wheels install does not import here (exit $rc; see gpu_check.log): left off PYTHONPATH, so only the tests that need it skip" gpu_check.log
+  fi
 }
 
 main() {
   echo "== gpu_check: $MODE mode, python $PY, out $OUT, budget ${BUDGET}s"
 
   # 0. CUDA or refuse; the carried wheels; the machine
-  if ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 3)'; then
+  local probe=0
+  timeout --kill-after=10 "$PROBE_S" "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 3)' || probe=$?
+  if (( probe != 0 )); then
     if (( ! CPU_MODE )); then
       local why="CUDA is not available to torch (torch.cuda.is_available() is False): this kit checks specprobe on a GPU. Run it on a GPU machine, or set SPECPROBE_GPU_CHECK_CPU=1 to run the same steps on the CPU at tiny sizes."
+      if (( probe == 124 || probe == 137 )); then
+        why="torch did not say within ${PROBE_S}s whether CUDA is available (a hung driver?): this kit checks specprobe on a GPU."
+      elif (( probe != 3 )); then
+        why="$PY could not import torch to ask for CUDA (exit $probe; see the output above): this kit checks specprobe on a GPU."
+      fi
       echo "gpu_check: REFUSED: $why" >&2
-      "$PY" -m bench.gpu_kit env --out "$WORK/env.json" || true
+      timeout --kill-after=10 "$PROBE_S" "$PY" -m bench.gpu_kit env --out "$WORK/env.json" || true
       "$PY" -m bench.gpu_kit summary --work "$WORK" --out-dir "$OUT" --mode "$MODE" --started "$START" --refused "$why"
       return 2
     fi
@@ -97,22 +134,17 @@ main() {
     echo "gpu_check: SPECPROBE_GPU_CHECK_CPU=1 but torch still sees CUDA" >&2
   fi
   shopt -s nullglob
-  local wheels=("$REPO"/.whl/*.whl)
+  local wheels=("${SPECPROBE_GPU_CHECK_WHEELS:-$REPO/.whl}"/*.whl)
   shopt -u nullglob
   if (( ${#wheels[@]} == 0 )); then
     record_step wheels skipped null 0 null "no wheels in .whl/ (bench/fetch_gpu_wheels.sh fetches them)" gpu_check.log
   else
-    local t0; t0="$(now)"
-    echo "== gpu_check: installing ${#wheels[@]} carried wheel(s): ${wheels[*]##*/}"
-    if "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" "${wheels[@]}"; then
-      export PYTHONPATH="$REPO:$WORK/site${PYTHONPATH#"$REPO"}"
-      record_step wheels ok 0 "$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')" null "" gpu_check.log
-    else
-      record_step wheels failed 1 0 null "pip could not install the carried wheels (the tests that need them skip)" gpu_check.log
-    fi
+    install_wheels "${wheels[@]}"
   fi
-  if command -v nvidia-smi >/dev/null 2>&1 && (( ! CPU_MODE )); then nvidia-smi -L || true; fi
-  "$PY" -m bench.gpu_kit env --out "$WORK/env.json" || echo "gpu_check: could not read the machine's versions"
+  if command -v nvidia-smi >/dev/null 2>&1 && (( ! CPU_MODE )); then timeout --kill-after=5 30 nvidia-smi -L || true; fi
+  timeout --kill-after=10 "$PROBE_S" "$PY" -m bench.gpu_kit env --out "$WORK/env.json" \
+    || echo "gpu_check: could not read the machine's versions"
+  interim_summary
 
   # 1. the cuda tests
   run_step pytest-cuda "$CAP_PYTEST" pytest.log \

@@ -2,11 +2,13 @@
 
     python -m bench.gpu_kit env --out FILE           machine, GPU, driver and library versions (prints one line)
     python -m bench.gpu_kit wheels                   distributions the GPU path imports that the GPU image lacks
+    python -m bench.gpu_kit check-site --site DIR    import every module the carried wheels installed in DIR
     python -m bench.gpu_kit lexicon --data D --out F the benchmark's term lexicon, precomputed (needs spacy)
     python -m bench.gpu_kit bench [--lexicon F] [--cache DIR] -- ARGS
                                                      `python -m bench ARGS`, with a precomputed lexicon
-    python -m bench.gpu_kit summary --work DIR --out-dir DIR --mode cuda|cpu
-                                                     the kit's JSON summary (gpu_check.json)
+    python -m bench.gpu_kit summary --work DIR --out-dir DIR --mode cuda|cpu [--interim]
+                                                     the kit's JSON summary (gpu_check.json); --interim: the
+                                                     steps so far, status "incomplete", written after each step
 
 Why a precomputed lexicon: the benchmark scores the terms of the lexicon that `specprobe terms build`
 makes from the S-MedQA file, and building it imports spacy and scispacy (about 60 MB of wheels, more
@@ -25,6 +27,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -198,7 +201,7 @@ def cmd_env(args: argparse.Namespace) -> int:
 LOCAL_MODULES = {"specprobe", "bench", "tests", "conftest"}
 
 
-def blocked_modules(allowed: set[str] = frozenset()) -> set[str]:
+def blocked_modules(allowed: Iterable[str] = ()) -> set[str]:
     """Top-level modules installed here whose distributions are neither in the GPU image nor `allowed`."""
     from importlib import metadata
 
@@ -210,7 +213,7 @@ def blocked_modules(allowed: set[str] = frozenset()) -> set[str]:
     }
 
 
-def install_image_blocker(allowed: set[str] = frozenset()) -> None:
+def install_image_blocker(allowed: Iterable[str] = ()) -> None:
     """Hide every module outside the GPU image from this process's imports, as on the GPU machine: an import
     of one fails with ModuleNotFoundError, `importlib.util.find_spec` finds nothing (optional imports and
     availability checks then behave as they will there)."""
@@ -285,6 +288,40 @@ def cmd_wheels(args: argparse.Namespace) -> int:
         f"{len(needed)} distribution(s) beyond the GPU image: {', '.join(d for d, _ in needed) or 'none'}",
         file=sys.stderr,
     )
+    return 0
+
+
+def site_modules(site: Path) -> list[str]:
+    """The top-level modules pip installed into `site` (--target): its packages and plain modules."""
+    skip = {"bin", "__pycache__"}
+    names = {
+        entry.name if entry.is_dir() else entry.name.split(".")[0]
+        for entry in site.iterdir()
+        if entry.name not in skip
+        and not entry.name.endswith((".dist-info", ".data"))
+        and (entry.is_dir() or entry.suffix in (".py", ".so"))
+    }
+    return sorted(n for n in names if n.isidentifier())
+
+
+def cmd_check_site(args: argparse.Namespace) -> int:
+    """Import every module the carried wheels installed (this process has `--site` on its path). Why: a
+    carried wheel that fails to import here breaks more than its own test: peft imports bitsandbytes
+    whenever it is installed, for every LoRA layer it builds, so a bitsandbytes whose import raises on
+    this machine would fail every test and the benchmark, not only the QLoRA test."""
+    import importlib
+
+    failed = []
+    modules = site_modules(Path(args.site))
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except BaseException as exc:  # noqa: BLE001 - whatever the import raised, the kit must go on without it
+            failed.append(f"{name}: {type(exc).__name__}: {_last_line(str(exc)) or repr(exc)}")
+    if failed:
+        print(f"gpu_kit: carried module(s) that do not import here: {'; '.join(failed)}", flush=True)
+        return 1
+    print(f"gpu_kit: the carried modules import: {', '.join(modules) or 'none'}", flush=True)
     return 0
 
 
@@ -442,7 +479,9 @@ def bench_section(out_dir: Path, name: str) -> dict | None:
     return section
 
 
-def build_summary(work: Path, out_dir: Path, mode: str, started: float | None, refused: str | None) -> dict:
+def build_summary(
+    work: Path, out_dir: Path, mode: str, started: float | None, refused: str | None, interim: bool = False
+) -> dict:
     env_path = work / "env.json"
     machine = json.loads(env_path.read_text()) if env_path.exists() else None
     steps = _jsonl(work / "steps.jsonl")
@@ -468,13 +507,19 @@ def build_summary(work: Path, out_dir: Path, mode: str, started: float | None, r
     pytest_step = next((s for s in steps if s.get("step") == "pytest-cuda"), None)
     if pytest_step and pytest_step.get("status") != "skipped" and counts["total"] == 0:
         failures.append("no cuda test outcomes were recorded")
-    status = "refused" if refused else ("passed" if not failures else "failed")
+    status = "refused" if refused else ("incomplete" if interim else ("passed" if not failures else "failed"))
     summary = {
         "kit": "specprobe bench/gpu_check.sh",
         "schema": 1,
         "mode": mode,
         "status": status,
         "refused": refused,
+        "incomplete": (
+            f"written while the kit ran, after its step {steps[-1]['step'] if steps else 'setup'}: the kit was "
+            "stopped before its final summary (e.g. the run's own time limit); later steps are missing"
+            if interim
+            else None
+        ),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "wall_s": round(time.time() - started, 1) if started else None,
         "machine": machine,
@@ -512,9 +557,13 @@ def _not_in_image(modules: list[str] | None) -> list[str] | None:
 
 def cmd_summary(args: argparse.Namespace) -> int:
     work, out_dir = Path(args.work), Path(args.out_dir)
-    summary = build_summary(work, out_dir, args.mode, args.started, args.refused)
+    summary = build_summary(work, out_dir, args.mode, args.started, args.refused, args.interim)
     path = out_dir / "gpu_check.json"
-    path.write_text(json.dumps(summary, indent=2, default=str))
+    tmp = path.with_name(path.name + ".tmp")  # replaced whole: a kill while writing leaves the previous one
+    tmp.write_text(json.dumps(summary, indent=2, default=str))
+    os.replace(tmp, path)
+    if args.interim:
+        return 0
     c = summary["tests"]["counts"]
     print(f"\n== gpu_check: {summary['status'].upper()} ({args.mode} mode, {summary['wall_s']} s)")
     if summary.get("machine"):
@@ -557,6 +606,9 @@ def main(argv: list[str] | None = None) -> int:
     e.set_defaults(run=cmd_env)
     w = sub.add_parser("wheels")
     w.set_defaults(run=cmd_wheels)
+    cs = sub.add_parser("check-site")
+    cs.add_argument("--site", required=True)
+    cs.set_defaults(run=cmd_check_site)
     pi = sub.add_parser("_probe-imports")
     pi.add_argument("--allow", nargs="*", default=[])
     pi.set_defaults(run=cmd_probe_imports)
@@ -575,6 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--mode", choices=("cuda", "cpu"), required=True)
     s.add_argument("--started", type=float, default=None)
     s.add_argument("--refused", default=None)
+    s.add_argument("--interim", action="store_true")
     s.set_defaults(run=cmd_summary)
     args = p.parse_args(argv)
     return args.run(args)

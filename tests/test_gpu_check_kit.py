@@ -109,3 +109,107 @@ def test_gpu_check_refuses_without_cuda(tmp_path):
     summary = json.loads((out / "gpu_check.json").read_text())
     assert summary["status"] == "refused" and "CUDA" in summary["refused"]
     assert summary["steps"] == [] and summary["tests"]["counts"]["total"] == 0
+
+
+def _kit_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPECPROBE_GPU_CHECK")}
+    env.update({"OUT": str(tmp_path / "out"), "PYTHON": sys.executable, "TMPDIR": str(tmp_path), **extra})
+    return env
+
+
+def _broken_wheel(folder: Path) -> Path:
+    """A wheel whose module raises on import, as a carried bitsandbytes without its CUDA library may."""
+    import base64
+    import hashlib
+    import zipfile
+
+    files = {
+        "brokenmod/__init__.py": "raise RuntimeError('CUDA Setup failed despite GPU being available')\n",
+        "brokenmod-0.1.dist-info/METADATA": "Metadata-Version: 2.1\nName: brokenmod\nVersion: 0.1\n",
+        "brokenmod-0.1.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = [
+        f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b'=').decode()},"
+        f"{len(text.encode())}"
+        for name, text in files.items()
+    ]
+    files["brokenmod-0.1.dist-info/RECORD"] = "\n".join(record + ["brokenmod-0.1.dist-info/RECORD,,"]) + "\n"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "brokenmod-0.1-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        for name, text in files.items():
+            z.writestr(name, text)
+    return path
+
+
+def test_check_site_names_a_carried_module_that_does_not_import(tmp_path, capsys):
+    """peft imports bitsandbytes for every LoRA layer once it is installed: a carried module that raises on
+    import must be found before the tests run (the kit then leaves it off PYTHONPATH)."""
+    from bench import gpu_kit
+
+    site = tmp_path / "site"
+    (site / "goodmod").mkdir(parents=True)
+    (site / "goodmod" / "__init__.py").write_text("")
+    (site / "brokenmod").mkdir()
+    (site / "brokenmod" / "__init__.py").write_text("raise RuntimeError('no CUDA library')\n")
+    (site / "brokenmod-0.1.dist-info").mkdir()
+    (site / "bin").mkdir()
+    assert gpu_kit.site_modules(site) == ["brokenmod", "goodmod"]
+    sys.path.insert(0, str(site))
+    try:
+        assert gpu_kit.main(["check-site", "--site", str(site)]) == 1
+    finally:
+        sys.path.remove(str(site))
+        for name in ("goodmod", "brokenmod"):
+            sys.modules.pop(name, None)
+    assert "brokenmod: RuntimeError: no CUDA library" in capsys.readouterr().out
+
+
+def test_stopped_kit_leaves_an_interim_summary(tmp_path):
+    """A kit stopped from outside (the device run's own time limit kills it) still leaves gpu_check.json with
+    what it found so far; and a carried wheel that does not import is reported and left off PYTHONPATH."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    env = _kit_env(tmp_path, SPECPROBE_GPU_CHECK_CPU="1", SPECPROBE_GPU_CHECK_WHEELS=str(tmp_path / "wheels"))
+    _broken_wheel(tmp_path / "wheels")
+    proc = subprocess.Popen(
+        ["bash", str(REPO / "bench" / "gpu_check.sh")],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 300
+        while not (out / "pytest.log").exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.5)
+        assert (out / "pytest.log").exists(), "the kit never reached its pytest step"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # as a run's time limit does: no trap, no final summary
+        proc.communicate()
+    summary = json.loads((out / "gpu_check.json").read_text())
+    assert summary["status"] == "incomplete" and "final summary" in summary["incomplete"]
+    assert summary["machine"]["torch"] and summary["tests"]["counts"]["total"] == 0
+    wheels = next(s for s in summary["steps"] if s["step"] == "wheels")
+    assert wheels["status"] == "failed" and "does not import" in wheels["message"]
+    assert any("step wheels: failed" in f for f in summary["failures"])
+
+
+def test_gpu_check_refuses_when_the_cuda_probe_hangs(tmp_path):
+    """A torch that never answers whether CUDA is available (a hung driver) is refused after the probe's
+    timeout, with a summary, instead of holding the whole run."""
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f'#!/bin/bash\ncase "$*" in *is_available*) sleep 600;; esac\nexec {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
+    out = tmp_path / "out"
+    env = _kit_env(tmp_path, PYTHON=str(wrapper), SPECPROBE_GPU_CHECK_PROBE_S="2")
+    res = subprocess.run(
+        ["bash", str(REPO / "bench" / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "did not say within 2s" in res.stdout + res.stderr
+    summary = json.loads((out / "gpu_check.json").read_text())
+    assert summary["status"] == "refused" and "within 2s" in summary["refused"]
