@@ -475,6 +475,10 @@ def bench_section(out_dir: Path, name: str) -> dict | None:
             "fraction_of_matmul_rate": res.get("fraction_of_peak"),
             "fraction_of_best_shape_rate": res.get("fraction_of_best_shape_rate"),
             "agreement_max_abs_diff": (res.get("agreement") or {}).get("max_abs_diff"),
+            # the --shape run's own target: peak model memory as a multiple of one copy of the weights
+            "peak_memory_ratio": res.get("peak_memory_ratio"),
+            "peak_memory_ratio_target": (res.get("memory") or {}).get("target_ratio"),
+            "peak_memory_ratio_met": (res.get("memory") or {}).get("target_met"),
         }
     return section
 
@@ -555,6 +559,26 @@ def _not_in_image(modules: list[str] | None) -> list[str] | None:
     return sorted(out)
 
 
+def _targets_line(t: dict) -> str:
+    """A bench section's targets in words; a number the run did not measure (the --shape run measures no
+    matmul rate, the plain bench no peak/weights ratio) is said to be missing, not printed as 0."""
+    speedup = t.get("compare_speedup")
+    parts = [
+        f"compare {speedup:.2f}x the baseline's texts/s (target 10x: {'met' if t['compare_speedup_met'] else 'not met'})"
+        if speedup is not None
+        else "no baseline run"
+    ]
+    rate = t.get("fraction_of_matmul_rate")
+    parts.append(f"{100 * rate:.0f}% of the measured matmul rate" if rate is not None else "matmul rate not measured")
+    ratio, target = t.get("peak_memory_ratio"), t.get("peak_memory_ratio_target")
+    if ratio is not None:
+        met = "met" if t.get("peak_memory_ratio_met") else "NOT met"
+        parts.append(
+            f"peak model memory {ratio:.3f}x the weights" + (f" (target <= {target}: {met})" if target else "")
+        )
+    return "; ".join(parts)
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     work, out_dir = Path(args.work), Path(args.out_dir)
     summary = build_summary(work, out_dir, args.mode, args.started, args.refused, args.interim)
@@ -578,12 +602,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     for name in ("bench", "bench_shape"):
         b = summary.get(name)
         if b and b.get("targets"):
-            t = b["targets"]
-            print(
-                f"{name}: compare {t['compare_speedup'] or float('nan'):.2f}x the baseline's texts/s (target 10x: "
-                f"{'met' if t['compare_speedup_met'] else 'not met'}); {100 * (t['fraction_of_matmul_rate'] or 0):.0f}% "
-                f"of the measured matmul rate"
-            )
+            print(f"{name}: {_targets_line(b['targets'])}")
             for row in b.get("table", []):
                 print(f"  {row}")
     for s in summary["steps"]:

@@ -213,3 +213,29 @@ def test_gpu_check_refuses_when_the_cuda_probe_hangs(tmp_path):
     assert "did not say within 2s" in res.stdout + res.stderr
     summary = json.loads((out / "gpu_check.json").read_text())
     assert summary["status"] == "refused" and "within 2s" in summary["refused"]
+
+
+def test_summary_says_which_targets_a_bench_run_did_not_measure(tmp_path, capsys):
+    """The --shape run measures no matmul rate: its summary line must not print it as 0%; it reports the
+    shape's own target (peak model memory / weights) instead."""
+    from bench import gpu_kit
+
+    work, out = tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    out.mkdir()
+    shape = {
+        "texts_per_s": {"compare": 9.3, "baseline": 1.55},
+        "speedup": 6.0,
+        "peak_minus_import_bytes": {"compare": 2**20, "baseline": 4 * 2**20},
+        "memory_ratio": 0.25,
+        "peak_memory_ratio": 1.705,
+        "memory": {"target_ratio": 1.15, "target_met": False},
+    }
+    (out / "bench-shape.json").write_text(json.dumps(shape))
+    (out / "bench-shape.log").write_text("| shape | layers |\n")
+    gpu_kit.main(["summary", "--work", str(work), "--out-dir", str(out), "--mode", "cuda"])
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("bench_shape:"))
+    assert "0% of the measured matmul rate" not in line and "matmul rate not measured" in line
+    assert "6.00x the baseline's texts/s" in line and "1.705x the weights (target <= 1.15: NOT met)" in line
+    targets = json.loads((out / "gpu_check.json").read_text())["bench_shape"]["targets"]
+    assert targets["fraction_of_matmul_rate"] is None and targets["peak_memory_ratio_met"] is False
