@@ -287,6 +287,39 @@ def test_real_evaluate_and_compare_join(tiny_llama):
         assert change == per_q[("tuned", item)] - per_q[("base", item)]
 
 
+def test_a_comparison_of_other_models_than_the_evaluations_is_refused(tiny_llama, tmp_path):
+    """Joined per question, the evaluation's model and its comparison must be the same weights: adapter
+    B's evaluation with adapter A's comparison, or a comparison on another base, is refused (it was
+    joined, 8 of 8 questions); the right pairs, also of every model of an accuracy matrix, are joined."""
+    from specprobe.finetune import evaluate, matrix
+    from specprobe.probe import compare
+    from specprobe.testing.tiny_models import build_tiny_adapter
+
+    base, adapter_a = tiny_llama
+    adapter_b = build_tiny_adapter(base, "llama", tmp_path / "B", seed=2)
+    options = ("aspirin", "heparin", "insulin")
+    recs = [
+        QARecord(f"q{i}", f"Which drug for patient {i} with seizure?", options, options[i % 3], (SPECS[i % 2],))
+        for i in range(6)
+    ]
+    terms = {"seizure": ["Neurology"], "aspirin": ["Cardiology"]}
+    comp_a, comp_b = (
+        compare(str(base), str(a), terms, recs, controls=None, progress=False) for a in (adapter_a, adapter_b)
+    )
+    ev_b = evaluate(str(base), recs, str(adapter_b), progress=False)
+    assert len(accuracy_link(ev_b, comp_b).to_pandas()) == len(recs)
+    with pytest.raises(ValueError, match=r"comparison given for 'tuned' was made with adapter weights .* not the same"):
+        accuracy_link(ev_b, comp_a)
+    other_base = Comparison(comp_b.to_pandas(), {**comp_b.metadata, "base_weights_sha256": "f" * 64}, comp_b.extras)
+    with pytest.raises(ValueError, match="base weights sha256 ffffffffffff"):
+        accuracy_link(ev_b, other_base)
+    both = matrix(str(base), {"A": str(adapter_a), "B": str(adapter_b)}, recs, progress=False)
+    assert len(accuracy_link(both, {"A": comp_a, "B": comp_b}).to_pandas()) == 2 * len(recs)
+    for swapped in ({"A": comp_b}, {"B": comp_a}):  # the first model's adapter is recorded, the other's read
+        with pytest.raises(ValueError, match=f"given for '{next(iter(swapped))}'"):
+            accuracy_link(both, swapped)
+
+
 values = st.lists(st.integers(-3, 3), min_size=3, max_size=30)
 
 

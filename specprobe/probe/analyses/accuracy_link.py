@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from specprobe.core.results import Result
+from specprobe.probe.analyses.identity import adapter_weights_sha256, check_same_weights
 from specprobe.probe.analyses.rank_stats import RankCorrelation, rank_correlation
 from specprobe.probe.comparison import METRICS, Comparison
 from specprobe.probe.stats import holm
@@ -347,6 +348,7 @@ def accuracy_link(
     base_q = _per_question_eval(items, base, norm)
     frames, unmatched = [], {}
     for label, comp in named.items():
+        _check_same_models(evaluation, label, comp)
         deltas = _per_question_delta(comp, metric)
         tuned_q = _per_question_eval(items, label, norm)
         frame = _join(label, base_q, tuned_q, deltas, label)
@@ -366,6 +368,33 @@ def accuracy_link(
     meta["evaluation"] = _provenance(evaluation, ("kind", "base", "base_weights_sha256", "data", "created"))
     meta["comparisons"] = {k: _provenance(c, ("tuned", "adapter_sha256", "created")) for k, c in named.items()}
     return AccuracyLink(frame, meta, {"unmatched": unmatched})
+
+
+def _evaluated_weights(evaluation: Any, label: str) -> dict:
+    """The base and adapter weights the evaluation recorded for its model `label` (what is unknown is left
+    out): an MCEvaluation's are its tuned model's; an AccuracyMatrix records the adapter of its first
+    model only, so another model's adapter is read from the folder it records, when that folder is here."""
+    meta = dict(getattr(evaluation, "metadata", {}) or {})
+    out = {"base_weights_sha256": meta.get("base_weights_sha256")}
+    if getattr(evaluation, "kind", None) == "mc_evaluation":
+        out["adapter_sha256"] = meta.get("adapter_sha256")
+    elif getattr(evaluation, "kind", None) == "accuracy_matrix":
+        entry = (meta.get("adapters") or {}).get(label) or {}
+        path = entry.get("path") if isinstance(entry, Mapping) else None
+        first = path is not None and path == meta.get("tuned")
+        out["adapter_sha256"] = meta.get("adapter_sha256") if first else adapter_weights_sha256(path)
+    return out
+
+
+def _check_same_models(evaluation: Any, label: str, comp: Any) -> None:
+    """A comparison joined to the evaluation's model `label` must be of the same base and adapter weights."""
+    compared = dict(getattr(comp, "metadata", {}) or {})
+    check_same_weights(
+        compared,
+        _evaluated_weights(evaluation, label),
+        f"the comparison given for {label!r}",
+        f"the evaluation's {label!r}",
+    )
 
 
 def _provenance(obj: Any, keys: Sequence[str]) -> dict:

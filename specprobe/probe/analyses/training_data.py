@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from specprobe.probe.analyses.identity import adapter_weights_sha256
 from specprobe.terms.datasets import QARecord, load_qa
 from specprobe.utils.io import read_json, sha256_file, sha256_text
 
@@ -209,12 +210,4 @@ def _made(
     if not chosen:
         raise ValueError(f"{where}: the specialty filter {list(specialties or ['all'])} selects no question")
     name = ", ".join(specialties) if specialties else "all specialties"
-    return TrainingData(tuple(chosen), specialties, source, folder, _adapter_weights_sha256(folder), name)
-
-
-def _adapter_weights_sha256(folder: str | None) -> str | None:
-    """sha256 of the adapter's weights file, as `ModelPair` records it in a Comparison's metadata."""
-    if folder is None:
-        return None
-    files = sorted(Path(folder).glob("adapter_model.*"))
-    return sha256_file(files[0]) if files else None
+    return TrainingData(tuple(chosen), specialties, source, folder, adapter_weights_sha256(folder), name)
