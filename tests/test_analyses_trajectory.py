@@ -278,3 +278,27 @@ def test_a_loaded_pair_as_base_gives_the_same_rows(traj, runs):
         mine, ref = again.comparison(step).to_pandas(), traj.comparison(step).to_pandas()
         assert np.allclose(mine["delta"], ref["delta"], atol=1e-6, equal_nan=True)
     assert list(pair.base_model.peft_config) == ["default"]  # the checkpoints were unloaded again
+
+
+def test_snapshots_up_to_the_last_step_on_another_base_are_refused(runs, tmp_path):
+    """A run whose last snapshot is its final step lists no adapter folder with a manifest among its
+    points, so no load checked the base: its trajectory on another base was computed (steps [0, 4, 8,
+    12], deltas of another model); now refused like the final adapter's, naming both weights."""
+    from specprobe.core.models import ModelLoadError
+    from specprobe.testing.tiny_models import build_tiny_model
+
+    _, adapter, _ = runs
+    run = Path(shutil.copytree(adapter, tmp_path / "run"))
+    manifest = json.loads((run / "manifest.json").read_text())
+    last = run / "snapshots" / f"step-{manifest['steps']:08d}"
+    shutil.copytree(run, last, ignore=shutil.ignore_patterns("snapshots", "manifest.json"))
+    entry = {
+        "step": manifest["steps"],
+        "path": f"snapshots/{last.name}",
+        "sha256": sha256_file(last / "adapter_model.safetensors"),
+    }
+    (run / "manifest.json").write_text(json.dumps({**manifest, "snapshots": [*manifest["snapshots"], entry]}))
+    assert [p.path for p in read_checkpoints(run).points][-1] == last  # the final folder is not a point
+    other = build_tiny_model("llama", tmp_path / "other-base", seed=5)
+    with pytest.raises(ModelLoadError, match="trained on a base with weights sha256"):
+        trajectory(str(other), run, TERMS, probe_texts(), controls=CONTROLS, progress=False)

@@ -39,6 +39,7 @@ class Checkpoints:
     adapter: str | None = None  # the adapter folder whose manifest listed them
     trained_on: tuple[str, ...] | None = None  # the run's specialty filter; None: all or unknown
     total_steps: int | None = None
+    base_weights_sha256: str | None = None  # the base the run trained on (its snapshots have no manifest)
 
 
 def _weights_sha(folder: Path) -> str | None:
@@ -83,7 +84,9 @@ def _from_manifest(folder: Path) -> Checkpoints:
         points.append(Checkpoint(total, folder, _weights_sha(folder)))  # the final adapter
     wanted = manifest.get("specialty") or manifest.get("filter", {}).get("specialty")
     trained = tuple(wanted) if isinstance(wanted, (list, tuple)) and wanted else None
-    return Checkpoints(_ordered(points, str(manifest_path)), str(folder), trained, total)
+    base = manifest.get("base_weights_sha256")
+    base = base if isinstance(base, str) and base else None
+    return Checkpoints(_ordered(points, str(manifest_path)), str(folder), trained, total, base)
 
 
 def _ordered(points: list[Checkpoint], where: str) -> tuple[Checkpoint, ...]:

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, cast
 import numpy as np
 import pandas as pd
 
-from specprobe.core.models import ModelPair
+from specprobe.core.models import ModelPair, check_adapter_base
 from specprobe.core.results import Result
 from specprobe.core.scoring import score_items
 from specprobe.probe.analyses._adapter_info import AdapterInfo
@@ -206,6 +206,12 @@ def trajectory(
             device=opts.device,
             dtype=opts.dtype,
             force_adapter=force_adapter,
+        )
+    if points.adapter is not None:  # the run's snapshots have no manifest, so loading them checks no base
+        check_adapter_base(
+            points.adapter,
+            {"base_weights_sha256": points.base_weights_sha256},
+            pair.metadata.get("base_weights_sha256"),
         )
     prep = prepare(pair, terms, texts, opts)
     frames = _score_points(
