@@ -194,3 +194,28 @@ def test_a_max_length_past_the_models_context_is_refused(tiny_llama):
         general_text_control(str(base), TEXTS, tuned=str(adapter), max_length=100_000)
     with pytest.raises(ValueError, match="max_length must be a positive integer"):
         general_text_control(str(base), TEXTS, tuned=str(adapter), max_length=0)
+
+
+def test_a_comparison_of_other_models_is_not_put_beside_the_row(tiny_llama, tmp_path, capsys):
+    """--comparison of another adapter (or base) than --base/--adapter: its control words would stand
+    beside another model's general-text row (it was written, rc 0); now refused, naming both weights."""
+    from specprobe.app.cli import main
+    from specprobe.probe import compare
+    from specprobe.probe.comparison import Comparison
+    from specprobe.testing.tiny_models import build_tiny_adapter
+
+    base, adapter_a = tiny_llama
+    adapter_b = build_tiny_adapter(base, "llama", tmp_path / "B", seed=2)
+    comp = compare(str(base), str(adapter_a), ["river"], [TEXTS[1]], controls=["old"], progress=False)
+    other_base = Comparison(comp.to_pandas(), {**comp.metadata, "base_weights_sha256": "f" * 64}, comp.extras)
+    few = tmp_path / "few.txt"
+    few.write_text(f"{TEXTS[0]}\n{TEXTS[1]}\n")
+    argv = ["analyze", "general-text", "--base", str(base), "--texts", str(few), "--no-progress"]
+    for adapter, c, weights in ((adapter_b, comp, "adapter"), (adapter_a, other_base, "base")):
+        path = c.save(tmp_path / f"{weights}.json.gz")
+        out = tmp_path / f"out-{weights}"
+        assert main([*argv, "--adapter", str(adapter), "--comparison", str(path), "--out", str(out)]) == 2
+        assert f"was made with {weights} weights sha256" in capsys.readouterr().err
+        assert not (out / "general_text.csv").exists()
+    good = comp.save(tmp_path / "good.json.gz")
+    assert main([*argv, "--adapter", str(adapter_a), "--comparison", str(good), "--out", str(tmp_path / "ok")]) == 0

@@ -8,8 +8,9 @@ specprobe analyze general-text --base B --adapter A [--texts FILE] [--comparison
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from specprobe.utils.argtypes import positive_int
 
@@ -93,6 +94,7 @@ def run_trajectory(args: argparse.Namespace) -> int:
 
 def run_general_text(args: argparse.Namespace) -> int:
     from specprobe.probe.analyses.general_text import general_text_control, with_general_text
+    from specprobe.probe.analyses.identity import adapter_weights_sha256
     from specprobe.probe.analyses.model_files import read_general_texts
     from specprobe.probe.comparison import Comparison
     from specprobe.probe.options import check_out_dir
@@ -101,10 +103,12 @@ def run_general_text(args: argparse.Namespace) -> int:
     out = check_out_dir(args.out, args.outputs, args.overwrite)
     texts = read_general_texts(args.texts, "--texts") if args.texts else None
     comp = Comparison.load(args.comparison) if args.comparison else None  # before any model loads
+    _check_comparison(comp, args, {"adapter_sha256": adapter_weights_sha256(args.adapter)})
     result = general_text_control(
         args.base, texts, tuned=args.adapter, max_length=args.max_length, batch_size=args.batch_size,
         device=args.device, dtype=args.dtype, progress=not args.no_progress,
     )  # fmt: skip
+    _check_comparison(comp, args, result.metadata)
     table = with_general_text(comp.by_specialty(), result) if isinstance(comp, Comparison) else None
     if table is not None:  # kept with the result: its report shows the row beside the control words
         result.extras["beside_controls"] = table.to_dict(orient="records")
@@ -116,3 +120,11 @@ def run_general_text(args: argparse.Namespace) -> int:
         result.report(out / "general_text.html")
     print(result.summary())
     return 0
+
+
+def _check_comparison(comp: Any, args: argparse.Namespace, scored: Mapping) -> None:
+    """--comparison must be of the base and adapter scored here: its control words stand beside their row."""
+    from specprobe.probe.analyses.identity import check_same_weights
+
+    if comp is not None:
+        check_same_weights(comp.metadata, scored, f"--comparison {args.comparison}", "--base and --adapter here")
