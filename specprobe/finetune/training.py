@@ -329,6 +329,7 @@ class _Trainer:
             self.base,
             quantization_config=qcfg,
             dtype=base_dtype,
+            use_safetensors=True,  # as every base loads (core.models.load_causal_lm): no pickled weights
             revision=self.revision,
             device_map={"": self.accelerator.local_process_index},
             trust_remote_code=self.trust_remote_code,
