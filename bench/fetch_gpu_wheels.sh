@@ -42,7 +42,12 @@ rm -f "$DEST"/*.whl
 
 # 1. what the GPU path imports beyond the image
 echo "== distributions the GPU path imports beyond the GPU image"
-mapfile -t NEEDED < <("$PY" -m bench.gpu_kit wheels)
+if ! WHEELS_LIST="$("$PY" -m bench.gpu_kit wheels)"; then  # a failed search is no "none needed"
+  echo "error: could not list the distributions the GPU path needs (python -m bench.gpu_kit wheels failed)" >&2
+  exit 1
+fi
+NEEDED=()
+while IFS= read -r line; do [ -n "$line" ] && NEEDED+=("$line"); done <<< "$WHEELS_LIST"
 if (( ${#NEEDED[@]} )); then
   printf '   %s\n' "${NEEDED[@]}"
   download "$DEST" "${NEEDED[@]}"

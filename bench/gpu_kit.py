@@ -326,6 +326,16 @@ def cmd_check_site(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- lexicon and bench
+def terms_code_digest() -> str:
+    """A sha256 of the code and data that decide the lexicon (specprobe/terms, specprobe/data/terms): a
+    precomputed lexicon from other code lists other terms (the GPU machine cannot rebuild it: no spacy)."""
+    digest = hashlib.sha256()
+    for folder in (REPO / "specprobe" / "terms", REPO / "specprobe" / "data" / "terms"):
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+            digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def cmd_lexicon(args: argparse.Namespace) -> int:
     from specprobe.terms.build import build_lexicon
 
@@ -337,6 +347,7 @@ def cmd_lexicon(args: argparse.Namespace) -> int:
         "n_lexicon_terms": len(lexicon),
         "terms": sorted(lexicon.term_specialties()),
         "built_with": "specprobe.terms.build.build_lexicon (offline)",
+        "terms_code_sha256": terms_code_digest(),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(record))
@@ -374,14 +385,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 flush=True,
             )
         else:
+            stale = lex.get("terms_code_sha256") != terms_code_digest()
+            if stale:
+                print(
+                    f"gpu_kit: warning: {args.lexicon} was built by other terms code than this checkout's; "
+                    "rerun bench/fetch_gpu_wheels.sh before the GPU run (the term list may differ a little)",
+                    flush=True,
+                )
 
             def precomputed_terms(data, texts):
                 from specprobe.probe.occurrences import find_spans
 
                 terms = sorted(t for t in lex["terms"] if any(find_spans(x, t) for x in texts))
                 return terms, (
-                    f"lexicon of {Path(data).name} ({lex['n_lexicon_terms']} terms, precomputed), "
-                    f"{len(terms)} occurring in these texts"
+                    f"lexicon of {Path(data).name} ({lex['n_lexicon_terms']} terms, precomputed"
+                    f"{' by other terms code' if stale else ''}), {len(terms)} occurring in these texts"
                 )
 
             workload.workload_terms = precomputed_terms

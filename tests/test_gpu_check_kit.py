@@ -239,3 +239,19 @@ def test_summary_says_which_targets_a_bench_run_did_not_measure(tmp_path, capsys
     assert "6.00x the baseline's texts/s" in line and "1.705x the weights (target <= 1.15: NOT met)" in line
     targets = json.loads((out / "gpu_check.json").read_text())["bench_shape"]["targets"]
     assert targets["fraction_of_matmul_rate"] is None and targets["peak_memory_ratio_met"] is False
+
+
+def test_the_precomputed_lexicon_is_keyed_on_the_terms_code(tmp_path, monkeypatch):
+    """The carried lexicon was checked against its data file only: one built by older terms code (1,253
+    terms where this code finds 1,257) was used without a word. It now records the terms code's digest."""
+    from bench import gpu_kit
+
+    (tmp_path / "specprobe" / "terms").mkdir(parents=True)
+    (tmp_path / "specprobe" / "data" / "terms").mkdir(parents=True)
+    (tmp_path / "specprobe" / "terms" / "build.py").write_text("RULE = 1\n")
+    (tmp_path / "specprobe" / "data" / "terms" / "map.csv").write_text("a,b\n")
+    monkeypatch.setattr(gpu_kit, "REPO", tmp_path)
+    first = gpu_kit.terms_code_digest()
+    assert gpu_kit.terms_code_digest() == first
+    (tmp_path / "specprobe" / "data" / "terms" / "map.csv").write_text("a,c\n")
+    assert gpu_kit.terms_code_digest() != first
