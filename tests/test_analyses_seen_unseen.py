@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from specprobe.probe import compare
 from specprobe.probe.analyses import SeenUnseen, seen_unseen, seen_unseen_files, seen_unseen_table, training_data
 from specprobe.probe.analyses.groups import GROUPS, SEEN, UNSEEN_OTHER, UNSEEN_SAME, assign_groups
-from specprobe.probe.analyses.training_data import records_sha256, select_trained
+from specprobe.probe.analyses.training_data import records_sha256, select_trained, step_indices
 from specprobe.terms.datasets import QARecord
 
 PLANTED = "zorblax"  # occurs in the Cardiology training questions and nowhere in the base's corpus
@@ -184,6 +184,48 @@ def test_selection_and_hash_agree_with_finetune():
     assert records_sha256(recs) == load_records(recs)[1]["sha256"]
     for spec in (["Cardiology"], ["neurology"], ["Cardiology", "Neurology"], ["(none)"], None):
         assert select_trained(recs, spec) == select(recs, spec)
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(st.integers(1, 40), st.integers(0, 3), st.integers(0, 2), st.integers(1, 16), st.data())
+def test_the_order_of_steps_agrees_with_finetune(n, seed, epoch, group_size, data):
+    from specprobe.finetune.train_examples import group_indices
+
+    k = data.draw(st.integers(0, -(-n // group_size) - 1))
+    assert step_indices(n, seed, epoch, k, group_size) == group_indices(n, seed, epoch, k, group_size)
+
+
+def test_a_run_shorter_than_an_epoch_saw_only_the_questions_its_steps_drew(tiny_llama, tmp_path):
+    """max_steps=2 of 4 questions each over 12 questions: 8 were drawn. A term of only the other 4 was
+    counted seen (12 of 12 terms seen, n_training_questions 12); now 8 and 8."""
+    from specprobe.finetune import train
+    from specprobe.finetune.train_examples import group_indices
+
+    recs = [
+        QARecord(
+            f"c{i}",
+            f"Which drug helps patient {i} with marker{i} pain?",
+            ("aspirin", "rest"),
+            "aspirin",
+            ("Cardiology",),
+        )
+        for i in range(12)
+    ]
+    data = write_qa(tmp_path / "train.json", recs)
+    run = train(str(tiny_llama[0]), data, "Cardiology", tmp_path / "adapter", max_steps=2, batch_size=4, progress=False)
+    drawn = {recs[i].id for k in range(2) for i in group_indices(12, 0, 0, k, 4)}
+    questions = [r.question for r in recs if r.id in drawn]  # write_qa writes no ids
+    assert [r.question for r in training_data(run.path).records] == questions
+    terms = {f"marker{i}": ["Cardiology"] for i in range(12)}
+    texts = [{"id": f"t{i}", "text": f"A patient with marker{i} pain"} for i in range(12)]
+    comp = compare(str(tiny_llama[0]), str(run.path), terms, texts, controls=None, progress=False)
+    result = seen_unseen(comp, run.path)
+    seen = {t for t, g in result.extras["term_groups"].items() if g == SEEN}
+    assert seen == {f"marker{r.id[1:]}" for r in recs if r.id in drawn} and len(seen) == 8
+    assert result.metadata["n_training_questions"] == 8
+    manifest = json.loads((run.path / "manifest.json").read_text())
+    with pytest.raises(ValueError, match="'steps_per_epoch' is 9"):
+        training_data({**manifest, "steps_per_epoch": 9})
 
 
 SPECS = st.lists(st.sampled_from(["A", "B", "C", "d"]), max_size=3, unique=True)

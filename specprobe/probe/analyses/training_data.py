@@ -2,23 +2,27 @@
 
 `specprobe.finetune.train` writes beside each adapter a manifest that records the training data (its
 path and sha256) and the specialty filter. This module reopens that data file, checks its sha256
-against the manifest, applies the same filter and checks the number of questions it gives, so the
-"seen" terms of an adapter are exactly those of the questions it saw.
+against the manifest, applies the same filter and checks the number of questions it gives, and keeps
+the questions the run's optimizer steps drew (all of them after one epoch), so the "seen" terms of an
+adapter are exactly those of the questions it saw.
 
 The probe layer may not import `specprobe.finetune` (import contract), so the two small rules it
 needs from there are restated here and tested to agree with it (`tests/test_analyses_seen_unseen.py`):
-how a list of records is hashed (`records_sha256`) and how questions are selected by specialty
-(`select_trained`).
+how a list of records is hashed (`records_sha256`), how questions are selected by specialty
+(`select_trained`) and which questions an optimizer step draws (`step_indices`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from specprobe.probe.analyses.identity import adapter_weights_sha256
 from specprobe.terms.datasets import QARecord, load_qa
@@ -150,7 +154,8 @@ def training_data(adapter: Any, train_data: Any = None, specialty: str | Sequenc
     path, a manifest dict, or a `TrainRun`. `train_data`: the QA file or records, when the manifest's
     path is not valid here (moved, another machine) or the run was given records; its sha256 must still
     equal the manifest's, and the number of questions the manifest's specialty filter selects must
-    equal its count. An adapter without a manifest needs `train_data` (then taken as given, filtered by
+    equal its count; a run shorter than one epoch keeps the questions its steps drew (`shown_records`).
+    An adapter without a manifest needs `train_data` (then taken as given, filtered by
     `specialty` if one is named: nothing can be checked, and `source["checked"]` says so).
     """
     manifest, folder = read_adapter_manifest(adapter)
@@ -171,7 +176,37 @@ def training_data(adapter: Any, train_data: Any = None, specialty: str | Sequenc
             f"{where}: field 'filter.n_examples' is {expected_n}, but the filter {list(specialties or ['all'])} "
             f"selects {len(chosen)} questions from {source['path'] or 'the records'}"
         )
-    return _made(chosen, specialties, {**source, "checked": True}, folder, where)
+    shown = shown_records(chosen, manifest, where)
+    source = {**source, "checked": True, "n_selected": len(chosen), "n_shown": len(shown)}
+    return _made(shown, specialties, source, folder, where)
+
+
+def step_indices(n: int, seed: int, epoch: int, k: int, group_size: int) -> list[int]:
+    """The question indices optimizer step k of `epoch` draws: `finetune.train_examples.group_indices`."""
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    need = math.ceil(n / group_size) * group_size
+    if need > n:
+        perm = np.concatenate([perm, perm[: need - n]] if need - n <= n else [np.resize(perm, need)])[:need]
+    return [int(i) for i in perm[k * group_size : (k + 1) * group_size]]
+
+
+def shown_records(chosen: list[QARecord], manifest: Mapping, where: str) -> list[QARecord]:
+    """The selected questions the run's optimizer steps drew: all after a full epoch; after fewer steps
+    (`max_steps` below one epoch) only those of its first `steps` steps, in the run's seeded order. A
+    manifest without the step fields (older runs) gives all of them."""
+    fields = [manifest.get(k) for k in ("steps", "examples_per_step", "steps_per_epoch", "seed")]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in fields):
+        return chosen
+    steps, per_step, per_epoch, seed = (int(v) for v in fields)  # pyright: ignore[reportArgumentType]
+    if per_step < 1 or per_epoch != math.ceil(len(chosen) / per_step):
+        raise ValueError(
+            f"{where}: field 'steps_per_epoch' is {per_epoch}, but {len(chosen)} questions at "
+            f"'examples_per_step' {per_step} make {math.ceil(len(chosen) / max(per_step, 1))}"
+        )
+    if steps >= per_epoch:
+        return chosen
+    drawn = {i for k in range(steps) for i in step_indices(len(chosen), seed, 0, k, per_step)}
+    return [r for i, r in enumerate(chosen) if i in drawn]
 
 
 def _names(specialty: str | Sequence[str]) -> list[str] | None:
