@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from specprobe.probe import compare
 from specprobe.probe.analyses import SeenUnseen, seen_unseen, seen_unseen_files, seen_unseen_table, training_data
 from specprobe.probe.analyses.groups import GROUPS, SEEN, UNSEEN_OTHER, UNSEEN_SAME, assign_groups
-from specprobe.probe.analyses.training_data import records_sha256, select_trained, step_indices
+from specprobe.probe.analyses.training_data import records_sha256, select_trained
 from specprobe.terms.datasets import QARecord
 
 PLANTED = "zorblax"  # occurs in the Cardiology training questions and nowhere in the base's corpus
@@ -184,15 +184,6 @@ def test_selection_and_hash_agree_with_finetune():
     assert records_sha256(recs) == load_records(recs)[1]["sha256"]
     for spec in (["Cardiology"], ["neurology"], ["Cardiology", "Neurology"], ["(none)"], None):
         assert select_trained(recs, spec) == select(recs, spec)
-
-
-@settings(max_examples=100, deadline=None, derandomize=True)
-@given(st.integers(1, 40), st.integers(0, 3), st.integers(0, 2), st.integers(1, 16), st.data())
-def test_the_order_of_steps_agrees_with_finetune(n, seed, epoch, group_size, data):
-    from specprobe.finetune.train_examples import group_indices
-
-    k = data.draw(st.integers(0, -(-n // group_size) - 1))
-    assert step_indices(n, seed, epoch, k, group_size) == group_indices(n, seed, epoch, k, group_size)
 
 
 def test_a_run_shorter_than_an_epoch_saw_only_the_questions_its_steps_drew(tiny_llama, tmp_path):

@@ -4,13 +4,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from specprobe.core.step_order import group_indices  # noqa: F401  (training's step order, defined once in core)
 from specprobe.finetune.prompts import PromptFormat, encode_continuation
 from specprobe.terms.datasets import QARecord
 
@@ -65,12 +65,3 @@ def collate(examples: Sequence[Example], pad_id: int) -> tuple[torch.Tensor, tor
 def step_seed(seed: int, step: int, rank: int) -> int:
     """The torch seed of optimizer step `step` on process `rank`: dropout draws the same after a resume."""
     return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
-
-
-def group_indices(n: int, seed: int, epoch: int, k: int, group_size: int) -> list[int]:
-    """The example indices of optimizer step k of `epoch`: a seeded permutation, wrapped to full groups."""
-    perm = np.random.default_rng([seed, epoch]).permutation(n)
-    need = math.ceil(n / group_size) * group_size
-    if need > n:
-        perm = np.concatenate([perm, perm[: need - n]] if need - n <= n else [np.resize(perm, need)])[:need]
-    return [int(i) for i in perm[k * group_size : (k + 1) * group_size]]

@@ -9,7 +9,7 @@ adapter are exactly those of the questions it saw.
 The probe layer may not import `specprobe.finetune` (import contract), so the two small rules it
 needs from there are restated here and tested to agree with it (`tests/test_analyses_seen_unseen.py`):
 how a list of records is hashed (`records_sha256`), how questions are selected by specialty
-(`select_trained`) and which questions an optimizer step draws (`step_indices`).
+(`select_trained`) and which questions an optimizer step draws (`core.step_order.group_indices`, as training).
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from specprobe.core.step_order import group_indices
 from specprobe.probe.analyses.identity import adapter_weights_sha256
 from specprobe.terms.datasets import QARecord, load_qa
 from specprobe.utils.io import read_json, sha256_file, sha256_text
@@ -181,15 +180,6 @@ def training_data(adapter: Any, train_data: Any = None, specialty: str | Sequenc
     return _made(shown, specialties, source, folder, where)
 
 
-def step_indices(n: int, seed: int, epoch: int, k: int, group_size: int) -> list[int]:
-    """The question indices optimizer step k of `epoch` draws: `finetune.train_examples.group_indices`."""
-    perm = np.random.default_rng([seed, epoch]).permutation(n)
-    need = math.ceil(n / group_size) * group_size
-    if need > n:
-        perm = np.concatenate([perm, perm[: need - n]] if need - n <= n else [np.resize(perm, need)])[:need]
-    return [int(i) for i in perm[k * group_size : (k + 1) * group_size]]
-
-
 def shown_records(chosen: list[QARecord], manifest: Mapping, where: str) -> list[QARecord]:
     """The selected questions the run's optimizer steps drew: all after a full epoch; after fewer steps
     (`max_steps` below one epoch) only those of its first `steps` steps, in the run's seeded order. A
@@ -205,7 +195,7 @@ def shown_records(chosen: list[QARecord], manifest: Mapping, where: str) -> list
         )
     if steps >= per_epoch:
         return chosen
-    drawn = {i for k in range(steps) for i in step_indices(len(chosen), seed, 0, k, per_step)}
+    drawn = {i for k in range(steps) for i in group_indices(len(chosen), seed, 0, k, per_step)}
     return [r for i, r in enumerate(chosen) if i in drawn]
 
 
