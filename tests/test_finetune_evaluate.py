@@ -397,3 +397,17 @@ def test_a_snapshot_is_evaluated_with_its_runs_trained_format(tiny_llama, tmp_pa
     )
     m = matrix(str(base), {"Cardiology": snap}, records(4), progress=False)
     assert m.metadata["prompt"] == trained.to_dict() and m.trained_on()["Cardiology"] == "Cardiology"
+
+
+def test_contrast_says_how_many_best_cells_are_ties():
+    """Adapters all at the same accuracy were each 'best on 3/3 specialties' in the summary line, the
+    ties unsaid (the finding said 'ties included', the line did not)."""
+    specs = ("A", "B", "C")
+    tied = _matrix_of({(m, s): 0.5 for m in specs for s in specs}).contrast(n_perm=99)
+    assert tied.attrs["n_best"] == 3 and tied.attrs["n_tied"] == 3
+    assert (
+        "best on 3/3 specialties (3 of them tied with another adapter)"
+        in _matrix_of({(m, s): 0.5 for m in specs for s in specs}).summary()
+    )
+    clear = _matrix_of({(m, s): (0.9 if m == s else 0.3) for m in specs for s in specs}).contrast(n_perm=99)
+    assert clear.attrs["n_tied"] == 0

@@ -71,7 +71,8 @@ class AccuracyMatrix(Result):
         (adapters with an accuracy on the specialty, the own one included), others_mean, others_max, diff
         (own - others_mean), rank (1 = no adapter is better than the own one: a tie counts as best; among
         the n_adapters), is_best, base, gain (own - base). `.attrs` holds the summary: mean_diag,
-        mean_offdiag, mean_diff, n_best, n_specialties, n_adapters (all adapters), p_value, n_perm.
+        mean_offdiag, mean_diff, n_best, n_tied (of n_best, tied with another adapter), n_specialties,
+        n_adapters (all adapters), p_value, n_perm.
         p_value: one-sided Monte Carlo permutation test of mean_diff over random adapter-to-specialty
         assignments, (1 + #{permuted >= observed}) / (1 + n_perm); it is never below 1 / (n_perm + 1), and
         with A adapters and S specialties the exact test cannot go below 1 / (A! / (A - S)!) (the observed
@@ -126,6 +127,8 @@ class AccuracyMatrix(Result):
                     "mean_diag": float(D[own_rows, cols].mean()),
                     "mean_offdiag": float(np.mean([np.delete(D[:, j], own_rows[j]).mean() for j in cols])),
                     "n_best": int(cast(pd.Series, frame["is_best"]).sum()),
+                    # best only together with another adapter (the same accuracy): "best" counts ties
+                    "n_tied": int((frame["is_best"] & (frame["others_max"] == frame[f"own_{metric}"])).sum()),
                 }
             )
         if rows and len(adapters) > 1 and untested:
@@ -168,6 +171,7 @@ def contrast_line(attrs: Mapping[Any, Any], metric: str = "acc") -> str:
         f"own specialty vs other adapters ({metric}): diagonal {a['mean_diag']:.3f}, off-diagonal "
         f"{a['mean_offdiag']:.3f}, difference {a['mean_diff']:+.3f}; own adapter best on "
         f"{a['n_best']}/{a['n_specialties']} specialties"
+        + (f" ({a['n_tied']} of them tied with another adapter)" if a.get("n_tied") else "")
         + (" (among the adapters with a result there)" if untested else "")
         + "; "
         + (f"not tested (no {metric} of {', '.join(untested)})" if untested else f"permutation p = {a['p_value']:.3g}")
