@@ -102,9 +102,7 @@ def test_a_term_longer_than_any_window_is_refused_clearly(has_bos):
     enc = _encoded(30, has_bos)
     first = 20
     occ = Occurrence(0, "long term", (), 0, 10, False, first, first + 7)  # 8 tokens
-    with pytest.raises(
-        ValueError, match="'long term' has 8 tokens, more than fit in a window of the model's context of 8"
-    ):
+    with pytest.raises(ValueError, match="'long term' has 8 tokens, more than fit in a window of max_length=8 tokens"):
         build_items([enc], [occ], 8, "window")
     build_items([enc], [Occurrence(0, "t", (), 0, 7, False, first, first + 6)], 8, "window")  # 7 tokens fit
 

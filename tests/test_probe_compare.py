@@ -122,7 +122,7 @@ def test_loaded_objects_are_accepted(tiny_gpt2):
 
 def test_long_texts_error_policy(tiny_llama):
     base, adapter = tiny_llama
-    with pytest.raises(ValueError, match="more than the model's context"):
+    with pytest.raises(ValueError, match=r"more than max_length=\d+ \(default: the model's context\)"):
         compare(str(base), str(adapter), TERMS, [TEXTS[3]], long_texts="error", progress=False)
 
 

@@ -332,7 +332,7 @@ def test_a_failed_stage_names_itself_and_finished_stages_are_reused(ray_address,
     last = res.stderr.strip().splitlines()[-1]
     assert res.returncode == 2, res.stderr[-3000:]
     assert "Traceback" not in res.stderr
-    assert last.startswith("specprobe run: error: stage ") and "more than the model's context of 4" in last, last
+    assert last.startswith("specprobe run: error: stage ") and "more than max_length=4" in last, last
     assert any(
         f"stage {kind}-{spec} failed" in last for kind in ("compare", "layers") for spec in ("cardiology", "neurology")
     )

@@ -108,7 +108,7 @@ def build_items(
             groups = {0: ois}
         elif long_texts == "error":
             raise ValueError(
-                f"text {ti} needs {needed} tokens, more than the model's context of {max_length}; "
+                f"text {ti} needs {needed} tokens, more than max_length={max_length} (default: the model's context); "
                 "pass long_texts='window' to score it in sliding windows"
             )
         else:
@@ -119,7 +119,7 @@ def build_items(
                 if occ.n_tokens > max_length - 1:  # no window holds the term and one token of context
                     raise ValueError(
                         f"text {ti}: an occurrence of {occ.term!r} has {occ.n_tokens} tokens, more than fit in "
-                        f"a window of the model's context of {max_length} with one token of context before it"
+                        f"a window of max_length={max_length} tokens (default: the model's context) with one token of context before it"
                     )
                 # an occurrence whose whole left context fits is not truncated (with BOS: ws = 1 is no cut)
                 ws = 0 if occ.last + 1 <= max_length else occ.last + 1 - keep
