@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 from specprobe.probe import compare
 from specprobe.probe.analyses import SeenUnseen, seen_unseen, seen_unseen_files, seen_unseen_table, training_data
 from specprobe.probe.analyses.groups import GROUPS, SEEN, UNSEEN_OTHER, UNSEEN_SAME, assign_groups
-from specprobe.probe.analyses.training_data import records_sha256, select_trained
-from specprobe.terms.datasets import QARecord
+from specprobe.terms.datasets import DataError, QARecord
 
 PLANTED = "zorblax"  # occurs in the Cardiology training questions and nowhere in the base's corpus
 TERMS = {PLANTED: ["Cardiology"], "digoxin": ["Cardiology"], "seizure": ["Neurology"], "migraine": ["Neurology"]}
@@ -177,13 +176,15 @@ def test_cli_writes_outputs(planted, tmp_path, monkeypatch, capsys):
     assert {p.name: p.read_bytes() for p in out.glob("*.csv")} == before and len(before) == 3
 
 
-def test_selection_and_hash_agree_with_finetune():
-    from specprobe.finetune.data import load_records, select
-
-    recs = training_questions() + [QARecord("x", "No specialty here?", ("a", "b"), "a", ())]
-    assert records_sha256(recs) == load_records(recs)[1]["sha256"]
-    for spec in (["Cardiology"], ["neurology"], ["Cardiology", "Neurology"], ["(none)"], None):
-        assert select_trained(recs, spec) == select(recs, spec)
+def test_the_specialty_filter_is_trainings_own(tmp_path):
+    """The analysis restated finetune's selection; a comma list ('Cardiology,Neurology', which finetune
+    takes) selected nothing here, and an unknown specialty said only that no question was selected. Now one
+    rule (terms.selection.select): the list selects both, an unknown name lists the available ones."""
+    recs = training_questions()
+    both = training_data(str(tmp_path), train_data=recs, specialty="Cardiology,Neurology")
+    assert {s for r in both.records for s in r.specialties} >= {"Cardiology", "Neurology"}
+    with pytest.raises(DataError, match="no questions for specialty 'Cardiologgy'; available: "):
+        training_data(str(tmp_path), train_data=recs, specialty="Cardiologgy")
 
 
 def test_a_run_shorter_than_an_epoch_saw_only_the_questions_its_steps_drew(tiny_llama, tmp_path):

@@ -126,6 +126,18 @@ def unique_text_ids(items: Iterable[tuple[str, str]], source: str = "texts") -> 
     return out
 
 
+def records_sha256(records: Sequence[QARecord]) -> str:
+    """The sha256 of QA data given as records rather than a file (id, question, options, answer and
+    specialties of each, in order): what a training run records as its data's hash, and what checks it."""
+    import json
+
+    from specprobe.utils.io import sha256_text
+
+    return sha256_text(
+        json.dumps([[r.id, r.question, list(r.options), r.answer, list(r.specialties)] for r in records])
+    )
+
+
 def first_repeat(ids: Iterable[str]) -> tuple[int, int, str] | None:
     """(index of its first use, index of its repeat, id) of the first id given twice, or None."""
     first: dict[str, int] = {}

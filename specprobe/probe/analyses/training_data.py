@@ -6,15 +6,14 @@ against the manifest, applies the same filter and checks the number of questions
 the questions the run's optimizer steps drew (all of them after one epoch), so the "seen" terms of an
 adapter are exactly those of the questions it saw.
 
-The probe layer may not import `specprobe.finetune` (import contract), so the two small rules it
-needs from there are restated here and tested to agree with it (`tests/test_analyses_seen_unseen.py`):
-how a list of records is hashed (`records_sha256`), how questions are selected by specialty
-(`select_trained`) and which questions an optimizer step draws (`core.step_order.group_indices`, as training).
+The rules it shares with training come from the layers both import (the probe may not import
+`specprobe.finetune`): how a list of records is hashed (`terms.records.records_sha256`), how questions
+are selected by specialty (`terms.selection.select`) and which questions an optimizer step draws
+(`core.step_order.group_indices`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -25,10 +24,11 @@ from typing import Any
 from specprobe.core.step_order import group_indices
 from specprobe.probe.analyses.identity import adapter_weights_sha256
 from specprobe.terms.datasets import QARecord, load_qa
-from specprobe.utils.io import read_json, sha256_file, sha256_text
+from specprobe.terms.records import records_sha256
+from specprobe.terms.selection import normalize_specialty, select
+from specprobe.utils.io import read_json, sha256_file
 
 MANIFEST = "manifest.json"
-NO_SPECIALTY = "(none)"  # what finetune calls the specialty of a question without one
 
 
 @dataclass(frozen=True)
@@ -46,22 +46,6 @@ class TrainingData:
     @property
     def ids(self) -> frozenset[str]:
         return frozenset(r.id for r in self.records)
-
-
-def records_sha256(records: Sequence[QARecord]) -> str:
-    """The sha256 `finetune.train` records for data given as a list of `QARecord`s (not a file)."""
-    return sha256_text(
-        json.dumps([[r.id, r.question, list(r.options), r.answer, list(r.specialties)] for r in records])
-    )
-
-
-def select_trained(records: Sequence[QARecord], specialties: Sequence[str] | None) -> list[QARecord]:
-    """The records a run with specialty filter `specialties` trained on (None: all; case-insensitive;
-    a question without a specialty counts as "(none)"), as `finetune.data.select` picks them."""
-    if specialties is None:
-        return list(records)
-    wanted = {s.lower() for s in specialties}
-    return [r for r in records if {s.lower() for s in (r.specialties or (NO_SPECIALTY,))} & wanted]
 
 
 def read_adapter_manifest(adapter: Any) -> tuple[dict | None, str | None]:
@@ -166,9 +150,9 @@ def training_data(adapter: Any, train_data: Any = None, specialty: str | Sequenc
         raise ValueError(f"{where}: field 'data' is missing; not a manifest written by specprobe finetune")
     records, source = _load_checked(train_data, data, where)
     specialties = _trained_specialties(manifest, where)
-    if specialty is not None and _names(specialty) != (specialties and sorted(s.lower() for s in specialties)):
+    if specialty is not None and _lower(normalize_specialty(specialty)) != _lower(specialties):
         raise ValueError(f"specialty={specialty!r}, but {where} records training on {list(specialties or ['all'])}")
-    chosen = select_trained(records, specialties)
+    chosen = select(records, specialties, where)
     expected_n = manifest.get("filter", {}).get("n_examples")
     if isinstance(expected_n, int) and expected_n != len(chosen):
         raise ValueError(
@@ -199,10 +183,8 @@ def shown_records(chosen: list[QARecord], manifest: Mapping, where: str) -> list
     return [r for i, r in enumerate(chosen) if i in drawn]
 
 
-def _names(specialty: str | Sequence[str]) -> list[str] | None:
-    names = [specialty] if isinstance(specialty, str) else list(specialty)
-    names = [n.strip().lower() for n in names if n.strip()]
-    return None if not names or "all" in names else sorted(names)
+def _lower(names: Sequence[str] | None) -> list[str] | None:
+    return sorted(n.lower() for n in names) if names else None
 
 
 def _unchecked(folder: str | None, train_data: Any, specialty: str | Sequence[str] | None) -> TrainingData:
@@ -220,10 +202,9 @@ def _unchecked(folder: str | None, train_data: Any, specialty: str | Sequence[st
         if not all(isinstance(r, QARecord) for r in records):
             raise TypeError("train_data must be a QA file path or a list of QARecord")
         source = {"path": None, "sha256": records_sha256(records)}
-    given = [specialty] if isinstance(specialty, str) else list(specialty or [])
-    names = [n.strip() for n in given if n.strip()]
-    specialties = tuple(names) if names and "all" not in {n.lower() for n in names} else None
-    chosen = select_trained(records, specialties)
+    names = normalize_specialty(specialty)
+    specialties = tuple(names) if names else None
+    chosen = select(records, specialties, str(source["path"] or "train_data"))
     if specialties is None:  # all given records: they were trained on the specialties they have
         specialties = tuple(sorted({s for r in records for s in r.specialties})) or None
     return _made(chosen, specialties, {**source, "checked": False}, folder, str(source["path"] or "train_data"))
