@@ -27,10 +27,10 @@ from specprobe.probe.analyses.identity import adapter_weights_sha256, check_same
 from specprobe.probe.analyses.rank_stats import RankCorrelation, rank_correlation
 from specprobe.probe.comparison import METRICS, Comparison
 from specprobe.probe.stats import holm
+from specprobe.terms.selection import NO_SPECIALTY
 
 BASE = "base"
 OVERALL = "ALL"
-NO_SPECIALTY = "(none)"
 OUTCOMES = ("acc_change", "margin_change")
 PREDICTORS = ("term_delta", "term_minus_control")
 
