@@ -187,9 +187,11 @@ def test_the_specialty_filter_is_trainings_own(tmp_path):
         training_data(str(tmp_path), train_data=recs, specialty="Cardiologgy")
 
 
-def test_a_run_shorter_than_an_epoch_saw_only_the_questions_its_steps_drew(tiny_llama, tmp_path):
+def test_a_run_shorter_than_an_epoch_saw_only_the_questions_its_steps_drew(tiny_llama, tmp_path, caplog):
     """max_steps=2 of 4 questions each over 12 questions: 8 were drawn. A term of only the other 4 was
-    counted seen (12 of 12 terms seen, n_training_questions 12); now 8 and 8."""
+    counted seen (12 of 12 terms seen, n_training_questions 12); now 8 and 8. compare counts the scored
+    texts that were training questions (memorisation, not shift: the README's quickstart scores them), with
+    a warning, and says 0 for held-out texts."""
     from specprobe.finetune import train
     from specprobe.finetune.train_examples import group_indices
 
@@ -211,6 +213,13 @@ def test_a_run_shorter_than_an_epoch_saw_only_the_questions_its_steps_drew(tiny_
     terms = {f"marker{i}": ["Cardiology"] for i in range(12)}
     texts = [{"id": f"t{i}", "text": f"A patient with marker{i} pain"} for i in range(12)]
     comp = compare(str(tiny_llama[0]), str(run.path), terms, texts, controls=None, progress=False)
+    assert comp.metadata["texts_in_training_data"] == 0
+    with caplog.at_level("WARNING", logger="specprobe.probe.compare"):
+        on_training = compare(
+            str(tiny_llama[0]), str(run.path), terms, [r.as_text_record() for r in recs], controls=None, progress=False
+        )
+    assert on_training.metadata["texts_in_training_data"] == 8
+    assert "8 of 12 texts are questions the adapter was trained on" in caplog.text
     result = seen_unseen(comp, run.path)
     seen = {t for t, g in result.extras["term_groups"].items() if g == SEEN}
     assert seen == {f"marker{r.id[1:]}" for r in recs if r.id in drawn} and len(seen) == 8

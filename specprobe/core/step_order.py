@@ -1,7 +1,7 @@
 """Which examples each optimizer step of a training run draws: a seeded permutation per epoch.
 
 One definition for the two places that need it: `finetune` (what a run trains on, and what a resumed
-run draws again) and the seen/unseen analysis (`probe.analyses.training_data`: which questions a run
+run draws again) and the seen/unseen analysis (`probe.training_data`: which questions a run
 shorter than one epoch was shown)."""
 
 from __future__ import annotations

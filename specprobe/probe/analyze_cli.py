@@ -110,7 +110,7 @@ def _out(args: argparse.Namespace, outputs: tuple[str, ...]) -> Path:
 
 def run_seen_unseen(args: argparse.Namespace) -> int:
     from specprobe.probe.analyses import seen_unseen
-    from specprobe.probe.analyses.training_data import require_qa_file
+    from specprobe.probe.training_data import require_qa_file
     from specprobe.utils.io import atomic_write_text
 
     out = _out(args, SEEN_UNSEEN_OUTPUTS)

@@ -7,16 +7,14 @@ see `specprobe.core.distributed`) and each returns the same `Comparison`."""
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from specprobe.core.items import check_max_length
 from specprobe.core.scoring import score_items
-from specprobe.probe.comparison import Comparison
+from specprobe.probe.comparison import Comparison, occurrence_rows
 from specprobe.probe.inputs import DEFAULT_TEMPLATE, materialize, normalize_terms, normalize_texts
 from specprobe.probe.occurrences import MatchOptions
 from specprobe.probe.options import ProbeOptions
@@ -105,7 +103,7 @@ def _compare(base: Any, tuned: Any, terms: Any, texts: Any, opts: ProbeOptions) 
                 desc=f"scoring {variant}",
                 distribute=True,
             )
-    frame = pd.DataFrame(_occurrence_rows(prep, scored), columns=Comparison.columns)
+    frame = pd.DataFrame(occurrence_rows(prep, scored), columns=Comparison.columns)
     found = {o.term for o in prep.occs if not o.is_control}
     missing = sorted(t for t in prep.term_map if t not in found)
     if missing:
@@ -113,42 +111,28 @@ def _compare(base: Any, tuned: Any, terms: Any, texts: Any, opts: ProbeOptions) 
     meta = dict(pair.metadata)
     meta.update(options_meta(prep, opts.batch_size))
     meta["offsets_source"] = prep.offsets_source
+    meta["texts_in_training_data"] = _texts_in_training_data(pair, prep)
     return Comparison(
         frame, meta, {"missing": missing, "term_specialties": {t: list(s) for t, s in prep.term_map.items()}}
     )
 
 
-def _occurrence_rows(prep: Prepared, scored: dict[str, list]) -> list[dict]:
-    """One row per occurrence: its log-probability under base and tuned (NaN where not scorable)."""
-    rows = []
-    for oi, occ in enumerate(prep.occs):
-        rec = prep.records[occ.text_index]
-        item_i, slots = prep.where[oi]
-        if item_i >= 0:
-            tok_b = scored["base"][item_i].logps[slots]
-            tok_t = scored["tuned"][item_i].logps[slots]
-            lb, lt = float(tok_b.sum()), float(tok_t.sum())
-        else:
-            tok_b = tok_t = np.array([])
-            lb = lt = math.nan
-        rows.append(
-            {
-                "text_id": rec.id,
-                "term": occ.term,
-                "specialties": occ.specialties,
-                "text_specialties": rec.specialties,
-                "surface": rec.text[occ.start : occ.end],
-                "start": occ.start,
-                "end": occ.end,
-                "n_tokens": occ.n_tokens,
-                "logp_base": lb,
-                "logp_tuned": lt,
-                "delta": lt - lb,
-                "delta_per_token": (lt - lb) / occ.n_tokens if occ.n_tokens else math.nan,
-                "token_logp_base": [float(x) for x in tok_b],
-                "token_logp_tuned": [float(x) for x in tok_t],
-                "is_control": occ.is_control,
-                "flags": ",".join(occ.flags),
-            }
+def _texts_in_training_data(pair: Any, prep: Prepared) -> int | None:
+    """How many scored texts are questions the tuned adapter was trained on (its manifest, checked), with a
+    warning: there the delta mixes memorisation of the training questions with any shift; None when it
+    cannot be known (no adapter, no manifest, the training data not here)."""
+    from specprobe.probe.training_data import training_texts
+
+    adapter = pair.metadata.get("tuned") if getattr(pair, "adapter_mode", False) else None
+    trained = training_texts(adapter) if isinstance(adapter, str) else None
+    if trained is None:
+        return None
+    n = sum(rec.text in trained for rec in prep.records)
+    if n:
+        log.warning(
+            "%d of %d texts are questions the adapter was trained on: their deltas mix memorisation with the "
+            "shift; score held-out questions (specprobe run splits them), or compare the groups with seen_unseen",
+            n,
+            len(prep.records),
         )
-    return rows
+    return n

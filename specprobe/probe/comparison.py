@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, cast
+import math
+from typing import TYPE_CHECKING, ClassVar, cast
 
 import numpy as np
 import pandas as pd
@@ -10,6 +11,9 @@ import pandas as pd
 from specprobe.core.results import Result
 from specprobe.probe.inputs import UNASSIGNED
 from specprobe.probe.stats import cluster_bootstrap_mean, estimate_fields, holm, paired_test
+
+if TYPE_CHECKING:
+    from specprobe.probe.prepare import Prepared
 
 METRICS = ("delta", "delta_per_token")
 
@@ -150,3 +154,40 @@ class Comparison(Result):
             "p_holm",
         ]
         return cast(pd.DataFrame, table[cols]).to_string(index=False, float_format=lambda v: f"{v:.4f}")
+
+
+def occurrence_rows(prep: Prepared, scored: dict[str, list]) -> list[dict]:
+    """One row per occurrence (`Comparison.columns`): its log-probability under base and tuned (NaN where not
+    scorable), from the prepared occurrences and each variant's scored items (compare, trajectory)."""
+    rows = []
+    for oi, occ in enumerate(prep.occs):
+        rec = prep.records[occ.text_index]
+        item_i, slots = prep.where[oi]
+        if item_i >= 0:
+            tok_b = scored["base"][item_i].logps[slots]
+            tok_t = scored["tuned"][item_i].logps[slots]
+            lb, lt = float(tok_b.sum()), float(tok_t.sum())
+        else:
+            tok_b = tok_t = np.array([])
+            lb = lt = math.nan
+        rows.append(
+            {
+                "text_id": rec.id,
+                "term": occ.term,
+                "specialties": occ.specialties,
+                "text_specialties": rec.specialties,
+                "surface": rec.text[occ.start : occ.end],
+                "start": occ.start,
+                "end": occ.end,
+                "n_tokens": occ.n_tokens,
+                "logp_base": lb,
+                "logp_tuned": lt,
+                "delta": lt - lb,
+                "delta_per_token": (lt - lb) / occ.n_tokens if occ.n_tokens else math.nan,
+                "token_logp_base": [float(x) for x in tok_b],
+                "token_logp_tuned": [float(x) for x in tok_t],
+                "is_control": occ.is_control,
+                "flags": ",".join(occ.flags),
+            }
+        )
+    return rows

@@ -17,8 +17,8 @@ from specprobe.probe.analyses.general_text import (
 )
 from specprobe.probe.analyses.model_files import general_text_files, trajectory_files
 from specprobe.probe.analyses.seen_unseen import SeenUnseen, seen_unseen, seen_unseen_table
-from specprobe.probe.analyses.training_data import TrainingData, training_data
 from specprobe.probe.analyses.trajectory import Trajectory, trajectory
+from specprobe.probe.training_data import TrainingData, training_data
 
 __all__ = [
     "seen_unseen",

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from specprobe.core.results import Result
-from specprobe.probe.analyses.identity import adapter_weights_sha256, check_same_weights
 from specprobe.probe.analyses.rank_stats import RankCorrelation, rank_correlation
 from specprobe.probe.comparison import METRICS, Comparison
+from specprobe.probe.identity import adapter_weights_sha256, check_same_weights
 from specprobe.probe.stats import holm
 from specprobe.terms.selection import NO_SPECIALTY
 

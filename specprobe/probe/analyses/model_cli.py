@@ -94,9 +94,9 @@ def run_trajectory(args: argparse.Namespace) -> int:
 
 def run_general_text(args: argparse.Namespace) -> int:
     from specprobe.probe.analyses.general_text import general_text_control, with_general_text
-    from specprobe.probe.analyses.identity import adapter_weights_sha256
     from specprobe.probe.analyses.model_files import read_general_texts
     from specprobe.probe.comparison import Comparison
+    from specprobe.probe.identity import adapter_weights_sha256
     from specprobe.probe.options import check_out_dir
     from specprobe.utils.io import atomic_write_text
 
@@ -124,7 +124,7 @@ def run_general_text(args: argparse.Namespace) -> int:
 
 def _check_comparison(comp: Any, args: argparse.Namespace, scored: Mapping) -> None:
     """--comparison must be of the base and adapter scored here: its control words stand beside their row."""
-    from specprobe.probe.analyses.identity import check_same_weights
+    from specprobe.probe.identity import check_same_weights
 
     if comp is not None:
         check_same_weights(comp.metadata, scored, f"--comparison {args.comparison}", "--base and --adapter here")

@@ -29,11 +29,11 @@ from specprobe.probe.analyses.groups import (
     count_in_texts,
     training_text,
 )
-from specprobe.probe.analyses.training_data import TrainingData, training_data
 from specprobe.probe.comparison import METRICS, Comparison
 from specprobe.probe.inputs import UNASSIGNED
 from specprobe.probe.occurrences import MatchOptions
 from specprobe.probe.stats import cluster_bootstrap_mean, estimate_fields, holm, paired_test
+from specprobe.probe.training_data import TrainingData, training_data
 
 #: the paired contrasts `tests()` reports, (a, b): per text, mean delta of group a minus group b
 CONTRASTS = (

@@ -22,8 +22,7 @@ from specprobe.core.results import Result
 from specprobe.core.scoring import score_items
 from specprobe.probe.analyses._adapter_info import AdapterInfo
 from specprobe.probe.analyses.checkpoints import Checkpoint, Checkpoints, read_checkpoints
-from specprobe.probe.compare import _occurrence_rows
-from specprobe.probe.comparison import METRICS, Comparison
+from specprobe.probe.comparison import METRICS, Comparison, occurrence_rows
 from specprobe.probe.options import ProbeOptions
 from specprobe.probe.prepare import Prepared, options_meta, prepare
 from specprobe.probe.stats import holm, paired_test
@@ -240,7 +239,7 @@ def _score_points(
         step_pair = pair if (i == 0 and reuse_first) else pair.with_adapter(point.path, force=force)
         with step_pair.view("tuned") as split:
             tuned = score(split, f"scoring step {point.step}")
-        rows = pd.DataFrame(_occurrence_rows(prep, {"base": base_scored, "tuned": tuned}))
+        rows = pd.DataFrame(occurrence_rows(prep, {"base": base_scored, "tuned": tuned}))
         frames.append(rows[list(_KEEP) + list(_VALUES)].assign(step=point.step)[Trajectory.columns])
         if step_pair is not pair:
             _drop_adapter(pair, step_pair)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from specprobe.core.step_order import group_indices
-from specprobe.probe.analyses.identity import adapter_weights_sha256
+from specprobe.probe.identity import adapter_weights_sha256
 from specprobe.terms.datasets import QARecord, load_qa
 from specprobe.terms.records import records_sha256
 from specprobe.terms.selection import normalize_specialty, select
@@ -217,3 +217,14 @@ def _made(
         raise ValueError(f"{where}: the specialty filter {list(specialties or ['all'])} selects no question")
     name = ", ".join(specialties) if specialties else "all specialties"
     return TrainingData(tuple(chosen), specialties, source, folder, adapter_weights_sha256(folder), name)
+
+
+def training_texts(adapter: str) -> frozenset[str] | None:
+    """The texts (question and lettered options, as the probe reads them) of the questions the adapter's
+    run drew, from its manifest and checked as `training_data` checks them; None where that is not known
+    here (no manifest, the data moved or changed)."""
+    try:
+        data = training_data(adapter)
+    except (OSError, ValueError, TypeError):
+        return None
+    return frozenset(r.as_text_record().text for r in data.records)
