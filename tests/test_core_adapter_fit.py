@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from specprobe.core.models import ModelLoadError, ModelPair, resolve_device
 from specprobe.testing.tiny_models import build_tiny_adapter, build_tiny_model
@@ -82,3 +83,72 @@ def test_unavailable_devices_are_clear_errors(device):
         pytest.skip("this machine has 8+ GPUs")
     with pytest.raises(ModelLoadError, match="device"):
         resolve_device(device)
+
+
+def _adapter_copy(adapter, tmp_path, name: str):
+    copy = tmp_path / name
+    shutil.copytree(adapter, copy)
+    return copy
+
+
+def test_force_adapter_also_loads_an_adapter_recorded_for_other_base_weights(tiny_llama, tmp_path):
+    """README: an adapter recorded for another base (weights hash in its manifest, ...) is refused unless
+    force_adapter; the hash check raised even when forced, so the same weights saved otherwise (another
+    shard size: another file hash) could not be loaded at all."""
+    base, adapter = tiny_llama
+    copy = _adapter_copy(adapter, tmp_path, "other-hash")
+    (copy / "manifest.json").write_text(json.dumps({"base_weights_sha256": "0" * 64}))
+    with pytest.raises(ModelLoadError, match=r"sha256 000000.*pass force_adapter=True / --force-adapter"):
+        ModelPair.load(str(base), str(copy), check=False)
+    pair = ModelPair.load(str(base), str(copy), check=False, force_adapter=True)
+    assert pair.adapter_mode
+    assert any("sha256 000000" in p for p in pair.metadata["adapter_mismatch_forced"])
+
+
+def test_base_fingerprint_is_of_the_weights_transformers_loads(tiny_llama, tmp_path):
+    """A base folder that also holds a safetensors file transformers does not load (Mistral's
+    consolidated.safetensors sorts before model.safetensors) was fingerprinted by that file, so an adapter
+    trained on the same weights without it was refused as trained on another base."""
+    from safetensors.torch import save_file
+
+    from specprobe.core.models import weights_fingerprint
+
+    base, adapter = tiny_llama
+    full = tmp_path / "base-with-consolidated"
+    shutil.copytree(base, full)
+    save_file({"tok_embeddings.weight": torch.zeros(3, 2)}, str(full / "consolidated.safetensors"))
+    assert weights_fingerprint(str(full)) == weights_fingerprint(str(base))
+    copy = _adapter_copy(adapter, tmp_path, "trained-on-base")
+    (copy / "manifest.json").write_text(json.dumps({"base_weights_sha256": weights_fingerprint(str(base))}))
+    assert ModelPair.load(str(full), str(copy), check=False).adapter_mode
+
+
+def test_adapter_folder_with_a_tokenizer_of_another_vocabulary_is_refused(tiny_llama, tmp_path):
+    """An adapter folder's own tokenizer (a trainer saves it there) with added tokens was ignored: the
+    tuned model, trained with "tachycardia" as one token, was scored on the base's pieces of it."""
+    from transformers import AutoTokenizer
+
+    base, adapter = tiny_llama
+    same = _adapter_copy(adapter, tmp_path, "same-tok")
+    AutoTokenizer.from_pretrained(str(base)).save_pretrained(str(same))
+    pair = ModelPair.load(str(base), str(same), check=False)  # the base's own tokenizer beside it: fine
+    added = _adapter_copy(adapter, tmp_path, "added-tok")
+    tok = AutoTokenizer.from_pretrained(str(base))
+    tok.add_tokens(["tachycardia"])
+    tok.save_pretrained(str(added))
+    with pytest.raises(ModelLoadError, match="different tokenizers"):
+        ModelPair.load(str(base), str(added), check=False)
+    with pytest.raises(ModelLoadError, match="different tokenizers"):
+        pair.with_adapter(str(added))
+
+
+def test_adapter_folder_with_full_model_weights_says_which_loads(tiny_llama, tmp_path, caplog):
+    """A folder with adapter_config.json and a full model's weights loads the adapter; the other weights
+    were passed over without a word."""
+    base, adapter = tiny_llama
+    both = _adapter_copy(adapter, tmp_path, "both")
+    shutil.copy(base / "model.safetensors", both / "model.safetensors")
+    shutil.copy(base / "config.json", both / "config.json")
+    with caplog.at_level("WARNING", logger="specprobe.core.models"):
+        assert ModelPair.load(str(base), str(both), check=False).adapter_mode
+    assert "full model weights (model.safetensors)" in caplog.text

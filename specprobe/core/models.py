@@ -143,8 +143,25 @@ def weights_fingerprint(name: str, revision: str | None = None) -> str | None:
             )
         except Exception:  # noqa: BLE001 - provenance only: not cached, not a hub id, or offline
             return None
+    first = _first_weights_file(folder)
+    return sha256_file(first) if first is not None else None
+
+
+def _first_weights_file(folder: Path) -> Path | None:
+    """The first safetensors file that transformers loads from `folder`: model.safetensors, else the first
+    shard its index names; other files (Mistral's consolidated.safetensors) are no part of the model it loads,
+    and a copy of the same weights without them must hash the same."""
+    index = folder / "model.safetensors.index.json"
+    try:
+        named = json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()
+        shards = sorted({v for v in named if isinstance(v, str)})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        shards = []
+    for name in ["model.safetensors", *shards]:
+        if (folder / name).is_file():
+            return folder / name
     files = sorted(folder.glob("*.safetensors"))
-    return sha256_file(files[0]) if files else None
+    return files[0] if files else None
 
 
 def check_adapter_base(adapter: str, manifest: dict, base_hash: str | None, name: str | None = None) -> None:
@@ -157,6 +174,18 @@ def check_adapter_base(adapter: str, manifest: dict, base_hash: str | None, name
             f"adapter {label} was trained on a base with weights sha256 {expected[:12]}..., "
             f"but the base given has {base_hash[:12]}..."
         )
+
+
+def _check_adapter_hash(adapter: str, manifest: dict, base_hash: str | None, force: bool) -> list[str]:
+    """The base-hash check of `ModelPair.load`: with `force` a mismatch is returned, not raised (the
+    same weights saved otherwise, e.g. in other shards, have another file hash: README "Loading")."""
+    try:
+        check_adapter_base(adapter, manifest, base_hash)
+    except ModelLoadError as exc:
+        if force:
+            return [str(exc)]
+        raise ModelLoadError(f"{exc} (pass force_adapter=True / --force-adapter to load it anyway)") from exc
+    return []
 
 
 def unfaithful_adapter(config: Any, base: HFModel) -> str | None:
@@ -265,6 +294,7 @@ class ModelPair:
     metadata: dict = field(default_factory=dict)
     fold_mode: str = "auto"  # how the tuned view runs LoRA layers: see core/lora_fold.py
     adapter_name: str | None = None  # the PEFT adapter this pair's tuned view activates (None: the model's own)
+    trust_remote_code: bool = False  # as loaded; `with_adapter` reads an adapter folder's tokenizer with it
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -323,8 +353,9 @@ class ModelPair:
             raise ModelLoadError(f"{str(adapter)!r} is not a PEFT adapter directory (no adapter_config.json)")
         keep = ("device", "dtype", "base", "base_weights_sha256", "tokenizer", "devices")
         meta = {k: v for k, v in self.metadata.items() if k in keep}
+        check_folder_tokenizer(self.tokenizer, adapter, self.trust_remote_code)
         model, name = self._attach_adapter(self.base_model, str(adapter), meta, force=force)
-        pair = ModelPair(model, self.tokenizer, None, True, meta, self.fold_mode, name)
+        pair = ModelPair(model, self.tokenizer, None, True, meta, self.fold_mode, name, self.trust_remote_code)
         meta["lora_forward"] = pair.lora_forward
         return pair
 
@@ -371,12 +402,10 @@ class ModelPair:
                 "the PeftModel's adapter layers are disabled (disable_adapter_layers()): its tuned view would be "
                 "the base model; call enable_adapter_layers() on it first"
             )
-        tokenizer = _pair_tokenizer(
-            tokenizer, base, base_name, base_obj, tuned, adapter_mode, trust_remote_code, revision, tuned_tok
-        )
+        tokenizer = _pair_tokenizer(tokenizer, base, base_name, base_obj, tuned, trust_remote_code, revision, tuned_tok)
         meta["tokenizer"] = getattr(tokenizer, "name_or_path", type(tokenizer).__name__)
         _record_placement(meta, base_obj, tuned_obj, shard)
-        pair = cls(base_obj, tokenizer, tuned_obj, adapter_mode, meta, fold_mode)
+        pair = cls(base_obj, tokenizer, tuned_obj, adapter_mode, meta, fold_mode, trust_remote_code=trust_remote_code)
         if adapter_mode:
             active = list(pair.base_model.active_adapters)
             pair.adapter_name = active[0] if len(active) == 1 else None  # re-activated by view() if changed
@@ -400,8 +429,7 @@ class ModelPair:
         meta["adapter_base_model"] = cfg.get("base_model_name_or_path")
         files = sorted(Path(adapter).glob("adapter_model.*"))
         meta["adapter_sha256"] = sha256_file(files[0]) if files else None
-        if manifest and meta.get("base_weights_sha256"):
-            check_adapter_base(adapter, manifest, meta["base_weights_sha256"])
+        hash_forced = _check_adapter_hash(adapter, manifest, meta.get("base_weights_sha256"), force)
         try:
             why = unfaithful_adapter(PeftConfig.from_peft_type(**cfg), base_obj)
         except (TypeError, ValueError, KeyError):
@@ -409,7 +437,7 @@ class ModelPair:
         if why:  # before loading: some of these would change the (shared) base weights
             raise ModelLoadError(f"adapter {adapter!r} is not supported: {why}")
         try:
-            forced = check_adapter_fits(adapter, cfg, manifest, base_obj, force=force)
+            forced = hash_forced + check_adapter_fits(adapter, cfg, manifest, base_obj, force=force)
         except AdapterMismatchError as exc:
             raise ModelLoadError(str(exc)) from exc
         if forced:
@@ -532,6 +560,7 @@ def _load_tuned(
         meta["tuned"] = f"<object PeftModel, adapters {list(tuned.peft_config)}>"
         return tuned.eval(), None, True
     if isinstance(tuned, (str, os.PathLike)) and is_adapter_dir(tuned):
+        _warn_unused_weights(tuned)
         model, _ = ModelPair._attach_adapter(base_obj, str(tuned), meta, force=force_adapter)
         return model, None, True
     if isinstance(tuned, (str, os.PathLike)):
@@ -542,6 +571,20 @@ def _load_tuned(
         return base_obj, model, False
     meta["tuned"] = f"<object {type(tuned).__name__}>"
     return base_obj, tuned.eval(), False
+
+
+def _warn_unused_weights(adapter: str | os.PathLike) -> None:
+    """Say so when an adapter folder also holds full model weights: the adapter is what loads (as in
+    transformers and peft), so those weights, perhaps another model's, are not what is scored."""
+    unused = sorted(p.name for p in Path(adapter).glob("*.safetensors") if not p.name.startswith("adapter_model"))
+    if unused:
+        log.warning(
+            "tuned %s holds a PEFT adapter (adapter_config.json) and full model weights (%s): the adapter is "
+            "loaded on the base and those weights are not used; to compare that full model, give it a folder "
+            "without adapter_config.json",
+            adapter,
+            ", ".join(unused),
+        )
 
 
 def _record_placement(meta: dict, base_obj: Any, tuned_obj: Any, shard: bool) -> None:
@@ -570,14 +613,13 @@ def _pair_tokenizer(
     base_name: str | None,
     base_obj: Any,
     tuned: ModelLike | None,
-    adapter_mode: bool,
     trust_remote_code: bool,
     revision: str | None = None,
     tuned_tok: Any = None,
 ) -> Any:
     """The tokenizer given (object or path), else the base's (at the base's `revision`, as its weights); the
-    tuned model's own tokenizer (`tuned_tok`, an engine object's; a full tuned model directory's) must share
-    its vocabulary."""
+    tuned model's own tokenizer (`tuned_tok`, an engine object's; a tuned model or adapter directory's) must
+    share its vocabulary."""
     if tokenizer is None:
         source = (
             base_name
@@ -592,12 +634,27 @@ def _pair_tokenizer(
     elif isinstance(tokenizer, (str, os.PathLike)):
         tokenizer = load_tokenizer(str(tokenizer), trust_remote_code)
     require_fast(tokenizer)
-    if isinstance(tuned, (str, os.PathLike)) and not adapter_mode and (Path(tuned) / "tokenizer.json").exists():
-        tuned_tok = load_tokenizer(str(tuned), trust_remote_code)
-    if tuned_tok is not None and tuned_tok is not tokenizer and not same_vocabulary(tokenizer, tuned_tok):
-        label = tuned if isinstance(tuned, (str, os.PathLike)) else f"a {type(tuned).__name__} object"
-        raise ModelLoadError(f"base and tuned ({label}) have different tokenizers; their log-probs are not comparable")
+    if isinstance(tuned, (str, os.PathLike)):
+        check_folder_tokenizer(tokenizer, tuned, trust_remote_code)
+    elif tuned_tok is not None and tuned_tok is not tokenizer and not same_vocabulary(tokenizer, tuned_tok):
+        raise ModelLoadError(
+            f"base and tuned (a {type(tuned).__name__} object) have different tokenizers; "
+            "their log-probs are not comparable"
+        )
     return tokenizer
+
+
+def check_folder_tokenizer(tokenizer: Any, folder: str | os.PathLike, trust_remote_code: bool = False) -> None:
+    """A `ModelLoadError` when a tuned model or adapter folder holds a tokenizer of another vocabulary than
+    the pair's: the tuned model learned on that one (e.g. added tokens), so scoring it with the base's
+    tokenizer would give log-probs that are not comparable."""
+    if not (Path(folder) / "tokenizer.json").exists():
+        return
+    own = load_tokenizer(str(folder), trust_remote_code)
+    if not same_vocabulary(tokenizer, own):
+        raise ModelLoadError(
+            f"base and tuned ({str(folder)}) have different tokenizers; their log-probs are not comparable"
+        )
 
 
 def _read_adapter_json(path: Path, required: bool) -> dict:
