@@ -33,10 +33,11 @@ NOTES = {
         "Per (adapter, question): accuracy change = correct(tuned) − correct(base) (−1, 0, +1); margin change = "
         "change of the correct option's log-likelihood minus the best other option's; x = the mean term Δ in "
         "the question's text. rho is Spearman's rank correlation; its 95% CI resamples questions. p_perm "
-        "shuffles x across questions within each adapter × specialty (differences between adapters or "
-        "specialties cannot make it significant); p_holm adjusts across specialties. rho needs 3 questions "
-        "(the rows of one question under several adapters are one unit); p_perm is empty where no adapter × "
-        "specialty has two questions differing in both x and the outcome (nothing to shuffle); note says why."
+        "shuffles x across the questions of a specialty, a question's rows under every adapter together, each "
+        "adapter keeping its own x (differences between adapters or specialties cannot make it significant); "
+        "p_holm adjusts across specialties. rho needs 3 questions (the rows of one question under several "
+        "adapters are one unit, in the CI and in the test); p_perm is empty where no specialty has two "
+        "questions differing in both x and the outcome (nothing to shuffle); note says why."
     ),
 }
 SEEN_FORMATS = {"p_value": ".3g", "p_holm": ".3g"}

@@ -4,8 +4,8 @@ change in accuracy?
 Per (adapter, question): the accuracy change correct(tuned) - correct(base) (-1, 0 or +1), the change
 of the correct option's log-likelihood margin (its log-likelihood minus the best other option's), and
 the mean term delta of that question's text in the Comparison. Their Spearman correlation is reported
-per specialty and overall with a question-clustered bootstrap CI and a within-(adapter, specialty)
-permutation test (`rank_stats`).
+per specialty and overall with a question-clustered bootstrap CI and a within-specialty permutation
+test that moves each question with all its adapters' rows (`rank_stats`).
 
 Layering: `probe` may not import `finetune`, so the evaluation is read as a table, from anything with
 `to_pandas()` (an `MCEvaluation`), an `AccuracyMatrix` (its per-item outcomes; margins where it stored the
@@ -69,8 +69,8 @@ class AccuracyLink(Result):
     ) -> pd.DataFrame:
         """Per outcome and specialty (a question of several counts in each; plus "ALL"): n questions,
         Spearman's rho of `x` with the outcome, its 95% CI (bootstrap over questions, all adapters'
-        rows of a question together), the two-sided permutation p (x shuffled within adapter x
-        specialty) and p_holm (Holm across the specialties of one outcome; not for ALL), and a note saying
+        rows of a question together), the two-sided permutation p (x shuffled between the
+        questions of a specialty, all of a question's rows together) and p_holm (Holm across the specialties of one outcome; not for ALL), and a note saying
         why rho or p is missing (fewer than 3 questions, no variation, nothing to permute). `outcomes`:
         default both, leaving out margin_change where there are no margins (an older AccuracyMatrix)."""
         if outcomes is None:
@@ -85,14 +85,24 @@ class AccuracyLink(Result):
         df = self._frame.assign(
             _specs=self._frame["specialties"].map(lambda s: tuple(sorted(set(s))) or (NO_SPECIALTY,))
         )
-        parts = [(spec, g, g["adapter"]) for spec, g in df.explode("_specs").groupby("_specs", sort=True)]
-        strata_all = df["adapter"].astype(str) + "|" + df["_specs"].map("|".join)
-        parts.append((OVERALL, df, strata_all))
+        # the permutation strata: a specialty's questions (for ALL: of one specialty set); a question's
+        # rows under every adapter move together, each adapter's row taking that adapter's x (rank_stats)
+        parts: list[tuple[Any, pd.DataFrame, Any]] = [
+            (spec, g, None) for spec, g in df.explode("_specs").groupby("_specs", sort=True)
+        ]
+        parts.append((OVERALL, df, df["_specs"].map("|".join)))
         rows = []
         for outcome in outcomes:
             for spec, g, strata in parts:
                 est = rank_correlation(
-                    g[x], g[outcome], clusters=g["item_id"], strata=strata, n_boot=n_boot, n_perm=n_perm, seed=seed
+                    g[x],
+                    g[outcome],
+                    clusters=g["item_id"],
+                    strata=strata,
+                    slots=g["adapter"],
+                    n_boot=n_boot,
+                    n_perm=n_perm,
+                    seed=seed,
                 )
                 rows.append(
                     {
@@ -129,7 +139,7 @@ def _note(est: RankCorrelation) -> str:
     if not np.isfinite(est.rho):
         return "no variation: the term change or the outcome is the same for every question"
     if not np.isfinite(est.p_value):
-        return "no permutation test: no adapter x specialty has two questions that differ in both"
+        return "no permutation test: no specialty has two questions that differ in both"
     return ""
 
 
