@@ -152,3 +152,16 @@ def test_adapter_folder_with_full_model_weights_says_which_loads(tiny_llama, tmp
     with caplog.at_level("WARNING", logger="specprobe.core.models"):
         assert ModelPair.load(str(base), str(both), check=False).adapter_mode
     assert "full model weights (model.safetensors)" in caplog.text
+
+
+def test_a_tokenizer_with_ids_beyond_the_embedding_is_refused_on_load(tiny_llama):
+    """A tokenizer with tokens added but the model not resized loaded fine, and a text holding such a token
+    crashed the scoring with "IndexError: index out of range in self" (a device-side assert on a GPU)."""
+    from transformers import AutoTokenizer
+
+    base, adapter = tiny_llama
+    tok = AutoTokenizer.from_pretrained(str(base))
+    tok.add_tokens(["tachycardia"])
+    rows = ModelPair.load(str(base), check=False).base_model.get_input_embeddings().weight.shape[0]
+    with pytest.raises(ModelLoadError, match=rf"1 token\(s\) with ids beyond the model's {rows} embedding rows"):
+        ModelPair.load(str(base), str(adapter), tokenizer=tok, check=False)

@@ -404,6 +404,7 @@ class ModelPair:
             )
         tokenizer = _pair_tokenizer(tokenizer, base, base_name, base_obj, tuned, trust_remote_code, revision, tuned_tok)
         meta["tokenizer"] = getattr(tokenizer, "name_or_path", type(tokenizer).__name__)
+        check_tokenizer_fits(tokenizer, base_obj)
         _record_placement(meta, base_obj, tuned_obj, shard)
         pair = cls(base_obj, tokenizer, tuned_obj, adapter_mode, meta, fold_mode, trust_remote_code=trust_remote_code)
         if adapter_mode:
@@ -654,6 +655,21 @@ def check_folder_tokenizer(tokenizer: Any, folder: str | os.PathLike, trust_remo
     if not same_vocabulary(tokenizer, own):
         raise ModelLoadError(
             f"base and tuned ({str(folder)}) have different tokenizers; their log-probs are not comparable"
+        )
+
+
+def check_tokenizer_fits(tokenizer: Any, model: HFModel) -> None:
+    """A `ModelLoadError` when the tokenizer has ids the model's embedding has no row for (tokens added
+    without `resize_token_embeddings`, or another model's tokenizer): a text with one of them crashed the
+    scoring with "IndexError: index out of range in self" (on a GPU, a device-side assert)."""
+    rows = unwrap_peft(model).get_input_embeddings().weight.shape[0]
+    beyond = sorted((i, t) for t, i in tokenizer.get_vocab().items() if i >= rows)
+    if beyond:
+        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+        raise ModelLoadError(
+            f"tokenizer {name!r} has {len(beyond)} token(s) with ids beyond the model's {rows} embedding rows "
+            f"(e.g. {beyond[0][1]!r}, id {beyond[0][0]}): use the model's own tokenizer, or resize the model's "
+            "embeddings (resize_token_embeddings) and save it"
         )
 
 
