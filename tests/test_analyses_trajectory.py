@@ -302,3 +302,6 @@ def test_snapshots_up_to_the_last_step_on_another_base_are_refused(runs, tmp_pat
     other = build_tiny_model("llama", tmp_path / "other-base", seed=5)
     with pytest.raises(ModelLoadError, match="trained on a base with weights sha256"):
         trajectory(str(other), run, TERMS, probe_texts(), controls=CONTROLS, progress=False)
+    # force_adapter=True gets past the check, as ModelPair.load's (the same weights saved otherwise hash otherwise)
+    forced = trajectory(str(other), run, TERMS, probe_texts(), controls=CONTROLS, progress=False, force_adapter=True)
+    assert len(forced.to_pandas())

@@ -206,7 +206,7 @@ def trajectory(
             dtype=opts.dtype,
             force_adapter=force_adapter,
         )
-    if points.adapter is not None:  # the run's snapshots have no manifest, so loading them checks no base
+    if points.adapter is not None and not force_adapter:  # the run's snapshots have no manifest: check here
         check_adapter_base(
             points.adapter,
             {"base_weights_sha256": points.base_weights_sha256},
