@@ -117,6 +117,19 @@ def test_scispacy_backend_real():
     assert ms and all(m.concept_id for m in ms)
 
 
+def test_a_plural_ending_in_a_vowel_and_e_is_its_singular_term(offline):
+    """ "knees" read "kne" and "toes" "to" (not "knee", "toe"), "eyes" "ey", "kidneys" stayed whole: "hammer toes"
+    matched nothing, "dry eye" missed the dictionary's "dry eyes", "polycystic kidneys" was another term."""
+    for plural, singular in (
+        ("hammer toes", "hammer toe"),
+        ("dry eye", "dry eyes"),
+        ("polycystic kidneys", "polycystic kidney"),
+    ):
+        got = {(m.surface, m.norm) for m in offline.extract(f"The patient has {plural}.")}
+        want = {(singular, m.norm) for m in offline.extract(f"The patient has {singular}.")}
+        assert len(want) == 1 and {n for _, n in got} == {n for _, n in want}, (plural, got, want)
+
+
 def test_normalise_does_not_conflate_latin_ae():
     assert normalise_token("agalactiae") != normalise_token("agalactia")
 

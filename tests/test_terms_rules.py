@@ -124,6 +124,18 @@ def test_real_dictionary_canonicals(offline):
     assert got == {"fracture": "Fracture", "lichen": "Lichen", "botulism": "Botulism"}
 
 
+def test_an_eponym_titled_concept_is_canonical(offline):
+    """A title with an apostrophe was normalised "bell ' s palsy" against the entry's "bell 's palsy", so the
+    concept titled "Bell's palsy" lost to HPO "Facial palsy" (likewise Horner's, Barrett's, Ebstein's)."""
+    text = "Bell's palsy, Horner\u2019s syndrome and Barrett's esophagus."
+    got = [(m.canonical, m.concept_id) for m in offline.extract(text)]
+    assert got == [
+        ("Bell's palsy", "ICD10CM:G51.0"),
+        ("Horner's syndrome", "ICD10CM:G90.2"),
+        ("Barrett's esophagus", "ICD10CM:K22.7"),
+    ]
+
+
 # ------------------------------------------------------------------------------------------ HPO branches
 
 

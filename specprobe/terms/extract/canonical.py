@@ -15,6 +15,7 @@ inclusion term. The rules keep the canonical no more specific than the text:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from ..ontology import Concept
 from .normalise import normalise_phrase, normalise_token
@@ -38,15 +39,18 @@ def over_specific(concept: Concept, matched: str) -> bool:
     return title is None or matched in concept.residual or adds_qualifiers(title, matched)
 
 
-def choose(candidates: list[tuple[Concept, str]], norm: str) -> tuple[Concept, str]:
+def choose(
+    candidates: list[tuple[Concept, str]], norm: str, normalise: Callable[[str], str] = normalise_phrase
+) -> tuple[Concept, str]:
     """(primary concept, canonical name) among (concept, the string of it that matched) pairs; `norm` is the
-    normalised matched text."""
+    normalised matched text, and `normalise` how a title is normalised to compare with it (the matcher passes its
+    own tokenisation: "Bell's palsy" is "bell 's palsy" there, "bell ' s palsy" by `normalise_phrase`)."""
 
     def rank(pair: tuple[Concept, str]) -> tuple[bool, bool, bool, bool]:
         c, s = pair
         title = c.title
         asserts_more = s in c.residual or (title is not None and adds_qualifiers(title, s))
-        return (title is None or normalise_phrase(title) != norm, asserts_more, title is None, c.source != "hpo")
+        return (title is None or normalise(title) != norm, asserts_more, title is None, c.source != "hpo")
 
     concept, matched = min(candidates, key=rank)
     return concept, (matched if over_specific(concept, matched) else concept.title or matched)

@@ -18,19 +18,27 @@ def ascii_apostrophes(text: str) -> str:
 
 
 def normalise_token(token: str) -> str:
-    """Lower-case and strip a regular English plural or a final "e" (same rule for dictionary and text), so
-    "seizures" ~ "seizure", "headaches" ~ "headache", "arteries" ~ "artery"; the typographic apostrophe is
+    """Lower-case and strip a regular English plural, then a final "e" (same rule for dictionary and text), so
+    "seizures" ~ "seizure", "arteries" ~ "artery", "knees" ~ "knee", "toes" ~ "toe", "kidneys" ~ "kidney",
+    "calories" ~ "calorie"; a Latin "-ae" stays ("agalactiae" is not "agalactia"); the typographic apostrophe is
     the ASCII one ("\u2019s" ~ "'s"). Only used to compare strings."""
     t = ascii_apostrophes(token.lower())
     if len(t) <= 3 or not t.isalpha():
         return t
+    t = _singular(t)
+    if len(t) <= 3 or t.endswith("ae"):  # the plural of a short word ("eyes", "toes") is that word
+        return t
+    if t.endswith("ie"):  # "calorie" ~ "calories", which reads "calory" as "arteries" reads "artery"
+        return t[:-2] + "y"
+    return t[:-1] if t.endswith("e") else t
+
+
+def _singular(t: str) -> str:
+    """`t` less a regular plural ending: "arteries" -> "artery", "seizures" -> "seizure", "masses" -> "masse"
+    (whose final "e" `normalise_token` strips as it does the singular's); "ss", "us", "is" are not plurals."""
     if t.endswith("ies") and len(t) > 4:
         return t[:-3] + "y"
-    if t.endswith("es"):
-        return t[:-2]
-    if t.endswith("s") and not t.endswith(("ss", "us", "is", "ys")):
-        return t[:-1]
-    if t.endswith("e") and t[-2] not in "aeiou":  # "headache" ~ "headach(es)", not "agalactiae" ~ "agalactia"
+    if t.endswith("s") and not t.endswith(("ss", "us", "is")):
         return t[:-1]
     return t
 

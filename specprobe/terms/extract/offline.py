@@ -72,6 +72,7 @@ class OfflineExtractor:
         self._generic = set(generic_terms()) | {" ".join(normalise_token(t) for t in g.split()) for g in extra_generic}
         self._ci: dict[tuple[str, ...], _Entry] = {}  # case-insensitive, normalised tokens
         self._cs: dict[tuple[str, ...], _Entry] = {}  # case-sensitive abbreviations, exact tokens
+        self._norms: dict[str, str] = {}  # phrase -> its normalised tokens, as entries key them (`_normalised`)
         self._build()
 
     # ----------------------------------------------------------------------------------- dictionary
@@ -115,6 +116,13 @@ class OfflineExtractor:
             out[i] = tuple(t.text for t in doc)
         return out  # type: ignore[return-value]
 
+    def _normalised(self, phrase: str) -> str:
+        """`phrase` normalised exactly as dictionary strings are (this tokenizer, `normalise_token`), so that a
+        concept's title compares equal to the entry it spells; cached, as each mention ranks its concepts."""
+        if phrase not in self._norms:
+            self._norms[phrase] = " ".join(normalise_token(t) for t in self._tokenise_all([phrase])[0])
+        return self._norms[phrase]
+
     def lookup(self, phrase: str) -> list[Concept]:
         """The concepts a phrase names exactly (after normalisation); [] if it is not in the dictionary."""
         toks = tuple(t.text for t in self.nlp.make_doc(phrase))
@@ -155,7 +163,9 @@ class OfflineExtractor:
         """The mention of doc[i:j]; `norm` (default: the entry's) is the term key it counts for."""
         span = doc[i:j]
         cs = [self.concepts[k] for k in entry.concepts]
-        primary, canonical = canon.choose([(self.concepts[k], entry.strings[k]) for k in entry.concepts], entry.norm)
+        primary, canonical = canon.choose(
+            [(self.concepts[k], entry.strings[k]) for k in entry.concepts], entry.norm, self._normalised
+        )
         return Mention(
             span.text,
             span.start_char,
