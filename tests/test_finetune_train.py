@@ -258,6 +258,10 @@ def test_overwrite_keeps_the_finished_adapter_when_the_new_run_cannot_start(tiny
     with pytest.raises(ValueError, match="cannot put LoRA on target modules"):
         train(base, recs, "Neurology", out, overwrite=True, target_modules=["no_such_proj"], **FAST)
     assert {n: (out / n).read_bytes() for n in files} == files
+    # a save_steps past the run's end was refused only once the old run had been removed
+    with pytest.raises(ValueError, match="save_steps: step 7 is after the run's last step"):
+        train(base, recs, "Neurology", out, overwrite=True, save_steps=[7], **FAST)
+    assert {n: (out / n).read_bytes() for n in files} == files
     assert train(base, recs, "Cardiology", out, **FAST).manifest == first.manifest  # still this finished run
 
 
@@ -305,6 +309,49 @@ def test_ctrl_c_leaves_a_checkpoint_and_resume_matches(tiny_llama, tmp_path):
     assert resumed.manifest["resumed_from"] == [3]
     assert max_diff(load_adapter(tmp_path / "full"), load_adapter(tmp_path / "part")) == 0.0
     assert [c["loss"] for c in resumed.manifest["loss_curve"]] == [c["loss"] for c in full.manifest["loss_curve"]]
+
+
+def fp16_on_cpu(monkeypatch) -> list:
+    """Train with precision fp16 on the CPU as on a GPU: fp16 base weights, fp16 autocast and accelerate's
+    GradScaler (accelerate makes none on a CPU: one is put in its place). Returns the trainers started."""
+    import torch
+
+    from specprobe.finetune import training
+
+    started, start = [], training._Trainer.start
+
+    def start_with_a_scaler(self):
+        start(self)
+        self.accelerator.scaler = torch.amp.GradScaler("cpu")  # as on CUDA: 65536 to start, halved on overflow
+        self.accelerator.native_amp = True
+        started.append(self)
+
+    monkeypatch.setattr(training, "resolve_precision", lambda precision, cuda: "fp16")
+    monkeypatch.setattr(training._Trainer, "start", start_with_a_scaler)
+    return started
+
+
+def test_fp16_resume_keeps_the_loss_scale(tiny_llama, tmp_path, monkeypatch):
+    """fp16 (a GPU without bf16): the GradScaler's scale was not in the checkpoint, so a resumed run
+    started again at 65536, overflowed and skipped an optimizer step the uninterrupted run took."""
+    started = fp16_on_cpu(monkeypatch)
+    base, recs = str(tiny_llama[0]), make_records()
+    opts = dict(max_steps=6, batch_size=2, save_every=100, dropout=0.1, progress=False)
+    full = train(base, recs, None, tmp_path / "full", **opts)
+    scale = started[-1].accelerator.scaler.get_scale()
+    assert scale < 65536  # it backed off at least once, or the test shows nothing
+
+    def interrupt(step, loss):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted):
+        train(base, recs, None, tmp_path / "part", on_step=interrupt, **opts)
+    assert (tmp_path / "part" / "checkpoints" / "step-00000003" / "scaler.pt").exists()
+    resumed = train(base, recs, None, tmp_path / "part", **opts)
+    assert resumed.manifest["resumed_from"] == [3] and started[-1].accelerator.scaler.get_scale() == scale
+    assert max_diff(load_adapter(tmp_path / "full"), load_adapter(tmp_path / "part")) == 0.0
+    assert resumed.manifest["loss_curve"] == full.manifest["loss_curve"]
 
 
 def _cli(*args: str) -> list[str]:

@@ -109,6 +109,24 @@ def test_a_crash_between_checkpoints_neither_loses_nor_repeats_steps(tiny_llama,
     assert [v for _, v in logged] == pytest.approx([c["loss"] for c in resumed.manifest["loss_curve"]], rel=1e-6)
 
 
+@needs_tensorboard
+def test_fp16_grad_norm_is_of_the_unscaled_gradients(tiny_llama, tmp_path, monkeypatch):
+    """fp16 without clipping (max_grad_norm None or 0): train/grad_norm read the GradScaler's scaled
+    gradients, 65536 times the true norm; with clipping accelerate unscales first. Both must agree, and
+    the adapter must not change."""
+    from test_finetune_train import fp16_on_cpu
+
+    fp16_on_cpu(monkeypatch)
+    base, recs = str(tiny_llama[0]), make_records()
+    train(base, recs, None, tmp_path / "clip", report_to="tensorboard", max_grad_norm=1e9, **FAST)
+    train(base, recs, None, tmp_path / "none", report_to="tensorboard", max_grad_norm=None, **FAST)
+    want, got = read_scalars(tmp_path / "clip")["train/grad_norm"], read_scalars(tmp_path / "none")["train/grad_norm"]
+    assert [s for s, _ in got] == [s for s, _ in want] and len(want) >= 5  # a step skipped on overflow logs none
+    assert [v for _, v in got] == pytest.approx([v for _, v in want], rel=1e-6)
+    assert all(0 < v < 100 for _, v in got)
+    assert adapter_bytes(tmp_path / "clip") == adapter_bytes(tmp_path / "none")
+
+
 def test_missing_tracker_package_is_a_one_line_error_naming_the_extra(tiny_llama, tmp_path, monkeypatch, capsys):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))

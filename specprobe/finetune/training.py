@@ -83,6 +83,7 @@ class TrainRun:
 
 # -- the trainer -----------------------------------------------------------------------------------------
 EXTRA_VERSIONS = ("accelerate", "safetensors", "bitsandbytes")  # recorded beside `library_versions()`' own
+SCALER = "scaler.pt"  # in a checkpoint of an fp16 run: the GradScaler's loss scale and growth tracker
 
 
 @dataclass
@@ -281,6 +282,7 @@ class _Trainer:
     # -- load ----------------------------------------------------------------------------------------------
     def load(self) -> None:
         """Tokenizer and model, the LoRA layers, the training examples, optimizer and scheduler."""
+        self._plan_steps()
         model = self._load_model()
         model = self._add_lora(model)
         self._build_examples()
@@ -369,9 +371,18 @@ class _Trainer:
                 self.max_length,
             )
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+
+    def _plan_steps(self) -> None:
+        """The run's length (one example per selected question), and `save_steps` checked against it: before
+        anything loads, and before `overwrite` removes the run it was to replace."""
+        opts = self.opts
         self.group_size = opts.batch_size * self.world * opts.grad_accum
-        self.steps_per_epoch = math.ceil(len(self.examples) / self.group_size)
+        self.steps_per_epoch = math.ceil(len(self.chosen) / self.group_size)
         self.total = opts.max_steps or opts.epochs * self.steps_per_epoch
+        try:
+            check_save_steps(opts.save_steps, self.total)
+        except ValueError as exc:
+            raise TrainOptionError("save_steps", str(exc)) from None
 
     def _build_optimizer(self, model) -> None:
         import torch
@@ -408,6 +419,8 @@ class _Trainer:
             )
             self.optimizer.load_state_dict(torch.load(ck / "optimizer.pt", map_location="cpu", weights_only=True))
             self.scheduler.load_state_dict(torch.load(ck / "scheduler.pt", map_location="cpu", weights_only=True))
+            if self.accelerator.scaler is not None and (ck / SCALER).exists():
+                self.accelerator.scaler.load_state_dict(torch.load(ck / SCALER, weights_only=True))
         step = tstate["step"]
         self.progress = _Progress(
             step, tstate["loss_curve"], tstate["wall_time_s"], tstate.get("resumed_from", []) + [step]
@@ -451,6 +464,8 @@ class _Trainer:
         save_file({k: v.detach().cpu().contiguous() for k, v in sd.items()}, str(folder / "adapter.safetensors"))
         torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
         torch.save(self.scheduler.state_dict(), folder / "scheduler.pt")
+        if self.accelerator.scaler is not None:  # fp16: the loss scale it has found, or a resume skips steps
+            torch.save(self.accelerator.scaler.state_dict(), folder / SCALER)
 
     def _trainer_state(self, at_step: int, wall: float) -> dict:
         """A checkpoint's TRAINER_STATE: its step, the run identity, and the loop state `restore` reads back."""
@@ -479,7 +494,7 @@ class _Trainer:
 
         pr, total = self.progress, self.total
         assert total is not None  # set by load()
-        self._begin_segment(total)
+        self._begin_segment()
         bar = progress(
             total,
             f"finetune {', '.join(self.wanted) if self.wanted else 'all'}",
@@ -498,16 +513,12 @@ class _Trainer:
         finally:
             bar.close()
 
-    def _begin_segment(self, total: int) -> None:
+    def _begin_segment(self) -> None:
         """Before the first step of this segment (a resumed run has several): train mode, the wall clock,
-        the tracker, and the step 0 snapshot if asked for (`save_steps` is checked against the run's length)."""
+        the tracker, and the step 0 snapshot if asked for."""
         self.model.train()
         self.t_segment = time.time()
         self.tracker.start(self.accelerator, self.manifest_options(), resumed=bool(self.progress.resumed_from))
-        try:
-            check_save_steps(self.opts.save_steps, total)
-        except ValueError as exc:
-            raise TrainOptionError("save_steps", str(exc)) from None
         if self.progress.step == 0 and 0 in (self.opts.save_steps or []):
             self.snapshot(0)
 
@@ -596,6 +607,7 @@ class _Trainer:
                 norm = acc.clip_grad_norm_(self.params, opts.max_grad_norm)
                 self.grad_norm = float(norm) if norm is not None and self.tracker.active else None
             elif acc.sync_gradients and self.tracker.active:  # reading the norm changes nothing
+                acc.unscale_gradients()  # fp16: the true gradients (the scaler's step does not unscale twice)
                 grads = [p.grad for p in self.params if p.grad is not None]
                 self.grad_norm = float(torch.nn.utils.get_total_norm(grads)) if grads else None
             self.optimizer.step()
