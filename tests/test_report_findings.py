@@ -292,6 +292,29 @@ def test_shift_yes_does_not_claim_the_cells_without_a_test():
     assert "1 of 1 tested cells; 1 without a test" in found.answer
 
 
+def test_a_cell_with_one_paired_text_is_not_said_to_have_none():
+    """A cell whose terms and control words share 1 text has a mean but no test (the paired test needs 2):
+    the evidence said 'no text with both terms and control words' (8 such cells in an S-MedQA run, each
+    with n_pairs 1), and with every cell so, 'no control words were scored'."""
+    from specprobe.app.findings import shift_finding
+
+    matrix = pd.DataFrame(
+        {
+            "finetune_specialty": ["A", "A"],
+            "term_specialty": ["A", "B"],
+            "mean": [0.3, 0.05],
+            "n_pairs": [12, 1],
+            "p_holm": [0.5, np.nan],
+        }
+    )
+    found = shift_finding(matrix)
+    assert "no text with both" not in found.evidence
+    assert "1 cell(s) without a test (fewer than 2 texts with both terms and control words)" in found.evidence
+    untested = shift_finding(matrix.assign(n_pairs=[1, 1], p_holm=np.nan))
+    assert untested.verdict == "not tested" and "no control words were scored" not in untested.answer
+    assert "2 texts holding both terms and control words" in untested.answer
+
+
 # -- one chart each, marks, one method section ----------------------------------------------------------
 def test_each_chart_once_and_method_text_in_one_place(page):
     charts = [b for s in page.sections for b in s.blocks if isinstance(b, ChartBlock)]

@@ -201,7 +201,8 @@ def shift_finding(matrix: pd.DataFrame, link: str = "") -> Finding:
     model × term-specialty cells rose significantly above the control words after Holm correction."""
     tested = matrix[col(matrix, "p_holm").notna()] if len(matrix) and "p_holm" in matrix else matrix.iloc[:0]
     if tested.empty:
-        return Finding(Q_SHIFT, "Not tested: no control words were scored beside the terms.", "", "not tested", link)
+        why = "no model × specialty cell has 2 texts holding both terms and control words (the paired test needs 2)"
+        return Finding(Q_SHIFT, f"Not tested: {why}.", "", "not tested", link)
     up = tested[(tested["p_holm"] < ALPHA) & (tested["mean"] > 0)]
     down = tested[(tested["p_holm"] < ALPHA) & (tested["mean"] < 0)]
     n, k = len(tested), len(up)
@@ -236,7 +237,7 @@ def shift_finding(matrix: pd.DataFrame, link: str = "") -> Finding:
         f"model; smallest {p_text(tested['p_holm'].min(), 'p_holm')}."
     )
     if len(matrix) > n:
-        evidence += f" {len(matrix) - n} cell(s) without a test (no text with both terms and control words)."
+        evidence += f" {len(matrix) - n} cell(s) without a test (fewer than 2 texts with both terms and control words)."
     return Finding(Q_SHIFT, answer, evidence, verdict, link)
 
 
