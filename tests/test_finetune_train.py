@@ -311,6 +311,37 @@ def test_ctrl_c_leaves_a_checkpoint_and_resume_matches(tiny_llama, tmp_path):
     assert [c["loss"] for c in resumed.manifest["loss_curve"]] == [c["loss"] for c in full.manifest["loss_curve"]]
 
 
+def test_turning_on_gradient_checkpointing_resumes_the_run(tiny_llama, tmp_path):
+    """Gradient checkpointing only saves memory (the same weights, bit for bit): a run stopped (or out of
+    memory) and rerun with it resumes, where it was refused as 'checkpoints of a different run'. A run
+    recorded before, whose identity names the option, is still the same run."""
+    from specprobe.finetune.run_identity import identity_hash
+
+    base, recs = str(tiny_llama[0]), make_records()
+    opts = dict(max_steps=6, batch_size=2, save_every=100, dropout=0.1, progress=False)
+    full = train(base, recs, None, tmp_path / "full", **opts)
+
+    def interrupt(step, loss):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted):
+        train(base, recs, None, tmp_path / "part", on_step=interrupt, **opts)
+    resumed = train(base, recs, None, tmp_path / "part", gradient_checkpointing=True, **opts)
+    assert resumed.manifest["resumed_from"] == [3] and resumed.manifest["options"]["gradient_checkpointing"]
+    assert max_diff(load_adapter(tmp_path / "full"), load_adapter(tmp_path / "part")) == 0.0
+    assert resumed.manifest["loss_curve"] == full.manifest["loss_curve"]
+    # a manifest written when the identity named the option (and hashed it) is adopted, not refused
+    path = tmp_path / "full" / "manifest.json"
+    m = json.loads(path.read_text())
+    m["identity"]["options"]["gradient_checkpointing"] = False
+    m["identity_hash"] = identity_hash(m["identity"])
+    path.write_text(json.dumps(m))
+    assert train(base, recs, None, tmp_path / "full", gradient_checkpointing=True, **opts).manifest == m
+    with pytest.raises(FileExistsError, match=r"different finished run \(options.seed: 0 there vs 1 now\)"):
+        train(base, recs, None, tmp_path / "full", **{**opts, "seed": 1})
+
+
 def fp16_on_cpu(monkeypatch) -> list:
     """Train with precision fp16 on the CPU as on a GPU: fp16 base weights, fp16 autocast and accelerate's
     GradScaler (accelerate makes none on a CPU: one is put in its place). Returns the trainers started."""

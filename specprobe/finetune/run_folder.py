@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from specprobe.finetune.run_identity import identity_diff, identity_hash
+from specprobe.finetune.run_identity import comparable, identity_diff, identity_hash, is_this_run
 from specprobe.finetune.snapshots import SNAPSHOTS
 from specprobe.finetune.trackers import LOGS
 from specprobe.utils.io import read_json, sha256_file
@@ -89,7 +89,7 @@ def spelled_as_recorded(out: Path, identity: dict) -> dict:
     if not (Path(other).is_dir() and Path(other).resolve() == Path(base).resolve()):
         return identity
     respelled = {**identity, "base": other}
-    return respelled if identity_hash(respelled) == identity_hash(recorded) else identity
+    return respelled if identity_hash(respelled) == identity_hash(comparable(recorded)) else identity
 
 
 def _recorded_identity(out: Path) -> dict | None:
@@ -111,7 +111,7 @@ def _finished_run(out: Path, identity: dict, identity_hash: str) -> tuple[str, A
     """("done", manifest) when the finished run in `out` is this one and its adapter files are the ones
     it wrote (manifests before `adapter_files` was recorded: not checked); otherwise refused."""
     m = read_json(out / MANIFEST)
-    if m.get("identity_hash") == identity_hash:
+    if is_this_run(m, identity_hash):
         recorded = m.get("adapter_files")
         if isinstance(recorded, dict) and (now := adapter_digests(out)) != recorded:
             changed = sorted(n for n in set(recorded) | set(now) if recorded.get(n) != now.get(n))
@@ -120,7 +120,7 @@ def _finished_run(out: Path, identity: dict, identity_hash: str) -> tuple[str, A
                 f"since ({', '.join(changed)}); pass --overwrite to train it again"
             )
         return "done", m
-    diffs = identity_diff(identity, m.get("identity", {}))
+    diffs = identity_diff(identity, comparable(m.get("identity", {})))
     raise FileExistsError(
         f"output directory {out} already holds a different finished run "
         f"({'; '.join(diffs[:6]) or 'unknown identity'}); pass --overwrite to replace it"
@@ -130,9 +130,9 @@ def _finished_run(out: Path, identity: dict, identity_hash: str) -> tuple[str, A
 def _checkpointed_run(out: Path, newest: Path, identity: dict, identity_hash: str) -> tuple[str, Any]:
     """("resume", newest) when the checkpoints in `out` are this run's; otherwise refused."""
     state = read_json(newest / TRAINER_STATE)
-    if state.get("identity_hash") == identity_hash:
+    if is_this_run(state, identity_hash):
         return "resume", newest
-    diffs = identity_diff(identity, state.get("identity", {}))
+    diffs = identity_diff(identity, comparable(state.get("identity", {})))
     raise FileExistsError(
         f"output directory {out} holds checkpoints of a different run "
         f"({'; '.join(diffs[:6]) or 'unknown identity'}); pass --overwrite to start over"

@@ -11,6 +11,8 @@ from pathlib import Path
 from specprobe.finetune.train_options import NON_IDENTITY, TrainOptions
 from specprobe.utils.io import sha256_text
 
+NON_IDENTITY_SET = frozenset(NON_IDENTITY)
+
 
 def run_identity(
     *,
@@ -42,6 +44,23 @@ def run_identity(
 def identity_hash(identity: dict) -> str:
     """The hash a checkpoint and a manifest record, to know a rerun of the same run."""
     return sha256_text(json.dumps(identity, sort_keys=True, default=str))
+
+
+def comparable(identity: dict) -> dict:
+    """A recorded identity as `run_identity` makes it now: one written before an option was found not to
+    change the weights (NON_IDENTITY: gradient_checkpointing) still names it, and is the same run without."""
+    options = identity.get("options")
+    if not isinstance(options, dict) or not NON_IDENTITY_SET & set(options):
+        return identity
+    return {**identity, "options": {k: v for k, v in options.items() if k not in NON_IDENTITY_SET}}
+
+
+def is_this_run(recorded: dict, this_hash: str) -> bool:
+    """Whether a manifest or checkpoint state (its "identity_hash" and "identity") records the run `this_hash` names."""
+    if recorded.get("identity_hash") == this_hash:
+        return True
+    identity = recorded.get("identity")
+    return isinstance(identity, dict) and identity_hash(comparable(identity)) == this_hash
 
 
 def base_identity(base: str, revision: str | None = None) -> dict:

@@ -20,8 +20,9 @@ from specprobe.finetune.trackers import REPORT_TO
 
 SCHEDULERS = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-# Options that do not change the trained weights (not part of the run identity).
-NON_IDENTITY = ("save_every", "keep_checkpoints", "report_to", "save_steps")
+# Options that do not change the trained weights (not part of the run identity): a rerun that changes
+# one resumes (gradient checkpointing recomputes the same activations: bit-identical on CPU, tested).
+NON_IDENTITY = ("save_every", "keep_checkpoints", "report_to", "save_steps", "gradient_checkpointing")
 
 
 class TrainOptionError(ValueError):

@@ -23,7 +23,9 @@ Determinism and resumption
 
 Loss: cross-entropy on the answer tokens only (the option continuation, plus EOS by default),
 summed over the tokens of the whole optimizer step (all micro-batches, all processes) and divided by
-their number, so 2 processes x batch b give the same update as 1 process x batch 2b.
+their number, so 2 processes x batch b give the same update as 1 process x batch 2b. Every step has
+the same number of examples: an epoch's last step is filled up with the first ones of that epoch's
+order (`core.step_order.group_indices`), which are then trained on twice in that epoch.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from specprobe.finetune.run_folder import (
     inspect_out,
     spelled_as_recorded,
 )
-from specprobe.finetune.run_identity import base_identity, identity_hash, run_identity
+from specprobe.finetune.run_identity import base_identity, identity_hash, is_this_run, run_identity
 from specprobe.finetune.snapshots import check_save_steps, save_snapshot, snapshot_entries
 from specprobe.finetune.trackers import StepTracker
 from specprobe.finetune.train_examples import Example, build_examples, collate, group_indices, step_seed
@@ -247,7 +249,7 @@ class _Trainer:
                 state = read_json(cand / TRAINER_STATE)
             except (OSError, ValueError):
                 continue
-            if self.identity_hash is None or state.get("identity_hash") == self.identity_hash:
+            if self.identity_hash is None or is_this_run(state, self.identity_hash):
                 step, ck = int(state.get("step", 0)), cand
                 if self.total is None:
                     self.total = state.get("total_steps")
