@@ -16,6 +16,7 @@ from specprobe.finetune.evaluation import MCEvaluation, evaluate, wilson_interva
 from specprobe.finetune.prompts import PromptFormat
 from specprobe.finetune.training import train
 from specprobe.terms.datasets import DataError, QARecord
+from specprobe.utils.io import sha256_file
 
 OPTS = ("aspirin", "heparin", "insulin", "rest")
 
@@ -111,6 +112,11 @@ def test_matrix_own_specialty_is_best(tiny_llama, tmp_path):
     c = m.contrast()
     assert c["is_best"].all() and c.attrs["mean_diff"] > 0.5 and c.attrs["n_best"] == 2
     assert "own adapter best on 2/2" in m.summary()
+    # each adapter's weights under its own name; none of them as the matrix's one "tuned" (it named the first)
+    assert "tuned" not in m.metadata and "adapter_sha256" not in m.metadata
+    for name in ("cardiology", "neurology"):
+        entry = m.metadata["adapters"][name.capitalize()]
+        assert entry["adapter_sha256"] == sha256_file(tmp_path / name / "adapter_model.safetensors")
     back = AccuracyMatrix.load(m.save(tmp_path / "m.json"))
     assert back.to_pandas().equals(m.to_pandas()) and back.trained_on()["Cardiology"] == "Cardiology"
     assert back.contrast().attrs["mean_diff"] == c.attrs["mean_diff"]

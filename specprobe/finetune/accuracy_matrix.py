@@ -252,7 +252,7 @@ def matrix(
     items = _score_runs(pair, pairs, include_base, records, fmt, L, batch_size, progress, prepared)
     warn_flags(items, len(records), L)
     trained_on = _trained_on(named, set(accuracy_table(items, ("model",))["specialty"]))
-    meta = dict(pair.metadata)
+    meta = {k: v for k, v in pair.metadata.items() if k not in ONE_ADAPTER_KEYS}  # per adapter: "adapters"
     meta.update(
         {
             "data": data_meta,
@@ -260,11 +260,15 @@ def matrix(
             "prompt": fmt.to_dict(),
             "max_length": L,
             "batch_size": batch_size,
-            "adapters": _adapters_meta(named, trained_on),
+            "adapters": _adapters_meta(named, trained_on, pairs),
             "n_questions": len(records),
         }
     )
     return from_items(items, trained_on, meta)
+
+
+#: the loaded pair's metadata of its one adapter: a matrix holds several, each under metadata["adapters"]
+ONE_ADAPTER_KEYS = ("tuned", "adapter_base_model", "adapter_sha256", "adapter_mismatch_forced")
 
 
 def from_items(items: pd.DataFrame, trained_on: Mapping[str, str | None], meta: dict) -> AccuracyMatrix:
@@ -307,11 +311,12 @@ def _score_runs(
     return pd.concat(frames, ignore_index=True)
 
 
-def _adapters_meta(named: list[tuple[str, str, dict]], trained_on: Mapping[str, Any]) -> dict:
-    """The metadata recorded per adapter: path, identity hash, specialties trained on, steps."""
+def _adapters_meta(named: list[tuple[str, str, dict]], trained_on: Mapping[str, Any], pairs: Mapping[str, Any]) -> dict:
+    """The metadata recorded per adapter: path, weights sha256, identity hash, specialty trained on, steps."""
     return {
         name: {
             "path": path,
+            "adapter_sha256": pairs[name].metadata.get("adapter_sha256"),
             "identity_hash": m.get("identity_hash"),
             "trained_on": trained_on[name],
             "steps": m.get("steps"),

@@ -382,17 +382,19 @@ def accuracy_link(
 
 def _evaluated_weights(evaluation: Any, label: str) -> dict:
     """The base and adapter weights the evaluation recorded for its model `label` (what is unknown is left
-    out): an MCEvaluation's are its tuned model's; an AccuracyMatrix records the adapter of its first
-    model only, so another model's adapter is read from the folder it records, when that folder is here."""
+    out): an MCEvaluation's are its tuned model's; an AccuracyMatrix records each adapter's under
+    metadata["adapters"] (one saved before that: the first's only, the others read from their folders)."""
     meta = dict(getattr(evaluation, "metadata", {}) or {})
     out = {"base_weights_sha256": meta.get("base_weights_sha256")}
     if getattr(evaluation, "kind", None) == "mc_evaluation":
         out["adapter_sha256"] = meta.get("adapter_sha256")
     elif getattr(evaluation, "kind", None) == "accuracy_matrix":
         entry = (meta.get("adapters") or {}).get(label) or {}
-        path = entry.get("path") if isinstance(entry, Mapping) else None
-        first = path is not None and path == meta.get("tuned")
-        out["adapter_sha256"] = meta.get("adapter_sha256") if first else adapter_weights_sha256(path)
+        entry = entry if isinstance(entry, Mapping) else {}
+        path = entry.get("path")
+        first = path is not None and path == meta.get("tuned")  # a matrix saved before adapters had their own
+        recorded = entry.get("adapter_sha256") or (meta.get("adapter_sha256") if first else None)
+        out["adapter_sha256"] = recorded or adapter_weights_sha256(path)
     return out
 
 
