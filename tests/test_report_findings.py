@@ -275,6 +275,25 @@ def test_shift_reading_never_calls_a_fall_a_rise():
     assert "largest rise against the control words is +0.100" in shift_reading(matrix.assign(mean=[0.05, 0.1]))
 
 
+def test_shift_reading_takes_its_extreme_from_the_tested_cells():
+    """The heatmap text's 'largest rise +0.0529' came from a cell of one paired text, without a test, while
+    the finding's range (tested cells) topped out at +0.0473."""
+    from specprobe.app.findings import shift_reading
+
+    matrix = pd.DataFrame(
+        {
+            "finetune_specialty": ["A", "A", "A"],
+            "term_specialty": ["A", "B", "C"],
+            "mean": [0.0473, 0.0529, 0.01],
+            "p_holm": [0.01, np.nan, 0.4],
+        }
+    )
+    text = shift_reading(matrix)
+    assert "Among the tested cells, the largest rise against the control words is +0.0473 for A terms" in text
+    untested = shift_reading(matrix.assign(p_holm=np.nan))
+    assert "+0.0529 for B terms under the model fine-tuned on A (no cell could be tested)" in untested
+
+
 def test_shift_yes_does_not_claim_the_cells_without_a_test():
     """All tested cells rose, one cell had no test: "every specialty" would take that cell in."""
     from specprobe.app.findings import shift_finding

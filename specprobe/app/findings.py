@@ -245,12 +245,16 @@ def shift_reading(matrix: pd.DataFrame) -> str:
     """One paragraph on the minus-control heatmap."""
     if matrix.empty or not bool(col(matrix, "mean").notna().any()):  # no cell paired with control words
         return "No control words were scored, so the terms' change cannot be set against ordinary words."
-    top = row_at_max(matrix, "mean")
+    # the extreme among the cells with a test (as the finding's range); a cell of too few texts is no finding
+    tested = matrix[col(matrix, "p_holm").notna() & col(matrix, "mean").notna()]
+    top = row_at_max(tested if len(tested) else matrix, "mean")
+    among = "Among the tested cells, the" if len(tested) < len(matrix) and len(tested) else "The"
     return (
         "Each cell is how much more (positive, orange) or less (negative, blue) a model made the terms of a "
         "specialty likely than ordinary control words in the same question texts, in log-probability per token. "
-        f"The {_extreme(top['mean'])} against the control words is {_num(top['mean'], True)} for "
-        f"{top['term_specialty']} terms under the model fine-tuned on {top['finetune_specialty']}. "
+        f"{among} {_extreme(top['mean'])} against the control words is {_num(top['mean'], True)} for "
+        f"{top['term_specialty']} terms under the model fine-tuned on {top['finetune_specialty']}"
+        f"{'' if len(tested) else ' (no cell could be tested)'}. "
         f"{int((col(matrix, 'p_holm') < ALPHA).sum())} of {len(matrix)} cells carry an asterisk (significant after "
         "Holm correction); an unmarked cell may still be a real change the texts are too few to show."
     )
