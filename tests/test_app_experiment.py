@@ -15,6 +15,7 @@ from specprobe.app.experiment import (
     split_records,
     split_stage,
 )
+from specprobe.app.experiment_stages import write_smedqa
 from specprobe.app.stages import stage_folder
 from specprobe.terms.datasets import QARecord
 
@@ -88,12 +89,34 @@ def test_unknown_specialty_lists_available(tiny_llama, tmp_path):
 
 
 def test_split_is_deterministic_per_specialty_and_interleaving_covers_all():
-    recs = [QARecord(f"{s}{i}", "q", ("a", "b"), "a", (s,)) for s in "XYZ" for i in range(10)]
+    recs = [QARecord(f"{s}{i}", f"q {s}{i}", ("a", "b"), "a", (s,)) for s in "XYZ" for i in range(10)]
     train, test = split_records(recs, 0.3, seed=0)
     assert len(test) == 9 and len(train) == 21 and not {r.id for r in train} & {r.id for r in test}
     assert [r.id for r in split_records(recs, 0.3, seed=0)[1]] == [r.id for r in test]
     assert [r.id for r in split_records(recs, 0.3, seed=1)[1]] != [r.id for r in test]
     assert [r.specialties[0] for r in interleave_by_specialty(test)[:3]] == ["X", "Y", "Z"]
+
+
+def test_a_question_listed_twice_is_on_one_side_of_the_split(tmp_path):
+    """Rows with one text (a duplicate under another id, or the question once per specialty) are one
+    question: never in train for one specialty and in test for another, and scored once."""
+    recs = [QARecord(f"q{i}", f"question {i}?", ("a", "b"), "a", ("X",)) for i in range(30)]
+    recs += [QARecord(f"q{i}-copy", f"question {i}?", ("a", "b"), "a", ("X",)) for i in range(0, 30, 3)]
+    recs += [QARecord(f"q{i}", f"question {i}?", ("a", "b"), "a", ("Y",)) for i in range(0, 30, 2)]
+    recs += [QARecord(f"y{i}", f"other {i}?", ("a", "b"), "a", ("Y",)) for i in range(20)]
+    for seed in range(5):
+        train, test = split_records(recs, 0.3, seed)
+        texts = [r.context_text() for r in train + test]
+        assert len(texts) == len(set(texts)) == 50, "each question once"
+        assert {r.context_text() for r in train}.isdisjoint(r.context_text() for r in test)
+        assert {r.specialties for r in train + test if r.id in {"q0", "q2"}} == {("X", "Y")}
+    data = tmp_path / "data.json"
+    write_smedqa(data, recs)
+    log: list[str] = []
+    folder = split_stage(tmp_path, str(data), "d", 0.3, 0, say=log.append)
+    assert any("25 row(s)" in line and "repeat an earlier question" in line for line in log), log
+    texts = probe_texts(folder / "test.json", None)  # compare refused a repeated text id
+    assert len({t.id for t in texts}) == len(texts)
 
 
 def test_toml_config_rejects_unknown_keys(tmp_path):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +61,12 @@ ACCURACY_LINK_CODE = (*PROBE_CODE, "finetune")  # it reads an AccuracyMatrix
 
 # -- helpers -------------------------------------------------------------------------------------------
 def split_records(records: list[QARecord], test_fraction: float, seed: int) -> tuple[list[QARecord], list[QARecord]]:
-    """A deterministic per-specialty train/test split (by a seeded hash of the record id)."""
+    """A deterministic per-specialty train/test split (by a seeded hash of the record id).
+
+    The rows of one question (`merge_questions`) are split as one record with all their specialties: no
+    test question is also a training question, for one specialty or another, and none counts twice."""
     by_spec: dict[tuple, list[QARecord]] = {}
-    for r in records:
+    for r in merge_questions(records):
         by_spec.setdefault(r.specialties, []).append(r)
     train, test = [], []
     for group in by_spec.values():
@@ -72,6 +75,17 @@ def split_records(records: list[QARecord], test_fraction: float, seed: int) -> t
         test += group[:k]
         train += group[k:]
     return train, test
+
+
+def merge_questions(records: Sequence[QARecord]) -> list[QARecord]:
+    """One record per question text (question and lettered options, as the probes read it): a question
+    listed twice, or once per specialty, is its first row with the specialties of all its rows."""
+    units: dict[str, list[QARecord]] = {}
+    for r in records:
+        units.setdefault(r.context_text(), []).append(r)
+    return [
+        replace(u[0], specialties=tuple(dict.fromkeys(s for r in u for s in r.specialties))) for u in units.values()
+    ]
 
 
 def interleave_by_specialty(records: list[QARecord]) -> list[QARecord]:
@@ -200,7 +214,13 @@ def split_stage(root: Path, data: str, data_hash: str, test_fraction: float, see
     """Stage 1, the train/test split of `data`; returns the folder holding train.json and test.json."""
 
     def produce(folder: Path) -> None:
-        train, test = split_records(load_qa(data), test_fraction, seed)
+        records = load_qa(data)
+        train, test = split_records(records, test_fraction, seed)
+        if repeated := len(records) - len(train) - len(test):
+            say(
+                f"[note] split: {repeated} row(s) of {data} repeat an earlier question; "
+                "each question is kept once, with the specialties of all its rows"
+            )
         write_smedqa(folder / TRAIN_FILE, train)
         write_smedqa(folder / TEST_FILE, test)
 
