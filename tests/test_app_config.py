@@ -36,6 +36,10 @@ BAD = [  # (TOML text, the key the message must name, a phrase it must contain)
     ("[compare]\nseed = 1", "compare.seed", "unknown key; valid compare keys"),
     ("[compare]\ncontrols = 3", "compare.controls", "must be 'auto' or a list"),
     ('[compare]\nlong_texts = "cut"', "compare.long_texts", "must be 'window' or 'error'"),
+    ("specialties = []", "specialties", "must not be empty"),  # it ran every specialty
+    ("trajectory_adapters = []", "trajectory_adapters", "must not be empty"),  # it ran every adapter's
+    ('specialties = ["Neurology", "Neurology"]', "specialties", "'Neurology' is listed twice"),
+    ('trajectory_adapters = ["Neurology", "Neurology"]', "trajectory_adapters", "listed twice"),
 ]
 
 

@@ -119,6 +119,27 @@ def test_a_question_listed_twice_is_on_one_side_of_the_split(tmp_path):
     assert len({t.id for t in texts}) == len(texts)
 
 
+def test_specialty_errors_come_before_the_base_is_hashed_and_a_text_cap_is_said(tmp_path, monkeypatch):
+    """A wrong specialty is told from the data alone (the base's digest can take minutes); max_texts
+    leaving test questions out of the probe stages is said, with which ones it keeps."""
+    import specprobe.app.experiment as experiment
+
+    def no_base(*args, **kwargs):
+        raise AssertionError("the base was hashed before the specialties were checked")
+
+    monkeypatch.setattr(experiment, "base_identity", no_base)
+    cfg = ExperimentConfig(out=str(tmp_path), specialties=["Astrology"]).resolved()
+    with pytest.raises(ValueError, match="Astrology.*training split.*available"):
+        experiment.prepare_run(cfg, tmp_path, say=lambda s: None)
+    with pytest.raises(ValueError, match="specialties: 'Cardiology' and 'cardiology' would share"):
+        experiment.adapter_targets(["Cardiology", "cardiology"], include_all=False)
+    monkeypatch.setattr(experiment, "base_identity", lambda *a, **k: "sha256:x")
+    log: list[str] = []
+    cfg = ExperimentConfig(out=str(tmp_path), specialties=["Cardiology"], max_texts=5).resolved()
+    experiment.prepare_run(cfg, tmp_path, say=log.append)
+    assert any(line.startswith("[note] max_texts = 5:") and "5 of the 210 test questions" in line for line in log)
+
+
 def test_toml_config_rejects_unknown_keys(tmp_path):
     p = tmp_path / "e.toml"
     p.write_text('out = "x"\nspecialites = ["Cardiology"]\n')

@@ -140,7 +140,7 @@ class ConfigSchema(BaseModel):
     base: str = _optional()
     data: str = _optional()
     out: str = _optional(min_length=1)
-    specialties: list[str] | None = _optional()
+    specialties: list[str] | None = _optional(min_length=1)  # left out: every specialty; [] is an error
     include_all: bool = _optional()
     test_fraction: float = _optional(gt=0, lt=1)
     seed: int = _optional(ge=0)
@@ -149,7 +149,7 @@ class ConfigSchema(BaseModel):
     max_texts: int | None = _optional(gt=0)
     layers: bool = _optional()
     analyses: list[Analysis] | None = _optional()
-    trajectory_adapters: list[str] | None = _optional()
+    trajectory_adapters: list[str] | None = _optional(min_length=1)
     reuse_older: list[ReusableStage] | None = _optional()
     resources: ResourcesSchema = _optional()
 
@@ -177,6 +177,7 @@ _PROBLEMS = {
     "less_than": "must be < {lt}",
     "less_than_equal": "must be <= {le}",
     "string_too_short": "must not be empty",
+    "too_short": "must not be empty (leave the key out for its default)",
 }
 
 
@@ -234,6 +235,14 @@ def check_train_options(train: dict, source: str) -> None:
     except TrainOptionError as exc:
         problem = str(exc).removeprefix(f"training option {exc.field}: ")
         raise ConfigError(f"{source}: train.{exc.field}: {problem}") from None
+
+
+def check_listed_once(config: ExperimentConfig, source: str) -> None:
+    """A specialty or trajectory adapter named twice is a mistake (two stages would share one folder name)."""
+    for name in ("specialties", "trajectory_adapters"):
+        values = getattr(config, name) or []
+        if (twice := next((v for i, v in enumerate(values) if v in values[:i]), None)) is not None:
+            raise ConfigError(f"{source}: {name}: {twice!r} is listed twice")
 
 
 def check_device_and_dtype(compare: dict, source: str) -> None:
@@ -304,6 +313,7 @@ class ExperimentConfig:
     def validate(self, source: str = "experiment config") -> None:
         """Check every field (also after fields were changed); raises `ConfigError` naming the key."""
         validate_config(asdict(self), source)
+        check_listed_once(self, source)
         if "trajectory" in (self.analyses or []) and not self.train.get("save_steps"):
             raise ConfigError(f"{source}: analyses: 'trajectory' needs adapter snapshots; set train.save_steps")
         check_train_options(self.train, source)

@@ -149,7 +149,9 @@ def check_specialties(train_path: str | Path, wanted: Sequence[str] | None, data
     specialties = list(wanted or available)
     unknown = [s for s in specialties if s not in available]
     if unknown:
-        raise ValueError(f"specialties {unknown} have no questions in {data}; available: {available}")
+        raise ValueError(
+            f"specialties {unknown} have no questions in the training split of {data}; available: {available}"
+        )
     return specialties
 
 
@@ -161,7 +163,15 @@ def adapter_targets(specialties: Sequence[str], include_all: bool) -> list[tuple
             "rename that specialty in the data, or set include_all = false"
         )
     targets: list[tuple[str, str | None]] = [(s, s) for s in specialties]
-    return targets + ([(ALL_SPECIALTIES, None)] if include_all else [])
+    targets += [(ALL_SPECIALTIES, None)] if include_all else []
+    folders: dict[str, str] = {}
+    for name, _ in targets:
+        if (other := folders.setdefault(slug(name), name)) != name:
+            raise ValueError(
+                f"specialties: {other!r} and {name!r} would share the stage folders '*-{slug(name)}'; "
+                "name one specialty once, or rename one in the data"
+            )
+    return targets
 
 
 # -- the stage graph -------------------------------------------------------------------------------------
@@ -347,19 +357,30 @@ def prepare_run(cfg: ExperimentConfig, root: Path, *, say: Say = print, remote: 
     `remote`: the stages run in other processes, maybe on other machines: a base given as a relative
     local path is passed on as an absolute one. A hub base is passed on pinned to the commit it resolves
     to now ("id@commit"), so that a new upstream commit during the run does not reach its later stages."""
-    base_hash = base_identity(cfg.base, cfg.train.get("revision"), root)
-    data_hash = sha256_file(cfg.data)
+    data_hash = sha256_file(cfg.data)  # the data first: a wrong specialty is told before the base is hashed
     split_dir = split_stage(root, cfg.data, data_hash, cfg.test_fraction, cfg.seed, say=say)
     split = split_key(data_hash, cfg.test_fraction, cfg.seed)
     train_path, test_path = split_dir / TRAIN_FILE, split_dir / TEST_FILE
     specialties = check_specialties(train_path, cfg.specialties, cfg.data)
     targets = adapter_targets(specialties, cfg.include_all)
     check_trajectory_adapters(cfg.trajectory_adapters, [name for name, _ in targets])
+    say_text_cap(test_path, cfg.max_texts, say)
+    base_hash = base_identity(cfg.base, cfg.train.get("revision"), root)
     if not Path(cfg.base).exists():
         base = base_hash  # a hub id as "id@commit" (`core.models.model_ref`): every stage loads the commit resolved now
     else:
         base = str(Path(cfg.base).resolve()) if remote else cfg.base
     return RunInputs(cfg, root, base_hash, split, train_path, test_path, targets, base)
+
+
+def say_text_cap(test_path: Path, max_texts: int | None, say: Say) -> None:
+    """Say when `max_texts` leaves test questions out of the probe stages, and which ones it keeps."""
+    n = len(probe_texts(test_path, None))
+    if max_texts is not None and max_texts < n:
+        say(
+            f"[note] max_texts = {max_texts}: compare, layers and trajectory score {max_texts} of the {n} test "
+            "questions (the first of each specialty in turn, in the split's seeded order); accuracy scores all"
+        )
 
 
 def check_trajectory_adapters(wanted: Sequence[str] | None, names: Sequence[str]) -> None:
