@@ -6,6 +6,7 @@ import pytest
 
 from specprobe.app.experiment import (
     SPLIT_CODE,
+    ConfigError,
     ExperimentConfig,
     check_specialties,
     interleave_by_specialty,
@@ -138,6 +139,16 @@ def test_specialty_errors_come_before_the_base_is_hashed_and_a_text_cap_is_said(
     cfg = ExperimentConfig(out=str(tmp_path), specialties=["Cardiology"], max_texts=5).resolved()
     experiment.prepare_run(cfg, tmp_path, say=log.append)
     assert any(line.startswith("[note] max_texts = 5:") and "5 of the 210 test questions" in line for line in log)
+
+
+def test_a_data_path_that_is_no_file_names_the_key(tmp_path):
+    """A mistyped data path said only "[Errno 2] No such file or directory: '...'", naming no key."""
+    import specprobe.app.experiment as experiment
+
+    for data, problem in ((tmp_path / "S-MedQA_valdation.json", "no such file"), (tmp_path, "a folder")):
+        cfg = ExperimentConfig(out=str(tmp_path / "out"), data=str(data)).resolved()
+        with pytest.raises(ConfigError, match=f"^data: .*: {problem}"):
+            experiment.prepare_run(cfg, tmp_path, say=lambda s: None)
 
 
 def test_toml_config_rejects_unknown_keys(tmp_path):

@@ -357,6 +357,9 @@ def prepare_run(cfg: ExperimentConfig, root: Path, *, say: Say = print, remote: 
     `remote`: the stages run in other processes, maybe on other machines: a base given as a relative
     local path is passed on as an absolute one. A hub base is passed on pinned to the commit it resolves
     to now ("id@commit"), so that a new upstream commit during the run does not reach its later stages."""
+    if not Path(cfg.data).is_file():
+        problem = "a folder, not a QA file" if Path(cfg.data).is_dir() else "no such file"
+        raise ConfigError(f"data: {cfg.data}: {problem}")
     data_hash = sha256_file(cfg.data)  # the data first: a wrong specialty is told before the base is hashed
     split_dir = split_stage(root, cfg.data, data_hash, cfg.test_fraction, cfg.seed, say=say)
     split = split_key(data_hash, cfg.test_fraction, cfg.seed)
