@@ -16,6 +16,7 @@ from specprobe.app import stages
 from specprobe.app.config import ConfigError, ExperimentConfig, builtin_questions
 from specprobe.app.experiment import run_experiment
 from specprobe.app.experiment_stages import LEXICON_CODE, LEXICON_DATA, lexicon_key
+from specprobe.utils.io import sha256_file
 
 
 def _model_dir(path: Path) -> Path:
@@ -202,6 +203,8 @@ def test_a_base_changed_in_place_reruns_its_stages_and_is_recorded(tiny_llama, t
     )
     first = run_experiment(cfg, progress=False, say=lambda _: None)
     assert first.metadata["base_identity"].startswith("sha256:")
+    # what reproduces the questions: the data's sha256 and the split's options (it was only in a stage marker)
+    assert first.metadata["split"] == {"data": sha256_file(data), "test_fraction": cfg.test_fraction, "seed": cfg.seed}
     config = json.loads((base / "config.json").read_text(encoding="utf-8"))
     config["rms_norm_eps"] = 0.5  # the same weights, other logits
     (base / "config.json").write_text(json.dumps(config), encoding="utf-8")

@@ -243,7 +243,7 @@ def plan_steps(run: RunInputs, *, in_process: bool, progress: bool = True, say: 
     needs = {"lexicon": "lexicon", "accuracy": "accuracy", "adapters": adapters}
     needs |= {"comparisons": probes["compare"], "layers": probes["layers"], **analysis_needs}
     steps += analyses
-    report = {"root": root, "config": cfg.recorded(), "base_identity": run.base_hash}
+    report = {"root": root, "config": cfg.recorded(), "base_identity": run.base_hash, "split": run.split}
     steps.append(Step("report", "report", report_stage, report, needs))
     return [dataclasses.replace(step, reuse_older=tuple(cfg.reuse_older or ())) for step in steps]
 

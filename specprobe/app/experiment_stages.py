@@ -608,13 +608,16 @@ def general_text_stage(
     return run_stage(root, f"general-text-{slug(name)}", key, produce, code=ANALYSIS_CODE, say=say) / filename
 
 
-def summary_stage(root: Path, config: dict, paths: dict, base_identity: str | None = None) -> ExperimentResult:
+def summary_stage(
+    root: Path, config: dict, paths: dict, base_identity: str | None = None, split: Mapping[str, Any] | None = None
+) -> ExperimentResult:
     """The last step (not cached): compare_matrix.csv, accuracy_matrix.csv and experiment.json from the stages' files.
 
     experiment.json also lists, under extras["reused_older"], the stages that another specprobe version or
     other code wrote (`reuse_older`), with that version, so that the report can say so; and, under
     metadata["base_identity"], the base the stages were keyed on (`base_identity`: its files' digest, or
-    the hub commit that an unpinned hub id resolved to)."""
+    the hub commit that an unpinned hub id resolved to), and under metadata["split"] the data's sha256 with
+    the split's test_fraction and seed (what reproduces the questions)."""
     from specprobe.finetune import AccuracyMatrix
     from specprobe.probe.comparison import Comparison
 
@@ -626,6 +629,8 @@ def summary_stage(root: Path, config: dict, paths: dict, base_identity: str | No
     reused = reused_older_stages(paths)
     extras = {"paths": paths, **({"reused_older": reused} if reused else {})}
     meta = {"config": config, "root": str(root), **({"base_identity": base_identity} if base_identity else {})}
+    if split:
+        meta["split"] = dict(split)
     result = ExperimentResult(matrix, meta, extras)
     result._cache.update({"accuracy": accuracy, "comparisons": comparisons})
     result.save(root / "experiment.json")
@@ -658,12 +663,14 @@ def report_stage(
     trajectory: Mapping[str, str | Path] | None = None,
     general_text: Mapping[str, str | Path] | None = None,
     base_identity: str | None = None,
+    split: Mapping[str, Any] | None = None,
 ) -> Path:
     """The last step, from the stages' files: `summary_stage`'s CSVs and experiment.json; returns experiment.json.
 
     The analyses' files (those run) are recorded beside the others, under the names the report reads
     (`report.OPTIONAL`): per adapter for seen_unseen, trajectory and general_text, one accuracy_link.
-    `base_identity`: the base's identity in the stage keys, recorded in experiment.json."""
+    `base_identity`: the base's identity in the stage keys, and `split` (the data's sha256, test_fraction,
+    seed), both recorded in experiment.json."""
     paths: dict[str, Any] = {
         "lexicon": str(lexicon),
         "accuracy": str(accuracy),
@@ -676,5 +683,5 @@ def report_stage(
             paths[key] = {name: str(p) for name, p in named.items()}
     if accuracy_link is not None:
         paths["accuracy_link"] = str(accuracy_link)
-    summary_stage(root, config, paths, base_identity)
+    summary_stage(root, config, paths, base_identity, split)
     return root / "experiment.json"
