@@ -164,6 +164,15 @@ def _first_weights_file(folder: Path) -> Path | None:
     return files[0] if files else None
 
 
+def adapter_weights_sha256(folder: str | os.PathLike | None) -> str | None:
+    """sha256 of an adapter folder's weights file (adapter_model.*), as `ModelPair` records it in
+    metadata["adapter_sha256"] (None: no folder or no such file)."""
+    if folder is None or not Path(folder).is_dir():
+        return None
+    files = sorted(Path(folder).glob("adapter_model.*"))
+    return sha256_file(files[0]) if files else None
+
+
 def check_adapter_base(adapter: str, manifest: dict, base_hash: str | None, name: str | None = None) -> None:
     """The base-hash check: `ModelLoadError` when the adapter's manifest (`finetune.train` writes one)
     records base weights other than `base_hash`. Silent when either fingerprint is unknown."""
@@ -428,8 +437,7 @@ class ModelPair:
         manifest = _read_adapter_json(Path(adapter) / "manifest.json", required=False)
         meta["tuned"] = adapter
         meta["adapter_base_model"] = cfg.get("base_model_name_or_path")
-        files = sorted(Path(adapter).glob("adapter_model.*"))
-        meta["adapter_sha256"] = sha256_file(files[0]) if files else None
+        meta["adapter_sha256"] = adapter_weights_sha256(adapter)
         hash_forced = _check_adapter_hash(adapter, manifest, meta.get("base_weights_sha256"), force)
         try:
             why = unfaithful_adapter(PeftConfig.from_peft_type(**cfg), base_obj)

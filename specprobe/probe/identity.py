@@ -5,20 +5,9 @@ recorded weights differ, rather than silently mixing runs. Unknown fingerprints 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
-
-from specprobe.utils.io import sha256_file
 
 #: the fingerprints compared, and how an error names each
 WEIGHTS = {"base_weights_sha256": "base weights", "adapter_sha256": "adapter weights"}
-
-
-def adapter_weights_sha256(folder: str | Path | None) -> str | None:
-    """sha256 of an adapter folder's weights file, as `ModelPair` records it (None: no folder or file)."""
-    if folder is None or not Path(folder).is_dir():
-        return None
-    files = sorted(Path(folder).glob("adapter_model.*"))
-    return sha256_file(files[0]) if files else None
 
 
 def check_same_weights(

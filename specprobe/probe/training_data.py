@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from specprobe.core.models import adapter_weights_sha256
 from specprobe.core.step_order import group_indices
-from specprobe.probe.identity import adapter_weights_sha256
 from specprobe.terms.datasets import QARecord, load_qa
 from specprobe.terms.records import records_sha256
 from specprobe.terms.selection import normalize_specialty, select

@@ -22,10 +22,11 @@ from typing import Any, ClassVar, cast
 import numpy as np
 import pandas as pd
 
+from specprobe.core.models import adapter_weights_sha256
 from specprobe.core.results import Result
 from specprobe.probe.analyses.rank_stats import RankCorrelation, rank_correlation
 from specprobe.probe.comparison import METRICS, Comparison
-from specprobe.probe.identity import adapter_weights_sha256, check_same_weights
+from specprobe.probe.identity import check_same_weights
 from specprobe.probe.stats import holm
 from specprobe.terms.selection import NO_SPECIALTY
 

@@ -93,10 +93,10 @@ def run_trajectory(args: argparse.Namespace) -> int:
 
 
 def run_general_text(args: argparse.Namespace) -> int:
+    from specprobe.core.models import adapter_weights_sha256
     from specprobe.probe.analyses.general_text import general_text_control, with_general_text
     from specprobe.probe.analyses.model_files import read_general_texts
     from specprobe.probe.comparison import Comparison
-    from specprobe.probe.identity import adapter_weights_sha256
     from specprobe.probe.options import check_out_dir
     from specprobe.utils.io import atomic_write_text
 
