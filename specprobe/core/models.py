@@ -645,25 +645,23 @@ def _pair_tokenizer(
     require_fast(tokenizer)
     if isinstance(tuned, (str, os.PathLike)):
         check_folder_tokenizer(tokenizer, tuned, trust_remote_code)
-    elif tuned_tok is not None and tuned_tok is not tokenizer and not same_vocabulary(tokenizer, tuned_tok):
-        raise ModelLoadError(
-            f"base and tuned (a {type(tuned).__name__} object) have different tokenizers; "
-            "their log-probs are not comparable"
-        )
+    else:
+        check_same_tokenizer(tokenizer, tuned_tok, f"a {type(tuned).__name__} object")
     return tokenizer
 
 
+def check_same_tokenizer(tokenizer: Any, tuned_tok: Any, tuned: str) -> None:
+    """A `ModelLoadError` when the tuned model's own tokenizer (`tuned_tok`; None: it has none) has another
+    vocabulary than the pair's: the tuned model learned on that one (e.g. added tokens), so scoring it with
+    the pair's tokenizer would give log-probs that are not comparable. `tuned` names the tuned model."""
+    if tuned_tok is not None and tuned_tok is not tokenizer and not same_vocabulary(tokenizer, tuned_tok):
+        raise ModelLoadError(f"base and tuned ({tuned}) have different tokenizers; their log-probs are not comparable")
+
+
 def check_folder_tokenizer(tokenizer: Any, folder: str | os.PathLike, trust_remote_code: bool = False) -> None:
-    """A `ModelLoadError` when a tuned model or adapter folder holds a tokenizer of another vocabulary than
-    the pair's: the tuned model learned on that one (e.g. added tokens), so scoring it with the base's
-    tokenizer would give log-probs that are not comparable."""
-    if not (Path(folder) / "tokenizer.json").exists():
-        return
-    own = load_tokenizer(str(folder), trust_remote_code)
-    if not same_vocabulary(tokenizer, own):
-        raise ModelLoadError(
-            f"base and tuned ({str(folder)}) have different tokenizers; their log-probs are not comparable"
-        )
+    """`check_same_tokenizer` for a tuned model or adapter folder that holds a tokenizer of its own."""
+    if (Path(folder) / "tokenizer.json").exists():
+        check_same_tokenizer(tokenizer, load_tokenizer(str(folder), trust_remote_code), str(folder))
 
 
 def check_tokenizer_fits(tokenizer: Any, model: HFModel) -> None:

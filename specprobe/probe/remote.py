@@ -30,7 +30,7 @@ import torch
 from specprobe.core.architecture import finish_logits, split_model, unwrap_peft
 from specprobe.core.engines import engine_kind
 from specprobe.core.items import fit_max_length
-from specprobe.core.models import load_tokenizer, model_context_length, same_vocabulary
+from specprobe.core.models import check_same_tokenizer, load_tokenizer, model_context_length
 from specprobe.probe.hooks import check_hookable, resolve_layers, same_depth
 from specprobe.probe.inputs import DEFAULT_TEMPLATE
 from specprobe.probe.lens import LayerView, lens_frame
@@ -169,9 +169,7 @@ def _load_models(base: Any, tuned: Any, tokenizer: Any, remote: bool | str) -> t
     tok = tokenizer if tokenizer is not None else getattr(base_lm, "tokenizer", None)
     if tok is None:
         raise ValueError("pass tokenizer= (the nnsight model has none)")
-    tuned_tok = getattr(tuned_lm, "tokenizer", None)
-    if tuned_tok is not None and tuned_tok is not tok and not same_vocabulary(tok, tuned_tok):
-        raise ValueError("base and tuned nnsight models have different tokenizers; their log-probs are not comparable")
+    check_same_tokenizer(tok, getattr(tuned_lm, "tokenizer", None), "the tuned nnsight model")
     for lm in (base_lm, tuned_lm):
         if remote is not True and not getattr(lm, "dispatched", True):
             lm.dispatch()  # the real weights, now: loaded at the first trace, the module would run in train mode
