@@ -17,6 +17,7 @@ from specprobe.probe import compare
 from specprobe.probe.analyses import Trajectory, read_checkpoints, trajectory
 from specprobe.terms.datasets import QARecord
 from specprobe.utils.io import sha256_file
+from tests.interrupts import sigint_at
 
 PLANTED = "zorblax"  # the answer of every Cardiology training question; unknown to the base
 TERMS = {PLANTED: ["Cardiology"], "digoxin": ["Cardiology"], "seizure": ["Neurology"], "migraine": ["Neurology"]}
@@ -243,8 +244,6 @@ def test_roundtrip_report_and_cli(traj, runs, tmp_path):
 def test_a_stopped_run_keeps_its_snapshots_and_resumes_to_the_same_ones(tiny_llama, tmp_path):
     """Ctrl-C after a snapshot step: the snapshots written so far stay; the resumed run writes the rest
     and lists all, each equal to the uninterrupted run's."""
-    import os
-    import signal
 
     from specprobe.finetune import train
     from specprobe.finetune.train_signals import TrainingInterrupted
@@ -253,9 +252,7 @@ def test_a_stopped_run_keeps_its_snapshots_and_resumes_to_the_same_ones(tiny_lla
     opts = dict(max_steps=6, batch_size=2, save_every=100, save_steps=[0, 2, 5], dropout=0.1, progress=False)
     full = train(base, data, None, tmp_path / "full", **opts)
 
-    def interrupt(step, loss):
-        if step == 3:
-            os.kill(os.getpid(), signal.SIGINT)
+    interrupt = sigint_at(3)
 
     with pytest.raises(TrainingInterrupted):
         train(base, data, None, tmp_path / "part", on_step=interrupt, **opts)

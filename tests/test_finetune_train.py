@@ -18,6 +18,7 @@ from specprobe.finetune.train_options import TrainOptions
 from specprobe.finetune.train_signals import TrainingInterrupted
 from specprobe.finetune.training import train
 from specprobe.terms.datasets import DataError, QARecord
+from tests.interrupts import sigint_at
 
 OPTIONS = ("aspirin", "heparin", "insulin", "rest")
 REPO = Path(__file__).resolve().parents[1]
@@ -290,9 +291,7 @@ def test_ctrl_c_leaves_a_checkpoint_and_resume_matches(tiny_llama, tmp_path):
     opts = dict(max_steps=8, batch_size=2, save_every=100, dropout=0.1, grad_accum=2, progress=False)
     full = train(base, recs, None, tmp_path / "full", **opts)
 
-    def interrupt(step, loss):
-        if step == 3:
-            os.kill(os.getpid(), signal.SIGINT)
+    interrupt = sigint_at(3)
 
     with pytest.raises(TrainingInterrupted) as info:  # never a silently incomplete TrainRun
         train(base, recs, None, tmp_path / "part", on_step=interrupt, **opts)
@@ -321,9 +320,7 @@ def test_turning_on_gradient_checkpointing_resumes_the_run(tiny_llama, tmp_path)
     opts = dict(max_steps=6, batch_size=2, save_every=100, dropout=0.1, progress=False)
     full = train(base, recs, None, tmp_path / "full", **opts)
 
-    def interrupt(step, loss):
-        if step == 3:
-            os.kill(os.getpid(), signal.SIGINT)
+    interrupt = sigint_at(3)
 
     with pytest.raises(TrainingInterrupted):
         train(base, recs, None, tmp_path / "part", on_step=interrupt, **opts)
@@ -372,9 +369,7 @@ def test_fp16_resume_keeps_the_loss_scale(tiny_llama, tmp_path, monkeypatch):
     scale = started[-1].accelerator.scaler.get_scale()
     assert scale < 65536  # it backed off at least once, or the test shows nothing
 
-    def interrupt(step, loss):
-        if step == 3:
-            os.kill(os.getpid(), signal.SIGINT)
+    interrupt = sigint_at(3)
 
     with pytest.raises(TrainingInterrupted):
         train(base, recs, None, tmp_path / "part", on_step=interrupt, **opts)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
-import signal
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from specprobe.finetune.train_options import TrainOptionError
 from specprobe.finetune.train_signals import TrainingInterrupted
 from specprobe.finetune.training import train
 from specprobe.terms.datasets import QARecord
+from tests.interrupts import sigint_at
 
 OPTIONS = ("aspirin", "heparin", "insulin", "rest")
 TAGS = ("train/loss", "train/learning_rate", "train/grad_norm", "train/tokens_per_s")
@@ -72,9 +71,7 @@ def test_resume_after_interruption_logs_no_step_twice(tiny_llama, tmp_path):
     base, recs = str(tiny_llama[0]), make_records()
     full = train(base, recs, None, tmp_path / "full", report_to="tensorboard", **FAST)
 
-    def interrupt(step, loss):
-        if step == 3:
-            os.kill(os.getpid(), signal.SIGINT)
+    interrupt = sigint_at(3)
 
     with pytest.raises(TrainingInterrupted):
         train(base, recs, None, tmp_path / "part", report_to="tensorboard", on_step=interrupt, **FAST)
