@@ -207,6 +207,30 @@ def test_results_json_has_lm_eval_layout(tmp_path):
     assert set(payload["configs"]) == set(payload["versions"]) == set(payload["results"])
 
 
+def test_specialties_with_one_task_slug_keep_their_own_subtasks(tmp_path):
+    """Specialties with one slug (内科 and 外科: "none"; Ob/Gyn and Ob-Gyn: "ob_gyn") are each their own
+    subtask with their own accuracy, not one subtask overwritten by the other."""
+    specs = ["内科", "内科", "外科", "Ob/Gyn", "Ob-Gyn", "Cardiology"]
+    items = [
+        {"Question": f"Case {i}: which drug?", "Options": list(OPTS), "Answer": OPTS[0], "Specialty": s}
+        for i, s in enumerate(specs)
+    ]
+    data = tmp_path / "qa.json"
+    data.write_text(json.dumps(items, ensure_ascii=False))
+    right = [0, 1, 1, 0, 1, 0]  # the answer (option 0) picked on 内科 and Ob/Gyn and Cardiology only
+    lls = [[-1.0, -2.0, -3.0, -4.0] if r == 0 else [-2.0, -1.0, -3.0, -4.0] for r in right]
+    res = from_lm_eval({"m": write_samples(tmp_path / "s.jsonl", items, lls)}, data)
+    assert isinstance(res, MCEvaluation)
+    payload = json.loads(res.to_lm_eval(tmp_path / "results.json").read_text(encoding="utf-8"))
+    acc = res.accuracy().set_index("specialty")
+    names = payload["specialties"]
+    assert sorted(names.values()) == sorted(set(specs)) and len(payload["group_subtasks"][TASK]) == 5
+    for name, spec in names.items():
+        assert payload["results"][name]["acc,none"] == pytest.approx(acc.loc[spec, "acc"]), spec
+        assert payload["n-samples"][name]["effective"] == acc.loc[spec, "n"], spec
+    assert payload["results"][subtask_name("Cardiology")]["acc,none"] == 1.0  # a unique slug keeps its plain name
+
+
 def test_round_trip_model_to_lm_eval_files_and_back(tiny_llama, tmp_path):
     """specprobe evaluates a tiny model and adapter, writes lm-eval files, reads them back: identical."""
     base, adapter = tiny_llama

@@ -46,6 +46,15 @@ def subtask_name(specialty: str, task: str = TASK) -> str:
     return f"{task}_{slug}"
 
 
+def subtask_names(specialties: Sequence[str], task: str = TASK) -> dict[str, str]:
+    """{specialty: its lm-eval task name}, one name per specialty: specialties whose `subtask_name` is
+    the same ("Ob/Gyn" and "Ob-Gyn"; "内科" and "外科", both "none") get a hash of their name appended,
+    else one subtask's results would replace the other's."""
+    plain = {s: subtask_name(s, task) for s in specialties}
+    taken = list(plain.values())
+    return {s: name if taken.count(name) == 1 else f"{name}_{sha256_text(s)[:8]}" for s, name in plain.items()}
+
+
 def pick_model(frame: pd.DataFrame, model: str | None) -> pd.DataFrame:
     """The rows of `model`; None is allowed when the evaluation holds one model only."""
     models = list(dict.fromkeys(frame["model"]))
@@ -96,7 +105,8 @@ def results_payload(frame: pd.DataFrame, meta: dict, model: str | None = None, t
     rows = pick_model(frame, model)
     label = str(rows["model"].iloc[0]) if len(rows) else str(model)
     by_spec = {str(s): g for s, g in explode_specialties(rows).groupby("specialty", sort=True)}
-    subtasks = {subtask_name(s, task): g for s, g in by_spec.items()}
+    names = subtask_names(list(by_spec), task)
+    subtasks = {names[s]: g for s, g in by_spec.items()}
     results = {task: _metrics(rows, task)}
     results.update({name: _metrics(g, f" - {name}") for name, g in subtasks.items()})
     every = [task, *subtasks]
@@ -111,7 +121,7 @@ def results_payload(frame: pd.DataFrame, meta: dict, model: str | None = None, t
         "n-samples": {name: {"original": len(g), "effective": len(g)} for name, g in [(task, rows), *subtasks.items()]},
         "config": {"model": "specprobe", "model_args": label, "batch_size": meta.get("batch_size")},
         "model_name": label,
-        "specialties": {subtask_name(s, task): s for s in by_spec},
+        "specialties": {name: s for s, name in names.items()},
         "date": now_iso(),
         "specprobe": {"kind": "mc_evaluation", "data": meta.get("data"), "max_length": meta.get("max_length")},
     }
