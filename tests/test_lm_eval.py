@@ -188,6 +188,24 @@ def test_matrix_from_lm_eval_runs_the_own_specialty_test(tmp_path, capsys):
     assert "own adapter best on 3/3" in capsys.readouterr().out
 
 
+def test_matrix_model_names_match_specialties_whatever_their_case_and_others_warn(tmp_path, caplog):
+    """lm-eval folders are often lower case: "cardiology" is Cardiology's adapter (not an adapter of no
+    specialty, which would silently leave Cardiology out of the own-specialty test); a name that is no
+    specialty warns."""
+    data = qa_file(tmp_path / "qa.json", n=30)
+    items = json.loads(data.read_text())
+    lls = random_lls(len(items), 3)
+    names = ["base", "cardiology", "NEUROLOGY", "derm"]
+    files = {name: write_samples(tmp_path / f"{name}.jsonl", items, lls) for name in names}
+    with caplog.at_level("WARNING", logger="specprobe.finetune.lm_eval"):
+        m = from_lm_eval(files, data, matrix=True)
+    assert isinstance(m, AccuracyMatrix)
+    assert m.trained_on() == {"base": None, "cardiology": "Cardiology", "NEUROLOGY": "Neurology", "derm": None}
+    assert sorted(m.contrast()["specialty"]) == ["Cardiology", "Neurology"]
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "'derm' is named after no specialty" in warned[0] and "Dermatology" in warned[0]
+
+
 def test_results_json_has_lm_eval_layout(tmp_path):
     data = qa_file(tmp_path / "qa.json", n=21)
     items = json.loads(data.read_text())

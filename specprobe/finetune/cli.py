@@ -127,7 +127,7 @@ def _register_evaluate(subparsers) -> None:
         default=None,
         help="read option log-likelihoods from lm-evaluation-harness --log_samples output instead of running a "
         "model: its samples_<task>_<date>.jsonl, or a folder (its --output_path) holding exactly one "
-        "(repeat for several models; with --matrix a NAME equal to a specialty counts as trained on it, "
+        "(repeat for several models; with --matrix a NAME equal to a specialty, in any case, counts as trained on it, "
         "'base' is the base)",
     )
     e.add_argument(

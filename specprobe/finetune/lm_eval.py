@@ -323,7 +323,30 @@ def from_lm_eval(
     meta = {"data": data_meta, "specialty": specialty, "lm_eval": read, "variants": list(read)}
     if not matrix:
         return MCEvaluation(frame, meta)
-    spec_names = {s for r in records for s in specialties_of(r.specialties)}
-    trained_on = {m: (m if m in spec_names else None) for m in read if m != BASE}
+    trained_on = _trained_on(
+        [m for m in read if m != BASE], {s for r in records for s in specialties_of(r.specialties)}
+    )
     meta["adapters"] = {m: {"path": read[m]["path"], "trained_on": t} for m, t in trained_on.items()}
     return from_items(frame, trained_on, meta)
+
+
+def _trained_on(models: Sequence[str], spec_names: set[str]) -> dict[str, str | None]:
+    """The specialty each model is named after (exactly, else the one specialty equal to it case-insensitively:
+    a folder "cardiology" for "Cardiology"), else None, with a warning: that model is then no specialty's
+    own adapter in `contrast()`, and the own-specialty test leaves its specialty out."""
+    folded: dict[str, list[str]] = {}
+    for s in spec_names:
+        folded.setdefault(s.casefold(), []).append(s)
+    out: dict[str, str | None] = {}
+    for m in models:
+        same = folded.get(m.casefold(), [])
+        out[m] = m if m in spec_names else same[0] if len(same) == 1 else None
+        if out[m] is None:
+            shown = ", ".join(sorted(spec_names)[:8]) + (", ..." if len(spec_names) > 8 else "")
+            log.warning(
+                "lm-eval model %r is named after no specialty of the QA data (%s): it counts as trained on none; "
+                "name it NAME=PATH after the specialty it was trained on",
+                m,
+                shown,
+            )
+    return out
