@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
+
 import pytest
 
 from specprobe.app.experiment import (
@@ -18,7 +21,7 @@ from specprobe.app.experiment import (
 )
 from specprobe.app.experiment_stages import write_smedqa
 from specprobe.app.stages import stage_folder
-from specprobe.terms.datasets import QARecord
+from specprobe.terms.datasets import QARecord, load_qa
 
 
 def _config(base, out, **kw) -> ExperimentConfig:
@@ -199,3 +202,71 @@ def test_a_result_files_identity_follows_its_numbers_not_its_time_stamps(tmp_pat
     assert stage_of(first) != identity, "the extras changed"
     moved = Result(frame, {}, {"n": 2}).save(tmp_path / "compare-a-2" / "r.json.gz")
     assert stage_of(moved) != identity, "another stage folder"
+
+
+def _id_less_rows(n: int) -> list[dict]:
+    """S-MedQA rows without ids (as the release has them), in two specialties."""
+    return [
+        {"Question": f"Question {i}?", "Specialty": "XY"[i % 2], "Options": ["a", "b"], "Answer": "a"} for i in range(n)
+    ]
+
+
+def test_the_split_of_data_without_ids_depends_on_its_content_not_its_file_name(tmp_path):
+    """Questions without ids are numbered "<file stem>:<row>"; the split hashed that id, so the same data
+    saved as a.json and b.json shared about a third of its test questions. It hashes their normalised text
+    now: the same test questions under any name, and a row differing only in case or spacing goes with it.
+    Ids the data gives are still what the split hashes."""
+    import json
+
+    rows = _id_less_rows(60)
+    tests = []
+    for name in ("a.json", "b.json"):
+        (tmp_path / name).write_text(json.dumps(rows), encoding="utf-8")
+        tests.append({r.question for r in split_records(load_qa(tmp_path / name), 0.3, seed=0)[1]})
+    assert len(tests[0]) == 18 and tests[0] == tests[1]
+    shouted = [dict(r, Question=f"  {r['Question'].upper()} ") for r in rows]
+    (tmp_path / "c.json").write_text(json.dumps(shouted), encoding="utf-8")
+    assert {r.question.strip().lower() for r in split_records(load_qa(tmp_path / "c.json"), 0.3, 0)[1]} == {
+        q.lower() for q in tests[0]
+    }
+    with_ids = [dict(r, id=f"id{i}") for i, r in enumerate(rows)]
+    (tmp_path / "d.json").write_text(json.dumps(with_ids), encoding="utf-8")
+    given = load_qa(tmp_path / "d.json")
+    by_id = {r.id for r in split_records(given, 0.3, 0)[1]}
+    assert by_id == {r.id for r in split_records([replace(r, question=f"Other {r.id}?") for r in given], 0.3, 0)[1]}
+
+
+def test_the_split_is_recomputed_when_its_code_changes():
+    """The split stage's key includes the code of the split (`SPLIT_CODE`): an experiment folder split by
+    the earlier rule is split again, and its adapters, keyed on the training file's content, are retrained
+    rather than mixed with the new test questions."""
+    import inspect
+    from pathlib import Path
+
+    import specprobe
+    from specprobe.terms.records import split_identity
+
+    package = Path(specprobe.__file__).parent
+    for fn in (split_records, split_identity):
+        source = Path(inspect.getsourcefile(fn) or "").relative_to(package).as_posix()
+        assert any(source == part or source.startswith(part + "/") for part in SPLIT_CODE), source
+
+
+def test_a_question_listed_with_two_answers_is_an_error(tmp_path):
+    """Rows of one question (merged into one by the split) with different answers: before, the first
+    row's answer was kept silently; a question has one gold answer, so it is an error naming both."""
+    import json
+
+    from specprobe.terms.datasets import DataError
+
+    rows = _id_less_rows(10)
+    rows.append(dict(rows[3], Specialty="Y", Answer="b"))
+    data = tmp_path / "qa.json"
+    data.write_text(json.dumps(rows), encoding="utf-8")
+    message = f"{data}: rows 'qa:3' and 'qa:10' give the question 'Question 3?' different answers, 'a' and 'b'"
+    with pytest.raises(DataError, match=re.escape(message)):
+        split_stage(tmp_path, str(data), "d", 0.3, 0, say=lambda s: None)
+    rows[-1]["Answer"] = "a"  # the same answer: merged, as before
+    data.write_text(json.dumps(rows), encoding="utf-8")
+    train, test = split_records(load_qa(data), 0.3, 0)
+    assert len(train) + len(test) == 10

@@ -368,3 +368,14 @@ def test_json_of_another_shape_says_what_was_expected(tmp_path):
     p.write_bytes(__import__("gzip").compress(json.dumps([GOOD]).encode()))
     with pytest.raises(DataError, match=r"w.json: a gzip-compressed file, not UTF-8 text; decompress it first"):
         load_qa(p)
+
+
+def test_a_null_or_empty_id_is_no_id(tmp_path):
+    """A row whose id is null or "" (pandas writes null for a missing id) is numbered "<file stem>:<row>"
+    like a row without one; before, every null id became the id "None", shared by all of them."""
+    p = _smedqa(tmp_path, [dict(GOOD, id=None), dict(GOOD, id=""), dict(GOOD, id=7), GOOD])
+    recs = load_qa(p)
+    assert [r.id for r in recs] == ["s:0", "s:1", "7", "s:3"]
+    from specprobe.terms.records import ROW_ID  # what the split reads: the loader numbered the row
+
+    assert [bool(r.meta.get(ROW_ID)) for r in recs] == [True, True, False, True]

@@ -18,7 +18,8 @@ import pandas as pd
 
 from specprobe.app.experiment_result import ExperimentResult
 from specprobe.app.stages import DONE, package_data_digests, run_stage, written_by_other_code
-from specprobe.terms.datasets import QARecord, load_qa
+from specprobe.terms.datasets import DataError, QARecord, load_qa
+from specprobe.terms.records import split_identity
 from specprobe.utils.io import atomic_write_text, read_json, sha256_file, sha256_text
 
 Say = Callable[[str], None]
@@ -60,32 +61,48 @@ ACCURACY_LINK_CODE = (*PROBE_CODE, "finetune")  # it reads an AccuracyMatrix
 
 
 # -- helpers -------------------------------------------------------------------------------------------
-def split_records(records: list[QARecord], test_fraction: float, seed: int) -> tuple[list[QARecord], list[QARecord]]:
-    """A deterministic per-specialty train/test split (by a seeded hash of the record id).
+def split_records(
+    records: list[QARecord], test_fraction: float, seed: int, source: str = "data"
+) -> tuple[list[QARecord], list[QARecord]]:
+    """A deterministic per-specialty train/test split (by a seeded hash of `split_identity`: the id the
+    data gives, else the question's normalised text, never the file's name).
 
     The rows of one question (`merge_questions`) are split as one record with all their specialties: no
     test question is also a training question, for one specialty or another, and none counts twice."""
     by_spec: dict[tuple, list[QARecord]] = {}
-    for r in merge_questions(records):
+    for r in merge_questions(records, source):
         by_spec.setdefault(r.specialties, []).append(r)
     train, test = [], []
     for group in by_spec.values():
-        group = sorted(group, key=lambda r: hashlib.sha256(f"{seed}:{r.id}".encode()).hexdigest())
+        group = sorted(group, key=lambda r: hashlib.sha256(f"{seed}:{split_identity(r)}".encode()).hexdigest())
         k = max(1, round(len(group) * test_fraction))
         test += group[:k]
         train += group[k:]
     return train, test
 
 
-def merge_questions(records: Sequence[QARecord]) -> list[QARecord]:
+def merge_questions(records: Sequence[QARecord], source: str = "data") -> list[QARecord]:
     """One record per question text (question and lettered options, as the probes read it): a question
-    listed twice, or once per specialty, is its first row with the specialties of all its rows."""
+    listed twice, or once per specialty, is its first row with the specialties of all its rows. Rows of one
+    question with different answers are a `DataError` naming `source`: a question has one gold answer."""
     units: dict[str, list[QARecord]] = {}
     for r in records:
+        if (unit := units.get(r.context_text())) is not None:
+            check_same_answer(unit[0], r, source)
         units.setdefault(r.context_text(), []).append(r)
     return [
         replace(u[0], specialties=tuple(dict.fromkeys(s for r in u for s in r.specialties))) for u in units.values()
     ]
+
+
+def check_same_answer(first: QARecord, other: QARecord, source: str) -> None:
+    """A `DataError` naming both rows, the question and the two answers when a repeat of a question gives
+    another answer (keeping either would train and score on a gold answer the data contradicts)."""
+    if other.answer != first.answer:
+        raise DataError(
+            f"{source}: rows {first.id!r} and {other.id!r} give the question {first.question[:60]!r} different "
+            f"answers, {first.answer!r} and {other.answer!r}; fix the data (a question has one gold answer)"
+        )
 
 
 def interleave_by_specialty(records: list[QARecord]) -> list[QARecord]:
@@ -215,7 +232,7 @@ def split_stage(root: Path, data: str, data_hash: str, test_fraction: float, see
 
     def produce(folder: Path) -> None:
         records = load_qa(data)
-        train, test = split_records(records, test_fraction, seed)
+        train, test = split_records(records, test_fraction, seed, data)
         if repeated := len(records) - len(train) - len(test):
             say(
                 f"[note] split: {repeated} row(s) of {data} repeat an earlier question; "

@@ -37,7 +37,7 @@ from typing import Any
 
 from specprobe.utils.io import parse_jsonl_line
 
-from .records import LEXICON_SCHEMA, OPTION_LETTERS, DataError, QARecord, _as_specialties, read_text
+from .records import LEXICON_SCHEMA, OPTION_LETTERS, DataError, QARecord, _as_specialties, read_text, record_id
 
 FORMATS = ("auto", "smedqa", "medqa", "medmcqa", "instruction", "csv", "jsonl")
 LETTERS = OPTION_LETTERS  # A-Z, as the prompts letter options
@@ -188,14 +188,9 @@ def _medqa(path: Path, i: int, obj) -> QARecord:
     if idx not in opts:
         raise _err(path, i, f"field 'answer_idx' {idx!r} is not one of the option letters {letters}")
     spec = _as_specialties(obj.get("specialty", obj.get("Specialty", ())), path, i)
-    return QARecord(
-        str(obj.get("id", f"{path.stem}:{i}")),
-        q,
-        options,
-        opts[idx],
-        spec,
-        {"meta_info": obj["meta_info"]} if "meta_info" in obj else {},
-    )
+    rid, meta = record_id(obj.get("id"), path, i)
+    info = {"meta_info": obj["meta_info"]} if "meta_info" in obj else {}
+    return QARecord(rid, q, options, opts[idx], spec, meta | info)
 
 
 def _medmcqa(path: Path, i: int, obj, base: int) -> QARecord:
@@ -212,7 +207,8 @@ def _medmcqa(path: Path, i: int, obj, base: int) -> QARecord:
         raise _err(path, i, f"field 'cop' {cop!r} must be an option number {base}..{base + 3}")
     subject = obj.get("subject_name")
     spec = (subject.strip(),) if isinstance(subject, str) and subject.strip() else ()
-    return QARecord(str(obj.get("id", f"{path.stem}:{i}")), q, tuple(options), options[cop - base], spec)
+    rid, meta = record_id(obj.get("id"), path, i)
+    return QARecord(rid, q, tuple(options), options[cop - base], spec, meta)
 
 
 def _instruction(path: Path, i: int, obj) -> QARecord:
@@ -251,7 +247,8 @@ def _instruction(path: Path, i: int, obj) -> QARecord:
             raise _err(path, i, f"field 'output' {out[:60]!r} names none of the options")
         answer = hit[0]
     spec = _as_specialties(obj.get("specialty", obj.get("Specialty", ())), path, i)
-    return QARecord(str(obj.get("id", f"{path.stem}:{i}")), question, options, answer, spec)
+    rid, meta = record_id(obj.get("id"), path, i)
+    return QARecord(rid, question, options, answer, spec, meta)
 
 
 def _option_lines(lines: Sequence[str]) -> list[int]:
@@ -322,8 +319,8 @@ def _mapped(path: Path, i: int, row, mapping: dict) -> QARecord:
         v = row[scol]
         spec = _as_specialties(v.split(";") if isinstance(v, str) else v, path, i)
     icol = mapping.get("id")
-    rid = str(row[icol]) if icol and row.get(icol) not in (None, "") else f"{path.stem}:{i}"
-    return QARecord(rid, q, tuple(options), answer, spec)
+    rid, meta = record_id(row.get(icol) if icol else None, path, i)
+    return QARecord(rid, q, tuple(options), answer, spec, meta)
 
 
 def _csv_row(path: Path, i: int, line: int, row: dict, mapping: dict) -> QARecord:
@@ -354,8 +351,8 @@ def _smedqa(path: Path, index: int, obj) -> QARecord:
     if answer not in options:
         raise DataError(f"{path}: item {index}: field 'Answer' {answer!r} is not one of the options")
     specialties = _as_specialties(obj.get("Specialty", ()), path, index)
-    rid = str(obj.get("id", obj.get("ID", f"{path.stem}:{index}")))
-    return QARecord(rid, question, tuple(options), answer, specialties)
+    rid, meta = record_id(obj["id"] if obj.get("id") is not None else obj.get("ID"), path, index)
+    return QARecord(rid, question, tuple(options), answer, specialties, meta)
 
 
 def parse_file(path: Path, format: str = "auto", mapping: dict | None = None) -> Iterator[Thunk]:

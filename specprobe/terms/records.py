@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import string
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -15,6 +18,8 @@ log = logging.getLogger(__name__)
 OPTION_LETTERS = string.ascii_uppercase
 #: the "schema" of a lexicon file (`lexicon.SCHEMA`), here so that the QA loaders can tell a lexicon given as data
 LEXICON_SCHEMA = "specprobe.terms.lexicon"
+#: `QARecord.meta` key, True where the data gave the question no id and the loader numbered it "<file stem>:<row>"
+ROW_ID = "row_id"
 
 
 class DataError(ValueError):
@@ -77,6 +82,28 @@ class QARecord:
 
     def as_text_record(self) -> TextRecord:
         return TextRecord(self.id, self.context_text(), self.specialties)
+
+
+def record_id(value: Any, path: Path, index: int) -> tuple[str, dict]:
+    """(id, meta) of a record whose id field holds `value`: the id the data gives, or "<file stem>:<row>" and
+    {ROW_ID: True} when it gives none (a missing, null or empty id: a null is no id "None" shared by every row)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return f"{path.stem}:{index}", {ROW_ID: True}
+    return str(value), {}
+
+
+def normalized_question(text: str) -> str:
+    """A question's text as the split compares it: Unicode NFKC, case-folded, each run of whitespace one space."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def split_identity(record: QARecord) -> str:
+    """What the experiment's split hashes for a question: the id the data gave it, or for a question the
+    loader numbered (`ROW_ID`) a hash of its normalised text, so that the split depends on the data's content,
+    not on the file's name, and rows of one question text share a key."""
+    if not record.meta.get(ROW_ID):
+        return record.id
+    return "text:" + hashlib.sha256(normalized_question(record.question).encode("utf-8")).hexdigest()
 
 
 def check_option_count(n: int, where: str) -> None:
