@@ -172,3 +172,25 @@ def test_a_specialty_spelled_two_ways_selects_every_spelling():
         assert [r.id for r in select(recs, asked)] == ["q1", "q2", "q3"]
         assert data_specialties(recs, asked) == ["Cardiology", "cardiology"]
     assert data_specialties(recs[:2], "cardiology") == ["Cardiology"]
+
+
+def test_a_specialty_named_with_a_comma_is_one_specialty(tmp_path):
+    """A specialty the data spells with a comma ("Obstetrics, gynecology") is that specialty, not the
+    comma list "Obstetrics" and "gynecology" (which selected the questions of two other specialties); a
+    comma list of other names is still a list."""
+    from specprobe.finetune.data import data_specialties
+    from specprobe.probe.training_data import training_data
+
+    recs = [
+        QARecord("q1", "q1?", ("a", "b"), "a", ("Obstetrics, gynecology",)),
+        QARecord("q2", "q2?", ("a", "b"), "a", ("Obstetrics",)),
+        QARecord("q3", "q3?", ("a", "b"), "a", ("Gynecology",)),
+    ]
+    for asked in ("Obstetrics, gynecology", " obstetrics, GYNECOLOGY", ["Obstetrics, gynecology"]):
+        assert [r.id for r in select(recs, asked)] == ["q1"]
+    assert data_specialties(recs, ["Obstetrics, gynecology", "Gynecology"]) == ["Gynecology", "Obstetrics, gynecology"]
+    assert [r.id for r in select(recs, "Obstetrics,Gynecology")] == ["q2", "q3"]
+    assert [r.id for r in select(recs[:1] + recs[:1], "Obstetrics, gynecology")] == ["q1", "q1"]
+    # an adapter folder without a manifest: the records are taken as given, filtered by the specialty
+    trained = training_data(str(tmp_path), train_data=recs, specialty="Obstetrics, gynecology")
+    assert [r.id for r in trained.records] == ["q1"] and trained.specialties == ("Obstetrics, gynecology",)

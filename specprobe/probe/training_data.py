@@ -25,7 +25,7 @@ from specprobe.core.models import adapter_weights_sha256
 from specprobe.core.step_order import group_indices
 from specprobe.terms.datasets import QARecord, load_qa
 from specprobe.terms.records import records_sha256
-from specprobe.terms.selection import normalize_specialty, select
+from specprobe.terms.selection import normalize_specialty, select, specialty_counts
 from specprobe.utils.io import read_json, sha256_file
 
 MANIFEST = "manifest.json"
@@ -150,7 +150,7 @@ def training_data(adapter: Any, train_data: Any = None, specialty: str | Sequenc
         raise ValueError(f"{where}: field 'data' is missing; not a manifest written by specprobe finetune")
     records, source = _load_checked(train_data, data, where)
     specialties = _trained_specialties(manifest, where)
-    if specialty is not None and _lower(normalize_specialty(specialty)) != _lower(specialties):
+    if specialty is not None and _lower(normalize_specialty(specialty, specialties or ())) != _lower(specialties):
         raise ValueError(f"specialty={specialty!r}, but {where} records training on {list(specialties or ['all'])}")
     chosen = select(records, specialties, where)
     expected_n = manifest.get("filter", {}).get("n_examples")
@@ -202,7 +202,7 @@ def _unchecked(folder: str | None, train_data: Any, specialty: str | Sequence[st
         if not all(isinstance(r, QARecord) for r in records):
             raise TypeError("train_data must be a QA file path or a list of QARecord")
         source = {"path": None, "sha256": records_sha256(records)}
-    names = normalize_specialty(specialty)
+    names = normalize_specialty(specialty, known=specialty_counts(records))
     specialties = tuple(names) if names else None
     chosen = select(records, specialties, str(source["path"] or "train_data"))
     if specialties is None:  # all given records: they were trained on the specialties they have

@@ -5,7 +5,7 @@ without a specialty)."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 from specprobe.terms.records import DataError, QARecord
 
@@ -37,15 +37,21 @@ def specialty_counts(records: Iterable[QARecord]) -> Counter:
     return counts
 
 
-def normalize_specialty(specialty: str | Sequence[str] | None) -> list[str] | None:
-    """None (all), or a sorted list of distinct names; "all" means all. A comma list is accepted."""
+def normalize_specialty(specialty: str | Sequence[str] | None, known: Collection[str] = ()) -> list[str] | None:
+    """None (all), or a sorted list of distinct names; "all" means all. A comma list is accepted, but a
+    name that is one of the `known` specialties (case-insensitively), commas and all, stays whole:
+    "Obstetrics, gynecology" is that specialty, not "Obstetrics" and "gynecology"."""
     if specialty is None:
         return None
     if isinstance(specialty, str):
         specialty = [specialty]
+    whole = {k.strip().lower() for k in known}
     names: list[str] = []
-    for s in specialty:
-        names += [p.strip() for p in str(s).split(",") if p.strip()] if "," in str(s) else [str(s).strip()]
+    for s in map(str, specialty):
+        if "," in s and s.strip().lower() not in whole:
+            names += [p.strip() for p in s.split(",") if p.strip()]
+        else:
+            names.append(s.strip())
     if not names or any(n.lower() == ALL for n in names):
         return None
     return sorted(set(names))
@@ -69,10 +75,10 @@ def data_specialties(
     """The given specialties as `records` spell them (sorted; matched case-insensitively, as `select`
     matches them, every spelling the data has), or None for all: what a run trained on "cardiology"
     records, so that it is known for the data's "Cardiology". An unknown one is an error as in `select`."""
-    wanted = normalize_specialty(specialty)
+    counts = specialty_counts(records)
+    wanted = normalize_specialty(specialty, known=counts)
     if wanted is None:
         return None
-    counts = specialty_counts(records)
     lower = {k.lower() for k in counts}
     missing = [w for w in wanted if w.lower() not in lower]
     if missing:
