@@ -54,6 +54,40 @@ def test_a_regular_plural_normalises_as_its_singular(word):
     assert normalise_token(word.capitalize() + "\u2019s") == normalise_token(word + "'s")  # either apostrophe
 
 
+# any text, and words ending the way the plural and final-"e" rules look at ("-se", "-ee", "-ies", "-aee")
+any_token = st.one_of(st.text(max_size=12), st.text(alphabet="aeiyslnrsSE\u03c3\u03c2\u03a3'\u2019", max_size=9))
+
+
+@settings(max_examples=1000, deadline=None, derandomize=True)
+@given(any_token)
+@example("disease")  # read "diseas", which read "disea": the normal form was not its own normal form
+@example("False")
+@example("degree")  # "degre" -> "degr"
+@example("lactoses")
+@example("xaee")  # the stem "xae" is a normal form: the "e" goes
+@example("\u03a3\u0397\u03a8\u0399\u03a3")
+def test_normalise_token_is_idempotent_and_never_empty(token):
+    once = normalise_token(token)
+    assert normalise_token(once) == once, (token, once)
+    assert bool(once) == bool(token)
+
+
+@pytest.mark.parametrize(
+    "word,plural",
+    [("disease", "diseases"), ("glucose", "glucoses"), ("degree", "degrees"), ("mass", "masses"), ("lapse", "lapses")],
+)
+def test_words_ending_se_or_ee_still_match_their_plural_and_stay_apart_from_others(word, plural):
+    assert normalise_token(word) == normalise_token(plural) == normalise_token(normalise_token(plural))
+    assert normalise_token("lapse") != normalise_token("laps") and normalise_token("dense") != normalise_token("dens")
+
+
+def test_greek_final_sigma_is_sigma():
+    """str.lower writes a capital final sigma as "\u03c2": "\u03a3\u0397\u03a8\u0399\u03a3" was not
+    "\u03c3\u03b7\u03c8\u03b9\u03c3"."""
+    upper, lower = "\u03a3\u0397\u03a8\u0399\u03a3", "\u03c3\u03b7\u03c8\u03b9\u03c3"
+    assert normalise_token(upper) == normalise_token(lower) == normalise_token(lower[:-1] + "\u03c2")
+
+
 def test_latin_ae_and_short_words_stay_apart():
     assert normalise_token("agalactiae") != normalise_token("agalactia")
     assert normalise_token("toes") != normalise_token("to") and normalise_token("does") != normalise_token("do")

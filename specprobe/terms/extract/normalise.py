@@ -18,11 +18,13 @@ def ascii_apostrophes(text: str) -> str:
 
 
 def normalise_token(token: str) -> str:
-    """Lower-case and strip a regular English plural, then a final "e" (same rule for dictionary and text), so
+    """Case-fold and strip a regular English plural, then a final "e" (same rule for dictionary and text), so
     "seizures" ~ "seizure", "arteries" ~ "artery", "knees" ~ "knee", "toes" ~ "toe", "kidneys" ~ "kidney",
     "calories" ~ "calorie"; a Latin "-ae" stays ("agalactiae" is not "agalactia"); the typographic apostrophe is
-    the ASCII one ("\u2019s" ~ "'s"). Only used to compare strings."""
-    t = ascii_apostrophes(token.lower())
+    the ASCII one ("\u2019s" ~ "'s"); Greek final sigma is sigma ("ΣΗΨΙΣ" ~ "σηψισ": `str.lower` writes the
+    first "σηψις"). Idempotent: a final "e" stays where its stem would normalise further ("disease", not
+    "diseas", which reads "disea"), so a normalised form is its own normal form. Only used to compare strings."""
+    t = ascii_apostrophes(token.casefold())
     if len(t) <= 3 or not t.isalpha():
         return t
     t = _singular(t)
@@ -30,7 +32,9 @@ def normalise_token(token: str) -> str:
         return t
     if t.endswith("ie"):  # "calorie" ~ "calories", which reads "calory" as "arteries" reads "artery"
         return t[:-2] + "y"
-    return t[:-1] if t.endswith("e") else t
+    if t.endswith("e") and normalise_token(t[:-1]) == t[:-1]:
+        return t[:-1]
+    return t
 
 
 def _singular(t: str) -> str:
