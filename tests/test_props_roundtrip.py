@@ -39,6 +39,7 @@ from specprobe.probe.comparison import Comparison
 from specprobe.probe.lens import LayerView
 from specprobe.probe.patching import LogitAttribution, Patching
 from specprobe.terms.lexicon import Lexicon, TermEntry
+from specprobe.terms.specialties import AssignmentRule
 
 SETTINGS = settings(
     max_examples=25,
@@ -457,7 +458,18 @@ def lexicon_meta(draw) -> dict:
         for _ in range(draw(st.integers(0, 2)))
     ]
     meta["specialties"] = draw(st.lists(spec_names, unique=True, max_size=4))
-    meta["rule"] = draw(st.fixed_dictionaries({"z_min": finite, "min_count": counts, "use_ontology": st.booleans()}))
+    # every field: a lexicon's rule is refused when one is missing (it would be assumed, silently)
+    rule = st.builds(
+        AssignmentRule,
+        z_min=finite,
+        min_specialty_count=counts,
+        max_specialties=st.integers(1, 15),
+        min_count=st.integers(1, 10_000),
+        prior_strength=st.floats(1e-6, 1e6),
+        use_ontology=st.just(True),
+        use_corpus=st.booleans(),
+    )
+    meta["rule"] = draw(rule).to_dict()
     meta["totals"] = draw(st.dictionaries(spec_names, counts, max_size=3))
     return meta
 

@@ -1,6 +1,7 @@
 """Lexicon: save/load roundtrip, atomic write, filter, merge, the probe contract (contexts, term_specialties)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -183,11 +184,79 @@ def test_merge_refuses_one_data_file_twice_and_mixed_backends(tmp_path):
     """Merging a lexicon with another built from the same file doubled every count and sharpened every
     z-score without a word; pooling two backends' counts mixed incomparable term keys."""
     src = {"path": str(tmp_path / "d.json"), "sha256": "ab" * 32, "format": "auto"}
-    a = Lexicon(_toy().terms, {"sources": [src], "backend": "offline"})
+    toy = _toy()
+    a = Lexicon(toy.terms, {**toy.meta, "sources": [src], "backend": "offline"})
     with pytest.raises(ValueError, match="same data .*count its terms twice"):
-        a.merge(Lexicon(_toy().terms, {"sources": [dict(src)], "backend": "offline"}))
+        a.merge(Lexicon(toy.terms, {**toy.meta, "sources": [dict(src)], "backend": "offline"}))
     other = {"path": str(tmp_path / "e.json"), "sha256": "cd" * 32, "format": "auto"}
     with pytest.raises(ValueError, match="different backends"):
-        a.merge(Lexicon(_toy().terms, {"sources": [other], "backend": "scispacy"}))
-    merged = a.merge(Lexicon(_toy().terms, {"sources": [other], "backend": "offline"}))
+        a.merge(Lexicon(toy.terms, {**toy.meta, "sources": [other], "backend": "scispacy"}))
+    merged = a.merge(Lexicon(toy.terms, {**toy.meta, "sources": [other], "backend": "offline"}))
     assert merged["seizure"].count == 2 * a["seizure"].count
+
+
+def _three_specialties(z_min: float) -> Lexicon:
+    """Cardiology and Neurology terms, and Pediatrics questions whose only term ("fever") is in every question:
+    with z_min 3 no term is assigned Pediatrics, so the specialties assigned to terms leave it out."""
+    specs = ["Cardiology"] * 6 + ["Neurology"] * 6 + ["Pediatrics"] * 6
+    recs = [QARecord(f"q{i}", "x", ("a", "b"), "a", (s,)) for i, s in enumerate(specs)]
+    own = {"Cardiology": [_m("palpitations", 0, "X:1")] * 3, "Neurology": [_m("headache", 0, "X:2")] * 2}
+    mentions = [own.get(s, []) + [_m("fever", 0, "X:3")] for s in specs]
+    return lexicon_from_mentions(recs, mentions, rule=AssignmentRule(use_ontology=False, z_min=z_min), meta={})
+
+
+def _without(lex: Lexicon, path, field: str) -> Path:
+    data = json.loads(json.dumps(lex.to_dict()))
+    del data["meta"][field]
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_a_lexicon_without_its_rule_or_specialties_is_not_reassigned_with_defaults(tmp_path):
+    """A file without meta.rule was reassigned with the default rule ("fever" lost Pediatrics, assigned at
+    z_min 1), and one without meta.specialties over the specialties its terms have (Pediatrics left out:
+    headache's Neurology z 3.239 read 3.107): both silently. Now an error naming the file and field; the
+    file still loads and gives its terms (the probe reads no rule)."""
+    lex = _three_specialties(z_min=1.0)
+    assert lex["fever"].specialties == ["Pediatrics"] and lex.reassign()["fever"].specialties == ["Pediatrics"]
+    no_rule = Lexicon.load(_without(lex, tmp_path / "no-rule.json", "rule"))
+    assert no_rule.term_specialties() == lex.term_specialties()
+    with pytest.raises(DataError, match=r"no-rule\.json: field 'meta\.rule' is missing"):
+        no_rule.reassign()
+    with pytest.raises(DataError, match="meta.rule"):
+        no_rule.merge(lex)
+    assert no_rule.reassign(AssignmentRule(use_ontology=False, z_min=1.0))["fever"].specialties == ["Pediatrics"]
+
+    strict = _three_specialties(z_min=3.0)
+    assert not [e for e in strict.terms.values() if "Pediatrics" in e.specialties]
+    z = strict.reassign()["headache"].z["Neurology"]
+    no_specs = Lexicon.load(_without(strict, tmp_path / "no-specs.json", "specialties"))
+    with pytest.raises(DataError, match=r"no-specs\.json: field 'meta\.specialties' is missing"):
+        no_specs.reassign()
+    with pytest.raises(DataError, match="meta.specialties"):
+        strict.merge(no_specs)
+    no_specs.meta["specialties"] = strict.meta["specialties"]
+    assert no_specs.reassign()["headache"].z["Neurology"] == pytest.approx(z)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"use_corpus": "false"}, "'meta.rule.use_corpus' must be true or false, got 'false'"),  # was True
+        ({"zmin": 3}, "'meta.rule.zmin' is unknown"),  # was ignored: z_min stayed 1.96
+        ({"z_min": None}, "'meta.rule.z_min' must be a number"),  # was a TypeError from math.isfinite
+        ({"max_specialties": 0}, "field 'meta.rule': max_specialties must be at least 1"),
+    ],
+)
+def test_a_damaged_rule_is_refused_naming_the_file_and_field(tmp_path, change, message):
+    data = _toy().to_dict()
+    data["meta"]["rule"].update(change)
+    p = tmp_path / "lex.json"
+    p.write_text(json.dumps(data))
+    with pytest.raises(DataError) as info:
+        Lexicon.load(p)
+    assert str(p) in str(info.value) and message in str(info.value)
+    data["meta"]["rule"] = {k: v for k, v in _toy().meta["rule"].items() if k != "min_count"}
+    p.write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"'meta\.rule\.min_count' is missing"):  # was assumed: 1
+        Lexicon.load(p)

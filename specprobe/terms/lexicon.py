@@ -16,6 +16,8 @@ A term key is the commonest lower-cased surface form of its normalised form, so 
 file, the term and the field. Every specprobe version writes every field; a term entry must have the
 fields the lexicon decides and counts with (`REQUIRED_FIELDS`: a missing one is an error, never a default),
 while the descriptive ones (canonical, concept_ids, sources, surfaces, ontology_evidence) default to empty.
+`meta.rule`, where present, must have every `AssignmentRule` field; `reassign` and `merge` refuse a lexicon
+without `meta.rule` (unless given a rule) or `meta.specialties` rather than assume defaults.
 """
 
 from __future__ import annotations
@@ -157,6 +159,8 @@ class Lexicon:
             raise TypeError(f"Lexicon(meta=...) must be a mapping, got {type(meta).__name__}")
         self.terms: dict[str, TermEntry] = dict(terms)
         self.meta: dict = dict(meta or {})
+        #: the file it was loaded from (`load`), named by errors about its fields
+        self.path: Path | None = None
 
     # ------------------------------------------------------------------------------ the probe contract
     def term_specialties(self) -> dict[str, tuple[str, ...]]:
@@ -207,11 +211,32 @@ class Lexicon:
 
     @property
     def specialties(self) -> list[str]:
+        """The data's specialties (`meta.specialties`), else those its terms are assigned (for display)."""
         return list(self.meta.get("specialties") or sorted({s for e in self.terms.values() for s in e.specialties}))
 
     @property
     def rule(self) -> AssignmentRule:
-        return AssignmentRule.from_dict(self.meta.get("rule", {}))
+        """The rule the terms were assigned with (`meta.rule`); a lexicon without one raises `DataError`
+        rather than assume the defaults."""
+        if "rule" not in self.meta:
+            raise DataError(
+                f"{self._where()}: field 'meta.rule' is missing, so the rule its terms were assigned with is "
+                "unknown; pass one: lexicon.reassign(rule=AssignmentRule(...))"
+            )
+        return AssignmentRule.from_dict(self.meta["rule"])
+
+    def _recorded_specialties(self) -> list[str]:
+        """`meta.specialties`, which the corpus z-scores are computed over: the ones assigned to terms leave
+        out a specialty whose texts gave no term and so change every z-score."""
+        if "specialties" not in self.meta:
+            raise DataError(
+                f"{self._where()}: field 'meta.specialties' is missing, and the corpus z-scores need every "
+                "specialty of the data; set lexicon.meta['specialties'] or rebuild with `specprobe terms build`"
+            )
+        return list(self.meta["specialties"])
+
+    def _where(self) -> str:
+        return f"lexicon {self.path}" if self.path is not None else "this lexicon"
 
     def for_specialty(self, specialty: str, specific_only: bool = True) -> list[TermEntry]:
         """Terms assigned to `specialty`, strongest corpus signal first."""
@@ -311,8 +336,8 @@ class Lexicon:
 
     def reassign(self, rule: AssignmentRule | None = None) -> Lexicon:
         """Recompute the corpus z-scores from the stored counts and re-apply `rule` (default: the stored one)."""
+        specs = self._recorded_specialties()
         rule = rule or self.rule
-        specs = self.specialties
         z = log_odds_z({t: e.counts for t, e in self.terms.items()}, specs, rule.prior_strength)
         terms = {}
         for t, e in self.terms.items():
@@ -328,6 +353,8 @@ class Lexicon:
         Refused (ValueError) where both were built from the same data file (same sha256: its terms would
         be counted twice) or by different extraction backends (their term keys and counts differ)."""
         _check_mergeable(self.meta, other.meta)
+        specialties = list(dict.fromkeys(self._recorded_specialties() + other._recorded_specialties()))
+        rule = self.rule  # a lexicon without its rule is refused before any work
         terms = {
             t: replace(
                 e,
@@ -358,12 +385,12 @@ class Lexicon:
             e.ontology_evidence = list(dict.fromkeys(e.ontology_evidence + o.ontology_evidence))
         meta = dict(self.meta)
         meta["sources"] = list(self.meta.get("sources", [])) + list(other.meta.get("sources", []))
-        meta["specialties"] = list(dict.fromkeys(self.specialties + other.specialties))
+        meta["specialties"] = specialties
         totals = dict(self.meta.get("totals", {}))
         for s, n in other.meta.get("totals", {}).items():
             totals[s] = totals.get(s, 0) + n
         meta["totals"] = totals
-        return Lexicon(terms, meta).reassign()
+        return Lexicon(terms, meta).reassign(rule)
 
     # ------------------------------------------------------------------------------ files
     def to_dict(self) -> dict:
@@ -405,7 +432,9 @@ class Lexicon:
             raise DataError(f"{path}: field 'meta' must be an object, got {type(meta).__name__}")
         _check_meta(meta, path)
         terms = {t: TermEntry.from_dict(t, d, where=str(path)) for t, d in raw_terms.items()}
-        return cls(terms, meta)
+        lexicon = cls(terms, meta)
+        lexicon.path = path
+        return lexicon
 
     def __repr__(self) -> str:
         s = self.stats()
@@ -442,10 +471,42 @@ def _check_meta(meta: dict, path: Path) -> None:
     specs = meta.get("specialties", [])
     if not (isinstance(specs, list) and all(isinstance(s, str) for s in specs)):
         raise DataError(f"{path}: field 'meta.specialties' must be a list of strings, got {specs!r:.60}")
-    if not isinstance(meta.get("rule", {}), dict):
-        raise DataError(f"{path}: field 'meta.rule' must be an object")
+    if "rule" in meta:
+        _check_rule(meta["rule"], path)
     if not isinstance(meta.get("totals", {}), dict):
         raise DataError(f"{path}: field 'meta.totals' must be an object")
+
+
+_RULE_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "z_min": (_is_number, "a number"),
+    "min_specialty_count": (_is_int, "an integer"),
+    "max_specialties": (_is_int, "an integer"),
+    "min_count": (_is_int, "an integer"),
+    "prior_strength": (_is_number, "a number"),
+    "use_ontology": (lambda v: isinstance(v, bool), "true or false"),
+    "use_corpus": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def _check_rule(rule: Any, path: Path) -> None:
+    """`meta.rule` has every field of `AssignmentRule` (every version writes them all), each of its type and
+    value, and no other: a default or a string "false" would silently reassign with another rule."""
+    if not isinstance(rule, dict):
+        raise DataError(f"{path}: field 'meta.rule' must be an object")
+    for key in rule:
+        if key not in _RULE_TYPES:
+            raise DataError(
+                f"{path}: field 'meta.rule.{key}' is unknown; the rule's fields are {', '.join(_RULE_TYPES)}"
+            )
+    for key, (ok, what) in _RULE_TYPES.items():
+        if key not in rule:
+            raise DataError(f"{path}: field 'meta.rule.{key}' is missing; rebuild with `specprobe terms build`")
+        if not ok(rule[key]):
+            raise DataError(f"{path}: field 'meta.rule.{key}' must be {what}, got {rule[key]!r:.60}")
+    try:
+        AssignmentRule.from_dict(rule)
+    except ValueError as exc:
+        raise DataError(f"{path}: field 'meta.rule': {exc}") from exc
 
 
 def _read_lexicon_text(path: Path) -> str:
