@@ -74,6 +74,18 @@ def test_medqa_jsonl(tmp_path):
     assert recs[0].answer == "y" and recs[0].options == ("x", "y")
 
 
+def test_medqa_answer_text_that_contradicts_answer_idx_is_an_error(tmp_path):
+    """MedQA rows give the answer twice, as text and as a letter; when they disagree (options reordered,
+    the letter not updated) the letter's option was taken as gold silently."""
+    p = tmp_path / "m.jsonl"
+    row = {"question": "Q1?", "options": {"A": "x", "B": "y"}, "answer": "y", "answer_idx": "A"}
+    p.write_text(json.dumps(row))
+    with pytest.raises(DataError, match=r"item 0 \(line 1\): field 'answer' 'y' is not option A 'x'"):
+        load_qa(p)
+    p.write_text(json.dumps(dict(row, answer_idx="B")))
+    assert load_qa(p)[0].answer == "y"
+
+
 def test_medmcqa(tmp_path):
     p = tmp_path / "mc.json"
     row = {

@@ -11,7 +11,7 @@ per line (blank lines ignored): a line that does not parse is an error naming it
 names its line too. A JSON document that is no list (a lexicon, an object wrapping the questions) is an
 error saying so.
 - ``medqa``: JSON lines of {"question", "options": {"A": ..., ...}, "answer_idx": "A", optional "answer",
-  "specialty"}.
+  "specialty"}; an "answer" that is not the text of the option "answer_idx" names is an error.
 - ``medmcqa``: JSON lines (or a JSON list) of {"question", "opa", "opb", "opc", "opd", "cop", "subject_name",
   "id"}; ``cop`` is 1-based (1-4) as in the original release; pass ``mapping={"cop_base": 0}`` for the
   0-based copies (e.g. the Hugging Face one).
@@ -187,6 +187,9 @@ def _medqa(path: Path, i: int, obj) -> QARecord:
     idx = obj.get("answer_idx")
     if idx not in opts:
         raise _err(path, i, f"field 'answer_idx' {idx!r} is not one of the option letters {letters}")
+    text = obj.get("answer")
+    if isinstance(text, str) and text.strip() != opts[idx].strip():  # which of the two is the gold answer?
+        raise _err(path, i, f"field 'answer' {text!r} is not option {idx} {opts[idx]!r}, which 'answer_idx' names")
     spec = _as_specialties(obj.get("specialty", obj.get("Specialty", ())), path, i)
     rid, meta = record_id(obj.get("id"), path, i)
     info = {"meta_info": obj["meta_info"]} if "meta_info" in obj else {}
