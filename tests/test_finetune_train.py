@@ -380,6 +380,24 @@ def test_fp16_resume_keeps_the_loss_scale(tiny_llama, tmp_path, monkeypatch):
     assert resumed.manifest["loss_curve"] == full.manifest["loss_curve"]
 
 
+def test_fp16_skipped_steps_do_not_advance_the_schedule(tiny_llama, tmp_path, monkeypatch):
+    """fp16: the GradScaler skips a step whose gradients overflow (65536 to start overflows at once), but
+    the schedule advanced anyway: 6 scheduler steps for 5 updates, so every update after the skip took the
+    next step's (lower) learning rate. Now the schedule follows the updates: a skipped step's learning rate
+    is the next one's too."""
+    started = fp16_on_cpu(monkeypatch)
+    run = train(
+        str(tiny_llama[0]), make_records(), None, tmp_path / "a",
+        max_steps=6, batch_size=2, scheduler="linear", warmup_ratio=0.0, progress=False,
+    )  # fmt: skip
+    trainer = started[-1]
+    updates = {int(s["step"]) for s in trainer.optimizer.optimizer.state.values()}
+    assert len(updates) == 1 and (n_updates := updates.pop()) < 6  # a step was skipped, or the test shows nothing
+    assert trainer.scheduler.last_epoch == n_updates
+    lrs = [c["lr"] for c in run.manifest["loss_curve"]]
+    assert len(set(lrs)) == n_updates and lrs[0] == lrs[1] == 2e-4  # the first step overflowed
+
+
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "specprobe.app.cli", "finetune", *args]
 

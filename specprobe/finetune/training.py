@@ -26,6 +26,9 @@ summed over the tokens of the whole optimizer step (all micro-batches, all proce
 their number, so 2 processes x batch b give the same update as 1 process x batch 2b. Every step has
 the same number of examples: an epoch's last step is filled up with the first ones of that epoch's
 order (`core.step_order.group_indices`), which are then trained on twice in that epoch.
+
+fp16: a step whose gradients overflow is skipped by the GradScaler (no update), and the learning-rate
+schedule does not advance on it either (it follows the updates made, as accelerate's own scheduler does).
 """
 
 from __future__ import annotations
@@ -584,11 +587,17 @@ class _Trainer:
             lo = (j * world + rank) * opts.batch_size
             local_sum += self._micro_step([self.examples[i] for i in group[lo : lo + opts.batch_size]], global_tokens)
         lr = cast(float, self.scheduler.get_last_lr()[0])  # a tensor only when the optimizer's lr is one
-        self.scheduler.step()
+        self._advance_schedule()
         loss = (
             cast(torch.Tensor, acc.reduce(local_sum, "sum")).item() if world > 1 else local_sum.item()
         ) / global_tokens
         return loss, lr
+
+    def _advance_schedule(self) -> None:
+        """Step the learning-rate schedule only when the optimizer stepped: an fp16 step that the GradScaler
+        skipped (inf/nan gradients) updated nothing, so the schedule must not move ahead of the updates."""
+        if not getattr(self.optimizer, "step_was_skipped", False):
+            self.scheduler.step()
 
     def _micro_step(self, batch: Sequence[Example], global_tokens: int):
         """Forward and backward of one micro-batch (the optimizer steps on the group's last one); the
