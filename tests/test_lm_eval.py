@@ -10,13 +10,15 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from specprobe.app.cli import main
 from specprobe.finetune.accuracy_matrix import AccuracyMatrix
 from specprobe.finetune.evaluation import MCEvaluation
 from specprobe.finetune.lm_eval import from_lm_eval
 from specprobe.finetune.lm_eval_export import TASK, subtask_name
-from specprobe.terms.datasets import load_qa
+from specprobe.terms.datasets import QARecord, load_qa
 
 SPECS = ("Cardiology", "Neurology", "Dermatology")
 OPTS = ("aspirin", "heparin", "insulin", "rest")
@@ -435,8 +437,8 @@ def test_a_folder_of_lm_eval_output_is_read_when_it_holds_one_samples_file(tmp_p
     name = "samples_my_smedqa_2024-05-01T12-30-45.123456.jsonl"
     write_samples(model_dir / name, items, random_lls(len(items), 8))
     direct = from_lm_eval(model_dir / name, data)
-    for given in (lm_out, model_dir):
-        res = from_lm_eval(given, data)
+    for folder in (lm_out, model_dir):
+        res = from_lm_eval(folder, data)
         assert res.to_pandas()["model"].unique().tolist() == ["__tmp__tiny-llama"]  # named as for the file
         pd.testing.assert_frame_equal(res.accuracy(), direct.accuracy())
         assert res.metadata["lm_eval"]["__tmp__tiny-llama"]["path"] == str(model_dir / name)
@@ -467,3 +469,66 @@ def test_a_folder_of_lm_eval_output_is_read_when_it_holds_one_samples_file(tmp_p
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert "empty: no samples_*.jsonl file in it or below; lm-eval writes <output_path>/<model>/samples_" in err
+
+
+# -- property: lm-eval files written by specprobe read back to the same evaluation ------------------------------------
+_SPEC_NAMES = ["Cardiology", "内科", "外科", "Ob/Gyn", "Ob-Gyn", "none", "Pédiatrie", "A;B"]
+
+
+@st.composite
+def _lm_eval_case(draw) -> tuple[list[QARecord], list[list[float]]]:
+    """Questions (2-5 options, unicode text, one or two specialties) and each option's log-likelihood."""
+    records, lls = [], []
+    for i in range(draw(st.integers(1, 8))):
+        n = draw(st.integers(2, 5))
+        options = tuple(f"{draw(st.sampled_from(['drug', 'Δ', '药']))} {i}.{j}" for j in range(n))
+        specs = tuple(draw(st.lists(st.sampled_from(_SPEC_NAMES[:6]), min_size=1, max_size=2, unique=True)))
+        answer = options[draw(st.integers(0, n - 1))]
+        records.append(QARecord(f"q{i}", f"Case {i} «{draw(st.text(max_size=5))}»?", options, answer, specs))
+        values = st.one_of(st.floats(-60, 0, allow_nan=False), st.sampled_from([-1.0, -math.inf]))
+        lls.append(draw(st.lists(values, min_size=n, max_size=n)))
+    return records, lls
+
+
+@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=_lm_eval_case())
+def test_lm_eval_files_written_by_specprobe_read_back_exactly(tmp_path_factory, case):
+    """to_lm_eval_samples -> from_lm_eval gives the same rows (log-likelihoods bit for bit, ties, -inf);
+    results.json has one subtask per specialty, each with that specialty's accuracy and n."""
+    records, lls = case
+    folder = tmp_path_factory.mktemp("lm")
+    lines = [lm_eval_sample_of(i, r, ll) for i, (r, ll) in enumerate(zip(records, lls))]
+    first = folder / "first.jsonl"
+    first.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
+    ev = from_lm_eval({"m": first}, records)
+    assert isinstance(ev, MCEvaluation)
+    again = from_lm_eval({"m": ev.to_lm_eval_samples(folder / "again.jsonl", data=records)}, records)
+    assert isinstance(again, MCEvaluation)
+    pd.testing.assert_frame_equal(again.to_pandas(), ev.to_pandas())
+    payload = json.loads(ev.to_lm_eval(folder / "results.json").read_text(encoding="utf-8"))
+    acc = ev.accuracy().set_index("specialty")
+    specs = {s for r in records for s in r.specialties}
+    assert sorted(payload["specialties"].values()) == sorted(specs)
+    assert sorted(payload["group_subtasks"][TASK]) == sorted(payload["specialties"])
+    for name, spec in payload["specialties"].items():
+        assert payload["results"][name]["acc,none"] == acc.loc[spec, "acc"], spec
+        assert payload["results"][name]["acc_norm,none"] == acc.loc[spec, "acc_norm"], spec
+        assert payload["n-samples"][name]["effective"] == acc.loc[spec, "n"], spec
+
+
+def lm_eval_sample_of(doc_id: int, rec: QARecord, lls: list[float]) -> dict:
+    """An lm-eval 0.4 `--log_samples` line for `rec` with letter choices (" A", " B", ...) and its verdicts."""
+    letters = "ABCDE"[: len(rec.options)]
+    pred = int(np.argmax(lls))  # acc_norm divides by len("A") == 1: the same pick
+    return {
+        "doc_id": doc_id,
+        "doc": {"question": rec.question, "options": list(rec.options)},
+        "target": str(rec.answer_index),
+        "arguments": {
+            f"gen_args_{j}": {"arg_0": f"{rec.question}\nAnswer:", "arg_1": f" {a}"} for j, a in enumerate(letters)
+        },
+        "filtered_resps": [[str(ll), "False"] for ll in lls],
+        "filter": "none",
+        "acc": float(pred == rec.answer_index),
+        "acc_norm": float(pred == rec.answer_index),
+    }
