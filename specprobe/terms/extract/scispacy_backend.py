@@ -16,7 +16,9 @@ Without a linker folder the backend still runs NER alone (concept id = ``""``, s
 when ``require_linker=False``.
 
 A mention's term key (`term_key`) follows the offline backend's abbreviation rule: an abbreviation is
-case-sensitive ("MS" is not "ms", "AIDS" is not "aids"); any other surface is lower-cased.
+case-sensitive ("MS" is not "ms", "AIDS" is not "aids"); any other surface is lower-cased. An abbreviation
+the text defines ("pulmonary embolism (PE)") counts for its long form's term, as in the offline backend
+(`Mention.abbreviation_of` names the long form).
 """
 
 from __future__ import annotations
@@ -137,7 +139,8 @@ class ScispacyExtractor:
     def _mentions(self, doc) -> list[Mention]:
         out = []
         for ent in doc.ents:
-            cid, name, ids = "", ent.text, ()
+            long = _long_form(ent)
+            cid, name, ids = "", long or ent.text, ()
             if self.linker is not None:
                 cands = ent._.kb_ents
                 if cands:
@@ -153,7 +156,8 @@ class ScispacyExtractor:
                     cid,
                     self.source if cid else "scispacy-ner",
                     ids,
-                    term_key(ent.text),
+                    term_key(long or ent.text),
+                    long,
                 )
             )
         return out
@@ -171,6 +175,16 @@ class ScispacyExtractor:
         if self.linker is not None:
             doc = self.linker(doc)
         return self._mentions(doc)
+
+
+def _long_form(ent) -> str | None:
+    """The long form of an entity that is an abbreviation defined in its text ("... pulmonary embolism (PE)":
+    every "PE" -> "pulmonary embolism"), as scispaCy's AbbreviationDetector marks it; None otherwise. The
+    mention then counts for its long form's term, as in the offline backend."""
+    from spacy.tokens import Span
+
+    long = ent._.long_form if Span.has_extension("long_form") else None
+    return None if long is None else getattr(long, "text", str(long))
 
 
 def _local_linker(linker_dir: Path, kb_path: Path, threshold: float):
