@@ -119,6 +119,32 @@ def test_a_long_header_is_gzipped_in_the_file(tmp_path):
     _assert_frames_equal(back.to_pandas(), comp.to_pandas(), "packed header")
 
 
+def test_a_parquet_file_read_by_pyarrow_itself_is_a_result_also_with_a_long_header(tmp_path):
+    """`from_arrow` takes "a parquet file read with pyarrow": also one whose header is stored packed
+    (`specprobe.gz`), which `pq.read_table` hands over as it is in the file."""
+    comp = _comparison()
+    comp.extras["items"] = [{"id": f"q{i}"} for i in range(500)]
+    path = comp.save(tmp_path / "c.parquet")
+    table = pq.read_table(path)
+    assert b"specprobe.gz" in table.schema.metadata
+    back = Comparison.from_arrow(table)
+    assert back.extras == comp.extras and back.metadata == comp.metadata
+    _assert_frames_equal(back.to_pandas(), comp.to_pandas(), "pq.read_table")
+
+
+def test_a_table_with_only_some_of_the_columns_is_refused_not_filled_with_nan(tmp_path):
+    """`pq.read_table(path, columns=[...])` or `table.select(...)` keeps the header, which lists every
+    column: the missing ones must not come back as NaN (by_specialty would then count nothing)."""
+    comp = _comparison()
+    path = comp.save(tmp_path / "c.parquet")
+    for table in (pq.read_table(path, columns=["term", "delta"]), comp.to_arrow().select(["term", "delta"])):
+        with pytest.raises(ValueError, match=r"lacks \d+ of the result's columns \('text_id', 'specialties'"):
+            Comparison.from_arrow(table)
+    pq.write_table(comp.to_arrow().drop_columns(["is_control"]), tmp_path / "some.parquet")
+    with pytest.raises(ValueError, match=r"some.parquet: the table lacks 1 of the result's columns \('is_control'\)"):
+        Result.load(tmp_path / "some.parquet")
+
+
 def test_to_hf_is_a_dataset_that_rebuilds_the_result(tmp_path):
     datasets = pytest.importorskip("datasets")
     comp = _comparison()

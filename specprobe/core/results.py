@@ -94,8 +94,9 @@ class Result:
         from specprobe.utils.arrow import is_parquet, read_parquet
 
         if is_parquet(path):
+            table = read_parquet(path)  # its errors name the file
             try:
-                return cls.from_arrow(read_parquet(path))
+                return cls.from_arrow(table)
             except ValueError as exc:
                 raise ValueError(f"{path}: {exc}") from exc
         payload = read_json(path)
@@ -132,8 +133,9 @@ class Result:
     @classmethod
     def from_arrow(cls, table: Any) -> Result:
         """The result a `to_arrow()` table (or a parquet file read with pyarrow) holds."""
-        from specprobe.utils.arrow import HEADER_KEY, arrow_to_frame
+        from specprobe.utils.arrow import HEADER_KEY, arrow_to_frame, unpacked
 
+        table = unpacked(table)
         header = json.loads((table.schema.metadata or {}).get(HEADER_KEY, b"null"))
         target = cls._target(header, "arrow table")
         frame, header = arrow_to_frame(table, target.tuple_columns)

@@ -108,6 +108,12 @@ def arrow_to_frame(table, tuple_columns: Sequence[str] = ()) -> tuple[pd.DataFra
         raise ValueError("no specprobe header in the table's schema metadata")
     header = json.loads(meta[HEADER_KEY].decode("utf-8"))
     columns = list(header.get("columns", table.column_names))
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:  # else they would come back as columns of NaN (a table read or selected with only some columns)
+        raise ValueError(
+            f"the table lacks {len(missing)} of the result's columns ({', '.join(map(repr, missing[:5]))}"
+            f"{', ...' if len(missing) > 5 else ''}); read or convert the whole table"
+        )
     if table.num_rows == 0:  # as the JSON reader builds it: no rows, object columns
         frame = pd.DataFrame([], columns=columns)
     else:
@@ -148,6 +154,15 @@ def read_parquet(path: str | os.PathLike):
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
         raise ValueError(f"{path}: not a readable parquet file ({exc})") from exc
+    try:
+        return unpacked(table)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
+def unpacked(table):
+    """`table` with a packed header (`specprobe.gz`: a parquet file's long header, as read by pyarrow itself)
+    restored under `specprobe`, where `Result.from_arrow` reads it."""
     return table.replace_schema_metadata(_unpack(table.schema.metadata or {}))
 
 
