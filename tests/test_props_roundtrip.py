@@ -399,6 +399,12 @@ def test_loading_as_another_result_class_is_refused(cls, tmp_path):
         other.load(path)
 
 
+def test_loading_a_lexicon_as_a_result_names_the_file_and_what_it_holds(tmp_path):
+    path = Lexicon({"mi": TermEntry("mi")}, {"specialties": []}).save(tmp_path / "lexicon.json.gz")
+    with pytest.raises(ValueError, match=r"lexicon.json.gz: holds a specprobe Lexicon, not a result; .*Lexicon.load"):
+        load_result(path)
+
+
 def test_metadata_is_stored_as_json_values(tmp_path):
     """Tuples, numpy scalars and arrays and Path values in metadata come back as their JSON forms."""
     meta = {

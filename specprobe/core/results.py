@@ -113,6 +113,8 @@ class Result:
         kind = header.get("specprobe_result") if isinstance(header, dict) else None
         if kind in _KIND_MODULES and kind not in _RESULT_TYPES:
             importlib.import_module(_KIND_MODULES[kind])
+        if kind is None and isinstance(header, dict) and header.get("schema") == "specprobe.terms.lexicon":
+            raise ValueError(f"{where}: holds a specprobe Lexicon, not a result; read it with specprobe.Lexicon.load")
         if kind not in _RESULT_TYPES:
             raise ValueError(f"{where}: not a specprobe result file (kind {kind!r})")
         if header.get("schema_version", 0) > SCHEMA_VERSION:
