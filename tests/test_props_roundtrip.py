@@ -405,6 +405,15 @@ def test_loading_a_lexicon_as_a_result_names_the_file_and_what_it_holds(tmp_path
         load_result(path)
 
 
+def test_a_result_file_without_its_rows_is_one_error_naming_it(tmp_path):
+    path = Comparison(pd.DataFrame([], columns=Comparison.columns)).save(tmp_path / "c.json")
+    doc = json.loads(path.read_text())
+    del doc["rows"]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=r"c.json: a damaged Comparison file: no 'rows' or 'columns' list"):
+        load_result(path)
+
+
 def test_metadata_is_stored_as_json_values(tmp_path):
     """Tuples, numpy scalars and arrays and Path values in metadata come back as their JSON forms."""
     meta = {

@@ -101,6 +101,8 @@ class Result:
                 raise ValueError(f"{path}: {exc}") from exc
         payload = read_json(path)
         target = cls._target(payload, str(path))
+        if not isinstance(payload.get("rows"), list) or not isinstance(payload.get("columns"), list):
+            raise ValueError(f"{path}: a damaged {target.__name__} file: no 'rows' or 'columns' list")
         frame = pd.DataFrame(payload["rows"], columns=payload["columns"])
         for col in target.tuple_columns:
             if col in frame:
