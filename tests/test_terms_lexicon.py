@@ -1,6 +1,7 @@
 """Lexicon: save/load roundtrip, atomic write, filter, merge, the probe contract (contexts, term_specialties)."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -260,3 +261,22 @@ def test_a_damaged_rule_is_refused_naming_the_file_and_field(tmp_path, change, m
     p.write_text(json.dumps(data))
     with pytest.raises(DataError, match=r"'meta\.rule\.min_count' is missing"):  # was assumed: 1
         Lexicon.load(p)
+
+
+def test_a_term_met_only_as_a_defined_abbreviation_is_named_as_the_text_writes_it():
+    """'TSH receptor autoantibodies (TRAbs)': the long form names no concept, so each 'TRAbs' counts for the
+    ontology abbreviation; the term was named by the concept's title, 'anti-thyroid-stimulating hormone receptor
+    antibody positivity', which occurs in no text, so the probe found none of its occurrences (1 of the 1,259
+    terms built from S-MedQA's validation split)."""
+    from specprobe.probe.occurrences import find_spans
+
+    text = "Her TSH receptor autoantibodies (TRAbs) were high; TRAbs persisted."
+    long_form = "TSH receptor autoantibodies"
+    title = "Anti-thyroid-stimulating hormone receptor antibody positivity"
+    mentions = [
+        Mention("TRAbs", m.start(), m.end(), title, "HP:0030048", "hpo", ("HP:0030048",), "trab", long_form)
+        for m in re.finditer("TRAbs", text)
+    ]
+    lex = lexicon_from_mentions([QARecord("q0", text, ("a", "b"), "a", ("Endocrinology",))], [mentions])
+    assert list(lex.terms) == ["trabs"] and lex["trabs"].canonical == title and lex["trabs"].count == 2
+    assert len(find_spans(text, "trabs")) == 2

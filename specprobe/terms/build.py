@@ -73,9 +73,12 @@ def _tally(records: list[QARecord], mentions: list[list[Mention]]) -> _Tally:
 
 
 def _term_name(t: _Tally, key: str) -> str:
-    """A term's display name: its commonest surface, lower-cased unless it is an abbreviation in capitals."""
+    """A term's display name: its commonest surface, lower-cased unless it is an abbreviation in capitals; a
+    term met only as abbreviations defined in the text ("TSH receptor autoantibodies (TRAbs)", whose long form
+    names no concept) is named by them, not by its concept's title, which the probe would never find in text."""
     lower = Counter()
-    for s, c in t.surfaces[key].items():  # abbreviations matched in capitals keep them ("MI", not "mi")
+    surfaces = t.surfaces[key] or t.abbrev_surfaces[key]
+    for s, c in surfaces.items():  # abbreviations matched in capitals keep them ("MI", not "mi")
         lower[s if _ABBREV.match(s) else s.lower()] += c
     return (
         min(lower.items(), key=lambda kv: (-kv[1], len(kv[0]), kv[0]))[0]
