@@ -167,6 +167,17 @@ def test_from_hf_refuses_a_foreign_dataset():
         Result.from_hf(datasets.Dataset.from_dict({"a": [1]}))
 
 
+def test_from_hf_of_a_dataset_that_lost_its_header_says_why(tmp_path, monkeypatch):
+    """`ds.to_parquet` / `push_to_hub` + `load_dataset` keep the rows but not `info.description` (datasets
+    stores only features and splits in a dataset card): the error says so, and what to share instead."""
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    _comparison().to_hf().to_parquet(str(tmp_path / "ds.parquet"))
+    ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "ds.parquet"), split="train")
+    with pytest.raises(ValueError, match=r"no specprobe header .*not push_to_hub, to_parquet or load_dataset.*save"):
+        Result.from_hf(ds)
+
+
 def test_a_damaged_parquet_file_is_one_error_naming_it(tmp_path):
     path = _comparison().save(tmp_path / "c.parquet")
     path.write_bytes(path.read_bytes()[:40])

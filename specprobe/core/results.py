@@ -163,6 +163,12 @@ class Result:
             header = json.loads(dataset.info.description or "null")
         except (AttributeError, json.JSONDecodeError) as exc:
             raise ValueError(f"not a dataset written by Result.to_hf(): no specprobe header ({exc})") from exc
+        if not isinstance(header, dict) or "specprobe_result" not in header:
+            raise ValueError(
+                "the dataset has no specprobe header (its info.description): datasets keeps the one Result.to_hf() "
+                "writes through save_to_disk/load_from_disk only, not push_to_hub, to_parquet or load_dataset; "
+                "share result.save('x.parquet') instead (load_result reads it)"
+            )
         cls._target(header, "dataset")
         table = dataset.with_format("arrow")[:]
         text = json.dumps(header, ensure_ascii=False, allow_nan=True).encode("utf-8")
