@@ -316,3 +316,33 @@ def test_a_missing_training_data_file_says_which_path_and_where_it_came_from(tmp
     with pytest.raises(FileNotFoundError, match=r"^train_data \S*typo\.json: no such file"):
         training_data(adapter, given)
     assert len(training_data(adapter, data, "Cardiology").records) == 8
+
+
+def test_terms_cut_off_a_truncated_training_prompt_are_not_seen(tiny_llama, tmp_path, caplog):
+    """Prompts longer than max_length lose tokens from the left: the model never saw markerN at the start
+    of each question, but all 8 counted as seen (9 seen terms); now only the term inside the window
+    ("observed") is. A manifest from before the window was recorded keeps the old count, with a warning."""
+    from specprobe.finetune import train
+
+    filler = " ".join(["the patient was then observed closely"] * 8)
+    recs = [
+        QARecord(f"c{i}", f"marker{i} pain. {filler}. Which drug?", ("aspirin", "rest"), "aspirin", ("Cardiology",))
+        for i in range(8)
+    ]
+    data = write_qa(tmp_path / "train.json", recs)
+    run = train(str(tiny_llama[0]), data, "Cardiology", tmp_path / "adapter", max_steps=2, batch_size=4, max_length=64, progress=False)  # fmt: skip
+    assert run.manifest["filter"]["truncated_prompts"] == 8
+    terms = {f"marker{i}": ["Cardiology"] for i in range(8)} | {"observed": ["Cardiology"]}
+    texts = [{"id": f"t{i}", "text": f"A patient with marker{i} pain was observed"} for i in range(8)]
+    comp = compare(str(tiny_llama[0]), str(run.path), terms, texts, controls=None, progress=False)
+    result = seen_unseen(comp, run.path)
+    assert {t for t, g in result.extras["term_groups"].items() if g == SEEN} == {"observed"}
+    assert all(t.startswith(" ") and "aspirin" in t for t in training_data(run.path).texts())
+    manifest = json.loads((run.path / "manifest.json").read_text())
+    del manifest["filter"]["truncated_questions"]
+    with caplog.at_level("WARNING", logger="specprobe.probe.training_data"):
+        older = training_data(manifest, data)
+    assert "8 training prompts were cut to max_length" in caplog.text
+    assert older.texts() == tuple(r.context_text() for r in older.records)
+    with pytest.raises(ValueError, match="'filter.truncated_questions' names no selected question"):
+        training_data({**manifest, "filter": {**manifest["filter"], "truncated_questions": [{"index": 99}]}}, data)

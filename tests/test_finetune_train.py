@@ -167,6 +167,33 @@ def test_training_labels_are_the_answer_tokens_evaluation_scores(tiny_dir, arch)
             assert mask[r].sum() == len(ex.ids) and not mask[r, len(ex.ids) :].any()  # right padding
 
 
+@pytest.mark.parametrize("template", ["Question: {question}\n{options}\nAnswer:", "{options}\nQ: {question}\nAnswer:"])
+def test_a_truncated_prompt_records_what_of_its_question_was_cut(tiny_llama, template):
+    """The manifest's 'filter.truncated_questions' says which characters of each cut question (its context
+    text, as seen/unseen reads it) fell out of the training window: what is left is what the tokens hold."""
+    from specprobe.core.models import load_tokenizer
+    from specprobe.finetune.prompts import PromptFormat
+    from specprobe.finetune.train_examples import build_examples
+    from specprobe.probe.training_data import kept_text
+
+    tok, fmt = load_tokenizer(str(tiny_llama[0])), PromptFormat(template=template)
+    filler = " ".join(["the patient was then observed closely"] * 6)
+    rec = QARecord("x", f"marker pain. {filler}. Which drug?", ("aspirin daily", "bed rest"), "bed rest", ("C",))
+    for max_length in (20, 40, 64, 120):
+        examples, truncated = build_examples(tok, [rec], fmt, max_length, True)
+        window = tok.decode(list(examples[0].ids), skip_special_tokens=True)
+        kept = kept_text(rec, truncated[0]["context_cut"])
+        assert letters(kept) in letters(window) and letters(window).startswith(letters(kept)[:6]), (kept, window)
+        assert "marker" not in kept and letters(kept)
+
+
+def letters(text: str) -> str:
+    """`text` without option labels ("A.") and anything but word characters (the tiny tokenizer drops newlines)."""
+    import re
+
+    return re.sub(r"\W", "", re.sub(r"\b[A-Z]\.", "", text))
+
+
 def test_loss_is_per_answer_token_over_the_whole_step(tiny_llama, tmp_path):
     """Answers of different lengths (text continuations): the step's loss is the mean over all its answer
     tokens, so batch 4 == batch 1 x grad_accum 4 == batch 2 x grad_accum 2 (not a mean of per-batch means)."""

@@ -117,6 +117,7 @@ class EncodedContinuation:
     positions: tuple[int, ...]
     n_dropped: int = 0  # prompt tokens dropped from the left to fit max_length
     straddles: bool = False  # the first continuation token also covers prompt characters
+    kept_from: int = 0  # with n_dropped: the first prompt character the kept tokens cover (what fit starts there)
 
 
 def encode_continuation(
@@ -162,7 +163,7 @@ def _encode_continuation(
         if eos is not None:
             ids.append(eos)
             positions.append(len(ids) - 1)
-    n_dropped = 0
+    n_dropped = kept_from = 0
     if max_length is not None and len(ids) > max_length:
         keep_front = 1 if enc.has_bos else 0
         n_dropped = len(ids) - max_length
@@ -172,6 +173,7 @@ def _encode_continuation(
             )
         ids = ids[:keep_front] + ids[keep_front + n_dropped :]
         positions = [p - n_dropped for p in positions]
+        kept_from = next((o[0] for o in enc.offsets[keep_front + n_dropped :] if o is not None), cut)
     if positions[0] < 1:
         raise ValueError("the continuation starts at the first token: nothing to condition it on")
-    return EncodedContinuation(tuple(ids), tuple(positions), n_dropped, straddles)
+    return EncodedContinuation(tuple(ids), tuple(positions), n_dropped, straddles, kept_from)

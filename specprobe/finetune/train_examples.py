@@ -28,21 +28,47 @@ class Example:
 
 def build_examples(
     tokenizer, records: Sequence[QARecord], fmt: PromptFormat, max_length: int, append_eos: bool
-) -> tuple[list[Example], int]:
-    """The records as `Example`s (prompt, then the answer continuation), and how many prompts lost tokens."""
-    examples, truncated = [], 0
-    for rec in records:
+) -> tuple[list[Example], list[dict]]:
+    """The records as `Example`s (prompt, then the answer continuation), and one entry per prompt that lost
+    tokens from the left: {"index", "id", "context_cut"} (see `context_cut`), which the manifest records
+    so that the seen/unseen analysis counts only the text that fit in the training window."""
+    examples, truncated = [], []
+    for i, rec in enumerate(records):
+        prompt = fmt.prompt(rec)
         enc = encode_continuation(
             tokenizer,
-            fmt.prompt(rec),
+            prompt,
             fmt.target(rec),
             max_length=max_length,
             append_eos=append_eos,
             where=f"question {rec.id!r}",
         )
-        truncated += enc.n_dropped > 0
+        if enc.n_dropped:
+            cut = context_cut(fmt, prompt, rec, enc.kept_from)
+            truncated.append({"index": i, "id": rec.id, "context_cut": cut})
         examples.append(Example(enc.ids, enc.positions))
     return examples, truncated
+
+
+def context_cut(fmt: PromptFormat, prompt: str, record: QARecord, kept_from: int) -> list[list[int]]:
+    """The [start, end) character ranges of `record.context_text()` (the question and its lettered options,
+    the text the seen/unseen analysis reads) that lie before prompt character `kept_from`, where a
+    left-truncated training prompt starts. The question and each option appear verbatim in the prompt (any
+    template): of each, the part before `kept_from` was cut."""
+    context = record.context_text()
+    question_first = fmt.template.find("{question}") < fmt.template.find("{options}")
+    q_at = prompt.find(record.question)
+    spans = [(q_at, 0, len(record.question))]
+    at_prompt = q_at + len(record.question) if question_first else 0
+    at_context = len(record.question)
+    for option in record.options:
+        p, c = prompt.find(option, at_prompt), context.find(option, at_context)
+        spans.append((p, c, len(option)))
+        at_prompt, at_context = max(p, at_prompt) + len(option), c + len(option)
+    if any(p < 0 or c < 0 for p, c, _ in spans):  # not with str.format templates; count none of it as seen
+        return [[0, len(context)]]
+    cut = [[c, c + min(n, kept_from - p)] for p, c, n in spans if kept_from > p and n]
+    return [span for span in cut if span[1] > span[0]]
 
 
 def collate(examples: Sequence[Example], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

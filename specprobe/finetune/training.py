@@ -367,7 +367,8 @@ class _Trainer:
 
     def _build_examples(self) -> None:
         opts, tok = self.opts, self.tokenizer
-        self.examples, self.n_truncated = build_examples(tok, self.chosen, self.fmt, self.max_length, opts.append_eos)
+        self.examples, self.truncated = build_examples(tok, self.chosen, self.fmt, self.max_length, opts.append_eos)
+        self.n_truncated = len(self.truncated)
         if self.n_truncated:
             log.warning(
                 "%d of %d prompts were longer than max_length=%d and lost tokens from the left",
@@ -654,6 +655,7 @@ class _Trainer:
                 "n_examples": len(self.chosen),
                 "specialty_counts": dict(specialty_counts(self.chosen)),
                 "truncated_prompts": self.n_truncated,
+                "truncated_questions": self.truncated,  # what of each question was cut (seen/unseen reads it)
             },
             "specialty": self.wanted,
             "options": self.manifest_options(),

@@ -14,12 +14,13 @@ are selected by specialty (`terms.selection.select`) and which questions an opti
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from specprobe.core.models import adapter_weights_sha256
 from specprobe.core.step_order import group_indices
@@ -29,12 +30,15 @@ from specprobe.terms.selection import normalize_specialty, select, specialty_cou
 from specprobe.utils.io import read_json, sha256_file
 
 MANIFEST = "manifest.json"
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class TrainingData:
     """An adapter's training questions: the records, the specialties it was trained on (None: all),
-    where they came from, and the adapter's own identity (for checks against a Comparison)."""
+    where they came from, the adapter's own identity (for checks against a Comparison), and of each
+    record the text training showed (`seen_texts`; empty: each record's whole `context_text`)."""
 
     records: tuple[QARecord, ...]
     specialties: tuple[str, ...] | None
@@ -42,10 +46,16 @@ class TrainingData:
     adapter: str | None
     adapter_sha256: str | None
     name: str
+    seen_texts: tuple[str, ...] = ()
 
     @property
     def ids(self) -> frozenset[str]:
         return frozenset(r.id for r in self.records)
+
+    def texts(self) -> tuple[str, ...]:
+        """What training showed of each question: its question and lettered options, with the characters
+        that a prompt cut to max_length lost blanked out (the manifest's 'filter.truncated_questions')."""
+        return self.seen_texts or tuple(r.context_text() for r in self.records)
 
 
 def read_adapter_manifest(adapter: Any) -> tuple[dict | None, str | None]:
@@ -159,12 +169,45 @@ def training_data(adapter: Any, train_data: Any = None, specialty: str | Sequenc
             f"{where}: field 'filter.n_examples' is {expected_n}, but the filter {list(specialties or ['all'])} "
             f"selects {len(chosen)} questions from {source['path'] or 'the records'}"
         )
-    shown = shown_records(chosen, manifest, where)
+    cuts = truncated_cuts(manifest, chosen, where)
+    shown = shown_records(list(enumerate(chosen)), manifest, where)
     source = {**source, "checked": True, "n_selected": len(chosen), "n_shown": len(shown)}
-    return _made(shown, specialties, source, folder, where)
+    texts = tuple(kept_text(r, cuts.get(i, [])) for i, r in shown)
+    return _made([r for _, r in shown], specialties, source, folder, where, texts)
 
 
-def shown_records(chosen: list[QARecord], manifest: Mapping, where: str) -> list[QARecord]:
+def truncated_cuts(manifest: Mapping, chosen: Sequence[QARecord], where: str) -> dict[int, list]:
+    """Question index -> the [start, end) character ranges of its context text that its training prompt,
+    cut to max_length from the left, did not hold (the manifest's 'filter.truncated_questions'). An older
+    manifest that counts truncated prompts without saying where gives none, with a warning."""
+    recorded = manifest.get("filter", {}).get("truncated_questions")
+    if recorded is None:
+        if n := manifest.get("filter", {}).get("truncated_prompts"):
+            log.warning(
+                "%s: %s training prompts were cut to max_length, and this manifest does not record where "
+                "(written by an older specprobe): the terms of their cut-off text count as seen",
+                where,
+                n,
+            )
+        return {}
+    cuts = {}
+    for entry in recorded if isinstance(recorded, list) else [recorded]:
+        index = entry.get("index") if isinstance(entry, dict) else None
+        if not isinstance(index, int) or not 0 <= index < len(chosen) or chosen[index].id != entry.get("id"):
+            raise ValueError(f"{where}: field 'filter.truncated_questions' names no selected question: {entry!r:.80}")
+        cuts[index] = entry.get("context_cut") or []
+    return cuts
+
+
+def kept_text(record: QARecord, cut: Sequence[Sequence[int]]) -> str:
+    """`record.context_text()` with the character ranges `cut` blanked out (spaces: no term matches across them)."""
+    text = record.context_text()
+    for start, end in cut:
+        text = text[:start] + " " * (end - start) + text[end:]
+    return text
+
+
+def shown_records(chosen: list[T], manifest: Mapping, where: str) -> list[T]:
     """The selected questions the run's optimizer steps drew: all after a full epoch; after fewer steps
     (`max_steps` below one epoch) only those of its first `steps` steps, in the run's seeded order. A
     manifest without the step fields (older runs) gives all of them."""
@@ -211,12 +254,17 @@ def _unchecked(folder: str | None, train_data: Any, specialty: str | Sequence[st
 
 
 def _made(
-    chosen: list[QARecord], specialties: tuple[str, ...] | None, source: dict, folder: str | None, where: str
+    chosen: list[QARecord],
+    specialties: tuple[str, ...] | None,
+    source: dict,
+    folder: str | None,
+    where: str,
+    texts: tuple[str, ...] = (),
 ) -> TrainingData:
     if not chosen:
         raise ValueError(f"{where}: the specialty filter {list(specialties or ['all'])} selects no question")
     name = ", ".join(specialties) if specialties else "all specialties"
-    return TrainingData(tuple(chosen), specialties, source, folder, adapter_weights_sha256(folder), name)
+    return TrainingData(tuple(chosen), specialties, source, folder, adapter_weights_sha256(folder), name, texts)
 
 
 def training_texts(adapter: str) -> frozenset[str] | None:

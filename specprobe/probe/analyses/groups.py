@@ -9,15 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from specprobe.probe.occurrences import MatchOptions, TextIndex, find_spans
-from specprobe.terms.datasets import QARecord
 
 SEEN, UNSEEN_SAME, UNSEEN_OTHER, CONTROL = "seen", "unseen_same", "unseen_other", "control"
 GROUPS = (SEEN, UNSEEN_SAME, UNSEEN_OTHER)
-
-
-def training_text(record: QARecord) -> str:
-    """What training showed of a question: the question and its options (the prompt holds both)."""
-    return record.context_text()
 
 
 def count_in_texts(terms: Iterable[str], texts: Sequence[str], match: MatchOptions) -> dict[str, int]:

@@ -2,7 +2,8 @@
 or shift the whole domain?
 
 Every term occurrence of an existing `Comparison` is put in one of three groups by what the adapter
-saw in training (`groups.assign_group`): "seen" (the term occurs in a training question),
+saw in training (`groups.assign_group`): "seen" (the term occurs in the part of a training question
+that fit in its training window: a prompt cut to max_length lost its start),
 "unseen_same" (not seen, of a specialty the adapter was trained on) and "unseen_other". Control words
 form a fourth group. No model runs: the deltas are the Comparison's.
 
@@ -27,7 +28,6 @@ from specprobe.probe.analyses.groups import (
     UNSEEN_SAME,
     assign_groups,
     count_in_texts,
-    training_text,
 )
 from specprobe.probe.comparison import METRICS, Comparison
 from specprobe.probe.inputs import UNASSIGNED
@@ -190,7 +190,7 @@ def seen_unseen(
     scored = comp.scored()
     match = MatchOptions(**comp.metadata.get("options", {}).get("match", {}))
     term_specs = _term_specialties(comp, scored)
-    counts = count_in_texts(term_specs, [training_text(r) for r in train.records], match)
+    counts = count_in_texts(term_specs, train.texts(), match)
     group_of = assign_groups(term_specs, counts, train.specialties)
     frame = pd.DataFrame(
         {
