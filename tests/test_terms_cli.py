@@ -216,3 +216,15 @@ def test_export_csv_is_optional_and_its_help_says_so(lexicon, capsys):
     assert not csv.required and "default" in csv.help
     assert main(["terms", "export", str(lexicon)]) == 0
     assert capsys.readouterr().out.startswith("term,canonical,count,specialties")
+
+
+def test_stats_of_a_lexicon_whose_source_records_only_its_path(tmp_path, capsys):
+    """Lexicon.load accepts a source with only a path (a lexicon made in Python); `terms stats` then failed
+    with 'specprobe terms: error: sha256' (a KeyError)."""
+    from specprobe.terms.lexicon import TermEntry
+
+    p = tmp_path / "lex.json"
+    meta = {"sources": [{"path": "/data/qa.json"}], "specialties": ["Cardiology"]}
+    Lexicon({"mi": TermEntry("mi", count=1, specialties=["Cardiology"], specific=True)}, meta).save(p)
+    assert main(["terms", "stats", str(p)]) == 0
+    assert "source: /data/qa.json (no sha256 recorded)" in capsys.readouterr().out

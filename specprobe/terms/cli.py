@@ -194,11 +194,17 @@ def cmd_stats(args) -> int:
         print(f"{s:28} {n:14d} {qs.get(s, 0):9d}")
     print(f"rule: {lex.meta.get('rule')}")
     for src in lex.meta.get("sources", []):
-        print(
-            f"source: {src['path']} (sha256 {src['sha256'][:12]}..., {src['n_records']} records, "
-            f"{src['n_skipped']} skipped)"
-        )
+        print(f"source: {src['path']} ({_source_details(src)})")
     return 0
+
+
+def _source_details(src: dict) -> str:
+    """What a lexicon records of a source file; `Lexicon.load` requires only its path (a lexicon made in Python
+    may record no more), so the other fields are said only where present."""
+    sha = src.get("sha256")
+    parts = [f"sha256 {sha[:12]}..." if sha else "no sha256 recorded"]
+    parts += [f"{src[k]} {what}" for k, what in (("n_records", "records"), ("n_skipped", "skipped")) if k in src]
+    return ", ".join(parts)
 
 
 def cmd_export(args) -> int:
