@@ -68,6 +68,20 @@ def test_stages_are_cached_and_invalidated_precisely(tiny_llama, tmp_path, monke
     assert reran[4:] == [*analyses, "accuracy_link"], "the analyses of the compare results"
     assert len(loads) == 1, "4 probe stages over 2 adapters load the base once"
 
+    # options that change no trained weight: gradient checkpointing and checkpoint cadence rerun nothing;
+    # a tracker retrains (its logs are the adapter stage's files) and the same weights rerun nothing after
+    log4: list[str] = []
+    cfg.train = {**cfg.train, "gradient_checkpointing": True, "save_every": 1, "keep_checkpoints": 2}
+    run_experiment(cfg, progress=False, say=log4.append)
+    assert [line for line in log4 if line.startswith("[run ]")] == []
+    log5: list[str] = []
+    cfg.train = {**cfg.train, "report_to": "tensorboard"}
+    run_experiment(cfg, progress=False, say=log5.append)
+    assert [line.split()[2] for line in log5 if line.startswith("[run ]")] == [
+        "adapter-cardiology",
+        "adapter-neurology",
+    ]
+
     from specprobe.app.experiment import ExperimentResult
 
     reopened = ExperimentResult.load(tmp_path / "exp" / "experiment.json")  # from files alone
@@ -82,6 +96,33 @@ def test_stages_are_cached_and_invalidated_precisely(tiny_llama, tmp_path, monke
     acc = accuracy_frame(reopened.accuracy)  # per test specialty: the pooled "ALL" row is not a column of the heatmap
     assert "ALL" not in set(acc["test_specialty"]) and {"Cardiology", "Neurology"} <= set(acc["test_specialty"])
     assert set(acc["train_specialty"]) == {"base", "Cardiology", "Neurology"}
+
+
+def test_stage_keys_hold_the_train_options_that_change_their_output(tmp_path):
+    """The compare, layers, accuracy and trajectory keys held the whole [train] table, so turning on a
+    tracker (report_to) reran them; gradient checkpointing retrained. Now the adapter stage keys on what
+    changes its weights or its files (report_to's logs, save_steps' snapshots), and the stages after it
+    on what changes the weights (the adapter's content is in their keys too)."""
+    from specprobe.app.experiment_stages import ProbeInputs, accuracy_key, adapter_key
+
+    (data := tmp_path / "train.json").write_text("[]")
+    (lexicon := tmp_path / "lexicon.json").write_text('{"meta": {}}')
+    (adapter := tmp_path / "adapter").mkdir()
+    plain = {"max_steps": 2, "rank": 2}
+
+    def keys(**extra) -> tuple:
+        train = {**plain, **extra}
+        probe = ProbeInputs("base", "b", train, data, None, {}, 0).key(adapter, lexicon, [])
+        accuracy = accuracy_key("b", split_key("d", 0.2, 0), {"x": str(adapter)}, train, data)
+        return adapter_key("b", split_key("d", 0.2, 0), data, "Cardiology", train), accuracy, probe
+
+    adapter0, *after0 = keys()
+    for mechanics in ({"gradient_checkpointing": True}, {"save_every": 1, "keep_checkpoints": 3}):
+        assert keys(**mechanics) == (adapter0, *after0)
+    for files in ({"report_to": "tensorboard"}, {"save_steps": [1]}):
+        adapter1, *after1 = keys(**files)
+        assert adapter1 != adapter0 and after1 == after0
+    assert all(a != b for a, b in zip(keys(rank=4), (adapter0, *after0)))
 
 
 def test_unknown_specialty_lists_available(tiny_llama, tmp_path):

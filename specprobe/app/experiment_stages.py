@@ -18,6 +18,7 @@ import pandas as pd
 
 from specprobe.app.experiment_result import ExperimentResult
 from specprobe.app.stages import DONE, package_data_digests, run_stage, written_by_other_code
+from specprobe.finetune.train_options import NON_IDENTITY
 from specprobe.terms.datasets import DataError, QARecord, load_qa
 from specprobe.terms.records import split_identity
 from specprobe.utils.io import atomic_write_text, read_json, sha256_file, sha256_text
@@ -40,6 +41,9 @@ ACCURACY_LINK = "accuracy_link"
 GENERAL_TEXT_OPTIONS = ("add_bos", "max_length", "batch_size", "device", "dtype")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")  # what identifies an adapter in the keys below
 SLUG_MAX = 60  # longer slugs are cut, and a short hash of the full name appended
+#: [train] options that do not change the trained weights (finetune's NON_IDENTITY) but whose files the
+#: adapter stage keeps (tracker logs, snapshots): in its key, and in no key downstream of it
+ADAPTER_FILE_OPTIONS = ("report_to", "save_steps")
 
 # The source each stage runs, hashed into its key (see `stages.code_fingerprint`): an upgrade that changes
 # what a stage computes reruns it and everything downstream.
@@ -308,24 +312,34 @@ def adapter_stage(
 
 
 def adapter_key(base_hash: str, split: dict, train_path: Path, specialty: str | None, train: dict) -> dict:
-    """The adapter stage's inputs: the base, the split, the training data, the specialty, the training options."""
+    """The adapter stage's inputs: the base, the split, the training data, the specialty, the training options
+    that change what the stage writes (`train_key`)."""
     return {
         "base": base_hash,
         "split": split,
         "train_data": sha256_file(train_path),
         "specialty": specialty,
-        "train": train,
+        "train": train_key(train, adapter_files=True),
     }
 
 
+def train_key(train: Mapping[str, Any], *, adapter_files: bool = False) -> dict:
+    """The [train] options a stage key holds: those that change the trained weights, not checkpointing
+    (save_every, keep_checkpoints), gradient checkpointing (it recomputes the same activations: the same
+    weights bit for bit on CPU, tested) or tracking; with `adapter_files` (the adapter stage) also those
+    whose files it keeps (`ADAPTER_FILE_OPTIONS`). A stage downstream holds the adapter's content besides."""
+    kept = ADAPTER_FILE_OPTIONS if adapter_files else ()
+    return {k: v for k, v in train.items() if k not in NON_IDENTITY or k in kept}
+
+
 def accuracy_key(base_hash: str, split: dict, adapters: Mapping[str, str], train: dict, test_path: Path) -> dict:
-    """The accuracy stage's inputs: the base, the split, every adapter's content, the training options."""
+    """The accuracy stage's inputs: the base, the split, every adapter's content, the training options (`train_key`)."""
     return {
         "base": base_hash,
         "split": split,
         "test": sha256_file(test_path),
         "adapters": {name: adapter_hash(path) for name, path in adapters.items()},
-        "train": train,
+        "train": train_key(train),
     }
 
 
@@ -379,7 +393,7 @@ def accuracy_part_stage(
         "test": sha256_file(test_path),
         "name": name,
         "adapter": adapter_hash(adapter),
-        "train": train,
+        "train": train_key(train),
         "with_base": with_base,
     }
     folder = run_stage(
@@ -442,7 +456,7 @@ class ProbeInputs:
         return {
             "base": self.base_hash,
             "adapter": adapter_hash(adapter),
-            "train": self.train,
+            "train": train_key(self.train),
             "lexicon": lexicon_identity(lexicon_path),
             "compare": self.compare,
             "test": sha256_file(self.test_path),
