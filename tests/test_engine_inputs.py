@@ -211,3 +211,26 @@ def test_transformer_lens_objects_of_a_model_without_bos(tiny_dir, tmp_path):
         assert diff < TOL
         assert comp.metadata["engines"]["base"]["bos_dropped"] is True
         assert b_base.tokenizer.bos_token_id is not None, "the object's tokenizer is left as it is"
+
+
+def test_nnsight_lens_under_each_nnsight_version(tiny_llama):
+    """The nnsight lens (remote="local") under nnsight 0.7, which the nnterp extra pins: it failed with
+    "No module named 'nnsight.intervention.backends.local'", then (its trace body runs in a thread of its own,
+    outside no_grad) "Can't call numpy() on Tensor that requires grad"; an adapter folder as tuned with
+    "LlamaForCausalLM.__init__() got an unexpected keyword argument 'peft'" (0.7 has no peft=)."""
+    import importlib.util
+
+    from peft import PeftModel
+
+    base, adapter = tiny_llama
+    kw: dict[str, Any] = dict(terms=TERMS, texts=TEXTS[:1], controls=None)
+    ref = layers(str(base), str(adapter), progress=False, **kw).to_pandas()["logp"].to_numpy(float)
+    tuned = PeftModel.from_pretrained(_hf(base)[0], str(adapter))
+    got = layers(_hf(base)[0], tuned, remote="local", **kw).to_pandas()["logp"].to_numpy(float)
+    assert np.nanmax(np.abs(got - ref)) < TOL
+    if importlib.util.find_spec("nnsight.modeling.peft") is None:  # nnsight < 0.8
+        with pytest.raises(ValueError, match="cannot attach one"):
+            layers(str(base), str(adapter), remote="local", **kw)
+    else:
+        got = layers(str(base), str(adapter), remote="local", **kw).to_pandas()["logp"].to_numpy(float)
+        assert np.nanmax(np.abs(got - ref)) < TOL

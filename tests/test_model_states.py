@@ -123,3 +123,93 @@ def test_metadata_records_the_dtype_of_model_objects(tiny_llama):
     mixed = ModelPair.load(hf, _hf(base)[0].half(), tokenizer=tok, check=False)
     assert mixed.metadata["dtype"] == "base float32, tuned float16"
     assert ModelPair.load(str(base), str(adapter), check=False).metadata["dtype"] == "float32"
+
+
+def test_mixed_dtypes_are_warned_about(tiny_llama, caplog):
+    """base bfloat16 against tuned float32 with the same weights: every delta was off by up to 2.4e-3 (rounding
+    alone), said only in metadata["dtype"]."""
+    base, _ = tiny_llama
+    hf, tok = _hf(base)
+    with caplog.at_level("WARNING", logger="specprobe.core.models"):
+        ModelPair.load(hf, _hf(base)[0].bfloat16(), tokenizer=tok, check=False)
+    assert "different dtypes (base float32, tuned bfloat16)" in caplog.text
+
+
+def _peft(base, adapter, hf=None):
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(_hf(base)[0] if hf is None else hf, str(adapter))
+
+
+def test_remote_lens_refuses_a_peft_model_with_disabled_adapter_layers(tiny_llama):
+    """The nnsight lens ran a tuned PeftModel inside `with model.disable_adapter():` (or after
+    disable_adapter_layers()) as it was: every delta came out 0.0 (0.92 with the adapter on)."""
+    pytest.importorskip("nnsight")
+    from nnsight import LanguageModel
+
+    base, adapter = tiny_llama
+    hf, tok = _hf(base)
+    tuned = _peft(base, adapter)
+    kw: dict = dict(terms=TERMS, texts=TEXTS, controls=None)
+    with tuned.disable_adapter(), pytest.raises(ModelLoadError, match="adapter layers are disabled"):
+        layers(LanguageModel(hf, tokenizer=tok), LanguageModel(tuned, tokenizer=tok), remote="local", **kw)
+    tuned.base_model.disable_adapter_layers()  # pyright: ignore[reportCallIssue]
+    with pytest.raises(ModelLoadError, match="adapter layers are disabled"):
+        layers(hf, tuned, tokenizer=tok, remote="local", **kw)
+
+
+def test_one_peft_model_as_base_and_tuned_is_refused_saying_what_to_do(tiny_llama):
+    """nnsight lens: the same LanguageModel(PeftModel) twice, or its base model (which peft changed in place)
+    as base, ran the adapter in both: every delta 0.0; a bare PeftModel twice failed with 'Impossible to guess
+    which tokenizer to use', base=None with a request for the hub model 'None'. compare: 'tuned is a PeftModel
+    on a different base object than `base`' for the very same object."""
+    pytest.importorskip("nnsight")
+    from nnsight import LanguageModel
+
+    base, adapter = tiny_llama
+    hf, tok = _hf(base)
+    tuned = _peft(base, adapter, hf)
+    lm = LanguageModel(tuned, tokenizer=tok)
+    kw: dict = dict(terms=TERMS, texts=TEXTS, controls=None)
+    for pair in ((lm, lm), (tuned, tuned), (LanguageModel(hf, tokenizer=tok), lm), (hf, tuned)):
+        with pytest.raises(ModelLoadError, match="same PeftModel .* leave remote= off and pass base=None"):
+            layers(*pair, remote="local", **kw)
+    with pytest.raises(ValueError, match=r"needs base=.* leave remote= off"):
+        layers(None, lm, remote="local", **kw)
+    for pair in ((lm, lm), (tuned, tuned)):
+        with pytest.raises(ModelLoadError, match="same PeftModel: pass base=None"):
+            compare(*pair, progress=False, **kw)
+    view = layers(None, lm, progress=False, **kw).wide()  # as the messages say
+    assert view["delta"].abs().max() > 0.1
+
+
+def test_model_objects_on_the_meta_device_are_refused(tiny_llama):
+    """Weights never loaded (built under torch.device('meta')) crashed in the layer check with 'Tensor.item()
+    cannot be called on meta tensors'."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    base, adapter = tiny_llama
+    hf, tok = _hf(base)
+    with torch.device("meta"):
+        empty = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base))
+    kw: dict = dict(terms=TERMS, texts=TEXTS, controls=None, tokenizer=tok, progress=False)
+    for pair in ((empty, str(adapter)), (hf, empty)):
+        with pytest.raises(ModelLoadError, match="weights are on the 'meta' device"):
+            compare(*pair, **kw)
+    pytest.importorskip("nnsight")
+    with pytest.raises(ModelLoadError, match="weights are on the 'meta' device"):
+        layers(hf, empty, remote="local", **kw)
+
+
+def test_remote_lens_of_loaded_models_without_a_tokenizer(tiny_llama):
+    """Loaded models without tokenizer= failed on the nnsight path with 'Impossible to guess which tokenizer
+    to use' (ModelPair reads a loaded model's tokenizer from its name_or_path); the numbers equal the local
+    engine's."""
+    pytest.importorskip("nnsight")
+    base, adapter = tiny_llama
+    kw: dict = dict(terms=TERMS, texts=TEXTS, controls=None)
+    got = layers(_hf(base)[0], _peft(base, adapter), remote="local", **kw).to_pandas()
+    ref = layers(str(base), str(adapter), progress=False, **kw).to_pandas()
+    assert len(got) == len(ref) > 0
+    assert np.nanmax(np.abs(got["logp"].to_numpy(float) - ref["logp"].to_numpy(float))) < 1e-4

@@ -406,11 +406,8 @@ class ModelPair:
         base, tuned, tokenizer, tuned_tok = _engine_inputs(base, tuned, tokenizer, meta)
         base_obj, base_name = _load_base(base, tuned, meta, load_kw)
         base_obj, tuned_obj, adapter_mode = _load_tuned(base, base_obj, tuned, meta, load_kw, force_adapter)
-        if adapter_mode and _adapter_layers_disabled(base_obj):
-            raise ModelLoadError(
-                "the PeftModel's adapter layers are disabled (disable_adapter_layers()): its tuned view would be "
-                "the base model; call enable_adapter_layers() on it first"
-            )
+        if adapter_mode:
+            check_adapter_layers_enabled(base_obj)
         tokenizer = _pair_tokenizer(tokenizer, base, base_name, base_obj, tuned, trust_remote_code, revision, tuned_tok)
         meta["tokenizer"] = getattr(tokenizer, "name_or_path", type(tokenizer).__name__)
         check_tokenizer_fits(tokenizer, base_obj)
@@ -545,6 +542,7 @@ def _load_base(base: ModelLike | None, tuned: ModelLike | None, meta: dict, load
         meta["base_weights_sha256"] = weights_fingerprint(base_name, load_kw.get("revision"))  # a hub id's: now cached
         return model, base_name
     if base is not None:
+        check_weights_loaded(base, "base")
         base_name = getattr(getattr(unwrap_peft(base), "config", None), "_name_or_path", type(base).__name__)
         meta["base"] = f"<object {type(base).__name__}: {base_name}>"
         return base.eval(), base_name
@@ -560,6 +558,12 @@ def _load_tuned(
     if tuned is None:
         return base_obj, None, False
     if isinstance(tuned, PeftModel):
+        check_weights_loaded(tuned, "tuned")
+        if base_obj is tuned:
+            raise ModelLoadError(
+                "base and tuned are the same PeftModel: pass base=None (or the model it was made from); the base "
+                "view is that PeftModel with its adapter disabled"
+            )
         if base_obj is not None and base_obj is not tuned.get_base_model() and not isinstance(base, (str, os.PathLike)):
             raise ModelLoadError("tuned is a PeftModel on a different base object than `base`; pass its own base")
         for name, config in tuned.peft_config.items():
@@ -578,6 +582,7 @@ def _load_tuned(
         model = load_causal_lm(name, **{**load_kw, "revision": revision})
         meta["tuned_weights_sha256"] = weights_fingerprint(name, revision)
         return base_obj, model, False
+    check_weights_loaded(tuned, "tuned")
     meta["tuned"] = f"<object {type(tuned).__name__}>"
     return base_obj, tuned.eval(), False
 
@@ -604,16 +609,59 @@ def _record_placement(meta: dict, base_obj: Any, tuned_obj: Any, shard: bool) ->
     weights = [unwrap_peft(m).get_input_embeddings().weight for m in (base_obj, tuned_obj) if m is not None]
     dtypes = [str(w.dtype).replace("torch.", "") for w in weights]
     meta["dtype"] = dtypes[0] if len(set(dtypes)) == 1 else f"base {dtypes[0]}, tuned {dtypes[1]}"
+    if len(set(dtypes)) > 1:
+        log.warning(
+            "base and tuned run in different dtypes (%s): every tuned - base delta includes their rounding "
+            "difference; cast one model to the other's dtype to compare the weights alone",
+            meta["dtype"],
+        )
     devices = [str(w.device) for w in weights]
     if not shard and any(w.device.type != torch.device(meta["device"]).type for w in weights):
         meta["device"] = devices[0] if len(set(devices)) == 1 else f"base {devices[0]}, tuned {devices[1]}"
 
 
-def _adapter_layers_disabled(model: Any) -> bool:
-    """Whether any adapter layer of a PeftModel is switched off (peft's `disable_adapter_layers()`)."""
+def _tuner_layers(model: Any) -> list[Any]:
+    """The PEFT adapter layers (LoRA and the other tuners) inside a torch module."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    return any(isinstance(m, BaseTunerLayer) and m.disable_adapters for m in model.modules())
+    return [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+
+
+def check_adapter_layers_enabled(model: Any) -> None:
+    """A `ModelLoadError` when any adapter layer of a PeftModel is switched off (peft's
+    `disable_adapter_layers()`, or inside `with model.disable_adapter():`): its tuned view would be the base."""
+    if any(m.disable_adapters for m in _tuner_layers(model)):
+        raise ModelLoadError(
+            "the PeftModel's adapter layers are disabled (disable_adapter_layers(), or inside `with "
+            "model.disable_adapter():`): its tuned view would be the base model; call enable_adapter_layers() "
+            "on it first (or score it after the with block)"
+        )
+
+
+def shares_adapted_model(base: Any, tuned: Any) -> bool:
+    """Whether `base` is `tuned`'s own PEFT-adapted model: the same PeftModel, or the model it was made from,
+    which `PeftModel.from_pretrained` changed in place (its adapter layers run when `base` runs)."""
+    return (
+        base is not None
+        and tuned is not None
+        and unwrap_peft(base) is unwrap_peft(tuned)
+        and bool(_tuner_layers(unwrap_peft(tuned)))
+    )
+
+
+def check_weights_loaded(model: Any, role: str) -> None:
+    """A `ModelLoadError` for a model object whose weights are on the 'meta' device (built under
+    `torch.device("meta")` / `init_empty_weights`, or not loaded yet): it crashed with "Tensor.item() cannot
+    be called on meta tensors". Models that accelerate offloads (an `hf_device_map`) load theirs when run."""
+    lm = unwrap_peft(model)
+    if getattr(lm, "hf_device_map", None):
+        return
+    meta = next((name for name, p in model.named_parameters() if p.device.type == "meta"), None)
+    if meta is not None:
+        raise ModelLoadError(
+            f"{role} {type(model).__name__}: its weights are on the 'meta' device ({meta}, ...), not loaded; "
+            "load them first (from_pretrained, load_state_dict(..., assign=True), or nnsight's dispatch())"
+        )
 
 
 def _pair_tokenizer(

@@ -18,6 +18,7 @@ numbers equal the local hook engine's.
 
 from __future__ import annotations
 
+import importlib.util
 import time
 import warnings
 from collections.abc import Sequence
@@ -30,7 +31,15 @@ import torch
 from specprobe.core.architecture import finish_logits, split_model, unwrap_peft
 from specprobe.core.engines import engine_kind
 from specprobe.core.items import fit_max_length
-from specprobe.core.models import check_same_tokenizer, load_tokenizer, model_context_length
+from specprobe.core.models import (
+    ModelLoadError,
+    check_adapter_layers_enabled,
+    check_same_tokenizer,
+    check_weights_loaded,
+    load_tokenizer,
+    model_context_length,
+    shares_adapted_model,
+)
 from specprobe.probe.hooks import check_hookable, resolve_layers, same_depth
 from specprobe.probe.inputs import DEFAULT_TEMPLATE
 from specprobe.probe.lens import LayerView, lens_frame
@@ -46,6 +55,8 @@ def nnsight_model(model: Any, tokenizer: Any = None, peft: str | None = None):
 
     if isinstance(model, nnsight.NNsight) or engine_kind(model) == "nnsight":  # LanguageModel is no NNsight (0.8)
         return model
+    if isinstance(model, torch.nn.Module):
+        check_weights_loaded(model, "model")  # nnsight failed on it with "Cannot copy out of meta tensor"
     kwargs = {"tokenizer": tokenizer} if tokenizer is not None else {}
     if peft is not None:
         kwargs["peft"] = peft
@@ -102,14 +113,23 @@ def _envoy(lm, path: str):
 
 def _ndif_backend(lm, remote: bool | str):
     """The boundary with NDIF: nnsight's RemoteBackend for this model (mocked in the tests)."""
-    return lm._remote_backend(remote, True, None, False)
+    if hasattr(lm, "_remote_backend"):  # nnsight >= 0.8
+        return lm._remote_backend(remote, True, None, False)
+    from nnsight.intervention.backends.remote import RemoteBackend  # nnsight < 0.8, as its trace(remote=True)
+
+    return RemoteBackend(lm.to_model_key(), blocking=True)
 
 
 def _backend(lm, remote: bool | str):
     if not remote:
         return None
     if remote == "local":
-        from nnsight.intervention.backends.local import LocalSimulationBackend
+        try:
+            from nnsight.intervention.backends.local import LocalSimulationBackend
+        except ImportError:  # nnsight < 0.8 (the nnterp extra pins it): same class, other module
+            from nnsight.intervention.backends.local_simulation import (  # pyright: ignore[reportMissingImports]
+                LocalSimulationBackend,
+            )
 
         return LocalSimulationBackend(lm)
     return _ndif_backend(lm, remote)
@@ -145,7 +165,8 @@ def trace_lens(
             # the head's post-processing, the function `SplitModel.head` (compare) runs
             logits = finish_logits(head(x), paths.logit_multiply, paths.logit_divide, paths.softcap).float()
             outs.append(torch.log_softmax(logits, dim=-1)[torch.arange(len(rows)), targets])
-        lens = torch.stack(outs).cpu().save()  # pyright: ignore[reportAttributeAccessIssue]  # nnsight adds .save() in a trace
+        # detached: nnsight < 0.8 runs this body in a thread of its own, where no_grad does not hold
+        lens = torch.stack(outs).detach().cpu().save()  # pyright: ignore[reportAttributeAccessIssue]  # nnsight adds .save() in a trace
     return lens.double().numpy()
 
 
@@ -155,7 +176,12 @@ def _load_models(base: Any, tuned: Any, tokenizer: Any, remote: bool | str) -> t
     base model's), which the tuned model's own must match. Run here (`remote` False or "local"), a lazily
     loaded model gets its weights first, so that eval mode holds for the modules that run (nnsight's
     `peft=` attaches a LoRA in train mode: dropout made two identical calls differ by 0.12)."""
-    tokenizer = _own_tokenizer(base, tokenizer)
+    if base is None:
+        raise ValueError(
+            "the nnsight lens (remote=) needs base=: a hub id, folder or loaded model without the adapter (to "
+            "score a lone PeftModel, whose base view is its adapter disabled, leave remote= off)"
+        )
+    given, tokenizer = tokenizer, _own_tokenizer(base, tokenizer)
     base_lm = nnsight_model(base, tokenizer)
     if isinstance(tuned, str) and _is_adapter(tuned):
         if not isinstance(base, str):
@@ -163,9 +189,14 @@ def _load_models(base: Any, tuned: Any, tokenizer: Any, remote: bool | str) -> t
                 f"tuned {tuned!r} is an adapter: with remote=, give the base as a hub id or folder (nnsight "
                 "attaches the adapter to it), or pass tuned as an nnsight model with the adapter loaded"
             )
+        if importlib.util.find_spec("nnsight.modeling.peft") is None:
+            raise ValueError(
+                f"tuned {tuned!r} is an adapter: this nnsight (< 0.8) cannot attach one (no peft=); pass tuned as a "
+                "loaded PeftModel, or install nnsight >= 0.8"
+            )
         tuned_lm = nnsight_model(base, tokenizer, peft=tuned)
     else:
-        tuned_lm = nnsight_model(tuned, _own_tokenizer(tuned, None) if isinstance(tuned, str) else tokenizer)
+        tuned_lm = nnsight_model(tuned, _own_tokenizer(tuned, None if isinstance(tuned, str) else given))
     tok = tokenizer if tokenizer is not None else getattr(base_lm, "tokenizer", None)
     if tok is None:
         raise ValueError("pass tokenizer= (the nnsight model has none)")
@@ -174,17 +205,39 @@ def _load_models(base: Any, tuned: Any, tokenizer: Any, remote: bool | str) -> t
         if remote is not True and not getattr(lm, "dispatched", True):
             lm.dispatch()  # the real weights, now: loaded at the first trace, the module would run in train mode
         _torch_model(lm).eval()
+    _check_views(_torch_model(base_lm), _torch_model(tuned_lm))
     return base_lm, tuned_lm, tok
 
 
+def _check_views(base: torch.nn.Module, tuned: torch.nn.Module) -> None:
+    """Refused as `ModelPair.load` refuses them: a tuned PeftModel whose adapter layers are switched off, and
+    a base that is the tuned PeftModel (or the model peft injected it into), which would run the adapter too:
+    either way every delta came out 0."""
+    check_adapter_layers_enabled(tuned)
+    if shares_adapted_model(base, tuned):
+        raise ModelLoadError(
+            "base and tuned are the same PeftModel (or base is the model it was made from, which peft changed in "
+            "place): the nnsight lens would run the adapter for both; give the base as a model without it (its "
+            "hub id or folder, or a copy loaded apart), or leave remote= off and pass base=None"
+        )
+
+
 def _own_tokenizer(model: Any, tokenizer: Any) -> Any:
-    """The tokenizer to give nnsight for `model`: the one given (a name or folder loaded), else a hub id's
-    or folder's own (nnsight cannot guess it for a local folder), else None (a loaded model: its own)."""
+    """The tokenizer to give nnsight for `model`: the one given (a name or folder loaded), else a hub id's,
+    folder's or loaded model's own (its config's name_or_path: nnsight cannot guess it for a local folder and
+    failed with 'Impossible to guess which tokenizer to use'), else None (an nnsight model: its own)."""
     if isinstance(tokenizer, str):
         return load_tokenizer(tokenizer)
-    if tokenizer is None and isinstance(model, str):
+    if tokenizer is not None:
+        return tokenizer
+    if isinstance(model, str):
         return load_tokenizer(model)
-    return tokenizer
+    if isinstance(model, torch.nn.Module) and engine_kind(model) is None:
+        source = getattr(getattr(unwrap_peft(model), "config", None), "_name_or_path", None)
+        if not source:
+            raise ValueError(f"pass tokenizer= ({type(model).__name__} is a loaded model without a name_or_path)")
+        return load_tokenizer(source)
+    return None
 
 
 def _trace_both(
