@@ -99,13 +99,53 @@ def test_medmcqa(tmp_path):
         "subject_name": "Medicine",
     }
     p.write_text(json.dumps(row) + "\n")
-    rec = load_qa(p)[0]
+    rec = load_qa(p, mapping={"cop_base": 1})[0]
     assert rec.answer == "c" and rec.specialties == ("Medicine",) and rec.id == "q1"
     assert load_qa(p, mapping={"cop_base": 0}, format="medmcqa")[0].answer == "d"
     for bad in (9, True):  # a JSON true was option 1 (a)
-        p.write_text(json.dumps(dict(row, cop=bad)) + "\n")
-        with pytest.raises(DataError, match=r"mc.json: item 0 \(line 1\): field 'cop'"):
-            load_qa(p)
+        p.write_text(json.dumps(row) + "\n" + json.dumps(dict(row, id="q2", cop=bad)) + "\n")
+        with pytest.raises(DataError, match=r"mc.json: item 1 \(line 2\): field 'cop'"):
+            load_qa(p, mapping={"cop_base": 1})
+
+
+def _medmcqa_file(tmp_path, cops, name="mc.jsonl"):
+    p = tmp_path / name
+    rows = [
+        {"id": f"q{i}", "question": f"Q{i}?", "opa": "a", "opb": "b", "opc": "c", "opd": "d", "cop": c}
+        for i, c in enumerate(cops)
+    ]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return p
+
+
+def test_medmcqa_cop_base_is_read_from_the_file(tmp_path):
+    """The Hugging Face copy counts cop from 0: read as 1-based, a 0 was an error (dropped with skip_bad) and
+    every other answer silently the next option; the file's numbers now say which base it uses."""
+    hf = _medmcqa_file(tmp_path, [0, 1, 2, 3, 1], "hf.jsonl")  # answers a b c d b
+    records, skipped = load_qa_report(hf, skip_bad=True)
+    assert [r.answer for r in records] == ["a", "b", "c", "d", "b"] and skipped == []  # was: c d d c, 1 skipped
+    original = _medmcqa_file(tmp_path, [4, 1, 2, 3], "orig.jsonl")  # answers d a b c
+    assert [r.answer for r in load_qa(original)] == ["d", "a", "b", "c"]
+    assert [r.answer for r in load_qa(hf, mapping={"cop_base": 0})] == ["a", "b", "c", "d", "b"]  # auto format
+
+
+@pytest.mark.parametrize(
+    "cops, seen, from_0, from_1",
+    [([1, 2, 3, 2], "only 1, 2, 3", "bcdc", "abcb"), ([0, 4, 2], "both 0 and 4", "ac", "db")],
+)
+def test_medmcqa_cop_base_the_file_cannot_tell_is_asked_for(tmp_path, cops, seen, from_0, from_1):
+    """A file with no 0 and no 4 fits both bases (was: read as 1-based, silently a shifted answer if it was
+    the 0-based copy): it is refused, in one line naming the file, until the base is passed."""
+    p = _medmcqa_file(tmp_path, cops)
+    with pytest.raises(DataError) as info:
+        load_qa(p, skip_bad=True)
+    msg = str(info.value)
+    assert msg.startswith(f"{p}: field 'cop' holds {seen}") and '"cop_base": 0' in msg and "\n" not in msg
+    assert "".join(r.answer for r in load_qa(p, mapping={"cop_base": 0}, skip_bad=True)) == from_0
+    assert "".join(r.answer for r in load_qa(p, mapping={"cop_base": 1}, skip_bad=True)) == from_1
+    for base in (2, "0", True):
+        with pytest.raises(DataError, match=rf"mapping 'cop_base' {base!r} must be 0 or 1"):
+            load_qa(p, mapping={"cop_base": base}, format="medmcqa")
 
 
 def test_instruction_format(tmp_path):

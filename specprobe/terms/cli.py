@@ -43,7 +43,8 @@ def register(subparsers) -> None:
     b.add_argument(
         "--mapping",
         help="column mapping for csv/jsonl, as JSON: "
-        '\'{"question": "q", "options": ["a","b","c","d"], "answer": "ans", "answer_format": "letter"}\'',
+        '\'{"question": "q", "options": ["a","b","c","d"], "answer": "ans", "answer_format": "letter"}\'; '
+        "for MedMCQA whose cop numbers cannot tell their base, '{\"cop_base\": 0}' (counted from 0) or 1",
     )
     b.add_argument("--skip-bad", action="store_true", help="skip malformed records and report them")
     b.add_argument("--min-count", type=positive_int, default=1, help="drop terms seen fewer times (default 1)")

@@ -13,8 +13,9 @@ error saying so.
 - ``medqa``: JSON lines of {"question", "options": {"A": ..., ...}, "answer_idx": "A", optional "answer",
   "specialty"}; an "answer" that is not the text of the option "answer_idx" names is an error.
 - ``medmcqa``: JSON lines (or a JSON list) of {"question", "opa", "opb", "opc", "opd", "cop", "subject_name",
-  "id"}; ``cop`` is 1-based (1-4) as in the original release; pass ``mapping={"cop_base": 0}`` for the
-  0-based copies (e.g. the Hugging Face one).
+  "id"}; ``cop`` counts the options from 1 (1-4) in the original release and from 0 (0-3) in the Hugging
+  Face copy: the file's own numbers tell which (a 0 and no 4: from 0; a 4 and no 0: from 1). A file whose
+  numbers cannot tell (only 1-3) is refused unless ``mapping={"cop_base": 0}`` (or 1) says.
 - ``instruction``: JSON/JSON lines of {"instruction", "input", "output"}: the options are the lettered lines
   ("A. ...", "(B) ...") of ``input`` (or of ``instruction`` when ``input`` has none); lines lettered past J
   count only as the next lines after "J. ..." (K, L, ..., Z); the question is the text before them;
@@ -144,7 +145,7 @@ def detect_format(path: Path, mapping: dict | None = None) -> str:
     """Guess the format from the extension and the first record's keys."""
     if path.suffix.lower() in (".csv", ".tsv"):
         return "csv"
-    if mapping:
+    if mapping and set(mapping) - {"cop_base"}:  # cop_base alone names no columns: it is for medmcqa
         return "jsonl"
     items, _ = _read_json_items(path)
     first = next((x for x in items if isinstance(x, dict)), None)
@@ -212,6 +213,26 @@ def _medmcqa(path: Path, i: int, obj, base: int) -> QARecord:
     spec = (subject.strip(),) if isinstance(subject, str) and subject.strip() else ()
     rid, meta = record_id(obj.get("id"), path, i)
     return QARecord(rid, q, tuple(options), options[cop - base], spec, meta)
+
+
+def _cop_base(path: Path, items: Sequence[Any], columns: dict) -> int:
+    """Whether the file's `cop` counts options from 0 or 1: as `cop_base` says, else as its numbers show
+    (a 0-based file read as 1-based shifts every answer by one option, silently where no cop is 0)."""
+    if "cop_base" in columns:
+        base = columns["cop_base"]
+        if isinstance(base, bool) or base not in (0, 1):
+            raise DataError(f"{path}: mapping 'cop_base' {base!r} must be 0 or 1")
+        return base
+    cops = {obj.get("cop") for obj in items if isinstance(obj, dict)}
+    numbers = {c for c in cops if isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 4}
+    if not numbers or (0 in numbers) != (4 in numbers):  # none: each record's own error says what is wrong
+        return 0 if 0 in numbers else 1
+    seen = "both 0 and 4" if 0 in numbers else f"only {', '.join(map(str, sorted(numbers)))}"
+    raise DataError(
+        f"{path}: field 'cop' holds {seen}, so it cannot tell whether options count from 0 (Hugging Face "
+        f'copy) or 1 (original release); pass it: mapping={{"cop_base": 0}} or 1 (CLI: --mapping '
+        f"'{{\"cop_base\": 0}}')"
+    )
 
 
 def _instruction(path: Path, i: int, obj) -> QARecord:
@@ -379,7 +400,7 @@ def parse_file(path: Path, format: str = "auto", mapping: dict | None = None) ->
     elif fmt == "medqa":
         parse, extra = _medqa, ()
     elif fmt == "medmcqa":
-        parse, extra = _medmcqa, (int(columns.get("cop_base", 1)),)
+        parse, extra = _medmcqa, (_cop_base(path, items, columns),)
     elif fmt == "instruction":
         parse, extra = _instruction, ()
     else:  # jsonl with a mapping
