@@ -161,6 +161,21 @@ def test_an_out_that_cannot_be_written_is_refused_before_the_models_load(tmp_pat
             readonly.chmod(0o755)
 
 
+def test_a_lexicon_with_no_data_file_asks_for_texts_before_the_models_load(tmp_path, capsys):
+    """A lexicon recording no source data file has no contexts: compare loaded the models, then failed with
+    'none of the 1 term(s) occurs in the 0 text(s)'; now it says what to pass before loading anything."""
+    from specprobe.probe import compare
+    from specprobe.terms.lexicon import Lexicon, TermEntry
+
+    lex = Lexicon({"seizure": TermEntry(term="seizure", specialties=["Neurology"], specific=True)})
+    path = lex.save(tmp_path / "lex.json")
+    assert main(_compare_args(tmp_path, "--terms", str(path), "--out", str(tmp_path / "o"))) == 2
+    err = _one_line_error(capsys)
+    assert f"lexicon {path} records no data file" in err and "--data FILE" in err, err
+    with pytest.raises(ValueError, match="this lexicon records no data file.* texts="):  # the models do not exist
+        compare(str(tmp_path / "no-base"), str(tmp_path / "no-adapter"), terms=lex, progress=False)
+
+
 def test_a_file_given_as_a_model_is_said_to_be_a_file(tmp_path, capsys):
     weights = tmp_path / "adapter_model.safetensors"
     weights.write_bytes(b"\0")

@@ -64,6 +64,8 @@ def read_terms_and_texts(args: argparse.Namespace):
     texts = None
     if args.data:
         texts = [r.as_text_record() for r in load_qa(args.data)]
+    elif hasattr(terms, "data_sources"):
+        terms.data_sources()  # a lexicon with no data file of its own: say so before any model loads
     if args.limit is not None:
         if texts is None and hasattr(terms, "contexts"):
             texts = list(terms.contexts())

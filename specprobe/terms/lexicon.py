@@ -173,12 +173,13 @@ class Lexicon:
         Raises FileNotFoundError naming the path if a file is gone, ValueError if its sha256 changed.
         Text ids are unique: a source listed twice (a lexicon merged with itself) is read once, an exact
         repeat of a record is dropped, and a different text under a used id is renamed "<id>#2" (with a
-        warning), so that no two texts are ever taken for one."""
+        warning), so that no two texts are ever taken for one. A lexicon that records no data file (made
+        in Python, or its `meta.sources` emptied) raises ValueError: it has no texts of its own to give."""
         from .datasets import load_qa
 
         out: list[TextRecord] = []
         read: set[tuple[str, str]] = set()
-        for src in self.meta.get("sources", []):
+        for src in self.data_sources():
             path = Path(src["path"])
             if not path.exists():
                 raise FileNotFoundError(f"the lexicon's source data file is gone: {path}")
@@ -198,6 +199,17 @@ class Lexicon:
             )
             out += [r.as_text_record() for r in records]
         return unique_ids(out, "the lexicon's contexts")
+
+    def data_sources(self) -> list[dict]:
+        """The data files recorded in `meta.sources`, which `contexts` reads; ValueError when there are none,
+        so a probe asks for its texts before it loads a model instead of finding no term in no text."""
+        sources = list(self.meta.get("sources") or [])
+        if not sources:
+            raise ValueError(
+                f"{self._where()} records no data file, so it has no texts of its own to probe; pass the texts: "
+                "--data FILE on the command line, texts=... in Python"
+            )
+        return sources
 
     # ------------------------------------------------------------------------------ access
     def __len__(self) -> int:
