@@ -212,8 +212,17 @@ class _TLBackbone(nn.Module):
                 "a TransformerLens HookedTransformer takes no position ids or segment masks (share_prefixes); "
                 "turn share_prefixes off, or pass the Hugging Face model or a TransformerBridge"
             )
-        resid = self.ht(input_ids, attention_mask=attention_mask, stop_at_layer=self.ht.cfg.n_layers)
+        resid = self.ht(
+            input_ids, attention_mask=_tl_mask(input_ids, attention_mask), stop_at_layer=self.ht.cfg.n_layers
+        )
         return _BackboneOutput(self.norm(resid))
+
+
+def _tl_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """The mask to hand a HookedTransformer: all ones where none is given. Without one, TL masks a left-padding
+    tokenizer's leading pad tokens itself, and with `default_prepend_bos=False` and pad == BOS (GPT-2's
+    tokenizers) that is the BOS specprobe puts first: log-probs off by up to 0.26 from the Hugging Face model's."""
+    return torch.ones_like(input_ids) if attention_mask is None else attention_mask
 
 
 class HookedTransformerLM(nn.Module):
@@ -244,4 +253,4 @@ class HookedTransformerLM(nn.Module):
         return self.lm_head
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_: Any) -> SimpleNamespace:
-        return SimpleNamespace(logits=self.hooked(input_ids, attention_mask=attention_mask))
+        return SimpleNamespace(logits=self.hooked(input_ids, attention_mask=_tl_mask(input_ids, attention_mask)))
