@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -234,6 +235,24 @@ def test_unknown_specialty_lists_available(tiny_llama, tmp_path):
         DataError, match=r"no questions for specialty 'Dermatology'; available: Cardiology \(8\), Neurology \(8\)"
     ):
         train(str(tiny_llama[0]), make_records(), "Dermatology", tmp_path / "out", **FAST)
+
+
+def test_a_question_given_twice_with_different_answers_is_refused(tiny_llama, tmp_path):
+    """A raw QA file listing one question twice with different gold answers trained on both answers
+    silently (only the experiment's split refused it); training now refuses it the same way, naming both rows.
+    A repeat with the same answer still trains."""
+    base, recs = str(tiny_llama[0]), make_records()
+    q0 = recs[0]  # Neurology; the repeat is listed under another specialty and the run trains on all
+    conflict = [*recs, QARecord("q0-again", q0.question, q0.options, "rest", ("Cardiology",))]
+    message = (
+        f"data: rows 'q0' and 'q0-again' give the question {q0.question!r} different answers, 'aspirin' and 'rest'"
+    )
+    with pytest.raises(DataError, match=re.escape(message)):
+        train(base, conflict, None, tmp_path / "out", max_steps=1, progress=False)
+    assert not (tmp_path / "out").exists()
+    same = [*recs, QARecord("q0-again", q0.question, q0.options, q0.answer, ("Cardiology",))]
+    run = train(base, same, None, tmp_path / "out", max_steps=1, batch_size=2, progress=False)
+    assert run.manifest["filter"]["n_examples"] == 17
 
 
 def test_output_directory_with_a_different_run_is_refused(tiny_llama, tmp_path):

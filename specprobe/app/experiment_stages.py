@@ -19,8 +19,8 @@ import pandas as pd
 from specprobe.app.experiment_result import ExperimentResult
 from specprobe.app.stages import DONE, package_data_digests, run_stage, written_by_other_code
 from specprobe.finetune.train_options import NON_IDENTITY
-from specprobe.terms.datasets import DataError, QARecord, load_qa
-from specprobe.terms.records import split_identity
+from specprobe.terms.datasets import QARecord, load_qa
+from specprobe.terms.records import question_rows, split_identity
 from specprobe.utils.io import atomic_write_text, read_json, sha256_file, sha256_text
 
 Say = Callable[[str], None]
@@ -89,24 +89,10 @@ def merge_questions(records: Sequence[QARecord], source: str = "data") -> list[Q
     """One record per question text (question and lettered options, as the probes read it): a question
     listed twice, or once per specialty, is its first row with the specialties of all its rows. Rows of one
     question with different answers are a `DataError` naming `source`: a question has one gold answer."""
-    units: dict[str, list[QARecord]] = {}
-    for r in records:
-        if (unit := units.get(r.context_text())) is not None:
-            check_same_answer(unit[0], r, source)
-        units.setdefault(r.context_text(), []).append(r)
     return [
-        replace(u[0], specialties=tuple(dict.fromkeys(s for r in u for s in r.specialties))) for u in units.values()
+        replace(u[0], specialties=tuple(dict.fromkeys(s for r in u for s in r.specialties)))
+        for u in question_rows(records, source).values()
     ]
-
-
-def check_same_answer(first: QARecord, other: QARecord, source: str) -> None:
-    """A `DataError` naming both rows, the question and the two answers when a repeat of a question gives
-    another answer (keeping either would train and score on a gold answer the data contradicts)."""
-    if other.answer != first.answer:
-        raise DataError(
-            f"{source}: rows {first.id!r} and {other.id!r} give the question {first.question[:60]!r} different "
-            f"answers, {first.answer!r} and {other.answer!r}; fix the data (a question has one gold answer)"
-        )
 
 
 def interleave_by_specialty(records: list[QARecord]) -> list[QARecord]:

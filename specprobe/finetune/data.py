@@ -10,7 +10,7 @@ from pathlib import Path
 from specprobe.finetune.prompts import check_records
 from specprobe.finetune.snapshots import SNAPSHOTS
 from specprobe.terms.datasets import DataError, QARecord, load_qa
-from specprobe.terms.records import first_repeat, records_sha256
+from specprobe.terms.records import first_repeat, question_rows, records_sha256
 from specprobe.terms.selection import (  # noqa: F401  (selection by specialty: defined in terms, used here)
     ALL,
     NO_SPECIALTY,
@@ -46,12 +46,16 @@ def check_unique_ids(records: Sequence[QARecord], source: str = "data") -> None:
 
 
 def load_selected(
-    data: str | os.PathLike | Sequence[QARecord], specialty: str | Sequence[str] | None
+    data: str | os.PathLike | Sequence[QARecord], specialty: str | Sequence[str] | None, *, one_answer: bool = False
 ) -> tuple[list[QARecord], dict]:
     """The records of `specialty` in `data` (see `select`) and the provenance of all of `data`
-    (see `load_records`): how training, evaluation and the accuracy matrix read their questions."""
+    (see `load_records`): how training, evaluation and the accuracy matrix read their questions. With
+    `one_answer` (training), a question given twice with different answers anywhere in `data` is a
+    `DataError` (`question_rows`, as the experiment's split refuses it): training would teach both."""
     source = str(data) if isinstance(data, (str, os.PathLike)) else "data"
     records, meta = load_records(data)
+    if one_answer:
+        question_rows(records, source)
     return select(records, specialty, source), meta
 
 

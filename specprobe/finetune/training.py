@@ -165,7 +165,7 @@ class _Trainer:
         weights, hashed (before any model is loaded, so that bad input fails fast)."""
         from accelerate.utils import broadcast_object_list
 
-        self.chosen, self.data_meta = load_selected(data, specialty)
+        self.chosen, self.data_meta = load_selected(data, specialty, one_answer=True)
         # as the data spells them: the manifest's specialty must name the data's ("cardiology" selects
         # "Cardiology", and the accuracy matrix then finds the adapter's own specialty)
         self.wanted = data_specialties(self.chosen, specialty)

@@ -106,6 +106,28 @@ def split_identity(record: QARecord) -> str:
     return "text:" + hashlib.sha256(normalized_question(record.question).encode("utf-8")).hexdigest()
 
 
+def question_rows(records: Iterable[QARecord], source: str = "data") -> dict[str, list[QARecord]]:
+    """The rows of each question text (`context_text`: question and lettered options, as the probes read it),
+    in first-seen order; rows of one question with different answers are a `DataError` naming `source`
+    (`check_same_answer`): the experiment's split merges them, and training must not teach two answers."""
+    units: dict[str, list[QARecord]] = {}
+    for r in records:
+        if (unit := units.get(r.context_text())) is not None:
+            check_same_answer(unit[0], r, source)
+        units.setdefault(r.context_text(), []).append(r)
+    return units
+
+
+def check_same_answer(first: QARecord, other: QARecord, source: str) -> None:
+    """A `DataError` naming both rows, the question and the two answers when a repeat of a question gives
+    another answer (keeping either would train and score on a gold answer the data contradicts)."""
+    if other.answer != first.answer:
+        raise DataError(
+            f"{source}: rows {first.id!r} and {other.id!r} give the question {first.question[:60]!r} different "
+            f"answers, {first.answer!r} and {other.answer!r}; fix the data (a question has one gold answer)"
+        )
+
+
 def check_option_count(n: int, where: str) -> None:
     """`DataError` naming `where` when a question has more options than there are letters (A-Z)."""
     if n > len(OPTION_LETTERS):
