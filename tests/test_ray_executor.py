@@ -156,6 +156,53 @@ def test_each_step_reads_only_the_stages_whose_outputs_it_needs(tmp_path):
     )
 
 
+def _finish_adapters_and_accuracy(tmp_path: Path) -> tuple[RunInputs, Path]:
+    """A plan's inputs whose adapter and accuracy stages are marked done (stand-in files); the accuracy folder."""
+    from specprobe.app.experiment import accuracy_key, adapter_key
+    from specprobe.app.experiment_stages import ACCURACY_CODE, ACCURACY_FILE, ADAPTER_CODE, ADAPTER_DIR, slug
+    from specprobe.app.stages import run_stage
+
+    cfg = config(tmp_path, tmp_path, tmp_path)
+    tmp_path.mkdir(exist_ok=True)
+    for name in ("train.json", "test.json"):
+        (tmp_path / name).write_text("[]")
+    targets: list[tuple[str, str | None]] = [(s, s) for s in SPECIALTIES]
+    run = RunInputs(cfg, tmp_path, "h", {}, tmp_path / "train.json", tmp_path / "test.json", targets)
+    adapters = {}
+    for name, spec in targets:
+
+        def produce(folder: Path, name: str = name) -> None:
+            (folder / ADAPTER_DIR).mkdir()
+            (folder / ADAPTER_DIR / "adapter_config.json").write_text(json.dumps({"r": 2}))
+            (folder / ADAPTER_DIR / "adapter_model.safetensors").write_bytes(name.encode())
+            (folder / ADAPTER_DIR / "training_manifest.json").write_text("{}")
+
+        key = adapter_key("h", {}, run.train_path, spec, cfg.train)
+        folder = run_stage(tmp_path, f"adapter-{slug(name)}", key, produce, code=ADAPTER_CODE, say=lambda s: None)
+        adapters[name] = str(folder / ADAPTER_DIR)
+    key = accuracy_key("h", {}, adapters, cfg.train, run.test_path)
+    write = lambda f: (f / ACCURACY_FILE).write_text("{}")  # noqa: E731
+    return run, run_stage(tmp_path, "accuracy", key, write, code=ACCURACY_CODE, say=lambda s: None)
+
+
+def _accuracy_kinds(run: RunInputs) -> dict[str, str]:
+    steps = plan_steps(run, in_process=False, progress=False)
+    return {s.name: s.kind for s in steps if s.name.startswith("accuracy") and s.name != "accuracy_link"}
+
+
+def test_a_damaged_accuracy_or_adapter_stage_is_measured_in_parts_with_the_accuracy_resources(tmp_path):
+    """Done and intact, the accuracy stage is one step that only checks its files (`report` resources);
+    damaged, it is measured again, so per adapter with the `accuracy` resources (GPUs), not in one report task."""
+    run, accuracy = _finish_adapters_and_accuracy(tmp_path)
+    assert _accuracy_kinds(run) == {"accuracy": "report"}
+    parts = {"accuracy-cardiology": "accuracy", "accuracy-neurology": "accuracy", "accuracy": "report"}
+    (accuracy / "accuracy.json").write_text('{"damaged": true}')
+    assert _accuracy_kinds(run) == parts
+    run, _ = _finish_adapters_and_accuracy(tmp_path / "two")  # a damaged adapter is retrained, then measured
+    next((tmp_path / "two").glob("stages/adapter-neurology-*/adapter/training_manifest.json")).write_text("[]")
+    assert _accuracy_kinds(run) == parts
+
+
 def test_the_local_executor_runs_steps_in_order_and_refuses_a_step_before_its_input():
     calls: list[str] = []
 

@@ -56,7 +56,7 @@ from specprobe.app.experiment_stages import (
     summary_stage,
     trajectory_stage,
 )
-from specprobe.app.stages import finished_folder
+from specprobe.app.stages import finished_folder, verify_outputs
 from specprobe.terms.datasets import load_qa
 from specprobe.utils.interrupts import SignalInterrupt
 from specprobe.utils.io import sha256_file
@@ -314,18 +314,20 @@ def _accuracy_steps(run: RunInputs, adapters: dict[str, str], in_process: bool, 
 
 
 def accuracy_done(run: RunInputs) -> bool:
-    """Whether every adapter and the accuracy stage over them are already finished on disk, by this code
-    or, for the kinds `reuse_older` names, by another (so a remote executor need not measure each
-    adapter's accuracy again; `run_stage` still checks the files)."""
+    """Whether every adapter and the accuracy stage over them are already finished on disk, with their
+    files intact, by this code or, for the kinds `reuse_older` names, by another (so a remote executor
+    need not measure each adapter's accuracy again). A damaged folder is redone by `run_stage`: then the
+    accuracy is measured in parts, each asking for the `accuracy` resources, not in one `report` task."""
     adapters, reuse = {}, run.cfg.reuse_older or ()
     for name, spec in run.targets:
         key = adapter_key(run.base_hash, run.split, run.train_path, spec, run.cfg.train)
         folder = finished_folder(run.root, f"adapter-{slug(name)}", key, ADAPTER_CODE, reuse)
-        if folder is None:
+        if folder is None or verify_outputs(folder):
             return False
         adapters[name] = str(folder / ADAPTER_DIR)
     key = accuracy_key(run.base_hash, run.split, adapters, run.cfg.train, run.test_path)
-    return finished_folder(run.root, "accuracy", key, ACCURACY_CODE, reuse) is not None
+    folder = finished_folder(run.root, "accuracy", key, ACCURACY_CODE, reuse)
+    return folder is not None and not verify_outputs(folder)
 
 
 # -- the runner ------------------------------------------------------------------------------------------
