@@ -266,6 +266,36 @@ def ray_run(ray_address, setup):
     return work / "ray"
 
 
+@pytest.mark.slow
+def test_a_stage_no_node_can_run_is_refused_before_anything_runs(ray_address, monkeypatch, caplog):
+    """Ray keeps a task that asks for more than any node has pending for ever (a GPU on a machine
+    without one): the run that started its own Ray instance refuses in one line; on a cluster, which
+    an autoscaler may grow, it says why it waits."""
+    import ray
+
+    from specprobe.app import executors_ray
+
+    calls: list[str] = []
+    steps = [Step("lexicon", "lexicon", calls.append, {"s": "lexicon"}), Step("adapter-x", "train", calls.append)]
+    resources = {"train": {"gpus": 1, "cpus": 2}, "lexicon": {"memory_gb": 0.5}}
+    assert executors_ray.unschedulable(steps[:1], resources) is None
+    expected = (
+        "stage adapter-x asks Ray for CPU 2, GPU 1 (resources.train), but no node of the Ray cluster has that "
+        "(the most any node has: CPU 2, GPU 0)"
+    )
+    assert executors_ray.unschedulable(steps, resources) == expected
+    monkeypatch.setattr(executors_ray.RayExecutor, "_connect", lambda self: True)  # as if it started Ray itself
+    monkeypatch.setattr(ray, "shutdown", lambda: None)  # the module's instance stays up
+    with pytest.raises(
+        ValueError, match=r"^stage adapter-x asks Ray for CPU 2, GPU 1 .* lower it in the \[resources\]"
+    ):
+        make_executor("ray", resources=resources).run(steps)
+    assert calls == [], "nothing ran"
+    with caplog.at_level(logging.WARNING, logger="specprobe.app.executors_ray"):
+        executors_ray._check_schedulable(steps, resources, refuse=False)
+    assert "it waits until such a node joins" in caplog.text
+
+
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "specprobe.app.cli", *args]
 

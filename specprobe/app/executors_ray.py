@@ -20,9 +20,17 @@ from typing import Any
 import ray
 from ray.exceptions import RayError, RayTaskError
 
-from specprobe.app.executors_base import BAD_INPUT, StageError, StageInputError, Step, check_order, resolve_needs
+from specprobe.app.executors_base import (
+    BAD_INPUT,
+    ExecutorError,
+    StageError,
+    StageInputError,
+    Step,
+    check_order,
+    resolve_needs,
+)
 
-__all__ = ["RayExecutor", "StageFailure", "task_options"]
+__all__ = ["RayExecutor", "StageFailure", "task_options", "unschedulable"]
 
 log = logging.getLogger(__name__)
 WAIT_S = 1.0  # how long one `ray.wait` blocks, so that Ctrl-C and SIGTERM reach the driver promptly
@@ -74,6 +82,48 @@ def task_options(step: Step, resources: Mapping[str, Mapping[str, Any]]) -> dict
     return options
 
 
+def _demand(options: Mapping[str, Any]) -> dict[str, float]:
+    """The Ray resources a task's `.options(...)` ask of one node ("CPU", "GPU", "memory", custom)."""
+    demand = {"CPU": options["num_cpus"], "GPU": options["num_gpus"], "memory": options.get("memory", 0)}
+    demand.update(options.get("resources", {}))
+    return {name: float(amount) for name, amount in demand.items() if amount}
+
+
+def unschedulable(steps: Sequence[Step], resources: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """What no live node of the connected Ray cluster can give a step (Ray would keep it pending for
+    ever): one line naming the first such stage, its `[resources]` kind and the most any node has of
+    each resource it asks for; None if every step fits on some node."""
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    for step in steps:
+        demand = _demand(task_options(step, resources))
+        if not any(all(node.get(name, 0.0) >= amount for name, amount in demand.items()) for node in nodes):
+            have = {name: max((node.get(name, 0.0) for node in nodes), default=0.0) for name in demand}
+            return (
+                f"stage {step.name} asks Ray for {_amounts(demand)} (resources.{step.kind}), but no node of "
+                f"the Ray cluster has that (the most any node has: {_amounts(have)})"
+            )
+    return None
+
+
+def _amounts(resources: Mapping[str, float]) -> str:
+    """Ray resources as "GPU 1, CPU 2, memory 4.0 GB"."""
+    return ", ".join(
+        f"memory {amount / 1024**3:.1f} GB" if name == "memory" else f"{name} {amount:g}"
+        for name, amount in resources.items()
+    )
+
+
+def _check_schedulable(steps: Sequence[Step], resources: Mapping[str, Mapping[str, Any]], *, refuse: bool) -> None:
+    """Raise `ExecutorError` (`refuse`: the Ray instance this run started, which no node will join) or
+    warn (a cluster, which an autoscaler may grow) when a step asks for more than any node has."""
+    problem = unschedulable(steps, resources)
+    if problem is None:
+        return
+    if refuse:
+        raise ExecutorError(f"{problem}; lower it in the [resources] table, or run on a cluster (--address)")
+    log.warning("%s; it waits until such a node joins (Ctrl-C stops the run)", problem)
+
+
 class RayExecutor:
     """Runs the steps as Ray tasks on the cluster at `address` ("auto", "HOST:PORT"; None: a Ray instance
     started on this machine for the run, shut down after it). Already connected (`ray.init` called by the
@@ -92,6 +142,7 @@ class RayExecutor:
         check_order(steps)
         started = self._connect()
         try:
+            _check_schedulable(steps, self.resources, refuse=started)
             return self._run(steps)
         finally:
             if started:
