@@ -126,6 +126,19 @@ def test_the_resources_table_is_checked_and_kept_out_of_the_record(tmp_path):
         config(tmp_path, tmp_path, tmp_path, resources={"trian": {"gpus": 1}})
 
 
+def test_more_than_one_gpu_must_be_whole(tmp_path):
+    """Ray gives fractions of one GPU (0.5) or whole GPUs (2); 1.5 failed only when the task was submitted,
+    after Ray had started, in a message split in two quoted halves."""
+    for gpus in (0.5, 1, 2.0, 4):
+        assert config(tmp_path, tmp_path, tmp_path, resources={"compare": {"gpus": gpus}}).resources
+    toml = write_toml(tmp_path / "e.toml", config(tmp_path, tmp_path, tmp_path, resources={"train": {"gpus": 2}}))
+    toml.write_text(toml.read_text().replace("gpus = 2", "gpus = 1.5"))
+    with pytest.raises(
+        ValueError, match=r"^\S*e.toml: resources.train.gpus: must be a whole number when above 1 .*got 1.5$"
+    ):
+        ExperimentConfig.from_toml(toml)
+
+
 def _plan(tmp_path: Path, in_process: bool) -> dict[str, Step]:
     cfg = config(tmp_path, tmp_path, tmp_path)
     for name in ("train.json", "test.json"):

@@ -12,8 +12,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic_core import ErrorDetails
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 #: the TOML tables whose keys are options passed on to `finetune.train` and to `compare`/`layers`
 TABLES = ("train", "compare")
@@ -116,6 +116,14 @@ class ResourceSchema(BaseModel):
     memory_gb: float = _optional(gt=0)
     custom: dict[str, float] = _optional()  # Ray custom resources, e.g. {a100 = 1}
 
+    @field_validator("gpus")
+    @classmethod
+    def _whole_gpus_above_one(cls, gpus: float | None) -> float | None:
+        """Ray shares one GPU in fractions but gives several only whole (1.5 fails when the task is submitted)."""
+        if gpus is not None and gpus > 1 and gpus != int(gpus):
+            raise PydanticCustomError("whole_gpus", "must be a whole number when above 1")  # _PROBLEMS words it
+        return gpus
+
 
 class ResourcesSchema(BaseModel):
     """The [resources] table: per kind of stage (`RESOURCE_KINDS`), what its Ray tasks ask for.
@@ -178,6 +186,7 @@ _PROBLEMS = {
     "less_than_equal": "must be <= {le}",
     "string_too_short": "must not be empty",
     "too_short": "must not be empty (leave the key out for its default)",
+    "whole_gpus": "must be a whole number when above 1 (Ray splits one GPU into fractions, not several)",
 }
 
 
