@@ -273,6 +273,30 @@ def test_output_directory_with_a_different_run_is_refused(tiny_llama, tmp_path):
         train(base, recs, "Neurology", other, **FAST)
 
 
+def test_a_finished_run_rerun_with_other_snapshots_or_tracker_warns(tiny_llama, tmp_path, caplog):
+    """A finished run rerun with save_steps (or report_to) it did not have was returned as it is with an
+    info line only: the snapshots (the tracker's logs) asked for were silently missing. Same run (no weight
+    changes), so it is still returned, with a warning naming what is missing and what to do."""
+    from specprobe.finetune.run_folder import unmet_file_options
+
+    base, recs, out = str(tiny_llama[0]), make_records(), tmp_path / "out"
+    first = train(base, recs, None, out, max_steps=2, batch_size=2, save_steps=[2], progress=False)
+    with caplog.at_level("WARNING", logger="specprobe.finetune"):
+        again = train(base, recs, None, out, max_steps=2, batch_size=2, save_steps=[1, 2], progress=False)
+    assert again.manifest == first.manifest and not (out / "snapshots" / "step-00000001").exists()
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1, warned
+    assert "save_steps [1, 2] (it kept snapshots after [2], not after [1])" in warned[0]
+    assert "take effect only in a new run; train into a new folder, or pass overwrite=True" in warned[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="specprobe.finetune"):  # asking for less than is there: no warning
+        train(base, recs, None, out, max_steps=2, batch_size=2, progress=False)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    manifest = {"options": {"save_steps": None, "report_to": "none"}}
+    assert unmet_file_options(manifest, None, "tensorboard") == ["report_to 'tensorboard' (it logged to 'none')"]
+    assert unmet_file_options({"options": {"report_to": "wandb"}}, None, "wandb") == []
+
+
 def test_a_finished_run_whose_adapter_changed_is_not_adopted(tiny_llama, tmp_path):
     """A rerun returns a finished run as done on its manifest; an adapter file replaced or deleted since
     (by hand, or by another tool writing into the folder) was adopted as this run's result."""

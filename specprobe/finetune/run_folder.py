@@ -127,6 +127,21 @@ def _finished_run(out: Path, identity: dict, identity_hash: str) -> tuple[str, A
     )
 
 
+def unmet_file_options(manifest: dict, save_steps: list[int] | None, report_to: str) -> list[str]:
+    """What a rerun asks of a finished run's files that it did not write (these options change no weight, so
+    the run is the same and is returned as it is): snapshots after `save_steps` it did not keep, a
+    `report_to` tracker it did not log to; one phrase each, [] when all is there (or not recorded)."""
+    options = manifest.get("options")
+    recorded: dict = options if isinstance(options, dict) else {}
+    unmet = []
+    if "save_steps" in recorded and (missing := sorted(set(save_steps or ()) - set(recorded["save_steps"] or ()))):
+        kept = recorded["save_steps"] or "no step"
+        unmet.append(f"save_steps {save_steps} (it kept snapshots after {kept}, not after {missing})")
+    if "report_to" in recorded and report_to not in ("none", recorded["report_to"]):
+        unmet.append(f"report_to {report_to!r} (it logged to {recorded['report_to']!r})")
+    return unmet
+
+
 def _checkpointed_run(out: Path, newest: Path, identity: dict, identity_hash: str) -> tuple[str, Any]:
     """("resume", newest) when the checkpoints in `out` are this run's; otherwise refused."""
     state = read_json(newest / TRAINER_STATE)

@@ -58,6 +58,7 @@ from specprobe.finetune.run_folder import (
     clear_owned,
     inspect_out,
     spelled_as_recorded,
+    unmet_file_options,
 )
 from specprobe.finetune.run_identity import base_identity, identity_hash, is_this_run, run_identity
 from specprobe.finetune.snapshots import check_save_steps, save_snapshot, snapshot_entries
@@ -274,6 +275,22 @@ class _Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
         self.accelerator.wait_for_everyone()
         return state, found
+
+    def say_done(self, manifest: dict) -> None:
+        """Log that `out` holds this run, finished: a warning when this call asked for snapshots or a tracker
+        the run did not write (they change no weight, so it is the same run, returned as it is)."""
+        if not self.accelerator.is_main_process:
+            return
+        unmet = unmet_file_options(manifest, self.opts.save_steps, self.opts.report_to)
+        if not unmet:
+            log.info("%s already holds this finished run; nothing to do", self.out)
+            return
+        log.warning(
+            "%s already holds this run, finished, and returns it as it is: %s asked for now take effect only in "
+            "a new run; train into a new folder, or pass overwrite=True (--overwrite) to train it again with them",
+            self.out,
+            " and ".join(unmet),
+        )
 
     def clear_for_overwrite(self) -> None:
         """Remove the previous run's files (`overwrite`): only after the model, the LoRA layers and the
@@ -761,7 +778,7 @@ def train(
         with trainer.locked():
             state, found = trainer.prepare_out(overwrite)
             if state == "done":
-                log.info("%s already holds this finished run; nothing to do", trainer.out)
+                trainer.say_done(found)
                 return TrainRun(trainer.out, found, True)
             trainer.load()
             if state == "overwrite":
