@@ -233,8 +233,8 @@ def shift_finding(matrix: pd.DataFrame, link: str = "") -> Finding:
         )
     evidence = (
         f"Mean terms − control words over cells {_num(mean, True)} logp/token (range {_num(tested['mean'].min(), True)} "
-        f"to {_num(tested['mean'].max(), True)}); paired Wilcoxon signed-rank test per text, Holm within each "
-        f"model; smallest {p_text(tested['p_holm'].min(), 'p_holm')}."
+        f"to {_num(tested['mean'].max(), True)}); paired Wilcoxon signed-rank test per text, Holm across all "
+        f"model × specialty cells; smallest {p_text(tested['p_holm'].min(), 'p_holm')}."
     )
     if len(matrix) > n:
         evidence += f" {len(matrix) - n} cell(s) without a test (fewer than 2 texts with both terms and control words)."

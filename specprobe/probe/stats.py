@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from specprobe.utils.pvalues import holm as holm  # re-exported: callers import it from here
+
 
 @dataclass(frozen=True)
 class Estimate:
@@ -85,19 +87,3 @@ def paired_test(a, b, *, n_boot: int = 2000, seed: int = 0) -> PairedTest:
         # scipy's nan-policy decorator hides the WilcoxonResult return type
         p = float(wilcoxon(diff, zero_method="wilcox", alternative="two-sided").pvalue)  # pyright: ignore[reportAttributeAccessIssue]
     return PairedTest(est.mean, est.ci_low, est.ci_high, p, int(diff.size))
-
-
-def holm(p_values) -> np.ndarray:
-    """Holm-Bonferroni adjusted p-values (NaNs stay NaN and do not count as tests)."""
-    p = np.asarray(p_values, dtype=float)
-    out = np.full_like(p, np.nan)
-    idx = np.where(~np.isnan(p))[0]
-    m = idx.size
-    if m == 0:
-        return out
-    order = idx[np.argsort(p[idx])]
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p[i]))
-        out[i] = running
-    return out
