@@ -58,6 +58,28 @@ def test_cli_compare_writes_results(tiny_llama, tmp_path, capsys):
     assert len(pd.read_csv(tmp_path / "out" / "by_specialty.csv")) >= 2
 
 
+def test_by_term_csv_reads_back_as_a_terms_table(tiny_llama, tmp_path, capsys):
+    """by_term.csv wrote a term's specialties as Python tuple text, "('Cardiology', 'Emergency')", which the
+    terms-table reader (--terms FILE.csv) took for one specialty of that name; now ";"-joined, as it splits them."""
+    from specprobe.probe.cli import read_terms
+
+    base, adapter = tiny_llama
+    given = {"seizure": ["Neurology"], "chest pain": ["Cardiology", "Emergency"], "rest": []}
+    (terms := tmp_path / "terms.json").write_text(json.dumps(given))
+    (data := tmp_path / "qa.json").write_text(
+        json.dumps(
+            [{"Question": "Chest pain, a seizure, then rest.", "Specialty": "X", "Options": ["a"], "Answer": "a"}]
+        )
+    )
+    args = ["compare", "--base", str(base), "--tuned", str(adapter), "--terms", str(terms), "--data", str(data)]
+    assert main([*args, "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    capsys.readouterr()
+    table = pd.read_csv(tmp_path / "out" / "by_term.csv")
+    assert set(table.loc[~table["is_control"], "specialties"].fillna("")) == {"Neurology", "Cardiology;Emergency", ""}
+    (only_terms := tmp_path / "terms.csv").write_text(table[~table["is_control"]].to_csv(index=False))
+    assert read_terms(str(only_terms)) == {t: tuple(s) for t, s in given.items()}
+
+
 def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
     rc = main(
         [

@@ -81,6 +81,16 @@ def read_inputs(args: argparse.Namespace):
     return terms, texts, read_controls(args.controls)
 
 
+def table_csv(frame: Any) -> str:
+    """A results table as CSV, its cells of several names (a term's specialties) joined by ";" as
+    `terms_from_frame` splits them: Python's tuple text "('Cardiology',)" read back as one specialty name."""
+    frame = frame.copy()
+    for column in frame.columns:
+        if frame[column].map(lambda v: isinstance(v, (tuple, list))).any():
+            frame[column] = frame[column].map(lambda v: ";".join(v) if isinstance(v, (tuple, list)) else v)
+    return frame.to_csv(index=False)
+
+
 def run_compare(args: argparse.Namespace) -> int:
     """Under `accelerate launch`/`torchrun` the ranks share the scoring; rank 0 alone writes and prints."""
     from specprobe.core.distributed import init_from_env, is_main
@@ -108,8 +118,8 @@ def run_compare(args: argparse.Namespace) -> int:
     comp.save(out / "comparison.json.gz")
     from specprobe.utils.io import atomic_write_text
 
-    atomic_write_text(out / "by_specialty.csv", comp.by_specialty().to_csv(index=False))
-    atomic_write_text(out / "by_term.csv", comp.by_term().to_csv(index=False))
+    atomic_write_text(out / "by_specialty.csv", table_csv(comp.by_specialty()))
+    atomic_write_text(out / "by_term.csv", table_csv(comp.by_term()))
     print(comp.summary())
     if comp.missing:
         print(
