@@ -318,6 +318,27 @@ def test_a_missing_training_data_file_says_which_path_and_where_it_came_from(tmp
     assert len(training_data(adapter, data, "Cardiology").records) == 8
 
 
+def test_the_answer_text_a_run_trained_on_as_its_target_is_seen(tiny_llama, tmp_path):
+    """continuation="text": the correct option's text is the training target, never cut. A prompt cut to
+    max_length through its options blanked that option too, so its terms (trained on in every question)
+    counted as unseen; an option cut from the prompt that is not the answer stays unseen."""
+    from specprobe.finetune import train
+
+    filler = " ".join(["the patient was then observed closely"] * 8)
+    options = ("aspirin therapy", "bed rest", "insulin", "heparin")
+    recs = [QARecord(f"c{i}", f"{filler} {i}?", options, "aspirin therapy", ("Cardiology",)) for i in range(4)]
+    data = write_qa(tmp_path / "train.json", recs)
+    run = train(str(tiny_llama[0]), data, "Cardiology", tmp_path / "adapter", max_steps=1, batch_size=4, max_length=30, continuation="text", progress=False)  # fmt: skip
+    assert run.manifest["filter"]["truncated_prompts"] == 4
+    texts = training_data(run.path).texts()
+    assert all("A. aspirin therapy" in t and "bed rest" not in t and "C. insulin" in t for t in texts), texts[0]
+    terms = {"aspirin therapy": ["Cardiology"], "bed rest": ["Cardiology"], "insulin": ["Cardiology"]}
+    probe = [{"id": "t0", "text": "Aspirin therapy, bed rest or insulin?"}]
+    comp = compare(str(tiny_llama[0]), str(run.path), terms, probe, controls=None, progress=False)
+    result = seen_unseen(comp, run.path)
+    assert result.extras["term_groups"] == {"aspirin therapy": SEEN, "bed rest": UNSEEN_SAME, "insulin": SEEN}
+
+
 def test_terms_cut_off_a_truncated_training_prompt_are_not_seen(tiny_llama, tmp_path, caplog):
     """Prompts longer than max_length lose tokens from the left: the model never saw markerN at the start
     of each question, but all 8 counted as seen (9 seen terms); now only the term inside the window

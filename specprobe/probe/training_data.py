@@ -18,7 +18,7 @@ import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -172,7 +172,8 @@ def training_data(adapter: Any, train_data: Any = None, specialty: str | Sequenc
     cuts = truncated_cuts(manifest, chosen, where)
     shown = shown_records(list(enumerate(chosen)), manifest, where)
     source = {**source, "checked": True, "n_selected": len(chosen), "n_shown": len(shown)}
-    texts = tuple(kept_text(r, cuts.get(i, [])) for i, r in shown)
+    target_text = (manifest.get("prompt") or {}).get("continuation") == "text"
+    texts = tuple(kept_text(r, cuts.get(i, []), answer_shown=target_text) for i, r in shown)
     return _made([r for _, r in shown], specialties, source, folder, where, texts)
 
 
@@ -199,12 +200,25 @@ def truncated_cuts(manifest: Mapping, chosen: Sequence[QARecord], where: str) ->
     return cuts
 
 
-def kept_text(record: QARecord, cut: Sequence[Sequence[int]]) -> str:
-    """`record.context_text()` with the character ranges `cut` blanked out (spaces: no term matches across them)."""
+def kept_text(record: QARecord, cut: Sequence[Sequence[int]], *, answer_shown: bool = False) -> str:
+    """`record.context_text()` with the character ranges `cut` blanked out (spaces: no term matches across them).
+    `answer_shown` (a run trained with continuation "text"): the correct option's text is kept whatever the
+    prompt lost, since training's target, never cut, was that text."""
     text = record.context_text()
+    keep = _answer_span(record) if answer_shown else None
     for start, end in cut:
-        text = text[:start] + " " * (end - start) + text[end:]
+        pieces = [(start, end)] if keep is None else [(start, min(end, keep[0])), (max(start, keep[1]), end)]
+        for a, b in pieces:
+            if b > a:
+                text = text[:a] + " " * (b - a) + text[b:]
     return text
+
+
+def _answer_span(record: QARecord) -> tuple[int, int]:
+    """[start, end) of the correct option's text in `record.context_text()` (the first copy: the trained one)."""
+    i = record.answer_index
+    end = len(replace(record, options=record.options[: i + 1]).context_text())
+    return end - len(record.options[i]), end
 
 
 def shown_records(chosen: list[T], manifest: Mapping, where: str) -> list[T]:
