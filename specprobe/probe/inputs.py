@@ -250,6 +250,13 @@ def _match_key(term: str, opts: MatchOptions) -> str:
     return _fold(key, opts.case_sensitive)
 
 
+#: the hint for objects given as terms: QA records (a QA file given as --terms) are the texts, not the terms
+_RECORDS_HINT = (
+    "; objects such as question records are QA data, not terms: build a lexicon from them "
+    "(specprobe terms build, specprobe.build_lexicon) and give the QA file as the texts (--data)"
+)
+
+
 def _terms_mapping(terms: Any, term_column: str, specialty_column: str | None) -> Mapping:
     """The given terms, whatever their container, as a mapping term -> specialties (not yet checked)."""
     lexicon = _has_method(terms, "term_specialties")
@@ -267,6 +274,8 @@ def _terms_mapping(terms: Any, term_column: str, specialty_column: str | None) -
         _refuse_one_shot(terms, "terms")
         mapping = {}
         for t in terms:
+            if isinstance(t, Mapping):
+                raise TypeError(f"terms must be strings, got an object with keys {list(t)[:6]}{_RECORDS_HINT}")
             if not isinstance(t, str):
                 hint = (
                     "; for term -> specialty pairs pass a mapping or a DataFrame"

@@ -133,13 +133,17 @@ def read_controls(value: str) -> str | list[str] | None:
     if value == "auto":
         return "auto"
     from specprobe.terms.records import read_text  # invalid UTF-8 is an error naming the file and line
+    from specprobe.utils.io import looks_like_json
 
     path = Path(value)
     if not path.exists():
         raise FileNotFoundError(f"--controls {value!r}: not 'auto', 'none', or an existing file of words")
     if path.is_dir():
         raise IsADirectoryError(f"--controls {value}: a folder, not a file with one word per line")
-    words = [w.strip() for w in read_text(path).splitlines() if w.strip()]
+    text = read_text(path)
+    if text.strip() and (path.suffix in (".json", ".jsonl") or looks_like_json(text)):  # a lexicon, QA data
+        raise ValueError(f"--controls {value}: holds JSON, not one word per line (a plain text file)")
+    words = [w.strip() for w in text.splitlines() if w.strip()]
     if not words:
         raise ValueError(f"--controls {value}: no words in the file (--controls none: no control words)")
     return words

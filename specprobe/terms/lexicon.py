@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from specprobe.utils.io import atomic_write_bytes, atomic_write_text, sha256_file
+from specprobe.utils.io import atomic_write_bytes, atomic_write_text, read_bytes, sha256_file
 
 from .records import LEXICON_SCHEMA, DataError, TextRecord, read_text, unique_ids
 from .specialties import AssignmentRule, combine, log_odds_z
@@ -433,7 +433,10 @@ class Lexicon:
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: not a lexicon (invalid JSON: {exc})") from exc
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-            raise DataError(f"{path}: not a specprobe lexicon (missing schema {SCHEMA!r})")
+            hint = "; a JSON list is QA data: build a lexicon from it with `specprobe terms build`"
+            raise DataError(
+                f"{path}: not a specprobe lexicon (missing schema {SCHEMA!r}){hint if isinstance(data, list) else ''}"
+            )
         version = data.get("schema_version")
         if not _is_int(version) or version != SCHEMA_VERSION:
             raise DataError(f"{path}: lexicon schema version {version} is not supported (expected {SCHEMA_VERSION})")
@@ -523,12 +526,11 @@ def _check_rule(rule: Any, path: Path) -> None:
 
 def _read_lexicon_text(path: Path) -> str:
     """The file's JSON text, gunzipped when it is gzip; damage is a `DataError` naming the file."""
-    with open(path, "rb") as fh:
-        gzipped = fh.read(2) == b"\x1f\x8b"
-    if not gzipped:
+    raw = read_bytes(path)  # a folder: an error naming it and its files
+    if raw[:2] != b"\x1f\x8b":
         return read_text(path)
     try:
-        raw = gzip.decompress(path.read_bytes())
+        raw = gzip.decompress(raw)
     except (EOFError, OSError, zlib.error) as exc:
         raise DataError(f"{path}: truncated or corrupt gzip file ({exc})") from exc
     try:

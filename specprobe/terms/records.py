@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from specprobe.utils.io import read_bytes
+
 log = logging.getLogger(__name__)
 
 #: the letters of a question's options, in the lexicon's contexts and the prompts (`finetune.prompts.LETTERS`)
@@ -31,7 +33,7 @@ def read_text(path: str | os.PathLike) -> str:
     Notepad have one); invalid UTF-8 (or a gzip-compressed file) raises `DataError` naming the file, byte
     and line."""
     path = Path(path)
-    raw = path.read_bytes()
+    raw = read_bytes(path)
     if raw[:2] == b"\x1f\x8b":
         raise DataError(f"{path}: a gzip-compressed file, not UTF-8 text; decompress it first (gunzip)")
     try:

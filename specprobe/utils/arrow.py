@@ -189,7 +189,7 @@ def _unpack(meta: dict) -> dict:
 def is_parquet(path: str | os.PathLike) -> bool:
     """The file starts with the parquet magic bytes (or, when absent, is named *.parquet)."""
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():  # missing, or a folder (that its reader refuses, naming it)
         return path.suffix.lower() == ".parquet"
     with open(path, "rb") as fh:
         return fh.read(4) == PARQUET_MAGIC

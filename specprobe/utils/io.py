@@ -81,12 +81,39 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_bytes(path, data)
 
 
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """A file's bytes; a folder given for the file is an IsADirectoryError naming it and the files it holds
+    (`--comparison cmp/` for cmp/comparison.json.gz), not "[Errno 21] Is a directory"."""
+    path = Path(path)
+    if path.is_dir():
+        held = sorted(p.name for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        shown = f" (it holds {', '.join(held[:5])}{', ...' if len(held) > 5 else ''})" if held else ""
+        raise IsADirectoryError(f"{path} is a folder, not a file: give the file itself{shown}")
+    return path.read_bytes()
+
+
+def looks_like_json(text: str) -> bool:
+    """Whether `text`, read where lines of plain words or texts are expected, is a JSON document or JSON
+    Lines instead (the whole, or its first line, parses as an object or array): read line by line, its
+    JSON syntax would become the words or texts."""
+    stripped = text.strip()
+    if not stripped.startswith(("{", "[")):
+        return False
+    for candidate in (stripped, stripped.split("\n", 1)[0]):
+        try:
+            if isinstance(json.loads(candidate), (dict, list)):
+                return True
+        except json.JSONDecodeError:
+            continue
+    return False
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """Read JSON (gzipped or not, a UTF-8 BOM allowed); any damage is a ValueError naming the file."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
-    raw = path.read_bytes()
+    raw = read_bytes(path)
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)

@@ -77,6 +77,7 @@ def run_trajectory(args: argparse.Namespace) -> int:
     out = check_out_dir(args.out, args.outputs, args.overwrite)
     opts = ProbeOptions.from_args(args)
     terms, texts = read_terms_and_texts(args)
+    _check_own_specialty(args.specialty, terms)  # before any model loads
     result = trajectory(
         args.base, Path(args.adapter), terms, texts, specialty=args.specialty, force_adapter=args.force_adapter,
         options=opts,
@@ -90,6 +91,21 @@ def run_trajectory(args: argparse.Namespace) -> int:
         result.report(out / "trajectory.html")
     print(result.summary())
     return 0
+
+
+def _check_own_specialty(specialty: str | None, terms: Any) -> None:
+    """--specialty that no term has: the own-specialty advantage would be empty at every step (and the run
+    exit 0 with a table of blanks), so a misspelt name is an error naming it and the terms' specialties."""
+    from specprobe.probe.inputs import normalize_terms
+
+    if specialty is None or specialty.strip().lower() in ("", "all"):
+        return
+    known = sorted({s for specs in normalize_terms(terms).values() for s in specs})
+    if specialty.strip().lower() not in {s.lower() for s in known}:
+        raise ValueError(
+            f"--specialty {specialty!r}: no term has this specialty, so its advantage over the others cannot be "
+            f"measured; the terms' specialties: {', '.join(known) or 'none'}"
+        )
 
 
 def run_general_text(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 from specprobe.probe.analyses.general_text import GeneralTextShift, general_text_control
 from specprobe.probe.analyses.trajectory import Trajectory, trajectory
 from specprobe.probe.options import ProbeOptions
-from specprobe.utils.io import iter_jsonl
+from specprobe.utils.io import iter_jsonl, looks_like_json
 
 PathLike = str | os.PathLike
 
@@ -73,8 +73,9 @@ def general_text_files(
 
 def read_general_texts(path: PathLike, what: str = "texts file") -> list[Any]:
     """Texts from a `.jsonl` file ({"id", "text"} a line) or a plain UTF-8 text file (one text a line).
-    A missing file, a folder, text that is not UTF-8 (latin-1, UTF-16), a line without a "text" string
-    or a file without any text is a ValueError / OSError naming `what` (an option, like "--texts"), the
+    A missing file, a folder, text that is not UTF-8 (latin-1, UTF-16), a line without a "text" string,
+    JSON in a file read as one text a line (a QA file: its JSON would be scored as text) or a file
+    without any text is a ValueError / OSError naming `what` (an option, like "--texts"), the
     file and, where there is one, the line."""
     from specprobe.terms.records import read_text  # invalid UTF-8: the file, byte and line
 
@@ -91,7 +92,13 @@ def read_general_texts(path: PathLike, what: str = "texts file") -> list[Any]:
                     raise ValueError(f'{p}: line {lineno}: no "text" string (each line is {{"id", "text"}})')
                 texts.append(record)
         else:
-            texts = [line for line in read_text(p).splitlines() if line.strip()]
+            text = read_text(p)
+            if text.strip() and (p.suffix == ".json" or looks_like_json(text)):  # QA data, a lexicon: not texts
+                raise ValueError(
+                    f'{p}: holds JSON, not one text a line; give a .jsonl file of {{"id", "text"}} lines '
+                    "or a plain text file"
+                )
+            texts = [line for line in text.splitlines() if line.strip()]
     except ValueError as exc:  # its message begins with the file
         raise ValueError(f"{what} {exc}") from None
     if not texts:

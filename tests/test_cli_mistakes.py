@@ -1,0 +1,112 @@
+"""The command line's answers to a user's plausible mistakes: a folder or a QA file where another file is
+expected, JSON where lines of words or texts are, a misspelt specialty. Each is one line naming the file or
+value (exit 2) before any model loads, never a run that exits 0 with a wrong or empty result."""
+
+from __future__ import annotations
+
+import json
+from importlib.resources import files
+from pathlib import Path
+
+import pytest
+
+from specprobe.app.cli import main
+
+
+def _questions() -> Path:
+    """The built-in QA file (S-MedQA JSON)."""
+    return Path(str(files("specprobe") / "data" / "demo" / "questions.json"))
+
+
+def _error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    """Run `specprobe argv`: it must fail with exit 2 and one error line, no traceback; the line."""
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
+
+
+def _compare(tmp_path: Path, *extra: str) -> list[str]:
+    """`compare` argv on models that do not exist: the mistakes below are refused before any model loads."""
+    return ["compare", "--base", str(tmp_path / "no-base"), "--tuned", str(tmp_path / "no-lora"), *extra]
+
+
+def test_a_qa_file_given_as_terms_says_it_is_qa_data(tmp_path, capsys):
+    err = _error(capsys, [*_compare(tmp_path, "--terms", str(_questions())), "--out", str(tmp_path / "o")])
+    assert "questions.json" in err and "QA data, not terms" in err and "terms build" in err
+    assert "'Question'" in err and "got dict: {" not in err  # the record's keys, not a cut repr of it
+
+
+def test_a_qa_file_given_as_a_lexicon_says_it_is_qa_data(capsys):
+    for action in ("show", "stats"):
+        err = _error(capsys, ["terms", action, str(_questions())])
+        assert "questions.json: not a specprobe lexicon" in err and "QA data" in err and "terms build" in err
+
+
+@pytest.mark.parametrize("suffix", [".json", ".txt"])
+def test_json_given_as_control_words_is_refused(tmp_path, capsys, suffix):
+    """A lexicon (or any JSON) as --controls was read one line a word: exit 0, with '"scispacy": "0.6.2",' and
+    the like scored as control words."""
+    terms = tmp_path / "terms.json"
+    terms.write_text(json.dumps({"chest pain": ["Cardiology"]}))
+    controls = tmp_path / f"controls{suffix}"
+    controls.write_text(json.dumps({"schema": "specprobe.terms.lexicon", "terms": {"a": {}}}, indent=1))
+    err = _error(capsys, [*_compare(tmp_path, "--terms", str(terms), "--controls", str(controls)), "--out", "o"])
+    assert f"--controls {controls}: holds JSON, not one word per line" in err
+
+
+def test_plain_control_words_are_still_read(tmp_path):
+    from specprobe.probe.options import read_controls
+
+    words = tmp_path / "words.txt"
+    words.write_text("table\n[chair]\n\nwindow\n")
+    assert read_controls(str(words)) == ["table", "[chair]", "window"]
+
+
+@pytest.mark.parametrize("name", ["questions.json", "questions.txt"])
+def test_a_qa_file_given_as_general_texts_is_refused(tmp_path, capsys, name):
+    """`analyze general-text --texts questions.json` scored each line of the JSON as one general text (exit 0)."""
+    texts = tmp_path / name
+    texts.write_text(json.dumps(json.loads(_questions().read_text(encoding="utf-8"))[:3]))
+    argv = ["analyze", "general-text", "--base", str(tmp_path / "b"), "--adapter", str(tmp_path / "a")]
+    err = _error(capsys, [*argv, "--texts", str(texts), "--out", str(tmp_path / "o")])
+    assert f"--texts {texts}: holds JSON, not one text a line" in err and ".jsonl" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_trajectory_refuses_a_specialty_no_term_has(tmp_path, capsys):
+    """A misspelt --specialty gave an own-advantage table of blanks at every step, and exit 0."""
+    terms = tmp_path / "terms.json"
+    terms.write_text(json.dumps({"chest pain": ["Cardiology"], "seizure": ["Neurology"]}))
+    argv = ["analyze", "trajectory", "--base", str(tmp_path / "b"), "--adapter", str(tmp_path / "a")]
+    argv += ["--terms", str(terms), "--data", str(_questions()), "--out", str(tmp_path / "o")]
+    err = _error(capsys, [*argv, "--specialty", "Cardiologyy"])
+    assert "--specialty 'Cardiologyy': no term has this specialty" in err and "Cardiology, Neurology" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_trajectory_specialty_is_matched_as_its_analysis_matches_it(tmp_path):
+    """The check takes what `Trajectory.own_advantage` takes: any case, and 'all' (no own specialty)."""
+    from specprobe.probe.analyses.model_cli import _check_own_specialty
+
+    terms = {"chest pain": ["Cardiology"]}
+    for ok in ("cardiology", " Cardiology ", "all", None):
+        _check_own_specialty(ok, terms)
+
+
+def test_a_folder_given_for_a_file_names_it_and_what_it_holds(tmp_path, capsys):
+    """A results folder where its file is expected was '[Errno 21] Is a directory: ...'."""
+    folder = tmp_path / "cmp"
+    folder.mkdir()
+    (folder / "comparison.json.gz").write_bytes(b"")
+    argv = ["analyze", "seen-unseen", "--comparison", str(folder), "--adapter", str(tmp_path)]
+    err = _error(capsys, [*argv, "--out", str(tmp_path / "o")])
+    assert f"{folder} is a folder, not a file" in err and "comparison.json.gz" in err and "Errno" not in err
+    for argv in (
+        ["terms", "show", str(folder)],
+        ["terms", "build", str(folder), "--out", str(tmp_path / "lex.json")],
+        [*_compare(tmp_path, "--terms", str(folder)), "--out", str(tmp_path / "o")],
+    ):
+        err = _error(capsys, argv)
+        assert f"{folder} is a folder, not a file" in err and "Errno" not in err, err
