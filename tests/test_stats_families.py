@@ -2,17 +2,22 @@
 
 * the minus-control matrix (`specialty_delta_matrix(..., relative_to_control=True)`) is one Holm family
   over every model × term specialty cell, as the heatmap and `shift_finding` read it;
+* an occurrence (or general text) whose delta is infinite (a log-probability of -inf) is left out of the
+  summaries with a warning, not silently.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from specprobe.app.findings import shift_finding
 from specprobe.probe import Comparison
+from specprobe.probe.analyses.general_text import GeneralTextShift, general_text_row
+from specprobe.probe.analyses.trajectory import Trajectory
 from specprobe.probe.stats import holm
 from specprobe.reports.sections import specialty_delta_matrix
 
@@ -74,3 +79,40 @@ def test_a_cell_significant_only_within_its_model_is_not_a_finding():
         raise AssertionError("no null run with a within-model Holm p < 0.05")
     assert not (matrix["p_holm"] < 0.05).any()
     assert shift_finding(matrix).verdict == "not shown"
+
+
+def _with_minus_inf(comp: Comparison, term: str, k: int) -> pd.DataFrame:
+    """`comp`'s rows with the first `k` occurrences of `term` at probability 0 under tuned."""
+    df = comp.to_pandas()
+    rows = df.index[df["term"] == term][:k]
+    df.loc[rows, ["logp_tuned", "delta", "delta_per_token"]] = -np.inf
+    return df
+
+
+def test_an_infinite_delta_is_left_out_with_a_warning_not_silently():
+    """Three occurrences at probability 0 under tuned (the largest fall there is) vanished from
+    by_specialty without a word (Cardiology n 24 -> 21, its mean rising -0.2294 -> -0.2275)."""
+    df = _with_minus_inf(null_comparison(0), "term0", 3)
+    comp = Comparison(df, {}, {"missing": []})
+    with pytest.warns(RuntimeWarning, match=r"3 occurrence\(s\) have an infinite delta .*'term0' in text 'q0'"):
+        table = comp.by_specialty(n_boot=20)
+    assert table.set_index("specialty").loc["Cardiology", "n"] == 21
+    traj = Trajectory(pd.DataFrame(df.assign(step=5)[Trajectory.columns]), {}, {"trained_on": ["Cardiology"]})
+    with pytest.warns(RuntimeWarning, match="3 occurrence"):
+        traj.gap(n_boot=20)
+    shift = GeneralTextShift(
+        pd.DataFrame(
+            {
+                "text_id": ["g0", "g1", "g2"],
+                "n_tokens": [4, 5, 6],
+                "logp_base": [-10.0, -12.0, -9.0],
+                "logp_tuned": [-np.inf, -11.0, -9.5],
+                "delta": [-np.inf, 1.0, -0.5],
+                "delta_per_token": [-np.inf, 0.2, -0.5 / 6],
+                "truncated": [False] * 3,
+            }
+        )
+    )
+    with pytest.warns(RuntimeWarning, match=r"1 general text\(s\) .*text 'g0'"):
+        row = general_text_row(shift, n_boot=20)
+    assert row["n_texts"] == 2

@@ -10,7 +10,7 @@ import pandas as pd
 
 from specprobe.core.results import Result
 from specprobe.probe.inputs import UNASSIGNED
-from specprobe.probe.stats import cluster_bootstrap_mean, estimate_fields, holm, paired_test
+from specprobe.probe.stats import cluster_bootstrap_mean, estimate_fields, finite_rows, holm, paired_test
 
 if TYPE_CHECKING:
     from specprobe.probe.prepare import Prepared
@@ -55,7 +55,7 @@ class Comparison(Result):
         """Rows with a finite delta (drops occurrences that could not be scored, e.g. unconditioned starts)."""
         df = self.to_pandas()
         df["is_control"] = df["is_control"].astype(bool)  # an empty table read back has no dtype: `~` must negate
-        return cast(pd.DataFrame, df[np.isfinite(df["delta"].astype(float))])
+        return finite_rows(df)
 
     def _check_metric(self, metric: str) -> None:
         if metric not in METRICS:

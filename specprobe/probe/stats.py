@@ -6,9 +6,11 @@ texts, and term-vs-control tests pair a term's and the control words' deltas wit
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from specprobe.utils.pvalues import holm as holm  # re-exported: callers import it from here
 
@@ -87,3 +89,23 @@ def paired_test(a, b, *, n_boot: int = 2000, seed: int = 0) -> PairedTest:
         # scipy's nan-policy decorator hides the WilcoxonResult return type
         p = float(wilcoxon(diff, zero_method="wilcox", alternative="two-sided").pvalue)  # pyright: ignore[reportAttributeAccessIssue]
     return PairedTest(est.mean, est.ci_low, est.ci_high, p, int(diff.size))
+
+
+def finite_rows(frame: pd.DataFrame, what: str = "occurrence") -> pd.DataFrame:
+    """The rows of `frame` with a finite `delta`, the ones every summary averages. NaN marks a row that
+    could not be scored; an infinite delta (a log-probability of -inf: probability 0 under base or
+    tuned) is a real change no mean can hold, so it is left out too, but with a warning naming how many:
+    a summary must not silently lose its most extreme values."""
+    delta = frame["delta"].to_numpy(dtype=float)
+    inf = np.isinf(delta)
+    if inf.any():
+        first = frame.loc[inf].iloc[0]
+        term = f"{first['term']!r} in " if "term" in frame else ""
+        where = f" (first: {term}text {first['text_id']!r})" if "text_id" in frame else ""
+        warnings.warn(
+            f"{int(inf.sum())} {what}(s) have an infinite delta (a log-probability of -inf under base or tuned)"
+            f"{where}; they are left out of every mean, CI and test",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return frame.loc[np.isfinite(delta)]

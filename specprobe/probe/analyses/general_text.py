@@ -29,7 +29,7 @@ from specprobe.core.models import context_length
 from specprobe.core.results import Result
 from specprobe.core.scoring import score_items
 from specprobe.probe.prepare import load_pair
-from specprobe.probe.stats import cluster_bootstrap_mean
+from specprobe.probe.stats import cluster_bootstrap_mean, finite_rows
 from specprobe.utils.io import iter_jsonl
 
 GENERAL_TEXT = "general text"  # the row label beside the specialties and "control"
@@ -69,7 +69,7 @@ def general_text_row(shift: GeneralTextShift, *, n_boot: int = 2000, seed: int =
     of deltas over sum of tokens) with a 95% bootstrap CI resampling texts, and the per-token means
     of logp under base and tuned. minus_control and p values are NaN (no pairing with texts)."""
     df = shift.to_pandas()
-    df = cast(pd.DataFrame, df[np.isfinite(df["delta"].astype(float)) & (df["n_tokens"] > 0)])
+    df = finite_rows(cast(pd.DataFrame, df[df["n_tokens"] > 0]), "general text")
     counts = df["n_tokens"].astype(int).to_numpy()
     est = cluster_bootstrap_mean(
         np.repeat(df["delta_per_token"].to_numpy(float), counts),

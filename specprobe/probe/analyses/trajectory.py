@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
-import numpy as np
 import pandas as pd
 
 from specprobe.core.models import ModelPair, check_adapter_base
@@ -25,7 +24,7 @@ from specprobe.probe.analyses.checkpoints import Checkpoint, Checkpoints, read_c
 from specprobe.probe.comparison import METRICS, Comparison, occurrence_rows
 from specprobe.probe.options import ProbeOptions
 from specprobe.probe.prepare import Prepared, options_meta, prepare
-from specprobe.probe.stats import holm, paired_test
+from specprobe.probe.stats import finite_rows, holm, paired_test
 
 NEVER = "never"
 _KEEP = ("text_id", "term", "specialties", "text_specialties", "is_control", "n_tokens")
@@ -132,7 +131,7 @@ class Trajectory(AdapterInfo, Result):
     def _scored_steps(self, metric: str):
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-        df = self._frame[np.isfinite(self._frame["delta"].astype(float))]
+        df = finite_rows(self._frame)
         for step in self.steps:
             yield step, cast(pd.DataFrame, df[df["step"] == step])
 
