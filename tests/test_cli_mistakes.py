@@ -110,3 +110,66 @@ def test_a_folder_given_for_a_file_names_it_and_what_it_holds(tmp_path, capsys):
     ):
         err = _error(capsys, argv)
         assert f"{folder} is a folder, not a file" in err and "Errno" not in err, err
+
+
+def _adapter_folder(tmp_path: Path) -> Path:
+    """A PEFT adapter folder (its config only: these mistakes are refused before anything loads)."""
+    adapter = tmp_path / "lora"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "org/base-model"}))
+    return adapter
+
+
+def test_an_adapter_given_as_the_base_model_says_so(tmp_path, capsys):
+    """finetune --base ADAPTER said "cannot load a tokenizer ... install sentencepiece"; evaluate --model ADAPTER
+    said to pass it as `tuned`, a flag evaluate does not have."""
+    adapter = _adapter_folder(tmp_path)
+    argv = ["finetune", "--base", str(adapter), "--data", str(_questions()), "--out", str(tmp_path / "o")]
+    err = _error(capsys, argv)
+    assert f"--base {adapter} is a PEFT adapter folder, not a base model" in err and "(org/base-model)" in err
+    argv = ["evaluate", "--model", str(adapter), "--data", str(_questions()), "--out", str(tmp_path / "e.json")]
+    err = _error(capsys, argv)
+    assert f"--model {adapter} is a PEFT adapter folder" in err and "as --adapter" in err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "e.json").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        # was: an "accuracy matrix" of the base alone, exit 0
+        (["--matrix"], "--matrix scores adapters beside the base: give --adapter"),
+        # was: "unknown variant 'tuned'; this pair has ('base',)" after the model loaded
+        (["--variant", "tuned"], "--variant tuned scores an adapter: give it as --adapter"),
+    ],
+)
+def test_evaluate_without_the_adapter_its_options_need(tmp_path, capsys, extra, message):
+    argv = ["evaluate", "--model", str(tmp_path / "no-model"), "--data", str(_questions())]
+    assert message in _error(capsys, [*argv, "--out", str(tmp_path / "e.json"), *extra])
+
+
+def test_finetune_refuses_an_output_it_cannot_write_before_the_model_loads(tmp_path, capsys):
+    """Was "[Errno 30] Read-only file system" (or "Permission denied") after the tokenizer and model loaded."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    argv = ["finetune", "--base", str(tmp_path / "no-model"), "--data", str(_questions())]
+    err = _error(capsys, [*argv, "--out", str(afile / "lora")])
+    assert f"--out {afile / 'lora'}: {afile} is a file, not a folder" in err
+
+
+@pytest.mark.parametrize("body", ["", "# nothing set yet\n"])
+def test_run_refuses_an_experiment_file_without_keys(tmp_path, capsys, monkeypatch, body):
+    """An empty (or wrong) experiment file ran the whole demo study into ./specprobe-demo."""
+    import specprobe.app.experiment as experiment
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(experiment, "run_experiment", lambda *a, **k: pytest.fail("the demo study started"))
+    config = tmp_path / "experiment.toml"
+    config.write_text(body)
+    err = _error(capsys, ["run", str(config)])
+    assert f"{config}: no keys" in err and "specprobe demo" in err
+    assert not (tmp_path / "specprobe-demo").exists()
+
+
+def test_run_names_a_missing_or_folder_experiment_file(tmp_path, capsys):
+    assert "experiment file not found: " in _error(capsys, ["run", str(tmp_path / "nope.toml")])
+    assert f"{tmp_path} is a folder, not a file" in _error(capsys, ["run", str(tmp_path)])

@@ -352,10 +352,19 @@ class ExperimentConfig:
         """Load and validate an experiment TOML file; errors name the file and the key."""
         import tomllib
 
+        from specprobe.utils.io import read_bytes
+
+        if not Path(path).exists():
+            raise FileNotFoundError(f"experiment file not found: {path}")
         try:
-            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+            raw = tomllib.loads(read_bytes(path).decode("utf-8"))  # a folder: an error naming it
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not a valid TOML file: {exc}") from None
+        if not raw:  # an empty (or wrong) file would run the whole demo study into ./specprobe-demo
+            raise ConfigError(
+                f"{path}: no keys; an experiment file sets at least base, data or out "
+                "(`specprobe demo` runs the built-in study)"
+            )
         validate_config(raw, str(path))
         try:
             return cls(**raw)
