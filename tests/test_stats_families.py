@@ -18,7 +18,7 @@ from specprobe.app.findings import shift_finding
 from specprobe.probe import Comparison
 from specprobe.probe.analyses.general_text import GeneralTextShift, general_text_row
 from specprobe.probe.analyses.trajectory import Trajectory
-from specprobe.probe.stats import holm
+from specprobe.probe.stats import cluster_bootstrap_mean, holm, paired_test
 from specprobe.reports.sections import specialty_delta_matrix
 
 SPECS = ("Cardiology", "Neurology", "Oncology")
@@ -116,3 +116,22 @@ def test_an_infinite_delta_is_left_out_with_a_warning_not_silently():
     with pytest.warns(RuntimeWarning, match=r"1 general text\(s\) .*text 'g0'"):
         row = general_text_row(shift, n_boot=20)
     assert row["n_texts"] == 2
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    st.lists(st.floats(-100, 100), min_size=2, max_size=12),
+    st.integers(0, 11),
+    st.sampled_from([np.inf, -np.inf]),
+)
+def test_an_infinite_value_makes_the_statistics_nan_not_numbers(values, at, inf):
+    """cluster_bootstrap_mean([1, 2, -inf, 3]) gave mean -inf with CI [nan, 2.5]; paired_test([inf, 1, 2], 0)
+    mean inf, CI [1.0, nan], p 0.25; -inf in both a and b was a NaN difference dropped as if no pair."""
+    v = np.asarray(values, dtype=float)
+    v[at % v.size] = inf
+    est = cluster_bootstrap_mean(v, n_boot=20)
+    assert np.isnan([est.mean, est.ci_low, est.ci_high]).all() and est.n == v.size
+    for a, b in ((v, np.zeros_like(v)), (np.zeros_like(v), v), (v, v)):
+        test = paired_test(a, b, n_boot=20)
+        assert np.isnan([test.mean_diff, test.ci_low, test.ci_high, test.p_value]).all()
+        assert test.n_pairs == v.size

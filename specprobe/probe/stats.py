@@ -27,7 +27,10 @@ class Estimate:
 def cluster_bootstrap_mean(
     values, clusters=None, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0
 ) -> Estimate:
-    """Mean with a percentile bootstrap CI that resamples clusters (e.g. texts) with replacement."""
+    """Mean with a percentile bootstrap CI that resamples clusters (e.g. texts) with replacement.
+
+    NaN values are left out; an infinite value makes the mean and CI NaN (not a mean of -inf with a CI
+    of one NaN end): leave such rows out first, with a word (`finite_rows`)."""
     values = np.asarray(values, dtype=float)
     keep = ~np.isnan(values)
     values = values[keep]
@@ -41,6 +44,8 @@ def cluster_bootstrap_mean(
     k = int(cluster_idx.max()) + 1
     sums = np.bincount(cluster_idx, weights=values, minlength=k)
     counts = np.bincount(cluster_idx, minlength=k).astype(float)
+    if np.isinf(values).any():
+        return Estimate(float("nan"), float("nan"), float("nan"), int(values.size), k)
     mean = float(values.mean())
     if k < 2:
         return Estimate(mean, float("nan"), float("nan"), int(values.size), k)
@@ -75,11 +80,17 @@ class PairedTest:
 
 
 def paired_test(a, b, *, n_boot: int = 2000, seed: int = 0) -> PairedTest:
-    """Paired differences a - b: mean, bootstrap CI, and a two-sided Wilcoxon signed-rank p-value."""
+    """Paired differences a - b: mean, bootstrap CI, and a two-sided Wilcoxon signed-rank p-value.
+
+    A pair with a NaN is left out; a pair with an infinite value makes every number NaN (the rank test
+    would read -inf as an ordinary small value, and -inf in both a and b would drop the pair unseen)."""
     from scipy.stats import wilcoxon
 
-    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    diff = diff[~np.isnan(diff)]
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    both = ~np.isnan(a) & ~np.isnan(b)
+    if np.isinf(a[both]).any() or np.isinf(b[both]).any():
+        return PairedTest(float("nan"), float("nan"), float("nan"), float("nan"), int(both.sum()))
+    diff = a[both] - b[both]
     if diff.size == 0:
         return PairedTest(float("nan"), float("nan"), float("nan"), float("nan"), 0)
     est = cluster_bootstrap_mean(diff, n_boot=n_boot, seed=seed)
