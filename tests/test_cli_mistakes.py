@@ -173,3 +173,33 @@ def test_run_refuses_an_experiment_file_without_keys(tmp_path, capsys, monkeypat
 def test_run_names_a_missing_or_folder_experiment_file(tmp_path, capsys):
     assert "experiment file not found: " in _error(capsys, ["run", str(tmp_path / "nope.toml")])
     assert f"{tmp_path} is a folder, not a file" in _error(capsys, ["run", str(tmp_path)])
+
+
+def _mapping(specialty: str) -> str:
+    return json.dumps(
+        {"question": "q", "options": ["a", "b"], "answer": "ans", "answer_format": "letter", "specialty": specialty}
+    )
+
+
+def test_a_csv_column_the_mapping_misspells_is_refused(tmp_path, capsys):
+    """--mapping '{..., "specialty": "Spec"}' on a file whose column is 'spec' built a lexicon without any
+    specialty (exit 0): the column was read as empty in every row."""
+    data = tmp_path / "qa.csv"
+    data.write_text("q,a,b,ans,spec\nA patient with chest pain and angina?,x,y,A,Cardiology\n")
+    argv = ["terms", "build", str(data), "--out", str(tmp_path / "lex.json"), "--mapping"]
+    err = _error(capsys, [*argv, _mapping("Spec")])
+    assert f"{data}: no column 'Spec' (its columns: q, a, b, ans, spec)" in err
+    assert not (tmp_path / "lex.json").exists()
+    assert main([*argv, _mapping("spec")]) == 0  # the right name reads the specialty
+    capsys.readouterr()
+    err = _error(capsys, ["terms", "build", str(data), "--out", str(tmp_path / "l2.json")])  # no mapping at all
+    assert "no columns 'question', 'options', 'answer' (its columns: q, a, b, ans, spec)" in err
+
+
+def test_a_jsonl_key_the_mapping_misspells_is_refused(tmp_path, capsys):
+    data = tmp_path / "qa.jsonl"
+    row = {"q": "A patient with chest pain?", "a": "x", "b": "y", "ans": "A", "spec": "Cardiology"}
+    data.write_text(json.dumps(row) + "\n" + json.dumps({**row, "spec": "Neurology"}) + "\n")
+    argv = ["terms", "build", str(data), "--out", str(tmp_path / "lex.json"), "--mapping"]
+    err = _error(capsys, [*argv, _mapping("Spec")])
+    assert f"{data}: no record has the key 'Spec' the mapping names" in err and "'spec'" in err

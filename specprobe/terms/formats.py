@@ -379,6 +379,38 @@ def _smedqa(path: Path, index: int, obj) -> QARecord:
     return QARecord(rid, question, tuple(options), answer, specialties, meta)
 
 
+def _mapped_columns(mapping: dict) -> tuple[list[str], list[str]]:
+    """(the columns every row needs, the optional ones the mapping names) of a csv/jsonl mapping."""
+    options = mapping.get("options", "options")
+    needed = [mapping.get("question", "question"), *(options if isinstance(options, list | tuple) else [options])]
+    return [*needed, mapping.get("answer", "answer")], [mapping[k] for k in ("specialty", "id") if mapping.get(k)]
+
+
+def _check_columns(path: Path, header: list[str], mapping: dict) -> None:
+    """A CSV header without a column the mapping names (or a default one: question, options, answer) is
+    one error naming it and the header's columns: a misspelt specialty column was read as empty in every
+    row (a lexicon without specialties, exit 0), a missing question column failed on every row."""
+    needed, optional = _mapped_columns(mapping)
+    missing = [c for c in dict.fromkeys([*needed, *optional]) if c not in header]
+    if header and missing:
+        raise DataError(
+            f"{path}: no column{'s' if len(missing) > 1 else ''} {', '.join(repr(c) for c in missing)} (its columns: "
+            f"{', '.join(header)}); "
+            "rename the columns, or name them in the mapping (mapping=, terms build --mapping)"
+        )
+
+
+def _check_optional_keys(path: Path, items: list, mapping: dict) -> None:
+    """A JSON Lines file in which no record has the specialty (or id) key the mapping names: a misspelt
+    key, which would leave every question without its specialty."""
+    objects = [obj for obj in items if isinstance(obj, dict)]
+    for key in _mapped_columns(mapping)[1]:
+        if objects and not any(key in obj for obj in objects):
+            raise DataError(
+                f"{path}: no record has the key {key!r} the mapping names (the first has {sorted(objects[0])})"
+            )
+
+
 def parse_file(path: Path, format: str = "auto", mapping: dict | None = None) -> Iterator[Thunk]:
     """Yield one thunk per item of `path`; calling it parses the item (so a caller can skip bad ones)."""
     if format not in FORMATS:
@@ -392,6 +424,7 @@ def parse_file(path: Path, format: str = "auto", mapping: dict | None = None) ->
             rows = [(reader.line_num, r) for r in reader]
         except csv.Error as exc:
             raise DataError(f"{path}: not valid CSV ({exc})") from exc
+        _check_columns(path, list(reader.fieldnames or []), columns)
         yield from (lambda r=r, i=i, n=n: _csv_row(path, i, n, r, columns) for i, (n, r) in enumerate(rows))
         return
     items, lines = _read_json_items(path)
@@ -405,5 +438,6 @@ def parse_file(path: Path, format: str = "auto", mapping: dict | None = None) ->
         parse, extra = _instruction, ()
     else:  # jsonl with a mapping
         parse, extra = _mapped, (columns,)
+        _check_optional_keys(path, items, columns)
     for i, obj in enumerate(items):
         yield lambda obj=obj, i=i: _checked(parse, path, i, obj, *extra, line=lines[i] if lines else None)
