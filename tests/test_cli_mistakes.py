@@ -203,3 +203,16 @@ def test_a_jsonl_key_the_mapping_misspells_is_refused(tmp_path, capsys):
     argv = ["terms", "build", str(data), "--out", str(tmp_path / "lex.json"), "--mapping"]
     err = _error(capsys, [*argv, _mapping("Spec")])
     assert f"{data}: no record has the key 'Spec' the mapping names" in err and "'spec'" in err
+
+
+def test_layers_remote_ndif_refuses_a_local_base_before_anything_loads(tmp_path, capsys):
+    """NDIF runs the models it hosts: a local --base failed, after the texts were prepared, with the hub
+    client's "Repo id must be in the form 'repo_name' or 'namespace/repo_name': '/path'"."""
+    base = tmp_path / "base"
+    base.mkdir()
+    terms = tmp_path / "terms.json"
+    terms.write_text(json.dumps({"chest pain": ["Cardiology"]}))
+    argv = ["layers", "--base", str(base), "--tuned", str(tmp_path / "lora"), "--terms", str(terms)]
+    err = _error(capsys, [*argv, "--remote", "ndif", "--out", str(tmp_path / "o")])
+    assert f"--remote ndif runs a model NDIF hosts, named by its hub id; --base {base} is a local folder" in err
+    assert not (tmp_path / "o").exists()

@@ -92,6 +92,11 @@ def run_layers(args: argparse.Namespace) -> int:
         raise ValueError("--remote runs the lens through nnsight; it takes no --engine")
     if remote and (args.patch or args.attribution):
         raise ValueError("--patch and --attribution run locally only; leave them out with --remote")
+    if remote is True and Path(args.base).exists():  # was the hub client's "Repo id must be in the form ..."
+        raise ValueError(
+            f"--remote ndif runs a model NDIF hosts, named by its hub id; --base {args.base} is a local folder "
+            "(--remote local runs the nnsight lens on this machine)"
+        )
     if args.positions != "all" and not args.patch:
         raise ValueError(f"--positions {args.positions} chooses the positions --patch patches; add --patch")
     if init_from_env(opts.device)[1] > 1 and (remote or engine != "hooks"):
