@@ -216,3 +216,21 @@ def test_layers_remote_ndif_refuses_a_local_base_before_anything_loads(tmp_path,
     err = _error(capsys, [*argv, "--remote", "ndif", "--out", str(tmp_path / "o")])
     assert f"--remote ndif runs a model NDIF hosts, named by its hub id; --base {base} is a local folder" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_missing_or_file_adapter_is_named_as_such(tmp_path, capsys):
+    """trajectory --adapter with a typo said "no manifest.json; pass a list of (step, adapter folder) instead"
+    (advice for the Python API); seen-unseen --adapter FILE said "adapter directory not found" for a file
+    that is there."""
+    terms = tmp_path / "terms.json"
+    terms.write_text(json.dumps({"chest pain": ["Cardiology"]}))
+    afile = tmp_path / "adapter_model.safetensors"
+    afile.write_bytes(b"x")
+    argv = ["analyze", "trajectory", "--base", str(tmp_path / "b"), "--terms", str(terms), "--out", str(tmp_path / "o")]
+    err = _error(capsys, [*argv, "--adapter", str(tmp_path / "lroa")])
+    assert f"adapter folder not found: {tmp_path / 'lroa'}" in err and "pass a list" not in err
+    assert f"adapter {afile} is a file, not a folder" in _error(capsys, [*argv, "--adapter", str(afile)])
+    from specprobe.probe.training_data import read_adapter_manifest  # seen-unseen's reader of --adapter
+
+    with pytest.raises(NotADirectoryError, match="is a file; give the adapter's folder"):
+        read_adapter_manifest(str(afile))

@@ -72,6 +72,8 @@ def read_adapter_manifest(adapter: Any) -> tuple[dict | None, str | None]:
         )
     path = Path(adapter)
     folder = path.parent if path.name == MANIFEST else path
+    if folder.is_file():  # was "adapter directory not found" for a file that is there
+        raise NotADirectoryError(f"adapter {folder} is a file; give the adapter's folder (with its {MANIFEST})")
     if not folder.is_dir():
         raise FileNotFoundError(f"adapter directory not found: {folder}")
     file = folder / MANIFEST

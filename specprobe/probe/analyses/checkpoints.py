@@ -61,6 +61,10 @@ def _point(step: Any, path: Any, where: str) -> Checkpoint:
 
 def _from_manifest(folder: Path) -> Checkpoints:
     manifest_path = folder / "manifest.json"
+    if not folder.exists():  # was "no manifest.json; pass a list of (step, adapter folder)" for a typo
+        raise FileNotFoundError(f"adapter folder not found: {folder}")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"adapter {folder} is a file, not a folder")
     if not manifest_path.exists():
         raise ValueError(f"{folder}: no manifest.json; pass a list of (step, adapter folder) instead")
     manifest = read_json(manifest_path)
