@@ -297,8 +297,14 @@ def test_a_stage_no_node_can_run_is_refused_before_anything_runs(ray_address, mo
         "(the most any node has: CPU 2, GPU 0)"
     )
     assert executors_ray.unschedulable(steps, resources) == expected
-    monkeypatch.setattr(executors_ray.RayExecutor, "_connect", lambda self: True)  # as if it started Ray itself
-    monkeypatch.setattr(ray, "shutdown", lambda: None)  # the module's instance stays up
+    monkeypatch.setenv("RAY_ADDRESS", ray_address)  # `ray.init()` would join this cluster: not its own instance
+    assert not executors_ray._starts_own_instance()
+    monkeypatch.delenv("RAY_ADDRESS")
+    # as if no Ray ran yet and the run started its own instance (the module's stays up)
+    monkeypatch.setattr(executors_ray, "_starts_own_instance", lambda: True)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(executors_ray.RayExecutor, "_connect", lambda self: True)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
     with pytest.raises(
         ValueError, match=r"^stage adapter-x asks Ray for CPU 2, GPU 1 .* lower it in the \[resources\]"
     ):

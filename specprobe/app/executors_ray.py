@@ -113,8 +113,19 @@ def _amounts(resources: Mapping[str, float]) -> str:
     )
 
 
+def _starts_own_instance() -> bool:
+    """Whether `ray.init()` without an address starts a new Ray instance here, rather than joining the
+    cluster that RAY_ADDRESS or a `ray start` on this machine names (as `ray.init` decides)."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+
+        return canonicalize_bootstrap_address(None) is None  # pyright: ignore[reportArgumentType]
+    except Exception:  # noqa: BLE001 - Ray's internal API moved, or no cluster is reachable: not refused
+        return False
+
+
 def _check_schedulable(steps: Sequence[Step], resources: Mapping[str, Mapping[str, Any]], *, refuse: bool) -> None:
-    """Raise `ExecutorError` (`refuse`: the Ray instance this run started, which no node will join) or
+    """Raise `ExecutorError` (`refuse`: a Ray instance this run starts, which no node will join) or
     warn (a cluster, which an autoscaler may grow) when a step asks for more than any node has."""
     problem = unschedulable(steps, resources)
     if problem is None:
@@ -140,9 +151,10 @@ class RayExecutor:
         """Submit every step, wait for all; returns step name -> output. A failed stage is raised as
         `StageInputError` (bad input) or `StageError` naming it, after the stages that do not need it ended."""
         check_order(steps)
+        own = self.address is None and not ray.is_initialized() and _starts_own_instance()
         started = self._connect()
         try:
-            _check_schedulable(steps, self.resources, refuse=started)
+            _check_schedulable(steps, self.resources, refuse=own)
             return self._run(steps)
         finally:
             if started:
