@@ -156,6 +156,21 @@ def test_finetune_refuses_an_output_it_cannot_write_before_the_model_loads(tmp_p
     assert f"--out {afile / 'lora'}: {afile} is a file, not a folder" in err
 
 
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--save-steps", "50", "--max-steps", "1"], "step 50 is after the run's last step (1)"),
+        (["--target-modules", "nope", "--max-steps", "1"], "cannot put LoRA on target modules ['nope']"),
+    ],
+)
+def test_a_finetune_refused_leaves_no_empty_out_folder(tiny_llama, tmp_path, capsys, extra, message):
+    """Refused after the output lock made --out (and its parents): they were left behind, empty."""
+    out = tmp_path / "runs" / "lora"
+    argv = ["finetune", "--base", str(tiny_llama[0]), "--data", str(_questions()), "--out", str(out)]
+    assert message in _error(capsys, [*argv, "--no-progress", *extra])
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize("body", ["", "# nothing set yet\n"])
 def test_run_refuses_an_experiment_file_without_keys(tmp_path, capsys, monkeypatch, body):
     """An empty (or wrong) experiment file ran the whole demo study into ./specprobe-demo."""

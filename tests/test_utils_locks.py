@@ -97,3 +97,22 @@ def test_stale_lock_of_a_killed_process_is_taken_over(tmp_path, caplog):
             assert read_holder(out)["pid"] == os.getpid()
     assert f"left by PID {proc.pid} (no longer running)" in caplog.text
     assert not (out / PID_NAME).exists()
+
+
+def test_a_failed_body_leaves_no_folder_it_created(tmp_path):
+    """A body that raised (a finetune refused after the lock was taken: save_steps past the last step, a bad
+    target module) left the empty folder behind; the folders the lock made are removed, not one that existed."""
+    out = tmp_path / "runs" / "a" / "lora"
+    with pytest.raises(ValueError, match="boom"):
+        with output_lock(out):
+            raise ValueError("boom")
+    assert not (tmp_path / "runs").exists()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with pytest.raises(ValueError, match="boom"):
+        with output_lock(existing / "lora"):
+            raise ValueError("boom")
+    assert existing.is_dir() and not (existing / "lora").exists()
+    with output_lock(out):
+        (out / "result.json").write_text("{}")
+    assert (out / "result.json").exists()

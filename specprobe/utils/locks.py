@@ -14,7 +14,8 @@ the same process: nested uses are counted (re-entrant), so a caller and the code
 lock one folder.
 
 The folder is created if needed; if this call created it and nothing but the lock files is left
-in it on exit (the work failed before writing anything), it is removed again. The names of the two
+in it on exit (the work failed before writing anything, or raised), it is removed again, with the
+parent folders the call created that are left empty. The names of the two
 lock files are in `LOCK_FILES`: code that lists or hashes an output folder must skip them.
 """
 
@@ -110,8 +111,6 @@ def output_lock(folder: str | os.PathLike) -> Iterator[Path]:
     Raises `OutputLockedError` at once (no waiting) when another process holds it. Re-entrant within
     a process. See the module docstring for stale locks and clean-up.
     """
-    from filelock import FileLock, Timeout
-
     path = Path(folder)
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"output {path} exists and is not a directory")
@@ -130,8 +129,38 @@ def output_lock(folder: str | os.PathLike) -> Iterator[Path]:
                 _HELD[key] -= 1
         return
 
-    created = not path.exists()
+    made = _missing_folders(path)
+    created = bool(made)
     path.mkdir(parents=True, exist_ok=True)
+    try:
+        with _locked(path):
+            previous = read_holder(path)
+            if previous is not None and previous["pid"] != os.getpid():
+                ended = previous.get("host") in (None, _host()) and not pid_alive(previous["pid"])
+                log.warning(
+                    "took over the stale lock on %s left by PID %d (%s)",
+                    path,
+                    previous["pid"],
+                    "no longer running" if ended else "it had let the lock go",
+                )
+            _write_holder(path)
+            with _HELD_GUARD:
+                _HELD[key] = 1
+            try:
+                yield path
+            finally:
+                with _HELD_GUARD:
+                    _HELD.pop(key, None)
+                _release(path, created)
+    finally:  # also when the body failed: a run that wrote nothing leaves no empty folder behind
+        _remove_if_empty(made)
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """The OS file lock on `path` for the body; `OutputLockedError` at once when another process holds it."""
+    from filelock import FileLock, Timeout
+
     lock = FileLock(str(path / LOCK_NAME))
     try:
         lock.acquire(timeout=0)
@@ -139,28 +168,9 @@ def output_lock(folder: str | os.PathLike) -> Iterator[Path]:
         holder = read_holder(path) or {}
         raise OutputLockedError(path, holder.get("pid"), holder.get("host"), holder.get("since")) from None
     try:
-        previous = read_holder(path)
-        if previous is not None and previous["pid"] != os.getpid():
-            ended = previous.get("host") in (None, _host()) and not pid_alive(previous["pid"])
-            log.warning(
-                "took over the stale lock on %s left by PID %d (%s)",
-                path,
-                previous["pid"],
-                "no longer running" if ended else "it had let the lock go",
-            )
-        _write_holder(path)
-        with _HELD_GUARD:
-            _HELD[key] = 1
-        try:
-            yield path
-        finally:
-            with _HELD_GUARD:
-                _HELD.pop(key, None)
-            _release(path, created)
+        yield
     finally:
         lock.release()
-    if created:
-        _remove_if_empty(path)
 
 
 def _release(path: Path, created: bool) -> None:
@@ -184,8 +194,19 @@ def _release(path: Path, created: bool) -> None:
                 pass
 
 
-def _remove_if_empty(path: Path) -> None:
-    try:
-        path.rmdir()
-    except OSError:
-        pass
+def _missing_folders(path: Path) -> list[Path]:
+    """The folders `path.mkdir(parents=True)` will create: `path` and its missing parents, innermost first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_if_empty(made: list[Path]) -> None:
+    """Remove the folders this lock created, innermost first, while they are empty; never any other."""
+    for folder in made:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
