@@ -5,6 +5,7 @@ value (exit 2) before any model loads, never a run that exits 0 with a wrong or 
 from __future__ import annotations
 
 import json
+import re
 from importlib.resources import files
 from pathlib import Path
 
@@ -131,6 +132,23 @@ def test_an_adapter_given_as_the_base_model_says_so(tmp_path, capsys):
     err = _error(capsys, argv)
     assert f"--model {adapter} is a PEFT adapter folder" in err and "as --adapter" in err
     assert not (tmp_path / "o").exists() and not (tmp_path / "e.json").exists()
+
+
+def test_an_adapter_given_as_the_base_model_says_so_in_the_python_api(tmp_path):
+    """finetune.train(base=ADAPTER) said "cannot load a tokenizer ... install sentencepiece", ModelPair.load
+    (compare, evaluate) "pass it as `tuned`" (evaluate has no `tuned`); both now name what it is and its base."""
+    from specprobe.core.models import ModelLoadError, ModelPair, load_tokenizer
+    from specprobe.finetune import train
+
+    adapter = _adapter_folder(tmp_path)
+    said = "is a PEFT adapter folder, not a base model: give the model it was trained on (org/base-model)"
+    with pytest.raises(ModelLoadError, match=re.escape(f"base {adapter} {said} as base")):
+        train(str(adapter), _questions(), None, tmp_path / "o", max_steps=1, progress=False)
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(ModelLoadError, match=re.escape(f"base {adapter} {said} as base, and the adapter as `tuned`")):
+        ModelPair.load(str(adapter), device="cpu")
+    with pytest.raises(ModelLoadError, match=re.escape(f"model {adapter} {said} instead")):
+        load_tokenizer(str(adapter))
 
 
 @pytest.mark.parametrize(

@@ -80,6 +80,26 @@ def is_adapter_dir(path: str | os.PathLike) -> bool:
     return Path(path).is_dir() and (Path(path) / "adapter_config.json").exists()
 
 
+def refuse_adapter_as_model(source: str | os.PathLike, what: str = "model", adapter_as: str | None = None) -> None:
+    """A PEFT adapter folder given where a base model is expected: a `ModelLoadError` saying so and naming the
+    model it was trained on (loading it as a model said "cannot load a tokenizer ... install sentencepiece").
+    `what` names the argument (`base`, `--base`); `adapter_as`, where the adapter goes instead, if anywhere."""
+    if not is_adapter_dir(source):
+        return
+    try:
+        made_for = json.loads((Path(source) / "adapter_config.json").read_text(encoding="utf-8"))
+        made_for = made_for.get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        made_for = None
+    on = f" ({made_for})" if made_for else ""
+    instead = "instead" if what == "model" else f"as {what}"
+    then = f", and the adapter as {adapter_as}" if adapter_as else ""
+    raise ModelLoadError(
+        f"{what} {source} is a PEFT adapter folder, not a base model: give the model it was trained on{on} "
+        f"{instead}{then}"
+    )
+
+
 def _looks_like_hub_id(name: str) -> bool:
     parts = name.split("/")
     return 1 <= len(parts) <= 2 and all(p and not p.startswith(".") for p in parts) and not name.startswith(("/", "~"))
@@ -254,6 +274,7 @@ def load_tokenizer(source: str, trust_remote_code: bool = False, revision: str |
             source, use_fast=True, trust_remote_code=trust_remote_code, revision=revision
         )
     except (OSError, ValueError) as exc:
+        refuse_adapter_as_model(source)  # an adapter folder without a tokenizer: say what it is
         raise ModelLoadError(f"cannot load a tokenizer from {source!r}: {exc}") from exc
     require_fast(tok)
     return tok
@@ -273,6 +294,7 @@ def load_causal_lm(
     from transformers import AutoModelForCausalLM
 
     _check_source(source, "model")
+    refuse_adapter_as_model(source)
     placement = {"device_map": "auto"} if shard else {}
     try:
         model: HFModel = AutoModelForCausalLM.from_pretrained(
@@ -533,8 +555,7 @@ def _load_base(base: ModelLike | None, tuned: ModelLike | None, meta: dict, load
         raise ModelLoadError("base model is required (a hub id, a local directory or a loaded model)")
     if isinstance(base, (str, os.PathLike)):
         base_name = str(base)
-        if is_adapter_dir(base_name):
-            raise ModelLoadError(f"base {base_name!r} is a PEFT adapter directory; pass it as `tuned`")
+        refuse_adapter_as_model(base_name, "base", "`tuned` (`adapter` in evaluate)")
         meta["base"] = base_name
         if load_kw.get("revision"):
             meta["base_revision"] = load_kw["revision"]

@@ -216,11 +216,12 @@ _TRAIN_OPTS = (
 
 def run_finetune(args: argparse.Namespace) -> int:
     """Train; on SIGINT/SIGTERM print where it stopped (one line) and return 128 + the signal number."""
+    from specprobe.core.models import refuse_adapter_as_model
     from specprobe.finetune.train_signals import TrainingInterrupted
     from specprobe.finetune.training import train
     from specprobe.utils.io import check_writable
 
-    _refuse_adapter_as_base(args.base, "--base")
+    refuse_adapter_as_model(args.base, "--base")
     check_writable(args.out, "--out")  # before the model loads, not at the first write
     options = {k: getattr(args, k) for k in _TRAIN_OPTS if getattr(args, k) is not None}
     if options.get("max_grad_norm") == 0:
@@ -248,27 +249,6 @@ def run_finetune(args: argparse.Namespace) -> int:
             f"{m.get('wall_time_s', 0):.1f} s"
         )
     return 0
-
-
-def _refuse_adapter_as_base(model: str | None, flag: str) -> None:
-    """A PEFT adapter folder given for the base model: one line saying so and what it was trained on (the
-    tokenizer loader said "Couldn't instantiate the backend tokenizer ... install sentencepiece")."""
-    import json
-
-    from specprobe.core.models import is_adapter_dir
-
-    if model is None or not is_adapter_dir(model):
-        return
-    try:
-        made_for = json.loads((Path(model) / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    except (OSError, ValueError, AttributeError):
-        made_for = None
-    on = f" ({made_for})" if made_for else ""
-    adapter = " as --adapter" if flag == "--model" else ""
-    raise ValueError(
-        f"{flag} {model} is a PEFT adapter folder, not a base model: give the model it was trained on{on} as "
-        f"{flag}{f', and the adapter{adapter}' if adapter else ''}"
-    )
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -343,7 +323,10 @@ def _check_evaluate_outputs(args: argparse.Namespace) -> Path:
             raise NotADirectoryError(f"--lm-eval-out {args.lm_eval_out} is a file; it names a folder")
         check_writable(args.lm_eval_out, "--lm-eval-out")
     if not args.from_lm_eval:
-        _refuse_adapter_as_base(args.model, "--model")
+        from specprobe.core.models import refuse_adapter_as_model
+
+        if args.model is not None:
+            refuse_adapter_as_model(args.model, "--model", "--adapter")
         if not args.adapter and args.matrix:  # a matrix of the base alone: --adapter forgotten
             raise ValueError("--matrix scores adapters beside the base: give --adapter (repeat, or a folder of them)")
         if not args.adapter and args.variant and "tuned" in args.variant:

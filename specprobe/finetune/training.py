@@ -758,9 +758,10 @@ def train(
     """
     if out is None:
         raise ValueError("out= (the adapter output directory) is required")
-    from specprobe.core.models import model_ref
+    from specprobe.core.models import model_ref, refuse_adapter_as_model
 
     base, revision = model_ref(str(base), revision)  # "org/name@<revision>" pins a hub base
+    refuse_adapter_as_model(base, "base")  # before anything loads or `out` is made
     opts = TrainOptions.from_kwargs(options)
     trainer = _Trainer(
         base,
