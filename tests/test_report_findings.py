@@ -33,9 +33,15 @@ TERMS = {
     "seizure": ("Neurology",),
     "stroke": ("Neurology",),
     "chest pain": ("Cardiology",),
+    "angina": ("Cardiology",),  # a second word: one term word against 20 control words gives no p below 1/21
     "cirrhosis": ("Gastroenterology",),
 }
-CONTROLS = ("budget", "month", "window")
+# 20 control words: with 2 terms a specialty's word-level test (2 words among 22) can reach p = 1/231, below
+# the Holm threshold of the 6-cell matrix; against 3 control words it could give no p below 0.1
+CONTROLS = (
+    *("budget", "month", "window", "garden", "letter", "bridge", "market", "travel", "winter", "morning"),
+    *("paper", "river", "table", "music", "street", "friend", "office", "summer", "coffee", "ticket"),
+)
 ARMS = ("Neurology", "Cardiology")
 N_BOOT = 200
 
@@ -827,7 +833,8 @@ def test_own_specialty_terms_follow_trained_on_in_the_box_plots_as_in_own_vs_oth
     trained_on = {"neuro-lora": "Neurology"}
     long, _, _ = _occurrence_groups(comps, "delta_per_token", trained_on)
     assert (long["group"] == "own-specialty terms").sum() == 2 * 30  # seizure and stroke in 30 texts
-    assert "own-specialty terms +0.7" in distributions_reading(comps, trained_on)
+    median = re.search(r"own-specialty terms \+([0-9.]+)", distributions_reading(comps, trained_on))
+    assert median and abs(float(median.group(1)) - 0.7) < 0.01  # 0.2 + own_effect 0.5
     assert own_vs_other(comps, trained_on, n_boot=N_BOOT)["n_pairs"].tolist() == [30]
     untold, _, _ = _occurrence_groups(comps, "delta_per_token")
     assert not (untold["group"] == "own-specialty terms").any()  # the label alone names no specialty

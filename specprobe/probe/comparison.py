@@ -10,7 +10,14 @@ import pandas as pd
 
 from specprobe.core.results import Result
 from specprobe.probe.inputs import UNASSIGNED
-from specprobe.probe.stats import cluster_bootstrap_mean, estimate_fields, finite_rows, holm, paired_test
+from specprobe.probe.stats import (
+    N_PERM,
+    cluster_bootstrap_mean,
+    estimate_fields,
+    finite_rows,
+    holm,
+    texts_and_words_test,
+)
 
 if TYPE_CHECKING:
     from specprobe.probe.prepare import Prepared
@@ -84,54 +91,29 @@ class Comparison(Result):
             )
         return pd.DataFrame(rows)
 
-    def by_specialty(self, metric: str = "delta_per_token", *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-        """Per term specialty: mean delta with a 95% text-level bootstrap CI, and a paired test against
-        control words (per text: mean term delta minus mean control delta; Wilcoxon signed-rank,
-        Holm-adjusted across specialties). A term of several specialties counts in each."""
+    def by_specialty(
+        self, metric: str = "delta_per_token", *, n_boot: int = 2000, seed: int = 0, n_perm: int = N_PERM
+    ) -> pd.DataFrame:
+        """Per term specialty: mean delta with a 95% text-level bootstrap CI, and the terms against the
+        control words with texts and words both random (`stats.texts_and_words_test`): minus_control (per
+        text, mean term delta minus mean control delta) with p_text (Wilcoxon over the texts), p_word (the
+        specialty's term words against the control words, permuted; p_word_min: the smallest it can be),
+        p_value = the larger (1 if they disagree in sign), Holm-adjusted across specialties (p_holm).
+        A term of several specialties counts in each."""
         self._check_metric(metric)
         df = self.scored()
         terms = cast(pd.DataFrame, df[~df["is_control"]]).copy()
         terms["specialty"] = terms["specialties"].map(lambda s: tuple(s) or (UNASSIGNED,))
         terms = terms.explode("specialty")
         ctrl = cast(pd.DataFrame, df[df["is_control"]])
-        ctrl_by_text = cast(pd.Series, ctrl.groupby("text_id")[metric].mean())
         rows = []
         for spec, g in terms.groupby("specialty", sort=True):
             est = cluster_bootstrap_mean(g[metric], g["text_id"], n_boot=n_boot, seed=seed)
-            per_text = cast(pd.Series, g.groupby("text_id")[metric].mean())
-            shared = per_text.index.intersection(ctrl_by_text.index)
-            test = paired_test(
-                per_text.loc[shared].to_numpy(), ctrl_by_text.loc[shared].to_numpy(), n_boot=n_boot, seed=seed
-            )
-            rows.append(
-                {
-                    "specialty": spec,
-                    **estimate_fields(est, g, metric),
-                    "minus_control": test.mean_diff,
-                    "minus_control_ci_low": test.ci_low,
-                    "minus_control_ci_high": test.ci_high,
-                    "n_pairs": test.n_pairs,
-                    "p_value": test.p_value,
-                }
-            )
+            test = texts_and_words_test(g, ctrl, metric, n_boot=n_boot, seed=seed, n_perm=n_perm)
+            rows.append({"specialty": spec, **estimate_fields(est, g, metric), **_against_control(test)})
         if len(ctrl):
             est = cluster_bootstrap_mean(ctrl[metric], ctrl["text_id"], n_boot=n_boot, seed=seed)
-            rows.append(
-                {
-                    "specialty": "control",
-                    "n": est.n,
-                    "n_terms": ctrl["term"].nunique(),
-                    "n_texts": est.n_clusters,
-                    f"mean_{metric}": est.mean,
-                    "ci_low": est.ci_low,
-                    "ci_high": est.ci_high,
-                    "minus_control": np.nan,
-                    "minus_control_ci_low": np.nan,
-                    "minus_control_ci_high": np.nan,
-                    "n_pairs": 0,
-                    "p_value": np.nan,
-                }
-            )
+            rows.append({"specialty": "control", **estimate_fields(est, ctrl, metric), **_against_control(None)})
         out = pd.DataFrame(rows)
         if len(out):
             out["p_holm"] = holm(out["p_value"])
@@ -154,6 +136,24 @@ class Comparison(Result):
             "p_holm",
         ]
         return cast(pd.DataFrame, table[cols]).to_string(index=False, float_format=lambda v: f"{v:.4f}")
+
+
+def _against_control(test: dict | None) -> dict:
+    """`by_specialty`'s term-vs-control columns from `texts_and_words_test` (None: the control row's NaNs)."""
+    nan = math.nan
+    t = test or {"n_pairs": 0, "n_words_a": 0, "n_words_b": 0}
+    return {
+        "minus_control": t.get("mean_diff", nan),
+        "minus_control_ci_low": t.get("ci_low", nan),
+        "minus_control_ci_high": t.get("ci_high", nan),
+        "n_pairs": t["n_pairs"],
+        "n_words": t["n_words_a"],
+        "n_control_words": t["n_words_b"],
+        "p_text": t.get("p_text", nan),
+        "p_word": t.get("p_word", nan),
+        "p_word_min": t.get("p_word_min", nan),
+        "p_value": t.get("p_value", nan),
+    }
 
 
 def occurrence_rows(prep: Prepared, scored: dict[str, list]) -> list[dict]:

@@ -1,18 +1,25 @@
 """Uncertainty for reported numbers: cluster bootstrap CIs (texts are the unit) and paired tests.
 
 Occurrences in one text share its context, so they are not independent: intervals resample whole
-texts, and term-vs-control tests pair a term's and the control words' deltas within each text.
+texts, and term-vs-control tests pair a term's and the control words' deltas within each text. The
+words are a sample too (Clark 1973): `texts_and_words_test` adds a word-level permutation test and
+rejects only where both reject (an intersection-union test).
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import warnings
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import pandas as pd
 
 from specprobe.utils.pvalues import holm as holm  # re-exported: callers import it from here
+
+N_PERM = 9999  # word-level permutations (exact enumeration when there are no more labellings than N_PERM + 1)
 
 
 @dataclass(frozen=True)
@@ -120,3 +127,125 @@ def finite_rows(frame: pd.DataFrame, what: str = "occurrence") -> pd.DataFrame:
             stacklevel=3,
         )
     return frame.loc[np.isfinite(delta)]
+
+
+@dataclass(frozen=True)
+class WordTest:
+    mean_diff: float
+    p_value: float
+    p_min: float
+    n_a: int
+    n_b: int
+
+
+def word_permutation_test(a, b, *, n_perm: int = N_PERM, seed: int = 0) -> WordTest:
+    """Words as the random unit: `a`, `b` are per-word mean deltas of two word sets; two-sided permutation
+    test of which words carry label a, on the Welch t statistic (studentized, so unequal spreads do not
+    bias it: Chung & Romano 2013). Exact when C(n, k) <= n_perm + 1, else n_perm seeded draws, p = (1 + #
+    as extreme) / (1 + n_perm). `p_min`: the smallest p these word counts allow (1 word against 9: 0.1).
+
+    NaN values are left out; an infinite one makes every number NaN, as in `paired_test`."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+    k, m = a.size, b.size
+    nan = float("nan")
+    if k == 0 or m == 0 or np.isinf(a).any() or np.isinf(b).any():
+        return WordTest(nan, nan, nan, k, m)
+    values = np.concatenate([a, b])
+    values = values - values.mean()  # centred: the sums of squares below lose no precision
+    side = min(k, m)  # the statistic is symmetric in a and b: draw the smaller side's words
+    exact = math.comb(k + m, side) <= n_perm + 1
+    if exact:
+        draws = np.array(list(itertools.combinations(range(k + m), side)), dtype=np.intp)
+    else:
+        draws = _subsets(k + m, side, n_perm, np.random.default_rng(seed))
+    stat = _welch_abs(values, draws, side)
+    obs = _welch_abs(values, (np.arange(k) if side == k else np.arange(k, k + m))[None, :], side)[0]
+    at_least = stat >= (obs * (1 - 1e-9) if np.isfinite(obs) else obs)
+    top = stat >= (stat.max() * (1 - 1e-9) if np.isfinite(stat.max()) else stat.max())
+    if exact:
+        p, p_min = float(at_least.mean()), float(top.mean())
+    else:
+        p, p_min = float((1 + at_least.sum()) / (1 + n_perm)), 1 / (1 + n_perm)
+    return WordTest(float(a.mean() - b.mean()), p, p_min, k, m)
+
+
+def _subsets(n: int, size: int, draws: int, rng: np.random.Generator) -> np.ndarray:
+    """`draws` uniform random `size`-subsets of range(n), one per row (a partial Fisher-Yates shuffle)."""
+    perm = np.tile(np.arange(n, dtype=np.intp), (draws, 1))
+    rows = np.arange(draws)
+    for c in range(size):
+        j = rng.integers(c, n, size=draws)
+        perm[rows, c], perm[rows, j] = perm[rows, j], perm[rows, c]
+    return perm[:, :size]
+
+
+def _welch_abs(values: np.ndarray, idx: np.ndarray, k: int) -> np.ndarray:
+    """|mean of values[idx] - mean of the rest| / its Welch standard error, per row of `idx` (unscaled when
+    a side has one word: no spread to estimate; 0/0 is 0 and x/0 is inf, with round-off taken as 0)."""
+    n = values.size
+    m = n - k
+    tiny = 1e-12 * max(1.0, float(np.abs(values).max()))
+    sa, sa2 = values[idx].sum(axis=1), (values**2)[idx].sum(axis=1)
+    ma, mb = sa / k, (values.sum() - sa) / m
+    diff = np.abs(ma - mb)
+    diff[diff <= tiny] = 0.0
+    if k < 2 or m < 2:
+        return diff
+    va = np.clip((sa2 - k * ma**2) / (k - 1), 0, None)
+    vb = np.clip(((values**2).sum() - sa2 - m * mb**2) / (m - 1), 0, None)
+    se = np.sqrt(va / k + vb / m)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(se > tiny, diff / np.where(se > tiny, se, 1.0), np.where(diff > 0, np.inf, 0.0))
+
+
+def word_means(rows: pd.DataFrame, metric: str) -> pd.Series:
+    """Each word's (`term`'s) mean delta: the mean over texts of its per-text mean, so a word repeated in
+    one text weighs as much as a word said once there."""
+    per_text = cast(pd.Series, rows.groupby(["term", "text_id"], sort=True)[metric].mean())
+    return cast(pd.Series, per_text.groupby(level="term", sort=True).mean())
+
+
+def texts_and_words_test(
+    a: pd.DataFrame, b: pd.DataFrame, metric: str, *, n_boot: int = 2000, seed: int = 0, n_perm: int = N_PERM
+) -> dict:
+    """Occurrences of word set a against word set b (columns text_id, term, `metric`), with texts and words
+    both random. Over the texts holding both: per text, mean of a minus mean of b (mean_diff, a bootstrap
+    CI resampling texts, p_text: Wilcoxon signed-rank, `paired_test`), and per word, its mean delta there,
+    the a words against the b words (p_word, p_word_min, n_words_a/b: `word_permutation_test`).
+
+    p_value = max(p_text, p_word), an intersection-union test (Berger 1982): it rejects only where both
+    reject, so it holds its level when either unit carries the spread (a word or a text moving on its
+    own); it is 1 where the two differences disagree in sign, and NaN where either test could not run."""
+    per_a = cast(pd.Series, a.groupby("text_id")[metric].mean())
+    per_b = cast(pd.Series, b.groupby("text_id")[metric].mean())
+    shared = list(per_a.index.intersection(per_b.index))
+    text = paired_test(per_a.loc[shared].to_numpy(), per_b.loc[shared].to_numpy(), n_boot=n_boot, seed=seed)
+    word = word_permutation_test(
+        word_means(cast(pd.DataFrame, a[a["text_id"].isin(shared)]), metric),
+        word_means(cast(pd.DataFrame, b[b["text_id"].isin(shared)]), metric),
+        n_perm=n_perm,
+        seed=seed,
+    )
+    return {
+        "mean_diff": text.mean_diff,
+        "ci_low": text.ci_low,
+        "ci_high": text.ci_high,
+        "n_pairs": text.n_pairs,
+        "n_words_a": word.n_a,
+        "n_words_b": word.n_b,
+        "p_text": text.p_value,
+        "p_word": word.p_value,
+        "p_word_min": word.p_min,
+        "p_value": intersection_union(text.p_value, word.p_value, text.mean_diff, word.mean_diff),
+    }
+
+
+def intersection_union(p_text: float, p_word: float, diff_text: float, diff_word: float) -> float:
+    """max of the two p-values (NaN if either is), or 1 where the text- and word-level differences point
+    in opposite directions (both rejecting would then claim no one direction)."""
+    if math.isnan(p_text) or math.isnan(p_word):
+        return float("nan")
+    if diff_text * diff_word < 0:
+        return 1.0
+    return max(p_text, p_word)
