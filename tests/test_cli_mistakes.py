@@ -189,6 +189,19 @@ def test_a_finetune_refused_leaves_no_empty_out_folder(tiny_llama, tmp_path, cap
     assert not (tmp_path / "runs").exists()
 
 
+def test_finetune_on_a_finished_run_says_it_returned_it(tiny_llama, tmp_path, capsys):
+    """A rerun of a finished run printed "wrote adapter OUT: ..." as if it had trained again."""
+    out = tmp_path / "lora"
+    argv = ["finetune", "--base", str(tiny_llama[0]), "--data", str(_questions()), "--out", str(out)]
+    argv += ["--max-steps", "1", "--batch-size", "2", "--no-progress"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.startswith(f"wrote adapter {out}: 1 steps")
+    assert main([*argv, "--save-steps", "1"]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith(f"returned the finished run in {out}, nothing trained: 1 steps"), said
+    assert "wrote" not in said
+
+
 @pytest.mark.parametrize("body", ["", "# nothing set yet\n"])
 def test_run_refuses_an_experiment_file_without_keys(tmp_path, capsys, monkeypatch, body):
     """An empty (or wrong) experiment file ran the whole demo study into ./specprobe-demo."""

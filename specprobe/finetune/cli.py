@@ -244,10 +244,10 @@ def run_finetune(args: argparse.Namespace) -> int:
         return stop.exit_code
     m = run.manifest
     if int(os.environ.get("RANK", "0")) == 0:
-        print(
-            f"wrote adapter {run.path}: {m.get('steps')} steps, final loss {m.get('final_loss'):.4f}, "
-            f"{m.get('wall_time_s', 0):.1f} s"
+        done = (
+            f"returned the finished run in {run.path}, nothing trained" if run.reused else f"wrote adapter {run.path}"
         )
+        print(f"{done}: {m.get('steps')} steps, final loss {m.get('final_loss'):.4f}, {m.get('wall_time_s', 0):.1f} s")
     return 0
 
 

@@ -76,11 +76,13 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainRun:
     """What `train` returns: the output directory and its manifest. `train` only returns finished runs
-    (a stopped one raises `TrainingInterrupted`), so `completed` is always True."""
+    (a stopped one raises `TrainingInterrupted`), so `completed` is always True. `reused`: `out` already
+    held this run, finished, and it was returned as it was (nothing trained in this call)."""
 
     path: Path
     manifest: dict
     completed: bool = True
+    reused: bool = False
 
     @property
     def adapter(self) -> Path:
@@ -780,7 +782,7 @@ def train(
             state, found = trainer.prepare_out(overwrite)
             if state == "done":
                 trainer.say_done(found)
-                return TrainRun(trainer.out, found, True)
+                return TrainRun(trainer.out, found, True, reused=True)
             trainer.load()
             if state == "overwrite":
                 trainer.clear_for_overwrite()
