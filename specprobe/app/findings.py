@@ -233,11 +233,18 @@ def shift_finding(matrix: pd.DataFrame, link: str = "") -> Finding:
         )
     evidence = (
         f"Mean terms − control words over cells {_num(mean, True)} logp/token (range {_num(tested['mean'].min(), True)} "
-        f"to {_num(tested['mean'].max(), True)}); paired Wilcoxon signed-rank test per text, Holm across all "
-        f"model × specialty cells; smallest {p_text(tested['p_holm'].min(), 'p_holm')}."
+        f"to {_num(tested['mean'].max(), True)}); a cell is tested with texts and words both random: a paired "
+        "Wilcoxon signed-rank test per text and a permutation test of its term words against the control words, "
+        f"p the larger of the two; Holm across all model × specialty cells; smallest {p_text(tested['p_holm'].min(), 'p_holm')}."
     )
     if len(matrix) > n:
         evidence += f" {len(matrix) - n} cell(s) without a test (fewer than 2 texts with both terms and control words)."
+    few = int((col(tested, "p_word_min") >= ALPHA).sum()) if "p_word_min" in tested else 0
+    if few:
+        evidence += (
+            f" {few} tested cell(s) have too few words to ever reach p < {ALPHA:g} (the word-level test's smallest "
+            "possible p is above it): not significant there is no evidence of no rise."
+        )
     return Finding(Q_SHIFT, answer, evidence, verdict, link)
 
 

@@ -259,6 +259,10 @@ def _terms_vs_control_charts(table: pd.DataFrame, metric: str) -> list[Block]:
     return blocks
 
 
+# by_specialty's test with words as well as texts random: word counts and the two p-values p_value combines
+WORD_TEST_COLUMNS = ("n_words", "n_control_words", "p_text", "p_word", "p_word_min")
+
+
 def specialty_delta_matrix(
     comparisons: Mapping[str, Any],
     *,
@@ -268,7 +272,8 @@ def specialty_delta_matrix(
 ) -> pd.DataFrame:
     """Long table for the fine-tuning specialty × term specialty heatmap from {fine-tuning specialty:
     Comparison}: columns finetune_specialty, term_specialty, mean, ci_low, ci_high, n, n_texts (and,
-    `relative_to_control`, the paired terms-minus-control difference with n_pairs, p_value, p_holm).
+    `relative_to_control`, the paired terms-minus-control difference with n_pairs, the word counts and
+    component tests of `Comparison.by_specialty` (WORD_TEST_COLUMNS), p_value and p_holm).
 
     p_holm is Holm across every cell of the matrix: the heatmap's asterisks and the report's finding read
     all models × term specialties as one family (Holm within each model let 8 models × 8 specialties
@@ -288,6 +293,7 @@ def specialty_delta_matrix(
                         "ci_low": rec["minus_control_ci_low"],
                         "ci_high": rec["minus_control_ci_high"],
                         "n_pairs": rec["n_pairs"],
+                        **{c: rec.get(c, np.nan) for c in WORD_TEST_COLUMNS},
                         "p_value": rec["p_value"],
                     }
                 )
