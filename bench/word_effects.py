@@ -14,6 +14,7 @@ the word-level test alone (p_word) and the new combined p_value; docs/method.md 
 from __future__ import annotations
 
 import argparse
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -48,7 +49,7 @@ def simulate_cell(
     t, w = np.concatenate(texts), np.concatenate(words)
     delta = shift[w] + main[t] + inter[t] * is_term[w] + rng.normal(0, 1, t.size)
     frame = pd.DataFrame({"text_id": t, "term": w, "delta_per_token": delta})
-    return frame[is_term[w]], frame[~is_term[w]]
+    return cast(pd.DataFrame, frame[is_term[w]]), cast(pd.DataFrame, frame[~is_term[w]])
 
 
 def rejection_rates(
@@ -78,7 +79,7 @@ def rejection_rates(
 
 def main() -> None:
     """Print the null false-positive rates and the power for a term shift, old test and new."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--reps", type=int, default=400)
     ap.add_argument("--effect", type=float, default=0.5, help="term shift for the power rows (noise sd 1)")
     args = ap.parse_args()
