@@ -278,5 +278,17 @@ def test_a_missing_or_file_adapter_is_named_as_such(tmp_path, capsys):
     assert f"adapter {afile} is a file, not a folder" in _error(capsys, [*argv, "--adapter", str(afile)])
     from specprobe.probe.training_data import read_adapter_manifest  # seen-unseen's reader of --adapter
 
-    with pytest.raises(NotADirectoryError, match="is a file; give the adapter's folder"):
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder; give the adapter's folder"):
         read_adapter_manifest(str(afile))
+
+
+def test_evaluate_matrix_names_an_adapter_file_as_a_file(tmp_path, capsys):
+    """evaluate --matrix --adapter FILE said "adapter directory not found" for a file that is there (the
+    check trajectory and seen-unseen share now)."""
+    afile = tmp_path / "adapter_model.safetensors"
+    afile.write_bytes(b"x")
+    argv = ["evaluate", "--model", str(tmp_path / "no-model"), "--data", str(_questions()), "--matrix"]
+    argv += ["--out", str(tmp_path / "m.json")]
+    assert f"adapter {afile} is a file, not a folder" in _error(capsys, [*argv, "--adapter", str(afile)])
+    err = _error(capsys, [*argv, "--adapter", str(tmp_path / "lroa")])
+    assert f"adapter folder not found: {tmp_path / 'lroa'}" in err

@@ -80,6 +80,17 @@ def is_adapter_dir(path: str | os.PathLike) -> bool:
     return Path(path).is_dir() and (Path(path) / "adapter_config.json").exists()
 
 
+def check_adapter_folder(path: str | os.PathLike, hint: str = "") -> Path:
+    """`path` as an existing folder: a file given for the adapter's folder (its weights file) is named as a
+    file (`NotADirectoryError`, with `hint`), a missing one as missing, never one said as the other."""
+    folder = Path(path)
+    if folder.is_file():
+        raise NotADirectoryError(f"adapter {folder} is a file, not a folder{hint}")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"adapter folder not found: {folder}")
+    return folder
+
+
 def refuse_adapter_as_model(source: str | os.PathLike, what: str = "model", adapter_as: str | None = None) -> None:
     """A PEFT adapter folder given where a base model is expected: a `ModelLoadError` saying so and naming the
     model it was trained on (loading it as a model said "cannot load a tokenizer ... install sentencepiece").

@@ -20,7 +20,14 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from specprobe.core.models import ModelLoadError, ModelPair, check_adapter_base, context_length, is_adapter_dir
+from specprobe.core.models import (
+    ModelLoadError,
+    ModelPair,
+    check_adapter_base,
+    check_adapter_folder,
+    context_length,
+    is_adapter_dir,
+)
 from specprobe.core.results import Result
 from specprobe.finetune.data import load_selected, read_manifest
 from specprobe.finetune.evaluation import (
@@ -215,7 +222,7 @@ def expand_adapter_dirs(paths: Sequence[str | os.PathLike]) -> list[str]:
                 raise ValueError(f"{p!r} is neither an adapter directory nor a folder of adapter directories")
             found += subs
         else:
-            raise FileNotFoundError(f"adapter directory not found: {p}")
+            check_adapter_folder(p)  # a file given for the folder is named as a file, not as missing
     return found
 
 

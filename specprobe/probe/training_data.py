@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from specprobe.core.models import adapter_weights_sha256
+from specprobe.core.models import adapter_weights_sha256, check_adapter_folder
 from specprobe.core.step_order import group_indices
 from specprobe.terms.datasets import QARecord, load_qa
 from specprobe.terms.records import records_sha256
@@ -72,10 +72,7 @@ def read_adapter_manifest(adapter: Any) -> tuple[dict | None, str | None]:
         )
     path = Path(adapter)
     folder = path.parent if path.name == MANIFEST else path
-    if folder.is_file():  # was "adapter directory not found" for a file that is there
-        raise NotADirectoryError(f"adapter {folder} is a file; give the adapter's folder (with its {MANIFEST})")
-    if not folder.is_dir():
-        raise FileNotFoundError(f"adapter directory not found: {folder}")
+    check_adapter_folder(folder, f"; give the adapter's folder (with its {MANIFEST})")
     file = folder / MANIFEST
     if not file.exists():
         return None, str(folder)

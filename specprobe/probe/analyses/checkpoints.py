@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from specprobe.core.models import is_adapter_dir
+from specprobe.core.models import check_adapter_folder, is_adapter_dir
 from specprobe.utils.io import read_json, sha256_file
 
 WEIGHTS = "adapter_model.safetensors"
@@ -61,10 +61,7 @@ def _point(step: Any, path: Any, where: str) -> Checkpoint:
 
 def _from_manifest(folder: Path) -> Checkpoints:
     manifest_path = folder / "manifest.json"
-    if not folder.exists():  # was "no manifest.json; pass a list of (step, adapter folder)" for a typo
-        raise FileNotFoundError(f"adapter folder not found: {folder}")
-    if not folder.is_dir():
-        raise NotADirectoryError(f"adapter {folder} is a file, not a folder")
+    check_adapter_folder(folder)  # a typo was "no manifest.json; pass a list of (step, adapter folder)"
     if not manifest_path.exists():
         raise ValueError(f"{folder}: no manifest.json; pass a list of (step, adapter folder) instead")
     manifest = read_json(manifest_path)
