@@ -160,7 +160,7 @@ def read_parquet(path: str | os.PathLike):
         raise ValueError(f"{path}: {exc}") from exc
 
 
-def unpacked(table):
+def unpacked(table: Any) -> Any:
     """`table` with a packed header (`specprobe.gz`: a parquet file's long header, as read by pyarrow itself)
     restored under `specprobe`, where `Result.from_arrow` reads it."""
     return table.replace_schema_metadata(_unpack(table.schema.metadata or {}))

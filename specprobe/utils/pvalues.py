@@ -4,9 +4,10 @@ probe: probe's results render through reports) adjust a family of p-values with 
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
-def holm(p_values) -> np.ndarray:
+def holm(p_values: ArrayLike) -> np.ndarray:
     """Holm-Bonferroni adjusted p-values (NaNs stay NaN and do not count as tests)."""
     p = np.asarray(p_values, dtype=float)
     out = np.full_like(p, np.nan)
