@@ -292,3 +292,16 @@ def test_evaluate_matrix_names_an_adapter_file_as_a_file(tmp_path, capsys):
     assert f"adapter {afile} is a file, not a folder" in _error(capsys, [*argv, "--adapter", str(afile)])
     err = _error(capsys, [*argv, "--adapter", str(tmp_path / "lroa")])
     assert f"adapter folder not found: {tmp_path / 'lroa'}" in err
+
+
+def test_a_medmcqa_file_whose_cop_cannot_tell_its_base_says_what_finetune_takes(tmp_path, capsys):
+    """The refusal told finetune (and evaluate, compare, run) to pass --mapping, an option only terms build has."""
+    rows = [
+        {"id": f"q{i}", "question": f"Q{i}?", "opa": "a", "opb": "b", "opc": "c", "opd": "d", "cop": i}
+        for i in (1, 2, 3)
+    ]
+    data = tmp_path / "mc.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    err = _error(capsys, ["finetune", "--base", str(tmp_path / "b"), "--data", str(data), "--out", str(tmp_path / "o")])
+    assert f"{data}: field 'cop' holds only 1, 2, 3" in err and "(CLI: --mapping" not in err
+    assert "finetune, evaluate, compare and run commands take no mapping: give them the questions as S-MedQA" in err

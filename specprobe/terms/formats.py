@@ -230,8 +230,9 @@ def _cop_base(path: Path, items: Sequence[Any], columns: dict) -> int:
     seen = "both 0 and 4" if 0 in numbers else f"only {', '.join(map(str, sorted(numbers)))}"
     raise DataError(
         f"{path}: field 'cop' holds {seen}, so it cannot tell whether options count from 0 (Hugging Face "
-        f'copy) or 1 (original release); pass it: mapping={{"cop_base": 0}} or 1 (CLI: --mapping '
-        f"'{{\"cop_base\": 0}}')"
+        f'copy) or 1 (original release); pass it: mapping={{"cop_base": 0}} or 1 (load_qa, build_lexicon), '
+        f"`terms build --mapping '{{\"cop_base\": 0}}'`; the finetune, evaluate, compare and run commands "
+        "take no mapping: give them the questions as S-MedQA JSON (in Python, the records load_qa reads)"
     )
 
 
