@@ -305,3 +305,18 @@ def test_a_medmcqa_file_whose_cop_cannot_tell_its_base_says_what_finetune_takes(
     err = _error(capsys, ["finetune", "--base", str(tmp_path / "b"), "--data", str(data), "--out", str(tmp_path / "o")])
     assert f"{data}: field 'cop' holds only 1, 2, 3" in err and "(CLI: --mapping" not in err
     assert "finetune, evaluate, compare and run commands take no mapping: give them the questions as S-MedQA" in err
+
+
+def test_an_adapter_with_a_damaged_tokenizer_given_as_tuned_is_not_called_a_base(tiny_llama, tmp_path):
+    """An adapter folder with its own tokenizer.json (checked against the base's) that does not load was said to
+    be 'a PEFT adapter folder, not a base model: give the model it was trained on instead', though it was
+    given as tuned; it is the tokenizer's loading error again."""
+    import shutil
+
+    from specprobe.core.models import ModelLoadError, ModelPair
+
+    base, adapter = tiny_llama
+    shutil.copytree(adapter, tmp_path / "lora")
+    (tmp_path / "lora" / "tokenizer.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match=r"^cannot load a tokenizer from '.*lora': Expecting property name"):
+        ModelPair.load(str(base), str(tmp_path / "lora"), device="cpu")

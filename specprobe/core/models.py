@@ -275,6 +275,10 @@ def _targeted_biases(config: Any, lm: HFModel) -> list[str]:
     ]
 
 
+#: files a saved tokenizer is read from: an adapter folder holding one keeps its loading error (it was given as tuned)
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
+
+
 def load_tokenizer(source: str, trust_remote_code: bool = False, revision: str | None = None):
     """The fast tokenizer of a hub id (at `revision`) or local directory; a `ModelLoadError` saying why not."""
     from transformers import AutoTokenizer
@@ -285,7 +289,8 @@ def load_tokenizer(source: str, trust_remote_code: bool = False, revision: str |
             source, use_fast=True, trust_remote_code=trust_remote_code, revision=revision
         )
     except (OSError, ValueError) as exc:
-        refuse_adapter_as_model(source)  # an adapter folder without a tokenizer: say what it is
+        if not any((Path(source) / name).exists() for name in _TOKENIZER_FILES):
+            refuse_adapter_as_model(source)  # an adapter folder without a tokenizer: say what it is
         raise ModelLoadError(f"cannot load a tokenizer from {source!r}: {exc}") from exc
     require_fast(tok)
     return tok
