@@ -142,7 +142,7 @@ def write_parquet(path: str | os.PathLike, table) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def read_parquet(path: str | os.PathLike):
+def read_parquet(path: str | os.PathLike) -> Any:
     """An Arrow table from a parquet file; damage is a ValueError naming the file."""
     pq = require("pyarrow.parquet", "parquet", f"reading {path}")
     import pyarrow as pa

@@ -69,6 +69,7 @@ def general_text_parser(analyses: argparse._SubParsersAction, common: Common, ou
 
 
 def run_trajectory(args: argparse.Namespace) -> int:
+    """`specprobe analyze trajectory`: score every snapshot of an adapter; its inputs are checked before any model loads."""
     from specprobe.probe.analyses.trajectory import trajectory
     from specprobe.probe.cli import read_terms_and_texts
     from specprobe.probe.options import ProbeOptions, check_out_dir
