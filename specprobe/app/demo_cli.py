@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from specprobe.app.config import REUSABLE_STAGES
+from specprobe.utils.pvalues import holm
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from specprobe.app.experiment_result import ExperimentResult
 
 
@@ -130,17 +133,26 @@ def _finish(result: ExperimentResult, started: float) -> int:
             "\nMean delta log-prob per token (rows: fine-tuned on; columns: term specialty; 'control' = ordinary words):"
         )
         print(wide.to_string(float_format=lambda v: f"{v:+.3f}"))
-        terms = matrix[matrix["specialty"] != "control"]
-        control = matrix[matrix["specialty"] == "control"]
-        print(
-            f"\nclinical terms: mean delta/token {terms['mean_delta_per_token'].mean():+.3f} over "
-            f"{len(terms)} (adapter, specialty) cells; control words {control['mean_delta_per_token'].mean():+.3f}; "
-            f"cells with terms - control > 0 at p_holm < 0.05: "
-            f"{int(((terms['minus_control'] > 0) & (terms['p_holm'] < 0.05)).sum())}/{len(terms)}"
-        )
+        print(shift_line(matrix))
     print(f"\nfinished in {time.perf_counter() - started:.0f} s")
     print(f"report: {path}")
     return 0
+
+
+def shift_line(matrix: pd.DataFrame) -> str:
+    """The terms-vs-control summary of a compare matrix (one `by_specialty` table per adapter), counted as the
+    report's finding counts it: Holm across every tested (adapter, specialty) cell, not within each adapter."""
+    terms = matrix[matrix["specialty"] != "control"]
+    control = matrix[matrix["specialty"] == "control"]
+    tested = cast("pd.DataFrame", terms[cast("pd.Series", terms["p_value"]).notna()])
+    rose = int(((tested["minus_control"] > 0) & (holm(tested["p_value"]) < 0.05)).sum())
+    untested = f", {len(terms) - len(tested)} untested" if len(terms) > len(tested) else ""
+    return (
+        f"\nclinical terms: mean delta/token {terms['mean_delta_per_token'].mean():+.3f} over "
+        f"{len(terms)} (adapter, specialty) cells; control words {control['mean_delta_per_token'].mean():+.3f}; "
+        f"terms rose above control words (texts and words random, Holm across cells, p < 0.05) in "
+        f"{rose}/{len(tested)} tested cells{untested}"
+    )
 
 
 def run_demo(args: argparse.Namespace) -> int:
