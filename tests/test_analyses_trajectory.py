@@ -170,16 +170,21 @@ def test_checkpoint_inputs_are_checked(runs, tmp_path):
 
 
 def synthetic(own_from: int | None, steps=(0, 1, 2, 3), n_texts: int = 12, seed: int = 0) -> Trajectory:
-    """Per text one Cardiology and one Neurology term and a control word; the Cardiology delta rises
-    above the Neurology one from step `own_from` on (never, for None); both share a domain shift."""
+    """Per text six Cardiology and six Neurology terms and a control word; the Cardiology deltas rise
+    above the Neurology ones from step `own_from` on (never, for None); both share a domain shift. (Six
+    words a side: own vs other takes words as random too, and 6 against 6 can reach p = 2/924, below Holm's
+    0.05/4; one word against one could never reach p < 1.)"""
     rng = np.random.default_rng(seed)
+    words = [(f"cardio{i}", ("Cardiology",), True) for i in range(6)] + [
+        (f"neuro{i}", ("Neurology",), False) for i in range(6)
+    ]
     rows = []
     for step in steps:
         for t in range(n_texts):
             shift = 0.1 * step + rng.normal(0, 0.01)
             lift = 0.5 if own_from is not None and step >= own_from else 0.0
-            for term, spec, d in (("digoxin", ("Cardiology",), shift + lift), ("seizure", ("Neurology",), shift)):
-                rows.append((step, f"t{t}", term, spec, False, d + rng.normal(0, 0.01)))
+            for term, spec, own in words:
+                rows.append((step, f"t{t}", term, spec, False, shift + lift * own + rng.normal(0, 0.01)))
             rows.append((step, f"t{t}", "patient", ("control",), True, rng.normal(0, 0.01)))
     df = pd.DataFrame(rows, columns=["step", "text_id", "term", "specialties", "is_control", "delta"])
     df = df.assign(text_specialties=[()] * len(df), n_tokens=1, logp_base=-5.0)

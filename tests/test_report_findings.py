@@ -32,10 +32,16 @@ from tests.test_reports_browser import chromium  # noqa: F401  (the fixture: ski
 TERMS = {
     "seizure": ("Neurology",),
     "stroke": ("Neurology",),
+    "epilepsy": ("Neurology",),
+    "migraine": ("Neurology",),
     "chest pain": ("Cardiology",),
     "angina": ("Cardiology",),  # a second word: one term word against 20 control words gives no p below 1/21
+    "arrhythmia": ("Cardiology",),
+    "heart failure": ("Cardiology",),
     "cirrhosis": ("Gastroenterology",),
 }
+# 4 terms per arm's specialty: own vs other words (words random too) is 4 words against 5, whose smallest
+# p, 1/126, passes Holm across 2 models or 2 checkpoints; 2 against 3 could give no p below 0.1
 # 20 control words: with 2 terms a specialty's word-level test (2 words among 22) can reach p = 1/231, below
 # the Holm threshold of the 6-cell matrix; against 3 control words it could give no p below 0.1
 CONTROLS = (
@@ -480,7 +486,7 @@ def test_optional_analyses_add_a_finding_and_a_section(experiment, tmp_path):
     findings = page.sections[0].blocks[0].findings
     assert len(findings) == 7
     memo, link, traj_f, general = findings[3:]
-    # seen (seizure) and unseen (stroke) Neurology terms rise alike
+    # seen (seizure) and unseen (stroke, epilepsy, migraine) Neurology terms rise alike
     assert "memorisation" in memo.question and memo.verdict == "not shown"
     assert "not significant after Holm correction" in memo.answer
     assert link.verdict == "yes" and "rho = +" in link.answer
@@ -832,7 +838,7 @@ def test_own_specialty_terms_follow_trained_on_in_the_box_plots_as_in_own_vs_oth
     comps = {"neuro-lora": make_arm("Neurology", own_effect=0.5)}
     trained_on = {"neuro-lora": "Neurology"}
     long, _, _ = _occurrence_groups(comps, "delta_per_token", trained_on)
-    assert (long["group"] == "own-specialty terms").sum() == 2 * 30  # seizure and stroke in 30 texts
+    assert (long["group"] == "own-specialty terms").sum() == 4 * 30  # the 4 Neurology terms in 30 texts
     median = re.search(r"own-specialty terms \+([0-9.]+)", distributions_reading(comps, trained_on))
     assert median and abs(float(median.group(1)) - 0.7) < 0.01  # 0.2 + own_effect 0.5
     assert own_vs_other(comps, trained_on, n_boot=N_BOOT)["n_pairs"].tolist() == [30]

@@ -239,13 +239,20 @@ def shift_finding(matrix: pd.DataFrame, link: str = "") -> Finding:
     )
     if len(matrix) > n:
         evidence += f" {len(matrix) - n} cell(s) without a test (fewer than 2 texts with both terms and control words)."
-    few = int((col(tested, "p_word_min") >= ALPHA).sum()) if "p_word_min" in tested else 0
-    if few:
-        evidence += (
-            f" {few} tested cell(s) have too few words to ever reach p < {ALPHA:g} (the word-level test's smallest "
-            "possible p is above it): not significant there is no evidence of no rise."
-        )
+    evidence += too_few_words(tested, "tested cell(s)", "rise")
     return Finding(Q_SHIFT, answer, evidence, verdict, link)
+
+
+def too_few_words(tested: Any, rows: str, change: str) -> str:
+    """The sentence that names the `rows` whose word-level test cannot reach ALPHA (p_word_min >= ALPHA): a
+    "not significant" there is a lack of words, not evidence of no `change` ("" when there are none)."""
+    few = int((col(tested, "p_word_min") >= ALPHA).sum()) if "p_word_min" in tested else 0
+    if not few:
+        return ""
+    return (
+        f" {few} {rows} have too few words to ever reach p < {ALPHA:g} (the word-level test's smallest "
+        f"possible p is above it): not significant there is no evidence of no {change}."
+    )
 
 
 def shift_reading(matrix: pd.DataFrame) -> str:
@@ -302,9 +309,12 @@ def own_finding(own: pd.DataFrame, link: str = "") -> Finding:
             "in the same texts (mean over models), not significant after Holm correction."
         )
     evidence = (
-        f"Mean own − other {_num(mean, True)} logp/token over {n} model(s); paired Wilcoxon signed-rank test per "
-        f"text, Holm across models; smallest {p_text(tested['p_holm'].min(), 'p_holm')}."
+        f"Mean own − other {_num(mean, True)} logp/token over {n} model(s); tested with texts and words both "
+        "random: a paired Wilcoxon signed-rank test per text and a permutation test of the own specialty's "
+        f"term words against the other specialties' term words, p the larger of the two; Holm across models; "
+        f"smallest {p_text(tested['p_holm'].min(), 'p_holm')}."
     )
+    evidence += too_few_words(tested, "model(s)", "difference")
     return Finding(Q_OWN, answer, evidence, verdict, link)
 
 

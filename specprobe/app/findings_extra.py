@@ -11,7 +11,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from specprobe.app.findings import ALPHA, _num, _verdict, mean_of, p_text
+from specprobe.app.findings import ALPHA, _num, _verdict, mean_of, p_text, too_few_words
 from specprobe.reports.analyses import onset_words
 from specprobe.reports.page import Finding
 
@@ -53,9 +53,12 @@ def seen_unseen_finding(results: Mapping[str, Any], n_boot: int = 2000, link: st
             "specialty, not significant after Holm correction."
         )
     evidence = (
-        f"Mean seen − unseen (same specialty) {_num(mean, True)} logp/token; paired Wilcoxon per text, Holm "
-        f"across contrasts; smallest {p_text(tested['p_holm'].min(), 'p_holm')}."
+        f"Mean seen − unseen (same specialty) {_num(mean, True)} logp/token; tested with texts and words both "
+        "random: a paired Wilcoxon signed-rank test per text and a permutation test of the seen words against "
+        "the unseen words, p the larger of the two; Holm across contrasts; smallest "
+        f"{p_text(tested['p_holm'].min(), 'p_holm')}."
     )
+    evidence += too_few_words(tested, "model(s)", "difference")
     reading = (
         "A term 'seen' in a model's training questions that rises far more than unseen terms of the same "
         "specialty points to memorised questions rather than learned knowledge. "
@@ -142,7 +145,11 @@ def trajectory_finding(results: Mapping[str, Any], n_boot: int = 2000, link: str
             "Not shown: in no model does the own specialty stay ahead to the last checkpoint, significant after "
             f"Holm correction ({per})."
         )
-    evidence = "Own − other specialties' terms per checkpoint, paired Wilcoxon per text, Holm across checkpoints (p_holm < 0.05)."
+    evidence = (
+        "Own − other specialties' terms per checkpoint, texts and words both random: a paired Wilcoxon "
+        "signed-rank test per text and a permutation test of the own specialty's term words against the other "
+        "specialties' term words, p the larger of the two; Holm across checkpoints (p_holm < 0.05)."
+    )
     reading = (
         "Each checkpoint of training is compared with the base model. Specialty knowledge that builds up with "
         f"training shows as the own specialty's line rising away from the others. {per}."

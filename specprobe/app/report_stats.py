@@ -4,7 +4,8 @@ finding has a p-value behind it:
 - `accuracy_vs_base`: each fine-tuned model's accuracy on a test specialty against the base model's on the
   same questions (Fisher's exact test, Holm across the cells);
 - `own_vs_other`: per fine-tuned model, its own specialty's terms against the other specialties' terms in
-  the same texts (paired by text, Wilcoxon, Holm across the models): specialty knowledge beyond the shift.
+  the same texts, texts and words both random (`stats.texts_and_words_test`, Holm across the models):
+  specialty knowledge beyond the shift.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from specprobe.probe.stats import holm, paired_test
+from specprobe.probe.stats import N_PERM, holm, named_word_counts, texts_and_words_test
 from specprobe.reports.sections import is_own_term, own_specialties
 
-OWN_COLUMNS = ["finetune_specialty", "own_specialty", "mean_diff", "ci_low", "ci_high", "n_pairs", "p_value", "p_holm"]
+OWN_COLUMNS = [
+    *("finetune_specialty", "own_specialty", "mean_diff", "ci_low", "ci_high", "n_pairs", "n_own_words"),
+    *("n_other_words", "p_text", "p_word", "p_word_min", "p_value", "p_holm"),
+]
 
 
 def accuracy_vs_base(frame: pd.DataFrame) -> pd.DataFrame:
@@ -57,11 +61,14 @@ def own_vs_other(
     *,
     metric: str = "delta_per_token",
     n_boot: int = 2000,
+    n_perm: int = N_PERM,
 ) -> pd.DataFrame:
-    """Per fine-tuned model trained on one specialty: per text, the mean `metric` of the terms of that
-    specialty minus the mean of the other specialties' terms (texts with both); mean difference with a
-    bootstrap CI, two-sided Wilcoxon p, and p_holm across the models. Models trained on every specialty
-    are left out. The control words' shift is common to both groups of a text and cancels."""
+    """Per fine-tuned model trained on one specialty: its terms against the other specialties' terms with
+    texts and words random (`stats.texts_and_words_test`): per text, the mean `metric` of the own terms
+    minus that of the other terms (texts with both), mean difference with a bootstrap CI, p_text (Wilcoxon
+    over the texts), p_word (own words against other words, permuted; p_word_min: the smallest it can be),
+    p_value the larger, p_holm across the models. Models trained on every specialty are left out. The
+    control words' shift is common to both groups of a text and cancels."""
     rows = []
     for name, comp in comparisons.items():
         own = own_specialties(str(name), trained_on)
@@ -71,19 +78,14 @@ def own_vs_other(
         terms = cast(pd.DataFrame, scored[~scored["is_control"]])
         is_own = terms["specialties"].map(lambda s, own=own: is_own_term(s, own))
         is_other = terms["specialties"].map(lambda s: len(s) > 0) & ~is_own
-        a = cast(pd.Series, terms[is_own].groupby("text_id")[metric].mean())
-        b = cast(pd.Series, terms[is_other].groupby("text_id")[metric].mean())
-        shared = a.index.intersection(b.index)
-        test = paired_test(a.loc[shared].to_numpy(), b.loc[shared].to_numpy(), n_boot=n_boot)
+        test = texts_and_words_test(
+            cast(pd.DataFrame, terms[is_own]), cast(pd.DataFrame, terms[is_other]), metric, n_boot=n_boot, n_perm=n_perm
+        )
         rows.append(
             {
                 "finetune_specialty": str(name),
                 "own_specialty": ", ".join(_spelled(cast(pd.Series, terms["specialties"]), own)),
-                "mean_diff": test.mean_diff,
-                "ci_low": test.ci_low,
-                "ci_high": test.ci_high,
-                "n_pairs": test.n_pairs,
-                "p_value": test.p_value,
+                **named_word_counts(test, "n_own_words", "n_other_words"),
             }
         )
     out = pd.DataFrame(rows, columns=OWN_COLUMNS[:-1])

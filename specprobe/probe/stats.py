@@ -241,6 +241,13 @@ def texts_and_words_test(
     }
 
 
+def named_word_counts(test: dict, words_a: str, words_b: str) -> dict:
+    """`texts_and_words_test`'s result with its word counts under a table's names (n_words_a -> `words_a`,
+    n_words_b -> `words_b`), so every contrast's table shows the same p_text, p_word, p_word_min, p_value."""
+    out = {k: v for k, v in test.items() if k not in ("n_words_a", "n_words_b")}
+    return {**out, words_a: test["n_words_a"], words_b: test["n_words_b"]}
+
+
 def intersection_union(p_text: float, p_word: float, diff_text: float, diff_word: float) -> float:
     """max of the two p-values (NaN if either is), or 1 where the text- and word-level differences point
     in opposite directions (both rejecting would then claim no one direction)."""

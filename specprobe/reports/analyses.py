@@ -26,8 +26,10 @@ NOTES = {
         "domain. Means are of Δ logp per token with 95% CIs that resample texts."
     ),
     "seen_unseen_tests": (
-        "Contrasts pair groups within texts: per text, the mean Δ of group a minus that of group b, over the "
-        "texts holding both (n_pairs); two-sided Wilcoxon signed-rank p, Holm-adjusted across contrasts."
+        "Contrasts take texts and words as random: per text, the mean Δ of group a minus that of group b, over "
+        "the texts holding both (n_pairs), tested with a two-sided Wilcoxon signed-rank test (p_text); group "
+        "a's words against group b's words there (n_words_a, n_words_b), a permutation test (p_word; "
+        "p_word_min: the smallest p so few words allow); p_value the larger, Holm-adjusted across contrasts."
     ),
     "accuracy_link": (
         "Per (adapter, question): accuracy change = correct(tuned) − correct(base) (−1, 0, +1); margin change = "
@@ -40,7 +42,7 @@ NOTES = {
         "questions differing in both x and the outcome (nothing to shuffle); note says why."
     ),
 }
-SEEN_FORMATS = {"p_value": ".3g", "p_holm": ".3g"}
+SEEN_FORMATS = {name: ".3g" for name in ("p_text", "p_word", "p_word_min", "p_value", "p_holm")}
 
 
 def _as_mapping(results: Any) -> Mapping[str, Any]:
@@ -138,10 +140,11 @@ NOTES.update(
     trajectory=(
         "Each checkpoint (snapshot) of the adapter is compared with the same base on the same texts. Lines: the "
         "mean Δ logp per token of each term specialty over training steps, with 95% CIs that resample texts "
-        "(bands); control words dashed. Terms minus controls: per text, mean term Δ minus mean control Δ, "
-        "Wilcoxon, Holm across steps. Own specialty ahead: per text, the mean Δ of the adapter's own "
-        "specialty's terms minus that of other specialties' terms, Holm across steps; the onset is the first "
-        "step from which it stays ahead."
+        "(bands); control words dashed. Terms minus controls: per text, mean term Δ minus mean control Δ. Own "
+        "specialty ahead: per text, the mean Δ of the adapter's own specialty's terms minus that of other "
+        "specialties' terms; the onset is the first step from which it stays ahead. Both take texts and words "
+        "as random: p_value is the larger of p_text (Wilcoxon over the texts) and p_word (a permutation test of "
+        "the one set of words against the other), Holm across steps."
     ),
     general_text=(
         "Whole general-English texts (WordNet glosses unless others were given) scored under base and tuned: "

@@ -94,7 +94,10 @@ NOTES: dict[str, str] = {
         "Own specialty vs other specialties: for each fine-tuned model, per text, the mean Δ/token of the terms "
         "of the specialty it was fine-tuned on minus the mean Δ/token of the other specialties' terms in the "
         "same text (texts holding both, n_pairs). The control-word shift is the same for both and cancels. "
-        "p: two-sided Wilcoxon signed-rank test; p_holm: Holm adjustment across the fine-tuned models."
+        "Texts and words are both random: p_text is a two-sided Wilcoxon signed-rank test over the texts, "
+        "p_word a permutation test of the own words against the other words (n_own_words, n_other_words; "
+        "p_word_min: the smallest p so few words allow), p_value the larger; p_holm: Holm adjustment across "
+        "the fine-tuned models."
     ),
     "significance": (
         "An asterisk on a heatmap cell: significant after Holm correction (p_holm < 0.05). Holm adjusts the "

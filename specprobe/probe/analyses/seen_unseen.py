@@ -32,10 +32,10 @@ from specprobe.probe.analyses.groups import (
 from specprobe.probe.comparison import METRICS, Comparison
 from specprobe.probe.inputs import UNASSIGNED
 from specprobe.probe.occurrences import MatchOptions
-from specprobe.probe.stats import cluster_bootstrap_mean, estimate_fields, holm, paired_test
+from specprobe.probe.stats import N_PERM, cluster_bootstrap_mean, estimate_fields, holm, texts_and_words_test
 from specprobe.probe.training_data import TrainingData, training_data
 
-#: the paired contrasts `tests()` reports, (a, b): per text, mean delta of group a minus group b
+#: the contrasts `tests()` reports, (a, b): group a's words against group b's, texts and words random
 CONTRASTS = (
     (SEEN, UNSEEN_SAME),
     (SEEN, UNSEEN_OTHER),
@@ -51,8 +51,8 @@ class SeenUnseen(AdapterInfo, Result):
     """One row per scored occurrence of a term or control word, with its group (seen, unseen_same,
     unseen_other, control) and the number of times its term occurs in the adapter's training questions.
 
-    `groups()`: mean delta per group with text-clustered CIs; `tests()`: paired per-text contrasts
-    between the groups (Wilcoxon, Holm-adjusted); `by_specialty()`: seen vs unseen per term specialty;
+    `groups()`: mean delta per group with text-clustered CIs; `tests()`: contrasts between the groups with
+    texts and words random (Holm-adjusted); `by_specialty()`: seen vs unseen per term specialty;
     `terms()`: one row per term."""
 
     kind: ClassVar[str] = "seen_unseen"
@@ -91,30 +91,21 @@ class SeenUnseen(AdapterInfo, Result):
             )
         return pd.DataFrame(rows)
 
-    def tests(self, metric: str = "delta_per_token", *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-        """Paired contrasts (`CONTRASTS`): per text, the mean delta of group a minus that of group b, over
-        the texts holding both (n_pairs); mean difference with a bootstrap CI, two-sided Wilcoxon
-        signed-rank p, Holm-adjusted across the contrasts (p_holm)."""
-        per_text = cast(pd.Series, self._frame.groupby(["group", "text_id"])[self._metric(metric)].mean())
+    def tests(
+        self, metric: str = "delta_per_token", *, n_boot: int = 2000, seed: int = 0, n_perm: int = N_PERM
+    ) -> pd.DataFrame:
+        """Contrasts (`CONTRASTS`) with texts and words random (`stats.texts_and_words_test`): per text, the
+        mean delta of group a minus that of group b over the texts holding both (n_pairs), mean difference
+        with a bootstrap CI and p_text (Wilcoxon); group a's words against group b's there (n_words_a,
+        n_words_b), p_word (permuted; p_word_min: the smallest it can be); p_value the larger, Holm-adjusted
+        across the contrasts (p_holm). Which group a term is in is a property of the word, so the words are
+        the unit the claim is about (docs/method.md section 11)."""
+        frame, metric = self._frame, self._metric(metric)
         rows = []
         for a, b in CONTRASTS:
-            sa = _group_series(per_text, a)
-            sb = _group_series(per_text, b)
-            shared = sa.index.intersection(sb.index)
-            test = paired_test(sa.loc[shared].to_numpy(), sb.loc[shared].to_numpy(), n_boot=n_boot, seed=seed)
-            rows.append(
-                {
-                    "adapter": self.adapter,
-                    "contrast": f"{a} - {b}",
-                    "a": a,
-                    "b": b,
-                    "mean_diff": test.mean_diff,
-                    "ci_low": test.ci_low,
-                    "ci_high": test.ci_high,
-                    "n_pairs": test.n_pairs,
-                    "p_value": test.p_value,
-                }
-            )
+            rows_a, rows_b = (cast(pd.DataFrame, frame[frame["group"] == g]) for g in (a, b))
+            test = texts_and_words_test(rows_a, rows_b, metric, n_boot=n_boot, seed=seed, n_perm=n_perm)
+            rows.append({"adapter": self.adapter, "contrast": f"{a} - {b}", "a": a, "b": b, **_ordered(test)})
         out = pd.DataFrame(rows)
         out["p_holm"] = holm(out["p_value"])
         return out
@@ -159,11 +150,13 @@ class SeenUnseen(AdapterInfo, Result):
         return f"{head}\n{groups.to_string(**fmt)}\n\n{tests.to_string(**fmt)}"  # pyright: ignore[reportCallIssue, reportArgumentType]
 
 
-def _group_series(per_text: pd.Series, group: str) -> pd.Series:
-    """The per-text means of one group (empty when the group has no occurrence)."""
-    if group in per_text.index.get_level_values(0):
-        return cast(pd.Series, per_text.xs(group, level=0))
-    return pd.Series(dtype=float)
+_TEST_COLUMNS = ("mean_diff", "ci_low", "ci_high", "n_pairs", "n_words_a", "n_words_b")
+_TEST_COLUMNS += ("p_text", "p_word", "p_word_min", "p_value")
+
+
+def _ordered(test: dict) -> dict:
+    """`texts_and_words_test`'s numbers in the table's column order."""
+    return {k: test[k] for k in _TEST_COLUMNS}
 
 
 def seen_unseen(

@@ -24,11 +24,15 @@ from specprobe.probe.analyses.checkpoints import Checkpoint, Checkpoints, read_c
 from specprobe.probe.comparison import METRICS, Comparison, occurrence_rows
 from specprobe.probe.options import ProbeOptions
 from specprobe.probe.prepare import Prepared, options_meta, prepare
-from specprobe.probe.stats import finite_rows, holm, paired_test
+from specprobe.probe.stats import N_PERM, finite_rows, holm, named_word_counts, texts_and_words_test
 
 NEVER = "never"
 _KEEP = ("text_id", "term", "specialties", "text_specialties", "is_control", "n_tokens")
 _VALUES = ("logp_base", "logp_tuned", "delta", "delta_per_token")
+_TESTS = ("mean_diff", "ci_low", "ci_high", "n_pairs")
+_P = ("p_text", "p_word", "p_word_min", "p_value")
+GAP_COLUMNS = ["step", *_TESTS, "n_words", "n_control_words", *_P, "p_holm"]
+OWN_COLUMNS = ["step", *_TESTS, "n_own_words", "n_other_words", *_P, "p_holm"]
 
 
 class Trajectory(AdapterInfo, Result):
@@ -38,7 +42,8 @@ class Trajectory(AdapterInfo, Result):
     `curves()`: per step and term specialty (and control words), the mean delta with a text-clustered
     CI and the paired gap over control words; `gap()`: all terms minus control words per step;
     `own_advantage()` / `onset()`: when the adapter's own specialty's delta first exceeds the other
-    specialties' (paired within texts, Holm-adjusted across steps), or "never"."""
+    specialties' (Holm-adjusted across steps), or "never". Both tests take texts and words as random
+    (`stats.texts_and_words_test`: p_value is the larger of p_text and p_word)."""
 
     kind: ClassVar[str] = "trajectory"
     tuple_columns: ClassVar[tuple[str, ...]] = ("specialties", "text_specialties")
@@ -57,21 +62,25 @@ class Trajectory(AdapterInfo, Result):
 
     def curves(self, metric: str = "delta_per_token", *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
         """`Comparison.by_specialty` of every step, stacked, with `step` first: per term specialty (and a
-        `control` row), mean delta with a 95% CI resampling texts, and minus_control (paired per text,
-        Wilcoxon, Holm-adjusted across the specialties of the step)."""
+        `control` row), mean delta with a 95% CI resampling texts, and minus_control (texts and words random:
+        p_text, p_word, p_value the larger, Holm-adjusted across the specialties of the step)."""
         frames = [self.comparison(s).by_specialty(metric, n_boot=n_boot, seed=seed).assign(step=s) for s in self.steps]
         out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         return cast(pd.DataFrame, out[["step", *[c for c in out.columns if c != "step"]]]) if len(out) else out
 
-    def gap(self, metric: str = "delta_per_token", *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-        """All terms minus control words, per step: per text the mean term delta minus the mean control
-        delta (texts with both), mean difference with a bootstrap CI, Wilcoxon p, Holm across steps."""
+    def gap(
+        self, metric: str = "delta_per_token", *, n_boot: int = 2000, seed: int = 0, n_perm: int = N_PERM
+    ) -> pd.DataFrame:
+        """All terms minus control words, per step, with texts and words random (`stats.texts_and_words_test`):
+        per text the mean term delta minus the mean control delta (texts with both), mean difference with a
+        bootstrap CI, p_text (Wilcoxon), p_word (the term words against the control words, permuted),
+        p_value the larger, Holm across steps."""
         rows = []
         for step, df in self._scored_steps(metric):
-            terms = _per_text(df[~df["is_control"]], metric)
-            ctrl = _per_text(df[df["is_control"]], metric)
-            rows.append({"step": step, **_paired(terms, ctrl, n_boot, seed)})
-        return _with_holm(rows)
+            terms, ctrl = cast(pd.DataFrame, df[~df["is_control"]]), cast(pd.DataFrame, df[df["is_control"]])
+            test = texts_and_words_test(terms, ctrl, metric, n_boot=n_boot, seed=seed, n_perm=n_perm)
+            rows.append({"step": step, **named_word_counts(test, "n_words", "n_control_words")})
+        return _with_holm(rows, GAP_COLUMNS)
 
     def own_advantage(
         self,
@@ -81,22 +90,26 @@ class Trajectory(AdapterInfo, Result):
         n_boot: int = 2000,
         seed: int = 0,
         alpha: float = 0.05,
+        n_perm: int = N_PERM,
     ) -> pd.DataFrame:
-        """Per step: per text, the mean delta of the terms of the adapter's own specialty (`specialty`,
-        default: what it was trained on) minus that of the terms of other specialties (texts with both);
-        mean difference with a bootstrap CI, two-sided Wilcoxon p, Holm across steps; `ahead` when the
-        difference is positive with p_holm < alpha. Empty for an adapter trained on every specialty."""
+        """Per step: the terms of the adapter's own specialty (`specialty`, default: what it was trained on)
+        against the terms of other specialties, texts and words random (`stats.texts_and_words_test`): per
+        text, own mean delta minus other mean delta (texts with both), mean difference with a bootstrap CI,
+        p_text (Wilcoxon), p_word (own words against other words, permuted), p_value the larger, Holm across
+        steps; `ahead` when the difference is positive with p_holm < alpha. Empty for an adapter trained on
+        every specialty."""
         own = _own_names(specialty if specialty is not None else self.trained_on)
         if own is None:
-            return pd.DataFrame(columns=["step", "mean_diff", "ci_low", "ci_high", "n_pairs", "p_value", "p_holm"])
+            return pd.DataFrame(columns=OWN_COLUMNS)
         rows = []
         for step, df in self._scored_steps(metric):
             terms = cast(pd.DataFrame, df[~df["is_control"]])
             is_own = terms["specialties"].map(lambda s: bool({x.lower() for x in s} & own))
             is_other = terms["specialties"].map(lambda s: len(s) > 0) & ~is_own
-            paired = _paired(_per_text(terms[is_own], metric), _per_text(terms[is_other], metric), n_boot, seed)
-            rows.append({"step": step, **paired})
-        out = _with_holm(rows)
+            own_rows, other_rows = cast(pd.DataFrame, terms[is_own]), cast(pd.DataFrame, terms[is_other])
+            test = texts_and_words_test(own_rows, other_rows, metric, n_boot=n_boot, seed=seed, n_perm=n_perm)
+            rows.append({"step": step, **named_word_counts(test, "n_own_words", "n_other_words")})
+        out = _with_holm(rows, OWN_COLUMNS)
         out["ahead"] = (out["mean_diff"] > 0) & (out["p_holm"] < alpha)
         return out
 
@@ -144,24 +157,9 @@ def _own_names(specialty: str | Sequence[str] | None) -> set[str] | None:
     return None if not own or "all" in own else own
 
 
-def _per_text(df: Any, metric: str) -> pd.Series:
-    return cast(pd.Series, df.groupby("text_id")[metric].mean())
-
-
-def _paired(a: pd.Series, b: pd.Series, n_boot: int, seed: int) -> dict:
-    shared = a.index.intersection(b.index)
-    test = paired_test(a.loc[shared].to_numpy(), b.loc[shared].to_numpy(), n_boot=n_boot, seed=seed)
-    return {
-        "mean_diff": test.mean_diff,
-        "ci_low": test.ci_low,
-        "ci_high": test.ci_high,
-        "n_pairs": test.n_pairs,
-        "p_value": test.p_value,
-    }
-
-
-def _with_holm(rows: list[dict]) -> pd.DataFrame:
-    out = pd.DataFrame(rows, columns=["step", "mean_diff", "ci_low", "ci_high", "n_pairs", "p_value"])
+def _with_holm(rows: list[dict], columns: list[str]) -> pd.DataFrame:
+    """The steps' rows as a table of `columns`, with p_holm: Holm across the steps."""
+    out = pd.DataFrame(rows, columns=columns[:-1])
     out["p_holm"] = holm(out["p_value"]) if len(out) else []
     return out
 
