@@ -27,12 +27,18 @@ def make_records(n: int = 12) -> list[QARecord]:
 
 
 def read_scalars(out: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar of every event file under out/logs/<project>, as (step, value) in file order."""
+    """Every scalar of every event file under out/logs/<project>, as (step, value) in the order logged.
+
+    Sorted by wall time (stable), not read in file-name order: a resumed run's event file can sort before
+    the first run's (tensorboard names files by the second and a per-process counter, "...9" > "...10")."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(out / LOGS / PROJECT))
     acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+    return {
+        tag: [(e.step, e.value) for e in sorted(acc.Scalars(tag), key=lambda e: e.wall_time)]
+        for tag in acc.Tags()["scalars"]
+    }
 
 
 def adapter_bytes(out: Path) -> bytes:
