@@ -380,8 +380,10 @@ def prepare_run(cfg: ExperimentConfig, root: Path, *, say: Say = print, remote: 
 
 def say_text_cap(test_path: Path, max_texts: int | None, say: Say) -> None:
     """Say when `max_texts` leaves test questions out of the probe stages, and which ones it keeps."""
+    if max_texts is None:  # no cap: nothing to say, and no need to read the test file
+        return
     n = len(probe_texts(test_path, None))
-    if max_texts is not None and max_texts < n:
+    if max_texts < n:
         say(
             f"[note] max_texts = {max_texts}: compare, layers and trajectory score {max_texts} of the {n} test "
             "questions (the first of each specialty in turn, in the split's seeded order); accuracy scores all"

@@ -118,9 +118,10 @@ def run_compare(args: argparse.Namespace) -> int:
     comp.save(out / "comparison.json.gz")
     from specprobe.utils.io import atomic_write_text
 
-    atomic_write_text(out / "by_specialty.csv", table_csv(comp.by_specialty()))
+    by_specialty = comp.by_specialty()
+    atomic_write_text(out / "by_specialty.csv", table_csv(by_specialty))
     atomic_write_text(out / "by_term.csv", table_csv(comp.by_term()))
-    print(comp.summary())
+    print(comp.summary(table=by_specialty))
     if comp.missing:
         print(
             f"\n{len(comp.missing)} term(s) occur in no text: {', '.join(comp.missing[:10])}{' ...' if len(comp.missing) > 10 else ''}"

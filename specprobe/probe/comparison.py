@@ -119,9 +119,10 @@ class Comparison(Result):
             out["p_holm"] = holm(out["p_value"])
         return out
 
-    def summary(self, metric: str = "delta_per_token") -> str:
-        """A plain-text per-specialty table for terminals and logs."""
-        table = self.by_specialty(metric)
+    def summary(self, metric: str = "delta_per_token", *, table: pd.DataFrame | None = None) -> str:
+        """A plain-text per-specialty table for terminals and logs (`table`: this comparison's `by_specialty(metric)`
+        when already computed, so that its permutation tests do not run twice)."""
+        table = self.by_specialty(metric) if table is None else table
         if table.empty:
             return "no scored occurrences"
         cols = [

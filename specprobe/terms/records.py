@@ -114,9 +114,10 @@ def question_rows(records: Iterable[QARecord], source: str = "data") -> dict[str
     (`check_same_answer`): the experiment's split merges them, and training must not teach two answers."""
     units: dict[str, list[QARecord]] = {}
     for r in records:
-        if (unit := units.get(r.context_text())) is not None:
+        unit = units.setdefault(r.context_text(), [])
+        if unit:
             check_same_answer(unit[0], r, source)
-        units.setdefault(r.context_text(), []).append(r)
+        unit.append(r)
     return units
 
 
