@@ -15,6 +15,8 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from specprobe.terms.records import first_repeat
+
 #: the TOML tables whose keys are options passed on to `finetune.train` and to `compare`/`layers`
 TABLES = ("train", "compare")
 #: the keys of the [resources] table: the kinds of stage a remote executor asks resources for
@@ -250,8 +252,8 @@ def check_listed_once(config: ExperimentConfig, source: str) -> None:
     """A specialty or trajectory adapter named twice is a mistake (two stages would share one folder name)."""
     for name in ("specialties", "trajectory_adapters"):
         values = getattr(config, name) or []
-        if (twice := next((v for i, v in enumerate(values) if v in values[:i]), None)) is not None:
-            raise ConfigError(f"{source}: {name}: {twice!r} is listed twice")
+        if (repeat := first_repeat(values)) is not None:
+            raise ConfigError(f"{source}: {name}: {repeat[2]!r} is listed twice")
 
 
 def check_device_and_dtype(compare: dict, source: str) -> None:

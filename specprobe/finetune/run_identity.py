@@ -11,8 +11,6 @@ from pathlib import Path
 from specprobe.finetune.train_options import NON_IDENTITY, TrainOptions
 from specprobe.utils.io import sha256_text
 
-NON_IDENTITY_SET = frozenset(NON_IDENTITY)
-
 
 def run_identity(
     *,
@@ -50,9 +48,9 @@ def comparable(identity: dict) -> dict:
     """A recorded identity as `run_identity` makes it now: one written before an option was found not to
     change the weights (NON_IDENTITY: gradient_checkpointing) still names it, and is the same run without."""
     options = identity.get("options")
-    if not isinstance(options, dict) or not NON_IDENTITY_SET & set(options):
+    if not isinstance(options, dict):
         return identity
-    return {**identity, "options": {k: v for k, v in options.items() if k not in NON_IDENTITY_SET}}
+    return {**identity, "options": {k: v for k, v in options.items() if k not in NON_IDENTITY}}
 
 
 def is_this_run(recorded: dict, this_hash: str) -> bool:

@@ -387,11 +387,10 @@ class _Trainer:
     def _build_examples(self) -> None:
         opts, tok = self.opts, self.tokenizer
         self.examples, self.truncated = build_examples(tok, self.chosen, self.fmt, self.max_length, opts.append_eos)
-        self.n_truncated = len(self.truncated)
-        if self.n_truncated:
+        if self.truncated:
             log.warning(
                 "%d of %d prompts were longer than max_length=%d and lost tokens from the left",
-                self.n_truncated,
+                len(self.truncated),
                 len(self.examples),
                 self.max_length,
             )
@@ -673,7 +672,7 @@ class _Trainer:
                 "specialty": self.wanted if self.wanted else "all",
                 "n_examples": len(self.chosen),
                 "specialty_counts": dict(specialty_counts(self.chosen)),
-                "truncated_prompts": self.n_truncated,
+                "truncated_prompts": len(self.truncated),
                 "truncated_questions": self.truncated,  # what of each question was cut (seen/unseen reads it)
             },
             "specialty": self.wanted,

@@ -105,7 +105,7 @@ class SeenUnseen(AdapterInfo, Result):
         for a, b in CONTRASTS:
             rows_a, rows_b = (cast(pd.DataFrame, frame[frame["group"] == g]) for g in (a, b))
             test = texts_and_words_test(rows_a, rows_b, metric, n_boot=n_boot, seed=seed, n_perm=n_perm)
-            rows.append({"adapter": self.adapter, "contrast": f"{a} - {b}", "a": a, "b": b, **_ordered(test)})
+            rows.append({"adapter": self.adapter, "contrast": f"{a} - {b}", "a": a, "b": b, **test})
         out = pd.DataFrame(rows)
         out["p_holm"] = holm(out["p_value"])
         return out
@@ -148,15 +148,6 @@ class SeenUnseen(AdapterInfo, Result):
         tests = self.tests(metric).drop(columns=["adapter", "a", "b"])
         head = f"adapter {self.adapter} (trained on {', '.join(self.trained_on or ['all'])})"
         return f"{head}\n{groups.to_string(**fmt)}\n\n{tests.to_string(**fmt)}"  # pyright: ignore[reportCallIssue, reportArgumentType]
-
-
-_TEST_COLUMNS = ("mean_diff", "ci_low", "ci_high", "n_pairs", "n_words_a", "n_words_b")
-_TEST_COLUMNS += ("p_text", "p_word", "p_word_min", "p_value")
-
-
-def _ordered(test: dict) -> dict:
-    """`texts_and_words_test`'s numbers in the table's column order."""
-    return {k: test[k] for k in _TEST_COLUMNS}
 
 
 def seen_unseen(
