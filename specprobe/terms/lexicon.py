@@ -34,7 +34,7 @@ from typing import Any
 
 from specprobe.utils.io import atomic_write_bytes, atomic_write_text, read_bytes, sha256_file
 
-from .records import LEXICON_SCHEMA, DataError, TextRecord, read_text, unique_ids
+from .records import LEXICON_SCHEMA, DataError, TextRecord, decode_text, unique_ids
 from .specialties import AssignmentRule, combine, log_odds_z
 
 log = logging.getLogger(__name__)
@@ -528,7 +528,7 @@ def _read_lexicon_text(path: Path) -> str:
     """The file's JSON text, gunzipped when it is gzip; damage is a `DataError` naming the file."""
     raw = read_bytes(path)  # a folder: an error naming it and its files
     if raw[:2] != b"\x1f\x8b":
-        return read_text(path)
+        return decode_text(raw, path)
     try:
         raw = gzip.decompress(raw)
     except (EOFError, OSError, zlib.error) as exc:

@@ -32,8 +32,11 @@ def read_text(path: str | os.PathLike) -> str:
     """The text of a UTF-8 data file: a leading byte-order mark is dropped (files saved by Excel and
     Notepad have one); invalid UTF-8 (or a gzip-compressed file) raises `DataError` naming the file, byte
     and line."""
-    path = Path(path)
-    raw = read_bytes(path)
+    return decode_text(read_bytes(path), Path(path))
+
+
+def decode_text(raw: bytes, path: Path) -> str:
+    """`read_text` of bytes already read from `path` (named in the errors)."""
     if raw[:2] == b"\x1f\x8b":
         raise DataError(f"{path}: a gzip-compressed file, not UTF-8 text; decompress it first (gunzip)")
     try:
