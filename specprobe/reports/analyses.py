@@ -221,7 +221,8 @@ def trajectory_section(result: Any, *, title: str = "Over training", n_boot: int
     notes = [NOTES["trajectory"]]
     if curves.empty:
         return Section(title, [TextBlock("No scored occurrences.", muted=True)], notes=notes)
-    onset = result.onset(n_boot=n_boot)
+    advantage = result.own_advantage(n_boot=n_boot)
+    onset = result.onset(n_boot=n_boot, table=advantage)
     own = ", ".join(result.trained_on or []) or "every specialty"
     blocks: list[Any] = [
         ChartBlock(trajectory_chart(curves), title="Mean Δ logp per token by term specialty over training steps"),
@@ -234,7 +235,7 @@ def trajectory_section(result: Any, *, title: str = "Over training", n_boot: int
             result.gap(n_boot=n_boot), title="Terms minus control words, per step", formats=SEEN_FORMATS
         ),
         TableBlock.from_frame(
-            result.own_advantage(n_boot=n_boot),
+            advantage,
             title="Own specialty minus other specialties, per step",
             formats=SEEN_FORMATS,
         ),

@@ -113,11 +113,14 @@ class Trajectory(AdapterInfo, Result):
         out["ahead"] = (out["mean_diff"] > 0) & (out["p_holm"] < alpha)
         return out
 
-    def onset(self, metric: str = "delta_per_token", *, alpha: float = 0.05, **kwargs: Any) -> dict:
+    def onset(
+        self, metric: str = "delta_per_token", *, alpha: float = 0.05, table: pd.DataFrame | None = None, **kwargs: Any
+    ) -> dict:
         """When the own-specialty advantage appears: `first` (the first step where it is significant)
         and `sustained` (the first step from which it stays significant at every later step), each a
-        step or "never"; both "not applicable" for an adapter trained on every specialty."""
-        table = self.own_advantage(metric, alpha=alpha, **kwargs)
+        step or "never"; both "not applicable" for an adapter trained on every specialty. `table`: this
+        trajectory's `own_advantage(metric, alpha=alpha, ...)` when already computed (its tests then run once)."""
+        table = self.own_advantage(metric, alpha=alpha, **kwargs) if table is None else table
         if table.empty:
             return {"first": "not applicable", "sustained": "not applicable"}
         ahead = list(zip(table["step"].astype(int), table["ahead"].astype(bool)))
