@@ -126,7 +126,7 @@ def test_a_base_that_is_not_a_model_folder_is_refused_before_any_stage(tiny_llam
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match=r"base: .*empty is a folder without a config\.json"):
         bi.base_identity(str(tmp_path / "empty"), None, tmp_path / "out")
-    with pytest.raises(ConfigError, match=r"base: .*llama-lora is a PEFT adapter"):
+    with pytest.raises(ConfigError, match=r"base .*llama-lora is a PEFT adapter folder, not a base model"):
         bi.base_identity(str(tiny_llama[1]), None, tmp_path / "out")
     (tmp_path / "weights.safetensors").write_bytes(b"")
     with pytest.raises(ConfigError, match=r"base: .*weights\.safetensors is a file"):

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from specprobe.app.config import ConfigError
-from specprobe.core.models import hub_commit, is_adapter_dir
+from specprobe.core.models import ModelLoadError, hub_commit, refuse_adapter_as_model
 from specprobe.utils.io import atomic_write_text, sha256_file
 
 #: the output folder's file of base-file digests (see the module docstring)
@@ -38,8 +38,10 @@ def base_identity(base: str, revision: str | None, root: Path) -> str:
     """The identity of `base` in the stage keys: "sha256:<digest of its files>" for a local directory,
     "<hub id>@<commit>" for a hub id (see the module docstring); `revision`: the [train] table's."""
     if Path(base).is_dir():
-        if is_adapter_dir(base) and not (Path(base) / "config.json").is_file():
-            raise ConfigError(f"base: {base} is a PEFT adapter; give the model it was trained on as base")
+        try:
+            refuse_adapter_as_model(base, "base")  # as training and ModelPair.load refuse it, before any hashing
+        except ModelLoadError as exc:
+            raise ConfigError(str(exc)) from None
         if not (Path(base) / "config.json").is_file():
             raise ConfigError(f"base: {base} is a folder without a config.json, not a model folder")
         return "sha256:" + directory_digest(Path(base), Path(root) / DIGESTS)

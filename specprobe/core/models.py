@@ -94,7 +94,9 @@ def check_adapter_folder(path: str | os.PathLike, hint: str = "") -> Path:
 def refuse_adapter_as_model(source: str | os.PathLike, what: str = "model", adapter_as: str | None = None) -> None:
     """A PEFT adapter folder given where a base model is expected: a `ModelLoadError` saying so and naming the
     model it was trained on (loading it as a model said "cannot load a tokenizer ... install sentencepiece").
-    `what` names the argument (`base`, `--base`); `adapter_as`, where the adapter goes instead, if anywhere."""
+    `what` names the argument (`base`, `--base`); `adapter_as`, where the adapter goes instead, if anywhere.
+    A folder with a config.json too is refused as well: transformers loads it as the adapter on the model its
+    adapter_config.json names, not as the model its config.json describes."""
     if not is_adapter_dir(source):
         return
     try:
@@ -103,8 +105,14 @@ def refuse_adapter_as_model(source: str | os.PathLike, what: str = "model", adap
     except (OSError, ValueError, AttributeError):
         made_for = None
     on = f" ({made_for})" if made_for else ""
-    instead = "instead" if what == "model" else f"as {what}"
     then = f", and the adapter as {adapter_as}" if adapter_as else ""
+    if (Path(source) / "config.json").is_file():
+        raise ModelLoadError(
+            f"{what} {source} holds both config.json and adapter_config.json: transformers would load it as a PEFT "
+            f"adapter on the model its adapter_config.json names{on}, not as this model; keep the model and the "
+            f"adapter in folders of their own, then give the model as {what}{then}"
+        )
+    instead = "instead" if what == "model" else f"as {what}"
     raise ModelLoadError(
         f"{what} {source} is a PEFT adapter folder, not a base model: give the model it was trained on{on} "
         f"{instead}{then}"
