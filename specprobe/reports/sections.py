@@ -40,6 +40,11 @@ from specprobe.reports.page import (
 from specprobe.utils.pvalues import holm
 
 ALPHA = fmt.ALPHA  # the significance level (`reports.format.ALPHA`)
+#: the terms-vs-control test behind a heatmap's asterisks (`stats.texts_and_words_test`, Holm over the cells)
+TERMS_VS_CONTROL_TEST = (
+    "texts and words both random: p the larger of a Wilcoxon signed-rank test over the texts and a "
+    "permutation test over the words; Holm across every model × term specialty cell."
+)
 
 #: Short method notes, one per topic; sections quote the ones they need, `method_notes_section` lists them.
 NOTES: dict[str, str] = {
@@ -55,8 +60,10 @@ NOTES: dict[str, str] = {
     "control": (
         "Control words are ordinary words from the same texts (frequency-matched, or given). Fine-tuning on "
         "medical text can raise every word of the domain; a term's Δ is read against theirs. 'Minus control' "
-        "pairs, per text, the mean term Δ/token with the mean control Δ/token (n_pairs texts); p is a "
-        "two-sided Wilcoxon signed-rank test, p_holm its Holm adjustment across specialties."
+        "pairs, per text, the mean term Δ/token with the mean control Δ/token (n_pairs texts). Texts and words "
+        "are both random: p_text is a two-sided Wilcoxon signed-rank test over the texts, p_word a permutation "
+        "test of the term words against the control words, p_value the larger; p_holm is its Holm adjustment "
+        "(across specialties; in the fine-tuning × term specialty matrix, across every cell)."
     ),
     "heatmap": (
         "Fine-tuning specialty × term specialty: each row is one adapter (the specialty it was fine-tuned on), "
@@ -188,7 +195,7 @@ def _terms_vs_control_matrix(frame: pd.DataFrame, metric: str, title: str, notes
         notes=notes,
         value_title=f"{mt}, terms − control",
         chart_title=f"Mean {mt} of terms minus control words (paired by text)",
-        test="paired Wilcoxon signed-rank per text, Holm across every model × term specialty cell.",
+        test=TERMS_VS_CONTROL_TEST,
     )
 
 
@@ -331,7 +338,7 @@ def delta_heatmap_section(
     notes: Sequence[str] | None = None,
     value_title: str | None = None,
     chart_title: str | None = None,
-    test: str = "paired Wilcoxon signed-rank per text, Holm within each fine-tuned model.",
+    test: str = TERMS_VS_CONTROL_TEST,
 ) -> Section:
     """The study's second finding: mean Δ logp of terms of each specialty (columns) under each
     specialty's fine-tuned model (rows), with CIs; cells with p_holm < 0.05 (when the frame has p_holm,

@@ -17,6 +17,7 @@ import pandas as pd
 from specprobe.reports import charts
 from specprobe.reports import sections as S
 from specprobe.reports.page import ChartBlock, Section
+from specprobe.utils.pvalues import holm
 
 N_BOOT = 500
 
@@ -189,6 +190,8 @@ def experiment_view(result: Any, n_boot: int) -> View:
     title = _title(result, f"{frame['finetune_specialty'].nunique() if len(frame) else 0} adapters")
     if frame.empty:
         return View(title, frame, None, "No comparisons.")
+    if "p_value" in frame:  # one family, as the report reads it (each Comparison's p_holm is Holm within its model)
+        frame = frame.assign(p_holm=holm(frame["p_value"]))  # the control words' row has no test (NaN)
     section = S.delta_heatmap_section(frame, term="specialty", value="mean_delta_per_token")
     terms = frame[frame["specialty"] != "control"]  # the control words' row is no term specialty
     g = terms.groupby("finetune_specialty")
@@ -202,7 +205,8 @@ def experiment_view(result: Any, n_boot: int) -> View:
     ).reset_index(names="finetune_specialty")
     caption = (
         "Mean Δ logp/token of the terms of each specialty (column 'control': the control words); * : the terms "
-        "differ from the control words in the same texts (paired Wilcoxon, Holm within each model, p_holm < 0.05)."
+        "differ from the control words in the same "
+        f"texts (p_holm < 0.05; {S.TERMS_VS_CONTROL_TEST})"
     )
     return View(title, summary, _first_chart(section), caption)
 
