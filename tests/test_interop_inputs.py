@@ -90,6 +90,16 @@ def test_errors_about_a_table_file_name_the_file(tmp_path):
         normalize_terms(materialize(str(terms)))
 
 
+@pytest.mark.parametrize("function", [terms_from_frame, texts_from_frame])
+def test_a_path_of_another_file_type_is_called_that_not_a_missing_dataframe(function):
+    """ "t.xlsx" as a string was told "needs a pandas DataFrame", though a table path is taken too; it is
+    the file type that is not read, and the error names it and the suffixes that are."""
+    with pytest.raises(ValueError, match=r"t\.xlsx: unsupported file type; use one of \.parquet"):
+        function("t.xlsx")
+    with pytest.raises(TypeError, match=r"needs a table: a pandas DataFrame, .* file; got a int$"):
+        function(42)
+
+
 # -- Hugging Face datasets --------------------------------------------------------------------------------------
 def test_a_hf_dataset_reads_like_its_dataframe():
     assert normalize_terms(datasets.Dataset.from_pandas(TERMS)) == WANT_TERMS

@@ -301,7 +301,7 @@ class ExperimentConfig:
         }
     )
     compare: dict = field(default_factory=lambda: {"batch_size": 16})
-    max_texts: int | None = None  # cap on test texts used by compare (None: all)
+    max_texts: int | None = None  # cap on the test texts compare, layers and trajectory score (None: all)
     layers: bool = True  # logit-lens layer views for every adapter
     analyses: list[str] | None = None  # of ANALYSES; None: all but trajectory, and trajectory with train.save_steps
     trajectory_adapters: list[str] | None = None  # the adapters a trajectory is computed for (None: all)

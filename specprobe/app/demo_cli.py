@@ -42,7 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--specialties", nargs="+", default=None, metavar="SPECIALTY", help="specialties to fine-tune on (default: all)"
     )
     d.add_argument("--max-steps", type=positive_int, default=None, help="training steps per adapter")
-    d.add_argument("--max-texts", type=positive_int, default=None, help="cap on test questions probed by compare")
+    d.add_argument(
+        "--max-texts",
+        type=positive_int,
+        default=None,
+        help="cap on the test questions that compare, layers and trajectory score (accuracy scores all)",
+    )
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(handler=run_demo)
     r = sub.add_parser("run", help="run an experiment described by a TOML file (cached, resumable stages)")

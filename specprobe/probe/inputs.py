@@ -38,7 +38,7 @@ from specprobe.probe.occurrences import MatchOptions, _fold
 from specprobe.terms.datasets import QARecord, TextRecord, unique_ids
 from specprobe.terms.extract.normalise import ascii_apostrophes
 from specprobe.terms.records import first_repeat
-from specprobe.utils.tables import read_table, table_suffix
+from specprobe.utils.tables import TABLE_SUFFIXES, read_table, table_suffix
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,20 @@ def _pandas_frame(obj: Any, name: str):
     raise TypeError(f"{name}: a {type(obj).__name__} table is not supported; pass a pandas DataFrame or a list")
 
 
+def _required_frame(obj: Any, function: str, name: str):
+    """`_pandas_frame(obj)`, or an error saying what `function` takes: a string that names a file of another
+    type is told so (the table suffixes), rather than being called "not a DataFrame"."""
+    frame = _pandas_frame(obj, name)
+    if frame is not None:
+        return frame
+    if isinstance(obj, str) and "\n" not in obj and Path(obj.strip()).suffix[1:].isalnum():
+        return read_table(obj.strip(), name)  # raises: unsupported file type, naming the file and the suffixes
+    raise TypeError(
+        f"{function} needs a table: a pandas DataFrame, a datasets.Dataset, a pyarrow/polars table or the "
+        f"path of a {'/'.join(TABLE_SUFFIXES)} file; got a {type(obj).__name__}"
+    )
+
+
 def _pandas_series(obj: Any, name: str) -> list | None:
     """The values of a pandas Series with a positional (integer) index, as a list; None for anything
     else. A Series indexed by labels is refused: it might mean label -> value or a list of values."""
@@ -222,9 +236,7 @@ def terms_from_frame(
     """term -> specialties from a DataFrame: one row per term; `specialty` names the column of its
     specialties (default: 'specialty' or 'specialties' when present, else none), one string split on
     `sep` (as `Lexicon.to_pandas` writes them) or a list. Rows of the same term are united."""
-    frame = _pandas_frame(frame, "terms")
-    if frame is None:
-        raise TypeError("terms_from_frame needs a pandas DataFrame")
+    frame = _required_frame(frame, "terms_from_frame", "terms")
     tcol = _column(frame, term, (), "terms", "term", required=True)
     scol = _column(frame, specialty, SPECIALTY_COLUMNS, "terms", "specialty", required=False)
     out: dict[str, tuple[str, ...]] = {}
@@ -346,9 +358,7 @@ def texts_from_frame(
     """Text records from a DataFrame: the `text` column, ids from the `id` column (default 'id' when
     present, else "text<row>"), specialties from `specialty` (default 'specialty' or 'specialties'
     when present), one string split on `sep` or a list."""
-    frame = _pandas_frame(frame, "texts")
-    if frame is None:
-        raise TypeError("texts_from_frame needs a pandas DataFrame")
+    frame = _required_frame(frame, "texts_from_frame", "texts")
     xcol = _column(frame, text, (), "texts", "text", required=True)
     icol = None if id is None else _column(frame, None if id == "id" else id, ("id",), "texts", "id", required=False)
     scol = _column(frame, specialty, SPECIALTY_COLUMNS, "texts", "specialty", required=False)
