@@ -182,7 +182,8 @@ def test_specialty_errors_come_before_the_base_is_hashed_and_a_text_cap_is_said(
     log: list[str] = []
     cfg = ExperimentConfig(out=str(tmp_path), specialties=["Cardiology"], max_texts=5).resolved()
     experiment.prepare_run(cfg, tmp_path, say=log.append)
-    assert any(line.startswith("[note] max_texts = 5:") and "5 of the 210 test questions" in line for line in log)
+    # 212: the demo's 9 groups of questions differing only in the patient's age each go to one side
+    assert any(line.startswith("[note] max_texts = 5:") and "5 of the 212 test questions" in line for line in log)
 
 
 def test_a_data_path_that_is_no_file_names_the_key(tmp_path):
@@ -215,7 +216,8 @@ def test_a_stage_runs_alone_from_its_declared_inputs(tmp_path):
     folder = split_stage(tmp_path, data, data_hash, 0.3, 0, say=log.append)
     assert folder == stage_folder(tmp_path, "split", split_key(data_hash, 0.3, 0), SPLIT_CODE)
     assert split_stage(tmp_path, data, data_hash, 0.3, 0, say=log.append) == folder
-    assert [line.split()[0] for line in log] == ["[run", "[done]", "[skip]"]
+    assert [line.split()[0] for line in log] == ["[run", "[note]", "[done]", "[skip]"]
+    assert log[1].startswith("[note] split: 9 group(s) of near-duplicate questions"), log  # demo ages differ
     specialties = check_specialties(folder / "train.json", None, data)
     texts = probe_texts(folder / "test.json", len(specialties))
     assert len(texts) == len(specialties)

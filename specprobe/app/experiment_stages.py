@@ -20,6 +20,7 @@ from specprobe.app.experiment_result import ExperimentResult
 from specprobe.app.stages import DONE, package_data_digests, run_stage, written_by_other_code
 from specprobe.finetune.train_options import NON_IDENTITY
 from specprobe.terms.datasets import QARecord, load_qa
+from specprobe.terms.near_duplicates import split_units
 from specprobe.terms.records import question_rows, split_identity
 from specprobe.utils.io import atomic_write_text, read_json, sha256_file, sha256_text
 
@@ -66,22 +67,35 @@ ACCURACY_LINK_CODE = (*PROBE_CODE, "finetune")  # it reads an AccuracyMatrix
 
 # -- helpers -------------------------------------------------------------------------------------------
 def split_records(
-    records: list[QARecord], test_fraction: float, seed: int, source: str = "data"
+    records: list[QARecord], test_fraction: float, seed: int, source: str = "data", *, say: Say | None = None
 ) -> tuple[list[QARecord], list[QARecord]]:
     """A deterministic per-specialty train/test split (by a seeded hash of `split_identity`: the id the
     data gives, else the question's normalised text, never the file's name).
 
     The rows of one question (`merge_questions`) are split as one record with all their specialties: no
-    test question is also a training question, for one specialty or another, and none counts twice."""
-    by_spec: dict[tuple, list[QARecord]] = {}
-    for r in merge_questions(records, source):
-        by_spec.setdefault(r.specialties, []).append(r)
+    test question is also a training question, for one specialty or another, and none counts twice.
+    Near-duplicate questions (`split_units`: case, spacing, punctuation or option-order variants, or a few
+    words changed) go to one side together; `say` tells how many groups there were."""
+    questions = merge_questions(records, source)
+    units = split_units(questions, source)
+    if say is not None and (groups := [u for u in units.values() if len(u) > 1]):
+        say(
+            f"[note] split: {len(groups)} group(s) of near-duplicate questions in {source} "
+            f"({sum(map(len, groups))} questions differing in case, spacing, punctuation, option order or a few "
+            "words); each group is kept on one side of the split"
+        )
+    by_spec: dict[tuple, list[int]] = {}
+    for i, r in enumerate(questions):
+        if i in units:
+            by_spec.setdefault(r.specialties, []).append(i)
     train, test = [], []
     for group in by_spec.values():
-        group = sorted(group, key=lambda r: hashlib.sha256(f"{seed}:{split_identity(r)}".encode()).hexdigest())
+        group = sorted(
+            group, key=lambda i: hashlib.sha256(f"{seed}:{split_identity(questions[i])}".encode()).hexdigest()
+        )
         k = max(1, round(len(group) * test_fraction))
-        test += group[:k]
-        train += group[k:]
+        test += [questions[j] for i in group[:k] for j in units[i]]
+        train += [questions[j] for i in group[k:] for j in units[i]]
     return train, test
 
 
@@ -222,7 +236,7 @@ def split_stage(root: Path, data: str, data_hash: str, test_fraction: float, see
 
     def produce(folder: Path) -> None:
         records = load_qa(data)
-        train, test = split_records(records, test_fraction, seed, data)
+        train, test = split_records(records, test_fraction, seed, data, say=say)
         if repeated := len(records) - len(train) - len(test):
             say(
                 f"[note] split: {repeated} row(s) of {data} repeat an earlier question; "
