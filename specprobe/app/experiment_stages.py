@@ -18,7 +18,7 @@ import pandas as pd
 
 from specprobe.app.experiment_result import ExperimentResult
 from specprobe.app.stages import DONE, package_data_digests, run_stage, written_by_other_code
-from specprobe.finetune.train_options import NON_IDENTITY
+from specprobe.finetune.train_options import NON_IDENTITY, without_defaults
 from specprobe.terms.datasets import QARecord, load_qa
 from specprobe.terms.near_duplicates import split_units
 from specprobe.terms.records import question_rows, split_identity
@@ -329,7 +329,18 @@ def train_key(train: Mapping[str, Any], *, adapter_files: bool = False) -> dict:
     weights bit for bit on CPU, tested) or tracking; with `adapter_files` (the adapter stage) also those
     whose files it keeps (`ADAPTER_FILE_OPTIONS`). A stage downstream holds the adapter's content besides."""
     kept = ADAPTER_FILE_OPTIONS if adapter_files else ()
-    return {k: v for k, v in train.items() if k not in NON_IDENTITY or k in kept}
+    return {k: v for k, v in without_defaults(train).items() if k not in NON_IDENTITY or k in kept}
+
+
+def compare_key(compare: Mapping[str, Any]) -> dict:
+    """The [compare] options a stage key holds: those given less those set to their default (`ProbeOptions`'
+    defaults, which compare, layers and the general-text control share), so that both spellings share a cache."""
+    from dataclasses import fields
+
+    from specprobe.probe.options import ProbeOptions
+
+    defaults = {f.name: f.default for f in fields(ProbeOptions)}
+    return {k: v for k, v in compare.items() if k not in defaults or v != defaults[k]}
 
 
 def accuracy_key(base_hash: str, split: dict, adapters: Mapping[str, str], train: dict, test_path: Path) -> dict:
@@ -458,7 +469,7 @@ class ProbeInputs:
             "adapter": adapter_hash(adapter),
             "train": train_key(self.train),
             "lexicon": lexicon_identity(lexicon_path),
-            "compare": self.compare,
+            "compare": compare_key(self.compare),
             "test": sha256_file(self.test_path),
             "texts": texts_hash(texts),
             "seed": self.seed,
@@ -624,7 +635,12 @@ def general_text_stage(
     options = {k: v for k, v in compare.items() if k in GENERAL_TEXT_OPTIONS}
     texts = default_texts()
     ids = hashlib.sha256(json.dumps(texts, sort_keys=True).encode()).hexdigest()
-    key = {"base": base_hash, "adapter": adapter_hash(adapter), "options": options, "texts": [DEFAULT_TEXTS, ids]}
+    key = {
+        "base": base_hash,
+        "adapter": adapter_hash(adapter),
+        "options": compare_key(options),
+        "texts": [DEFAULT_TEXTS, ids],
+    }
     filename = ANALYSIS_FILES["general_text"]
 
     def produce(folder: Path) -> None:

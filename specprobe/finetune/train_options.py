@@ -10,8 +10,8 @@ import dataclasses
 import difflib
 import math
 import numbers
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
 from typing import Any, cast
 
 from specprobe.finetune.prompts import PromptFormat
@@ -192,6 +192,23 @@ class TrainOptions:
         # deliberately not a dataclass field: it stays out of asdict() and so out of the run identity
         opts._given = frozenset(options)  # pyright: ignore[reportAttributeAccessIssue]
         return opts
+
+
+#: `finetune.train` keyword arguments that a [train] table may hold beside the TrainOptions, with their defaults
+TRAIN_ARGUMENT_DEFAULTS: dict[str, Any] = {"revision": None, "trust_remote_code": False}
+
+
+def without_defaults(options: Mapping[str, Any]) -> dict:
+    """The given options (a [train] table) less those whose value, as `TrainOptions` takes it, is the
+    default: an option set to its default trains the same weights as one left out, so cache keys built
+    from this agree, and the keys of tables that leave options out are unchanged. Other values are kept as given."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainOptions)} | TRAIN_ARGUMENT_DEFAULTS
+    fields = {k: v for k, v in options.items() if k in defaults and k not in TRAIN_ARGUMENT_DEFAULTS}
+    try:
+        effective = {**options, **asdict(TrainOptions(**fields))}
+    except (TrainOptionError, TypeError):  # checked where the options are used; here only the given values
+        effective = dict(options)
+    return {k: v for k, v in options.items() if k not in defaults or effective[k] != defaults[k]}
 
 
 # -- options that depend on the machine ------------------------------------------------------------------
