@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 
 from specprobe.app.demo_cli import shift_line
+from specprobe.app.experiment_stages import compare_matrix
+from specprobe.utils.pvalues import holm
 
 
 def _matrix(p_values: list[float], minus_control: list[float]) -> pd.DataFrame:
@@ -46,3 +48,24 @@ def test_a_cell_significant_only_before_correction_across_cells_is_not_counted()
     # 0.02 and 0.03 across 2 cells: Holm 0.04 and 0.04 -> both count; 0.03 and 0.04 -> 0.06, 0.06 -> none
     assert "in 2/2 tested cells" in shift_line(_matrix([0.02, 0.03], [0.1, 0.1]))
     assert "in 0/2 tested cells" in shift_line(_matrix([0.03, 0.04], [0.1, 0.1]))
+
+
+class _Fake:
+    """A Comparison stand-in whose by_specialty table has each adapter's own (within-adapter) p_holm."""
+
+    def __init__(self, p_values: list[float]):
+        self.p_values = p_values
+
+    def by_specialty(self, metric: str) -> pd.DataFrame:
+        p = np.array([*self.p_values, np.nan])
+        return pd.DataFrame({"specialty": ["s0", "s1", "control"], "p_value": p, "p_holm": holm(p)})
+
+
+def test_compare_matrix_csv_holm_adjusts_across_every_cell_as_the_report():
+    """compare_matrix.csv's p_holm was each adapter's own Holm (0.02 for p 0.01 with 2 specialties), a weaker
+    correction than the report's heatmap and finding; it is now Holm across every tested cell of the matrix."""
+    matrix = compare_matrix({"m0": _Fake([0.01, 0.02]), "m1": _Fake([0.04, 0.5])})
+    terms = matrix[matrix["specialty"] != "control"]
+    np.testing.assert_allclose(terms["p_holm"], holm([0.01, 0.02, 0.04, 0.5]))
+    np.testing.assert_allclose(terms["p_holm"], [0.04, 0.06, 0.08, 0.5])
+    assert bool(matrix.loc[matrix["specialty"] == "control", "p_holm"].isna().all())

@@ -23,6 +23,7 @@ from specprobe.terms.datasets import QARecord, load_qa
 from specprobe.terms.near_duplicates import split_units
 from specprobe.terms.records import question_rows, split_identity
 from specprobe.utils.io import atomic_write_text, read_json, sha256_file, sha256_text
+from specprobe.utils.pvalues import holm
 
 Say = Callable[[str], None]
 ALL_SPECIALTIES = "All specialties"  # the name of the adapter trained on every specialty
@@ -203,13 +204,20 @@ def texts_hash(texts: Sequence) -> str:
 
 
 def compare_matrix(comparisons: Mapping[str, Any], metric: str = "delta_per_token") -> pd.DataFrame:
-    """Fine-tuning specialty x term specialty: mean delta with CI, and its difference from control words."""
+    """Fine-tuning specialty x term specialty: mean delta with CI, and its difference from control words.
+    p_holm is Holm across every tested cell of the matrix, the family the report's heatmap and finding use
+    (each `by_specialty` table alone adjusts within one adapter, a weaker correction)."""
     frames = []
     for name, comp in comparisons.items():
         table = comp.by_specialty(metric)
         table.insert(0, "finetune_specialty", name)
         frames.append(table)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if not frames:
+        return pd.DataFrame()
+    matrix = pd.concat(frames, ignore_index=True)
+    if "p_value" in matrix:
+        matrix["p_holm"] = holm(matrix["p_value"])
+    return matrix
 
 
 class PairCache:
