@@ -295,7 +295,8 @@ def test_evaluate_matrix_names_an_adapter_file_as_a_file(tmp_path, capsys):
 
 
 def test_a_medmcqa_file_whose_cop_cannot_tell_its_base_says_what_finetune_takes(tmp_path, capsys):
-    """The refusal told finetune (and evaluate, compare, run) to pass --mapping, an option only terms build has."""
+    """The refusal told finetune (and evaluate, compare, run) to pass --mapping, an option only terms build had;
+    then that they take no mapping. Now each takes --mapping (tests/test_mapping_commands.py), and it says so."""
     rows = [
         {"id": f"q{i}", "question": f"Q{i}?", "opa": "a", "opb": "b", "opc": "c", "opd": "d", "cop": i}
         for i in (1, 2, 3)
@@ -304,7 +305,7 @@ def test_a_medmcqa_file_whose_cop_cannot_tell_its_base_says_what_finetune_takes(
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     err = _error(capsys, ["finetune", "--base", str(tmp_path / "b"), "--data", str(data), "--out", str(tmp_path / "o")])
     assert f"{data}: field 'cop' holds only 1, 2, 3" in err and "(CLI: --mapping" not in err
-    assert "finetune, evaluate, compare and run commands take no mapping: give them the questions as S-MedQA" in err
+    assert "--mapping '{\"cop_base\": 0}' (or 1) on the command line (terms build, finetune, evaluate" in err
 
 
 def test_an_adapter_with_a_damaged_tokenizer_given_as_tuned_is_not_called_a_base(tiny_llama, tmp_path):

@@ -149,6 +149,7 @@ class ConfigSchema(BaseModel):
 
     base: str = _optional()
     data: str = _optional()
+    mapping: dict[str, Any] | None = _optional()  # how to read `data` (`load_qa`'s mapping=), a table
     out: str = _optional(min_length=1)
     specialties: list[str] | None = _optional(min_length=1)  # left out: every specialty; [] is an error
     include_all: bool = _optional()
@@ -286,6 +287,7 @@ class ExperimentConfig:
 
     base: str = ""  # empty: the built-in demo model
     data: str = ""  # empty: the built-in demo questions
+    mapping: dict | None = None  # how to read `data` (columns, MedMCQA's cop_base); in the split's key when set
     out: str = "specprobe-demo"
     specialties: list[str] | None = None  # None: every specialty in the data
     include_all: bool = True  # also one adapter trained on all specialties

@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING, cast
 
 from specprobe.app.config import REUSABLE_STAGES
+from specprobe.utils.argtypes import add_mapping_argument
 from specprobe.utils.pvalues import holm
 
 if TYPE_CHECKING:
@@ -53,9 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("run", help="run an experiment described by a TOML file (cached, resumable stages)")
     r.add_argument(
         "config",
-        help="experiment.toml (keys: base, data, out, specialties, include_all, test_fraction, seed, train, compare, "
-        "max_texts, layers, analyses, trajectory_adapters, reuse_older, resources). analyses: a list of "
-        "seen_unseen, accuracy_link, trajectory, general_text (default: all; trajectory only with "
+        help="experiment.toml (keys: base, data, mapping, out, specialties, include_all, test_fraction, seed, "
+        "train, compare, max_texts, layers, analyses, trajectory_adapters, reuse_older, resources). analyses: a "
+        "list of seen_unseen, accuracy_link, trajectory, general_text (default: all; trajectory only with "
         "train.save_steps); trajectory_adapters: the adapters a trajectory is computed for (default: all)",
     )
     r.add_argument(
@@ -67,6 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "specprobe version or other code wrote with the same inputs, instead of redoing them (e.g. adapter "
         "after an upgrade); overrides the config's reuse_older; each reuse is printed",
     )
+    add_mapping_argument(r, "; for the config's data file, in place of its mapping key (a table there)")
     r.add_argument(
         "--executor",
         choices=("local", "ray"),
@@ -184,5 +186,7 @@ def run_toml(args: argparse.Namespace) -> int:
     cfg = ExperimentConfig.from_toml(args.config)
     if args.reuse_older is not None:
         cfg.reuse_older = list(args.reuse_older)
+    if args.mapping is not None:
+        cfg.mapping = args.mapping
     executor = make_executor(args.executor, address=args.address, resources=cfg.resources)
     return _finish(run_experiment(cfg, progress=not args.no_progress, executor=executor), started)

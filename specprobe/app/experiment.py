@@ -42,6 +42,7 @@ from specprobe.app.experiment_stages import (
     adapter_key,
     adapter_stage,
     compare_matrix,
+    data_identity,
     general_text_stage,
     interleave_by_specialty,
     lexicon_stage,
@@ -86,6 +87,7 @@ __all__ = [
     "prepare_run",
     "RunInputs",
     "split_key",
+    "data_identity",
     "adapter_key",
     "accuracy_key",
     "PairCache",
@@ -362,8 +364,9 @@ def prepare_run(cfg: ExperimentConfig, root: Path, *, say: Say = print, remote: 
     if not Path(cfg.data).is_file():
         problem = "a folder, not a QA file" if Path(cfg.data).is_dir() else "no such file"
         raise ConfigError(f"data: {cfg.data}: {problem}")
-    data_hash = sha256_file(cfg.data)  # the data first: a wrong specialty is told before the base is hashed
-    split_dir = split_stage(root, cfg.data, data_hash, cfg.test_fraction, cfg.seed, say=say)
+    # the data first: a wrong specialty is told before the base is hashed
+    data_hash = data_identity(sha256_file(cfg.data), cfg.mapping)
+    split_dir = split_stage(root, cfg.data, data_hash, cfg.test_fraction, cfg.seed, mapping=cfg.mapping, say=say)
     split = split_key(data_hash, cfg.test_fraction, cfg.seed)
     train_path, test_path = split_dir / TRAIN_FILE, split_dir / TEST_FILE
     specialties = check_specialties(train_path, cfg.specialties, cfg.data)

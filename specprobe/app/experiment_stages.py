@@ -239,11 +239,21 @@ class PairCache:
 
 
 # -- the stages: each a function of its declared inputs, returning its output path ------------------
-def split_stage(root: Path, data: str, data_hash: str, test_fraction: float, seed: int, *, say: Say = print) -> Path:
-    """Stage 1, the train/test split of `data`; returns the folder holding train.json and test.json."""
+def split_stage(
+    root: Path,
+    data: str,
+    data_hash: str,
+    test_fraction: float,
+    seed: int,
+    *,
+    mapping: dict | None = None,
+    say: Say = print,
+) -> Path:
+    """Stage 1, the train/test split of `data` (read with `mapping`; `data_hash` is `data_identity`'s); returns
+    the folder holding train.json and test.json, S-MedQA JSON that the later stages read without a mapping."""
 
     def produce(folder: Path) -> None:
-        records = load_qa(data)
+        records = load_qa(data, mapping=mapping)
         train, test = split_records(records, test_fraction, seed, data, say=say)
         if repeated := len(records) - len(train) - len(test):
             say(
@@ -254,6 +264,14 @@ def split_stage(root: Path, data: str, data_hash: str, test_fraction: float, see
         write_smedqa(folder / TEST_FILE, test)
 
     return run_stage(root, "split", split_key(data_hash, test_fraction, seed), produce, code=SPLIT_CODE, say=say)
+
+
+def data_identity(data_sha256: str, mapping: Mapping[str, Any] | None) -> str:
+    """The data's identity in the split key: the file's sha256, or with a mapping a hash of both (the same
+    file read with another mapping is other questions); a run without a mapping keeps its key."""
+    if not mapping:
+        return data_sha256
+    return sha256_text(json.dumps({"sha256": data_sha256, "mapping": mapping}, sort_keys=True))
 
 
 def split_key(data_hash: str, test_fraction: float, seed: int) -> dict:
@@ -671,8 +689,9 @@ def summary_stage(
     experiment.json also lists, under extras["reused_older"], the stages that another specprobe version or
     other code wrote (`reuse_older`), with that version, so that the report can say so; and, under
     metadata["base_identity"], the base the stages were keyed on (`base_identity`: its files' digest, or
-    the hub commit that an unpinned hub id resolved to), and under metadata["split"] the data's sha256 with
-    the split's test_fraction and seed (what reproduces the questions)."""
+    the hub commit that an unpinned hub id resolved to), and under metadata["split"] the data's sha256 (with
+    a mapping, `data_identity`'s hash of both) with the split's test_fraction and seed (what reproduces the
+    questions, with the config's mapping)."""
     from specprobe.finetune import AccuracyMatrix
     from specprobe.probe.comparison import Comparison
 

@@ -241,17 +241,19 @@ def matrix(
     device: str | None = None,
     dtype: str | None = None,
     progress: bool = True,
+    mapping: dict | None = None,
 ) -> AccuracyMatrix:
     """Accuracy of the base and of every adapter on every specialty of `data` (one loaded base).
 
     `adapters`: adapter directories (names from their manifests' specialty) or a mapping name -> dir.
     Every adapter must have been trained on this base (manifest weights hash, and PEFT's own checks).
+    `mapping`: how to read a QA file the loader cannot read alone (`load_qa`); recorded in metadata["data"].
     """
     check_max_length(max_length)
     named = _normalize_adapters(adapters)
     if not named and not include_base:
         raise ValueError("nothing to evaluate: no adapters and include_base=False")
-    records, data_meta = load_selected(data, specialty)
+    records, data_meta = load_selected(data, specialty, mapping=mapping)
     fmt = _shared_format(named, template, option_format, continuation)
     pair, pairs = _load_pairs(base, named, device, dtype)
     L = fit_max_length(max_length, context_length(pair))

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from specprobe.utils.argtypes import non_negative_int, positive_int
+from specprobe.utils.argtypes import add_mapping_argument, non_negative_int, positive_int
 
 
 def register(subparsers) -> None:
@@ -26,7 +26,8 @@ def _register_finetune(subparsers) -> None:
         "Works under `accelerate launch` for several GPUs.",
     )
     p.add_argument("--base", required=True, help="base model: hub id or local directory")
-    p.add_argument("--data", required=True, help="QA file (S-MedQA JSON)")
+    p.add_argument("--data", required=True, help="QA file (S-MedQA JSON, MedQA, MedMCQA, instruction; --mapping)")
+    add_mapping_argument(p, "; recorded in the manifest and the run's identity")
     p.add_argument(
         "--specialty",
         action="append",
@@ -142,7 +143,8 @@ def _register_evaluate(subparsers) -> None:
         default=None,
         help="adapter directory (with --matrix: repeat, or give a folder of adapter directories)",
     )
-    e.add_argument("--data", required=True, help="QA file (S-MedQA JSON)")
+    e.add_argument("--data", required=True, help="QA file (S-MedQA JSON, MedQA, MedMCQA, instruction; --mapping)")
+    add_mapping_argument(e, "; recorded in the result")
     e.add_argument("--out", required=True, help="result file (.json, .json.gz or .parquet)")
     e.add_argument("--matrix", action="store_true", help="evaluate every adapter and the base on every specialty")
     e.add_argument(
@@ -236,6 +238,7 @@ def run_finetune(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             revision=args.revision,
             trust_remote_code=args.trust_remote_code,
+            mapping=args.mapping,
             **options,
         )
     except TrainingInterrupted as stop:
@@ -271,6 +274,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         progress=not args.no_progress,
+        mapping=args.mapping,
     )
     if args.matrix:
         from specprobe.finetune.accuracy_matrix import expand_adapter_dirs, matrix
@@ -293,7 +297,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         result.save(out)
         print(result.table())
         if args.lm_eval_out:
-            _write_lm_eval(result, Path(args.lm_eval_out), args.data)
+            _write_lm_eval(result, Path(args.lm_eval_out), args.data, args.mapping)
     print(f"wrote {out}")
     return 0
 
@@ -341,23 +345,25 @@ def _evaluate_lm_eval(args: argparse.Namespace, out: Path) -> int:
 
     if args.model or args.adapter:
         raise ValueError("--from-lm-eval reads scores instead of running a model: leave out --model and --adapter")
-    result = from_lm_eval(args.from_lm_eval, args.data, specialty=args.specialty, matrix=args.matrix)
+    result = from_lm_eval(
+        args.from_lm_eval, args.data, specialty=args.specialty, matrix=args.matrix, mapping=args.mapping
+    )
     result.save(out)
     if isinstance(result, AccuracyMatrix):
         print(result.summary())
     else:
         print(result.table())
         if args.lm_eval_out:
-            _write_lm_eval(result, Path(args.lm_eval_out), args.data)
+            _write_lm_eval(result, Path(args.lm_eval_out), args.data, args.mapping)
     print(f"wrote {out}")
     return 0
 
 
-def _write_lm_eval(result: Any, folder: Path, data: str) -> None:
+def _write_lm_eval(result: Any, folder: Path, data: str, mapping: dict | None) -> None:
     """`--lm-eval-out DIR`: DIR/<model>/results.json and DIR/<model>/samples_specprobe_mc.jsonl per model."""
     from specprobe.finetune.lm_eval_export import TASK
 
     for model in dict.fromkeys(result.to_pandas()["model"]):
         result.to_lm_eval(folder / model / "results.json", model=model)
-        result.to_lm_eval_samples(folder / model / f"samples_{TASK}.jsonl", model=model, data=data)
+        result.to_lm_eval_samples(folder / model / f"samples_{TASK}.jsonl", model=model, data=data, mapping=mapping)
     print(f"wrote lm-eval files to {folder}")

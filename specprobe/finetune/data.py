@@ -23,13 +23,19 @@ from specprobe.terms.selection import (  # noqa: F401  (selection by specialty: 
 from specprobe.utils.io import sha256_file
 
 
-def load_records(data: str | os.PathLike | Sequence[QARecord]) -> tuple[list[QARecord], dict]:
-    """Records plus provenance ({"path", "sha256"} for a file) from a path or a list of `QARecord`s."""
+def load_records(
+    data: str | os.PathLike | Sequence[QARecord], mapping: dict | None = None
+) -> tuple[list[QARecord], dict]:
+    """Records plus provenance ({"path", "sha256"} for a file, and the `mapping` it was read with when one is
+    given: the same file read with another mapping is other data) from a path or a list of `QARecord`s."""
     if isinstance(data, (str, os.PathLike)):
         path = Path(data)
-        records = load_qa(path)
+        records = load_qa(path, mapping=mapping)
         check_records(records, str(path))
-        return records, {"path": str(path), "sha256": sha256_file(path), "n_records": len(records)}
+        meta = {"path": str(path), "sha256": sha256_file(path), "n_records": len(records)}
+        return records, meta | ({"mapping": mapping} if mapping else {})
+    if mapping:
+        raise ValueError("mapping= says how to read a QA file; the data given are records, already read")
     records = list(data)
     if not all(isinstance(r, QARecord) for r in records):
         raise TypeError("data must be a path to a QA file or a list of QARecord")
@@ -46,14 +52,19 @@ def check_unique_ids(records: Sequence[QARecord], source: str = "data") -> None:
 
 
 def load_selected(
-    data: str | os.PathLike | Sequence[QARecord], specialty: str | Sequence[str] | None, *, one_answer: bool = False
+    data: str | os.PathLike | Sequence[QARecord],
+    specialty: str | Sequence[str] | None,
+    *,
+    one_answer: bool = False,
+    mapping: dict | None = None,
 ) -> tuple[list[QARecord], dict]:
     """The records of `specialty` in `data` (see `select`) and the provenance of all of `data`
-    (see `load_records`): how training, evaluation and the accuracy matrix read their questions. With
-    `one_answer` (training), a question given twice with different answers anywhere in `data` is a
-    `DataError` (`question_rows`, as the experiment's split refuses it): training would teach both."""
+    (see `load_records`; `mapping`: how to read a QA file, see `load_qa`): how training, evaluation and
+    the accuracy matrix read their questions. With `one_answer` (training), a question given twice with
+    different answers anywhere in `data` is a `DataError` (`question_rows`, as the experiment's split
+    refuses it): training would teach both."""
     source = str(data) if isinstance(data, (str, os.PathLike)) else "data"
-    records, meta = load_records(data)
+    records, meta = load_records(data, mapping)
     if one_answer:
         question_rows(records, source)
     return select(records, specialty, source), meta

@@ -183,12 +183,14 @@ class MCEvaluation(Result):
         path: str | os.PathLike,
         model: str | None = None,
         data: str | os.PathLike | Sequence[QARecord] | None = None,
+        mapping: dict | None = None,
     ) -> Path:
         """Write lm-eval's `--log_samples` jsonl for `model` (None: the only one), one line per
-        question; `data`: the QA file evaluated (default: the one recorded in the metadata)."""
+        question; `data`: the QA file evaluated (default: the one recorded in the metadata), read with
+        `mapping` (default: the one recorded with it)."""
         from specprobe.finetune.lm_eval_export import write_samples
 
-        return write_samples(self._frame, self.metadata, path, model, data)
+        return write_samples(self._frame, self.metadata, path, model, data, mapping)
 
     def summary(self) -> str:
         return self.table()
@@ -380,6 +382,7 @@ def evaluate(
     dtype: str | None = None,
     tokenizer: Any = None,
     progress: bool = True,
+    mapping: dict | None = None,
 ) -> MCEvaluation:
     """Multiple-choice accuracy of `model` (and `model` + `adapter`) on `data`, per specialty.
 
@@ -387,9 +390,10 @@ def evaluate(
     `adapter`: a PEFT adapter directory (or a full fine-tuned model); base and tuned are then both
     scored (pick with `variants=("tuned",)`). The prompt format defaults to the one the adapter
     was trained with (its manifest, also for a `ModelPair` loaded with it), else `PromptFormat()`.
+    `mapping`: how to read a QA file the loader cannot read alone (`load_qa`); recorded in metadata["data"].
     """
     check_max_length(max_length)
-    records, data_meta = load_selected(data, specialty)
+    records, data_meta = load_selected(data, specialty, mapping=mapping)
     ready = isinstance(model, ModelPair)
     if ready and adapter is not None:
         raise ValueError("pass either a ModelPair or model + adapter, not both")

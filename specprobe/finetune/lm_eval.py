@@ -297,6 +297,7 @@ def from_lm_eval(
     *,
     specialty: str | Sequence[str] | None = None,
     matrix: bool = False,
+    mapping: dict | None = None,
 ) -> MCEvaluation | AccuracyMatrix:
     """Accuracy per specialty from lm-eval `--log_samples` files, matched to the questions of `data`.
 
@@ -304,8 +305,9 @@ def from_lm_eval(
     `parse_source` for the default name); a folder stands for the one samples file in it or below
     (`samples_file`: lm-eval's `--output_path`). `matrix=True`: an `AccuracyMatrix` (a model named "base" is
     the base; a model named after a specialty of `data` counts as trained on it, for `contrast()`).
+    `mapping`: how to read a QA file the loader cannot read alone (`load_qa`); recorded in metadata["data"].
     """
-    records, data_meta = load_records(data)
+    records, data_meta = load_records(data, mapping)
     source = data_meta.get("path") or "the QA data"
     check_unique_ids(records, str(source))  # rows are kept by id below
     rows: list[dict] = []

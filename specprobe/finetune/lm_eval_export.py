@@ -132,13 +132,19 @@ def write_results(frame: pd.DataFrame, meta: dict, path: str | os.PathLike, mode
     return write_json(path, results_payload(frame, meta, model))
 
 
-def _records_for(meta: dict, data: str | os.PathLike | Sequence[QARecord] | None) -> list[QARecord]:
-    """The evaluated questions: `data`, else the QA file the evaluation recorded in its metadata."""
+def _records_for(
+    meta: dict, data: str | os.PathLike | Sequence[QARecord] | None, mapping: dict | None = None
+) -> list[QARecord]:
+    """The evaluated questions: `data`, else the QA file the evaluation recorded in its metadata; a file
+    read with `mapping`, else with the mapping recorded beside it (the file evaluated was read so)."""
+    recorded = meta.get("data") or {}
     if data is None:
-        data = (meta.get("data") or {}).get("path")
+        data = recorded.get("path")
         if not data:
             raise ValueError("the evaluation records no QA file path; pass data= (the QA file or records)")
-    records, data_meta = load_records(data)
+    if isinstance(data, (str, os.PathLike)) and mapping is None:
+        mapping = recorded.get("mapping")
+    records, data_meta = load_records(data, mapping)
     check_unique_ids(records, str(data_meta.get("path") or "the QA data"))  # a doc_id is found by the row's id
     return records
 
@@ -200,11 +206,13 @@ def write_samples(
     path: str | os.PathLike,
     model: str | None = None,
     data: str | os.PathLike | Sequence[QARecord] | None = None,
+    mapping: dict | None = None,
 ) -> Path:
     """Write lm-eval's samples jsonl for one model; `doc_id` is the question's index in `data` (the
-    QA file evaluated, by default the one recorded in the metadata)."""
+    QA file evaluated, by default the one recorded in the metadata, read with `mapping`, by default the
+    one recorded with it)."""
     rows = pick_model(frame, model)
-    records = _records_for(meta, data)
+    records = _records_for(meta, data, mapping)
     index = {r.id: i for i, r in enumerate(records)}
     fmt = PromptFormat.from_dict(meta.get("prompt"))
     lines = []

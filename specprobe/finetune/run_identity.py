@@ -1,4 +1,5 @@
-"""What makes two training runs the same run: the base weights, the data, the specialty filter, every
+"""What makes two training runs the same run: the base weights, the data (and the mapping it was read
+with), the specialty filter, every
 option that changes the trained weights and the number of processes. A rerun with the same identity
 resumes or finds its finished run; a different one is refused (`run_folder.inspect_out`)."""
 
@@ -23,8 +24,11 @@ def run_identity(
     opts: TrainOptions,
     precision: str,
     world_size: int,
+    data_mapping: dict | None = None,
 ) -> dict:
-    """The run identity: `base_id` is `base_identity(base, revision)`; `precision` the resolved one."""
+    """The run identity: `base_id` is `base_identity(base, revision)`; `precision` the resolved one.
+    `data_mapping`: the mapping the data file was read with, beside its sha256 (the same file read with
+    another mapping is other data); recorded only when given, so runs without one keep their identity."""
     options = {k: v for k, v in asdict(opts).items() if k not in NON_IDENTITY}
     options["precision"] = precision
     return {
@@ -32,6 +36,7 @@ def run_identity(
         "revision": revision,
         **base_id,
         "data_sha256": data_sha256,
+        **({"data_mapping": data_mapping} if data_mapping else {}),
         "specialty": specialty,
         "n_examples": n_examples,
         "options": options,

@@ -163,12 +163,17 @@ class _Trainer:
         self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
         self.sharded = self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
-    def identify(self, data: str | os.PathLike | Sequence[QARecord], specialty: str | Sequence[str] | None) -> None:
+    def identify(
+        self,
+        data: str | os.PathLike | Sequence[QARecord],
+        specialty: str | Sequence[str] | None,
+        mapping: dict | None = None,
+    ) -> None:
         """The questions, the base fingerprint, and the run identity: everything that defines the trained
         weights, hashed (before any model is loaded, so that bad input fails fast)."""
         from accelerate.utils import broadcast_object_list
 
-        self.chosen, self.data_meta = load_selected(data, specialty, one_answer=True)
+        self.chosen, self.data_meta = load_selected(data, specialty, one_answer=True, mapping=mapping)
         # as the data spells them: the manifest's specialty must name the data's ("cardiology" selects
         # "Cardiology", and the accuracy matrix then finds the adapter's own specialty)
         self.wanted = data_specialties(self.chosen, specialty)
@@ -182,6 +187,7 @@ class _Trainer:
             revision=self.revision,
             base_id=fp[0],
             data_sha256=self.data_meta["sha256"],
+            data_mapping=self.data_meta.get("mapping"),
             specialty=self.wanted,
             n_examples=len(self.chosen),
             opts=self.opts,
@@ -743,11 +749,14 @@ def train(
     revision: str | None = None,
     trust_remote_code: bool = False,
     on_step: Callable[[int, float], None] | None = None,
+    mapping: dict | None = None,
     **options: Any,
 ) -> TrainRun:
     """Fine-tune a LoRA adapter on the questions of `specialty` (a name, a list, or None/"all").
 
     `base`: a hub id (optionally "org/name@<revision>") or local model directory. `data`: a QA file (S-MedQA JSON) or `QARecord`s.
+    `mapping`: how to read a QA file the loader cannot read alone (`load_qa`); recorded in the manifest's
+    "data" and in the run identity, so a rerun with another mapping is another run.
     `out`: the adapter directory (PEFT format plus manifest.json). `options`: see `TrainOptions`
     (checked first; `max_length` is capped at the model's context, and a larger explicit value is an error).
     Re-running the same call resumes from the last checkpoint; a finished run is returned as is.
@@ -776,7 +785,7 @@ def train(
     with SignalGuard(trainer.interrupted) as guard:
         trainer.guard = guard
         trainer.start()
-        trainer.identify(data, specialty)
+        trainer.identify(data, specialty, mapping)
         with trainer.locked():
             state, found = trainer.prepare_out(overwrite)
             if state == "done":

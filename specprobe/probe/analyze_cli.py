@@ -1,6 +1,6 @@
 """`specprobe analyze`: analyses of saved results, without a model.
 
-specprobe analyze seen-unseen --comparison C.json.gz --adapter A --out DIR [--train-data D]
+specprobe analyze seen-unseen --comparison C.json.gz --adapter A --out DIR [--train-data D [--mapping M]]
 specprobe analyze accuracy-link --evaluation E.json --comparison [NAME=]C.json.gz ... --out DIR
 specprobe analyze trajectory --base B --adapter A --terms LEX [--data QA] --out DIR   (runs the models)
 specprobe analyze general-text --base B --adapter A [--texts FILE] --out DIR          (runs the models)
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from specprobe.utils.argtypes import add_mapping_argument
 
 SEEN_UNSEEN_OUTPUTS = (
     "seen_unseen.json.gz",
@@ -65,6 +67,7 @@ def _seen_unseen_parser(analyses: argparse._SubParsersAction) -> None:
         help="the training QA file, if the manifest's path is not valid here (its sha256 must match) "
         "or the adapter has no manifest",
     )
+    add_mapping_argument(p, "; for --train-data (default: the mapping the manifest records with its data)")
     p.add_argument("--specialty", default=None, help="what an adapter without a manifest was trained on")
     p.add_argument("--name", default=None, help="label of the adapter (default: its training specialties)")
     _common(p, SEEN_UNSEEN_OUTPUTS)
@@ -116,7 +119,14 @@ def run_seen_unseen(args: argparse.Namespace) -> int:
     out = _out(args, SEEN_UNSEEN_OUTPUTS)
     if args.train_data is not None:  # named as the option, before the comparison and adapter are read
         require_qa_file(args.train_data, "--train-data")
-    result = seen_unseen(Path(args.comparison), args.adapter, args.train_data, specialty=args.specialty, name=args.name)
+    result = seen_unseen(
+        Path(args.comparison),
+        args.adapter,
+        args.train_data,
+        specialty=args.specialty,
+        name=args.name,
+        mapping=args.mapping,
+    )
     out.mkdir(parents=True, exist_ok=True)
     result.save(out / "seen_unseen.json.gz")
     atomic_write_text(out / "seen_unseen_groups.csv", result.groups().to_csv(index=False))

@@ -57,13 +57,16 @@ def read_terms(path: str) -> Any:
 
 
 def read_terms_and_texts(args: argparse.Namespace):
-    """(terms, texts) from the shared --terms/--data/--limit options."""
+    """(terms, texts) from the shared --terms/--data/--mapping/--limit options."""
     from specprobe.terms.datasets import load_qa
 
+    mapping = getattr(args, "mapping", None)
+    if mapping and not args.data:  # the lexicon's own texts are read with the mapping it records
+        raise ValueError("--mapping says how to read --data; give --data, or leave --mapping out")
     terms = read_terms(args.terms)
     texts = None
     if args.data:
-        texts = [r.as_text_record() for r in load_qa(args.data)]
+        texts = [r.as_text_record() for r in load_qa(args.data, mapping=mapping)]
     elif hasattr(terms, "data_sources"):
         terms.data_sources()  # a lexicon with no data file of its own: say so before any model loads
     if args.limit is not None:

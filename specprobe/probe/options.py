@@ -23,7 +23,7 @@ from typing import Any
 
 from specprobe.probe.inputs import DEFAULT_TEMPLATE
 from specprobe.probe.occurrences import MatchOptions
-from specprobe.utils.argtypes import positive_int
+from specprobe.utils.argtypes import add_mapping_argument, positive_int
 
 
 @dataclass(frozen=True)
@@ -164,6 +164,7 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", help="QA file (S-MedQA JSON) whose questions are the contexts; default: the lexicon's own"
     )
+    add_mapping_argument(parser, " (for --data)")
     parser.add_argument(
         "--controls",
         default="auto",

@@ -101,11 +101,27 @@ def require_qa_file(path: str | os.PathLike, what: str, note: str = "") -> None:
         raise FileNotFoundError(f"{what} {path}: {problem}{note}")
 
 
-def _load_checked(train_data: Any, recorded: Mapping, where: str) -> tuple[list[QARecord], dict]:
-    """The records of `train_data` (or of the manifest's data path), whose sha256 must be the recorded one."""
+def _recorded_mapping(recorded: Mapping, mapping: dict | None, where: str) -> dict | None:
+    """The mapping the training data file was read with (the manifest's 'data.mapping'); a `mapping` given
+    that is another would read other questions from the same file, and is an error naming both."""
+    kept, mapping = recorded.get("mapping") or None, mapping or None
+    if mapping is not None and mapping != kept:
+        raise ValueError(
+            f"mapping {mapping!r} is not the one {where} records for its training data ({kept!r}): the same "
+            "file read with another mapping is other questions; leave the mapping out to use the recorded one"
+        )
+    return kept
+
+
+def _load_checked(
+    train_data: Any, recorded: Mapping, where: str, mapping: dict | None = None
+) -> tuple[list[QARecord], dict]:
+    """The records of `train_data` (or of the manifest's data path), whose sha256 must be the recorded one,
+    read with the mapping recorded beside it (`_recorded_mapping`)."""
     expected = recorded.get("sha256")
     if not isinstance(expected, str) or not expected:
         raise ValueError(f"{where}: field 'data.sha256' is missing; the training data cannot be checked")
+    mapping = _recorded_mapping(recorded, mapping, where)
     from_manifest = train_data is None
     if from_manifest:
         path = recorded.get("path")
@@ -125,7 +141,7 @@ def _load_checked(train_data: Any, recorded: Mapping, where: str) -> tuple[list[
             )
         require_qa_file(path, "train_data", " (the path given as train_data=)")
         digest = sha256_file(path)
-        records, source = load_qa(path), {"path": str(path)}
+        records, source = load_qa(path, mapping=mapping), {"path": str(path), **_with_mapping(mapping)}
     else:
         records = list(train_data)
         if not all(isinstance(r, QARecord) for r in records):
@@ -139,7 +155,17 @@ def _load_checked(train_data: Any, recorded: Mapping, where: str) -> tuple[list[
     return records, {**source, "sha256": digest}
 
 
-def training_data(adapter: Any, train_data: Any = None, specialty: str | Sequence[str] | None = None) -> TrainingData:
+def _with_mapping(mapping: dict | None) -> dict:
+    """{"mapping": mapping} for a source read with one, else {} (as `finetune.data.load_records` records it)."""
+    return {"mapping": mapping} if mapping else {}
+
+
+def training_data(
+    adapter: Any,
+    train_data: Any = None,
+    specialty: str | Sequence[str] | None = None,
+    mapping: dict | None = None,
+) -> TrainingData:
     """The questions `adapter` was trained on, checked against its manifest.
 
     `adapter`: an adapter directory (with the manifest.json `finetune.train` wrote), a manifest.json
@@ -148,16 +174,18 @@ def training_data(adapter: Any, train_data: Any = None, specialty: str | Sequenc
     equal the manifest's, and the number of questions the manifest's specialty filter selects must
     equal its count; a run shorter than one epoch keeps the questions its steps drew (`shown_records`).
     An adapter without a manifest needs `train_data` (then taken as given, filtered by
-    `specialty` if one is named: nothing can be checked, and `source["checked"]` says so).
+    `specialty` if one is named: nothing can be checked, and `source["checked"]` says so). A data file is
+    read with the mapping the manifest records beside its sha256 (`mapping`, if given, must be that one),
+    or, without a manifest, with `mapping`.
     """
     manifest, folder = read_adapter_manifest(adapter)
     if manifest is None:
-        return _unchecked(folder, train_data, specialty)
+        return _unchecked(folder, train_data, specialty, mapping)
     where = f"{folder}/{MANIFEST}" if folder else "the manifest"
     data = manifest.get("data")
     if not isinstance(data, Mapping):
         raise ValueError(f"{where}: field 'data' is missing; not a manifest written by specprobe finetune")
-    records, source = _load_checked(train_data, data, where)
+    records, source = _load_checked(train_data, data, where, mapping)
     specialties = _trained_specialties(manifest, where)
     if specialty is not None and _lower(normalize_specialty(specialty, specialties or ())) != _lower(specialties):
         raise ValueError(f"specialty={specialty!r}, but {where} records training on {list(specialties or ['all'])}")
@@ -243,8 +271,11 @@ def _lower(names: Sequence[str] | None) -> list[str] | None:
     return sorted(n.lower() for n in names) if names else None
 
 
-def _unchecked(folder: str | None, train_data: Any, specialty: str | Sequence[str] | None) -> TrainingData:
-    """An adapter without a manifest: the training data must be given, and is taken as given."""
+def _unchecked(
+    folder: str | None, train_data: Any, specialty: str | Sequence[str] | None, mapping: dict | None = None
+) -> TrainingData:
+    """An adapter without a manifest: the training data must be given (a file read with `mapping`), and is
+    taken as given."""
     if train_data is None:
         raise FileNotFoundError(
             f"{folder}/{MANIFEST}: no manifest (the adapter was not trained by specprobe, or is unfinished), so "
@@ -252,8 +283,11 @@ def _unchecked(folder: str | None, train_data: Any, specialty: str | Sequence[st
         )
     if isinstance(train_data, (str, os.PathLike)):
         require_qa_file(train_data, "train_data", " (the path given as train_data=)")
-        records, source = load_qa(train_data), {"path": str(train_data), "sha256": sha256_file(train_data)}
+        records = load_qa(train_data, mapping=mapping)
+        source = {"path": str(train_data), "sha256": sha256_file(train_data), **_with_mapping(mapping)}
     else:
+        if mapping:
+            raise ValueError("mapping= says how to read a QA file; the train_data given are records, already read")
         records = list(train_data)
         if not all(isinstance(r, QARecord) for r in records):
             raise TypeError("train_data must be a QA file path or a list of QARecord")

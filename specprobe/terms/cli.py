@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from specprobe.utils.argtypes import positive_int
+from specprobe.utils.argtypes import add_mapping_argument, positive_int
 
 _LEXICON_HELP = "lexicon JSON file (from `specprobe terms build`; .gz allowed)"
 
@@ -40,12 +40,7 @@ def register(subparsers) -> None:
         "read the columns --mapping names). A file that is not a JSON list is read as JSON Lines",
     )
     b.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    b.add_argument(
-        "--mapping",
-        help="column mapping for csv/jsonl, as JSON: "
-        '\'{"question": "q", "options": ["a","b","c","d"], "answer": "ans", "answer_format": "letter"}\'; '
-        "for MedMCQA whose cop numbers cannot tell their base, '{\"cop_base\": 0}' (counted from 0) or 1",
-    )
+    add_mapping_argument(b)
     b.add_argument("--skip-bad", action="store_true", help="skip malformed records and report them")
     b.add_argument("--min-count", type=positive_int, default=1, help="drop terms seen fewer times (default 1)")
     b.add_argument(
@@ -106,24 +101,10 @@ def _check_out(out: Path, overwrite: bool, **inputs: str | Path | None) -> None:
     check_writable(out, "--out")
 
 
-def _mapping(text: str | None) -> dict | None:
-    """--mapping as a JSON object of column names; anything else is an error naming the option."""
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"--mapping is not valid JSON ({exc}): {text!r}") from exc
-    if not isinstance(value, dict):
-        raise ValueError(f'--mapping must be a JSON object such as \'{{"question": "q"}}\', got {text!r}')
-    return value
-
-
 def cmd_build(args) -> int:
     from .build import build_lexicon
     from .specialties import AssignmentRule
 
-    mapping = _mapping(args.mapping)
     _check_out(Path(args.out), args.overwrite, data_file=args.data, specialty_map=args.specialty_map)
     rule = AssignmentRule(
         z_min=args.z_min,
@@ -140,7 +121,7 @@ def cmd_build(args) -> int:
         args.data,
         backend=args.backend,
         format=args.format,
-        mapping=mapping,
+        mapping=args.mapping,
         skip_bad=args.skip_bad,
         min_count=args.min_count,
         rule=rule,

@@ -230,9 +230,9 @@ def _cop_base(path: Path, items: Sequence[Any], columns: dict) -> int:
     seen = "both 0 and 4" if 0 in numbers else f"only {', '.join(map(str, sorted(numbers)))}"
     raise DataError(
         f"{path}: field 'cop' holds {seen}, so it cannot tell whether options count from 0 (Hugging Face "
-        f'copy) or 1 (original release); pass it: mapping={{"cop_base": 0}} or 1 (load_qa, build_lexicon), '
-        f"`terms build --mapping '{{\"cop_base\": 0}}'`; the finetune, evaluate, compare and run commands "
-        "take no mapping: give them the questions as S-MedQA JSON (in Python, the records load_qa reads)"
+        f"copy) or 1 (original release); say which: --mapping '{{\"cop_base\": 0}}' (or 1) on the command line "
+        "(terms build, finetune, evaluate, compare, layers, analyze trajectory/seen-unseen), mapping = {cop_base = 0} "
+        'in a `specprobe run` experiment file, mapping={"cop_base": 0} in Python (load_qa, finetune.train, ...)'
     )
 
 
@@ -397,7 +397,7 @@ def _check_columns(path: Path, header: list[str], mapping: dict) -> None:
         raise DataError(
             f"{path}: no column{'s' if len(missing) > 1 else ''} {', '.join(repr(c) for c in missing)} (its columns: "
             f"{', '.join(header)}); "
-            "rename the columns, or name them in the mapping (mapping=, terms build --mapping)"
+            "rename the columns, or name them in the mapping (--mapping, a run file's mapping key, mapping=)"
         )
 
 

@@ -22,9 +22,10 @@ def seen_unseen_files(
     train_data: PathLike | None = None,
     specialty: str | None = None,
     name: str | None = None,
+    mapping: dict | None = None,
 ) -> SeenUnseen:
     """`seen_unseen` of a saved Comparison (`comparison.json.gz`) and an adapter directory; saved to `out`."""
-    result = seen_unseen(Path(comparison), adapter, train_data, specialty=specialty, name=name)
+    result = seen_unseen(Path(comparison), adapter, train_data, specialty=specialty, name=name, mapping=mapping)
     if out is not None:
         result.save(out)
     return result

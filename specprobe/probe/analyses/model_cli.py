@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from specprobe.utils.argtypes import positive_int
+from specprobe.utils.argtypes import add_mapping_argument, positive_int
 
 Common = Callable[[argparse.ArgumentParser, tuple[str, ...]], None]
 
@@ -39,6 +39,7 @@ def trajectory_parser(analyses: argparse._SubParsersAction, common: Common, outp
     p.add_argument("--adapter", required=True, help="adapter directory whose manifest.json lists snapshots")
     p.add_argument("--terms", required=True, help="lexicon JSON, JSON mapping term -> specialties, or a term list")
     p.add_argument("--data", help="QA file whose questions are the contexts; default: the lexicon's own")
+    add_mapping_argument(p, " (for --data)")
     p.add_argument("--controls", default="auto", help="'auto', 'none', or a file with one word per line")
     p.add_argument(
         "--long-texts",

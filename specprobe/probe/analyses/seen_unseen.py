@@ -157,6 +157,7 @@ def seen_unseen(
     *,
     specialty: str | Sequence[str] | None = None,
     name: str | None = None,
+    mapping: dict | None = None,
 ) -> SeenUnseen:
     """Split a Comparison's term occurrences by what `adapter` saw in training (see the module doc).
 
@@ -167,9 +168,10 @@ def seen_unseen(
     whose sha256 differs from the manifest's is refused, and so is a Comparison made with other
     adapter weights. `specialty`: what an adapter without a manifest was trained on (default: the
     specialties of `train_data`). `name`: the adapter's label (default: its training specialties).
+    `mapping`: how to read a training QA file the loader cannot read alone (default: the manifest's).
     """
     comp = _as_comparison(comparison)
-    train = training_data(adapter, train_data, specialty)
+    train = training_data(adapter, train_data, specialty, mapping)
     _check_same_adapter(comp, train)
     scored = comp.scored()
     match = MatchOptions(**comp.metadata.get("options", {}).get("match", {}))
