@@ -90,6 +90,7 @@ def test_mapping_argument_is_one_parser_for_every_command():
         ["analyze", "seen-unseen", "--comparison", "c", "--adapter", "a", "--out", "o"],
         ["analyze", "trajectory", "--base", "b", "--adapter", "a", "--terms", "x", "--out", "o"],
         ["run", "x.toml"],
+        ["demo", "--data", "d"],
     ):
         assert parser.parse_args([*argv, "--mapping", COP0]).mapping == {"cop_base": 0}, argv
         assert parser.parse_args(argv).mapping is None, argv
@@ -255,6 +256,20 @@ def test_run_reads_the_data_with_the_config_mapping(tmp_path, capsys, monkeypatc
     assert seen["run"].split["data"] == data_identity(sha, {"cop_base": 1})
     answers = {r.id: r.answer for r in load_qa(seen["run"].train_path) + load_qa(seen["run"].test_path)}
     assert answers == {r.id: r.answer for r in load_qa(data, mapping={"cop_base": 1})} != expected
+
+
+def test_demo_reads_its_data_with_a_mapping(tmp_path, capsys, monkeypatch):
+    """`specprobe demo --data F --mapping M` reads F with M (demo had no --mapping); a mapping without --data
+    (the built-in questions) is one error line."""
+    seen = _prepare_only(monkeypatch)
+    data = _medmcqa(tmp_path)
+    out = str(tmp_path / "out")
+    _refused_for_cop(_error(capsys, ["demo", "--data", str(data), "--out", out]), data)
+    assert main(["demo", "--data", str(data), "--out", out, "--mapping", COP0]) == 0, capsys.readouterr().err
+    answers = {r.id: r.answer for r in load_qa(seen["run"].train_path) + load_qa(seen["run"].test_path)}
+    assert answers == {r.id: r.answer for r in load_qa(data, mapping={"cop_base": 0})}
+    err = _error(capsys, ["demo", "--out", out, "--mapping", COP0])
+    assert err.endswith("--mapping says how to read --data; give --data, or leave --mapping out"), err
 
 
 def test_a_run_without_a_mapping_keeps_its_split_key(tmp_path, capsys, monkeypatch):

@@ -37,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "trajectory over adapter snapshots, general-text control), and write a report.",
     )
     d.add_argument("--data", default="", help="a QA file (S-MedQA JSON) instead of the built-in questions")
+    add_mapping_argument(d, " (with --data)")
     d.add_argument("--base", default="", help="a base model (hub id or directory) instead of the built-in one")
     d.add_argument("--out", default="specprobe-demo", help="output folder (reruns skip finished stages)")
     d.add_argument(
@@ -168,8 +169,15 @@ def run_demo(args: argparse.Namespace) -> int:
     from specprobe.app.experiment import ExperimentConfig, run_experiment
 
     started = time.perf_counter()
+    if args.mapping and not args.data:  # the built-in questions are S-MedQA JSON
+        raise ValueError("--mapping says how to read --data; give --data, or leave --mapping out")
     cfg = ExperimentConfig(
-        base=args.base, data=args.data, out=args.out, specialties=args.specialties or None, max_texts=args.max_texts
+        base=args.base,
+        data=args.data,
+        out=args.out,
+        specialties=args.specialties or None,
+        max_texts=args.max_texts,
+        mapping=args.mapping,
     )
     if args.max_steps is not None:
         cfg.train = {**cfg.train, "max_steps": args.max_steps}
