@@ -55,7 +55,9 @@ NOTES: dict[str, str] = {
     ),
     "ci": (
         "95% confidence intervals are percentile bootstraps (2,000 draws) that resample texts, because "
-        "occurrences in one text share their context. n = occurrences, n_texts = texts they occur in."
+        "occurrences in one text share their context; a difference between two sets of words (minus control, "
+        "own vs other, seen vs unseen) resamples each set's words too. n = occurrences, n_texts = texts they "
+        "occur in."
     ),
     "control": (
         "Control words are ordinary words from the same texts (frequency-matched, or given). Fine-tuning on "
