@@ -1,5 +1,6 @@
 """Data-parallel scoring (`specprobe.core.distributed`): 2 CPU processes with gloo give the single-process
-result, row for row, through the Python API (compare, evaluate, layers) and the command line."""
+result, row for row, through the Python API (compare, evaluate, layers) and the command line (compare, evaluate,
+analyze trajectory and general-text: rank 0 alone writes)."""
 
 from __future__ import annotations
 
@@ -166,9 +167,11 @@ def test_two_gloo_ranks_reproduce_the_single_process_results(tiny_llama, tmp_pat
 
 
 # -- 2 processes, the command line -----------------------------------------------------------------------------
-def _launch(nproc: int, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def _launch(
+    nproc: int, args: list[str], cwd: Path, entry: tuple[str, ...] = ("-m", "specprobe.app.cli"), **env_extra: str
+) -> subprocess.CompletedProcess:
     """`torchrun --nproc_per_node N -m specprobe.app.cli ...` (what `accelerate launch --multi_gpu` runs)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **env_extra}
     cmd = [
         sys.executable,
         "-m",
@@ -176,8 +179,7 @@ def _launch(nproc: int, args: list[str], cwd: Path) -> subprocess.CompletedProce
         "--standalone",
         "--nproc_per_node",
         str(nproc),
-        "-m",
-        "specprobe.app.cli",
+        *entry,
         *args,
     ]
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
@@ -237,3 +239,74 @@ def test_cli_compare_and_evaluate_under_two_processes(tiny_llama, tmp_path):
     ev1, ev2 = (Result.load(tmp_path / f"evaluate{n}.json") for n in (1, 2))
     assert isinstance(ev1, MCEvaluation) and isinstance(ev2, MCEvaluation)
     pd.testing.assert_frame_equal(ev1.to_pandas(), ev2.to_pandas())
+
+
+def _counted_launch(nproc: int, args: list[str], cwd: Path, name: str) -> list[dict]:
+    """`_launch` through tests/rank_counter.py: per rank, the batches and items it scored and the files it wrote."""
+    counts = cwd / f"counts-{name}"
+    counts.mkdir()
+    _launch(
+        nproc,
+        args,
+        cwd,
+        ("--no-python", sys.executable, str(Path(__file__).with_name("rank_counter.py"))),
+        COUNT_DIR=str(counts),
+    )
+    return [json.loads((counts / f"rank{r}.json").read_text()) for r in range(nproc)]
+
+
+def _analyses_args(tmp_path: Path, base: str) -> dict[str, list[str]]:
+    """`analyze trajectory` (an adapter with snapshots at steps 0 and 2) and `analyze general-text` arguments."""
+    from specprobe.finetune import train
+    from tests.test_analyses_trajectory import TERMS, TRAIN, probe_texts
+    from tests.test_analyses_trajectory import write_qa as write_training_qa
+
+    run = train(base, write_training_qa(tmp_path / "train.json"), "Cardiology", tmp_path / "snaps",
+                save_steps=[0, 2], **{**TRAIN, "max_steps": 4})  # fmt: skip
+    qa = tmp_path / "probe.json"
+    qa.write_text(json.dumps([{"Question": t["text"], "Options": ["a", "b"], "Answer": "a"} for t in probe_texts()]))
+    terms = tmp_path / "terms.json"
+    terms.write_text(json.dumps(TERMS))
+    texts = tmp_path / "general.txt"
+    texts.write_text("".join(f"{STEMS[i % 4]}{' The fever came back.' * (i % 5)}\n" for i in range(12)))
+    common = ["--base", base, "--adapter", str(run.path), "--batch-size", "2", "--no-progress"]
+    return {
+        "trajectory": ["analyze", "trajectory", *common, "--terms", str(terms), "--data", str(qa)],
+        "general-text": ["analyze", "general-text", *common, "--texts", str(texts)],
+    }
+
+
+@pytest.mark.slow
+def test_cli_analyses_that_run_models_share_out_under_two_processes(tiny_llama, tmp_path, monkeypatch):
+    """`analyze trajectory` and `analyze general-text` under torchrun: each rank scores a share of the batches
+    (it was all of them, on every rank), rank 0 alone writes (every rank wrote the same files), and the outputs
+    are those of one process."""
+    from specprobe.app.cli import main
+    from specprobe.core import scoring
+    from specprobe.core.results import Result
+    from specprobe.probe.analyze_cli import GENERAL_TEXT_OUTPUTS, TRAJECTORY_OUTPUTS
+
+    runs = _analyses_args(tmp_path, str(tiny_llama[0]))
+    batches = [0]
+    score_batch = scoring._score_batch
+
+    def counted(*args, **kwargs):
+        batches[0] += 1
+        return score_batch(*args, **kwargs)
+
+    for name, outputs in (("trajectory", TRAJECTORY_OUTPUTS), ("general-text", GENERAL_TEXT_OUTPUTS)):
+        one, two = tmp_path / f"{name}1", tmp_path / f"{name}2"
+        batches[0] = 0
+        with monkeypatch.context() as patch:
+            patch.setattr(scoring, "_score_batch", counted)
+            assert main([*runs[name], "--out", str(one)]) == 0  # the reference: one process, in this one
+        ranks = _counted_launch(2, [*runs[name], "--out", str(two)], tmp_path, name)
+        written = sorted(o for o in outputs if not o.endswith(".html"))  # no --report
+        assert sorted(ranks[0]["writes"]) == written and ranks[1]["writes"] == [], (name, ranks)
+        assert ranks[0]["batches"] + ranks[1]["batches"] == batches[0], (name, ranks, batches)
+        assert all(0 < r["batches"] <= 0.65 * batches[0] for r in ranks), (name, ranks, batches)  # about half each
+        for csv in (o for o in written if o.endswith(".csv")):
+            assert (one / csv).read_bytes() == (two / csv).read_bytes(), (name, csv)
+        a, b = (Result.load(next(d.glob("*.json.gz"))).to_pandas() for d in (one, two))
+        _same_rows(a, b)
+        assert _max_logp_difference(a, b) == 0.0, name

@@ -147,7 +147,9 @@ def general_text_control(
 
     `pair`: a `ModelPair` with a tuned view, or the base (hub id, folder, model) with `tuned=`.
     `texts`: strings or records (default: the WordNet glosses in `specprobe/data/general/`). A text
-    longer than the context (`max_length`, default the model's) is cut to it and flagged."""
+    longer than the context (`max_length`, default the model's) is cut to it and flagged. Under an
+    initialised torch.distributed process group the ranks share the scoring (`specprobe.core.distributed`)
+    and each returns the same result."""
     check_max_length(max_length)  # before any model loads
     records = _records(default_texts() if texts is None else texts)
     pair = load_pair(pair, tuned, tokenizer, device, dtype, purpose="general_text_control")
@@ -164,7 +166,14 @@ def general_text_control(
     for variant in pair.variants:
         with pair.view(variant) as split:
             scored[variant] = iter(
-                score_items(split, ready, batch_size=batch_size, progress=progress, desc=f"general text, {variant}")
+                score_items(
+                    split,
+                    ready,
+                    batch_size=batch_size,
+                    progress=progress,
+                    desc=f"general text, {variant}",
+                    distribute=True,
+                )
             )
     frame = pd.DataFrame(_rows(records, items, cut, scored), columns=GeneralTextShift.columns)
     meta = {

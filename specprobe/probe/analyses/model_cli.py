@@ -70,7 +70,9 @@ def general_text_parser(analyses: argparse._SubParsersAction, common: Common, ou
 
 
 def run_trajectory(args: argparse.Namespace) -> int:
-    """`specprobe analyze trajectory`: score every snapshot of an adapter; its inputs are checked before any model loads."""
+    """`specprobe analyze trajectory`: score every snapshot of an adapter; its inputs are checked before any model
+    loads. Under `accelerate launch`/`torchrun` the ranks share the scoring; rank 0 alone writes and prints."""
+    from specprobe.core.distributed import init_from_env, is_main
     from specprobe.probe.analyses.trajectory import trajectory
     from specprobe.probe.cli import read_terms_and_texts
     from specprobe.probe.options import ProbeOptions, check_out_dir
@@ -80,10 +82,13 @@ def run_trajectory(args: argparse.Namespace) -> int:
     opts = ProbeOptions.from_args(args)
     terms, texts = read_terms_and_texts(args)
     _check_own_specialty(args.specialty, terms)  # before any model loads
+    init_from_env(opts.device)
     result = trajectory(
         args.base, Path(args.adapter), terms, texts, specialty=args.specialty, force_adapter=args.force_adapter,
         options=opts,
     )  # fmt: skip
+    if not is_main():
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     result.save(out / "trajectory.json.gz")
     atomic_write_text(out / "trajectory_curves.csv", result.curves().to_csv(index=False))
@@ -111,6 +116,9 @@ def _check_own_specialty(specialty: str | None, terms: Any) -> None:
 
 
 def run_general_text(args: argparse.Namespace) -> int:
+    """`specprobe analyze general-text`: score general-English texts under base and adapter. Under `accelerate
+    launch`/`torchrun` the ranks share the scoring; rank 0 alone writes and prints."""
+    from specprobe.core.distributed import init_from_env, is_main
     from specprobe.core.models import adapter_weights_sha256
     from specprobe.probe.analyses.general_text import general_text_control, with_general_text
     from specprobe.probe.analyses.model_files import read_general_texts
@@ -122,10 +130,13 @@ def run_general_text(args: argparse.Namespace) -> int:
     texts = read_general_texts(args.texts, "--texts") if args.texts else None
     comp = Comparison.load(args.comparison) if args.comparison else None  # before any model loads
     _check_comparison(comp, args, {"adapter_sha256": adapter_weights_sha256(args.adapter)})
+    init_from_env(args.device)
     result = general_text_control(
         args.base, texts, tuned=args.adapter, max_length=args.max_length, batch_size=args.batch_size,
         device=args.device, dtype=args.dtype, progress=not args.no_progress,
     )  # fmt: skip
+    if not is_main():
+        return 0
     _check_comparison(comp, args, result.metadata)
     table = with_general_text(comp.by_specialty(), result) if isinstance(comp, Comparison) else None
     if table is not None:  # kept with the result: its report shows the row beside the control words
