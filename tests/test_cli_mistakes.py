@@ -321,3 +321,19 @@ def test_an_adapter_with_a_damaged_tokenizer_given_as_tuned_is_not_called_a_base
     (tmp_path / "lora" / "tokenizer.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match=r"^cannot load a tokenizer from '.*lora': Expecting property name"):
         ModelPair.load(str(base), str(tmp_path / "lora"), device="cpu")
+
+
+@pytest.mark.parametrize("command", ["run", "demo"])
+def test_run_and_demo_under_a_data_parallel_launcher_are_refused_before_any_work(
+    tmp_path, capsys, monkeypatch, command
+):
+    """Under torchrun (WORLD_SIZE > 1) every process ran the whole study on one folder, and all but one failed
+    on its lock: a confusing failure after the split. It is one line before anything is written."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    out = tmp_path / "out"
+    toml = tmp_path / "exp.toml"
+    toml.write_text(f'out = "{out}"\n', encoding="utf-8")
+    argv = ["run", str(toml)] if command == "run" else ["demo", "--out", str(out)]
+    err = _error(capsys, argv)
+    assert f"specprobe {command} runs as one process, not under torchrun or accelerate launch (WORLD_SIZE=2)" in err
+    assert "--executor ray" in err and not out.exists()

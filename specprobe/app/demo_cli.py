@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from typing import TYPE_CHECKING, cast
 
@@ -168,6 +169,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from specprobe.app.config import demo_save_steps
     from specprobe.app.experiment import ExperimentConfig, run_experiment
 
+    refuse_launcher("demo")
     started = time.perf_counter()
     if args.mapping and not args.data:  # the built-in questions are S-MedQA JSON
         raise ValueError("--mapping says how to read --data; give --data, or leave --mapping out")
@@ -185,11 +187,23 @@ def run_demo(args: argparse.Namespace) -> int:
     return _finish(run_experiment(cfg, progress=not args.no_progress), started)
 
 
+def refuse_launcher(command: str) -> None:
+    """Refuse a data-parallel launch (torchrun, accelerate launch: WORLD_SIZE > 1) of `run` or `demo`: every
+    process would run the whole study on the same folder, and all but one fail on its lock."""
+    size = os.environ.get("WORLD_SIZE", "1")
+    if size.isdigit() and int(size) > 1:
+        raise ValueError(
+            f"specprobe {command} runs as one process, not under torchrun or accelerate launch (WORLD_SIZE={size}); "
+            "start it directly: --executor ray spreads its stages over GPUs and nodes"
+        )
+
+
 def run_toml(args: argparse.Namespace) -> int:
     """`specprobe run experiment.toml [--executor local|ray] [--address auto|HOST:PORT]`."""
     from specprobe.app.executors import make_executor
     from specprobe.app.experiment import ExperimentConfig, run_experiment
 
+    refuse_launcher("run")
     started = time.perf_counter()
     cfg = ExperimentConfig.from_toml(args.config)
     if args.reuse_older is not None:
