@@ -80,3 +80,22 @@ def test_a_non_default_train_option_still_changes_the_keys(tmp_path, changed):
 
 def test_a_non_default_compare_option_still_changes_the_probe_key(tmp_path):
     assert _keys(tmp_path, PLAIN, {"batch_size": 4})[2] != _keys(tmp_path, PLAIN, {})[2]
+
+
+def test_an_unfinished_adapter_stage_resumes_with_a_default_spelled_as_an_int(tiny_llama, tmp_path):
+    """`alpha = 16` keys like the default 16.0 (one stage folder), but the stage passed it on to training,
+    whose run identity hashes 16 and 16.0 apart: an adapter stage stopped before its done marker and rerun
+    with `alpha = 16` was refused ("checkpoints/output of a different run ... pass --overwrite")."""
+    from specprobe.app.experiment_stages import adapter_stage, write_smedqa
+    from specprobe.app.stages import DONE
+    from tests.test_finetune_train import make_records
+
+    write_smedqa(data := tmp_path / "train.json", make_records())
+    base, train = str(tiny_llama[0]), {"max_steps": 2, "batch_size": 2, "save_every": 1}
+    split, say = split_key("d", 0.2, 0), lambda _: None
+    first = adapter_stage(tmp_path, "Cardiology", "Cardiology", base, "b", split, data, train, progress=False, say=say)
+    (first.parent / DONE).unlink()  # stopped after training, before the stage was marked done
+    again = adapter_stage(
+        tmp_path, "Cardiology", "Cardiology", base, "b", split, data, {**train, "alpha": 16}, progress=False, say=say
+    )
+    assert again == first and (again.parent / DONE).is_file()

@@ -321,9 +321,11 @@ def adapter_stage(
     from specprobe import finetune
     from specprobe.core.models import model_ref
 
-    # a hub base pinned to its commit ("id@commit"): [train] revision was checked to resolve to that commit
+    # a hub base pinned to its commit ("id@commit"): [train] revision was checked to resolve to that commit.
+    # Defaults are left out as the key leaves them out: training's run identity hashes `alpha = 16` and the
+    # default 16.0 apart, so a stage resumed with the other spelling was refused as another run.
     pinned = model_ref(base)[1] is not None
-    options = {k: v for k, v in train.items() if not (pinned and k == "revision")}
+    options = {k: v for k, v in without_defaults(train).items() if not (pinned and k == "revision")}
     folder = run_stage(
         root,
         f"adapter-{slug(name)}",
