@@ -292,3 +292,16 @@ def test_the_config_mapping_must_be_a_table(tmp_path):
     with pytest.raises(ConfigError, match=r"exp.toml: mapping: must be a table"):
         ExperimentConfig.from_toml(toml)
     assert ExperimentConfig(mapping={"cop_base": 1}).recorded()["mapping"] == {"cop_base": 1}
+
+
+def test_run_refuses_a_mapping_without_data(tmp_path, capsys, monkeypatch):
+    """A config (or run --mapping) with a mapping but no data read the built-in questions with it: a column
+    mapping failed naming the built-in file the user never gave ("questions.json: item 0: missing field 'q'"),
+    and cop_base alone re-split the same questions under a new key. Refused as `demo` refuses it."""
+    seen = _prepare_only(monkeypatch)
+    toml = tmp_path / "exp.toml"
+    toml.write_text(f'out = "{tmp_path / "out"}"\nmapping = {{question = "q", options = ["a", "b"], answer = "x"}}\n')
+    for argv in (["run", str(toml)], ["run", str(toml), "--mapping", COP0]):
+        err = _error(capsys, argv)
+        assert "mapping: says how to read data, but no data is given" in err and "questions.json" not in err, err
+    assert not seen

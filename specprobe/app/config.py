@@ -345,7 +345,13 @@ class ExperimentConfig:
         return {k: v for k, v in asdict(self).items() if k not in self.PLACEMENT}
 
     def resolved(self) -> ExperimentConfig:
-        """A validated copy with the built-in model and questions filled in where none are given."""
+        """A validated copy with the built-in model and questions filled in where none are given (a mapping
+        without data is an error: it would be applied to the built-in questions, which need none)."""
+        if self.mapping and not self.data:
+            raise ConfigError(
+                "experiment config: mapping: says how to read data, but no data is given (the built-in questions "
+                "need none); set data, or leave mapping out"
+            )
         c = ExperimentConfig(**asdict(self))
         c.base = c.base or str(builtin_model())
         c.data = c.data or str(builtin_questions())
