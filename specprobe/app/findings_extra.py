@@ -21,11 +21,18 @@ Q_TRAJECTORY = "When during training does the own specialty pull ahead of the ot
 Q_GENERAL = "Does general English text become less likely (a shift towards the clinical domain)?"
 
 
-def seen_unseen_finding(results: Mapping[str, Any], n_boot: int = 2000, link: str = "") -> tuple[Finding, str]:
-    """The seen − unseen_same contrast of each model (`SeenUnseen.tests`, Holm across its contrasts)."""
+def seen_unseen_finding(
+    results: Mapping[str, Any],
+    n_boot: int = 2000,
+    link: str = "",
+    *,
+    tests: Mapping[str, pd.DataFrame] | None = None,
+) -> tuple[Finding, str]:
+    """The seen − unseen_same contrast of each model (`SeenUnseen.tests`, Holm across its contrasts).
+    `tests`: each model's `tests(n_boot=n_boot)` when already computed (its permutation tests then run once)."""
     rows = []
     for name, r in results.items():
-        t = r.tests(n_boot=n_boot)
+        t = r.tests(n_boot=n_boot) if tests is None else tests[name]
         rows.append(t[t["contrast"] == "seen - unseen_same"].assign(model=str(name)))
     tab = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
     tested = tab[tab["p_holm"].notna()] if len(tab) else tab
@@ -83,9 +90,14 @@ def _why_no_correlation(result: Any, n: int) -> str:
     return "every question has the same term change, so there is no correlation to test."
 
 
-def accuracy_link_finding(result: Any, n_boot: int = 2000, link: str = "") -> tuple[Finding, str]:
-    """Spearman's rho of the question's term Δ with its accuracy change, all questions (`AccuracyLink`)."""
-    table = result.correlations(["acc_change"], n_boot=n_boot, n_perm=n_boot)
+def accuracy_link_finding(result: Any, n_boot: int = 2000, link: str = "", *, table: Any = None) -> tuple[Finding, str]:
+    """Spearman's rho of the question's term Δ with its accuracy change, all questions (`AccuracyLink`).
+    `table`: the result's `correlations(n_boot=n_boot, n_perm=n_boot)` when already computed (each outcome's
+    rows are the same alone or beside the other's: its tests then run once)."""
+    if table is not None and (table["outcome"] == "acc_change").any():
+        table = table[table["outcome"] == "acc_change"]
+    else:
+        table = result.correlations(["acc_change"], n_boot=n_boot, n_perm=n_boot)
     row = table[table["specialty"] == "ALL"]
     if row.empty or pd.isna(row["rho"].iloc[0]):
         why = _why_no_correlation(result, 0 if row.empty else int(row["n_questions"].iloc[0]))
@@ -124,9 +136,18 @@ def accuracy_link_finding(result: Any, n_boot: int = 2000, link: str = "") -> tu
     return Finding(Q_LINK, answer, evidence, verdict, link), reading
 
 
-def trajectory_finding(results: Mapping[str, Any], n_boot: int = 2000, link: str = "") -> tuple[Finding, str]:
-    """The onset of the own-specialty advantage over checkpoints (`Trajectory.onset`) of each model."""
-    onsets = {str(k): r.onset(n_boot=n_boot) for k, r in results.items()}
+def trajectory_finding(
+    results: Mapping[str, Any],
+    n_boot: int = 2000,
+    link: str = "",
+    *,
+    advantage: Mapping[str, pd.DataFrame] | None = None,
+) -> tuple[Finding, str]:
+    """The onset of the own-specialty advantage over checkpoints (`Trajectory.onset`) of each model.
+    `advantage`: each model's `own_advantage(n_boot=n_boot)` when already computed (its tests then run once)."""
+    onsets = {
+        str(k): r.onset(n_boot=n_boot, table=None if advantage is None else advantage[k]) for k, r in results.items()
+    }
     applicable = {k: o for k, o in onsets.items() if o["first"] != "not applicable"}
     if not applicable:
         why = "every model was trained on all specialties, so no specialty is its own."

@@ -139,8 +139,9 @@ class ReportParts:
             self.findings.append(finding(section.anchor))
 
 
-def _study_sections(parts: ReportParts, result: Any, n_boot: int) -> None:
-    """The three questions of the study: accuracy, the shift above control words, own vs other terms."""
+def _study_sections(parts: ReportParts, result: Any, n_boot: int, by_spec: Mapping[str, pd.DataFrame]) -> None:
+    """The three questions of the study: accuracy, the shift above control words (from `by_spec`, each
+    comparison's `by_specialty`), own vs other terms."""
     comps, accuracy = result.comparisons, result.accuracy
     acc, contrast = accuracy_frame(accuracy), accuracy.contrast()
     n_models = sum(m != "base" for m in accuracy.models)
@@ -149,7 +150,7 @@ def _study_sections(parts: ReportParts, result: Any, n_boot: int) -> None:
     )
     acc_sec.blocks.append(S.TableBlock.from_frame(contrast, title="Is the own specialty best? (accuracy)"))
     parts.add(acc_sec, F.accuracy_reading(acc, contrast), lambda link: F.accuracy_finding(contrast, link, n_models))
-    matrix = S.specialty_delta_matrix(comps, n_boot=n_boot, relative_to_control=True)
+    matrix = S.specialty_delta_matrix(comps, n_boot=n_boot, relative_to_control=True, tables=by_spec)
     shift = S.terms_vs_control_section(
         comps, table=matrix, title="Fine-tuning specialty × term specialty, minus control words"
     )
@@ -158,25 +159,36 @@ def _study_sections(parts: ReportParts, result: Any, n_boot: int) -> None:
     parts.add(S.own_vs_other_section(own), F.own_reading(own), lambda link: F.own_finding(own, link))
 
 
-def _optional_sections(parts: ReportParts, result: Any, extra: dict[str, Any], n_boot: int) -> None:
-    """A section and a finding per optional analysis given; section builders another module may lack are skipped."""
-    if "seen_unseen" in extra:
-        found, reading = FX.seen_unseen_finding(extra["seen_unseen"], n_boot)
-        parts.add(A.seen_unseen_section(extra["seen_unseen"], n_boot=n_boot), reading, _linked(found))
-    if "accuracy_link" in extra:
-        found, reading = FX.accuracy_link_finding(extra["accuracy_link"], n_boot)
-        parts.add(A.accuracy_link_section(extra["accuracy_link"], n_boot=n_boot), reading, _linked(found))
+def _optional_sections(
+    parts: ReportParts, result: Any, extra: dict[str, Any], n_boot: int, by_spec: Mapping[str, pd.DataFrame]
+) -> None:
+    """A section and a finding per optional analysis given (the tables each computes, once for both; the
+    general-text control beside `by_spec`, each comparison's `by_specialty`); section builders another
+    module may lack are skipped."""
+    if "seen_unseen" in extra:  # each model's contrasts once, for the finding and the section
+        tests = {k: r.tests(n_boot=n_boot) for k, r in extra["seen_unseen"].items()}
+        found, reading = FX.seen_unseen_finding(extra["seen_unseen"], n_boot, tests=tests)
+        sec = A.seen_unseen_section(extra["seen_unseen"], n_boot=n_boot, tests=tests)
+        parts.add(sec, reading, _linked(found))
+    if "accuracy_link" in extra:  # the correlations once, for the finding and the section
+        table = extra["accuracy_link"].correlations(n_boot=n_boot, n_perm=n_boot)
+        found, reading = FX.accuracy_link_finding(extra["accuracy_link"], n_boot, table=table)
+        parts.add(A.accuracy_link_section(extra["accuracy_link"], n_boot=n_boot, table=table), reading, _linked(found))
     build = getattr(A, "trajectory_section", None)
-    if "trajectory" in extra and build is not None:
-        found, reading = FX.trajectory_finding(extra["trajectory"], n_boot)
+    if "trajectory" in extra and build is not None:  # each model's own_advantage once, for both
+        advantage = {k: t.own_advantage(n_boot=n_boot) for k, t in extra["trajectory"].items()}
+        found, reading = FX.trajectory_finding(extra["trajectory"], n_boot, advantage=advantage)
         for i, (name, traj) in enumerate(extra["trajectory"].items()):
-            sec = build(traj, title=f"Over training: {name}", n_boot=n_boot)
+            sec = build(traj, title=f"Over training: {name}", n_boot=n_boot, advantage=advantage[name])
             parts.add(sec, reading if i == 0 else "", _linked(found) if i == 0 else None)
     build = getattr(A, "general_text_section", None)
     if "general_text" in extra and build is not None:
         found, reading = FX.general_text_finding(extra["general_text"], n_boot)
         for i, (name, shift) in enumerate(extra["general_text"].items()):
-            sec = build(shift, result.comparisons.get(name), title=f"General-text control: {name}", n_boot=n_boot)
+            comp = result.comparisons.get(name)
+            sec = build(
+                shift, comp, title=f"General-text control: {name}", n_boot=n_boot, by_specialty=by_spec.get(name)
+            )
             parts.add(sec, reading if i == 0 else "", _linked(found) if i == 0 else None)
 
 
@@ -266,8 +278,10 @@ def build_experiment_page(result: Any, *, n_boot: int = 2000, **optional: Any) -
     if unknown:
         raise TypeError(f"unknown optional analyses {sorted(unknown)}; known: {sorted(OPTIONAL)}")
     parts = ReportParts()
-    _study_sections(parts, result, n_boot)
-    _optional_sections(parts, result, optional_analyses(result, optional), n_boot)
+    # each comparison's by_specialty once: the heatmap and finding of the shift, and the general-text control
+    by_spec = {k: c.by_specialty(n_boot=n_boot) for k, c in result.comparisons.items()}
+    _study_sections(parts, result, n_boot, by_spec)
+    _optional_sections(parts, result, optional_analyses(result, optional), n_boot, by_spec)
     _detail_sections(parts, result, n_boot)
     how = S.how_to_read_section(parts.sections, lead=[S.NOTES[k] for k in ("delta", "heatmap", "ci", "significance")])
     findings = [*parts.findings, *_reuse_findings(result)]

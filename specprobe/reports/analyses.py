@@ -9,7 +9,7 @@ page (e.g. the experiment report: `seen_unseen_section({adapter: SeenUnseen, ...
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -49,12 +49,22 @@ def _as_mapping(results: Any) -> Mapping[str, Any]:
     return results if isinstance(results, Mapping) else {getattr(results, "adapter", "") or "adapter": results}
 
 
-def seen_unseen_section(results: Any, *, title: str = "Seen vs unseen training terms", n_boot: int = 2000) -> Section:
+def seen_unseen_section(
+    results: Any,
+    *,
+    title: str = "Seen vs unseen training terms",
+    n_boot: int = 2000,
+    tests: Mapping[str, pd.DataFrame] | None = None,
+) -> Section:
     """Per adapter: mean Δ of seen / unseen-same / unseen-other terms and control words (forest plot and
-    table), and the paired contrasts. `results`: a SeenUnseen or a mapping label -> SeenUnseen."""
+    table), and the paired contrasts. `results`: a SeenUnseen or a mapping label -> SeenUnseen; `tests`:
+    label -> its `tests(n_boot=n_boot)` when already computed (its permutation tests then run once)."""
     named = _as_mapping(results)
     groups = pd.concat([r.groups(n_boot=n_boot).assign(adapter=k) for k, r in named.items()], ignore_index=True)
-    tests = pd.concat([r.tests(n_boot=n_boot).assign(adapter=k) for k, r in named.items()], ignore_index=True)
+    contrasts = pd.concat(
+        [(r.tests(n_boot=n_boot) if tests is None else tests[k]).assign(adapter=k) for k, r in named.items()],
+        ignore_index=True,
+    )
     notes = [NOTES["seen_unseen"], NOTES["seen_unseen_tests"]]
     if groups["n"].sum() == 0:
         return Section(title, [TextBlock("No scored occurrences.", muted=True)], notes=notes)
@@ -75,7 +85,7 @@ def seen_unseen_section(results: Any, *, title: str = "Seen vs unseen training t
     blocks = [
         ChartBlock(chart, title="Mean Δ logp per token by group, with 95% CI"),
         TableBlock.from_frame(groups, title="Groups", searchable=False),
-        TableBlock.from_frame(tests, title="Paired contrasts", formats=SEEN_FORMATS, searchable=False),
+        TableBlock.from_frame(contrasts, title="Paired contrasts", formats=SEEN_FORMATS, searchable=False),
     ]
     return Section(title, blocks, notes=notes)
 
@@ -86,10 +96,17 @@ def seen_unseen_terms_section(result: Any, *, title: str = "Terms and their grou
     return Section(title, [TableBlock.from_frame(terms, title="Terms", max_rows=max_rows)])
 
 
-def accuracy_link_section(result: Any, *, title: str = "Term change vs accuracy change", n_boot: int = 2000) -> Section:
+def accuracy_link_section(
+    result: Any,
+    *,
+    title: str = "Term change vs accuracy change",
+    n_boot: int = 2000,
+    table: Any = None,
+) -> Section:
     """Spearman's rho of the per-question term Δ with the accuracy change and the margin change, per
-    specialty and overall (forest plot and table)."""
-    table = result.correlations(n_boot=n_boot, n_perm=n_boot)
+    specialty and overall (forest plot and table). `table`: the result's `correlations(n_boot=n_boot,
+    n_perm=n_boot)` when already computed (its permutation tests then run once)."""
+    table = result.correlations(n_boot=n_boot, n_perm=n_boot) if table is None else table
     notes = [NOTES["accuracy_link"]]
     blocks: list[Any] = []
     for outcome, g in table.groupby("outcome", sort=False):
@@ -214,14 +231,18 @@ def onset_words(onset: Mapping[str, Any]) -> str:
     )
 
 
-def trajectory_section(result: Any, *, title: str = "Over training", n_boot: int = 2000) -> Section:
+def trajectory_section(
+    result: Any, *, title: str = "Over training", n_boot: int = 2000, advantage: pd.DataFrame | None = None
+) -> Section:
     """A Trajectory: per-specialty Δ over steps (chart), terms minus controls per step, the own
-    specialty's advantage per step and its onset."""
+    specialty's advantage per step and its onset. `advantage`: the result's `own_advantage(n_boot=n_boot)`
+    when already computed (its permutation tests then run once)."""
     curves = result.curves(n_boot=n_boot)
     notes = [NOTES["trajectory"]]
     if curves.empty:
         return Section(title, [TextBlock("No scored occurrences.", muted=True)], notes=notes)
-    advantage = result.own_advantage(n_boot=n_boot)
+    if advantage is None:
+        advantage = cast(pd.DataFrame, result.own_advantage(n_boot=n_boot))
     onset = result.onset(n_boot=n_boot, table=advantage)
     own = ", ".join(result.trained_on or []) or "every specialty"
     blocks: list[Any] = [
@@ -251,13 +272,19 @@ def trajectory_page(result: Any, *, title: str | None = None, n_boot: int = 2000
 
 
 def general_text_section(
-    shift: Any, comparison: Any = None, *, title: str = "General-text control", n_boot: int = 2000
+    shift: Any,
+    comparison: Any = None,
+    *,
+    title: str = "General-text control",
+    n_boot: int = 2000,
+    by_specialty: pd.DataFrame | None = None,
 ) -> Section:
     """The general text's Δ per token beside a Comparison's specialties and control words (forest plot
-    and table) when `comparison` is given (or was kept with the result), else alone."""
+    and table) when `comparison` is given (or was kept with the result), else alone. `by_specialty`: the
+    comparison's `by_specialty(n_boot=n_boot)` when already computed (its permutation tests then run once)."""
     row = shift.row(n_boot=n_boot)
     if comparison is not None:
-        by_spec = comparison.by_specialty(n_boot=n_boot)
+        by_spec = comparison.by_specialty(n_boot=n_boot) if by_specialty is None else by_specialty
         table = pd.concat([by_spec, pd.DataFrame([{c: row.get(c) for c in by_spec.columns}])], ignore_index=True)
     elif shift.extras.get("beside_controls"):
         table = pd.DataFrame(shift.extras["beside_controls"])

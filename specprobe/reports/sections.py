@@ -281,18 +281,20 @@ def specialty_delta_matrix(
     metric: str = "delta_per_token",
     n_boot: int = 2000,
     relative_to_control: bool = False,
+    tables: Mapping[str, pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
     """Long table for the fine-tuning specialty × term specialty heatmap from {fine-tuning specialty:
     Comparison}: columns finetune_specialty, term_specialty, mean, ci_low, ci_high, n, n_texts (and,
     `relative_to_control`, the paired terms-minus-control difference with n_pairs, the word counts and
-    component tests of `Comparison.by_specialty` (WORD_TEST_COLUMNS), p_value and p_holm).
+    component tests of `Comparison.by_specialty` (WORD_TEST_COLUMNS), p_value and p_holm). `tables`: each
+    label's `by_specialty(metric, n_boot=n_boot)` when already computed (its permutation tests then run once).
 
     p_holm is Holm across every cell of the matrix: the heatmap's asterisks and the report's finding read
     all models × term specialties as one family (Holm within each model let 8 models × 8 specialties
     mark a cell in 28% of null experiments)."""
     rows = []
     for label, comp in comparisons.items():
-        table = comp.by_specialty(metric, n_boot=n_boot)
+        table = comp.by_specialty(metric, n_boot=n_boot) if tables is None else tables[label]
         for rec in table.to_dict(orient="records"):
             if rec["specialty"] == "control" and relative_to_control:
                 continue
