@@ -55,6 +55,24 @@ def test_other_inputs_another_stage_or_damaged_files_are_never_reused(tmp_path, 
         assert calls[-1] == "xy2"
 
 
+def test_an_older_stage_keyed_with_options_written_at_their_defaults_is_reused(tmp_path):
+    """Older code keyed `rank = 8` (the default) written out apart from leaving it out; this code drops
+    default-valued [train]/[compare] options from keys, so the old demo's adapters (built-in `rank = 8`) were
+    never found by reuse_older after an upgrade. Defaults now count as left out on both sides."""
+    calls: list[str] = []
+    old_inputs = {"base": "b", "train": {"max_steps": 60, "rank": 8, "alpha": 16}, "compare": {"controls": "auto"}}
+    old = run_stage(tmp_path, "adapter-x", old_inputs, _writer(calls, "old"), code=("utils",), say=lambda _: None)
+    with reusing_older(["adapter"]):
+        new_inputs = {"base": "b", "train": {"max_steps": 60}, "compare": {}}
+        assert run_stage(tmp_path, "adapter-x", new_inputs, _writer(calls, "new"), code=("terms",)) == old
+        assert calls == ["old"]
+        assert older_stage(tmp_path, "adapter-x", {"base": "b", "train": {"max_steps": 60, "rank": 16}}) is None
+        assert (
+            older_stage(tmp_path, "adapter-x", {"base": "b", "train": {"max_steps": 60}, "compare": {"seed": 3}})
+            is None
+        )
+
+
 def test_a_damaged_current_stage_falls_back_to_a_reusable_older_one(tmp_path, monkeypatch):
     calls: list[str] = []
     quiet = {"say": lambda _: None}

@@ -361,14 +361,11 @@ def train_key(train: Mapping[str, Any], *, adapter_files: bool = False) -> dict:
 
 
 def compare_key(compare: Mapping[str, Any]) -> dict:
-    """The [compare] options a stage key holds: those given less those set to their default (`ProbeOptions`'
-    defaults, which compare, layers and the general-text control share), so that both spellings share a cache."""
-    from dataclasses import fields
+    """The [compare] options a stage key holds: those given less those set to their default
+    (`probe.options.without_probe_defaults`), so that both spellings share a cache."""
+    from specprobe.probe.options import without_probe_defaults
 
-    from specprobe.probe.options import ProbeOptions
-
-    defaults = {f.name: f.default for f in fields(ProbeOptions)}
-    return {k: v for k, v in compare.items() if k not in defaults or v != defaults[k]}
+    return without_probe_defaults(compare)
 
 
 def accuracy_key(base_hash: str, split: dict, adapters: Mapping[str, str], train: dict, test_path: Path) -> dict:

@@ -140,13 +140,31 @@ def _canonical(value: Any) -> str:
     return json.dumps(json.loads(json.dumps(value, sort_keys=True, default=str)), sort_keys=True)
 
 
+def _options_as_keyed(inputs: Any) -> Any:
+    """Stage inputs with their [train] and [compare] options less those set to a default, as the keys of this
+    code hold them: a stage that older code keyed with `rank = 8` written out has the same inputs as one without."""
+    if not isinstance(inputs, dict):
+        return inputs
+    from specprobe.finetune.train_options import without_defaults
+    from specprobe.probe.options import without_probe_defaults
+
+    out = dict(inputs)
+    if isinstance(out.get("train"), dict):
+        out["train"] = without_defaults(out["train"])
+    for name in ("compare", "options"):  # options: the general-text stage's [compare] options
+        if isinstance(out.get(name), dict):
+            out[name] = without_probe_defaults(out[name])
+    return out
+
+
 def older_stage(root: Path, name: str, inputs: Any) -> tuple[Path, dict] | None:
     """The newest finished folder of stage `name` whose marker records the same `inputs` (any version or
-    code) and whose files match its checksums, with its marker; None if there is none."""
-    want, found = _canonical(inputs), []
+    code; [train]/[compare] options at their defaults count as left out) and whose files match its
+    checksums, with its marker; None if there is none."""
+    want, found = _canonical(_options_as_keyed(inputs)), []
     for marker in (Path(root) / "stages").glob(f"{name}-*/{DONE}"):
         doc = read_marker(marker.parent)
-        if doc is not None and doc.get("stage") == name and _canonical(doc.get("inputs")) == want:
+        if doc is not None and doc.get("stage") == name and _canonical(_options_as_keyed(doc.get("inputs"))) == want:
             if not verify_outputs(marker.parent):
                 found.append((marker.stat().st_mtime, marker.parent.name, marker.parent, doc))
     if not found:

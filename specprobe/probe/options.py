@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from functools import cache
 from pathlib import Path
@@ -114,6 +114,13 @@ class ProbeOptions:
 
 
 PROBE_OPTION_NAMES = tuple(f.name for f in fields(ProbeOptions))
+
+
+def without_probe_defaults(options: Mapping[str, Any]) -> dict:
+    """`options` (a [compare] table) less those set to `ProbeOptions`' defaults, which compare, layers and the
+    general-text control share: cache keys built from this agree whether a default is written out or left out."""
+    defaults = {f.name: f.default for f in fields(ProbeOptions)}
+    return {k: v for k, v in options.items() if k not in defaults or v != defaults[k]}
 
 
 @cache
