@@ -722,25 +722,33 @@ def _pair_tokenizer(
     """The tokenizer given (object or path), else the base's (at the base's `revision`, as its weights); the
     tuned model's own tokenizer (`tuned_tok`, an engine object's; a tuned model or adapter directory's) must
     share its vocabulary."""
-    if tokenizer is None:
-        source = (
-            base_name
-            if isinstance(base, (str, os.PathLike))
-            else getattr(unwrap_peft(base_obj).config, "_name_or_path", None)
-        )
-        if not source:
-            raise ModelLoadError("pass tokenizer= when base is a loaded model without a name_or_path")
-        tokenizer = load_tokenizer(
-            source, trust_remote_code, revision if isinstance(base, (str, os.PathLike)) else None
-        )
-    elif isinstance(tokenizer, (str, os.PathLike)):
-        tokenizer = load_tokenizer(str(tokenizer), trust_remote_code)
+    model = base_name if isinstance(base, (str, os.PathLike)) else base_obj
+    tokenizer = model_tokenizer(model, tokenizer, trust_remote_code, revision)
     require_fast(tokenizer)
     if isinstance(tuned, (str, os.PathLike)):
         check_folder_tokenizer(tokenizer, tuned, trust_remote_code)
     else:
         check_same_tokenizer(tokenizer, tuned_tok, f"a {type(tuned).__name__} object")
     return tokenizer
+
+
+def model_tokenizer(
+    model: Any, tokenizer: Any = None, trust_remote_code: bool = False, revision: str | None = None
+) -> Any:
+    """The tokenizer given (an object as is; a hub id or folder loaded), else `model`'s own: a hub id's or
+    folder's (at `revision`), or a loaded model's from its config's name_or_path (`ModelLoadError` when it
+    has none). Shared by `ModelPair.load` and the nnsight lens (`probe.remote`)."""
+    if isinstance(tokenizer, (str, os.PathLike)):
+        return load_tokenizer(str(tokenizer), trust_remote_code)
+    if tokenizer is not None:
+        return tokenizer
+    if isinstance(model, (str, os.PathLike)):
+        return load_tokenizer(str(model), trust_remote_code, revision)
+    inner = unwrap_peft(model)
+    source = getattr(getattr(inner, "config", None), "_name_or_path", None)
+    if not source:
+        raise ModelLoadError(f"pass tokenizer= ({type(inner).__name__} is a loaded model without a name_or_path)")
+    return load_tokenizer(source, trust_remote_code)
 
 
 def check_same_tokenizer(tokenizer: Any, tuned_tok: Any, tuned: str) -> None:

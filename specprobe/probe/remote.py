@@ -19,6 +19,7 @@ numbers equal the local hook engine's.
 from __future__ import annotations
 
 import importlib.util
+import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -36,8 +37,8 @@ from specprobe.core.models import (
     check_adapter_layers_enabled,
     check_same_tokenizer,
     check_weights_loaded,
-    load_tokenizer,
     model_context_length,
+    model_tokenizer,
     shares_adapted_model,
 )
 from specprobe.probe.hooks import check_hookable, resolve_layers, same_depth
@@ -181,6 +182,7 @@ def _load_models(base: Any, tuned: Any, tokenizer: Any, remote: bool | str) -> t
             "the nnsight lens (remote=) needs base=: a hub id, folder or loaded model without the adapter (to "
             "score a lone PeftModel, whose base view is its adapter disabled, leave remote= off)"
         )
+    base, tuned = (os.fspath(m) if isinstance(m, os.PathLike) else m for m in (base, tuned))  # as ModelPair takes them
     given, tokenizer = tokenizer, _own_tokenizer(base, tokenizer)
     base_lm = nnsight_model(base, tokenizer)
     if isinstance(tuned, str) and _is_adapter(tuned):
@@ -223,21 +225,13 @@ def _check_views(base: torch.nn.Module, tuned: torch.nn.Module) -> None:
 
 
 def _own_tokenizer(model: Any, tokenizer: Any) -> Any:
-    """The tokenizer to give nnsight for `model`: the one given (a name or folder loaded), else a hub id's,
-    folder's or loaded model's own (its config's name_or_path: nnsight cannot guess it for a local folder and
-    failed with 'Impossible to guess which tokenizer to use'), else None (an nnsight model: its own)."""
-    if isinstance(tokenizer, str):
-        return load_tokenizer(tokenizer)
-    if tokenizer is not None:
-        return tokenizer
-    if isinstance(model, str):
-        return load_tokenizer(model)
-    if isinstance(model, torch.nn.Module) and engine_kind(model) is None:
-        source = getattr(getattr(unwrap_peft(model), "config", None), "_name_or_path", None)
-        if not source:
-            raise ValueError(f"pass tokenizer= ({type(model).__name__} is a loaded model without a name_or_path)")
-        return load_tokenizer(source)
-    return None
+    """The tokenizer to give nnsight for `model`: `core.models.model_tokenizer` (the one given, else a hub
+    id's, folder's or loaded model's own: nnsight cannot guess it for a local folder and failed with
+    'Impossible to guess which tokenizer to use'), but None for an nnsight model given without one (its own)."""
+    hf_model = isinstance(model, torch.nn.Module) and engine_kind(model) is None
+    if tokenizer is None and not (isinstance(model, (str, os.PathLike)) or hf_model):
+        return None
+    return model_tokenizer(model, tokenizer)
 
 
 def _trace_both(

@@ -1,0 +1,48 @@
+"""The nnsight lens (remote=) takes base, tuned and tokenizer as `pathlib.Path`s, as `ModelPair.load` does:
+a Path base failed with nnsight's "Impossible to guess which tokenizer to use", a Path tokenizer with
+"AttributeError: 'PosixPath' object has no attribute 'pad_token_id'". Both find the tokenizer through
+`core.models.model_tokenizer`, the one `ModelPair.load` uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("nnsight")
+
+from specprobe.core.models import ModelLoadError  # noqa: E402
+from specprobe.probe import layers  # noqa: E402
+
+TEXTS = ["The patient had a seizure, then chest pain."]
+TERMS = {"chest pain": ["Cardiology"], "seizure": ["Neurology"]}
+
+
+def _logp(base, tuned, **kwargs) -> np.ndarray:
+    return (
+        layers(base, tuned, TERMS, TEXTS, controls=None, progress=False, **kwargs).to_pandas()["logp"].to_numpy(float)
+    )
+
+
+def test_paths_as_base_adapter_and_tokenizer(tiny_llama):
+    base, adapter = tiny_llama
+    ref = _logp(str(base), str(adapter))
+    assert np.nanmax(np.abs(_logp(Path(base), Path(adapter), remote="local") - ref)) < 1e-4
+    got = _logp(str(base), str(adapter), tokenizer=Path(base), remote="local")
+    assert np.nanmax(np.abs(got - ref)) < 1e-4
+
+
+def test_a_loaded_model_without_a_name_is_told_alike(tiny_llama):
+    from transformers import AutoModelForCausalLM
+
+    from specprobe.probe import ModelPair
+    from specprobe.probe.remote import _own_tokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama[0])
+    model.config._name_or_path = ""
+    message = r"^pass tokenizer= \(LlamaForCausalLM is a loaded model without a name_or_path\)"
+    with pytest.raises(ModelLoadError, match=message):
+        _own_tokenizer(model, None)
+    with pytest.raises(ModelLoadError, match=message):
+        ModelPair.load(model, str(tiny_llama[1]), check=False)
