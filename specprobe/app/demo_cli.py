@@ -29,7 +29,13 @@ def positive_int(text: str) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the `demo` and `run` subcommands."""
+    """Add the `demo`, `run` and `stages` subcommands."""
+    _register_demo(sub)
+    _register_run(sub)
+    _register_stages(sub)
+
+
+def _register_demo(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser(
         "demo",
         help="run the whole study offline on the built-in model and questions, write an HTML report",
@@ -53,6 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(handler=run_demo)
+
+
+def _register_run(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("run", help="run an experiment described by a TOML file (cached, resumable stages)")
     r.add_argument(
         "config",
@@ -87,6 +96,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.set_defaults(handler=run_toml)
+
+
+def _register_stages(sub: argparse._SubParsersAction) -> None:
     st = sub.add_parser(
         "stages",
         help="list an experiment folder's stages (done, unfinished or damaged; seconds; the version that wrote "
