@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import signal
+import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -30,10 +32,13 @@ from specprobe.app.executors_base import (
     resolve_needs,
 )
 
-__all__ = ["RayExecutor", "StageFailure", "task_options", "unschedulable"]
+__all__ = ["RayExecutor", "StageFailure", "check_reachable", "task_options", "unschedulable"]
 
 log = logging.getLogger(__name__)
 WAIT_S = 1.0  # how long one `ray.wait` blocks, so that Ctrl-C and SIGTERM reach the driver promptly
+#: how long the driver waits for a cluster's address to answer before refusing (`ray.init` retried > 400 s)
+CONNECT_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_ENV = "SPECPROBE_RAY_CONNECT_TIMEOUT_S"
 
 
 class StageFailure(Exception):
@@ -124,6 +129,64 @@ def _starts_own_instance() -> bool:
         return False
 
 
+def _target(address: str | None) -> tuple[str, int, str] | None:
+    """(host, port, where it was named) of the cluster `ray.init(address)` connects to: `address`, or
+    RAY_ADDRESS when `address` is None or "auto" (as `ray.init` reads them). None when Ray finds or starts
+    the instance itself ("auto" or none without RAY_ADDRESS, "local"), or for a form it parses itself
+    (a scheme other than ray://, no port)."""
+    origin = "--address"
+    env = os.environ.get("RAY_ADDRESS")
+    if address in (None, "auto") and env:
+        address, origin = env, "RAY_ADDRESS"
+    if address is None or address in ("auto", "local"):
+        return None
+    if "://" in address:
+        scheme, address = address.split("://", 1)
+        if scheme != "ray":
+            return None
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return None
+    return host.strip("[]"), int(port), origin
+
+
+def _timeout_s() -> float:
+    """`CONNECT_TIMEOUT_S`, or the seconds in the environment variable `CONNECT_TIMEOUT_ENV`."""
+    text = os.environ.get(CONNECT_TIMEOUT_ENV, "").strip()
+    if not text:
+        return CONNECT_TIMEOUT_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ExecutorError(f"{CONNECT_TIMEOUT_ENV}={text!r}: expected a number of seconds above 0")
+    return seconds
+
+
+def check_reachable(address: str | None, timeout_s: float | None = None) -> None:
+    """Raise `ExecutorError` (one line naming the address) when the Ray cluster that `address` (or
+    RAY_ADDRESS) names does not accept a connection within `timeout_s` (default `_timeout_s()`):
+    `ray.init` would retry for minutes before failing. Addresses Ray resolves itself are not checked."""
+    target = _target(address)
+    if target is None:
+        return
+    host, port, origin = target
+    timeout_s = _timeout_s() if timeout_s is None else timeout_s
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except TimeoutError:
+        why = f"no answer within {timeout_s:g} s"
+    except OSError as exc:
+        why = exc.strerror or str(exc) or type(exc).__name__
+    else:
+        return
+    raise ExecutorError(
+        f"cannot reach the Ray cluster at {host}:{port} ({why}; from {origin}): is Ray running there "
+        f"(`ray start --head`), and is the address right? ({CONNECT_TIMEOUT_ENV} sets the wait)"
+    )
+
+
 def _check_schedulable(steps: Sequence[Step], resources: Mapping[str, Mapping[str, Any]], *, refuse: bool) -> None:
     """Raise `ExecutorError` (`refuse`: a Ray instance this run starts, which no node will join) or
     warn (a cluster, which an autoscaler may grow) when a step asks for more than any node has."""
@@ -136,9 +199,10 @@ def _check_schedulable(steps: Sequence[Step], resources: Mapping[str, Mapping[st
 
 
 class RayExecutor:
-    """Runs the steps as Ray tasks on the cluster at `address` ("auto", "HOST:PORT"; None: a Ray instance
-    started on this machine for the run, shut down after it). Already connected (`ray.init` called by the
-    caller), it uses that connection and leaves it open."""
+    """Runs the steps as Ray tasks on the cluster at `address` ("auto", "HOST:PORT", "ray://HOST:PORT"; None:
+    a Ray instance started on this machine for the run, shut down after it; RAY_ADDRESS stands for None or
+    "auto", as in `ray.init`). A cluster address that does not answer is refused (`check_reachable`). Already
+    connected (`ray.init` called by the caller), it uses that connection and leaves it open."""
 
     name = "ray"
     in_process = False  # steps run in other processes: no shared models, one accuracy task per adapter
@@ -167,6 +231,7 @@ class RayExecutor:
         that SIGTERM still stops the run as it does under the local executor."""
         if ray.is_initialized():
             return False
+        check_reachable(self.address)
         main = threading.current_thread() is threading.main_thread()
         handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
         options: dict[str, Any] = {"logging_level": logging.WARNING}
