@@ -23,8 +23,10 @@ __all__ += executors_base.__all__
 def make_executor(
     name: str = "local", *, address: str | None = None, resources: Mapping[str, Any] | None = None
 ) -> Executor:
-    """The executor called `name` ("local" or "ray"). `address` (Ray only): "auto", "HOST:PORT" or None
-    (start a Ray instance on this machine); `resources`: the `[resources]` table (Ray only).
+    """The executor called `name` ("local" or "ray"). `address` (Ray only): "auto", "HOST:PORT",
+    "ray://HOST:PORT" or None (join RAY_ADDRESS's cluster, else start a Ray instance on this machine); a
+    HOST:PORT that takes no connection is an error within 10 s (`executors_ray.check_reachable`);
+    `resources`: the `[resources]` table (Ray only).
 
     Raises `ExecutorError` (one line) for an unknown name, an address with the local executor, or
     `ray` without Ray installed.
