@@ -147,7 +147,16 @@ def _target(address: str | None) -> tuple[str, int, str] | None:
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit() or not host:
         return None
-    return host.strip("[]"), int(port), origin
+    if host.startswith("[") and host.endswith("]"):
+        return host[1:-1], int(port), origin
+    if ":" in host:  # an IPv6 address without [brackets] ("::1", "::1:6379"): Ray's own "Invalid address format"
+        return None
+    return host, int(port), origin
+
+
+def _host_port(host: str, port: int) -> str:
+    """HOST:PORT as an address is written, an IPv6 host in brackets ("[::1]:6379", not "::1:6379")."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _timeout_s() -> float:
@@ -182,7 +191,7 @@ def check_reachable(address: str | None, timeout_s: float | None = None) -> None
     else:
         return
     raise ExecutorError(
-        f"cannot reach the Ray cluster at {host}:{port} ({why}; from {origin}): is Ray running there "
+        f"cannot reach the Ray cluster at {_host_port(host, port)} ({why}; from {origin}): is Ray running there "
         f"(`ray start --head`), and is the address right? ({CONNECT_TIMEOUT_ENV} sets the wait)"
     )
 
