@@ -14,6 +14,7 @@ import pytest
 from specprobe.app.cli import main
 from specprobe.terms.datasets import load_qa
 from specprobe.utils.io import sha256_file
+from tests.test_cli_mistakes import _error
 
 COP0 = json.dumps({"cop_base": 0})
 COP1 = json.dumps({"cop_base": 1})
@@ -48,15 +49,6 @@ def _medmcqa(folder: Path) -> Path:
     path = folder / "mc.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
-
-
-def _error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    """Run `specprobe argv`: exit 2 with one error line, no traceback; the line."""
-    rc = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert rc == 2, err
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    return err
 
 
 def _refused_for_cop(err: str, data: Path) -> None:

@@ -157,6 +157,12 @@ def _register_evaluate(subparsers) -> None:
         default=None,
         help="score only this variant (default: base and tuned)",
     )
+    _add_scoring_arguments(e)
+    e.set_defaults(handler=run_evaluate)
+
+
+def _add_scoring_arguments(e: argparse.ArgumentParser) -> None:
+    """evaluate's options of how the options are scored: prompt format, batches, device, output."""
     e.add_argument(
         "--template",
         default=None,
@@ -184,7 +190,6 @@ def _register_evaluate(subparsers) -> None:
     e.add_argument("--dtype", default=None, help="auto (default: fp32 on CPU, bf16/fp16 on GPU), fp32, bf16 or fp16")
     e.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
-    e.set_defaults(handler=run_evaluate)
 
 
 _TRAIN_OPTS = (
