@@ -22,10 +22,9 @@ def seen_unseen_files(
     train_data: PathLike | None = None,
     specialty: str | None = None,
     name: str | None = None,
-    mapping: dict | None = None,
 ) -> SeenUnseen:
     """`seen_unseen` of a saved Comparison (`comparison.json.gz`) and an adapter directory; saved to `out`."""
-    result = seen_unseen(Path(comparison), adapter, train_data, specialty=specialty, name=name, mapping=mapping)
+    result = seen_unseen(Path(comparison), adapter, train_data, specialty=specialty, name=name)
     if out is not None:
         result.save(out)
     return result
