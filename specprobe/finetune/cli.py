@@ -162,7 +162,7 @@ def _register_evaluate(subparsers) -> None:
 
 
 def _add_scoring_arguments(e: argparse.ArgumentParser) -> None:
-    """evaluate's options of how the options are scored: prompt format, batches, device, output."""
+    """evaluate's options for scoring the answer options: prompt format, batch size, device, dtype, output."""
     e.add_argument(
         "--template",
         default=None,

@@ -267,7 +267,7 @@ def two_way_bootstrap_ci(
     the true difference in only 83-94% of simulated cells with word shifts (docs/method.md section 8).
     A text whose drawn words leave it without an a or a b occurrence drops out of that draw. NaN where
     fewer than 2 texts hold both, or (`words`) a side has fewer than 2 words: no spread to resample.
-    `words=False`: texts only, the former CI."""
+    `words=False`: texts only, draw for draw `paired_test`'s CI (`bench.word_effects` compares the two)."""
     a, b = (cast(pd.DataFrame, f[f[metric].notna()]) for f in (a, b))
     texts = pd.Index(a["text_id"].unique()).intersection(pd.Index(b["text_id"].unique())).sort_values()
     a, b = (cast(pd.DataFrame, f[f["text_id"].isin(texts.tolist())]) for f in (a, b))
