@@ -188,6 +188,10 @@ def check_reachable(address: str | None, timeout_s: float | None = None) -> None
         why = f"no answer within {timeout_s:g} s"
     except OSError as exc:
         why = exc.strerror or str(exc) or type(exc).__name__
+    except OverflowError:  # "inf" or 1e12: "timestamp out of range for platform time_t"
+        raise ExecutorError(
+            f"{CONNECT_TIMEOUT_ENV}: a wait of {timeout_s:g} s is more than a socket can take; give fewer seconds"
+        ) from None
     else:
         return
     raise ExecutorError(
