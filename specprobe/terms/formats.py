@@ -231,7 +231,8 @@ def _cop_base(path: Path, items: Sequence[Any], columns: dict) -> int:
     raise DataError(
         f"{path}: field 'cop' holds {seen}, so it cannot tell whether options count from 0 (Hugging Face "
         f"copy) or 1 (original release); say which: --mapping '{{\"cop_base\": 0}}' (or 1) on the command line "
-        "(terms build, finetune, evaluate, compare, layers, analyze trajectory/seen-unseen), mapping = {cop_base = 0} "
+        "(terms build, finetune, evaluate, compare, layers, analyze trajectory/seen-unseen, demo --data), "
+        "mapping = {cop_base = 0} "
         'in a `specprobe run` experiment file, mapping={"cop_base": 0} in Python (load_qa, finetune.train, ...)'
     )
 
