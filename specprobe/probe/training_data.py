@@ -139,25 +139,27 @@ def _load_checked(
                 f"{'a folder here' if path.is_dir() else 'not found here'} (moved, or another machine?); "
                 f"pass train_data= (--train-data) with that QA file (its sha256 must be {expected[:12]}...)"
             )
-        require_qa_file(path, "train_data", " (the path given as train_data=)")
-        digest = sha256_file(path)
-        records, source = load_qa(path, mapping=mapping), {"path": str(path), **_with_mapping(mapping)}
-    else:
-        records = list(train_data)
-        if not all(isinstance(r, QARecord) for r in records):
-            raise TypeError("train_data must be a QA file path or a list of QARecord")
-        digest, source = records_sha256(records), {"path": None}
-    if digest != expected:
+        train_data = path
+    records, source = _read_training_data(train_data, mapping)
+    if source["sha256"] != expected:
         raise ValueError(
-            f"training data {source['path'] or '(records)'} has sha256 {digest[:12]}..., but {where} "
+            f"training data {source['path'] or '(records)'} has sha256 {source['sha256'][:12]}..., but {where} "
             f"records {expected[:12]}...: not the data this adapter was trained on"
         )
-    return records, {**source, "sha256": digest}
+    return records, source
 
 
-def _with_mapping(mapping: dict | None) -> dict:
-    """{"mapping": mapping} for a source read with one, else {} (as `finetune.data.load_records` records it)."""
-    return {"mapping": mapping} if mapping else {}
+def _read_training_data(train_data: Any, mapping: dict | None) -> tuple[list[QARecord], dict]:
+    """The records of a QA file (read with `mapping`) or of a list of `QARecord`s, with their source: path,
+    sha256 and, for a file read with one, the mapping (as `finetune.data.load_records` records it)."""
+    if isinstance(train_data, (str, os.PathLike)):
+        require_qa_file(train_data, "train_data", " (the path given as train_data=)")
+        source = {"path": str(train_data), "sha256": sha256_file(train_data)}
+        return load_qa(train_data, mapping=mapping), source | ({"mapping": mapping} if mapping else {})
+    records = list(train_data)
+    if not all(isinstance(r, QARecord) for r in records):
+        raise TypeError("train_data must be a QA file path or a list of QARecord")
+    return records, {"path": None, "sha256": records_sha256(records)}
 
 
 def training_data(
@@ -281,17 +283,9 @@ def _unchecked(
             f"{folder}/{MANIFEST}: no manifest (the adapter was not trained by specprobe, or is unfinished), so "
             "its training data cannot be known; pass train_data= (--train-data) with the questions it was trained on"
         )
-    if isinstance(train_data, (str, os.PathLike)):
-        require_qa_file(train_data, "train_data", " (the path given as train_data=)")
-        records = load_qa(train_data, mapping=mapping)
-        source = {"path": str(train_data), "sha256": sha256_file(train_data), **_with_mapping(mapping)}
-    else:
-        if mapping:
-            raise ValueError("mapping= says how to read a QA file; the train_data given are records, already read")
-        records = list(train_data)
-        if not all(isinstance(r, QARecord) for r in records):
-            raise TypeError("train_data must be a QA file path or a list of QARecord")
-        source = {"path": None, "sha256": records_sha256(records)}
+    if mapping and not isinstance(train_data, (str, os.PathLike)):
+        raise ValueError("mapping= says how to read a QA file; the train_data given are records, already read")
+    records, source = _read_training_data(train_data, mapping)
     names = normalize_specialty(specialty, known=specialty_counts(records))
     specialties = tuple(names) if names else None
     chosen = select(records, specialties, str(source["path"] or "train_data"))
