@@ -3,7 +3,8 @@ words) that the experiment's split keeps on one side, so that no copy is trained
 
 Two questions are near-duplicates when the word 5-grams of their `duplicate_text` (question and sorted
 options, case-folded, punctuation and spacing dropped) have a Jaccard similarity of at least
-`SHINGLE_JACCARD`; near-duplicates of near-duplicates form one group (union-find). The pairs are found
+`SHINGLE_JACCARD`; near-duplicates of near-duplicates form one group (the connected components of the
+pairs, scipy.sparse.csgraph). The pairs are found
 with a prefix filter over an inverted index (shingles ordered rarest first), never by comparing all pairs.
 """
 
@@ -82,24 +83,23 @@ def near_duplicate_groups(records: Sequence[QARecord], source: str = "data") -> 
     near-duplicate questions. Two of one group with the same `duplicate_text` but different answers are a
     `DataError` naming `source` (`check_same_answer`: a question has one gold answer); near-duplicates that
     differ in words may differ in answer ("most" / "least likely"), and are only kept together."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     texts = [duplicate_text(r) for r in records]
-    parent = list(range(len(records)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, j in similar_pairs([shingles(t) for t in texts]):
+    pairs = similar_pairs([shingles(t) for t in texts])
+    for i, j in pairs:
         if texts[i] == texts[j] and normalized_words(records[i].answer) != normalized_words(records[j].answer):
             check_same_answer(records[i], records[j], source)
-        a, b = sorted((root(i), root(j)))
-        parent[b] = a
+    if not pairs:
+        return []
+    rows, cols = zip(*pairs, strict=True)
+    graph = coo_matrix(([True] * len(pairs), (rows, cols)), shape=(len(records), len(records)))
+    _, label = connected_components(graph, directed=False)
     groups: dict[int, list[int]] = {}
-    for i in range(len(records)):
-        groups.setdefault(root(i), []).append(i)
-    return [g for g in groups.values() if len(g) > 1]
+    for i, g in enumerate(label.tolist()):
+        groups.setdefault(g, []).append(i)
+    return sorted((g for g in groups.values() if len(g) > 1), key=lambda g: g[0])
 
 
 def split_units(questions: Sequence[QARecord], source: str = "data") -> dict[int, list[int]]:
