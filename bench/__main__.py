@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import statistics
 import subprocess
@@ -116,7 +117,28 @@ def worker(args: argparse.Namespace) -> None:
     texts = _texts_with_terms(spec["texts"], terms)[: args.n]  # a text without a term costs nothing and is refused
     batch = {"batch_size": args.batch_size} if args.batch_size else {}
     result: dict = {"method": args.worker, "n": len(texts), "after_import": after_import}
-    if args.worker == "compare":
+    if args.launched is not None:  # the process start and imports, which no timed number includes
+        result["startup_s"] = time.time() - args.launched
+    if args.worker == "scaling":  # seconds only, so one process for every size: a process costs its imports
+        pair = ModelPair.load(spec["base"], spec["adapter"], device=device, dtype=dtype)
+        compare(pair, terms=terms, texts=_warmup_texts(texts, terms), controls=None, progress=False)  # warm-up
+        result["scaling"] = []
+        for n in sorted({math.ceil(len(texts) * frac) for frac in (0.25, 0.5, 1.0)}):  # texts that have terms
+            t0 = time.perf_counter()
+            compare(pair, terms=terms, texts=texts[:n], controls=None, progress=False, **batch)
+            result["scaling"].append({"n_texts": n, "seconds": time.perf_counter() - t0})
+        if args.profile:  # after the timed runs, which it does not slow down
+            from bench import hotspots
+
+            def call():
+                return compare(pair, terms=terms, texts=texts, controls=None, progress=False, **batch)
+
+            result["profile"] = {
+                "n_texts": len(texts),
+                "torch": hotspots.torch_ops(call, device),
+                "python": hotspots.python_functions(call),
+            }
+    elif args.worker == "compare":
         pair = ModelPair.load(spec["base"], spec["adapter"], device=device, dtype=dtype)
         compare(pair, terms=terms, texts=_warmup_texts(texts, terms), controls=None, progress=False)  # warm-up
         t0 = time.perf_counter()
@@ -166,14 +188,32 @@ def worker(args: argparse.Namespace) -> None:
     print(json.dumps(result))
 
 
-def run_worker(method: str, spec: Path, n: int, batch_size: int | None, measure_peak: bool = False) -> dict:
+def run_worker(
+    method: str,
+    spec: Path,
+    n: int,
+    batch_size: int | None,
+    measure_peak: bool = False,
+    label: str | None = None,
+    profile: bool = False,
+) -> dict:
+    """One method in its own process (its peak memory is its own); with `label`, a progress line with its wall time."""
+    launched = time.time()
     cmd = [sys.executable, "-m", "bench", "--worker", method, "--spec", str(spec), "--n", str(n)]
     cmd += ["--batch-size", str(batch_size)] if batch_size else []
     cmd += ["--measure-peak"] if measure_peak else []
+    cmd += ["--profile"] if profile else []
+    cmd += ["--launched", repr(launched)]
+    if label:
+        print(f"  {time.strftime('%H:%M:%S')} {label} ...", flush=True)
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent)
     if out.returncode != 0:
         raise RuntimeError(f"worker {method} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["wall_s"] = time.time() - launched
+    if label:
+        print(f"  {label}: {result['wall_s']:.1f} s wall, {result.get('startup_s', 0):.1f} s of it imports", flush=True)
+    return result
 
 
 def agreement(compare_rows, baseline_rows) -> tuple[float, int, int]:
@@ -258,9 +298,15 @@ def main(argv=None) -> int:
     p.add_argument("--patch-texts", type=int, default=4, help="texts for the activation-patching cost (0 skips it)")
     p.add_argument("--no-vocab-scaling", action="store_true", help="skip the 1x vs 8x vocabulary memory test")
     p.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile one compare call (torch profiler and cProfile, after the timed runs): where the time goes",
+    )
+    p.add_argument(
         "--out", default=None, help="results JSON (default bench/results.json; with --shape out/bench-SHAPE.json)"
     )
-    p.add_argument("--worker", choices=["compare", "baseline", "layers", "patching"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=["compare", "baseline", "layers", "patching", "scaling"], help=argparse.SUPPRESS)
+    p.add_argument("--launched", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--shape-worker", choices=["measure", "fold-check", "baseline"], help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -303,7 +349,12 @@ def main(argv=None) -> int:
     for r in range(args.repeats):  # alternate the methods
         for method in ("compare", "baseline"):
             runs[method].append(run_worker(method, spec, len(texts), args.batch_size, measure_peak=method == "compare"))
-            print(f"  repeat {r + 1} {method}: {runs[method][-1]['seconds']:.2f} s", flush=True)
+            last = runs[method][-1]
+            print(
+                f"  repeat {r + 1} {method}: {last['seconds']:.2f} s ({last['wall_s']:.1f} s wall, "
+                f"{last.get('startup_s', 0):.1f} s of it imports)",
+                flush=True,
+            )
     med = {m: statistics.median(x["seconds"] for x in runs[m]) for m in runs}
     mem = {m: statistics.median(x["peak"] - x["after_import"] for x in runs[m]) for m in runs}
     c0 = runs["compare"][0]
@@ -315,47 +366,6 @@ def main(argv=None) -> int:
     fractions = [useful / x["seconds"] / x["mix_peak"] for x in runs["compare"]]
     fractions_best = [useful / x["seconds"] / x["best_shape_rate"] for x in runs["compare"]]
     peak = statistics.median(x["mix_peak"] for x in runs["compare"])
-
-    lens = run_worker("layers", spec, len(texts), args.batch_size)
-    lens_cost = {
-        "seconds": lens["seconds"],
-        "n_layers": lens["n_layers"],
-        "relative_to_compare": lens["seconds"] / med["compare"],
-        "peak_minus_import_bytes": lens["peak"] - lens["after_import"],
-    }
-    patch_cost = None
-    if args.patch_texts:
-        pr = run_worker("patching", spec, args.patch_texts, args.batch_size)
-        per_text = med["compare"] / len(texts)
-        patch_cost = {
-            "n_texts": args.patch_texts,
-            "seconds": pr["seconds"],
-            "rows": pr["n_rows"],
-            "n_layers": pr["n_layers"],
-            "relative_to_compare_per_text": pr["seconds"] / args.patch_texts / per_text,
-            "peak_minus_import_bytes": pr["peak"] - pr["after_import"],
-        }
-
-    scaling = []
-    for frac in (4, 2, 1):
-        n = max(1, len(texts) // frac)
-        res = run_worker("compare", spec, n, args.batch_size)
-        scaling.append({"n_texts": n, "seconds": res["seconds"]})
-
-    vocab_mem = []
-    if not args.no_vocab_scaling:
-        for mult in (1, 8):
-            b2, a2 = build_model(texts, 128, 2, args.vocab * mult)
-            s2 = CACHE / f"spec-v{mult}.json"
-            s2.write_text(
-                json.dumps({"texts": texts[:8], "terms": terms, "base": str(b2), "adapter": str(a2), **where})
-            )
-            weights = sum(f.stat().st_size for f in b2.glob("*.safetensors"))
-            row = {"vocab": args.vocab * mult, "weights_bytes": weights}
-            for method in ("compare", "baseline"):
-                res = run_worker(method, s2, 8, args.batch_size)
-                row[f"{method}_peak_minus_import"] = res["peak"] - res["after_import"]
-            vocab_mem.append(row)
 
     results = {
         "machine": {
@@ -377,6 +387,8 @@ def main(argv=None) -> int:
             "lora_forward": c0["lora_forward"],
         },
         "seconds": {m: [x["seconds"] for x in runs[m]] for m in runs},
+        "worker_wall_s": {m: [x["wall_s"] for x in runs[m]] for m in runs},
+        "worker_startup_s": {m: [x.get("startup_s") for x in runs[m]] for m in runs},
         "texts_per_s": {m: len(texts) / med[m] for m in med},
         "scored_tokens_per_s_compare": c0["scored_tokens"] / med["compare"],
         "speedup": med["baseline"] / med["compare"],
@@ -390,11 +402,56 @@ def main(argv=None) -> int:
         "fraction_of_peak_per_repeat": fractions,
         "fraction_of_best_shape_rate": statistics.median(fractions_best),
         "agreement": {"max_abs_diff": max_diff, "matched": n_matched, "missed_by_baseline": n_missed},
-        "scaling": scaling,
-        "vocab_memory": vocab_mem,
-        "logit_lens": lens_cost,
-        "patching": patch_cost,
+        "complete": False,  # until the parts below are in: a run stopped after the repeats keeps these
     }
+    write_json(args.out, results)
+    print(f"  {time.strftime('%H:%M:%S')} repeats done; wrote {args.out} (the parts below are added as they finish)")
+    lens = run_worker("layers", spec, len(texts), args.batch_size, label="logit lens")
+    lens_cost = {
+        "seconds": lens["seconds"],
+        "n_layers": lens["n_layers"],
+        "relative_to_compare": lens["seconds"] / med["compare"],
+        "peak_minus_import_bytes": lens["peak"] - lens["after_import"],
+    }
+    results["logit_lens"] = lens_cost
+    write_json(args.out, results)
+    patch_cost = None
+    if args.patch_texts:
+        pr = run_worker("patching", spec, args.patch_texts, args.batch_size, label="patching")
+        per_text = med["compare"] / len(texts)
+        patch_cost = {
+            "n_texts": args.patch_texts,
+            "seconds": pr["seconds"],
+            "rows": pr["n_rows"],
+            "n_layers": pr["n_layers"],
+            "relative_to_compare_per_text": pr["seconds"] / args.patch_texts / per_text,
+            "peak_minus_import_bytes": pr["peak"] - pr["after_import"],
+        }
+    results["patching"] = patch_cost
+    write_json(args.out, results)
+
+    scaled = run_worker("scaling", spec, len(texts), args.batch_size, label="scaling", profile=args.profile)
+    scaling = results["scaling"] = scaled["scaling"]
+    results["profile"] = scaled.get("profile")
+    write_json(args.out, results)
+
+    vocab_mem = []
+    if not args.no_vocab_scaling:
+        for mult in (1, 8):
+            b2, a2 = build_model(texts, 128, 2, args.vocab * mult)
+            s2 = CACHE / f"spec-v{mult}.json"
+            s2.write_text(
+                json.dumps({"texts": texts[:8], "terms": terms, "base": str(b2), "adapter": str(a2), **where})
+            )
+            weights = sum(f.stat().st_size for f in b2.glob("*.safetensors"))
+            row = {"vocab": args.vocab * mult, "weights_bytes": weights}
+            for method in ("compare", "baseline"):
+                res = run_worker(method, s2, 8, args.batch_size, label=f"vocab {args.vocab * mult} {method}")
+                row[f"{method}_peak_minus_import"] = res["peak"] - res["after_import"]
+            vocab_mem.append(row)
+    results["vocab_memory"] = vocab_mem
+    results["complete"] = True
+
     write_json(args.out, results)
     print("\n| metric | compare | baseline | ratio |\n|---|---|---|---|")
     print(
@@ -429,6 +486,10 @@ def main(argv=None) -> int:
             f"compare's time per text; peak-import {patch_cost['peak_minus_import_bytes'] / 2**20:.0f} MB"
         )
     print("scaling (compare): " + ", ".join(f"{s['n_texts']} texts {s['seconds']:.2f} s" for s in scaling))
+    if results["profile"]:
+        from bench import hotspots
+
+        print("\n".join(hotspots.summary_lines(results["profile"])))
     for row in vocab_mem:
         print(
             f"vocab {row['vocab']}: weights {row['weights_bytes'] / 2**20:.0f} MB; peak-import compare "

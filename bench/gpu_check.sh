@@ -19,8 +19,10 @@
 # Environment: PYTHON (default .venv/bin/python if present, else python3), SPECPROBE_GPU_CHECK_BUDGET_S,
 # SPECPROBE_GPU_CHECK_PROBE_S (the CUDA probe's, the carried wheels' import check's and the env step's timeout, 120),
 # SPECPROBE_GPU_CHECK_WHEELS (the folder of the wheels to install, default .whl),
-# SPECPROBE_GPU_BENCH_ARGS (the GPU bench's size options, default "--n-texts 64 --repeats 3"),
-# SPECPROBE_SMEDQA (the S-MedQA file; default ../shared/data/s-medqa/, then .whl/data/).
+# SPECPROBE_GPU_BENCH_ARGS (the GPU bench's size options, default "--n-texts 64 --repeats 2 --no-vocab-scaling"),
+# SPECPROBE_SMEDQA (the S-MedQA file; default ../shared/data/s-medqa/, then .whl/data/),
+# SPECPROBE_GPU_CHECK_STEPS (default "wheels pytest bench shape": a rerun can leave out what already passed),
+# SPECPROBE_GPU_CHECK_CAP_{PYTEST,BENCH,SHAPE}_S (one step's own timeout cap; defaults 180, 200, 120 on a GPU).
 set -u -o pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -42,6 +44,16 @@ if (( CPU_MODE )); then
 else
   BUDGET="${SPECPROBE_GPU_CHECK_BUDGET_S:-420}"; CAP_PYTEST=180; CAP_BENCH=200; CAP_SHAPE=120
 fi
+CAP_PYTEST="${SPECPROBE_GPU_CHECK_CAP_PYTEST_S:-$CAP_PYTEST}"
+CAP_BENCH="${SPECPROBE_GPU_CHECK_CAP_BENCH_S:-$CAP_BENCH}"
+CAP_SHAPE="${SPECPROBE_GPU_CHECK_CAP_SHAPE_S:-$CAP_SHAPE}"
+STEPS=" ${SPECPROBE_GPU_CHECK_STEPS:-wheels pytest bench shape} "  # a rerun can skip what already passed
+for s in $STEPS; do
+  case "$s" in wheels|pytest|bench|shape) ;; *)
+    echo "gpu_check: SPECPROBE_GPU_CHECK_STEPS: unknown step '$s' (the steps: wheels pytest bench shape)"; exit 2 ;;
+  esac
+done
+wanted() { [[ "$STEPS" == *" $1 "* ]]; }
 RESERVE=20
 PROBE_S="${SPECPROBE_GPU_CHECK_PROBE_S:-120}"  # the CUDA probe and the machine description: a hung driver stops here
 START="$(date +%s)"
@@ -136,7 +148,9 @@ main() {
   shopt -s nullglob
   local wheels=("${SPECPROBE_GPU_CHECK_WHEELS:-$REPO/.whl}"/*.whl)
   shopt -u nullglob
-  if (( ${#wheels[@]} == 0 )); then
+  if ! wanted wheels; then
+    record_step wheels skipped null 0 null "not in SPECPROBE_GPU_CHECK_STEPS" gpu_check.log
+  elif (( ${#wheels[@]} == 0 )); then
     record_step wheels skipped null 0 null "no wheels in .whl/ (bench/fetch_gpu_wheels.sh fetches them)" gpu_check.log
   else
     install_wheels "${wheels[@]}"
@@ -147,8 +161,12 @@ main() {
   interim_summary
 
   # 1. the cuda tests
-  run_step pytest-cuda "$CAP_PYTEST" pytest.log \
-    "$PY" -m pytest -m cuda tests/test_cuda.py -p bench.gpu_pytest -p no:cacheprovider -v -s --tb=short -rs
+  if ! wanted pytest; then
+    record_step pytest-cuda skipped null 0 null "not in SPECPROBE_GPU_CHECK_STEPS" pytest.log
+  else
+    run_step pytest-cuda "$CAP_PYTEST" pytest.log \
+      "$PY" -m pytest -m cuda tests/test_cuda.py -p bench.gpu_pytest -p no:cacheprovider -v -s --tb=short -rs
+  fi
 
   # 2. the benchmark, bf16
   local data=""
@@ -163,17 +181,23 @@ main() {
     size=(--n-texts 4 --repeats 1 --hidden 64 --layers 1 --vocab 1000 --no-vocab-scaling --patch-texts 1)
   else
     device=(--device cuda --dtype bfloat16)
-    read -r -a size <<< "${SPECPROBE_GPU_BENCH_ARGS:---n-texts 64 --repeats 3}"
+    # 2 repeats, no vocabulary test: on the H100 each bench process spends about 13 s importing and 20 s in
+    # all, so 3 repeats plus the vocabulary test (15 processes) did not fit the step's 200 s (bench/results-cuda.json)
+    read -r -a size <<< "${SPECPROBE_GPU_BENCH_ARGS:---n-texts 64 --repeats 2 --no-vocab-scaling}"
   fi
-  if [ -z "$data" ]; then
+  if ! wanted bench; then
+    record_step bench skipped null 0 null "not in SPECPROBE_GPU_CHECK_STEPS" bench.log
+  elif [ -z "$data" ]; then
     record_step bench skipped null 0 null "no S-MedQA data: set SPECPROBE_SMEDQA, or run bench/fetch_gpu_wheels.sh (it copies the file into .whl/data/)" bench.log
   else
     run_step bench "$CAP_BENCH" bench.log "$PY" -m bench.gpu_kit bench --lexicon "$lexicon" --cache "$WORK/bench-cache" \
-      -- --data "$data" "${device[@]}" "${size[@]}" --out "$OUT/bench.json"
+      -- --data "$data" "${device[@]}" "${size[@]}" --profile --out "$OUT/bench.json"
   fi
 
   # 3. the llama-3.2-3b shape, where bench supports it
-  if (( CPU_MODE )); then
+  if ! wanted shape; then
+    record_step bench-shape skipped null 0 null "not in SPECPROBE_GPU_CHECK_STEPS" bench-shape.log
+  elif (( CPU_MODE )); then
     record_step bench-shape skipped null 0 null "CPU mode: the llama-3.2-3b shape runs on a GPU only" bench-shape.log
   elif [ -z "$data" ]; then
     record_step bench-shape skipped null 0 null "no S-MedQA data" bench-shape.log

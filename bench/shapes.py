@@ -560,6 +560,7 @@ PROGRESS = "  [shape] "
 
 
 def _run_worker(kind: str, spec: Path) -> dict:
+    print(f"{PROGRESS}{time.strftime('%H:%M:%S')} starting the {kind} worker", flush=True)
     cmd = [sys.executable, "-m", "bench", "--shape-worker", kind, "--spec", str(spec)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     tail: list[str] = []
@@ -672,6 +673,8 @@ def run(args) -> int:
         fold = _run_worker("fold-check", spec_path)
         print(f"  fold check on {fold['layers']} layers done", flush=True)
     base_run = _run_worker("baseline", spec_path) if baseline else None
+    if base_run:
+        print("  baseline (two copies) done", flush=True)
 
     weights = m["weights_bytes"]
     ratio = m["peak_bytes"] / weights

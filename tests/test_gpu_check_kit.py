@@ -255,3 +255,30 @@ def test_the_precomputed_lexicon_is_keyed_on_the_terms_code(tmp_path, monkeypatc
     assert gpu_kit.terms_code_digest() == first
     (tmp_path / "specprobe" / "data" / "terms" / "map.csv").write_text("a,c\n")
     assert gpu_kit.terms_code_digest() != first
+
+
+def test_a_rerun_can_leave_out_steps_that_already_passed(tmp_path):
+    """SPECPROBE_GPU_CHECK_STEPS runs only the named steps; the others are in the summary as skipped, saying
+    why, so a second run on the same lease can spend its minutes on what the first one did not finish."""
+    env = _kit_env(tmp_path, SPECPROBE_GPU_CHECK_CPU="1", SPECPROBE_GPU_CHECK_STEPS="wheels")
+    res = subprocess.run(
+        ["bash", str(REPO / "bench" / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=600
+    )
+    summary = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert res.returncode == 0, (summary.get("failures"), res.stdout[-3000:])
+    steps = {s["step"]: s for s in summary["steps"]}
+    for name in ("pytest-cuda", "bench", "bench-shape"):
+        assert steps[name]["status"] == "skipped" and steps[name]["message"] == "not in SPECPROBE_GPU_CHECK_STEPS"
+    assert steps["wheels"]["message"] != "not in SPECPROBE_GPU_CHECK_STEPS"
+    assert summary["status"] == "passed" and summary["failures"] == []
+
+
+def test_an_unknown_step_name_is_refused_in_one_line(tmp_path):
+    env = _kit_env(tmp_path, SPECPROBE_GPU_CHECK_CPU="1", SPECPROBE_GPU_CHECK_STEPS="pytest bnech")
+    res = subprocess.run(
+        ["bash", str(REPO / "bench" / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 2
+    assert res.stdout.strip() == (
+        "gpu_check: SPECPROBE_GPU_CHECK_STEPS: unknown step 'bnech' (the steps: wheels pytest bench shape)"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import sys
 from collections.abc import Sequence
@@ -20,12 +21,22 @@ def library_versions(
     (None leaves it out)."""
     versions = {"python": sys.version.split()[0], "platform": platform.platform()} if defaults else {}
     for name in (_PACKAGES if defaults else ()) + tuple(extra):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            if missing is not None:
-                versions[name] = missing
+        found = installed_version(name)
+        if found is not None:
+            versions[name] = found
+        elif missing is not None:
+            versions[name] = missing
     return versions
+
+
+@functools.cache
+def installed_version(name: str) -> str | None:
+    """A package's installed version (None if absent), read once per process: every result records the
+    versions, and each lookup scans the installed packages' metadata (milliseconds each on a slow disk)."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def now_iso() -> str:
