@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from specprobe.core.architecture import SplitModel
+from specprobe.core.batch_defaults import DEFAULT_BATCH_ROWS, DEFAULT_BATCH_TOKENS
 from specprobe.core.distributed import all_gather_indexed, balanced_shares, is_main, world
 from specprobe.core.items import ScoreItem
 from specprobe.core.rows import build_rows, row_position_ids, segment_mask
@@ -33,11 +34,6 @@ from specprobe.utils.progress import progress as show_progress
 # larger chunks fall out of cache and cost both time and resident memory; 128 MiB on a GPU, where
 # fewer, larger head matmuls re-read the (vocabulary x d_model) weight fewer times.
 HEAD_CHUNK_ELEMENTS = {"cpu": 1 << 22, "cuda": 1 << 25}
-
-# Tokens (rows x padded length) in one batch when the caller does not say. Activation memory grows
-# with it (about 40 kB per token for a 50M-parameter Llama); on a CPU larger batches gain no speed,
-# since a 1k-row matmul already runs at the core's peak, so they only cost memory.
-DEFAULT_BATCH_TOKENS = {"cpu": 1024, "cuda": 16384}
 
 
 @dataclass
@@ -203,7 +199,7 @@ def score_items(
     split: SplitModel,
     items: Sequence[ScoreItem],
     *,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_ROWS,
     max_batch_tokens: int | None | str = "auto",
     capture_layers: bool = False,
     attention_mask: bool = False,

@@ -20,6 +20,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
+from specprobe.core.batch_defaults import DEFAULT_BATCH_ROWS
 from specprobe.core.models import (
     ModelLoadError,
     ModelPair,
@@ -236,7 +237,7 @@ def matrix(
     template: str | None = None,
     option_format: str | None = None,
     continuation: str | None = None,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_ROWS,
     max_length: int | None = None,
     device: str | None = None,
     dtype: str | None = None,

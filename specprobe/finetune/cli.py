@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from specprobe.core.batch_defaults import DEFAULT_BATCH_ROWS
 from specprobe.utils.argtypes import add_mapping_argument, non_negative_int, positive_int
 
 
@@ -179,7 +180,12 @@ def _add_scoring_arguments(e: argparse.ArgumentParser) -> None:
         default=None,
         help="what is scored after the prompt: ' A' (letter) or ' <option text>' (default: as --template)",
     )
-    e.add_argument("--batch-size", type=positive_int, default=8, help="sequences per forward pass (default 8)")
+    e.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=DEFAULT_BATCH_ROWS,
+        help=f"at most this many sequences per forward pass (default {DEFAULT_BATCH_ROWS}; the token budget binds too)",
+    )
     e.add_argument(
         "--max-length",
         type=positive_int,

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from specprobe.core.batch_defaults import DEFAULT_BATCH_ROWS
 from specprobe.core.models import ModelPair, context_length
 from specprobe.core.results import Result
 from specprobe.finetune.data import explode_specialties, load_selected, read_manifest
@@ -326,7 +327,7 @@ def score_records(
     *,
     variants: Sequence[str] | dict,
     max_length: int,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_ROWS,
     progress: bool = False,
     prepared=None,
     share_prompt: bool = True,
@@ -376,7 +377,7 @@ def evaluate(
     template: str | None = None,
     option_format: str | None = None,
     continuation: str | None = None,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_ROWS,
     max_length: int | None = None,
     device: str | None = None,
     dtype: str | None = None,

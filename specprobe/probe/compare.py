@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from specprobe.core.items import check_max_length
-from specprobe.core.scoring import score_items
+from specprobe.core.scoring import DEFAULT_BATCH_ROWS, score_items
 from specprobe.probe.comparison import Comparison, occurrence_rows
 from specprobe.probe.inputs import DEFAULT_TEMPLATE, materialize, normalize_terms, normalize_texts
 from specprobe.probe.occurrences import MatchOptions
@@ -34,7 +34,7 @@ def compare(
     template: str = DEFAULT_TEMPLATE,
     match: MatchOptions = MatchOptions(),
     add_bos: bool | None = None,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_ROWS,
     max_length: int | None = None,
     long_texts: str = "window",
     device: str | None = None,

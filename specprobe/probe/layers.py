@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from specprobe.core.architecture import SplitModel
-from specprobe.core.scoring import batch_token_budget, plan_batches, score_items
+from specprobe.core.scoring import DEFAULT_BATCH_ROWS, batch_token_budget, plan_batches, score_items
 from specprobe.probe.hooks import pair_depth, resolve_layers
 from specprobe.probe.inputs import DEFAULT_TEMPLATE
 from specprobe.probe.lens import LayerView, lens_frame, lens_logprobs
@@ -45,7 +45,7 @@ def layers(
     template: str = DEFAULT_TEMPLATE,
     match: MatchOptions = MatchOptions(),
     add_bos: bool | None = None,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_ROWS,
     max_length: int | None = None,
     long_texts: str = "window",
     device: str | None = None,

@@ -21,6 +21,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from specprobe.core.batch_defaults import DEFAULT_BATCH_ROWS
 from specprobe.probe.inputs import DEFAULT_TEMPLATE
 from specprobe.probe.occurrences import MatchOptions
 from specprobe.utils.argtypes import add_mapping_argument, positive_int
@@ -47,7 +48,7 @@ class ProbeOptions:
     max_length: int | None = None
     long_texts: str = "window"
     seed: int = 0
-    batch_size: int = 8
+    batch_size: int = DEFAULT_BATCH_ROWS
     device: str | None = None
     dtype: str | None = None
     tokenizer: Any = field(default=None, repr=False)
@@ -177,7 +178,13 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="'auto' (frequency-matched ordinary words), 'none', or a file with one word per line",
     )
-    parser.add_argument("--batch-size", type=positive_int, default=8, help="texts per forward pass (default 8)")
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=DEFAULT_BATCH_ROWS,
+        help=f"at most this many texts per forward pass (default {DEFAULT_BATCH_ROWS}; a token budget by device "
+        "bounds each pass too: 1,024 tokens on a CPU, 16,384 on a GPU)",
+    )
     parser.add_argument("--max-length", type=positive_int, default=None, help="context length (default: the model's)")
     parser.add_argument(
         "--long-texts",

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from specprobe.core.batch_defaults import DEFAULT_BATCH_ROWS
 from specprobe.utils.argtypes import add_mapping_argument, positive_int
 
 Common = Callable[[argparse.ArgumentParser, tuple[str, ...]], None]
@@ -19,7 +20,12 @@ Common = Callable[[argparse.ArgumentParser, tuple[str, ...]], None]
 
 def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base", required=True, help="hub id or local directory of the base model")
-    p.add_argument("--batch-size", type=positive_int, default=8, help="texts per forward pass (default 8)")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=DEFAULT_BATCH_ROWS,
+        help=f"at most this many texts per forward pass (default {DEFAULT_BATCH_ROWS}; the token budget binds too)",
+    )
     p.add_argument("--max-length", type=positive_int, default=None, help="context length (default: the model's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, or shard (spread over all GPUs)")
     p.add_argument("--dtype", default="auto", help="auto (default: fp32 on CPU, bf16/fp16 on GPU), fp32, bf16 or fp16")
