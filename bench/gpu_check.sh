@@ -203,7 +203,7 @@ main() {
     record_step bench-shape skipped null 0 null "no S-MedQA data" bench-shape.log
   elif "$PY" -m bench --help 2>/dev/null | grep -q -- '--shape'; then
     run_step bench-shape "$CAP_SHAPE" bench-shape.log "$PY" -m bench.gpu_kit bench --lexicon "$lexicon" \
-      --cache "$WORK/bench-cache" -- --data "$data" "${device[@]}" --shape llama-3.2-3b --repeats 1 --no-vocab-scaling \
+      --cache "$WORK/bench-cache" -- --data "$data" "${device[@]}" --shape llama-3.2-3b --repeats 3 --no-vocab-scaling \
       --out "$OUT/bench-shape.json"
   else
     record_step bench-shape skipped null 0 null "python -m bench has no --shape option (bench/__main__.py): the llama-3.2-3b shape was not run" bench-shape.log
