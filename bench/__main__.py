@@ -29,18 +29,32 @@ from bench.shapes import SHAPES
 HERE = Path(__file__).resolve().parent
 
 
-def rss_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+def _status_bytes(field: str) -> int | None:
+    """A memory field of /proc/self/status (Linux), in bytes; None where there is none."""
+    try:
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
-    return 0
+    return None
+
+
+def rss_bytes() -> int:
+    return _status_bytes("VmRSS") or 0
 
 
 def peak_bytes(device: str = "cpu") -> int:
-    """Peak memory so far: resident set size on a CPU, allocated GPU memory on CUDA."""
+    """Peak memory so far: resident set size on a CPU, allocated GPU memory on CUDA.
+
+    On Linux the process's own high-water mark (VmHWM), not getrusage's ru_maxrss: a worker started by
+    a large parent inherits the parent's resident set as its ru_maxrss, so every worker of a bench whose
+    main process had built the lexicon (~0.7 GB) read the same peak, whatever it allocated."""
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    own = _status_bytes("VmHWM")
+    return own if own is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def memory_now(device: str = "cpu") -> int:
