@@ -147,11 +147,14 @@ def worker(args: argparse.Namespace) -> None:
             def call():
                 return compare(pair, terms=terms, texts=texts, controls=None, progress=False, **batch)
 
-            result["profile"] = {
-                "n_texts": len(texts),
-                "torch": hotspots.torch_ops(call, device),
-                "python": hotspots.python_functions(call),
-            }
+            try:  # a profiler failure costs the profile, not the scaling numbers
+                result["profile"] = {
+                    "n_texts": len(texts),
+                    "torch": hotspots.torch_ops(call, device),
+                    "python": hotspots.python_functions(call),
+                }
+            except Exception as exc:  # noqa: BLE001 - reported in the results instead
+                result["profile"] = {"error": f"{type(exc).__name__}: {exc}"}
     elif args.worker == "compare":
         pair = ModelPair.load(spec["base"], spec["adapter"], device=device, dtype=dtype)
         compare(pair, terms=terms, texts=_warmup_texts(texts, terms), controls=None, progress=False)  # warm-up
@@ -341,6 +344,7 @@ def main(argv=None) -> int:
     args.out = args.out or str(HERE / "results.json")
 
     from bench.workload import CACHE, build_model, load_texts, workload_terms
+    from specprobe.core.scoring import batch_rows
     from specprobe.terms.datasets import default_data_path
     from specprobe.utils.io import write_json
 
@@ -397,7 +401,7 @@ def main(argv=None) -> int:
             "layers": args.layers,
             "vocab": args.vocab,
             "nonembedding_params": nonembed,
-            "batch_size": args.batch_size or "compare's default",
+            "batch_size": batch_rows(torch.device(args.device), args.batch_size),  # the rows compare ran with
             "lora_forward": c0["lora_forward"],
         },
         "seconds": {m: [x["seconds"] for x in runs[m]] for m in runs},

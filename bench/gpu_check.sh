@@ -29,7 +29,6 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${OUT:-$REPO/out/gpu-check}"
 mkdir -p "$OUT" && OUT="$(cd "$OUT" && pwd)"
 cd "$REPO" || exit 1
-rm -f "$OUT"/{gpu_check.json,gpu_check.log,pytest.log,bench.log,bench.json,bench-shape.log,bench-shape.json}
 
 CPU_MODE=0
 [ "${SPECPROBE_GPU_CHECK_CPU:-0}" = "1" ] && CPU_MODE=1
@@ -47,13 +46,27 @@ fi
 CAP_PYTEST="${SPECPROBE_GPU_CHECK_CAP_PYTEST_S:-$CAP_PYTEST}"
 CAP_BENCH="${SPECPROBE_GPU_CHECK_CAP_BENCH_S:-$CAP_BENCH}"
 CAP_SHAPE="${SPECPROBE_GPU_CHECK_CAP_SHAPE_S:-$CAP_SHAPE}"
-STEPS=" ${SPECPROBE_GPU_CHECK_STEPS:-wheels pytest bench shape} "  # a rerun can skip what already passed
-for s in $STEPS; do
+# the settings are checked before anything is removed or started: a typo costs nothing
+for setting in SPECPROBE_GPU_CHECK_BUDGET_S SPECPROBE_GPU_CHECK_CAP_PYTEST_S SPECPROBE_GPU_CHECK_CAP_BENCH_S \
+               SPECPROBE_GPU_CHECK_CAP_SHAPE_S SPECPROBE_GPU_CHECK_PROBE_S; do
+  value="${!setting-}"
+  if [ -n "$value" ] && ! [[ "$value" =~ ^[0-9]+$ ]]; then
+    echo "gpu_check: $setting='$value' is not a whole number of seconds"; exit 2
+  fi
+done
+read -r -d '' -a step_list <<< "${SPECPROBE_GPU_CHECK_STEPS:-wheels pytest bench shape}"  # spaces, tabs, newlines
+for s in "${step_list[@]}"; do
   case "$s" in wheels|pytest|bench|shape) ;; *)
     echo "gpu_check: SPECPROBE_GPU_CHECK_STEPS: unknown step '$s' (the steps: wheels pytest bench shape)"; exit 2 ;;
   esac
 done
+STEPS=" ${step_list[*]} "
 wanted() { [[ "$STEPS" == *" $1 "* ]]; }
+# what this run writes afresh (a step left out keeps its earlier files in $OUT)
+rm -f "$OUT"/{gpu_check.json,gpu_check.log}
+if wanted pytest; then rm -f "$OUT/pytest.log"; fi
+if wanted bench; then rm -f "$OUT"/{bench.log,bench.json}; fi
+if wanted shape; then rm -f "$OUT"/{bench-shape.log,bench-shape.json}; fi
 RESERVE=20
 PROBE_S="${SPECPROBE_GPU_CHECK_PROBE_S:-120}"  # the CUDA probe and the machine description: a hung driver stops here
 START="$(date +%s)"
@@ -201,9 +214,9 @@ main() {
     record_step bench-shape skipped null 0 null "CPU mode: the llama-3.2-3b shape runs on a GPU only" bench-shape.log
   elif [ -z "$data" ]; then
     record_step bench-shape skipped null 0 null "no S-MedQA data" bench-shape.log
-  elif "$PY" -m bench --help 2>/dev/null | grep -q -- '--shape'; then
+  elif grep -q -- '"--shape"' "$REPO/bench/__main__.py" 2>/dev/null; then  # not `--help`: 13 s of imports there
     run_step bench-shape "$CAP_SHAPE" bench-shape.log "$PY" -m bench.gpu_kit bench --lexicon "$lexicon" \
-      --cache "$WORK/bench-cache" -- --data "$data" "${device[@]}" --shape llama-3.2-3b --repeats 3 --no-vocab-scaling \
+      --cache "$WORK/bench-cache" -- --data "$data" "${device[@]}" --shape llama-3.2-3b --repeats 1 --no-vocab-scaling \
       --out "$OUT/bench-shape.json"
   else
     record_step bench-shape skipped null 0 null "python -m bench has no --shape option (bench/__main__.py): the llama-3.2-3b shape was not run" bench-shape.log

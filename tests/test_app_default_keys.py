@@ -68,9 +68,7 @@ def test_general_text_option_set_to_its_default_keys_like_one_left_out(tmp_path,
         stages, "run_stage", lambda root, name, key, *a, **k: folders.append(stage_key(name, key)) or root
     )
     _, _, adapter = _inputs(tmp_path)
-    from specprobe.core.batch_defaults import DEFAULT_BATCH_ROWS
-
-    for compare in ({}, {"batch_size": DEFAULT_BATCH_ROWS, "max_length": None}, {"batch_size": 4}):
+    for compare in ({}, {"batch_size": None, "max_length": None}, {"batch_size": 4}):
         general_text_stage(tmp_path, "x", str(adapter), "base", "b", compare)
     assert folders[0] == folders[1] != folders[2]
 

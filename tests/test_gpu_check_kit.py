@@ -233,6 +233,7 @@ def test_summary_says_which_targets_a_bench_run_did_not_measure(tmp_path, capsys
     }
     (out / "bench-shape.json").write_text(json.dumps(shape))
     (out / "bench-shape.log").write_text("| shape | layers |\n")
+    (work / "steps.jsonl").write_text(json.dumps({"step": "bench-shape", "status": "ok", "rc": 0}) + "\n")
     gpu_kit.main(["summary", "--work", str(work), "--out-dir", str(out), "--mode", "cuda"])
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("bench_shape:"))
     assert "0% of the measured matmul rate" not in line and "matmul rate not measured" in line
@@ -282,3 +283,44 @@ def test_an_unknown_step_name_is_refused_in_one_line(tmp_path):
     assert res.stdout.strip() == (
         "gpu_check: SPECPROBE_GPU_CHECK_STEPS: unknown step 'bnech' (the steps: wheels pytest bench shape)"
     )
+
+
+def test_a_left_out_steps_older_files_are_not_reported_as_this_runs(tmp_path):
+    """A rerun that leaves the bench out keeps the earlier bench.json in $OUT; the summary must not present
+    it as measured by this run."""
+    from bench import gpu_kit
+
+    work, out = tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    out.mkdir()
+    (out / "bench.json").write_text(json.dumps({"texts_per_s": {"compare": 1.0, "baseline": 1.0}, "speedup": 1.0}))
+    (out / "bench.log").write_text("| metric |\n")
+    steps = [{"step": "bench", "status": "skipped", "rc": None}, {"step": "bench-shape", "status": "ok", "rc": 0}]
+    (work / "steps.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps))
+    summary = gpu_kit.build_summary(work, out, "cuda", None, None)
+    assert summary["bench"] is None
+
+
+def test_a_setting_that_is_not_a_number_is_refused_before_anything_is_removed(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "gpu_check.json").write_text("{}")  # an earlier run's summary
+    env = _kit_env(tmp_path, SPECPROBE_GPU_CHECK_CPU="1", SPECPROBE_GPU_CHECK_CAP_BENCH_S="200s")
+    res = subprocess.run(
+        ["bash", str(REPO / "bench" / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 2
+    assert res.stdout.strip() == "gpu_check: SPECPROBE_GPU_CHECK_CAP_BENCH_S='200s' is not a whole number of seconds"
+    assert (out / "gpu_check.json").read_text() == "{}"
+
+
+def test_steps_may_be_separated_by_any_whitespace(tmp_path):
+    env = _kit_env(tmp_path, SPECPROBE_GPU_CHECK_CPU="1", SPECPROBE_GPU_CHECK_STEPS="wheels\t\nshape\n")
+    res = subprocess.run(
+        ["bash", str(REPO / "bench" / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=600
+    )
+    summary = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert res.returncode == 0, res.stdout[-2000:]
+    steps = {s["step"]: s["message"] for s in summary["steps"]}
+    assert steps["bench-shape"] == "CPU mode: the llama-3.2-3b shape runs on a GPU only"  # asked for, so reached
+    assert steps["bench"] == steps["pytest-cuda"] == "not in SPECPROBE_GPU_CHECK_STEPS"

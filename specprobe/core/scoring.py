@@ -72,6 +72,13 @@ def batch_token_budget(device: torch.device, max_batch_tokens: int | None | str 
     return max_batch_tokens  # type: ignore[return-value]
 
 
+def batch_rows(device: torch.device, batch_size: int | None = None) -> int:
+    """The most rows a batch holds on `device`: the given number, or DEFAULT_BATCH_ROWS for None."""
+    if batch_size is None:
+        return DEFAULT_BATCH_ROWS.get(device.type, DEFAULT_BATCH_ROWS["cuda"])
+    return batch_size
+
+
 def model_device(split: SplitModel) -> torch.device:
     return split.backbone.get_input_embeddings().weight.device
 
@@ -114,9 +121,9 @@ def _check_finite(split: SplitModel, total: torch.Tensor, picked: torch.Tensor) 
 
 
 @torch.no_grad()
-def _check_options(batch_size: int, capture_layers: bool, reduce_layers: Callable | None) -> None:
+def _check_options(batch_size: int | None, capture_layers: bool, reduce_layers: Callable | None) -> None:
     """Reject option combinations `score_items` cannot honour."""
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if reduce_layers is not None and not capture_layers:
         raise ValueError("reduce_layers needs capture_layers=True")
@@ -199,7 +206,7 @@ def score_items(
     split: SplitModel,
     items: Sequence[ScoreItem],
     *,
-    batch_size: int = DEFAULT_BATCH_ROWS,
+    batch_size: int | None = None,
     max_batch_tokens: int | None | str = "auto",
     capture_layers: bool = False,
     attention_mask: bool = False,
@@ -211,7 +218,8 @@ def score_items(
 ) -> list[ScoredItem]:
     """Score every item with one forward pass per batch; results come back in the items' order.
 
-    A batch holds at most `batch_size` rows and `max_batch_tokens` padded tokens ("auto": by
+    A batch holds at most `batch_size` rows (None: by device, see DEFAULT_BATCH_ROWS) and `max_batch_tokens`
+    padded tokens ("auto": by
     device, see DEFAULT_BATCH_TOKENS; None: no token limit); a row longer than the budget goes alone.
     `share_prefixes`: items with the same unscored context (the options of one question) share one
     row with a segment mask (see `specprobe.core.rows`): the context is encoded once.
@@ -229,7 +237,7 @@ def score_items(
     max_batch_tokens = batch_token_budget(device, max_batch_tokens)
     results: dict[int, ScoredItem] = {}
     all_rows = build_rows(items, share_prefixes)
-    batches = plan_batches(all_rows, batch_size, max_batch_tokens)
+    batches = plan_batches(all_rows, batch_rows(device, batch_size), max_batch_tokens)
     rank, size = world() if distribute else (0, 1)
     if size > 1:
         batches = _rank_share(all_rows, batches, rank, size)

@@ -20,7 +20,6 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from specprobe.core.batch_defaults import DEFAULT_BATCH_ROWS
 from specprobe.core.models import (
     ModelLoadError,
     ModelPair,
@@ -237,7 +236,7 @@ def matrix(
     template: str | None = None,
     option_format: str | None = None,
     continuation: str | None = None,
-    batch_size: int = DEFAULT_BATCH_ROWS,
+    batch_size: int | None = None,
     max_length: int | None = None,
     device: str | None = None,
     dtype: str | None = None,
@@ -262,6 +261,8 @@ def matrix(
     items = _score_runs(pair, pairs, include_base, records, fmt, L, batch_size, progress, prepared)
     warn_flags(items, len(records), L)
     trained_on = _trained_on(named, set(accuracy_table(items, ("model",))["specialty"]))
+    from specprobe.core.scoring import batch_rows
+
     meta = {k: v for k, v in pair.metadata.items() if k not in ONE_ADAPTER_KEYS}  # per adapter: "adapters"
     meta.update(
         {
@@ -269,7 +270,7 @@ def matrix(
             "specialty": specialty,
             "prompt": fmt.to_dict(),
             "max_length": L,
-            "batch_size": batch_size,
+            "batch_size": batch_rows(pair.device, batch_size),
             "adapters": _adapters_meta(named, trained_on, pairs),
             "n_questions": len(records),
         }
@@ -298,7 +299,7 @@ def _score_runs(
     records: Sequence[QARecord],
     fmt: PromptFormat,
     L: int,
-    batch_size: int,
+    batch_size: int | None,
     progress: bool,
     prepared: Any,
 ) -> pd.DataFrame:

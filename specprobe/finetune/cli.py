@@ -183,8 +183,9 @@ def _add_scoring_arguments(e: argparse.ArgumentParser) -> None:
     e.add_argument(
         "--batch-size",
         type=positive_int,
-        default=DEFAULT_BATCH_ROWS,
-        help=f"at most this many sequences per forward pass (default {DEFAULT_BATCH_ROWS}; the token budget binds too)",
+        default=None,
+        help=f"at most this many sequences per forward pass (default {DEFAULT_BATCH_ROWS['cpu']} on a CPU, "
+        f"{DEFAULT_BATCH_ROWS['cuda']} on a GPU; the token budget binds too)",
     )
     e.add_argument(
         "--max-length",

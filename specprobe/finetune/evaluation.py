@@ -32,7 +32,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from specprobe.core.batch_defaults import DEFAULT_BATCH_ROWS
 from specprobe.core.models import ModelPair, context_length
 from specprobe.core.results import Result
 from specprobe.finetune.data import explode_specialties, load_selected, read_manifest
@@ -327,7 +326,7 @@ def score_records(
     *,
     variants: Sequence[str] | dict,
     max_length: int,
-    batch_size: int = DEFAULT_BATCH_ROWS,
+    batch_size: int | None = None,
     progress: bool = False,
     prepared=None,
     share_prompt: bool = True,
@@ -377,7 +376,7 @@ def evaluate(
     template: str | None = None,
     option_format: str | None = None,
     continuation: str | None = None,
-    batch_size: int = DEFAULT_BATCH_ROWS,
+    batch_size: int | None = None,
     max_length: int | None = None,
     device: str | None = None,
     dtype: str | None = None,
@@ -405,6 +404,8 @@ def evaluate(
     L = fit_max_length(max_length, context_length(pair))
     frame = score_records(pair, records, fmt, variants=chosen, max_length=L, batch_size=batch_size, progress=progress)
     warn_flags(frame, len(records), L)
+    from specprobe.core.scoring import batch_rows
+
     meta = dict(pair.metadata)
     meta.update(
         {
@@ -412,7 +413,7 @@ def evaluate(
             "specialty": specialty,
             "prompt": fmt.to_dict(),
             "max_length": L,
-            "batch_size": batch_size,
+            "batch_size": batch_rows(pair.device, batch_size),
             "variants": list(chosen),
             "adapter_manifest_identity": manifest.get("identity_hash"),
             "adapter_trained_on": manifest.get("specialty"),

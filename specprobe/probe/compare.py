@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from specprobe.core.items import check_max_length
-from specprobe.core.scoring import DEFAULT_BATCH_ROWS, score_items
+from specprobe.core.scoring import batch_rows, score_items
 from specprobe.probe.comparison import Comparison, occurrence_rows
 from specprobe.probe.inputs import DEFAULT_TEMPLATE, materialize, normalize_terms, normalize_texts
 from specprobe.probe.occurrences import MatchOptions
@@ -34,7 +34,7 @@ def compare(
     template: str = DEFAULT_TEMPLATE,
     match: MatchOptions = MatchOptions(),
     add_bos: bool | None = None,
-    batch_size: int = DEFAULT_BATCH_ROWS,
+    batch_size: int | None = None,
     max_length: int | None = None,
     long_texts: str = "window",
     device: str | None = None,
@@ -109,7 +109,7 @@ def _compare(base: Any, tuned: Any, terms: Any, texts: Any, opts: ProbeOptions) 
     if missing:
         log.warning("%d of %d terms occur in no text (see Comparison.missing)", len(missing), len(prep.term_map))
     meta = dict(pair.metadata)
-    meta.update(options_meta(prep, opts.batch_size))
+    meta.update(options_meta(prep, batch_rows(pair.device, opts.batch_size)))
     meta["offsets_source"] = prep.offsets_source
     meta["texts_in_training_data"] = _texts_in_training_data(pair, prep)
     return Comparison(

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from specprobe.core.architecture import SplitModel
-from specprobe.core.scoring import DEFAULT_BATCH_ROWS, batch_token_budget, plan_batches, score_items
+from specprobe.core.scoring import batch_rows, batch_token_budget, plan_batches, score_items
 from specprobe.probe.hooks import pair_depth, resolve_layers
 from specprobe.probe.inputs import DEFAULT_TEMPLATE
 from specprobe.probe.lens import LayerView, lens_frame, lens_logprobs
@@ -45,7 +45,7 @@ def layers(
     template: str = DEFAULT_TEMPLATE,
     match: MatchOptions = MatchOptions(),
     add_bos: bool | None = None,
-    batch_size: int = DEFAULT_BATCH_ROWS,
+    batch_size: int | None = None,
     max_length: int | None = None,
     long_texts: str = "window",
     device: str | None = None,
@@ -119,12 +119,14 @@ def _local_layers(
         timings[variant] = round(time.perf_counter() - t0, 4)
     frame = lens_frame(prep, chosen, lens)
     meta = dict(pair.metadata)
-    meta.update(options_meta(prep, opts.batch_size))
+    meta.update(options_meta(prep, batch_rows(pair.device, opts.batch_size)))
     meta["n_layers"] = n_layers
     meta["layers"] = chosen
     meta["engine"] = engine_description(engine)
     meta["cost"] = {
-        "forward_passes_per_model": len(plan_batches(prep.items, opts.batch_size, batch_token_budget(pair.device))),
+        "forward_passes_per_model": len(
+            plan_batches(prep.items, batch_rows(pair.device, opts.batch_size), batch_token_budget(pair.device))
+        ),
         "items": len(prep.items),
         "seconds": timings,
     }

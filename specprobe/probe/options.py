@@ -48,7 +48,7 @@ class ProbeOptions:
     max_length: int | None = None
     long_texts: str = "window"
     seed: int = 0
-    batch_size: int = DEFAULT_BATCH_ROWS
+    batch_size: int | None = None
     device: str | None = None
     dtype: str | None = None
     tokenizer: Any = field(default=None, repr=False)
@@ -181,9 +181,9 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size",
         type=positive_int,
-        default=DEFAULT_BATCH_ROWS,
-        help=f"at most this many texts per forward pass (default {DEFAULT_BATCH_ROWS}; a token budget by device "
-        "bounds each pass too: 1,024 tokens on a CPU, 16,384 on a GPU)",
+        default=None,
+        help=f"at most this many texts per forward pass (default {DEFAULT_BATCH_ROWS['cpu']} on a CPU, "
+        f"{DEFAULT_BATCH_ROWS['cuda']} on a GPU; a token budget bounds each pass too: 1,024 tokens on a CPU, 16,384 on a GPU)",
     )
     parser.add_argument("--max-length", type=positive_int, default=None, help="context length (default: the model's)")
     parser.add_argument(

@@ -29,7 +29,7 @@ import torch
 
 from specprobe.core.architecture import SplitModel
 from specprobe.core.items import ScoreItem
-from specprobe.core.scoring import batch_token_budget, logprobs_at, plan_batches
+from specprobe.core.scoring import batch_rows, batch_token_budget, logprobs_at, plan_batches
 from specprobe.probe.hooks import replace_rows, site_rows
 from specprobe.probe.lens import direct_logit_attribution, lens_logprobs
 from specprobe.probe.tl_bridge import BridgedPair
@@ -58,7 +58,12 @@ def _scored(items: Sequence[ScoreItem]) -> tuple[torch.Tensor, torch.Tensor, tor
 
 @torch.no_grad()
 def lens_items(
-    bridged: BridgedPair, variant: str, items: Sequence[ScoreItem], chosen: list[int], batch_size: int, progress: bool
+    bridged: BridgedPair,
+    variant: str,
+    items: Sequence[ScoreItem],
+    chosen: list[int],
+    batch_size: int | None,
+    progress: bool,
 ) -> list[np.ndarray]:
     """Per item, the (n_chosen, n_positions) lens log-probabilities under `variant`, as
     `specprobe.probe.layers._lens_items` gives them, from TL's accumulated residual stream."""
@@ -66,7 +71,7 @@ def lens_items(
 
     out: list[np.ndarray] = [np.zeros(0)] * len(items)
     device = bridged.pair.device
-    batches = plan_batches(items, batch_size, batch_token_budget(device))
+    batches = plan_batches(items, batch_rows(device, batch_size), batch_token_budget(device))
     with bridged.view(variant) as (split, bridge):
         n = bridge.cfg.n_layers
         names = [f"blocks.{i}.hook_resid_pre" for i in range(n)] + [f"blocks.{n - 1}.hook_resid_post"]

@@ -27,7 +27,7 @@ from specprobe.core.encoding import encode
 from specprobe.core.items import ScoreItem, check_max_length, fit_max_length
 from specprobe.core.models import context_length
 from specprobe.core.results import Result
-from specprobe.core.scoring import DEFAULT_BATCH_ROWS, score_items
+from specprobe.core.scoring import score_items
 from specprobe.probe.prepare import load_pair
 from specprobe.probe.stats import cluster_bootstrap_mean, finite_rows
 from specprobe.utils.io import iter_jsonl
@@ -137,7 +137,7 @@ def general_text_control(
     tuned: Any = None,
     add_bos: bool | None = None,
     max_length: int | None = None,
-    batch_size: int = DEFAULT_BATCH_ROWS,
+    batch_size: int | None = None,
     tokenizer: Any = None,
     device: str | None = None,
     dtype: str | None = None,

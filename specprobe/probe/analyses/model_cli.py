@@ -23,8 +23,9 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--batch-size",
         type=positive_int,
-        default=DEFAULT_BATCH_ROWS,
-        help=f"at most this many texts per forward pass (default {DEFAULT_BATCH_ROWS}; the token budget binds too)",
+        default=None,
+        help=f"at most this many texts per forward pass (default {DEFAULT_BATCH_ROWS['cpu']} on a CPU, "
+        f"{DEFAULT_BATCH_ROWS['cuda']} on a GPU; the token budget binds too)",
     )
     p.add_argument("--max-length", type=positive_int, default=None, help="context length (default: the model's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, or shard (spread over all GPUs)")

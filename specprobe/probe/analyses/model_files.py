@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from specprobe.core.batch_defaults import DEFAULT_BATCH_ROWS
 from specprobe.probe.analyses.general_text import GeneralTextShift, general_text_control
 from specprobe.probe.analyses.trajectory import Trajectory, trajectory
 from specprobe.probe.options import ProbeOptions
@@ -59,7 +58,7 @@ def general_text_files(
     texts: PathLike | None = None,
     device: str | None = None,
     dtype: str | None = None,
-    batch_size: int = DEFAULT_BATCH_ROWS,
+    batch_size: int | None = None,
 ) -> GeneralTextShift:
     """`general_text_control` of `adapter` on `base`: the shipped WordNet texts, or `texts` (a text
     file, one text a line, or a JSON-lines file of {"id", "text"}); saved to `out`."""

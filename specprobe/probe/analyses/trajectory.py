@@ -18,7 +18,7 @@ import pandas as pd
 
 from specprobe.core.models import ModelPair, check_adapter_base
 from specprobe.core.results import Result
-from specprobe.core.scoring import score_items
+from specprobe.core.scoring import batch_rows, score_items
 from specprobe.probe.analyses._adapter_info import AdapterInfo
 from specprobe.probe.analyses.checkpoints import Checkpoint, Checkpoints, read_checkpoints
 from specprobe.probe.comparison import METRICS, Comparison, occurrence_rows
@@ -217,7 +217,7 @@ def trajectory(
         pair, points.points, prep, opts, reuse_first=not isinstance(base, ModelPair), force=force_adapter
     )
     meta = {k: pair.metadata[k] for k in ("base", "base_weights_sha256", "device", "dtype") if k in pair.metadata}
-    meta.update(options_meta(prep, opts.batch_size))
+    meta.update(options_meta(prep, batch_rows(pair.device, opts.batch_size)))
     meta["checkpoints"] = [{"step": p.step, "path": str(p.path), "sha256": p.sha256} for p in points.points]
     return Trajectory(pd.concat(frames, ignore_index=True), meta, _extras(points, prep, specialty, name))
 
