@@ -222,6 +222,29 @@ def test_token_and_head_budgets_change_nothing(tiny_llama, monkeypatch):
     assert worst < F32_TOL
 
 
+def test_default_rows_fill_the_device_budget(tiny_llama):
+    """Rows per batch by device: on a GPU (64 rows, 16,384 tokens) forty short questions go through in one
+    forward pass per view, with the numbers 8-row batches give; on a CPU, 8 rows a pass."""
+    from specprobe.core.batch_defaults import DEFAULT_BATCH_ROWS
+
+    base, adapter = tiny_llama
+    pair = load(base, adapter)
+    texts = [f"Patient {i} had chest pain and a seizure after the {i}th dose." for i in range(40)]
+    calls = []
+    hook = pair.base_model.get_decoder().register_forward_hook(lambda *a: calls.append(1))
+    try:
+        wide = compare(pair, terms=TERMS, texts=texts, controls=None, progress=False).to_pandas()
+        passes = len(calls)
+        narrow = compare(pair, terms=TERMS, texts=texts, controls=None, progress=False, batch_size=8).to_pandas()
+    finally:
+        hook.remove()
+    worst, _ = errors(wide, narrow)
+    rows = DEFAULT_BATCH_ROWS["cuda" if CUDA else "cpu"]
+    observe("default_rows_vs_8", rows=rows, forward_passes=passes, max_abs_err=worst)
+    assert passes == 2 * math.ceil(len(texts) / rows)
+    assert worst < F32_TOL
+
+
 def test_unmasked_right_padding_equals_masked(arch_pair):
     """No attention mask (SDPA's causal kernel) gives the masked scores on this device."""
     from specprobe.core.scoring import score_items
