@@ -99,3 +99,17 @@ def test_an_unfinished_adapter_stage_resumes_with_a_default_spelled_as_an_int(ti
         tmp_path, "Cardiology", "Cardiology", base, "b", split, data, {**train, "alpha": 16}, progress=False, say=say
     )
     assert again == first and (again.parent / DONE).is_file()
+
+
+def test_an_explicit_max_length_beyond_the_context_is_refused_not_capped(tiny_llama, tmp_path):
+    """`max_length = 1024` written out equals the default, so it keys like it; but training caps only a
+    default at the model's context: written out, a value the model cannot take is an error naming it."""
+    from specprobe.app.experiment_stages import adapter_stage, write_smedqa
+    from specprobe.finetune.train_options import TrainOptionError
+    from tests.test_finetune_train import make_records
+
+    write_smedqa(data := tmp_path / "train.json", make_records())
+    base, train = str(tiny_llama[0]), {"max_steps": 1, "batch_size": 2, "max_length": 1024}
+    split, say = split_key("d", 0.2, 0), lambda _: None
+    with pytest.raises(TrainOptionError, match="max_length.*1024 is longer than the model's context of 128"):
+        adapter_stage(tmp_path, "Cardiology", "Cardiology", base, "b", split, data, train, progress=False, say=say)

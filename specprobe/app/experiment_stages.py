@@ -324,8 +324,12 @@ def adapter_stage(
     # a hub base pinned to its commit ("id@commit"): [train] revision was checked to resolve to that commit.
     # Defaults are left out as the key leaves them out: training's run identity hashes `alpha = 16` and the
     # default 16.0 apart, so a stage resumed with the other spelling was refused as another run.
+    # `max_length` goes on as given: written out, a value beyond the model's context is an error, not
+    # quietly capped as the default is (the run identity holds the value, the same either way).
     pinned = model_ref(base)[1] is not None
     options = {k: v for k, v in without_defaults(train).items() if not (pinned and k == "revision")}
+    if "max_length" in train:
+        options["max_length"] = train["max_length"]
     folder = run_stage(
         root,
         f"adapter-{slug(name)}",
