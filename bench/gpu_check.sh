@@ -50,7 +50,7 @@ CAP_SHAPE="${SPECPROBE_GPU_CHECK_CAP_SHAPE_S:-$CAP_SHAPE}"
 for setting in SPECPROBE_GPU_CHECK_BUDGET_S SPECPROBE_GPU_CHECK_CAP_PYTEST_S SPECPROBE_GPU_CHECK_CAP_BENCH_S \
                SPECPROBE_GPU_CHECK_CAP_SHAPE_S SPECPROBE_GPU_CHECK_PROBE_S; do
   value="${!setting-}"
-  if [ -n "$value" ] && ! [[ "$value" =~ ^[0-9]+$ ]]; then
+  if [ -n "$value" ] && ! [[ "$value" =~ ^[1-9][0-9]*$ ]]; then  # no 0 (timeout 0 is no limit), no leading 0s
     echo "gpu_check: $setting='$value' is not a whole number of seconds"; exit 2
   fi
 done
@@ -60,6 +60,9 @@ for s in "${step_list[@]}"; do
     echo "gpu_check: SPECPROBE_GPU_CHECK_STEPS: unknown step '$s' (the steps: wheels pytest bench shape)"; exit 2 ;;
   esac
 done
+if (( ${#step_list[@]} == 0 )); then
+  echo "gpu_check: SPECPROBE_GPU_CHECK_STEPS is empty (the steps: wheels pytest bench shape)"; exit 2
+fi
 STEPS=" ${step_list[*]} "
 wanted() { [[ "$STEPS" == *" $1 "* ]]; }
 # what this run writes afresh (a step left out keeps its earlier files in $OUT)

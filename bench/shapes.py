@@ -612,6 +612,7 @@ def _gib(n: float | None) -> str:
 def run(args) -> int:
     """`python -m bench --shape NAME`: the parent, which prepares the workload and runs the workers."""
     from bench import workload
+    from specprobe.core.scoring import batch_rows
     from specprobe.terms.datasets import default_data_path
     from specprobe.utils.io import write_json
 
@@ -710,7 +711,7 @@ def run(args) -> int:
             "lora_targets": LORA_TARGETS,
             "tokenizer": f"locally trained stand-in BPE, {tok_size} ids (token counts differ from Llama-3's)",
             "lora_forward": m["lora_forward"],
-            "batch_size": args.batch_size or "compare's default",
+            "batch_size": batch_rows(device, args.batch_size),  # the rows compare ran with
             "repeats": repeats,
         },
         "memory": {

@@ -68,7 +68,7 @@ def test_general_text_option_set_to_its_default_keys_like_one_left_out(tmp_path,
         stages, "run_stage", lambda root, name, key, *a, **k: folders.append(stage_key(name, key)) or root
     )
     _, _, adapter = _inputs(tmp_path)
-    for compare in ({}, {"batch_size": None, "max_length": None}, {"batch_size": 4}):
+    for compare in ({}, {"batch_size": 8, "max_length": None}, {"batch_size": 4}):
         general_text_stage(tmp_path, "x", str(adapter), "base", "b", compare)
     assert folders[0] == folders[1] != folders[2]
 
@@ -113,3 +113,12 @@ def test_an_explicit_max_length_beyond_the_context_is_refused_not_capped(tiny_ll
     split, say = split_key("d", 0.2, 0), lambda _: None
     with pytest.raises(TrainOptionError, match="max_length.*1024 is longer than the model's context of 128"):
         adapter_stage(tmp_path, "Cardiology", "Cardiology", base, "b", split, data, train, progress=False, say=say)
+
+
+def test_batch_size_8_keys_like_leaving_it_out():
+    """8 rows was every device's default when stage keys dropped defaults; an experiment whose [compare]
+    writes `batch_size = 8` keeps its run folders now that the default is by device (8 on a CPU, 64 on a GPU)."""
+    from specprobe.app.experiment_stages import compare_key
+
+    assert compare_key({"batch_size": 8, "controls": "auto"}) == compare_key({}) == {}
+    assert compare_key({"batch_size": 16}) == {"batch_size": 16}

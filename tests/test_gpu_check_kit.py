@@ -324,3 +324,25 @@ def test_steps_may_be_separated_by_any_whitespace(tmp_path):
     steps = {s["step"]: s["message"] for s in summary["steps"]}
     assert steps["bench-shape"] == "CPU mode: the llama-3.2-3b shape runs on a GPU only"  # asked for, so reached
     assert steps["bench"] == steps["pytest-cuda"] == "not in SPECPROBE_GPU_CHECK_STEPS"
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "says"),
+    [
+        ("SPECPROBE_GPU_CHECK_BUDGET_S", "08", "SPECPROBE_GPU_CHECK_BUDGET_S='08' is not a whole number of seconds"),
+        ("SPECPROBE_GPU_CHECK_PROBE_S", "0", "SPECPROBE_GPU_CHECK_PROBE_S='0' is not a whole number of seconds"),
+        (
+            "SPECPROBE_GPU_CHECK_STEPS",
+            " \t",
+            "SPECPROBE_GPU_CHECK_STEPS is empty (the steps: wheels pytest bench shape)",
+        ),
+    ],
+)
+def test_settings_bash_would_misread_are_refused(tmp_path, setting, value, says):
+    """A leading 0 is octal to bash's arithmetic (08 aborts it), `timeout 0` is no limit, and no steps at all
+    would report "passed" having checked nothing."""
+    env = _kit_env(tmp_path, SPECPROBE_GPU_CHECK_CPU="1", **{setting: value})
+    res = subprocess.run(
+        ["bash", str(REPO / "bench" / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 2 and res.stdout.strip() == f"gpu_check: {says}"
