@@ -4,56 +4,23 @@ of saved results (`seen_unseen`: seen vs unseen training terms; `accuracy_link`:
 accuracy change), the dose-response over training checkpoints (`trajectory`) and the general-text control
 (`general_text_control`)."""
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
-
 from specprobe.core.models import ModelLoadError, ModelPair  # what compare and the layer views take
+from specprobe.probe.analyses import (
+    AccuracyLink,
+    GeneralTextShift,
+    SeenUnseen,
+    Trajectory,
+    accuracy_link,
+    general_text_control,
+    seen_unseen,
+    trajectory,
+)
 from specprobe.probe.compare import compare
 from specprobe.probe.comparison import Comparison
 from specprobe.probe.layers import LayerView, layers
 from specprobe.probe.occurrences import MatchOptions
 from specprobe.probe.options import ProbeOptions
 from specprobe.probe.patching import LogitAttribution, Patching, logit_attribution, patch
-
-if TYPE_CHECKING:  # what the lazy names resolve to, for type checkers and IDEs (never run)
-    from specprobe.probe.analyses import (
-        AccuracyLink,
-        GeneralTextShift,
-        SeenUnseen,
-        Trajectory,
-        accuracy_link,
-        general_text_control,
-        seen_unseen,
-        trajectory,
-    )
-
-# The analyses of saved results load on first use (PEP 562): they bring scipy.stats (0.5 s of imports
-# here, several seconds on a slow disk), which compare and the layer views do not need.
-_ANALYSES = (
-    "AccuracyLink",
-    "GeneralTextShift",
-    "SeenUnseen",
-    "Trajectory",
-    "accuracy_link",
-    "general_text_control",
-    "seen_unseen",
-    "trajectory",
-)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _ANALYSES:
-        value = getattr(importlib.import_module("specprobe.probe.analyses"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_ANALYSES))
-
 
 __all__ = [
     "compare",

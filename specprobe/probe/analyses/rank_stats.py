@@ -24,7 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import rankdata
 
 _CHUNK = 256  # bootstrap / permutation draws handled per vectorised step
 
@@ -37,6 +36,14 @@ class RankCorrelation:
     p_value: float
     n: int
     n_clusters: int
+
+
+def rankdata(a: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """`scipy.stats.rankdata` (average ranks for ties), imported on first use: scipy.stats takes 0.5 s to
+    import, and every command line imports this module's package to build its parser."""
+    from scipy.stats import rankdata as scipy_rankdata
+
+    return scipy_rankdata(a, axis=axis)
 
 
 def _rank_corr(rx: np.ndarray, ry: np.ndarray) -> np.ndarray:
