@@ -189,21 +189,31 @@ def bos_id(tokenizer, add_bos: bool | None) -> int | None:
 
 def offsets_look_valid(text: str, offsets: list[tuple[int, int] | None], start: int = 0) -> bool:
     """True when offsets are in range, non-zero width, monotone, and cover every non-space character
-    (from `start` on: the characters before it stand for a special token)."""
-    covered = [False] * len(text)
+    (from `start` on: the characters before it stand for a special token).
+
+    Coverage is a sweep over the spans (their starts are monotone, checked here), so only the gaps between
+    them are read, not every character: this runs for every text compare and evaluate score."""
+    n = len(text)
+    reach = 0  # the characters before `reach` are covered, or were checked to be whitespace
     last_start = -1
     for span in offsets:
         if span is None:
             continue
         s, e = span
-        if not (0 <= s <= e <= len(text)) or s < last_start:
+        if not (0 <= s <= e <= n) or s < last_start:
             return False
         if s == e and not _whitespace_around(text, s):
             return False  # a zero-width content token: the Llama-3 offsets bug
         last_start = s
-        for i in range(s, e):
-            covered[i] = True
-    return all(c or ch.isspace() for c, ch in zip(covered[start:], text[start:]))
+        if s > reach and not _blank(text, max(reach, start), s):
+            return False
+        reach = max(reach, e)
+    return _blank(text, max(reach, start), n)
+
+
+def _blank(text: str, a: int, b: int) -> bool:
+    """Whether text[a:b] is empty or only whitespace."""
+    return a >= b or text[a:b].isspace()
 
 
 def _whitespace_around(text: str, i: int) -> bool:
@@ -364,11 +374,12 @@ def _encode(tokenizer, text: str, add_bos: bool | None, label: str | None) -> En
     special = [True] * len(leading) + special[lead:]
     offsets = [None] * len(leading) + offsets[lead:]
     source = "tokenizer"
-    if not offsets_look_valid(text, offsets, skip) and not unicodedata.is_normalized("NFC", text):
+    valid = offsets_look_valid(text, offsets, skip)
+    if not valid and not unicodedata.is_normalized("NFC", text):
         filled = fill_normalisation_gaps(text, offsets)
         if offsets_look_valid(text, filled, skip):  # a normalising tokenizer: marks composed into a character
-            offsets = filled
-    if not offsets_look_valid(text, offsets, skip):
+            offsets, valid = filled, True
+    if not valid:
         log.warning(
             "%s%s gave invalid character offsets; rebuilding them by decoding", _where(label), type(tokenizer).__name__
         )
