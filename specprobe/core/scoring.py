@@ -79,6 +79,14 @@ def batch_rows(device: torch.device, batch_size: int | None = None) -> int:
     return batch_size
 
 
+def plan_device_batches(
+    items: Sequence, device: torch.device, batch_size: int | None = None, max_batch_tokens: int | None | str = "auto"
+) -> list[list[int]]:
+    """`plan_batches` with `device`'s defaults for the rows (`batch_rows`) and tokens (`batch_token_budget`)
+    of a batch: the batches `score_items` runs, for callers that plan or count them (layers, the TL engine)."""
+    return plan_batches(items, batch_rows(device, batch_size), batch_token_budget(device, max_batch_tokens))
+
+
 def model_device(split: SplitModel) -> torch.device:
     return split.backbone.get_input_embeddings().weight.device
 
@@ -193,7 +201,6 @@ def _score_batch(
     r_idx = torch.tensor([s[0] for s in scored], device=device)
     c_idx = torch.tensor([s[3] for s in scored], device=device)
     if capture is not None:
-        capture.states.clear()
         capture.positions = (r_idx, c_idx)
     out = split.backbone(input_ids=ids, use_cache=False, **kwargs)
     hidden = out.last_hidden_state
@@ -249,10 +256,9 @@ def score_items(
     """
     _check_options(batch_size, capture_layers, reduce_layers)
     device = model_device(split)
-    max_batch_tokens = batch_token_budget(device, max_batch_tokens)
     results: dict[int, ScoredItem] = {}
     all_rows = build_rows(items, share_prefixes)
-    batches = plan_batches(all_rows, batch_rows(device, batch_size), max_batch_tokens)
+    batches = plan_device_batches(all_rows, device, batch_size, max_batch_tokens)
     rank, size = world() if distribute else (0, 1)
     if size > 1:
         batches = _rank_share(all_rows, batches, rank, size)

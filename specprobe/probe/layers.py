@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from specprobe.core.architecture import SplitModel
-from specprobe.core.scoring import batch_rows, batch_token_budget, plan_batches, score_items
+from specprobe.core.scoring import batch_rows, plan_device_batches, score_items
 from specprobe.probe.hooks import pair_depth, resolve_layers
 from specprobe.probe.inputs import DEFAULT_TEMPLATE
 from specprobe.probe.lens import LayerView, lens_frame, lens_logprobs
@@ -124,9 +124,7 @@ def _local_layers(
     meta["layers"] = chosen
     meta["engine"] = engine_description(engine)
     meta["cost"] = {
-        "forward_passes_per_model": len(
-            plan_batches(prep.items, batch_rows(pair.device, opts.batch_size), batch_token_budget(pair.device))
-        ),
+        "forward_passes_per_model": len(plan_device_batches(prep.items, pair.device, opts.batch_size)),
         "items": len(prep.items),
         "seconds": timings,
     }

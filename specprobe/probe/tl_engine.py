@@ -29,7 +29,7 @@ import torch
 
 from specprobe.core.architecture import SplitModel
 from specprobe.core.items import ScoreItem
-from specprobe.core.scoring import batch_rows, batch_token_budget, logprobs_at, plan_batches
+from specprobe.core.scoring import logprobs_at, plan_device_batches
 from specprobe.probe.hooks import replace_rows, site_rows
 from specprobe.probe.lens import direct_logit_attribution, lens_logprobs
 from specprobe.probe.tl_bridge import BridgedPair
@@ -71,7 +71,7 @@ def lens_items(
 
     out: list[np.ndarray] = [np.zeros(0)] * len(items)
     device = bridged.pair.device
-    batches = plan_batches(items, batch_rows(device, batch_size), batch_token_budget(device))
+    batches = plan_device_batches(items, device, batch_size)
     with bridged.view(variant) as (split, bridge):
         n = bridge.cfg.n_layers
         names = [f"blocks.{i}.hook_resid_pre" for i in range(n)] + [f"blocks.{n - 1}.hook_resid_post"]
