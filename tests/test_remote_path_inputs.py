@@ -46,3 +46,37 @@ def test_a_loaded_model_without_a_name_is_told_alike(tiny_llama):
         _own_tokenizer(model, None)
     with pytest.raises(ModelLoadError, match=message):
         ModelPair.load(model, str(tiny_llama[1]), check=False)
+
+
+def test_a_hub_id_pinned_to_a_revision_reaches_nnsight_split(monkeypatch):
+    """ "org/name@<revision>" (how `specprobe run` pins its hub base, and what `ModelPair.load` takes) went to
+    nnsight whole, which looked for a repository called "name@<revision>"; the model and its tokenizer now load
+    "org/name" at that revision, the adapter attached to the pinned base."""
+    import nnsight
+    import torch
+
+    import specprobe.probe.remote as remote
+
+    calls, tokenizer_calls, tok = [], [], object()
+
+    class FakeLM:
+        def __init__(self, name, **kwargs):
+            calls.append((name, kwargs))
+            self.tokenizer, self.dispatched, self._module = kwargs.get("tokenizer"), True, torch.nn.Linear(1, 1)
+
+    def fake_tokenizer(model, tokenizer=None, revision=None):
+        tokenizer_calls.append((model, revision))
+        return tok
+
+    monkeypatch.setattr(nnsight, "LanguageModel", FakeLM)
+    monkeypatch.setattr(remote, "model_tokenizer", fake_tokenizer)
+    monkeypatch.setattr(remote, "_is_adapter", lambda name: name == "adapters/x")
+    remote._load_models("org/base@abc123", "org/tuned@v2", None, remote=True)
+    assert calls == [
+        ("org/base", {"tokenizer": tok, "revision": "abc123"}),
+        ("org/tuned", {"tokenizer": tok, "revision": "v2"}),
+    ]
+    assert tokenizer_calls == [("org/base", "abc123"), ("org/tuned", "v2")]
+    calls.clear()
+    remote._load_models("org/base@abc123", "adapters/x", None, remote=True)
+    assert calls[1] == ("org/base", {"tokenizer": tok, "peft": "adapters/x", "revision": "abc123"})

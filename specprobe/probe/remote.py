@@ -38,6 +38,7 @@ from specprobe.core.models import (
     check_same_tokenizer,
     check_weights_loaded,
     model_context_length,
+    model_ref,
     model_tokenizer,
     shares_adapted_model,
 )
@@ -49,9 +50,9 @@ from specprobe.probe.options import ProbeOptions
 from specprobe.probe.prepare import options_meta, prepare
 
 
-def nnsight_model(model: Any, tokenizer: Any = None, peft: str | None = None):
+def nnsight_model(model: Any, tokenizer: Any = None, peft: str | None = None, revision: str | None = None):
     """An nnsight LanguageModel: given one (nnterp's StandardizedTransformer included) as is; a loaded model
-    wrapped; a hub id without loading weights."""
+    wrapped; a hub id (at `revision`) without loading weights."""
     import nnsight
 
     if isinstance(model, nnsight.NNsight) or engine_kind(model) == "nnsight":  # LanguageModel is no NNsight (0.8)
@@ -61,6 +62,8 @@ def nnsight_model(model: Any, tokenizer: Any = None, peft: str | None = None):
     kwargs = {"tokenizer": tokenizer} if tokenizer is not None else {}
     if peft is not None:
         kwargs["peft"] = peft
+    if revision is not None:
+        kwargs["revision"] = revision
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # LanguageModel's deprecation notice (0.8 prefers TransformersModel)
         return nnsight.LanguageModel(model, **kwargs)
@@ -183,8 +186,11 @@ def _load_models(base: Any, tuned: Any, tokenizer: Any, remote: bool | str) -> t
             "score a lone PeftModel, whose base view is its adapter disabled, leave remote= off)"
         )
     base, tuned = (os.fspath(m) if isinstance(m, os.PathLike) else m for m in (base, tuned))  # as ModelPair takes them
-    given, tokenizer = tokenizer, _own_tokenizer(base, tokenizer)
-    base_lm = nnsight_model(base, tokenizer)
+    # a hub id pinned as "org/name@<revision>" (`core.models.model_ref`, as ModelPair.load reads it): nnsight
+    # takes the revision apart; given whole, it looked for a repository named "name@<revision>"
+    (base, base_rev), (tuned, tuned_rev) = (model_ref(m) if isinstance(m, str) else (m, None) for m in (base, tuned))
+    given, tokenizer = tokenizer, _own_tokenizer(base, tokenizer, base_rev)
+    base_lm = nnsight_model(base, tokenizer, revision=base_rev)
     if isinstance(tuned, str) and _is_adapter(tuned):
         if not isinstance(base, str):
             raise ValueError(
@@ -196,9 +202,10 @@ def _load_models(base: Any, tuned: Any, tokenizer: Any, remote: bool | str) -> t
                 f"tuned {tuned!r} is an adapter: this nnsight (< 0.8) cannot attach one (no peft=); pass tuned as a "
                 "loaded PeftModel, or install nnsight >= 0.8"
             )
-        tuned_lm = nnsight_model(base, tokenizer, peft=tuned)
+        tuned_lm = nnsight_model(base, tokenizer, peft=tuned, revision=base_rev)
     else:
-        tuned_lm = nnsight_model(tuned, _own_tokenizer(tuned, None if isinstance(tuned, str) else given))
+        own = _own_tokenizer(tuned, None if isinstance(tuned, str) else given, tuned_rev)
+        tuned_lm = nnsight_model(tuned, own, revision=tuned_rev)
     tok = tokenizer if tokenizer is not None else getattr(base_lm, "tokenizer", None)
     if tok is None:
         raise ValueError("pass tokenizer= (the nnsight model has none)")
@@ -224,14 +231,14 @@ def _check_views(base: torch.nn.Module, tuned: torch.nn.Module) -> None:
         )
 
 
-def _own_tokenizer(model: Any, tokenizer: Any) -> Any:
+def _own_tokenizer(model: Any, tokenizer: Any, revision: str | None = None) -> Any:
     """The tokenizer to give nnsight for `model`: `core.models.model_tokenizer` (the one given, else a hub
     id's, folder's or loaded model's own: nnsight cannot guess it for a local folder and failed with
     'Impossible to guess which tokenizer to use'), but None for an nnsight model given without one (its own)."""
     hf_model = isinstance(model, torch.nn.Module) and engine_kind(model) is None
     if tokenizer is None and not (isinstance(model, (str, os.PathLike)) or hf_model):
         return None
-    return model_tokenizer(model, tokenizer)
+    return model_tokenizer(model, tokenizer, revision=revision)
 
 
 def _trace_both(
