@@ -533,8 +533,16 @@ def probe_stage(
 
         probe = _probe_function(kind)
         terms = Lexicon.load(lexicon_path)
+        # compare keeps its finished batches in the stage folder: an interrupted stage resumes from them
+        resume = {"checkpoint": folder / "partial-scores"} if kind == "compare" else {}
         result = probe(
-            pairs.get(adapter), terms=terms, texts=texts, progress=progress, seed=inputs.seed, **inputs.compare
+            pairs.get(adapter),
+            terms=terms,
+            texts=texts,
+            progress=progress,
+            seed=inputs.seed,
+            **inputs.compare,
+            **resume,
         )
         result.save(folder / filename)
 

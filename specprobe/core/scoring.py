@@ -17,6 +17,7 @@ the result is bit-identical to one process's.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -25,10 +26,13 @@ import torch
 
 from specprobe.core.architecture import SplitModel
 from specprobe.core.batch_defaults import DEFAULT_BATCH_ROWS, DEFAULT_BATCH_TOKENS
+from specprobe.core.checkpoint import BatchStore, ScoreCheckpoint, resume_tolerance
 from specprobe.core.distributed import all_gather_indexed, balanced_shares, is_main, world
 from specprobe.core.items import ScoreItem
 from specprobe.core.rows import build_rows, row_position_ids, segment_mask
 from specprobe.utils.progress import progress as show_progress
+
+log = logging.getLogger(__name__)
 
 # Rows x vocabulary float32 logits materialised at once by the unembedding: 16 MiB on a CPU, where
 # larger chunks fall out of cache and cost both time and resident memory; 128 MiB on a GPU, where
@@ -137,11 +141,41 @@ def _check_options(batch_size: int | None, capture_layers: bool, reduce_layers: 
         raise ValueError("reduce_layers needs capture_layers=True")
 
 
-def _rank_share(all_rows: Sequence, batches: list[list[int]], rank: int, size: int) -> list[list[int]]:
-    """This rank's batches: whole batches, balanced across `size` ranks by padded tokens."""
+def _rank_share(all_rows: Sequence, batches: list[list[int]], rank: int, size: int) -> list[int]:
+    """Indices of this rank's batches: whole batches, balanced across `size` ranks by padded tokens."""
     # padded tokens of each batch: its rows x its longest row (the first: plan_batches goes longest first)
     costs = [len(b) * all_rows[b[0]].needed_length for b in batches]
-    return [batches[j] for j in balanced_shares(costs, size)[rank]]
+    return balanced_shares(costs, size)[rank]
+
+
+def _head_dtype(split: SplitModel) -> str:
+    return str(split.causal_lm.get_output_embeddings().weight.dtype).replace("torch.", "")
+
+
+def _reusable_batches(
+    store: BatchStore, mine: Sequence[int], run: Callable[[int], dict[int, ScoredItem]], dtype: str
+) -> dict[int, dict[int, ScoredItem] | None]:
+    """The stored batches of `mine` a resumed run may use: {index: None (to load)}, after the first of them,
+    scored again by `run`, agreed with its stored log-probabilities (it maps to that fresh result). None of
+    them, with the store discarded, when it did not: the model or its files changed since they were stored."""
+    stored = sorted(store.finished() & set(mine))
+    if not stored:
+        return {}
+    fresh = run(stored[0])
+    if not store.agrees(stored[0], {i: s.logps for i, s in fresh.items()}, resume_tolerance(dtype)):
+        store.discard("the first of them, scored again, gives other log-probabilities (the model changed?)")
+        store.save(stored[0], {i: s.logps for i, s in fresh.items()})
+        return {stored[0]: fresh}
+    log.info("resuming from %s: %d of %d batches were scored before", store.folder, len(stored), len(mine))
+    return {stored[0]: fresh, **dict.fromkeys(stored[1:])}
+
+
+def _load_batch(store: BatchStore | None, j: int) -> dict[int, ScoredItem] | None:
+    """Stored batch `j` as results; None when it cannot be read (it is scored again)."""
+    try:
+        return {i: ScoredItem(logps) for i, logps in store.load(j).items()} if store is not None else None
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 class _Capture:
@@ -237,6 +271,7 @@ def score_items(
     desc: str = "scoring",
     reduce_layers: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     distribute: bool = False,
+    checkpoint: ScoreCheckpoint | None = None,
 ) -> list[ScoredItem]:
     """Score every item with one forward pass per batch; results come back in the items' order.
 
@@ -253,25 +288,46 @@ def score_items(
     the batches (whole batches, balanced by padded tokens) and every rank returns the whole result,
     bit-identical to one process's. A collective: every rank must call it with the same items and
     arguments. Leave it off for callers whose hooks must see every forward pass (patching).
+    `checkpoint`: keep each finished batch there, and take those a killed run of the same items, models and
+    options finished (see `specprobe.core.checkpoint`); log-probabilities only, so not with `capture_layers`.
     """
     _check_options(batch_size, capture_layers, reduce_layers)
+    if checkpoint is not None and capture_layers:
+        raise ValueError("a checkpoint keeps log-probabilities only: not with capture_layers=True")
     device = model_device(split)
     results: dict[int, ScoredItem] = {}
     all_rows = build_rows(items, share_prefixes)
     batches = plan_device_batches(all_rows, device, batch_size, max_batch_tokens)
+    mine = list(range(len(batches)))
     rank, size = world() if distribute else (0, 1)
     if size > 1:
-        batches = _rank_share(all_rows, batches, rank, size)
+        mine = _rank_share(all_rows, batches, rank, size)
         desc = f"{desc} (rank 0 of {size})"
-    n_mine = sum(len(all_rows[b].items) for batch in batches for b in batch)
+    n_mine = sum(len(all_rows[b].items) for j in mine for b in batches[j])
+    store = None
+    if checkpoint is not None:
+        store = checkpoint.for_run(items, batches, share_prefixes=share_prefixes, attention_mask=attention_mask)
     capture = _Capture() if capture_layers else None
     hooks = capture.hooks(split) if capture is not None else []
     try:
         bar = show_progress(n_mine, desc, "seq", enabled=progress and is_main())
-        for batch in batches:
-            rows = [all_rows[b] for b in batch]
-            results.update(_score_batch(split, rows, device, attention_mask, capture, reduce_layers))
-            bar.update(sum(len(row.items) for row in rows))
+
+        def run(j: int) -> dict[int, ScoredItem]:
+            return _score_batch(
+                split, [all_rows[b] for b in batches[j]], device, attention_mask, capture, reduce_layers
+            )
+
+        reusable = _reusable_batches(store, mine, run, _head_dtype(split)) if store is not None else {}
+        for j in mine:
+            part = reusable[j] if j in reusable else None
+            if part is None and j in reusable:
+                part = _load_batch(store, j)
+            if part is None:
+                part = run(j)
+                if store is not None:
+                    store.save(j, {i: s.logps for i, s in part.items()})
+            results.update(part)
+            bar.update(sum(len(all_rows[b].items) for b in batches[j]))
         bar.close()
     finally:
         for h in hooks:

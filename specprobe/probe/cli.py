@@ -10,6 +10,7 @@ from specprobe.probe.inputs import normalize_terms, terms_from_frame
 from specprobe.terms.records import read_text
 
 COMPARE_OUTPUTS = ("comparison.json.gz", "by_specialty.csv", "by_term.csv")
+PARTIAL_SCORES = "partial-scores"  # under --out while compare runs (`compare(checkpoint=...)`), then removed
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Score every occurrence of every term (and control words) under base and tuned.",
     )
     add_probe_arguments(p)
-    p.add_argument("--out", required=True, help="output directory (comparison.json.gz, by_specialty.csv, by_term.csv)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output directory (comparison.json.gz, by_specialty.csv, by_term.csv; while scoring, finished "
+        f"batches in {PARTIAL_SCORES}/, so that the same command rerun after a kill resumes)",
+    )
     p.set_defaults(handler=run_compare)
 
 
@@ -114,7 +120,8 @@ def run_compare(args: argparse.Namespace) -> int:
         dtype=opts.dtype,
         force_adapter=args.force_adapter,
     )
-    comp = compare(pair, terms=terms, texts=texts, options=opts)
+    # finished batches are kept there while scoring: the same command, rerun after a kill, resumes
+    comp = compare(pair, terms=terms, texts=texts, options=opts, checkpoint=out / PARTIAL_SCORES)
     if not is_main():
         return 0
     out.mkdir(parents=True, exist_ok=True)

@@ -7,11 +7,14 @@ see `specprobe.core.distributed`) and each returns the same `Comparison`."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from specprobe.core.checkpoint import ScoreCheckpoint
 from specprobe.core.items import check_max_length
 from specprobe.core.scoring import batch_rows, score_items
 from specprobe.probe.comparison import Comparison, occurrence_rows
@@ -43,6 +46,7 @@ def compare(
     progress: bool = True,
     seed: int = 0,
     options: ProbeOptions | None = None,
+    checkpoint: str | os.PathLike | None = None,
 ) -> Comparison:
     """Log-probabilities of every occurrence of every term, under base and tuned, with control words.
 
@@ -54,7 +58,9 @@ def compare(
     than the model's is an error). Long texts: "window" scores each occurrence with as much
     left context as fits (flagged `truncated_context`); "error" refuses. `options`: a `ProbeOptions`
     in place of the keyword arguments from `controls` to `seed` (a keyword argument set to another
-    value as well is an error).
+    value as well is an error). `checkpoint`: a folder where finished batches are kept while scoring, so
+    that the same call, rerun after a crash or kill, resumes there (`specprobe.core.checkpoint`: the
+    batches are checked against the models before they are used); removed when the comparison is made.
     """
     opts = ProbeOptions.resolve(
         options,
@@ -73,10 +79,12 @@ def compare(
         progress=progress,
         seed=seed,
     )
-    return _compare(base, tuned, terms, texts, opts)
+    return _compare(base, tuned, terms, texts, opts, checkpoint)
 
 
-def _compare(base: Any, tuned: Any, terms: Any, texts: Any, opts: ProbeOptions) -> Comparison:
+def _compare(
+    base: Any, tuned: Any, terms: Any, texts: Any, opts: ProbeOptions, checkpoint: str | os.PathLike | None = None
+) -> Comparison:
     if terms is None:
         raise ValueError("terms is required (a Lexicon, a mapping term -> specialties, or a list)")
     # validate cheap inputs before loading any model (quietly: prepare() repeats it and warns once)
@@ -93,6 +101,7 @@ def _compare(base: Any, tuned: Any, terms: Any, texts: Any, opts: ProbeOptions) 
     pair = load_pair(base, tuned, opts.tokenizer, opts.device, opts.dtype, purpose="compare")
     prep = prepare(pair, terms, texts, opts)
     scored: dict[str, list] = {}
+    checkpoints = {v: _checkpoint(checkpoint, pair, v) for v in pair.variants} if checkpoint is not None else {}
     for variant in pair.variants:
         with pair.view(variant) as split:
             scored[variant] = score_items(
@@ -102,6 +111,7 @@ def _compare(base: Any, tuned: Any, terms: Any, texts: Any, opts: ProbeOptions) 
                 progress=opts.progress,
                 desc=f"scoring {variant}",
                 distribute=True,
+                checkpoint=checkpoints.get(variant),
             )
     frame = pd.DataFrame(occurrence_rows(prep, scored), columns=Comparison.columns)
     found = {o.term for o in prep.occs if not o.is_control}
@@ -112,9 +122,23 @@ def _compare(base: Any, tuned: Any, terms: Any, texts: Any, opts: ProbeOptions) 
     meta.update(options_meta(prep, batch_rows(pair.device, opts.batch_size)))
     meta["offsets_source"] = prep.offsets_source
     meta["texts_in_training_data"] = _texts_in_training_data(pair, prep)
-    return Comparison(
+    comparison = Comparison(
         frame, meta, {"missing": missing, "term_specialties": {t: list(s) for t, s in prep.term_map.items()}}
     )
+    for store in checkpoints.values():
+        store.finish()
+    if checkpoint is not None:
+        try:
+            Path(checkpoint).rmdir()  # emptied: it held this comparison's batches only
+        except OSError:
+            pass  # absent (another rank removed it), or holding other runs' batches
+    return comparison
+
+
+def _checkpoint(folder: str | os.PathLike, pair: Any, variant: str) -> ScoreCheckpoint:
+    """Where `variant`'s finished batches are kept: under `folder`, keyed by the pair as it records itself
+    (models, adapter and base hashes where known, dtype, device, LoRA forward) and the variant."""
+    return ScoreCheckpoint(Path(folder) / variant, {"variant": variant, "pair": dict(pair.metadata)})
 
 
 def _texts_in_training_data(pair: Any, prep: Prepared) -> int | None:
