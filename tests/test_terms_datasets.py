@@ -179,6 +179,52 @@ def test_instruction_output_that_is_an_option_text_starting_with_a_letter(tmp_pa
     assert [r.answer for r in load_qa(p)] == ["A ruptured spleen", "A ruptured spleen", "Rest", "Aspirin", "Aspirin"]
 
 
+def test_instruction_question_lines_lettered_like_options_stay_question(tmp_path):
+    """A question line that starts like an option ("E. coli grew ...", "C. difficile ...") became an extra
+    option, cut the question there and re-lettered the answer (A -> B): the options are the last run lettered
+    A, B, C, ... in order; a repeated letter starts no option."""
+    q = "A 30-year-old woman has dysuria.\nE. coli grows from her urine culture.\nWhich drug is first line?"
+    opts = "A. Nitrofurantoin\nB. Vancomycin\nC. Caspofungin\nD. Acyclovir"
+    rows = [
+        {"instruction": "Pick.", "input": f"{q}\n{opts}", "output": "A"},
+        {"instruction": "Pick.", "input": f"C. difficile was found.\nA. baumannii too.\nWhy?\n{opts}", "output": "B"},
+        {"instruction": "Pick.", "input": "Which?\nA. one\n\nB. two\nC. three\nB. again", "output": "C"},
+    ]
+    p = tmp_path / "i.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    first, second, third = load_qa(p)
+    assert first.question == q and first.options == ("Nitrofurantoin", "Vancomycin", "Caspofungin", "Acyclovir")
+    assert first.answer == "Nitrofurantoin"
+    assert second.question == "C. difficile was found.\nA. baumannii too.\nWhy?" and second.answer == "Vancomycin"
+    assert third.options == ("one", "two", "three") and third.answer == "three"
+
+
+@pytest.mark.parametrize(
+    ("output", "answer"),
+    [
+        ("A ruptured spleen.", "A ruptured spleen"),  # was read as letter A
+        ("a ruptured spleen", "A ruptured spleen"),
+        ("C. A ruptured spleen", "A ruptured spleen"),
+        ("(C) A ruptured spleen.", "A ruptured spleen"),
+        ("B)", "Cholecystitis"),
+        ("The answer is pancreatitis.", "Pancreatitis"),
+    ],
+)
+def test_instruction_output_with_punctuation_names_its_option(tmp_path, output, answer):
+    q = "Pain.\nA. Appendicitis\nB. Cholecystitis\nC. A ruptured spleen\nD. Pancreatitis"
+    p = tmp_path / "i.jsonl"
+    p.write_text(json.dumps({"instruction": "Pick.", "input": q, "output": output}) + "\n")
+    assert load_qa(p)[0].answer == answer
+
+
+def test_instruction_output_whose_letter_and_text_disagree_is_refused(tmp_path):
+    q = "Pain.\nA. Appendicitis\nB. Cholecystitis"
+    p = tmp_path / "i.jsonl"
+    p.write_text(json.dumps({"instruction": "Pick.", "input": q, "output": "A. Cholecystitis"}) + "\n")
+    with pytest.raises(DataError, match=r"names option A by letter but B by text"):
+        load_qa(p)
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [
@@ -224,13 +270,46 @@ def test_csv_with_mapping(tmp_path):
 
 def test_jsonl_with_mapping(tmp_path):
     p = tmp_path / "g.jsonl"
-    p.write_text(json.dumps({"text": "Q?", "choices": ["a", "b"], "label": 1}) + "\n")
+    p.write_text("".join(json.dumps({"text": "Q?", "choices": ["a", "b"], "label": k}) + "\n" for k in (1, 0)))
     recs = load_qa(
         p,
         format="jsonl",
         mapping={"question": "text", "options": "choices", "answer": "label", "answer_format": "index"},
     )
-    assert recs[0].answer == "b"
+    assert [r.answer for r in recs] == ["b", "a"]
+
+
+@pytest.mark.parametrize(
+    ("labels", "base", "answers"),
+    [
+        ([1, 2, 3], None, None),  # cannot tell: refused (it was read from 0: b, c, d)
+        ([1, 2, 4], None, ["a", "b", "d"]),  # a 4 of 4 options: from 1
+        ([0, 2, 3], None, ["a", "c", "d"]),  # a 0: from 0
+        ([0, 2, 4], None, None),  # both: refused
+        ([1, 2, 3], 1, ["a", "b", "c"]),  # said
+        ([1, 2, 3], 0, ["b", "c", "d"]),
+        ([1, 2, 3], 2, None),  # not 0 or 1
+    ],
+)
+def test_index_answers_count_from_what_the_file_shows_or_the_mapping_says(tmp_path, labels, base, answers):
+    """An index answer column counted from 1 was read from 0 (index_base defaulted to 0): every answer one
+    option later, an error only where an answer was the last option, and silently so with skip_bad."""
+    rows = [{"q": f"Q{k}?", "opts": ["a", "b", "c", "d"], "y": label} for k, label in enumerate(labels)]
+    for path in (tmp_path / "i.jsonl", tmp_path / "i.csv"):
+        if path.suffix == ".csv":
+            lines = ["q,o1,o2,o3,o4,y"] + [f"{r['q']},a,b,c,d,{r['y']}" for r in rows]
+            path.write_text("\n".join(lines) + "\n")
+            mapping = {"question": "q", "options": ["o1", "o2", "o3", "o4"], "answer": "y", "answer_format": "index"}
+        else:
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            mapping = {"question": "q", "options": "opts", "answer": "y", "answer_format": "index"}
+        if base is not None:
+            mapping["index_base"] = base
+        if answers is None:
+            with pytest.raises(DataError, match=r"index_base"):
+                load_qa(path, mapping=mapping)
+        else:
+            assert [r.answer for r in load_qa(path, mapping=mapping)] == answers
 
 
 @pytest.mark.parametrize(
@@ -256,7 +335,7 @@ def test_mapped_answers_name_exactly_one_option(tmp_path, fmt, value, expected):
     range) is an error naming the field, never a silently chosen option."""
     p = tmp_path / "m.jsonl"
     p.write_text(json.dumps({"text": "Q?", "choices": ["a", "b", "c"], "label": value}) + "\n")
-    mapping = {"question": "text", "options": "choices", "answer": "label", "answer_format": fmt}
+    mapping = {"question": "text", "options": "choices", "answer": "label", "answer_format": fmt, "index_base": 0}
     if expected is None:
         with pytest.raises(DataError, match=r"m.jsonl: item 0 \(line 1\): field 'label'"):
             load_qa(p, format="jsonl", mapping=mapping)

@@ -16,13 +16,15 @@ error saying so.
   "id"}; ``cop`` counts the options from 1 (1-4) in the original release and from 0 (0-3) in the Hugging
   Face copy: the file's own numbers tell which (a 0 and no 4: from 0; a 4 and no 0: from 1). A file whose
   numbers cannot tell (only 1-3) is refused unless ``mapping={"cop_base": 0}`` (or 1) says.
-- ``instruction``: JSON/JSON lines of {"instruction", "input", "output"}: the options are the lettered lines
-  ("A. ...", "(B) ...") of ``input`` (or of ``instruction`` when ``input`` has none); lines lettered past J
-  count only as the next lines after "J. ..." (K, L, ..., Z); the question is the text before them;
-  ``output`` is the answer letter or text; optional "specialty".
+- ``instruction``: JSON/JSON lines of {"instruction", "input", "output"}: the options are the last run of
+  lines lettered A, B, C, ... in order ("A. ...", "(B) ...") of ``input`` (or of ``instruction`` when
+  ``input`` has none), so a question line such as "E. coli grew ..." stays question text; the question is
+  the text before them; ``output`` is the answer letter, the option's text (trailing punctuation and case
+  aside), or both ("C. Rest"; naming two options is an error); optional "specialty".
 - ``csv`` / ``jsonl``: any columns, named by ``mapping``: {"question": col, "options": [cols] or col
   (a JSON list or a "||"-separated string), "answer": col, "answer_format": "text" | "letter" | "index",
-  "specialty": col (";"-separated for several), "id": col}.
+  "index_base": 0 | 1 (an index's first option; default: as the file's numbers show, a file that cannot
+  tell is refused), "specialty": col (";"-separated for several), "id": col}.
 """
 
 from __future__ import annotations
@@ -261,33 +263,67 @@ def _instruction(path: Path, i: int, obj) -> QARecord:
         assert m is not None  # opt_idx holds the lines that match
         pairs.append((m.group(1), m.group(2)))
     options = tuple(t for _, t in pairs)
-    by_letter = dict(pairs)
-    m = re.match(r"^\(?([A-Z])(?:[\).:]|\s|$)", out)
-    if out in options and not re.fullmatch(r"\(?[A-Z][\).:]?", out):  # an option's text, "A ruptured spleen"
-        answer = out
-    elif m and m.group(1) in by_letter:
-        answer = by_letter[m.group(1)]
-    else:
-        hit = [o for o in options if o.lower() == out.lower() or out.lower().endswith(o.lower())]
-        if len(hit) != 1:
-            raise _err(path, i, f"field 'output' {out[:60]!r} names none of the options")
-        answer = hit[0]
+    answer = _instruction_answer(path, i, out, dict(pairs))
     spec = _as_specialties(obj.get("specialty", obj.get("Specialty", ())), path, i)
     rid, meta = record_id(obj.get("id"), path, i)
     return QARecord(rid, question, options, answer, spec, meta)
 
 
+_LETTER_ONLY = re.compile(r"^\(?([A-Z])[\).:]?\)?$")  # "B", "(B)", "B.", "B)"
+_LETTER_THEN_TEXT = re.compile(r"^\(?([A-Z])[\).:]\s+(.+)$")  # "C. A ruptured spleen", "(C) ..."
+
+
+def _plain(text: str) -> str:
+    return text.strip().rstrip(".;:!").strip().lower()
+
+
+def _instruction_answer(path: Path, i: int, out: str, by_letter: dict[str, str]) -> str:
+    """The option an instruction record's `output` names: a bare letter; an option's text (trailing
+    punctuation and case aside: "A ruptured spleen." is that option, not option A); a letter with its
+    option's text ("C. A ruptured spleen"; with another option's text, an error); or text ending in exactly
+    one option's text."""
+    options = list(by_letter.values())
+    bare = _LETTER_ONLY.match(out)
+    if bare is not None and bare.group(1) in by_letter:
+        return by_letter[bare.group(1)]
+    same = [o for o in options if _plain(o) == _plain(out)]
+    if len(same) == 1:
+        return same[0]
+    lettered = _LETTER_THEN_TEXT.match(out)
+    if lettered is not None and lettered.group(1) in by_letter:
+        letter, named = lettered.group(1), _plain(lettered.group(2))
+        other = [k for k, o in by_letter.items() if _plain(o) == named and k != letter]
+        if other and _plain(by_letter[letter]) != named:
+            raise _err(path, i, f"field 'output' {out[:60]!r} names option {letter} by letter but {other[0]} by text")
+        return by_letter[letter]
+    hit = [o for o in options if _plain(out).endswith(_plain(o))]
+    if len(hit) != 1:
+        raise _err(path, i, f"field 'output' {out[:60]!r} names none of the options")
+    return hit[0]
+
+
 def _option_lines(lines: Sequence[str]) -> list[int]:
-    """The indices of the option lines: those lettered A-J, then K, L, ... each on the line after the
-    option lettered just before it."""
-    idx = [k for k, ln in enumerate(lines) if _OPTION_LINE.match(ln)]
-    while idx and idx[-1] + 1 < len(lines):
-        last = _OPTION_LINE.match(lines[idx[-1]]) or _LATER_OPTION_LINE.match(lines[idx[-1]])
-        more = _LATER_OPTION_LINE.match(lines[idx[-1] + 1])
-        if last is None or more is None or ord(more.group(1)) != ord(last.group(1)) + 1:
-            break
-        idx.append(idx[-1] + 1)
-    return idx
+    """The indices of the option lines: the last run of lines lettered A, B, C, ... in order (lines that are
+    not lettered may stand between them), of at least two. A lettered line of the question ("E. coli grew
+    in the culture", "C. difficile ...") is not an option: it starts no run at "A", and inside one it would
+    have to carry the next letter; nor may a letter repeat. Past J only the next letter counts (K after J)."""
+    found: list[int] = []
+    for start, line in enumerate(lines):
+        first = _OPTION_LINE.match(line)
+        if first is None or first.group(1) != "A":
+            continue
+        run, expected = [start], "B"
+        for k in range(start + 1, len(lines)):
+            m = _OPTION_LINE.match(lines[k]) or _LATER_OPTION_LINE.match(lines[k])
+            if m is None:
+                continue  # a blank line, or one that is not lettered, between two options
+            if m.group(1) != expected:
+                break
+            run.append(k)
+            expected = chr(ord(expected) + 1)
+        if len(run) >= 2:
+            found = run  # the options come after the question: the last run wins
+    return found
 
 
 def _mapped_answer(value: Any, options: Sequence[str], fmt: str, index_base: int) -> str | None:
@@ -297,11 +333,8 @@ def _mapped_answer(value: Any, options: Sequence[str], fmt: str, index_base: int
         letter = str(value).strip().strip("().").upper()
         k = LETTERS.find(letter) if len(letter) == 1 else -1
     elif fmt == "index":
-        try:
-            number = float(str(value).strip())
-        except ValueError:
-            return None
-        k = int(number) - index_base if number.is_integer() else -1
+        number = _whole_number(value)
+        k = number - index_base if number is not None else -1
     else:
         answer = str(value).strip()
         return answer if answer in options else None
@@ -312,6 +345,27 @@ def _mapped(path: Path, i: int, row, mapping: dict) -> QARecord:
     _need_obj(path, i, row)
     qcol = mapping.get("question", "question")
     q = _need_str(path, i, row, qcol)
+    options = _mapped_options(path, i, row, mapping)
+    acol = mapping.get("answer", "answer")
+    if acol not in row:
+        raise _err(path, i, f"missing field {acol!r}")
+    a, fmt = row[acol], mapping.get("answer_format", "text")
+    answer = _mapped_answer(a, options, fmt, int(mapping.get("index_base", 0)))
+    if answer is None:
+        raise _err(path, i, f"field {acol!r} {a!r} is not one of the options ({fmt})")
+    scol = mapping.get("specialty")
+    spec: tuple[str, ...] = ()
+    if scol and row.get(scol) not in (None, ""):
+        v = row[scol]
+        spec = _as_specialties(v.split(";") if isinstance(v, str) else v, path, i)
+    icol = mapping.get("id")
+    rid, meta = record_id(row.get(icol) if icol else None, path, i)
+    return QARecord(rid, q, tuple(options), answer, spec, meta)
+
+
+def _mapped_options(path: Path, i: int, row: dict, mapping: dict) -> list[str]:
+    """A mapped row's options: from the columns the mapping lists, or one column holding a JSON list, a
+    "||"-separated string or an object (its values in key order)."""
     ocols = mapping.get("options", "options")
     if isinstance(ocols, (list, tuple)):
         options = []
@@ -332,21 +386,48 @@ def _mapped(path: Path, i: int, row, mapping: dict) -> QARecord:
         if not isinstance(v, list) or len(v) < 2 or not all(isinstance(o, str) and o.strip() for o in v):
             raise _err(path, i, f"field {ocols!r} must hold a list of at least 2 non-empty option strings")
         options = [o.strip() for o in v]
-    acol = mapping.get("answer", "answer")
-    if acol not in row:
-        raise _err(path, i, f"missing field {acol!r}")
-    a, fmt = row[acol], mapping.get("answer_format", "text")
-    answer = _mapped_answer(a, options, fmt, int(mapping.get("index_base", 0)))
-    if answer is None:
-        raise _err(path, i, f"field {acol!r} {a!r} is not one of the options ({fmt})")
-    scol = mapping.get("specialty")
-    spec: tuple[str, ...] = ()
-    if scol and row.get(scol) not in (None, ""):
-        v = row[scol]
-        spec = _as_specialties(v.split(";") if isinstance(v, str) else v, path, i)
-    icol = mapping.get("id")
-    rid, meta = record_id(row.get(icol) if icol else None, path, i)
-    return QARecord(rid, q, tuple(options), answer, spec, meta)
+    return options
+
+
+def _whole_number(value: Any) -> int | None:
+    """`value` as a whole number ("2", 2, 2.0), else None."""
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        return None
+    return int(number) if number.is_integer() else None
+
+
+def _index_base(path: Path, rows: Sequence[Any], mapping: dict) -> dict:
+    """`mapping` with the index_base of an "index" answer column: as given (0 or 1), else as the file's
+    numbers show: a 0 counts from 0, the number of a row's options (its last, counted from 1) from 1. A
+    file whose numbers show neither (or both) is refused: a 1-based file read as 0-based moved every answer
+    one option later, silently wherever no answer was the last option."""
+    if mapping.get("answer_format") != "index":
+        return mapping
+    if "index_base" in mapping:
+        base = mapping["index_base"]
+        if isinstance(base, bool) or base not in (0, 1):
+            raise DataError(f"{path}: mapping 'index_base' {base!r} must be 0 or 1")
+        return mapping
+    acol, zero, last = mapping.get("answer", "answer"), False, False
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict) or (number := _whole_number(row.get(acol))) is None:
+            continue
+        try:
+            n = len(_mapped_options(path, i, row, mapping))
+        except DataError:
+            continue  # the row's own error says what is wrong
+        zero, last = zero or number == 0, last or number == n
+    if zero != last:
+        return {**mapping, "index_base": 0 if zero else 1}
+    if not any(isinstance(r, dict) and _whole_number(r.get(acol)) is not None for r in rows):
+        return {**mapping, "index_base": 0}  # no number at all: each row's own error says so
+    seen = "both 0 and a row's number of options" if zero else "no 0 and never a row's number of options"
+    raise DataError(
+        f"{path}: field {acol!r} (answer_format index) holds {seen}, so it cannot tell whether options count "
+        'from 0 or 1; say which: add "index_base": 0 (or 1) to the mapping'
+    )
 
 
 def _csv_row(path: Path, i: int, line: int, row: dict, mapping: dict) -> QARecord:
@@ -427,6 +508,7 @@ def parse_file(path: Path, format: str = "auto", mapping: dict | None = None) ->
         except csv.Error as exc:
             raise DataError(f"{path}: not valid CSV ({exc})") from exc
         _check_columns(path, list(reader.fieldnames or []), columns)
+        columns = _index_base(path, [r for _, r in rows], columns)
         yield from (lambda r=r, i=i, n=n: _csv_row(path, i, n, r, columns) for i, (n, r) in enumerate(rows))
         return
     items, lines = _read_json_items(path)
@@ -439,7 +521,7 @@ def parse_file(path: Path, format: str = "auto", mapping: dict | None = None) ->
     elif fmt == "instruction":
         parse, extra = _instruction, ()
     else:  # jsonl with a mapping
-        parse, extra = _mapped, (columns,)
         _check_optional_keys(path, items, columns)
+        parse, extra = _mapped, (_index_base(path, items, columns),)
     for i, obj in enumerate(items):
         yield lambda obj=obj, i=i: _checked(parse, path, i, obj, *extra, line=lines[i] if lines else None)
