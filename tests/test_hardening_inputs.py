@@ -483,3 +483,33 @@ def test_evaluate_refuses_outputs_it_cannot_write_before_any_model_loads(tmp_pat
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert re.search(message, err), err
     assert not (tmp_path / "r.json").exists() and not (tmp_path / "m.json").exists()
+
+
+def test_terms_that_case_insensitive_matching_equates_are_one_term(caplog):
+    """re.IGNORECASE equates the micro sign with mu, final with plain sigma, the theta symbol with theta:
+    "5 µg dose" and "5 μg dose" were two terms finding the same span, each occurrence counted twice."""
+    from specprobe.probe.occurrences import find_spans
+
+    with caplog.at_level(logging.WARNING):
+        terms = normalize_terms(
+            {"5 \u00b5g dose": ["Pharmacology"], "5 \u03bcg DOSE": ["Pediatrics"], "\u03bf\u03c2": []}
+        )
+    assert terms == {"5 \u00b5g dose": ("Pharmacology", "Pediatrics"), "\u03bf\u03c2": ()}
+    assert "counted once" in caplog.text
+    assert find_spans("Give 5 \u03bcg dose now.", "5 \u00b5g dose") == [(5, 14)]
+
+
+# characters whose case folding is not their lower case (micro sign, final sigma, ...), where lower() alone failed
+_UNUSUAL_CASE = [chr(c) for c in range(0x10000) if chr(c).casefold() != chr(c).lower()]
+
+
+@given(st.sampled_from(_UNUSUAL_CASE) | st.characters(), st.data())
+def test_one_character_terms_fold_alike_exactly_when_the_regex_equates_them(a, data):
+    """The merge key (`_fold`) equates two characters exactly when case-insensitive matching does (the second
+    drawn among the first's case forms, or any character)."""
+    from specprobe.probe.occurrences import _fold
+
+    forms = sorted({f[0] for f in (a.lower(), a.upper(), a.casefold(), a.title()) if f})
+    b = data.draw(st.sampled_from(forms) | st.characters())
+
+    assert (_fold(a, False) == _fold(b, False)) == bool(re.fullmatch(re.escape(a), b, re.IGNORECASE))

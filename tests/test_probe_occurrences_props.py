@@ -238,3 +238,15 @@ def test_long_text_occurrences_located_fast(capsys):
     assert len(occs) == 3 * (220_000 // len(unit))
     assert all(o.first >= 1 and not o.flags for o in occs)
     assert elapsed < 5.0  # about 0.3-0.5 s here; the linear scan took minutes
+
+
+@pytest.mark.parametrize("sign", ["\u0f73", "\u0f75", "\u0f81"])
+def test_nfc_map_keeps_spans_around_starters_that_decompose_to_marks(sign):
+    """Tibetan U+0F73/U+0F75/U+0F81 are starters (combining class 0) that decompose to marks, and NFC composes
+    a later mark across them: the text did not split into independent pieces, and every match in it was
+    mapped to the whole text (a term scored as the sum over all its tokens)."""
+    text = f"The patient has heart failure. Note: A{sign}\u0323 (a Tibetan sign)."
+    view = nfc_map(text)
+    assert view.text == unicodedata.normalize("NFC", text)
+    start = view.text.index("heart failure")
+    assert view.to_original(start, start + len("heart failure")) == (16, 29)

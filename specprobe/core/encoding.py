@@ -74,7 +74,9 @@ def _nfc_segments(text: str, lo: int, hi: int) -> list[int]:
         ch = text[i]
         if ch < "\x80":  # ASCII never composes with what precedes it
             bounds.append(i)
-        elif unicodedata.combining(ch):
+        elif unicodedata.combining(ch) or unicodedata.combining(nfc("NFD", ch)[0]):
+            # a mark, or a starter that decomposes to one (Tibetan U+0F73, U+0F75, U+0F81): NFC may compose
+            # a later mark across it, so it starts no piece
             continue
         else:  # a non-ASCII starter: a boundary unless it composes or reorders with the piece before
             piece = text[bounds[-1] : i]

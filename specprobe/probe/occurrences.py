@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
 from specprobe.core.encoding import EncodedText, NFCText, nfc_map
 from specprobe.terms.extract.normalise import APOSTROPHES
@@ -78,12 +78,27 @@ def _ascii_runs(term: str, case_sensitive: bool) -> tuple[str, ...]:
 
 
 def _fold(text: str, case_sensitive: bool) -> str:
-    return text if case_sensitive else text.translate(_ASCII_EQUIVALENTS).lower()
+    """`text` as case-insensitive matching sees it: texts equal after this fold match each other."""
+    return text if case_sensitive else text.translate(_fold_table()).lower()
 
 
 # the only non-ASCII characters that case-insensitive regex matching equates with ASCII letters
 # (Python `re` docs: U+0130, U+0131, U+017F, U+212A); mapped before lower-casing the text
 _ASCII_EQUIVALENTS = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"})
+
+
+@cache
+def _fold_table() -> dict[int, str]:
+    """The characters to map before lower-casing: `_ASCII_EQUIVALENTS`, and those that `re.IGNORECASE` equates
+    with a letter other than their lower case (micro sign and mu, final and plain sigma, theta symbol and
+    theta, ...: their one-letter casefold). With lower() alone, "5 µg" and "5 μg" kept apart as two terms
+    that find the same spans, each occurrence counted twice."""
+    table: dict[int, str] = {}
+    for cp in range(0x110000):
+        folded = chr(cp).casefold()
+        if len(folded) == 1 and folded != chr(cp).lower():
+            table[cp] = folded
+    return {**table, **_ASCII_EQUIVALENTS}
 
 
 class TextIndex:
