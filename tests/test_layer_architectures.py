@@ -85,6 +85,11 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "olmo2": ("olmo2", dict(ROPE, num_key_value_heads=2)),
     "stablelm": ("stablelm", dict(ROPE, num_key_value_heads=2)),
     "cohere": ("cohere", dict(ROPE, num_key_value_heads=2, logit_scale=0.5)),
+    # base_model_prefix "language_model" names no attribute: the backbone is `.model` (was refused)
+    "llama4_text": (
+        "llama4_text",
+        dict(ROPE, num_key_value_heads=2, head_dim=8, intermediate_size_mlp=64, num_local_experts=2),
+    ),
     "granite": (
         "granite",
         dict(ROPE, num_key_value_heads=2, residual_multiplier=0.5, logits_scaling=2.0, embedding_multiplier=2.0),

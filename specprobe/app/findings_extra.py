@@ -107,10 +107,10 @@ def accuracy_link_finding(result: Any, n_boot: int = 2000, link: str = "", *, ta
     stats = (
         f"rho = {_num(rho, True)} [{_num(r['ci_low'], True)}, {_num(r['ci_high'], True)}], {p_text(p, 'permutation p')}"
     )
-    if pd.isna(p):  # rho, but within every model x specialty nothing to shuffle: no test, not "p = 1"
+    if pd.isna(p):  # rho, but within every specialty nothing to shuffle: no test, not "p = 1"
         why = (
-            "within every model × specialty, no two questions differ in both the term change and the accuracy "
-            "change, so the permutation test has nothing to shuffle"
+            "within every specialty the questions' term changes, or their accuracy changes, are all alike, so "
+            "the permutation test (which moves questions among those of their specialty) has nothing to shuffle"
         )
         answer = f"Not tested: {why} (pooled rho = {_num(rho, True)} [{_num(r['ci_low'], True)}, {_num(r['ci_high'], True)}])."
         reading = (
@@ -127,7 +127,8 @@ def accuracy_link_finding(result: Any, n_boot: int = 2000, link: str = "", *, ta
         verdict = "not shown"
     evidence = (
         f"Spearman's rank correlation over {int(r['n_questions'])} questions, 95% CI resampling questions; "
-        "permutation test shuffling the term change within model × specialty."
+        "permutation test moving each question, with all its models' rows, among the questions of its specialty "
+        "(each model's row takes that model's term change of the question it lands on)."
     )
     reading = (
         "If the probability change is what improves answers, questions whose terms rose more should be the ones "

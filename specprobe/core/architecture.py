@@ -138,6 +138,8 @@ def split_model(model: HFModel) -> SplitModel:
     lm = unwrap_peft(model)
     prefix = getattr(lm, "base_model_prefix", None)
     backbone = getattr(lm, prefix, None) if prefix else None
+    if not isinstance(backbone, nn.Module):  # Llama4ForCausalLM: prefix "language_model", backbone `.model`
+        backbone = getattr(lm, "model", None)  # check_split verifies that backbone + head give the model's logits
     lm_head = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
     if not isinstance(backbone, nn.Module) or lm_head is None:
         raise UnsupportedArchitectureError(

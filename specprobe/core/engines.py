@@ -108,7 +108,8 @@ def engine_metadata(obj: Any) -> dict[str, Any] | None:
     """What the result's metadata records about an engine object (None for other objects).
 
     TransformerLens weight processing (fold_ln, center_writing_weights, center_unembed) rewrites the
-    weights: logits change, log-probs only by float error, residual streams are in TL's basis."""
+    weights: logits change, residual streams are in TL's basis, and log-probs are meant to change by float
+    error only, which specprobe does not check (a TL processing bug on one layout moved them by 0.1)."""
     kind = engine_kind(obj)
     if kind is None:
         return None
@@ -132,7 +133,8 @@ def engine_metadata(obj: Any) -> dict[str, Any] | None:
     if meta["weights_processed"]:
         meta["note"] = (
             "TransformerLens weight processing is on: logits and residual streams differ from the "
-            "Hugging Face model's (log-probs only by float error)"
+            "Hugging Face model's; log-probs are meant to differ by float error only, which is not checked "
+            "(for results to publish, pass the model without processing)"
         )
     return meta
 
