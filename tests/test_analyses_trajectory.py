@@ -307,3 +307,33 @@ def test_snapshots_up_to_the_last_step_on_another_base_are_refused(runs, tmp_pat
     # force_adapter=True gets past the check, as ModelPair.load's (the same weights saved otherwise hash otherwise)
     forced = trajectory(str(other), run, TERMS, probe_texts(), controls=CONTROLS, progress=False, force_adapter=True)
     assert len(forced.to_pandas())
+
+
+def test_a_snapshot_another_run_left_in_the_folder_is_not_listed(tiny_llama, tmp_path, caplog):
+    """Run X stopped before its first checkpoint leaves its step-2 snapshot; run Y (another seed) starts
+    fresh in the folder, stops after a checkpoint, and is resumed asking for step 2: X's snapshot was
+    listed as Y's (0.25 from Y's own weights); now it is left out, with a warning."""
+    import logging
+
+    from specprobe.finetune import train
+
+    class Killed(Exception):
+        """A hard stop (SIGKILL): no checkpoint is written on the way out."""
+
+    def kill_at(n):
+        def on_step(step, loss):
+            if step == n:
+                raise Killed
+
+        return on_step
+
+    base, data, out = str(tiny_llama[0]), write_qa(tmp_path / "qa.json"), tmp_path / "out"
+    opts = dict(max_steps=6, batch_size=2, progress=False)
+    with pytest.raises(Killed):
+        train(base, data, None, out, seed=1, save_steps=[2], save_every=50, on_step=kill_at(3), **opts)
+    with pytest.raises(Killed):
+        train(base, data, None, out, seed=0, save_every=4, on_step=kill_at(5), **opts)
+    with caplog.at_level(logging.WARNING):
+        run = train(base, data, None, out, seed=0, save_every=4, save_steps=[2], **opts)
+    assert run.manifest["resumed_from"] == [4] and run.manifest["snapshots"] == []
+    assert "the snapshot at step 2 was written by another run" in caplog.text

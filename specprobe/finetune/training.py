@@ -584,7 +584,7 @@ class _Trainer:
         state_dict = acc.get_state_dict(self.model) if self.sharded else None
         acc.wait_for_everyone()
         if acc.is_main_process:
-            save_snapshot(acc.unwrap_model(self.model), self.out, step, state_dict)
+            save_snapshot(acc.unwrap_model(self.model), self.out, step, state_dict, self.identity_hash)
         acc.wait_for_everyone()
 
     def _stop_anywhere(self, signum: int) -> int:
@@ -714,7 +714,7 @@ class _Trainer:
                 shutil.rmtree(tmp)
             acc.unwrap_model(self.model).save_pretrained(str(tmp), state_dict=state_dict, safe_serialization=True)
             manifest["tokenizer"] = getattr(self.tokenizer, "name_or_path", None)
-            manifest["snapshots"] = snapshot_entries(out, self.opts.save_steps)
+            manifest["snapshots"] = snapshot_entries(out, self.opts.save_steps, self.identity_hash)
             # a run killed from here to the manifest leaves adapter files but no manifest: the marker
             # lets the rerun know them for its own (and train again) when no checkpoint is left
             write_json(out / FINISHING, {"identity_hash": self.identity_hash})
