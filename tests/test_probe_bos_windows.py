@@ -161,3 +161,36 @@ def test_occurrences_scored_in_a_cut_window_are_reported_in_the_log(caplog):
     with caplog.at_level("WARNING", logger="specprobe.probe.prepare"):
         prepare(tok, ["pain"], [text], controls=None, max_length=1000)
     assert "occurrence" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("arch", "text"),
+    [
+        ("gpt2", "Chat: <|start_header_id|>user<|end_header_id|>\n\nThe patient has heart failure.<|eot_id|>"),
+        ("llama", "Sjögren\nsyndrome, naïve: heart failure"),  # byte-fallback tokens, special in the tiny tokenizer
+    ],
+)
+def test_decoded_offsets_keep_special_tokens_written_in_the_text(arch, text, monkeypatch):
+    """Offsets rebuilt by decoding skipped special tokens, so a text holding written ones (a chat template's
+    header and turn markers), or byte-fallback pieces a tokenizer registers as special, never decoded to
+    itself: a TokenizerError where the tokenizer's own offsets were broken (tokenizers #1553)."""
+    tok = train_tokenizer(arch, 600)
+    if arch == "gpt2":
+        tok.add_special_tokens(
+            {"additional_special_tokens": ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]}
+        )
+    good = encode(tok, text)
+    assert good.offsets_source == "tokenizer"
+    real_call = type(tok).__call__
+
+    def zero_width(self, *a, **kw):
+        out = real_call(self, *a, **kw)
+        out["offset_mapping"] = [(s, s) for s, _ in out["offset_mapping"]]
+        return out
+
+    monkeypatch.setattr(type(tok), "__call__", zero_width)
+    bad = encode(tok, text)
+    assert bad.offsets_source == "decode" and bad.ids == good.ids
+    start = text.index("heart failure")
+    covering = [k for k, o in enumerate(good.offsets) if o is not None and o[0] < start + 13 and o[1] > start]
+    assert [k for k, o in enumerate(bad.offsets) if o is not None and o[0] < start + 13 and o[1] > start] == covering

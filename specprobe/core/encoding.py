@@ -232,7 +232,8 @@ def offsets_by_decoding(
     A tokenizer that normalises to NFC decodes to the NFC form of a text that is not NFC: then the
     offsets are built on the NFC form and mapped back to the text (`nfc_map`)."""
     content = [i for i, sp in zip(ids, special) if not sp]
-    decoded = tokenizer.decode(content, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    # special tokens written in the text (a chat template's "<|eot_id|>") are content here: decoded, not skipped
+    decoded = tokenizer.decode(content, skip_special_tokens=False, clean_up_tokenization_spaces=False)
     target, view = text, None
     if decoded != text:
         view = nfc_map(text)
@@ -265,7 +266,7 @@ def _offsets_by_decoding(
             offsets.append(None)
             continue
         k += 1
-        prefix = tokenizer.decode(content[:k], skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        prefix = tokenizer.decode(content[:k], skip_special_tokens=False, clean_up_tokenization_spaces=False)
         head = prefix.rstrip("\ufffd")
         partial = len(head) < len(prefix)  # the token ends inside a character (some of its bytes)
         if not text.startswith(head if partial else prefix) or (partial and not done <= len(head) < len(text)):
