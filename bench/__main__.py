@@ -141,6 +141,7 @@ def worker(args: argparse.Namespace) -> None:
             t0 = time.perf_counter()
             compare(pair, terms=terms, texts=texts[:n], controls=None, progress=False, **batch)
             result["scaling"].append({"n_texts": n, "seconds": time.perf_counter() - t0})
+        result["checkpointed"] = _checkpointed_cost(pair, terms, texts, batch)
         if args.profile:  # after the timed runs, which it does not slow down
             from bench import hotspots
 
@@ -203,6 +204,22 @@ def worker(args: argparse.Namespace) -> None:
         rows = baseline.score(base, tuned, tok, texts, terms)
         result.update(seconds=time.perf_counter() - t0, peak=peak_bytes(device), rows=rows)
     print(json.dumps(result))
+
+
+def _checkpointed_cost(pair, terms: list[str], texts: list[str], batch: dict) -> dict:
+    """compare as `specprobe compare` runs it, each finished batch kept on disk for a resume
+    (`compare(checkpoint=...)`), and a plain call right after: the seconds of both."""
+    import tempfile
+
+    from specprobe.probe import compare
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        compare(pair, terms=terms, texts=texts, controls=None, progress=False, checkpoint=Path(tmp) / "p", **batch)
+        seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    compare(pair, terms=terms, texts=texts, controls=None, progress=False, **batch)
+    return {"seconds": seconds, "plain_seconds": time.perf_counter() - t0}
 
 
 def run_worker(
@@ -450,6 +467,7 @@ def main(argv=None) -> int:
 
     scaled = run_worker("scaling", spec, len(texts), args.batch_size, label="scaling", profile=args.profile)
     scaling = results["scaling"] = scaled["scaling"]
+    results["checkpointed"] = scaled.get("checkpointed")
     results["profile"] = scaled.get("profile")
     write_json(args.out, results)
 
@@ -504,6 +522,11 @@ def main(argv=None) -> int:
             f"compare's time per text; peak-import {patch_cost['peak_minus_import_bytes'] / 2**20:.0f} MB"
         )
     print("scaling (compare): " + ", ".join(f"{s['n_texts']} texts {s['seconds']:.2f} s" for s in scaling))
+    if cp := results["checkpointed"]:
+        print(
+            "checkpointed compare (as specprobe compare runs it, every finished batch kept for a resume): "
+            f"{cp['seconds']:.2f} s = {cp['seconds'] / cp['plain_seconds']:.2f} x a plain call's {cp['plain_seconds']:.2f} s"
+        )
     if results["profile"]:
         from bench import hotspots
 

@@ -462,6 +462,7 @@ def bench_section(out_dir: Path, name: str) -> dict | None:
                 "logit lens",
                 "activation patching",
                 "scaling",
+                "checkpointed compare",
                 "vocab ",
             )
         )

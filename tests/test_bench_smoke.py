@@ -38,6 +38,7 @@ def test_bench_runs_on_tiny_size(smedqa_path, tmp_path, monkeypatch):
     assert res["texts_per_s"]["compare"] > 0 and res["texts_per_s"]["baseline"] > 0
     assert res["agreement"]["max_abs_diff"] < 1e-4
     assert len(res["scaling"]) == 3
+    assert res["checkpointed"]["seconds"] > 0 and res["checkpointed"]["plain_seconds"] > 0
     assert res["logit_lens"]["n_layers"] == 1 and res["logit_lens"]["seconds"] > 0
     assert res["patching"]["n_layers"] == 1 and res["patching"]["rows"] > 0
     assert res["workload"]["lora_forward"] == "folded"
