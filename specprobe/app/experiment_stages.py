@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,6 +19,7 @@ import pandas as pd
 
 from specprobe.app.experiment_result import ExperimentResult
 from specprobe.app.stages import DONE, package_data_digests, run_stage, written_by_other_code
+from specprobe.core.checkpoint import PARTIAL_SCORES
 from specprobe.finetune.train_options import NON_IDENTITY, without_defaults
 from specprobe.terms.datasets import QARecord, load_qa
 from specprobe.terms.near_duplicates import split_units
@@ -534,7 +536,7 @@ def probe_stage(
         probe = _probe_function(kind)
         terms = Lexicon.load(lexicon_path)
         # compare keeps its finished batches in the stage folder: an interrupted stage resumes from them
-        resume = {"checkpoint": folder / "partial-scores"} if kind == "compare" else {}
+        resume = {"checkpoint": folder / PARTIAL_SCORES, "keep_checkpoint": True} if kind == "compare" else {}
         result = probe(
             pairs.get(adapter),
             terms=terms,
@@ -545,6 +547,7 @@ def probe_stage(
             **resume,
         )
         result.save(folder / filename)
+        shutil.rmtree(folder / PARTIAL_SCORES, ignore_errors=True)  # saved: before the marker lists the outputs
 
     key = inputs.key(adapter, lexicon_path, texts)
     return run_stage(root, f"{kind}-{slug(name)}", key, produce, code=PROBE_CODE, say=say) / filename

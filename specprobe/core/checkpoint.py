@@ -18,18 +18,19 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from specprobe.utils.io import atomic_write_bytes, atomic_write_text
+from specprobe.utils.io import atomic_write_bytes, atomic_write_text, sha256_file
 from specprobe.utils.provenance import installed_version
 
 log = logging.getLogger(__name__)
 
 _FORMAT = 1  # bump when the stored files or the key change meaning
+PARTIAL_SCORES = "partial-scores"  # the folder `specprobe compare` (under --out) and the runner's stage use
 
 
 def items_digest(items: Sequence[Any]) -> str:
@@ -45,9 +46,35 @@ def items_digest(items: Sequence[Any]) -> str:
 
 def resume_tolerance(dtype_name: str) -> float:
     """How far a batch scored again may differ from its stored log-probabilities (nats, per scored token):
-    float rounding of the same computation (1e-4 in float32 and float64; 2e-2 in 16-bit, whose rounding
-    of the same model on the same device stays far below that), not a model changed in place."""
-    return 1e-4 if dtype_name in ("float32", "float64") else 2e-2
+    float rounding of the same computation on the same device, which reproduces the same batch exactly or
+    nearly (1e-5 in float32 and float64, 2e-3 in 16-bit), not a model changed in place (a LoRA alpha
+    changed by 1% moved bf16 log-probs by 1e-2). On other hardware the check may fail: the batches are
+    then scored again, never mixed."""
+    return 1e-5 if dtype_name in ("float32", "float64") else 2e-3
+
+
+def view_identity(metadata: Mapping[str, Any], variant: str) -> dict[str, Any]:
+    """What a view of a `ModelPair` (`variant` "base" or "tuned", its `metadata`) computes with, by content
+    where the pair knows it (weights hashes, and here every file of a local adapter folder: its config as
+    well as its weights) and by name otherwise; never a path where content is known, so a moved or copied
+    folder resumes. The base view leaves the tuned model out."""
+    identity: dict[str, Any] = {
+        "variant": variant,
+        "device": metadata.get("device"),
+        "dtype": metadata.get("dtype"),
+        "base": metadata.get("base_weights_sha256") or metadata.get("base"),
+    }
+    if variant == "base":
+        return identity
+    tuned = metadata.get("tuned")
+    folder = Path(tuned) if isinstance(tuned, str) and tuned else None
+    if folder is not None and (folder / "adapter_config.json").is_file():
+        files = [folder / "adapter_config.json", *sorted(folder.glob("adapter_model.*"))]
+        identity["adapter"] = {f.name: sha256_file(f) for f in files}
+    else:
+        identity["tuned"] = metadata.get("tuned_weights_sha256") or metadata.get("adapter_sha256") or tuned
+    identity["lora_forward"] = metadata.get("lora_forward")
+    return identity
 
 
 class ScoreCheckpoint:
@@ -76,15 +103,15 @@ class ScoreCheckpoint:
         return store
 
     def finish(self) -> None:
-        """Remove the batches of the runs made here (their results are complete), and the folder if that
-        empties it; other runs' batches in the same folder stay."""
-        for store in self.runs:
-            shutil.rmtree(store.folder, ignore_errors=True)
+        """Remove every run's batches from the folder (this run's results are complete; those of runs with
+        another key, stopped before, will not be resumed by this caller), then the folder if that empties it."""
+        for folder in [s.folder for s in self.runs] + sorted(self.root.glob("run-*")):
+            shutil.rmtree(folder, ignore_errors=True)
         self.runs.clear()
         try:
             self.root.rmdir()
         except OSError:
-            pass  # absent, or holds other runs
+            pass  # absent, or holding files that are not batches
 
 
 class BatchStore:
@@ -139,8 +166,10 @@ class BatchStore:
             for i in stored
         )
 
-    def discard(self, why: str) -> None:
-        """Remove the stored batches, saying `why`."""
-        n = len(self.finished())
-        log.warning("discarding %d stored batch(es) in %s: %s; scoring from the start", n, self.folder, why)
-        shutil.rmtree(self.folder, ignore_errors=True)
+    def discard(self, batches: Iterable[int], why: str) -> None:
+        """Remove the stored `batches` (this rank's: under data parallelism, ranks share the folder and
+        each discards only its own), saying `why`."""
+        batches = sorted(batches)
+        log.warning("discarding %d stored batch(es) in %s: %s; scoring them again", len(batches), self.folder, why)
+        for j in batches:
+            self._path(j).unlink(missing_ok=True)

@@ -155,19 +155,23 @@ def _head_dtype(split: SplitModel) -> str:
 def _reusable_batches(
     store: BatchStore, mine: Sequence[int], run: Callable[[int], dict[int, ScoredItem]], dtype: str
 ) -> dict[int, dict[int, ScoredItem] | None]:
-    """The stored batches of `mine` a resumed run may use: {index: None (to load)}, after the first of them,
-    scored again by `run`, agreed with its stored log-probabilities (it maps to that fresh result). None of
-    them, with the store discarded, when it did not: the model or its files changed since they were stored."""
+    """The stored batches of `mine` a resumed run may use: {index: None (to load)}, once the first and the
+    last of them, scored again by `run`, agree with their stored log-probabilities (they map to those fresh
+    results). When one does not (the model or its files changed since), this rank's stored batches are
+    discarded and only the fresh ones are kept (and stored again)."""
     stored = sorted(store.finished() & set(mine))
     if not stored:
         return {}
-    fresh = run(stored[0])
-    if not store.agrees(stored[0], {i: s.logps for i, s in fresh.items()}, resume_tolerance(dtype)):
-        store.discard("the first of them, scored again, gives other log-probabilities (the model changed?)")
-        store.save(stored[0], {i: s.logps for i, s in fresh.items()})
-        return {stored[0]: fresh}
+    checks = sorted({stored[0], stored[-1]})
+    fresh = {j: run(j) for j in checks}
+    tolerance = resume_tolerance(dtype)
+    if not all(store.agrees(j, {i: s.logps for i, s in fresh[j].items()}, tolerance) for j in checks):
+        store.discard(stored, "scored again, stored batches give other log-probabilities (the model changed?)")
+        for j in checks:
+            store.save(j, {i: s.logps for i, s in fresh[j].items()})
+        return dict(fresh)
     log.info("resuming from %s: %d of %d batches were scored before", store.folder, len(stored), len(mine))
-    return {stored[0]: fresh, **dict.fromkeys(stored[1:])}
+    return {**dict.fromkeys(stored), **fresh}
 
 
 def _load_batch(store: BatchStore | None, j: int) -> dict[int, ScoredItem] | None:

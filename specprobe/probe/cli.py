@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 from typing import Any
 
+from specprobe.core.checkpoint import PARTIAL_SCORES  # under --out while compare runs, then removed
 from specprobe.probe.inputs import normalize_terms, terms_from_frame
 from specprobe.terms.records import read_text
 
 COMPARE_OUTPUTS = ("comparison.json.gz", "by_specialty.csv", "by_term.csv")
-PARTIAL_SCORES = "partial-scores"  # under --out while compare runs (`compare(checkpoint=...)`), then removed
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -121,7 +122,7 @@ def run_compare(args: argparse.Namespace) -> int:
         force_adapter=args.force_adapter,
     )
     # finished batches are kept there while scoring: the same command, rerun after a kill, resumes
-    comp = compare(pair, terms=terms, texts=texts, options=opts, checkpoint=out / PARTIAL_SCORES)
+    comp = compare(pair, terms=terms, texts=texts, options=opts, checkpoint=out / PARTIAL_SCORES, keep_checkpoint=True)
     if not is_main():
         return 0
     out.mkdir(parents=True, exist_ok=True)
@@ -136,5 +137,6 @@ def run_compare(args: argparse.Namespace) -> int:
         print(
             f"\n{len(comp.missing)} term(s) occur in no text: {', '.join(comp.missing[:10])}{' ...' if len(comp.missing) > 10 else ''}"
         )
+    shutil.rmtree(out / PARTIAL_SCORES, ignore_errors=True)  # the results are written: no resume needs them
     print(f"\nwrote {out / 'comparison.json.gz'}, by_specialty.csv, by_term.csv")
     return 0

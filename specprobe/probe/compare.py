@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from specprobe.core.checkpoint import ScoreCheckpoint
+from specprobe.core.checkpoint import ScoreCheckpoint, view_identity
 from specprobe.core.items import check_max_length
 from specprobe.core.scoring import batch_rows, score_items
 from specprobe.probe.comparison import Comparison, occurrence_rows
@@ -47,6 +47,7 @@ def compare(
     seed: int = 0,
     options: ProbeOptions | None = None,
     checkpoint: str | os.PathLike | None = None,
+    keep_checkpoint: bool = False,
 ) -> Comparison:
     """Log-probabilities of every occurrence of every term, under base and tuned, with control words.
 
@@ -60,7 +61,9 @@ def compare(
     in place of the keyword arguments from `controls` to `seed` (a keyword argument set to another
     value as well is an error). `checkpoint`: a folder where finished batches are kept while scoring, so
     that the same call, rerun after a crash or kill, resumes there (`specprobe.core.checkpoint`: the
-    batches are checked against the models before they are used); removed when the comparison is made.
+    batches are checked against the models before they are used); its batches are removed once the
+    comparison is made, unless `keep_checkpoint` (for a caller that removes them after saving the result,
+    as `specprobe compare` does: a failed save then loses no scoring).
     """
     opts = ProbeOptions.resolve(
         options,
@@ -79,11 +82,17 @@ def compare(
         progress=progress,
         seed=seed,
     )
-    return _compare(base, tuned, terms, texts, opts, checkpoint)
+    return _compare(base, tuned, terms, texts, opts, checkpoint, keep_checkpoint)
 
 
 def _compare(
-    base: Any, tuned: Any, terms: Any, texts: Any, opts: ProbeOptions, checkpoint: str | os.PathLike | None = None
+    base: Any,
+    tuned: Any,
+    terms: Any,
+    texts: Any,
+    opts: ProbeOptions,
+    checkpoint: str | os.PathLike | None = None,
+    keep_checkpoint: bool = False,
 ) -> Comparison:
     if terms is None:
         raise ValueError("terms is required (a Lexicon, a mapping term -> specialties, or a list)")
@@ -125,20 +134,21 @@ def _compare(
     comparison = Comparison(
         frame, meta, {"missing": missing, "term_specialties": {t: list(s) for t, s in prep.term_map.items()}}
     )
-    for store in checkpoints.values():
-        store.finish()
-    if checkpoint is not None:
-        try:
-            Path(checkpoint).rmdir()  # emptied: it held this comparison's batches only
-        except OSError:
-            pass  # absent (another rank removed it), or holding other runs' batches
+    if not keep_checkpoint:
+        for store in checkpoints.values():
+            store.finish()
+        if checkpoint is not None:
+            try:
+                Path(checkpoint).rmdir()  # emptied: it held this comparison's batches only
+            except OSError:
+                pass  # absent (another rank removed it), or holding other files
     return comparison
 
 
 def _checkpoint(folder: str | os.PathLike, pair: Any, variant: str) -> ScoreCheckpoint:
-    """Where `variant`'s finished batches are kept: under `folder`, keyed by the pair as it records itself
-    (models, adapter and base hashes where known, dtype, device, LoRA forward) and the variant."""
-    return ScoreCheckpoint(Path(folder) / variant, {"variant": variant, "pair": dict(pair.metadata)})
+    """Where `variant`'s finished batches are kept: under `folder`, keyed by what the view computes with
+    (`core.checkpoint.view_identity`: models by content where known, dtype, device, LoRA forward)."""
+    return ScoreCheckpoint(Path(folder) / variant, view_identity(pair.metadata, variant))
 
 
 def _texts_in_training_data(pair: Any, prep: Prepared) -> int | None:
