@@ -94,7 +94,7 @@ def _term_entry(
     canon = t.canonical[key].most_common(1)[0][0]
     cids = list(t.concepts[key])
     onto, evidence = smap.ontology_specialties(cids, name)
-    chosen, specific = combine(onto, z[key], t.counts[key], rule)
+    chosen, specific = combine(onto, z[key], t.counts[key], rule, total=t.totals[key])
     srcs = sorted({"hpo" if c.startswith("HP:") else c.split(":", 1)[0].lower() for c in cids})
     return TermEntry(
         term=name,

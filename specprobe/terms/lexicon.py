@@ -353,7 +353,7 @@ class Lexicon:
         z = log_odds_z({t: e.counts for t, e in self.terms.items()}, specs, rule.prior_strength)
         terms = {}
         for t, e in self.terms.items():
-            chosen, specific = combine(e.ontology, z[t], e.counts, rule)
+            chosen, specific = combine(e.ontology, z[t], e.counts, rule, total=e.count)
             terms[t] = replace(e, z=z[t], specialties=list(chosen), specific=specific)
         meta = dict(self.meta, rule=rule.to_dict())
         return Lexicon(terms, meta)

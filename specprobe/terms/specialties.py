@@ -277,13 +277,16 @@ def combine(
     z: Mapping[str, float],
     counts: Mapping[str, int],
     rule: AssignmentRule = AssignmentRule(),
+    total: int | None = None,
 ) -> tuple[tuple[str, ...], bool]:
-    """Apply `rule` to one term: returns (specialties, specific)."""
+    """Apply `rule` to one term: returns (specialties, specific). `total`: how often the term occurs in all
+    (questions without a specialty too, a question of two specialties once); None: the sum of `counts`,
+    which leaves those out, so a term of unlabelled data was never specific."""
     specs = list(ontology_specs) if rule.use_ontology else []
     if rule.use_corpus:
         ranked = sorted(z, key=lambda s: -z[s])
         specs += [s for s in ranked if z[s] >= rule.z_min and counts.get(s, 0) >= rule.min_specialty_count]
     specs = list(dict.fromkeys(specs))
-    total = sum(counts.values())
+    total = sum(counts.values()) if total is None else total
     specific = 1 <= len(specs) <= rule.max_specialties and total >= rule.min_count
     return tuple(specs), specific
