@@ -131,3 +131,30 @@ def test_accuracy_matrix_items_give_accuracy_link_its_margins():
     old = {m: {k: v for k, v in d.items() if k in ("ids", "correct", "correct_norm")} for m, d in items.items()}
     old_table = evaluation_items(AccuracyMatrix(pd.DataFrame(columns=AccuracyMatrix.columns), {}, {"items": old}))
     assert bool(old_table["option_logp"].isna().all()), "a matrix saved before keeps working, without margins"
+
+
+@pytest.mark.slow
+def test_compare_dtype_reaches_the_probe_and_general_text_stages(tiny_llama, tmp_path):
+    """[compare] dtype (and device) are in the stage keys but were dropped: the shared model cache loaded
+    the pair automatically (float32 on a CPU) and `load_pair` passed a ready pair through, so a bfloat16
+    run wrote float32 numbers under a bfloat16 key (and a Ray task, loading itself, bfloat16 ones)."""
+    from specprobe import load_result
+
+    base, _ = tiny_llama
+    cfg = _config(base, tmp_path / "exp", analyses=["general_text"])
+    cfg.specialties, cfg.compare = ["Cardiology"], {"dtype": "bfloat16"}
+    res = run_experiment(cfg, progress=False, say=lambda s: None)
+    assert res.comparisons["Cardiology"].metadata["dtype"] == "bfloat16"
+    shift = load_result(res.extras["paths"]["general_text"]["Cardiology"])
+    assert shift.metadata["dtype"] == "bfloat16"
+
+
+def test_a_loaded_pair_refuses_a_device_or_dtype_it_was_not_loaded_with(tiny_llama):
+    from specprobe.probe import ModelPair, compare
+
+    pair = ModelPair.load(str(tiny_llama[0]), str(tiny_llama[1]))
+    terms, texts = {"seizure": ["Neurology"]}, ["The patient had a seizure."]
+    with pytest.raises(ValueError, match=r"loaded on cpu in float32, but dtype='bfloat16' asks otherwise"):
+        compare(pair, terms=terms, texts=texts, dtype="bfloat16", controls=None, progress=False)
+    same = compare(pair, terms=terms, texts=texts, dtype="float32", device="cpu", controls=None, progress=False)
+    assert same.metadata["dtype"] == "float32"

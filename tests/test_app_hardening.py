@@ -288,3 +288,19 @@ def test_demo_specialties_without_a_name_is_an_error_not_every_specialty(tmp_pat
         main(["demo", "--out", str(tmp_path / "demo"), "--specialties"])
     assert stop.value.code == 2 and "--specialties: expected at least one argument" in capsys.readouterr().err
     assert not (tmp_path / "demo").exists()
+
+
+def test_the_report_is_written_under_the_runs_hold_of_the_output_lock(tmp_path, monkeypatch):
+    """run_experiment released the output folder's lock on return and the report was written after it: a
+    second run could take the folder in between and write its results, which this report then described."""
+    import specprobe.app.demo_cli as demo_cli
+    import specprobe.app.experiment as experiment
+    from specprobe.app.experiment import ExperimentConfig
+    from specprobe.utils import locks
+
+    held: list[bool] = []
+    key = str((tmp_path / "out").resolve())
+    monkeypatch.setattr(experiment, "run_experiment", lambda cfg, **kw: "result")
+    monkeypatch.setattr(demo_cli, "_finish", lambda result, started: held.append(key in locks._HELD) or 0)
+    assert demo_cli.run_and_finish(ExperimentConfig(out=str(tmp_path / "out")), 0.0) == 0
+    assert held == [True] and key not in locks._HELD

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from typing import TYPE_CHECKING, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from specprobe.app.config import REUSABLE_STAGES
 from specprobe.utils.argtypes import add_mapping_argument
@@ -136,6 +137,17 @@ def stage_kinds(text: str) -> list[str]:
     return kinds
 
 
+def run_and_finish(cfg: Any, started: float, **run_options: Any) -> int:
+    """`run_experiment`, then the report and findings (`_finish`), under one hold of the output folder's
+    lock: released in between, another run could write its results into the folder before this run's
+    report, which then described the other run's data."""
+    from specprobe.app.experiment import run_experiment
+    from specprobe.utils.locks import output_lock
+
+    with output_lock(Path(cfg.resolved().out).expanduser().resolve()):
+        return _finish(run_experiment(cfg, **run_options), started)
+
+
 def _finish(result: ExperimentResult, started: float) -> int:
     """Write the report and print the two findings."""
     from specprobe.finetune.accuracy_matrix import contrast_line
@@ -179,7 +191,7 @@ def shift_line(matrix: pd.DataFrame) -> str:
 def run_demo(args: argparse.Namespace) -> int:
     """`specprobe demo`: the study on the built-in (or given) model and questions."""
     from specprobe.app.config import demo_save_steps
-    from specprobe.app.experiment import ExperimentConfig, run_experiment
+    from specprobe.app.experiment import ExperimentConfig
 
     refuse_launcher("demo")
     started = time.perf_counter()
@@ -196,7 +208,7 @@ def run_demo(args: argparse.Namespace) -> int:
     if args.max_steps is not None:
         cfg.train = {**cfg.train, "max_steps": args.max_steps}
     cfg.train = {**cfg.train, "save_steps": demo_save_steps(cfg.train["max_steps"])}  # for the trajectory
-    return _finish(run_experiment(cfg, progress=not args.no_progress), started)
+    return run_and_finish(cfg, started, progress=not args.no_progress)
 
 
 def refuse_launcher(command: str) -> None:
@@ -213,7 +225,7 @@ def refuse_launcher(command: str) -> None:
 def run_toml(args: argparse.Namespace) -> int:
     """`specprobe run experiment.toml [--executor local|ray] [--address auto|HOST:PORT]`."""
     from specprobe.app.executors import make_executor
-    from specprobe.app.experiment import ExperimentConfig, run_experiment
+    from specprobe.app.experiment import ExperimentConfig
 
     refuse_launcher("run")
     started = time.perf_counter()
@@ -223,4 +235,4 @@ def run_toml(args: argparse.Namespace) -> int:
     if args.mapping is not None:
         cfg.mapping = args.mapping
     executor = make_executor(args.executor, address=args.address, resources=cfg.resources)
-    return _finish(run_experiment(cfg, progress=not args.no_progress, executor=executor), started)
+    return run_and_finish(cfg, started, progress=not args.no_progress, executor=executor)

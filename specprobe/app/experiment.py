@@ -233,7 +233,8 @@ def plan_steps(run: RunInputs, *, in_process: bool, progress: bool = True, say: 
         fixed |= {"train_path": run.train_path, "train": cfg.train}
         steps.append(Step(adapters[name], "train", adapter_stage, {"root": root, **fixed, **common}))
     steps += _accuracy_steps(run, adapters, in_process, common)
-    pairs = {"pairs": PairCache(run.stage_base)} if in_process else {}  # the base loads once, by the first probe stage
+    # the base loads once, by the first probe stage, on the [compare] device and in its dtype
+    pairs = {"pairs": PairCache.for_options(run.stage_base, cfg.compare)} if in_process else {}
     probes: dict[str, dict[str, str]] = {"compare": {}, "layers": {}}
     for kind in ("compare", "layers")[: 2 if cfg.layers else 1]:
         for name in adapters:

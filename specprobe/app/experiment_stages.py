@@ -223,11 +223,28 @@ def compare_matrix(comparisons: Mapping[str, Any], metric: str = "delta_per_toke
 
 
 class PairCache:
-    """Models loaded for the probe stages of one process: the base loads once, each adapter joins it."""
+    """Models loaded for the probe stages of one process: the base loads once, each adapter joins it, on the
+    [compare] table's `device` and in its `dtype` (None: automatic)."""
 
-    def __init__(self, base: str):
-        self.base = base
+    def __init__(self, base: str, device: str | None = None, dtype: str | None = None):
+        self.base, self.device, self.dtype = base, device, dtype
         self._pairs: dict[str, Any] = {}
+
+    @classmethod
+    def for_options(cls, base: str, compare: Mapping[str, Any]) -> PairCache:
+        """The cache that loads as the [compare] options `compare` ask (their device and dtype)."""
+        return cls(base, compare.get("device"), compare.get("dtype"))
+
+    def check(self, base: str, compare: Mapping[str, Any]) -> None:
+        """A ValueError unless this cache loads `base` as the [compare] options `compare` ask."""
+        if self.base != base:
+            raise ValueError(f"the model cache holds base {self.base!r}, not {base!r}")
+        asked = (compare.get("device"), compare.get("dtype"))
+        if asked != (self.device, self.dtype):
+            raise ValueError(
+                f"the model cache loads on device {self.device!r} in dtype {self.dtype!r}, but the stage asks for "
+                f"{asked[0]!r} in {asked[1]!r}"
+            )
 
     def get(self, adapter: str | Path) -> Any:
         """The `ModelPair` of the base and `adapter` (loading the base only the first time)."""
@@ -236,7 +253,11 @@ class PairCache:
         key = str(adapter)
         if key not in self._pairs:
             first = next(iter(self._pairs.values()), None)
-            self._pairs[key] = first.with_adapter(key) if first is not None else ModelPair.load(self.base, key)
+            self._pairs[key] = (
+                first.with_adapter(key)
+                if first is not None
+                else ModelPair.load(self.base, key, device=self.device, dtype=self.dtype)
+            )
         return self._pairs[key]
 
 
@@ -524,9 +545,8 @@ def probe_stage(
     Returns the result file. `pairs` shares loaded models between the probe stages of one process.
     """
     if pairs is None:
-        pairs = PairCache(inputs.base)
-    elif pairs.base != inputs.base:
-        raise ValueError(f"the model cache holds base {pairs.base!r}, not {inputs.base!r}")
+        pairs = PairCache.for_options(inputs.base, inputs.compare)
+    pairs.check(inputs.base, inputs.compare)
     texts = inputs.texts()
     filename = PROBE_FILES[kind]
 
@@ -686,6 +706,7 @@ def general_text_stage(
     def produce(folder: Path) -> None:
         run = {k: v for k, v in options.items() if k not in ("device", "dtype")}
         if pairs is not None:
+            pairs.check(base, options)  # loads as [compare] asks: the numbers a Ray task's own load gives
             result = general_text_control(pairs.get(adapter), None, progress=progress, **run)
         else:
             load = {k: v for k, v in options.items() if k in ("device", "dtype")}

@@ -178,15 +178,40 @@ class Prepared:
         return out
 
 
+def check_ready_pair(pair: ModelPair, device: str | None, dtype: str | None) -> None:
+    """A loaded pair runs where and in the precision it was loaded: a `device` or `dtype` that asks for
+    another is a ValueError (both were dropped: a run asking for bfloat16 on a pair loaded in float32 gave
+    float32 numbers under a bfloat16 label). None and "auto" ask for nothing."""
+    from specprobe.core.models import SHARD, resolve_device, resolve_dtype
+
+    have_device, have_dtype = str(pair.metadata.get("device", pair.device)), str(pair.metadata.get("dtype"))
+    wrong = []
+    if device not in (None, "auto"):
+        want = resolve_device(device)
+        sharded = have_device.startswith(SHARD)
+        if (device == SHARD) != sharded or (
+            not sharded and (want.type != pair.device.type or want.index not in (None, pair.device.index))
+        ):
+            wrong.append(f"device={device!r}")
+    if dtype not in (None, "auto") and str(resolve_dtype(dtype, pair.device)).replace("torch.", "") != have_dtype:
+        wrong.append(f"dtype={dtype!r}")
+    if wrong:
+        raise ValueError(
+            f"the ModelPair given was loaded on {have_device} in {have_dtype}, but {' and '.join(wrong)} asks "
+            "otherwise; load the pair with them (ModelPair.load(..., device=, dtype=)) or leave them out"
+        )
+
+
 def load_pair(
     base: Any, tuned: Any, tokenizer: Any, device: str | None, dtype: str | None, purpose: str = "the layer views"
 ) -> ModelPair:
-    """A ready `ModelPair` (passed through) or one loaded from base/tuned; it must have a tuned view."""
-    pair = (
-        base
-        if isinstance(base, ModelPair)
-        else ModelPair.load(base, tuned, tokenizer=tokenizer, device=device, dtype=dtype)
-    )
+    """A ready `ModelPair` (passed through, where `device`/`dtype` must not ask for another placement or
+    precision: `check_ready_pair`) or one loaded from base/tuned; it must have a tuned view."""
+    if isinstance(base, ModelPair):
+        check_ready_pair(base, device, dtype)
+        pair = base
+    else:
+        pair = ModelPair.load(base, tuned, tokenizer=tokenizer, device=device, dtype=dtype)
     if len(pair.variants) < 2:
         raise ValueError(f"{purpose} needs a tuned model: pass tuned= (an adapter directory, a model, or a PeftModel)")
     return pair

@@ -177,7 +177,9 @@ def general_text_control(
             )
     frame = pd.DataFrame(_rows(records, items, cut, scored), columns=GeneralTextShift.columns)
     meta = {
-        k: pair.metadata[k] for k in ("base", "tuned", "adapter_sha256", "base_weights_sha256") if k in pair.metadata
+        k: pair.metadata[k]
+        for k in ("base", "tuned", "adapter_sha256", "base_weights_sha256", "device", "dtype", "lora_forward")
+        if k in pair.metadata
     }
     meta.update(
         texts=f"specprobe/data/general/{DEFAULT_TEXTS}" if texts is None else "given",
