@@ -48,6 +48,23 @@ def test_offline_abbreviation_defined_in_text(offline):
     assert all(m.norm == ms[0].norm and m.abbreviation_of for m in copd)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The posterior descending artery (PDA) is occluded. The PDA supplies the inferior wall.",
+        "He was given advanced life support (ALS). ALS was stopped after ten minutes.",
+        "She has costovertebral angle (CVA) tenderness. The CVA tenderness is on the right.",
+        "She has CVA tenderness on her right side.",  # S-MedQA validation: costovertebral angle, not stroke
+    ],
+)
+def test_an_abbreviation_the_text_defines_otherwise_is_not_the_curated_reading(offline, text):
+    """A text's own definition whose long form names no concept fell through to the curated list: PDA became
+    patent ductus arteriosus, ALS amyotrophic lateral sclerosis, CVA stroke (a Neurology term in a pyelonephritis
+    vignette); an undefined CVA is ambiguous (costovertebral angle tenderness) and not listed."""
+    short = text.split("(")[1].split(")")[0] if "(" in text else "CVA"
+    assert not [m for m in offline.extract(text) if m.surface == short]
+
+
 def test_offline_plural_of_defined_abbreviation_is_the_same_term(offline):
     """'UTIs' after '... (UTI)' became a term of its own ('utis', S-MedQA validation) instead of counting for
     urinary tract infection; a plural definition ('(UTIs)') covers the singular too."""

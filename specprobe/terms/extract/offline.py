@@ -182,14 +182,16 @@ class OfflineExtractor:
     def _match_doc(self, doc) -> list[Mention]:
         texts = [t.text for t in doc]
         norms = [normalise_token(t) for t in texts]
-        short_forms: dict[str, tuple[_Entry, str]] = {}
+        # each abbreviation the text defines: (its long form's entry, the long form), or None where the long form
+        # names no concept ("costovertebral angle (CVA)"): then the text's own meaning rules out any other reading
+        short_forms: dict[str, tuple[_Entry, str] | None] = {}
         if self.abbreviations:
             for short in doc._.abbreviations:
                 long = short._.long_form
                 entry = self._long_form_entry(long.text) or self._spelled_out(short.text, long.text)
                 key = abbreviation_key(short.text)  # "UTIs" later in the text is the defined "UTI"
-                if entry is not None and key not in short_forms:
-                    short_forms[key] = (entry, long.text)
+                if short_forms.get(key) is None:
+                    short_forms[key] = (entry, long.text) if entry is not None else None
         out: list[Mention] = []
         i, n = 0, len(doc)
         while i < n:
@@ -210,13 +212,18 @@ class OfflineExtractor:
         return out
 
     def _abbreviation_hit(
-        self, token: str, i: int, short_forms: dict[str, tuple[_Entry, str]]
+        self, token: str, i: int, short_forms: dict[str, tuple[_Entry, str] | None]
     ) -> tuple[int, _Entry, str | None, str | None] | None:
         """A one-token match of an abbreviation at position i: (end, entry, long form, term key). One defined in
-        the text counts for its long form's term, as does its plural ("UTIs" after "... (UTI)"); a curated or ontology one is a term of its own ("COPD", so
-        that it can be found in texts) with the concept of its long form (see `_abbreviation_entry`)."""
+        the text counts for its long form's term, as does its plural ("UTIs" after "... (UTI)"), and one it defines as
+        something no concept names is no term ("posterior descending artery (PDA)": not the curated patent ductus
+        arteriosus); a curated or ontology one is a term of its own ("COPD", so that it can be found in texts) with
+        the concept of its long form (see `_abbreviation_entry`)."""
         if abbreviation_key(token) in short_forms:
-            entry, long_text = short_forms[abbreviation_key(token)]
+            defined = short_forms[abbreviation_key(token)]
+            if defined is None:  # defined in the text as something no concept names: not the curated reading
+                return None
+            entry, long_text = defined
             return i + 1, entry, long_text, None
         if not is_abbreviation(token):
             return None
