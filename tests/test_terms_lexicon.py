@@ -99,6 +99,23 @@ def test_merge_pools_counts():
     assert m.term_specialties() == a.term_specialties()
 
 
+def test_reassigning_a_filtered_lexicon_with_its_own_rule_changes_nothing():
+    """z was recomputed over the terms a filter kept, not the build's per-specialty totals (meta["totals"]):
+    re-applying the same rule moved z-scores (by up to 0.3 on S-MedQA), enough to flip a specialty near 1.96."""
+    lex = _toy()
+    kept = lex.filter(predicate=lambda e: e.term != "fever").reassign()
+    for term, entry in kept.terms.items():
+        assert entry.z == pytest.approx(lex[term].z, abs=1e-9) and entry.specialties == lex[term].specialties
+
+
+def test_merge_pools_the_questions_per_specialty():
+    a = _toy()
+    a.meta["questions_per_specialty"] = {"Cardiology": 4, "Neurology": 4}
+    b = _toy()
+    b.meta["questions_per_specialty"] = {"Cardiology": 1, "Neurology": 2}
+    assert a.merge(b).meta["questions_per_specialty"] == {"Cardiology": 5, "Neurology": 6}
+
+
 def test_reassign_with_another_rule():
     lex = _toy().reassign(AssignmentRule(use_ontology=False, z_min=0.5))
     assert lex.rule.use_ontology is False

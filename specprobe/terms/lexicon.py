@@ -350,7 +350,9 @@ class Lexicon:
         """Recompute the corpus z-scores from the stored counts and re-apply `rule` (default: the stored one)."""
         specs = self._recorded_specialties()
         rule = rule or self.rule
-        z = log_odds_z({t: e.counts for t, e in self.terms.items()}, specs, rule.prior_strength)
+        # the build's per-specialty totals: the kept terms alone (after a filter) are not the corpus
+        totals = self.meta.get("totals") or None
+        z = log_odds_z({t: e.counts for t, e in self.terms.items()}, specs, rule.prior_strength, totals)
         terms = {}
         for t, e in self.terms.items():
             chosen, specific = combine(e.ontology, z[t], e.counts, rule, total=e.count)
@@ -402,6 +404,10 @@ class Lexicon:
         for s, n in other.meta.get("totals", {}).items():
             totals[s] = totals.get(s, 0) + n
         meta["totals"] = totals
+        questions = dict(self.meta.get("questions_per_specialty", {}))
+        for s, n in other.meta.get("questions_per_specialty", {}).items():
+            questions[s] = questions.get(s, 0) + n
+        meta["questions_per_specialty"] = questions
         return Lexicon(terms, meta).reassign(rule)
 
     # ------------------------------------------------------------------------------ files
