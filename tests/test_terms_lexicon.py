@@ -108,6 +108,24 @@ def test_reassigning_a_filtered_lexicon_with_its_own_rule_changes_nothing():
         assert entry.z == pytest.approx(lex[term].z, abs=1e-9) and entry.specialties == lex[term].specialties
 
 
+def test_merge_joins_a_term_each_half_named_by_another_surface():
+    """Two halves of one corpus named the same term by their own commonest surface ("headaches", "headache"):
+    merge kept two terms, each with half the counts (z off by up to 1.9 on S-MedQA); it joins them on the
+    normalised key and names the pooled term by its pooled commonest surface, as a build on both would."""
+
+    def half(surfaces: list[str], first: int) -> Lexicon:
+        recs = [QARecord(f"q{first + i}", "x", ("a", "b"), "a", ("Neurology",)) for i in range(len(surfaces))]
+        mentions = [[_m(surface, 0, "HP:0002315", "headache")] for surface in surfaces]
+        return lexicon_from_mentions(recs, mentions, meta={"sources": []})
+
+    a, b = half(["headaches"] * 3 + ["headache"], 0), half(["headache"] * 3, 10)
+    assert set(a.terms) == {"headaches"} and set(b.terms) == {"headache"}
+    merged = a.merge(b)
+    assert set(merged.terms) == {"headache"}
+    entry = merged["headache"]
+    assert entry.count == 7 and entry.counts == {"Neurology": 7} and entry.surfaces == {"headaches": 3, "headache": 4}
+
+
 def test_merge_pools_the_questions_per_specialty():
     a = _toy()
     a.meta["questions_per_specialty"] = {"Cardiology": 4, "Neurology": 4}

@@ -110,6 +110,7 @@ def _term_entry(
         z={s: z[key][s] for s in specs},
         specialties=list(chosen),
         specific=specific,
+        key=key,
     )
 
 

@@ -9,7 +9,7 @@ File layout (``schema_version`` 1)::
      "terms": {term: {"canonical", "concept_ids", "sources", "surfaces": {surface: n}, "count",
                       "counts": {specialty: n}, "questions": [ids], "ontology": [...],
                       "ontology_evidence": [...], "z": {specialty: z}, "specialties": [...],
-                      "specific": bool}}}
+                      "specific": bool, "key": normalised form}}}
 
 A term key is the commonest lower-cased surface form of its normalised form, so it occurs in the texts.
 `Lexicon.load` checks every field's type and refuses a malformed file with a `DataError` naming the
@@ -65,6 +65,9 @@ class TermEntry:
     z: dict[str, float] = field(default_factory=dict)
     specialties: list[str] = field(default_factory=list)
     specific: bool = False
+    # the extractor's normalised form, by which mentions were counted (the display name `term` is its
+    # commonest surface, which two halves of one corpus may pick differently: `merge` joins on this)
+    key: str = ""
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -102,6 +105,16 @@ class TermEntry:
         return max(self.z.values(), default=0.0)
 
 
+def _pooled_name(entry: TermEntry, other: str) -> str:
+    """Of a merged term's two names (its own, `other`'s), the one its pooled surfaces write more often
+    (case aside; ties: the shorter, then the first alphabetically, as a build names a term)."""
+
+    def uses(name: str) -> int:
+        return sum(n for s, n in entry.surfaces.items() if s == name or s.lower() == name)
+
+    return min((entry.term, other), key=lambda name: (-uses(name), len(name), name))
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -135,6 +148,7 @@ _FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
     ),
     "specialties": _STRINGS,
     "specific": _check(lambda v: isinstance(v, bool), "true or false"),
+    "key": _check(lambda v: isinstance(v, str), "a string"),
 }
 
 
@@ -382,11 +396,17 @@ class Lexicon:
             )
             for t, e in self.terms.items()
         }
+        by_key = {e.key or t: t for t, e in terms.items()}  # one term, whatever surface each half named it by
+        renamed: dict[str, str] = {}
         for t, o in other.terms.items():
-            if t not in terms:
+            mine = by_key.get(o.key or t)
+            if mine is None:
                 terms[t] = replace(o, counts=dict(o.counts), surfaces=dict(o.surfaces), questions=list(o.questions))
+                by_key[o.key or t] = t
                 continue
-            e = terms[t]
+            e = terms[mine]
+            if o.term != e.term:
+                renamed[mine] = o.term
             e.count += o.count
             for s, n in o.counts.items():
                 e.counts[s] = e.counts.get(s, 0) + n
@@ -397,6 +417,10 @@ class Lexicon:
             e.sources = list(dict.fromkeys(e.sources + o.sources))
             e.ontology = list(dict.fromkeys(e.ontology + o.ontology))
             e.ontology_evidence = list(dict.fromkeys(e.ontology_evidence + o.ontology_evidence))
+        for mine, theirs in renamed.items():  # the pooled commonest surface names it, as a build on both would
+            name = _pooled_name(terms[mine], theirs)
+            if name != mine and name not in terms:
+                terms = {name if t == mine else t: replace(e, term=name) if t == mine else e for t, e in terms.items()}
         meta = dict(self.meta)
         meta["sources"] = list(self.meta.get("sources", [])) + list(other.meta.get("sources", []))
         meta["specialties"] = specialties
