@@ -245,3 +245,23 @@ def test_hash_sample_is_stable_when_the_population_changes_a_little():
     grown = audit.sample_pairs([*pairs, ("one more", "Neurology")], 50, seed=7)
     assert len(set(first) - set(grown)) <= 1  # at most the one new pair displaces one old pair
     assert audit.sample_pairs(pairs, 50, seed=8) != first
+
+
+@pytest.mark.parametrize(
+    ("text", "term", "specialties"),
+    [
+        # the age-word rule on a bare "colic" made biliary colic (S-MedQA, Gastroenterology) a pediatric term
+        ("Her biliary colic recurred after meals.", "colic", {"Gastroenterology"}),
+        # "injury" made an organ's acute injury an emergency term (AKI written out, not as "AKI")
+        ("He developed acute kidney injury.", "acute kidney injury", {"Nephrology"}),
+        # missing spellings matched the shorter term: "shock", "stroke", "stress" (Z73.3)
+        ("She is in septic shock.", "septic shock", {"Infectious diseases", "Emergency medicine"}),
+        ("He collapsed with heat stroke.", "heat stroke", {"Emergency medicine"}),
+        ("Posttraumatic stress disorder was diagnosed.", "posttraumatic stress disorder", {"Psychiatry"}),
+    ],
+)
+def test_keyword_rules_and_spellings_give_the_terms_their_specialties(offline, text, term, specialties):
+    smap = load_map()
+    found = {m.surface.lower(): m for m in offline.extract(text)}
+    assert term in found, sorted(found)
+    assert set(smap.ontology_specialties(found[term].concept_ids, term)[0]) == specialties
