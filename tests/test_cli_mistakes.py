@@ -337,3 +337,21 @@ def test_run_and_demo_under_a_data_parallel_launcher_are_refused_before_any_work
     err = _error(capsys, argv)
     assert f"specprobe {command} runs as one process, not under torchrun or accelerate launch (WORLD_SIZE=2)" in err
     assert "--executor ray" in err and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["compare", "--base", "b", "--terms", "t", "--out", "o", "--batch-size", "0"], "--batch-size: must be a"),
+        (["finetune", "--rank", "0"], "--rank: must be a positive integer, got 0"),
+        (["terms", "build"], "the following arguments are required"),
+        (["demo", "--max-steps", "0"], "--max-steps"),
+        (["nonsense"], "invalid choice: 'nonsense'"),
+    ],
+)
+def test_an_argument_argparse_refuses_is_one_line_too(capsys, argv, message):
+    """argparse printed its whole usage block (8 to 21 lines) before the one line that says what is wrong."""
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and len(err.splitlines()) == 1 and message in err and "--help" in err, err

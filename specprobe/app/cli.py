@@ -13,7 +13,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from specprobe.utils.interrupts import SignalInterrupt
 from specprobe.utils.progress import level as progress_level
@@ -30,9 +30,18 @@ COMMAND_MODULES = (
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, as every other bad input's (argparse printed its usage
+    block first: 8 to 21 lines before "argument --batch-size: must be a positive integer, got 0"); its
+    subcommand parsers are of this class too (`add_subparsers` makes them of the parent's)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `specprobe` parser with every subcommand of `COMMAND_MODULES`."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="specprobe",
         description="Probe what clinical-specialty fine-tuning put into a language model.",
     )
