@@ -355,3 +355,58 @@ def test_an_argument_argparse_refuses_is_one_line_too(capsys, argv, message):
         main(argv)
     err = capsys.readouterr().err.strip()
     assert stop.value.code == 2 and len(err.splitlines()) == 1 and message in err and "--help" in err, err
+
+
+def _truncated_copy(folder: Path, into: Path, weights: str) -> Path:
+    import shutil
+
+    copy = Path(shutil.copytree(folder, into))
+    data = (copy / weights).read_bytes()
+    (copy / weights).write_bytes(data[: len(data) // 3])  # an interrupted download or copy
+    return copy
+
+
+@pytest.mark.parametrize("which", ["base", "adapter", "adapter without weights"])
+def test_a_damaged_model_or_adapter_folder_is_one_line_naming_it(tiny_llama, tmp_path, capsys, which):
+    """A truncated weights file was an "internal error: SafetensorError ..." (exit 1) naming no file, and an
+    adapter folder without its weights file sent peft to the Hugging Face hub under the folder's name."""
+    base, adapter = tiny_llama
+    if which == "base":
+        base = _truncated_copy(base, tmp_path / "base", "model.safetensors")
+        named, says = base, "truncated or damaged"
+    elif which == "adapter":
+        adapter = _truncated_copy(adapter, tmp_path / "lora", "adapter_model.safetensors")
+        named, says = adapter, "truncated or damaged"
+    else:
+        adapter = _truncated_copy(adapter, tmp_path / "lora", "adapter_model.safetensors")
+        (adapter / "adapter_model.safetensors").unlink()
+        named, says = adapter, "no adapter_model.safetensors"
+    terms = tmp_path / "terms.json"
+    terms.write_text(json.dumps({"seizure": ["Neurology"]}))
+    argv = [
+        "compare",
+        "--base",
+        str(base),
+        "--tuned",
+        str(adapter),
+        "--terms",
+        str(terms),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    err = _error(capsys, argv)
+    assert str(named) in err and says in err, err
+
+
+def test_a_tuned_model_of_another_width_is_told_as_such(tiny_llama, tmp_path, capsys):
+    """The shapes compared were (vocabulary, hidden), the message named the vocabularies only: "different
+    output vocabularies (600 vs 600)"."""
+    from specprobe.testing.tiny_models import build_tiny_model
+
+    wide = build_tiny_model("llama", tmp_path / "wide", hidden=128)
+    capsys.readouterr()  # the build's own progress output
+    terms = tmp_path / "terms.json"
+    terms.write_text(json.dumps({"seizure": ["Neurology"]}))
+    argv = ["compare", "--base", str(tiny_llama[0]), "--tuned", str(wide), "--terms", str(terms)]
+    err = _error(capsys, [*argv, "--out", str(tmp_path / "o")])
+    assert "different hidden sizes (64 vs 128)" in err, err

@@ -61,11 +61,20 @@ def tensor_problems(adapter: Path, base: HFModel, limit: int = 3) -> list[str]:
     files = sorted(adapter.glob("adapter_model.safetensors"))
     if not files:
         return []  # .bin adapters: peft's own loader checks shapes (weights_only)
+    from safetensors import SafetensorError
+
+    try:
+        return _tensor_problems(files[0], base, limit)
+    except SafetensorError as exc:  # not a mismatch that --force-adapter could accept
+        raise ValueError(f"adapter {adapter}: {files[0].name} is truncated or damaged (copy it again): {exc}") from exc
+
+
+def _tensor_problems(weights: Path, base: HFModel, limit: int) -> list[str]:
     from safetensors import safe_open
 
     modules = dict(unwrap_peft(base).named_modules())
     problems: list[str] = []
-    with safe_open(str(files[0]), framework="pt") as fh:
+    with safe_open(str(weights), framework="pt") as fh:
         for key in fh.keys():
             m = _LORA_KEY.match(key)
             if m is None:

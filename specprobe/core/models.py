@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 from specprobe.core.adapter_fit import AdapterMismatchError, check_adapter_fits
 from specprobe.core.architecture import HFModel, SplitModel, check_split, split_model, unwrap_peft
@@ -329,8 +330,11 @@ def load_causal_lm(
             revision=revision,
             **placement,
         )
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot load model {source!r}: {exc}") from exc
+    except (OSError, ValueError, SafetensorError) as exc:
+        damaged = " (a weights file is truncated or damaged: download or copy it again)" * isinstance(
+            exc, SafetensorError
+        )
+        raise ModelLoadError(f"cannot load model {source!r}{damaged}: {exc}") from exc
     return (model if shard else model.to(device)).eval()
 
 
@@ -477,6 +481,11 @@ class ModelPair:
         from peft import PeftConfig, PeftModel
 
         cfg = _read_adapter_json(Path(adapter) / "adapter_config.json", required=True)
+        if Path(adapter).is_dir() and not any(Path(adapter).glob("adapter_model.*")):
+            # peft would look for the weights on the Hugging Face hub under the folder's name
+            raise ModelLoadError(
+                f"adapter folder {adapter!r} has an adapter_config.json but no adapter_model.safetensors"
+            )
         manifest = _read_adapter_json(Path(adapter) / "manifest.json", required=False)
         meta["tuned"] = adapter
         meta["adapter_base_model"] = cfg.get("base_model_name_or_path")
@@ -503,6 +512,10 @@ class ModelPair:
                 base_obj.set_adapter(name, inference_mode=True)
                 return base_obj.eval(), name
             model = PeftModel.from_pretrained(base_obj, adapter, is_trainable=False)
+        except SafetensorError as exc:
+            raise ModelLoadError(
+                f"adapter {adapter!r}: its weights file is truncated or damaged (copy it again): {exc}"
+            ) from exc
         except (RuntimeError, ValueError, KeyError, OSError, pickle.UnpicklingError) as exc:
             raise ModelLoadError(
                 f"adapter {adapter!r} does not fit the base model {meta.get('base')!r} "
@@ -513,8 +526,10 @@ class ModelPair:
     def _check_compatible(self) -> None:
         a = unwrap_peft(self.base_model).get_output_embeddings().weight.shape
         b = unwrap_peft(self.tuned_model).get_output_embeddings().weight.shape
-        if a != b:
+        if a[0] != b[0]:
             raise ModelLoadError(f"base and tuned have different output vocabularies ({a[0]} vs {b[0]})")
+        if a != b:
+            raise ModelLoadError(f"base and tuned have different hidden sizes ({a[1]} vs {b[1]}): not one model")
 
     def self_check(self) -> None:
         """Backbone+head must reproduce each view's own logits on a short input (catches unknown heads)."""
