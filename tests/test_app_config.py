@@ -168,3 +168,19 @@ def test_demo_refuses_counts_below_one(tmp_path, capsys, flag, value):
     assert info.value.code == 2
     assert f"argument {flag}: must be a positive integer" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+def test_blank_control_words_are_refused_naming_the_key():
+    """[compare] controls = ["", ""] ran without any control word (every minus-control comparison then had
+    none), where a --controls file without words is refused; [] stays "no control words"."""
+    with pytest.raises(ConfigError, match=r"compare\.controls\[1\]: an empty control word"):
+        ExperimentConfig(compare={"controls": ["table", " "]})
+    assert ExperimentConfig(compare={"controls": []}).compare == {"controls": []}
+
+
+def test_compare_refuses_control_words_that_are_all_blank():
+    from specprobe.probe.controls import given_controls
+
+    with pytest.raises(ValueError, match="every control word given is empty"):
+        given_controls(["", "  "], {"seizure": ("Neurology",)})
+    assert given_controls([], {"seizure": ("Neurology",)}) == []

@@ -257,6 +257,18 @@ def check_listed_once(config: ExperimentConfig, source: str) -> None:
             raise ConfigError(f"{source}: {name}: {repeat[2]!r} is listed twice")
 
 
+def check_control_words(compare: dict, source: str) -> None:
+    """compare.controls as a list: words, not blank strings (["", ""] ran without control words while the
+    command line refuses a --controls file without words); an empty list is "no control words"."""
+    words = compare.get("controls")
+    if isinstance(words, list):
+        blank = [i for i, w in enumerate(words) if not str(w).strip()]
+        if blank:
+            raise ConfigError(
+                f"{source}: compare.controls[{blank[0]}]: an empty control word; give words, or [] for none"
+            )
+
+
 def check_device_and_dtype(compare: dict, source: str) -> None:
     """compare.device and compare.dtype spelled as the probes take them: a typo is an error now, not
     after every adapter is trained. Whether the device exists is checked where the stage runs."""
@@ -331,6 +343,7 @@ class ExperimentConfig:
             raise ConfigError(f"{source}: analyses: 'trajectory' needs adapter snapshots; set train.save_steps")
         check_train_options(self.train, source)
         check_device_and_dtype(self.compare, source)
+        check_control_words(self.compare, source)
 
     def chosen_analyses(self) -> list[str]:
         """The analyses to run, in `ANALYSES` order: `analyses`, or by default every one but trajectory,

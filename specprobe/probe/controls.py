@@ -151,7 +151,10 @@ def given_controls(
     (under `match`: "Table" and "table") kept once, else each occurrence would be scored twice. A
     word that is itself a term is never scored (its occurrences are the term's), and one that shares a
     word with a term is scored only outside the term's occurrences: both are kept, with a warning."""
+    words = list(words)
     given = [word for word in (str(w).strip() for w in words) if word]
+    if words and not given:  # ["", " "]: not "no control words" ([] or None), which would be said so
+        raise ValueError("controls: every control word given is empty; give words, or controls=None for none")
     kept: dict[str, str] = {}
     for word in given:
         kept.setdefault(_match_key(word, match), word)
