@@ -336,6 +336,35 @@ def test_overwrite_keeps_the_finished_adapter_when_the_new_run_cannot_start(tiny
     assert train(base, recs, "Cardiology", out, **FAST).manifest == first.manifest  # still this finished run
 
 
+def test_an_overwrite_stopped_on_the_way_keeps_the_finished_run_it_was_to_replace(tiny_llama, tmp_path):
+    """`overwrite` removed the finished adapter as the new run started: a kill, crash or Ctrl-C of that run
+    lost it. It is kept in .previous-run until the new run finishes, which resumes as any other."""
+    from specprobe.finetune.run_folder import PREVIOUS
+
+    class Killed(Exception):
+        """A hard stop: no checkpoint on the way out."""
+
+    def kill_at(n):
+        def on_step(step, loss):
+            if step == n:
+                raise Killed
+
+        return on_step
+
+    base, recs, out = str(tiny_llama[0]), make_records(), tmp_path / "out"
+    train(base, recs, "Cardiology", out, **FAST)
+    files = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and not p.name.startswith(".")}
+    opts = {**FAST, "max_steps": 4, "save_every": 2}
+    with pytest.raises(Killed):
+        train(base, recs, "Neurology", out, overwrite=True, on_step=kill_at(3), **opts)
+    assert {n: (out / PREVIOUS / n).read_bytes() for n in files} == files
+    with pytest.raises(Killed):  # an overwrite again, of an unfinished run: the finished one stays kept
+        train(base, recs, "Neurology", out, overwrite=True, on_step=kill_at(1), **opts)
+    assert {n: (out / PREVIOUS / n).read_bytes() for n in files} == files
+    done = train(base, recs, "Neurology", out, **opts)  # resumes or starts the new run, and finishes it
+    assert done.manifest["specialty"] == ["Neurology"] and not (out / PREVIOUS).exists()
+
+
 def test_a_relative_and_an_absolute_path_to_the_base_are_the_same_run(tiny_llama, tmp_path, monkeypatch):
     """The run identity held the base path as typed, so a rerun with `--base model` after `--base
     /abs/model` was refused as a different finished run; the same folder with the same weights is one base.

@@ -20,6 +20,9 @@ MANIFEST = "manifest.json"
 CHECKPOINTS = "checkpoints"
 TRAINER_STATE = "trainer_state.json"  # in each checkpoint: its step, the run identity, the loss curve
 FINISHING = ".finishing.json"  # present while the final adapter is being moved into place
+# the finished run that an `overwrite` replaces, kept until the new run finishes: a crash, kill or Ctrl-C of
+# the new run loses nothing (restore it by moving its files back)
+PREVIOUS = ".previous-run"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")  # the final adapter, hashed in the manifest
 # Entries of an output directory that a run writes (and `overwrite` removes).
 OWNED = (
@@ -48,7 +51,7 @@ def _entries(out: Path) -> list[Path]:
     """What `out` holds, apart from the files of its output lock."""
     from specprobe.utils.locks import LOCK_FILES
 
-    return [p for p in out.iterdir() if p.name not in LOCK_FILES] if out.is_dir() else []
+    return [p for p in out.iterdir() if p.name not in LOCK_FILES and p.name != PREVIOUS] if out.is_dir() else []
 
 
 def inspect_out(out: Path, identity: dict, identity_hash: str, overwrite: bool) -> tuple[str, Any]:
@@ -190,13 +193,26 @@ def _no_run(out: Path) -> tuple[str, Any]:
 
 
 def clear_owned(out: Path) -> None:
-    """Remove what a training run writes in `out` (`overwrite`); anything else is kept, with a warning."""
+    """Clear what a training run writes in `out` (`overwrite`): a finished run's files move to `PREVIOUS`
+    (replacing any kept there), removed only when the new run finishes (`drop_previous`); an unfinished run's
+    are removed (a finished run kept in `PREVIOUS` stays). Anything else is kept, with a warning."""
+    keep = (out / MANIFEST).is_file()
+    if keep:
+        shutil.rmtree(out / PREVIOUS, ignore_errors=True)
+        (out / PREVIOUS).mkdir()
     for name in OWNED:
         p = out / name
-        if p.is_dir():
+        if keep and (p.exists() or p.is_symlink()):
+            p.replace(out / PREVIOUS / name)
+        elif p.is_dir():
             shutil.rmtree(p)
         elif p.exists():
             p.unlink()
     left = [p.name for p in _entries(out)]
     if left:
         log.warning("--overwrite kept files that a training run does not write: %s", ", ".join(left[:10]))
+
+
+def drop_previous(out: Path) -> None:
+    """Remove the finished run an `overwrite` kept (`PREVIOUS`): the run that replaces it has finished."""
+    shutil.rmtree(out / PREVIOUS, ignore_errors=True)

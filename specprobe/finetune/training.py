@@ -56,6 +56,7 @@ from specprobe.finetune.run_folder import (
     adapter_digests,
     checkpoint_dirs,
     clear_owned,
+    drop_previous,
     inspect_out,
     spelled_as_recorded,
     unmet_file_options,
@@ -301,9 +302,10 @@ class _Trainer:
         )
 
     def clear_for_overwrite(self) -> None:
-        """Remove the previous run's files (`overwrite`): only after the model, the LoRA layers and the
+        """Clear the previous run's files (`overwrite`): only after the model, the LoRA layers and the
         examples have loaded, so that a run that cannot start (a wrong target module, a model that does
-        not load) leaves the finished adapter it was to replace in place."""
+        not load) leaves the finished adapter it was to replace in place; and a finished one moves to
+        `run_folder.PREVIOUS` until this run finishes, so that a run stopped on the way loses nothing."""
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             clear_owned(self.out)
@@ -726,6 +728,7 @@ class _Trainer:
             self.tracker.flush()  # after the manifest: a rerun of a finished run logs nothing again
             (out / FINISHING).unlink()
             shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+            drop_previous(out)  # the run an --overwrite replaced, kept until now
             log.info(
                 "wrote %s (%d steps, final loss %.4f, %.1f s)",
                 out,
