@@ -410,3 +410,20 @@ def test_a_tuned_model_of_another_width_is_told_as_such(tiny_llama, tmp_path, ca
     argv = ["compare", "--base", str(tiny_llama[0]), "--tuned", str(wide), "--terms", str(terms)]
     err = _error(capsys, [*argv, "--out", str(tmp_path / "o")])
     assert "different hidden sizes (64 vs 128)" in err, err
+
+
+def test_a_name_that_is_no_local_folder_says_so_beside_the_hub_error(monkeypatch, tmp_path):
+    """A mistyped local folder name ("nonexist") was tried on the hub, and the one line said only that the hub
+    could not be reached: it says there is no such local folder either."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from specprobe.core.models import ModelLoadError, load_causal_lm
+
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", offline)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelLoadError, match=r"cannot load model 'nonexist' \(there is no local folder 'nonexist'"):
+        load_causal_lm("nonexist", device=torch.device("cpu"), dtype=torch.float32)

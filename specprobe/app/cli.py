@@ -215,6 +215,9 @@ def _set_output_level(args: argparse.Namespace) -> None:
     set_level("quiet" if args.quiet else "verbose" if args.verbose else "normal")
     if not args.verbose:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        # the hub client's retry warnings (5 per file for a name that is no local folder and no reachable
+        # hub id) buried the one error line; --verbose shows them
+        logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         if "transformers" in sys.modules:  # imported before (main() called in-process): the env var came too late
             sys.modules["transformers"].utils.logging.disable_progress_bar()

@@ -153,6 +153,11 @@ def _check_source(name: str, what: str) -> None:
         raise ModelLoadError(f"{what} {name!r}: no such local path, and not a valid hub id")
 
 
+def _not_local(source: str) -> str:
+    """Said of a source that was tried on the hub: a mistyped local folder name reads as a network error."""
+    return f" (there is no local folder {source!r} either)" if not Path(source).exists() else ""
+
+
 def hub_commit(name: str, revision: str | None = None, *, cached_only: bool = False) -> str:
     """The commit that hub model `name` at `revision` (None: the default branch) resolves to now: on the
     hub, else (offline, or the hub unreachable) in the local cache; only in the cache with `cached_only`.
@@ -300,7 +305,7 @@ def load_tokenizer(source: str, trust_remote_code: bool = False, revision: str |
     except (OSError, ValueError) as exc:
         if not any((Path(source) / name).exists() for name in _TOKENIZER_FILES):
             refuse_adapter_as_model(source)  # an adapter folder without a tokenizer: say what it is
-        raise ModelLoadError(f"cannot load a tokenizer from {source!r}: {exc}") from exc
+        raise ModelLoadError(f"cannot load a tokenizer from {source!r}{_not_local(source)}: {exc}") from exc
     require_fast(tok)
     return tok
 
@@ -334,7 +339,7 @@ def load_causal_lm(
         damaged = " (a weights file is truncated or damaged: download or copy it again)" * isinstance(
             exc, SafetensorError
         )
-        raise ModelLoadError(f"cannot load model {source!r}{damaged}: {exc}") from exc
+        raise ModelLoadError(f"cannot load model {source!r}{damaged}{_not_local(source)}: {exc}") from exc
     return (model if shard else model.to(device)).eval()
 
 
