@@ -427,3 +427,12 @@ def test_a_name_that_is_no_local_folder_says_so_beside_the_hub_error(monkeypatch
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ModelLoadError, match=r"cannot load model 'nonexist' \(there is no local folder 'nonexist'"):
         load_causal_lm("nonexist", device=torch.device("cpu"), dtype=torch.float32)
+
+
+def test_json_read_as_csv_is_a_short_line_that_says_so(tmp_path, capsys):
+    """--format csv on JSON lines put the whole first record into the error as its "columns" (17 kB)."""
+    rows = json.loads(_questions().read_text())[:3]
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    err = _error(capsys, ["terms", "build", str(data), "--out", str(tmp_path / "lex.json"), "--format", "csv"])
+    assert len(err) < 600 and "looks like JSON, not CSV" in err and "columns)" in err, err

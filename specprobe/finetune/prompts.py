@@ -54,7 +54,7 @@ class PromptFormat:
         except (KeyError, IndexError, ValueError) as exc:
             raise ValueError(
                 f"bad prompt template: {exc!r} (only {{question}}, {{options}}, {{letter}}, "
-                "{{option}} are filled; double other braces)"
+                "{option} are filled; double other braces)"
             ) from exc
 
     def prompt(self, record: QARecord) -> str:

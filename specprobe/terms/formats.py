@@ -469,6 +469,13 @@ def _mapped_columns(mapping: dict) -> tuple[list[str], list[str]]:
     return [*needed, mapping.get("answer", "answer")], [mapping[k] for k in ("specialty", "id") if mapping.get(k)]
 
 
+def _shown_columns(header: list[str], limit: int = 200) -> str:
+    """A header's columns for a message, cut at about `limit` characters (a JSON file read as CSV has its
+    whole first line as columns: a 17 kB error)."""
+    text = ", ".join(header)
+    return text if len(text) <= limit else text[:limit].rstrip() + f"... ({len(header)} columns)"
+
+
 def _check_columns(path: Path, header: list[str], mapping: dict) -> None:
     """A CSV header without a column the mapping names (or a default one: question, options, answer) is
     one error naming it and the header's columns: a misspelt specialty column was read as empty in every
@@ -478,8 +485,13 @@ def _check_columns(path: Path, header: list[str], mapping: dict) -> None:
     if header and missing:
         raise DataError(
             f"{path}: no column{'s' if len(missing) > 1 else ''} {', '.join(repr(c) for c in missing)} (its columns: "
-            f"{', '.join(header)}); "
+            f"{_shown_columns(header)}); "
             "rename the columns, or name them in the mapping (--mapping, a run file's mapping key, mapping=)"
+            + (
+                "; it looks like JSON, not CSV: leave --format out (auto)"
+                if header[0].lstrip().startswith(("[", "{"))
+                else ""
+            )
         )
 
 
