@@ -510,3 +510,26 @@ def test_a_null_or_empty_id_is_no_id(tmp_path):
     from specprobe.terms.records import ROW_ID  # what the split reads: the loader numbered the row
 
     assert [bool(r.meta.get(ROW_ID)) for r in recs] == [True, True, False, True]
+
+
+@pytest.mark.parametrize(
+    ("mapping", "message"),
+    [
+        ({"answr": "label"}, r"mapping: unknown key 'answr'"),  # was ignored: the "answer" column was read
+        ({"question": 3}, r"mapping\.question: must be a column name"),
+        ({"options": []}, r"mapping\.options: must be a column name or a list"),
+        ({"answer_format": "idx"}, r"mapping\.answer_format: must be text, letter or index"),
+    ],
+)
+def test_a_mapping_with_an_unknown_key_or_a_wrong_value_is_refused(tmp_path, mapping, message):
+    p = tmp_path / "m.jsonl"
+    p.write_text(json.dumps({"question": "Q?", "options": ["a", "b"], "answer": "a", "label": "b"}) + "\n")
+    with pytest.raises(DataError, match=message):
+        load_qa(p, format="jsonl", mapping=mapping)
+
+
+def test_an_experiment_mapping_is_checked_when_the_config_is_read():
+    from specprobe.app.config import ConfigError, ExperimentConfig
+
+    with pytest.raises(ConfigError, match=r"experiment config: mapping: unknown key 'answr'"):
+        ExperimentConfig(mapping={"answr": "label"})

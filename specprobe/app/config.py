@@ -257,6 +257,18 @@ def check_listed_once(config: ExperimentConfig, source: str) -> None:
             raise ConfigError(f"{source}: {name}: {repeat[2]!r} is listed twice")
 
 
+def check_data_mapping(mapping: dict | None, source: str) -> None:
+    """The mapping's keys and value types (`terms.formats.check_mapping`): a misspelt key is an error when the
+    config is read, not a default column read in its place."""
+    from specprobe.terms.formats import check_mapping
+    from specprobe.terms.records import DataError
+
+    try:
+        check_mapping(mapping, "mapping")
+    except DataError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
 def check_control_words(compare: dict, source: str) -> None:
     """compare.controls as a list: words, not blank strings (["", ""] ran without control words while the
     command line refuses a --controls file without words); an empty list is "no control words"."""
@@ -344,6 +356,7 @@ class ExperimentConfig:
         check_train_options(self.train, source)
         check_device_and_dtype(self.compare, source)
         check_control_words(self.compare, source)
+        check_data_mapping(self.mapping, source)
 
     def chosen_analyses(self) -> list[str]:
         """The analyses to run, in `ANALYSES` order: `analyses`, or by default every one but trajectory,

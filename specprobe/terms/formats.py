@@ -506,10 +506,40 @@ def _check_optional_keys(path: Path, items: list, mapping: dict) -> None:
             )
 
 
+_COLUMN_KEYS = ("question", "answer", "specialty", "id")
+MAPPING_KEYS = (*_COLUMN_KEYS, "options", "answer_format", "index_base", "cop_base", "delimiter")
+
+
+def check_mapping(mapping: dict | None, where: str = "mapping") -> None:
+    """A `DataError` naming the key for a mapping key that is unknown (a misspelt "answr" was ignored and the
+    default "answer" column read instead) or a value of the wrong type ({"question": 3})."""
+    if mapping is None:
+        return
+    if not isinstance(mapping, dict):
+        raise DataError(f"{where}: must be an object of key -> column, got {type(mapping).__name__}")
+    unknown = [k for k in mapping if k not in MAPPING_KEYS]
+    if unknown:
+        raise DataError(f"{where}: unknown key {unknown[0]!r}; the keys are {', '.join(MAPPING_KEYS)}")
+    for key in _COLUMN_KEYS:
+        if key in mapping and not (isinstance(mapping[key], str) and mapping[key]):
+            raise DataError(f"{where}.{key}: must be a column name (a string), got {mapping[key]!r}")
+    options = mapping.get("options", "options")
+    if not (isinstance(options, str) and options) and not (
+        isinstance(options, list) and options and all(isinstance(c, str) and c for c in options)
+    ):
+        raise DataError(f"{where}.options: must be a column name or a list of column names, got {options!r}")
+    if mapping.get("answer_format", "text") not in ("text", "letter", "index"):
+        raise DataError(f"{where}.answer_format: must be text, letter or index, got {mapping['answer_format']!r}")
+    delimiter = mapping.get("delimiter", ",")
+    if not (isinstance(delimiter, str) and len(delimiter) == 1):
+        raise DataError(f"{where}.delimiter: must be one character, got {delimiter!r}")
+
+
 def parse_file(path: Path, format: str = "auto", mapping: dict | None = None) -> Iterator[Thunk]:
     """Yield one thunk per item of `path`; calling it parses the item (so a caller can skip bad ones)."""
     if format not in FORMATS:
         raise ValueError(f"unknown QA format {format!r}; choose one of {', '.join(FORMATS)}")
+    check_mapping(mapping)
     fmt = detect_format(path, mapping) if format == "auto" else format
     columns: dict = dict(mapping or {})
     if fmt == "csv":
