@@ -436,3 +436,16 @@ def test_json_read_as_csv_is_a_short_line_that_says_so(tmp_path, capsys):
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     err = _error(capsys, ["terms", "build", str(data), "--out", str(tmp_path / "lex.json"), "--format", "csv"])
     assert len(err) < 600 and "looks like JSON, not CSV" in err and "columns)" in err, err
+
+
+def test_an_incomplete_adapter_config_names_its_missing_keys(tiny_llama, tmp_path, capsys):
+    """{"peft_type": "LORA"} alone failed on tensor shapes, the message saying the adapter was "made for None"."""
+    import shutil
+
+    adapter = Path(shutil.copytree(tiny_llama[1], tmp_path / "lora"))
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    terms = tmp_path / "terms.json"
+    terms.write_text(json.dumps({"seizure": ["Neurology"]}))
+    argv = ["compare", "--base", str(tiny_llama[0]), "--tuned", str(adapter), "--terms", str(terms)]
+    err = _error(capsys, [*argv, "--out", str(tmp_path / "o")])
+    assert "adapter_config.json: lacks 'r', 'target_modules'" in err, err

@@ -486,6 +486,7 @@ class ModelPair:
         from peft import PeftConfig, PeftModel
 
         cfg = _read_adapter_json(Path(adapter) / "adapter_config.json", required=True)
+        _check_lora_config(Path(adapter) / "adapter_config.json", cfg)
         if Path(adapter).is_dir() and not any(Path(adapter).glob("adapter_model.*")):
             # peft would look for the weights on the Hugging Face hub under the folder's name
             raise ModelLoadError(
@@ -798,6 +799,16 @@ def check_tokenizer_fits(tokenizer: Any, model: HFModel) -> None:
             f"(e.g. {beyond[0][1]!r}, id {beyond[0][0]}): use the model's own tokenizer, or resize the model's "
             "embeddings (resize_token_embeddings) and save it"
         )
+
+
+def _check_lora_config(path: Path, cfg: dict) -> None:
+    """A LoRA adapter_config.json without the keys that say which modules it changes and its rank: peft
+    filled in defaults and the load failed on tensor shapes, with "made for None" as the only hint."""
+    if str(cfg.get("peft_type", "LORA")).upper() != "LORA":
+        return
+    missing = [k for k in ("peft_type", "r", "target_modules") if k not in cfg]
+    if missing:
+        raise ModelLoadError(f"{path}: lacks {', '.join(map(repr, missing))}; the adapter's config is incomplete")
 
 
 def _read_adapter_json(path: Path, required: bool) -> dict:
