@@ -316,16 +316,7 @@ def test_a_snapshot_another_run_left_in_the_folder_is_not_listed(tiny_llama, tmp
     import logging
 
     from specprobe.finetune import train
-
-    class Killed(Exception):
-        """A hard stop (SIGKILL): no checkpoint is written on the way out."""
-
-    def kill_at(n):
-        def on_step(step, loss):
-            if step == n:
-                raise Killed
-
-        return on_step
+    from tests.test_finetune_train import Killed, kill_at
 
     base, data, out = str(tiny_llama[0]), write_qa(tmp_path / "qa.json"), tmp_path / "out"
     opts = dict(max_steps=6, batch_size=2, progress=False)

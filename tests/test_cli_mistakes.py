@@ -357,6 +357,13 @@ def test_an_argument_argparse_refuses_is_one_line_too(capsys, argv, message):
     assert stop.value.code == 2 and len(err.splitlines()) == 1 and message in err and "--help" in err, err
 
 
+def _compare_models(base: Path, tuned: Path, tmp_path: Path) -> list[str]:
+    """`compare` argv for `base` and `tuned` with one term: the mistakes below are in the models."""
+    terms = tmp_path / "terms.json"
+    terms.write_text(json.dumps({"seizure": ["Neurology"]}))
+    return ["compare", "--base", str(base), "--tuned", str(tuned), "--terms", str(terms), "--out", str(tmp_path / "o")]
+
+
 def _truncated_copy(folder: Path, into: Path, weights: str) -> Path:
     import shutil
 
@@ -381,20 +388,7 @@ def test_a_damaged_model_or_adapter_folder_is_one_line_naming_it(tiny_llama, tmp
         adapter = _truncated_copy(adapter, tmp_path / "lora", "adapter_model.safetensors")
         (adapter / "adapter_model.safetensors").unlink()
         named, says = adapter, "no adapter_model.safetensors"
-    terms = tmp_path / "terms.json"
-    terms.write_text(json.dumps({"seizure": ["Neurology"]}))
-    argv = [
-        "compare",
-        "--base",
-        str(base),
-        "--tuned",
-        str(adapter),
-        "--terms",
-        str(terms),
-        "--out",
-        str(tmp_path / "o"),
-    ]
-    err = _error(capsys, argv)
+    err = _error(capsys, _compare_models(base, adapter, tmp_path))
     assert str(named) in err and says in err, err
 
 
@@ -405,10 +399,7 @@ def test_a_tuned_model_of_another_width_is_told_as_such(tiny_llama, tmp_path, ca
 
     wide = build_tiny_model("llama", tmp_path / "wide", hidden=128)
     capsys.readouterr()  # the build's own progress output
-    terms = tmp_path / "terms.json"
-    terms.write_text(json.dumps({"seizure": ["Neurology"]}))
-    argv = ["compare", "--base", str(tiny_llama[0]), "--tuned", str(wide), "--terms", str(terms)]
-    err = _error(capsys, [*argv, "--out", str(tmp_path / "o")])
+    err = _error(capsys, _compare_models(tiny_llama[0], wide, tmp_path))
     assert "different hidden sizes (64 vs 128)" in err, err
 
 
@@ -444,8 +435,5 @@ def test_an_incomplete_adapter_config_names_its_missing_keys(tiny_llama, tmp_pat
 
     adapter = Path(shutil.copytree(tiny_llama[1], tmp_path / "lora"))
     (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
-    terms = tmp_path / "terms.json"
-    terms.write_text(json.dumps({"seizure": ["Neurology"]}))
-    argv = ["compare", "--base", str(tiny_llama[0]), "--tuned", str(adapter), "--terms", str(terms)]
-    err = _error(capsys, [*argv, "--out", str(tmp_path / "o")])
+    err = _error(capsys, _compare_models(tiny_llama[0], adapter, tmp_path))
     assert "adapter_config.json: lacks 'r', 'target_modules'" in err, err

@@ -64,6 +64,20 @@ def max_diff(a: dict, b: dict) -> float:
 FAST = dict(max_steps=6, batch_size=2, save_every=2, progress=False)
 
 
+class Killed(Exception):
+    """A hard stop (SIGKILL) at a training step: unlike Ctrl-C, no checkpoint is written on the way out."""
+
+
+def kill_at(step: int):
+    """An `on_step` callback that stops training with `Killed` at `step`."""
+
+    def on_step(at, loss):
+        if at == step:
+            raise Killed
+
+    return on_step
+
+
 def test_lora_targets_found_per_architecture(tiny_llama, tiny_gpt2):
     from transformers import AutoModelForCausalLM
 
@@ -340,16 +354,6 @@ def test_an_overwrite_stopped_on_the_way_keeps_the_finished_run_it_was_to_replac
     """`overwrite` removed the finished adapter as the new run started: a kill, crash or Ctrl-C of that run
     lost it. It is kept in .previous-run until the new run finishes, which resumes as any other."""
     from specprobe.finetune.run_folder import PREVIOUS
-
-    class Killed(Exception):
-        """A hard stop: no checkpoint on the way out."""
-
-    def kill_at(n):
-        def on_step(step, loss):
-            if step == n:
-                raise Killed
-
-        return on_step
 
     base, recs, out = str(tiny_llama[0]), make_records(), tmp_path / "out"
     train(base, recs, "Cardiology", out, **FAST)

@@ -107,6 +107,18 @@ def test_a_term_longer_than_any_window_is_refused_clearly(has_bos):
     build_items([enc], [Occurrence(0, "t", (), 0, 7, False, first, first + 6)], 8, "window")  # 7 tokens fit
 
 
+def _zero_width_offsets(tok, monkeypatch) -> None:
+    """`tok` gives every token a zero-width offset at its start, as the Llama-3 tokenizers did (tokenizers #1553)."""
+    real_call = type(tok).__call__
+
+    def zero_width(self, *a, **kw):
+        out = real_call(self, *a, **kw)
+        out["offset_mapping"] = [(s, s) for s, _ in out["offset_mapping"]]
+        return out
+
+    monkeypatch.setattr(type(tok), "__call__", zero_width)
+
+
 @pytest.mark.parametrize("arch", ["gpt2", "qwen2"])
 def test_decoded_offsets_give_a_token_only_the_characters_its_bytes_belong_to(arch, monkeypatch):
     """The offsets rebuilt by decoding (tokenizers #1553) equal the tokenizer's own where a token holds a
@@ -117,14 +129,7 @@ def test_decoded_offsets_give_a_token_only_the_characters_its_bytes_belong_to(ar
     good = encode(tok, text)
     assert good.offsets_source == "tokenizer"
     assert any(o is not None and o[1] - o[0] == 2 and not text[o[0] : o[1]].isascii() for o in good.offsets)
-    real_call = type(tok).__call__
-
-    def zero_width(self, *a, **kw):
-        out = real_call(self, *a, **kw)
-        out["offset_mapping"] = [(s, s) for s, _ in out["offset_mapping"]]
-        return out
-
-    monkeypatch.setattr(type(tok), "__call__", zero_width)
+    _zero_width_offsets(tok, monkeypatch)
     bad = encode(tok, text)
     assert bad.offsets_source == "decode" and bad.ids == good.ids
     for g, b in zip(good.offsets, bad.offsets):
@@ -181,14 +186,7 @@ def test_decoded_offsets_keep_special_tokens_written_in_the_text(arch, text, mon
         )
     good = encode(tok, text)
     assert good.offsets_source == "tokenizer"
-    real_call = type(tok).__call__
-
-    def zero_width(self, *a, **kw):
-        out = real_call(self, *a, **kw)
-        out["offset_mapping"] = [(s, s) for s, _ in out["offset_mapping"]]
-        return out
-
-    monkeypatch.setattr(type(tok), "__call__", zero_width)
+    _zero_width_offsets(tok, monkeypatch)
     bad = encode(tok, text)
     assert bad.offsets_source == "decode" and bad.ids == good.ids
     start = text.index("heart failure")

@@ -208,26 +208,11 @@ def test_a_discard_removes_only_the_batches_it_names(tmp_path):
 def test_specprobe_compare_rerun_after_an_interrupt_resumes(tiny_llama, tmp_path, monkeypatch):
     """`specprobe compare --out` keeps finished batches in --out/partial-scores while it runs; the same
     command rerun after Ctrl-C scores only what was left (and the check batches), then removes them."""
-    import json
-
     from specprobe.app.cli import main
 
-    terms, data = tmp_path / "terms.json", tmp_path / "qa.json"
-    terms.write_text(json.dumps(TERMS))
-    records = [{"Question": t, "Specialty": "Cardiology", "Options": ["a", "b"], "Answer": "a"} for t in TEXTS]
-    data.write_text(json.dumps(records))
-    out = tmp_path / "out"
-    argv = ["compare", "--base", str(tiny_llama[0]), "--tuned", str(tiny_llama[1]), "--terms", str(terms)]
-    argv += ["--data", str(data), "--out", str(out), "--batch-size", "2", "--controls", "none", "--no-progress"]
-
-    def interrupted(*args, **kwargs):
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-        calls.append(1)
-        return _SCORE_BATCH(*args, **kwargs)
-
-    calls: list[int] = []
-    monkeypatch.setattr(scoring, "_score_batch", interrupted)
+    argv, out = _cli_args(tiny_llama, tmp_path)
+    argv += ["--batch-size", "2"]
+    monkeypatch.setattr(scoring, "_score_batch", _killing(4))
     assert main(argv) == 130
     assert len(list((out / "partial-scores").glob("*/run-*/batch-*.npz"))) == 4
     calls = _counting(monkeypatch)
