@@ -224,3 +224,20 @@ def test_post_norm_blocks_are_refused_with_the_reason(tokenizer):
             match=r"OPTForCausalLM \(model_type 'opt'\): decoder layer 0 .*does not add attention and MLP",
         ):
             fn(a, b, ["seizure"], ["The patient had a seizure."], tokenizer=tokenizer, progress=False)
+
+
+def test_a_bridged_post_norm_model_is_refused_pointing_at_the_engine_that_takes_it(tokenizer):
+    """A TransformerBridge wraps the Hugging Face modules in place, so the hooks engine cannot find Gemma 2's
+    post-norms and said the architecture was unsupported (the plain Hugging Face Gemma 2 is supported)."""
+    bridge_module = pytest.importorskip("transformer_lens.model_bridge", reason="no TransformerLens TransformerBridge")
+    from specprobe.probe.tl_bridge import _tl_tokenizer
+
+    base, tuned = build("gemma2", tokenizer)
+    bridges = [
+        bridge_module.TransformerBridge.boot_transformers(
+            "gemma2", hf_model=copy.deepcopy(m), tokenizer=_tl_tokenizer(tokenizer), device="cpu"
+        )
+        for m in (base, tuned)
+    ]
+    with pytest.raises(UnsupportedArchitectureError, match=r"TransformerBridge's wrappers.*engine='transformer_lens'"):
+        layers(*bridges, TERMS, TEXTS, tokenizer=tokenizer, progress=False, add_bos=True, controls=None)

@@ -256,10 +256,17 @@ def _discover(split: SplitModel) -> _Found:
         delta = h_out.double() - h_in.to(h_out.device).double()
         best = _match_layer(store, i, attn, mlp, scales, h_out, delta)
         if best is None:
+            bridged = type(layers[i]).__name__.endswith("Bridge")  # TransformerLens wrapped the modules in place
+            hint = (
+                "; these are a TransformerLens TransformerBridge's wrappers of the Hugging Face modules: pass "
+                "engine='transformer_lens', or the Hugging Face model itself"
+                if bridged
+                else f"; supported: {supported_message()}"
+            )
             raise UnsupportedArchitectureError(
                 f"{name}: decoder layer {i} ({type(layers[i]).__name__}) does not add attention and MLP outputs to "
                 f"the residual stream (no pair of attention outputs {attn} and MLP outputs {mlp} sums to the layer's "
-                f"update, e.g. post-norm blocks); supported: {supported_message()}"
+                f"update, e.g. post-norm blocks){hint}"
             )
         found.attn.append(best[0])
         found.mlp.append(best[1])
