@@ -184,3 +184,13 @@ def test_compare_refuses_control_words_that_are_all_blank():
     with pytest.raises(ValueError, match="every control word given is empty"):
         given_controls(["", "  "], {"seizure": ("Neurology",)})
     assert given_controls([], {"seizure": ("Neurology",)}) == []
+
+
+def test_an_out_folder_under_a_file_is_refused_naming_the_key(tmp_path):
+    """`out` under a file failed in the lock with a bare "[Errno 20] Not a directory", naming no key."""
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match=r"experiment config: out: .*afile/sub is under .*afile, a file"):
+        ExperimentConfig(out=str(tmp_path / "afile" / "sub"))
+    with pytest.raises(ConfigError, match=r"out: .*afile is a file, not a folder"):
+        ExperimentConfig(out=str(tmp_path / "afile"))
+    assert ExperimentConfig(out=str(tmp_path / "new" / "deeper")).out.endswith("deeper")

@@ -257,6 +257,18 @@ def check_listed_once(config: ExperimentConfig, source: str) -> None:
             raise ConfigError(f"{source}: {name}: {repeat[2]!r} is listed twice")
 
 
+def check_out_folder(out: str, source: str) -> None:
+    """`out` can be a folder: neither it nor a folder above it is a file (that was "[Errno 20] Not a
+    directory" from the lock, naming no key)."""
+    path = Path(out).expanduser()
+    for folder in (path, *path.parents):
+        if folder.is_file():
+            what = "is a file" if folder == path else f"is under {folder}, a file"
+            raise ConfigError(f"{source}: out: {out} {what}, not a folder")
+        if folder.is_dir():
+            return
+
+
 def check_data_mapping(mapping: dict | None, source: str) -> None:
     """The mapping's keys and value types (`terms.formats.check_mapping`): a misspelt key is an error when the
     config is read, not a default column read in its place."""
@@ -357,6 +369,7 @@ class ExperimentConfig:
         check_device_and_dtype(self.compare, source)
         check_control_words(self.compare, source)
         check_data_mapping(self.mapping, source)
+        check_out_folder(self.out, source)
 
     def chosen_analyses(self) -> list[str]:
         """The analyses to run, in `ANALYSES` order: `analyses`, or by default every one but trajectory,
