@@ -378,9 +378,9 @@ def test_cli_writes_results(tiny_gpt2, tmp_path, capsys):
 
 
 def test_cli_run_that_fails_writes_nothing(tiny_gpt2, tmp_path, monkeypatch):
-    """The lens is written only once --patch has run too: a run that fails in patching leaves a new --out
-    unmade, and an --overwrite run's failure leaves the earlier run's files as they were (not its lens
-    beside the earlier patching)."""
+    """The lens is written only once --patch has run too: a run that fails in patching writes no output to a
+    new --out (only its finished lens batches, partial-scores/, for the rerun), and an --overwrite run's
+    failure leaves the earlier run's files as they were (not its lens beside the earlier patching)."""
     from specprobe.probe import layers_cli, patching
 
     base, adapter = tiny_gpt2
@@ -401,8 +401,9 @@ def test_cli_run_that_fails_writes_nothing(tiny_gpt2, tmp_path, monkeypatch):
         args = parser.parse_args(common + ["--out", str(tmp_path / out), "--patch", "--layers", "0", *extra])
         with pytest.raises(RuntimeError, match="patching failed"):
             args.handler(args)
-    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
-    assert not (tmp_path / "fresh").exists()
+    outputs = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.name != "partial-scores"}
+    assert outputs == before
+    assert [p.name for p in (tmp_path / "fresh").iterdir()] == ["partial-scores"]
 
 
 def test_models_of_different_depths_are_refused(tiny_llama):

@@ -122,8 +122,9 @@ def test_an_unreadable_stored_batch_is_scored_again(pair, tmp_path, monkeypatch)
     assert all(np.array_equal(a, b) for a, b in zip(want, got, strict=True))
 
 
-def test_a_checkpoint_is_refused_with_layer_capture(pair, tmp_path):
-    with pair.view("base") as split, pytest.raises(ValueError, match="log-probabilities only"):
+def test_a_checkpoint_is_refused_with_whole_layer_states(pair, tmp_path):
+    """Reduced layer rows (the lens's) are kept; whole residual streams would be too large to keep."""
+    with pair.view("base") as split, pytest.raises(ValueError, match="not whole layer states"):
         scoring.score_items(split, _items(pair), capture_layers=True, checkpoint=ScoreCheckpoint(tmp_path, {}))
 
 
@@ -200,9 +201,9 @@ def test_a_discard_removes_only_the_batches_it_names(tmp_path):
     """Under data parallelism ranks share the folder: one rank's discard must leave the others' batches."""
     store = ScoreCheckpoint(tmp_path, {}).for_run([], [[0], [1], [2]])
     for j in range(3):
-        store.save(j, {j: np.array([-1.0 * j])})
+        store.save(j, {"logps": {j: np.array([-1.0 * j])}})
     store.discard([0, 2], "a test")
-    assert store.finished() == {1} and store.load(1)[1].tolist() == [-1.0]
+    assert store.finished() == {1} and store.load(1)["logps"][1].tolist() == [-1.0]
 
 
 def test_specprobe_compare_rerun_after_an_interrupt_resumes(tiny_llama, tmp_path, monkeypatch):
@@ -219,3 +220,35 @@ def test_specprobe_compare_rerun_after_an_interrupt_resumes(tiny_llama, tmp_path
     assert main(argv) == 0
     assert len(calls) == 6 - 4 + _checks(4)  # the two left, and the check batches
     assert (out / "comparison.json.gz").is_file() and not (out / "partial-scores").exists()
+
+
+def test_a_killed_logit_lens_resumes_and_equals_the_uninterrupted_one(pair, tmp_path, monkeypatch):
+    """`layers` keeps each batch's lens rows (the reduced layer states) beside its log-probabilities."""
+    from specprobe.probe import layers
+
+    def lens(**kwargs):
+        return layers(pair, terms=TERMS, texts=TEXTS, controls=None, batch_size=2, progress=False, **kwargs)
+
+    full = lens().to_pandas()
+    folder = tmp_path / "partial"
+    monkeypatch.setattr(scoring, "_score_batch", _killing(4))
+    with pytest.raises(KeyboardInterrupt):
+        lens(checkpoint=folder)
+    assert {p.parent.parent.name for p in folder.glob("*/run-*/batch-*.npz")} == {"lens-base", "lens-tuned"}
+    calls = _counting(monkeypatch)
+    assert lens(checkpoint=folder).to_pandas().equals(full)
+    assert len(calls) == 6 - 4 + _checks(4) and not folder.exists()
+
+
+def test_specprobe_layers_rerun_after_an_interrupt_resumes(tiny_llama, tmp_path, monkeypatch):
+    from specprobe.app.cli import main
+
+    argv, out = _cli_args(tiny_llama, tmp_path)
+    argv = ["layers", *argv[1:], "--batch-size", "2"]
+    monkeypatch.setattr(scoring, "_score_batch", _killing(3))
+    assert main(argv) == 130
+    assert len(list((out / "partial-scores").glob("lens-*/run-*/batch-*.npz"))) == 3
+    calls = _counting(monkeypatch)
+    assert main(argv) == 0
+    assert len(calls) == 6 - 3 + _checks(3)
+    assert (out / "layers.json.gz").is_file() and not (out / "partial-scores").exists()

@@ -555,8 +555,8 @@ def probe_stage(
 
         probe = _probe_function(kind)
         terms = Lexicon.load(lexicon_path)
-        # compare keeps its finished batches in the stage folder: an interrupted stage resumes from them
-        resume = {"checkpoint": folder / PARTIAL_SCORES, "keep_checkpoint": True} if kind == "compare" else {}
+        # compare and layers keep their finished batches in the stage folder: an interrupted stage resumes
+        resume = {"checkpoint": folder / PARTIAL_SCORES, "keep_checkpoint": True}
         result = probe(
             pairs.get(adapter),
             terms=terms,

@@ -12,6 +12,7 @@ only (not layer states)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -83,7 +84,6 @@ class ScoreCheckpoint:
     def __init__(self, root: str | os.PathLike, identity: Mapping[str, Any]) -> None:
         self.root = Path(root)
         self.identity = dict(identity)
-        self.runs: list[BatchStore] = []  # the stores `for_run` made, which `finish` removes
 
     def for_run(self, items: Sequence[Any], batches: Sequence[Sequence[int]], **flags: Any) -> BatchStore:
         """The store of the run that scores `items` in `batches` (row indices) with `flags` (the forward
@@ -98,24 +98,30 @@ class ScoreCheckpoint:
         }
         text = json.dumps(key, sort_keys=True, default=str)
         digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-        store = BatchStore(self.root / f"run-{digest}", {**key, "batches": len(batches)})
-        self.runs.append(store)
-        return store
+        return BatchStore(self.root / f"run-{digest}", {**key, "batches": len(batches)})
 
-    def finish(self) -> None:
-        """Remove every run's batches from the folder (this run's results are complete; those of runs with
-        another key, stopped before, will not be resumed by this caller), then the folder if that empties it."""
-        for folder in [s.folder for s in self.runs] + sorted(self.root.glob("run-*")):
-            shutil.rmtree(folder, ignore_errors=True)
-        self.runs.clear()
-        try:
-            self.root.rmdir()
-        except OSError:
-            pass  # absent, or holding files that are not batches
+
+#: the subfolders of a probe's checkpoint folder: one per view, compare's and the logit lens's
+VIEW_FOLDERS = ("base", "tuned", "lens-base", "lens-tuned")
+
+
+def remove_checkpoint(folder: str | os.PathLike) -> None:
+    """Remove a probe's finished batches from `folder` (`<view>/run-*` for the `VIEW_FOLDERS`, every run's,
+    a stale key's too), then those folders and `folder` where that empties them; nothing else is touched:
+    the folder is the caller's."""
+    root = Path(folder)
+    for view in [root / name for name in VIEW_FOLDERS if (root / name).is_dir()]:
+        for run in view.glob("run-*"):
+            shutil.rmtree(run, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            view.rmdir()
+    with contextlib.suppress(OSError):
+        root.rmdir()
 
 
 class BatchStore:
-    """One run's finished batches: batch j's {item index: log-probabilities} in `batch-<j>.npz`."""
+    """One run's finished batches: batch j's per-item arrays in `batch-<j>.npz` ("logps": each item's
+    log-probabilities, (n,); "states", where a caller reduces layer states: each item's (k, n) rows)."""
 
     def __init__(self, folder: Path, described: Mapping[str, Any]) -> None:
         self.folder = folder
@@ -130,41 +136,51 @@ class BatchStore:
             return set()
         return {int(p.stem.split("-")[1]) for p in self.folder.glob("batch-*.npz")}
 
-    def save(self, j: int, logps: Mapping[int, np.ndarray]) -> None:
-        """Store batch `j`'s log-probabilities (atomically: a kill mid-write leaves no half batch)."""
+    def save(self, j: int, parts: Mapping[str, Mapping[int, np.ndarray]]) -> None:
+        """Store batch `j`'s arrays, {name: {item index: array}}, every name for the same items, each array's
+        last axis the item's scored positions (atomically: a kill mid-write leaves no half batch)."""
         if not self.folder.is_dir():
             self.folder.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.folder / "run.json", json.dumps(self.described, indent=1, default=str))
-        index = np.asarray(list(logps), dtype=np.int64)
-        arrays = [np.asarray(logps[i], dtype=np.float64) for i in logps]
+        index = list(parts["logps"])
+        arrays = {"index": np.asarray(index, dtype=np.int64)}
+        arrays["lengths"] = np.asarray([np.shape(parts["logps"][i])[-1] for i in index], dtype=np.int64)
+        for name, per_item in parts.items():
+            chunks = [np.asarray(per_item[i]) for i in index]
+            arrays[name] = np.concatenate(chunks, axis=-1) if chunks else np.zeros(0)
         buf = io.BytesIO()
-        np.savez(
-            buf,
-            index=index,
-            lengths=np.asarray([len(a) for a in arrays], dtype=np.int64),
-            logps=np.concatenate(arrays) if arrays else np.zeros(0),
-        )
+        np.savez(buf, **arrays)
         atomic_write_bytes(self._path(j), buf.getvalue())
 
-    def load(self, j: int) -> dict[int, np.ndarray]:
-        """Batch `j`'s {item index: log-probabilities}."""
+    def load(self, j: int) -> dict[str, dict[int, np.ndarray]]:
+        """Batch `j`'s arrays, {name: {item index: array}}."""
         with np.load(self._path(j)) as data:
-            index, lengths, flat = data["index"], data["lengths"], data["logps"]
+            stored = {name: data[name] for name in data.files}
+        index, lengths = stored.pop("index"), stored.pop("lengths")
         bounds = np.concatenate([[0], np.cumsum(lengths)])
-        return {int(i): flat[bounds[k] : bounds[k + 1]].copy() for k, i in enumerate(index)}
+        return {
+            name: {int(i): flat[..., bounds[k] : bounds[k + 1]].copy() for k, i in enumerate(index)}
+            for name, flat in stored.items()
+        }
 
-    def agrees(self, j: int, fresh: Mapping[int, np.ndarray], tolerance: float) -> bool:
-        """Whether batch `j` scored again (`fresh`) gives the stored log-probabilities, to `tolerance`."""
+    def agrees(self, j: int, fresh: Mapping[str, Mapping[int, np.ndarray]], tolerance: float) -> bool:
+        """Whether batch `j` scored again (`fresh`, as `save` takes it) gives the stored arrays, to `tolerance`."""
         try:
             stored = self.load(j)
         except (OSError, ValueError, KeyError):
             return False  # unreadable: treated as another run's
         if set(stored) != set(fresh):
             return False
-        return all(
-            stored[i].shape == np.shape(fresh[i]) and np.allclose(stored[i], fresh[i], rtol=0, atol=tolerance)
-            for i in stored
-        )
+        for name, per_item in fresh.items():
+            if set(stored[name]) != set(per_item):
+                return False
+            for i, array in per_item.items():
+                have = stored[name][i]
+                if have.shape != np.shape(array) or not np.allclose(
+                    have, array, rtol=0, atol=tolerance, equal_nan=True
+                ):
+                    return False
+        return True
 
     def discard(self, batches: Iterable[int], why: str) -> None:
         """Remove the stored `batches` (this rank's: under data parallelism, ranks share the folder and

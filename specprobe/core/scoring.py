@@ -165,21 +165,36 @@ def _reusable_batches(
     checks = sorted({stored[0], stored[-1]})
     fresh = {j: run(j) for j in checks}
     tolerance = resume_tolerance(dtype)
-    if not all(store.agrees(j, {i: s.logps for i, s in fresh[j].items()}, tolerance) for j in checks):
+    if not all(store.agrees(j, _parts(fresh[j]), tolerance) for j in checks):
         store.discard(stored, "scored again, stored batches give other log-probabilities (the model changed?)")
         for j in checks:
-            store.save(j, {i: s.logps for i, s in fresh[j].items()})
+            store.save(j, _parts(fresh[j]))
         return dict(fresh)
     log.info("resuming from %s: %d of %d batches were scored before", store.folder, len(stored), len(mine))
     return {**dict.fromkeys(stored), **fresh}
 
 
+def _parts(results: dict[int, ScoredItem]) -> dict[str, dict[int, np.ndarray]]:
+    """A batch's results as a `BatchStore` keeps them: log-probabilities, and reduced layer rows if any."""
+    parts = {"logps": {i: s.logps for i, s in results.items()}}
+    if any(s.layer_states is not None for s in results.values()):
+        parts["states"] = {i: s.layer_states.numpy() for i, s in results.items() if s.layer_states is not None}
+    return parts
+
+
 def _load_batch(store: BatchStore | None, j: int) -> dict[int, ScoredItem] | None:
     """Stored batch `j` as results; None when it cannot be read (it is scored again)."""
+    if store is None:
+        return None
     try:
-        return {i: ScoredItem(logps) for i, logps in store.load(j).items()} if store is not None else None
+        parts = store.load(j)
     except (OSError, ValueError, KeyError):
         return None
+    states = parts.get("states", {})
+    return {
+        i: ScoredItem(logps, torch.from_numpy(states[i]) if i in states else None)
+        for i, logps in parts["logps"].items()
+    }
 
 
 class _Capture:
@@ -296,8 +311,8 @@ def score_items(
     options finished (see `specprobe.core.checkpoint`); log-probabilities only, so not with `capture_layers`.
     """
     _check_options(batch_size, capture_layers, reduce_layers)
-    if checkpoint is not None and capture_layers:
-        raise ValueError("a checkpoint keeps log-probabilities only: not with capture_layers=True")
+    if checkpoint is not None and capture_layers and reduce_layers is None:
+        raise ValueError("a checkpoint keeps log-probabilities and reduced layer rows, not whole layer states")
     device = model_device(split)
     results: dict[int, ScoredItem] = {}
     all_rows = build_rows(items, share_prefixes)
@@ -310,7 +325,9 @@ def score_items(
     n_mine = sum(len(all_rows[b].items) for j in mine for b in batches[j])
     store = None
     if checkpoint is not None:
-        store = checkpoint.for_run(items, batches, share_prefixes=share_prefixes, attention_mask=attention_mask)
+        store = checkpoint.for_run(
+            items, batches, share_prefixes=share_prefixes, attention_mask=attention_mask, layers=capture_layers
+        )
     capture = _Capture() if capture_layers else None
     hooks = capture.hooks(split) if capture is not None else []
     try:
@@ -329,7 +346,7 @@ def score_items(
             if part is None:
                 part = run(j)
                 if store is not None:
-                    store.save(j, {i: s.logps for i, s in part.items()})
+                    store.save(j, _parts(part))
             results.update(part)
             bar.update(sum(len(all_rows[b].items) for b in batches[j]))
         bar.close()

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from specprobe.core.checkpoint import ScoreCheckpoint, view_identity
+from specprobe.core.checkpoint import ScoreCheckpoint, remove_checkpoint, view_identity
 from specprobe.core.items import check_max_length
 from specprobe.core.scoring import batch_rows, score_items
 from specprobe.probe.comparison import Comparison, occurrence_rows
@@ -134,14 +134,8 @@ def _compare(
     comparison = Comparison(
         frame, meta, {"missing": missing, "term_specialties": {t: list(s) for t, s in prep.term_map.items()}}
     )
-    if not keep_checkpoint:
-        for store in checkpoints.values():
-            store.finish()
-        if checkpoint is not None:
-            try:
-                Path(checkpoint).rmdir()  # emptied: it held this comparison's batches only
-            except OSError:
-                pass  # absent (another rank removed it), or holding other files
+    if checkpoint is not None and not keep_checkpoint:
+        remove_checkpoint(checkpoint)  # every run's batches, stale keys' too; the folder if that empties it
     return comparison
 
 

@@ -11,14 +11,17 @@ with the nnsight engine (`specprobe.probe.remote`).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from specprobe.core.architecture import SplitModel
+from specprobe.core.checkpoint import ScoreCheckpoint, remove_checkpoint, view_identity
 from specprobe.core.scoring import batch_rows, plan_device_batches, score_items
 from specprobe.probe.hooks import pair_depth, resolve_layers
 from specprobe.probe.inputs import DEFAULT_TEMPLATE
@@ -56,6 +59,8 @@ def layers(
     remote: bool | str = False,
     options: ProbeOptions | None = None,
     engine: str = "hooks",
+    checkpoint: str | os.PathLike | None = None,
+    keep_checkpoint: bool = False,
 ) -> LayerView:
     """Logit lens of every occurrence of every term (and control word), at every layer, base and tuned.
 
@@ -65,9 +70,13 @@ def layers(
     (True: NDIF's servers, "local": nnsight's serverless dry run); see `specprobe.probe.remote`.
     `engine`: "hooks" (torch hooks on the Hugging Face modules through the scoring core: the default,
     fastest, data-parallel) or "transformer_lens" (a TransformerBridge's hook points over the same
-    weights, `specprobe.probe.tl_engine`; the `tl` extra).
+    weights, `specprobe.probe.tl_engine`; the `tl` extra). `checkpoint`, `keep_checkpoint`: finished
+    batches kept on disk so that the same call, rerun after a kill, resumes, as `compare` keeps them
+    (the default engine only).
     """
     check_engine(engine)
+    if checkpoint is not None and (remote or engine != "hooks"):
+        raise ValueError("checkpoint= keeps the batches of the default engine (hooks, not remote)")
     if remote and engine != "hooks":
         raise ValueError(f"remote= runs the lens through nnsight; engine={engine!r} runs locally (pick one)")
     opts = ProbeOptions.resolve(
@@ -89,7 +98,10 @@ def layers(
     )
     if remote:
         return remote_layers(base, tuned, terms, texts, layer_ids=layer_ids, remote=remote, options=opts)
-    return _local_layers(base, tuned, terms, texts, layer_ids, opts, engine)
+    view = _local_layers(base, tuned, terms, texts, layer_ids, opts, engine, checkpoint)
+    if checkpoint is not None and not keep_checkpoint:
+        remove_checkpoint(checkpoint)
+    return view
 
 
 def _local_layers(
@@ -100,6 +112,7 @@ def _local_layers(
     layer_ids: Sequence[int] | int | None,
     opts: ProbeOptions,
     engine: str,
+    checkpoint: str | os.PathLike | None = None,
 ) -> LayerView:
     """`layers()` with torch hooks on the Hugging Face modules (the scoring core), or through TL."""
     pair = load_pair(base, tuned, opts.tokenizer, opts.device, opts.dtype)
@@ -114,8 +127,12 @@ def _local_layers(
         if bridged is not None:
             lens[variant] = tl_lens_items(bridged, variant, prep.items, chosen, opts.batch_size, opts.progress)
         else:
+            store = None
+            if checkpoint is not None:  # keyed by the view and the lens's layers
+                identity = {**view_identity(pair.metadata, variant), "lens": "logit", "layers": chosen}
+                store = ScoreCheckpoint(Path(checkpoint) / f"lens-{variant}", identity)
             with pair.view(variant) as split:
-                lens[variant] = _lens_items(split, prep, chosen, opts, desc=f"lens {variant}")
+                lens[variant] = _lens_items(split, prep, chosen, opts, desc=f"lens {variant}", checkpoint=store)
         timings[variant] = round(time.perf_counter() - t0, 4)
     frame = lens_frame(prep, chosen, lens)
     meta = dict(pair.metadata)
@@ -132,7 +149,12 @@ def _local_layers(
 
 
 def _lens_items(
-    split: SplitModel, prep: Prepared, chosen: list[int], opts: ProbeOptions, desc: str
+    split: SplitModel,
+    prep: Prepared,
+    chosen: list[int],
+    opts: ProbeOptions,
+    desc: str,
+    checkpoint: ScoreCheckpoint | None = None,
 ) -> list[np.ndarray]:
     """Per item, the (n_chosen, n_positions) lens log-probabilities under one model.
 
@@ -151,6 +173,7 @@ def _lens_items(
         progress=opts.progress,
         desc=desc,
         distribute=True,
+        checkpoint=checkpoint,
     )
     out = []
     for s in scored:

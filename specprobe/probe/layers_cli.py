@@ -4,8 +4,11 @@ attribution) of base vs tuned, written like `specprobe compare`."""
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from specprobe.core.checkpoint import PARTIAL_SCORES
 
 if TYPE_CHECKING:
     from specprobe.core.results import Result
@@ -114,7 +117,9 @@ def run_layers(args: argparse.Namespace) -> int:
         pair = ModelPair.load(
             args.base, args.tuned, device=opts.device, dtype=opts.dtype, force_adapter=args.force_adapter
         )
-        view = layers(pair, terms=terms, texts=texts, layer_ids=args.layers, options=opts, engine=engine)
+        # the default engine keeps finished batches under --out while it runs: a rerun after a kill resumes
+        resume = {"checkpoint": out / PARTIAL_SCORES, "keep_checkpoint": True} if engine == "hooks" else {}
+        view = layers(pair, terms=terms, texts=texts, layer_ids=args.layers, options=opts, engine=engine, **resume)
     if not is_main():
         return 0
     print(view.summary())
@@ -125,6 +130,7 @@ def run_layers(args: argparse.Namespace) -> int:
     if pair is not None:
         outputs.update(_patch_and_attribute(args, pair, terms, texts, opts, engine))
     _write_outputs(out, outputs)
+    shutil.rmtree(out / PARTIAL_SCORES, ignore_errors=True)  # written: no resume needs the batches
     return 0
 
 
