@@ -290,12 +290,17 @@ def own_finding(own: pd.DataFrame, link: str = "") -> Finding:
     behind = tested[(tested["p_holm"] < ALPHA) & (tested["mean_diff"] < 0)]
     mean = mean_of(tested, "mean_diff")
     verdict = _verdict(len(ahead), n)
+    untested = sorted(set(own["finetune_specialty"].astype(str)) - set(tested["finetune_specialty"].astype(str)))
+    if untested and verdict == "yes":
+        verdict = "partly"  # every tested model is not every model
     if verdict in ("yes", "partly"):
         names = ", ".join(ahead["finetune_specialty"].astype(str))
         lead = "Yes" if verdict == "yes" else "Partly"
+        unseen = " (both unseen in training)" if set(tested.get("terms", [])) == {"unseen"} else ""
         answer = (
-            f"{lead}: in {len(ahead)} of {n} models ({names}) the own specialty's terms rose more than other "
-            "specialties' terms in the same texts, significant after Holm correction."
+            f"{lead}: in {len(ahead)} of {n} models ({names}) the own specialty's terms{unseen} rose more than "
+            "other specialties' terms in the same texts, significant after Holm correction"
+            + (f"; {len(untested)} more could not be tested." if untested else ".")
         )
     elif len(behind):
         answer = (
@@ -315,7 +320,23 @@ def own_finding(own: pd.DataFrame, link: str = "") -> Finding:
         f"smallest {p_text(tested['p_holm'].min(), 'p_holm')}."
     )
     evidence += too_few_words(tested, "model(s)", "difference")
+    if untested:
+        evidence += f" {len(untested)} model(s) could not be tested (no text holds both groups): {', '.join(untested)}."
+    evidence += _seen_terms_note(tested)
     return Finding(Q_OWN, answer, evidence, verdict, link)
+
+
+def _seen_terms_note(tested: pd.DataFrame) -> str:
+    """What the own and other terms were: without the terms a model saw in training, or all of them (then the
+    difference mixes memorisation of training terms, mostly the own specialty's, with specialty knowledge)."""
+    kinds = set(tested["terms"]) if "terms" in tested else {"all"}
+    if kinds == {"unseen"}:
+        return " Terms a model's training questions held are left out of both sides (the seen/unseen analysis)."
+    return (
+        " Own-specialty terms include those the model's training questions held, so the difference mixes "
+        "memorisation of training terms with specialty knowledge; the seen/unseen analysis (analyses = "
+        '["seen_unseen"]) separates them, and with it this test leaves the seen terms out.'
+    )
 
 
 def own_reading(own: pd.DataFrame) -> str:

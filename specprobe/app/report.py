@@ -139,9 +139,25 @@ class ReportParts:
             self.findings.append(finding(section.anchor))
 
 
-def _study_sections(parts: ReportParts, result: Any, n_boot: int, by_spec: Mapping[str, pd.DataFrame]) -> None:
+def seen_terms(seen_unseen: Mapping[str, Any]) -> dict[str, set[str]]:
+    """Per adapter, the terms its training questions held (the seen/unseen analysis's "seen" group)."""
+    out = {}
+    for name, result in seen_unseen.items():
+        frame = result.to_pandas()
+        out[str(name)] = set(frame.loc[frame["group"] == "seen", "term"])
+    return out
+
+
+def _study_sections(
+    parts: ReportParts,
+    result: Any,
+    n_boot: int,
+    by_spec: Mapping[str, pd.DataFrame],
+    seen: Mapping[str, set[str]] | None = None,
+) -> None:
     """The three questions of the study: accuracy, the shift above control words (from `by_spec`, each
-    comparison's `by_specialty`), own vs other terms."""
+    comparison's `by_specialty`), own vs other terms (without the terms each model saw in training, where
+    `seen` knows them)."""
     comps, accuracy = result.comparisons, result.accuracy
     acc, contrast = accuracy_frame(accuracy), accuracy.contrast()
     n_models = sum(m != "base" for m in accuracy.models)
@@ -155,7 +171,7 @@ def _study_sections(parts: ReportParts, result: Any, n_boot: int, by_spec: Mappi
         comps, table=matrix, title="Fine-tuning specialty × term specialty, minus control words"
     )
     parts.add(shift, F.shift_reading(matrix), lambda link: F.shift_finding(matrix, link))
-    own = own_vs_other(comps, accuracy.trained_on(), n_boot=n_boot)
+    own = own_vs_other(comps, accuracy.trained_on(), n_boot=n_boot, seen=seen)
     parts.add(S.own_vs_other_section(own), F.own_reading(own), lambda link: F.own_finding(own, link))
 
 
@@ -280,8 +296,9 @@ def build_experiment_page(result: Any, *, n_boot: int = 2000, **optional: Any) -
     parts = ReportParts()
     # each comparison's by_specialty once: the heatmap and finding of the shift, and the general-text control
     by_spec = {k: c.by_specialty(n_boot=n_boot) for k, c in result.comparisons.items()}
-    _study_sections(parts, result, n_boot, by_spec)
-    _optional_sections(parts, result, optional_analyses(result, optional), n_boot, by_spec)
+    extra = optional_analyses(result, optional)
+    _study_sections(parts, result, n_boot, by_spec, seen_terms(extra.get("seen_unseen", {})))
+    _optional_sections(parts, result, extra, n_boot, by_spec)
     _detail_sections(parts, result, n_boot)
     how = S.how_to_read_section(parts.sections, lead=[S.NOTES[k] for k in ("delta", "heatmap", "ci", "significance")])
     findings = [*parts.findings, *_reuse_findings(result)]

@@ -20,7 +20,7 @@ from specprobe.probe.stats import N_PERM, holm, named_word_counts, texts_and_wor
 from specprobe.reports.sections import is_own_term, own_specialties
 
 OWN_COLUMNS = [
-    *("finetune_specialty", "own_specialty", "mean_diff", "ci_low", "ci_high", "n_pairs", "n_own_words"),
+    *("finetune_specialty", "own_specialty", "terms", "mean_diff", "ci_low", "ci_high", "n_pairs", "n_own_words"),
     *("n_other_words", "p_text", "p_word", "p_word_min", "p_value", "p_holm"),
 ]
 
@@ -62,13 +62,19 @@ def own_vs_other(
     metric: str = "delta_per_token",
     n_boot: int = 2000,
     n_perm: int = N_PERM,
+    seen: Mapping[str, set[str]] | None = None,
 ) -> pd.DataFrame:
     """Per fine-tuned model trained on one specialty: its terms against the other specialties' terms with
     texts and words random (`stats.texts_and_words_test`): per text, the mean `metric` of the own terms
     minus that of the other terms (texts with both), mean difference with a bootstrap CI, p_text (Wilcoxon
     over the texts), p_word (own words against other words, permuted; p_word_min: the smallest it can be),
     p_value the larger, p_holm across the models. Models trained on every specialty are left out. The
-    control words' shift is common to both groups of a text and cancels."""
+    control words' shift is common to both groups of a text and cancels.
+
+    `seen`: per model, the terms its training questions held (the seen/unseen analysis's "seen" group):
+    they are left out of both sides ("terms": "unseen"), so that own vs other is specialty knowledge, not
+    memorisation of training terms, which are mostly the own specialty's; a model without it compares
+    all its terms ("terms": "all")."""
     rows = []
     for name, comp in comparisons.items():
         own = own_specialties(str(name), trained_on)
@@ -76,6 +82,9 @@ def own_vs_other(
             continue
         scored = comp.scored()
         terms = cast(pd.DataFrame, scored[~scored["is_control"]])
+        kept = (seen or {}).get(str(name))
+        if kept is not None:
+            terms = cast(pd.DataFrame, terms[~terms["term"].isin(kept)])
         is_own = terms["specialties"].map(lambda s, own=own: is_own_term(s, own))
         is_other = terms["specialties"].map(lambda s: len(s) > 0) & ~is_own
         test = texts_and_words_test(
@@ -85,6 +94,7 @@ def own_vs_other(
             {
                 "finetune_specialty": str(name),
                 "own_specialty": ", ".join(_spelled(cast(pd.Series, terms["specialties"]), own)),
+                "terms": "all" if kept is None else "unseen",
                 **named_word_counts(test, "n_own_words", "n_other_words"),
             }
         )
