@@ -166,3 +166,21 @@ def test_compare_gives_the_same_numbers_for_every_container(tiny_llama, tmp_path
     ):
         got = compare(base, adapter, terms, texts, controls=controls, progress=False).to_pandas()
         pd.testing.assert_frame_equal(got, want)
+
+
+def test_integer_ids_with_a_missing_one_keep_their_digits(tmp_path):
+    """One missing id made pandas turn an integer id column into floats: id 1 became "1.0" and an id above
+    2**53 lost digits, so results no longer joined back to the caller's data (JSON lines, parquet, HF)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"id": 1, "text": "a seizure"}, {"id": 12345678901234567, "text": "b"}, {"text": "c"}]
+    jsonl = tmp_path / "t.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = pa.table({"id": pa.array([1, 12345678901234567, None], pa.int64()), "text": ["a seizure", "b", "c"]})
+    pq.write_table(table, tmp_path / "t.parquet")
+    want = ["1", "12345678901234567", "text2"]
+    for source in (str(jsonl), str(tmp_path / "t.parquet"), datasets.Dataset(table)):
+        assert [r.id for r in texts_from_frame(source)] == want, source
+    floats = pd.DataFrame({"id": [1.0, 2.0, None], "text": ["a", "b", "c"]})  # a frame a user made so
+    assert [r.id for r in texts_from_frame(floats)] == ["1", "2", "text2"]

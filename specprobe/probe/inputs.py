@@ -119,8 +119,8 @@ def _pandas_frame(obj: Any, name: str):
     path = _table_path(obj)
     if path is not None:
         return read_table(path, name)
-    if _hf_dataset(obj, name):
-        return obj.to_pandas()
+    if _hf_dataset(obj, name):  # through arrow: an integer column with nulls stays integers
+        return obj.with_format("arrow")[:].to_pandas(integer_object_nulls=True)
     if isinstance(obj, Mapping) or not hasattr(obj, "columns"):
         return None
     if hasattr(obj, "to_pandas"):  # polars, pyarrow tables
@@ -368,10 +368,18 @@ def texts_from_frame(
         value = row[xcol]
         if not isinstance(value, str):
             raise TypeError(f"{where}: column {xcol!r} must be a string, got {type(value).__name__}: {value!r:.60}")
-        rid = f"text{pos}" if icol is None or _missing(row[icol]) else str(row[icol])
+        rid = f"text{pos}" if icol is None or _missing(row[icol]) else _id_text(row[icol])
         specs = _specialties(row[scol], f"{where}, column {scol!r}", sep) if scol else ()
         records.append(TextRecord(rid, value, specs))
     return records
+
+
+def _id_text(value: Any) -> str:
+    """A text id as written: a whole-number float (an integer id column pandas made float by a missing
+    value) without its ".0", so that ids join back to the caller's data."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return str(value)
 
 
 def _record(obj: Any, index: int) -> TextRecord:

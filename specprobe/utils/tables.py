@@ -27,7 +27,8 @@ def table_suffix(path: str | os.PathLike) -> str | None:
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
     """One row per JSON object line (`iter_jsonl`: a bad line names the file and the line)."""
-    return pd.DataFrame([row for _, row in iter_jsonl(path)])
+    # object columns: an integer column with a missing value stays integers (pandas made it float: id 1 -> "1.0")
+    return pd.DataFrame([row for _, row in iter_jsonl(path)], dtype=object)
 
 
 def _read_csv(path: Path, sep: str) -> pd.DataFrame:
@@ -55,7 +56,7 @@ def _read_rows(path: Path, what: str) -> pd.DataFrame:
     if suffix == ".parquet":
         pq = require("pyarrow.parquet", "parquet", f"reading {path}")
         try:
-            return pq.read_table(path).to_pandas()
+            return pq.read_table(path).to_pandas(integer_object_nulls=True)  # ints with nulls stay ints
         except Exception as exc:  # noqa: BLE001  (pyarrow raises several types for a damaged file)
             raise ValueError(f"{path}: not a readable parquet file ({exc})") from exc
     if suffix in (".jsonl", ".ndjson"):
