@@ -532,3 +532,16 @@ def lm_eval_sample_of(doc_id: int, rec: QARecord, lls: list[float]) -> dict:
         "acc": float(pred == rec.answer_index),
         "acc_norm": float(pred == rec.answer_index),
     }
+
+
+def test_export_refuses_a_qa_file_edited_since_the_evaluation(tmp_path):
+    """The export re-read the recorded QA file without its sha256: a reworded question (same options and
+    answer) was written beside the old question's log-likelihoods."""
+    qa = qa_file(tmp_path / "qa.json", n=6)
+    items = json.loads(qa.read_text())
+    ev = from_lm_eval({"m": write_samples(tmp_path / "samples_x.jsonl", items, random_lls(6, 1))}, qa)
+    ev.to_lm_eval_samples(tmp_path / "same.jsonl")  # the file as evaluated: fine
+    items[0]["Question"] = "A DIFFERENT QUESTION about a child with fever?"
+    qa.write_text(json.dumps(items))
+    with pytest.raises(ValueError, match=r"qa\.json changed since the evaluation \(sha256"):
+        ev.to_lm_eval_samples(tmp_path / "again.jsonl")

@@ -145,6 +145,14 @@ def _records_for(
     if isinstance(data, (str, os.PathLike)) and mapping is None:
         mapping = recorded.get("mapping")
     records, data_meta = load_records(data, mapping)
+    # both files (a file's sha256 is not its records' digest): an edited question would sit beside the old scores
+    files = bool(recorded.get("path")) and bool(data_meta.get("path"))
+    want, have = recorded.get("sha256"), data_meta.get("sha256")
+    if files and want and have and want != have:
+        raise ValueError(
+            f"{data_meta.get('path') or 'the QA data'} changed since the evaluation (sha256 {have[:12]}..., the "
+            f"evaluation read {want[:12]}...); pass the QA file that was evaluated"
+        )
     check_unique_ids(records, str(data_meta.get("path") or "the QA data"))  # a doc_id is found by the row's id
     return records
 
