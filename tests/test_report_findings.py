@@ -258,7 +258,8 @@ def test_not_shown_never_calls_a_significant_fall_not_significant():
             self.diff, self.p = diff, p
 
         def tests(self, n_boot):
-            return pd.DataFrame({"contrast": ["seen - unseen_same"], "mean_diff": [self.diff], "p_holm": [self.p]})
+            frame = {"contrast": ["seen - unseen_same"], "mean_diff": [self.diff], "p_value": [self.p / 2]}
+            return pd.DataFrame({**frame, "p_holm": [self.p]})
 
     found, _ = FX.seen_unseen_finding({"A": Seen(-0.4, 0.001), "B": Seen(0.1, 0.3)})
     assert found.verdict == "not shown" and "not significant" not in found.answer
@@ -459,14 +460,12 @@ def _accuracy_link(comps: dict):
     return AccuracyLink(pd.DataFrame(rows), {})
 
 
-def _trajectory(arm: str, seed: int):
-    """Two checkpoints of one arm: nothing at step 1, the own specialty ahead at step 2."""
+def _trajectory(arm: str, seed: int, effects=((1, 0.0), (2, 0.3), (3, 0.3))):
+    """Checkpoints of one arm, (step, own-specialty effect): by default nothing at step 1, the own specialty
+    ahead from step 2 on."""
     from specprobe.probe.analyses import Trajectory
 
-    frames = [
-        make_arm(arm, own_effect=effect, seed=seed).to_pandas().assign(step=step)
-        for step, effect in ((1, 0.0), (2, 0.3))
-    ]
+    frames = [make_arm(arm, own_effect=effect, seed=seed).to_pandas().assign(step=step) for step, effect in effects]
     frame = pd.concat(frames, ignore_index=True)[Trajectory.columns]
     return Trajectory(frame, {}, {"adapter": arm, "trained_on": [arm]})
 
@@ -875,3 +874,31 @@ def test_own_finding_counts_the_models_it_could_not_test():
     found = own_finding(pd.concat([table, untested], ignore_index=True))
     assert found.verdict == "partly" and "1 more could not be tested" in found.answer
     assert "could not be tested (no text holds both groups): Psychiatry" in found.evidence
+
+
+def test_a_model_ahead_at_the_last_checkpoint_only_does_not_stay_ahead():
+    """One significant final checkpoint was reported as "pulls ahead and stays ahead to the last checkpoint"."""
+    from specprobe.app import findings_extra as FX
+
+    found, _ = FX.trajectory_finding({"Neurology": _trajectory("Neurology", 0, ((1, 0.0), (2, 0.0), (3, 0.3)))})
+    assert found.verdict == "partly" and "ahead at the last checkpoint only" in found.answer
+    assert "stays ahead" not in found.answer
+
+
+def test_the_seen_unseen_finding_asks_its_own_question_and_corrects_across_models():
+    """It was filed under the accuracy-link question, and counted models on each one's within-model Holm."""
+    from specprobe.app import findings_extra as FX
+
+    class Seen:
+        def __init__(self, diff, p):
+            self.diff, self.p = diff, p
+
+        def tests(self, n_boot):
+            frame = {"contrast": ["seen - unseen_same"], "mean_diff": [self.diff], "p_value": [self.p]}
+            return pd.DataFrame({**frame, "p_holm": [min(1.0, 6 * self.p)]})
+
+    models = {f"m{i}": Seen(0.3, 0.5) for i in range(7)} | {"m7": Seen(0.3, 0.008)}
+    found, _ = FX.seen_unseen_finding(models)
+    assert found.question == FX.Q_SEEN and found.verdict == "not shown"  # 8 x 0.008 = 0.064 across the models
+    found, _ = FX.seen_unseen_finding(models | {"m8": Seen(0.3, float("nan"))})
+    assert "could not be tested (no text holds both groups): m8" in found.evidence

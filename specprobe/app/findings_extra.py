@@ -14,6 +14,7 @@ import pandas as pd
 from specprobe.app.findings import ALPHA, _num, _verdict, mean_of, p_text, too_few_words
 from specprobe.reports.analyses import onset_words
 from specprobe.reports.page import Finding
+from specprobe.utils.pvalues import holm
 
 Q_SEEN = "Do terms seen in the training questions rise more than unseen terms of the same specialty (memorisation)?"
 Q_LINK = "Does the change in the terms' probability go with the change in accuracy?"
@@ -28,25 +29,31 @@ def seen_unseen_finding(
     *,
     tests: Mapping[str, pd.DataFrame] | None = None,
 ) -> tuple[Finding, str]:
-    """The seen − unseen_same contrast of each model (`SeenUnseen.tests`, Holm across its contrasts).
+    """The seen − unseen_same contrast of each model (`SeenUnseen.tests`), Holm across the models (the finding
+    counts models, as the own-vs-other one does; each model's own p_holm corrects within its contrasts only).
     `tests`: each model's `tests(n_boot=n_boot)` when already computed (its permutation tests then run once)."""
     rows = []
     for name, r in results.items():
         t = r.tests(n_boot=n_boot) if tests is None else tests[name]
         rows.append(t[t["contrast"] == "seen - unseen_same"].assign(model=str(name)))
     tab = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
-    tested = tab[tab["p_holm"].notna()] if len(tab) else tab
+    tested = tab[tab["p_value"].notna()].copy() if len(tab) else tab
     if tested.empty:
         why = "no text holds both seen and unseen terms of a model's specialty."
         return Finding(Q_SEEN, f"Not tested: {why}", "", "not tested", link), why.capitalize()
+    tested["p_holm"] = holm(tested["p_value"])  # across the models the verdict counts
+    untested = sorted(set(tab["model"]) - set(tested["model"]))
     up = tested[(tested["p_holm"] < ALPHA) & (tested["mean_diff"] > 0)]
     down = tested[(tested["p_holm"] < ALPHA) & (tested["mean_diff"] < 0)]
     mean, n = mean_of(tested, "mean_diff"), len(tested)
     verdict = _verdict(len(up), n)
+    if untested and verdict == "yes":
+        verdict = "partly"  # every tested model is not every model
     if verdict in ("yes", "partly"):
         answer = (
             f"{'Yes' if verdict == 'yes' else 'Partly'}: in {len(up)} of {n} models, terms seen in training rose "
-            "more than unseen terms of the same specialty, significant after Holm correction."
+            "more than unseen terms of the same specialty, significant after Holm correction across the models"
+            + (f"; {len(untested)} more could not be tested." if untested else ".")
         )
     elif len(down):
         answer = (
@@ -62,10 +69,12 @@ def seen_unseen_finding(
     evidence = (
         f"Mean seen − unseen (same specialty) {_num(mean, True)} logp/token; tested with texts and words both "
         "random: a paired Wilcoxon signed-rank test per text and a permutation test of the seen words against "
-        "the unseen words, p the larger of the two; Holm across contrasts; smallest "
+        "the unseen words, p the larger of the two; Holm across the models; smallest "
         f"{p_text(tested['p_holm'].min(), 'p_holm')}."
     )
     evidence += too_few_words(tested, "model(s)", "difference")
+    if untested:
+        evidence += f" {len(untested)} model(s) could not be tested (no text holds both groups): {', '.join(untested)}."
     reading = (
         "A term 'seen' in a model's training questions that rises far more than unseen terms of the same "
         "specialty points to memorised questions rather than learned knowledge. "
@@ -134,7 +143,7 @@ def accuracy_link_finding(result: Any, n_boot: int = 2000, link: str = "", *, ta
         "If the probability change is what improves answers, questions whose terms rose more should be the ones "
         f"that turned from wrong to right: a correlation near +1. Here {stats}."
     )
-    return Finding(Q_LINK, answer, evidence, verdict, link), reading
+    return Finding(Q_SEEN, answer, evidence, verdict, link), reading
 
 
 def trajectory_finding(
@@ -153,14 +162,26 @@ def trajectory_finding(
     if not applicable:
         why = "every model was trained on all specialties, so no specialty is its own."
         return Finding(Q_TRAJECTORY, f"Not tested: {why}", "", "not tested", link), why.capitalize()
-    sustained = {k: o for k, o in applicable.items() if isinstance(o["sustained"], int)}
+    last = {str(k): max(r.steps) for k, r in results.items() if getattr(r, "steps", None)}
+    # "stays ahead" needs two checkpoints or more: ahead at the last one alone is not a course
+    sustained = {
+        k: o for k, o in applicable.items() if isinstance(o["sustained"], int) and o["sustained"] < last.get(k, -1)
+    }
+    at_end = [k for k, o in applicable.items() if k not in sustained and isinstance(o["sustained"], int)]
     verdict = _verdict(len(sustained), len(applicable))
+    if at_end and verdict == "not shown":
+        verdict = "partly"
     per = "; ".join(f"{k}: {onset_words(o)}" for k, o in applicable.items())
     if sustained:
         lead = "Yes" if verdict == "yes" else "Partly"
         answer = (
             f"{lead}: in {len(sustained)} of {len(applicable)} models the own specialty pulls ahead and stays ahead "
             f"to the last checkpoint, significant after Holm correction ({per})."
+        )
+    elif at_end:
+        answer = (
+            f"Partly: in {len(at_end)} of {len(applicable)} models the own specialty is ahead at the last checkpoint "
+            f"only, significant after Holm correction ({per})."
         )
     else:
         answer = (
