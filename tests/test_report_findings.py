@@ -902,3 +902,20 @@ def test_the_seen_unseen_finding_asks_its_own_question_and_corrects_across_model
     assert found.question == FX.Q_SEEN and found.verdict == "not shown"  # 8 x 0.008 = 0.064 across the models
     found, _ = FX.seen_unseen_finding(models | {"m8": Seen(0.3, float("nan"))})
     assert "could not be tested (no text holds both groups): m8" in found.evidence
+
+
+def test_tables_never_show_a_cell_adjusted_over_another_family_as_the_heatmap():
+    """The general-text table showed each specialty's p_holm within one model, and the trajectory's table
+    within one step, beside the heatmap's Holm across every cell: 14 demo cells 'significant' in one and not
+    the other. The general-text table shows means and CIs; the trajectory names its family."""
+    from specprobe.reports.analyses import general_text_section, trajectory_section
+
+    def headers(section, title):
+        table = next(b for b in section.blocks if getattr(b, "title", "") == title)
+        return [c.name for c in table.columns]
+
+    comp = make_arm("Neurology", own_effect=0.3, seed=1)
+    general = headers(general_text_section(_general_text(), comp, n_boot=N_BOOT), "Beside the control words")
+    assert "mean_delta_per_token" in general and not {"p_value", "p_holm"} & set(general)
+    steps = headers(trajectory_section(_trajectory("Neurology", 0), n_boot=N_BOOT), "Per step and term specialty")
+    assert "p_holm_within_step" in steps and "p_holm" not in steps

@@ -161,13 +161,17 @@ NOTES.update(
         "specialty ahead: per text, the mean Δ of the adapter's own specialty's terms minus that of other "
         "specialties' terms; the onset is the first step from which it stays ahead. Both take texts and words "
         "as random: p_value is the larger of p_text (Wilcoxon over the texts) and p_word (a permutation test of "
-        "the one set of words against the other), Holm across steps."
+        "the one set of words against the other), Holm across steps. In the table per step and term specialty, "
+        "p_holm_within_step adjusts across the specialties of one step only: the study's heatmap, Holm across "
+        "every cell of its matrix, is the test to quote for the final adapter."
     ),
     general_text=(
         "Whole general-English texts (WordNet glosses unless others were given) scored under base and tuned: "
         "Δ logp per token = sum of the texts' Δ over the sum of their tokens, 95% CI resampling texts. A shift "
         "towards the clinical domain makes general text less likely (Δ < 0) while clinical terms and even "
-        "ordinary words in clinical questions rise."
+        "ordinary words in clinical questions rise; so does forgetting from any fine-tuning, which no "
+        "non-clinical fine-tune here controls for. The table beside it gives means and CIs only: each term "
+        "specialty's test against the control words is in the study's heatmap (Holm across every cell)."
     ),
 )
 
@@ -260,7 +264,11 @@ def trajectory_section(
             title="Own specialty minus other specialties, per step",
             formats=SEEN_FORMATS,
         ),
-        TableBlock.from_frame(curves, title="Per step and term specialty", formats=SEEN_FORMATS),
+        TableBlock.from_frame(
+            curves.rename(columns={"p_holm": "p_holm_within_step"}),
+            title="Per step and term specialty",
+            formats={**SEEN_FORMATS, "p_holm_within_step": ".3g"},
+        ),
     ]
     return Section(title, blocks, notes=notes)
 
@@ -300,9 +308,12 @@ def general_text_section(
         category_title="term specialty / control words / general text",
         tooltip_extra=("n", "n_texts"),
     )
+    # means and CIs only: the per-specialty tests here adjust within this one model (Holm across its
+    # specialties), and the same cells' tests in the study's heatmap adjust across every cell
+    shown = table.drop(columns=[c for c in ("p_text", "p_word", "p_word_min", "p_value", "p_holm") if c in table])
     blocks = [
         ChartBlock(chart, title="Δ logp per token: clinical terms, control words and general text, with 95% CI"),
-        TableBlock.from_frame(table, title="Beside the control words", formats=SEEN_FORMATS, searchable=False),
+        TableBlock.from_frame(shown, title="Beside the control words", formats=SEEN_FORMATS, searchable=False),
     ]
     return Section(title, blocks, notes=[NOTES["general_text"]])
 
