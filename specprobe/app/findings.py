@@ -106,6 +106,7 @@ def accuracy_finding(contrast: pd.DataFrame, link: str = "", n_models: int | Non
         f"the own-specialty model scores {_num(own)} on its specialty's questions vs {_num(other)} for the "
         f"other models (difference {_num(diff, True)}), and is the best of the {_n_adapters(contrast)} "
         f"fine-tuned models (ties included) on {k} of {n} specialties"
+        + (f", {int(a['n_tied'])} of them tied with another model" if int(a.get("n_tied") or 0) else "")
     )
     if p < ALPHA and diff > 0:
         answer, verdict = (f"Yes: {gist}.", "yes") if k == n else (f"Partly: {gist}.", "partly")

@@ -19,7 +19,7 @@ from specprobe.utils.pvalues import holm
 Q_SEEN = "Do terms seen in the training questions rise more than unseen terms of the same specialty (memorisation)?"
 Q_LINK = "Does the change in the terms' probability go with the change in accuracy?"
 Q_TRAJECTORY = "When during training does the own specialty pull ahead of the others?"
-Q_GENERAL = "Does general English text become less likely (a shift towards the clinical domain)?"
+Q_GENERAL = "Does general English text become less likely (away from general language)?"
 
 
 def seen_unseen_finding(
@@ -229,7 +229,9 @@ def general_text_finding(shifts: Mapping[str, Any], n_boot: int = 2000, link: st
         answer, verdict = f"Not shown: the change of general English text is within chance ({stats}).", "not shown"
     evidence = (
         "Mean Δ logp per token of whole general-English texts per model; 95% CI resampling texts (a CI below 0 is "
-        "the test)."
+        "the test; each model's alone, not corrected across models). A fall is what a shift towards the clinical "
+        "domain predicts, and also what forgetting after any fine-tuning would give: no non-clinical fine-tune "
+        "here tells the two apart."
     )
     per = "; ".join(
         f"{k}: {_num(r['mean_delta_per_token'], True)} [{_num(r['ci_low'], True)}, {_num(r['ci_high'], True)}]"
@@ -237,6 +239,7 @@ def general_text_finding(shifts: Mapping[str, Any], n_boot: int = 2000, link: st
     )
     reading = (
         "Fine-tuning on clinical questions can make a model expect clinical language everywhere; then ordinary "
-        f"English loses probability. The general texts changed by {per} logp/token (95% CIs)."
+        "English loses probability (so can forgetting after fine-tuning on any data). The general texts changed "
+        f"by {per} logp/token (95% CIs)."
     )
     return Finding(Q_GENERAL, answer, evidence, verdict, link), reading

@@ -54,7 +54,8 @@ NOTES: dict[str, str] = {
         "and one-token control words are on one scale. Positive: fine-tuning made the term more likely."
     ),
     "ci": (
-        "95% confidence intervals are percentile bootstraps (2,000 draws) that resample texts, because "
+        "95% confidence intervals are percentile bootstraps (2,000 draws; the layer curves 1,000) that resample "
+        "texts, because "
         "occurrences in one text share their context; a difference between two sets of words (minus control, "
         "own vs other, seen vs unseen) resamples each set's words too. n = occurrences, n_texts = texts they "
         "occur in."
@@ -64,7 +65,7 @@ NOTES: dict[str, str] = {
         "medical text can raise every word of the domain; a term's Δ is read against theirs. 'Minus control' "
         "pairs, per text, the mean term Δ/token with the mean control Δ/token (n_pairs texts). Texts and words "
         "are both random: p_text is a two-sided Wilcoxon signed-rank test over the texts, p_word a permutation "
-        "test of the term words against the control words, p_value the larger; p_holm is its Holm adjustment "
+        "test of the term words against the control words, p_value the larger (1 where the two differences disagree in sign); p_holm is its Holm adjustment "
         "(across specialties; in the fine-tuning × term specialty matrix, across every cell)."
     ),
     "heatmap": (
@@ -105,7 +106,7 @@ NOTES: dict[str, str] = {
         "same text (texts holding both, n_pairs). The control-word shift is the same for both and cancels. "
         "Texts and words are both random: p_text is a two-sided Wilcoxon signed-rank test over the texts, "
         "p_word a permutation test of the own words against the other words (n_own_words, n_other_words; "
-        "p_word_min: the smallest p so few words allow), p_value the larger; p_holm: Holm adjustment across "
+        "p_word_min: the smallest p so few words allow), p_value the larger (1 where the two differences disagree in sign); p_holm: Holm adjustment across "
         "the fine-tuned models."
     ),
     "significance": (
