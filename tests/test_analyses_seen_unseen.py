@@ -373,3 +373,18 @@ def test_terms_cut_off_a_truncated_training_prompt_are_not_seen(tiny_llama, tmp_
     assert older.texts() == tuple(r.context_text() for r in older.records)
     with pytest.raises(ValueError, match="'filter.truncated_questions' names no selected question"):
         training_data({**manifest, "filter": {**manifest["filter"], "truncated_questions": [{"index": 99}]}}, data)
+
+
+def test_a_comparison_of_training_questions_is_warned_about_and_recorded(planted, caplog):
+    """Scored texts that are training questions (compare counts them) made every group partly memorisation
+    of whole questions; seen_unseen read the rows without a word."""
+    import logging
+
+    from specprobe.probe.comparison import Comparison
+
+    _, _, adapter, comp = planted
+    on_training = Comparison(comp.to_pandas(), {**comp.metadata, "texts_in_training_data": 3}, comp.extras)
+    with caplog.at_level(logging.WARNING):
+        result = seen_unseen(on_training, adapter)
+    assert "3 of the comparison's texts are questions the adapter was trained on" in caplog.text
+    assert result.metadata["texts_in_training_data"] == 3

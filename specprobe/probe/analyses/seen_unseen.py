@@ -13,6 +13,7 @@ alike and above the control words is a shift towards the domain.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, cast
 
@@ -34,6 +35,8 @@ from specprobe.probe.inputs import UNASSIGNED
 from specprobe.probe.occurrences import MatchOptions
 from specprobe.probe.stats import N_PERM, cluster_bootstrap_mean, estimate_fields, holm, texts_and_words_test
 from specprobe.probe.training_data import TrainingData, training_data
+
+log = logging.getLogger(__name__)
 
 #: the contrasts `tests()` reports, (a, b): group a's words against group b's, texts and words random
 CONTRASTS = (
@@ -173,6 +176,7 @@ def seen_unseen(
     comp = _as_comparison(comparison)
     train = training_data(adapter, train_data, specialty, mapping)
     _check_same_adapter(comp, train)
+    _warn_training_texts(comp)
     scored = comp.scored()
     match = MatchOptions(**comp.metadata.get("options", {}).get("match", {}))
     term_specs = _term_specialties(comp, scored)
@@ -224,8 +228,21 @@ def _term_specialties(comp: Comparison, scored: pd.DataFrame) -> dict[str, tuple
     return out
 
 
+def _warn_training_texts(comp: Comparison) -> None:
+    """Scored texts that are training questions (compare counted them in its metadata) make every group's
+    delta partly memorisation of whole questions: said again here, where the groups are read."""
+    n = comp.metadata.get("texts_in_training_data")
+    if n:
+        log.warning(
+            "%d of the comparison's texts are questions the adapter was trained on: every group's delta there "
+            "mixes memorisation of the whole question with the term effects; compare held-out questions",
+            n,
+        )
+
+
 def _metadata(comp: Comparison, train: TrainingData) -> dict:
     meta = {k: comp.metadata[k] for k in _COMPARISON_META if k in comp.metadata}
+    meta["texts_in_training_data"] = comp.metadata.get("texts_in_training_data")
     meta["comparison_created"] = comp.metadata.get("created")
     meta["training_data"] = train.source
     meta["n_training_questions"] = len(train.records)
