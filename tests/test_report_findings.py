@@ -931,3 +931,14 @@ def test_the_accuracy_finding_says_how_many_bests_are_ties():
     assert "1 of them tied with another model" in accuracy_finding(contrast, "", 2).answer
     contrast.attrs["n_tied"] = 0
     assert "tied" not in accuracy_finding(contrast, "", 2).answer
+
+
+def test_a_trajectory_of_unknown_training_specialties_is_not_called_trained_on_all():
+    """Checkpoints given as a list carry no manifest: trained_on is unknown, and the finding said "every model
+    was trained on all specialties"."""
+    from specprobe.app import findings_extra as FX
+
+    unknown = _trajectory("Neurology", 0)
+    unknown = type(unknown)(unknown.to_pandas(), {}, {"adapter": "Neurology", "trained_on": None})
+    found, _ = FX.trajectory_finding({"Neurology": unknown})
+    assert found.verdict == "not tested" and "training specialties are unknown" in found.answer

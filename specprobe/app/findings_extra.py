@@ -160,7 +160,13 @@ def trajectory_finding(
     }
     applicable = {k: o for k, o in onsets.items() if o["first"] != "not applicable"}
     if not applicable:
-        why = "every model was trained on all specialties, so no specialty is its own."
+        unknown = [k for k, r in results.items() if not getattr(r, "trained_on", None)]
+        why = (
+            "the models' training specialties are unknown (checkpoints given without their run's manifest: pass "
+            "specialty=), so no specialty is known to be their own."
+            if unknown
+            else "every model was trained on all specialties, so no specialty is its own."
+        )
         return Finding(Q_TRAJECTORY, f"Not tested: {why}", "", "not tested", link), why.capitalize()
     last = {str(k): max(r.steps) for k, r in results.items() if getattr(r, "steps", None)}
     # "stays ahead" needs two checkpoints or more: ahead at the last one alone is not a course
