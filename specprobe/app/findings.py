@@ -297,7 +297,7 @@ def own_finding(own: pd.DataFrame, link: str = "") -> Finding:
     if verdict in ("yes", "partly"):
         names = ", ".join(ahead["finetune_specialty"].astype(str))
         lead = "Yes" if verdict == "yes" else "Partly"
-        unseen = " (both unseen in training)" if set(tested.get("terms", [])) == {"unseen"} else ""
+        unseen = " (both unseen in training)" if _term_kinds(cast(pd.DataFrame, tested)) == {"unseen"} else ""
         answer = (
             f"{lead}: in {len(ahead)} of {n} models ({names}) the own specialty's terms{unseen} rose more than "
             "other specialties' terms in the same texts, significant after Holm correction"
@@ -323,15 +323,19 @@ def own_finding(own: pd.DataFrame, link: str = "") -> Finding:
     evidence += too_few_words(tested, "model(s)", "difference")
     if untested:
         evidence += f" {len(untested)} model(s) could not be tested (no text holds both groups): {', '.join(untested)}."
-    evidence += _seen_terms_note(tested)
+    evidence += _seen_terms_note(cast(pd.DataFrame, tested))
     return Finding(Q_OWN, answer, evidence, verdict, link)
+
+
+def _term_kinds(tested: pd.DataFrame) -> set[str]:
+    """Which terms `own_vs_other` compared for the tested models: {"unseen"}, {"all"} or both."""
+    return {str(k) for k in tested["terms"]} if "terms" in tested else {"all"}
 
 
 def _seen_terms_note(tested: pd.DataFrame) -> str:
     """What the own and other terms were: without the terms a model saw in training, or all of them (then the
     difference mixes memorisation of training terms, mostly the own specialty's, with specialty knowledge)."""
-    kinds = set(tested["terms"]) if "terms" in tested else {"all"}
-    if kinds == {"unseen"}:
+    if _term_kinds(tested) == {"unseen"}:
         return " Terms a model's training questions held are left out of both sides (the seen/unseen analysis)."
     return (
         " Own-specialty terms include those the model's training questions held, so the difference mixes "

@@ -143,7 +143,7 @@ class BatchStore:
             self.folder.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.folder / "run.json", json.dumps(self.described, indent=1, default=str))
         index = list(parts["logps"])
-        arrays = {"index": np.asarray(index, dtype=np.int64)}
+        arrays: dict[str, np.ndarray] = {"index": np.asarray(index, dtype=np.int64)}
         arrays["lengths"] = np.asarray([np.shape(parts["logps"][i])[-1] for i in index], dtype=np.int64)
         for name, per_item in parts.items():
             chunks = [np.asarray(per_item[i]) for i in index]
