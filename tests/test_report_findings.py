@@ -942,3 +942,28 @@ def test_a_trajectory_of_unknown_training_specialties_is_not_called_trained_on_a
     unknown = type(unknown)(unknown.to_pandas(), {}, {"adapter": "Neurology", "trained_on": None})
     found, _ = FX.trajectory_finding({"Neurology": unknown})
     assert found.verdict == "not tested" and "training specialties are unknown" in found.answer
+
+
+def test_the_seen_unseen_finding_says_how_many_seen_terms_are_other_specialties():
+    """The seen group holds every specialty's training terms (15 of Endocrinology's 25 in the demo were
+    other specialties'), so seen − unseen_same also sets other specialties' terms against the own: said."""
+    from specprobe.app import findings_extra as FX
+
+    class Seen:
+        trained_on = ["Cardiology"]
+
+        def tests(self, n_boot):
+            frame = {"contrast": ["seen - unseen_same"], "mean_diff": [0.1], "p_value": [0.4]}
+            return pd.DataFrame({**frame, "p_holm": [0.8]})
+
+        def to_pandas(self):
+            return pd.DataFrame(
+                {
+                    "term": ["chest pain", "seizure", "seizure", "angina"],
+                    "group": ["seen", "seen", "seen", "unseen_same"],
+                    "specialties": [("Cardiology",), ("Neurology",), ("Neurology",), ("Cardiology",)],
+                }
+            )
+
+    found, _ = FX.seen_unseen_finding({"Cardiology": Seen()})
+    assert "1 of the 2 seen terms are only other specialties'" in found.evidence

@@ -75,6 +75,7 @@ def seen_unseen_finding(
     evidence += too_few_words(tested, "model(s)", "difference")
     if untested:
         evidence += f" {len(untested)} model(s) could not be tested (no text holds both groups): {', '.join(untested)}."
+    evidence += _seen_elsewhere(results)
     reading = (
         "A term 'seen' in a model's training questions that rises far more than unseen terms of the same "
         "specialty points to memorised questions rather than learned knowledge. "
@@ -144,6 +145,26 @@ def accuracy_link_finding(result: Any, n_boot: int = 2000, link: str = "", *, ta
         f"that turned from wrong to right: a correlation near +1. Here {stats}."
     )
     return Finding(Q_SEEN, answer, evidence, verdict, link), reading
+
+
+def _seen_elsewhere(results: Mapping[str, Any]) -> str:
+    """How many seen terms are only other specialties' (the seen group holds every specialty's, so seen −
+    unseen_same also sets other specialties' terms against the own one's), as a caveat; "" when none is."""
+    seen = other = 0
+    for r in results.values():
+        trained = {str(t).lower() for t in (getattr(r, "trained_on", None) or [])}
+        frame = r.to_pandas() if hasattr(r, "to_pandas") else None
+        if not trained or "all" in trained or frame is None or "group" not in frame:
+            continue
+        terms = frame[frame["group"] == "seen"].drop_duplicates("term")
+        seen += len(terms)
+        other += int(sum(not ({str(x).lower() for x in s} & trained) for s in terms["specialties"]))
+    if not other:
+        return ""
+    return (
+        f" {other} of the {seen} seen terms are only other specialties' (the seen group holds every specialty's "
+        "terms the training questions held), so the contrast also sets other specialties' terms against the own."
+    )
 
 
 def trajectory_finding(
