@@ -308,7 +308,8 @@ def score_items(
     bit-identical to one process's. A collective: every rank must call it with the same items and
     arguments. Leave it off for callers whose hooks must see every forward pass (patching).
     `checkpoint`: keep each finished batch there, and take those a killed run of the same items, models and
-    options finished (see `specprobe.core.checkpoint`); log-probabilities only, so not with `capture_layers`.
+    options finished (see `specprobe.core.checkpoint`): log-probabilities and, with `reduce_layers`, the reduced
+    rows; never whole layer states (`capture_layers` without `reduce_layers` is refused).
     """
     _check_options(batch_size, capture_layers, reduce_layers)
     if checkpoint is not None and capture_layers and reduce_layers is None:
