@@ -5,10 +5,10 @@ compare` points under its --out).
 A run is identified by what its caller says about it (`identity`: the models, dtype, device, options)
 with the specprobe version, the items' tokens and scored positions, and the batch plan, hashed; its
 batches live in a folder of that name, one file per finished batch, each written atomically. When a run
-resumes, the first finished batch it holds is scored again and must agree with the stored one (to
-`resume_tolerance`): a model changed in place under the same path gives other numbers, and then the
-stored batches are discarded with a warning instead of mixed in. A checkpoint keeps log-probabilities
-only (not layer states)."""
+resumes, the first and the last finished batch it holds are scored again and must agree with the stored
+ones (to `resume_tolerance`): a model changed in place under the same path gives other numbers, and then
+the stored batches are discarded with a warning instead of mixed in. A checkpoint keeps log-probabilities
+and, for the logit lens, its reduced layer rows; never whole layer states."""
 
 from __future__ import annotations
 
@@ -101,8 +101,20 @@ class ScoreCheckpoint:
         return BatchStore(self.root / f"run-{digest}", {**key, "batches": len(batches)})
 
 
-#: the subfolders of a probe's checkpoint folder: one per view, compare's and the logit lens's
+#: the subfolders of a probe's checkpoint folder (`view_checkpoint`): one per view, compare's and the lens's
 VIEW_FOLDERS = ("base", "tuned", "lens-base", "lens-tuned")
+
+
+def view_checkpoint(
+    folder: str | os.PathLike, metadata: Mapping[str, Any], variant: str, lens_layers: Sequence[int] | None = None
+) -> ScoreCheckpoint:
+    """The checkpoint of one view's scoring under a probe's `folder`, keyed by `view_identity`: compare's
+    (`<variant>/`), or the logit lens's over `lens_layers` (`lens-<variant>/`, keyed by those layers too)."""
+    identity = view_identity(metadata, variant)
+    if lens_layers is None:
+        return ScoreCheckpoint(Path(folder) / variant, identity)
+    lens = {**identity, "lens": "logit", "layers": list(lens_layers)}
+    return ScoreCheckpoint(Path(folder) / f"lens-{variant}", lens)
 
 
 def remove_checkpoint(folder: str | os.PathLike) -> None:

@@ -9,12 +9,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from specprobe.core.checkpoint import ScoreCheckpoint, remove_checkpoint, view_identity
+from specprobe.core.checkpoint import remove_checkpoint, view_checkpoint
 from specprobe.core.items import check_max_length
 from specprobe.core.scoring import batch_rows, score_items
 from specprobe.probe.comparison import Comparison, occurrence_rows
@@ -110,7 +109,9 @@ def _compare(
     pair = load_pair(base, tuned, opts.tokenizer, opts.device, opts.dtype, purpose="compare")
     prep = prepare(pair, terms, texts, opts)
     scored: dict[str, list] = {}
-    checkpoints = {v: _checkpoint(checkpoint, pair, v) for v in pair.variants} if checkpoint is not None else {}
+    checkpoints = {}
+    if checkpoint is not None:
+        checkpoints = {v: view_checkpoint(checkpoint, pair.metadata, v) for v in pair.variants}
     for variant in pair.variants:
         with pair.view(variant) as split:
             scored[variant] = score_items(
@@ -137,12 +138,6 @@ def _compare(
     if checkpoint is not None and not keep_checkpoint:
         remove_checkpoint(checkpoint)  # every run's batches, stale keys' too; the folder if that empties it
     return comparison
-
-
-def _checkpoint(folder: str | os.PathLike, pair: Any, variant: str) -> ScoreCheckpoint:
-    """Where `variant`'s finished batches are kept: under `folder`, keyed by what the view computes with
-    (`core.checkpoint.view_identity`: models by content where known, dtype, device, LoRA forward)."""
-    return ScoreCheckpoint(Path(folder) / variant, view_identity(pair.metadata, variant))
 
 
 def _texts_in_training_data(pair: Any, prep: Prepared) -> int | None:

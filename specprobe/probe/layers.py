@@ -14,14 +14,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from specprobe.core.architecture import SplitModel
-from specprobe.core.checkpoint import ScoreCheckpoint, remove_checkpoint, view_identity
+from specprobe.core.checkpoint import ScoreCheckpoint, remove_checkpoint, view_checkpoint
 from specprobe.core.scoring import batch_rows, plan_device_batches, score_items
 from specprobe.probe.hooks import pair_depth, resolve_layers
 from specprobe.probe.inputs import DEFAULT_TEMPLATE
@@ -127,10 +126,7 @@ def _local_layers(
         if bridged is not None:
             lens[variant] = tl_lens_items(bridged, variant, prep.items, chosen, opts.batch_size, opts.progress)
         else:
-            store = None
-            if checkpoint is not None:  # keyed by the view and the lens's layers
-                identity = {**view_identity(pair.metadata, variant), "lens": "logit", "layers": chosen}
-                store = ScoreCheckpoint(Path(checkpoint) / f"lens-{variant}", identity)
+            store = view_checkpoint(checkpoint, pair.metadata, variant, chosen) if checkpoint is not None else None
             with pair.view(variant) as split:
                 lens[variant] = _lens_items(split, prep, chosen, opts, desc=f"lens {variant}", checkpoint=store)
         timings[variant] = round(time.perf_counter() - t0, 4)
