@@ -956,14 +956,8 @@ def test_the_seen_unseen_finding_says_how_many_seen_terms_are_other_specialties(
             frame = {"contrast": ["seen - unseen_same"], "mean_diff": [0.1], "p_value": [0.4]}
             return pd.DataFrame({**frame, "p_holm": [0.8]})
 
-        def to_pandas(self):
-            return pd.DataFrame(
-                {
-                    "term": ["chest pain", "seizure", "seizure", "angina"],
-                    "group": ["seen", "seen", "seen", "unseen_same"],
-                    "specialties": [("Cardiology",), ("Neurology",), ("Neurology",), ("Cardiology",)],
-                }
-            )
+        def seen_terms(self):
+            return {"chest pain": ("Cardiology",), "seizure": ("Neurology",)}
 
     found, _ = FX.seen_unseen_finding({"Cardiology": Seen()})
     assert "1 of the 2 seen terms are only other specialties'" in found.evidence

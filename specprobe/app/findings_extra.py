@@ -153,12 +153,11 @@ def _seen_elsewhere(results: Mapping[str, Any]) -> str:
     seen = other = 0
     for r in results.values():
         trained = {str(t).lower() for t in (getattr(r, "trained_on", None) or [])}
-        frame = r.to_pandas() if hasattr(r, "to_pandas") else None
-        if not trained or "all" in trained or frame is None or "group" not in frame:
+        if not trained or "all" in trained or not hasattr(r, "seen_terms"):
             continue
-        terms = frame[frame["group"] == "seen"].drop_duplicates("term")
+        terms = r.seen_terms()
         seen += len(terms)
-        other += int(sum(not ({str(x).lower() for x in s} & trained) for s in terms["specialties"]))
+        other += sum(not ({str(x).lower() for x in s} & trained) for s in terms.values())
     if not other:
         return ""
     return (

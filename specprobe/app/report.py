@@ -141,11 +141,7 @@ class ReportParts:
 
 def seen_terms(seen_unseen: Mapping[str, Any]) -> dict[str, set[str]]:
     """Per adapter, the terms its training questions held (the seen/unseen analysis's "seen" group)."""
-    out = {}
-    for name, result in seen_unseen.items():
-        frame = result.to_pandas()
-        out[str(name)] = set(frame.loc[frame["group"] == "seen", "term"])
-    return out
+    return {str(name): set(result.seen_terms()) for name, result in seen_unseen.items()}
 
 
 def _study_sections(

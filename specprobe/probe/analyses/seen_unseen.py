@@ -135,6 +135,11 @@ class SeenUnseen(AdapterInfo, Result):
             )
         return pd.DataFrame(rows)
 
+    def seen_terms(self) -> dict[str, tuple[str, ...]]:
+        """The terms the adapter's training questions held (the "seen" group), with their specialties."""
+        seen = cast(pd.DataFrame, self._frame[self._frame["group"] == SEEN]).drop_duplicates("term")
+        return {str(t): tuple(s) for t, s in zip(seen["term"], seen["specialties"])}
+
     def terms(self, metric: str = "delta_per_token") -> pd.DataFrame:
         """One row per term (and control word): group, training count, n occurrences, mean delta."""
         df = self._frame
